@@ -1,0 +1,3 @@
+"""mailnet: a mail server framework on Twisted."""
+
+__version__ = "0.1.0"

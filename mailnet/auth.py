@@ -1,0 +1,481 @@
+"""
+Users, aliases, local domains, and authentication through twisted.cred.
+
+* :class:`UserDB`: the users file, in Dovecot passwd-file form
+  (``user@domain:{SCHEME}hash`` and optional ``:uid:gid:gecos:home:shell:extra``
+  fields, ignored).  It is re-read when it changes on disk, so ``mailnet user
+  add`` takes effect on a running server at once.  It is also the
+  ``ICredentialsChecker`` for ``IUsernamePassword``.
+* :class:`AliasDB`: the aliases file (``address: target, target``;
+  ``@domain: target`` is the domain's catch-all), re-read likewise.
+* :class:`Directory`: answers the questions protocols ask: is this domain
+  ours, who gets mail for this address, may this user send as that address.
+* :class:`MailRealm` / :func:`makePortal`: the cred portal the protocols log
+  in through.  Avatars are :class:`IAuthenticatedUser` (SMTP) or the store's
+  ``IAccount`` (IMAP, POP3, JMAP).
+* :class:`AuthThrottle`: the delay before a failed login is answered,
+  growing per client address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+
+from twisted.cred import credentials, error, portal
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface, implementer
+
+from mailnet import passwords
+from mailnet.store.interfaces import IAccount
+
+log = Logger()
+
+
+def splitAddress(address: str) -> tuple[str, str]:
+    """``"User@Example.TEST"`` -> ``("User", "example.test")``; no domain -> ``(addr, "")``."""
+    local, sep, domain = address.rpartition("@")
+    if not sep:
+        return address, ""
+    return local, domain.lower().rstrip(".")
+
+
+def normalize(address: str) -> str:
+    """The form used as a key: local part and domain lower-cased."""
+    local, domain = splitAddress(address.strip())
+    return f"{local.lower()}@{domain}" if domain else local.lower()
+
+
+def validUsername(name: str) -> bool:
+    local, domain = splitAddress(name)
+    bad = set(':\r\n\t /\\"\x00')
+    return bool(local and domain) and not (bad & set(name)) and ".." not in domain and not local.startswith(".")
+
+
+class _WatchedFile:
+    """
+    A small text file parsed into memory and re-read whenever its identity
+    (inode, size, mtime) changes.  Writers replace it atomically.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._stamp = None
+        self._data = None
+
+    def _parse(self, lines):
+        raise NotImplementedError
+
+    def current(self):
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp or self._data is None:
+            lines = []
+            if stamp is not None:
+                with open(self.path, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            self._data = self._parse(lines)
+            self._stamp = stamp
+            self.changed()
+        return self._data
+
+    def changed(self):
+        pass
+
+    @contextlib.contextmanager
+    def editing(self):
+        """
+        Lock the file against other writers (``mailnet`` commands run at once)
+        and yield its lines; the caller changes the list, which is written
+        back atomically (tmp, fsync, rename, fsync dir).
+        """
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, exist_ok=True)
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except FileNotFoundError:
+                lines = []
+            before = list(lines)
+            yield lines
+            if lines != before:
+                writeAtomically(self.path, "".join(line + "\n" for line in lines).encode("utf-8"), mode=0o600)
+            self._stamp = None
+
+
+def writeAtomically(path, data: bytes, mode=0o644):
+    """Write a file so that readers see the old or the new content, durably."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsyncDirectory(directory)
+
+
+def fsyncDirectory(directory):
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class IAuthenticatedUser(Interface):
+    """The avatar SMTP gets: just who logged in."""
+
+    username = Attribute("The canonical login name (user@domain).")
+
+
+@implementer(IAuthenticatedUser)
+@dataclasses.dataclass(frozen=True)
+class AuthenticatedUser:
+    username: str
+
+
+@implementer(ICredentialsChecker)
+class UserDB(_WatchedFile):
+    """
+    The users file, and the password checker over it.
+
+    Verification runs in a thread (argon2 takes tens of milliseconds).  A
+    verified password is remembered in memory as an HMAC under a per-process
+    key for ``cacheSeconds``, so that clients that log in every minute do not
+    each cost a full hash; the memory is forgotten when the file changes.
+    """
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, path, scheme="argon2id", cacheSeconds=300, clock=None):
+        super().__init__(path)
+        self.scheme = scheme
+        self.cacheSeconds = cacheSeconds
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self._cacheKey = secrets.token_bytes(32)
+        self._cache = {}
+
+    def _parse(self, lines):
+        users = {}
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, rest = line.partition(":")
+            if not sep:
+                log.warn("{path}:{n}: no ':' after the user name; line ignored", path=self.path, n=number)
+                continue
+            users[normalize(name)] = rest.split(":", 1)[0]
+        return users
+
+    def changed(self):
+        self._cache.clear()
+
+    # Queries
+
+    def exists(self, username) -> bool:
+        return normalize(username) in self.current()
+
+    def canonical(self, username) -> str | None:
+        key = normalize(username)
+        return key if key in self.current() else None
+
+    def list(self) -> list[str]:
+        return sorted(self.current())
+
+    # Changes (used by the CLI; safe against concurrent writers)
+
+    def add(self, username, password):
+        if not validUsername(username):
+            raise ValueError(f"{username!r} is not a valid user name (want user@domain)")
+        key = normalize(username)
+        with self.editing() as lines:
+            if any(normalize(line.partition(":")[0]) == key for line in lines if ":" in line):
+                raise ValueError(f"user {key} exists already")
+            lines.append(f"{key}:{passwords.make(password, self.scheme)}")
+
+    def setPassword(self, username, password):
+        key = normalize(username)
+        with self.editing() as lines:
+            for i, line in enumerate(lines):
+                name, sep, rest = line.partition(":")
+                if sep and normalize(name) == key:
+                    extra = rest.split(":", 1)[1:]
+                    lines[i] = ":".join([key, passwords.make(password, self.scheme)] + extra)
+                    return
+            raise KeyError(f"no user {key}")
+
+    def remove(self, username):
+        key = normalize(username)
+        with self.editing() as lines:
+            keep = [line for line in lines if normalize(line.partition(":")[0]) != key or ":" not in line]
+            if len(keep) == len(lines):
+                raise KeyError(f"no user {key}")
+            lines[:] = keep
+
+    # Checking
+
+    def _check(self, key, stored, password):
+        try:
+            return passwords.verify(password, stored)
+        except passwords.UnsupportedScheme as e:
+            log.error("users file: {user}: cannot check password: {why}", user=key, why=str(e))
+            return False
+
+    def checkPassword(self, username, password) -> defer.Deferred:
+        """
+        @return: Deferred firing with the canonical username, or failing
+            with ``UnauthorizedLogin``.  Never logs the password.
+        """
+        key = normalize(username)
+        stored = self.current().get(key)
+        if stored is None or not password:
+            return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
+        if isinstance(password, bytes):
+            try:
+                password = password.decode("utf-8")
+            except UnicodeDecodeError:
+                return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
+        token = hmac.new(self._cacheKey, f"{key}\0{stored}\0{password}".encode(), hashlib.sha256).digest()
+        hit = self._cache.get(key)
+        if hit and hit[1] > self.clock.seconds() and hmac.compare_digest(hit[0], token):
+            return defer.succeed(key)
+
+        def done(ok):
+            if not ok:
+                raise error.UnauthorizedLogin("unknown user or bad password")
+            if self.cacheSeconds:
+                self._cache[key] = (token, self.clock.seconds() + self.cacheSeconds)
+            return key
+
+        return threads.deferToThread(self._check, key, stored, password).addCallback(done)
+
+    def requestAvatarId(self, creds):
+        return self.checkPassword(creds.username, creds.password)
+
+
+class AliasDB(_WatchedFile):
+    """
+    The aliases file: ``address: target[, target...]``.  ``@domain: target``
+    is the domain's catch-all.  Targets are addresses, local or remote.
+    """
+
+    def _parse(self, lines):
+        aliases = {}
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, rest = line.partition(":")
+            targets = [t.strip() for t in rest.replace(",", " ").split() if t.strip()]
+            if not sep or not targets:
+                log.warn("{path}:{n}: expected 'address: target, ...'; line ignored", path=self.path, n=number)
+                continue
+            aliases[normalize(name)] = targets
+        return aliases
+
+    def get(self, address) -> list[str] | None:
+        return self.current().get(normalize(address))
+
+    def list(self) -> dict[str, list[str]]:
+        return dict(sorted(self.current().items()))
+
+    def add(self, address, targets):
+        key = normalize(address)
+        local, domain = splitAddress(key)
+        if not domain or any(c in key for c in " \t:,"):
+            raise ValueError(f"{address!r} is not an address (or @domain for a catch-all)")
+        for t in targets:
+            if "@" not in t or any(c in t for c in " \t:,"):
+                raise ValueError(f"{t!r} is not an address")
+        with self.editing() as lines:
+            lines[:] = [line for line in lines if normalize(line.partition(":")[0]) != key]
+            lines.append(f"{key}: {', '.join(targets)}")
+
+    def remove(self, address):
+        key = normalize(address)
+        with self.editing() as lines:
+            keep = [line for line in lines if normalize(line.partition(":")[0]) != key]
+            if len(keep) == len(lines):
+                raise KeyError(f"no alias {key}")
+            lines[:] = keep
+
+
+@dataclasses.dataclass
+class Resolution:
+    """Where mail for one address goes: local usernames and remote addresses."""
+
+    local: list[str] = dataclasses.field(default_factory=list)
+    remote: list[str] = dataclasses.field(default_factory=list)
+
+
+class Directory:
+    """
+    The address book every protocol consults.
+
+    @ivar domains: set of local domains (lower case).
+    """
+
+    MAX_DEPTH = 10
+
+    def __init__(self, domains, users: UserDB, aliases: AliasDB, subaddressSeparator="+"):
+        self.domains = {d.lower() for d in domains}
+        self.users = users
+        self.aliases = aliases
+        self.separator = subaddressSeparator
+
+    def isLocalDomain(self, domain) -> bool:
+        return domain.lower().rstrip(".") in self.domains
+
+    def isLocal(self, address) -> bool:
+        return self.isLocalDomain(splitAddress(address)[1])
+
+    def _stripTag(self, address):
+        local, domain = splitAddress(address)
+        if self.separator and self.separator in local:
+            return local.split(self.separator, 1)[0] + "@" + domain
+        return None
+
+    def resolve(self, address) -> Resolution | None:
+        """
+        Expand an address: aliases (recursively, loops cut), then users,
+        then ``user+tag`` as ``user``, then the domain's catch-all.
+
+        @return: a :class:`Resolution`, or None when the address is in a local
+            domain and nobody takes it (SMTP 550 5.1.1).  An address in a
+            remote domain resolves to itself as a remote address.
+        """
+        result = Resolution()
+        if not self._expand(normalize(address), result, 0, set()):
+            return None
+        return result
+
+    def _expand(self, address, result, depth, seen) -> bool:
+        if address in seen:
+            return True
+        seen.add(address)
+        if not self.isLocal(address):
+            if address not in result.remote:
+                result.remote.append(address)
+            return True
+        if depth > self.MAX_DEPTH:
+            log.warn("alias expansion deeper than {n} at {a}; cut", n=self.MAX_DEPTH, a=address)
+            return False
+        candidates = [address]
+        stripped = self._stripTag(address)
+        if stripped:
+            candidates.append(stripped)
+        for candidate in candidates:
+            targets = self.aliases.get(candidate)
+            if targets:
+                ok = False
+                for target in targets:
+                    ok = self._expand(normalize(target), result, depth + 1, seen) or ok
+                return ok
+            if self.users.exists(candidate):
+                if candidate not in result.local:
+                    result.local.append(candidate)
+                return True
+        catchAll = self.aliases.get("@" + splitAddress(address)[1])
+        if catchAll:
+            ok = False
+            for target in catchAll:
+                ok = self._expand(normalize(target), result, depth + 1, seen) or ok
+            return ok
+        return False
+
+    def mayUseSender(self, username, address) -> bool:
+        """
+        Whether an authenticated user may use ``address`` as MAIL FROM: their
+        own address (with or without a +tag), or an alias that delivers to them.
+        """
+        username, address = normalize(username), normalize(address)
+        if address == username or self._stripTag(address) == username:
+            return True
+        if not self.isLocal(address):
+            return False
+        resolution = self.resolve(address)
+        return resolution is not None and username in resolution.local
+
+
+@implementer(portal.IRealm)
+class MailRealm:
+    """Gives a logged-in user their store account or a plain identity."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if IAccount in interfaces:
+            d = defer.maybeDeferred(self.store.getAccount, avatarId)
+            return d.addCallback(lambda account: (IAccount, account, lambda: None))
+        if IAuthenticatedUser in interfaces:
+            return defer.succeed((IAuthenticatedUser, AuthenticatedUser(avatarId), lambda: None))
+        raise NotImplementedError(f"no avatar for {interfaces}")
+
+
+def makePortal(store, checkers):
+    return portal.Portal(MailRealm(store), checkers)
+
+
+class AuthThrottle:
+    """
+    How long to wait before answering a failed login, per client address.
+
+    The first failure waits ``baseDelay``; each further failure from the same
+    address within ``window`` seconds doubles it, up to ``maxDelay``.  A
+    success clears the address.  Memory is bounded.
+    """
+
+    def __init__(self, clock, baseDelay=1.0, maxDelay=30.0, window=900, maxEntries=100_000):
+        self.clock = clock
+        self.baseDelay = baseDelay
+        self.maxDelay = maxDelay
+        self.window = window
+        self.maxEntries = maxEntries
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def failed(self, ip) -> float:
+        """Record a failure; return the seconds to wait before replying."""
+        now = self.clock.seconds()
+        count, last = self._failures.get(ip, (0, now))
+        if now - last > self.window:
+            count = 0
+        count += 1
+        if len(self._failures) >= self.maxEntries:
+            self._failures.clear()
+        self._failures[ip] = (count, now)
+        if not self.baseDelay:
+            return 0.0
+        return min(self.maxDelay, self.baseDelay * 2 ** (count - 1))
+
+    def succeeded(self, ip):
+        self._failures.pop(ip, None)
+
+    def delay(self, ip, seconds):
+        """A Deferred that fires after the throttle's wait (now if 0)."""
+        from twisted.internet import task
+
+        if seconds <= 0:
+            return defer.succeed(None)
+        return task.deferLater(self.clock, seconds, lambda: None)

@@ -1,0 +1,412 @@
+"""
+Configuration: one TOML file, validated against the schema below.
+
+The schema is the single source of truth: defaults, types and the one-line
+reason for each option live here, ``etc/mailnet.toml`` is generated from it
+(``mailnet config example``) and a test checks the two agree.
+
+Errors are :class:`ConfigError`, whose ``str`` is one line naming the file,
+the key and the problem, e.g.::
+
+    etc/mailnet.toml: [limits] message_size: expected an integer, got "big"
+
+With no file, :func:`load` returns the development defaults: everything under
+``./var`` of the current directory, listeners on 127.0.0.1 high ports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from typing import Any, Callable
+
+KB = 1024
+MB = 1024 * KB
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(error)`` is one line for the operator."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """
+    One config key.
+
+    @ivar kind: one of ``str``, ``int``, ``float``, ``bool``, ``strlist``,
+        ``endpoint``, ``path``, ``hostport``, ``choice``.
+    @ivar default: the built-in (development) default.
+    @ivar doc: one line: what it is and why the default.
+    @ivar example: value shown in etc/mailnet.toml when it should differ from
+        the development default (production ports, say).
+    """
+
+    kind: str
+    default: Any
+    doc: str
+    example: Any = None
+    choices: tuple = ()
+    minimum: float | None = None
+
+
+def _o(kind, default, doc, **kw):
+    return Option(kind, default, doc, **kw)
+
+
+LISTEN_DEFAULTS = {
+    "smtp": ("tcp:2525:interface=127.0.0.1", "tcp:25", "SMTP for mail to our domains (MX)"),
+    "submission": ("tcp:2587:interface=127.0.0.1", "tcp:587", "Submission: STARTTLS, then AUTH"),
+    "submissions": ("tcp:2465:interface=127.0.0.1", "tcp:465", "Submission over implicit TLS (RFC 8314)"),
+    "pop3": ("tcp:2110:interface=127.0.0.1", "tcp:110", "POP3 with STLS"),
+    "pop3s": ("tcp:2995:interface=127.0.0.1", "tcp:995", "POP3 over implicit TLS"),
+    "imap": ("tcp:2143:interface=127.0.0.1", "tcp:143", "IMAP with STARTTLS"),
+    "imaps": ("tcp:2993:interface=127.0.0.1", "tcp:993", "IMAP over implicit TLS"),
+    "http": ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1", "JMAP and webmail (put a TLS proxy in front)"),
+}
+
+SCHEMA: dict[str, dict[str, Option]] = {
+    "server": {
+        "hostname": _o("str", "localhost", "Our name in greetings, Received headers and bounces.", example="mail.example.org"),
+        "data_dir": _o("path", "var", "Where mail, users, the queue and certificates live (relative to the config file).", example="/var/lib/mailnet"),
+        "demo_user": _o("bool", False, "Make demo@<first local domain> with a random password and print the login at start (on by default only when no config file is given)."),
+    },
+    "domains": {
+        "local": _o("strlist", ["example.test"], "Domains whose mail we keep; everything else is relayed for authenticated users only.", example=["example.org"]),
+        "subaddress_separator": _o("str", "+", "user+tag@domain is delivered to user@domain; empty turns this off."),
+    },
+    "listen": {
+        key: _o("endpoint", dev, f"{doc}; \"\" disables.", example=prod)
+        for key, (dev, prod, doc) in LISTEN_DEFAULTS.items()
+    },
+    "tls": {
+        "cert": _o("path", "", "PEM certificate chain; empty = data_dir/tls/cert.pem, self-signed and made on first run."),
+        "key": _o("path", "", "PEM private key; empty = data_dir/tls/key.pem, made with the certificate."),
+    },
+    "auth": {
+        "users_file": _o("path", "", "Users, one per line in Dovecot passwd-file form; empty = data_dir/users."),
+        "aliases_file": _o("path", "", "Aliases, 'address: target, target'; empty = data_dir/aliases."),
+        "hash": _o("choice", "argon2id", "Hash for new passwords (Dovecot schemes are all accepted when checking).", choices=("argon2id", "bcrypt", "sha512-crypt")),
+        "allow_plaintext": _o("bool", False, "Accept passwords on connections without TLS (never on the public Internet)."),
+        "failure_delay": _o("float", 1.0, "Seconds to wait before answering a failed login; doubles per failure from the same IP, up to 30.", minimum=0),
+        "cache_seconds": _o("int", 300, "Remember a verified password this long (in memory only) so clients that log in often do not pay for argon2 each time; 0 = off.", minimum=0),
+    },
+    "store": {
+        "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), or \"package.module:factory\" for a third-party store."),
+        "mail_dir": _o("path", "", "Root of the Maildirs (one per user, <root>/<domain>/<user>); empty = data_dir/mail."),
+    },
+    "relay": {
+        "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
+        "smarthost_user": _o("str", "", "Login for the smarthost, if it wants AUTH."),
+        "smarthost_password_file": _o("path", "", "File holding the smarthost password (kept out of this file)."),
+        "smarthost_tls": _o("choice", "starttls", "\"starttls\" (required, verified), \"implicit\" (port 465 style) or \"opportunistic\".", choices=("starttls", "implicit", "opportunistic")),
+        "mx_port": _o("int", 25, "Port used for MX delivery (tests point it elsewhere).", minimum=1),
+        "require_tls": _o("strlist", [], "Destination domains that must offer STARTTLS with a certificate valid for the MX name."),
+        "max_connections": _o("int", 20, "Outgoing SMTP connections in total.", minimum=1),
+        "max_connections_per_destination": _o("int", 4, "Outgoing connections to one destination domain.", minimum=1),
+        "messages_per_connection": _o("int", 100, "Messages sent over one connection before it is closed.", minimum=1),
+    },
+    "queue": {
+        "retry_initial": _o("int", 300, "Seconds before the first retry (Postfix: 5 minutes).", minimum=1),
+        "retry_max": _o("int", 4000, "Longest wait between retries (Postfix: about 67 minutes).", minimum=1),
+        "lifetime": _o("int", 5 * 86400, "Seconds after which an undelivered message bounces (5 days).", minimum=1),
+        "delay_warning": _o("int", 4 * 3600, "Send one delay DSN after this many seconds (0 = never).", minimum=0),
+    },
+    "dns": {
+        "nameservers": _o("strlist", [], "\"ip:port\" list; empty = the system resolver."),
+        "timeout": _o("int", 10, "Seconds to wait for a DNS answer.", minimum=1),
+    },
+    "limits": {
+        "message_size": _o("int", 35 * MB, "Largest message accepted (SMTP SIZE, IMAP APPENDLIMIT).", minimum=1),
+        "connections": _o("int", 1000, "Open connections per listener.", minimum=1),
+        "connections_per_ip": _o("int", 50, "Open connections per client address per listener.", minimum=1),
+        "auth_failures": _o("int", 5, "Failed logins on one connection before it is closed.", minimum=1),
+        "smtp_line_length": _o("int", 1000, "Longest SMTP command or text line, CRLF included (RFC 5321 s4.5.3.1).", minimum=512),
+        "smtp_recipients": _o("int", 100, "Recipients per message (RFC 5321 s4.5.3.1.8 minimum).", minimum=1),
+        "smtp_errors": _o("int", 20, "Bad commands in one session before 421.", minimum=1),
+        "smtp_command_timeout": _o("int", 300, "Seconds to wait for a command (RFC 5321 s4.5.3.2.7).", minimum=1),
+        "smtp_data_timeout": _o("int", 600, "Seconds to wait for each block of message data.", minimum=1),
+        "imap_line_length": _o("int", 65536, "Longest IMAP command line, literals excluded.", minimum=1000),
+        "imap_literal_size": _o("int", 35 * MB, "Largest IMAP literal (APPEND size).", minimum=1),
+        "imap_idle_timeout": _o("int", 1800, "Seconds an IMAP session may stay silent (RFC 9051: at least 30 minutes).", minimum=1),
+        "imap_connections_per_user": _o("int", 20, "Simultaneous IMAP sessions of one user.", minimum=1),
+        "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=1),
+        "http_request_size": _o("int", 35 * MB, "Largest HTTP request body (JMAP upload, webmail compose).", minimum=1),
+    },
+    "log": {
+        "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
+    },
+}
+
+
+def _describe(value):
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _check(path, section, key, opt: Option, value):
+    def fail(problem):
+        raise ConfigError(f"{path}: [{section}] {key}: {problem}")
+
+    kind = opt.kind
+    if kind in ("str", "path", "endpoint", "hostport", "choice"):
+        if not isinstance(value, str):
+            fail(f"expected a string, got {_describe(value)}")
+        if "\x00" in value:
+            fail("NUL character not allowed")
+        if kind == "choice" and value not in opt.choices:
+            fail(f"expected one of {', '.join(map(_describe, opt.choices))}, got {_describe(value)}")
+        if kind == "endpoint" and value:
+            problem = endpointProblem(value)
+            if problem:
+                fail(problem)
+        if kind == "hostport" and value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                fail(f'expected "host:port", got {_describe(value)}')
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            fail(f"expected true or false, got {_describe(value)}")
+        return value
+    if kind in ("int", "float"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if kind == "float":
+            ok = ok or isinstance(value, float)
+        if not ok:
+            fail(f"expected {'an integer' if kind == 'int' else 'a number'}, got {_describe(value)}")
+        if opt.minimum is not None and value < opt.minimum:
+            fail(f"must be at least {opt.minimum:g}, got {value}")
+        return value
+    if kind == "strlist":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail(f"expected a list of strings, got {_describe(value)}")
+        return list(value)
+    raise AssertionError(kind)
+
+
+def endpointProblem(description):
+    """
+    Return why a Twisted server endpoint string is unusable, or None.
+
+    Parses without listening.  Only stream endpoints we can serve on are
+    accepted (tcp, tcp6, unix); TLS is applied by mailnet itself.
+    """
+    from twisted.internet import endpoints
+
+    try:
+        args = endpoints._parseServer(description, None)[1]
+    except Exception as e:  # twisted raises assorted errors on bad syntax
+        return f"bad endpoint {_describe(description)}: {e}"
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix"):
+        return f"bad endpoint {_describe(description)}: use tcp:, tcp6: or unix: (TLS is set by the listener's role)"
+    if kind in ("tcp", "tcp6"):
+        if not args or not 0 <= args[0] < 65536:
+            return f"bad endpoint {_describe(description)}: port out of range"
+    return None
+
+
+class Config:
+    """
+    A validated configuration.
+
+    Sections are attributes holding namespaces: ``config.limits.message_size``.
+    Paths are absolute.  ``config.source`` is the file (or None for the
+    development defaults).
+    """
+
+    def __init__(self, values: dict, source: str | None, base: str):
+        self.source = source
+        self.base = base
+        for section, opts in values.items():
+            setattr(self, section, types.SimpleNamespace(**opts))
+
+    @property
+    def isDevelopment(self):
+        return self.source is None
+
+    @property
+    def dataDir(self):
+        return self.server.data_dir
+
+    def path(self, section, key, default_name):
+        """An optional path option, falling back to data_dir/default_name."""
+        value = getattr(getattr(self, section), key)
+        return value or os.path.join(self.server.data_dir, default_name)
+
+    @property
+    def certFile(self):
+        return self.path("tls", "cert", os.path.join("tls", "cert.pem"))
+
+    @property
+    def keyFile(self):
+        return self.path("tls", "key", os.path.join("tls", "key.pem"))
+
+    @property
+    def usersFile(self):
+        return self.path("auth", "users_file", "users")
+
+    @property
+    def aliasesFile(self):
+        return self.path("auth", "aliases_file", "aliases")
+
+    @property
+    def mailDir(self):
+        return self.path("store", "mail_dir", "mail")
+
+    @property
+    def spoolDir(self):
+        return os.path.join(self.server.data_dir, "queue")
+
+    @property
+    def runDir(self):
+        return os.path.join(self.server.data_dir, "run")
+
+    def replace(self, **sections):
+        """
+        A copy with some options changed, for tests and embedding:
+        ``config.replace(limits={"message_size": 1000})``.  Validated.
+        """
+        raw = {s: dict(vars(getattr(self, s))) for s in SCHEMA}
+        for section, changes in sections.items():
+            raw.setdefault(section, {}).update(changes)
+        return fromDict(raw, source=self.source or "<replace>", base=self.base)
+
+
+def fromDict(raw: dict, source: str = "<dict>", base: str | None = None) -> Config:
+    """
+    Validate a parsed TOML document against :data:`SCHEMA`.
+
+    Unknown sections or keys are errors (a typo must not silently fall back
+    to a default).  Relative paths are made absolute against ``base``.
+    """
+    base = os.path.abspath(base or os.getcwd())
+    values = {}
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{source}: [{section}]: unknown section (known: {', '.join(SCHEMA)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section}: expected a [{section}] table")
+        for key in table:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{source}: [{section}] {key}: unknown key")
+    for section, opts in SCHEMA.items():
+        table = raw.get(section, {})
+        values[section] = {}
+        for key, opt in opts.items():
+            value = _check(source, section, key, opt, table.get(key, opt.default))
+            if opt.kind == "path" and value:
+                value = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+            values[section][key] = value
+    if not values["domains"]["local"]:
+        raise ConfigError(f"{source}: [domains] local: at least one local domain is needed")
+    values["domains"]["local"] = [d.lower().rstrip(".") for d in values["domains"]["local"]]
+    return Config(values, None if source == "<defaults>" else source, base)
+
+
+def load(path: str | None = None, checkFiles: bool = True) -> Config:
+    """
+    Load and validate a config file, or the development defaults if ``path``
+    is None.
+
+    @param checkFiles: also check that configured certificate files are
+        readable and data_dir can be created and written.
+    @raise ConfigError: with a one-line message.
+    """
+    if path is None:
+        config = fromDict({"server": {"demo_user": True}}, source="<defaults>")
+    else:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file")
+        except PermissionError:
+            raise ConfigError(f"{path}: permission denied")
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory")
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not valid UTF-8")
+        config = fromDict(raw, source=path, base=os.path.dirname(os.path.abspath(path)))
+    if checkFiles:
+        checkEnvironment(config)
+    return config
+
+
+def checkEnvironment(config: Config):
+    """
+    Check what can only be checked on the machine: the data directory can be
+    made and written, configured certificate and key files are readable.
+    """
+    where = config.source or "<defaults>"
+    data = config.server.data_dir
+    try:
+        os.makedirs(data, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{where}: [server] data_dir: cannot create {data}: {e.strerror}")
+    if not os.path.isdir(data):
+        raise ConfigError(f"{where}: [server] data_dir: {data} is not a directory")
+    if not os.access(data, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: [server] data_dir: {data} is not writable")
+    if bool(config.tls.cert) != bool(config.tls.key):
+        which = "key" if config.tls.cert else "cert"
+        raise ConfigError(f"{where}: [tls] {which}: cert and key must be given together")
+    for key in ("cert", "key"):
+        value = getattr(config.tls, key)
+        if value:
+            try:
+                with open(value, "rb") as f:
+                    head = f.read(65536)
+            except OSError as e:
+                raise ConfigError(f"{where}: [tls] {key}: cannot read {value}: {e.strerror}")
+            if b"-----BEGIN" not in head:
+                raise ConfigError(f"{where}: [tls] {key}: {value} is not a PEM file")
+    pw = config.relay.smarthost_password_file
+    if pw and not os.access(pw, os.R_OK):
+        raise ConfigError(f"{where}: [relay] smarthost_password_file: cannot read {pw}")
+    if config.store.backend not in ("maildir", "memory") and ":" not in config.store.backend:
+        raise ConfigError(f'{where}: [store] backend: expected "maildir", "memory" or "package.module:factory", got "{config.store.backend}"')
+
+
+def example() -> str:
+    """
+    The text of etc/mailnet.toml: every option with its default and reason,
+    set to production-minded values where those differ from the development
+    defaults.
+    """
+    out = [
+        "# mailnet configuration.",
+        "#",
+        "# Generated from mailnet/config.py by `mailnet config example`; a test keeps",
+        "# the two in step.  Every option is shown; a commented value is the built-in",
+        "# default, which is tuned for development (./var, 127.0.0.1, high ports).",
+        "# Check a file with `mailnet config check FILE`.",
+    ]
+    for section, opts in SCHEMA.items():
+        out.append("")
+        out.append(f"[{section}]")
+        for key, opt in opts.items():
+            out.append(f"# {opt.doc}")
+            if opt.example is not None and opt.example != opt.default:
+                out.append(f"# default: {_toml(opt.default)}")
+                out.append(f"{key} = {_toml(opt.example)}")
+            else:
+                out.append(f"# {key} = {_toml(opt.default)}")
+    return "\n".join(out) + "\n"
+
+
+def _toml(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,1 @@
+"""The outbound relay queue: durable spool, scheduler, SMTP client, DSNs."""

@@ -1,0 +1,410 @@
+"""
+The mail store contract.
+
+Every access protocol (SMTP delivery, IMAP, POP3, JMAP) talks to mail only
+through the interfaces in this module.  Only :mod:`mailnet.service` names a
+concrete backend; protocol packages never import ``maildir`` or ``memory``.
+
+Conventions that hold for every method below:
+
+* Names.  Folder names are ``str`` with ``/`` as the hierarchy separator
+  (``"Archive/2024"``).  ``INBOX`` is case-insensitive and always exists.
+  A backend refuses names it cannot store safely with
+  :class:`InvalidFolderName`; a name can never reach outside the account.
+* Messages are bytes in canonical form: lines end in CRLF.  ``MessageInfo.size``
+  is the size of that canonical form (IMAP ``RFC822.SIZE``).
+* Flags are IMAP flag strings: the system flags in :data:`SYSTEM_FLAGS`
+  (``\\Seen`` ...) or keywords (atoms without a backslash).  ``\\Recent`` is
+  not a stored flag.
+* Asynchrony.  Methods documented as returning a Deferred may also fail with
+  one of the :class:`StoreError` subclasses below.  Callers wrap calls with
+  ``defer.maybeDeferred`` only where a method is documented as synchronous.
+  Metadata of an open folder (``messages()``, ``uidNext``...) is an
+  in-memory snapshot and synchronous, so that FETCH FLAGS over 100,000
+  messages costs no Deferred per message.
+* Durability.  A Deferred returned by a method that writes (``commit``,
+  ``append``, ``setFlags``, ``expunge``, ``copyTo``, ``moveTo``) fires only
+  when the change is on stable storage (fsynced) for backends that have
+  stable storage.
+* Notifications.  All :class:`IFolder` handles open on the same folder in
+  one process share one index.  After a change becomes durable, through any
+  handle, a delivery, or :meth:`IFolder.refresh` noticing another program's
+  change, every registered :class:`IFolderListener` of that folder is told,
+  including the listener of the session that made the change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zope.interface import Attribute, Interface
+
+SEEN = "\\Seen"
+ANSWERED = "\\Answered"
+FLAGGED = "\\Flagged"
+DELETED = "\\Deleted"
+DRAFT = "\\Draft"
+SYSTEM_FLAGS = frozenset({SEEN, ANSWERED, FLAGGED, DELETED, DRAFT})
+
+# RFC 6154 special-use folders made for every new account.
+SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+
+INBOX = "INBOX"
+
+
+class StoreError(Exception):
+    """Base class of every error a store reports to a protocol."""
+
+
+class NoSuchAccount(StoreError):
+    """The account does not exist and was not asked to be created."""
+
+
+class NoSuchFolder(StoreError):
+    """The named folder does not exist."""
+
+
+class FolderExists(StoreError):
+    """A folder of that name exists already."""
+
+
+class InvalidFolderName(StoreError):
+    """The name cannot be stored (bad characters, escapes the account...)."""
+
+
+class FolderNotEmpty(StoreError):
+    """Raised where a backend cannot delete a folder that has children."""
+
+
+class NoSuchMessage(StoreError):
+    """The UID is not (or no longer) in the folder: expunged meanwhile."""
+
+
+class TemporaryStoreError(StoreError):
+    """Disk full, I/O error, lock timeout: the caller may retry later (SMTP 451)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """
+    What an index knows of one message without reading it.
+
+    @ivar uid: unique id in the folder, ascending with arrival, never reused
+        while ``uidValidity`` stays the same.
+    @ivar flags: frozenset of flag strings.
+    @ivar internalDate: arrival time, seconds since the epoch (float).
+    @ivar size: size in bytes of the canonical (CRLF) message.
+    @ivar modseq: the folder's modification sequence at the message's last
+        change (RFC 7162); at least 1.
+    """
+
+    uid: int
+    flags: frozenset
+    internalDate: float
+    size: int
+    modseq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FolderInfo:
+    """
+    One entry of :meth:`IAccount.listFolders`.
+
+    @ivar name: the folder name, ``/``-separated.
+    @ivar specialUse: ``"\\\\Sent"`` and the like (RFC 6154), or None.
+    @ivar subscribed: whether the folder is in the subscription list.
+    """
+
+    name: str
+    specialUse: str | None = None
+    subscribed: bool = False
+
+
+class IMailStore(Interface):
+    """
+    A whole mail store: the accounts of all users.
+
+    Made once by :mod:`mailnet.service` from ``[store] backend``; shared by
+    every protocol of the process.
+    """
+
+    def getAccount(username, create=True):
+        """
+        Open a user's account.
+
+        Called by IMAP/POP3/JMAP after authentication and by delivery.
+
+        @param username: the canonical login (``user@domain``), as the
+            directory returns it.
+        @param create: make the account (INBOX and the :data:`SPECIAL_USE`
+            folders) when it does not exist yet.
+        @return: Deferred firing with an :class:`IAccount`; fails with
+            :class:`NoSuchAccount` when absent and ``create`` is false.
+        """
+
+    def newDelivery():
+        """
+        Begin delivering one message to one or more mailboxes.
+
+        Called by the SMTP server (and the queue for local recipients) once
+        per message.
+
+        @return: an :class:`IDelivery` (synchronously).
+        """
+
+    def close():
+        """
+        Release resources (open files, timers) at service shutdown.
+
+        @return: None or a Deferred.
+        """
+
+
+class IDelivery(Interface):
+    """
+    One message on its way into one or more mailboxes.
+
+    The life of a delivery: ``addRecipient`` (one or more times), ``write``
+    (any number of times, in order; the body is streamed and never held in
+    memory whole), then exactly one of ``commit`` or ``abort``.
+    """
+
+    def addRecipient(username, folder=INBOX):
+        """
+        Add a mailbox that gets a copy.
+
+        Adding the same (username, folder) twice stores one copy.
+        Synchronous.  Raises :class:`NoSuchFolder` if the folder is missing
+        (the account itself is created as needed).
+        """
+
+    def write(data):
+        """
+        Append bytes of the canonical (CRLF) message.  Synchronous.
+
+        May raise :class:`TemporaryStoreError` (disk full): the caller must
+        then ``abort``.
+        """
+
+    def commit(internalDate=None, flags=()):
+        """
+        Make the message visible in every recipient's folder, durably.
+
+        @param internalDate: arrival time (epoch seconds); now if None.
+        @param flags: initial flags.
+        @return: Deferred firing with a list of ``(username, folder, uid)``
+            when every copy is on stable storage.  On failure nothing of this
+            delivery is visible in any folder, and the Deferred fails
+            (:class:`TemporaryStoreError` for conditions worth a retry).
+        """
+
+    def abort():
+        """
+        Throw the message away.  Nothing becomes visible.  Synchronous,
+        idempotent, safe to call after a failed ``write``.
+        """
+
+
+class IAccount(Interface):
+    """
+    One user's folders.  Got from :meth:`IMailStore.getAccount`.
+    """
+
+    username = Attribute("The canonical login name.")
+
+    def listFolders():
+        """
+        @return: Deferred firing with a list of :class:`FolderInfo`, INBOX
+            first, then sorted by name.  Parents implied by a child's name are
+            listed only if they exist as folders.
+        """
+
+    def createFolder(name):
+        """
+        Create a folder (and any missing parents).
+
+        @return: Deferred firing with None; fails with :class:`FolderExists`
+            or :class:`InvalidFolderName`.
+        """
+
+    def deleteFolder(name):
+        """
+        Delete a folder and its messages.  Children are kept (RFC 3501
+        s6.3.4).  INBOX cannot be deleted (:class:`InvalidFolderName`).
+
+        @return: Deferred firing with None; fails with :class:`NoSuchFolder`.
+        """
+
+    def renameFolder(oldName, newName):
+        """
+        Rename a folder and its children.  Renaming INBOX moves its messages
+        into a new folder and leaves INBOX empty (RFC 3501 s6.3.5).
+
+        @return: Deferred firing with None; fails with :class:`NoSuchFolder`,
+            :class:`FolderExists` or :class:`InvalidFolderName`.
+        """
+
+    def setSubscribed(name, subscribed):
+        """
+        Add a name to (or remove it from) the subscription list.  The folder
+        need not exist (RFC 3501 s6.3.6).
+
+        @return: Deferred firing with None.
+        """
+
+    def openFolder(name):
+        """
+        Open a folder for reading and changing.
+
+        Called by IMAP at SELECT/EXAMINE/STATUS/APPEND and by POP3 at login.
+        The caller must :meth:`IFolder.close` the handle when done.
+
+        @return: Deferred firing with an :class:`IFolder` whose index is
+            loaded and current; fails with :class:`NoSuchFolder`.
+        """
+
+
+class IFolder(Interface):
+    """
+    A handle on one open folder.  Cheap: handles on the same folder share
+    one index (see the module docstring).
+    """
+
+    name = Attribute("The folder name.")
+    uidValidity = Attribute("UIDVALIDITY (int, non-zero, stable).")
+    uidNext = Attribute("The UID the next message will get (int).")
+    highestModSeq = Attribute("Highest modification sequence (int, >= 1).")
+
+    def messages():
+        """
+        @return: list of :class:`MessageInfo` sorted by ascending UID; a
+            snapshot of the index (synchronous, no I/O).
+        """
+
+    def get(uid):
+        """
+        @return: the :class:`MessageInfo` of ``uid`` or None.  Synchronous.
+        """
+
+    def refresh():
+        """
+        Pick up changes made outside this process (another program moving,
+        flagging, adding or deleting files).  Cheap when nothing changed.
+        Listeners are told of what changed.
+
+        Called by IMAP before answering commands and periodically while in
+        IDLE; by POP3 at login.
+
+        @return: Deferred firing with None.
+        """
+
+    def openMessage(uid):
+        """
+        Open a message for reading, streamed.
+
+        @return: Deferred firing with a readable binary file object
+            positioned at 0 that yields the canonical (CRLF) message of
+            exactly ``get(uid).size`` bytes; the caller closes it.  Fails with
+            :class:`NoSuchMessage` when the message is gone.
+        """
+
+    def append(source, flags=(), internalDate=None):
+        """
+        Add a message (IMAP APPEND, saving a sent message...).
+
+        @param source: bytes, or a readable binary file object (canonical
+            CRLF form).
+        @return: Deferred firing with the new UID once durable.
+        """
+
+    def setFlags(uids, flags, mode="set", unchangedSince=None):
+        """
+        Change flags.
+
+        @param uids: iterable of UIDs; UIDs no longer present are ignored.
+        @param flags: iterable of flag strings.
+        @param mode: ``"set"`` (replace), ``"add"`` or ``"remove"``.
+        @param unchangedSince: RFC 7162 UNCHANGEDSINCE: messages whose modseq
+            is above it are left alone.
+        @return: Deferred firing with ``(changed, failed)``: a list of the
+            new :class:`MessageInfo` of messages whose flags changed, and a
+            list of UIDs skipped by ``unchangedSince``.
+        """
+
+    def expunge(uids):
+        """
+        Remove exactly these messages (the caller picks them: those with
+        ``\\Deleted`` for EXPUNGE, the moved ones for MOVE).
+
+        @return: Deferred firing with the sorted list of UIDs removed.
+        """
+
+    def copyTo(uids, destination):
+        """
+        Copy messages, keeping flags and internal dates, into another open
+        folder (an :class:`IFolder` of the same account).
+
+        @return: Deferred firing with a list of ``(sourceUid, destUid)``
+            pairs in ascending source order (for UIDPLUS COPYUID).
+        """
+
+    def moveTo(uids, destination):
+        """
+        Move messages into another open folder (RFC 6851): like ``copyTo``
+        followed by ``expunge`` of the sources, but the source copies are gone
+        only once the destination copies are durable.
+
+        @return: Deferred firing with ``(sourceUid, destUid)`` pairs.
+        """
+
+    def expungedSince(modseq):
+        """
+        RFC 7162 QRESYNC support.
+
+        @return: sorted list of UIDs expunged with a modseq above ``modseq``
+            that the backend still remembers, or None if it cannot tell
+            (the caller must then fall back to a full resync).
+        """
+
+    def addListener(listener):
+        """
+        Register an :class:`IFolderListener` for changes to this folder.
+        """
+
+    def removeListener(listener):
+        """
+        Unregister a listener.  Unknown listeners are ignored.
+        """
+
+    def close():
+        """
+        Release the handle (and its listeners).  Synchronous, idempotent.
+        """
+
+
+class IFolderListener(Interface):
+    """
+    Told of changes to a folder.  Methods are called on the reactor thread,
+    after the change is durable, and must not raise.
+    """
+
+    def messagesAdded(folder, infos):
+        """
+        New messages: a list of :class:`MessageInfo`, ascending UID.
+        """
+
+    def flagsChanged(folder, infos):
+        """
+        Flags (and so modseqs) changed: a list of the new :class:`MessageInfo`.
+        """
+
+    def messagesExpunged(folder, uids):
+        """
+        Messages removed: a sorted list of UIDs.
+        """
