@@ -31,7 +31,7 @@ import tempfile
 from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, threads
-from twisted.logger import Logger
+from mailnet.logs import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from mailnet import passwords

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
-from twisted.logger import Logger
+from mailnet.logs import Logger
 
 from mailnet.auth import writeAtomically
 
