@@ -1,0 +1,529 @@
+"""
+The POP3 listeners: ``pop3`` (STLS, RFC 2595) and ``pop3s`` (implicit TLS,
+RFC 8314), over the state machine in :mod:`mailnet.pop3.protocol`.
+
+This module moves bytes and runs the session's actions: password checks
+through the portal, the per-user maildrop lock, opening the maildrop
+(INBOX) as a snapshot, streaming RETR/TOP through a producer, marking
+retrieved messages ``\\Seen``, and the UPDATE state's expunge.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from twisted.cred import error as credError
+from twisted.cred.credentials import UsernamePassword
+from twisted.internet import defer, interfaces, protocol
+from twisted.python import failure
+from zope.interface import implementer
+
+from mailnet.auth import normalize
+from mailnet.logs import Logger
+from mailnet.net import peerHost
+from mailnet.pop3 import protocol as pop3
+from mailnet.store.interfaces import INBOX, SEEN, IAccount, IFolderListener, NoSuchMessage
+
+log = Logger()
+
+# What a client refused for too many connections gets (RFC 2449 s8.1.2).
+REFUSAL = b"-ERR [SYS/TEMP] Too many connections\r\n"
+
+CHUNK = 65536
+# Stop reading from a client that sends this much ahead of our answers.
+MAX_PENDING_INPUT = 256 * 1024
+
+
+def makeFactory(context, listener):
+    """The protocol factory for the ``pop3`` or ``pop3s`` listener."""
+    return POP3Factory(context, implicitTLS=(listener == "pop3s"))
+
+
+class MaildropLocks:
+    """
+    RFC 1939 s8: one POP3 session per maildrop at a time.  Shared by every
+    POP3 listener of the process (keyed by store).  IMAP sessions do not
+    take it.
+    """
+
+    def __init__(self):
+        self.held: set[str] = set()
+
+    def acquire(self, username) -> bool:
+        if username in self.held:
+            return False
+        self.held.add(username)
+        return True
+
+    def release(self, username):
+        self.held.discard(username)
+
+
+_locks: "weakref.WeakKeyDictionary[object, MaildropLocks]" = weakref.WeakKeyDictionary()
+
+
+def locksFor(store) -> MaildropLocks:
+    locks = _locks.get(store)
+    if locks is None:
+        locks = _locks[store] = MaildropLocks()
+    return locks
+
+
+class POP3Factory(protocol.Factory):
+    def __init__(self, context, implicitTLS=False):
+        self.context = context
+        self.implicitTLS = implicitTLS
+        self.locks = locksFor(context.store)
+
+    def buildProtocol(self, addr):
+        p = POP3Server(self.context, self.locks, self.implicitTLS)
+        p.factory = self
+        return p
+
+
+@implementer(IFolderListener)
+class _ExpungeWatcher:
+    """Tells a session when another client removes messages from INBOX."""
+
+    def __init__(self, server):
+        self.server = weakref.ref(server)
+
+    def messagesAdded(self, folder, infos):
+        pass
+
+    def flagsChanged(self, folder, infos):
+        pass
+
+    def messagesExpunged(self, folder, uids):
+        server = self.server()
+        if server is not None and server.session is not None:
+            server.session.messagesGone(uids)
+
+
+@implementer(interfaces.IPushProducer)
+class MessageSender:
+    """
+    Stream one message to the transport: chunks from ``chunks`` (an
+    iterator of raw bytes), dot-stuffed, then the terminator.  Memory stays
+    at one chunk whatever the message size: the transport pauses us when
+    its buffer is full (RFC 1939 s3 multi-line response).
+    """
+
+    def __init__(self, transport, chunks, stuffer):
+        self.transport = transport
+        self.chunks = chunks
+        self.stuffer = stuffer
+        self.paused = False
+        self.done = defer.Deferred()
+        self._finished = False
+
+    def start(self):
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self):
+        self.paused = False
+        while not self.paused and not self._finished:
+            try:
+                chunk = next(self.chunks, None)
+            except Exception:
+                self._finish(failure.Failure())
+                return
+            if chunk is None:
+                self.transport.write(self.stuffer.end())
+                self._finish(None)
+                return
+            self.transport.write(self.stuffer.feed(chunk))
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def stopProducing(self):
+        self._finish(failure.Failure(ConnectionError("connection lost while sending a message")))
+
+    def _finish(self, result):
+        if self._finished:
+            return
+        self._finished = True
+        self.transport.unregisterProducer()
+        self.done.callback(result) if result is None else self.done.errback(result)
+
+
+def _readChunks(f, size=CHUNK):
+    while True:
+        chunk = f.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+class POP3Server(protocol.Protocol):
+    """One POP3 connection."""
+
+    def __init__(self, context, locks, implicitTLS=False):
+        self.context = context
+        self.locks = locks
+        self.implicitTLS = implicitTLS
+        self.buffer = pop3.LineBuffer()
+        self.session = None
+        self.busy = False  # an action is outstanding: do not read more lines
+        self.closing = False
+        self.disconnected = False
+        self._processing = False
+        self._readPaused = False
+        self._timer = None
+        self._ip = "?"
+        self.account = None
+        self.logout = None
+        self.folder = None
+        self.watcher = None
+        self.locked = None  # username whose maildrop lock we hold
+        self._seenPending: set[int] = set()
+        self._seenFlush = None  # Deferred of the setFlags in flight
+        self._seenWaiters: list[defer.Deferred] = []
+        self._updating = None  # Deferred of the UPDATE in progress
+        self.sender = None
+
+    # Connection
+
+    def connectionMade(self):
+        config = self.context.config
+        self._ip = peerHost(self.transport)
+        policy = pop3.Policy(
+            secure=self.implicitTLS,
+            tlsAvailable=self.context.tlsOptions is not None,
+            allowPlaintext=config.auth.allow_plaintext,
+            maxAuthFailures=config.limits.auth_failures,
+            hostname=self.context.hostname,
+            maxLine=config.limits.pop3_line_length,
+        )
+        self.session = pop3.Session(policy)
+        self.transport.write(self.session.greeting())
+        self._resetTimeout()
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self.disconnected = True
+        self._cancelTimeout()
+        if self.sender is not None:
+            self.sender.stopProducing()
+        # A dropped connection deletes nothing (RFC 1939 s6: only QUIT in
+        # TRANSACTION enters UPDATE).  An UPDATE already under way finishes.
+        if self._updating is not None:
+            self._updating.addBoth(lambda _: self._release())
+        else:
+            self._release()
+
+    def _release(self):
+        """Give back the folder, the lock and the account, once."""
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            if self.watcher is not None:
+                folder.removeListener(self.watcher)
+                self.watcher = None
+            # Let a pending \Seen update finish on the handle first.
+            self._seenFlushed().addBoth(lambda _: folder.close())
+        if self.locked is not None:
+            self.locks.release(self.locked)
+            self.locked = None
+        logout, self.logout = self.logout, None
+        if logout is not None:
+            try:
+                logout()
+            except Exception:
+                log.failure("pop3: logout failed")
+
+    # Timeout (RFC 1939 s3: an inactivity autologout timer of at least 10
+    # minutes; the client's silence while we stream a message is not
+    # inactivity).
+
+    def _resetTimeout(self):
+        self._cancelTimeout()
+        if not self.disconnected and not self.closing:
+            self._timer = self.context.reactor.callLater(self.context.config.limits.pop3_idle_timeout, self._timedOut)
+
+    def _cancelTimeout(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self):
+        self._timer = None
+        log.info("pop3: {ip}: closed after {s} s of inactivity", ip=self._ip, s=self.context.config.limits.pop3_idle_timeout)
+        # RFC 1939 s3: the timer expiring closes without entering UPDATE.
+        self.transport.write(pop3.err("Disconnected for inactivity"))
+        self.closing = True
+        self.transport.loseConnection()
+
+    # Input
+
+    def dataReceived(self, data):
+        if self.closing or self.disconnected:
+            return
+        if not self.busy:
+            self._resetTimeout()
+        self.buffer.feed(data)
+        if len(self.buffer) > MAX_PENDING_INPUT and not self._readPaused:
+            # The client pipelines far ahead of us: stop reading for now.
+            self._readPaused = True
+            self.transport.pauseProducing()
+        self._process()
+
+    def _process(self):
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while not self.busy and not self.closing and not self.disconnected:
+                line = self.buffer.next(self.session.lineLimit)
+                if line is None:
+                    break
+                if line is pop3.OVERLONG:
+                    actions = self.session.overlong()
+                else:
+                    self._logCommand(line)
+                    actions = self.session.receive(line)
+                self._run(actions)
+        finally:
+            self._processing = False
+        if self._readPaused and len(self.buffer) < MAX_PENDING_INPUT // 2 and not self.disconnected:
+            self._readPaused = False
+            self.transport.resumeProducing()
+
+    def _logCommand(self, line):
+        if self.session.saslPending:
+            return  # a SASL response carries the password
+        keyword = line.split(b" ", 1)[0][:12].upper()
+        if keyword in (b"PASS", b"AUTH"):
+            shown = keyword.decode("ascii", "replace") + " ..."
+        else:
+            shown = line[:80].decode("ascii", "replace")
+        log.debug("pop3: {ip}: C: {line}", ip=self._ip, line=shown)
+
+    def _run(self, actions):
+        for action in actions:
+            if self.disconnected:
+                return
+            if isinstance(action, pop3.Send):
+                self.transport.write(action.data)
+            elif isinstance(action, pop3.Close):
+                self.closing = True
+                self._cancelTimeout()
+                self.transport.loseConnection()
+            elif isinstance(action, pop3.StartTLS):
+                self._startTLS()
+            elif isinstance(action, pop3.Authenticate):
+                self._async(self._login, action)
+            elif isinstance(action, pop3.Retrieve):
+                self._async(self._retrieve, action)
+            elif isinstance(action, pop3.Update):
+                self._updating = self._async(self._update, action)
+            else:
+                raise AssertionError(action)
+
+    def _async(self, method, action):
+        """Run an action that completes later; no more lines until it does."""
+        self.busy = True
+        self._cancelTimeout()
+        d = defer.maybeDeferred(method, action)
+
+        def failed(f):
+            if self.disconnected:
+                return []  # the client went away mid-action; nothing to say
+            log.failure("pop3: {ip}: internal error", f, ip=self._ip)
+            return [pop3.Send(pop3.err("Internal error", "SYS/TEMP")), pop3.Close()]
+
+        d.addErrback(failed)
+        d.addCallback(self._completed)
+        return d
+
+    def _completed(self, actions):
+        self.busy = False
+        if self.disconnected:
+            return
+        self._run(actions)
+        if not self.closing:
+            self._resetTimeout()
+        self._process()
+
+    # STLS
+
+    def _startTLS(self):
+        # RFC 2595 s4 (and RFC 3207 s4.2 for the same attack on SMTP): what
+        # the client sent after STLS, before the handshake, is thrown away,
+        # never executed.
+        self.buffer.clear()
+        self.transport.startTLS(self.context.tlsOptions)
+        self.session.tlsStarted()
+        log.debug("pop3: {ip}: TLS started", ip=self._ip)
+
+    # Login
+
+    @defer.inlineCallbacks
+    def _login(self, action):
+        ctx = self.context
+        creds = UsernamePassword(action.username, action.password)
+        try:
+            _, account, logout = yield ctx.portal.login(creds, None, IAccount)
+        except (credError.UnauthorizedLogin, credError.UnhandledCredentials):
+            account = None
+        if account is not None and action.authzid and normalize(action.authzid) != account.username:
+            # RFC 4616 s2: we do not let one user act as another.
+            log.info("pop3: {ip}: {user} may not act as {authzid}", ip=self._ip, user=account.username, authzid=action.authzid)
+            logout()
+            account = None
+        if account is None:
+            log.info("pop3: {ip}: login failed for {user}", ip=self._ip, user=action.username[:100])
+            # The throttle's delay before answering a failed login.
+            yield ctx.throttle.delay(self._ip, ctx.throttle.failed(self._ip))
+            return self.session.loginFailed("auth")
+        ctx.throttle.succeeded(self._ip)
+        username = account.username
+        if self.disconnected:
+            logout()
+            return []
+        if not self.locks.acquire(username):
+            logout()
+            log.info("pop3: {ip}: {user}: maildrop in use by another POP3 session", ip=self._ip, user=username)
+            return self.session.loginFailed("in-use")
+        self.locked = username
+        self.account = account
+        self.logout = logout
+        folder = None
+        try:
+            folder = yield account.openFolder(INBOX)
+            # RFC 1939 s4: the snapshot is taken now; also pick up what
+            # other programs changed in the Maildir.
+            yield folder.refresh()
+            infos = folder.messages()
+        except Exception:
+            log.failure("pop3: {ip}: {user}: cannot open the maildrop", ip=self._ip, user=username)
+            if folder is not None:
+                folder.close()
+            self._release()
+            return self.session.loginFailed("temp")
+        self.folder = folder
+        if self.disconnected:
+            self._release()
+            return []
+        self.watcher = _ExpungeWatcher(self)
+        folder.addListener(self.watcher)
+        maildrop = pop3.Maildrop(((info.uid, info.size) for info in infos), folder.uidValidity)
+        log.info("pop3: {ip}: {user} logged in ({tls}), {n} messages", ip=self._ip, user=username,
+                 tls="TLS" if self.session.secure else "plaintext", n=len(maildrop))
+        return self.session.loginDone(username, maildrop)
+
+    # RETR / TOP
+
+    def _retrieve(self, action):
+        d = defer.maybeDeferred(self.folder.openMessage, action.uid)
+
+        def opened(f):
+            if self.disconnected:
+                f.close()
+                return []
+            if action.isRetr:
+                chunks = _readChunks(f)
+            else:
+                chunks = pop3.topChunks(f, action.bodyLines, CHUNK)
+            self.transport.write(action.header)
+            return self._send(f, chunks).addCallback(lambda _: sent())
+
+        def sent():
+            if action.isRetr:
+                self._markSeen(action.uid)
+            return []
+
+        def failed(reason):
+            gone = reason.check(NoSuchMessage) is not None
+            if not gone:
+                log.failure("pop3: {ip}: cannot open message {uid}", reason, ip=self._ip, uid=action.uid)
+            return self.session.retrieveFailed(action, gone)
+
+        return d.addCallbacks(opened, failed)
+
+    def _send(self, f, chunks):
+        stuffer = pop3.DotStuffer()
+        first = next(chunks, None)
+        if first is None or len(first) < CHUNK:
+            # A small message: at most a chunk, so one write.
+            rest = next(chunks, None) if first is not None else None
+            if rest is None:
+                f.close()
+                self.transport.write(stuffer.feed(first or b"") + stuffer.end())
+                return defer.succeed(None)
+            chunks = _chain([first, rest], chunks)
+        else:
+            chunks = _chain([first], chunks)
+        self.sender = MessageSender(self.transport, chunks, stuffer)
+
+        def done(result):
+            self.sender = None
+            f.close()
+            return result
+
+        self.sender.done.addBoth(done)
+        self.sender.start()
+        return self.sender.done
+
+    # \Seen (RFC 1939 has no flags; IMAP sees a retrieved message as read)
+
+    def _markSeen(self, uid):
+        info = self.folder.get(uid) if self.folder is not None else None
+        if info is None or SEEN in info.flags:
+            return
+        self._seenPending.add(uid)
+        if self._seenFlush is None:
+            self._flushSeen()
+
+    def _flushSeen(self):
+        """One setFlags in flight at a time; what arrives meanwhile is batched."""
+        uids = sorted(self._seenPending)
+        self._seenPending.clear()
+        folder = self.folder
+        d = defer.maybeDeferred(folder.setFlags, uids, [SEEN], "add")
+        self._seenFlush = d
+
+        def after(result):
+            if isinstance(result, failure.Failure):
+                log.failure("pop3: {ip}: cannot mark messages seen", result, ip=self._ip)
+            self._seenFlush = None
+            if self._seenPending and self.folder is not None:
+                self._flushSeen()
+            else:
+                waiters, self._seenWaiters = self._seenWaiters, []
+                for w in waiters:
+                    w.callback(None)
+
+        d.addBoth(after)
+
+    def _seenFlushed(self):
+        if self._seenFlush is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._seenWaiters.append(d)
+        return d
+
+    # UPDATE
+
+    @defer.inlineCallbacks
+    def _update(self, action):
+        yield self._seenFlushed()
+        if self.watcher is not None:
+            # Our own expunge is not news to us.
+            self.folder.removeListener(self.watcher)
+            self.watcher = None
+        removed = 0
+        if action.uids:
+            try:
+                gone = yield self.folder.expunge(action.uids)
+                removed = len(gone)
+            except Exception:
+                log.failure("pop3: {ip}: {user}: cannot remove deleted messages", ip=self._ip, user=self.session.username)
+                return self.session.updateDone(None)
+        log.info("pop3: {ip}: {user} quit, {n} messages deleted", ip=self._ip, user=self.session.username, n=removed)
+        return self.session.updateDone(removed)
+
+
+def _chain(first, rest):
+    yield from first
+    yield from rest
