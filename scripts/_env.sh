@@ -1,10 +1,10 @@
 # Shared by scripts/run and scripts/test: make .venv beside the checkout and
 # install mailnet into it (again only when pyproject.toml changes).
-# Usage: . scripts/_env.sh EXTRA   (EXTRA: "" or "test")
+# Usage: EXTRA=test (or EXTRA=) then . scripts/_env.sh
 
 MAILNET_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV="$MAILNET_ROOT/.venv"
-EXTRA="$1"
+EXTRA="${EXTRA:-}"
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"
