@@ -93,4 +93,12 @@ def test_embedding_example(tmp_path, monkeypatch):
         assert len(folder[0].messages()) == 1
     finally:
         d = defer.maybeDeferred(top.stopService)
+        # Ports stop listening on the next reactor turn (tcp.Port calls
+        # connectionLost through callLater(0)); run those calls.
+        from twisted.internet import reactor
+
+        for _ in range(10):
+            if d.called:
+                break
+            reactor.runUntilCurrent()
         assert d.called
