@@ -131,7 +131,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "imap_literal_size": _o("int", 35 * MB, "Largest IMAP literal (APPEND size).", minimum=1),
         "imap_idle_timeout": _o("int", 1800, "Seconds an IMAP session may stay silent (RFC 9051: at least 30 minutes).", minimum=1),
         "imap_connections_per_user": _o("int", 20, "Simultaneous IMAP sessions of one user.", minimum=1),
-        "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939 s3: at least 10 minutes).", minimum=600),
+        "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=600),
         "pop3_line_length": _o("int", 255, "Longest POP3 command line, CRLF included (RFC 2449 s4: 255).", minimum=255),
         "http_request_size": _o("int", 35 * MB, "Largest HTTP request body (JMAP upload, webmail compose).", minimum=1),
     },
