@@ -454,16 +454,16 @@ class POP3Server(protocol.Protocol):
             chunks = _chain([first, rest], chunks)
         else:
             chunks = _chain([first], chunks)
-        self.sender = MessageSender(self.transport, chunks, stuffer)
+        sender = self.sender = MessageSender(self.transport, chunks, stuffer)
 
         def done(result):
             self.sender = None
             f.close()
             return result
 
-        self.sender.done.addBoth(done)
-        self.sender.start()
-        return self.sender.done
+        sender.done.addBoth(done)
+        sender.start()
+        return sender.done
 
     # \Seen (RFC 1939 has no flags; IMAP sees a retrieved message as read)
 
