@@ -720,17 +720,18 @@ def topChunks(f, bodyLines: int, chunkSize: int = 65536):
     the body, read from the binary file ``f`` without holding more than
     ``chunkSize`` bytes of it.  A message without a blank line is all header.
     """
-    atLineStart = True
+    start = b""  # the current line's first bytes (a line may come in pieces)
     # Header section, up to and including the blank line.
     while True:
         piece = f.readline(chunkSize)
         if not piece:
             return
         yield piece
-        complete = piece.endswith(b"\n")
-        if atLineStart and complete and piece in (b"\r\n", b"\n"):
-            break
-        atLineStart = complete
+        start = (start + piece)[:3]
+        if piece.endswith(b"\n"):
+            if start in (b"\r\n", b"\n"):
+                break
+            start = b""
     left = bodyLines
     while left > 0:
         piece = f.readline(chunkSize)
