@@ -199,13 +199,14 @@ def makeUIDL(uidValidity: int, uid: int) -> str:
     The unique-id of a message (RFC 1939 s7 UIDL).
 
     Dovecot's default ``pop3_uidl_format`` (``%08Xu%08Xv``): the UID then
-    UIDVALIDITY in upper-case hex.  Both come from the store and never
-    change for a message, whatever happens to its flags or file name, so
-    the id is the same in every session; a store that reuses Dovecot's UIDs
-    keeps the ids its users' POP3 clients already know.  At most 32 octets
-    of 0x30-0x46, within the 1-70 printable octets RFC 1939 allows.
+    UIDVALIDITY, eight hex digits each, in lower case as Dovecot 2.3 prints
+    them.  Both come from the store and never change for a message,
+    whatever happens to its flags or file name, so the id is the same in
+    every session; a store that reuses Dovecot's UIDs keeps the ids its
+    users' POP3 clients already know.  At most 32 octets of [0-9a-f],
+    within the 1-70 printable octets RFC 1939 allows.
     """
-    return f"{uid:08X}{uidValidity:08X}"
+    return f"{uid:08x}{uidValidity:08x}"
 
 
 class Maildrop:

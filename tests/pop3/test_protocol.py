@@ -268,6 +268,8 @@ def test_message_gone_elsewhere():
 
 
 def test_uidl_is_printable_and_short():
+    # Dovecot's default format, as Dovecot 2.3 prints it (lower-case hex).
+    assert p.makeUIDL(255, 10) == "0000000a000000ff"
     uidl = p.makeUIDL(2**32 - 1, 2**32 - 1)
     assert 1 <= len(uidl) <= 70 and all(0x21 <= ord(c) <= 0x7E for c in uidl)
 

@@ -73,7 +73,7 @@ def test_retr_top_list_uidl(ctx, uids):
     assert c.cmd("STAT") == b"+OK 2 %d\r\n" % (len(MSG1) + len(MSG2))
     folder = inbox(ctx)
     v = folder.uidValidity
-    assert c.cmd("UIDL") == b"+OK 2 messages (%d octets)\r\n1 %08X%08X\r\n2 %08X%08X\r\n.\r\n" % (
+    assert c.cmd("UIDL") == b"+OK 2 messages (%d octets)\r\n1 %08x%08x\r\n2 %08x%08x\r\n.\r\n" % (
         len(MSG1) + len(MSG2), uids[0], v, uids[1], v)
     assert c.cmd("RETR 1") == b"+OK %d octets\r\n" % len(MSG1) + MSG1.replace(b"\r\n.", b"\r\n..") + b".\r\n"
     assert c.cmd("TOP 2 3") == b"+OK Top of message follows\r\n" + MSG2[: MSG2.index(b"\r\n\r\n") + 4] + b"line\r\n" * 3 + b".\r\n"
