@@ -364,15 +364,21 @@ class POP3Server(protocol.Protocol):
         creds = UsernamePassword(action.username, action.password)
         try:
             _, account, logout = yield ctx.portal.login(creds, None, IAccount)
-        except (credError.UnauthorizedLogin, credError.UnhandledCredentials):
+        except credError.LoginFailed:
             account = None
+        except Exception:
+            # The password was fine or unchecked, but the account could not
+            # be opened (the store is down): say so, count nothing.
+            log.failure("pop3: {ip}: login of {user} failed in the store", ip=self._ip, user=_printable(action.username))
+            return self.session.loginFailed("temp")
         if account is not None and action.authzid and normalize(action.authzid) != account.username:
             # RFC 4616 s2: we do not let one user act as another.
-            log.info("pop3: {ip}: {user} may not act as {authzid}", ip=self._ip, user=account.username, authzid=action.authzid)
+            log.info("pop3: {ip}: {user} may not act as {authzid}", ip=self._ip, user=account.username,
+                     authzid=_printable(action.authzid))
             logout()
             account = None
         if account is None:
-            log.info("pop3: {ip}: login failed for {user}", ip=self._ip, user=action.username[:100])
+            log.info("pop3: {ip}: login failed for {user}", ip=self._ip, user=_printable(action.username))
             # The throttle's delay before answering a failed login.
             yield ctx.throttle.delay(self._ip, ctx.throttle.failed(self._ip))
             return self.session.loginFailed("auth")
@@ -522,6 +528,12 @@ class POP3Server(protocol.Protocol):
                 return self.session.updateDone(None)
         log.info("pop3: {ip}: {user} quit, {n} messages deleted", ip=self._ip, user=self.session.username, n=removed)
         return self.session.updateDone(removed)
+
+
+def _printable(text, limit=100):
+    """A client-supplied name made safe for one log line."""
+    text = text[:limit]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _chain(first, rest):

@@ -317,3 +317,13 @@ def test_quit_waits_for_seen_flags_then_expunges(ctx, uids, monkeypatch):
     assert c.take() == b"+OK Bye; 1 messages deleted, 1 left\r\n"
     [left] = inbox(ctx).messages()
     assert left.uid == uids[1] and SEEN in left.flags
+
+
+def test_store_failure_in_the_realm(ctx, monkeypatch):
+    from mailnet.store.interfaces import TemporaryStoreError
+
+    monkeypatch.setattr(ctx.store, "getAccount", lambda *a, **kw: defer.fail(TemporaryStoreError("down")))
+    c = Client(ctx)
+    assert c.login().endswith(b"-ERR [SYS/TEMP] Cannot open the mailbox now; try again later\r\n")
+    assert not c.closed
+    assert c.proto.session.authFailures == 0
