@@ -327,3 +327,33 @@ def test_store_failure_in_the_realm(ctx, monkeypatch):
     assert c.login().endswith(b"-ERR [SYS/TEMP] Cannot open the mailbox now; try again later\r\n")
     assert not c.closed
     assert c.proto.session.authFailures == 0
+
+
+def test_no_secrets_or_bodies_in_logs_even_at_debug(ctx, uids):
+    import base64
+
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from mailnet import logs
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    logs.setLevel("debug")
+    try:
+        c = Client(ctx)
+        c.login()
+        c.cmd("RETR 1")
+        c.cmd("QUIT")
+        c2 = Client(ctx)
+        c2.cmd("AUTH PLAIN")
+        c2.cmd(base64.b64encode(b"\0bob@example.test\0bob-pw").decode())
+        c2.cmd("USER alice@example.test")
+        c2.cmd("PASS wrong-secret")
+    finally:
+        logs.setLevel("info")
+        globalLogPublisher.removeObserver(events.append)
+    text = "\n".join(formatEvent(e) for e in events)
+    assert "C: STAT" in text or "C: RETR 1" in text  # debug dialogue is there
+    for secret in ("alice-pw", "bob-pw", "wrong-secret", base64.b64encode(b"\0bob@example.test\0bob-pw").decode(),
+                   "Hello", ".dot line"):
+        assert secret not in text
