@@ -356,3 +356,36 @@ def test_kill_9_after_quit_keeps_deletions_and_without_quit_deletes_nothing(make
     assert c.stat()[0] == 2
     c.quit()
     assert len(server.messageFiles(name)) == 2
+
+
+def peakMemory(pid) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_retr_of_50mb_keeps_memory_flat(make_server):
+    server = make_server()
+    name, pw = newUser(server)
+    line = b"x" * 76 + b"\r\n"
+    big = b"Subject: big\r\n\r\n" + line * (50 * 1024 * 1024 // len(line))
+    putMessage(server, name, big)
+    c = pop3s(server, name, pw)
+    assert c.stat() == (1, len(big))
+    before = peakMemory(server.process.pid)
+    c._putcmd("RETR 1")
+    assert c._getline()[0] == b"+OK %d octets" % len(big)
+    received = 0
+    while True:
+        data, _ = c._getline()
+        if data == b".":
+            break
+        received += len(data) + 2
+        if received % (5 * 1024 * 1024) < 80:
+            time.sleep(0.05)  # a slow reader: the server must wait, not buffer
+    assert received == len(big)
+    grown = peakMemory(server.process.pid) - before
+    assert grown < 20 * 1024 * 1024, f"peak memory grew by {grown / 1e6:.1f} MB"
+    c.quit()
