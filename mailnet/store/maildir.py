@@ -103,6 +103,10 @@ KEEP_EXPUNGED = 10000
 # same timestamp tick; list it again next time (Dovecot: MAILDIR_SYNC_SECS).
 DIR_SETTLE_SECS = 1.5
 TMP_MAX_AGE = 36 * 3600
+# Rewrite dovecot-uidlist / the sidecar when they hold this many more lines
+# than twice what is live.
+UIDLIST_SLACK = 1000
+MODLOG_SLACK = 5000
 
 
 def makeStore(config):
@@ -301,7 +305,8 @@ class _Full:
         self.expunged = []  # (modseq, uid) ascending
         self.expungedSet = set()
         self.stamps = {"new": None, "cur": None}
-        self.dirty = True
+        self.dirty = True  # list the directories at the next sync
+        self.verifyAfter = 0  # ... or once this time has passed
         self.uidValidity = 0
 
 
@@ -314,6 +319,15 @@ class _Batch:
         self.dirs = set()  # directories to fsync
         self.keywords = False
         self.rewriteUidlist = False
+
+
+def _unsettledUntil(*stamps):
+    """When directories with these stamps can be trusted not to change unseen."""
+    if DIR_SETTLE_SECS <= 0:
+        return 0
+    now = time.time()
+    latest = max((s[1] for s in stamps if s), default=0) / 1e9
+    return latest + DIR_SETTLE_SECS if now - latest < DIR_SETTLE_SECS else 0
 
 
 def _dirStamp(path):
@@ -533,6 +547,8 @@ class _Disk:
 
     def _changedOnDisk(self):
         full = self.full
+        if full.verifyAfter and time.time() >= full.verifyAfter:
+            return True
         if _dirStamp(os.path.join(self.path, "new")) != full.stamps["new"]:
             return True
         if _dirStamp(os.path.join(self.path, "cur")) != full.stamps["cur"]:
@@ -662,26 +678,48 @@ class _Disk:
                 or full.dirty
                 or stampNew != full.stamps["new"]
                 or stampCur != full.stamps["cur"]
+                or (full.verifyAfter and time.time() >= full.verifyAfter)
             ):
                 listing = self._list()
-                full.dirty = not self._settled(newDir, curDir)
+                full.dirty = False
                 full.stamps = {"new": stampNew, "cur": stampCur}
+                full.verifyAfter = _unsettledUntil(stampNew, stampCur)
                 self._reconcile(listing, batch, delta, modseq)
             if moveNew:
-                self._moveNewToCur(batch)
+                token = self._checkpoint()
+                if self._moveNewToCur(batch):
+                    self._restamp(token)
         self._maybeCompact(batch)
         self._flush(batch)
         return delta
 
-    def _settled(self, newDir, curDir):
-        now = time.time()
-        for d in (newDir, curDir):
-            try:
-                if now - os.stat(d).st_mtime < DIR_SETTLE_SECS:
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
+    def _checkpoint(self):
+        """Before changing new/ or cur/: which ones we still know exactly."""
+        full = self.full
+        if full is None:
+            return None
+        return {
+            sub: _dirStamp(os.path.join(self.path, sub)) == full.stamps[sub]
+            for sub in ("new", "cur")
+        }
+
+    def _restamp(self, token):
+        """
+        After our own changes: remember the directories' new mtimes (where
+        nobody else changed them before us), so the next sync need not list
+        them.  A change by another program within the same timestamp tick
+        would hide behind ours, so list once more when things have settled.
+        """
+        if token is None or self.full is None:
+            return
+        full = self.full
+        for sub, known in token.items():
+            if known:
+                full.stamps[sub] = _dirStamp(os.path.join(self.path, sub))
+            else:
+                full.dirty = True
+        if DIR_SETTLE_SECS > 0:
+            full.verifyAfter = time.time() + DIR_SETTLE_SECS
 
     def _list(self):
         """{base: "sub/name"} for new/ and cur/ (cur/ wins duplicates)."""
@@ -862,14 +900,14 @@ class _Disk:
         if moved:
             batch.dirs.add(os.path.join(self.path, "new"))
             batch.dirs.add(os.path.join(self.path, "cur"))
-            full.dirty = True
+        return moved
 
     def _maybeCompact(self, batch):
         full = self.full
         live = len(full.infos)
-        if self.uidlist.lines > 2 * live + 1000:
+        if self.uidlist.lines > 2 * live + UIDLIST_SLACK:
             batch.rewriteUidlist = True
-        if self.modlog.lines > 2 * (live + min(len(full.expunged), KEEP_EXPUNGED)) + 5000:
+        if self.modlog.lines > 2 * (live + min(len(full.expunged), KEEP_EXPUNGED)) + MODLOG_SLACK:
             self._compactModlog(batch)
 
     def _compactModlog(self, batch):
@@ -939,6 +977,7 @@ class _Disk:
                     # The letters must be on disk before names that use them.
                     kw.write()
                     fsyncDir(self.path)
+                token = self._checkpoint()
                 for info, rel, target, infoStr in renames:
                     if rel != target:
                         try:
@@ -953,6 +992,7 @@ class _Disk:
                     full.infos[info.uid] = updated
                     batch.lines.append(ModLog.flagged(m, info.uid, infoStr))
                     changedInfos.append(updated)
+                self._restamp(token)
                 self._flush(batch)
             delta.changed.extend(changedInfos)
             return changedInfos, failed, self._finish(delta)
@@ -965,6 +1005,7 @@ class _Disk:
             batch = _Batch()
             removed = []
             m = None
+            token = self._checkpoint()
             for uid in uids:
                 rel = full.where.get(uid)
                 if rel is None:
@@ -982,6 +1023,8 @@ class _Disk:
                 full.expungedSet.add(uid)
                 delta.expunged.append((m, uid))
                 removed.append(uid)
+            if removed:
+                self._restamp(token)
             self._flush(batch)
             return removed, self._finish(delta)
 
@@ -1000,6 +1043,7 @@ class _Disk:
                 dbatch = batch if dest is self else _Batch()
                 m = dest._newModseq()
                 uid = dest.uidlist.nextUid
+                tokens = [(d, d._checkpoint()) for d in {self, dest}]
                 for info in items:
                     rel = full.where[info.uid]
                     oldBase, oldInfo = splitName(rel[4:])
@@ -1053,6 +1097,8 @@ class _Disk:
                     self._flush(batch)
                 else:
                     dest._flush(dbatch)
+                for d, token in tokens:
+                    d._restamp(token)
             result = [(s, d) for s, d, _ in pairs]
             if dest is self:
                 return result, self._finish(srcDelta), None
@@ -1081,6 +1127,7 @@ class _Disk:
             m = self._newModseq()
             uid = self.uidlist.nextUid
             out = []
+            token = self._checkpoint()
             for job, idx in jobs:
                 flags = job.flags
                 if flags:
@@ -1109,6 +1156,7 @@ class _Disk:
                 out.append((job, idx, uid))
                 uid += 1
             self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
+            self._restamp(token)
             self._flush(batch)
             return out, (self._finish(delta) if full is not None else None)
 
