@@ -100,10 +100,12 @@ def test_uidl_is_stable_across_sessions_flag_changes_and_restart(make_server):
     assert len(set(uidls)) == 3
     for u in uidls:
         assert 1 <= len(u) <= 70 and all(0x21 <= b <= 0x7E for b in u)
-    # Like mutt: mark read and flagged by renaming new/X to cur/X:2,FS.
+    # Like mutt: mark read and flagged by renaming the file (wherever it is
+    # now, new/ or cur/) to cur/<base>:2,FS.
+    current = {os.path.basename(p).split(":")[0]: p for p in server.messageFiles(name)}
     for path in paths[:2]:
         base = os.path.basename(path)
-        os.rename(path, os.path.join(os.path.dirname(os.path.dirname(path)), "cur", base + ":2,FS"))
+        os.rename(current[base], os.path.join(server.maildir(name), "cur", base + ":2,FS"))
     c = pop3s(server, name, pw)
     assert c.uidl()[1] == first
     retr(c, 3)  # we mark it \Seen ourselves: a rename too
@@ -139,7 +141,8 @@ def test_dropped_connection_deletes_nothing(server, user):
     c = pop3s(server, name, pw)
     for n in (1, 2, 3):
         c.dele(n)
-    c.sock.close()  # no QUIT
+    c.file.close()  # no QUIT: the socket goes once its file is closed too
+    c.sock.close()
     deadline = time.monotonic() + 10
     while True:  # the server notices the close and frees the lock
         try:
@@ -232,7 +235,7 @@ def runFetchmail(tmp_path, server, name, pw, mode, keep):
         poll localhost via 127.0.0.1 proto pop3 port {port} uidl
           user "{name}" there with password "{pw}" is "nobody" here
           {tls} sslcertck sslcommonname "localhost" sslcertfile "{server.certFile}"
-          {"keep" if keep else "nokeep"}
+          {"keep" if keep else "nokeep flush"}
           mda "/bin/sh -c 'cat > {out}/msg.$$'"
         """))
     rc.chmod(0o600)
@@ -271,7 +274,8 @@ def test_fetchmail_keep_then_delete(tmp_path, server, mode):
     # Keep mode with UIDL: a second run fetches nothing new.
     proc, got = runFetchmail(tmp_path, server, name, pw, mode, keep=True)
     assert proc.returncode == 1 and got == [], proc.stdout + proc.stderr  # 1: no mail
-    # One more message; delete mode takes everything and empties the maildrop.
+    # One more message; delete mode ("nokeep flush": fetch what is new,
+    # delete what was fetched before too) empties the maildrop.
     extra = mimeMessage("late")
     putMessage(server, name, extra)
     proc, got = runFetchmail(tmp_path, server, name, pw, mode, keep=False)
@@ -281,16 +285,34 @@ def test_fetchmail_keep_then_delete(tmp_path, server, mode):
 
 
 @pytest.mark.parametrize("delete", [False, True])
-def test_getmail_pop3s_to_maildir(tmp_path, server, delete):
+def test_getmail_pop3s_to_maildir(tmp_path, server, delete, request):
     if not shutil.which("getmail"):
         pytest.skip("getmail is not installed")
     name, pw = newUser(server)
     sent = [mimeMessage(f"getmail {i}") for i in range(3)]
     for m in sent:
         putMessage(server, name, m)
-    dest = tmp_path / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (dest / sub).mkdir(parents=True)
+    deliverAs = ""
+    if os.geteuid() == 0:
+        # getmail refuses to deliver as root; it switches to "user" for the
+        # delivery, which must be able to reach the Maildir (pytest's
+        # tmp_path is private to root).
+        import pathlib
+        import pwd
+        import tempfile
+
+        nobody = pwd.getpwnam("nobody")
+        dest = pathlib.Path(tempfile.mkdtemp(prefix="getmail-dest-", dir="/tmp")) / "Maildir"
+        request.addfinalizer(lambda: shutil.rmtree(dest.parent, ignore_errors=True))
+        for sub in ("tmp", "new", "cur"):
+            (dest / sub).mkdir(parents=True)
+        for d in (dest.parent, dest, dest / "tmp", dest / "new", dest / "cur"):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        deliverAs = "user = nobody"
+    else:
+        dest = tmp_path / "Maildir"
+        for sub in ("tmp", "new", "cur"):
+            (dest / sub).mkdir(parents=True)
     gdir = tmp_path / "getmail"
     gdir.mkdir()
     (gdir / "getmailrc").write_text(textwrap.dedent(f"""\
@@ -306,6 +328,7 @@ def test_getmail_pop3s_to_maildir(tmp_path, server, delete):
         [destination]
         type = Maildir
         path = {dest}/
+        {deliverAs}
 
         [options]
         read_all = false
@@ -321,7 +344,8 @@ def test_getmail_pop3s_to_maildir(tmp_path, server, delete):
 
     proc = run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    got = sorted(p.read_bytes() for p in (dest / "new").iterdir())
+    # getmail puts a Return-Path: (the envelope sender, unknown to POP3) on top.
+    got = sorted(p.read_bytes().removeprefix(b"Return-Path: <unknown>\n") for p in (dest / "new").iterdir())
     assert got == sorted(m.replace(b"\r\n", b"\n") for m in sent)
     assert len(server.messageFiles(name)) == (0 if delete else 3)
     # Again: nothing new (getmail remembers UIDLs; with delete, nothing is left).
