@@ -316,6 +316,7 @@ def main():
         sys.exit("dovecot is not installed (apt-get install dovecot-pop3d)")
 
     work = tempfile.mkdtemp(prefix="pop3bench-", dir="/tmp")
+    os.chmod(work, 0o755)  # Dovecot's auth and mail processes run as other users
     print(f"work directory {work}", flush=True)
     templates = os.path.join(work, "templates")
     big = f"bench@{DOMAIN}"
@@ -334,7 +335,7 @@ def main():
         def startMailnet(cacheSeconds):
             s = MailServer(mailnetDir, config={
                 "auth": {"allow_plaintext": True, "cache_seconds": cacheSeconds},
-                "log": {"level": "warn"},
+                "log": {"level": "info"},  # the harness waits for the "ready" line
             })
             s.start()
             return s

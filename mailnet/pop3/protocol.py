@@ -106,6 +106,26 @@ class LineBuffer:
     def __len__(self):
         return len(self._buffer)
 
+    def peek(self, count: int, limit: int = 64) -> list[bytes]:
+        """
+        Up to ``count`` whole lines buffered after the current position,
+        without consuming them; lines longer than ``limit`` are skipped.
+        Used to look ahead at pipelined commands.
+        """
+        if self._discarding:
+            return []
+        out = []
+        start = 0
+        buf = self._buffer
+        while len(out) < count:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            if end - start < limit:
+                out.append(bytes(buf[start:end]).rstrip(b"\r"))
+            start = end + 1
+        return out
+
     def next(self, limit: int = MAX_COMMAND_LINE):
         """
         @return: the next line (bytes), :data:`OVERLONG`, or None when no
@@ -677,6 +697,26 @@ class Session:
         return [Send(err("Already logged in"))]
 
     trans_USER = trans_PASS = trans_APOP = trans_AUTH
+
+    def upcomingMessages(self, lines) -> list[int]:
+        """
+        UIDs that RETR or TOP commands among ``lines`` (pipelined, not yet
+        handled) will ask for, so that the caller can open them ahead.
+        Only a guess: nothing here changes the session.
+        """
+        if self.state is not State.TRANSACTION or self.saslPending:
+            return []
+        uids = []
+        for line in lines:
+            try:
+                command = parseCommand(line)
+                if command.name not in ("RETR", "TOP") or not command.args:
+                    continue
+                _, entry = self.maildrop.lookup(command.args[0])
+            except CommandError:
+                continue
+            uids.append(entry.uid)
+        return uids
 
     def messagesGone(self, uids):
         """Another client removed messages (store listener)."""

@@ -32,6 +32,8 @@ REFUSAL = b"-ERR [SYS/TEMP] Too many connections\r\n"
 CHUNK = 65536
 # Stop reading from a client that sends this much ahead of our answers.
 MAX_PENDING_INPUT = 256 * 1024
+# Messages opened ahead for RETR/TOP commands already pipelined.
+PREFETCH = 8
 
 
 def makeFactory(context, listener):
@@ -70,6 +72,8 @@ def locksFor(store) -> MaildropLocks:
 
 
 class POP3Factory(protocol.Factory):
+    noisy = False
+
     def __init__(self, context, implicitTLS=False):
         self.context = context
         self.implicitTLS = implicitTLS
@@ -183,6 +187,7 @@ class POP3Server(protocol.Protocol):
         self._seenWaiters: list[defer.Deferred] = []
         self._updating = None  # Deferred of the UPDATE in progress
         self.sender = None
+        self._prefetched: dict[int, defer.Deferred] = {}  # uid -> Deferred(file)
 
     # Connection
 
@@ -215,6 +220,7 @@ class POP3Server(protocol.Protocol):
 
     def _release(self):
         """Give back the folder, the lock and the account, once."""
+        self._dropPrefetched()
         folder, self.folder = self.folder, None
         if folder is not None:
             if self.watcher is not None:
@@ -262,6 +268,8 @@ class POP3Server(protocol.Protocol):
         if not self.busy:
             self._resetTimeout()
         self.buffer.feed(data)
+        if self.busy:
+            self._prefetch()
         if len(self.buffer) > MAX_PENDING_INPUT and not self._readPaused:
             # The client pipelines far ahead of us: stop reading for now.
             self._readPaused = True
@@ -420,8 +428,31 @@ class POP3Server(protocol.Protocol):
 
     # RETR / TOP
 
+    def _prefetch(self):
+        """
+        RFC 2449 PIPELINING: while one message is being opened or sent, open
+        the ones that RETR/TOP commands already in the input buffer ask for,
+        so that the store's work (a thread hop per open for Maildir)
+        overlaps with sending.  Answers still go out strictly in order.
+        """
+        if self.folder is None or len(self._prefetched) >= PREFETCH:
+            return
+        for uid in self.session.upcomingMessages(self.buffer.peek(PREFETCH)):
+            if len(self._prefetched) >= PREFETCH:
+                break
+            if uid not in self._prefetched:
+                self._prefetched[uid] = defer.maybeDeferred(self.folder.openMessage, uid)
+
+    def _dropPrefetched(self):
+        prefetched, self._prefetched = self._prefetched, {}
+        for d in prefetched.values():
+            d.addCallbacks(lambda f: f.close(), lambda _: None)
+
     def _retrieve(self, action):
-        d = defer.maybeDeferred(self.folder.openMessage, action.uid)
+        d = self._prefetched.pop(action.uid, None)
+        if d is None:
+            d = defer.maybeDeferred(self.folder.openMessage, action.uid)
+        self._prefetch()
 
         def opened(f):
             if self.disconnected:

@@ -357,3 +357,40 @@ def test_no_secrets_or_bodies_in_logs_even_at_debug(ctx, uids):
     for secret in ("alice-pw", "bob-pw", "wrong-secret", base64.b64encode(b"\0bob@example.test\0bob-pw").decode(),
                    "Hello", ".dot line"):
         assert secret not in text
+
+
+def test_pipelined_retrs_are_opened_ahead_and_answered_in_order(ctx, uids, monkeypatch):
+    import io
+
+    c = Client(ctx)
+    c.login()
+    folder = c.proto.folder
+    opens = {}
+
+    def openMessage(uid):
+        d = opens[uid] = defer.Deferred()
+        return d
+
+    monkeypatch.setattr(folder, "openMessage", openMessage)
+    c.proto.dataReceived(b"RETR 1\r\nDELE 1\r\nRETR 2\r\nNOOP\r\n")
+    assert sorted(opens) == sorted(uids)  # both opened at once
+    opens[uids[1]].callback(io.BytesIO(MSG2))
+    assert c.take() == b""  # message 2 waits for message 1
+    opens[uids[0]].callback(io.BytesIO(MSG1))
+    assert c.take() == (b"+OK %d octets\r\n" % len(MSG1) + MSG1.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+                        + b"+OK Message 1 deleted\r\n"
+                        + b"+OK %d octets\r\n" % len(MSG2) + MSG2 + b".\r\n+OK\r\n")
+
+
+def test_files_opened_ahead_are_closed(ctx, uids, monkeypatch):
+    import io
+
+    c = Client(ctx)
+    c.login()
+    files = []
+    monkeypatch.setattr(c.proto.folder, "openMessage", lambda uid: defer.succeed(files.append(io.BytesIO(MSG1)) or files[-1]))
+    out = c.send(b"RETR 1\r\nDELE 2\r\nRETR 2\r\n")  # message 2 is opened ahead, then refused
+    assert out.endswith(b"+OK Message 2 deleted\r\n-ERR Message 2 is already deleted\r\n")
+    assert len(files) == 2
+    c.drop()
+    assert all(f.closed for f in files)
