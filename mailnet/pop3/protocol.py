@@ -24,6 +24,7 @@ import base64
 import binascii
 import dataclasses
 import enum
+import re
 
 CRLF = b"\r\n"
 
@@ -106,11 +107,12 @@ class LineBuffer:
     def __len__(self):
         return len(self._buffer)
 
-    def peek(self, count: int, limit: int = 64) -> list[bytes]:
+    def peek(self, count: int, skip: int = 0, limit: int = 64) -> list[bytes]:
         """
-        Up to ``count`` whole lines buffered after the current position,
-        without consuming them; lines longer than ``limit`` are skipped.
-        Used to look ahead at pipelined commands.
+        Whole lines buffered after the current position, without consuming
+        them: after the first ``skip`` lines, up to ``count`` lines (those
+        longer than ``limit`` come back as b"").  Used to look ahead at
+        pipelined commands.
         """
         if self._discarding:
             return []
@@ -121,8 +123,10 @@ class LineBuffer:
             end = buf.find(b"\n", start)
             if end < 0:
                 break
-            if end - start < limit:
-                out.append(bytes(buf[start:end]).rstrip(b"\r"))
+            if skip:
+                skip -= 1
+            else:
+                out.append(bytes(buf[start:end]).rstrip(b"\r") if end - start < limit else b"")
             start = end + 1
         return out
 
@@ -190,12 +194,16 @@ def parseCommand(line: bytes) -> Command:
     """
     if not line.strip(b" "):
         raise CommandError("Empty command")
-    if any(b < 0x20 and b != 0x09 or b == 0x7F for b in line):
+    if _CONTROL.search(line):
         raise CommandError("Control characters are not allowed in commands")
     keyword, _, rest = line.partition(b" ")
-    if not (1 <= len(keyword) <= 40) or not all(0x21 <= b <= 0x7E for b in keyword):
+    if not _KEYWORD.fullmatch(keyword):
         raise CommandError("Bad command keyword")
     return Command(keyword.decode("ascii").upper(), tuple(rest.split()), rest)
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_KEYWORD = re.compile(rb"[\x21-\x7e]{1,40}")
 
 
 def parseNumber(arg: bytes) -> int | None:
@@ -708,11 +716,15 @@ class Session:
             return []
         uids = []
         for line in lines:
+            head = line[:5].upper()
+            if head == b"RETR ":
+                arg = line[5:]
+            elif head[:4] == b"TOP ":
+                arg = line[4:].lstrip(b" ").split(b" ", 1)[0]
+            else:
+                continue
             try:
-                command = parseCommand(line)
-                if command.name not in ("RETR", "TOP") or not command.args:
-                    continue
-                _, entry = self.maildrop.lookup(command.args[0])
+                _, entry = self.maildrop.lookup(arg.strip(b" "))
             except CommandError:
                 continue
             uids.append(entry.uid)

@@ -34,6 +34,9 @@ CHUNK = 65536
 MAX_PENDING_INPUT = 256 * 1024
 # Messages opened ahead for RETR/TOP commands already pipelined.
 PREFETCH = 8
+# Replies are gathered and written together (fewer TLS records and
+# syscalls for pipelined commands) up to this size.
+OUTPUT_BATCH = 256 * 1024
 
 
 def makeFactory(context, listener):
@@ -176,6 +179,9 @@ class POP3Server(protocol.Protocol):
         self._processing = False
         self._readPaused = False
         self._timer = None
+        self._lastActivity = 0.0
+        self._out: list[bytes] = []
+        self._outSize = 0
         self._ip = "?"
         self.account = None
         self.logout = None
@@ -188,6 +194,8 @@ class POP3Server(protocol.Protocol):
         self._updating = None  # Deferred of the UPDATE in progress
         self.sender = None
         self._prefetched: dict[int, defer.Deferred] = {}  # uid -> Deferred(file)
+        self._lookedAhead = 0  # buffered lines _prefetch has already seen
+        self._debug = False
 
     # Connection
 
@@ -203,8 +211,9 @@ class POP3Server(protocol.Protocol):
             maxLine=config.limits.pop3_line_length,
         )
         self.session = pop3.Session(policy)
+        self._debug = debugEnabled()
         self.transport.write(self.session.greeting())
-        self._resetTimeout()
+        self._touch()
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.disconnected = True
@@ -242,23 +251,50 @@ class POP3Server(protocol.Protocol):
     # minutes; the client's silence while we stream a message is not
     # inactivity).
 
-    def _resetTimeout(self):
-        self._cancelTimeout()
-        if not self.disconnected and not self.closing:
-            self._timer = self.context.reactor.callLater(self.context.config.limits.pop3_idle_timeout, self._timedOut)
+    def _touch(self):
+        """The client did something (or we finished answering it)."""
+        self._lastActivity = self.context.reactor.seconds()
+        if self._timer is None and not self.disconnected and not self.closing:
+            self._timer = self.context.reactor.callLater(self.context.config.limits.pop3_idle_timeout, self._checkIdle)
 
     def _cancelTimeout(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _timedOut(self):
+    def _checkIdle(self):
+        # One timer per session, re-armed lazily: commands only note the time.
         self._timer = None
-        log.info("pop3: {ip}: closed after {s} s of inactivity", ip=self._ip, s=self.context.config.limits.pop3_idle_timeout)
+        if self.disconnected or self.closing:
+            return
+        timeout = self.context.config.limits.pop3_idle_timeout
+        if self.busy:
+            left = timeout  # we are the ones working (or sending): not idle
+        else:
+            left = self._lastActivity + timeout - self.context.reactor.seconds()
+        if left > 0:
+            self._timer = self.context.reactor.callLater(left, self._checkIdle)
+            return
+        log.info("pop3: {ip}: closed after {s} s of inactivity", ip=self._ip, s=timeout)
         # RFC 1939 s3: the timer expiring closes without entering UPDATE.
-        self.transport.write(pop3.err("Disconnected for inactivity"))
+        self._write(pop3.err("Disconnected for inactivity"))
+        self._flush()
         self.closing = True
         self.transport.loseConnection()
+
+    # Output
+
+    def _write(self, data):
+        self._out.append(data)
+        self._outSize += len(data)
+        if self._outSize >= OUTPUT_BATCH:
+            self._flush()
+
+    def _flush(self):
+        if self._out and not self.disconnected:
+            self.transport.write(b"".join(self._out))
+        self._out = []
+        self._outSize = 0
 
     # Input
 
@@ -266,7 +302,7 @@ class POP3Server(protocol.Protocol):
         if self.closing or self.disconnected:
             return
         if not self.busy:
-            self._resetTimeout()
+            self._touch()
         self.buffer.feed(data)
         if self.busy:
             self._prefetch()
@@ -285,14 +321,18 @@ class POP3Server(protocol.Protocol):
                 line = self.buffer.next(self.session.lineLimit)
                 if line is None:
                     break
+                if self._lookedAhead:
+                    self._lookedAhead -= 1
                 if line is pop3.OVERLONG:
                     actions = self.session.overlong()
                 else:
-                    self._logCommand(line)
+                    if self._debug:
+                        self._logCommand(line)
                     actions = self.session.receive(line)
                 self._run(actions)
         finally:
             self._processing = False
+            self._flush()
         if self._readPaused and len(self.buffer) < MAX_PENDING_INPUT // 2 and not self.disconnected:
             self._readPaused = False
             self.transport.resumeProducing()
@@ -312,10 +352,11 @@ class POP3Server(protocol.Protocol):
             if self.disconnected:
                 return
             if isinstance(action, pop3.Send):
-                self.transport.write(action.data)
+                self._write(action.data)
             elif isinstance(action, pop3.Close):
                 self.closing = True
                 self._cancelTimeout()
+                self._flush()
                 self.transport.loseConnection()
             elif isinstance(action, pop3.StartTLS):
                 self._startTLS()
@@ -331,7 +372,6 @@ class POP3Server(protocol.Protocol):
     def _async(self, method, action):
         """Run an action that completes later; no more lines until it does."""
         self.busy = True
-        self._cancelTimeout()
         d = defer.maybeDeferred(method, action)
 
         def failed(f):
@@ -350,7 +390,7 @@ class POP3Server(protocol.Protocol):
             return
         self._run(actions)
         if not self.closing:
-            self._resetTimeout()
+            self._touch()
         self._process()
 
     # STLS
@@ -360,6 +400,8 @@ class POP3Server(protocol.Protocol):
         # the client sent after STLS, before the handshake, is thrown away,
         # never executed.
         self.buffer.clear()
+        self._lookedAhead = 0
+        self._flush()  # the +OK goes out in the clear, before the handshake
         self.transport.startTLS(self.context.tlsOptions)
         self.session.tlsStarted()
         log.debug("pop3: {ip}: TLS started", ip=self._ip)
@@ -435,11 +477,12 @@ class POP3Server(protocol.Protocol):
         so that the store's work (a thread hop per open for Maildir)
         overlaps with sending.  Answers still go out strictly in order.
         """
-        if self.folder is None or len(self._prefetched) >= PREFETCH:
+        room = PREFETCH - len(self._prefetched)
+        if self.folder is None or room <= 0 or self.session.state is not pop3.State.TRANSACTION:
             return
-        for uid in self.session.upcomingMessages(self.buffer.peek(PREFETCH)):
-            if len(self._prefetched) >= PREFETCH:
-                break
+        lines = self.buffer.peek(room, skip=self._lookedAhead)
+        self._lookedAhead += len(lines)
+        for uid in self.session.upcomingMessages(lines):
             if uid not in self._prefetched:
                 self._prefetched[uid] = defer.maybeDeferred(self.folder.openMessage, uid)
 
@@ -462,7 +505,7 @@ class POP3Server(protocol.Protocol):
                 chunks = _readChunks(f)
             else:
                 chunks = pop3.topChunks(f, action.bodyLines, CHUNK)
-            self.transport.write(action.header)
+            self._write(action.header)
             return self._send(f, chunks).addCallback(lambda _: sent())
 
         def sent():
@@ -486,7 +529,7 @@ class POP3Server(protocol.Protocol):
             rest = next(chunks, None) if first is not None else None
             if rest is None:
                 f.close()
-                self.transport.write(stuffer.feed(first or b"") + stuffer.end())
+                self._write(stuffer.feed(first or b"") + stuffer.end())
                 return defer.succeed(None)
             chunks = _chain([first, rest], chunks)
         else:
@@ -499,6 +542,7 @@ class POP3Server(protocol.Protocol):
             return result
 
         sender.done.addBoth(done)
+        self._flush()  # what is queued goes before the message
         sender.start()
         return sender.done
 
@@ -559,6 +603,15 @@ class POP3Server(protocol.Protocol):
                 return self.session.updateDone(None)
         log.info("pop3: {ip}: {user} quit, {n} messages deleted", ip=self._ip, user=self.session.username, n=removed)
         return self.session.updateDone(removed)
+
+
+def debugEnabled() -> bool:
+    """Whether this module's debug lines are logged (checked per session)."""
+    from twisted.logger import LogLevel
+
+    from mailnet import logs
+
+    return logs._predicate.logLevelForNamespace(__name__) <= LogLevel.debug
 
 
 def _printable(text, limit=100):
