@@ -73,13 +73,15 @@ def makeMessage(rng, i):
     return (head + "\n".join(lines) + "\n").encode()
 
 
-def makeMaildir(path, count, seed):
+def makeMaildir(path, count, seed, crlf=False):
     rng = random.Random(seed)
     for sub in ("new", "cur", "tmp"):
         os.makedirs(os.path.join(path, sub), exist_ok=True)
     total = 0
     for i in range(count):
         data = makeMessage(rng, i)
+        if crlf:
+            data = data.replace(b"\n", b"\r\n")
         total += len(data)
         with open(os.path.join(path, "new", f"1700000000.M{i}P1.bench"), "wb") as f:
             f.write(data)
@@ -309,6 +311,9 @@ def main():
     parser.add_argument("--sessions", type=int, default=120)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--crlf", action="store_true",
+                        help="store messages with CRLF line ends (as mailnet's own deliveries are) instead of LF "
+                             "(as Dovecot, procmail and mutt write them)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -322,12 +327,13 @@ def main():
     big = f"bench@{DOMAIN}"
     small = [f"s{i}@{DOMAIN}" for i in range(args.clients)]
     t0 = time.perf_counter()
-    size = makeMaildir(os.path.join(templates, "bench"), args.messages, seed=1)
+    size = makeMaildir(os.path.join(templates, "bench"), args.messages, seed=1, crlf=args.crlf)
     for i, user in enumerate(small):
-        makeMaildir(os.path.join(templates, user.split("@")[0]), 100, seed=100 + i)
+        makeMaildir(os.path.join(templates, user.split("@")[0]), 100, seed=100 + i, crlf=args.crlf)
     print(f"made {args.messages} messages ({size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    results = {"messages": args.messages, "maildrop_mb": size / 1e6, "dovecot": version(["dovecot", "--version"])}
+    results = {"messages": args.messages, "maildrop_mb": size / 1e6, "dovecot": version(["dovecot", "--version"]),
+               "line_ends": "CRLF" if args.crlf else "LF"}
     mailnetDir = os.path.join(work, "mailnet")
     server = None
     dovecot = None
@@ -407,12 +413,13 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"Ratios mailnet / dovecot ({results['dovecot']}, {args.messages} messages, {results['maildrop_mb']:.0f} MB):")
+    print(f"Ratios mailnet / dovecot ({results['dovecot']}, {args.messages} messages, {results['maildrop_mb']:.0f} MB, "
+          f"{results['line_ends']} files):")
     for transport, pair in results["retr"].items():
         m, d = pair["mailnet"], pair["dovecot"]
         print(f"  RETR over {transport:5}: {m['messages_per_s'] / d['messages_per_s']:.2f}x "
               f"({m['messages_per_s']:.0f} vs {d['messages_per_s']:.0f} msg/s, {m['mb_per_s']:.1f} vs {d['mb_per_s']:.1f} MB/s)")
-    s = results["sessions"]
+    s = results.get("sessions", {})
     for label in ("mailnet cache on", "mailnet cache off"):
         print(f"  sessions/s, {label:17}: {s[label]['sessions_per_s'] / s['dovecot']['sessions_per_s']:.2f}x "
               f"({s[label]['sessions_per_s']:.1f} vs {s['dovecot']['sessions_per_s']:.1f})")
