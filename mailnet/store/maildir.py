@@ -37,6 +37,7 @@ directory once and releases the lock.
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import os
 import secrets
@@ -300,7 +301,8 @@ class _Full:
         self.byBase = {}  # base -> uid, live messages
         self.recs = {}  # base -> uid, every uidlist record
         self.ext = {}  # uid -> extension fields of its uidlist record
-        self.pending = {}  # uid -> [modseq, date, vsize, info] sidecar lines not matched yet
+        self.inNew = set()  # uids whose file is in new/
+        self.pending = {}  # uid -> ("a", modseq, uid, date, vsize, info) sidecar lines not matched yet
         self.pendingX = {}  # uid -> modseq of sidecar expunge lines not applied yet
         self.expunged = []  # (modseq, uid) ascending
         self.expungedSet = set()
@@ -319,6 +321,10 @@ class _Batch:
         self.dirs = set()  # directories to fsync
         self.keywords = False
         self.rewriteUidlist = False
+
+
+def _byUid(info):
+    return info.uid
 
 
 def _unsettledUntil(*stamps):
@@ -373,6 +379,7 @@ class _Disk:
         self.seq = 0
         self.deleted = False
         self.busy = 0
+        self._trustIno = None
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
         self.rewriteRecords = []
@@ -397,9 +404,7 @@ class _Disk:
     # The index files
 
     def _newModseq(self):
-        m = self.modlog.highest + 1
-        self.modlog.highest = m
-        return m
+        return self.modlog.allocate()
 
     def _ensureLogs(self):
         """
@@ -505,23 +510,36 @@ class _Disk:
 
     def load(self):
         """Build the full index (under the lock).  Returns a snapshot."""
+        # Building 100,000s of small objects: the cyclic GC would scan them
+        # again and again for nothing (they form no cycles).
+        gcWasOn = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load()
+        finally:
+            if gcWasOn:
+                gc.enable()
+
+    def _load(self):
         with self.locked():
             self.full = _Full()
             self.uidlist.reset()
+            # Read before by this process: nothing can have been lost since.
+            self._trustIno = self.modlog.ino
             self.modlog.reset()
             self.keywords = Keywords(self.path)
             try:
-                self._sync(initial=True)
+                delta = self._sync(initial=True)
             except BaseException:
                 self.full = None
                 raise
-            return self._snapshot()
+            return self._snapshot(delta.added)
 
-    def _snapshot(self):
+    def _snapshot(self, infos):
         full = self.full
         return {
             "seq": self.seq,
-            "infos": sorted(full.infos.values(), key=lambda i: i.uid),
+            "infos": infos,
             "uidValidity": full.uidValidity,
             "uidNext": self.uidlist.nextUid,
             "highest": max(self.modlog.highest, 1),
@@ -616,7 +634,8 @@ class _Disk:
 
         # 2. The sidecar.
         try:
-            mreplaced, entries = ml.readNew()
+            mreplaced, entries = ml.readNew(trustIno=self._trustIno)
+            self._trustIno = None
         except CorruptFile:
             ml.reset()
             mreplaced, entries = True, []
@@ -640,16 +659,17 @@ class _Disk:
         for entry in entries:
             kind, m, uid = entry[0], entry[1], entry[2]
             if kind == "a":
-                pending[uid] = [m, entry[3], entry[4], entry[5]]
-                pendingX.pop(uid, None)
+                pending[uid] = entry
+                if pendingX:
+                    pendingX.pop(uid, None)
             elif kind == "f":
                 p = pending.get(uid)
                 if p is not None:
-                    p[0], p[3] = m, entry[3]
+                    pending[uid] = ("a", m, uid, p[3], p[4], entry[3])
                 else:
                     info = infos.get(uid)
                     if info is not None:
-                        pending[uid] = [m, info.internalDate, info.size, entry[3]]
+                        pending[uid] = ("a", m, uid, info.internalDate, info.size, entry[3])
             elif kind == "x":
                 pending.pop(uid, None)
                 pendingX[uid] = m
@@ -684,7 +704,7 @@ class _Disk:
                 full.dirty = False
                 full.stamps = {"new": stampNew, "cur": stampCur}
                 full.verifyAfter = _unsettledUntil(stampNew, stampCur)
-                self._reconcile(listing, batch, delta, modseq)
+                self._reconcile(listing, batch, delta, modseq, initial)
             if moveNew:
                 token = self._checkpoint()
                 if self._moveNewToCur(batch):
@@ -743,14 +763,18 @@ class _Disk:
         if rel == full.where[uid]:
             return
         full.where[uid] = rel
+        if rel[0] == "n":
+            full.inNew.add(uid)
+        else:
+            full.inNew.discard(uid)
         info = full.infos[uid]
         infoStr = splitName(rel[4:])[1]
         flags = self.keywords.flagsFromInfo(infoStr)
         if flags == info.flags:
             return
         p = full.pending.pop(uid, None)
-        if p is not None and p[3] == infoStr and p[0] > info.modseq:
-            m = p[0]  # another mailnet did it and logged it
+        if p is not None and p[5] == infoStr and p[1] > info.modseq:
+            m = p[1]  # another mailnet did it and logged it
         else:
             m = modseq()
             batch.lines.append(ModLog.flagged(m, uid, infoStr))
@@ -758,7 +782,7 @@ class _Disk:
         full.infos[uid] = new
         changed[uid] = new
 
-    def _reconcile(self, listing, batch, delta, modseq):
+    def _reconcile(self, listing, batch, delta, modseq, initial=False):
         full = self.full
         changed = {}
         missing = []
@@ -791,17 +815,38 @@ class _Disk:
         added = []
         if listing:
             fresh = []
-            for base, rel in sorted(listing.items()):
-                uid = full.recs.get(base)
-                if uid is not None and (uid in full.expungedSet or uid in full.infos):
-                    uid = None  # an expunged file came back: a new message
-                if uid is None:
+            recs, expungedSet, infos = full.recs, full.expungedSet, full.infos
+            pending, where, byBase, inNew = full.pending, full.where, full.byBase, full.inNew
+            flagCache = {}
+            flagsFromInfo = self.keywords.flagsFromInfo
+            for base, rel in listing.items():
+                uid = recs.get(base)
+                if uid is None or uid in expungedSet or uid in infos:
+                    # No record, or an expunged file came back: a new message.
                     fresh.append((base, rel))
                     continue
+                p = pending.get(uid)
+                if p is not None:
+                    # The common case (our own files): all we need is known.
+                    colon = rel.find(":", 4)
+                    infoStr = rel[colon + 3 :] if colon > 0 and rel[colon + 1 : colon + 3] == "2," else ""
+                    if p[5] == infoStr:
+                        flags = flagCache.get(infoStr)
+                        if flags is None:
+                            flags = flagCache[infoStr] = flagsFromInfo(infoStr)
+                        del pending[uid]
+                        info = infos[uid] = MessageInfo(uid, flags, p[3], p[4], p[1])
+                        where[uid] = rel
+                        byBase[base] = uid
+                        if rel[0] == "n":
+                            inNew.add(uid)
+                        added.append(info)
+                        continue
                 info = self._adopt(uid, base, rel, batch, modseq)
                 if info is not None:
                     added.append(info)
             if fresh:
+                fresh.sort()
                 uid = self.uidlist.nextUid
                 for base, rel in fresh:
                     info = self._adopt(uid, base, rel, batch, modseq, newRecord=True)
@@ -813,9 +858,9 @@ class _Disk:
             p = full.pending.pop(uid)
             info = full.infos.get(uid)
             if info is not None:
-                if p[0] > info.modseq and uid not in changed:
+                if p[1] > info.modseq and uid not in changed:
                     # Another mailnet changed it (and maybe back again).
-                    new = MessageInfo(uid, info.flags, info.internalDate, info.size, p[0])
+                    new = MessageInfo(uid, info.flags, info.internalDate, info.size, p[1])
                     full.infos[uid] = changed[uid] = new
             elif uid not in full.expungedSet:
                 xm = modseq()
@@ -828,8 +873,25 @@ class _Disk:
                 if uid not in full.expungedSet:
                     full.expunged.append((xm, uid))
                     full.expungedSet.add(uid)
+        if initial:
+            # UIDs with neither a file nor an expunge line: expunged while
+            # we did not look (by another program, or lines lost in a
+            # crash).  Say so now, and drop their records so that this
+            # happens once.
+            dead = [
+                uid
+                for uid in full.recs.values()
+                if uid not in full.infos and uid not in full.expungedSet
+            ]
+            if dead:
+                xm = modseq()
+                for uid in sorted(dead):
+                    batch.lines.append(ModLog.expunged(xm, uid))
+                    full.expunged.append((xm, uid))
+                    full.expungedSet.add(uid)
+                batch.rewriteUidlist = True
         full.expunged.sort()
-        added.sort(key=lambda i: i.uid)
+        added.sort(key=_byUid)
         delta.added.extend(added)
         delta.changed.extend(changed[u] for u in sorted(changed))
 
@@ -841,7 +903,7 @@ class _Disk:
         p = None if newRecord else full.pending.pop(uid, None)
         path = os.path.join(self.path, rel)
         if p is not None:
-            m, date, vsize, oldInfo = p
+            _, m, _, date, vsize, oldInfo = p
             if oldInfo != infoStr and self.keywords.flagsFromInfo(oldInfo) != flags:
                 m = modseq()
                 batch.lines.append(ModLog.flagged(m, uid, infoStr))
@@ -871,12 +933,15 @@ class _Disk:
         full.recs[base] = uid
         full.byBase[base] = uid
         full.where[uid] = rel
+        if rel[0] == "n":
+            full.inNew.add(uid)
         info = MessageInfo(uid, flags, date, vsize, m)
         full.infos[uid] = info
         return info
 
     def _dropMessage(self, uid, base):
         full = self.full
+        full.inNew.discard(uid)
         full.infos.pop(uid, None)
         full.where.pop(uid, None)
         full.byBase.pop(base, None)
@@ -886,8 +951,10 @@ class _Disk:
         """Dovecot moves new/ files to cur/ when a client syncs; so do we."""
         full = self.full
         moved = False
-        for uid, rel in list(full.where.items()):
-            if rel[:4] != "new/":
+        inNew, full.inNew = full.inNew, set()
+        for uid in inNew:
+            rel = full.where.get(uid)
+            if rel is None or rel[:4] != "new/":
                 continue
             target = "cur/" + rel[4:] + ":2,"
             try:
@@ -929,6 +996,8 @@ class _Disk:
             body.append(ModLog.expunged(xm, uid))
         full.expunged = list(kept)
         full.expungedSet = {uid for _, uid in kept}
+        # Records of forgotten expunges must go too (see _reconcile).
+        batch.rewriteUidlist = True
         # Renamed into place after the current batch's names are durable.
         for d in batch.dirs:
             fsyncDir(d)
@@ -988,6 +1057,7 @@ class _Disk:
                         batch.dirs.add(os.path.join(self.path, target[:3]))
                         batch.dirs.add(os.path.join(self.path, rel[:3]))
                     full.where[info.uid] = target
+                    full.inNew.discard(info.uid)
                     updated = MessageInfo(info.uid, kw.flagsFromInfo(infoStr), info.internalDate, info.size, m)
                     full.infos[info.uid] = updated
                     batch.lines.append(ModLog.flagged(m, info.uid, infoStr))
@@ -1151,6 +1221,8 @@ class _Disk:
                     full.recs[job.base] = uid
                     full.byBase[job.base] = uid
                     full.where[uid] = rel
+                    if not flags:
+                        full.inNew.add(uid)
                     full.infos[uid] = info
                     delta.added.append(info)
                 out.append((job, idx, uid))
@@ -1918,10 +1990,29 @@ class MaildirStore:
             pool.stop()
 
     def close(self):
-        if self._pool is not None:
-            self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
-            self._stopPool()
-        return None
+        """Mark the sidecars clean (one fdatasync each), stop the threads."""
+
+        def stop(result):
+            if self._pool is not None:
+                self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
+                self._stopPool()
+            return None
+
+        d = self._run(self._markClean)
+        d.addErrback(lambda f: log.failure("closing the maildir store", f))
+        return d.addBoth(stop)
+
+    def _markClean(self):
+        with self._disksLock:
+            disks = list(self._disks.values())
+        for disk in disks:
+            if disk.modlog.ino is None or disk.modlog.lastKind == "c" or disk.deleted:
+                continue
+            try:
+                with disk.locked():
+                    disk.modlog.markClean()
+            except (OSError, StoreError):
+                pass
 
     def _cleanTmp(self):
         cutoff = time.time() - TMP_MAX_AGE
