@@ -133,19 +133,39 @@ def timeDeliveries(reactor, total, concurrency, users, size=4096):
             yield d.commit()
 
     t = time.perf_counter()
+    t0 = os.times()
     yield defer.gatherResults([worker() for _ in range(concurrency)])
     elapsed = time.perf_counter() - t
+    t1 = os.times()
+    user, system = t1.user - t0.user, t1.system - t0.system
     store.close()
     shutil.rmtree(root, ignore_errors=True)
     rate = total / elapsed
     print(f"{total} durable deliveries of {size} B, {concurrency:2d} in flight, "
-          f"{users:2d} mailbox(es): {rate:7.0f}/s ({elapsed:.2f} s)")
+          f"{users:2d} mailbox(es): {rate:7.0f}/s ({elapsed:.2f} s, "
+          f"CPU per delivery: user {user / total * 1e6:.0f} us, system {system / total * 1e6:.0f} us)")
+    return rate
+
+
+def fsyncRate(n=200):
+    """The disk's own speed right now: create, write 4 KB, fsync, serially."""
+    d = "/tmp/mailnet-bench-fsync"
+    os.makedirs(d, exist_ok=True)
+    t = time.perf_counter()
+    for i in range(n):
+        fd = os.open(f"{d}/{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+        os.close(fd)
+    rate = n / (time.perf_counter() - t)
+    shutil.rmtree(d, ignore_errors=True)
     return rate
 
 
 @defer.inlineCallbacks
 def main(reactor, args):
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {os.uname().release}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {os.uname().release}, "
+          f"load {os.getloadavg()[0]:.1f}; baseline: {fsyncRate():.0f} fsyncs/s")
     if args.messages:
         yield timeOpen(reactor, args.messages)
     for concurrency, users in ((1, 1), (20, 1), (20, 20)):

@@ -36,11 +36,11 @@ def writeAll(fd, data: bytes):
 
 def appendDurably(path, data: bytes, expectOffset=None):
     """
-    Append ``data`` to ``path`` (created if missing) and fdatasync.  When
+    Append ``data`` to the existing file ``path`` and fdatasync.  When
     ``expectOffset`` is given and the file is longer (a partial line left by
-    a crashed writer), the excess is cut first.  Returns the new size.
+    a crashed writer), the excess is cut first.  Returns ``(size, inode)``.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_WRONLY)
     try:
         end = os.lseek(fd, 0, os.SEEK_END)
         if expectOffset is not None and end > expectOffset:
@@ -49,7 +49,7 @@ def appendDurably(path, data: bytes, expectOffset=None):
         os.lseek(fd, end, os.SEEK_SET)
         writeAll(fd, data)
         os.fdatasync(fd)
-        return end + len(data)
+        return end + len(data), os.fstat(fd).st_ino
     finally:
         os.close(fd)
 
@@ -247,6 +247,22 @@ class UidList:
         self.exists = True
         return replaced, records
 
+    def readTail(self):
+        """
+        Blind mode: catch up cheaply.  Appended lines are read; a new or
+        replaced file is read only at its head and tail.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return
+        if st.st_ino == self.ino and st.st_size >= self.offset:
+            if st.st_size > self.offset:
+                self.readNew()
+        else:
+            self.readHeaderAndLast()
+
     def readHeaderAndLast(self):
         """
         Cheap read for a writer that needs only the header and the highest
@@ -295,8 +311,7 @@ class UidList:
     def append(self, records):
         """Append ``(uid, base, ext)`` records durably; caller holds the lock."""
         data = "".join(self.formatRecord(*r) for r in records).encode(ENCODING, ERRORS)
-        self.offset = appendDurably(self.path, data, self.offset)
-        self.ino = os.stat(self.path).st_ino
+        self.offset, self.ino = appendDurably(self.path, data, self.offset)
         for uid, _, _ in records:
             if uid > self.lastUid:
                 self.lastUid = uid
@@ -509,6 +524,22 @@ class ModLog:
         self.offset += used
         self.exists = True
         return replaced, entries
+
+    def readTail(self):
+        """
+        Blind mode: catch up cheaply.  Appended lines are read; a new or
+        replaced file is read only at its head and tail.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return
+        if st.st_ino == self.ino and st.st_size >= self.offset:
+            if st.st_size > self.offset:
+                self.readNew()
+        else:
+            self.readHeaderAndLast()
 
     def readHeaderAndLast(self):
         """Header and HIGHESTMODSEQ from the last lines; positions at the end."""

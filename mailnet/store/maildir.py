@@ -12,7 +12,7 @@ Layout (see ``docs/store.md`` for the details and Dovecot compatibility)::
         .Archive.2024/              folder "Archive/2024" (+ maildirfolder)
 
 Threads.  Every blocking call (fsync, rename, listdir, reading the index
-files) runs through ``runner`` (default: a private thread pool of 4).  The
+files) runs through ``runner`` (default: a private thread pool).  The
 reactor side keeps a mirror of each open folder's index and applies
 *deltas* that the worker threads produce under the folder lock, in order
 (each delta carries a per-folder sequence number).  Operations on one
@@ -321,6 +321,7 @@ class _Batch:
         self.dirs = set()  # directories to fsync
         self.keywords = False
         self.rewriteUidlist = False
+        self.recorded = False
 
 
 def _byUid(info):
@@ -413,14 +414,8 @@ class _Disk:
         Missing or broken files are recreated.
         """
         ul, ml = self.uidlist, self.modlog
-        stamp = ul.stamp()
         try:
-            if stamp is None:
-                ul.reset()
-            elif ul.ino == stamp[0] and stamp[1] >= ul.offset:
-                ul.readNew()
-            else:
-                ul.readHeaderAndLast()
+            ul.readTail()
         except CorruptFile as e:
             log.warn("{path}: {error}; recreating it", path=ul.path, error=e)
             ul.reset()
@@ -431,14 +426,8 @@ class _Disk:
             ul.hdrNext = 1
             self.rewrite = True
             self.rewriteRecords = []
-        mstamp = ml.stamp()
         try:
-            if mstamp is None:
-                ml.reset()
-            elif ml.ino == mstamp[0] and mstamp[1] >= ml.offset:
-                ml.readNew()
-            else:
-                ml.readHeaderAndLast()
+            ml.readTail()
         except CorruptFile:
             ml.reset()
         if not ml.exists or ml.uidValidity != ul.uidValidity:
@@ -469,20 +458,23 @@ class _Disk:
         for d in batch.dirs:
             fsyncDir(d)
         batch.dirs = set()
-        if batch.lines:
-            self.modlog.append(batch.lines)
-            batch.lines = []
         if batch.rewriteUidlist and not self.rewrite:
             self.rewrite = True
             self.rewriteRecords = []
-        if self.rewrite:
-            # The uidlist is replaced on unlock (through the lock file).
-            if self.full is None:
+        # UIDs are on disk before the sidecar mentions them, so a failure in
+        # between can never let a UID be given out twice.
+        if batch.records:
+            if self.uidlist.exists:
+                self.uidlist.append(batch.records)
+            elif self.full is None:
+                # A new uidlist (new UIDVALIDITY), written on unlock.
                 self.rewriteRecords.extend(batch.records)
-        elif batch.records:
-            self.uidlist.append(batch.records)
-        batch.records = []
+            batch.records = []
+        batch.recorded = True
         batch.rewriteUidlist = False
+        if batch.lines:
+            self.modlog.append(batch.lines)
+            batch.lines = []
 
     def doRewrite(self, dotlock):
         """Called by _Locked before unlocking: replace the uidlist."""
@@ -1197,39 +1189,61 @@ class _Disk:
             m = self._newModseq()
             uid = self.uidlist.nextUid
             out = []
+            placed = []
             token = self._checkpoint()
-            for job, idx in jobs:
-                flags = job.flags
-                if flags:
-                    infoStr = infoCache.get(flags)
-                    if infoStr is None:
-                        infoStr, changed = kw.infoFor(flags)
-                        infoCache[flags] = infoStr
-                        if changed:
-                            kw.write()
-                            fsyncDir(self.path)
-                    rel = f"cur/{job.base}:2,{infoStr}"
-                else:
-                    infoStr = ""
-                    rel = "new/" + job.base
-                _link(job.tmpPath, os.path.join(self.path, rel))
-                batch.dirs.add(os.path.join(self.path, rel[:3]))
-                batch.records.append((uid, job.base, ()))
-                batch.lines.append(ModLog.added(m, uid, job.date, job.size, infoStr))
+            try:
+                for job, idx in jobs:
+                    flags = job.flags
+                    if flags:
+                        infoStr = infoCache.get(flags)
+                        if infoStr is None:
+                            infoStr, changed = kw.infoFor(flags)
+                            infoCache[flags] = infoStr
+                            if changed:
+                                kw.write()
+                                fsyncDir(self.path)
+                        rel = f"cur/{job.base}:2,{infoStr}"
+                    else:
+                        infoStr = ""
+                        rel = "new/" + job.base
+                    target = os.path.join(self.path, rel)
+                    if len(job.targets) == 1:
+                        # The only recipient: move the file, no link needed.
+                        os.rename(job.tmpPath, target)
+                    else:
+                        _link(job.tmpPath, target)
+                    placed.append(target)
+                    batch.dirs.add(os.path.join(self.path, rel[:3]))
+                    batch.records.append((uid, job.base, ()))
+                    batch.lines.append(ModLog.added(m, uid, job.date, job.size, infoStr))
+                    out.append((job, idx, uid, rel, infoStr))
+                    uid += 1
+                self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
+                self._restamp(token)
+                self._flush(batch)
+            except BaseException:
+                if not batch.recorded:
+                    # Nothing was given a UID: take the files back out.
+                    for path in placed:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
                 if full is not None:
-                    info = MessageInfo(uid, kw.flagsFromInfo(infoStr), job.date, job.size, m)
-                    full.recs[job.base] = uid
-                    full.byBase[job.base] = uid
-                    full.where[uid] = rel
-                    if not flags:
-                        full.inNew.add(uid)
-                    full.infos[uid] = info
+                    full.dirty = True
+                self.uidlist.reset()  # re-read the truth next time
+                raise
+            if full is not None:
+                for job, idx, u, rel, infoStr in out:
+                    info = MessageInfo(u, kw.flagsFromInfo(infoStr), job.date, job.size, m)
+                    full.recs[job.base] = u
+                    full.byBase[job.base] = u
+                    full.where[u] = rel
+                    if rel[0] == "n":
+                        full.inNew.add(u)
+                    full.infos[u] = info
                     delta.added.append(info)
-                out.append((job, idx, uid))
-                uid += 1
-            self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
-            self._restamp(token)
-            self._flush(batch)
+            out = [(job, idx, u) for job, idx, u, _, _ in out]
             return out, (self._finish(delta) if full is not None else None)
 
     # Reading a message (no lock: look the name up, retry if renamed)
@@ -1834,79 +1848,127 @@ class MaildirDelivery:
         self._cleanup()
 
 
+def _placeAll(work):
+    """Thread: place each folder's deliveries; errors are returned, per folder."""
+    results = []
+    for disk, items in work:
+        try:
+            results.append(disk.addMessages(items))
+        except Exception as e:
+            results.append(e)
+    return results
+
+
 class _Committer:
     """
-    Group commit: one batch at a time; commits that arrive meanwhile form the
-    next batch.
+    Group commit.  A batch goes through two stages: *prepare* (fsync every
+    message file -- in parallel chunks, so the file system can merge the
+    journal commits -- and make missing accounts) and *place* (for each
+    target folder, concurrently: lock, link the files in, give UIDs, one
+    uidlist append, one directory fsync).  One batch prepares at a time;
+    commits that arrive meanwhile form the next batch, which starts
+    preparing as soon as the previous one moves on to placing.
     """
+
+    CHUNK = 4  # at least this many files per parallel fsync chunk
 
     def __init__(self, store):
         self.store = store
         self.queue = []
-        self.running = False
+        self.preparing = False
 
     def submit(self, job):
         d = defer.Deferred()
         self.queue.append((job, d))
-        if not self.running:
+        if not self.preparing:
             self._start()
         return d
 
     def _start(self):
-        if not self.queue:
-            self.running = False
+        if self.preparing or not self.queue:
             return
-        self.running = True
+        self.preparing = True
         batch, self.queue = self.queue, []
         jobs = [job for job, _ in batch]
-        d = self.store._run(self.store._prepareJobs, jobs)
-        d.addCallback(self._distribute, batch)
-        d.addErrback(self._failAll, batch)
-        d.addBoth(self._next, jobs)
+        store = self.store
+        n = max(1, min(store._threads - 1, len(jobs) // self.CHUNK))
+        calls = [store._run(store._prepareJobs, jobs[i::n]) for i in range(n)]
+        d = defer.gatherResults(calls, consumeErrors=True)
+        d.addCallbacks(self._prepared, self._failAll, callbackArgs=(batch, jobs), errbackArgs=(batch, jobs))
+
+    def _prepared(self, groupsList, batch, jobs):
+        self.preparing = False
+        groups = {}
+        for g in groupsList:
+            for path, items in g.items():
+                groups.setdefault(path, []).extend(items)
+        d = self._distribute(groups, batch)
+        d.addErrback(self._failAll, batch, jobs)
+        d.addBoth(self._cleanup, jobs)
+        self._start()
+        return None
 
     def _distribute(self, groups, batch):
+        """Place into every folder: a few threads, each doing some folders."""
         store = self.store
-        calls = []
+        work = []
         for path, items in groups.items():
             disk = store._diskFor(path)
             disk.busy += 1
-            d = store._run(disk.addMessages, items)
-            d.addBoth(self._folderDone, disk, path, items)
+            work.append((disk, items))
+        n = max(1, min(store._threads - 1, len(work)))
+        calls = []
+        for i in range(n):
+            chunk = work[i::n]
+            d = store._run(_placeAll, chunk)
+            d.addCallback(self._placed, chunk)
             calls.append(d)
         dl = defer.DeferredList(calls, consumeErrors=True)
         dl.addCallback(self._finish, batch, groups)
         return dl
 
-    def _folderDone(self, result, disk, path, items):
-        disk.busy -= 1
-        if isinstance(result, Failure):
-            error = result.value
-            if not isinstance(error, StoreError):
-                log.failure("delivery into {path} failed", result, path=path)
-                error = TemporaryStoreError(f"{path}: {error}")
-            for job, _ in items:
-                if job.error is None:
-                    job.error = error
-            return None
-        out, delta = result
-        index = disk.index
-        if delta is not None and index is not None:
-            index.applyDelta(delta)
-            if delta.seq > index.seq:
-                # Fire the commits once listeners have been told.
-                return out, index.whenApplied(delta)
-        return out, None
+    def _placed(self, results, chunk):
+        waits = []
+        out = []
+        for (disk, items), result in zip(chunk, results):
+            disk.busy -= 1
+            if isinstance(result, BaseException):
+                error = result
+                if not isinstance(error, StoreError):
+                    log.failure(
+                        "delivery into {path} failed",
+                        Failure(error, type(error), error.__traceback__),
+                        path=disk.path,
+                    )
+                    error = TemporaryStoreError(f"{disk.path}: {error}")
+                for job, _ in items:
+                    if job.error is None:
+                        job.error = error
+                continue
+            placed, delta = result
+            out.extend(placed)
+            index = disk.index
+            if delta is not None and index is not None:
+                index.applyDelta(delta)
+                if delta.seq > index.seq:
+                    # Fire the commits once listeners have been told.
+                    waits.append(index.whenApplied(delta))
+        return out, waits
 
     def _finish(self, results, batch, groups):
         uids = {}
         waits = []
         for ok, value in results:
-            if ok and value:
-                out, wait = value
-                if wait is not None:
-                    waits.append(wait)
+            if ok:
+                out, w = value
+                waits.extend(w)
                 for job, idx, uid in out:
                     uids[(id(job), idx)] = uid
+            else:
+                log.failure("placing deliveries", value)
+                for job, _ in batch:
+                    if job.error is None and any((id(job), i) not in uids for i in range(len(job.targets))):
+                        job.error = TemporaryStoreError(str(value.value))
         for job, d in batch:
             if job.error is not None:
                 self.store._rollback(job, uids)
@@ -1921,18 +1983,27 @@ class _Committer:
             else:
                 d.callback(value)
 
-    def _failAll(self, failure, batch):
+    def _failAll(self, failure, batch, jobs):
         log.failure("group commit failed", failure)
+        if isinstance(failure.value, defer.FirstError):
+            failure = failure.value.subFailure
         for job, d in batch:
             if not d.called:
-                err = failure.value if isinstance(failure.value, StoreError) else TemporaryStoreError(str(failure.value))
+                err = failure.value
+                if not isinstance(err, StoreError):
+                    err = TemporaryStoreError(str(err))
                 d.errback(err)
+        if self.preparing:
+            self.preparing = False
+            self._cleanup(None, jobs)
+            self._start()
 
-    def _next(self, _, jobs):
-        self.store._run(self.store._cleanupJobs, jobs).addErrback(
-            lambda f: log.failure("removing delivered tmp files", f)
-        )
-        self._start()
+    def _cleanup(self, _, jobs):
+        leftovers = [j for j in jobs if len(j.targets) != 1 or j.error is not None]
+        if leftovers:
+            self.store._run(self.store._cleanupJobs, leftovers).addErrback(
+                lambda f: log.failure("removing delivered tmp files", f)
+            )
 
 
 # The store
@@ -1948,7 +2019,7 @@ class MaildirStore:
         synchronous runner.
     """
 
-    def __init__(self, root, runner=None, reactor=None, threads=4):
+    def __init__(self, root, runner=None, reactor=None, threads=6):
         self.root = os.path.abspath(root)
         self._tmpDir = os.path.join(self.root, TMP_DIR)
         os.makedirs(self._tmpDir, mode=0o700, exist_ok=True)
@@ -2216,6 +2287,8 @@ class MaildirStore:
 
     def _cleanupJobs(self, jobs):
         for job in jobs:
+            if len(job.targets) == 1 and job.error is None:
+                continue  # renamed into place
             try:
                 os.unlink(job.tmpPath)
             except FileNotFoundError:
