@@ -177,10 +177,6 @@ def folderNameOf(dirname: str):
 # Small file helpers (threads only)
 
 
-def _mkdirs(path, mode=0o700):
-    os.makedirs(path, mode=mode, exist_ok=True)
-
-
 def _writeFile(path, data: bytes, mode=0o600):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -2069,6 +2065,8 @@ class MaildirStore:
                 self._stopPool()
             return None
 
+        if not self._disks:
+            return stop(None)
         d = self._run(self._markClean)
         d.addErrback(lambda f: log.failure("closing the maildir store", f))
         return d.addBoth(stop)
