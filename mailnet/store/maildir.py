@@ -104,6 +104,8 @@ KEEP_EXPUNGED = 10000
 # same timestamp tick; list it again next time (Dovecot: MAILDIR_SYNC_SECS).
 DIR_SETTLE_SECS = 1.5
 TMP_MAX_AGE = 36 * 3600
+TMP_POOL_SIZE = 32
+TMP_POOL_LOW = 8
 # Rewrite dovecot-uidlist / the sidecar when they hold this many more lines
 # than twice what is live.
 UIDLIST_SLACK = 1000
@@ -1777,14 +1779,12 @@ class MaildirDelivery:
         self._targets.append((username, name, path))
 
     def _open(self):
-        job = self._job = _Job()
-        job.base = newBase()
-        job.tmpPath = os.path.join(self._store._tmpDir, job.base)
+        job = _Job()
         try:
-            job.fd = os.open(job.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            job.tmpPath, job.fd = self._store._takeTmp()
         except OSError as e:
-            self._job = None
-            raise TemporaryStoreError(f"cannot create {job.tmpPath}: {e}") from e
+            raise TemporaryStoreError(f"cannot create a file in {self._store._tmpDir}: {e}") from e
+        self._job = job
 
     def _flushBuffer(self):
         if self._buffer:
@@ -1820,7 +1820,7 @@ class MaildirDelivery:
         job.date = float(time.time() if internalDate is None else internalDate)
         job.flags = normalizeFlags(flags)
         job.targets = list(self._targets)
-        job.base = f"{job.base},S={job.size},W={job.size}"
+        job.base = f"{newBase()},S={job.size},W={job.size}"
         if not job.targets:
             self._cleanup()
             return defer.succeed([])
@@ -1842,6 +1842,14 @@ class MaildirDelivery:
     def abort(self):
         self._done = True
         self._cleanup()
+
+
+def _createTmpFiles(directory, n):
+    out = []
+    for _ in range(n):
+        path = os.path.join(directory, newBase())
+        out.append((path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)))
+    return out
 
 
 def _placeAll(work):
@@ -2031,6 +2039,8 @@ class MaildirStore:
         self._committer = _Committer(self)
         self._accounts = {}
         self._tmpCleaned = False
+        self._tmpPool = []  # (path, fd) of empty files in .tmp, ready for use
+        self._tmpRefilling = False
 
     # Threads
 
@@ -2065,6 +2075,7 @@ class MaildirStore:
                 self._stopPool()
             return None
 
+        self._dropTmpPool()
         if not self._disks:
             return stop(None)
         d = self._run(self._markClean)
@@ -2084,10 +2095,13 @@ class MaildirStore:
                 pass
 
     def _cleanTmp(self):
-        cutoff = time.time() - TMP_MAX_AGE
+        """Leftovers of crashed processes (not of live ones: by age)."""
+        now = time.time()
         for entry in os.scandir(self._tmpDir):
             try:
-                if entry.stat().st_mtime < cutoff:
+                st = entry.stat()
+                age = now - st.st_mtime
+                if age > TMP_MAX_AGE or (st.st_size == 0 and age > 3600):
                     os.unlink(entry.path)
             except FileNotFoundError:
                 pass
@@ -2194,6 +2208,30 @@ class MaildirStore:
         if madeDomain:
             fsyncDir(self.root)
         self._known.add(path)
+
+    # Files for deliveries, made ahead of time in a thread: creating a file
+    # can wait for the file system journal, which the reactor must not do.
+
+    def _takeTmp(self):
+        pool = self._tmpPool
+        if len(pool) <= TMP_POOL_LOW and not self._tmpRefilling:
+            self._tmpRefilling = True
+            d = self._run(_createTmpFiles, self._tmpDir, TMP_POOL_SIZE - len(pool))
+            d.addCallback(pool.extend)
+            d.addErrback(lambda f: log.failure("making files in {dir}", f, dir=self._tmpDir))
+            d.addBoth(lambda _: setattr(self, "_tmpRefilling", False))
+        if pool:
+            return pool.pop()
+        return _createTmpFiles(self._tmpDir, 1)[0]
+
+    def _dropTmpPool(self):
+        pool, self._tmpPool[:] = list(self._tmpPool), []
+        for path, fd in pool:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def newDelivery(self):
         if not self._tmpCleaned:
