@@ -379,6 +379,7 @@ class _Disk:
         self.deleted = False
         self.busy = 0
         self._trustIno = None
+        self.dotlock = None  # while locked
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
         self.rewriteRecords = []
@@ -399,6 +400,11 @@ class _Disk:
 
     def locked(self):
         return _Locked(self)
+
+    def touchLock(self):
+        """In long loops under the lock: keep the dotlock from looking stale."""
+        if self.dotlock is not None:
+            self.dotlock.touch()
 
     # The index files
 
@@ -832,13 +838,16 @@ class _Disk:
                             inNew.add(uid)
                         added.append(info)
                         continue
+                self.touchLock()
                 info = self._adopt(uid, base, rel, batch, modseq)
                 if info is not None:
                     added.append(info)
             if fresh:
                 fresh.sort()
                 uid = self.uidlist.nextUid
-                for base, rel in fresh:
+                for n, (base, rel) in enumerate(fresh):
+                    if n % 500 == 0:
+                        self.touchLock()
                     info = self._adopt(uid, base, rel, batch, modseq, newRecord=True)
                     if info is not None:
                         added.append(info)
@@ -942,7 +951,9 @@ class _Disk:
         full = self.full
         moved = False
         inNew, full.inNew = full.inNew, set()
-        for uid in inNew:
+        for n, uid in enumerate(inNew):
+            if n % 1000 == 0:
+                self.touchLock()
             rel = full.where.get(uid)
             if rel is None or rel[:4] != "new/":
                 continue
@@ -1297,10 +1308,12 @@ class _Locked:
         except BaseException:
             self.disk.lock.release()
             raise
+        self.disk.dotlock = self.dotlock
         return self.dotlock
 
     def __exit__(self, excType, exc, tb):
         disk = self.disk
+        disk.dotlock = None
         try:
             if disk.rewrite:
                 if excType is None:
