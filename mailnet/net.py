@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.internet import protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.logger import Logger
+from mailnet.logs import Logger
 
 log = Logger()
 

@@ -550,10 +550,12 @@ def test_kill_at_random_moments(root):
     reported = {}
     for round_ in range(3):
         p = child(root, USER, f"r{round_}", "100000")
-        time.sleep(0.3 + 0.2 * round_)
+        # Kill at a different point each round, counted in reported
+        # deliveries (an event) rather than seconds, so load cannot starve it.
+        lines = [p.stdout.readline() for _ in range(5 + 7 * round_)]
         p.send_signal(signal.SIGKILL)
         out, _ = p.communicate()
-        for line in out.decode().splitlines():
+        for line in b"".join(lines + [out]).decode().splitlines():
             tag, n, uid = line.split()
             reported[int(uid)] = procBody(tag, int(n))
     assert reported, "the child delivered nothing"
