@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import random
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -44,6 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.harness import MailServer  # noqa: E402
+from tests.pop3.dovecot import Dovecot  # noqa: E402
 
 DOMAIN = "example.test"
 PASSWORD = "bench-password"
@@ -208,94 +207,12 @@ def benchSessions(port, tls, users, total):
 # Servers
 
 
-def waitPort(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def startDovecot(work, users, hashes, cert, key):
-    """Dovecot on copies of ``users`` ({login: template Maildir}); returns (process, port, tls port)."""
-    base = os.path.join(work, "dovecot")
-    mail = os.path.join(base, "mail")
-    os.makedirs(base)
-    owner = pwd.getpwnam("nobody") if os.getuid() == 0 else pwd.getpwuid(os.getuid())
-    for user, src in users.items():
-        local = user.split("@")[0]
-        shutil.copytree(src, os.path.join(mail, DOMAIN, local))
-    with open(os.path.join(base, "passwd"), "w") as f:
-        for user in users:
-            f.write(f"{user}:{hashes[user]}\n")
-    os.chmod(os.path.join(base, "passwd"), 0o644)
-    if os.getuid() == 0:
-        for dirpath, dirnames, filenames in os.walk(mail):
-            for n in dirnames + filenames:
-                os.chown(os.path.join(dirpath, n), owner.pw_uid, owner.pw_gid)
-        os.chown(mail, owner.pw_uid, owner.pw_gid)
-    plain, secure = freePort(), freePort()
-    conf = os.path.join(base, "dovecot.conf")
-    with open(conf, "w") as f:
-        f.write(f"""\
-protocols = pop3
-listen = 127.0.0.1
-base_dir = {base}/run
-state_dir = {base}/state
-log_path = {base}/dovecot.log
-ssl = yes
-ssl_cert = <{cert}
-ssl_key = <{key}
-disable_plaintext_auth = no
-auth_mechanisms = plain
-passdb {{
-  driver = passwd-file
-  args = {base}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={owner.pw_uid} gid={owner.pw_gid} home={base}/home/%d/%n
-}}
-mail_location = maildir:{mail}/%d/%n
-pop3_uidl_format = %08Xu%08Xv
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {plain}
-  }}
-  inet_listener pop3s {{
-    port = {secure}
-    ssl = yes
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-""")
-    process = subprocess.Popen(["dovecot", "-F", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    waitPort(plain)
-    waitPort(secure)
-    return process, plain, secure
-
-
-def stopDovecot(process):
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Dovecot on copies of ``users`` ({login: template Maildir})."""
+    dovecot = Dovecot(os.path.join(work, "dovecot"), cert, key)
+    for user, source in users.items():
+        dovecot.addUser(user, hashes[user], source)
+    return dovecot.start()
 
 
 def version(cmd):
@@ -359,10 +276,11 @@ def main():
             dest = server.maildir(user)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copytree(os.path.join(templates, local), dest)
-        dovecot, dPlain, dSecure = startDovecot(
+        dovecot = startDovecot(
             work, {u: os.path.join(templates, u.split("@")[0]) for u in [big] + small}, hashes,
             server.certFile, os.path.join(server.dataDir, "tls", "key.pem"))
-        print(f"mailnet pid {server.process.pid}, dovecot pid {dovecot.pid}", flush=True)
+        dPlain, dSecure = dovecot.port, dovecot.tlsPort
+        print(f"mailnet pid {server.process.pid}, dovecot pid {dovecot.process.pid}", flush=True)
         tls = tlsContext()
         servers = {
             "mailnet": {"pop3": server.port("pop3"), "pop3s": server.port("pop3s")},
@@ -406,7 +324,7 @@ def main():
         sessions("mailnet cache off", server.port("pop3s"))
     finally:
         if dovecot is not None:
-            stopDovecot(dovecot)
+            dovecot.stop()
         if server is not None:
             server.stop()
         if not args.keep:
