@@ -10,7 +10,6 @@ import os
 import poplib
 import shutil
 import socket
-import ssl
 import subprocess
 import textwrap
 import threading
@@ -68,6 +67,21 @@ def test_poplib_stls_and_capa(server, user):
     c.pass_(pw)
     assert c.stat()[0] == 1
     c.quit()
+
+
+def test_poplib_stls_download_and_delete(server, user):
+    name, pw = user
+    sent = [mimeMessage(f"stls {i}") for i in range(3)]
+    for m in sent:
+        putMessage(server, name, m)
+    c = pop3stls(server, name, pw)
+    got = []
+    for n in range(1, c.stat()[0] + 1):
+        got.append(retr(c, n))
+        c.dele(n)
+    assert c.quit().startswith(b"+OK Bye; 3 messages deleted")
+    assert got == sent
+    assert server.messageFiles(name) == []
 
 
 def test_bad_password_gets_auth_code(server, user):
