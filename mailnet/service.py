@@ -200,7 +200,10 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
-        self._announce()
+        # twistd starts services before reactor.run() installs the signal
+        # handlers; say "ready" only once the reactor runs, so that a SIGTERM
+        # sent on seeing it gets a clean shutdown (now at once if running).
+        self.context.reactor.callWhenRunning(self._announce)
 
     def _announce(self):
         config = self.context.config
