@@ -554,13 +554,16 @@ class POP3Server(protocol.Protocol):
             return
         self._seenPending.add(uid)
         if self._seenFlush is None:
-            self._flushSeen()
+            self._flushSeen(self.folder)
 
-    def _flushSeen(self):
-        """One setFlags in flight at a time; what arrives meanwhile is batched."""
+    def _flushSeen(self, folder):
+        """
+        One setFlags in flight at a time; what arrives meanwhile is batched.
+        The batch still goes out if the client disconnects meanwhile (the
+        folder is closed only after it: see _release).
+        """
         uids = sorted(self._seenPending)
         self._seenPending.clear()
-        folder = self.folder
         d = defer.maybeDeferred(folder.setFlags, uids, [SEEN], "add")
         self._seenFlush = d
 
@@ -568,8 +571,8 @@ class POP3Server(protocol.Protocol):
             if isinstance(result, failure.Failure):
                 log.failure("pop3: {ip}: cannot mark messages seen", result, ip=self._ip)
             self._seenFlush = None
-            if self._seenPending and self.folder is not None:
-                self._flushSeen()
+            if self._seenPending:
+                self._flushSeen(folder)
             else:
                 waiters, self._seenWaiters = self._seenWaiters, []
                 for w in waiters:

@@ -394,3 +394,21 @@ def test_files_opened_ahead_are_closed(ctx, uids, monkeypatch):
     assert len(files) == 2
     c.drop()
     assert all(f.closed for f in files)
+
+
+def test_seen_marks_batched_during_a_flush_survive_a_drop(ctx, uids, monkeypatch):
+    c = Client(ctx)
+    c.login()
+    folder = c.proto.folder
+    pending = defer.Deferred()
+    real = folder.setFlags
+    closed = []
+    monkeypatch.setattr(folder, "setFlags", lambda u, f, mode="set": pending.addCallback(lambda _: result(real(u, f, mode))))
+    monkeypatch.setattr(folder, "close", lambda: closed.append(True))
+    c.cmd("RETR 1")
+    c.cmd("RETR 2")  # batched behind the first update
+    c.drop()
+    assert not closed  # the handle stays open for the updates
+    pending.callback(None)
+    assert closed
+    assert all(SEEN in info.flags for info in inbox(ctx).messages())
