@@ -163,6 +163,8 @@ class QueueRunner:
         self._timer = None
         self._wakeCall = None
         self._workers = set()
+        self._pumping = False
+        self._pumpAgain = False
         self._io = set()  # file work of removed items still running
         self.stats = collections.Counter()
 
@@ -288,6 +290,21 @@ class QueueRunner:
         """Give queued jobs to idle workers; start workers within the limits."""
         if self.stopping:
             return
+        # Workers start synchronously and may call back in here: run once
+        # more instead of re-entering.
+        if self._pumping:
+            self._pumpAgain = True
+            return
+        self._pumping = True
+        try:
+            self._pumpAgain = True
+            while self._pumpAgain:
+                self._pumpAgain = False
+                self._pumpOnce()
+        finally:
+            self._pumping = False
+
+    def _pumpOnce(self):
         relay = self.config.relay
         for dest in list(self.destinations.values()):
             while dest.queue and dest.idle:
@@ -305,7 +322,7 @@ class QueueRunner:
                 # and a second connection only once a session works.
                 self.connections += 1
                 self._spawn(dest, self._remoteWorker)
-            if not dest.queue and not dest.workers and not dest.idle:
+            if not dest.queue and not dest.workers and not dest.idle and self.destinations.get(dest.key) is dest:
                 del self.destinations[dest.key]
 
     def _spawn(self, dest, worker):
