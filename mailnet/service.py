@@ -200,7 +200,10 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
-        self._announce()
+        # Announce once the reactor runs: twistd starts services before the
+        # reactor installs its signal handlers, and whoever waits for "ready"
+        # may send SIGTERM at once (it would kill us without a clean stop).
+        self.context.reactor.callWhenRunning(self._announce)
 
     def _announce(self):
         config = self.context.config
