@@ -59,6 +59,25 @@ def makeResolver(config, reactor=None):
     return dnsResolver
 
 
+class LazyResolver:
+    """
+    Makes the real resolver at the first lookup: twisted.names' client
+    schedules a periodic re-read of resolv.conf as soon as it exists, which
+    a server that relays nothing does not need.
+    """
+
+    def __init__(self, make):
+        self._make = make
+        self._resolver = None
+
+    def __getattr__(self, name):
+        if not name.startswith("lookup"):
+            raise AttributeError(name)
+        if self._resolver is None:
+            self._resolver = self._make()
+        return getattr(self._resolver, name)
+
+
 def _ipLiteral(text):
     try:
         return str(ipaddress.ip_address(text))

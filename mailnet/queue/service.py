@@ -63,8 +63,8 @@ class QueueService(service.Service):
         config = context.config
         connector = self.connector
         if connector is None:
-            resolver = self.resolver or mx.makeResolver(config, context.reactor)
-            connector = SMTPConnector(context.reactor, config, mx.MXResolver(resolver))
+            connector = SMTPConnector(context.reactor, config, mx.MXResolver(
+                self.resolver or mx.LazyResolver(lambda: mx.makeResolver(config, context.reactor))))
         self.runner = QueueRunner(context.spool, config, context.reactor, connector,
                                   directory=context.directory, store=context.store, hostname=context.hostname)
         self.runner.start()
@@ -90,8 +90,10 @@ class QueueService(service.Service):
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         if self._port is not None:
+            # Not waited for: the port closes on the next reactor turn, and
+            # an embedding application may stop us without a running reactor.
             port, self._port = self._port, None
-            yield defer.maybeDeferred(port.stopListening)
+            port.stopListening()
         if self.runner is not None:
             yield self.runner.stop()
         self.lock.release()
