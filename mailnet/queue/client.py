@@ -544,9 +544,9 @@ class ClientMachine:
         return self._authFailed(reply)
 
     def _authFailed(self, reply):
-        # A refused login is an operator's problem to fix: keep the mail.
-        return self._fail(DeliveryError(reply.code if reply.code >= 400 else 451, reply.enhanced if reply.code < 500 else "4.7.8",
-                                        f"authentication failed: {reply}", True, self.remote))
+        # A refused login is an operator's problem to fix: keep the mail
+        # (RFC 4954 s6: 454 4.7.0 is the temporary authentication failure).
+        return self._fail(DeliveryError(454, "4.7.0", f"authentication with {self.remote or 'the smarthost'} failed: {reply}", True, self.remote))
 
     def _ready(self):
         self.state = "ready"

@@ -544,3 +544,12 @@ def test_protocol_deliver_on_dead_connection():
     out = []
     proto.deliver(txn("bob@remote.test")).addCallback(out.append)
     assert out[0].outcomes["bob@remote.test"].temporary
+
+
+def test_delivery_error_compatible_forms():
+    e = DeliveryError.fromReply(550, "5.1.1 no such user\n5.1.1 really", remote="mx")
+    assert (e.code, e.enhanced, e.message, e.permanent, e.remote) == (550, "5.1.1", "no such user really", True, "mx")
+    assert DeliveryError(451, "5.0.0", "x").enhanced == "4.0.0"  # class agrees with the code
+    assert DeliveryError.fromString("451 4.4.1 connect failed") == DeliveryError(451, "4.4.1", "connect failed")
+    with pytest.raises(ValueError):
+        DeliveryError(250, "2.0.0", "not an error")
