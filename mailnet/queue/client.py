@@ -906,6 +906,8 @@ def _reasonText(reason) -> str:
 class ClientFactory(protocol.Factory):
     """Builds one :class:`SMTPClientProtocol` (one connection)."""
 
+    noisy = False  # the queue logs each attempt itself
+
     def __init__(self, makeProtocol):
         self.makeProtocol = makeProtocol
 

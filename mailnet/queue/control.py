@@ -102,6 +102,7 @@ class ControlFactory(Factory):
     """Serves the control socket for a running :class:`QueueRunner`."""
 
     protocol = ControlProtocol
+    noisy = False
 
     def __init__(self, runner):
         self.runner = runner
@@ -115,6 +116,7 @@ class ControlFactory(Factory):
             raise AdminError(f"{command}: which item?")
         if queueId is not None and not validId(queueId):
             raise AdminError(f"no queue item {queueId}")
+        runner.rescan()  # items another program put in the spool count too
         if command == "list":
             return runner.list()
         item = runner.get(queueId) if queueId else None

@@ -166,6 +166,7 @@ class QueueRunner:
         self._pumping = False
         self._pumpAgain = False
         self._io = set()  # file work of removed items still running
+        self._removing = set()  # ids of items whose files are being removed
         self.stats = collections.Counter()
 
     # -- Life cycle ----------------------------------------------------------
@@ -222,6 +223,20 @@ class QueueRunner:
         item = Item(envelope)
         self.items[item.id] = item
         return item
+
+    def rescan(self):
+        """
+        Pick up items that reached the spool without telling us (written by
+        another program, or while we were not listening).  Returns how many.
+        """
+        found = 0
+        for queueId in self.spool.ids():
+            if queueId not in self.items and queueId not in self._removing:
+                if self._load(queueId) is not None:
+                    found += 1
+        if found:
+            log.info("queue: found {n} new item(s) in the spool", n=found)
+        return found
 
     def added(self, queueId):
         """Spool listener: a new item is durable."""
@@ -763,6 +778,7 @@ class QueueRunner:
     def _remove(self, item):
         item.deleted = True
         self.items.pop(item.id, None)
+        self._removing.add(item.id)
 
         def run(_):
             return self.runInThread(self.spool.remove, item.id)
@@ -771,7 +787,12 @@ class QueueRunner:
         item.chain.addErrback(lambda f: log.failure("queue {id}: cannot remove the item", f, id=item.id))
         done = _follow(item.chain)
         self._io.add(done)
-        done.addBoth(lambda r: self._io.discard(done))
+
+        def finished(_):
+            self._io.discard(done)
+            self._removing.discard(item.id)
+
+        done.addBoth(finished)
         return _follow(done)
 
     # -- Operator commands ----------------------------------------------------
@@ -786,7 +807,11 @@ class QueueRunner:
         return item
 
     def flush(self, queueId=None):
-        """Make active recipients due now (all items, or one); held items are left alone."""
+        """
+        Make active recipients due now (all items, or one); held items are
+        left alone.  Items another program put in the spool are picked up.
+        """
+        self.rescan()
         items = [self.get(queueId)] if queueId else list(self.items.values())
         now = self.clock.seconds()
         count = 0
