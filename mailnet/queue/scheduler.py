@@ -728,7 +728,17 @@ class QueueRunner:
                         original = original + f.read()  # dsn.build decides to send headers only
             except FileNotFoundError:
                 original = None
-            return dsn.build(kind, env, reports, original, reportingMTA=self.hostname, date=date, messageId=messageId)
+            build = lambda e, o: dsn.build(kind, e, reports, o, reportingMTA=self.hostname, date=date, messageId=messageId)  # noqa: E731
+            try:
+                return build(env, original)
+            except Exception as e:
+                # A message the email package cannot regenerate must not keep
+                # its sender from hearing of the failure: header only, then nothing.
+                log.warn("queue {id}: cannot attach the message to the DSN ({e!r}); trying with less", id=item.id, e=e)
+                try:
+                    return build(dict(env, ret="HDRS"), original)
+                except Exception:
+                    return build(env, None)
 
         data = yield self.runInThread(make)
         writer = self.spool.newMessage(

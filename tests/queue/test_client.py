@@ -553,3 +553,34 @@ def test_delivery_error_compatible_forms():
     assert DeliveryError.fromString("451 4.4.1 connect failed") == DeliveryError(451, "4.4.1", "connect failed")
     with pytest.raises(ValueError):
         DeliveryError(250, "2.0.0", "not an error")
+
+
+REPLY_CODES = [220, 221, 235, 250, 251, 334, 354, 421, 450, 451, 452, 454, 500, 502, 503, 535, 550, 552, 553, 554]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(REPLY_CODES), max_size=25),
+       st.sampled_from(["none", "opportunistic", "required", "implicit"]),
+       st.booleans(), st.booleans())
+def test_fuzz_machine_never_crashes_and_always_finishes(codes, tls, withAuth, extensions):
+    """Whatever the peer answers, no exception, and a started transaction ends in exactly one Done."""
+    m = ClientMachine("mx.example.test", tls=tls, auth=("u", "p") if withAuth else None, plainAuth=True, remote="peer")
+    done = []
+    started = False
+    ehlo = "250-hi\r\n250-PIPELINING\r\n250-STARTTLS\r\n250-AUTH PLAIN\r\n250 SIZE 10\r\n" if extensions else None
+    for code in codes:
+        if m.ready and not started:
+            started = True
+            done += [a for a in m.start(txn("a@x.test", "b@x.test", size=5)) if isinstance(a, Done)]
+            continue
+        if m.state == "closed":
+            break
+        if m.waiting == "body":
+            m.bodySent()
+        text = ehlo if (ehlo and code == 250 and m.waiting == "EHLO") else f"{code} text\r\n"
+        done += [a for a in m.receive(text.encode()) if isinstance(a, Done)]
+    done += [a for a in m.connectionLost() if isinstance(a, Done)]
+    assert len(done) == (1 if started else 0)
+    if done:
+        assert set(done[0].result.outcomes) == {"a@x.test", "b@x.test"}
+        assert m.txn is None

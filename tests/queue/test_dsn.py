@@ -191,3 +191,22 @@ def test_no_original_available():
     out = build(original=None)
     msg = email.message_from_bytes(out, policy=email.policy.default)
     assert len(list(msg.iter_parts())) == 2
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+LINES = st.sampled_from([b"From: a@example.test", b"Subject: \xc3\xa9t\xc3\xa9", b"Content-Type: multipart/mixed; boundary=Z",
+                         b"--Z", b"--Z--", b"", b"body line", b".", b"\xff\xfe", b"Content-Transfer-Encoding: base64",
+                         b"X-Long: " + b"x" * 1200, b"=?utf-8?q?bad", b"MIME-Version: 1.0", b" folded"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(LINES, max_size=20), st.sampled_from(["FULL", "HDRS"]), st.sampled_from(["failure", "delay", "success"]))
+def test_fuzz_any_original_gives_a_parseable_report(lines, ret, kind):
+    original = b"\r\n".join(lines) + b"\r\n"
+    out = build(kind, envelope=dict(ENVELOPE, ret=ret), original=original)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    parts = list(msg.iter_parts())
+    assert parts[1].get_content_type() == "message/delivery-status"
+    assert b"\n" not in out.replace(b"\r\n", b"")
