@@ -711,11 +711,15 @@ class _BodyProducer:
             self.proto._bodyFailed(e)
             return
         transport = self.proto.transport
-        if chunk:
-            transport.write(self.stuffer.feed(chunk))
+        data = self.stuffer.feed(chunk)
+        # A short read of a regular file is its end.
+        if len(chunk) == CHUNK:
+            transport.write(data)
             self.proto._touch()
             return
-        transport.write(self.stuffer.end())
+        # The end of the message and the final dot in one write: a lone
+        # ".\r\n" segment would wait for the peer's delayed ACK (Nagle).
+        transport.write(data + self.stuffer.end())
         self._finish()
         self.proto._bodyDone()
 
@@ -778,6 +782,13 @@ class SMTPClientProtocol(protocol.Protocol):
 
     def connectionMade(self):
         self.connected = True
+        # Commands are small and each waits for a reply: no Nagle delays.
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:
+                pass
         self._touch()
 
     def dataReceived(self, data):

@@ -41,6 +41,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import heapq
+import itertools
 import random
 import secrets
 
@@ -94,6 +96,7 @@ class Item:
         self.saveQueued = None  # Deferred of a save queued but not started
         self.finishing = False
         self.finishAgain = False
+        self.scheduledAt = None  # time of this item's entry in the runner's heap
 
     @property
     def recipients(self):
@@ -161,7 +164,9 @@ class QueueRunner:
         self.stopping = False
         self.running = False
         self._timer = None
-        self._wakeCall = None
+        self._timerAt = None
+        self._due = []  # heap of (time, seq, item id): when items have work
+        self._seq = itertools.count()
         self._workers = set()
         self._pumping = False
         self._pumpAgain = False
@@ -173,12 +178,12 @@ class QueueRunner:
 
     def start(self):
         """Load every item of the spool and start working."""
-        self.running = True
         for path in self.spool.cleanup():
             log.info("queue: removed the leftover {path}", path=path)
         for queueId in self.spool.ids():
             self._load(queueId)
         self.spool.addListener(self.added)
+        self.running = True
         for item in list(self.items.values()):
             # A crash may have left final recipients unreported: report now.
             self._finishRound(item)
@@ -190,9 +195,8 @@ class QueueRunner:
         """Stop dispatching, let running transactions finish briefly, close."""
         self.stopping = True
         self.spool.removeListener(self.added)
-        for call in (self._timer, self._wakeCall):
-            if call is not None and call.active():
-                call.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         for dest in self.destinations.values():
             dest.queue.clear()
             for waiter in dest.idle:
@@ -222,6 +226,7 @@ class QueueRunner:
             return None
         item = Item(envelope)
         self.items[item.id] = item
+        self._schedule(item)
         return item
 
     def rescan(self):
@@ -236,6 +241,7 @@ class QueueRunner:
                     found += 1
         if found:
             log.info("queue: found {n} new item(s) in the spool", n=found)
+            self._arm()
         return found
 
     def added(self, queueId):
@@ -243,13 +249,48 @@ class QueueRunner:
         if self.stopping or queueId in self.items:
             return
         if self._load(queueId) is not None:
-            self._wakeSoon()
+            self._arm()
 
     # -- Dispatch ---------------------------------------------------------
+    #
+    # Each item with work waiting has an entry in a heap keyed by the
+    # earliest next_attempt of its active recipients (item.scheduledAt); one
+    # timer waits for the top of the heap.  Waking costs the items that are
+    # due, not the whole queue.
 
-    def _wakeSoon(self):
-        if self._wakeCall is None or not self._wakeCall.active():
-            self._wakeCall = self.clock.callLater(0, self._wake)
+    def _earliest(self, item):
+        if item.held or item.deleted:
+            return None
+        times = [r.get("next_attempt") or 0 for i, r in enumerate(item.recipients)
+                 if r["status"] in ACTIVE and i not in item.inflight]
+        return min(times) if times else None
+
+    def _schedule(self, item):
+        """Make sure the heap has an entry for the item's next work (not later than it)."""
+        t = self._earliest(item)
+        if t is None:
+            return
+        if item.scheduledAt is not None and item.scheduledAt <= t:
+            return
+        item.scheduledAt = t
+        heapq.heappush(self._due, (t, next(self._seq), item.id))
+
+    def _arm(self):
+        """Set the timer for the top of the heap."""
+        if self.stopping or not self.running:
+            return
+        if not self._due:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = self._timerAt = None
+            return
+        at = self._due[0][0]
+        if self._timer is not None and self._timer.active():
+            if self._timerAt == at:
+                return
+            self._timer.cancel()
+        self._timerAt = at
+        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._wake)
 
     def _destinationOf(self, address):
         domain = splitAddress(address)[1]
@@ -261,39 +302,41 @@ class QueueRunner:
 
     def _wake(self):
         """Dispatch what is due, then sleep until the next due time."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()  # called directly (flush, release, start)
+        self._timer = self._timerAt = None
         if self.stopping:
             return
         now = self.clock.seconds()
-        for item in list(self.items.values()):
-            if item.held or item.deleted:
+        ready = {}
+        while self._due and self._due[0][0] <= now:
+            at, _, queueId = heapq.heappop(self._due)
+            item = self.items.get(queueId)
+            if item is None:
                 continue
-            groups = {}
-            for i, rcpt in enumerate(item.recipients):
-                if rcpt["status"] in ACTIVE and i not in item.inflight and rcpt.get("next_attempt", 0) <= now:
-                    groups.setdefault(self._destinationOf(rcpt["address"]), []).append(i)
-            for key, indices in groups.items():
-                for start in range(0, len(indices), MAX_RCPTS):
-                    chunk = indices[start:start + MAX_RCPTS]
-                    item.inflight.update(chunk)
-                    item.jobs += 1
-                    self._destination(key).queue.append(Job(item, key, chunk))
+            if item.scheduledAt == at:
+                item.scheduledAt = None
+            ready[queueId] = item
+        for item in ready.values():
+            self._dispatch(item, now)
+            self._schedule(item)
         self._pump()
-        self._sleep()
+        self._arm()
 
-    def _sleep(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        due = None
-        for item in self.items.values():
-            if item.held or item.deleted:
-                continue
-            for i, rcpt in enumerate(item.recipients):
-                if rcpt["status"] in ACTIVE and i not in item.inflight:
-                    t = rcpt.get("next_attempt", 0)
-                    due = t if due is None else min(due, t)
-        if due is not None:
-            self._timer = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._wake)
+    def _dispatch(self, item, now):
+        """Jobs for the item's due recipients, one per destination."""
+        if item.held or item.deleted:
+            return
+        groups = {}
+        for i, rcpt in enumerate(item.recipients):
+            if rcpt["status"] in ACTIVE and i not in item.inflight and (rcpt.get("next_attempt") or 0) <= now:
+                groups.setdefault(self._destinationOf(rcpt["address"]), []).append(i)
+        for key, indices in groups.items():
+            for start in range(0, len(indices), MAX_RCPTS):
+                chunk = indices[start:start + MAX_RCPTS]
+                item.inflight.update(chunk)
+                item.jobs += 1
+                self._destination(key).queue.append(Job(item, key, chunk))
 
     def _destination(self, key):
         dest = self.destinations.get(key)
@@ -638,7 +681,9 @@ class QueueRunner:
         item.jobs -= 1
         if item.jobs == 0:
             self._finishRound(item)
-            self._wakeSoon()
+        if not item.deleted:
+            self._schedule(item)
+            self._arm()
 
     # -- End of a round: DSNs, removal --------------------------------------
 
@@ -833,6 +878,7 @@ class QueueRunner:
                     # In memory only: if we crash first, the old time is as good.
                     rcpt["next_attempt"] = now
                     count += 1
+            self._schedule(item)
         self._wake()
         return count
 
@@ -841,7 +887,6 @@ class QueueRunner:
         item = self.get(queueId)
         log.info("queue {id}: deleted by the operator", id=queueId)
         yield self._remove(item)
-        self._sleep()
 
     @defer.inlineCallbacks
     def hold(self, queueId):
@@ -856,6 +901,7 @@ class QueueRunner:
         item.envelope["held"] = False
         yield self._save(item)
         log.info("queue {id}: released by the operator", id=queueId)
+        self._schedule(item)
         self._wake()
 
 
