@@ -129,8 +129,14 @@ def benchMailnet(directory, sink, count, size, reuse):
 
 MAIN_CF = """\
 compatibility_level = 3.6
+config_directory = {base}/etc
 queue_directory = {base}/spool
 data_directory = {base}/data
+meta_directory = /etc/postfix
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+maillog_file_prefixes = {base}
 mail_owner = postfix
 setgid_group = postdrop
 myhostname = bench.example.test
@@ -180,6 +186,7 @@ def benchPostfix(directory, sink, count, size, reuse):
     etc = os.path.join(base, "etc")
     os.makedirs(etc)
     os.makedirs(os.path.join(base, "data"))
+    os.makedirs(os.path.join(base, "spool"))
     smtpdPort = freePort()
     with open(os.path.join(etc, "main.cf"), "w") as f:
         f.write(MAIN_CF.format(base=base, sinkPort=sink.port, cache="yes" if reuse else "no"))
@@ -188,10 +195,10 @@ def benchPostfix(directory, sink, count, size, reuse):
     shutil.chown(os.path.join(base, "data"), "postfix")
     env = dict(os.environ, MAIL_CONFIG=etc)
     run = lambda *cmd: subprocess.run(list(cmd), env=env, capture_output=True, text=True)  # noqa: E731
-    r = run("postfix", "-c", etc, "check")
     r = run("postfix", "-c", etc, "start")
     if r.returncode:
-        raise RuntimeError(f"postfix did not start: {r.stdout}{r.stderr}")
+        log = open(os.path.join(base, "maillog")).read() if os.path.exists(os.path.join(base, "maillog")) else ""
+        raise RuntimeError(f"postfix did not start: {r.stdout}{r.stderr}{log[-2000:]}")
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -242,6 +249,7 @@ def main():
     if not shutil.which("smtp-sink"):
         sys.exit("smtp-sink not found (apt-get install postfix)")
     directory = tempfile.mkdtemp(prefix="queue-bench-")
+    os.chmod(directory, 0o755)  # Postfix daemons run as the postfix user
     sink = SmtpSink(directory)
     rows = []
     try:

@@ -97,6 +97,7 @@ class Item:
         self.finishing = False
         self.finishAgain = False
         self.scheduledAt = None  # time of this item's entry in the runner's heap
+        self.dirty = False  # changed in memory, not yet written
 
     @property
     def recipients(self):
@@ -658,7 +659,10 @@ class QueueRunner:
                          id=item.id, to=address, host=where, why=why)
             else:
                 log.info("queue {id}: to=<{to}> via {host}: bounced: {why}", id=item.id, to=address, host=where, why=why)
-        self._save(item)
+        # Written by _jobDone: at once if other jobs of the item still run,
+        # else at the end of the round (or not at all when the item is done
+        # and removed: its removal records that everything was sent).
+        item.dirty = True
         self._jobDone(job)
 
     def _expand(self, item, rcpt, targets, now):
@@ -681,6 +685,8 @@ class QueueRunner:
         item.jobs -= 1
         if item.jobs == 0:
             self._finishRound(item)
+        elif item.dirty:
+            self._save(item)
         if not item.deleted:
             self._schedule(item)
             self._arm()
@@ -705,7 +711,11 @@ class QueueRunner:
 
     @defer.inlineCallbacks
     def _finish(self, item):
-        if item.deleted or item.jobs:
+        if item.deleted:
+            return
+        if item.jobs:
+            if item.dirty:
+                yield self._save(item)
             return
         env = item.envelope
         now = self.clock.seconds()
@@ -731,10 +741,10 @@ class QueueRunner:
                     r["reported"] = True
                     changed = True
         if all(r["status"] in FINAL and r.get("reported") for r in item.recipients):
-            log.info("queue {id}: done, removed", id=item.id)
+            log.debug("queue {id}: done, removed", id=item.id)
             yield self._remove(item)
             return
-        if changed:
+        if changed or item.dirty:
             yield self._save(item)
 
     @defer.inlineCallbacks
@@ -819,6 +829,7 @@ class QueueRunner:
             item.saveQueued = None
             if item.deleted:
                 return None
+            item.dirty = False
             data = Spool.encode(item.envelope)
             return self.runInThread(self.spool.save, item.envelope, data)
 
