@@ -63,6 +63,7 @@ class SMTPConnector:
         self.config = config
         self.resolver = resolver
         self._trust = None
+        self._opportunistic = None
 
     # TLS options
 
@@ -87,7 +88,9 @@ class SMTPConnector:
 
     def opportunisticOptions(self):
         """TLS that encrypts without checking who is at the other end (RFC 7435)."""
-        return ssl.CertificateOptions(verify=False)
+        if self._opportunistic is None:  # made once: building it costs a cipher selection
+            self._opportunistic = ssl.CertificateOptions(verify=False)
+        return self._opportunistic
 
     # Sessions
 
