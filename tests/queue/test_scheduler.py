@@ -533,3 +533,25 @@ def test_stop_waits_for_running_transaction(make):
     env.advance(3, step=1)
     assert stopped
     assert not env.spool.exists(qid)
+
+
+def test_local_delivery_through_the_real_memory_store(make):
+    from mailnet.store.memory import MemoryStore as RealMemoryStore
+
+    env = make(script=lambda a: DeliveryError(550, "5.1.1", "no such user", False, "mx.remote.test"))
+    env.store = RealMemoryStore()
+    env.start()
+    env.queue(rcpts=["bob@remote.test"])  # bounces to alice@example.test, a local user
+
+    account = []
+    env.store.getAccount("alice@example.test").addCallback(account.append)
+    folder = []
+    account[0].openFolder("INBOX").addCallback(folder.append)
+    [info] = folder[0].messages()
+    f = []
+    folder[0].openMessage(info.uid).addCallback(f.append)
+    raw = f[0].read()
+    assert raw.startswith(b"Return-Path: <>\r\n")
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert info.internalDate == pytest.approx(START)
