@@ -889,9 +889,19 @@ class SMTPClientProtocol(protocol.Protocol):
         what = self.machine.waiting
         if what is None:
             return
-        seconds = self.dataTimeout if what == "dot" else self.replyTimeout
-        if what == "QUIT":
-            seconds = min(seconds, 30)
+        # RFC 5321 s4.5.3.2: 5 minutes for most replies, 2 for DATA's 354,
+        # 3 per block of data sent, 10 after the final dot; the first and the
+        # last are configurable, the others scale with the first.
+        if what == "dot":
+            seconds = self.dataTimeout
+        elif what == "DATA":
+            seconds = self.replyTimeout * 2 / 5
+        elif what == "body":
+            seconds = self.replyTimeout * 3 / 5
+        elif what == "QUIT":
+            seconds = min(self.replyTimeout, 30)
+        else:
+            seconds = self.replyTimeout
         self._timer = self.clock.callLater(seconds, self._timedOut)
 
     def _cancelTimer(self):

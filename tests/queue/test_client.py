@@ -584,3 +584,16 @@ def test_fuzz_machine_never_crashes_and_always_finishes(codes, tls, withAuth, ex
     if done:
         assert set(done[0].result.outcomes) == {"a@x.test", "b@x.test"}
         assert m.txn is None
+
+
+def test_protocol_timeouts_per_stage():
+    proto, transport, clock = connected()
+    proto.dataReceived(b"220 hi\r\n250 hi\r\n")
+    outcome = []
+    proto.deliver(txn("bob@remote.test", open=lambda: io.BytesIO(b"x\r\n"))).addCallback(outcome.append)
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n")
+    assert proto.machine.waiting == "DATA"
+    clock.advance(119)
+    assert not outcome
+    clock.advance(2)  # RFC 5321 s4.5.3.2.2: 2 minutes for the 354
+    assert outcome and outcome[0].outcomes["bob@remote.test"].enhanced == "4.4.2"
