@@ -27,7 +27,6 @@ Not a test: nothing is asserted; it prints a table.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import socket

@@ -11,8 +11,7 @@ from twisted.internet.testing import StringTransport
 from mailnet.errors import DeliveryError
 from mailnet.queue import client
 from mailnet.queue.client import (
-    Close, ClientMachine, Done, DotStuffer, Failed, ProtocolError, Ready, Recipient, ReplyParser, Send, SendBody,
-    StartTLS, Transaction,
+    ClientMachine, Done, DotStuffer, Failed, ProtocolError, Ready, Recipient, ReplyParser, Send, Transaction,
 )
 
 # -- Replies ---------------------------------------------------------------
