@@ -5,7 +5,10 @@ a ready :class:`~mailnet.queue.client.SMTPClientProtocol`.
 RFC 5321 s5.1: the MX hosts in order, each address of each host, until
 one gives a usable session; a refused connection, a timeout, or a 4xx/5xx
 greeting or EHLO moves on to the next.  When none works the last error is
-the outcome (temporary unless a host said 5xx).
+the outcome, always temporary: a host that refuses to talk (a 554 greeting)
+delays the mail rather than bouncing it, as Postfix does by default
+(``smtp_skip_5xx_greeting``), so that a blocklisting or a misconfiguration
+fixed within the lifetime loses nothing.
 
 TLS policy per session:
 
@@ -148,6 +151,8 @@ class SMTPConnector:
                         except DeliveryError as again:
                             e = again
                     log.info("relay: {host}[{ip}]:{port} unusable: {e}", host=host.name, ip=ip, port=port, e=e)
+                    if e.permanent:
+                        e = DeliveryError(e.code, e.enhanced, f"{host.name} refused to talk to us: {e.message}", True, e.remote)
                     errors.append(e)
         raise errors[-1] if errors else DeliveryError(451, "4.4.4", f"no address to try for {destination}", True)
 
