@@ -27,7 +27,16 @@ from tests.queue.e2e import DNSServer, Sink, SinkHandler, freePort, waitFor
 
 pytestmark = pytest.mark.slow
 
-MAILDIR = importlib.util.find_spec("mailnet.store.maildir") is not None
+
+
+def present(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+MAILDIR = present("mailnet.store.maildir")
 
 
 def sync(f, *a, **kw):
@@ -342,3 +351,81 @@ def test_smarthost_with_starttls_and_auth(tmp_path, sinks, relay):
     ask(server, "flush")
     line = server.waitForLog(f"queue {qid}: to=<x@ok.test>")
     assert "deferred (454 4.7.0 authentication with localhost failed: 535" in line, line
+
+
+SMTP = present("mailnet.smtp.server")
+IMAP = present("mailnet.imap.server")
+POP3 = present("mailnet.pop3.server")
+
+
+def mailbox(server, user, password):
+    """The messages in a user's INBOX: over IMAP (or POP3) when the build has it, else the Maildir files."""
+    import ssl
+
+    context = ssl._create_unverified_context()
+    if IMAP:
+        import imaplib
+
+        imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=20)
+        imap.starttls(context)
+        imap.login(user, password)
+        imap.select("INBOX")
+        _, data = imap.uid("SEARCH", None, "ALL")
+        out = []
+        for uid in data[0].split():
+            _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+            out.append(parts[0][1])
+        imap.logout()
+        return out
+    if POP3:
+        import poplib
+
+        pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=20)
+        pop.stls(context)
+        pop.user(user)
+        pop.pass_(password)
+        count = len(pop.list()[1])
+        out = [b"\r\n".join(pop.retr(n + 1)[1]) + b"\r\n" for n in range(count)]
+        pop.quit()
+        return out
+    out = []
+    for path in server.messageFiles(user):
+        with open(path, "rb") as f:
+            out.append(f.read())
+    return out
+
+
+@pytest.mark.skipif(not SMTP, reason="needs the SMTP server (mailnet.smtp) in the build")
+def test_submitted_over_smtp_relayed_and_bounced_into_the_senders_mailbox(sinks, relay):
+    import smtplib
+    import ssl
+
+    sink = sinks().start()
+    server = relay(sink.port)
+    body = (b"From: alice@example.test\r\nTo: bob@ok.test, x@reject.test\r\nSubject: submitted\r\n"
+            b"Message-ID: <sub1@example.test>\r\n\r\nHello over submission.\r\n")
+    client = smtplib.SMTP("127.0.0.1", server.port("submission"))
+    client.starttls(context=ssl._create_unverified_context())
+    client.login("alice@example.test", "alice-pw")
+    client.sendmail("alice@example.test", ["bob@ok.test", "x@reject.test"], body,
+                    mail_options=["RET=HDRS", "ENVID=SUB1"], rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+    client.quit()
+    [m] = sink.handler.wait(1)
+    assert m["rcpts"] == ["bob@ok.test"] and m["sender"] == "alice@example.test"
+    assert m["data"].startswith(b"Received: ") and m["data"].endswith(body)
+    emptied(server)
+    # Two reports for alice: the failure (x@reject.test) and, as the sink has
+    # no DSN extension, "relayed" for bob@ok.test (RFC 3461 s5.2.2).
+    waitFor(lambda: len(server.messageFiles("alice@example.test")) == 2, what="two DSNs in alice's Maildir")
+    reports = mailbox(server, "alice@example.test", "alice-pw")
+    assert len(reports) == 2
+    parsed = [email.message_from_bytes(r, policy=email.policy.default) for r in reports]
+    bySubject = {p["Subject"]: p for p in parsed}
+    failure = bySubject["Undelivered Mail Returned to Sender"]
+    blocks = list(failure.iter_parts())[1].get_payload()
+    assert blocks[0]["Original-Envelope-Id"] == "SUB1"
+    assert (blocks[1]["Final-Recipient"], blocks[1]["Status"]) == ("rfc822; x@reject.test", "5.1.1")
+    assert list(failure.iter_parts())[2].get_content_type() == "text/rfc822-headers"
+    success = bySubject["Successful Mail Delivery Report"]
+    block = list(success.iter_parts())[1].get_payload()[1]
+    assert (block["Final-Recipient"], block["Action"]) == ("rfc822; bob@ok.test", "relayed")
