@@ -93,8 +93,9 @@ def make(tmp_path):
     made = []
 
     def factory(**kw):
-        env = Env(tmp_path / f"e{len(made)}", **kw)
-        (tmp_path / f"e{len(made)}").mkdir(exist_ok=True) if False else None
+        directory = tmp_path / f"e{len(made)}"
+        directory.mkdir()
+        env = Env(directory, **kw)
         made.append(env)
         return env
 
@@ -102,12 +103,6 @@ def make(tmp_path):
     for env in made:
         if env.runner is not None and env.runner.running:
             env.runner.stop()
-
-
-@pytest.fixture(autouse=True)
-def _dirs(tmp_path):
-    for i in range(4):
-        (tmp_path / f"e{i}").mkdir()
 
 
 def statuses(env, qid):
@@ -372,7 +367,7 @@ def test_success_dsn_relayed_only_when_peer_lacks_dsn(make):
 def test_success_dsn_for_local_delivery(make):
     env = make()
     env.start()
-    env.queue(sender="carol@example.test" if False else "alice@example.test",
+    env.queue(sender="alice@example.test",
               rcpts=[{"address": "bob@example.test", "notify": ["SUCCESS", "FAILURE"]}])
     [report] = env.dsns()
     assert report["Subject"] == "Successful Mail Delivery Report"
