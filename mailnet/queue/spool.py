@@ -228,7 +228,9 @@ class Spool:
         """
         if data is None:
             data = self.encode(envelope)
-        writeAtomically(self.envelopePath(envelope["id"]), data, mode=0o600)
+        path = self.envelopePath(envelope["id"])
+        writeAtomically(path, data, mode=0o600)
+        matchOwner(path, self.path)
 
     def remove(self, queueId):
         """
@@ -265,6 +267,21 @@ class Spool:
         return removed
 
 
+def matchOwner(path, like):
+    """
+    Give ``path`` the owner of ``like`` when we run as root: ``mailnet
+    queue`` run by root must not leave files the server's user cannot open.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(like)
+        if st.st_uid != 0 or st.st_gid != 0:
+            os.chown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass
+
+
 def validId(queueId) -> bool:
     """Queue ids are lower-case hex; anything else never names a file."""
     return isinstance(queueId, str) and 0 < len(queueId) <= 64 and all(c in "0123456789abcdef" for c in queueId)
@@ -293,6 +310,7 @@ class SpoolLock:
         if self._fd is not None:
             return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        matchOwner(self.path, os.path.dirname(self.path) or ".")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except OSError as e:

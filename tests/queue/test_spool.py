@@ -154,3 +154,19 @@ def test_locked_without_socket_says_so(conf):
             control.run(conf, "list", wait=0.3)
     finally:
         lock.release()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change owners")
+def test_root_leaves_files_the_spool_owner_can_open(spool):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    os.chown(spool.path, nobody.pw_uid, nobody.pw_gid)
+    lock = SpoolLock(spool.lockPath)
+    assert lock.acquire()
+    lock.release()
+    assert os.stat(spool.lockPath).st_uid == nobody.pw_uid
+    qid = put(spool)
+    env = spool.load(qid)
+    spool.save(env)
+    assert os.stat(spool.envelopePath(qid)).st_uid == nobody.pw_uid
