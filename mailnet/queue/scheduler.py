@@ -20,10 +20,12 @@ Life of an item (docs/queue.md has the long version):
    :data:`IDLE_SECONDS` in case more mail comes for the destination.  A
    destination opens one connection at a time until a session works (a dead
    destination costs one attempt per round, not one per message).
-4. Each outcome is written to the envelope (atomic, fsynced): ``sent``,
-   ``failed`` (permanent: 5xx, no such domain, null MX, lifetime passed) or
-   ``delayed`` with the next attempt from
-   :func:`~mailnet.queue.schedule.next_attempt`.
+4. Each outcome goes into the envelope: ``sent``, ``failed`` (permanent:
+   5xx, no such domain, null MX, lifetime passed) or ``delayed`` with the
+   next attempt from :func:`~mailnet.queue.schedule.next_attempt`.  The
+   envelope is written (atomic, fsynced) at the end of the item's round, or
+   at once when other jobs of the item are still running; an item that is
+   done is removed instead, and its removal is the record.
 5. When an item's jobs of one round are all done, its DSNs are queued (as
    new spool items, from the null sender): one failure report for the
    recipients that failed, one success report for NOTIFY=SUCCESS, one delay
