@@ -31,7 +31,6 @@ import re
 import secrets
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from io import BytesIO
 
 FULL_RETURN_LIMIT = 10 * 1024 * 1024
@@ -234,31 +233,41 @@ def build(kind: str, envelope: dict, reports: list[RecipientReport], original: b
     status.set_payload(blocks)
 
     parts = [human, status]
+    # The returned message (or header) goes in as it is, byte for byte: the
+    # email package would re-generate it (and can fail on odd MIME), so the
+    # part holds a placeholder that is replaced after flattening.
+    placeholder = None
     if content is not None:
+        placeholder = f"@@mailnet-original-{secrets.token_hex(16)}@@"
         part = EmailMessage(policy=policy)
-        eightBit = any(b > 127 for b in content)
         if returned == "full":
             part["Content-Description"] = "Undelivered Message"
             part["Content-Type"] = "message/rfc822"
-            inner = BytesParser(policy=policy).parsebytes(content)
-            part.set_payload([inner])
         else:
             part["Content-Description"] = "Message Headers"
             part["Content-Type"] = "text/rfc822-headers"
-            part.set_payload(content.decode("ascii", "surrogateescape").replace("\r\n", "\n"))
-        if eightBit:
+        if any(b > 127 for b in content):
             # RFC 2046 s5.2.1: message/rfc822 is 7bit, 8bit or binary; say which.
             part["Content-Transfer-Encoding"] = "8bit"
+        part.set_payload(placeholder)
         parts.append(part)
 
     msg["Content-Type"] = "multipart/report; report-type=delivery-status"
     msg.set_payload(parts)
-    msg.set_boundary(boundary or f"{envelope.get('id', 'dsn')}/{secrets.token_hex(8)}")
+    chosen = boundary or f"{envelope.get('id', 'dsn')}/{secrets.token_hex(8)}"
+    while content is not None and b"--" + chosen.encode() in content:
+        # RFC 2046 s5.1.1: the boundary must not occur in the encapsulated text.
+        chosen = f"{chosen}/{secrets.token_hex(4)}"
+    msg.set_boundary(chosen)
 
     out = BytesIO()
     BytesGenerator(out, policy=policy, mangle_from_=False).flatten(msg)
     data = out.getvalue()
-    # The generator writes CRLF for our parts; make sure nothing slipped
-    # through with a bare LF (an original read from a file with LF ends).
-    data = re.sub(rb"(?<!\r)\n", b"\r\n", data)
-    return data
+    if placeholder is not None:
+        if not content.endswith(b"\n"):
+            content += b"\r\n"
+        # The content keeps its last line end; the generator adds the CRLF
+        # that belongs to the next boundary line (RFC 2046 s5.1.1).
+        data = data.replace(placeholder.encode("ascii"), content, 1)
+    # SMTP wants CRLF everywhere; an original stored with bare LFs is fixed here.
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)

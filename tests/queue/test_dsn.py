@@ -210,3 +210,15 @@ def test_fuzz_any_original_gives_a_parseable_report(lines, ret, kind):
     parts = list(msg.iter_parts())
     assert parts[1].get_content_type() == "message/delivery-status"
     assert b"\n" not in out.replace(b"\r\n", b"")
+    if kind == "failure" and ret == "FULL":
+        assert original in out  # returned byte for byte, whatever its MIME
+        assert len(parts) == 3
+
+
+def test_boundary_never_occurs_in_the_returned_message():
+    original = b"From: a@example.test\r\n\r\n--B/mx.example.test\r\nnot a boundary of ours\r\n"
+    out = build(envelope=dict(ENVELOPE, ret="FULL"), original=original)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    assert msg.get_boundary() != "B/mx.example.test"
+    parts = list(msg.iter_parts())
+    assert len(parts) == 3 and original in out
