@@ -195,9 +195,10 @@ def test_permanent_failures_bounce_once_to_the_sender(sinks, relay):
     server.waitForLog("to=<alice@example.test> via local: delivered")
     assert sorted(m["rcpts"][0] for m in got if m["sender"]) == ["ok@ok.test", "ok@ok.test"]
     if MAILDIR:
-        [path] = server.messageFiles("alice@example.test")
-        with open(path, "rb") as f:
-            bounce = email.message_from_bytes(f.read(), policy=email.policy.default)
+        # Read as alice would: IMAP or POP3 when the build has them.
+        waitFor(lambda: server.messageFiles("alice@example.test"), what="the bounce in alice's Maildir")
+        [raw] = mailbox(server, "alice@example.test", "alice-pw")
+        bounce = email.message_from_bytes(raw, policy=email.policy.default)
         assert bounce["Subject"] == "Undelivered Mail Returned to Sender"
         blocks = list(bounce.iter_parts())[1].get_payload()
         assert blocks[0]["Original-Envelope-Id"] == "LOCAL1"
