@@ -200,9 +200,9 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
-        # twistd starts services before reactor.run() installs the signal
-        # handlers; say "ready" only once the reactor runs, so that a SIGTERM
-        # sent on seeing it gets a clean shutdown (now at once if running).
+        # Announce once the reactor runs: twistd starts services before the
+        # reactor installs its signal handlers, and whoever waits for "ready"
+        # may send SIGTERM at once (it would kill us without a clean stop).
         self.context.reactor.callWhenRunning(self._announce)
 
     def _announce(self):
