@@ -142,6 +142,16 @@ def scan(f, size=None) -> Part:
     return root
 
 
+def scanHeader(f, size) -> Part:
+    """Only the top-level header (enough for ENVELOPE, HEADER, TEXT): a Part whose body runs to ``size``."""
+    lines = _Lines(f)
+    part = Part(0)
+    _readHeader(lines, part, [])
+    _contentType(part, ("text", "plain"))
+    part.end = max(size, part.bodyStart)
+    return part
+
+
 def _contentType(part, default):
     msg = part.parsed()
     value = msg.get("Content-Type")
@@ -792,10 +802,11 @@ class StructureCache:
 class Structure:
     """A scanned message with lazily built ENVELOPE / BODY / BODYSTRUCTURE bytes."""
 
-    __slots__ = ("root", "_envelope", "_body", "_bodystructure")
+    __slots__ = ("root", "full", "_envelope", "_body", "_bodystructure")
 
-    def __init__(self, root):
+    def __init__(self, root, full=True):
         self.root = root
+        self.full = full
         self._envelope = None
         self._body = None
         self._bodystructure = None

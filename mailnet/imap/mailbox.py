@@ -1,0 +1,294 @@
+"""
+The selected-state view of one mailbox for one session.
+
+The client's idea of the mailbox is a list of UIDs in ascending order; a
+message's sequence number (MSN) is its position in that list plus one.  The
+list is an ``array('I')`` (4 bytes a message) and lookups are bisections, so
+a 100,000-message mailbox costs 400 KB per session and no per-message
+objects.
+
+The store tells every open handle's listeners of changes at once; the view
+only records them as *pending* and the session announces them
+(:meth:`SelectedMailbox.flush`) at the moments the RFCs allow:
+
+* RFC 3501 s7.4.1 / RFC 9051 s7.5.1: EXPUNGE never while no command is in
+  progress, and never during FETCH, STORE or SEARCH (the UID forms are
+  fine), so that sequence numbers do not shift under the client.
+* EXISTS and FETCH FLAGS at the end of any command, and at once in IDLE.
+
+Until an expunge is announced its message keeps its sequence number; it
+simply cannot be read any more.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+
+from zope.interface import implementer
+
+from mailnet.imap import serialize
+from mailnet.store.interfaces import DELETED, SEEN, IFolderListener
+
+
+class RecentRegistry:
+    """
+    \\Recent (RFC 3501 s2.3.2) for the whole server: a message is recent to
+    the first session that selects its mailbox after it arrived (or that is
+    told of it while selected).  Kept in memory only: after a restart,
+    messages that were there before are not recent.
+    """
+
+    def __init__(self):
+        self._marks = {}
+
+    def claim(self, key, folder, uids):
+        """Claim ``uids`` (ascending) for a read-write session; return the recent ones."""
+        mark = self._marks.get(key)
+        if mark is None:
+            # First sight of this mailbox in this process: nothing is recent.
+            mark = self._marks[key] = folder.uidNext - 1
+        recent = list(uids[bisect.bisect_right(uids, mark):])
+        if recent:
+            self._marks[key] = recent[-1]
+        return recent
+
+    def peek(self, key, uids):
+        """The recent ones for a read-only session (claims nothing)."""
+        mark = self._marks.get(key)
+        if mark is None:
+            return []
+        return list(uids[bisect.bisect_right(uids, mark):])
+
+
+@implementer(IFolderListener)
+class SelectedMailbox:
+    """
+    @ivar folder: the open IFolder.
+    @ivar name: the mailbox name (str, store form).
+    @ivar readOnly: EXAMINE (or no write access).
+    @ivar uids: array of the UIDs the client knows, ascending.
+    """
+
+    def __init__(self, folder, name, readOnly, key, recentRegistry, wake=None):
+        self.folder = folder
+        self.name = name
+        self.readOnly = readOnly
+        self.key = key
+        self.recentRegistry = recentRegistry
+        self.wake = wake  # called when something became pending
+        self.uidValidity = folder.uidValidity
+        infos = folder.messages()
+        self.uids = array("I", [m.uid for m in infos])
+        self.firstUnseen = None
+        keywords = set()
+        for i, m in enumerate(infos):
+            if self.firstUnseen is None and SEEN not in m.flags:
+                self.firstUnseen = i + 1
+            if m.flags:
+                keywords.update(f for f in m.flags if f[0] != "\\")
+        self.keywords = keywords
+        if readOnly:
+            self.recent = set(recentRegistry.peek(key, self.uids))
+        else:
+            self.recent = set(recentRegistry.claim(key, folder, self.uids))
+        self.pendingNew = []  # uids not yet announced by EXISTS
+        self.pendingExpunged = set()  # known uids gone from the store
+        self.pendingFlags = {}  # uid -> None: ordered set of uids with changed flags
+        self.savedSearch = None  # RFC 5182 $: list of UIDs
+        self.lastExists = len(self.uids)
+        self.lastRecent = len(self.recent)
+        self.sentKeywords = frozenset(keywords)
+        folder.addListener(self)
+
+    def close(self):
+        self.folder.removeListener(self)
+        self.folder.close()
+
+    # Lookups
+
+    def __len__(self):
+        return len(self.uids)
+
+    def msnOf(self, uid):
+        """The MSN of a known UID, or None."""
+        uids = self.uids
+        i = bisect.bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            return i + 1
+        return None
+
+    def maxUid(self):
+        return self.uids[-1] if self.uids else 0
+
+    def resolve(self, seqset, uid):
+        """
+        ``[(msn, uid), ...]`` ascending, for a sequence set of MSNs or (with
+        ``uid``) UIDs.  Unknown UIDs are ignored (RFC 3501 s6.4.8); MSNs
+        beyond the mailbox raise ValueError (answered with BAD).
+        """
+        uids = self.uids
+        if seqset.saved:
+            saved = self.savedSearch or []
+            out = []
+            for u in saved:
+                m = self.msnOf(u)
+                if m is not None:
+                    out.append((m, u))
+            return out
+        if uid:
+            out = []
+            for lo, hi in seqset.resolve(self.maxUid()):
+                i = bisect.bisect_left(uids, lo)
+                j = bisect.bisect_right(uids, hi)
+                out.extend(zip(range(i + 1, j + 1), uids[i:j]))
+            return out
+        n = len(uids)
+        out = []
+        for lo, hi in seqset.resolve(n):
+            if hi > n:
+                raise ValueError("Message sequence number %d is beyond the last message (%d)" % (hi, n))
+            out.extend(zip(range(lo, hi + 1), uids[lo - 1:hi]))
+        return out
+
+    # IFolderListener: record only; the session announces.
+
+    def messagesAdded(self, folder, infos):
+        top = self.pendingNew[-1] if self.pendingNew else self.maxUid()
+        for info in infos:
+            if info.uid > top:
+                self.pendingNew.append(info.uid)
+                top = info.uid
+                if info.flags:
+                    for f in info.flags:
+                        if f[0] != "\\":
+                            self.keywords.add(f)
+        if not self.readOnly:
+            claimed = self.recentRegistry.claim(self.key, folder, self.pendingNew)
+            self.recent.update(claimed)
+        if self.wake:
+            self.wake()
+
+    def flagsChanged(self, folder, infos):
+        for info in infos:
+            self.pendingFlags[info.uid] = None
+            for f in info.flags:
+                if f[0] != "\\":
+                    self.keywords.add(f)
+        if self.wake:
+            self.wake()
+
+    def messagesExpunged(self, folder, uids):
+        pendingNew = self.pendingNew
+        for uid in uids:
+            if pendingNew and uid >= pendingNew[0]:
+                try:
+                    pendingNew.remove(uid)
+                    continue
+                except ValueError:
+                    pass
+            if self.msnOf(uid) is not None:
+                self.pendingExpunged.add(uid)
+            self.pendingFlags.pop(uid, None)
+            self.recent.discard(uid)
+        if self.wake:
+            self.wake()
+
+    def hasPending(self, allowExpunge=True):
+        return bool(self.pendingNew or self.pendingFlags or (allowExpunge and self.pendingExpunged)
+                    or self.keywords != self.sentKeywords)
+
+    # Announcing
+
+    def flush(self, allowExpunge, condstore=False, qresync=False, rev2=False):
+        """
+        The untagged responses for everything pending that may be said now,
+        as a list of byte lines; the view is updated to match.
+        """
+        out = []
+        if allowExpunge and self.pendingExpunged:
+            out += self._flushExpunged(qresync)
+        if self.keywords != self.sentKeywords:
+            # RFC 3501 s7.2.6: a new keyword shows up in FLAGS first.
+            self.sentKeywords = frozenset(self.keywords)
+            out.append(b"* FLAGS " + self.flagsList() + b"\r\n")
+            out.append(b"* OK [PERMANENTFLAGS " + self.permanentFlags() + b"] Flags permitted\r\n")
+        if self.pendingNew:
+            self.uids.extend(self.pendingNew)
+            self.pendingNew = []
+        if len(self.uids) != self.lastExists:
+            self.lastExists = len(self.uids)
+            out.append(b"* %d EXISTS\r\n" % self.lastExists)
+            if not rev2:
+                # RFC 3501 s7.3.2: RECENT goes with EXISTS (IMAP4rev2 has none).
+                self.lastRecent = len(self.recent)
+                out.append(b"* %d RECENT\r\n" % self.lastRecent)
+        if self.pendingFlags:
+            pending = self.pendingFlags
+            self.pendingFlags = {}
+            get = self.folder.get
+            for uid in pending:
+                if uid in self.pendingExpunged:
+                    continue
+                msn = self.msnOf(uid)
+                info = get(uid)
+                if msn is None or info is None:
+                    continue
+                out.append(self.fetchFlagsLine(msn, info, condstore))
+        return out
+
+    def _flushExpunged(self, qresync):
+        gone = sorted(self.pendingExpunged)
+        self.pendingExpunged = set()
+        uids = self.uids
+        out = []
+        if qresync:
+            # RFC 7162 s3.2.10: VANISHED instead of EXPUNGE.
+            out.append(b"* VANISHED " + serialize.seqset(gone) + b"\r\n")
+        else:
+            # Highest first, so earlier numbers stay valid as we go.
+            for uid in reversed(gone):
+                msn = self.msnOf(uid)
+                if msn is not None:
+                    out.append(b"* %d EXPUNGE\r\n" % msn)
+        goneSet = set(gone)
+        self.uids = array("I", [u for u in uids if u not in goneSet])
+        self.lastExists = len(self.uids)
+        if self.savedSearch:
+            self.savedSearch = [u for u in self.savedSearch if u not in goneSet]
+        return out
+
+    def fetchFlagsLine(self, msn, info, condstore):
+        flags = info.flags
+        if info.uid in self.recent:
+            flags = flags | {"\\Recent"}
+        if condstore:
+            return b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (msn, info.uid, serialize.flags(flags), info.modseq)
+        return b"* %d FETCH (UID %d FLAGS %s)\r\n" % (msn, info.uid, serialize.flags(flags))
+
+    def flagsFor(self, info):
+        if info.uid in self.recent:
+            return info.flags | {"\\Recent"}
+        return info.flags
+
+    def flagsList(self):
+        return serialize.plist([b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft"]
+                               + [k.encode("utf-8", "replace") for k in sorted(self.keywords)])
+
+    def permanentFlags(self):
+        if self.readOnly:
+            return b"()"
+        return serialize.plist([b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft"]
+                               + [k.encode("utf-8", "replace") for k in sorted(self.keywords)] + [b"\\*"])
+
+    def deletedUids(self, within=None):
+        """Known UIDs with \\Deleted (optionally only those in ``within``)."""
+        get = self.folder.get
+        out = []
+        for uid in (within if within is not None else self.uids):
+            if uid in self.pendingExpunged:
+                continue
+            info = get(uid)
+            if info is not None and DELETED in info.flags:
+                out.append(uid)
+        return out
