@@ -366,6 +366,8 @@ class SeqSet:
         """
         out = []
         for lo, hi in self.ranges:
+            if largest <= 0 and STAR in (lo, hi):
+                continue  # "*" in an empty mailbox names nothing
             lo = largest if lo == STAR else lo
             hi = largest if hi == STAR else hi
             if lo > hi:
@@ -912,10 +914,10 @@ def parseCommand(frame) -> Command:
             if word not in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE"):
                 raise ParseError("UID must be followed by FETCH, SEARCH, STORE, COPY, MOVE or EXPUNGE", name="UID")
         name = word.decode("ascii", "replace")
+        handler = _COMMANDS.get(word)
+        if handler is None:
+            raise ParseError("Unknown command %s" % name[:40])
         try:
-            handler = _COMMANDS.get(word)
-            if handler is None:
-                raise ParseError("Unknown command %s" % name[:40])
             fields = handler(p, uid)
             p.end()
         except ParseError as e:

@@ -67,6 +67,7 @@ STREAM_CHUNK = 64 * 1024
 BATCH_BYTES = 256 * 1024
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
 _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+_PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
 
@@ -352,6 +353,10 @@ class Session:
             if self.view is not None and cmd.name not in ("LOGOUT", "CAPABILITY", "ID", "IDLE"):
                 # Pick up changes other programs made (Maildir) before answering.
                 await self.view.folder.refresh()
+                if cmd.uid or cmd.name in _PREFLUSH:
+                    # Tell of expunges first where they may be told, so the
+                    # answer is about the mailbox as it is.
+                    self._flush(cmd)
             result = await method(self, cmd)
         except CommandError as e:
             self._flush(cmd)
