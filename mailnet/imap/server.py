@@ -102,6 +102,8 @@ class IMAPServerProtocol(protocol.Protocol):
 
 
 class IMAPFactory(protocol.Factory):
+    noisy = False
+
     def __init__(self, shared, implicitTLS):
         self.shared = shared
         self.implicitTLS = implicitTLS

@@ -1436,38 +1436,42 @@ class Session:
             streams.append((len(pieces) - 1, (start, length, None)))
         return length
 
-    def _binarySize(self, f, uid, section, start, end, enc):
-        if enc in ("7bit", "8bit", "binary"):
-            return end - start
-        key = (self.username, self.view.name, self.view.uidValidity, uid, "binsize", section)
+    def _binaryInfo(self, f, uid, section, start, end, enc):
+        """(decoded size, contains NUL) of a BINARY section; one decoding pass, cached."""
+        key = (self.username, self.view.name, self.view.uidValidity, uid, "binary", section)
         cached = self.shared.structures.get(key)
         if cached is not None:
             return cached
-        n = sum(len(c) for c in fetch.decodedChunks(f, start, end, enc))
-        self.shared.structures.put(key, n)
-        return n
+        size = 0
+        nul = False
+        for chunk in fetch.decodedChunks(f, start, end, enc):
+            size += len(chunk)
+            nul = nul or b"\x00" in chunk
+        info = (size, nul)
+        self.shared.structures.put(key, info)
+        return info
+
+    def _binarySize(self, f, uid, section, start, end, enc):
+        if enc in ("7bit", "8bit", "binary"):
+            return end - start
+        return self._binaryInfo(f, uid, section, start, end, enc)[0]
 
     def _binaryLiteral(self, pieces, streams, f, uid, section, start, end, enc, partial):
-        if enc in ("7bit", "8bit", "binary"):
-            where = ("range", start, end)
-            before = len(pieces)
-            n = self._literal(pieces, streams, f, where, partial)
-            pieces[before] = b"~" + pieces[before]
-            return n
-        if end - start <= INLINE_LITERAL * 4:
+        # RFC 3516 s4.2: literal8 ("~{n}") when the data has NUL, else a literal.
+        if end - start <= INLINE_LITERAL:
             data = b"".join(fetch.decodedChunks(f, start, end, enc))
             if partial:
                 data = data[partial[0]:partial[0] + partial[1]]
-            pieces.append(b"~{%d}\r\n" % len(data))
+            pieces.append((b"~{%d}\r\n" if b"\x00" in data else b"{%d}\r\n") % len(data))
             pieces.append(data)
             return len(data)
-        total = self._binarySize(f, uid, section, start, end, enc)
+        total, nul = self._binaryInfo(f, uid, section, start, end, enc)
         skip = 0
         length = total
         if partial:
             skip = min(total, partial[0])
             length = min(total - skip, partial[1])
-        pieces.append(b"~{%d}\r\n" % length)
+        pieces.append((b"~{%d}\r\n" if nul else b"{%d}\r\n") % length)
         pieces.append(b"")
         streams.append((len(pieces) - 1, (start, end - start, (enc, skip, length))))
         return length
