@@ -92,6 +92,9 @@ class IMAPServerProtocol(protocol.Protocol):
 
     def close(self):
         self._release()
+        # TLSMemoryBIOProtocol does not send close_notify (and so never
+        # closes) while a producer is registered.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def pauseReading(self):

@@ -93,6 +93,17 @@ def test_starttls_injection_is_not_executed(strict_server):
     c.logout()
 
 
+def test_logout_over_tls_closes_the_connection(strict_server):
+    sock = socket.create_connection(("127.0.0.1", strict_server.port("imaps")), timeout=10)
+    tls = tls_context(strict_server).wrap_socket(sock, server_hostname="localhost")
+    f = tls.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    tls.sendall(b"a LOGOUT\r\n")
+    assert f.readline() == b"* BYE Logging out\r\n"
+    assert f.readline() == b"a OK LOGOUT completed\r\n"
+    assert f.readline() == b""  # the server closed (it does not wait for us)
+
+
 def test_failed_login_then_success(imap_server):
     user = fresh_user(imap_server)
     m = imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=20)
