@@ -99,6 +99,7 @@ class SelectedMailbox:
         self.lastExists = len(self.uids)
         self.lastRecent = len(self.recent)
         self.sentKeywords = frozenset(keywords)
+        self.showRecent = True
         folder.addListener(self)
 
     def close(self):
@@ -259,15 +260,13 @@ class SelectedMailbox:
         return out
 
     def fetchFlagsLine(self, msn, info, condstore):
-        flags = info.flags
-        if info.uid in self.recent:
-            flags = flags | {"\\Recent"}
+        flags = self.flagsFor(info)
         if condstore:
             return b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (msn, info.uid, serialize.flags(flags), info.modseq)
         return b"* %d FETCH (UID %d FLAGS %s)\r\n" % (msn, info.uid, serialize.flags(flags))
 
     def flagsFor(self, info):
-        if info.uid in self.recent:
+        if self.showRecent and info.uid in self.recent:
             return info.flags | {"\\Recent"}
         return info.flags
 

@@ -70,6 +70,8 @@ _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
+# Largest literal accepted before login.
+PREAUTH_LITERAL = 8192
 
 _CONTENT_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]", "BINARY[]",
                  "BINARY.SIZE"}
@@ -143,7 +145,9 @@ class Session:
         self.settings = s = shared.settings
         self.out = out
         self.clock = shared.clock
-        self.reader = CommandReader(maxLine=s.maxLine, maxLiteral=s.maxLiteral)
+        # Before login, literals only carry names and passwords: keep them
+        # small so that strangers cannot make us spool large files.
+        self.reader = CommandReader(maxLine=s.maxLine, maxLiteral=min(s.maxLiteral, PREAUTH_LITERAL))
         self.state = NOT_AUTHENTICATED
         self.account = None
         self.logout = None
@@ -352,7 +356,13 @@ class Session:
         try:
             if self.view is not None and cmd.name not in ("LOGOUT", "CAPABILITY", "ID", "IDLE"):
                 # Pick up changes other programs made (Maildir) before answering.
-                await self.view.folder.refresh()
+                try:
+                    await self.view.folder.refresh()
+                except NoSuchFolder:
+                    # Another session deleted the selected mailbox.
+                    self.send(b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
+                    self._close()
+                    return
                 if cmd.uid or cmd.name in _PREFLUSH:
                     # Tell of expunges first where they may be told, so the
                     # answer is about the mailbox as it is.
@@ -365,6 +375,15 @@ class Session:
         except NoSuchFolder as e:
             self._flush(cmd)
             self.tagged(cmd.tag, "NO", "Mailbox does not exist: %s" % _reason(e), b"NONEXISTENT")
+            return
+        except InvalidFolderName as e:
+            # The store refuses names that could leave the account ("..", "/x", NUL).
+            self._flush(cmd)
+            self.tagged(cmd.tag, "NO", "Invalid mailbox name: %s" % _reason(e), b"CANNOT")
+            return
+        except FolderExists:
+            self._flush(cmd)
+            self.tagged(cmd.tag, "NO", "Mailbox exists already", b"ALREADYEXISTS")
             return
         except TemporaryStoreError as e:
             self._flush(cmd)
@@ -566,6 +585,7 @@ class Session:
         self.account = account
         self.logout = logout
         self.state = AUTHENTICATED
+        self.reader.maxLiteral = self.settings.maxLiteral
         self._resetTimer()
         log.info("imap: {peer}: {user} logged in", peer=peer, user=name)
         return ("OK", "Logged in", b"CAPABILITY " + self.capabilities())
@@ -620,6 +640,8 @@ class Session:
             folder.close()
             raise
         view = SelectedMailbox(folder, folder.name, readOnly, (self.username, folder.name), self.shared.recent, self._wake)
+        if self.rev2:
+            view.showRecent = False  # RFC 9051 has no \Recent
         self.view = view
         self.state = SELECTED
         out = [

@@ -608,3 +608,28 @@ def test_fetch_streams_and_waits_for_a_slow_client(world):
     a.out.resume()
     total += len(a.take())
     assert total > 3 * 1024 * 1024 + 50 * 1000
+
+
+def test_literals_before_login_are_small(world):
+    c = world.client()
+    assert b"BAD [TOOBIG]" in c.cmd("LOGIN {100000}")
+    c.login()
+    reply = c.cmd("CREATE {20000}")
+    assert reply.startswith(b"+ ")
+
+
+def test_deleted_selected_mailbox(world):
+    a = world.client(login="alice@example.test")
+    a.ok("CREATE Doomed")
+    a.ok("SELECT Doomed")
+    b = world.client(login="alice@example.test")
+    b.ok("DELETE Doomed")
+    assert b"* BYE Selected mailbox was deleted" in a.cmd("NOOP")
+    assert a.out.closed
+
+
+def test_store_name_errors_map_to_no(world):
+    a = world.client(login="alice@example.test")
+    assert b"NO [CANNOT] Invalid mailbox name" in a.cmd("SELECT a/")
+    assert b"NO [CANNOT] Invalid mailbox name" in a.cmd("STATUS ../x (MESSAGES)")
+    assert b"NO [ALREADYEXISTS]" in a.cmd("RENAME Sent Trash")
