@@ -1195,6 +1195,7 @@ class Session:
                     if c.info.size <= search.DECODE_LIMIT:
                         c.data = f.read()
                     else:
+                        f = _seekable(f, c.info.size)
                         c.data = _readHeaderBytes(f)
                         f.seek(0)
                         c.huge = search.hugeMatch(f, program)
@@ -1340,7 +1341,7 @@ class Session:
 
     async def _fetchOne(self, msn, uid, info, atts, seenNow):
         """Write one FETCH response with content items; returns bytes written (roughly)."""
-        f = await self.view.folder.openMessage(uid)
+        f = _seekable(await self.view.folder.openMessage(uid), info.size)
         try:
             pieces = [b"* %d FETCH (" % msn]
             streams = []
@@ -1539,6 +1540,32 @@ _ALREADY_ANSWERED = object()
 def _reason(e):
     text = str(e) or type(e).__name__
     return text[:200]
+
+
+def _seekable(f, size):
+    """
+    A seekable file with the message.  Stores may hand out a forward-only
+    reader (a Maildir file with bare LF served as CRLF); copy those to
+    memory when small, to an anonymous temporary file when large.
+    """
+    try:
+        if f.seekable():
+            return f
+    except (AttributeError, ValueError):
+        pass
+    import io
+    import shutil
+    import tempfile
+
+    if size <= INLINE_LITERAL * 16:
+        data = f.read()
+        f.close()
+        return io.BytesIO(data)
+    out = tempfile.TemporaryFile(prefix="mailnet-imap-")
+    shutil.copyfileobj(f, out, STREAM_CHUNK)
+    f.close()
+    out.seek(0)
+    return out
 
 
 def _readHeaderBytes(f, limit=256 * 1024):
