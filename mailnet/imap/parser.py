@@ -162,11 +162,15 @@ class CommandReader:
     def __init__(self, maxLine=65536, maxLiteral=35 * 1024 * 1024, maxCommandLiterals=None, maxLiterals=1000):
         self.maxLine = maxLine
         self.maxLiteral = maxLiteral
-        self.maxCommandLiterals = maxCommandLiterals or (maxLiteral + 1024 * 1024)
+        self._maxCommandLiterals = maxCommandLiterals
         self.maxLiterals = maxLiterals
         self.raw = False
         self._buf = bytearray()
         self._reset()
+
+    @property
+    def maxCommandLiterals(self):
+        return self._maxCommandLiterals or (self.maxLiteral + 1024 * 1024)
 
     def _reset(self):
         self._parts = []
