@@ -61,6 +61,85 @@ class RecentRegistry:
         return list(uids[bisect.bisect_right(uids, mark):])
 
 
+class FolderKeeper:
+    """
+    Keep recently used folders open for a while after their last session
+    went away, so that the store keeps their index in memory: re-selecting a
+    100,000-message mailbox then costs a fraction of a millisecond instead
+    of a reload from disk.  Bounded: at most ``size`` folders, each for at
+    most ``linger`` seconds after its last use (least recently used first).
+    """
+
+    def __init__(self, clock, linger=300.0, size=100):
+        import collections
+
+        self.clock = clock
+        self.linger = linger
+        self.size = size
+        self._held = collections.OrderedDict()  # key -> (handle or None while opening, last use)
+        self._sweeper = None
+
+    def touch(self, key, account, name):
+        """Note a use of folder ``name`` of ``account``; open a keeper handle if there is none."""
+        if not self.linger or not self.size:
+            return
+        now = self.clock.seconds()
+        held = self._held.get(key)
+        if held is not None:
+            self._held[key] = (held[0], now)
+            self._held.move_to_end(key)
+            return
+        self._held[key] = (None, now)
+
+        def opened(handle):
+            if key in self._held and self._held[key][0] is None:
+                self._held[key] = (handle, self._held[key][1])
+            else:
+                handle.close()
+
+        def failed(f):
+            if key in self._held and self._held[key][0] is None:
+                del self._held[key]
+
+        account.openFolder(name).addCallbacks(opened, failed)
+        while len(self._held) > self.size:
+            _, (handle, _) = self._held.popitem(last=False)
+            if handle is not None:
+                handle.close()
+        if self._sweeper is None:
+            self._sweeper = self.clock.callLater(self.linger, self._sweep)
+
+    def forget(self, user, name):
+        """Drop keepers of a folder and its children (DELETE, RENAME)."""
+        for key in [k for k in self._held if k[0] == user and (k[1] == name or k[1].startswith(name + "/"))]:
+            handle, _ = self._held.pop(key)
+            if handle is not None:
+                handle.close()
+
+    def _sweep(self):
+        self._sweeper = None
+        cutoff = self.clock.seconds() - self.linger
+        for key in [k for k, (_, used) in self._held.items() if used <= cutoff]:
+            handle, _ = self._held.pop(key)
+            if handle is not None:
+                handle.close()
+        if self._held:
+            oldest = min(used for _, used in self._held.values())
+            self._sweeper = self.clock.callLater(max(1.0, oldest + self.linger - self.clock.seconds()), self._sweep)
+
+    def close(self):
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        while self._held:
+            _, (handle, _) = self._held.popitem()
+            if handle is not None:
+                handle.close()
+
+    def __len__(self):
+        return len(self._held)
+
+
 @implementer(IFolderListener)
 class SelectedMailbox:
     """
@@ -81,13 +160,13 @@ class SelectedMailbox:
         infos = folder.messages()
         self.uids = array("I", [m.uid for m in infos])
         self.firstUnseen = None
-        keywords = set()
         for i, m in enumerate(infos):
-            if self.firstUnseen is None and SEEN not in m.flags:
+            if SEEN not in m.flags:
                 self.firstUnseen = i + 1
-            if m.flags:
-                keywords.update(f for f in m.flags if f[0] != "\\")
-        self.keywords = keywords
+                break
+        # Few distinct flag sets exist even in a large mailbox.
+        self.keywords = {f for flagset in {m.flags for m in infos} for f in flagset if f[0] != "\\"}
+        keywords = self.keywords
         if readOnly:
             self.recent = set(recentRegistry.peek(key, self.uids))
         else:

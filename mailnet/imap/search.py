@@ -161,7 +161,10 @@ class Candidate:
 
     def bodyText(self):
         if self._bodyText is None:
-            self._bodyText = mimeText(self.data)
+            try:
+                self._bodyText = "\n".join(quickText(self.data)).casefold()
+            except _Complex:
+                self._bodyText = mimeText(self.data)
         return self._bodyText
 
 
@@ -188,6 +191,77 @@ def decodeHeader(value) -> str:
         except Exception:
             pass
     return value.casefold()
+
+
+_CT = re.compile(rb"(?im)^content-type:[ \t]*([^;\r\n]*)((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)")
+_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([^\s;]+)")
+_BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
+_CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
+_BLANK = re.compile(rb"\r?\n\r?\n")
+
+
+class _Complex(Exception):
+    """Leave this message to the email package."""
+
+
+def quickText(data: bytes, depth=0):
+    """
+    The decoded text parts of a message as a list of str, by a light MIME
+    walk (regexes for Content-Type, boundaries and encodings; base64 and
+    quoted-printable undone; the part's charset applied).  Raises _Complex
+    for what it does not handle (RFC 2231 parameters...).
+    """
+    import binascii
+
+    if depth > 20:
+        return []
+    m = _BLANK.search(data)
+    if m is None:
+        header, body = data, b""
+    else:
+        header, body = data[:m.start()], data[m.end():]
+    ct = _CT.search(header)
+    ctype = ct.group(1).strip().lower() if ct else b"text/plain"
+    params = ct.group(2) if ct else b""
+    if b"*=" in params or b"*0" in params:
+        raise _Complex()
+    if ctype.startswith(b"multipart/"):
+        b = _BOUNDARY.search(params)
+        if not b:
+            return []
+        boundary = re.escape(b.group(1) or b.group(2))
+        out = []
+        pieces = re.split(rb"(?m)^--" + boundary + rb"(--)?[ \t]*\r?$", body)
+        # pieces: preamble, marker, part, marker, part, ... ; a "--" marker closes.
+        for i in range(2, len(pieces), 2):
+            if pieces[i - 1]:
+                break  # after the close delimiter: the epilogue
+            part = pieces[i]
+            if part.startswith(b"\r\n"):
+                part = part[2:]
+            elif part.startswith(b"\n"):
+                part = part[1:]
+            out.extend(quickText(part, depth + 1))
+        return out
+    if ctype in (b"message/rfc822", b"message/global"):
+        return quickText(body, depth + 1)
+    if ctype and not ctype.startswith(b"text/"):
+        return []
+    cte = _CTE.search(header)
+    cte = cte.group(1).lower() if cte else b"7bit"
+    if cte == b"base64":
+        try:
+            body = binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", body))
+        except binascii.Error:
+            raise _Complex()
+    elif cte == b"quoted-printable":
+        body = binascii.a2b_qp(body)
+    cs = _CHARSET.search(params)
+    charset = (cs.group(1) or cs.group(2)).decode("ascii", "replace") if cs else "utf-8"
+    try:
+        return [body.decode(charset, "replace")]
+    except LookupError:
+        return [body.decode("utf-8", "replace")]
 
 
 def mimeText(data: bytes) -> str:
@@ -331,9 +405,14 @@ class Searcher:
                 return raw.find(needle.encode("ascii"), c.bodyOffset()) >= 0
             return needle.encode("ascii") in raw
         if not body:
-            for _, value in c.header().items():
-                if needle in decodeHeader(value):
+            head = c.data[:c.bodyOffset()]
+            if b"=?" not in head and needle.isascii() and head.isascii():
+                if needle.encode("ascii") in head.lower():
                     return True
+            else:
+                for _, value in c.header().items():
+                    if needle in decodeHeader(value):
+                        return True
         return needle in c.bodyText()
 
 

@@ -92,6 +92,9 @@ class Settings:
         self.authFailures = limits.auth_failures if limits else 5
         self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
         self.hostname = config.server.hostname if config is not None else "localhost"
+        # Recently used folders stay open this long (seconds), at most this many.
+        self.folderLinger = 300.0
+        self.folderKeep = 100
         self.__dict__.update(overrides)
 
 
@@ -106,7 +109,7 @@ class Shared:
     """
 
     def __init__(self, settings, portal, throttle, clock, tlsAvailable=True):
-        from mailnet.imap.mailbox import RecentRegistry
+        from mailnet.imap.mailbox import FolderKeeper, RecentRegistry
 
         self.settings = settings
         self.portal = portal
@@ -117,6 +120,7 @@ class Shared:
         self.recent = RecentRegistry()
         self.userSessions = {}
         self.sessions = set()
+        self.keeper = FolderKeeper(clock, settings.folderLinger, settings.folderKeep)
 
 
 class CommandError(Exception):
@@ -639,6 +643,7 @@ class Session:
         except Exception:
             folder.close()
             raise
+        self.shared.keeper.touch((self.username, folder.name), self.account, folder.name)
         view = SelectedMailbox(folder, folder.name, readOnly, (self.username, folder.name), self.shared.recent, self._wake)
         if self.rev2:
             view.showRecent = False  # RFC 9051 has no \Recent
@@ -737,6 +742,7 @@ class Session:
         name = self.decodeName(cmd.mailbox)
         if name == INBOX:
             raise no("INBOX cannot be deleted", b"CANNOT")
+        self.shared.keeper.forget(self.username, name)
         try:
             await self.account.deleteFolder(name)
         except InvalidFolderName as e:
@@ -745,6 +751,7 @@ class Session:
     async def cmdRename(self, cmd):
         old = self.decodeName(cmd.old)
         new = self.decodeName(cmd.new)
+        self.shared.keeper.forget(self.username, old)
         try:
             await self.account.renameFolder(old, new)
         except FolderExists:
@@ -874,6 +881,7 @@ class Session:
         folder = await self.account.openFolder(name)
         try:
             await folder.refresh()
+            self.shared.keeper.touch((self.username, folder.name), self.account, folder.name)
             need = set(items)
             infos = folder.messages() if need & {"MESSAGES", "UNSEEN", "SIZE", "DELETED", "RECENT"} else []
             values = []
@@ -1184,34 +1192,41 @@ class Session:
             else:
                 results.append((msn, uid, info))
         if todo:
-            started = time.monotonic()
-            matched = []
-            for i, c in enumerate(todo):
-                try:
-                    f = await folder.openMessage(c.uid)
-                except NoSuchMessage:
-                    continue
-                try:
-                    if c.info.size <= search.DECODE_LIMIT:
-                        c.data = f.read()
-                    else:
-                        f = _seekable(f, c.info.size)
-                        c.data = _readHeaderBytes(f)
-                        f.seek(0)
-                        c.huge = search.hugeMatch(f, program)
-                finally:
-                    f.close()
-                if all(match(c, key) for key in content):
-                    matched.append((c.msn, c.uid, c.info))
-                c.data = None
-                if i % 64 == 63 and time.monotonic() - started > 0.05:
-                    # Let other sessions run during a long search.
-                    await task.deferLater(self.clock, 0, lambda: None)
-                    started = time.monotonic()
-                    if self.closed:
-                        raise ConnectionError("closed")
-            results = matched
+            opener = _Opener(folder, [c.uid for c in todo])
+            try:
+                results = await self._searchContent(program, todo, content, match, opener)
+            finally:
+                opener.close()
         return results
+
+    async def _searchContent(self, program, todo, content, match, opener):
+        started = time.monotonic()
+        matched = []
+        for i, c in enumerate(todo):
+            try:
+                f = await opener.next(c.uid)
+            except NoSuchMessage:
+                continue
+            try:
+                if c.info.size <= search.DECODE_LIMIT:
+                    c.data = f.read()
+                else:
+                    f = _seekable(f, c.info.size)
+                    c.data = _readHeaderBytes(f)
+                    f.seek(0)
+                    c.huge = search.hugeMatch(f, program)
+            finally:
+                f.close()
+            if all(match(c, key) for key in content):
+                matched.append((c.msn, c.uid, c.info))
+            c.data = None
+            if i % 64 == 63 and time.monotonic() - started > 0.05:
+                # Let other sessions run during a long search.
+                await task.deferLater(self.clock, 0, lambda: None)
+                started = time.monotonic()
+                if self.closed:
+                    raise ConnectionError("closed")
+        return matched
 
     async def cmdFetch(self, cmd):
         view = self.view
@@ -1254,10 +1269,24 @@ class Session:
                 if "FLAGS" not in names:
                     atts.append(FetchAtt("FLAGS"))
         content = any(a.name in _CONTENT_ATTS for a in atts)
+        opener = None
+        if content:
+            todo = [uid for _, uid in pairs
+                    if (i := get(uid)) is not None and (changedSince is None or i.modseq > changedSince)]
+            opener = _Opener(folder, todo)
+        try:
+            return await self._fetchLoop(pairs, atts, names, content, changedSince, seenNow, opener)
+        finally:
+            if opener is not None:
+                opener.close()
+
+    async def _fetchLoop(self, pairs, atts, names, content, changedSince, seenNow, opener):
+        if not content:
+            return await self._fetchMetadata(pairs, atts, names, changedSince)
+        view = self.view
+        get = view.folder.get
         missing = False
         error = None
-        batch = []
-        size = 0
         for msn, uid in pairs:
             info = get(uid)
             if info is None:
@@ -1265,29 +1294,9 @@ class Session:
                 continue
             if changedSince is not None and info.modseq <= changedSince:
                 continue
-            if not content:
-                items = []
-                for a in atts:
-                    items.append(self._simpleItem(a.name, info))
-                    if a.name == "FLAGS":
-                        view.pendingFlags.pop(uid, None)
-                line = b"* %d FETCH (" % msn + b" ".join(items) + b")\r\n"
-                batch.append(line)
-                size += len(line)
-                if size >= BATCH_BYTES:
-                    self.sendLines(batch)
-                    batch = []
-                    size = 0
-                    await self.drain()
-                    if self.closed:
-                        return _ALREADY_ANSWERED
-                continue
-            if batch:
-                self.sendLines(batch)
-                batch = []
-                size = 0
             try:
-                written = await self._fetchOne(msn, uid, info, atts, seenNow)
+                f = await opener.next(uid)
+                written = await self._fetchOne(f, msn, uid, info, atts, seenNow)
             except NoSuchMessage:
                 missing = True
                 continue
@@ -1300,9 +1309,44 @@ class Session:
                 return _ALREADY_ANSWERED
             if "FLAGS" in names or uid in seenNow:
                 view.pendingFlags.pop(uid, None)
-        self.sendLines(batch)
         if error:
             return error
+        if missing:
+            return ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
+
+    async def _fetchMetadata(self, pairs, atts, names, changedSince):
+        """FETCH of index data only (FLAGS, UID, sizes...): no I/O, one line per message."""
+        view = self.view
+        if "FLAGS" in names and view.pendingFlags:
+            # These FETCH responses carry the current flags.
+            for _, uid in pairs:
+                view.pendingFlags.pop(uid, None)
+        if len(pairs) > 2000:
+            lookup = {m.uid: m for m in view.folder.messages()}.get
+        else:
+            lookup = view.folder.get
+        make = _lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None)
+        missing = False
+        batch = []
+        append = batch.append
+        count = 0
+        for msn, uid in pairs:
+            info = lookup(uid)
+            if info is None:
+                missing = True
+                continue
+            if changedSince is not None and info.modseq <= changedSince:
+                continue
+            append(make(msn, info))
+            count += 1
+            if count == 4096:
+                self.sendLines(batch)
+                batch.clear()
+                count = 0
+                await self.drain()
+                if self.closed:
+                    return _ALREADY_ANSWERED
+        self.sendLines(batch)
         if missing:
             return ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
 
@@ -1339,9 +1383,9 @@ class Session:
         cache.put(key, entry)
         return entry
 
-    async def _fetchOne(self, msn, uid, info, atts, seenNow):
+    async def _fetchOne(self, f, msn, uid, info, atts, seenNow):
         """Write one FETCH response with content items; returns bytes written (roughly)."""
-        f = _seekable(await self.view.folder.openMessage(uid), info.size)
+        f = _seekable(f, info.size)
         try:
             pieces = [b"* %d FETCH (" % msn]
             streams = []
@@ -1535,6 +1579,88 @@ class Session:
 
 
 _ALREADY_ANSWERED = object()
+
+
+_LINE_ITEMS = {
+    "UID": (b"UID %d", "i.uid"),
+    "FLAGS": (b"FLAGS %s", "F(i.flags)"),
+    "INTERNALDATE": (b"INTERNALDATE %s", "D(i.internalDate)"),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", "i.size"),
+    "MODSEQ": (b"MODSEQ (%d)", "i.modseq"),
+    "SAVEDATE": (b"SAVEDATE NIL", None),
+    "EMAILID": (b"EMAILID NIL", None),
+    "THREADID": (b"THREADID NIL", None),
+}
+_lineCode = {}
+
+
+def _lineMaker(names, recent=None):
+    """
+    A function (msn, info) -> the FETCH line for metadata-only items, built
+    from fixed templates: one formatting operation per message in the hot
+    loop of FETCH FLAGS over a whole mailbox.  Only the names in
+    _LINE_ITEMS are ever used; ``recent`` is the set of UIDs shown with
+    \\Recent (IMAP4rev1).
+    """
+    key = (names, bool(recent))
+    code = _lineCode.get(key)
+    if code is None:
+        template = []
+        exprs = []
+        for name in names:
+            text, expr = _LINE_ITEMS[name]
+            template.append(text)
+            if expr:
+                exprs.append(expr.replace("F(i.flags)", "R(i)") if recent else expr)
+        fmt = b"* %d FETCH (" + b" ".join(template) + b")\r\n"
+        source = "lambda msn, i: %r %% (msn, %s)" % (fmt, "".join(e + ", " for e in exprs))
+        code = _lineCode[key] = compile(source, "<fetch line>", "eval")
+    flags = serialize.flags
+    namespace = {"D": serialize.internalDate, "F": flags}
+    if recent:
+        def R(i):
+            return flags(i.flags | _RECENT) if i.uid in recent else flags(i.flags)
+
+        namespace["R"] = R
+    return eval(code, namespace)  # noqa: S307 - built from the fixed templates above
+
+
+_RECENT = frozenset({"\\Recent"})
+
+
+class _Opener:
+    """
+    Open messages a few ahead of their use, in order: a store may open
+    files in worker threads, and keeping several opens in flight hides that
+    round trip (FETCH BODY[] and SEARCH TEXT over many messages).
+    """
+
+    WINDOW = 8
+
+    def __init__(self, folder, uids):
+        self.folder = folder
+        self.uids = uids
+        self.position = 0
+        self.pending = {}
+        self._fill()
+
+    def _fill(self):
+        while self.position < len(self.uids) and len(self.pending) < self.WINDOW:
+            uid = self.uids[self.position]
+            self.position += 1
+            self.pending[uid] = self.folder.openMessage(uid)
+
+    async def next(self, uid):
+        d = self.pending.pop(uid, None)
+        if d is None:
+            d = self.folder.openMessage(uid)
+        self._fill()
+        return await d
+
+    def close(self):
+        pending, self.pending = self.pending, {}
+        for d in pending.values():
+            d.addCallbacks(lambda f: f.close(), lambda failure: None)
 
 
 def _reason(e):
