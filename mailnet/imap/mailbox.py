@@ -77,7 +77,19 @@ class FolderKeeper:
         self.linger = linger
         self.size = size
         self._held = collections.OrderedDict()  # key -> (handle or None while opening, last use)
+        self._snapshots = {}  # key -> Snapshot of a kept folder
         self._sweeper = None
+
+    def snapshot(self, key, folder):
+        """The remembered :class:`Snapshot` of a kept folder if it is still current, else None."""
+        snap = self._snapshots.get(key)
+        if snap is not None and snap.state == Snapshot.stateOf(folder):
+            return snap
+        return None
+
+    def remember(self, key, snap):
+        if key in self._held:
+            self._snapshots[key] = snap
 
     def touch(self, key, account, name):
         """Note a use of folder ``name`` of ``account``; open a keeper handle if there is none."""
@@ -103,7 +115,8 @@ class FolderKeeper:
 
         account.openFolder(name).addCallbacks(opened, failed)
         while len(self._held) > self.size:
-            _, (handle, _) = self._held.popitem(last=False)
+            old, (handle, _) = self._held.popitem(last=False)
+            self._snapshots.pop(old, None)
             if handle is not None:
                 handle.close()
         if self._sweeper is None:
@@ -112,6 +125,7 @@ class FolderKeeper:
     def forget(self, user, name):
         """Drop keepers of a folder and its children (DELETE, RENAME)."""
         for key in [k for k in self._held if k[0] == user and (k[1] == name or k[1].startswith(name + "/"))]:
+            self._snapshots.pop(key, None)
             handle, _ = self._held.pop(key)
             if handle is not None:
                 handle.close()
@@ -120,6 +134,7 @@ class FolderKeeper:
         self._sweeper = None
         cutoff = self.clock.seconds() - self.linger
         for key in [k for k, (_, used) in self._held.items() if used <= cutoff]:
+            self._snapshots.pop(key, None)
             handle, _ = self._held.pop(key)
             if handle is not None:
                 handle.close()
@@ -131,6 +146,7 @@ class FolderKeeper:
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
+        self._snapshots.clear()
         while self._held:
             _, (handle, _) = self._held.popitem()
             if handle is not None:
@@ -138,6 +154,41 @@ class FolderKeeper:
 
     def __len__(self):
         return len(self._held)
+
+
+class Snapshot:
+    """
+    What SELECT computes from a folder's index (UID list, keywords, first
+    unseen), remembered with the folder's state so that the next SELECT of
+    an unchanged folder copies it instead of walking every message.  Any
+    change (new, expunged or re-flagged message) raises HIGHESTMODSEQ.
+    """
+
+    __slots__ = ("state", "uids", "keywords", "firstUnseen")
+
+    def __init__(self, state, uids, keywords, firstUnseen):
+        self.state = state
+        self.uids = uids
+        self.keywords = keywords
+        self.firstUnseen = firstUnseen
+
+    @staticmethod
+    def stateOf(folder):
+        return (folder.uidValidity, folder.uidNext, folder.highestModSeq)
+
+    @classmethod
+    def build(cls, folder):
+        state = cls.stateOf(folder)
+        infos = folder.messages()
+        uids = array("I", [m.uid for m in infos])
+        firstUnseen = None
+        for i, m in enumerate(infos):
+            if SEEN not in m.flags:
+                firstUnseen = i + 1
+                break
+        # Few distinct flag sets exist even in a large mailbox.
+        keywords = frozenset(f for flagset in {m.flags for m in infos} for f in flagset if f[0] != "\\")
+        return cls(state, uids, keywords, firstUnseen)
 
 
 @implementer(IFolderListener)
@@ -149,7 +200,7 @@ class SelectedMailbox:
     @ivar uids: array of the UIDs the client knows, ascending.
     """
 
-    def __init__(self, folder, name, readOnly, key, recentRegistry, wake=None):
+    def __init__(self, folder, name, readOnly, key, recentRegistry, wake=None, snapshot=None):
         self.folder = folder
         self.name = name
         self.readOnly = readOnly
@@ -157,16 +208,12 @@ class SelectedMailbox:
         self.recentRegistry = recentRegistry
         self.wake = wake  # called when something became pending
         self.uidValidity = folder.uidValidity
-        infos = folder.messages()
-        self.uids = array("I", [m.uid for m in infos])
-        self.firstUnseen = None
-        for i, m in enumerate(infos):
-            if SEEN not in m.flags:
-                self.firstUnseen = i + 1
-                break
-        # Few distinct flag sets exist even in a large mailbox.
-        self.keywords = {f for flagset in {m.flags for m in infos} for f in flagset if f[0] != "\\"}
-        keywords = self.keywords
+        if snapshot is None:
+            snapshot = Snapshot.build(folder)
+        self.snapshot = snapshot
+        self.uids = array("I", snapshot.uids)
+        self.firstUnseen = snapshot.firstUnseen
+        self.keywords = keywords = set(snapshot.keywords)
         if readOnly:
             self.recent = set(recentRegistry.peek(key, self.uids))
         else:

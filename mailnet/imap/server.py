@@ -25,6 +25,7 @@ from mailnet.logs import Logger
 log = Logger()
 
 REFUSAL = b"* BYE Too many connections\r\n"
+WRITE_BUFFER = 256 * 1024
 
 
 @implementer(IPushProducer)
@@ -45,6 +46,10 @@ class IMAPServerProtocol(protocol.Protocol):
     def connectionMade(self):
         self.peer = net.peerHost(self.transport)
         self.secure = self.implicitTLS or ISSLTransport.providedBy(self.transport)
+        # Let up to this much wait in the transport before it asks us to
+        # pause (Twisted's default is 64 KB: a pause per average message).
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = WRITE_BUFFER
         self.transport.registerProducer(self, True)
         self.session = Session(self.shared, self)
         self.session.start()
@@ -78,6 +83,9 @@ class IMAPServerProtocol(protocol.Protocol):
 
     def write(self, data):
         self.transport.write(data)
+
+    def writeSequence(self, data):
+        self.transport.writeSequence(data)
 
     def drained(self):
         if not self._paused:

@@ -53,6 +53,10 @@ class FakeOut:
         assert not self.closed, "write after close"
         self.data += data
 
+    def writeSequence(self, pieces):
+        for piece in pieces:
+            self.write(piece)
+
     def drained(self):
         if not self.paused:
             return None

@@ -158,3 +158,26 @@ def test_fifty_megabyte_message_with_flat_memory(make_imap_server):
     print("server peak RSS grew by %.1f MB for a %d MB message" % (grown / 1048576, len(data) // 1048576))
     assert grown < 20 * 1024 * 1024, "server grew by %d MB" % (grown // (1024 * 1024))
     sock.close()
+
+
+def test_reselect_after_outside_changes(imap_server):
+    """SELECT reuses what it computed for an unchanged folder; any change must show."""
+    user = fresh_user(imap_server)
+    c = connect(imap_server, user, use_uid=False)
+    for i in range(3):
+        c.append("INBOX", message("r%d" % i))
+    assert c.select_folder("INBOX")[b"EXISTS"] == 3
+    c.unselect_folder()
+    assert c.select_folder("INBOX")[b"EXISTS"] == 3
+    c.unselect_folder()
+    root = imap_server.maildir(user[0])
+    victim = sorted(os.listdir(os.path.join(root, "cur")) + os.listdir(os.path.join(root, "new")))[0]
+    for sub in ("cur", "new"):
+        if os.path.exists(os.path.join(root, sub, victim)):
+            os.unlink(os.path.join(root, sub, victim))
+    info = c.select_folder("INBOX")
+    assert info[b"EXISTS"] == 2
+    drop_into_maildir(imap_server, user[0], b"Subject: new\r\n\r\nx\r\n")
+    c.unselect_folder()
+    assert c.select_folder("INBOX")[b"EXISTS"] == 3
+    c.logout()

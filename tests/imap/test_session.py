@@ -633,3 +633,19 @@ def test_store_name_errors_map_to_no(world):
     assert b"NO [CANNOT] Invalid mailbox name" in a.cmd("SELECT a/")
     assert b"NO [CANNOT] Invalid mailbox name" in a.cmd("STATUS ../x (MESSAGES)")
     assert b"NO [ALREADYEXISTS]" in a.cmd("RENAME Sent Trash")
+
+
+def test_reselect_uses_current_state(world):
+    for i in range(3):
+        world.deliver(message("m%d" % i))
+    a = selected(world)
+    a.ok("UNSELECT")
+    b = selected(world)
+    b.ok("STORE 2 +FLAGS ($Later)")
+    b.ok("STORE 1 +FLAGS (\\Deleted)")
+    b.ok("EXPUNGE")
+    reply = a.cmd("SELECT INBOX")
+    assert b"* 2 EXISTS" in reply and b"$Later" in reply
+    a.ok("UNSELECT")
+    reply = a.cmd("SELECT INBOX")  # unchanged: from the remembered snapshot
+    assert b"* 2 EXISTS" in reply and b"$Later" in reply and b"[UNSEEN 1]" in reply
