@@ -251,7 +251,7 @@ def quickText(data: bytes, depth=0):
     cte = cte.group(1).lower() if cte else b"7bit"
     if cte == b"base64":
         try:
-            body = binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", body))
+            body = binascii.a2b_base64(body)  # skips line breaks and other non-alphabet bytes
         except binascii.Error:
             raise _Complex()
     elif cte == b"quoted-printable":

@@ -76,18 +76,23 @@ def plist(items) -> bytes:
 
 # Flags
 
-_flagCache: dict = {}
+class _FlagCache(dict):
+    """frozenset of flags -> ``(\\Seen $Label)``; ``FLAGS[flagset]`` computes on a miss."""
+
+    def __missing__(self, flagset):
+        value = b"(" + " ".join(sorted(flagset, key=_flagOrder)).encode("utf-8", "replace") + b")"
+        if len(self) > 10000:
+            self.clear()
+        self[flagset] = value
+        return value
+
+
+FLAGS = _FlagCache()
 
 
 def flags(flagset) -> bytes:
     """``(\\Seen $Label)`` for a frozenset of flag strings; cached per set."""
-    cached = _flagCache.get(flagset)
-    if cached is None:
-        cached = b"(" + " ".join(sorted(flagset, key=_flagOrder)).encode("utf-8", "replace") + b")"
-        if len(_flagCache) > 10000:
-            _flagCache.clear()
-        _flagCache[flagset] = cached
-    return cached
+    return FLAGS[flagset]
 
 
 _SYSTEM_ORDER = {"\\Answered": 0, "\\Flagged": 1, "\\Deleted": 2, "\\Seen": 3, "\\Draft": 4, "\\Recent": 5}

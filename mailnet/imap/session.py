@@ -239,7 +239,12 @@ class Session:
 
     def sendLines(self, lines):
         if lines and not self.closed:
-            self.out.writeSequence(lines)
+            self.out.write(b"".join(lines))
+
+    def sendPieces(self, pieces):
+        """Write a few (large) pieces without joining them."""
+        if pieces and not self.closed:
+            self.out.writeSequence(pieces)
 
     def tagged(self, tag, kind, text, code=None):
         line = tag.encode("ascii") + b" " + kind.encode("ascii") + b" "
@@ -1463,7 +1468,7 @@ class Session:
             pieces.append(b")\r\n")
             # Write, streaming the big literals.
             if not streams:
-                self.sendLines(pieces)
+                self.sendPieces(pieces)
                 return total
             position = 0
             for index, stream in streams:
@@ -1590,7 +1595,7 @@ _ALREADY_ANSWERED = object()
 
 _LINE_ITEMS = {
     "UID": (b"UID %d", "i.uid"),
-    "FLAGS": (b"FLAGS %s", "F(i.flags)"),
+    "FLAGS": (b"FLAGS %s", "F[i.flags]"),
     "INTERNALDATE": (b"INTERNALDATE %s", "D(i.internalDate)"),
     "RFC822.SIZE": (b"RFC822.SIZE %d", "i.size"),
     "MODSEQ": (b"MODSEQ (%d)", "i.modseq"),
@@ -1618,12 +1623,12 @@ def _lineMaker(names, recent=None):
             text, expr = _LINE_ITEMS[name]
             template.append(text)
             if expr:
-                exprs.append(expr.replace("F(i.flags)", "R(i)") if recent else expr)
+                exprs.append(expr.replace("F[i.flags]", "R(i)") if recent else expr)
         fmt = b"* %d FETCH (" + b" ".join(template) + b")\r\n"
         source = "lambda msn, i: %r %% (msn, %s)" % (fmt, "".join(e + ", " for e in exprs))
         code = _lineCode[key] = compile(source, "<fetch line>", "eval")
     flags = serialize.flags
-    namespace = {"D": serialize.internalDate, "F": flags}
+    namespace = {"D": serialize.internalDate, "F": serialize.FLAGS}
     if recent:
         def R(i):
             return flags(i.flags | _RECENT) if i.uid in recent else flags(i.flags)
