@@ -778,25 +778,52 @@ def decodedChunks(f, start, end, encoding, chunk=_CHUNK):
 
 class StructureCache:
     """
-    LRU of scanned Part trees, keyed by (folder key, uidvalidity, uid), with
-    the serialized ENVELOPE and BODYSTRUCTURE of each.
+    LRU of scanned Part trees (and small computed values), keyed by (user,
+    folder, uidvalidity, uid, ...).  Bounded by the bytes of header text it
+    holds as well as by entries.
     """
 
-    def __init__(self, size=2000):
+    def __init__(self, size=2000, maxBytes=32 * 1024 * 1024):
         self.size = size
-        self._items = collections.OrderedDict()
+        self.maxBytes = maxBytes
+        self.bytes = 0
+        self._items = collections.OrderedDict()  # key -> (entry, weight)
 
     def get(self, key):
-        entry = self._items.get(key)
-        if entry is not None:
-            self._items.move_to_end(key)
-        return entry
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
 
     def put(self, key, entry):
-        self._items[key] = entry
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        weight = _weight(entry)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._items[key] = (entry, weight)
+        self.bytes += weight
+        while self._items and (len(self._items) > self.size or self.bytes > self.maxBytes):
+            _, (_, w) = self._items.popitem(last=False)
+            self.bytes -= w
+
+    def __len__(self):
+        return len(self._items)
+
+
+def _weight(entry):
+    if not isinstance(entry, Structure):
+        return 64
+    total = 256
+    todo = [entry.root]
+    while todo:
+        part = todo.pop()
+        total += len(part.header) + 200
+        if part.children:
+            todo.extend(part.children)
+        if part.message is not None:
+            todo.append(part.message)
+    return total
 
 
 class Structure:

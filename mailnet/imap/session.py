@@ -220,6 +220,10 @@ class Session:
 
     def _timedOut(self):
         self._timer = None
+        if self.busy and not self.idling and not self.closed:
+            # A long command (a big FETCH to a slow client) is still going.
+            self._resetTimer()
+            return
         if not self.closed:
             log.info("imap: {peer}: autologout after {n}s without a command", peer=self.out.peer,
                      n=self.settings.idleTimeout)

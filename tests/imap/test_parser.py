@@ -389,3 +389,16 @@ def test_fuzzed_fetch_and_search_arguments(arg):
             parseCommand(prefix + arg.replace(b"\r", b"").replace(b"\n", b""))
         except ParseError:
             pass
+
+
+def test_structure_cache_is_bounded_by_bytes():
+    import io
+
+    from mailnet.imap import fetch
+
+    cache = fetch.StructureCache(size=1000, maxBytes=100000)
+    for uid in range(100):
+        root = fetch.scan(io.BytesIO(b"Subject: " + b"x" * 5000 + b"\r\n\r\nbody\r\n"))
+        cache.put(("u", "INBOX", 1, uid), fetch.Structure(root))
+    assert cache.bytes <= 100000 and 10 <= len(cache) < 25
+    assert cache.get(("u", "INBOX", 1, 99)) is not None and cache.get(("u", "INBOX", 1, 0)) is None

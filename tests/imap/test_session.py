@@ -649,3 +649,17 @@ def test_reselect_uses_current_state(world):
     a.ok("UNSELECT")
     reply = a.cmd("SELECT INBOX")  # unchanged: from the remembered snapshot
     assert b"* 2 EXISTS" in reply and b"$Later" in reply and b"[UNSEEN 1]" in reply
+
+
+def test_autologout_waits_for_a_running_command():
+    w = World(idleTimeout=1800)
+    w.deliver(b"Subject: big\r\n\r\n" + b"y" * (2 * 1024 * 1024))
+    c = selected(w)
+    c.out.paused = True
+    c.cmd("FETCH 1 BODY.PEEK[]")  # the client does not read
+    w.clock.advance(1801)
+    assert not c.out.closed
+    c.out.resume()
+    assert c.take().endswith(b"OK FETCH completed\r\n")
+    w.clock.advance(1801)
+    assert c.out.closed
