@@ -173,6 +173,7 @@ class Session:
         self._idlePoll = None
         self._timer = None
         self._current = None
+        self._lost = False
         shared.sessions.add(self)
 
     # Life cycle
@@ -184,8 +185,9 @@ class Session:
                   + b" mailnet IMAP ready\r\n")
 
     def connectionLost(self):
-        if self.closed and self.shared is None:
+        if self._lost:
             return
+        self._lost = True
         self.closed = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -375,9 +377,15 @@ class Session:
                     await self.view.folder.refresh()
                 except NoSuchFolder:
                     # Another session deleted the selected mailbox.
-                    self.send(b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
-                    self._close()
-                    return
+                    self._deselect()
+                    self.state = AUTHENTICATED
+                    if cmd.name in ("UNSELECT", "CLOSE"):
+                        self.tagged(cmd.tag, "OK", "%s completed (the mailbox was deleted meanwhile)" % cmd.name)
+                        return
+                    if cmd.name not in ("SELECT", "EXAMINE"):
+                        self.send(b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
+                        self._close()
+                        return
                 if cmd.uid or cmd.name in _PREFLUSH:
                     # Tell of expunges first where they may be told, so the
                     # answer is about the mailbox as it is.

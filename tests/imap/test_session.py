@@ -663,3 +663,17 @@ def test_autologout_waits_for_a_running_command():
     assert c.take().endswith(b"OK FETCH completed\r\n")
     w.clock.advance(1801)
     assert c.out.closed
+
+
+def test_deleted_selected_mailbox_select_elsewhere_or_close(world):
+    a = world.client(login="alice@example.test")
+    a.ok("CREATE Doomed")
+    a.ok("SELECT Doomed")
+    b = world.client(login="alice@example.test")
+    b.ok("DELETE Doomed")
+    assert b"* 0 EXISTS" in a.ok("SELECT INBOX")
+    a.ok("CREATE Doomed2")
+    a.ok("SELECT Doomed2")
+    b.ok("DELETE Doomed2")
+    assert b"OK CLOSE completed" in a.cmd("CLOSE")
+    assert a.session.state == "authenticated" and not a.out.closed
