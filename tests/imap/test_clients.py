@@ -353,3 +353,20 @@ def test_too_many_connections_get_bye(make_imap_server):
     assert s.makefile("rb").readline() == b"* BYE Too many connections\r\n"
     for sock, _ in socks:
         sock.close()
+
+
+def test_big_fetch_over_imaps(imap_server):
+    user = fresh_user(imap_server)
+    c = imapclient.IMAPClient("127.0.0.1", port=imap_server.port("imaps"), ssl=True,
+                              ssl_context=tls_context(imap_server), timeout=30)
+    c.login(*user)
+    body = b"".join(b"line %07d of a big message\r\n" % i for i in range(200000))  # ~6 MB
+    c.append("INBOX", b"Subject: big\r\n\r\n" + body)
+    c.append("INBOX", message("after"))
+    c.select_folder("INBOX")
+    data = c.fetch(c.search(), ["BODY.PEEK[]", "BODY.PEEK[TEXT]<1000000.29>"])
+    big, small = sorted(data.items())
+    assert big[1][b"BODY[]"] == b"Subject: big\r\n\r\n" + body
+    assert big[1][b"BODY[TEXT]<1000000>"] == body[1000000:1000029]
+    assert b"Subject: after" in small[1][b"BODY[]"]
+    c.logout()
