@@ -65,6 +65,8 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not authenticated", "authe
 # larger ones are streamed in chunks, waiting for the transport to drain.
 INLINE_LITERAL = 256 * 1024
 STREAM_CHUNK = 64 * 1024
+# SEARCH reads and matches this many messages per worker-thread call.
+SEARCH_BATCH = 64
 # FETCH responses are written in batches of this many bytes.
 BATCH_BYTES = 256 * 1024
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
@@ -110,8 +112,17 @@ class Shared:
     @ivar clock: the reactor (callLater, seconds).
     """
 
-    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True):
+    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True, inThread=None):
         from mailnet.imap.mailbox import FolderKeeper, RecentRegistry
+
+        if inThread is None:
+            from twisted.internet import threads
+
+            def inThread(f, *args):
+                return threads.deferToThreadPool(clock, clock.getThreadPool(), f, *args)
+
+        # inThread(f, *args) -> Deferred: run blocking work (SEARCH reads) off the reactor.
+        self.inThread = inThread
 
         self.settings = settings
         self.portal = portal
@@ -1216,7 +1227,7 @@ class Session:
             else:
                 results.append((msn, uid, info))
         if todo:
-            opener = _Opener(folder, [c.uid for c in todo])
+            opener = _Opener(folder, [c.uid for c in todo], window=16)
             try:
                 results = await self._searchContent(program, todo, content, match, opener)
             finally:
@@ -1224,32 +1235,38 @@ class Session:
         return results
 
     async def _searchContent(self, program, todo, content, match, opener):
-        started = time.monotonic()
+        """
+        Read and match the candidates in a worker thread, 64 at a time, while
+        the next ones are being opened: the reactor thread stays free for
+        other sessions, and file reads do not contend with it.
+        """
         matched = []
-        for i, c in enumerate(todo):
-            try:
-                f = await opener.next(c.uid)
-            except NoSuchMessage:
-                continue
-            try:
-                if c.info.size <= search.DECODE_LIMIT:
-                    c.data = f.read()
-                else:
-                    f = _seekable(f, c.info.size)
-                    c.data = _readHeaderBytes(f)
-                    f.seek(0)
-                    c.huge = search.hugeMatch(f, program)
-            finally:
+        batch = []
+        running = None
+        try:
+            for c in todo:
+                try:
+                    f = await opener.next(c.uid)
+                except NoSuchMessage:
+                    continue
+                batch.append((c, f))
+                if len(batch) >= SEARCH_BATCH:
+                    if running is not None:
+                        matched.extend(await running)
+                        running = None
+                    if self.closed:
+                        raise ConnectionError("closed")
+                    running = self.shared.inThread(_matchBatch, batch, content, match, program)
+                    batch = []
+            if running is not None:
+                matched.extend(await running)
+                running = None
+            if batch:
+                matched.extend(await self.shared.inThread(_matchBatch, batch, content, match, program))
+                batch = []
+        finally:
+            for _, f in batch:
                 f.close()
-            if all(match(c, key) for key in content):
-                matched.append((c.msn, c.uid, c.info))
-            c.data = None
-            if i % 64 == 63 and time.monotonic() - started > 0.05:
-                # Let other sessions run during a long search.
-                await task.deferLater(self.clock, 0, lambda: None)
-                started = time.monotonic()
-                if self.closed:
-                    raise ConnectionError("closed")
         return matched
 
     async def cmdFetch(self, cmd):
@@ -1661,15 +1678,16 @@ class _Opener:
 
     WINDOW = 4
 
-    def __init__(self, folder, uids):
+    def __init__(self, folder, uids, window=WINDOW):
         self.folder = folder
         self.uids = uids
+        self.window = window
         self.position = 0
         self.pending = {}
         self._fill()
 
     def _fill(self):
-        while self.position < len(self.uids) and len(self.pending) < self.WINDOW:
+        while self.position < len(self.uids) and len(self.pending) < self.window:
             uid = self.uids[self.position]
             self.position += 1
             self.pending[uid] = self.folder.openMessage(uid)
@@ -1690,6 +1708,28 @@ class _Opener:
 def _reason(e):
     text = str(e) or type(e).__name__
     return text[:200]
+
+
+def _matchBatch(batch, content, match, program):
+    """(In a worker thread.) Read each message of ``batch`` and keep those that match."""
+    out = []
+    for c, f in batch:
+        try:
+            if c.info.size <= search.DECODE_LIMIT:
+                c.data = _readRange(f, 0, c.info.size)
+            else:
+                f = _seekable(f, c.info.size)
+                c.data = _readHeaderBytes(f)
+                f.seek(0)
+                c.huge = search.hugeMatch(f, program)
+        except (OSError, ValueError):
+            c.data = None
+        finally:
+            f.close()
+        if c.data is not None and all(match(c, key) for key in content):
+            out.append((c.msn, c.uid, c.info))
+        c.data = None
+    return out
 
 
 def _readRange(f, start, length):

@@ -94,7 +94,8 @@ class World:
         self.throttle = AuthThrottle(self.clock, baseDelay=0)
         options = {"allowPlaintext": True, "idlePoll": 0}
         options.update(settings)
-        self.shared = Shared(Settings(None, **options), makePortal(self.store, [checker]), self.throttle, self.clock)
+        self.shared = Shared(Settings(None, **options), makePortal(self.store, [checker]), self.throttle, self.clock,
+                             inThread=lambda f, *args: defer.maybeDeferred(f, *args))
 
     def client(self, secure=False, login=None):
         c = Client(self, secure)
