@@ -189,7 +189,9 @@ class MailnetService(service.MultiService):
                 if self.exitOnError:
                     import sys
 
-                    print(f"mailnet: {message}", file=sys.stderr)
+                    # twistd has sent sys.stderr to its log by now; the
+                    # operator should see exactly one plain line.
+                    print(f"mailnet: {message}", file=sys.__stderr__, flush=True)
                     raise SystemExit(1)
                 raise ListenError(message)
             self.ports[name] = results[0]
@@ -200,7 +202,10 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
-        self._announce()
+        # twistd calls startService before reactor.run() installs its signal
+        # handlers: announce "ready" only once the reactor runs, so that a
+        # SIGTERM sent on seeing it gets a clean shutdown.
+        self.context.reactor.callWhenRunning(self._announce)
 
     def _announce(self):
         config = self.context.config
