@@ -24,7 +24,6 @@ import base64
 import binascii
 import io
 import os
-import time
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials

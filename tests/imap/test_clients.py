@@ -8,8 +8,6 @@ import email
 import imaplib
 import itertools
 import socket
-import ssl
-import threading
 import time
 
 import imapclient

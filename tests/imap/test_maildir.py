@@ -4,7 +4,6 @@ across restarts and kill -9, APPEND durability, mail dropped into the
 Maildir by another program, and a 50 MB message served with flat memory.
 """
 
-import imaplib
 import os
 import socket
 import time
