@@ -189,7 +189,9 @@ class MailnetService(service.MultiService):
                 if self.exitOnError:
                     import sys
 
-                    print(f"mailnet: {message}", file=sys.stderr)
+                    # twistd has sent sys.stderr to its log by now; the
+                    # operator should see exactly one plain line.
+                    print(f"mailnet: {message}", file=sys.__stderr__, flush=True)
                     raise SystemExit(1)
                 raise ListenError(message)
             self.ports[name] = results[0]
