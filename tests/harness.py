@@ -16,6 +16,7 @@ in ``<data_dir>/run/listeners.json`` and logs ``mailnet ready``, which
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -25,6 +26,17 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_LIVE = set()
+
+
+@atexit.register
+def _killLeftovers():
+    """A test that forgot to stop its server must not leave it running."""
+    for process in list(_LIVE):
+        if process.poll() is None:
+            process.kill()
+
 
 LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"]
 
@@ -99,6 +111,7 @@ class MailServer:
             stderr=subprocess.STDOUT,
             env=env,
         )
+        _LIVE.add(self.process)
         ready = threading.Event()
 
         def read(process=self.process, output=self.output):

@@ -51,6 +51,7 @@ def test_port_in_use_is_one_line(tmp_path):
                           f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use."]
         assert "Traceback" not in server.log()
     finally:
+        server.stop()
         busy.close()
 
 
