@@ -167,8 +167,9 @@ class UserDB(_WatchedFile):
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
-    def __init__(self, path, scheme="argon2id", cacheSeconds=300, clock=None):
+    def __init__(self, path, scheme="argon2id", cacheSeconds=300, clock=None, runInThread=None):
         super().__init__(path)
+        self.runInThread = runInThread or threads.deferToThread
         self.scheme = scheme
         self.cacheSeconds = cacheSeconds
         if clock is None:
@@ -248,6 +249,11 @@ class UserDB(_WatchedFile):
         @return: Deferred firing with the canonical username, or failing
             with ``UnauthorizedLogin``.  Never logs the password.
         """
+        try:
+            if isinstance(username, bytes):
+                username = username.decode("utf-8")
+        except UnicodeDecodeError:
+            return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         key = normalize(username)
         stored = self.current().get(key)
         if stored is None or not password:
@@ -269,7 +275,7 @@ class UserDB(_WatchedFile):
                 self._cache[key] = (token, self.clock.seconds() + self.cacheSeconds)
             return key
 
-        return threads.deferToThread(self._check, key, stored, password).addCallback(done)
+        return self.runInThread(self._check, key, stored, password).addCallback(done)
 
     def requestAvatarId(self, creds):
         return self.checkPassword(creds.username, creds.password)

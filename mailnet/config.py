@@ -198,13 +198,13 @@ def endpointProblem(description):
     """
     from twisted.internet import endpoints
 
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix"):
+        return f"bad endpoint {_describe(description)}: use tcp:, tcp6: or unix: (TLS is set by the listener's role)"
     try:
         args = endpoints._parseServer(description, None)[1]
     except Exception as e:  # twisted raises assorted errors on bad syntax
         return f"bad endpoint {_describe(description)}: {e}"
-    kind = description.split(":", 1)[0]
-    if kind not in ("tcp", "tcp6", "unix"):
-        return f"bad endpoint {_describe(description)}: use tcp:, tcp6: or unix: (TLS is set by the listener's role)"
     if kind in ("tcp", "tcp6"):
         if not args or not 0 <= args[0] < 65536:
             return f"bad endpoint {_describe(description)}: port out of range"
@@ -347,14 +347,14 @@ def checkEnvironment(config: Config):
     """
     where = config.source or "<defaults>"
     data = config.server.data_dir
-    try:
-        os.makedirs(data, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{where}: [server] data_dir: cannot create {data}: {e.strerror}")
-    if not os.path.isdir(data):
-        raise ConfigError(f"{where}: [server] data_dir: {data} is not a directory")
-    if not os.access(data, os.W_OK | os.X_OK):
-        raise ConfigError(f"{where}: [server] data_dir: {data} is not writable")
+    existing = data
+    while not os.path.exists(existing):  # made at start; check it could be
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{where}: [server] data_dir: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == data else f"cannot be made: {existing} is not writable"
+        raise ConfigError(f"{where}: [server] data_dir: {data} {what}")
     if bool(config.tls.cert) != bool(config.tls.key):
         which = "key" if config.tls.cert else "cert"
         raise ConfigError(f"{where}: [tls] {which}: cert and key must be given together")

@@ -28,7 +28,6 @@ import os
 import secrets
 
 from twisted.application import service
-from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, endpoints
 from mailnet.logs import Logger
 
@@ -120,6 +119,7 @@ class MailContext:
     def __init__(self, config: Config, reactor=None, store=None, checkers=None):
         if reactor is None:
             from twisted.internet import reactor
+        os.makedirs(config.server.data_dir, mode=0o700, exist_ok=True)
         self.config = config
         self.reactor = reactor
         self.hostname = config.server.hostname

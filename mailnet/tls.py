@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import os
 
+import OpenSSL.crypto
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -76,11 +77,11 @@ def serverOptions(certFile, keyFile):
     with open(keyFile, "rb") as f:
         keyData = f.read()
     certs = x509.load_pem_x509_certificates(chain)
-    key = ssl.KeyPair.load(keyData, ssl.crypto.FILETYPE_PEM)
+    key = serialization.load_pem_private_key(keyData, password=None)
     leaf = ssl.Certificate.loadPEM(certs[0].public_bytes(serialization.Encoding.PEM))
     extra = [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)).original for c in certs[1:]]
     return ssl.CertificateOptions(
-        privateKey=key.original,
+        privateKey=OpenSSL.crypto.PKey.from_cryptography_key(key),
         certificate=leaf.original,
         extraCertChain=extra,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,

@@ -1,0 +1,305 @@
+"""
+Pieces shared by the builtin stores (memory and maildir).
+
+Nothing here is part of the store contract; protocol code must not import it.
+
+* :func:`normalizeFolderName` checks a folder name and returns its canonical
+  spelling (``inbox/x`` -> ``INBOX/x``).
+* :func:`normalizeFlags` canonicalises flag strings.
+* :class:`SharedIndex` is the base of the one-per-folder index object that
+  all :class:`FolderHandle` s on a folder share; it owns the handle list and
+  tells every listener of every handle about changes.
+* :class:`FolderHandle` is the :class:`~mailnet.store.interfaces.IFolder`
+  both backends hand out; it delegates everything to its index.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailnet.store.interfaces import (
+    INBOX,
+    SYSTEM_FLAGS,
+    IFolder,
+    InvalidFolderName,
+    NoSuchFolder,
+    StoreError,
+)
+
+log = Logger()
+
+_SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
+# Characters that never appear in a folder name: NUL and other C0 controls,
+# DEL, and the backslash (a path separator on some systems, and the IMAP
+# quoting character).
+_BAD_CHARS = frozenset(chr(c) for c in range(0x20)) | {"\x7f", "\\"}
+
+
+def normalizeFolderName(name) -> str:
+    """
+    Check a folder name and return its canonical form.
+
+    The first component is folded to ``INBOX`` when it is INBOX in any case.
+    Raises :class:`InvalidFolderName` for non-strings, empty names, empty
+    components (``a//b``, ``/abs``, ``a/``), ``.`` and ``..`` components, and
+    control characters, NUL or ``\\``.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidFolderName(repr(name))
+    if not _BAD_CHARS.isdisjoint(name):
+        raise InvalidFolderName(f"{name!r}: control character or backslash")
+    parts = name.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise InvalidFolderName(f"{name!r}: empty, '.' or '..' component")
+    if parts[0].upper() == INBOX:
+        parts[0] = INBOX
+    return "/".join(parts)
+
+
+def isInbox(name: str) -> bool:
+    return name == INBOX
+
+
+def parentsOf(name: str):
+    """``"a/b/c"`` -> ``["a", "a/b"]``."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def normalizeFlags(flags) -> frozenset:
+    """
+    Canonical flag set: system flags in their standard spelling, unknown
+    backslash flags (``\\Recent``...) dropped, keywords kept as given.
+    """
+    if isinstance(flags, str):
+        flags = (flags,)
+    out = set()
+    for flag in flags:
+        if isinstance(flag, bytes):
+            flag = flag.decode("ascii", "replace")
+        if not flag:
+            continue
+        if flag[0] == "\\":
+            canonical = _SYSTEM_BY_LOWER.get(flag.lower())
+            if canonical is not None:
+                out.add(canonical)
+        elif all(0x20 < ord(c) < 0x7F and c not in '(){%*"\\]' for c in flag):
+            out.add(flag)
+    return frozenset(out)
+
+
+def applyFlags(old: frozenset, flags: frozenset, mode: str) -> frozenset:
+    if mode == "set":
+        return flags
+    if mode == "add":
+        return old | flags
+    if mode == "remove":
+        return old - flags
+    raise ValueError(f"setFlags mode must be set, add or remove, not {mode!r}")
+
+
+_lastUidValidity = 0
+
+
+def newUidValidity() -> int:
+    """Time-based and strictly increasing within the process."""
+    global _lastUidValidity
+    value = max(int(time.time()), _lastUidValidity + 1) & 0xFFFFFFFF or 1
+    _lastUidValidity = value
+    return value
+
+
+def parseUsername(username: str):
+    """
+    Split ``local@domain`` into ``(domain, local)`` path components, domain
+    lower-cased.  A name without ``@`` gets the domain ``_local`` (an
+    underscore cannot appear in a host name).  Raises ValueError for names
+    that could not be stored as two safe directory names.
+    """
+    if not isinstance(username, str) or not username:
+        raise ValueError(f"bad username {username!r}")
+    local, at, domain = username.rpartition("@")
+    if not at:
+        local, domain = username, "_local"
+    domain = domain.lower()
+    for part in (local, domain):
+        if (
+            not part
+            or part in (".", "..")
+            or part.startswith(".")
+            or "/" in part
+            or not _BAD_CHARS.isdisjoint(part)
+            or len(part.encode("utf-8")) > 200
+        ):
+            raise ValueError(f"bad username {username!r}")
+    return domain, local
+
+
+class SharedIndex:
+    """
+    Base of the per-folder index that every open handle shares.
+
+    Subclasses provide the state (``name``, ``uidValidity``, ``uidNext``,
+    ``highestModSeq``) and the operations the handle delegates to.
+    """
+
+    def __init__(self):
+        self.handles = []
+
+    def attach(self, handle):
+        self.handles.append(handle)
+
+    def detach(self, handle):
+        """Forget a handle; returns True when it was the last one."""
+        try:
+            self.handles.remove(handle)
+        except ValueError:
+            pass
+        return not self.handles
+
+    def notify(self, method: str, arg):
+        """Call ``method(handle, arg)`` on every listener of every handle."""
+        if not arg:
+            return
+        for handle in list(self.handles):
+            for listener in list(handle.listeners):
+                try:
+                    getattr(listener, method)(handle, arg)
+                except Exception:
+                    log.failure(
+                        "store listener {listener!r}.{method} failed",
+                        listener=listener,
+                        method=method,
+                    )
+
+
+def _closedError():
+    return StoreError("folder handle is closed")
+
+
+@implementer(IFolder)
+class FolderHandle:
+    """
+    The IFolder given to callers.  All state lives in the shared index.
+
+    ``_release`` is called with the handle when it closes, so the backend can
+    drop the index once the last handle is gone.
+    """
+
+    def __init__(self, index, release=None):
+        self._index = index
+        self._release = release
+        self.listeners = []
+        self.closed = False
+        index.attach(self)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self._index.name!r}>"
+
+    # Attributes (live views of the shared index).
+    @property
+    def name(self):
+        return self._index.name
+
+    @property
+    def uidValidity(self):
+        return self._index.uidValidity
+
+    @property
+    def uidNext(self):
+        return self._index.uidNext
+
+    @property
+    def highestModSeq(self):
+        return self._index.highestModSeq
+
+    def _live(self):
+        if self.closed:
+            raise _closedError()
+        if self._index.deleted:
+            raise NoSuchFolder(self._index.name)
+        return self._index
+
+    def messages(self):
+        return self._index.messages()
+
+    def get(self, uid):
+        return self._index.get(uid)
+
+    def refresh(self):
+        return defer.maybeDeferred(lambda: self._live().refresh())
+
+    def openMessage(self, uid):
+        return defer.maybeDeferred(lambda: self._live().openMessage(uid))
+
+    def append(self, source, flags=(), internalDate=None):
+        return defer.maybeDeferred(
+            lambda: self._live().append(source, normalizeFlags(flags), internalDate)
+        )
+
+    def setFlags(self, uids, flags, mode="set", unchangedSince=None):
+        if mode not in ("set", "add", "remove"):
+            return defer.fail(ValueError(f"bad setFlags mode {mode!r}"))
+        return defer.maybeDeferred(
+            lambda: self._live().setFlags(
+                _uidList(uids), normalizeFlags(flags), mode, unchangedSince
+            )
+        )
+
+    def expunge(self, uids):
+        return defer.maybeDeferred(lambda: self._live().expunge(_uidList(uids)))
+
+    def copyTo(self, uids, destination):
+        return defer.maybeDeferred(
+            lambda: self._live().copyTo(_uidList(uids), _destIndex(self, destination))
+        )
+
+    def moveTo(self, uids, destination):
+        return defer.maybeDeferred(
+            lambda: self._live().moveTo(_uidList(uids), _destIndex(self, destination))
+        )
+
+    def expungedSince(self, modseq):
+        return self._index.expungedSince(modseq)
+
+    def addListener(self, listener):
+        if listener not in self.listeners:
+            self.listeners.append(listener)
+
+    def removeListener(self, listener):
+        try:
+            self.listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.listeners = []
+        if self._index.detach(self) and self._release is not None:
+            self._release(self._index)
+
+
+def _uidList(uids):
+    """Sorted, de-duplicated list of ints."""
+    if isinstance(uids, int):
+        uids = (uids,)
+    return sorted({int(u) for u in uids})
+
+
+def _destIndex(source, destination):
+    if not isinstance(destination, FolderHandle) or type(destination._index) is not type(
+        source._index
+    ):
+        raise StoreError("destination is not a folder of this store")
+    if destination.closed:
+        raise _closedError()
+    if destination._index.deleted:
+        raise NoSuchFolder(destination._index.name)
+    return destination._index

@@ -1,0 +1,374 @@
+"""
+An in-memory mail store, for tests and embedding.  Everything is lost at exit.
+
+All methods complete synchronously; those documented as returning a Deferred
+return an already-fired one.  Behaviour matches the maildir backend (the
+conformance suite in ``tests/store/test_conformance.py`` runs over both).
+
+Use ``[store] backend = "memory"`` or :func:`makeStore`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from mailnet.store._common import (
+    FolderHandle,
+    SharedIndex,
+    applyFlags,
+    newUidValidity,
+    normalizeFlags,
+    normalizeFolderName,
+    parentsOf,
+    parseUsername,
+)
+from mailnet.store.interfaces import (
+    INBOX,
+    SPECIAL_USE,
+    FolderExists,
+    FolderInfo,
+    IAccount,
+    IDelivery,
+    IMailStore,
+    InvalidFolderName,
+    MessageInfo,
+    NoSuchAccount,
+    NoSuchFolder,
+    NoSuchMessage,
+    StoreError,
+)
+
+
+def makeStore(config):
+    """The ``memory`` backend factory (``[store] backend = "memory"``)."""
+    return MemoryStore()
+
+
+def _readSource(source) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    return source.read()
+
+
+class _MemoryFolder(SharedIndex):
+    """One folder: its messages and the index every handle shares."""
+
+    def __init__(self, account, name):
+        super().__init__()
+        self.account = account
+        self.name = name
+        self.uidValidity = newUidValidity()
+        self.uidNext = 1
+        self.highestModSeq = 1
+        self.infos = {}  # uid -> MessageInfo, ascending uid (insertion order)
+        self.bodies = {}  # uid -> bytes
+        self.expunged = []  # (modseq, uid), ascending
+        self.deleted = False
+
+    # Reading
+
+    def messages(self):
+        return list(self.infos.values())
+
+    def get(self, uid):
+        return self.infos.get(uid)
+
+    def refresh(self):
+        return None
+
+    def openMessage(self, uid):
+        try:
+            return io.BytesIO(self.bodies[uid])
+        except KeyError:
+            raise NoSuchMessage(uid) from None
+
+    def expungedSince(self, modseq):
+        return sorted(uid for m, uid in self.expunged if m > modseq)
+
+    # Changing
+
+    def _add(self, items):
+        """Add (body, flags, internalDate) items; one modseq for the batch."""
+        self.highestModSeq += 1
+        modseq = self.highestModSeq
+        infos = []
+        for body, flags, date in items:
+            uid = self.uidNext
+            self.uidNext += 1
+            info = MessageInfo(
+                uid=uid,
+                flags=frozenset(flags),
+                internalDate=float(time.time() if date is None else date),
+                size=len(body),
+                modseq=modseq,
+            )
+            self.infos[uid] = info
+            self.bodies[uid] = body
+            infos.append(info)
+        self.notify("messagesAdded", infos)
+        return infos
+
+    def append(self, source, flags, internalDate):
+        return self._add([(_readSource(source), flags, internalDate)])[0].uid
+
+    def setFlags(self, uids, flags, mode, unchangedSince):
+        todo, failed = [], []
+        for uid in uids:
+            info = self.infos.get(uid)
+            if info is None:
+                continue
+            if unchangedSince is not None and info.modseq > unchangedSince:
+                failed.append(uid)
+                continue
+            new = applyFlags(info.flags, flags, mode)
+            if new != info.flags:
+                todo.append((info, new))
+        changed = []
+        if todo:
+            self.highestModSeq += 1
+            for info, new in todo:
+                info = MessageInfo(
+                    uid=info.uid,
+                    flags=new,
+                    internalDate=info.internalDate,
+                    size=info.size,
+                    modseq=self.highestModSeq,
+                )
+                self.infos[info.uid] = info
+                changed.append(info)
+            self.notify("flagsChanged", changed)
+        return changed, failed
+
+    def expunge(self, uids):
+        removed = [uid for uid in uids if uid in self.infos]
+        if removed:
+            self.highestModSeq += 1
+            for uid in removed:
+                del self.infos[uid]
+                del self.bodies[uid]
+                self.expunged.append((self.highestModSeq, uid))
+            self.notify("messagesExpunged", removed)
+        return removed
+
+    def copyTo(self, uids, dest):
+        present = [uid for uid in uids if uid in self.infos]
+        if not present:
+            return []
+        items = [
+            (self.bodies[uid], self.infos[uid].flags, self.infos[uid].internalDate)
+            for uid in present
+        ]
+        infos = dest._add(items)
+        return [(src, info.uid) for src, info in zip(present, infos)]
+
+    def moveTo(self, uids, dest):
+        pairs = self.copyTo(uids, dest)
+        self.expunge([src for src, _ in pairs])
+        return pairs
+
+    def drop(self):
+        """The folder was deleted: tell open handles its messages are gone."""
+        self.deleted = True
+        uids = list(self.infos)
+        self.infos.clear()
+        self.bodies.clear()
+        self.notify("messagesExpunged", uids)
+
+
+@implementer(IAccount)
+class MemoryAccount:
+    def __init__(self, username):
+        self.username = username
+        self.folders = {}
+        self.subscriptions = set()
+        self._make(INBOX)
+        for name in SPECIAL_USE:
+            self._make(name)
+        self.subscriptions.update(self.folders)
+
+    def _make(self, name):
+        folder = self.folders[name] = _MemoryFolder(self, name)
+        return folder
+
+    def _folder(self, name):
+        try:
+            return self.folders[normalizeFolderName(name)]
+        except KeyError:
+            raise NoSuchFolder(name) from None
+
+    def listFolders(self):
+        def key(name):
+            return (name != INBOX, name)
+
+        return defer.succeed(
+            [
+                FolderInfo(
+                    name=name,
+                    specialUse=SPECIAL_USE.get(name),
+                    subscribed=name in self.subscriptions,
+                )
+                for name in sorted(self.folders, key=key)
+            ]
+        )
+
+    def createFolder(self, name):
+        return defer.maybeDeferred(self._createFolder, name)
+
+    def _createFolder(self, name):
+        name = normalizeFolderName(name)
+        if name in self.folders:
+            raise FolderExists(name)
+        for parent in parentsOf(name):
+            if parent not in self.folders:
+                self._make(parent)
+        self._make(name)
+
+    def deleteFolder(self, name):
+        return defer.maybeDeferred(self._deleteFolder, name)
+
+    def _deleteFolder(self, name):
+        name = normalizeFolderName(name)
+        if name == INBOX:
+            raise InvalidFolderName("INBOX cannot be deleted")
+        folder = self._folder(name)
+        del self.folders[name]
+        folder.drop()
+
+    def renameFolder(self, oldName, newName):
+        return defer.maybeDeferred(self._renameFolder, oldName, newName)
+
+    def _renameFolder(self, oldName, newName):
+        old = normalizeFolderName(oldName)
+        new = normalizeFolderName(newName)
+        source = self._folder(old)
+        if new in self.folders:
+            raise FolderExists(new)
+        if new.startswith(old + "/"):
+            raise InvalidFolderName(f"cannot rename {old!r} into itself")
+        for parent in parentsOf(new):
+            if parent not in self.folders:
+                self._make(parent)
+        if old == INBOX:
+            # RFC 3501 s6.3.5: a new folder gets INBOX's messages; INBOX stays,
+            # empty, and its children are not renamed.
+            target = self._make(new)
+            uids = list(source.infos)
+            source.copyTo(uids, target)
+            source.expunge(uids)
+            return
+        moves = [
+            n for n in self.folders if n == old or n.startswith(old + "/")
+        ]
+        for name in moves:
+            folder = self.folders.pop(name)
+            folder.name = new + name[len(old):]
+            self.folders[folder.name] = folder
+            if name in self.subscriptions:
+                self.subscriptions.discard(name)
+                self.subscriptions.add(folder.name)
+
+    def setSubscribed(self, name, subscribed):
+        return defer.maybeDeferred(self._setSubscribed, name, subscribed)
+
+    def _setSubscribed(self, name, subscribed):
+        name = normalizeFolderName(name)
+        if subscribed:
+            self.subscriptions.add(name)
+        else:
+            self.subscriptions.discard(name)
+
+    def openFolder(self, name):
+        return defer.maybeDeferred(lambda: FolderHandle(self._folder(name)))
+
+
+@implementer(IDelivery)
+class MemoryDelivery:
+    def __init__(self, store):
+        self._store = store
+        self._recipients = []  # (username, folder name), in order
+        self._chunks = []
+        self._done = False
+
+    def addRecipient(self, username, folder=INBOX):
+        if self._done:
+            raise StoreError("delivery already committed or aborted")
+        name = normalizeFolderName(folder)
+        account = self._store._accounts.get(username)
+        if account is None:
+            try:
+                parseUsername(username)
+            except ValueError as e:
+                raise NoSuchAccount(str(e)) from None
+            if name != INBOX and name not in SPECIAL_USE:
+                raise NoSuchFolder(folder)
+        elif name not in account.folders:
+            raise NoSuchFolder(folder)
+        if (username, name) not in self._recipients:
+            self._recipients.append((username, name))
+
+    def write(self, data):
+        if self._done:
+            raise StoreError("delivery already committed or aborted")
+        self._chunks.append(bytes(data))
+
+    def commit(self, internalDate=None, flags=()):
+        return defer.maybeDeferred(self._commit, internalDate, flags)
+
+    def _commit(self, internalDate, flags):
+        if self._done:
+            raise StoreError("delivery already committed or aborted")
+        self._done = True
+        body = b"".join(self._chunks)
+        self._chunks = []
+        flags = normalizeFlags(flags)
+        date = time.time() if internalDate is None else internalDate
+        # Check every target first so that a failure leaves nothing visible.
+        targets = []
+        for username, name in self._recipients:
+            account = self._store._account(username, create=True)
+            folder = account.folders.get(name)
+            if folder is None:
+                raise NoSuchFolder(name)
+            targets.append((username, name, folder))
+        result = []
+        for username, name, folder in targets:
+            info = folder._add([(body, flags, date)])[0]
+            result.append((username, name, info.uid))
+        return result
+
+    def abort(self):
+        self._done = True
+        self._chunks = []
+
+
+@implementer(IMailStore)
+class MemoryStore:
+    """Accounts in a dict; see the module docstring."""
+
+    def __init__(self):
+        self._accounts = {}
+
+    def _account(self, username, create):
+        account = self._accounts.get(username)
+        if account is None:
+            if not create:
+                raise NoSuchAccount(username)
+            try:
+                parseUsername(username)
+            except ValueError as e:
+                raise NoSuchAccount(str(e)) from None
+            account = self._accounts[username] = MemoryAccount(username)
+        return account
+
+    def getAccount(self, username, create=True):
+        return defer.maybeDeferred(self._account, username, create)
+
+    def newDelivery(self):
+        return MemoryDelivery(self)
+
+    def close(self):
+        return None
