@@ -198,6 +198,7 @@ class SMTPFactory(protocol.Factory):
     """Builds :class:`SMTPServerProtocol` for one listener."""
 
     protocol = SMTPServerProtocol
+    noisy = False
 
     def __init__(self, context, listener):
         self.context = context
