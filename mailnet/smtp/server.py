@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from twisted.cred import credentials
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
 from twisted.logger import LogLevel
 
 from mailnet import logs, net
@@ -91,11 +91,33 @@ class SMTPServerProtocol(protocol.Protocol):
     def _flush(self):
         out = self._out
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._write(out[0] if len(out) == 1 else b"".join(out))
             if self.factory.debug:
                 for data in out:
                     log.debug("smtp {peer} < {reply}", peer=self.peer, reply=data.decode("utf-8", "replace").rstrip())
             out.clear()
+
+    def _write(self, data):
+        """
+        Send a group of replies.  On a plain TCP connection with nothing
+        queued, try the socket first: Twisted's write() would otherwise wait
+        for the next reactor turn and cost two epoll_ctl calls (start and
+        stop watching for writability) per reply; SMTP sends a reply per
+        command.  Whatever the socket does not take goes through write().
+        """
+        transport = self.transport
+        # Only a bare TCP transport: a TLS wrapper would forward .socket to
+        # the connection under it, and the bytes would leave unencrypted.
+        if (type(transport) is tcp.Server and not transport.TLS and not transport.dataBuffer
+                and not transport._tempDataBuffer and not transport.disconnecting):
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                sent = 0  # EAGAIN or an error write() will report
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def _trace(self, line):
         log.debug("smtp {peer} > {line}", peer=self.peer, line=line)
