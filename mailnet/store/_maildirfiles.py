@@ -1,0 +1,699 @@
+"""
+The small files of a Maildir++ folder, read and written the way Dovecot does:
+``dovecot-uidlist``, ``dovecot-keywords``, and our own ``mailnet-modseq``
+sidecar; plus message file-name helpers.  No locking here: callers hold the
+folder's dotlock (see :mod:`mailnet.store._dotlock`) for every write.
+
+All file names are ``str`` (``os.fsdecode``/surrogateescape), so names that
+are not UTF-8 survive a round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from mailnet.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+
+def fsyncDir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def writeAll(fd, data: bytes):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def appendDurably(path, data: bytes, expectOffset=None):
+    """
+    Append ``data`` to ``path`` (created if missing) and fdatasync.  When
+    ``expectOffset`` is given and the file is longer (a partial line left by
+    a crashed writer), the excess is cut first.  Returns the new size.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if expectOffset is not None and end > expectOffset:
+            os.ftruncate(fd, expectOffset)
+            end = expectOffset
+        os.lseek(fd, end, os.SEEK_SET)
+        writeAll(fd, data)
+        os.fdatasync(fd)
+        return end + len(data)
+    finally:
+        os.close(fd)
+
+
+def _readFrom(path, offset):
+    """(stat, bytes from offset) or (None, b"") if missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None, b""
+    try:
+        st = os.fstat(fd)
+        if offset:
+            os.lseek(fd, offset, os.SEEK_SET)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return st, b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _completeLines(data: bytes):
+    """Split off a trailing partial line: (complete part, consumed length)."""
+    end = data.rfind(b"\n") + 1
+    return data[:end], end
+
+
+class CorruptFile(Exception):
+    pass
+
+
+# dovecot-uidlist
+
+
+class UidList:
+    """
+    ``dovecot-uidlist`` (version 3, reads version 1 too)::
+
+        3 V<uidvalidity> N<nextuid> G<guid> [other header fields]
+        <uid> [<ext fields>] :<base file name>
+
+    The reader state (inode, offset of the first unread byte, header values,
+    highest UID seen) lets callers read only what was appended since.
+    """
+
+    NAME = "dovecot-uidlist"
+
+    def __init__(self, folderPath):
+        self.path = os.path.join(folderPath, self.NAME)
+        self.reset()
+
+    def reset(self):
+        self.ino = None
+        self.offset = 0
+        self.version = 3
+        self.uidValidity = 0
+        self.hdrNext = 0
+        self.lastUid = 0
+        self.guid = None
+        self.hdrExtra = []
+        self.exists = False
+        self.lines = 0
+
+    @property
+    def nextUid(self):
+        return max(self.hdrNext, self.lastUid + 1, 1)
+
+    def stamp(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _parseHeader(self, line: str):
+        parts = line.split(" ")
+        if not parts or not parts[0].isdigit():
+            raise CorruptFile("bad uidlist header")
+        version = int(parts[0])
+        uv = nxt = 0
+        guid = None
+        extra = []
+        if version == 1:
+            if len(parts) < 3:
+                raise CorruptFile("bad v1 uidlist header")
+            uv, nxt = int(parts[1]), int(parts[2])
+        elif version == 3:
+            for token in parts[1:]:
+                if not token:
+                    continue
+                key, value = token[0], token[1:]
+                if key == "V":
+                    uv = int(value)
+                elif key == "N":
+                    nxt = int(value)
+                elif key == "G":
+                    guid = value
+                else:
+                    extra.append(token)
+        else:
+            raise CorruptFile(f"unsupported uidlist version {version}")
+        if uv <= 0 or nxt <= 0:
+            raise CorruptFile("uidlist header without uidvalidity or next uid")
+        self.version, self.uidValidity, self.hdrNext = version, uv, nxt
+        self.guid, self.hdrExtra = guid, extra
+
+    def _parseRecords(self, text: str, out):
+        version = self.version
+        last = self.lastUid
+        for line in text.split("\n"):
+            if not line:
+                continue
+            if line[-1] == "\r":
+                line = line[:-1]
+            uidText, sep, rest = line.partition(" ")
+            try:
+                uid = int(uidText)
+            except ValueError:
+                raise CorruptFile(f"bad uidlist record {line!r}") from None
+            ext = ()
+            if version == 3:
+                if rest.startswith(":"):
+                    filename = rest[1:]
+                else:
+                    ext = []
+                    pos, n = 0, len(rest)
+                    while pos < n and rest[pos] != ":":
+                        sp = rest.find(" ", pos)
+                        if sp < 0:
+                            sp = n
+                        ext.append(rest[pos:sp])
+                        pos = sp
+                        while pos < n and rest[pos] == " ":
+                            pos += 1
+                    filename = rest[pos + 1 :]
+                    ext = tuple(ext)
+            else:
+                filename = rest
+            if not filename or uid <= 0:
+                raise CorruptFile(f"bad uidlist record {line!r}")
+            if uid > last:
+                last = uid
+            colon = filename.find(":")
+            out.append((uid, filename if colon < 0 else filename[:colon], ext))
+            self.lines += 1
+        self.lastUid = last
+
+    def readNew(self):
+        """
+        Read what is new since the last call.
+
+        @return: ``(replaced, records)``: ``replaced`` is True when the whole
+            file was (re)read because it is new to us or was replaced, in
+            which case ``records`` is every record; else the appended ones.
+            Records are ``(uid, base, ext)``.  A missing file gives
+            ``(True, [])`` with ``exists`` false.
+        @raise CorruptFile: unparseable; the caller recreates it (as
+            Dovecot does).
+        """
+        st = None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            pass
+        if st is None:
+            wasKnown = self.exists
+            self.reset()
+            return wasKnown or True, []
+        if st.st_ino == self.ino and st.st_size == self.offset:
+            return False, []
+        replaced = st.st_ino != self.ino or st.st_size < self.offset
+        if replaced:
+            self.reset()
+        st, data = _readFrom(self.path, self.offset)
+        if st is None:
+            self.reset()
+            return True, []
+        data, used = _completeLines(data)
+        text = data.decode(ENCODING, ERRORS)
+        records = []
+        if self.offset == 0:
+            nl = text.find("\n")
+            if nl < 0:
+                if used == 0 and st.st_size == 0:
+                    raise CorruptFile("empty uidlist")
+                raise CorruptFile("uidlist without a complete header")
+            header = text[:nl].rstrip("\r")
+            self._parseHeader(header)
+            text = text[nl + 1 :]
+        self._parseRecords(text, records)
+        self.ino = st.st_ino
+        self.offset += used
+        self.exists = True
+        return replaced, records
+
+    def readHeaderAndLast(self):
+        """
+        Cheap read for a writer that needs only the header and the highest
+        UID: the first line and the last complete record.  Positions the
+        reader at the end, so later :meth:`readNew` calls see only appends.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.reset()
+            return
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, 4096, 0)
+            nl = head.find(b"\n")
+            if nl < 0:
+                raise CorruptFile("uidlist without a complete header")
+            self.reset()
+            self._parseHeader(head[:nl].decode(ENCODING, ERRORS).rstrip("\r"))
+            size = st.st_size
+            start = max(nl + 1, size - 8192)
+            tail = os.pread(fd, size - start, start)
+            complete, used = _completeLines(tail)
+            if start > nl + 1:
+                # Drop the (probably cut) first line of the window.
+                first = complete.find(b"\n") + 1
+                complete = complete[first:]
+            recs = []
+            lines = complete.decode(ENCODING, ERRORS).split("\n")
+            for line in reversed(lines):
+                if line.strip():
+                    self._parseRecords(line, recs)
+                    break
+            self.ino = st.st_ino
+            self.offset = start + used
+            self.exists = True
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def formatRecord(uid, base, ext=()):
+        if ext:
+            return f"{uid} {' '.join(ext)} :{base}\n"
+        return f"{uid} :{base}\n"
+
+    def append(self, records):
+        """Append ``(uid, base, ext)`` records durably; caller holds the lock."""
+        data = "".join(self.formatRecord(*r) for r in records).encode(ENCODING, ERRORS)
+        self.offset = appendDurably(self.path, data, self.offset)
+        self.ino = os.stat(self.path).st_ino
+        for uid, _, _ in records:
+            if uid > self.lastUid:
+                self.lastUid = uid
+        self.lines += len(records)
+
+    def render(self, records, nextUid=None):
+        """The whole file for ``records`` (sorted by uid)."""
+        if self.guid is None or len(self.guid) != 32:
+            self.guid = secrets.token_hex(16)
+        nxt = max(nextUid or 0, self.nextUid, records[-1][0] + 1 if records else 1)
+        head = f"3 V{self.uidValidity} N{nxt} G{self.guid}"
+        if self.hdrExtra:
+            head += " " + " ".join(self.hdrExtra)
+        body = "".join(self.formatRecord(*r) for r in records)
+        return (head + "\n" + body).encode(ENCODING, ERRORS), nxt
+
+    def replaceWith(self, lock, records, nextUid=None):
+        """
+        Rewrite the file through the held dotlock (write into the lock file,
+        fsync, rename over): this releases the lock, so it must be the last
+        thing done under it.
+        """
+        data, nxt = self.render(records, nextUid)
+        lock.writeAndReplace(data)
+        st = os.stat(self.path)
+        self.version = 3
+        self.hdrNext = nxt
+        self.lastUid = records[-1][0] if records else 0
+        self.ino = st.st_ino
+        self.offset = len(data)
+        self.exists = True
+        self.lines = len(records)
+
+
+# mailnet-modseq
+
+
+class ModLog:
+    """
+    Our per-folder sidecar ``mailnet-modseq``: an append-only log, written
+    under the uidlist dotlock, that Dovecot ignores::
+
+        mailnet-modseq 1 V<uidvalidity> E<floor>
+        a <modseq> <uid> <internaldate> <size> :<info>   message added (or known)
+        f <modseq> <uid> :<info>                         flags changed
+        x <modseq> <uid>                                 expunged
+        h <modseq>                                       highest modseq mark
+
+    Every line carries its modseq explicitly and lines are appended in
+    modseq order, so the last line always holds HIGHESTMODSEQ.  ``info`` is
+    the file name part after ``:2,`` when the line was written, so a flag
+    change made by another program is noticed even across restarts.
+    Expunges at or below the floor ``E`` are not known.
+    """
+
+    NAME = "mailnet-modseq"
+    MAGIC = "mailnet-modseq"
+
+    def __init__(self, folderPath):
+        self.path = os.path.join(folderPath, self.NAME)
+        self.reset()
+
+    def reset(self):
+        self.ino = None
+        self.offset = 0
+        self.uidValidity = 0
+        self.floor = 0
+        self.highest = 0
+        self.exists = False
+        self.lines = 0
+
+    def stamp(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _parseHeader(self, line):
+        parts = line.split(" ")
+        if len(parts) < 2 or parts[0] != self.MAGIC or parts[1] != "1":
+            raise CorruptFile("bad modseq header")
+        for token in parts[2:]:
+            if token[:1] == "V":
+                self.uidValidity = int(token[1:])
+            elif token[:1] == "E":
+                self.floor = int(token[1:])
+
+    def _parse(self, text, out):
+        highest = self.highest
+        n = 0
+        for line in text.split("\n"):
+            if not line:
+                continue
+            kind = line[0]
+            try:
+                if kind == "a":
+                    head, _, info = line.partition(" :")
+                    _, m, uid, date, size = head.split(" ")
+                    m = int(m)
+                    out.append(("a", m, int(uid), float(date), int(size), info))
+                elif kind == "f":
+                    head, _, info = line.partition(" :")
+                    _, m, uid = head.split(" ")
+                    m = int(m)
+                    out.append(("f", m, int(uid), info))
+                elif kind == "x":
+                    _, m, uid = line.split(" ")
+                    m = int(m)
+                    out.append(("x", m, int(uid)))
+                elif kind == "h":
+                    m = int(line.split(" ")[1])
+                else:
+                    continue
+            except ValueError:
+                # A damaged line: skip it; modseqs only need to grow.
+                continue
+            n += 1
+            if m > highest:
+                highest = m
+        self.highest = highest
+        self.lines += n
+
+    def readNew(self):
+        """Like :meth:`UidList.readNew`; entries are the parsed lines."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return True, []
+        if st.st_ino == self.ino and st.st_size == self.offset:
+            return False, []
+        replaced = st.st_ino != self.ino or st.st_size < self.offset
+        if replaced:
+            self.reset()
+        st, data = _readFrom(self.path, self.offset)
+        if st is None:
+            self.reset()
+            return True, []
+        data, used = _completeLines(data)
+        text = data.decode(ENCODING, ERRORS)
+        entries = []
+        if self.offset == 0:
+            nl = text.find("\n")
+            if nl < 0:
+                raise CorruptFile("modseq log without a header")
+            self._parseHeader(text[:nl])
+            text = text[nl + 1 :]
+        self._parse(text, entries)
+        self.ino = st.st_ino
+        self.offset += used
+        self.exists = True
+        return replaced, entries
+
+    def readHeaderAndLast(self):
+        """Header and HIGHESTMODSEQ from the last line; positions at the end."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.reset()
+            return
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, 512, 0)
+            nl = head.find(b"\n")
+            if nl < 0:
+                raise CorruptFile("modseq log without a header")
+            self.reset()
+            self._parseHeader(head[:nl].decode(ENCODING, ERRORS))
+            self.highest = self.floor
+            size = st.st_size
+            start = max(nl + 1, size - 4096)
+            tail = os.pread(fd, size - start, start)
+            complete, used = _completeLines(tail)
+            if start > nl + 1:
+                complete = complete[complete.find(b"\n") + 1 :]
+            lines = complete.decode(ENCODING, ERRORS).split("\n")
+            for line in reversed(lines):
+                if line.strip():
+                    self._parse(line, [])
+                    break
+            self.ino = st.st_ino
+            self.offset = start + used
+            self.exists = True
+        finally:
+            os.close(fd)
+
+    def append(self, lines):
+        """Append formatted lines durably; caller holds the lock."""
+        if not lines:
+            return
+        data = "".join(lines).encode(ENCODING, ERRORS)
+        self.offset = appendDurably(self.path, data, self.offset)
+        self.ino = os.stat(self.path).st_ino
+        self.exists = True
+        self.lines += len(lines)
+
+    @staticmethod
+    def added(m, uid, date, size, info):
+        return f"a {m} {uid} {date!r} {size} :{info}\n"
+
+    @staticmethod
+    def flagged(m, uid, info):
+        return f"f {m} {uid} :{info}\n"
+
+    @staticmethod
+    def expunged(m, uid):
+        return f"x {m} {uid}\n"
+
+    def create(self, folderPath, uidValidity, highest, floor, body=()):
+        """Write a new log (header, ``body`` lines, a highest mark) atomically."""
+        tmp = os.path.join(folderPath, f".{self.NAME}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
+        text = f"{self.MAGIC} 1 V{uidValidity} E{floor}\n" + "".join(body) + f"h {highest}\n"
+        data = text.encode(ENCODING, ERRORS)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            writeAll(fd, data)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
+        st = os.stat(self.path)
+        self.ino = st.st_ino
+        self.offset = len(data)
+        self.uidValidity = uidValidity
+        self.floor = floor
+        self.highest = highest
+        self.exists = True
+        self.lines = len(body) + 1
+
+
+# dovecot-keywords
+
+# Maildir info letters for system flags; "P" (passed) is the keyword
+# $Forwarded, as in Dovecot.
+FORWARDED = "$Forwarded"
+LETTER_FLAGS = {"D": DRAFT, "F": FLAGGED, "P": FORWARDED, "R": ANSWERED, "S": SEEN, "T": DELETED}
+FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
+MAX_KEYWORDS = 26
+
+
+class Keywords:
+    """``dovecot-keywords``: ``<index> <name>`` lines; index 0 is letter ``a``."""
+
+    NAME = "dovecot-keywords"
+
+    def __init__(self, folderPath):
+        self.folderPath = folderPath
+        self.path = os.path.join(folderPath, self.NAME)
+        self.names = [None] * MAX_KEYWORDS
+        self.byLower = {}
+        self._stamp = None
+
+    def refresh(self):
+        """Re-read if the file changed; returns True when it did."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        names = [None] * MAX_KEYWORDS
+        if stamp is not None:
+            try:
+                with open(self.path, "rb") as f:
+                    text = f.read().decode(ENCODING, ERRORS)
+            except FileNotFoundError:
+                text = ""
+            for line in text.splitlines():
+                idx, _, name = line.strip().partition(" ")
+                if idx.isdigit() and name and int(idx) < MAX_KEYWORDS:
+                    names[int(idx)] = name
+        self.names = names
+        self.byLower = {n.lower(): i for i, n in enumerate(names) if n}
+        return True
+
+    def flagsFromInfo(self, info: str) -> frozenset:
+        letters = info.partition(",")[0]
+        out = []
+        for c in letters:
+            flag = LETTER_FLAGS.get(c)
+            if flag is None and "a" <= c <= "z":
+                flag = self.names[ord(c) - 97]
+            if flag is not None:
+                out.append(flag)
+        return frozenset(out)
+
+    def infoFor(self, flags, oldInfo="", create=True):
+        """
+        The info (``"FS"``, ``"Sa,extra"``) for ``flags``, keeping letters we
+        do not understand and Dovecot's ``,extra`` fields from ``oldInfo``.
+        Returns ``(info, changedKeywordsFile)``; keywords beyond 26 are
+        dropped, as Maildir cannot store them.
+        """
+        letters = set()
+        changed = False
+        for flag in flags:
+            lower = flag.lower()
+            letter = FLAG_LETTERS.get(lower)
+            if letter is None:
+                if flag[0] == "\\":
+                    continue
+                idx = self.byLower.get(lower)
+                if idx is None:
+                    if not create:
+                        continue
+                    try:
+                        idx = self.names.index(None)
+                    except ValueError:
+                        continue
+                    self.names[idx] = flag
+                    self.byLower[lower] = idx
+                    changed = True
+                letter = chr(97 + idx)
+            letters.add(letter)
+        oldLetters, comma, extra = oldInfo.partition(",")
+        for c in oldLetters:
+            known = c in LETTER_FLAGS or ("a" <= c <= "z" and self.names[ord(c) - 97])
+            if not known:
+                letters.add(c)
+        info = "".join(sorted(letters))
+        if comma:
+            info += "," + extra
+        return info, changed
+
+    def write(self):
+        """Atomically replace the file; caller holds the uidlist lock."""
+        text = "".join(f"{i} {n}\n" for i, n in enumerate(self.names) if n)
+        tmp = self.path + f".tmp.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            writeAll(fd, text.encode(ENCODING, ERRORS))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
+        st = os.stat(self.path)
+        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# File names
+
+
+def splitName(name: str):
+    """``"base:2,FS"`` -> ``("base", "FS")``; no info -> ``(name, "")``."""
+    base, sep, info = name.partition(":")
+    if sep and info.startswith("2,"):
+        return base, info[2:]
+    return base, ""
+
+
+def sizesFromBase(base: str):
+    """``(S, W)`` from ``,S=<size>,W=<vsize>`` fields of a base name (or None)."""
+    s = w = None
+    if "," in base:
+        for field in base.split(",")[1:]:
+            if field.startswith("S="):
+                try:
+                    s = int(field[2:])
+                except ValueError:
+                    pass
+            elif field.startswith("W="):
+                try:
+                    w = int(field[2:])
+                except ValueError:
+                    pass
+    return s, w
+
+
+def extValue(ext, key):
+    for token in ext:
+        if token[:1] == key:
+            try:
+                return int(token[1:])
+            except ValueError:
+                return None
+    return None
+
+
+def canonicalSize(path) -> tuple[int, int]:
+    """``(physical size, CRLF size)`` of a file, reading it once."""
+    size = vsize = 0
+    prevCR = False
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            lf = chunk.count(b"\n")
+            crlf = chunk.count(b"\r\n")
+            if prevCR and chunk[:1] == b"\n":
+                crlf += 1
+            vsize += len(chunk) + (lf - crlf)
+            prevCR = chunk[-1:] == b"\r"
+    return size, vsize

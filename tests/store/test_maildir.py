@@ -1,0 +1,625 @@
+"""
+Maildir-specific behaviour: Dovecot compatibility, crashes, several
+processes, the sidecar, the group committer.  Deferreds are driven as
+described in ``tests/store/helpers.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mailnet.store import maildir as md
+from mailnet.store._maildirfiles import ModLog, UidList
+from mailnet.store.interfaces import (
+    DELETED,
+    FLAGGED,
+    INBOX,
+    SEEN,
+    InvalidFolderName,
+    NoSuchAccount,
+)
+from mailnet.store.maildir import MaildirStore
+from tests.store._deliver_proc import body as procBody
+from tests.store.helpers import Recorder, ThreadedRunner, msg, result, syncRunner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+USER = "carol@example.test"
+
+
+@pytest.fixture
+def root(tmp_path):
+    return str(tmp_path / "mail")
+
+
+def newStore(root):
+    return MaildirStore(root, runner=syncRunner)
+
+
+def acct(root):
+    return os.path.join(root, "example.test", "carol")
+
+
+def openf(store, name=INBOX, user=USER):
+    return result(result(store.getAccount(user)).openFolder(name))
+
+
+def read(folder, uid):
+    f = result(folder.openMessage(uid))
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def deliver(store, data, user=USER, folder=INBOX, **kw):
+    d = store.newDelivery()
+    d.addRecipient(user, folder)
+    d.write(data)
+    return result(d.commit(**kw))[0][2]
+
+
+def settle(monkeypatch):
+    """Trust directory mtimes at once (no 1.5 s settling window)."""
+    monkeypatch.setattr(md, "DIR_SETTLE_SECS", -1)
+
+
+def uidlistRecords(path):
+    ul = UidList(path)
+    _, records = ul.readNew()
+    uids = [r[0] for r in records]
+    assert uids == sorted(uids), "uidlist records must ascend"
+    return ul, {base: uid for uid, base, _ in records}
+
+
+# Hand-made Dovecot and mutt Maildirs
+
+LF_BODY = b"From: a@example.test\nSubject: lf\n\nline one\nline two\n"
+CRLF_BODY = LF_BODY.replace(b"\n", b"\r\n")
+
+
+def makeMaildir(path, dirs=("cur", "new", "tmp")):
+    for d in dirs:
+        os.makedirs(os.path.join(path, d), exist_ok=True)
+
+
+def write(path, data, mtime=None):
+    with open(path, "wb") as f:
+        f.write(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def test_dovecot_maildir_keeps_uids_and_uidvalidity(root):
+    a = acct(root)
+    makeMaildir(a)
+    s, w = len(LF_BODY), len(CRLF_BODY)
+    n1 = f"1276528487.M364837P9451.kurkku,S={s},W={w}"
+    n2 = "1276533073.M242911P3632.kurkku"  # no S=/W=: vsize in the record
+    n3 = "1276540000.M1P2.kurkku"  # no record: gets a new UID
+    write(f"{a}/cur/{n1}:2,Sb", LF_BODY, mtime=1_276_528_487)
+    write(f"{a}/cur/{n2}:2,F", CRLF_BODY, mtime=1_276_533_073)
+    write(f"{a}/new/{n3}", LF_BODY, mtime=1_276_540_000)
+    write(f"{a}/dovecot-keywords", b"0 $Junk\n1 $NonJunk\n")
+    write(
+        f"{a}/dovecot-uidlist",
+        b"3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1 Xfuture\n"
+        + f"25006 :{n1}:2,S\n".encode()  # old Dovecot wrote the info too
+        + f"25017 W{w} Zunknown :{n2}\n".encode(),
+    )
+    store = newStore(root)
+    result(store.getAccount(USER, create=False))
+    folder = openf(store)
+    assert folder.uidValidity == 1275660208
+    infos = {i.uid: i for i in folder.messages()}
+    assert sorted(infos) == [25006, 25017, 25022]
+    assert folder.uidNext == 25023
+    assert infos[25006].flags == {SEEN, "$NonJunk"}
+    assert infos[25017].flags == {FLAGGED}
+    assert infos[25022].flags == frozenset()
+    for uid in infos:
+        assert infos[uid].size == w
+        assert read(folder, uid) == CRLF_BODY
+    assert infos[25006].internalDate == 1_276_528_487
+    assert infos[25022].internalDate == 1_276_540_000
+    # The uidlist is still Dovecot's, with the new record appended and
+    # everything else (unknown fields too) kept.
+    ul, byBase = uidlistRecords(a)
+    assert (ul.uidValidity, ul.guid) == (1275660208, "3085f01b7f11094c501100008c4a11c1")
+    assert byBase == {n1: 25006, n2: 25017, n3: 25022}
+    text = open(f"{a}/dovecot-uidlist").read()
+    assert "Xfuture" in text and "Zunknown" in text
+    assert f"25022 W{w} :{n3}\n" in text
+    # new/ was moved to cur/ (as Dovecot does), keeping the UID.
+    assert os.listdir(f"{a}/new") == []
+    assert f"{n3}:2," in os.listdir(f"{a}/cur")
+    folder.close()
+    # A fresh process sees the same.
+    again = openf(newStore(root))
+    assert {i.uid: i.flags for i in again.messages()} == {i.uid: i.flags for i in infos.values()}
+    assert again.uidValidity == 1275660208
+    again.close()
+
+
+def test_v1_uidlist_and_crlf_lines(root):
+    a = acct(root)
+    makeMaildir(a)
+    write(f"{a}/cur/100.M1P1.host:2,S", CRLF_BODY)
+    write(f"{a}/cur/101.M1P1.host:2,", LF_BODY)
+    write(f"{a}/dovecot-uidlist", b"1 424242 9\r\n7 100.M1P1.host:2,S\r\n8 101.M1P1.host\r\n")
+    folder = openf(newStore(root))
+    assert folder.uidValidity == 424242
+    assert [(i.uid, i.size) for i in folder.messages()] == [(7, len(CRLF_BODY)), (8, len(CRLF_BODY))]
+    assert read(folder, 8) == CRLF_BODY
+    folder.close()
+
+
+def test_mutt_maildir_without_uidlist(root):
+    a = acct(root)
+    makeMaildir(a)
+    for i in range(3):
+        write(f"{a}/cur/{1000 + i}.mutt.host:2,{'S' if i else ''}", LF_BODY + b"%d\n" % i)
+    write(f"{a}/new/1003.mutt.host", LF_BODY)
+    folder = openf(newStore(root))
+    infos = folder.messages()
+    assert [i.uid for i in infos] == [1, 2, 3, 4]
+    assert [i.flags for i in infos] == [frozenset(), {SEEN}, {SEEN}, frozenset()]
+    assert read(folder, 2) == CRLF_BODY + b"1\r\n"
+    assert infos[1].size == len(CRLF_BODY) + 3
+    validity = folder.uidValidity
+    folder.close()
+    again = openf(newStore(root))
+    assert [i.uid for i in again.messages()] == [1, 2, 3, 4]
+    assert again.uidValidity == validity
+    again.close()
+
+
+def test_broken_uidlist_is_recreated(root):
+    a = acct(root)
+    makeMaildir(a)
+    write(f"{a}/cur/1.x.host:2,", CRLF_BODY)
+    write(f"{a}/dovecot-uidlist", b"garbage\n")
+    folder = openf(newStore(root))
+    assert [i.uid for i in folder.messages()] == [1]
+    ul, byBase = uidlistRecords(a)
+    assert byBase == {"1.x.host": 1} and ul.uidValidity == folder.uidValidity
+    folder.close()
+
+
+# Our own format
+
+
+def test_layout_and_names(root):
+    store = newStore(root)
+    account = result(store.getAccount(USER))
+    a = acct(root)
+    for sub in ("cur", "new", "tmp"):
+        assert os.path.isdir(os.path.join(a, sub))
+    for name in ("Sent", "Drafts", "Trash", "Junk", "Archive"):
+        assert os.path.isfile(os.path.join(a, "." + name, "maildirfolder"))
+    result(account.createFolder("Archive/2024"))
+    result(account.createFolder("Entw\u00fcrfe"))
+    assert os.path.isdir(os.path.join(a, ".Archive.2024", "cur"))
+    assert os.path.isdir(os.path.join(a, ".Entw&APw-rfe", "cur"))
+    with pytest.raises(InvalidFolderName):
+        result(account.createFolder("a.b"))
+    subs = open(os.path.join(a, "subscriptions"), "rb").read()
+    assert subs.startswith(b"V\t2\n\n") and b"INBOX\n" in subs and b"Sent\n" in subs
+    result(account.setSubscribed("Archive/2024", True))
+    assert b"Archive\t2024\n" in open(os.path.join(a, "subscriptions"), "rb").read()
+    # Header of a new uidlist.
+    line = open(os.path.join(a, "dovecot-uidlist")).readline()
+    assert re.fullmatch(r"3 V\d+ N1 G[0-9a-f]{32}\n", line)
+
+
+def test_bad_usernames_never_escape_root(root):
+    store = newStore(root)
+    for bad in ["../../etc@x", "a@../..", "..@example.test", "a/b@c"]:
+        with pytest.raises(NoSuchAccount):
+            result(store.getAccount(bad))
+    d = store.newDelivery()
+    with pytest.raises(NoSuchAccount):
+        d.addRecipient("x@../../tmp")
+    assert sorted(os.listdir(root)) == [".tmp"]
+
+
+def test_delivery_file_names_and_hard_links(root):
+    store = newStore(root)
+    result(store.getAccount(USER))
+    result(store.getAccount("dave@example.test"))
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.addRecipient("dave@example.test")
+    d.addRecipient(USER, "Archive")
+    data = msg(1, b"z" * 5000)
+    d.write(data)
+    before = time.time()
+    res = result(d.commit(internalDate=1_500_000_000.25))
+    names = []
+    for user, folder, uid in res:
+        base = acct(root) if user == USER else os.path.join(root, "example.test", "dave")
+        path = base if folder == INBOX else os.path.join(base, "." + folder)
+        [name] = os.listdir(os.path.join(path, "new"))
+        assert re.fullmatch(r"\d+\.M\d+P\d+Q\d+\.[^/:]+,S=%d,W=%d" % (len(data), len(data)), name)
+        names.append(os.path.join(path, "new", name))
+    inodes = {os.stat(n).st_ino for n in names}
+    assert len(inodes) == 1, "recipients share one file (hard links)"
+    st = os.stat(names[0])
+    assert st.st_nlink == 3 and st.st_mtime == pytest.approx(1_500_000_000.25, abs=0.01)
+    assert os.listdir(os.path.join(root, ".tmp")) == []
+    assert time.time() - before < 5
+    # Flags given at delivery: straight into cur/ with the info.
+    uid = deliver(store, data, flags=[SEEN, "$Junk"])
+    folder = openf(store)
+    assert folder.get(uid).flags == {SEEN, "$Junk"}
+    assert open(os.path.join(acct(root), "dovecot-keywords")).read() == "0 $Junk\n"
+    assert any(n.endswith(":2,Sa") for n in os.listdir(os.path.join(acct(root), "cur")))
+    folder.close()
+
+
+def test_flags_in_file_names(root):
+    store = newStore(root)
+    folder = openf(store)
+    uid = result(folder.append(msg()))
+    result(folder.setFlags([uid], [SEEN, DELETED, FLAGGED, "\\Answered", "\\Draft", "$Forwarded", "k1"]))
+    [name] = os.listdir(os.path.join(acct(root), "cur"))
+    assert name.endswith(":2,DFPRSTa")
+    result(folder.setFlags([uid], []))
+    [name] = os.listdir(os.path.join(acct(root), "cur"))
+    assert name.endswith(":2,")
+    folder.close()
+
+
+def test_internal_date_is_mtime(root):
+    store = newStore(root)
+    folder = openf(store)
+    uid = result(folder.append(msg(), internalDate=1_234_567_890))
+    [name] = os.listdir(os.path.join(acct(root), "new")) or os.listdir(os.path.join(acct(root), "cur"))
+    sub = "new" if os.listdir(os.path.join(acct(root), "new")) else "cur"
+    assert os.stat(os.path.join(acct(root), sub, name)).st_mtime == 1_234_567_890
+    assert folder.get(uid).internalDate == 1_234_567_890
+    folder.close()
+
+
+# Changes by other programs
+
+
+def test_external_moves_and_flag_renames_keep_uids(root, monkeypatch):
+    settle(monkeypatch)
+    store = newStore(root)
+    result(store.getAccount(USER))
+    a = acct(root)
+    uid1 = deliver(store, msg(1))
+    uid2 = deliver(store, msg(2))
+    # Another program (mutt) moves one new/ file to cur/ with flags.
+    [n1] = [n for n in os.listdir(f"{a}/new") if uid1 == uidlistRecords(a)[1][n]]
+    os.rename(f"{a}/new/{n1}", f"{a}/cur/{n1}:2,S")
+    folder = openf(store)
+    assert folder.get(uid1).flags == {SEEN}
+    assert folder.get(uid2).flags == frozenset()
+    rec = Recorder()
+    folder.addListener(rec)
+    hms = folder.highestModSeq
+    # Flag rename while open.
+    os.rename(f"{a}/cur/{n1}:2,S", f"{a}/cur/{n1}:2,FS")
+    result(folder.refresh())
+    assert rec.events == [("flags", folder, [(uid1, {SEEN, FLAGGED})])]
+    assert folder.get(uid1).modseq > hms
+    # Deletion.
+    rec.clear()
+    [n2] = [n for n in os.listdir(f"{a}/cur") if not n.startswith(n1)]
+    os.unlink(f"{a}/cur/{n2}")
+    result(folder.refresh())
+    assert rec.events == [("expunged", folder, [uid2])]
+    assert folder.expungedSince(hms) == [uid2]
+    # A new file dropped into new/.
+    rec.clear()
+    write(f"{a}/new/2000000000.mutt.host", LF_BODY)
+    result(folder.refresh())
+    [(kind, _, [uid3])] = rec.events
+    assert kind == "added" and uid3 > uid2
+    assert read(folder, uid3) == CRLF_BODY
+    # Nothing changed: nothing reported.
+    rec.clear()
+    result(folder.refresh())
+    assert rec.events == []
+    folder.close()
+    # And all of it survives a restart, UIDs and modseqs included.
+    before = {i.uid: i for i in openf(store).messages()}
+    again = openf(newStore(root))
+    assert {i.uid: i for i in again.messages()} == before
+    again.close()
+
+
+def test_external_flag_change_while_closed_bumps_modseq(root):
+    store = newStore(root)
+    folder = openf(store)
+    uid = result(folder.append(msg()))
+    result(folder.setFlags([uid], [SEEN]))
+    old = folder.get(uid)
+    folder.close()
+    a = acct(root)
+    [name] = os.listdir(f"{a}/cur")
+    os.rename(f"{a}/cur/{name}", f"{a}/cur/{name.split(':')[0]}:2,FS")
+    again = openf(newStore(root))
+    info = again.get(uid)
+    assert info.flags == {SEEN, FLAGGED} and info.modseq > old.modseq
+    again.close()
+
+
+def test_refresh_is_cheap_when_nothing_changed(root, monkeypatch):
+    settle(monkeypatch)
+    store = newStore(root)
+    folder = openf(store)
+    for i in range(5):
+        result(folder.append(msg(i)))
+    result(folder.refresh())  # moves new/ to cur/
+    result(folder.refresh())  # lists once more after its own moves
+    calls = []
+    real = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda *a: calls.append(a) or real(*a))
+    for _ in range(3):
+        result(folder.refresh())
+    assert calls == []
+    folder.close()
+
+
+def test_open_does_not_touch_every_message_file(root, monkeypatch):
+    store = newStore(root)
+    folder = openf(store)
+    for i in range(300):
+        deliver(store, msg(i))
+    result(folder.refresh())  # moves new/ to cur/
+    folder.close()
+    seen = []
+    realStat, realOpen = os.stat, os.open
+    cur = os.path.join(acct(root), "cur") + "/"
+
+    def stat(path, *a, **kw):
+        if isinstance(path, str) and path.startswith(cur):
+            seen.append(path)
+        return realStat(path, *a, **kw)
+
+    def osopen(path, *a, **kw):
+        if isinstance(path, str) and path.startswith(cur):
+            seen.append(path)
+        return realOpen(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", osopen)
+    folder = openf(newStore(root))
+    assert len(folder.messages()) == 300
+    assert seen == []
+    folder.close()
+
+
+# The sidecar
+
+
+def test_modseq_survives_reopen_and_loss(root):
+    store = newStore(root)
+    folder = openf(store)
+    uids = [result(folder.append(msg(i))) for i in range(3)]
+    result(folder.setFlags(uids[:1], [SEEN]))
+    result(folder.expunge(uids[2:]))
+    hms = folder.highestModSeq
+    mods = {i.uid: i.modseq for i in folder.messages()}
+    mark = folder.highestModSeq - 1
+    assert folder.expungedSince(mark) == [uids[2]]
+    folder.close()
+    again = openf(newStore(root))
+    assert again.highestModSeq == hms
+    assert {i.uid: i.modseq for i in again.messages()} == mods
+    assert again.expungedSince(mark) == [uids[2]]
+    again.close()
+    # Losing the sidecar: modseqs restart above anything handed out, and
+    # old expunges are unknown (QRESYNC falls back to a full resync).
+    os.unlink(os.path.join(acct(root), ModLog.NAME))
+    lost = openf(newStore(root))
+    assert lost.highestModSeq > hms
+    assert all(i.modseq > hms for i in lost.messages())
+    assert lost.expungedSince(mark) is None
+    assert [i.uid for i in lost.messages()] == uids[:2]
+    lost.close()
+
+
+def test_sidecar_compaction(root, monkeypatch):
+    monkeypatch.setattr(md, "MODLOG_SLACK", 50)
+    monkeypatch.setattr(md, "KEEP_EXPUNGED", 5)
+    store = newStore(root)
+    folder = openf(store)
+    uids = [result(folder.append(msg(i))) for i in range(12)]
+    for u in uids[:10]:
+        result(folder.expunge([u]))
+    for i in range(200):
+        result(folder.setFlags([uids[10]], [SEEN] if i % 2 else []))
+    path = os.path.join(acct(root), ModLog.NAME)
+    lines = open(path).read().splitlines()
+    assert len(lines) < 120
+    assert lines[0].startswith("mailnet-modseq 1 V%d E" % folder.uidValidity)
+    floor = int(lines[0].split(" E")[1])
+    assert floor > 1  # the oldest expunges were forgotten
+    hms = folder.highestModSeq
+    mods = {i.uid: (i.modseq, i.flags) for i in folder.messages()}
+    assert folder.expungedSince(floor) == uids[5:10]
+    folder.close()
+    again = openf(newStore(root))
+    assert again.highestModSeq == hms
+    assert {i.uid: (i.modseq, i.flags) for i in again.messages()} == mods
+    assert again.expungedSince(floor) == uids[5:10]
+    assert again.expungedSince(floor - 1) is None
+    again.close()
+
+
+def test_uidlist_compaction_keeps_unknown_fields(root):
+    a = acct(root)
+    makeMaildir(a)
+    write(f"{a}/cur/5.x.host,W={len(CRLF_BODY)}:2,", CRLF_BODY)
+    lines = [b"3 V77 N2000 G0123456789abcdef0123456789abcdef Qkeep\n"]
+    lines += [b"%d :gone%d.host\n" % (i, i) for i in range(1, 1500)]
+    lines.append(b"1600 G0011 Xodd :5.x.host,W=%d\n" % len(CRLF_BODY))
+    write(f"{a}/dovecot-uidlist", b"".join(lines))
+    folder = openf(newStore(root))
+    assert [i.uid for i in folder.messages()] == [1600]
+    text = open(f"{a}/dovecot-uidlist").read()
+    assert text.splitlines() == [
+        "3 V77 N2000 G0123456789abcdef0123456789abcdef Qkeep",
+        f"1600 G0011 Xodd :5.x.host,W={len(CRLF_BODY)}",
+    ]
+    assert not os.path.exists(f"{a}/dovecot-uidlist.lock")
+    uid = result(folder.append(msg()))
+    assert uid == 2000
+    folder.close()
+
+
+# Crashes and other processes
+
+
+def child(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store._deliver_proc", *args],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_kill_during_delivery_leaves_nothing(root):
+    store = newStore(root)
+    result(store.getAccount(USER))
+    p = child(root, USER, "k", "1", "partial")
+    assert p.stdout.readline() == b"ready\n"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    folder = openf(newStore(root))
+    assert folder.messages() == []
+    assert os.listdir(os.path.join(acct(root), "new")) == []
+    assert len(os.listdir(os.path.join(root, ".tmp"))) == 1  # garbage, cleaned after 36 h
+    folder.close()
+
+
+def test_kill_at_random_moments(root):
+    store = newStore(root)
+    result(store.getAccount(USER))
+    reported = {}
+    for round_ in range(3):
+        p = child(root, USER, f"r{round_}", "100000")
+        # Kill at a different point each round, counted in reported
+        # deliveries (an event) rather than seconds, so load cannot starve it.
+        lines = [p.stdout.readline() for _ in range(5 + 7 * round_)]
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate()
+        for line in b"".join(lines + [out]).decode().splitlines():
+            tag, n, uid = line.split()
+            reported[int(uid)] = procBody(tag, int(n))
+    assert reported, "the child delivered nothing"
+    folder = openf(newStore(root))
+    infos = {i.uid: i for i in folder.messages()}
+    # Every reported UID is there with its message; nothing half-written.
+    for uid, data in reported.items():
+        assert infos[uid].size == len(data)
+        assert read(folder, uid) == data
+    for uid, info in infos.items():
+        data = read(folder, uid)
+        assert len(data) == info.size == 4000 + (len(data) - 4000)
+        tag, n = data.split(b"\r\n")[1].split(b" ")[1:3]
+        assert data == procBody(tag.decode(), int(n))
+    folder.close()
+
+
+def test_two_processes_deliver_at_once(root):
+    store = newStore(root)
+    result(store.getAccount(USER))
+    procs = [child(root, USER, tag, "200") for tag in ("p", "q")]
+    outs = [p.communicate(timeout=120)[0].decode().splitlines() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    uids = {}
+    for lines in outs:
+        assert len(lines) == 200
+        for line in lines:
+            tag, n, uid = line.split()
+            assert int(uid) not in uids, "a UID was handed out twice"
+            uids[int(uid)] = procBody(tag, int(n))
+    assert len(uids) == 400
+    ul, byBase = uidlistRecords(acct(root))
+    assert sorted(byBase.values()) == sorted(uids)
+    folder = openf(newStore(root))
+    assert sorted(i.uid for i in folder.messages()) == sorted(uids)
+    for uid in list(uids)[::37]:
+        assert read(folder, uid) == uids[uid]
+    assert len({i.modseq for i in folder.messages()}) >= 1
+    folder.close()
+
+
+def test_stale_lock_of_dead_process_is_broken(root):
+    store = newStore(root)
+    result(store.getAccount(USER))
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    lock = os.path.join(acct(root), "dovecot-uidlist.lock")
+    write(lock, f"{p.pid}:{md._dotlock.HOSTNAME}".encode(), mtime=time.time() - 10)
+    assert deliver(store, msg()) >= 1
+    assert not os.path.exists(lock)
+
+
+def test_live_lock_blocks(root):
+    from mailnet.store import _dotlock
+
+    store = newStore(root)
+    result(store.getAccount(USER))
+    path = os.path.join(acct(root), "dovecot-uidlist")
+    held = _dotlock.acquire(path)
+    try:
+        with pytest.raises(md.TemporaryStoreError):
+            _dotlock.acquire(path, timeout=0.2)
+    finally:
+        held.release()
+    _dotlock.acquire(path, timeout=0.2).release()
+
+
+# The group committer with real threads
+
+
+def test_group_commit_with_threads(root):
+    runner = ThreadedRunner()
+    store = MaildirStore(root, runner=runner)
+    account = runner.wait(store.getAccount(USER))
+    folder = runner.wait(account.openFolder(INBOX))
+    rec = Recorder()
+    folder.addListener(rec)
+    batches = []
+    real = md._Committer._start
+
+    def counting(self):
+        if self.queue:
+            batches.append(len(self.queue))
+        return real(self)
+
+    md._Committer._start = counting
+    try:
+        ds = []
+        for i in range(40):
+            d = store.newDelivery()
+            d.addRecipient(USER)
+            d.addRecipient(USER, "Archive")
+            d.write(msg(i))
+            ds.append(d.commit())
+        results = [runner.wait(d) for d in ds]
+    finally:
+        md._Committer._start = real
+    inbox = [r[0][2] for r in results]
+    assert len(set(inbox)) == 40
+    assert len(batches) < 40, "commits were grouped"
+    added = [u for kind, _, uids in rec.events for u in uids if kind == "added"]
+    assert sorted(added) == sorted(inbox)
+    for i, uid in enumerate(inbox[:5]):
+        assert runner.wait(folder.openMessage(uid)).read() == msg(i)
+    folder.close()
+    runner.wait(store.getAccount(USER))
