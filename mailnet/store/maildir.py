@@ -1655,11 +1655,12 @@ class MaildirAccount:
 
 
 class _Job:
-    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "error")
+    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "error", "data")
 
     def __init__(self):
         self.fd = -1
         self.error = None
+        self.data = None  # a message that fit in the buffer: written by the committer
 
 
 @implementer(IDelivery)
@@ -1694,10 +1695,12 @@ class MaildirDelivery:
                 return
         self._targets.append((username, name, path))
 
-    def _open(self):
+    def _open(self, create=True):
         job = self._job = _Job()
         job.base = newBase()
         job.tmpPath = os.path.join(self._store._tmpDir, job.base)
+        if not create:
+            return
         try:
             job.fd = os.open(job.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as e:
@@ -1706,6 +1709,8 @@ class MaildirDelivery:
 
     def _flushBuffer(self):
         if self._buffer:
+            if self._job is None:
+                self._open()
             try:
                 writeAll(self._job.fd, self._buffer)
             except OSError as e:
@@ -1715,8 +1720,6 @@ class MaildirDelivery:
     def write(self, data):
         if self._done:
             raise StoreError("delivery already committed or aborted")
-        if self._job is None:
-            self._open()
         self._buffer += data
         self._size += len(data)
         if len(self._buffer) >= self.BUFFER:
@@ -1728,8 +1731,16 @@ class MaildirDelivery:
         self._done = True
         try:
             if self._job is None:
-                self._open()
-            self._flushBuffer()
+                # The whole message is in the buffer: the committer thread
+                # creates and writes the file.  Creating a file can wait for
+                # the journal commit of another thread's fsync (half a
+                # millisecond and more under load), which must not happen on
+                # the reactor thread once per message.
+                self._open(create=False)
+                self._job.data = bytes(self._buffer)
+                self._buffer = bytearray()
+            else:
+                self._flushBuffer()
         except StoreError:
             self._cleanup()
             return defer.fail()
@@ -2095,6 +2106,10 @@ class MaildirStore:
         groups = {}
         for job in jobs:
             try:
+                if job.data is not None:
+                    job.fd = os.open(job.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    writeAll(job.fd, job.data)
+                    job.data = None
                 if job.fd >= 0:
                     os.utime(job.fd, (job.date, job.date))
                     os.fsync(job.fd)
