@@ -241,3 +241,34 @@ def test_size_limits(make_server):
                   "--to", "bob@example.test", "--data", body])
     assert "552 5.3.4" in result.stdout.decode()
     assert s.messageFiles("bob@example.test") == []
+
+
+def test_smtputf8_address_and_body(mx):
+    mx.addUser("jörg@example.test", "jörg-pw")
+    message = "From: pelé@remote.test\r\nTo: jörg@example.test\r\nSubject: ünïcödé\r\n\r\nGrüße\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", mx.port("smtp")) as c:
+        c.ehlo()
+        assert c.has_extn("smtputf8")
+        c.sendmail("pelé@remote.test", ["jörg@example.test"], message, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        # without SMTPUTF8 a non-ASCII address is refused
+        c.command_encoding = "utf-8"
+        code, text = c.docmd("MAIL", "FROM:<pelé@remote.test>")
+        assert (code, text[:5]) == (553, b"5.6.7")
+    (path,) = mx.messageFiles("jörg@example.test")
+    with open(path, "rb") as f:
+        data = f.read()
+    assert canonical(strip_trace(data)) == message
+    assert b"with UTF8SMTP id" in data and "Return-Path: <pelé@remote.test>".encode() in data
+
+
+def test_connections_per_ip_limit(make_server):
+    s = make_server(config={"limits": {"connections_per_ip": 2}})
+    first, second = Raw(s.port("smtp")), Raw(s.port("smtp"))
+    try:
+        assert first.greeting.startswith(b"220 ") and second.greeting.startswith(b"220 ")
+        third = Raw(s.port("smtp"))
+        assert third.greeting == b"421 4.7.0 Too many connections, try again later\r\n"
+        third.close()
+    finally:
+        first.close()
+        second.close()
