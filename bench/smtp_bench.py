@@ -95,7 +95,7 @@ http = ""
 [limits]
 connections_per_ip = 1000
 [log]
-level = "warn"
+level = "info"
 """)
         env = dict(os.environ, PYTHONPATH=ROOT)
         run = [sys.executable, "-m", "mailnet", "--config", config]

@@ -54,7 +54,8 @@ def withProtocol(envelope) -> str:
 
 
 def _clean(text: str, ascii: bool) -> str:
-    text = "".join(c if c.isprintable() else "?" for c in text)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
     if ascii and not text.isascii():
         text = text.encode("ascii", "replace").decode("ascii")
     return text

@@ -64,6 +64,13 @@ class Settings:
     tlsAvailable: bool = True
     postmasterDomain: str = "localhost"
 
+    @property
+    def greeting(self) -> Reply:
+        reply = self.__dict__.get("_greeting")
+        if reply is None or reply.lines[0].split()[0] != self.hostname:
+            reply = self.__dict__["_greeting"] = replies.greeting(self.hostname)
+        return reply
+
     @classmethod
     def fromContext(cls, context, role):
         config = context.config
@@ -160,7 +167,7 @@ class Session:
 
     def start(self):
         """The connection is open: greet."""
-        self.handler.reply(replies.greeting(self.settings.hostname))
+        self.handler.reply(self.settings.greeting)
 
     def feed(self, data: bytes):
         """Bytes from the client."""
@@ -346,16 +353,25 @@ class Session:
         except ParseError as e:
             self._error(e.reply)
 
-    def _ehloLines(self, helo):
+    def _ehloReply(self, helo):
         s = self.settings
-        lines = [f"{s.hostname} greets {helo}", "PIPELINING", f"SIZE {s.maxSize}", "8BITMIME", "SMTPUTF8",
-                 "ENHANCEDSTATUSCODES"]
-        if not self.tls and s.tlsAvailable:
-            lines.append("STARTTLS")
-        if self._authAllowed():
-            lines.append("AUTH PLAIN LOGIN")
-        lines += ["CHUNKING", "DSN"]
-        return lines
+        key = (helo, self.tls, self._authAllowed())
+        cache = s.__dict__.setdefault("_ehlo", {})
+        reply = cache.get(key)
+        if reply is None:
+            lines = [f"{s.hostname} greets {helo}", "PIPELINING", f"SIZE {s.maxSize}", "8BITMIME", "SMTPUTF8",
+                     "ENHANCEDSTATUSCODES"]
+            if not self.tls and s.tlsAvailable:
+                lines.append("STARTTLS")
+            if self._authAllowed():
+                lines.append("AUTH PLAIN LOGIN")
+            lines += ["CHUNKING", "DSN"]
+            # RFC 2034 s4: no enhanced codes in the reply to EHLO
+            reply = Reply(250, "", lines)
+            if len(cache) > 1000:
+                cache.clear()
+            cache[key] = reply
+        return reply
 
     def _authAllowed(self):
         # RFC 4954 s4 / RFC 8314: passwords only over TLS unless configured
@@ -365,8 +381,7 @@ class Session:
         helo = parser.parseHelo(arg)
         self._resetTransaction()  # RFC 5321 s4.1.4: EHLO also resets
         self.helo, self.esmtp = helo, True
-        # RFC 2034 s4: no enhanced codes in the reply to EHLO
-        self.handler.reply(Reply(250, "", self._ehloLines(helo)))
+        self.handler.reply(self._ehloReply(helo))
 
     def do_HELO(self, arg):
         helo = parser.parseHelo(arg)
