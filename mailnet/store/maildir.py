@@ -1670,7 +1670,11 @@ class MaildirDelivery:
     the group committer, which links it into every recipient folder.
     """
 
-    BUFFER = 1 << 16
+    # A message up to this size stays in memory until commit() and is
+    # written by the committer thread; bigger ones stream into a file opened
+    # on the reactor thread.  256 KiB covers most mail; the cost is that much
+    # memory per message being received at once.
+    BUFFER = 1 << 18
 
     def __init__(self, store):
         self._store = store
