@@ -332,3 +332,50 @@ def test_spool_disk_full_at_open_gives_451(tmp_path, clock):
     c.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<far@remote.example>\r\nDATA\r\n")
     c.read()
     assert c.send(b"x\r\n.\r\n") == b"451 4.3.0 Error storing the message; try again later\r\n"
+
+
+def test_mail_loop_refused(context):
+    c = Client(context)
+    c.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    hops = b"".join(b"Received: from hop%d.example by x; Mon, 1 Jan 2024 00:00:00 +0000\r\n" % i for i in range(101))
+    assert c.send(hops + b"Subject: loop\r\n\r\nx\r\n.\r\n") == b"554 5.4.6 Too many Received headers: mail loop?\r\n"
+    assert mailbox(context, "bob@example.test") == []
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    assert c.send(hops[: -len(hops) // 101] + b"\r\nx\r\n.\r\n").startswith(b"250 ")
+
+
+def test_client_gone_while_committing(tmp_path, clock):
+    store = SlowStore()
+    context = makeContext(tmp_path, clock, store=store)
+    c = Client(context)
+    c.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+    c.send(b"x\r\n.\r\n")
+    c.proto.connectionLost(None)
+    store.release()  # the commit finishes; nothing is written to the dead connection
+    assert len(mailbox(context, "bob@example.test")) == 1
+    assert c.read() == b""
+
+
+def test_debug_trace_masks_secrets(context):
+    c = Client(context, "submissions")
+    lines = []
+    c.proto.session.trace = lines.append
+    c.send(f"EHLO c\r\nAUTH PLAIN {plain('alice@example.test', 'alice-pw')}\r\n".encode())
+    c = Client(context, "submissions")
+    c.proto.session.trace = lines.append
+    c.send(b"EHLO c\r\nAUTH LOGIN\r\nc2VjcmV0\r\nc2VjcmV0\r\n")
+    assert lines == ["EHLO c", "AUTH PLAIN ****", "EHLO c", "AUTH LOGIN", "**** (SASL response)", "**** (SASL response)"]
+
+
+def test_received_header():
+    from mailnet.smtp.delivery import receivedHeader
+    from mailnet.smtp.session import Envelope, Recipient
+
+    env = Envelope("a@remote.test", [Recipient("bob@example.test", None, None, ["bob@example.test"], [])],
+                   "client.remote.test", "2001:db8::1", True, "alice@example.test", True)
+    header = receivedHeader(env, "mx.example.test", "ID1", "TLSv1.3 TLS_AES_256_GCM_SHA384", now=0)
+    lines = header.decode().split("\r\n")
+    assert lines[0] == "Received: from client.remote.test ([IPv6:2001:db8::1])"
+    assert lines[1] == "\tby mx.example.test (mailnet) with ESMTPSA id ID1 (authenticated as alice@example.test)"
+    assert lines[2] == "\t(TLSv1.3 TLS_AES_256_GCM_SHA384)"
+    assert lines[3].startswith("\tfor <bob@example.test>; ") and lines[4] == ""
