@@ -200,7 +200,11 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
-        self._announce()
+        # Announce ("mailnet ready", listeners.json) only once the reactor
+        # runs: its signal handlers are installed then, so a SIGTERM sent by
+        # whoever waited for the announcement is a clean shutdown, not the
+        # default action killing the process without a word.
+        self.context.reactor.callWhenRunning(self._announce)
 
     def _announce(self):
         config = self.context.config

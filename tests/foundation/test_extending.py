@@ -93,4 +93,11 @@ def test_embedding_example(tmp_path, monkeypatch):
         assert len(folder[0].messages()) == 1
     finally:
         d = defer.maybeDeferred(top.stopService)
+        # closing listening ports completes on a later reactor turn
+        from twisted.internet import reactor
+
+        for _ in range(500):
+            if d.called:
+                break
+            reactor.iterate(0.01)
         assert d.called
