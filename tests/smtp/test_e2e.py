@@ -10,16 +10,25 @@ from email.message import EmailMessage
 
 import pytest
 
+from tests.conftest import USERS
+from tests.harness import MailServer
 from tests.smtp.e2e import Raw, canonical, newest, run, strip_trace, unverified, write_private
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mx(server):
+def mx(tmp_path_factory):
+    # Relayed test mail must never look up a real MX: whatever the queue does
+    # with it goes to a closed local port.
+    server = MailServer(tmp_path_factory.mktemp("smtp-e2e"), config={"relay": {"smarthost": "127.0.0.1:9"}})
+    server.start()
+    for name, password in USERS.items():
+        server.addUser(name, password)
     server.addAlias("sales@example.test", "alice@example.test", "bob@example.test")
     server.addAlias("fwd@example.test", "friend@remote.test")
-    return server
+    yield server
+    server.stop()
 
 
 def files(server, user):
