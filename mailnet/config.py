@@ -106,6 +106,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "max_connections": _o("int", 20, "Outgoing SMTP connections in total.", minimum=1),
         "max_connections_per_destination": _o("int", 4, "Outgoing connections to one destination domain.", minimum=1),
         "messages_per_connection": _o("int", 100, "Messages sent over one connection before it is closed.", minimum=1),
+        "tls_ca_file": _o("path", "", "PEM CA certificates that verify peers where TLS is required; empty = the system's trust store."),
+        "connect_timeout": _o("int", 30, "Seconds to wait for a TCP connection to a remote MTA.", minimum=1),
+        "reply_timeout": _o("int", 300, "Seconds to wait for each reply of a remote MTA (RFC 5321 s4.5.3.2: 5 minutes).", minimum=1),
+        "data_timeout": _o("int", 600, "Seconds to wait for the reply after the message data (RFC 5321 s4.5.3.2.6: 10 minutes).", minimum=1),
     },
     "queue": {
         "retry_initial": _o("int", 300, "Seconds before the first retry (Postfix: 5 minutes).", minimum=1),
@@ -129,9 +133,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "smtp_data_timeout": _o("int", 600, "Seconds to wait for each block of message data.", minimum=1),
         "imap_line_length": _o("int", 65536, "Longest IMAP command line, literals excluded.", minimum=1000),
         "imap_literal_size": _o("int", 35 * MB, "Largest IMAP literal (APPEND size).", minimum=1),
-        "imap_idle_timeout": _o("int", 1800, "Seconds an IMAP session may stay silent (RFC 9051: at least 30 minutes).", minimum=1),
+        "imap_idle_timeout": _o("int", 1800, "Seconds an IMAP session may stay silent (RFC 9051 s5.4: at least 30 minutes).", minimum=1800),
         "imap_connections_per_user": _o("int", 20, "Simultaneous IMAP sessions of one user.", minimum=1),
-        "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=1),
+        "imap_idle_poll": _o("float", 2.0, "Seconds between checks for changes made by other programs while an IMAP client is in IDLE (0 = never).", minimum=0),
+        "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=600),
+        "pop3_line_length": _o("int", 255, "Longest POP3 command line, CRLF included (RFC 2449 s4: 255).", minimum=255),
         "http_request_size": _o("int", 35 * MB, "Largest HTTP request body (JMAP upload, webmail compose).", minimum=1),
     },
     "log": {
@@ -371,6 +377,9 @@ def checkEnvironment(config: Config):
     pw = config.relay.smarthost_password_file
     if pw and not os.access(pw, os.R_OK):
         raise ConfigError(f"{where}: [relay] smarthost_password_file: cannot read {pw}")
+    ca = config.relay.tls_ca_file
+    if ca and not os.access(ca, os.R_OK):
+        raise ConfigError(f"{where}: [relay] tls_ca_file: cannot read {ca}")
     if config.store.backend not in ("maildir", "memory") and ":" not in config.store.backend:
         raise ConfigError(f'{where}: [store] backend: expected "maildir", "memory" or "package.module:factory", got "{config.store.backend}"')
 

@@ -189,7 +189,9 @@ class MailnetService(service.MultiService):
                 if self.exitOnError:
                     import sys
 
-                    print(f"mailnet: {message}", file=sys.stderr)
+                    # twistd has sent sys.stderr to its log by now; the
+                    # operator should see exactly one plain line.
+                    print(f"mailnet: {message}", file=sys.__stderr__, flush=True)
                     raise SystemExit(1)
                 raise ListenError(message)
             self.ports[name] = results[0]
@@ -200,10 +202,9 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
-        # Announce ("mailnet ready", listeners.json) only once the reactor
-        # runs: its signal handlers are installed then, so a SIGTERM sent by
-        # whoever waited for the announcement is a clean shutdown, not the
-        # default action killing the process without a word.
+        # Announce once the reactor runs: twistd starts services before the
+        # reactor installs its signal handlers, and whoever waits for "ready"
+        # may send SIGTERM at once (it would kill us without a clean stop).
         self.context.reactor.callWhenRunning(self._announce)
 
     def _announce(self):

@@ -111,7 +111,9 @@ class MailServer:
 
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
-        if not ready.wait(timeout) or self.process.poll() is not None:
+        # "ready" is also set when the output ends (the process is exiting but
+        # may not be reaped yet): without listeners.json it did not start.
+        if not ready.wait(timeout) or self.process.poll() is not None or not os.path.exists(listenersFile):
             self.stop()
             raise RuntimeError("mailnet did not start:\n" + self.log())
         with open(listenersFile) as f:

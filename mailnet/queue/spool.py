@@ -10,7 +10,19 @@ Layout under ``<data_dir>/queue``::
 An item exists once its ``.json`` exists.  Commit order: the data file is
 written in tmp/ and fsynced, the envelope is written and fsynced, both are
 renamed into place (data first), then the directory is fsynced.  A crash
-at any point leaves either no item or a whole one.
+at any point leaves either no item or a whole one (plus, at worst, a file
+in tmp/ or a ``.msg`` without its ``.json``, which :meth:`Spool.cleanup`
+removes).
+
+Who writes what: a new item is written once, by whoever calls
+:meth:`Spool.newMessage` (the SMTP server; the queue itself for DSNs).
+After that only the holder of the spool lock (``lock``, an ``flock``)
+changes an envelope: the running server's queue, or the ``mailnet queue``
+command when no server runs (it talks to the server's control socket
+otherwise).  Every change replaces the whole ``.json`` atomically
+(:func:`~mailnet.auth.writeAtomically`: tmp, fsync, rename, fsync dir), so
+a reader always sees a complete envelope.  The files are mode 0600: they
+hold people's mail.
 
 Envelope fields (JSON, UTF-8, indented for people)::
 
@@ -18,16 +30,27 @@ Envelope fields (JSON, UTF-8, indented for people)::
      "envid": str|null, "ret": "FULL"|"HDRS"|null, "smtputf8": bool,
      "body": "7BIT"|"8BITMIME"|"BINARYMIME", "arrival": epoch seconds,
      "client": "helo [ip]", "auth": username|null, "held": false,
-     "delay_warned": false,
+     "delay_warned": false, "size": bytes,
      "recipients": [{"address": ..., "orcpt": "rfc822;..."|null,
                      "notify": ["SUCCESS","FAILURE","DELAY"]|["NEVER"]|null,
                      "status": "pending"|"sent"|"failed"|"delayed",
                      "attempts": 0, "last_error": null, "next_attempt": epoch}]}
+
+The queue adds, per recipient, as it works: ``last_attempt`` (epoch),
+``remote_mta`` (the host whose reply ``last_error`` is, or null when the
+error was found here), ``action`` once final (``delivered``, ``relayed``,
+``expanded``, ``failed``: the RFC 3464 Action), ``reported`` (a DSN about
+the final status was queued, or none is due) and, for an alias that
+expanded to other addresses, ``expanded_to``.  ``pending`` is a recipient
+not tried yet, ``delayed`` one that failed temporarily and waits for
+``next_attempt``; both are still to be delivered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import secrets
@@ -52,7 +75,7 @@ class SpoolWriter:
         self.envelope = envelope
         self.id = envelope["id"]
         self.tmpPath = os.path.join(spool.tmpDir, self.id)
-        self._file = open(self.tmpPath, "wb")
+        self._file = os.fdopen(os.open(self.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
         self.size = 0
 
     def write(self, data: bytes):
@@ -67,7 +90,7 @@ class SpoolWriter:
         self.envelope["size"] = self.size
         base = os.path.join(self.spool.path, self.id)
         os.replace(self.tmpPath, base + ".msg")
-        writeAtomically(base + ".json", json.dumps(self.envelope, indent=1).encode(), mode=0o600)
+        writeAtomically(base + ".json", self.spool.encode(self.envelope), mode=0o600)
         fsyncDirectory(self.spool.path)
         return self.id
 
@@ -77,7 +100,7 @@ class SpoolWriter:
 
         @return: Deferred firing with the queue id once the item is on disk.
         """
-        d = threads.deferToThread(self._commit)
+        d = self.spool.runInThread(self._commit)
         d.addCallback(self.spool._added)
         return d
 
@@ -95,10 +118,14 @@ class Spool:
     :meth:`addListener` to hear of them.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, runInThread=None):
         self.path = path
+        # How blocking file work leaves the reactor thread; tests driving
+        # the queue with task.Clock pass a synchronous one.
+        self.runInThread = runInThread or threads.deferToThread
         self.tmpDir = os.path.join(path, "tmp")
-        os.makedirs(self.tmpDir, exist_ok=True)
+        os.makedirs(self.tmpDir, mode=0o700, exist_ok=True)
+        self.lockPath = os.path.join(path, "lock")
         self._listeners = []
 
     def newMessage(self, sender, recipients, *, envid=None, ret=None, smtputf8=False,
@@ -152,11 +179,167 @@ class Spool:
 
     def ids(self):
         """Ids of the complete items, oldest first."""
-        return sorted(name[:-5] for name in os.listdir(self.path) if name.endswith(".json"))
+        return sorted(name[:-5] for name in os.listdir(self.path) if name.endswith(".json") and validId(name[:-5]))
+
+    def removeListener(self, callback):
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def exists(self, queueId) -> bool:
+        return validId(queueId) and os.path.exists(self.envelopePath(queueId))
 
     def load(self, queueId) -> dict:
-        with open(os.path.join(self.path, queueId + ".json"), "rb") as f:
-            return json.load(f)
+        """
+        Read an envelope.
+
+        @raise FileNotFoundError: no such item.
+        @raise ValueError: the file is not a valid envelope (JSON error).
+        """
+        if not validId(queueId):
+            raise FileNotFoundError(queueId)
+        with open(self.envelopePath(queueId), "rb") as f:
+            envelope = json.load(f)
+        if not isinstance(envelope, dict) or "recipients" not in envelope or "sender" not in envelope:
+            raise ValueError(f"{queueId}.json is not a queue envelope")
+        return envelope
+
+    def envelopePath(self, queueId) -> str:
+        return os.path.join(self.path, queueId + ".json")
 
     def dataPath(self, queueId) -> str:
         return os.path.join(self.path, queueId + ".msg")
+
+    def openData(self, queueId):
+        """The message, as a binary file object (the caller closes it)."""
+        return open(self.dataPath(queueId), "rb")
+
+    @staticmethod
+    def encode(envelope: dict) -> bytes:
+        """The envelope as the bytes of its file (indented JSON, UTF-8)."""
+        return json.dumps(envelope, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+
+    def save(self, envelope: dict, data: bytes | None = None):
+        """
+        Replace an item's envelope atomically and durably.  Synchronous (call
+        it in a thread from the reactor, passing ``data`` made by
+        :meth:`encode` in the reactor thread so that the thread never reads
+        an envelope being changed).  Only the holder of the spool lock may
+        call it (see the module docstring).
+        """
+        if data is None:
+            data = self.encode(envelope)
+        path = self.envelopePath(envelope["id"])
+        writeAtomically(path, data, mode=0o600)
+        matchOwner(path, self.path)
+
+    def remove(self, queueId):
+        """
+        Delete an item: the envelope first (so the item is gone at once),
+        then the data, then the directory entry is made durable.  Only the
+        holder of the spool lock may call it.
+        """
+        for path in (self.envelopePath(queueId), self.dataPath(queueId)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        fsyncDirectory(self.path)
+
+    def cleanup(self, olderThan=3600.0, now=None):
+        """
+        Remove what a crash left behind: files in tmp/ and ``.msg`` files
+        without an envelope, older than ``olderThan`` seconds (younger ones
+        may be messages being received right now).  Returns the paths removed.
+        """
+        now = time.time() if now is None else now
+        removed = []
+        candidates = [os.path.join(self.tmpDir, n) for n in os.listdir(self.tmpDir)]
+        for name in os.listdir(self.path):
+            if name.endswith(".msg") and not os.path.exists(os.path.join(self.path, name[:-4] + ".json")):
+                candidates.append(os.path.join(self.path, name))
+            elif name.startswith(".tmp-"):
+                candidates.append(os.path.join(self.path, name))
+        for path in candidates:
+            try:
+                if now - os.stat(path).st_mtime >= olderThan:
+                    os.unlink(path)
+                    removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+def matchOwner(path, like):
+    """
+    Give ``path`` the owner of ``like`` when we run as root: ``mailnet
+    queue`` run by root must not leave files the server's user cannot open.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(like)
+        if st.st_uid != 0 or st.st_gid != 0:
+            os.chown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass
+
+
+def validId(queueId) -> bool:
+    """Queue ids are lower-case hex; anything else never names a file."""
+    return isinstance(queueId, str) and 0 < len(queueId) <= 64 and all(c in "0123456789abcdef" for c in queueId)
+
+
+class SpoolLock:
+    """
+    The right to change envelopes (an exclusive ``flock`` on the spool's
+    ``lock`` file).  Held by the running server for its whole life, and
+    briefly by ``mailnet queue`` when no server runs.  The kernel releases
+    it when the holder dies, even by kill -9.
+    """
+
+    def __init__(self, path, runInThread=None):
+        self.path = path
+        # How blocking file work leaves the reactor thread; tests driving
+        # the queue with task.Clock pass a synchronous one.
+        self.runInThread = runInThread or threads.deferToThread
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, blocking=False) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        matchOwner(self.path, os.path.dirname(self.path) or ".")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        # Note who holds it, for people and error messages.
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self):
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def holder(self) -> str | None:
+        """The pid written by the current holder (may be stale), for messages."""
+        try:
+            with open(self.path) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    def __enter__(self):
+        self.acquire(blocking=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

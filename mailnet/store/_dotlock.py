@@ -22,6 +22,7 @@ from mailnet.store.interfaces import TemporaryStoreError
 
 HOSTNAME = socket.gethostname()
 STALE_PID_CHECK_SECS = 2
+EMPTY_STALE_SECS = 5
 
 
 def _pidAlive(pid: int) -> bool:
@@ -148,6 +149,10 @@ def acquire(path: str, timeout: float = 122.0, stale: float = 120.0) -> Dotlock:
 
 def _isStale(path, lockPath, st, now, lastChange, stale):
     if st.st_mtime < now - STALE_PID_CHECK_SECS:
+        if st.st_size == 0 and st.st_mtime < now - EMPTY_STALE_SECS:
+            # The creator died between O_EXCL and writing its pid (the pid
+            # is written right after creation).
+            return True
         pid = _readPid(lockPath)
         if pid is not None and pid != os.getpid() and not _pidAlive(pid):
             return True

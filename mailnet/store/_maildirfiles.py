@@ -36,11 +36,11 @@ def writeAll(fd, data: bytes):
 
 def appendDurably(path, data: bytes, expectOffset=None):
     """
-    Append ``data`` to ``path`` (created if missing) and fdatasync.  When
+    Append ``data`` to the existing file ``path`` and fdatasync.  When
     ``expectOffset`` is given and the file is longer (a partial line left by
-    a crashed writer), the excess is cut first.  Returns the new size.
+    a crashed writer), the excess is cut first.  Returns ``(size, inode)``.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_WRONLY)
     try:
         end = os.lseek(fd, 0, os.SEEK_END)
         if expectOffset is not None and end > expectOffset:
@@ -49,7 +49,7 @@ def appendDurably(path, data: bytes, expectOffset=None):
         os.lseek(fd, end, os.SEEK_SET)
         writeAll(fd, data)
         os.fdatasync(fd)
-        return end + len(data)
+        return end + len(data), os.fstat(fd).st_ino
     finally:
         os.close(fd)
 
@@ -161,44 +161,42 @@ class UidList:
         self.guid, self.hdrExtra = guid, extra
 
     def _parseRecords(self, text: str, out):
-        version = self.version
+        """Parse records into ``out`` (a list of tuples or a _Into)."""
         last = self.lastUid
+        append = out.append
+        n = 0
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        v3 = self.version == 3
         for line in text.split("\n"):
             if not line:
                 continue
-            if line[-1] == "\r":
-                line = line[:-1]
-            uidText, sep, rest = line.partition(" ")
+            if v3:
+                # "<uid> [<ext> ...] :<filename>": the file name starts at
+                # the first token that starts with a colon.
+                head, sep, filename = line.partition(" :")
+                if not sep:
+                    raise CorruptFile(f"bad uidlist record {line!r}")
+                if " " in head:
+                    uidText, *ext = head.split(" ")
+                    ext = tuple(e for e in ext if e)
+                else:
+                    uidText, ext = head, ()
+            else:
+                uidText, _, filename = line.partition(" ")
+                ext = ()
             try:
                 uid = int(uidText)
             except ValueError:
                 raise CorruptFile(f"bad uidlist record {line!r}") from None
-            ext = ()
-            if version == 3:
-                if rest.startswith(":"):
-                    filename = rest[1:]
-                else:
-                    ext = []
-                    pos, n = 0, len(rest)
-                    while pos < n and rest[pos] != ":":
-                        sp = rest.find(" ", pos)
-                        if sp < 0:
-                            sp = n
-                        ext.append(rest[pos:sp])
-                        pos = sp
-                        while pos < n and rest[pos] == " ":
-                            pos += 1
-                    filename = rest[pos + 1 :]
-                    ext = tuple(ext)
-            else:
-                filename = rest
             if not filename or uid <= 0:
                 raise CorruptFile(f"bad uidlist record {line!r}")
             if uid > last:
                 last = uid
             colon = filename.find(":")
-            out.append((uid, filename if colon < 0 else filename[:colon], ext))
-            self.lines += 1
+            append((uid, filename if colon < 0 else filename[:colon], ext))
+            n += 1
+        self.lines += n
         self.lastUid = last
 
     def readNew(self):
@@ -249,6 +247,22 @@ class UidList:
         self.exists = True
         return replaced, records
 
+    def readTail(self):
+        """
+        Blind mode: catch up cheaply.  Appended lines are read; a new or
+        replaced file is read only at its head and tail.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return
+        if st.st_ino == self.ino and st.st_size >= self.offset:
+            if st.st_size > self.offset:
+                self.readNew()
+        else:
+            self.readHeaderAndLast()
+
     def readHeaderAndLast(self):
         """
         Cheap read for a writer that needs only the header and the highest
@@ -297,8 +311,7 @@ class UidList:
     def append(self, records):
         """Append ``(uid, base, ext)`` records durably; caller holds the lock."""
         data = "".join(self.formatRecord(*r) for r in records).encode(ENCODING, ERRORS)
-        self.offset = appendDurably(self.path, data, self.offset)
-        self.ino = os.stat(self.path).st_ino
+        self.offset, self.ino = appendDurably(self.path, data, self.offset)
         for uid, _, _ in records:
             if uid > self.lastUid:
                 self.lastUid = uid
@@ -346,16 +359,32 @@ class ModLog:
         f <modseq> <uid> :<info>                         flags changed
         x <modseq> <uid>                                 expunged
         h <modseq>                                       highest modseq mark
+        r <modseq>                                       reservation (see below)
+        c <modseq>                                       clean close (see below)
 
     Every line carries its modseq explicitly and lines are appended in
-    modseq order, so the last line always holds HIGHESTMODSEQ.  ``info`` is
+    modseq order, so the last change line holds HIGHESTMODSEQ.  ``info`` is
     the file name part after ``:2,`` when the line was written, so a flag
     change made by another program is noticed even across restarts.
     Expunges at or below the floor ``E`` are not known.
+
+    Reservations.  Appends are not fsynced, except when a modseq above the
+    last reservation is handed out: then an ``r <modseq + RESERVE>`` line is
+    appended and the file fdatasynced before anyone is told.  Whoever reads
+    the log cold (a new process, a reload) continues above the last
+    reservation, so after an OS crash that lost unsynced lines no modseq
+    is ever handed out twice and HIGHESTMODSEQ never goes backwards.  What
+    the lost lines said is found again from the files themselves: a date
+    from the mtime, flags from the name (a change is a new modseq), an
+    expunge from the missing file.  A process that has read the log before
+    knows nothing was lost since (a crash would have killed it too), and a
+    log whose last line is ``c`` (written with fdatasync at a clean
+    shutdown) lost nothing: then there is no need to skip ahead.
     """
 
     NAME = "mailnet-modseq"
     MAGIC = "mailnet-modseq"
+    RESERVE = 1000
 
     def __init__(self, folderPath):
         self.path = os.path.join(folderPath, self.NAME)
@@ -367,8 +396,10 @@ class ModLog:
         self.uidValidity = 0
         self.floor = 0
         self.highest = 0
+        self.reserved = 0
         self.exists = False
         self.lines = 0
+        self.lastKind = None
 
     def stamp(self):
         try:
@@ -376,6 +407,11 @@ class ModLog:
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def allocate(self):
+        """The next modseq (the caller appends its lines before unlocking)."""
+        self.highest += 1
+        return self.highest
 
     def _parseHeader(self, line):
         parts = line.split(" ")
@@ -389,7 +425,10 @@ class ModLog:
 
     def _parse(self, text, out):
         highest = self.highest
+        reserved = self.reserved
         n = 0
+        append = out.append
+        kind = None
         for line in text.split("\n"):
             if not line:
                 continue
@@ -399,18 +438,24 @@ class ModLog:
                     head, _, info = line.partition(" :")
                     _, m, uid, date, size = head.split(" ")
                     m = int(m)
-                    out.append(("a", m, int(uid), float(date), int(size), info))
+                    append(("a", m, int(uid), float(date), int(size), info))
                 elif kind == "f":
                     head, _, info = line.partition(" :")
                     _, m, uid = head.split(" ")
                     m = int(m)
-                    out.append(("f", m, int(uid), info))
+                    append(("f", m, int(uid), info))
                 elif kind == "x":
                     _, m, uid = line.split(" ")
                     m = int(m)
-                    out.append(("x", m, int(uid)))
-                elif kind == "h":
+                    append(("x", m, int(uid)))
+                elif kind == "h" or kind == "c":
                     m = int(line.split(" ")[1])
+                elif kind == "r":
+                    r = int(line.split(" ")[1])
+                    if r > reserved:
+                        reserved = r
+                    n += 1
+                    continue
                 else:
                     continue
             except ValueError:
@@ -420,10 +465,31 @@ class ModLog:
             if m > highest:
                 highest = m
         self.highest = highest
+        self.reserved = reserved
         self.lines += n
+        if kind is not None:
+            self.lastKind = kind
 
-    def readNew(self):
-        """Like :meth:`UidList.readNew`; entries are the parsed lines."""
+    def _cold(self, sawReservation):
+        """
+        After reading the file cold: lines after the last fsync may have
+        been lost in a crash, but never beyond the last reservation.
+        """
+        if self.lastKind == "c":
+            self.reserved = max(self.reserved, self.highest)
+            return
+        if sawReservation:
+            self.highest = max(self.highest, self.reserved)
+        else:
+            self.highest += self.RESERVE
+        self.reserved = self.highest
+
+    def readNew(self, trustIno=None):
+        """
+        Like :meth:`UidList.readNew`; entries are the parsed lines.
+        ``trustIno``: this process read that file before, so a cold read of
+        it need not skip ahead of a possible crash.
+        """
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -441,20 +507,42 @@ class ModLog:
         data, used = _completeLines(data)
         text = data.decode(ENCODING, ERRORS)
         entries = []
-        if self.offset == 0:
+        cold = self.offset == 0
+        if cold:
             nl = text.find("\n")
             if nl < 0:
                 raise CorruptFile("modseq log without a header")
             self._parseHeader(text[:nl])
             text = text[nl + 1 :]
         self._parse(text, entries)
+        if cold:
+            if trustIno is not None and trustIno == st.st_ino:
+                self.reserved = max(self.reserved, self.highest)
+            else:
+                self._cold(self.reserved > 0)
         self.ino = st.st_ino
         self.offset += used
         self.exists = True
         return replaced, entries
 
+    def readTail(self):
+        """
+        Blind mode: catch up cheaply.  Appended lines are read; a new or
+        replaced file is read only at its head and tail.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return
+        if st.st_ino == self.ino and st.st_size >= self.offset:
+            if st.st_size > self.offset:
+                self.readNew()
+        else:
+            self.readHeaderAndLast()
+
     def readHeaderAndLast(self):
-        """Header and HIGHESTMODSEQ from the last line; positions at the end."""
+        """Header and HIGHESTMODSEQ from the last lines; positions at the end."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -470,16 +558,15 @@ class ModLog:
             self._parseHeader(head[:nl].decode(ENCODING, ERRORS))
             self.highest = self.floor
             size = st.st_size
-            start = max(nl + 1, size - 4096)
+            start = max(nl + 1, size - 16384)
             tail = os.pread(fd, size - start, start)
             complete, used = _completeLines(tail)
             if start > nl + 1:
                 complete = complete[complete.find(b"\n") + 1 :]
-            lines = complete.decode(ENCODING, ERRORS).split("\n")
-            for line in reversed(lines):
-                if line.strip():
-                    self._parse(line, [])
-                    break
+            # Every line of the window: the last change line and the last
+            # reservation (if it is that recent) are what matter.
+            self._parse(complete.decode(ENCODING, ERRORS), [])
+            self._cold(self.reserved > 0)
             self.ino = st.st_ino
             self.offset = start + used
             self.exists = True
@@ -487,14 +574,54 @@ class ModLog:
             os.close(fd)
 
     def append(self, lines):
-        """Append formatted lines durably; caller holds the lock."""
-        if not lines:
+        """
+        Append formatted lines; caller holds the lock.  fdatasync only when
+        a modseq beyond the reservation was handed out (then reserve more).
+        """
+        sync = self.highest > self.reserved
+        if not lines and not sync:
             return
+        if sync:
+            lines = list(lines)
+            lines.append(f"r {self.highest + self.RESERVE}\n")
         data = "".join(lines).encode(ENCODING, ERRORS)
-        self.offset = appendDurably(self.path, data, self.offset)
-        self.ino = os.stat(self.path).st_ino
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end > self.offset and self.ino is not None:
+                os.ftruncate(fd, self.offset)  # a crashed writer's partial line
+                end = self.offset
+            os.lseek(fd, end, os.SEEK_SET)
+            writeAll(fd, data)
+            if sync:
+                os.fdatasync(fd)
+            self.ino = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        self.offset = end + len(data)
+        if sync:
+            self.reserved = self.highest + self.RESERVE
         self.exists = True
         self.lines += len(lines)
+        self.lastKind = lines[-1][0]
+
+    def markClean(self):
+        """At shutdown: make the log durable and say nothing is missing."""
+        if not self.exists or self.ino is None or self.lastKind == "c":
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if st.st_ino != self.ino or st.st_size != self.offset:
+            return  # someone else wrote since; they will mark it
+        self.reserved = max(self.reserved, self.highest + 1)  # no reservation line
+        self.append([f"c {self.highest}\n"])
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def added(m, uid, date, size, info):
@@ -509,9 +636,14 @@ class ModLog:
         return f"x {m} {uid}\n"
 
     def create(self, folderPath, uidValidity, highest, floor, body=()):
-        """Write a new log (header, ``body`` lines, a highest mark) atomically."""
+        """Write a new log (header, ``body`` lines, marks) atomically."""
         tmp = os.path.join(folderPath, f".{self.NAME}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
-        text = f"{self.MAGIC} 1 V{uidValidity} E{floor}\n" + "".join(body) + f"h {highest}\n"
+        reserved = highest + self.RESERVE
+        text = (
+            f"{self.MAGIC} 1 V{uidValidity} E{floor}\n"
+            + "".join(body)
+            + f"h {highest}\nr {reserved}\n"
+        )
         data = text.encode(ENCODING, ERRORS)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -526,8 +658,10 @@ class ModLog:
         self.uidValidity = uidValidity
         self.floor = floor
         self.highest = highest
+        self.reserved = reserved
         self.exists = True
-        self.lines = len(body) + 1
+        self.lines = len(body) + 2
+        self.lastKind = "r"
 
 
 # dovecot-keywords

@@ -12,7 +12,7 @@ Layout (see ``docs/store.md`` for the details and Dovecot compatibility)::
         .Archive.2024/              folder "Archive/2024" (+ maildirfolder)
 
 Threads.  Every blocking call (fsync, rename, listdir, reading the index
-files) runs through ``runner`` (default: a private thread pool of 4).  The
+files) runs through ``runner`` (default: a private thread pool).  The
 reactor side keeps a mirror of each open folder's index and applies
 *deltas* that the worker threads produce under the folder lock, in order
 (each delta carries a per-folder sequence number).  Operations on one
@@ -37,6 +37,7 @@ directory once and releases the lock.
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import os
 import secrets
@@ -103,6 +104,8 @@ KEEP_EXPUNGED = 10000
 # same timestamp tick; list it again next time (Dovecot: MAILDIR_SYNC_SECS).
 DIR_SETTLE_SECS = 1.5
 TMP_MAX_AGE = 36 * 3600
+TMP_POOL_SIZE = 32
+TMP_POOL_LOW = 8
 # Rewrite dovecot-uidlist / the sidecar when they hold this many more lines
 # than twice what is live.
 UIDLIST_SLACK = 1000
@@ -174,10 +177,6 @@ def folderNameOf(dirname: str):
 
 
 # Small file helpers (threads only)
-
-
-def _mkdirs(path, mode=0o700):
-    os.makedirs(path, mode=mode, exist_ok=True)
 
 
 def _writeFile(path, data: bytes, mode=0o600):
@@ -300,7 +299,8 @@ class _Full:
         self.byBase = {}  # base -> uid, live messages
         self.recs = {}  # base -> uid, every uidlist record
         self.ext = {}  # uid -> extension fields of its uidlist record
-        self.pending = {}  # uid -> [modseq, date, vsize, info] sidecar lines not matched yet
+        self.inNew = set()  # uids whose file is in new/
+        self.pending = {}  # uid -> ("a", modseq, uid, date, vsize, info) sidecar lines not matched yet
         self.pendingX = {}  # uid -> modseq of sidecar expunge lines not applied yet
         self.expunged = []  # (modseq, uid) ascending
         self.expungedSet = set()
@@ -319,6 +319,11 @@ class _Batch:
         self.dirs = set()  # directories to fsync
         self.keywords = False
         self.rewriteUidlist = False
+        self.recorded = False
+
+
+def _byUid(info):
+    return info.uid
 
 
 def _unsettledUntil(*stamps):
@@ -373,6 +378,8 @@ class _Disk:
         self.seq = 0
         self.deleted = False
         self.busy = 0
+        self._trustIno = None
+        self.dotlock = None  # while locked
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
         self.rewriteRecords = []
@@ -394,12 +401,15 @@ class _Disk:
     def locked(self):
         return _Locked(self)
 
+    def touchLock(self):
+        """In long loops under the lock: keep the dotlock from looking stale."""
+        if self.dotlock is not None:
+            self.dotlock.touch()
+
     # The index files
 
     def _newModseq(self):
-        m = self.modlog.highest + 1
-        self.modlog.highest = m
-        return m
+        return self.modlog.allocate()
 
     def _ensureLogs(self):
         """
@@ -408,14 +418,8 @@ class _Disk:
         Missing or broken files are recreated.
         """
         ul, ml = self.uidlist, self.modlog
-        stamp = ul.stamp()
         try:
-            if stamp is None:
-                ul.reset()
-            elif ul.ino == stamp[0] and stamp[1] >= ul.offset:
-                ul.readNew()
-            else:
-                ul.readHeaderAndLast()
+            ul.readTail()
         except CorruptFile as e:
             log.warn("{path}: {error}; recreating it", path=ul.path, error=e)
             ul.reset()
@@ -426,14 +430,8 @@ class _Disk:
             ul.hdrNext = 1
             self.rewrite = True
             self.rewriteRecords = []
-        mstamp = ml.stamp()
         try:
-            if mstamp is None:
-                ml.reset()
-            elif ml.ino == mstamp[0] and mstamp[1] >= ml.offset:
-                ml.readNew()
-            else:
-                ml.readHeaderAndLast()
+            ml.readTail()
         except CorruptFile:
             ml.reset()
         if not ml.exists or ml.uidValidity != ul.uidValidity:
@@ -464,20 +462,23 @@ class _Disk:
         for d in batch.dirs:
             fsyncDir(d)
         batch.dirs = set()
-        if batch.lines:
-            self.modlog.append(batch.lines)
-            batch.lines = []
         if batch.rewriteUidlist and not self.rewrite:
             self.rewrite = True
             self.rewriteRecords = []
-        if self.rewrite:
-            # The uidlist is replaced on unlock (through the lock file).
-            if self.full is None:
+        # UIDs are on disk before the sidecar mentions them, so a failure in
+        # between can never let a UID be given out twice.
+        if batch.records:
+            if self.uidlist.exists:
+                self.uidlist.append(batch.records)
+            elif self.full is None:
+                # A new uidlist (new UIDVALIDITY), written on unlock.
                 self.rewriteRecords.extend(batch.records)
-        elif batch.records:
-            self.uidlist.append(batch.records)
-        batch.records = []
+            batch.records = []
+        batch.recorded = True
         batch.rewriteUidlist = False
+        if batch.lines:
+            self.modlog.append(batch.lines)
+            batch.lines = []
 
     def doRewrite(self, dotlock):
         """Called by _Locked before unlocking: replace the uidlist."""
@@ -505,23 +506,36 @@ class _Disk:
 
     def load(self):
         """Build the full index (under the lock).  Returns a snapshot."""
+        # Building 100,000s of small objects: the cyclic GC would scan them
+        # again and again for nothing (they form no cycles).
+        gcWasOn = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load()
+        finally:
+            if gcWasOn:
+                gc.enable()
+
+    def _load(self):
         with self.locked():
             self.full = _Full()
             self.uidlist.reset()
+            # Read before by this process: nothing can have been lost since.
+            self._trustIno = self.modlog.ino
             self.modlog.reset()
             self.keywords = Keywords(self.path)
             try:
-                self._sync(initial=True)
+                delta = self._sync(initial=True)
             except BaseException:
                 self.full = None
                 raise
-            return self._snapshot()
+            return self._snapshot(delta.added)
 
-    def _snapshot(self):
+    def _snapshot(self, infos):
         full = self.full
         return {
             "seq": self.seq,
-            "infos": sorted(full.infos.values(), key=lambda i: i.uid),
+            "infos": infos,
             "uidValidity": full.uidValidity,
             "uidNext": self.uidlist.nextUid,
             "highest": max(self.modlog.highest, 1),
@@ -616,7 +630,8 @@ class _Disk:
 
         # 2. The sidecar.
         try:
-            mreplaced, entries = ml.readNew()
+            mreplaced, entries = ml.readNew(trustIno=self._trustIno)
+            self._trustIno = None
         except CorruptFile:
             ml.reset()
             mreplaced, entries = True, []
@@ -640,16 +655,17 @@ class _Disk:
         for entry in entries:
             kind, m, uid = entry[0], entry[1], entry[2]
             if kind == "a":
-                pending[uid] = [m, entry[3], entry[4], entry[5]]
-                pendingX.pop(uid, None)
+                pending[uid] = entry
+                if pendingX:
+                    pendingX.pop(uid, None)
             elif kind == "f":
                 p = pending.get(uid)
                 if p is not None:
-                    p[0], p[3] = m, entry[3]
+                    pending[uid] = ("a", m, uid, p[3], p[4], entry[3])
                 else:
                     info = infos.get(uid)
                     if info is not None:
-                        pending[uid] = [m, info.internalDate, info.size, entry[3]]
+                        pending[uid] = ("a", m, uid, info.internalDate, info.size, entry[3])
             elif kind == "x":
                 pending.pop(uid, None)
                 pendingX[uid] = m
@@ -684,7 +700,7 @@ class _Disk:
                 full.dirty = False
                 full.stamps = {"new": stampNew, "cur": stampCur}
                 full.verifyAfter = _unsettledUntil(stampNew, stampCur)
-                self._reconcile(listing, batch, delta, modseq)
+                self._reconcile(listing, batch, delta, modseq, initial)
             if moveNew:
                 token = self._checkpoint()
                 if self._moveNewToCur(batch):
@@ -743,14 +759,18 @@ class _Disk:
         if rel == full.where[uid]:
             return
         full.where[uid] = rel
+        if rel[0] == "n":
+            full.inNew.add(uid)
+        else:
+            full.inNew.discard(uid)
         info = full.infos[uid]
         infoStr = splitName(rel[4:])[1]
         flags = self.keywords.flagsFromInfo(infoStr)
         if flags == info.flags:
             return
         p = full.pending.pop(uid, None)
-        if p is not None and p[3] == infoStr and p[0] > info.modseq:
-            m = p[0]  # another mailnet did it and logged it
+        if p is not None and p[5] == infoStr and p[1] > info.modseq:
+            m = p[1]  # another mailnet did it and logged it
         else:
             m = modseq()
             batch.lines.append(ModLog.flagged(m, uid, infoStr))
@@ -758,7 +778,7 @@ class _Disk:
         full.infos[uid] = new
         changed[uid] = new
 
-    def _reconcile(self, listing, batch, delta, modseq):
+    def _reconcile(self, listing, batch, delta, modseq, initial=False):
         full = self.full
         changed = {}
         missing = []
@@ -791,19 +811,43 @@ class _Disk:
         added = []
         if listing:
             fresh = []
-            for base, rel in sorted(listing.items()):
-                uid = full.recs.get(base)
-                if uid is not None and (uid in full.expungedSet or uid in full.infos):
-                    uid = None  # an expunged file came back: a new message
-                if uid is None:
+            recs, expungedSet, infos = full.recs, full.expungedSet, full.infos
+            pending, where, byBase, inNew = full.pending, full.where, full.byBase, full.inNew
+            flagCache = {}
+            flagsFromInfo = self.keywords.flagsFromInfo
+            for base, rel in listing.items():
+                uid = recs.get(base)
+                if uid is None or uid in expungedSet or uid in infos:
+                    # No record, or an expunged file came back: a new message.
                     fresh.append((base, rel))
                     continue
+                p = pending.get(uid)
+                if p is not None:
+                    # The common case (our own files): all we need is known.
+                    colon = rel.find(":", 4)
+                    infoStr = rel[colon + 3 :] if colon > 0 and rel[colon + 1 : colon + 3] == "2," else ""
+                    if p[5] == infoStr:
+                        flags = flagCache.get(infoStr)
+                        if flags is None:
+                            flags = flagCache[infoStr] = flagsFromInfo(infoStr)
+                        del pending[uid]
+                        info = infos[uid] = MessageInfo(uid, flags, p[3], p[4], p[1])
+                        where[uid] = rel
+                        byBase[base] = uid
+                        if rel[0] == "n":
+                            inNew.add(uid)
+                        added.append(info)
+                        continue
+                self.touchLock()
                 info = self._adopt(uid, base, rel, batch, modseq)
                 if info is not None:
                     added.append(info)
             if fresh:
+                fresh.sort()
                 uid = self.uidlist.nextUid
-                for base, rel in fresh:
+                for n, (base, rel) in enumerate(fresh):
+                    if n % 500 == 0:
+                        self.touchLock()
                     info = self._adopt(uid, base, rel, batch, modseq, newRecord=True)
                     if info is not None:
                         added.append(info)
@@ -813,9 +857,9 @@ class _Disk:
             p = full.pending.pop(uid)
             info = full.infos.get(uid)
             if info is not None:
-                if p[0] > info.modseq and uid not in changed:
+                if p[1] > info.modseq and uid not in changed:
                     # Another mailnet changed it (and maybe back again).
-                    new = MessageInfo(uid, info.flags, info.internalDate, info.size, p[0])
+                    new = MessageInfo(uid, info.flags, info.internalDate, info.size, p[1])
                     full.infos[uid] = changed[uid] = new
             elif uid not in full.expungedSet:
                 xm = modseq()
@@ -828,8 +872,25 @@ class _Disk:
                 if uid not in full.expungedSet:
                     full.expunged.append((xm, uid))
                     full.expungedSet.add(uid)
+        if initial:
+            # UIDs with neither a file nor an expunge line: expunged while
+            # we did not look (by another program, or lines lost in a
+            # crash).  Say so now, and drop their records so that this
+            # happens once.
+            dead = [
+                uid
+                for uid in full.recs.values()
+                if uid not in full.infos and uid not in full.expungedSet
+            ]
+            if dead:
+                xm = modseq()
+                for uid in sorted(dead):
+                    batch.lines.append(ModLog.expunged(xm, uid))
+                    full.expunged.append((xm, uid))
+                    full.expungedSet.add(uid)
+                batch.rewriteUidlist = True
         full.expunged.sort()
-        added.sort(key=lambda i: i.uid)
+        added.sort(key=_byUid)
         delta.added.extend(added)
         delta.changed.extend(changed[u] for u in sorted(changed))
 
@@ -841,7 +902,7 @@ class _Disk:
         p = None if newRecord else full.pending.pop(uid, None)
         path = os.path.join(self.path, rel)
         if p is not None:
-            m, date, vsize, oldInfo = p
+            _, m, _, date, vsize, oldInfo = p
             if oldInfo != infoStr and self.keywords.flagsFromInfo(oldInfo) != flags:
                 m = modseq()
                 batch.lines.append(ModLog.flagged(m, uid, infoStr))
@@ -871,12 +932,15 @@ class _Disk:
         full.recs[base] = uid
         full.byBase[base] = uid
         full.where[uid] = rel
+        if rel[0] == "n":
+            full.inNew.add(uid)
         info = MessageInfo(uid, flags, date, vsize, m)
         full.infos[uid] = info
         return info
 
     def _dropMessage(self, uid, base):
         full = self.full
+        full.inNew.discard(uid)
         full.infos.pop(uid, None)
         full.where.pop(uid, None)
         full.byBase.pop(base, None)
@@ -886,8 +950,12 @@ class _Disk:
         """Dovecot moves new/ files to cur/ when a client syncs; so do we."""
         full = self.full
         moved = False
-        for uid, rel in list(full.where.items()):
-            if rel[:4] != "new/":
+        inNew, full.inNew = full.inNew, set()
+        for n, uid in enumerate(inNew):
+            if n % 1000 == 0:
+                self.touchLock()
+            rel = full.where.get(uid)
+            if rel is None or rel[:4] != "new/":
                 continue
             target = "cur/" + rel[4:] + ":2,"
             try:
@@ -929,6 +997,8 @@ class _Disk:
             body.append(ModLog.expunged(xm, uid))
         full.expunged = list(kept)
         full.expungedSet = {uid for _, uid in kept}
+        # Records of forgotten expunges must go too (see _reconcile).
+        batch.rewriteUidlist = True
         # Renamed into place after the current batch's names are durable.
         for d in batch.dirs:
             fsyncDir(d)
@@ -988,6 +1058,7 @@ class _Disk:
                         batch.dirs.add(os.path.join(self.path, target[:3]))
                         batch.dirs.add(os.path.join(self.path, rel[:3]))
                     full.where[info.uid] = target
+                    full.inNew.discard(info.uid)
                     updated = MessageInfo(info.uid, kw.flagsFromInfo(infoStr), info.internalDate, info.size, m)
                     full.infos[info.uid] = updated
                     batch.lines.append(ModLog.flagged(m, info.uid, infoStr))
@@ -1127,37 +1198,61 @@ class _Disk:
             m = self._newModseq()
             uid = self.uidlist.nextUid
             out = []
+            placed = []
             token = self._checkpoint()
-            for job, idx in jobs:
-                flags = job.flags
-                if flags:
-                    infoStr = infoCache.get(flags)
-                    if infoStr is None:
-                        infoStr, changed = kw.infoFor(flags)
-                        infoCache[flags] = infoStr
-                        if changed:
-                            kw.write()
-                            fsyncDir(self.path)
-                    rel = f"cur/{job.base}:2,{infoStr}"
-                else:
-                    infoStr = ""
-                    rel = "new/" + job.base
-                _link(job.tmpPath, os.path.join(self.path, rel))
-                batch.dirs.add(os.path.join(self.path, rel[:3]))
-                batch.records.append((uid, job.base, ()))
-                batch.lines.append(ModLog.added(m, uid, job.date, job.size, infoStr))
+            try:
+                for job, idx in jobs:
+                    flags = job.flags
+                    if flags:
+                        infoStr = infoCache.get(flags)
+                        if infoStr is None:
+                            infoStr, changed = kw.infoFor(flags)
+                            infoCache[flags] = infoStr
+                            if changed:
+                                kw.write()
+                                fsyncDir(self.path)
+                        rel = f"cur/{job.base}:2,{infoStr}"
+                    else:
+                        infoStr = ""
+                        rel = "new/" + job.base
+                    target = os.path.join(self.path, rel)
+                    if len(job.targets) == 1:
+                        # The only recipient: move the file, no link needed.
+                        os.rename(job.tmpPath, target)
+                    else:
+                        _link(job.tmpPath, target)
+                    placed.append(target)
+                    batch.dirs.add(os.path.join(self.path, rel[:3]))
+                    batch.records.append((uid, job.base, ()))
+                    batch.lines.append(ModLog.added(m, uid, job.date, job.size, infoStr))
+                    out.append((job, idx, uid, rel, infoStr))
+                    uid += 1
+                self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
+                self._restamp(token)
+                self._flush(batch)
+            except BaseException:
+                if not batch.recorded:
+                    # Nothing was given a UID: take the files back out.
+                    for path in placed:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
                 if full is not None:
-                    info = MessageInfo(uid, kw.flagsFromInfo(infoStr), job.date, job.size, m)
-                    full.recs[job.base] = uid
-                    full.byBase[job.base] = uid
-                    full.where[uid] = rel
-                    full.infos[uid] = info
+                    full.dirty = True
+                self.uidlist.reset()  # re-read the truth next time
+                raise
+            if full is not None:
+                for job, idx, u, rel, infoStr in out:
+                    info = MessageInfo(u, kw.flagsFromInfo(infoStr), job.date, job.size, m)
+                    full.recs[job.base] = u
+                    full.byBase[job.base] = u
+                    full.where[u] = rel
+                    if rel[0] == "n":
+                        full.inNew.add(u)
+                    full.infos[u] = info
                     delta.added.append(info)
-                out.append((job, idx, uid))
-                uid += 1
-            self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
-            self._restamp(token)
-            self._flush(batch)
+            out = [(job, idx, u) for job, idx, u, _, _ in out]
             return out, (self._finish(delta) if full is not None else None)
 
     # Reading a message (no lock: look the name up, retry if renamed)
@@ -1213,10 +1308,12 @@ class _Locked:
         except BaseException:
             self.disk.lock.release()
             raise
+        self.disk.dotlock = self.dotlock
         return self.dotlock
 
     def __exit__(self, excType, exc, tb):
         disk = self.disk
+        disk.dotlock = None
         try:
             if disk.rewrite:
                 if excType is None:
@@ -1655,12 +1752,11 @@ class MaildirAccount:
 
 
 class _Job:
-    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "error", "data")
+    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "error")
 
     def __init__(self):
         self.fd = -1
         self.error = None
-        self.data = None  # a message that fit in the buffer: written by the committer
 
 
 @implementer(IDelivery)
@@ -1670,11 +1766,7 @@ class MaildirDelivery:
     the group committer, which links it into every recipient folder.
     """
 
-    # A message up to this size stays in memory until commit() and is
-    # written by the committer thread; bigger ones stream into a file opened
-    # on the reactor thread.  256 KiB covers most mail; the cost is that much
-    # memory per message being received at once.
-    BUFFER = 1 << 18
+    BUFFER = 1 << 16
 
     def __init__(self, store):
         self._store = store
@@ -1699,22 +1791,16 @@ class MaildirDelivery:
                 return
         self._targets.append((username, name, path))
 
-    def _open(self, create=True):
-        job = self._job = _Job()
-        job.base = newBase()
-        job.tmpPath = os.path.join(self._store._tmpDir, job.base)
-        if not create:
-            return
+    def _open(self):
+        job = _Job()
         try:
-            job.fd = os.open(job.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            job.tmpPath, job.fd = self._store._takeTmp()
         except OSError as e:
-            self._job = None
-            raise TemporaryStoreError(f"cannot create {job.tmpPath}: {e}") from e
+            raise TemporaryStoreError(f"cannot create a file in {self._store._tmpDir}: {e}") from e
+        self._job = job
 
     def _flushBuffer(self):
         if self._buffer:
-            if self._job is None:
-                self._open()
             try:
                 writeAll(self._job.fd, self._buffer)
             except OSError as e:
@@ -1724,6 +1810,8 @@ class MaildirDelivery:
     def write(self, data):
         if self._done:
             raise StoreError("delivery already committed or aborted")
+        if self._job is None:
+            self._open()
         self._buffer += data
         self._size += len(data)
         if len(self._buffer) >= self.BUFFER:
@@ -1735,16 +1823,8 @@ class MaildirDelivery:
         self._done = True
         try:
             if self._job is None:
-                # The whole message is in the buffer: the committer thread
-                # creates and writes the file.  Creating a file can wait for
-                # the journal commit of another thread's fsync (half a
-                # millisecond and more under load), which must not happen on
-                # the reactor thread once per message.
-                self._open(create=False)
-                self._job.data = bytes(self._buffer)
-                self._buffer = bytearray()
-            else:
-                self._flushBuffer()
+                self._open()
+            self._flushBuffer()
         except StoreError:
             self._cleanup()
             return defer.fail()
@@ -1753,7 +1833,7 @@ class MaildirDelivery:
         job.date = float(time.time() if internalDate is None else internalDate)
         job.flags = normalizeFlags(flags)
         job.targets = list(self._targets)
-        job.base = f"{job.base},S={job.size},W={job.size}"
+        job.base = f"{newBase()},S={job.size},W={job.size}"
         if not job.targets:
             self._cleanup()
             return defer.succeed([])
@@ -1777,96 +1857,135 @@ class MaildirDelivery:
         self._cleanup()
 
 
+def _createTmpFiles(directory, n):
+    out = []
+    for _ in range(n):
+        path = os.path.join(directory, newBase())
+        out.append((path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)))
+    return out
+
+
+def _placeAll(work):
+    """Thread: place each folder's deliveries; errors are returned, per folder."""
+    results = []
+    for disk, items in work:
+        try:
+            results.append(disk.addMessages(items))
+        except Exception as e:
+            results.append(e)
+    return results
+
+
 class _Committer:
     """
-    Group commit: one batch at a time; commits that arrive meanwhile form the
-    next batch.
+    Group commit.  A batch goes through two stages: *prepare* (fsync every
+    message file -- in parallel chunks, so the file system can merge the
+    journal commits -- and make missing accounts) and *place* (for each
+    target folder, concurrently: lock, link the files in, give UIDs, one
+    uidlist append, one directory fsync).  One batch prepares at a time;
+    commits that arrive meanwhile form the next batch, which starts
+    preparing as soon as the previous one moves on to placing.
     """
+
+    CHUNK = 4  # at least this many files per parallel fsync chunk
 
     def __init__(self, store):
         self.store = store
         self.queue = []
-        self.running = False
+        self.preparing = False
 
     def submit(self, job):
         d = defer.Deferred()
         self.queue.append((job, d))
-        if not self.running:
+        if not self.preparing:
             self._start()
         return d
 
     def _start(self):
-        if not self.queue:
-            self.running = False
+        if self.preparing or not self.queue:
             return
-        self.running = True
+        self.preparing = True
         batch, self.queue = self.queue, []
         jobs = [job for job, _ in batch]
-        # fsync the batch's files from several threads at once: the file
-        # system folds concurrent fsyncs into one journal commit, where one
-        # thread's fsyncs would wait for a commit each
-        slices = max(1, min(len(jobs) // 4, self.store._threads))
-        if slices == 1:
-            d = self.store._run(self.store._prepareJobs, jobs)
-        else:
-            parts = [jobs[i::slices] for i in range(slices)]
-            d = defer.gatherResults([self.store._run(self.store._prepareJobs, part) for part in parts])
-            d.addCallback(self._merge)
-        d.addCallback(self._distribute, batch)
-        d.addErrback(self._failAll, batch)
-        d.addBoth(self._next, jobs)
+        store = self.store
+        n = max(1, min(store._threads - 1, len(jobs) // self.CHUNK))
+        calls = [store._run(store._prepareJobs, jobs[i::n]) for i in range(n)]
+        d = defer.gatherResults(calls, consumeErrors=True)
+        d.addCallbacks(self._prepared, self._failAll, callbackArgs=(batch, jobs), errbackArgs=(batch, jobs))
 
-    @staticmethod
-    def _merge(results):
+    def _prepared(self, groupsList, batch, jobs):
+        self.preparing = False
         groups = {}
-        for part in results:
-            for path, items in part.items():
+        for g in groupsList:
+            for path, items in g.items():
                 groups.setdefault(path, []).extend(items)
-        return groups
+        d = self._distribute(groups, batch)
+        d.addErrback(self._failAll, batch, jobs)
+        d.addBoth(self._cleanup, jobs)
+        self._start()
+        return None
 
     def _distribute(self, groups, batch):
+        """Place into every folder: a few threads, each doing some folders."""
         store = self.store
-        calls = []
+        work = []
         for path, items in groups.items():
             disk = store._diskFor(path)
             disk.busy += 1
-            d = store._run(disk.addMessages, items)
-            d.addBoth(self._folderDone, disk, path, items)
+            work.append((disk, items))
+        n = max(1, min(store._threads - 1, len(work)))
+        calls = []
+        for i in range(n):
+            chunk = work[i::n]
+            d = store._run(_placeAll, chunk)
+            d.addCallback(self._placed, chunk)
             calls.append(d)
         dl = defer.DeferredList(calls, consumeErrors=True)
         dl.addCallback(self._finish, batch, groups)
         return dl
 
-    def _folderDone(self, result, disk, path, items):
-        disk.busy -= 1
-        if isinstance(result, Failure):
-            error = result.value
-            if not isinstance(error, StoreError):
-                log.failure("delivery into {path} failed", result, path=path)
-                error = TemporaryStoreError(f"{path}: {error}")
-            for job, _ in items:
-                if job.error is None:
-                    job.error = error
-            return None
-        out, delta = result
-        index = disk.index
-        if delta is not None and index is not None:
-            index.applyDelta(delta)
-            if delta.seq > index.seq:
-                # Fire the commits once listeners have been told.
-                return out, index.whenApplied(delta)
-        return out, None
+    def _placed(self, results, chunk):
+        waits = []
+        out = []
+        for (disk, items), result in zip(chunk, results):
+            disk.busy -= 1
+            if isinstance(result, BaseException):
+                error = result
+                if not isinstance(error, StoreError):
+                    log.failure(
+                        "delivery into {path} failed",
+                        Failure(error, type(error), error.__traceback__),
+                        path=disk.path,
+                    )
+                    error = TemporaryStoreError(f"{disk.path}: {error}")
+                for job, _ in items:
+                    if job.error is None:
+                        job.error = error
+                continue
+            placed, delta = result
+            out.extend(placed)
+            index = disk.index
+            if delta is not None and index is not None:
+                index.applyDelta(delta)
+                if delta.seq > index.seq:
+                    # Fire the commits once listeners have been told.
+                    waits.append(index.whenApplied(delta))
+        return out, waits
 
     def _finish(self, results, batch, groups):
         uids = {}
         waits = []
         for ok, value in results:
-            if ok and value:
-                out, wait = value
-                if wait is not None:
-                    waits.append(wait)
+            if ok:
+                out, w = value
+                waits.extend(w)
                 for job, idx, uid in out:
                     uids[(id(job), idx)] = uid
+            else:
+                log.failure("placing deliveries", value)
+                for job, _ in batch:
+                    if job.error is None and any((id(job), i) not in uids for i in range(len(job.targets))):
+                        job.error = TemporaryStoreError(str(value.value))
         for job, d in batch:
             if job.error is not None:
                 self.store._rollback(job, uids)
@@ -1881,18 +2000,27 @@ class _Committer:
             else:
                 d.callback(value)
 
-    def _failAll(self, failure, batch):
+    def _failAll(self, failure, batch, jobs):
         log.failure("group commit failed", failure)
+        if isinstance(failure.value, defer.FirstError):
+            failure = failure.value.subFailure
         for job, d in batch:
             if not d.called:
-                err = failure.value if isinstance(failure.value, StoreError) else TemporaryStoreError(str(failure.value))
+                err = failure.value
+                if not isinstance(err, StoreError):
+                    err = TemporaryStoreError(str(err))
                 d.errback(err)
+        if self.preparing:
+            self.preparing = False
+            self._cleanup(None, jobs)
+            self._start()
 
-    def _next(self, _, jobs):
-        self.store._run(self.store._cleanupJobs, jobs).addErrback(
-            lambda f: log.failure("removing delivered tmp files", f)
-        )
-        self._start()
+    def _cleanup(self, _, jobs):
+        leftovers = [j for j in jobs if len(j.targets) != 1 or j.error is not None]
+        if leftovers:
+            self.store._run(self.store._cleanupJobs, leftovers).addErrback(
+                lambda f: log.failure("removing delivered tmp files", f)
+            )
 
 
 # The store
@@ -1908,7 +2036,7 @@ class MaildirStore:
         synchronous runner.
     """
 
-    def __init__(self, root, runner=None, reactor=None, threads=4):
+    def __init__(self, root, runner=None, reactor=None, threads=6):
         self.root = os.path.abspath(root)
         self._tmpDir = os.path.join(self.root, TMP_DIR)
         os.makedirs(self._tmpDir, mode=0o700, exist_ok=True)
@@ -1924,6 +2052,8 @@ class MaildirStore:
         self._committer = _Committer(self)
         self._accounts = {}
         self._tmpCleaned = False
+        self._tmpPool = []  # (path, fd) of empty files in .tmp, ready for use
+        self._tmpRefilling = False
 
     # Threads
 
@@ -1950,16 +2080,41 @@ class MaildirStore:
             pool.stop()
 
     def close(self):
-        if self._pool is not None:
-            self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
-            self._stopPool()
-        return None
+        """Mark the sidecars clean (one fdatasync each), stop the threads."""
+
+        def stop(result):
+            if self._pool is not None:
+                self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
+                self._stopPool()
+            return None
+
+        self._dropTmpPool()
+        if not self._disks:
+            return stop(None)
+        d = self._run(self._markClean)
+        d.addErrback(lambda f: log.failure("closing the maildir store", f))
+        return d.addBoth(stop)
+
+    def _markClean(self):
+        with self._disksLock:
+            disks = list(self._disks.values())
+        for disk in disks:
+            if disk.modlog.ino is None or disk.modlog.lastKind == "c" or disk.deleted:
+                continue
+            try:
+                with disk.locked():
+                    disk.modlog.markClean()
+            except (OSError, StoreError):
+                pass
 
     def _cleanTmp(self):
-        cutoff = time.time() - TMP_MAX_AGE
+        """Leftovers of crashed processes (not of live ones: by age)."""
+        now = time.time()
         for entry in os.scandir(self._tmpDir):
             try:
-                if entry.stat().st_mtime < cutoff:
+                st = entry.stat()
+                age = now - st.st_mtime
+                if age > TMP_MAX_AGE or (st.st_size == 0 and age > 3600):
                     os.unlink(entry.path)
             except FileNotFoundError:
                 pass
@@ -2067,6 +2222,30 @@ class MaildirStore:
             fsyncDir(self.root)
         self._known.add(path)
 
+    # Files for deliveries, made ahead of time in a thread: creating a file
+    # can wait for the file system journal, which the reactor must not do.
+
+    def _takeTmp(self):
+        pool = self._tmpPool
+        if len(pool) <= TMP_POOL_LOW and not self._tmpRefilling:
+            self._tmpRefilling = True
+            d = self._run(_createTmpFiles, self._tmpDir, TMP_POOL_SIZE - len(pool))
+            d.addCallback(pool.extend)
+            d.addErrback(lambda f: log.failure("making files in {dir}", f, dir=self._tmpDir))
+            d.addBoth(lambda _: setattr(self, "_tmpRefilling", False))
+        if pool:
+            return pool.pop()
+        return _createTmpFiles(self._tmpDir, 1)[0]
+
+    def _dropTmpPool(self):
+        pool, self._tmpPool[:] = list(self._tmpPool), []
+        for path, fd in pool:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
     def newDelivery(self):
         if not self._tmpCleaned:
             self._tmpCleaned = True
@@ -2127,10 +2306,6 @@ class MaildirStore:
         groups = {}
         for job in jobs:
             try:
-                if job.data is not None:
-                    job.fd = os.open(job.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    writeAll(job.fd, job.data)
-                    job.data = None
                 if job.fd >= 0:
                     os.utime(job.fd, (job.date, job.date))
                     os.fsync(job.fd)
@@ -2161,6 +2336,8 @@ class MaildirStore:
 
     def _cleanupJobs(self, jobs):
         for job in jobs:
+            if len(job.targets) == 1 and job.error is None:
+                continue  # renamed into place
             try:
                 os.unlink(job.tmpPath)
             except FileNotFoundError:

@@ -93,7 +93,8 @@ def test_embedding_example(tmp_path, monkeypatch):
         assert len(folder[0].messages()) == 1
     finally:
         d = defer.maybeDeferred(top.stopService)
-        # closing listening ports completes on a later reactor turn
+        # Closing listening ports takes a reactor turn (the reactor is not
+        # running in this test): turn it until the service has stopped.
         from twisted.internet import reactor
 
         for _ in range(500):

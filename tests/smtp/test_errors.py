@@ -26,3 +26,9 @@ def test_class_of_enhanced_code_follows_the_reply_code():
 def test_from_reply(code, text, expected):
     e = DeliveryError.fromReply(code, text)
     assert (e.enhanced, e.message) == expected and e.code == code
+
+
+def test_one_type_for_smtp_and_queue():
+    import mailnet.errors
+
+    assert DeliveryError is mailnet.errors.DeliveryError

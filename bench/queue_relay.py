@@ -1,0 +1,280 @@
+"""
+Relay throughput of the outbound queue, in messages per second, to a local
+sink (Postfix's smtp-sink), with connection reuse on and off; Postfix
+relaying to the same sink, in the same run, as the peer.
+
+    /tmp/venv/bin/python bench/queue_relay.py [--messages 2000] [--size 2048] [--no-postfix]
+
+What is measured, for both MTAs alike: N messages (one recipient each) wait
+in the queue; the clock starts when the queue is flushed and stops when the
+queue is empty (every message accepted by the sink and its queue file
+removed).  mailnet: items written with ``Spool.newMessage`` into a running
+server's spool, then ``flush`` on the control socket.  Postfix: messages
+injected with smtp-source while ``defer_transports = smtp`` holds them, then
+``postqueue -f``.
+
+Both send through one destination (mailnet's ``[relay] smarthost``,
+Postfix's ``relayhost``) with at most 4 connections to it (mailnet
+``max_connections_per_destination = 4``, Postfix
+``default_destination_concurrency_limit = 4``).  "Reuse off" is
+``messages_per_connection = 1`` for mailnet and
+``smtp_connection_cache_on_demand = no`` for Postfix (one message per
+connection).  The sink's own counters give the number of connections.
+
+Not a test: nothing is asserted; it prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from twisted.internet import defer  # noqa: E402
+
+from mailnet.queue import control  # noqa: E402
+from mailnet.queue.spool import Spool  # noqa: E402
+from tests.harness import MailServer  # noqa: E402
+
+
+def freePort():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def messageBytes(size, n):
+    head = (f"From: sender@example.test\r\nTo: rcpt{n}@remote.test\r\nSubject: bench {n}\r\n"
+            f"Message-ID: <bench{n}@example.test>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n").encode()
+    line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
+    body = (line * (max(0, size - len(head)) // len(line) + 1))[: max(0, size - len(head))]
+    if not body.endswith(b"\r\n"):
+        body = body[:-2] + b"\r\n" if len(body) >= 2 else b"\r\n"
+    return head + body
+
+
+class SmtpSink:
+    def __init__(self, directory):
+        self.port = freePort()
+        self.out = open(os.path.join(directory, "sink.out"), "w+b")
+        self.process = subprocess.Popen(["smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{self.port}", "1000"],
+                                        stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        # (that probe counts as one session)
+
+    def counters(self):
+        self.out.flush()
+        with open(self.out.name, "rb") as f:
+            text = f.read().decode("ascii", "replace")
+        last = [part for part in text.replace("\n", "\r").split("\r") if part.startswith("sess=")]
+        if not last:
+            return {"sess": 0, "quit": 0, "mesg": 0}
+        return {k: int(v) for k, v in (field.split("=") for field in last[-1].split())}
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def sync(f, *a, **kw):
+    return defer.maybeDeferred(f, *a, **kw)
+
+
+def benchMailnet(directory, sink, count, size, reuse):
+    server = MailServer(os.path.join(directory, f"mailnet-{'reuse' if reuse else 'noreuse'}"), config={
+        "relay": {"smarthost": f"127.0.0.1:{sink.port}", "smarthost_tls": "opportunistic",
+                  "max_connections_per_destination": 4, "messages_per_connection": 100 if reuse else 1},
+        "store": {"backend": "memory"},
+        "queue": {"delay_warning": 0},
+        "log": {"level": "info"},
+    })
+    server.start()
+    try:
+        spool = Spool(os.path.join(server.dataDir, "queue"), runInThread=sync)
+        for n in range(count):
+            w = spool.newMessage("sender@example.test", [{"address": f"rcpt{n}@remote.test"}])
+            w.write(messageBytes(size, n))
+            w._commit()  # durable, without telling anyone: the flush finds them
+        before = sink.counters()
+        sock = os.path.join(server.dataDir, "run", "queue.sock")
+        t0 = time.perf_counter()
+        control.ask(sock, "flush")
+        while any(name.endswith(".json") for name in os.listdir(spool.path)):
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+    finally:
+        server.stop()  # closes the cached connections, so the sink counts them
+    time.sleep(0.3)
+    after = sink.counters()
+    return elapsed, after["mesg"] - before["mesg"], after["sess"] - before["sess"]
+
+
+MAIN_CF = """\
+compatibility_level = 3.6
+config_directory = {base}/etc
+queue_directory = {base}/spool
+data_directory = {base}/data
+meta_directory = /etc/postfix
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+maillog_file_prefixes = {base}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench.example.test
+mydomain = example.test
+myorigin = example.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{sinkPort}
+defer_transports = smtp
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file = {base}/maillog
+smtp_tls_security_level = may
+smtpd_tls_security_level =
+default_destination_concurrency_limit = 4
+smtp_destination_concurrency_limit = 4
+initial_destination_concurrency = 4
+smtp_connection_cache_on_demand = {cache}
+smtpd_client_connection_count_limit = 0
+smtpd_client_message_rate_limit = 0
+anvil_rate_time_unit = 60s
+"""
+
+
+def postfixMasterCf(base, smtpdPort):
+    out = []
+    with open("/etc/postfix/master.cf") as f:
+        for line in f:
+            fields = line.split()
+            if line.startswith(("#", " ", "\t")) or not fields:
+                out.append(line)
+                continue
+            if fields[0] == "smtp" and fields[1] == "inet":
+                fields[0] = f"127.0.0.1:{smtpdPort}"
+            if len(fields) >= 8:
+                fields[4] = "n"  # no chroot: the queue is in a temporary directory
+            out.append(" ".join(fields) + "\n")
+    return "".join(out)
+
+
+def benchPostfix(directory, sink, count, size, reuse):
+    base = os.path.join(directory, f"postfix-{'reuse' if reuse else 'noreuse'}")
+    etc = os.path.join(base, "etc")
+    os.makedirs(etc)
+    os.makedirs(os.path.join(base, "data"))
+    os.makedirs(os.path.join(base, "spool"))
+    smtpdPort = freePort()
+    with open(os.path.join(etc, "main.cf"), "w") as f:
+        f.write(MAIN_CF.format(base=base, sinkPort=sink.port, cache="yes" if reuse else "no"))
+    with open(os.path.join(etc, "master.cf"), "w") as f:
+        f.write(postfixMasterCf(base, smtpdPort))
+    shutil.chown(os.path.join(base, "data"), "postfix")
+    env = dict(os.environ, MAIL_CONFIG=etc)
+    run = lambda *cmd: subprocess.run(list(cmd), env=env, capture_output=True, text=True)  # noqa: E731
+    r = run("postfix", "-c", etc, "start")
+    if r.returncode:
+        log = open(os.path.join(base, "maillog")).read() if os.path.exists(os.path.join(base, "maillog")) else ""
+        raise RuntimeError(f"postfix did not start: {r.stdout}{r.stderr}{log[-2000:]}")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", smtpdPort), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Inject with smtp-source: 4 sessions in parallel, one recipient each.
+        msgfile = os.path.join(base, "message.eml")
+        with open(msgfile, "wb") as f:
+            f.write(messageBytes(size, 0))
+        r = subprocess.run(["smtp-source", "-s", "4", "-m", str(count), "-f", "sender@example.test",
+                            "-t", "rcpt@remote.test", "-F", msgfile, f"127.0.0.1:{smtpdPort}"],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"smtp-source failed: {r.stderr}")
+        spool = os.path.join(base, "spool")
+
+        def queued():
+            return sum(len(files) for sub in ("incoming", "active", "deferred", "maildrop")
+                       for _, _, files in os.walk(os.path.join(spool, sub)))
+
+        deadline = time.monotonic() + 60
+        while queued() < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Wait until the queue manager has deferred them all (nothing active).
+        time.sleep(1.0)
+        before = sink.counters()
+        t0 = time.perf_counter()
+        run("postqueue", "-c", etc, "-f")
+        while queued() > 0:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+        time.sleep(0.3)
+        after = sink.counters()
+    finally:
+        run("postfix", "-c", etc, "stop")
+    return elapsed, after["mesg"] - before["mesg"], after["sess"] - before["sess"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--messages", type=int, default=2000)
+    p.add_argument("--size", type=int, default=2048, help="bytes per message")
+    p.add_argument("--no-postfix", action="store_true")
+    args = p.parse_args()
+    if not shutil.which("smtp-sink"):
+        sys.exit("smtp-sink not found (apt-get install postfix)")
+    directory = tempfile.mkdtemp(prefix="queue-bench-")
+    os.chmod(directory, 0o755)  # Postfix daemons run as the postfix user
+    sink = SmtpSink(directory)
+    rows = []
+    try:
+        for reuse in (True, False):
+            rows.append(("mailnet", reuse, *benchMailnet(directory, sink, args.messages, args.size, reuse)))
+            if not args.no_postfix and shutil.which("postfix"):
+                try:
+                    rows.append(("postfix", reuse, *benchPostfix(directory, sink, args.messages, args.size, reuse)))
+                except Exception as e:
+                    print(f"postfix run failed: {e}", file=sys.stderr)
+    finally:
+        sink.stop()
+    print(f"\n{args.messages} messages of {args.size} bytes, one recipient each, to smtp-sink on 127.0.0.1\n")
+    print(f"{'MTA':8} {'reuse':6} {'seconds':>8} {'msg/s':>8} {'delivered':>9} {'connections':>11}")
+    rates = {}
+    for mta, reuse, elapsed, delivered, sessions in rows:
+        rate = args.messages / elapsed
+        rates[(mta, reuse)] = rate
+        print(f"{mta:8} {'on' if reuse else 'off':6} {elapsed:8.2f} {rate:8.0f} {delivered:9} {sessions:11}")
+    for reuse in (True, False):
+        if ("postfix", reuse) in rates:
+            print(f"mailnet/postfix, reuse {'on' if reuse else 'off'}: {rates[('mailnet', reuse)] / rates[('postfix', reuse)]:.2f}")
+    if ("mailnet", True) in rates:
+        print(f"mailnet reuse on/off: {rates[('mailnet', True)] / rates[('mailnet', False)]:.2f}")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

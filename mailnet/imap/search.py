@@ -1,0 +1,464 @@
+"""
+SEARCH evaluation (RFC 3501 s6.4.4, RFC 9051 s6.4.4, RFC 7162 MODSEQ).
+
+A search program (the parser's key tuples) is evaluated per message against
+a :class:`Candidate`: index metadata first (flags, size, dates, UIDs cost no
+I/O), the message content only when a key needs it and only for messages
+the metadata keys did not rule out.
+
+String matches are case-insensitive substring matches on decoded text:
+header values have RFC 2047 encoded words decoded; BODY and TEXT look at the
+text parts of the message with base64 / quoted-printable undone and the
+part's charset applied.  A plain 7-bit single-part message is matched on its
+bytes directly (the same result, without building a MIME tree).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email
+import email.header
+import email.policy
+import email.utils
+import re
+import time
+
+from mailnet.store.interfaces import SEEN
+
+# Messages larger than this are searched in their raw form, chunk by chunk,
+# without MIME decoding (documented in docs/imap.md).
+DECODE_LIMIT = 16 * 1024 * 1024
+_CHUNK = 1024 * 1024
+
+_CONTENT_OPS = {"HEADER", "BODY", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"}
+
+
+class SearchError(Exception):
+    """A search that cannot run (bad charset...); ``code`` is the response code."""
+
+    def __init__(self, text, code=None):
+        super().__init__(text)
+        self.code = code
+
+
+def needsContent(key) -> bool:
+    op = key[0]
+    if op in _CONTENT_OPS:
+        return True
+    if op == "NOT":
+        return needsContent(key[1])
+    if op == "OR":
+        return needsContent(key[1]) or needsContent(key[2])
+    if op == "AND":
+        return any(needsContent(k) for k in key[1])
+    return False
+
+
+def split(key):
+    """(metadata keys, content keys) of a top-level AND."""
+    keys = key[1] if key[0] == "AND" else [key]
+    meta = [k for k in keys if not needsContent(k)]
+    content = [k for k in keys if needsContent(k)]
+    return meta, content
+
+
+def usesModseq(key) -> bool:
+    op = key[0]
+    if op == "MODSEQ":
+        return True
+    if op == "NOT":
+        return usesModseq(key[1])
+    if op == "OR":
+        return usesModseq(key[1]) or usesModseq(key[2])
+    if op == "AND":
+        return any(usesModseq(k) for k in key[1])
+    return False
+
+
+def decodeStrings(key, charset):
+    """Decode the byte strings in a program to str (casefolded) with the SEARCH charset."""
+    op = key[0]
+    if op in ("HEADER",):
+        return (op, key[1].decode("ascii", "replace"), _decode(key[2], charset))
+    if op in ("BODY", "TEXT"):
+        return (op, _decode(key[1], charset))
+    if op == "NOT":
+        return (op, decodeStrings(key[1], charset))
+    if op == "OR":
+        return (op, decodeStrings(key[1], charset), decodeStrings(key[2], charset))
+    if op == "AND":
+        return (op, [decodeStrings(k, charset) for k in key[1]])
+    return key
+
+
+def _decode(value: bytes, charset):
+    try:
+        return value.decode(charset or "utf-8").casefold()
+    except (UnicodeDecodeError, LookupError):
+        raise SearchError("Search string is not valid %s" % (charset or "UTF-8"), b"BADCHARSET (UTF-8 US-ASCII)")
+
+
+def _utcDate(seconds):
+    t = time.gmtime(seconds)
+    return datetime.date(t.tm_year, t.tm_mon, t.tm_mday)
+
+
+class Candidate:
+    """One message being searched: metadata, and content loaded on demand."""
+
+    __slots__ = ("msn", "uid", "info", "recent", "data", "huge", "_header", "_bodyText", "_allText", "_fast",
+                 "_bodyOffset")
+
+    def __init__(self, msn, uid, info, recent):
+        self.msn = msn
+        self.uid = uid
+        self.info = info
+        self.recent = recent
+        self.data = None  # bytes of the message (only the header for huge ones)
+        self.huge = None  # for huge messages: the set of needles found in the raw bytes
+        self._header = None
+        self._bodyText = None
+        self._allText = None
+        self._fast = None
+        self._bodyOffset = None
+
+    # Content helpers (data must be loaded)
+
+    def bodyOffset(self):
+        if self._bodyOffset is None:
+            i = self.data.find(b"\r\n\r\n")
+            j = self.data.find(b"\n\n")
+            if i < 0 and j < 0:
+                self._bodyOffset = len(self.data)
+            elif i < 0 or (0 <= j < i):
+                self._bodyOffset = j + 2
+            else:
+                self._bodyOffset = i + 4
+        return self._bodyOffset
+
+    def header(self):
+        if self._header is None:
+            self._header = email.message_from_bytes(self.data[:self.bodyOffset()], policy=email.policy.compat32)
+        return self._header
+
+    def fast(self):
+        """Whether raw bytes can stand for the decoded text: 7-bit, no encodings, single part."""
+        if self._fast is None:
+            data = self.data
+            if not data.isascii():
+                self._fast = False
+            else:
+                low = data.lower()
+                self._fast = (b"content-transfer-encoding" not in low or _ONLY_7BIT.search(low) is None) \
+                    and b"=?" not in data and b"multipart/" not in low and b"message/rfc822" not in low
+                if self._fast:
+                    self._allText = low
+        return self._fast
+
+    def headerValues(self, name):
+        values = self.header().get_all(name) or []
+        return [decodeHeader(v) for v in values]
+
+    def bodyText(self):
+        if self._bodyText is None:
+            try:
+                self._bodyText = "\n".join(quickText(self.data)).casefold()
+            except _Complex:
+                self._bodyText = mimeText(self.data)
+        return self._bodyText
+
+
+_ONLY_7BIT = re.compile(rb"content-transfer-encoding:\s*(base64|quoted-printable)")
+
+
+def decodeHeader(value) -> str:
+    """A header value with RFC 2047 words decoded, unfolded, casefolded."""
+    if not isinstance(value, str):
+        value = str(value)
+    value = re.sub(r"\r?\n[ \t]", " ", value)
+    if "=?" in value:
+        try:
+            parts = email.header.decode_header(value)
+            out = []
+            for text, charset in parts:
+                if isinstance(text, bytes):
+                    try:
+                        text = text.decode(charset or "ascii", "replace")
+                    except LookupError:
+                        text = text.decode("ascii", "replace")
+                out.append(text)
+            value = "".join(out)
+        except Exception:
+            pass
+    return value.casefold()
+
+
+_CT = re.compile(rb"(?im)^content-type:[ \t]*([^;\r\n]*)((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)")
+_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([^\s;]+)")
+_BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
+_CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
+_BLANK = re.compile(rb"\r?\n\r?\n")
+
+
+class _Complex(Exception):
+    """Leave this message to the email package."""
+
+
+def quickText(data: bytes, depth=0):
+    """
+    The decoded text parts of a message as a list of str, by a light MIME
+    walk (regexes for Content-Type, boundaries and encodings; base64 and
+    quoted-printable undone; the part's charset applied).  Raises _Complex
+    for what it does not handle (RFC 2231 parameters...).
+    """
+    import binascii
+
+    if depth > 20:
+        return []
+    m = _BLANK.search(data)
+    if m is None:
+        header, body = data, b""
+    else:
+        header, body = data[:m.start()], data[m.end():]
+    ct = _CT.search(header)
+    ctype = ct.group(1).strip().lower() if ct else b"text/plain"
+    params = ct.group(2) if ct else b""
+    if b"*=" in params or b"*0" in params:
+        raise _Complex()
+    if ctype.startswith(b"multipart/"):
+        b = _BOUNDARY.search(params)
+        if not b:
+            return []
+        boundary = re.escape(b.group(1) or b.group(2))
+        out = []
+        pieces = re.split(rb"(?m)^--" + boundary + rb"(--)?[ \t]*\r?$", body)
+        # pieces: preamble, marker, part, marker, part, ... ; a "--" marker closes.
+        for i in range(2, len(pieces), 2):
+            if pieces[i - 1]:
+                break  # after the close delimiter: the epilogue
+            part = pieces[i]
+            if part.startswith(b"\r\n"):
+                part = part[2:]
+            elif part.startswith(b"\n"):
+                part = part[1:]
+            out.extend(quickText(part, depth + 1))
+        return out
+    if ctype in (b"message/rfc822", b"message/global"):
+        return quickText(body, depth + 1)
+    if ctype and not ctype.startswith(b"text/"):
+        return []
+    cte = _CTE.search(header)
+    cte = cte.group(1).lower() if cte else b"7bit"
+    if cte == b"base64":
+        try:
+            body = binascii.a2b_base64(body)  # skips line breaks and other non-alphabet bytes
+        except binascii.Error:
+            raise _Complex()
+    elif cte == b"quoted-printable":
+        body = binascii.a2b_qp(body)
+    cs = _CHARSET.search(params)
+    charset = (cs.group(1) or cs.group(2)).decode("ascii", "replace") if cs else "utf-8"
+    try:
+        return [body.decode(charset, "replace")]
+    except LookupError:
+        return [body.decode("utf-8", "replace")]
+
+
+def mimeText(data: bytes) -> str:
+    """The decoded text of the text parts of a message (casefolded)."""
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    out = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        try:
+            payload = part.get_payload(decode=True) or b""
+        except Exception:
+            payload = b""
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            text = payload.decode(charset, "replace")
+        except LookupError:
+            text = payload.decode("utf-8", "replace")
+        out.append(text)
+    return "\n".join(out).casefold()
+
+
+class Searcher:
+    """
+    Evaluate one program.
+
+    @param program: key tuple with strings decoded (:func:`decodeStrings`).
+    @param savedUids: the RFC 5182 saved result (set of UIDs) for ``$``.
+    @param largestMsn / largestUid: what ``*`` means.
+    """
+
+    def __init__(self, program, largestMsn, largestUid, savedUids=None):
+        self.program = program
+        self.largestMsn = largestMsn
+        self.largestUid = largestUid
+        self.savedUids = savedUids or set()
+        self._sets = {}
+
+    def _inSet(self, seqset, n, largest, uid):
+        if seqset.saved:
+            return uid in self.savedUids
+        ranges = self._sets.get((id(seqset), largest))
+        if ranges is None:
+            ranges = self._sets[(id(seqset), largest)] = seqset.resolve(largest)
+        for lo, hi in ranges:
+            if lo <= n <= hi:
+                return True
+        return False
+
+    def match(self, c: Candidate, key=None) -> bool:
+        key = self.program if key is None else key
+        op = key[0]
+        info = c.info
+        if op == "AND":
+            for k in key[1]:
+                if not self.match(c, k):
+                    return False
+            return True
+        if op == "ALL":
+            return True
+        if op == "FLAG":
+            return (key[1] in info.flags) == key[2]
+        if op == "NOT":
+            return not self.match(c, key[1])
+        if op == "OR":
+            return self.match(c, key[1]) or self.match(c, key[2])
+        if op == "SEQ":
+            if key[1].saved:
+                return c.uid in self.savedUids
+            return self._inSet(key[1], c.msn, self.largestMsn, c.uid)
+        if op == "UID":
+            if key[1].saved:
+                return c.uid in self.savedUids
+            return self._inSet(key[1], c.uid, self.largestUid, c.uid)
+        if op == "RECENT":
+            return c.recent
+        if op == "NEW":
+            return c.recent and SEEN not in info.flags
+        if op == "OLD":
+            return not c.recent
+        if op == "LARGER":
+            return info.size > key[1]
+        if op == "SMALLER":
+            return info.size < key[1]
+        if op == "MODSEQ":
+            return info.modseq >= key[1]
+        if op in ("BEFORE", "ON", "SINCE"):
+            return _compareDate(op, _utcDate(info.internalDate), key[1])
+        if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+            return _compareDate(op[4:], self._sentDate(c), key[1])
+        if op == "HEADER":
+            return self._header(c, key[1], key[2])
+        if op == "BODY":
+            return self._text(c, key[1], body=True)
+        if op == "TEXT":
+            return self._text(c, key[1], body=False)
+        raise SearchError("Unknown search key %s" % op)
+
+    def _sentDate(self, c):
+        if c.data is None:
+            return _utcDate(c.info.internalDate)
+        value = c.header().get("Date")
+        if value:
+            parsed = email.utils.parsedate_tz(str(value))
+            if parsed:
+                try:
+                    # RFC 3501: the date as written, disregarding time and zone.
+                    return datetime.date(parsed[0], parsed[1], parsed[2])
+                except ValueError:
+                    pass
+        return _utcDate(c.info.internalDate)
+
+    def _header(self, c, name, needle):
+        if c.data is None:
+            return False
+        if name is None:
+            values = [v for _, v in c.header().items()]
+        else:
+            values = c.header().get_all(name)
+        if not values:
+            return False
+        if not needle:
+            return True  # RFC 3501: empty string matches every message with the field
+        for value in values:
+            if needle in decodeHeader(value):
+                return True
+        return False
+
+    def _text(self, c, needle, body):
+        if c.data is None:
+            return False
+        if not needle:
+            return True
+        if c.huge is not None:
+            if not body and self._header(c, None, needle):
+                return True
+            return needle in c.huge
+        if c.fast() and needle.isascii():
+            raw = c._allText
+            if body:
+                return raw.find(needle.encode("ascii"), c.bodyOffset()) >= 0
+            return needle.encode("ascii") in raw
+        if not body:
+            head = c.data[:c.bodyOffset()]
+            if b"=?" not in head and needle.isascii() and head.isascii():
+                if needle.encode("ascii") in head.lower():
+                    return True
+            else:
+                for _, value in c.header().items():
+                    if needle in decodeHeader(value):
+                        return True
+        return needle in c.bodyText()
+
+
+def _compareDate(op, date, target):
+    if op == "BEFORE":
+        return date < target
+    if op == "ON":
+        return date == target
+    return date >= target  # SINCE
+
+
+def hugeMatch(f, program):
+    """
+    For messages over DECODE_LIMIT: scan the raw bytes in chunks for the
+    BODY/TEXT strings of ``program`` (ASCII, case-insensitive).  Returns a
+    set of needles found.
+    """
+    needles = set()
+    _needles(program, needles)
+    wanted = {n.encode("utf-8") for n in needles if n}
+    found = set()
+    keep = max((len(n) for n in wanted), default=0)
+    tail = b""
+    while wanted - found:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        data = (tail + chunk).lower()
+        for n in wanted - found:
+            if n in data:
+                found.add(n)
+        tail = data[-keep:] if keep else b""
+    return {n.decode("utf-8") for n in found}
+
+
+def _needles(key, out):
+    op = key[0]
+    if op in ("BODY", "TEXT"):
+        out.add(key[1])
+    elif op == "HEADER":
+        out.add(key[2])
+    elif op == "NOT":
+        _needles(key[1], out)
+    elif op == "OR":
+        _needles(key[1], out)
+        _needles(key[2], out)
+    elif op == "AND":
+        for k in key[1]:
+            _needles(k, out)

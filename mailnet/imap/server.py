@@ -1,0 +1,142 @@
+"""
+The IMAP listener: a thin Twisted protocol around :class:`Session`.
+
+The protocol turns transport events into session calls and gives the
+session its output object: ``write``, ``drained`` (flow control: the
+protocol is registered as a streaming producer with its transport, so a
+FETCH of a large mailbox or message waits while the client is slow instead
+of piling up in memory), ``startTLS``, ``close``, ``pauseReading`` /
+``resumeReading``.
+
+``imap`` listens in plaintext with STARTTLS (LOGINDISABLED until TLS unless
+``[auth] allow_plaintext``); ``imaps`` is wrapped in TLS by the service.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from zope.interface import implementer
+
+from mailnet import net
+from mailnet.imap.session import Session, Settings, Shared
+from mailnet.logs import Logger
+
+log = Logger()
+
+REFUSAL = b"* BYE Too many connections\r\n"
+WRITE_BUFFER = 256 * 1024
+
+
+@implementer(IPushProducer)
+class IMAPServerProtocol(protocol.Protocol):
+    """One connection.  Also the session's output object."""
+
+    def __init__(self, shared, implicitTLS=False):
+        self.shared = shared
+        self.implicitTLS = implicitTLS
+        self.secure = implicitTLS
+        self.peer = "unknown"
+        self.session = None
+        self._paused = False
+        self._waiters = []
+
+    # Transport events
+
+    def connectionMade(self):
+        self.peer = net.peerHost(self.transport)
+        self.secure = self.implicitTLS or ISSLTransport.providedBy(self.transport)
+        # Let up to this much wait in the transport before it asks us to
+        # pause (Twisted's default is 64 KB: a pause per average message).
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = WRITE_BUFFER
+        self.transport.registerProducer(self, True)
+        self.session = Session(self.shared, self)
+        self.session.start()
+
+    def dataReceived(self, data):
+        self.session.feed(data)
+
+    def connectionLost(self, reason=None):
+        self._release()
+        if self.session is not None:
+            self.session.connectionLost()
+
+    # IPushProducer: the transport's buffer is full / drained.
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._release()
+
+    def stopProducing(self):
+        self._release()
+
+    def _release(self):
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # The session's output
+
+    def write(self, data):
+        self.transport.write(data)
+
+    def writeSequence(self, data):
+        self.transport.writeSequence(data)
+
+    def drained(self):
+        if not self._paused:
+            return None
+        d = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def startTLS(self):
+        self.transport.startTLS(self.shared.tlsOptions)
+        self.secure = True
+
+    def close(self):
+        self._release()
+        # TLSMemoryBIOProtocol does not send close_notify (and so never
+        # closes) while a producer is registered.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def pauseReading(self):
+        self.transport.pauseProducing()
+
+    def resumeReading(self):
+        self.transport.resumeProducing()
+
+
+class IMAPFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, shared, implicitTLS):
+        self.shared = shared
+        self.implicitTLS = implicitTLS
+
+    def buildProtocol(self, addr):
+        p = IMAPServerProtocol(self.shared, self.implicitTLS)
+        p.factory = self
+        return p
+
+
+def sharedState(context) -> Shared:
+    """One :class:`Shared` per MailContext, for both the imap and imaps listeners."""
+    shared = getattr(context, "_imapShared", None)
+    if shared is None:
+        settings = Settings(context.config, hostname=context.hostname)
+        shared = Shared(settings, context.portal, context.throttle, context.reactor,
+                        tlsAvailable=context.tlsOptions is not None)
+        shared.tlsOptions = context.tlsOptions
+        context._imapShared = shared
+    return shared
+
+
+def makeFactory(context, listener):
+    """The protocol factory for the ``imap`` or ``imaps`` listener."""
+    return IMAPFactory(sharedState(context), implicitTLS=(listener == "imaps"))

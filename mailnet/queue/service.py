@@ -1,0 +1,104 @@
+"""
+The queue as a Twisted service: takes the spool lock, runs the
+:class:`~mailnet.queue.scheduler.QueueRunner` and serves the control
+socket (see :mod:`mailnet.queue.control`).
+
+Plugged into the server by :data:`mailnet.service.EXTRA_SERVICES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from twisted.application import service
+from twisted.internet import defer
+
+from mailnet.logs import Logger
+from mailnet.queue import control, mx
+from mailnet.queue.relay import SMTPConnector
+from mailnet.queue.scheduler import QueueRunner
+from mailnet.queue.spool import SpoolLock
+
+log = Logger()
+
+LOCK_RETRY = 0.2
+
+
+class QueueService(service.Service):
+    """
+    @ivar runner: the :class:`QueueRunner` once the lock is ours.
+    @ivar started: Deferred firing when the runner has started (tests).
+    """
+
+    name = "queue"
+
+    def __init__(self, context, resolver=None, connector=None):
+        self.context = context
+        self.resolver = resolver
+        self.connector = connector
+        self.runner = None
+        self.lock = SpoolLock(context.spool.lockPath)
+        self.started = defer.Deferred()
+        self._retry = None
+        self._port = None
+        self._waitLogged = False
+
+    def startService(self):
+        super().startService()
+        self._tryStart()
+
+    def _tryStart(self):
+        self._retry = None
+        if not self.running:
+            return
+        if not self.lock.acquire(blocking=False):
+            if not self._waitLogged:
+                log.warn("queue: the spool lock is held by pid {pid} (a `mailnet queue` command, or another "
+                         "server on this data_dir); waiting for it", pid=self.lock.holder() or "?")
+                self._waitLogged = True
+            self._retry = self.context.reactor.callLater(LOCK_RETRY, self._tryStart)
+            return
+        context = self.context
+        config = context.config
+        connector = self.connector
+        if connector is None:
+            connector = SMTPConnector(context.reactor, config, mx.MXResolver(
+                self.resolver or mx.LazyResolver(lambda: mx.makeResolver(config, context.reactor))))
+        self.runner = QueueRunner(context.spool, config, context.reactor, connector,
+                                  directory=context.directory, store=context.store, hostname=context.hostname)
+        self.runner.start()
+        self._listen()
+        self.started.callback(self.runner)
+
+    def _listen(self):
+        config = self.context.config
+        path = control.socketPath(config)
+        os.makedirs(config.runDir, exist_ok=True)
+        if len(path.encode()) >= 108:
+            log.error("queue: control socket path {path} is too long for a UNIX socket; `mailnet queue` "
+                      "will not reach this server", path=path)
+            return
+        # We hold the spool lock, so a socket file left here is stale.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._port = self.context.reactor.listenUNIX(path, control.ControlFactory(self.runner), mode=0o600)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self._port is not None:
+            # Not waited for: the port closes on the next reactor turn, and
+            # an embedding application may stop us without a running reactor.
+            port, self._port = self._port, None
+            port.stopListening()
+        if self.runner is not None:
+            yield self.runner.stop()
+        self.lock.release()
+
+
+def makeService(context):
+    """The plug-in hook of :data:`mailnet.service.EXTRA_SERVICES`."""
+    return QueueService(context)
