@@ -1,0 +1,233 @@
+"""
+Fan-out of one received message: one store delivery for every local
+mailbox, one spool item for every remote recipient, trace headers.
+
+The SMTP protocol streams the body in (:meth:`MessageDelivery.write`) and
+asks for :meth:`MessageDelivery.commit`, whose Deferred fires with the reply
+to send: 250 only once every copy is on stable storage.
+
+Failure rules:
+
+* Nothing of a message becomes visible unless the client gets a 250: the
+  store copy and the spool item are committed one after the other (store
+  first), and if the store commit fails the spool item is aborted.
+* If the store commit succeeds and the spool commit then fails, the client
+  gets 451 and will send again: the local recipients may get the message
+  twice, but nothing is lost (RFC 5321 s6.1 prefers that to a loss).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+from twisted.internet import defer
+
+from mailnet.logs import Logger
+from mailnet.queue.spool import newQueueId
+from mailnet.smtp import parser
+from mailnet.smtp.errors import DeliveryError, temporaryFailure
+from mailnet.smtp.replies import Reply
+from mailnet.store.interfaces import INBOX
+
+log = Logger()
+
+MAX_RECEIVED = 100  # RFC 5321 s6.3: loop detection threshold, "at least 100"
+
+_dateCache = [0, ""]
+
+
+def _date(now: float) -> str:
+    second = int(now)
+    if _dateCache[0] != second:
+        _dateCache[0] = second
+        _dateCache[1] = email.utils.formatdate(second, localtime=True)
+    return _dateCache[1]
+
+
+def withProtocol(envelope) -> str:
+    """RFC 3848 / RFC 6531 s3.7.3 "with" keyword: ESMTP, ESMTPSA, UTF8SMTPS..."""
+    if not envelope.esmtp:
+        return "SMTP"
+    base = "UTF8SMTP" if envelope.smtputf8 else "ESMTP"
+    return base + ("S" if envelope.tls else "") + ("A" if envelope.auth else "")
+
+
+def _clean(text: str, ascii: bool) -> str:
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    if ascii and not text.isascii():
+        text = text.encode("ascii", "replace").decode("ascii")
+    return text
+
+
+def receivedHeader(envelope, hostname: str, messageId: str, tlsInfo: str | None = None, now=None) -> bytes:
+    """
+    The Received header (RFC 5321 s4.4), folded, with CRLF:
+
+        Received: from client.example ([192.0.2.1])
+                by mx.example.org (mailnet) with ESMTPS id 6650e0c1a2b3c
+                (TLSv1.3 TLS_AES_256_GCM_SHA384)
+                for <user@example.org>; Tue, 4 Jun 2024 10:00:00 +0200
+
+    ``for`` is given only for single-recipient messages, so as not to
+    disclose the other (Bcc) recipients.
+    """
+    ascii = not envelope.smtputf8
+    peer = envelope.peer
+    literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
+    lines = [f"Received: from {_clean(envelope.helo, ascii)} ({literal})",
+             f"\tby {hostname} (mailnet) with {withProtocol(envelope)} id {messageId}"]
+    if envelope.auth:
+        lines[-1] += f" (authenticated as {_clean(envelope.auth, ascii)})"
+    if tlsInfo:
+        lines.append(f"\t({tlsInfo})")
+    when = _date(time.time() if now is None else now)
+    if len(envelope.recipients) == 1:
+        lines.append(f"\tfor <{_clean(envelope.recipients[0].address, ascii)}>; {when}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{when}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+class MessageDelivery:
+    """
+    One message on its way to the store and the spool.
+
+    @param context: the :class:`~mailnet.service.MailContext` (``store``,
+        ``spool``, ``hostname``).
+    @param envelope: the session's :class:`~mailnet.smtp.session.Envelope`.
+    """
+
+    def __init__(self, context, envelope, tlsInfo=None):
+        self.context = context
+        self.envelope = envelope
+        self.id = newQueueId()
+        self.failure = None  # DeliveryError once something went wrong
+        self.size = 0
+        self._store = None
+        self._spool = None
+        self._inHeader = True
+        self._received = 0
+        local = []
+        remote = {}
+        for rcpt in envelope.recipients:
+            for user in rcpt.local:
+                if user not in local:
+                    local.append(user)
+            for address in rcpt.remote:
+                if address.lower() in remote:
+                    continue
+                orcpt = rcpt.orcpt
+                if orcpt is None and address != rcpt.address:
+                    # RFC 3461 s4.2: keep the address the client gave (an alias)
+                    orcpt = "rfc822;" + parser.encodeXtext(rcpt.address)
+                remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": rcpt.notify}
+        self.local = local
+        self.remote = list(remote.values())
+        trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)
+        try:
+            if local:
+                self._store = context.store.newDelivery()
+                for user in local:
+                    self._store.addRecipient(user, INBOX)
+                # RFC 5321 s4.4: the final delivery adds Return-Path
+                self._store.write(b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\n" + trace)
+            if self.remote:
+                self._spool = context.spool.newMessage(
+                    envelope.sender, self.remote, envid=envelope.envid, ret=envelope.ret,
+                    smtputf8=envelope.smtputf8, body=envelope.body,
+                    client=f"{envelope.helo} [{envelope.peer}]", auth=envelope.auth,
+                )
+                self._spool.write(trace)
+        except Exception as e:
+            self._fail(e, "opening")
+
+    def _fail(self, exception, when):
+        if self.failure is None:
+            if isinstance(exception, DeliveryError):
+                self.failure = exception
+            else:
+                log.failure("message {id}: error {when} it: {error}", id=self.id, when=when, error=exception)
+                self.failure = temporaryFailure()
+        self.abort()
+
+    def write(self, data: bytes):
+        """The next piece of the message (canonical CRLF form)."""
+        if self.failure is not None:
+            return
+        if self._inHeader:
+            self._scanHeader(data)
+        self.size += len(data)
+        try:
+            if self._store is not None:
+                self._store.write(data)
+            if self._spool is not None:
+                self._spool.write(data)
+        except Exception as e:
+            self._fail(e, "writing")
+
+    def _scanHeader(self, data: bytes):
+        # Pieces start at line starts (BodyReader), so the header ends at the
+        # first empty line of some piece.
+        if data[:2] == b"\r\n":
+            self._inHeader = False
+            return
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            self._inHeader = False
+            data = data[:end + 2]
+        head = data[:9].lower() == b"received:"
+        self._received += head + data.lower().count(b"\r\nreceived:")
+        if self._received > MAX_RECEIVED:
+            self._fail(DeliveryError(554, "5.4.6", "Too many Received headers: mail loop?"), "reading")
+
+    def commit(self) -> defer.Deferred:
+        """
+        @return: Deferred firing with the :class:`Reply` for the client (250
+            when every copy is durable; never fails).
+        """
+        return defer.ensureDeferred(self._commit())
+
+    async def _commit(self):
+        envelope = self.envelope
+        if self.failure is None:
+            try:
+                if self._store is not None:
+                    store, self._store = self._store, None
+                    await store.commit()
+            except Exception as e:
+                self._fail(e, "storing")
+        queueId = None
+        if self.failure is None and self._spool is not None:
+            try:
+                spool, self._spool = self._spool, None
+                queueId = await spool.commit()
+            except Exception as e:
+                self._fail(e, "spooling")
+                if self.local:
+                    log.error("message {id}: stored for {local} but not spooled; the client will retry",
+                              id=self.id, local=",".join(self.local))
+        if self.failure is not None:
+            log.info("message {id} from <{sender}> [{peer}] refused: {error}",
+                     id=self.id, sender=envelope.sender, peer=envelope.peer, error=str(self.failure))
+            return Reply(self.failure.code, self.failure.enhanced, self.failure.message)
+        log.info("message {id} from <{sender}> [{peer}]{auth} size {size}: stored for {local}{queued}",
+                 id=self.id, sender=envelope.sender, peer=envelope.peer, size=self.size,
+                 auth=f" auth {envelope.auth}" if envelope.auth else "",
+                 local=",".join(self.local) or "nobody",
+                 queued=f", queued {queueId} for {len(self.remote)} remote" if queueId else "")
+        return Reply(250, "2.0.0", f"OK id {self.id}")
+
+    def abort(self):
+        """Throw everything away (idempotent)."""
+        store, self._store = self._store, None
+        spool, self._spool = self._spool, None
+        for target in (store, spool):
+            if target is not None:
+                try:
+                    target.abort()
+                except Exception:
+                    log.failure("message {id}: error while aborting", id=self.id)
+

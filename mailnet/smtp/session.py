@@ -1,0 +1,672 @@
+"""
+The SMTP session state machine, without I/O.
+
+A :class:`Session` is fed the bytes a client sends (:meth:`Session.feed`)
+and tells its *handler* what to do: send a reply, start TLS, check a
+password, open, fill, commit or abort a message, close.  Whatever takes time
+(a password check, the fsync of a message) is started by the handler, which
+later reports the outcome (:meth:`Session.authResult`,
+:meth:`Session.messageResult`); meanwhile the session reads nothing more, so
+replies always leave in the order of the commands (RFC 2920 s3).
+
+The handler interface (all called synchronously, in order)::
+
+    reply(reply: Reply)             send it (the caller may batch the writes)
+    startTLS()                      send what is pending, then start TLS
+    authenticate(username, password)    check; then call authResult()
+    startMessage(envelope)          a message begins (DATA accepted, first BDAT)
+    messageData(data: bytes)        the next decoded piece of it
+    abortMessage()                  forget it; nothing may become visible
+    commitMessage()                 store it durably; then call messageResult()
+    close()                         send what is pending, then disconnect
+
+Policy questions go to ``directory`` (:class:`mailnet.auth.Directory`:
+``isLocalDomain``, ``resolve``, ``mayUseSender``), which answers from memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mailnet.smtp import parser, replies
+from mailnet.smtp.parser import BodyReader, ParseError
+from mailnet.smtp.replies import Reply
+
+SMTP, SUBMISSION, SUBMISSIONS = "smtp", "submission", "submissions"
+
+# states
+COMMAND = "command"  # reading command lines
+DATA = "data"  # reading a DATA body
+BDAT = "bdat"  # reading a BDAT chunk
+AUTH = "auth"  # reading a SASL response line
+DISCARD_LINE = "discard"  # skipping the rest of an over-long command line
+CLOSED = "closed"
+
+
+@dataclasses.dataclass
+class Settings:
+    """
+    What a session needs to know of the server and its limits.
+
+    @ivar role: ``"smtp"`` (MX: mail for our domains, AUTH optional),
+        ``"submission"`` (STARTTLS then AUTH before MAIL) or
+        ``"submissions"`` (implicit TLS, AUTH before MAIL).
+    """
+
+    hostname: str = "localhost"
+    role: str = SMTP
+    maxSize: int = 35 * 1024 * 1024
+    maxLine: int = 1000
+    maxRecipients: int = 100
+    maxErrors: int = 20
+    maxAuthFailures: int = 5
+    allowPlaintext: bool = False
+    tlsAvailable: bool = True
+    postmasterDomain: str = "localhost"
+
+    @property
+    def greeting(self) -> Reply:
+        reply = self.__dict__.get("_greeting")
+        if reply is None or reply.lines[0].split()[0] != self.hostname:
+            reply = self.__dict__["_greeting"] = replies.greeting(self.hostname)
+        return reply
+
+    @classmethod
+    def fromContext(cls, context, role):
+        config = context.config
+        limits = config.limits
+        return cls(
+            hostname=context.hostname,
+            role=role,
+            maxSize=limits.message_size,
+            maxLine=limits.smtp_line_length,
+            maxRecipients=limits.smtp_recipients,
+            maxErrors=limits.smtp_errors,
+            maxAuthFailures=limits.auth_failures,
+            allowPlaintext=config.auth.allow_plaintext,
+            tlsAvailable=context.tlsOptions is not None,
+            postmasterDomain=config.domains.local[0],
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class Recipient:
+    """
+    One accepted RCPT.
+
+    @ivar address: as the client gave it (canonical syntax).
+    @ivar orcpt: RFC 3461 ORCPT as received (``"rfc822;a+40b"``), or None.
+    @ivar notify: RFC 3461 NOTIFY as a list (``["SUCCESS", "FAILURE"]``,
+        ``["NEVER"]``) or None.
+    @ivar local: local usernames it resolves to.
+    @ivar remote: remote addresses it resolves to (itself for a remote
+        domain, alias targets elsewhere).
+    """
+
+    address: str
+    orcpt: str | None
+    notify: list | None
+    local: list
+    remote: list
+
+
+@dataclasses.dataclass(slots=True)
+class Envelope:
+    """One mail transaction: what the store and the spool are told."""
+
+    sender: str  # "" for the null reverse-path
+    recipients: list
+    helo: str
+    peer: str
+    tls: bool
+    auth: str | None
+    esmtp: bool
+    smtputf8: bool = False
+    body: str = "7BIT"
+    size: int | None = None  # declared with SIZE=
+    ret: str | None = None
+    envid: str | None = None
+
+
+class Session:
+    """
+    One SMTP connection's state.
+
+    @param tls: TLS is on from the start (implicit TLS, RFC 8314).
+    """
+
+    # Called with each command line (str, AUTH secrets masked) when set: the
+    # protocol's debug log of the dialogue.
+    trace = None
+
+    def __init__(self, settings: Settings, directory, handler, peer: str = "unknown", tls: bool = False):
+        self.settings = settings
+        self.directory = directory
+        self.handler = handler
+        self.peer = peer
+        self.tls = tls
+        self.state = COMMAND
+        self.waiting = False  # for authResult / messageResult
+        self.helo = None
+        self.esmtp = False
+        self.user = None  # authenticated username
+        self.errors = 0
+        self.authFailures = 0
+        self.messages = 0  # messages accepted in this session
+        self._buffer = b""
+        self._processing = False
+        self._dropInput = False
+        self._inMessage = False  # a message was started and not committed
+        self._resetTransaction()
+        self._auth = None  # (mechanism, step, username)
+        self._bdatLeft = 0
+        self._bdatLast = False
+        self._bdatReply = None  # the refusal for a BDAT chunk read only to be dropped
+
+    # Driving the session
+
+    def start(self):
+        """The connection is open: greet."""
+        self.handler.reply(self.settings.greeting)
+
+    def feed(self, data: bytes):
+        """Bytes from the client."""
+        if self.state == CLOSED:
+            return
+        self._buffer = self._buffer + data if self._buffer else data
+        self._process()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet handled (while waiting)."""
+        return len(self._buffer)
+
+    @property
+    def readingData(self) -> bool:
+        """True while a message body is expected (the data timeout applies)."""
+        return self.state in (DATA, BDAT)
+
+    def authResult(self, username: str | None, temporary: bool = False):
+        """
+        The outcome of :meth:`handler.authenticate`: the canonical username,
+        or None (after the handler's failure delay).
+        """
+        self.waiting = False
+        if username:
+            self.user = username
+            self.handler.reply(replies.AUTH_OK)
+        elif temporary:
+            self.handler.reply(replies.AUTH_TEMPORARY)
+        else:
+            self.authFailures += 1
+            if self.authFailures >= self.settings.maxAuthFailures:
+                self._close(replies.TOO_MANY_AUTH_FAILURES)
+                return
+            self.handler.reply(replies.AUTH_FAILED)
+        self._process()
+
+    def messageResult(self, reply: Reply):
+        """The outcome of :meth:`handler.commitMessage`: 250, or 451 and the like."""
+        self.waiting = False
+        if self.state == CLOSED:
+            return
+        if reply.code < 400:
+            self.messages += 1
+            self.errors = 0  # like Postfix: errors count "without delivering mail"
+        self._resetTransaction()
+        self.handler.reply(reply)
+        self._process()
+
+    def timeout(self):
+        """The client said nothing for too long (RFC 5321 s4.5.3.2)."""
+        if self.state != CLOSED:
+            self._close(replies.TIMEOUT)
+
+    def shutdown(self):
+        """The server is stopping."""
+        if self.state != CLOSED:
+            self._close(replies.SHUTTING_DOWN)
+
+    def connectionLost(self):
+        """The connection is gone: a message being received is abandoned
+        (one being committed is not)."""
+        if self._inMessage:
+            self._inMessage = False
+            self.handler.abortMessage()
+        self.state = CLOSED
+        self._buffer = b""
+
+    # Internals
+
+    def _resetTransaction(self):
+        """RFC 5321 s4.1.1.5: forget sender, recipients and data."""
+        if self._inMessage:
+            self._inMessage = False
+            self.handler.abortMessage()
+        self.mail = None  # Envelope once MAIL is accepted
+        self._reader = None
+
+    def _close(self, reply):
+        self._resetTransaction()
+        self.handler.reply(reply)
+        self.state = CLOSED
+        self._buffer = b""
+        self.handler.close()
+
+    def _error(self, reply: Reply):
+        """A refused command: counted towards ``maxErrors``."""
+        self.errors += 1
+        if self.errors > self.settings.maxErrors:
+            self._close(replies.TOO_MANY_ERRORS)
+        else:
+            self.handler.reply(reply)
+
+    def _process(self):
+        if self._processing:
+            return  # called back from inside a handler; the loop below goes on
+        self._processing = True
+        try:
+            self._loop()
+        finally:
+            self._processing = False
+
+    def _loop(self):
+        buf = self._buffer
+        pos = 0
+        maxLine = self.settings.maxLine
+        while pos < len(buf) and not self.waiting:
+            state = self.state
+            if state == DATA:
+                rest = self._reader.feed(buf[pos:] if pos else buf)
+                buf, pos = (rest or b""), 0
+                if rest is not None:
+                    self._endData()
+                continue
+            if state == BDAT:
+                take = min(self._bdatLeft, len(buf) - pos)
+                if self._bdatReply is None:
+                    self._reader.feed(buf[pos:pos + take])
+                pos += take
+                self._bdatLeft -= take
+                if not self._bdatLeft:
+                    self._endChunk()
+                continue
+            if state == CLOSED:
+                buf, pos = b"", 0
+                break
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                if len(buf) - pos > maxLine:
+                    # RFC 5321 s4.5.3.1.4: a command line is at most 512
+                    # octets (we allow maxLine); the rest of it is skipped
+                    if state != DISCARD_LINE:
+                        self._auth = None
+                        self.state = DISCARD_LINE
+                        self._error(replies.LINE_TOO_LONG)
+                    pos = len(buf)
+                break
+            line = buf[pos:end]
+            pos = end + 1
+            if state == DISCARD_LINE:
+                self.state = COMMAND
+                continue
+            if len(line) >= maxLine:
+                self._auth = None
+                self.state = COMMAND
+                self._error(replies.LINE_TOO_LONG)
+                continue
+            if line[-1:] != b"\r":
+                # RFC 5321 s2.3.8: lines end with CRLF only
+                self._auth = None
+                self.state = COMMAND
+                self._error(replies.BARE_LINE_END)
+                continue
+            line = line[:-1]
+            if state == AUTH:
+                self._authLine(line)
+            else:
+                self._command(line)
+            if self._dropInput:
+                # STARTTLS: RFC 3207 s4.2, whatever followed it is dropped
+                self._dropInput = False
+                buf, pos = b"", 0
+        if self.state == CLOSED:
+            self._buffer = b""
+        else:
+            self._buffer = buf[pos:] if pos else buf
+
+    # Commands
+
+    def _command(self, line: bytes):
+        if self.trace is not None:
+            text = line.decode("utf-8", "replace")
+            if text[:5].upper() == "AUTH ":
+                text = " ".join(text.split()[:2] + ["****"][:len(text.split()) > 2])
+            self.trace(text)
+        try:
+            command = parser.parseCommand(line)
+            handler = getattr(self, "do_" + command.verb, None)
+            if handler is None:
+                self._error(replies.UNRECOGNIZED)
+                return
+            handler(command.arg)
+        except ParseError as e:
+            self._error(e.reply)
+
+    def _ehloReply(self, helo):
+        s = self.settings
+        key = (helo, self.tls, self._authAllowed())
+        cache = s.__dict__.setdefault("_ehlo", {})
+        reply = cache.get(key)
+        if reply is None:
+            lines = [f"{s.hostname} greets {helo}", "PIPELINING", f"SIZE {s.maxSize}", "8BITMIME", "SMTPUTF8",
+                     "ENHANCEDSTATUSCODES"]
+            if not self.tls and s.tlsAvailable:
+                lines.append("STARTTLS")
+            if self._authAllowed():
+                lines.append("AUTH PLAIN LOGIN")
+            lines += ["CHUNKING", "DSN"]
+            # RFC 2034 s4: no enhanced codes in the reply to EHLO
+            reply = Reply(250, "", lines)
+            if len(cache) > 1000:
+                cache.clear()
+            cache[key] = reply
+        return reply
+
+    def _authAllowed(self):
+        # RFC 4954 s4 / RFC 8314: passwords only over TLS unless configured
+        return self.tls or self.settings.allowPlaintext
+
+    def do_EHLO(self, arg):
+        helo = parser.parseHelo(arg)
+        self._resetTransaction()  # RFC 5321 s4.1.4: EHLO also resets
+        self.helo, self.esmtp = helo, True
+        self.handler.reply(self._ehloReply(helo))
+
+    def do_HELO(self, arg):
+        helo = parser.parseHelo(arg)
+        self._resetTransaction()
+        self.helo, self.esmtp = helo, False
+        self.handler.reply(Reply(250, "", f"{self.settings.hostname} greets {helo}"))
+
+    def do_NOOP(self, arg):
+        self.handler.reply(replies.OK)
+
+    def do_HELP(self, arg):
+        self.handler.reply(replies.HELP)
+
+    def do_RSET(self, arg):
+        if arg:
+            raise ParseError(replies.SYNTAX)
+        self._resetTransaction()
+        self.handler.reply(replies.RESET_OK)
+
+    def do_QUIT(self, arg):
+        self._close(replies.BYE)
+
+    def do_VRFY(self, arg):
+        # RFC 5321 s3.5.3: 252 when we will not verify (off, against harvesting)
+        if not arg:
+            raise ParseError(replies.SYNTAX)
+        self.handler.reply(replies.VRFY_CANNOT)
+
+    def do_EXPN(self, arg):
+        # RFC 5321 s3.5.2: EXPN may be disabled (502)
+        self._error(replies.NOT_IMPLEMENTED)
+
+    def do_STARTTLS(self, arg):
+        if arg:
+            raise ParseError(replies.SYNTAX)
+        if self.tls:
+            self._error(replies.ALREADY_TLS)
+            return
+        if not self.settings.tlsAvailable:
+            self._error(replies.TLS_UNAVAILABLE)
+            return
+        self.handler.reply(replies.READY_TLS)
+        # RFC 3207 s4.2: forget everything learned before TLS (HELO, the
+        # transaction, AUTH) and discard anything the client sent after the
+        # command (plaintext injection, CVE-2011-0411 class)
+        self._resetTransaction()
+        self.helo, self.esmtp, self.user = None, False, None
+        self._dropInput = True
+        self.tls = True
+        self.handler.startTLS()
+
+    def do_AUTH(self, arg):
+        if self.helo is None or not self.esmtp:
+            # RFC 4954 s4: AUTH follows EHLO
+            self._error(replies.NEED_HELO.withText("Send EHLO first"))
+            return
+        if self.user is not None:
+            self._error(replies.ALREADY_AUTHENTICATED)
+            return
+        if self.mail is not None:
+            self._error(replies.AUTH_IN_TRANSACTION)
+            return
+        if not self._authAllowed():
+            # RFC 3207 s4: 530 5.7.0 Must issue a STARTTLS command first
+            self._error(replies.NEED_TLS)
+            return
+        parts = arg.split()
+        if not 1 <= len(parts) <= 2:
+            raise ParseError(replies.SYNTAX.withText("Syntax: AUTH <mechanism> [initial-response]"))
+        mechanism = parts[0].upper()
+        initial = parts[1] if len(parts) == 2 else None
+        if mechanism == "PLAIN":
+            if initial is None:
+                self._auth = ("PLAIN", 0, None)
+                self.state = AUTH
+                self.handler.reply(Reply(334, "", ""))
+            else:
+                self._plain(initial)
+        elif mechanism == "LOGIN":
+            if initial is None:
+                self._auth = ("LOGIN", 0, None)
+                self.state = AUTH
+                self.handler.reply(Reply(334, "", "VXNlcm5hbWU6"))  # "Username:"
+            else:
+                self._authLogin(0, initial)
+        else:
+            self._error(replies.BAD_MECHANISM)
+
+    def _authLine(self, line: bytes):
+        mechanism, step, username = self._auth
+        self._auth = None
+        self.state = COMMAND
+        if self.trace is not None:
+            self.trace("**** (SASL response)")
+        text = line.decode("ascii", "replace").strip()
+        if text == "*":
+            # RFC 4954 s4: the client cancels
+            self._error(replies.AUTH_CANCELLED)
+            return
+        try:
+            if mechanism == "PLAIN":
+                self._plain(text)
+            else:
+                self._authLogin(step, text, username)
+        except ParseError as e:
+            self._error(e.reply)
+
+    def _authLogin(self, step, text, username=None):
+        value = parser.decodeBase64(text)
+        if step == 0:
+            self._auth = ("LOGIN", 1, value)
+            self.state = AUTH
+            self.handler.reply(Reply(334, "", "UGFzc3dvcmQ6"))  # "Password:"
+        else:
+            self._check(username, value)
+
+    def _plain(self, text):
+        # RFC 4616 s2: [authzid] NUL authcid NUL passwd
+        message = parser.decodeBase64(text)
+        parts = message.split(b"\0")
+        if len(parts) != 3:
+            raise ParseError(replies.SYNTAX.withText("Malformed PLAIN response (RFC 4616)"))
+        authzid, authcid, password = parts
+        if authzid and authzid != authcid:
+            # acting for another identity is not offered
+            self._check(None, None)
+            return
+        self._check(authcid, password)
+
+    def _check(self, username, password):
+        try:
+            username = username.decode("utf-8") if username else ""
+            password = password.decode("utf-8") if password else ""
+        except UnicodeDecodeError:
+            username = password = ""
+        self.waiting = True
+        self.handler.authenticate(username, password)
+
+    def _needAuth(self):
+        """The reply when MAIL needs AUTH first (submission), or None."""
+        if self.user is not None or self.settings.role == SMTP:
+            return None
+        if not self._authAllowed():
+            return replies.NEED_TLS
+        return replies.NEED_AUTH
+
+    def do_MAIL(self, arg):
+        if self.helo is None:
+            self._error(replies.NEED_HELO)
+            return
+        if self.mail is not None:
+            self._error(replies.NESTED_MAIL)
+            return
+        refusal = self._needAuth()
+        if refusal is not None:
+            self._error(refusal)
+            return
+        if arg[:5].upper() != "FROM:":
+            raise ParseError(replies.SYNTAX.withText("Syntax: MAIL FROM:<address> [parameters]"))
+        address, rest = parser.parsePath(arg[5:], allowNull=True)
+        params = parser.parseMailParams(parser.parseParams(rest) if rest else {})
+        if not address.isascii() and not params.smtputf8:
+            # RFC 6531 s3.4: non-ASCII addresses only with SMTPUTF8
+            self._error(replies.NON_ASCII_ADDRESS)
+            return
+        if params.size is not None and params.size > self.settings.maxSize:
+            # RFC 1870 s6.1: refuse at MAIL what is declared too big
+            self._error(replies.MESSAGE_TOO_BIG)
+            return
+        if self.user is not None and address and not self.directory.mayUseSender(self.user, address):
+            self._error(replies.SENDER_NOT_OWNED.withText(f"<{address}>: sender address not owned by {self.user}"))
+            return
+        self.mail = Envelope(
+            sender=address, recipients=[], helo=self.helo, peer=self.peer, tls=self.tls, auth=self.user,
+            esmtp=self.esmtp, smtputf8=params.smtputf8, body=params.body, size=params.size,
+            ret=params.ret, envid=params.envid,
+        )
+        self.handler.reply(replies.SENDER_OK)
+
+    def do_RCPT(self, arg):
+        mail = self.mail
+        if mail is None:
+            self._error(replies.NEED_MAIL)
+            return
+        if arg[:3].upper() != "TO:":
+            raise ParseError(replies.SYNTAX.withText("Syntax: RCPT TO:<address> [parameters]"))
+        address, rest = parser.parsePath(arg[3:], allowNull=False, allowPostmaster=True)
+        params = parser.parseRcptParams(parser.parseParams(rest), mail.smtputf8) if rest else None
+        if len(mail.recipients) >= self.settings.maxRecipients:
+            # RFC 5321 s4.5.3.1.10: 452, the client sends the rest later
+            self.handler.reply(replies.TOO_MANY_RECIPIENTS)
+            return
+        if not address.isascii() and not mail.smtputf8:
+            self._error(replies.NON_ASCII_ADDRESS)
+            return
+        if address == "postmaster":
+            address = "postmaster@" + self.settings.postmasterDomain
+        domain = address.rpartition("@")[2]
+        if not domain.startswith("[") and self.directory.isLocalDomain(domain):
+            resolution = self.directory.resolve(address)
+            if resolution is None:
+                self._error(replies.UNKNOWN_USER.withText(f"<{address}>: no such user here"))
+                return
+            local, remote = resolution.local, resolution.remote
+        elif self.user is None:
+            # no open relay: other domains only for authenticated users
+            self._error(replies.RELAY_DENIED.withText(f"<{address}>: relay access denied"))
+            return
+        else:
+            local, remote = [], [address]
+        mail.recipients.append(Recipient(
+            address, params.orcpt if params else None, params.notify if params else None, local, remote))
+        self.handler.reply(replies.RECIPIENT_OK)
+
+    def do_DATA(self, arg):
+        if arg:
+            raise ParseError(replies.SYNTAX)
+        if self.mail is None:
+            self._error(replies.NEED_MAIL)
+            return
+        if self._inMessage:
+            # RFC 3030 s2: DATA may not follow BDAT in one transaction
+            self._error(replies.BAD_SEQUENCE.withText("DATA after BDAT; send RSET"))
+            return
+        if not self.mail.recipients:
+            # RFC 5321 s3.3: 554 when no recipient was accepted
+            self._error(replies.NO_VALID_RECIPIENTS)
+            return
+        self.handler.reply(replies.START_DATA)
+        self._inMessage = True
+        self.handler.startMessage(self.mail)
+        s = self.settings
+        self._reader = BodyReader(self.handler.messageData, s.maxLine, s.maxSize, dotted=True)
+        self.state = DATA
+
+    def _endData(self):
+        self.state = COMMAND
+        error = self._reader.error
+        if error is not None:
+            self._resetTransaction()
+            self._error(error)
+            return
+        self._commit()
+
+    def _commit(self):
+        # the message is the handler's now: connectionLost must not abort it
+        self._inMessage = False
+        self._reader = None
+        self.waiting = True
+        self.handler.commitMessage()
+
+    def do_BDAT(self, arg):
+        size, last = parser.parseBdat(arg)
+        # RFC 3030 s2: the chunk is read in every case (else its bytes would
+        # be taken for commands); a refusal is sent after it
+        self._bdatLeft, self._bdatLast, self._bdatReply = size, last, None
+        if self.mail is None:
+            self._bdatReply = replies.NEED_MAIL
+        elif not self.mail.recipients:
+            self._bdatReply = replies.NO_VALID_RECIPIENTS
+        elif not self._inMessage:
+            self._inMessage = True
+            self.handler.startMessage(self.mail)
+            s = self.settings
+            self._reader = BodyReader(self.handler.messageData, s.maxLine, s.maxSize, dotted=False)
+        self.state = BDAT
+        if not size:
+            self._endChunk()
+
+    def _endChunk(self):
+        self.state = COMMAND
+        if self._bdatReply is not None:
+            reply, self._bdatReply = self._bdatReply, None
+            self._error(reply)
+            return
+        reader = self._reader
+        if self._bdatLast:
+            reader.finish()
+        if reader.error is not None:
+            # RFC 3030 s2: the transaction has failed; later chunks of it get
+            # 503 (no MAIL) and are read and dropped
+            self._resetTransaction()
+            self._error(reader.error)
+            return
+        if self._bdatLast:
+            self._commit()
+        else:
+            self.handler.reply(Reply(250, "2.0.0", f"{reader.size} octets received"))
