@@ -39,13 +39,20 @@ class LimitedFactory(protocol.Factory):
     ``connectionLost`` is chained to release the slot.
     """
 
-    def __init__(self, factory, maxTotal, maxPerIP, refusal=b""):
+    noisy = False
+
+    def __init__(self, factory, maxTotal, maxPerIP, refusal=b"", name=None):
+        self.name = name or factory.__class__.__name__
         self.factory = factory
         self.maxTotal = maxTotal
         self.maxPerIP = maxPerIP
         self.refusal = refusal
         self.total = 0
         self.perIP: dict[str, int] = {}
+
+    def logPrefix(self):
+        """Names the listener in Twisted's "<prefix> starting on <port>" line."""
+        return f"mailnet {self.name}"
 
     def doStart(self):
         self.factory.doStart()

@@ -170,7 +170,7 @@ class MailnetService(service.MultiService):
             if implicit:
                 factory = net.implicitTLS(factory, self.context.tlsOptions)
                 refusal = b""
-            factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal)
+            factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name)
             yield name, description, factory
 
     def privilegedStartService(self):

@@ -53,6 +53,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     spec="$MAILNET_ROOT"
     [ -n "$EXTRA" ] && spec="$MAILNET_ROOT[$EXTRA]"
     # compat mode: a path entry, so twistd finds twisted/plugins/mailnet_plugin.py
-    "$VENV/bin/python" -m pip install -q -e "$spec" --config-settings editable_mode=compat
+    if ! "$VENV/bin/python" -m pip install -q -e "$spec" --config-settings editable_mode=compat >"$VENV/install.log" 2>&1; then
+        cat "$VENV/install.log" >&2
+        echo "mailnet: installing failed (log above, also in $VENV/install.log)" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi

@@ -81,6 +81,10 @@ class MailServer:
             "domains": {"local": ["example.test"]},
             "listen": {name: "tcp:0:interface=127.0.0.1" for name in LISTENERS},
             "auth": {"failure_delay": 0.05},
+            # Tests never reach past 127.0.0.1: a resolver on a closed
+            # loopback port makes remote domains a temporary failure (the
+            # mail waits in the queue).  MX tests set their own DNS server.
+            "dns": {"nameservers": ["127.0.0.1:9"], "timeout": 2},
             "log": {"level": "info"},
         }
         for section, values in (config or {}).items():
