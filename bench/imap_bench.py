@@ -3,6 +3,7 @@ IMAP benchmark: mailnet beside Dovecot, on the same Maildir, in one run.
 
     /tmp/venv/bin/python bench/imap_bench.py [--big 100000] [--search 10000]
         [--bodies 2000] [--idle 1000] [--runs 5] [--keep]
+        [--only select,flags,bodies,search,idle]
 
 What it does:
 
@@ -18,7 +19,9 @@ What it does:
    process with its own config in the run directory, on a free 127.0.0.1
    port; Dovecot builds its index at its first SELECT (also not in the
    ratios).
-3. Measures, on each server in turn (median of ``--runs``):
+3. Measures, in ``--runs`` rounds that each measure both servers in
+   alternating order (so that other load on the machine falls on both
+   alike), reporting the median of each (``--only`` picks a subset):
    * SELECT Big (a fresh connection each time),
    * UID FETCH 1:* (FLAGS) on Big,
    * FETCH 1:* BODY.PEEK[] throughput on Bodies,
@@ -411,12 +414,6 @@ def idleClients(port, count):
     return clients
 
 
-def median(fn, runs, *args):
-    results = [fn(*args) for _ in range(runs)]
-    times = [r[0] for r in results]
-    return statistics.median(times), results[0][1]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--big", type=int, default=100000)
@@ -425,7 +422,10 @@ def main():
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    parser.add_argument("--only", default="select,flags,bodies,search,idle",
+                        help="comma-separated subset of select,flags,bodies,search,idle")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     if shutil.which("dovecot") is None:
         sys.exit("dovecot is not installed (apt-get install dovecot-imapd)")
 
@@ -473,27 +473,50 @@ def main():
             first[folder] = timeSelect(dovecot.port, folder)[0]
         print("dovecot first SELECT (indexing): " + ", ".join("%s %.2fs" % (k.decode(), v) for k, v in first.items()))
 
+        # Interleaved: each round measures both servers, in alternating
+        # order, so that other load on the machine falls on both alike.
         servers = [("mailnet", port), ("dovecot", dovecot.port)]
-        for name, p in servers:
+        samples = {name: {} for name, _ in servers}
+        for n in range(args.runs):
+            for name, p in (servers if n % 2 == 0 else servers[::-1]):
+                got = samples[name]
+                if "select" in only:
+                    elapsed, exists = timeSelect(p, b"Big")
+                    assert exists == args.big, (name, exists)
+                    got.setdefault("select", []).append(elapsed)
+                if "flags" in only:
+                    elapsed, count = timeFlags(p, b"Big")
+                    assert count == args.big, (name, count)
+                    got.setdefault("flags", []).append(elapsed)
+                if "bodies" in only:
+                    elapsed, nbytes = timeBodies(p, b"Bodies")
+                    got.setdefault("bodies", []).append(nbytes / elapsed / 1e6)
+                    got["bodies_bytes"] = nbytes
+                if "search" in only:
+                    elapsed, hits = timeSearch(p, b"Search", NEEDLE)
+                    got.setdefault("search", []).append(elapsed)
+                    got["search_hits"] = hits
+        for name, _ in servers:
             r = results.setdefault(name, {})
-            r["select"], exists = median(timeSelect, args.runs, p, b"Big")
-            assert exists == args.big, (name, exists)
-            r["flags"], count = median(timeFlags, args.runs, p, b"Big")
-            assert count == args.big, (name, count)
-            elapsed, nbytes = median(timeBodies, max(3, args.runs // 2), p, b"Bodies")
-            r["bodies"] = nbytes / elapsed / 1e6
-            r["bodies_bytes"] = nbytes
-            r["search"], hits = median(timeSearch, args.runs, p, b"Search", NEEDLE)
-            r["search_hits"] = hits
-            print("%s: SELECT %.3fs, UID FETCH FLAGS %.3fs, BODY[] %.0f MB/s, SEARCH TEXT %.3fs (%d hits)"
-                  % (name, r["select"], r["flags"], r["bodies"], r["search"], hits))
+            for key, values in samples[name].items():
+                r[key] = statistics.median(values) if isinstance(values, list) else values
+            if len(only - {"idle"}):
+                print("%s: SELECT %.3fs, UID FETCH FLAGS %.3fs, BODY[] %.0f MB/s, SEARCH TEXT %.3fs (%d hits)"
+                      % (name, r.get("select", 0), r.get("flags", 0), r.get("bodies", 0), r.get("search", 0),
+                         r.get("search_hits", 0)))
+                for key in ("select", "flags", "bodies", "search"):
+                    if key in samples[name]:
+                        print("  %s runs: %s" % (key, " ".join("%.3f" % v for v in samples[name][key])))
 
         # Memory per IDLE connection, mailnet in a fresh process (memory freed
         # by the measurements above would otherwise be reused and hide the cost).
-        server.stop()
-        server.start()
-        port = server.port("imap")
+        if "idle" in only:
+            server.stop()
+            server.start()
+            port = server.port("imap")
         for name, p, pids in (("mailnet", port, lambda: [server.process.pid]), ("dovecot", dovecot.port, dovecot.pids)):
+            if "idle" not in only:
+                break
             warm = idleClients(p, 5)
             time.sleep(0.5)
             before = memory(pids())
@@ -518,15 +541,21 @@ def main():
 
     m, d = results["mailnet"], results["dovecot"]
     print()
+    print("load average at the end: %.2f %.2f %.2f" % os.getloadavg())
     print("| measurement | mailnet | Dovecot 2.3 | ratio (mailnet cost / Dovecot) |")
     print("|---|---|---|---|")
-    print("| SELECT, %d messages | %.3f s | %.3f s | %.2f |" % (args.big, m["select"], d["select"], m["select"] / d["select"]))
-    print("| UID FETCH 1:* (FLAGS), %d messages | %.3f s | %.3f s | %.2f |" % (args.big, m["flags"], d["flags"], m["flags"] / d["flags"]))
-    print("| FETCH 1:* BODY.PEEK[], %d messages, %.0f MB | %.0f MB/s | %.0f MB/s | %.2f |" % (
-        args.bodies, m["bodies_bytes"] / 1e6, m["bodies"], d["bodies"], d["bodies"] / m["bodies"]))
-    print("| SEARCH TEXT, %d messages | %.3f s | %.3f s | %.2f |" % (args.search, m["search"], d["search"], m["search"] / d["search"]))
-    print("| memory per IDLE connection (%d clients) | %.0f KB RSS | %.0f KB PSS (%.0f KB RSS) | %.2f (of PSS) |" % (
-        args.idle, m["idle_rss"] / 1024, d["idle_pss"] / 1024, d["idle_rss"] / 1024, m["idle_rss"] / d["idle_pss"]))
+    if "select" in only:
+        print("| SELECT, %d messages | %.3f s | %.3f s | %.2f |" % (args.big, m["select"], d["select"], m["select"] / d["select"]))
+    if "flags" in only:
+        print("| UID FETCH 1:* (FLAGS), %d messages | %.3f s | %.3f s | %.2f |" % (args.big, m["flags"], d["flags"], m["flags"] / d["flags"]))
+    if "bodies" in only:
+        print("| FETCH 1:* BODY.PEEK[], %d messages, %.0f MB | %.0f MB/s | %.0f MB/s | %.2f |" % (
+            args.bodies, m["bodies_bytes"] / 1e6, m["bodies"], d["bodies"], d["bodies"] / m["bodies"]))
+    if "search" in only:
+        print("| SEARCH TEXT, %d messages | %.3f s | %.3f s | %.2f |" % (args.search, m["search"], d["search"], m["search"] / d["search"]))
+    if "idle" in only:
+        print("| memory per IDLE connection (%d clients) | %.0f KB RSS | %.0f KB PSS (%.0f KB RSS) | %.2f (of PSS) |" % (
+            args.idle, m["idle_rss"] / 1024, d["idle_pss"] / 1024, d["idle_rss"] / 1024, m["idle_rss"] / d["idle_pss"]))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ What it measures (the client is the same Python code for both servers):
 * RETR throughput: one session downloads every message of a maildrop of
   ``--messages`` messages (1-64 KB, seeded), RETR commands pipelined in
   windows of 64 (RFC 2449 PIPELINING), over TLS (pop3s) and in the clear.
-  Reported in messages/s and MB/s; the best of ``--rounds``.
+  Reported in messages/s and MB/s; the median of ``--rounds`` rounds, each
+  of which measures both servers, in alternating order (so that other load
+  on the machine falls on both alike).
 * Sessions per second: ``--clients`` threads, each on its own user (100
   messages), doing connect + TLS + USER/PASS + STAT + QUIT, ``--sessions``
-  sessions in all.  Both servers check the same ``{ARGON2ID}`` hash (made
+  sessions in all (``--sessions 0`` skips this part).  Both servers check the same ``{ARGON2ID}`` hash (made
   by mailnet: m=64 MiB, t=3, p=4).  mailnet is run with its verified-login
   cache on (``[auth] cache_seconds = 300``, the default) and off (0).
   Dovecot runs with its defaults: its auth cache is off, and even when on it
@@ -159,20 +161,22 @@ def tlsContext():
     return ctx
 
 
-def benchRetr(port, tls, user, rounds):
-    best = None
-    for _ in range(rounds):
-        c = Client(port, tls)
-        c.login(user)
-        count = int(c.cmd("STAT").split()[1])
-        start = time.perf_counter()
-        received = c.retrAll(count)
-        elapsed = time.perf_counter() - start
-        c.close()
-        if best is None or elapsed < best[0]:
-            best = (elapsed, count, received)
-    elapsed, count, received = best
-    return {"messages_per_s": count / elapsed, "mb_per_s": received / elapsed / 1e6, "seconds": elapsed, "messages": count}
+def retrOnce(port, tls, user):
+    c = Client(port, tls)
+    c.login(user)
+    count = int(c.cmd("STAT").split()[1])
+    start = time.perf_counter()
+    received = c.retrAll(count)
+    elapsed = time.perf_counter() - start
+    c.close()
+    return elapsed, count, received
+
+
+def retrResult(samples):
+    """The median round of [(elapsed, count, received)]."""
+    elapsed, count, received = sorted(samples)[len(samples) // 2]
+    return {"messages_per_s": count / elapsed, "mb_per_s": received / elapsed / 1e6, "seconds": elapsed,
+            "messages": count, "rounds_s": [round(s[0], 3) for s in samples]}
 
 
 def benchSessions(port, tls, users, total):
@@ -227,7 +231,7 @@ def main():
     parser.add_argument("--messages", type=int, default=10000)
     parser.add_argument("--sessions", type=int, default=120)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--crlf", action="store_true",
                         help="store messages with CRLF line ends (as mailnet's own deliveries are) instead of LF "
                              "(as Dovecot, procmail and mutt write them)")
@@ -305,11 +309,19 @@ def main():
             c.retrAll(args.messages)
             c.close()
 
+        # Interleaved rounds: each measures both servers (in alternating
+        # order), so that other load on the machine falls on both alike.
         for transport in ("pop3s", "pop3"):
-            for name, ports in servers.items():
-                r = benchRetr(ports[transport], tls if transport == "pop3s" else None, big, args.rounds)
+            samples = {name: [] for name in servers}
+            order = list(servers.items())
+            for n in range(args.rounds):
+                for name, ports in (order if n % 2 == 0 else order[::-1]):
+                    samples[name].append(retrOnce(ports[transport], tls if transport == "pop3s" else None, big))
+            for name in servers:
+                r = retrResult(samples[name])
                 results.setdefault("retr", {}).setdefault(transport, {})[name] = r
-                print(f"RETR {transport:5} {name:8} {r['messages_per_s']:8.0f} msg/s {r['mb_per_s']:7.1f} MB/s", flush=True)
+                print(f"RETR {transport:5} {name:8} {r['messages_per_s']:8.0f} msg/s {r['mb_per_s']:7.1f} MB/s "
+                      f"(rounds: {r['rounds_s']} s)", flush=True)
 
         def sessions(label, port):
             r = benchSessions(port, tls, small, args.sessions)
@@ -317,11 +329,12 @@ def main():
             extra = f" ({r['failed']} failed: {r['errors']})" if r["failed"] else ""
             print(f"sessions pop3s {label:22} {r['sessions_per_s']:7.1f} /s{extra}", flush=True)
 
-        sessions("mailnet cache on", servers["mailnet"]["pop3s"])
-        sessions("dovecot", servers["dovecot"]["pop3s"])
-        server.stop()
-        server = startMailnet(0)
-        sessions("mailnet cache off", server.port("pop3s"))
+        if args.sessions:
+            sessions("mailnet cache on", servers["mailnet"]["pop3s"])
+            sessions("dovecot", servers["dovecot"]["pop3s"])
+            server.stop()
+            server = startMailnet(0)
+            sessions("mailnet cache off", server.port("pop3s"))
     finally:
         if dovecot is not None:
             dovecot.stop()
@@ -332,13 +345,13 @@ def main():
 
     print()
     print(f"Ratios mailnet / dovecot ({results['dovecot']}, {args.messages} messages, {results['maildrop_mb']:.0f} MB, "
-          f"{results['line_ends']} files):")
+          f"{results['line_ends']} files; load average at the end %.2f %.2f %.2f):" % os.getloadavg())
     for transport, pair in results["retr"].items():
         m, d = pair["mailnet"], pair["dovecot"]
         print(f"  RETR over {transport:5}: {m['messages_per_s'] / d['messages_per_s']:.2f}x "
               f"({m['messages_per_s']:.0f} vs {d['messages_per_s']:.0f} msg/s, {m['mb_per_s']:.1f} vs {d['mb_per_s']:.1f} MB/s)")
     s = results.get("sessions", {})
-    for label in ("mailnet cache on", "mailnet cache off"):
+    for label in ("mailnet cache on", "mailnet cache off") if s else ():
         print(f"  sessions/s, {label:17}: {s[label]['sessions_per_s'] / s['dovecot']['sessions_per_s']:.2f}x "
               f"({s[label]['sessions_per_s']:.1f} vs {s['dovecot']['sessions_per_s']:.1f})")
     if args.json:

@@ -10,6 +10,7 @@ retrieved messages ``\\Seen``, and the UPDATE state's expunge.
 
 from __future__ import annotations
 
+import io
 import weakref
 
 from twisted.cred import error as credError
@@ -34,6 +35,9 @@ CHUNK = 65536
 MAX_PENDING_INPUT = 256 * 1024
 # Messages opened ahead for RETR/TOP commands already pipelined.
 PREFETCH = 8
+# RETR of a message up to this size that the store hands over in memory
+# is answered at once, in one piece (larger ones are streamed).
+WHOLE_RETR = 256 * 1024
 # Replies are gathered and written together (fewer TLS records and
 # syscalls for pipelined commands) up to this size.
 OUTPUT_BATCH = 256 * 1024
@@ -363,7 +367,8 @@ class POP3Server(protocol.Protocol):
             elif isinstance(action, pop3.Authenticate):
                 self._async(self._login, action)
             elif isinstance(action, pop3.Retrieve):
-                self._async(self._retrieve, action)
+                if not self._retrieveNow(action):
+                    self._async(self._retrieve, action)
             elif isinstance(action, pop3.Update):
                 self._updating = self._async(self._update, action)
             else:
@@ -490,6 +495,38 @@ class POP3Server(protocol.Protocol):
         prefetched, self._prefetched = self._prefetched, {}
         for d in prefetched.values():
             d.addCallbacks(lambda f: f.close(), lambda _: None)
+
+    def _retrieveNow(self, action):
+        """
+        The common case of RETR, done at once: the store has opened the
+        message already (Maildir opens known files synchronously) and it
+        is small enough to have been read whole.  No Deferred, no producer:
+        the answer joins the output batch.  Returns False to take the
+        general path (:meth:`_retrieve`) instead.
+        """
+        if not action.isRetr:
+            return False
+        d = self._prefetched.get(action.uid)
+        if d is None:
+            d = self._prefetched[action.uid] = defer.maybeDeferred(self.folder.openMessage, action.uid)
+        if not d.called or d.paused:
+            return False
+        f = d.result
+        if type(f) is not io.BytesIO:
+            return False  # a failure, or a file to stream
+        info = self.folder.get(action.uid)
+        if info is None or info.size > WHOLE_RETR:
+            return False  # large messages go through the producer
+        del self._prefetched[action.uid]
+        self._prefetch()
+        data = f.getvalue()  # no copy
+        f.close()
+        stuffer = pop3.DotStuffer()
+        self._write(action.header)
+        self._write(stuffer.feed(data))
+        self._write(stuffer.end())
+        self._markSeen(action.uid)
+        return True
 
     def _retrieve(self, action):
         d = self._prefetched.pop(action.uid, None)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import os
 
-# LF files up to this size are read and converted whole at open: one
-# read(2) and two bytes.replace in C, and the reader is a seekable BytesIO.
-# Larger ones are converted as they are read, a chunk at a time.
-WHOLE_LIMIT = 256 * 1024
+# Message files up to this size are read whole at open (open, fstat, one
+# read, close: the descriptor is not kept), converted to CRLF if they have
+# bare LFs, and served from a BytesIO.  Larger ones are streamed from the
+# file, converted a chunk at a time when needed.
+WHOLE_LIMIT = 128 * 1024
 CHUNK = 1 << 16
 
 
@@ -18,6 +19,9 @@ def toCRLF(data: bytes) -> bytes:
     (so ``\\r\\r\\n`` stays as it is), matching
     :func:`mailnet.store._maildirfiles.canonicalSize`.
     """
+    if b"\r" not in data:
+        # Only LFs (mutt, procmail, Dovecot's own files): one pass.
+        return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -69,19 +73,37 @@ def openCRLF(raw):
     return io.BufferedReader(CRLFReader(raw), CHUNK)
 
 
-def canonicalReader(f, size):
+def readCanonical(path, size):
     """
-    The reader for a message file ``f`` (opened ``"rb"``) whose canonical
-    (CRLF) size the index says is ``size``: ``f`` itself when the file is
-    that size already (stored with CRLF), else a converting reader.
+    Open the message file at ``path`` whose canonical (CRLF) size the index
+    says is ``size``, for reading from position 0.
+
+    Small files are read whole (see :data:`WHOLE_LIMIT`) and come back as a
+    BytesIO; larger ones as the open file itself when it is stored with CRLF
+    already (its size is ``size``), else as a converting reader.  Raises
+    OSError (FileNotFoundError when the name is gone).
     """
-    physical = os.fstat(f.fileno()).st_size
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        physical = os.fstat(fd).st_size
+        if physical <= WHOLE_LIMIT:
+            # physical + 1: see the end of the file in the same call.
+            data = os.read(fd, physical + 1)
+            if len(data) != physical:
+                # Changed under us (or a short read): read to the end.
+                rest = [data]
+                while True:
+                    more = os.read(fd, CHUNK)
+                    if not more:
+                        break
+                    rest.append(more)
+                data = b"".join(rest)
+            return io.BytesIO(data if len(data) == size else toCRLF(data))
+        f = os.fdopen(fd, "rb")
+        fd = -1
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if physical == size:
         return f
-    if physical <= WHOLE_LIMIT:
-        try:
-            data = f.read()
-        finally:
-            f.close()
-        return io.BytesIO(toCRLF(data))
     return openCRLF(f)

@@ -62,7 +62,7 @@ from mailnet.store._common import (
     parentsOf,
     parseUsername,
 )
-from mailnet.store._crlf import canonicalReader
+from mailnet.store._crlf import readCanonical
 from mailnet.store._maildirfiles import (
     CorruptFile,
     Keywords,
@@ -1260,7 +1260,8 @@ class _Disk:
     def openKnown(self, uid, size):
         """
         (On the reactor thread.)  Open the message at the name the index
-        last saw, without listing anything: one open(2) and one fstat(2).
+        last saw, without listing anything: for a small file, open(2),
+        fstat(2), read(2) and close(2).
         Returns None when that name is gone (another program renamed or
         deleted the file since the last sync): :meth:`openMessage` in a
         worker thread then looks it up by listing the directories.
@@ -1270,10 +1271,9 @@ class _Disk:
         if rel is None:
             raise NoSuchMessage(uid)
         try:
-            f = open(self.path + "/" + rel, "rb")
+            return readCanonical(self.path + "/" + rel, size)
         except FileNotFoundError:
             return None
-        return canonicalReader(f, size)
 
     def openMessage(self, uid, size):
         full = self.full
@@ -1283,15 +1283,12 @@ class _Disk:
         base = rel[4:].partition(":")[0]
         for _ in range(3):
             try:
-                f = open(os.path.join(self.path, rel), "rb")
-                break
+                return readCanonical(os.path.join(self.path, rel), size)
             except FileNotFoundError:
                 rel = self._findBase(base)
                 if rel is None:
                     raise NoSuchMessage(uid) from None
-        else:
-            raise NoSuchMessage(uid)
-        return canonicalReader(f, size)
+        raise NoSuchMessage(uid)
 
     def _findBase(self, base):
         for sub in ("cur", "new"):

@@ -5,6 +5,8 @@ import base64
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies
 
 from mailnet.pop3 import protocol as p
 
@@ -314,3 +316,14 @@ def test_top_chunks():
     # Long lines read in small pieces still count as one line.
     long = b"H: " + b"v" * 50 + b"\r\n\r\n" + b"b" * 50 + b"\r\nnext\r\n"
     assert b"".join(p.topChunks(io.BytesIO(long), 1, chunkSize=8)) == long[: long.index(b"next")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(strategies.lists(strategies.sampled_from([b".", b"..", b"\r\n", b"\n", b"\r", b"a", b"\r\n."]), max_size=30).map(b"".join),
+       strategies.integers(1, 7))
+def test_dot_stuffing_any_chunking(message, size):
+    """Every line that starts with "." gets one more, however the message is cut."""
+    lines = message.split(b"\n")
+    expected = b"\n".join(b"." + line if line[:1] == b"." else line for line in lines)
+    expected += b".\r\n" if message[-2:] == b"\r\n" or not message else b"\r\n.\r\n"
+    assert stuff([message[i:i + size] for i in range(0, len(message), size)]) == expected

@@ -146,6 +146,35 @@ def test_lf_files_small_and_large(tmp_path, monkeypatch):
     folder.close()
 
 
+def test_crlf_files_small_and_large(tmp_path):
+    """Small files are read whole at open (no descriptor kept); large ones are the file."""
+    big = b"Subject: big\r\n\r\n" + b"y" * 78 * 3000 + b"\r\n"
+    store, runner, folder, uids, account = setup(tmp_path, [msg(1), big])
+    assert len(big) > _crlf.WHOLE_LIMIT
+    f = result(folder.openMessage(uids[0]))
+    assert isinstance(f, io.BytesIO) and f.read() == msg(1)
+    f = result(folder.openMessage(uids[1]))
+    try:
+        assert type(f) is io.BufferedReader and type(f.raw) is io.FileIO  # IMAP reads it with pread
+        assert f.read() == big
+    finally:
+        f.close()
+    folder.close()
+
+
+def test_file_that_grew_after_fstat_is_read_to_its_end(tmp_path, monkeypatch):
+    store, runner, folder, uids, account = setup(tmp_path, [msg(1)])
+    realFstat = os.fstat
+
+    class Shrunk:
+        def __init__(self, st):
+            self.st_size = st.st_size - 5
+
+    monkeypatch.setattr(_crlf.os, "fstat", lambda fd: Shrunk(realFstat(fd)))
+    assert read(folder, uids[0]) == msg(1)
+    folder.close()
+
+
 LINE_BYTES = st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b".", b"xyz"]), max_size=60).map(b"".join)
 
 
