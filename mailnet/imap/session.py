@@ -64,8 +64,11 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not authenticated", "authe
 # larger ones are streamed in chunks, waiting for the transport to drain.
 INLINE_LITERAL = 256 * 1024
 STREAM_CHUNK = 64 * 1024
-# SEARCH reads and matches this many messages per worker-thread call.
+# SEARCH reads and matches this many messages per worker-thread call, or
+# fewer when they add up to SEARCH_BATCH_BYTES (a store may hand over small
+# messages already read into memory).
 SEARCH_BATCH = 64
+SEARCH_BATCH_BYTES = 1024 * 1024
 # FETCH responses are written in batches of this many bytes.
 BATCH_BYTES = 256 * 1024
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
@@ -1235,12 +1238,15 @@ class Session:
 
     async def _searchContent(self, program, todo, content, match, opener):
         """
-        Read and match the candidates in a worker thread, 64 at a time, while
-        the next ones are being opened: the reactor thread stays free for
-        other sessions, and file reads do not contend with it.
+        Read and match the candidates in a worker thread, 64 at a time (or
+        1 MB), while the next ones are being opened: the reactor thread
+        stays free for other sessions.  (The Maildir store reads small
+        messages whole when it opens them, on the reactor thread; large
+        ones are still read here.)
         """
         matched = []
         batch = []
+        batchBytes = 0
         running = None
         try:
             for c in todo:
@@ -1249,7 +1255,8 @@ class Session:
                 except NoSuchMessage:
                     continue
                 batch.append((c, f))
-                if len(batch) >= SEARCH_BATCH:
+                batchBytes += c.info.size
+                if len(batch) >= SEARCH_BATCH or batchBytes >= SEARCH_BATCH_BYTES:
                     if running is not None:
                         matched.extend(await running)
                         running = None
@@ -1257,6 +1264,7 @@ class Session:
                         raise ConnectionError("closed")
                     running = self.shared.inThread(_matchBatch, batch, content, match, program)
                     batch = []
+                    batchBytes = 0
             if running is not None:
                 matched.extend(await running)
                 running = None

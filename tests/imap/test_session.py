@@ -677,3 +677,24 @@ def test_deleted_selected_mailbox_select_elsewhere_or_close(world):
     b.ok("DELETE Doomed2")
     assert b"OK CLOSE completed" in a.cmd("CLOSE")
     assert a.session.state == "authenticated" and not a.out.closed
+
+
+def test_search_batches_are_bounded_in_bytes(monkeypatch):
+    """Messages already in memory are handed to the matcher at most ~SEARCH_BATCH_BYTES at a time."""
+    from mailnet.imap import session as sessionModule
+
+    calls = []
+    w = World()
+    inThread = w.shared.inThread
+
+    def counting(f, batch, *args):
+        calls.append(len(batch))
+        return inThread(f, batch, *args)
+
+    w.shared.inThread = counting
+    for i in range(10):
+        w.deliver(message("m%d" % i, body=("needle\r\n" if i % 3 == 0 else "hay\r\n") + "x" * 3000 + "\r\n"))
+    a = selected(w)
+    monkeypatch.setattr(sessionModule, "SEARCH_BATCH_BYTES", 7000)
+    assert b"* SEARCH 1 4 7 10\r\n" in a.cmd("SEARCH BODY needle")
+    assert calls == [3, 3, 3, 1]
