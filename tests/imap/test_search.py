@@ -89,3 +89,15 @@ def test_fast_path_and_decoding_agree():
     assert run('SUBJECT "élèm"'.encode(), encoded)
     assert run('BODY "BRÛLANT"'.encode(), encoded) and run('TEXT "été"'.encode(), encoded)
     assert not run(b"BODY w6l0", encoded)  # the base64 itself is not the text
+
+
+@given(st.lists(st.sampled_from([b"--b", b"--b--", b"x--b", b"\r\n", b"\n", b"\r", b" ", b"\t", b"text", b"--", b"b"]),
+                max_size=25).map(b"".join),
+       st.sampled_from([b"b", b"a.b", b"=_x"]))
+@FUZZ
+def test_split_parts_is_the_multiline_split(body, boundary):
+    import re
+
+    body = body.replace(b"b", boundary)
+    expected = re.split(rb"(?m)^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", body)
+    assert search._splitParts(body, boundary) == expected
