@@ -1754,6 +1754,12 @@ def _readRange(f, start, length):
                 break
             data += more
         return data
+    if type(f) is io.BytesIO and start == 0:
+        # A message the store read into memory: the whole of it without a
+        # copy (a BytesIO made from bytes shares them until written to).
+        data = f.getvalue()
+        if len(data) <= length:
+            return data
     f.seek(start)
     return f.read(length)
 
