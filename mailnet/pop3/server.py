@@ -38,6 +38,11 @@ PREFETCH = 8
 # RETR of a message up to this size that the store hands over in memory
 # is answered at once, in one piece (larger ones are streamed).
 WHOLE_RETR = 256 * 1024
+# Small answers are written without waiting for the transport.  After this
+# many bytes so written, the next message goes through the producer, which
+# waits until the client has read what is queued: a client that pipelines
+# RETRs and does not read cannot make us hold more than about this much.
+INLINE_BUDGET = 1024 * 1024
 # Replies are gathered and written together (fewer TLS records and
 # syscalls for pipelined commands) up to this size.
 OUTPUT_BATCH = 256 * 1024
@@ -186,6 +191,7 @@ class POP3Server(protocol.Protocol):
         self._lastActivity = 0.0
         self._out: list[bytes] = []
         self._outSize = 0
+        self._inline = 0  # bytes written since the transport last made us wait
         self._ip = "?"
         self.account = None
         self.logout = None
@@ -291,6 +297,7 @@ class POP3Server(protocol.Protocol):
     def _write(self, data):
         self._out.append(data)
         self._outSize += len(data)
+        self._inline += len(data)
         if self._outSize >= OUTPUT_BATCH:
             self._flush()
 
@@ -479,8 +486,9 @@ class POP3Server(protocol.Protocol):
         """
         RFC 2449 PIPELINING: while one message is being opened or sent, open
         the ones that RETR/TOP commands already in the input buffer ask for,
-        so that the store's work (a thread hop per open for Maildir)
-        overlaps with sending.  Answers still go out strictly in order.
+        so that a store's asynchronous opens (Maildir: only when another
+        program renamed the file since the last sync) overlap with sending.
+        Answers still go out strictly in order.
         """
         room = PREFETCH - len(self._prefetched)
         if self.folder is None or room <= 0 or self.session.state is not pop3.State.TRANSACTION:
@@ -504,7 +512,7 @@ class POP3Server(protocol.Protocol):
         the answer joins the output batch.  Returns False to take the
         general path (:meth:`_retrieve`) instead.
         """
-        if not action.isRetr:
+        if not action.isRetr or self._inline >= INLINE_BUDGET:
             return False
         d = self._prefetched.get(action.uid)
         if d is None:
@@ -561,7 +569,7 @@ class POP3Server(protocol.Protocol):
     def _send(self, f, chunks):
         stuffer = pop3.DotStuffer()
         first = next(chunks, None)
-        if first is None or len(first) < CHUNK:
+        if (first is None or len(first) < CHUNK) and self._inline < INLINE_BUDGET:
             # A small message: at most a chunk, so one write.
             rest = next(chunks, None) if first is not None else None
             if rest is None:
@@ -570,11 +578,14 @@ class POP3Server(protocol.Protocol):
                 return defer.succeed(None)
             chunks = _chain([first, rest], chunks)
         else:
-            chunks = _chain([first], chunks)
+            chunks = _chain([first] if first is not None else [], chunks)
         sender = self.sender = MessageSender(self.transport, chunks, stuffer)
 
         def done(result):
             self.sender = None
+            # The sender waited whenever the transport's buffer was full:
+            # little is queued now.
+            self._inline = 0
             f.close()
             return result
 
