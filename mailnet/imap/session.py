@@ -1679,8 +1679,9 @@ _RECENT = frozenset({"\\Recent"})
 class _Opener:
     """
     Open messages a few ahead of their use, in order: a store may open
-    files in worker threads, and keeping several opens in flight hides that
-    round trip (FETCH BODY[] and SEARCH TEXT over many messages).
+    files in worker threads (Maildir: only when another program renamed the
+    file since the last sync), and keeping several opens in flight hides
+    that round trip (FETCH BODY[] and SEARCH TEXT over many messages).
     """
 
     WINDOW = 4

@@ -12,7 +12,12 @@ Layout (see ``docs/store.md`` for the details and Dovecot compatibility)::
         .Archive.2024/              folder "Archive/2024" (+ maildirfolder)
 
 Threads.  Every blocking call (fsync, rename, listdir, reading the index
-files) runs through ``runner`` (default: a private thread pool).  The
+files) runs through ``runner`` (default: a private thread pool), except
+opening a message at the name the index knows (and reading it whole when
+it is small): that is done on the caller's thread, because a thread-pool
+round trip costs ten times the open itself; the reads of message bodies
+happen on the caller's thread anyway.  A name that is gone (another
+program renamed or deleted the file) is looked for by a worker.  The
 reactor side keeps a mirror of each open folder's index and applies
 *deltas* that the worker threads produce under the folder lock, in order
 (each delta carries a per-folder sequence number).  Operations on one
