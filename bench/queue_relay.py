@@ -42,15 +42,7 @@ from twisted.internet import defer  # noqa: E402
 
 from mailnet.queue import control  # noqa: E402
 from mailnet.queue.spool import Spool  # noqa: E402
-from tests.harness import MailServer  # noqa: E402
-
-
-def freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.harness import freePort, MailServer  # noqa: E402
 
 
 def messageBytes(size, n):

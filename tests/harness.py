@@ -20,6 +20,7 @@ import atexit
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,16 @@ def _killLeftovers():
 
 
 LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"]
+
+
+def freePort():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for peers that
+    cannot report the port they bound, like aiosmtpd or Dovecot)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def toml(value):

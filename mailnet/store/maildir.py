@@ -45,6 +45,7 @@ import errno
 import gc
 import itertools
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -280,6 +281,14 @@ def _writeSubscriptions(accountPath, names):
 
 # Deltas: what the reactor-side index must apply
 
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _naturalKey(name):
+    """Sort key comparing runs of digits by value: "1.M9P1" < "1.M10P1"."""
+    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
 
 class _Delta:
     __slots__ = ("seq", "added", "changed", "expunged", "uidValidity", "uidNext", "highest", "floor", "reset")
@@ -848,7 +857,10 @@ class _Disk:
                 if info is not None:
                     added.append(info)
             if fresh:
-                fresh.sort()
+                # Arrival order: names start with numbers (seconds, then
+                # M<usec> or a counter), so compare digit runs as numbers
+                # ("M9" before "M10").
+                fresh.sort(key=lambda item: _naturalKey(item[0]))
                 uid = self.uidlist.nextUid
                 for n, (base, rel) in enumerate(fresh):
                     if n % 500 == 0:

@@ -9,14 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-
-
-def freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.harness import freePort
 
 
 def waitPort(port, timeout=30):

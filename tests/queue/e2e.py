@@ -11,7 +11,6 @@ import email
 import email.policy
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from tests.harness import freePort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,14 +54,6 @@ class DNSServer:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
-
-
-def freePort():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class SinkHandler:

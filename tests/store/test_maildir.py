@@ -185,6 +185,19 @@ def test_mutt_maildir_without_uidlist(root):
     again.close()
 
 
+def test_files_from_other_programs_get_uids_in_arrival_order(root):
+    """Names begin with numbers (seconds, M<usec> or a counter): UIDs follow
+    their numeric order, not the string order ("M9" before "M10")."""
+    a = acct(root)
+    makeMaildir(a)
+    order = [(1700000000, 9), (1700000000, 10), (1700000000, 100), (1700000001, 2)]
+    for n, (secs, counter) in enumerate(order):
+        write(f"{a}/new/{secs}.M{counter}P77.host", LF_BODY + b"%d\n" % n)
+    folder = openf(newStore(root))
+    assert [read(folder, i.uid)[-3:] for i in folder.messages()] == [b"0\r\n", b"1\r\n", b"2\r\n", b"3\r\n"]
+    folder.close()
+
+
 def test_broken_uidlist_is_recreated(root):
     a = acct(root)
     makeMaildir(a)
