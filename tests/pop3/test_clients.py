@@ -136,6 +136,29 @@ def test_uidl_is_stable_across_sessions_flag_changes_and_restart(make_server):
     c.quit()
 
 
+def test_files_renamed_or_deleted_by_another_program_during_a_session(server, user):
+    """
+    The store opens a file at the name its index last saw; a name that is
+    gone sends it looking (a rename: the right message), or the message is
+    reported removed (a deletion), and the session goes on.
+    """
+    name, pw = user
+    msgs = [mimeMessage(f"m{i}") for i in range(3)]
+    bases = [os.path.basename(putMessage(server, name, m)) for m in msgs]  # LF files, as an MDA writes them
+    c = pop3s(server, name, pw)
+    assert c.stat()[0] == 3
+    files = {os.path.basename(p).split(":")[0]: p for p in server.messageFiles(name)}
+    first, second, _ = bases
+    # Like mutt, while we hold the maildrop: flag one, delete another.
+    os.rename(files[first], os.path.join(server.maildir(name), "cur", first + ":2,FS"))
+    os.unlink(files[second])
+    assert retr(c, 1) == msgs[0]
+    with pytest.raises(poplib.error_proto, match="removed by another client"):
+        c.retr(2)
+    assert retr(c, 3) == msgs[2]
+    c.quit()
+
+
 def test_maildrop_lock(server, user):
     name, pw = user
     first = pop3s(server, name, pw)
