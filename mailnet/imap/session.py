@@ -71,6 +71,11 @@ SEARCH_BATCH = 64
 SEARCH_BATCH_BYTES = 1024 * 1024
 # FETCH responses are written in batches of this many bytes.
 BATCH_BYTES = 256 * 1024
+# A FETCH that has worked this long (seconds) without waiting for anything
+# lets other sessions have the reactor before it goes on.  (A store that
+# opens messages synchronously, and a client that reads as fast as we
+# write, would otherwise keep it for the whole command.)
+FETCH_TURN = 0.02
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
 _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
@@ -180,6 +185,7 @@ class Session:
         self.idling = False
         self.authFailures = 0
         self._pumping = False
+        self._waitedAt = 0.0  # when drain() last had to wait for the client
         self._lineWaiter = None
         self._readingPaused = False
         self._flushCall = None
@@ -275,6 +281,7 @@ class Session:
         d = self.out.drained()
         if d is not None:
             await d
+            self._waitedAt = self.clock.seconds()
 
     # Input
 
@@ -1335,6 +1342,8 @@ class Session:
         get = view.folder.get
         missing = False
         error = None
+        clock = self.clock
+        turnStart = clock.seconds()
         for msn, uid in pairs:
             info = get(uid)
             if info is None:
@@ -1353,6 +1362,9 @@ class Session:
                 continue
             if written:
                 await self.drain()
+            if clock.seconds() - max(turnStart, self._waitedAt) > FETCH_TURN:
+                await task.deferLater(clock, 0, lambda: None)
+                turnStart = clock.seconds()
             if self.closed:
                 return _ALREADY_ANSWERED
             if "FLAGS" in names or uid in seenNow:

@@ -698,3 +698,22 @@ def test_search_batches_are_bounded_in_bytes(monkeypatch):
     monkeypatch.setattr(sessionModule, "SEARCH_BATCH_BYTES", 7000)
     assert b"* SEARCH 1 4 7 10\r\n" in a.cmd("SEARCH BODY needle")
     assert calls == [3, 3, 3, 1]
+
+
+def test_long_fetch_lets_other_sessions_in(monkeypatch):
+    """A FETCH that has had the reactor for FETCH_TURN seconds waits a turn, then goes on."""
+    from mailnet.imap import session as sessionModule
+
+    w = World()
+    for i in range(5):
+        w.deliver(message("m%d" % i))
+    a = selected(w)
+    other = w.client(login="bob@example.test")
+    monkeypatch.setattr(sessionModule, "FETCH_TURN", -1)  # every message is a long turn
+    out = a.feed(b"f1 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert out.count(b" FETCH (") == 1 and b"f1 OK" not in out
+    assert b"n1 OK" in other.feed(b"n1 NOOP\r\n")  # another session is served meanwhile
+    for _ in range(4):
+        w.clock.advance(0)
+        out += a.take()
+    assert out.count(b" FETCH (") == 5 and b"Subject: m4" in out and b"f1 OK FETCH completed" in out
