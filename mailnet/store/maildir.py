@@ -1278,10 +1278,10 @@ class _Disk:
         """
         (On the reactor thread.)  Open the message at the name the index
         last saw, without listing anything: for a small file, open(2),
-        fstat(2), read(2) and close(2).
-        Returns None when that name is gone (another program renamed or
-        deleted the file since the last sync): :meth:`openMessage` in a
-        worker thread then looks it up by listing the directories.
+        fstat(2), read(2) and close(2).  Returns None when that name is
+        gone (another program renamed or deleted the file since the last
+        sync): :meth:`openMessage` in a worker thread then looks for it by
+        listing the directories.
         """
         full = self.full
         rel = full.where.get(uid) if full is not None else None

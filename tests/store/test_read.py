@@ -52,9 +52,9 @@ def read(folder, uid):
         f.close()
 
 
-def fileOf(account, base_uid_folder, uid):
+def fileOf(account, folder, uid):
     """The current path of ``uid``'s file, as the index knows it."""
-    rel = base_uid_folder._index.disk.full.where[uid]
+    rel = folder._index.disk.full.where[uid]
     return os.path.join(account, rel)
 
 
