@@ -105,12 +105,13 @@ def test_unreadable_file_is_reported_by_the_worker(tmp_path, monkeypatch):
     store, runner, folder, uids, account = setup(tmp_path, [msg(1)])
     disk = folder._index.disk
 
-    def openKnown(uid, size):
+    def tooMany(uid, size):
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(disk, "openKnown", openKnown)
-    monkeypatch.setattr(disk, "openMessage", lambda uid, size: (_ for _ in ()).throw(OSError(24, "EMFILE")))
-    failure(folder.openMessage(uids[0]), OSError)
+    monkeypatch.setattr(disk, "openKnown", tooMany)
+    monkeypatch.setattr(disk, "openMessage", tooMany)
+    assert failure(folder.openMessage(uids[0]), OSError).errno == 24
+    assert runner.calls == ["tooMany"]
     folder.close()
 
 
