@@ -25,13 +25,18 @@ UIDs are assigned at commit, under the dotlock: the commit Deferred fires
 with UIDs that are already in ``dovecot-uidlist`` on disk.  Files that other
 programs drop into new/ or cur/ get UIDs at the next open or refresh.
 
-Group commit.  Deliveries and APPENDs go through one committer.  While a
-batch is being made durable, new commits queue up; the next batch takes all
-of them.  A batch fsyncs every message file (data and mtime), then for each
-target folder -- concurrently across folders -- takes the lock once, links
-the files into new/ (or cur/ when flags are given), appends all their
-``dovecot-uidlist`` records and sidecar lines in one write each, fsyncs the
-directory once and releases the lock.
+Group commit.  Deliveries and APPENDs go through one committer, which
+hands them to worker threads: a commit goes out at once when no worker is
+busy; commits arriving meanwhile wait and go together to the next free
+worker (or to another one once four wait).  A worker writes what the
+reactor did not (a message under 128 KiB is only ever in memory on the
+reactor side), fsyncs each file (data and mtime), and then places them
+into each target folder through that folder's group commit: the first
+worker there takes the lock once, links the files into new/ (or cur/ when
+flags are given), appends all their ``dovecot-uidlist`` records and
+sidecar lines in one write each, fsyncs the directory once and releases
+the lock -- for its own messages and those of every worker that arrived
+meanwhile (they wait, and one of them leads the next round).
 """
 
 from __future__ import annotations
@@ -1812,7 +1817,7 @@ class MaildirDelivery:
     message that fits in the buffer.
     """
 
-    BUFFER = 1 << 16
+    BUFFER = 1 << 17  # most messages fit: the reactor writes nothing
 
     def __init__(self, store):
         self._store = store
@@ -1877,7 +1882,7 @@ class MaildirDelivery:
             return defer.succeed([])
         job = self._job or _Job()
         self._job = None
-        job.data = bytes(self._buffer)  # written by the committer's thread
+        job.data = self._buffer  # written by the committer's thread
         self._buffer = bytearray()
         job.size = self._size
         job.date = float(time.time() if internalDate is None else internalDate)
