@@ -28,7 +28,7 @@ programs drop into new/ or cur/ get UIDs at the next open or refresh.
 Group commit.  Deliveries and APPENDs go through one committer, which
 hands them to worker threads: a commit goes out at once when no worker is
 busy; commits arriving meanwhile wait and go together to the next free
-worker (or to another one once four wait).  A worker writes what the
+worker (or to another one once eight wait).  A worker writes what the
 reactor did not (a message under 128 KiB is only ever in memory on the
 reactor side), fsyncs each file (data and mtime), and then places them
 into each target folder through that folder's group commit: the first
@@ -1940,7 +1940,7 @@ class _Committer:
     listeners have been told).
     """
 
-    CHUNK = 4
+    CHUNK = 8
 
     def __init__(self, store):
         self.store = store
