@@ -664,6 +664,46 @@ def test_group_commit_with_threads(root):
     runner.wait(store.getAccount(USER))
 
 
+def test_small_and_streamed_deliveries(root):
+    """
+    A message that fits the buffer reaches the disk only in the committer
+    (nothing in .tmp before commit); a bigger one is streamed into .tmp and
+    its tail written at commit; with two recipients the file is linked and
+    the tmp name removed; an aborted streamed delivery leaves nothing.
+    """
+    store = newStore(root)
+    folder = openf(store)
+    tmp = os.path.join(root, ".tmp")
+    small = msg(1, b"x" * 1000 + b"\r\n")
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.write(small)
+    assert nonEmpty(tmp) == []
+    [(_, _, uid)] = result(d.commit())
+    assert read(folder, uid) == small
+    line = b"y" * 98 + b"\r\n"
+    big = msg(2) + line * (3 * md.MaildirDelivery.BUFFER // len(line) + 7)
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.addRecipient(USER, "Archive")
+    for i in range(0, len(big), 10000):
+        d.write(big[i:i + 10000])
+    assert len(nonEmpty(tmp)) == 1  # streamed
+    (_, _, uid), (_, _, archived) = result(d.commit())
+    assert read(folder, uid) == big
+    assert read(openf(store, "Archive"), archived) == big
+    assert nonEmpty(tmp) == []
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.write(big)
+    assert len(nonEmpty(tmp)) == 1
+    d.abort()
+    assert nonEmpty(tmp) == []
+    result(folder.refresh())
+    assert [m.size for m in folder.messages()] == [len(small), len(big)]
+    folder.close()
+
+
 def test_folder_group_commit_leader_and_followers(root, monkeypatch):
     """
     _Disk.place: while one thread places, others queue their items and
