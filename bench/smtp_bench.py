@@ -137,6 +137,41 @@ level = "info"
                 self.process.wait()
 
 
+def _procTimes(pid, children=False):
+    """utime+stime (+ reaped children's when asked) of pid, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def peerCpu(name):
+    """
+    CPU seconds used so far by a peer: Postfix's master, the daemons it runs
+    now and those it has reaped; aiosmtpd's one process.
+    """
+    if name == "postfix":
+        try:
+            with open(os.path.join(SCRATCH, "postfix", "data", "master.lock")) as f:
+                master = int("".join(c for c in f.read() if c.isdigit()))
+        except (OSError, ValueError):
+            return None
+        kids = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return _procTimes(master, children=True) + sum(_procTimes(int(k)) for k in kids)
+    if name == "aiosmtpd":
+        try:
+            with open(os.path.join(SCRATCH, "aiosmtpd.pid")) as f:
+                return _procTimes(int(f.read().strip()))
+        except (OSError, ValueError):
+            return None
+    return None
+
+
 def peers(action, *names):
     env = dict(os.environ, BENCH_SCRATCH=SCRATCH, PORT_POSTFIX=str(PORTS["postfix"]),
                PORT_AIOSMTPD=str(PORTS["aiosmtpd"]), PORT_TWISTD="12128")
@@ -185,7 +220,7 @@ def main():
     os.makedirs(SCRATCH, exist_ok=True)
     mailnet = Mailnet(PORTS["mailnet"])
     results = {w: {s: [] for s in servers} for w in workloads}
-    cpu = {w: [] for w in workloads}
+    cpu = {w: {s: [] for s in servers} for w in workloads}
     try:
         peerNames = [s for s in servers if s != "mailnet"]
         if peerNames:
@@ -200,10 +235,13 @@ def main():
                 for s in servers:
                     maildir = maildirFor(s, mailnet)
                     emptyMaildir(maildir)
-                    before = mailnet.cpu() if s == "mailnet" else 0
+                    before = mailnet.cpu() if s == "mailnet" else peerCpu(s)
                     rate = bench(s, PORTS[s], sessions, messages, size, opts, maildir)
-                    if s == "mailnet" and rate:
-                        cpu[w].append((mailnet.cpu() - before) / messages * 1e6)
+                    if s != "mailnet":
+                        time.sleep(0.5)  # let Postfix's daemons finish and be counted
+                    after = mailnet.cpu() if s == "mailnet" else peerCpu(s)
+                    if rate and before is not None and after is not None:
+                        cpu[w][s].append((after - before) / messages * 1e6)
                     results[w][s].append(rate)
             if "mailnet" in servers:
                 mailnet.stop()
@@ -215,7 +253,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"results": results, "cpu_us_per_msg": cpu}, f, indent=1)
     head = "| workload | " + " | ".join(servers) + " | " + " | ".join(
-        f"mailnet / {s}" for s in servers if s != "mailnet") + " | mailnet CPU µs/msg |"
+        f"mailnet / {s}" for s in servers if s != "mailnet") + " | CPU µs/msg (" + ", ".join(servers) + ") |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for w in workloads:
@@ -230,8 +268,9 @@ def main():
                 continue
             ok = med.get("mailnet") and med[s]
             ratios.append(f"{med['mailnet'] / med[s]:.2f}" if ok else "-")
-        cpuText = f"{statistics.median(cpu[w]):.0f}" if cpu[w] else "-"
+        cpuText = ", ".join(f"{statistics.median(cpu[w][s]):.0f}" if cpu[w][s] else "-" for s in servers)
         print(f"| {DESCRIPTIONS[w]} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {cpuText} |")
+    print(f"(load average at the end: {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,59 @@ def setLevel(name: str):
     _predicate.setLogLevelForNamespace(None, _tl.LogLevel.levelWithName(name))
 
 
+class _CachedTime:
+    """formatTime for the classic log format, computed once per second."""
+
+    def __init__(self):
+        self.second = None
+        self.text = "-"
+
+    def __call__(self, when):
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self.second:
+            self.second = second
+            self.text = _tl.formatTime(when, _tl.timeFormatRFC3339)
+        return self.text
+
+
+def _formatEvent(event, formatTime):
+    """
+    twistd's classic text line (``formatEventAsClassicLogText``), with two
+    shortcuts: the time stamp is formatted once per second, and a format
+    that is a single field (``"{text}"``, used by the busiest lines) skips
+    the string formatter.
+    """
+    fmt = event.get("log_format")
+    if (type(fmt) is str and fmt[:1] == "{" and fmt[-1:] == "}" and "log_failure" not in event
+            and "log_flattened" not in event):
+        name = fmt[1:-1]
+        if name.isidentifier() and name in event:
+            system = event.get("log_system")
+            if system is None:
+                level = event.get("log_level")
+                system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
+            line = f"{formatTime(event.get('log_time'))} [{system}] {event[name]}"
+            return line.replace("\n", "\n\t") + "\n"
+    return _tl.formatEventAsClassicLogText(event, formatTime=formatTime)
+
+
+def twistdObserver():
+    """For ``twistd --logger``: :func:`textFileObserver` on stdout."""
+    return textFileObserver(sys.stdout)
+
+
+def textFileObserver(outFile=None):
+    """
+    A log observer writing the same lines as twistd's default one (to
+    ``outFile``, default stdout), at a fraction of the cost per event.
+    """
+    formatTime = _CachedTime()
+    return _tl.FileLogObserver(sys.stdout if outFile is None else outFile,
+                               lambda event: _formatEvent(event, formatTime))
+
+
 def Logger(namespace: str | None = None) -> _tl.Logger:
     """A twisted Logger for the calling module, subject to the level."""
     if namespace is None:

@@ -30,13 +30,18 @@ UIDs are assigned at commit, under the dotlock: the commit Deferred fires
 with UIDs that are already in ``dovecot-uidlist`` on disk.  Files that other
 programs drop into new/ or cur/ get UIDs at the next open or refresh.
 
-Group commit.  Deliveries and APPENDs go through one committer.  While a
-batch is being made durable, new commits queue up; the next batch takes all
-of them.  A batch fsyncs every message file (data and mtime), then for each
-target folder -- concurrently across folders -- takes the lock once, links
-the files into new/ (or cur/ when flags are given), appends all their
-``dovecot-uidlist`` records and sidecar lines in one write each, fsyncs the
-directory once and releases the lock.
+Group commit.  Deliveries and APPENDs go through one committer, which
+hands them to worker threads: a commit goes out at once when no worker is
+busy; commits arriving meanwhile wait and go together to the next free
+worker (or to another one once eight wait).  A worker writes what the
+reactor did not (a message under 128 KiB is only ever in memory on the
+reactor side), fsyncs each file (data and mtime), and then places them
+into each target folder through that folder's group commit: the first
+worker there takes the lock once, links the files into new/ (or cur/ when
+flags are given), appends all their ``dovecot-uidlist`` records and
+sidecar lines in one write each, fsyncs the directory once and releases
+the lock -- for its own messages and those of every worker that arrived
+meanwhile (they wait, and one of them leads the next round).
 """
 
 from __future__ import annotations
@@ -397,6 +402,10 @@ class _Disk:
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
         self.rewriteRecords = []
+        # Group commit of deliveries (see place()):
+        self.placeCond = threading.Condition(threading.Lock())
+        self.placeQueue = []
+        self.placing = False
         # Reactor side:
         self.index = None
         self.queue = _SerialQueue()
@@ -1272,6 +1281,42 @@ class _Disk:
             out = [(job, idx, u) for job, idx, u, _, _ in out]
             return out, (self._finish(delta) if full is not None else None)
 
+    def place(self, items):
+        """
+        Group commit into this folder.  ``items`` are ``(job, recipientIndex)``
+        with durable files.  The first thread here places everything pending
+        with one :meth:`addMessages`; threads arriving meanwhile queue their
+        items and wait, and one of them leads the next round.  Returns
+        ``([(job, index, uid)], delta or None)`` for ``items``, or the
+        exception that failed them.
+        """
+        slot = [items, None]
+        cond = self.placeCond
+        with cond:
+            self.placeQueue.append(slot)
+            while slot[1] is None and self.placing:
+                cond.wait()
+            if slot[1] is not None:
+                return slot[1]
+            self.placing = True
+            slots, self.placeQueue = self.placeQueue, []
+        outcomes = []
+        try:
+            placed, delta = self.addMessages([item for s in slots for item in s[0]])
+            start = 0
+            for s in slots:
+                outcomes.append((placed[start:start + len(s[0])], delta))
+                start += len(s[0])
+        except BaseException as e:
+            outcomes = [e] * len(slots)
+        finally:
+            with cond:
+                for s, outcome in zip(slots, outcomes or [RuntimeError("placing failed")] * len(slots)):
+                    s[1] = outcome
+                self.placing = False
+                cond.notify_all()
+        return slot[1]
+
     # Reading a message (no lock: look the name up, retry if renamed)
 
     def openKnown(self, uid, size):
@@ -1794,21 +1839,27 @@ class MaildirAccount:
 
 
 class _Job:
-    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "error")
+    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "data", "error")
 
     def __init__(self):
+        self.tmpPath = None
         self.fd = -1
+        self.data = b""
         self.error = None
 
 
 @implementer(IDelivery)
 class MaildirDelivery:
     """
-    Streams the body into ``<root>/.tmp/<base>``; :meth:`commit` hands it to
-    the group committer, which links it into every recipient folder.
+    Collects the body in memory; past ``BUFFER`` bytes it streams it into
+    ``<root>/.tmp/<name>`` (a file made ahead of time).  :meth:`commit`
+    hands it to the group committer, which writes what is left (the whole
+    message, for most), fsyncs it and links it into every recipient folder
+    -- in a worker thread, so that the reactor does no file I/O for a
+    message that fits in the buffer.
     """
 
-    BUFFER = 1 << 16
+    BUFFER = 1 << 17  # most messages fit: the reactor writes nothing
 
     def __init__(self, store):
         self._store = store
@@ -1823,11 +1874,16 @@ class MaildirDelivery:
             raise StoreError("delivery already committed or aborted")
         name = normalizeFolderName(folder)
         accountPath = self._store._accountPath(username)
-        path = accountPath if name == INBOX else os.path.join(accountPath, folderDirName(name))
-        if not os.path.isdir(os.path.join(path, "cur")):
-            accountExists = os.path.isdir(os.path.join(accountPath, "cur"))
-            if accountExists or (name != INBOX and name not in SPECIAL_USE):
-                raise NoSuchFolder(folder)
+        # INBOX is the account directory, made at commit if missing: no
+        # need to look at the disk (which can wait behind fsyncs).
+        if name != INBOX:
+            path = os.path.join(accountPath, folderDirName(name))
+            if not os.path.isdir(os.path.join(path, "cur")):
+                accountExists = os.path.isdir(os.path.join(accountPath, "cur"))
+                if accountExists or name not in SPECIAL_USE:
+                    raise NoSuchFolder(folder)
+        else:
+            path = accountPath
         for t in self._targets:
             if t[2] == path:
                 return
@@ -1843,6 +1899,8 @@ class MaildirDelivery:
 
     def _flushBuffer(self):
         if self._buffer:
+            if self._job is None:
+                self._open()
             try:
                 writeAll(self._job.fd, self._buffer)
             except OSError as e:
@@ -1852,8 +1910,6 @@ class MaildirDelivery:
     def write(self, data):
         if self._done:
             raise StoreError("delivery already committed or aborted")
-        if self._job is None:
-            self._open()
         self._buffer += data
         self._size += len(data)
         if len(self._buffer) >= self.BUFFER:
@@ -1863,23 +1919,20 @@ class MaildirDelivery:
         if self._done:
             return defer.fail(StoreError("delivery already committed or aborted"))
         self._done = True
-        try:
-            if self._job is None:
-                self._open()
-            self._flushBuffer()
-        except StoreError:
+        if not self._targets:
             self._cleanup()
-            return defer.fail()
-        job = self._job
+            return defer.succeed([])
+        job = self._job or _Job()
+        self._job = None
+        job.data = self._buffer  # written by the committer's thread
+        self._buffer = bytearray()
         job.size = self._size
         job.date = float(time.time() if internalDate is None else internalDate)
         job.flags = normalizeFlags(flags)
         job.targets = list(self._targets)
         job.base = f"{newBase()},S={job.size},W={job.size}"
-        if not job.targets:
-            self._cleanup()
-            return defer.succeed([])
-        self._job = None
+        if job.tmpPath is None:
+            job.tmpPath = os.path.join(self._store._tmpDir, job.base)
         return self._store._committer.submit(job)
 
     def _cleanup(self):
@@ -1907,131 +1960,82 @@ def _createTmpFiles(directory, n):
     return out
 
 
-def _placeAll(work):
-    """Thread: place each folder's deliveries; errors are returned, per folder."""
-    results = []
-    for disk, items in work:
-        try:
-            results.append(disk.addMessages(items))
-        except Exception as e:
-            results.append(e)
-    return results
-
-
 class _Committer:
     """
-    Group commit.  A batch goes through two stages: *prepare* (fsync every
-    message file -- in parallel chunks, so the file system can merge the
-    journal commits -- and make missing accounts) and *place* (for each
-    target folder, concurrently: lock, link the files in, give UIDs, one
-    uidlist append, one directory fsync).  One batch prepares at a time;
-    commits that arrive meanwhile form the next batch, which starts
-    preparing as soon as the previous one moves on to placing.
+    Group commit, carried out by worker threads.
+
+    A commit goes to a worker thread at once when none is busy.  Commits
+    that arrive while workers are busy wait, and go together to the next
+    worker that comes back, or to another worker as soon as ``CHUNK`` of
+    them wait (up to ``workers`` at once): every hand-over costs CPU in the
+    reactor and in the pool, so more workers are brought in only when there
+    is enough to share.  A worker writes what is left of its
+    messages, fsyncs the files -- several workers at once, so the file
+    system merges their journal commits -- and then places them into each
+    target folder through that folder's own group commit
+    (:meth:`_Disk.place`): the first worker there places, under the folder
+    lock, everything pending for the folder (its own messages and those of
+    the workers that arrived meanwhile, which wait): links into new/, one
+    uidlist append, one directory fsync.  Then one of the waiting workers
+    leads the next round.  Each worker returns the outcome of its own
+    messages, and the reactor fires their Deferreds (once the folder's
+    listeners have been told).
     """
 
-    CHUNK = 4  # at least this many files per parallel fsync chunk
+    CHUNK = 8
 
     def __init__(self, store):
         self.store = store
-        self.queue = []
-        self.preparing = False
+        self.queue = []  # (job, Deferred) waiting for a worker
+        self.busy = 0  # workers out
+
+    @property
+    def workers(self):
+        return max(1, self.store._threads - 1)
 
     def submit(self, job):
         d = defer.Deferred()
         self.queue.append((job, d))
-        if not self.preparing:
-            self._start()
+        self._maybeDispatch()
         return d
 
-    def _start(self):
-        if self.preparing or not self.queue:
-            return
-        self.preparing = True
+    def _maybeDispatch(self):
+        if self.queue and (self.busy == 0 or (self.busy < self.workers and len(self.queue) >= self.CHUNK)):
+            self._dispatch()
+
+    def _dispatch(self):
         batch, self.queue = self.queue, []
-        jobs = [job for job, _ in batch]
-        store = self.store
-        n = max(1, min(store._threads - 1, len(jobs) // self.CHUNK))
-        calls = [store._run(store._prepareJobs, jobs[i::n]) for i in range(n)]
-        d = defer.gatherResults(calls, consumeErrors=True)
-        d.addCallbacks(self._prepared, self._failAll, callbackArgs=(batch, jobs), errbackArgs=(batch, jobs))
+        self.busy += 1
+        d = self.store._run(self.store._commitJobs, [job for job, _ in batch])
+        d.addCallbacks(self._committed, self._failAll, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _prepared(self, groupsList, batch, jobs):
-        self.preparing = False
-        groups = {}
-        for g in groupsList:
-            for path, items in g.items():
-                groups.setdefault(path, []).extend(items)
-        d = self._distribute(groups, batch)
-        d.addErrback(self._failAll, batch, jobs)
-        d.addBoth(self._cleanup, jobs)
-        self._start()
-        return None
+    def _committed(self, results, batch):
+        self.busy -= 1
+        try:
+            self._fire(results, batch)
+        finally:
+            self._maybeDispatch()
 
-    def _distribute(self, groups, batch):
-        """Place into every folder: a few threads, each doing some folders."""
-        store = self.store
-        work = []
-        for path, items in groups.items():
-            disk = store._diskFor(path)
-            disk.busy += 1
-            work.append((disk, items))
-        n = max(1, min(store._threads - 1, len(work)))
-        calls = []
-        for i in range(n):
-            chunk = work[i::n]
-            d = store._run(_placeAll, chunk)
-            d.addCallback(self._placed, chunk)
-            calls.append(d)
-        dl = defer.DeferredList(calls, consumeErrors=True)
-        dl.addCallback(self._finish, batch, groups)
-        return dl
-
-    def _placed(self, results, chunk):
+    def _fire(self, results, batch):
+        uids = {}
         waits = []
-        out = []
-        for (disk, items), result in zip(chunk, results):
-            disk.busy -= 1
-            if isinstance(result, BaseException):
-                error = result
-                if not isinstance(error, StoreError):
-                    log.failure(
-                        "delivery into {path} failed",
-                        Failure(error, type(error), error.__traceback__),
-                        path=disk.path,
-                    )
-                    error = TemporaryStoreError(f"{disk.path}: {error}")
-                for job, _ in items:
-                    if job.error is None:
-                        job.error = error
-                continue
-            placed, delta = result
-            out.extend(placed)
+        for disk, outcome in results:
+            if isinstance(outcome, BaseException):
+                continue  # the jobs carry the error
+            placed, delta = outcome
+            for job, idx, uid in placed:
+                uids[(id(job), idx)] = uid
             index = disk.index
             if delta is not None and index is not None:
                 index.applyDelta(delta)
                 if delta.seq > index.seq:
                     # Fire the commits once listeners have been told.
                     waits.append(index.whenApplied(delta))
-        return out, waits
-
-    def _finish(self, results, batch, groups):
-        uids = {}
-        waits = []
-        for ok, value in results:
-            if ok:
-                out, w = value
-                waits.extend(w)
-                for job, idx, uid in out:
-                    uids[(id(job), idx)] = uid
-            else:
-                log.failure("placing deliveries", value)
-                for job, _ in batch:
-                    if job.error is None and any((id(job), i) not in uids for i in range(len(job.targets))):
-                        job.error = TemporaryStoreError(str(value.value))
         for job, d in batch:
-            if job.error is not None:
-                self.store._rollback(job, uids)
-                error = job.error
+            error = job.error
+            if error is None and any((id(job), i) not in uids for i in range(len(job.targets))):
+                error = TemporaryStoreError("delivery not placed")
+            if error is not None:
                 if not isinstance(error, StoreError):
                     error = TemporaryStoreError(str(error))
                 d.errback(error)
@@ -2042,27 +2046,19 @@ class _Committer:
             else:
                 d.callback(value)
 
-    def _failAll(self, failure, batch, jobs):
+    def _failAll(self, failure, batch):
+        self.busy -= 1
         log.failure("group commit failed", failure)
-        if isinstance(failure.value, defer.FirstError):
-            failure = failure.value.subFailure
         for job, d in batch:
             if not d.called:
                 err = failure.value
                 if not isinstance(err, StoreError):
                     err = TemporaryStoreError(str(err))
                 d.errback(err)
-        if self.preparing:
-            self.preparing = False
-            self._cleanup(None, jobs)
-            self._start()
-
-    def _cleanup(self, _, jobs):
-        leftovers = [j for j in jobs if len(j.targets) != 1 or j.error is not None]
-        if leftovers:
-            self.store._run(self.store._cleanupJobs, leftovers).addErrback(
-                lambda f: log.failure("removing delivered tmp files", f)
-            )
+        self.store._run(self.store._cleanupJobs, [job for job, _ in batch], True).addErrback(
+            lambda f: log.failure("removing delivered tmp files", f)
+        )
+        self._maybeDispatch()
 
 
 # The store
@@ -2343,14 +2339,75 @@ class MaildirStore:
 
     # Jobs (threads)
 
+    def _holdDisk(self, path):
+        """The folder's _Disk, kept from eviction until :meth:`_releaseDisk`."""
+        with self._disksLock:
+            disk = self._disks.get(path)
+            if disk is None:
+                disk = self._disks[path] = _Disk(self, path)
+                if len(self._disks) > 5000:
+                    self._evict()
+            disk.busy += 1
+            return disk
+
+    def _releaseDisk(self, disk):
+        with self._disksLock:
+            disk.busy -= 1
+
+    def _commitJobs(self, jobs):
+        """
+        Thread: make the jobs' files durable, place them into every target
+        folder (see :class:`_Committer`), take failed deliveries back out.
+        Returns ``[(disk, (placed, delta) or exception)]``; failed jobs
+        carry their error.
+        """
+        groups = self._prepareJobs(jobs)
+        results = []
+        try:
+            for path, items in groups.items():
+                disk = self._holdDisk(path)
+                try:
+                    outcome = disk.place(items)
+                finally:
+                    self._releaseDisk(disk)
+                if isinstance(outcome, BaseException):
+                    error = outcome
+                    if not isinstance(error, StoreError):
+                        log.failure(
+                            "delivery into {path} failed",
+                            Failure(error, type(error), error.__traceback__),
+                            path=disk.path,
+                        )
+                        error = TemporaryStoreError(f"{disk.path}: {error}")
+                    for job, _ in items:
+                        if job.error is None:
+                            job.error = error
+                results.append((disk, outcome))
+        finally:
+            placed = {}
+            for _, outcome in results:
+                if not isinstance(outcome, BaseException):
+                    for job, idx, _ in outcome[0]:
+                        placed.setdefault(id(job), []).append(idx)
+            for job in jobs:
+                if job.error is not None and id(job) in placed:
+                    self._rollback(job, placed[id(job)])
+            self._cleanupJobs(jobs)
+        return results
+
     def _prepareJobs(self, jobs):
-        """Make the data durable, make missing accounts, group by folder."""
+        """Write and fsync the files, make missing accounts, group by folder."""
         groups = {}
+        seen = set()  # folders found in this batch
         for job in jobs:
             try:
-                if job.fd >= 0:
-                    os.utime(job.fd, (job.date, job.date))
-                    os.fsync(job.fd)
+                if job.fd < 0:
+                    job.fd = os.open(job.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                if job.data:
+                    writeAll(job.fd, job.data)
+                job.data = b""
+                os.utime(job.fd, (job.date, job.date))
+                os.fsync(job.fd)
             except OSError as e:
                 job.error = TemporaryStoreError(f"{job.tmpPath}: {e}")
             finally:
@@ -2361,10 +2418,14 @@ class MaildirStore:
                 continue
             try:
                 for username, name, path in job.targets:
+                    if path in seen:
+                        continue
                     if username is not None:
-                        self._ensureAccount(self._accountPath(username))
+                        # INBOX is the account directory; folders are in it
+                        self._ensureAccount(path if name == INBOX else os.path.dirname(path))
                     if not os.path.isdir(os.path.join(path, "new")):
                         raise NoSuchFolder(name)
+                    seen.add(path)
             except StoreError as e:
                 job.error = e
                 continue
@@ -2373,29 +2434,34 @@ class MaildirStore:
                 continue
             for idx, (_, _, path) in enumerate(job.targets):
                 groups.setdefault(path, []).append((job, idx))
-        # Jobs that failed here take no part in the folder step.
-        return {p: [(j, i) for j, i in items if j.error is None] for p, items in groups.items()}
+        return groups
 
-    def _cleanupJobs(self, jobs):
+    def _cleanupJobs(self, jobs, failed=False):
+        """Thread: remove the tmp files that were not renamed into place."""
         for job in jobs:
-            if len(job.targets) == 1 and job.error is None:
+            if job.fd >= 0:
+                os.close(job.fd)
+                job.fd = -1
+            if len(job.targets) == 1 and job.error is None and not failed:
                 continue  # renamed into place
             try:
                 os.unlink(job.tmpPath)
             except FileNotFoundError:
                 pass
+            except OSError:
+                log.failure("removing {path}", path=job.tmpPath)
 
-    def _rollback(self, job, uids):
-        """A delivery failed in one folder: remove its copies elsewhere."""
-        for idx, (_, _, path) in enumerate(job.targets):
-            if (id(job), idx) in uids:
-                for sub in ("new", "cur"):
-                    try:
-                        for name in os.listdir(os.path.join(path, sub)):
-                            if name.partition(":")[0] == job.base:
-                                os.unlink(os.path.join(path, sub, name))
-                    except OSError:
-                        pass
+    def _rollback(self, job, indexes):
+        """Thread: a delivery failed in one folder: remove its copies elsewhere."""
+        for idx in indexes:
+            path = job.targets[idx][2]
+            for sub in ("new", "cur"):
+                try:
+                    for name in os.listdir(os.path.join(path, sub)):
+                        if name.partition(":")[0] == job.base:
+                            os.unlink(os.path.join(path, sub, name))
+                except OSError:
+                    pass
 
     def _append(self, index, source, flags, internalDate):
         """APPEND: the same path as a delivery, to one folder."""

@@ -646,15 +646,14 @@ def test_group_commit_with_threads(root):
     folder = runner.wait(account.openFolder(INBOX))
     rec = Recorder()
     folder.addListener(rec)
-    batches = []
-    real = md._Committer._start
+    placements = []
+    real = md._Disk.addMessages
 
-    def counting(self):
-        if self.queue:
-            batches.append(len(self.queue))
-        return real(self)
+    def counting(self, jobs):
+        placements.append((self.path, len(jobs)))
+        return real(self, jobs)
 
-    md._Committer._start = counting
+    md._Disk.addMessages = counting
     try:
         ds = []
         for i in range(40):
@@ -665,16 +664,121 @@ def test_group_commit_with_threads(root):
             ds.append(d.commit())
         results = [runner.wait(d) for d in ds]
     finally:
-        md._Committer._start = real
+        md._Disk.addMessages = real
+    assert sum(n for _, n in placements) == 80
+    assert len(placements) < 80, "commits were grouped"
     inbox = [r[0][2] for r in results]
     assert len(set(inbox)) == 40
-    assert len(batches) < 40, "commits were grouped"
     added = [u for kind, _, uids in rec.events for u in uids if kind == "added"]
     assert sorted(added) == sorted(inbox)
     for i, uid in enumerate(inbox[:5]):
         assert runner.wait(folder.openMessage(uid)).read() == msg(i)
     folder.close()
     runner.wait(store.getAccount(USER))
+
+
+def test_small_and_streamed_deliveries(root):
+    """
+    A message that fits the buffer reaches the disk only in the committer
+    (nothing in .tmp before commit); a bigger one is streamed into .tmp and
+    its tail written at commit; with two recipients the file is linked and
+    the tmp name removed; an aborted streamed delivery leaves nothing.
+    """
+    store = newStore(root)
+    folder = openf(store)
+    tmp = os.path.join(root, ".tmp")
+    small = msg(1, b"x" * 1000 + b"\r\n")
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.write(small)
+    assert nonEmpty(tmp) == []
+    [(_, _, uid)] = result(d.commit())
+    assert read(folder, uid) == small
+    line = b"y" * 98 + b"\r\n"
+    big = msg(2) + line * (3 * md.MaildirDelivery.BUFFER // len(line) + 7)
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.addRecipient(USER, "Archive")
+    for i in range(0, len(big), 10000):
+        d.write(big[i:i + 10000])
+    assert len(nonEmpty(tmp)) == 1  # streamed
+    (_, _, uid), (_, _, archived) = result(d.commit())
+    assert read(folder, uid) == big
+    assert read(openf(store, "Archive"), archived) == big
+    assert nonEmpty(tmp) == []
+    d = store.newDelivery()
+    d.addRecipient(USER)
+    d.write(big)
+    assert len(nonEmpty(tmp)) == 1
+    d.abort()
+    assert nonEmpty(tmp) == []
+    result(folder.refresh())
+    assert [m.size for m in folder.messages()] == [len(small), len(big)]
+    folder.close()
+
+
+def test_folder_group_commit_leader_and_followers(root, monkeypatch):
+    """
+    _Disk.place: while one thread places, others queue their items and
+    wait; the next round places all of them with one addMessages, and every
+    thread gets back exactly its own items' UIDs.
+    """
+    import threading
+
+    disk = md._Disk(None, os.path.join(root, "f"))
+    calls = []
+    inside = threading.Event()
+    release = threading.Event()
+    nextUid = [1]
+
+    def addMessages(self, items):
+        calls.append([job for job, _ in items])
+        if len(calls) == 1:
+            inside.set()
+            assert release.wait(10)
+        out = []
+        for job, idx in items:
+            out.append((job, idx, nextUid[0]))
+            nextUid[0] += 1
+        return out, None
+
+    monkeypatch.setattr(md._Disk, "addMessages", addMessages)
+    results = {}
+
+    def placeOne(name):
+        results[name] = disk.place([(name, 0)])
+
+    leader = threading.Thread(target=placeOne, args=("a",))
+    leader.start()
+    assert inside.wait(10)
+    followers = [threading.Thread(target=placeOne, args=(n,)) for n in ("b", "c", "d")]
+    for t in followers:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(disk.placeQueue) < 3:
+        assert time.monotonic() < deadline, "followers did not queue"
+        time.sleep(0.001)
+    release.set()
+    for t in [leader] + followers:
+        t.join(10)
+    assert calls[0] == ["a"]
+    assert sorted(calls[1]) == ["b", "c", "d"] and len(calls) == 2
+    for name, (placed, delta) in results.items():
+        assert [(job, idx) for job, idx, _ in placed] == [(name, 0)]
+    assert sorted(placed[0][2] for placed, _ in results.values()) == [1, 2, 3, 4]
+    assert not disk.placing and disk.placeQueue == []
+
+
+def test_folder_group_commit_failure_reaches_every_follower(root, monkeypatch):
+    disk = md._Disk(None, os.path.join(root, "f"))
+
+    def addMessages(self, items):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(md._Disk, "addMessages", addMessages)
+    outcome = disk.place([("a", 0)])
+    assert isinstance(outcome, OSError)
+    assert not disk.placing
 
 
 def test_concurrent_operations_with_threads(root):
