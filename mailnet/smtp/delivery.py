@@ -114,6 +114,15 @@ class MessageDelivery:
         local = []
         remote = {}
         for rcpt in envelope.recipients:
+            if rcpt.local and envelope.sender and rcpt.notify and "SUCCESS" in rcpt.notify:
+                # RFC 3461 s5.2.2: NOTIFY=SUCCESS asks for a "delivered" (or
+                # "expanded") DSN.  The queue delivers into the store and
+                # writes that DSN, so such a recipient goes through the
+                # spool as it was given; the queue expands aliases again.
+                key = rcpt.address.lower()
+                if key not in remote:
+                    remote[key] = {"address": rcpt.address, "orcpt": rcpt.orcpt, "notify": rcpt.notify}
+                continue
             for user in rcpt.local:
                 if user not in local:
                     local.append(user)
@@ -235,7 +244,7 @@ class MessageDelivery:
         # other observers): the logger's own formatting costs more.
         auth = f" auth {envelope.auth}" if envelope.auth else ""
         local = ",".join(self.local) or "nobody"
-        queued = f", queued {queueId} for {len(self.remote)} remote" if queueId else ""
+        queued = f", queued {queueId} for {len(self.remote)} recipient(s)" if queueId else ""
         log.info("{text}", text=f"message {self.id} from <{envelope.sender}> [{envelope.peer}]{auth} "
                                 f"size {self.size}: stored for {local}{queued}",
                  id=self.id, sender=envelope.sender, peer=envelope.peer, size=self.size, local=self.local,

@@ -107,3 +107,52 @@ def test_submission_to_local_and_remote_then_read_everywhere(server):
         assert len(c.search(["SUBJECT", "journey"])) == 1
     listing = server.mailnet("queue", "list").stdout
     assert "friend@remote.test" in listing
+
+
+def test_notify_success_for_a_local_recipient_brings_a_delivered_dsn(server):
+    """RFC 3461 s5.2.2: NOTIFY=SUCCESS on a local recipient: the message is
+    stored once, and the sender gets a "delivered" report with the header
+    section only (RFC 3461 s4.3); a recipient without it gets no report."""
+    import email
+    import email.policy
+
+    server.addUser("nora@example.test", "nora-pw")
+    server.addUser("olaf@example.test", "olaf-pw")
+
+    with IMAPClient("127.0.0.1", port=server.port("imaps"), ssl_context=tls_context(server)) as watcher:
+        watcher.login("nora@example.test", "nora-pw")
+        watcher.select_folder("INBOX")
+        watcher.idle()
+        with smtplib.SMTP("127.0.0.1", server.port("submission")) as s:
+            s.starttls(context=tls_context(server))
+            s.login("nora@example.test", "nora-pw")
+            m = message("nora@example.test", "olaf@example.test", "please confirm", "body text\n")
+            s.send_message(m, mail_options=["ENVID=conf-1", "RET=FULL"], rcpt_options=["NOTIFY=SUCCESS"])
+            s.send_message(message("nora@example.test", "olaf@example.test", "no report wanted"),
+                           rcpt_options=["NOTIFY=FAILURE"])
+        try:
+            deadline = time.monotonic() + 20
+            while not any(r[1] == b"EXISTS" for r in watcher.idle_check(timeout=1)):
+                assert time.monotonic() < deadline, "no DSN for nora"
+        finally:
+            watcher.idle_done()  # a LOGOUT sent while idling would end IDLE, not the session
+        [uid] = watcher.search(["ALL"])
+        raw = watcher.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"]
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    human, status, returned = report.iter_parts()
+    perMessage, perRecipient = status.get_payload()
+    assert perMessage["Original-Envelope-Id"] == "conf-1"
+    assert perRecipient["Final-Recipient"] == "rfc822; olaf@example.test"
+    assert (perRecipient["Action"], perRecipient["Status"]) == ("delivered", "2.0.0")
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert b"please confirm" in raw and b"body text" not in raw
+    with IMAPClient("127.0.0.1", port=server.port("imaps"), ssl_context=tls_context(server)) as c:
+        c.login("olaf@example.test", "olaf-pw")
+        c.select_folder("INBOX")
+        assert len(c.search(["SUBJECT", "please confirm"])) == 1
+        assert len(c.search(["SUBJECT", "no report wanted"])) == 1
+    # The second message asked for no report: still only one in nora's INBOX.
+    with IMAPClient("127.0.0.1", port=server.port("imaps"), ssl_context=tls_context(server)) as c:
+        c.login("nora@example.test", "nora-pw")
+        assert c.select_folder("INBOX")[b"EXISTS"] == 1

@@ -123,7 +123,7 @@ def test_submissions_implicit_tls_relays_to_the_spool(mx):
         c.sendmail("alice@example.test", ["friend@remote.test"], b"Subject: out\r\n\r\nto the world\r\n",
                    rcpt_options=["NOTIFY=FAILURE"])
     line = mx.waitForLog("queued")
-    assert "for 1 remote" in line
+    assert "for 1 recipient(s)" in line
 
 
 def test_swaks_starttls_auth_pipelining(mx):
