@@ -19,6 +19,7 @@ Failure rules:
 from __future__ import annotations
 
 import email.utils
+import secrets
 import time
 
 from twisted.internet import defer
@@ -111,6 +112,9 @@ class MessageDelivery:
         self._spool = None
         self._inHeader = True
         self._received = 0
+        # RFC 6409 s8.3: a submission server may add a missing Date and
+        # Message-ID (some receivers refuse mail without a Message-ID).
+        self._fixups = {b"date", b"message-id"} if envelope.auth else None
         local = []
         remote = {}
         for rcpt in envelope.recipients:
@@ -170,7 +174,7 @@ class MessageDelivery:
         if self.failure is not None:
             return
         if self._inHeader:
-            self._scanHeader(data)
+            data = self._scanHeader(data)
         self.size += len(data)
         try:
             if self._store is not None:
@@ -180,20 +184,41 @@ class MessageDelivery:
         except Exception as e:
             self._fail(e, "writing")
 
-    def _scanHeader(self, data: bytes):
+    def _scanHeader(self, data: bytes) -> bytes:
+        """Count Received fields; returns ``data``, with the missing
+        submission headers inserted where the header section ends."""
         # Pieces start at line starts (BodyReader), so the header ends at the
         # first empty line of some piece.
         if data[:2] == b"\r\n":
             self._inHeader = False
-            return
+            return self._missingHeaders() + data
         end = data.find(b"\r\n\r\n")
+        header = data
         if end >= 0:
             self._inHeader = False
-            data = data[:end + 2]
-        head = data[:9].lower() == b"received:"
-        self._received += head + data.lower().count(b"\r\nreceived:")
+            header = data[:end + 2]
+        head = header[:9].lower() == b"received:"
+        self._received += head + header.lower().count(b"\r\nreceived:")
         if self._received > MAX_RECEIVED:
             self._fail(DeliveryError(554, "5.4.6", "Too many Received headers: mail loop?"), "reading")
+        if self._fixups:
+            for line in header.split(b"\r\n"):
+                if line and line[:1] not in b" \t":
+                    self._fixups.discard(line.partition(b":")[0].strip().lower())
+            if end >= 0:
+                return header + self._missingHeaders() + data[end + 2:]
+        return data
+
+    def _missingHeaders(self) -> bytes:
+        missing, self._fixups = self._fixups, None
+        if not missing:
+            return b""
+        out = b""
+        if b"date" in missing:
+            out += b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n"
+        if b"message-id" in missing:
+            out += f"Message-ID: <{self.id}.{secrets.token_hex(6)}@{self.context.hostname}>\r\n".encode("utf-8")
+        return out
 
     def commit(self) -> defer.Deferred:
         """
@@ -201,6 +226,10 @@ class MessageDelivery:
             when every copy is durable; never fails).
         """
         # Plain callbacks rather than a coroutine: this runs for every message.
+        if self._inHeader and self._fixups and self.failure is None:
+            # A message that is all header (no empty line): add at the end.
+            self._inHeader = False
+            self.write(self._missingHeaders())
         store, self._store = self._store, None
         if self.failure is None and store is not None:
             try:

@@ -404,7 +404,7 @@ def test_submitted_over_smtp_relayed_and_bounced_into_the_senders_mailbox(sinks,
     sink = sinks().start()
     server = relay(sink.port)
     body = (b"From: alice@example.test\r\nTo: bob@ok.test, x@reject.test\r\nSubject: submitted\r\n"
-            b"Message-ID: <sub1@example.test>\r\n\r\nHello over submission.\r\n")
+            b"Message-ID: <sub1@example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nHello over submission.\r\n")
     client = smtplib.SMTP("127.0.0.1", server.port("submission"))
     client.starttls(context=ssl._create_unverified_context())
     client.login("alice@example.test", "alice-pw")

@@ -117,6 +117,35 @@ def test_submission_starttls_auth_and_wrong_password(mx):
     assert b"with ESMTPSA id" in data and b"authenticated as alice@example.test" in data
 
 
+def test_submission_adds_a_missing_date_and_message_id(mx):
+    """RFC 6409 s8.3: the submission server adds Date and Message-ID when the
+    client left them out, at the end of the header section; it leaves a
+    message that has them, and mail arriving on the MX, as they are."""
+    bare = b"From: alice@example.test\r\nSubject: bare\r\n\r\nno date, no id\r\n"
+    whole = (b"From: alice@example.test\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+             b"Message-Id: <given@example.test>\r\nSubject: whole\r\n\r\nbody\r\n")
+    headerOnly = b"Subject: only a header\r\n"
+    stored = []
+    with smtplib.SMTP("127.0.0.1", mx.port("submission")) as c:
+        c.starttls(context=unverified())
+        c.login("alice@example.test", "alice-pw")
+        for message in (bare, whole, headerOnly):
+            before = files(mx, "bob@example.test")
+            c.sendmail("alice@example.test", ["bob@example.test"], message)
+            stored.append(canonical(strip_trace(newest(mx, "bob@example.test", before))))
+    parsed = email.message_from_bytes(stored[0], policy=email.policy.default)
+    assert parsed["Message-ID"].endswith("@mx.example.test>") and parsed["Date"].datetime is not None
+    head, _, body = stored[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"From: alice@example.test\r\nSubject: bare\r\nDate: ")
+    assert (head.count(b"\r\nDate: "), head.count(b"\r\nMessage-ID: "), body) == (1, 1, b"no date, no id\r\n")
+    assert stored[1] == whole
+    assert stored[2].startswith(headerOnly + b"Date: ") and stored[2].count(b"Message-ID: ") == 1
+    with smtplib.SMTP("127.0.0.1", mx.port("smtp")) as c:
+        before = files(mx, "bob@example.test")
+        c.sendmail("someone@remote.test", ["bob@example.test"], bare)
+        assert canonical(strip_trace(newest(mx, "bob@example.test", before))) == bare
+
+
 def test_submissions_implicit_tls_relays_to_the_spool(mx):
     with smtplib.SMTP_SSL("127.0.0.1", mx.port("submissions"), context=unverified()) as c:
         c.login("alice@example.test", "alice-pw")

@@ -3,6 +3,7 @@ store and a real spool, so that ordering, durability waits, timeouts and the
 STARTTLS switch are checked without sockets."""
 
 import json
+import re
 
 import pytest
 from twisted.cred import credentials, error
@@ -224,7 +225,8 @@ def test_remote_recipients_go_to_the_spool_once(tmp_path, clock):
         data = f.read()
     assert data.startswith(b"Received: from c ([192.0.2.7])\r\n\tby mx.example.test (mailnet) with UTF8SMTPSA id ")
     assert b"Return-Path" not in data  # only the final delivery adds it
-    assert data.endswith("Subject: é\r\n\r\nbody\r\n".encode())
+    # RFC 6409 s8.3: the submission server added the missing Date and Message-ID
+    assert re.search(rb"\r\nSubject: \xc3\xa9\r\nDate: [^\r]+\r\nMessage-ID: <[^>]+@mx\.example\.test>\r\n\r\nbody\r\n$", data)
     (local,) = mailbox(context, "bob@example.test")
     assert local.startswith(b"Return-Path: <alice@example.test>\r\n")
 
@@ -379,3 +381,35 @@ def test_received_header():
     assert lines[1] == "\tby mx.example.test (mailnet) with ESMTPSA id ID1 (authenticated as alice@example.test)"
     assert lines[2] == "\t(TLSv1.3 TLS_AES_256_GCM_SHA384)"
     assert lines[3].startswith("\tfor <bob@example.test>; ") and lines[4] == ""
+
+
+@pytest.mark.parametrize("pieces, added", [
+    # the header over several pieces (pieces start at line starts)
+    ([b"From: a@example.test\r\n", b"Subject: s\r\nMessage-ID: <x@y>\r\n", b"\r\nbody\r\n"], [b"Date"]),
+    ([b"From: a@example.test\r\nDATE: Mon, 1 Jan 2024 00:00:00 +0000\r\n", b"\r\n", b"body\r\n"], [b"Message-ID"]),
+    # a "Date:" in the body or in a folded line is not a Date field
+    ([b"Subject: s\r\n x-Date: no\r\n\r\nDate: in the body\r\n"], [b"Date", b"Message-ID"]),
+    ([b"Date: d\r\nMessage-ID: <m@n>\r\n\r\nb\r\n"], []),
+])
+def test_submission_fixups_over_pieces(tmp_path, clock, pieces, added):
+    from mailnet.smtp.delivery import MessageDelivery
+    from mailnet.smtp.session import Envelope, Recipient
+
+    context = makeContext(tmp_path, clock)
+    rcpt = Recipient("bob@example.test", None, None, ["bob@example.test"], [])
+    envelope = Envelope("alice@example.test", [rcpt], "c", "192.0.2.7", True, "alice@example.test", True)
+    delivery = MessageDelivery(context, envelope)
+    for piece in pieces:
+        delivery.write(piece)
+    reply = []
+    delivery.commit().addCallback(reply.append)
+    assert reply[0].code == 250
+    (stored,) = mailbox(context, "bob@example.test")
+    sent = b"".join(pieces)
+    head, _, body = sent.partition(b"\r\n\r\n")
+    got = stored.split(b"\r\n", 1)[1]  # without Return-Path
+    got = got[got.index(b"\r\n", got.index(b"for <bob")) + 2:]  # without Received
+    gotHead, _, gotBody = got.partition(b"\r\n\r\n")
+    assert gotBody == body
+    assert gotHead.startswith(head)
+    assert [line.split(b":")[0] for line in gotHead[len(head):].split(b"\r\n") if line] == added
