@@ -2161,12 +2161,16 @@ class MaildirStore:
 
     def _diskFor(self, path):
         with self._disksLock:
-            disk = self._disks.get(path)
-            if disk is None:
-                disk = self._disks[path] = _Disk(self, path)
-                if len(self._disks) > 5000:
-                    self._evict()
-            return disk
+            return self._diskLocked(path)
+
+    def _diskLocked(self, path):
+        """(Holding ``_disksLock``.)  The folder's _Disk, made when missing."""
+        disk = self._disks.get(path)
+        if disk is None:
+            disk = self._disks[path] = _Disk(self, path)
+            if len(self._disks) > 5000:
+                self._evict()
+        return disk
 
     def _evict(self):
         for path, disk in list(self._disks.items()):
@@ -2342,11 +2346,7 @@ class MaildirStore:
     def _holdDisk(self, path):
         """The folder's _Disk, kept from eviction until :meth:`_releaseDisk`."""
         with self._disksLock:
-            disk = self._disks.get(path)
-            if disk is None:
-                disk = self._disks[path] = _Disk(self, path)
-                if len(self._disks) > 5000:
-                    self._evict()
+            disk = self._diskLocked(path)
             disk.busy += 1
             return disk
 
