@@ -156,3 +156,53 @@ def test_notify_success_for_a_local_recipient_brings_a_delivered_dsn(server):
     with IMAPClient("127.0.0.1", port=server.port("imaps"), ssl_context=tls_context(server)) as c:
         c.login("nora@example.test", "nora-pw")
         assert c.select_folder("INBOX")[b"EXISTS"] == 1
+
+
+def test_no_passwords_or_bodies_in_the_log_at_debug_level(make_server):
+    """Logins over SMTP, IMAP and POP3 (plain commands and SASL PLAIN) and a
+    message with a marker, on a server logging at debug level: the log names
+    the users but holds no password, no SASL payload and no message text."""
+    import base64
+
+    s = make_server(config={"log": {"level": "debug"}})
+    password = "Sup3r-Secret-pw"
+    s.addUser("pat@example.test", password)
+    sasl = base64.b64encode(b"\0pat@example.test\0" + password.encode()).decode()
+    marker = "BODY-MARKER-7f3a"
+    context = tls_context(s)
+    with smtplib.SMTP("127.0.0.1", s.port("submission")) as c:
+        c.starttls(context=context)
+        c.login("pat@example.test", password)
+        c.send_message(message("pat@example.test", "pat@example.test", "log check", marker + "\n"))
+    with smtplib.SMTP("127.0.0.1", s.port("submission")) as c:
+        c.starttls(context=context)
+        c.ehlo()
+        c.esmtp_features["auth"] = "LOGIN"  # the LOGIN mechanism as well
+        c.login("pat@example.test", password)
+    i = imaplib.IMAP4("127.0.0.1", s.port("imap"))
+    i.starttls(context)
+    i.login("pat@example.test", password)
+    i.select("INBOX")
+    assert marker.encode() in i.fetch("1", "(BODY[])")[1][0][1]
+    i.logout()
+    i = imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=context)
+    i.authenticate("PLAIN", lambda _: b"\0pat@example.test\0" + password.encode())
+    i.logout()
+    p = poplib.POP3("127.0.0.1", s.port("pop3"))
+    p.stls(context)
+    p.user("pat@example.test")
+    p.pass_(password)
+    assert marker.encode() in b"\n".join(p.retr(1)[1])
+    p.quit()
+    p = poplib.POP3_SSL("127.0.0.1", s.port("pop3s"), context=context)
+    p._shortcmd("AUTH PLAIN " + sasl)
+    p.quit()
+    # a wrong password is not logged either
+    with pytest.raises(imaplib.IMAP4.error):
+        i = imaplib.IMAP4_SSL("127.0.0.1", s.port("imaps"), ssl_context=context)
+        i.login("pat@example.test", password + "-wrong")
+    s.waitForLog("failed login")
+    log = s.log()
+    assert "pat@example.test" in log and "> AUTH PLAIN ****" in log  # the SMTP dialogue is traced
+    for secret in (password, sasl, base64.b64encode(password.encode()).decode(), marker):
+        assert secret not in log, secret
