@@ -734,7 +734,9 @@ class Keywords:
         do not understand and Dovecot's ``,extra`` fields from ``oldInfo``.
         Returns ``(info, changedKeywordsFile)``; keywords beyond 26 are
         dropped, as Maildir cannot store them ($Forwarded falls back to
-        ``P``, which Dovecot does not show).
+        ``P``, which Dovecot does not show).  Keyword letters of ``oldInfo``
+        are this folder's: a caller moving a name between folders passes
+        ``oldInfo`` without them (:func:`withoutKeywords`).
         """
         letters = set()
         changed = False
@@ -788,6 +790,13 @@ class Keywords:
 
 
 # File names
+
+
+def withoutKeywords(info: str) -> str:
+    """``info`` without keyword letters (``a``..``z``), which mean nothing
+    outside the folder whose ``dovecot-keywords`` gave them."""
+    letters, comma, extra = info.partition(",")
+    return "".join(c for c in letters if not "a" <= c <= "z") + comma + extra
 
 
 def splitName(name: str):

@@ -953,6 +953,29 @@ def test_forwarded_without_a_free_letter_is_p(root):
     folder.close()
 
 
+def test_copy_does_not_carry_the_source_folders_keyword_letters(root):
+    # Letters are per folder: "c" in INBOX means nothing in a new folder,
+    # and must not come to mean the next keyword that folder learns.
+    store = newStore(root)
+    account = result(store.getAccount(USER))
+    result(account.createFolder("Work"))
+    inbox = openf(store)
+    work = openf(store, "Work")
+    for n, kw in enumerate(["k0", "k1", "k2"]):
+        result(inbox.append(msg(n), flags=[kw]))
+    [uid] = [m.uid for m in inbox.messages() if m.flags == {"k2"}]
+    [(_, copied)] = result(inbox.copyTo([uid], work))
+    [(_, moved)] = result(inbox.moveTo([uid - 1], work))
+    cur = os.path.join(acct(root), ".Work", "cur")
+    assert sorted(n.split(":2,")[1] for n in os.listdir(cur)) == ["a", "b"]
+    other = result(work.append(msg(9), flags=["x", "y", "z"]))
+    work.close()
+    work = openf(newStore(root), "Work")
+    assert {m.uid: m.flags for m in work.messages()} == {copied: {"k2"}, moved: {"k1"}, other: {"x", "y", "z"}}
+    inbox.close()
+    work.close()
+
+
 def test_rename_open_folder_keeps_working(root):
     store = newStore(root)
     account = result(store.getAccount(USER))
