@@ -666,11 +666,15 @@ class ModLog:
 
 # dovecot-keywords
 
-# Maildir info letters for system flags; "P" (passed) is the keyword
-# $Forwarded, as in Dovecot.
+# Maildir info letters for system flags.  Dovecot knows only D F R S T and
+# keeps $Forwarded as a keyword (a letter through dovecot-keywords); it
+# ignores "P" (passed, as mutt writes it) but keeps it in the name.  So we
+# read "P" as $Forwarded, write $Forwarded as a keyword letter (so that
+# Dovecot sees it), and keep an old "P" only while $Forwarded stays set.
 FORWARDED = "$Forwarded"
-LETTER_FLAGS = {"D": DRAFT, "F": FLAGGED, "P": FORWARDED, "R": ANSWERED, "S": SEEN, "T": DELETED}
-FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
+PASSED = "P"
+LETTER_FLAGS = {"D": DRAFT, "F": FLAGGED, PASSED: FORWARDED, "R": ANSWERED, "S": SEEN, "T": DELETED}
+FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items() if v != FORWARDED}
 MAX_KEYWORDS = 26
 
 
@@ -718,6 +722,8 @@ class Keywords:
             flag = LETTER_FLAGS.get(c)
             if flag is None and "a" <= c <= "z":
                 flag = self.names[ord(c) - 97]
+            elif c == PASSED and "$forwarded" in self.byLower:
+                flag = self.names[self.byLower["$forwarded"]]  # one spelling
             if flag is not None:
                 out.append(flag)
         return frozenset(out)
@@ -727,12 +733,18 @@ class Keywords:
         The info (``"FS"``, ``"Sa,extra"``) for ``flags``, keeping letters we
         do not understand and Dovecot's ``,extra`` fields from ``oldInfo``.
         Returns ``(info, changedKeywordsFile)``; keywords beyond 26 are
-        dropped, as Maildir cannot store them.
+        dropped, as Maildir cannot store them ($Forwarded falls back to
+        ``P``, which Dovecot does not show).  Keyword letters of ``oldInfo``
+        are this folder's: a caller moving a name between folders passes
+        ``oldInfo`` without them (:func:`withoutKeywords`).
         """
         letters = set()
         changed = False
+        forwarded = False
         for flag in flags:
             lower = flag.lower()
+            if lower == "$forwarded":
+                forwarded = True
             letter = FLAG_LETTERS.get(lower)
             if letter is None:
                 if flag[0] == "\\":
@@ -755,6 +767,8 @@ class Keywords:
             known = c in LETTER_FLAGS or ("a" <= c <= "z" and self.names[ord(c) - 97])
             if not known:
                 letters.add(c)
+        if forwarded and (PASSED in oldLetters or FORWARDED.lower() not in self.byLower):
+            letters.add(PASSED)
         info = "".join(sorted(letters))
         if comma:
             info += "," + extra
@@ -776,6 +790,13 @@ class Keywords:
 
 
 # File names
+
+
+def withoutKeywords(info: str) -> str:
+    """``info`` without keyword letters (``a``..``z``), which mean nothing
+    outside the folder whose ``dovecot-keywords`` gave them."""
+    letters, comma, extra = info.partition(",")
+    return "".join(c for c in letters if not "a" <= c <= "z") + comma + extra
 
 
 def splitName(name: str):

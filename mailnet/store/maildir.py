@@ -84,6 +84,7 @@ from mailnet.store._maildirfiles import (
     fsyncDir,
     sizesFromBase,
     splitName,
+    withoutKeywords,
     writeAll,
 )
 from mailnet.store.interfaces import (
@@ -1146,6 +1147,10 @@ class _Disk:
                     oldBase, oldInfo = splitName(rel[4:])
                     s, _ = sizesFromBase(oldBase)
                     base = newBase() + (f",S={s}" if s is not None else "") + f",W={info.size}"
+                    if dest is not self:
+                        # The source's keyword letters mean other keywords
+                        # (or none yet) in dest: info.flags has them by name.
+                        oldInfo = withoutKeywords(oldInfo)
                     infoStr, kwChanged = dest.keywords.infoFor(info.flags, oldInfo)
                     if kwChanged:
                         dest.keywords.write()

@@ -1,4 +1,4 @@
-"""Run Dovecot's POP3 server as our own child process (tests and bench)."""
+"""Run Dovecot (POP3 and/or IMAP) as our own child process (tests and bench)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import socket
 import subprocess
 import time
 from tests.harness import freePort
+
+# /usr/sbin is not on every PATH.
+DOVECOT = shutil.which("dovecot") or next(
+    (p for p in ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot") if os.path.exists(p)), None)
 
 
 def waitPort(port, timeout=30):
@@ -25,14 +29,20 @@ def waitPort(port, timeout=30):
 
 class Dovecot:
     """
-    Dovecot POP3 on 127.0.0.1 high ports with its own config under ``base``
+    Dovecot on 127.0.0.1 high ports with its own config under ``base``
     (which must be reachable by Dovecot's unprivileged processes), users in a
     passwd-file, mail in ``base/mail/<domain>/<local>`` owned by the mail user
     (nobody when we are root).  Stopped by PID.
+
+    ``protocols``: any of ``"pop3"`` (ports ``port`` and ``tlsPort``, the
+    latter implicit TLS) and ``"imap"`` (``imapPort``, ``imapsPort``).  The
+    one namespace is INBOX with ``/`` as hierarchy separator, as mailnet's
+    IMAP shows it; Maildir++ on disk (``.`` between levels) either way.
     """
 
-    def __init__(self, base, cert, key):
+    def __init__(self, base, cert, key, protocols=("pop3",)):
         self.base = base
+        self.protocols = tuple(protocols)
         self.cert = cert
         self.key = key
         self.mail = os.path.join(base, "mail")
@@ -62,12 +72,39 @@ class Dovecot:
                 os.chown(dirpath, self.owner.pw_uid, self.owner.pw_gid)
                 for n in filenames:
                     os.chown(os.path.join(dirpath, n), self.owner.pw_uid, self.owner.pw_gid)
-        self.port, self.tlsPort = freePort(), freePort()
+        self.port = self.tlsPort = self.imapPort = self.imapsPort = None
+        services = ""
+        if "pop3" in self.protocols:
+            self.port, self.tlsPort = freePort(), freePort()
+            services += f"""\
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {self.port}
+  }}
+  inet_listener pop3s {{
+    port = {self.tlsPort}
+    ssl = yes
+  }}
+}}
+"""
+        if "imap" in self.protocols:
+            self.imapPort, self.imapsPort = freePort(), freePort()
+            services += f"""\
+service imap-login {{
+  inet_listener imap {{
+    port = {self.imapPort}
+  }}
+  inet_listener imaps {{
+    port = {self.imapsPort}
+    ssl = yes
+  }}
+}}
+"""
         conf = os.path.join(self.base, "dovecot.conf")
         b = self.base
         with open(conf, "w") as f:
             f.write(f"""\
-protocols = pop3
+protocols = {" ".join(self.protocols)}
 listen = 127.0.0.1
 base_dir = {b}/run
 state_dir = {b}/state
@@ -87,23 +124,19 @@ userdb {{
 }}
 mail_location = maildir:{self.mail}/%d/%n
 pop3_uidl_format = %08Xu%08Xv
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {self.port}
-  }}
-  inet_listener pop3s {{
-    port = {self.tlsPort}
-    ssl = yes
-  }}
+namespace inbox {{
+  inbox = yes
+  separator = /
 }}
-service anvil {{
+{services}service anvil {{
   chroot =
 }}
 """)
-        self.process = subprocess.Popen(["dovecot", "-F", "-c", conf], stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen([DOVECOT, "-F", "-c", conf], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT)
-        waitPort(self.port)
-        waitPort(self.tlsPort)
+        for port in (self.port, self.tlsPort, self.imapPort, self.imapsPort):
+            if port is not None:
+                waitPort(port)
         return self
 
     def stop(self):

@@ -13,12 +13,12 @@ import pytest
 
 from mailnet import passwords
 from tests.pop3.clients import mimeMessage, newUser, pop3s, putMessage, retr
-from tests.pop3.dovecot import Dovecot
+from tests.pop3.dovecot import DOVECOT, Dovecot
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not shutil.which("dovecot"), reason="dovecot-pop3d is not installed")
+@pytest.mark.skipif(DOVECOT is None, reason="dovecot-pop3d is not installed")
 def test_uidls_are_the_ones_dovecot_gave(make_server):
     server = make_server()
     name, pw = newUser(server)

@@ -289,7 +289,9 @@ def test_flags_in_file_names(root):
     uid = result(folder.append(msg()))
     result(folder.setFlags([uid], [SEEN, DELETED, FLAGGED, "\\Answered", "\\Draft", "$Forwarded", "k1"]))
     [name] = os.listdir(os.path.join(acct(root), "cur"))
-    assert name.endswith(":2,DFPRSTa")
+    assert name.endswith(":2,DFRSTab")
+    keywords = open(os.path.join(acct(root), "dovecot-keywords")).read().splitlines()
+    assert sorted(keywords) in (["0 $Forwarded", "1 k1"], ["0 k1", "1 $Forwarded"])
     result(folder.setFlags([uid], []))
     [name] = os.listdir(os.path.join(acct(root), "cur"))
     assert name.endswith(":2,")
@@ -912,6 +914,66 @@ def test_keywords_are_mapped_per_folder(root):
     inbox.close()
     archive.close()
     del account
+
+
+def test_forwarded_is_a_keyword_letter_as_in_dovecot(root):
+    # Dovecot reads only D F R S T and keyword letters: $Forwarded as "P"
+    # was invisible to it.  "P" (mutt's "passed") still reads as $Forwarded.
+    store = newStore(root)
+    folder = openf(store)
+    uid = result(folder.append(msg(), flags=["$Forwarded"]))
+    [name] = os.listdir(os.path.join(acct(root), "cur"))
+    assert name.endswith(":2,a")
+    assert open(os.path.join(acct(root), "dovecot-keywords")).read() == "0 $Forwarded\n"
+    folder.close()
+    base = name.split(":")[0]
+    cur = os.path.join(acct(root), "cur")
+    os.rename(os.path.join(cur, name), os.path.join(cur, base + ":2,PS"))
+    folder = openf(newStore(root))
+    assert folder.get(uid).flags == {"$Forwarded", SEEN}
+    # While $Forwarded stays, "P" stays (for mutt) and the letter is added
+    # (for Dovecot); when it goes, both go.
+    result(folder.setFlags([uid], [FLAGGED], "add"))
+    assert os.listdir(cur) == [base + ":2,FPSa"]
+    result(folder.setFlags([uid], ["$Forwarded"], "remove"))
+    assert os.listdir(cur) == [base + ":2,FS"]
+    assert folder.get(uid).flags == {FLAGGED, SEEN}
+    folder.close()
+
+
+def test_forwarded_without_a_free_letter_is_p(root):
+    store = newStore(root)
+    result(store.getAccount(USER))
+    write(os.path.join(acct(root), "dovecot-keywords"), "".join(f"{i} k{i}\n" for i in range(26)).encode())
+    folder = openf(store)
+    uid = result(folder.append(msg(), flags=["$Forwarded", "k3"]))
+    [name] = os.listdir(os.path.join(acct(root), "cur"))
+    assert name.endswith(":2,Pd")
+    assert folder.get(uid).flags == {"$Forwarded", "k3"}
+    folder.close()
+
+
+def test_copy_does_not_carry_the_source_folders_keyword_letters(root):
+    # Letters are per folder: "c" in INBOX means nothing in a new folder,
+    # and must not come to mean the next keyword that folder learns.
+    store = newStore(root)
+    account = result(store.getAccount(USER))
+    result(account.createFolder("Work"))
+    inbox = openf(store)
+    work = openf(store, "Work")
+    for n, kw in enumerate(["k0", "k1", "k2"]):
+        result(inbox.append(msg(n), flags=[kw]))
+    [uid] = [m.uid for m in inbox.messages() if m.flags == {"k2"}]
+    [(_, copied)] = result(inbox.copyTo([uid], work))
+    [(_, moved)] = result(inbox.moveTo([uid - 1], work))
+    cur = os.path.join(acct(root), ".Work", "cur")
+    assert sorted(n.split(":2,")[1] for n in os.listdir(cur)) == ["a", "b"]
+    other = result(work.append(msg(9), flags=["x", "y", "z"]))
+    work.close()
+    work = openf(newStore(root), "Work")
+    assert {m.uid: m.flags for m in work.messages()} == {copied: {"k2"}, moved: {"k1"}, other: {"x", "y", "z"}}
+    inbox.close()
+    work.close()
 
 
 def test_rename_open_folder_keeps_working(root):
