@@ -217,6 +217,10 @@ def test_list_extended():
     (b"a FETCH 1 (FLAGS) (VANISHED)", "VANISHED"),
     (b"a LOGIN alice", "space"),
     (b'a LOGIN "unterminated', "Unterminated"),
+    # RFC 9051 s9: QUOTED-CHAR excludes NUL and CR; UTF-8 must be well formed
+    (b'a LOGIN "al\x00ice" "pw"', "NUL"),
+    (b'a LOGIN alice "p\rw"', "CR"),
+    (b'a SELECT "\xc3\x28"', "UTF-8"),
     (b"a SEARCH FROB", "Unknown search key"),
     (b"a SEARCH ON 31-Feb-2024", "valid date"),
     (b"a STORE 1 FLAGZ (x)", "FLAGS"),
