@@ -302,6 +302,16 @@ class CommandReader:
                 # The client waits for "+" that will not come: the command
                 # ends here for both sides (RFC 3501 s7.5).
                 return self._finishError()
+            if size > self.maxCommandLiterals:
+                # Too big even to read and drop (an absurd count, or more
+                # than a command could ever carry): the client would wait
+                # for its answer while we swallow everything it sends.
+                # RFC 9051 s7.1.5: BYE, and the connection is closed.
+                self._closeParts()
+                self._reset()
+                self._buf.clear()
+                return FrameError(None, "Literal of %d bytes is over the limit (%d bytes) and too big to skip"
+                                  % (size, self.maxLiteral), b"TOOBIG", fatal=True)
             # RFC 7888 s4: a non-synchronizing literal is sent anyway; drop it.
             self._skip = size
             return None
