@@ -302,6 +302,16 @@ class CommandReader:
                 # The client waits for "+" that will not come: the command
                 # ends here for both sides (RFC 3501 s7.5).
                 return self._finishError()
+            if size > self.maxCommandLiterals:
+                # Too big even to read and drop (an absurd count, or more
+                # than a command could ever carry): the client would wait
+                # for its answer while we swallow everything it sends.
+                # RFC 9051 s7.1.5: BYE, and the connection is closed.
+                self._closeParts()
+                self._reset()
+                self._buf.clear()
+                return FrameError(None, "Literal of %d bytes is over the limit (%d bytes) and too big to skip"
+                                  % (size, self.maxLiteral), b"TOOBIG", fatal=True)
             # RFC 7888 s4: a non-synchronizing literal is sent anyway; drop it.
             self._skip = size
             return None
@@ -596,7 +606,19 @@ class _Parser:
                 self.fail("Unterminated quoted string")
             if s[j] == 0x22:
                 self.i = j + 1
-                return bytes(out)
+                value = bytes(out)
+                # RFC 9051 s9: QUOTED-CHAR is a TEXT-CHAR (CHAR, so no NUL,
+                # without CR and LF) or UTF-8 (UTF8-2/3/4): a NUL, a bare CR
+                # or broken UTF-8 is a syntax error (BAD), not a name or a
+                # password to look up.
+                if b"\0" in value or b"\r" in value:
+                    self.fail("NUL and CR are not allowed in a quoted string")
+                if not value.isascii():
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self.fail("Quoted string is not valid UTF-8 (use a literal for other 8-bit data)")
+                return value
             if j + 1 >= len(s) or s[j + 1] not in (0x22, 0x5C):
                 self.fail("Bad escape in quoted string")
             out.append(s[j + 1])

@@ -330,7 +330,8 @@ class Session:
             return
         if isinstance(event, FrameError):
             if event.fatal:
-                self.send(b"* BYE " + event.text.encode() + b"\r\n")
+                code = b"[" + event.code + b"] " if event.code else b""
+                self.send(b"* BYE " + code + event.text.encode() + b"\r\n")
                 self._close()
                 return
             code = b"[" + event.code + b"] " if event.code else b""

@@ -113,6 +113,19 @@ def test_nonsync_literal_over_limit_is_skipped():
     assert [e.tag for e in evs[1:]] == ["b"]
 
 
+def test_nonsync_literal_too_big_to_skip_is_fatal():
+    # Skipping 10**20 bytes would swallow the session: BYE instead.
+    r = CommandReader(maxLiteral=10, maxCommandLiterals=1000)
+    r.feed(b"a APPEND INBOX {99999999999999999999+}\r\nb NOOP\r\n")
+    ev = r.next()
+    assert isinstance(ev, FrameError) and ev.fatal and ev.code == b"TOOBIG"
+    assert r.buffered() == 0 and not r.midCommand
+    # up to the most a command may carry, it is still read and dropped
+    evs = frames(b"a APPEND INBOX {1000+}\r\n" + b"x" * 1000 + b"\r\nb NOOP\r\n", maxLiteral=10,
+                 maxCommandLiterals=1000)
+    assert isinstance(evs[0], FrameError) and not evs[0].fatal and evs[1].tag == "b"
+
+
 def test_big_literal_goes_to_a_file():
     data = b"x" * (300 * 1024)
     evs = frames(b"a APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
@@ -217,6 +230,10 @@ def test_list_extended():
     (b"a FETCH 1 (FLAGS) (VANISHED)", "VANISHED"),
     (b"a LOGIN alice", "space"),
     (b'a LOGIN "unterminated', "Unterminated"),
+    # RFC 9051 s9: QUOTED-CHAR excludes NUL and CR; UTF-8 must be well formed
+    (b'a LOGIN "al\x00ice" "pw"', "NUL"),
+    (b'a LOGIN alice "p\rw"', "CR"),
+    (b'a SELECT "\xc3\x28"', "UTF-8"),
     (b"a SEARCH FROB", "Unknown search key"),
     (b"a SEARCH ON 31-Feb-2024", "valid date"),
     (b"a STORE 1 FLAGZ (x)", "FLAGS"),
