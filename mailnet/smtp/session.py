@@ -40,6 +40,10 @@ DATA = "data"  # reading a DATA body
 BDAT = "bdat"  # reading a BDAT chunk
 AUTH = "auth"  # reading a SASL response line
 DISCARD_LINE = "discard"  # skipping the rest of an over-long command line
+
+# A BDAT chunk bigger than the message size limit by more than this is not
+# read: the session answers 552 and closes.
+BDAT_SLACK = 1 << 20
 CLOSED = "closed"
 
 
@@ -635,6 +639,13 @@ class Session:
 
     def do_BDAT(self, arg):
         size, last = parser.parseBdat(arg)
+        if size > self.settings.maxSize + BDAT_SLACK:
+            # Reading (and dropping) a chunk that can never be accepted would
+            # hold the session for as long as the client cares to send: say
+            # why, and close (as IMAP does for such literals).
+            self._close(replies.MESSAGE_TOO_BIG.withText(
+                f"BDAT chunk of {size} octets exceeds the maximum message size ({self.settings.maxSize}); closing"))
+            return
         # RFC 3030 s2: the chunk is read in every case (else its bytes would
         # be taken for commands); a refusal is sent after it
         self._bdatLeft, self._bdatLast, self._bdatReply = size, last, None

@@ -323,6 +323,24 @@ def test_bdat_without_mail_still_reads_the_chunk(tmp_path):
     assert not rec.closed
 
 
+def test_bdat_chunk_far_over_the_size_limit_is_refused_without_reading_it(tmp_path):
+    from mailnet.smtp.session import BDAT_SLACK
+
+    session, rec = makeSession(tmp_path)
+    limit = session.settings.maxSize
+    out = feed(session, rec, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\n"
+                             + f"BDAT {limit + BDAT_SLACK + 1} LAST\r\n".encode() + b"x" * 1000)
+    assert codes(out)[3:] == [(552, "5.3.4")] and b"closing" in out[-1].data
+    assert rec.closed and rec.messages == []
+    # just within the slack: read, dropped, refused, and the session goes on
+    session, rec = makeSession(tmp_path, maxSize=1000)
+    feed(session, rec, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\n"
+                       + f"BDAT {1000 + BDAT_SLACK} LAST\r\n".encode())
+    out = feed(session, rec, (b"y" * 98 + b"\r\n") * ((1000 + BDAT_SLACK) // 100)
+               + b"y" * ((1000 + BDAT_SLACK) % 100) + b"NOOP\r\n")
+    assert codes(out) == [(552, "5.3.4"), (250, "2.0.0")] and not rec.closed
+
+
 def test_bdat_failure_refuses_later_chunks(tmp_path):
     session, rec = makeSession(tmp_path)
     out = feed(session, rec, b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\n"
