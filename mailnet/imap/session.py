@@ -850,6 +850,13 @@ class Session:
         existing = {f.name: f for f in folders}
         subscribed = {f.name for f in folders if f.subscribed}
         names = list(existing)
+        listSubscriptions = getattr(self.account, "listSubscriptions", None)
+        if listSubscriptions is not None and (lsub or "SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
+            # RFC 3501 s6.3.9, RFC 5258 s3: subscribed names whose folder is
+            # gone are still listed (\Noselect in LSUB, \NonExistent in LIST).
+            subscribed = set(await listSubscriptions())
+            if lsub or "SUBSCRIBED" in selection:
+                names += [n for n in subscribed if n not in existing]
         implied = set()
         for n in list(existing):
             parts = n.split("/")
@@ -859,7 +866,7 @@ class Session:
                     implied.add(parent)
         allNames = sorted(set(names) | implied, key=lambda n: (n != INBOX and not n.startswith(INBOX + "/"), n))
         hasChildren = set()
-        for n in allNames:
+        for n in set(existing) | implied:  # not from names that only are subscribed
             if "/" in n:
                 hasChildren.add(n.rsplit("/", 1)[0])
         subscribedParents = set()

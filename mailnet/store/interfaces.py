@@ -258,6 +258,19 @@ class IAccount(Interface):
         @return: Deferred firing with None.
         """
 
+    def listSubscriptions():
+        """
+        The subscription list, including names of folders that do not exist
+        (any more): RFC 3501 s6.3.9 forbids dropping them unilaterally, and
+        IMAP's LSUB and LIST (SUBSCRIBED) show them.
+
+        Called by IMAP at LSUB and LIST with SUBSCRIBED.  Optional for
+        third-party stores written before it existed: without it, IMAP
+        shows the subscribed folders that :meth:`listFolders` reports.
+
+        @return: Deferred firing with a list of folder names.
+        """
+
     def openFolder(name):
         """
         Open a folder for reading and changing.

@@ -1822,6 +1822,9 @@ class MaildirAccount:
             lambda n: self.store._run(self._setSubscribed, n, subscribed)
         )
 
+    def listSubscriptions(self):
+        return self.store._run(lambda: list(dict.fromkeys(_readSubscriptions(self.path))))
+
     def _setSubscribed(self, name, subscribed):
         with self.store._accountLock(self.path):
             names = _readSubscriptions(self.path)

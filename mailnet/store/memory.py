@@ -271,6 +271,9 @@ class MemoryAccount:
                 self.subscriptions.discard(name)
                 self.subscriptions.add(folder.name)
 
+    def listSubscriptions(self):
+        return defer.succeed(sorted(self.subscriptions))
+
     def setSubscribed(self, name, subscribed):
         return defer.maybeDeferred(self._setSubscribed, name, subscribed)
 

@@ -420,6 +420,11 @@ def test_mailbox_management_and_list(world):
     assert b"Sent" not in reply and b"Trash" in reply
     reply = a.cmd('LIST (SUBSCRIBED) "" * RETURN (CHILDREN)')
     assert b"\\Subscribed" in reply and b"Sent" not in reply
+    # RFC 3501 s6.3.9, RFC 5258 s3: a subscribed name whose folder is gone
+    a.ok("SUBSCRIBE Gone/Away")
+    assert b'* LSUB (\\Noselect) "/" Gone/Away' in a.cmd('LSUB "" *')
+    assert re.search(rb'\* LIST \(\\NonExistent [^)]*\\Subscribed\) "/" Gone/Away\r\n', a.cmd('LIST (SUBSCRIBED) "" *'))
+    assert b"Gone" not in a.cmd('LIST "" *') and b"Gone" not in a.cmd('LIST "" * RETURN (SUBSCRIBED)')
     reply = a.cmd('LIST (SPECIAL-USE) "" *')
     assert b"INBOX" not in reply and b"\\Junk" in reply
     reply = a.cmd('LIST "" (INBOX Trash) RETURN (STATUS (MESSAGES UIDNEXT))')

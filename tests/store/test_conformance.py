@@ -281,10 +281,17 @@ def test_subscriptions(account):
     infos = {f.name: f for f in result(account.listFolders())}
     assert infos["Not/There"].subscribed
     assert not infos["Not"].subscribed
+    assert "Not/There" in result(account.listSubscriptions())
+    assert "Trash" not in result(account.listSubscriptions())
     result(account.setSubscribed("Not/There", False))
     result(account.setSubscribed("Not/There", False))  # idempotent
+    assert "Not/There" not in result(account.listSubscriptions())
     infos = {f.name: f for f in result(account.listFolders())}
     assert not infos["Not/There"].subscribed
+    # RFC 3501 s6.3.9: a name stays subscribed when its folder goes
+    result(account.setSubscribed("Not/There", True))
+    result(account.deleteFolder("Not/There"))
+    assert "Not/There" in result(account.listSubscriptions())
 
 
 def test_open_missing_folder(account):
