@@ -78,6 +78,9 @@ BATCH_BYTES = 256 * 1024
 FETCH_TURN = 0.02
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
 _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+# RFC 2180 s4.1.2, RFC 5530 s3: a FETCH or STORE by sequence number names a
+# message expunged meanwhile, which may not be announced during it.
+_GONE = ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
@@ -1091,6 +1094,12 @@ class Session:
         finally:
             dest.close()
         if not mapping:
+            if cmd.uid:
+                # Expunged by another session while we worked: RFC 3501
+                # s6.4.8 (RFC 9051 s6.4.9) ignores a UID that no longer
+                # exists, "UID COPY/MOVE ... OK without performing any
+                # operations"; the EXPUNGE goes with the answer.
+                return ("OK", "No messages to %s" % ("move" if move else "copy"), None)
             raise no("The messages no longer exist", b"EXPUNGEISSUED")
         code = b"COPYUID %d %s %s" % (validity, serialize.seqset([s for s, _ in mapping]), serialize.seqset([d for _, d in mapping]))
         if move:
@@ -1155,8 +1164,10 @@ class Session:
             else:
                 modified = serialize.seqset([view.msnOf(u) for u in failed if view.msnOf(u)])
             return ("OK", "Conditional STORE failed for some messages", b"MODIFIED " + modified)
-        if missing:
-            return ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
+        if missing and not cmd.uid:
+            # RFC 2180 s4.2.1 / RFC 5530; a UID STORE ignores what is gone
+            # (RFC 3501 s6.4.8), its EXPUNGE goes with the answer.
+            return _GONE
 
     async def cmdSearch(self, cmd):
         view = self.view
@@ -1338,10 +1349,15 @@ class Session:
                     if (i := get(uid)) is not None and (changedSince is None or i.modseq > changedSince)]
             opener = _Opener(folder, todo)
         try:
-            return await self._fetchLoop(pairs, atts, names, content, changedSince, seenNow, opener)
+            result = await self._fetchLoop(pairs, atts, names, content, changedSince, seenNow, opener)
         finally:
             if opener is not None:
                 opener.close()
+        if cmd.uid and result == _GONE:
+            # RFC 3501 s6.4.8 (RFC 9051 s6.4.9): a UID that no longer exists
+            # is ignored without an error; its EXPUNGE goes with the answer.
+            return None
+        return result
 
     async def _fetchLoop(self, pairs, atts, names, content, changedSince, seenNow, opener):
         if not content:
@@ -1380,7 +1396,7 @@ class Session:
         if error:
             return error
         if missing:
-            return ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
+            return _GONE
 
     async def _fetchMetadata(self, pairs, atts, names, changedSince):
         """FETCH of index data only (FLAGS, UID, sizes...): no I/O, one line per message."""
@@ -1416,7 +1432,7 @@ class Session:
                     return _ALREADY_ANSWERED
         self.sendLines(batch)
         if missing:
-            return ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
+            return _GONE
 
     def _simpleItem(self, name, info):
         if name == "UID":

@@ -267,6 +267,58 @@ def test_no_expunge_during_fetch_store_search_but_during_uid_and_noop(world):
     assert b"* 2 FETCH (UID 3 FLAGS ())" in reply.split(b"* 2 EXPUNGE")[1]
 
 
+@pytest.mark.parametrize("command, method", [
+    ("UID MOVE 2 Other", "moveTo"),
+    ("UID COPY 2 Other", "copyTo"),
+    ("UID STORE 2 +FLAGS (\\Seen)", "setFlags"),
+    ("UID FETCH 2 (BODY.PEEK[])", "openMessage"),
+])
+def test_uid_command_on_a_message_expunged_while_it_runs(world, command, method):
+    """RFC 3501 s6.4.8 (RFC 9051 s6.4.9): a UID that no longer exists is
+    ignored without an error, "UID COPY, UID MOVE, or UID STORE ... OK
+    without performing any operations", and a UID command may carry the
+    EXPUNGE.  Here another session expunges the message after the command
+    has started (the store call is the first thing it awaits); found by
+    tests/integration/test_concurrency.py, where it got NO [EXPUNGEISSUED]."""
+    for i in range(3):
+        world.deliver(message("m%d" % i))
+    a, b = selected(world), selected(world)
+    a.ok("CREATE Other")
+    folder = a.session.view.folder
+    original = getattr(folder, method)
+
+    def expungeFirst(*args):
+        setattr(folder, method, original)
+        b.ok("UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+        b.ok("UID EXPUNGE 2")
+        return original(*args)
+
+    setattr(folder, method, expungeFirst)
+    reply = a.cmd(command)
+    assert re.search(rb"\r\nt\d+ OK", b"\r\n" + reply), reply
+    assert b"* 2 EXPUNGE" in reply
+    assert b"EXPUNGEISSUED" not in reply
+    assert b"* 2 FETCH" not in reply.split(b"* 2 EXPUNGE")[0]
+    status = a.cmd("STATUS Other (MESSAGES)")
+    assert b"(MESSAGES 0)" in status, status
+    # By sequence number the same race still gets NO [EXPUNGEISSUED]
+    # (RFC 2180 s4.1.2): an EXPUNGE may not be sent during FETCH or STORE.
+    if method in ("setFlags", "openMessage"):
+        folder = a.session.view.folder
+        original = getattr(folder, method)
+
+        def expungeFirstAgain(*args):
+            setattr(folder, method, original)
+            b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+            b.ok("EXPUNGE")
+            return original(*args)
+
+        setattr(folder, method, expungeFirstAgain)
+        reply = a.cmd(command.replace("UID ", "").replace(" 2 ", " 1 "))
+        assert b"NO [EXPUNGEISSUED]" in reply, reply
+        assert b"EXPUNGE\r\n" not in reply
+
+
 def test_expunge_announced_at_noop_highest_first(world):
     for i in range(5):
         world.deliver(message("m%d" % i))
