@@ -152,6 +152,20 @@ def scanHeader(f, size) -> Part:
     return part
 
 
+def _plainParams(params):
+    """(key, value) pairs from email's ``get_params`` (without the first,
+    the type itself); an RFC 2231 value (charset, language, text) is given
+    back re-encoded as ``key*``."""
+    out = []
+    for key, val in params:
+        if isinstance(val, tuple):
+            charset, lang, text = val
+            out.append((key + "*", "%s'%s'%s" % (charset or "", lang or "", text)))
+        else:
+            out.append((key, val))
+    return out
+
+
 def _contentType(part, default):
     msg = part.parsed()
     value = msg.get("Content-Type")
@@ -163,17 +177,11 @@ def _contentType(part, default):
     if "/" not in str(value).split(";")[0]:
         ctype = "/".join(default)
     part.maintype, _, part.subtype = ctype.partition("/")
-    params = []
     try:
         raw = msg.get_params(header="content-type") or []
     except Exception:
         raw = []
-    for key, val in raw[1:]:
-        if isinstance(val, tuple):
-            charset, lang, text = val
-            params.append((key + "*", "%s'%s'%s" % (charset or "", lang or "", text)))
-        else:
-            params.append((key, val))
+    params = _plainParams(raw[1:])
     if part.maintype == "text" and not any(k.lower() == "charset" for k, _ in params):
         params.append(("charset", "us-ascii"))
     part.params = params
@@ -545,14 +553,7 @@ def _disposition(part):
     if not params:
         return b"NIL"
     kind = params[0][0]
-    rest = []
-    for key, val in params[1:]:
-        if isinstance(val, tuple):
-            charset, lang, text = val
-            rest.append((key + "*", "%s'%s'%s" % (charset or "", lang or "", text)))
-        else:
-            rest.append((key, val))
-    return plist([string(kind.encode("utf-8", "surrogateescape")), _paramList(rest)])
+    return plist([string(kind.encode("utf-8", "surrogateescape")), _paramList(_plainParams(params[1:]))])
 
 
 def _language(part):
