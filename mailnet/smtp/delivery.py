@@ -191,7 +191,7 @@ class MessageDelivery:
         # first empty line of some piece.
         if data[:2] == b"\r\n":
             self._inHeader = False
-            return self._missingHeaders() + data
+            return self._missingHeaders() + data if self._fixups else data
         end = data.find(b"\r\n\r\n")
         header = data
         if end >= 0:
@@ -215,7 +215,7 @@ class MessageDelivery:
             return b""
         out = b""
         if b"date" in missing:
-            out += b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n"
+            out += b"Date: " + _date(time.time()).encode("ascii") + b"\r\n"
         if b"message-id" in missing:
             out += f"Message-ID: <{self.id}.{secrets.token_hex(6)}@{self.context.hostname}>\r\n".encode("utf-8")
         return out
