@@ -106,9 +106,11 @@ class MailContext:
     @ivar reactor: the reactor (also the clock for timeouts).
     @ivar hostname: ``config.server.hostname``.
     @ivar store: the :class:`~mailnet.store.interfaces.IMailStore`.
-    @ivar users: :class:`~mailnet.auth.UserDB` (also a cred checker).
+    @ivar users: the :class:`~mailnet.auth.IUserDirectory`: logins and who
+        has a mailbox (the users file, :class:`~mailnet.auth.UserDB`, unless
+        the embedding application gave its own).
     @ivar directory: :class:`~mailnet.auth.Directory`: domains, aliases, users.
-    @ivar portal: twisted.cred portal; avatars ``IAccount`` or
+    @ivar portal: twisted.cred portal over ``users``; avatars ``IAccount`` or
         ``IAuthenticatedUser``.
     @ivar throttle: :class:`~mailnet.auth.AuthThrottle` shared by all listeners.
     @ivar tlsOptions: the server ``CertificateOptions`` (for STARTTLS/STLS
@@ -116,7 +118,7 @@ class MailContext:
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
     """
 
-    def __init__(self, config: Config, reactor=None, store=None, checkers=None):
+    def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
         if reactor is None:
             from twisted.internet import reactor
         os.makedirs(config.server.data_dir, mode=0o700, exist_ok=True)
@@ -124,14 +126,33 @@ class MailContext:
         self.reactor = reactor
         self.hostname = config.server.hostname
         self.store = store if store is not None else makeStore(config)
-        self.users = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+        self.users = makeUsers(config, reactor, users, checkers)
         self.aliases = auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
-        self.portal = auth.makePortal(self.store, checkers or [self.users])
+        self.portal = auth.makePortal(self.store, self.users)
         self.throttle = auth.AuthThrottle(reactor, baseDelay=config.auth.failure_delay)
         tls.ensureCertificate(config)
         self.tlsOptions = tls.serverOptions(config.certFile, config.keyFile)
         self.spool = Spool(config.spoolDir)
+
+
+def makeUsers(config: Config, reactor, users=None, checkers=None):
+    """
+    The :class:`~mailnet.auth.IUserDirectory` of a :class:`MailContext`:
+    ``users`` if given, else the users file; ``checkers`` (the older form)
+    check logins against the users file's names.
+    """
+    if users is not None:
+        if checkers:
+            raise TypeError("makeService: give users= or checkers=, not both")
+        if not auth.IUserDirectory.providedBy(users):
+            raise TypeError(f"makeService: users= must provide mailnet.auth.IUserDirectory, "
+                            f"got {type(users).__name__} (or wrap a cred checker in mailnet.auth.CheckerUsers)")
+        return users
+    fileUsers = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+    if checkers:
+        return auth.CheckerUsers(checkers, addresses=fileUsers)
+    return fileUsers
 
 
 class ListenError(Exception):
@@ -236,7 +257,7 @@ def ensureDemoUser(context: MailContext):
     can be printed at every start.  Returns (login, password) or None.
     """
     config = context.config
-    if not config.server.demo_user:
+    if not config.server.demo_user or not isinstance(context.users, auth.UserDB):
         return None
     login = "demo@" + config.domains.local[0]
     path = os.path.join(config.server.data_dir, "demo-password")
@@ -251,16 +272,21 @@ def ensureDemoUser(context: MailContext):
         return None  # the admin removed it or set their own password
 
 
-def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnError=False):
+def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnError=False, users=None):
     """
     Build the whole server from a config.
 
     @param store: an IMailStore to use instead of the configured backend.
-    @param checkers: cred checkers to use instead of the users file.
+    @param users: an :class:`~mailnet.auth.IUserDirectory` to use instead of
+        the users file, for logins and local recipients alike (for example
+        ``auth.CheckerUsers(checker, addresses)``).
+    @param checkers: the older form: cred checkers for logins (given bytes,
+        as twisted.cred specifies); recipients still come from the users
+        file.  Prefer ``users=``.
     @return: a :class:`MailnetService` (a ``MultiService``); its ``context``
         attribute is the :class:`MailContext` it gives the protocols.
     """
-    context = MailContext(config, reactor=reactor, store=store, checkers=checkers)
+    context = MailContext(config, reactor=reactor, store=store, checkers=checkers, users=users)
     top = MailnetService(context, exitOnError=exitOnError)
     for moduleName in EXTRA_SERVICES:
         module = optionalModule(moduleName)
