@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import secrets
+import sys
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
@@ -71,31 +72,92 @@ def optionalModule(name):
         raise
 
 
-def loadObject(spec, what):
-    """``"package.module:attribute"`` -> the attribute."""
+def loadObject(spec, what, searchDir=None):
+    """
+    ``"package.module:attribute"`` -> the attribute.
+
+    @param searchDir: a directory appended to ``sys.path`` (searched after
+        everything installed) before importing: the config file's directory,
+        so that a backend module kept next to the config is found.
+    """
     module, sep, attr = spec.partition(":")
-    if not sep:
+    if not sep or not module or not attr:
         raise ConfigError(f"{what}: expected \"package.module:factory\", got {spec!r}")
+    if searchDir and searchDir not in sys.path:
+        sys.path.append(searchDir)
     try:
         obj = importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(f"{what}: cannot import {module}: {e}")
+    except Exception as e:  # a syntax error or a crash in the module's own code
+        raise ConfigError(f"{what}: importing {module} failed: {type(e).__name__}: {e}")
     try:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
         raise ConfigError(f"{what}: {module} has no {attr}")
+    if not callable(obj):
+        raise ConfigError(f"{what}: {spec} is not callable")
     return obj
 
 
+def _storeFactory(config: Config):
+    """(spec, factory, where) for ``[store] backend``, options checked for built-ins."""
+    where = f"{config.source or '<defaults>'}: [store] backend"
+    backend = config.store.backend
+    if backend in BUILTIN_STORES:
+        if config.store.options:
+            key = sorted(config.store.options)[0]
+            raise ConfigError(f"{config.source or '<defaults>'}: [store.options] {key}: the {backend} backend takes no options")
+        spec = BUILTIN_STORES[backend]
+        return spec, loadObject(spec, where), where
+    # A backend module kept beside the config file is importable (docs/extending.md).
+    searchDir = config.base if config.source and os.path.isfile(config.source) else None
+    return backend, loadObject(backend, where, searchDir), where
+
+
 def makeStore(config: Config):
-    """The IMailStore named by ``[store] backend``."""
-    spec = BUILTIN_STORES.get(config.store.backend, config.store.backend)
-    factory = loadObject(spec, f"{config.source or '<defaults>'}: [store] backend")
-    store = factory(config)
+    """
+    The IMailStore named by ``[store] backend``: ``factory(config)``, where a
+    third-party factory finds its own settings in ``config.store.options``
+    (the ``[store.options]`` table, a dict) and rejects bad ones with
+    ``ValueError`` (or ``ConfigError``), reported as one line.
+    """
+    spec, factory, where = _storeFactory(config)
+    try:
+        store = factory(config)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{where} {spec}: {e}")
     if not IMailStore.providedBy(store):
-        raise ConfigError(f"{config.source or '<defaults>'}: [store] backend: {spec} did not return an IMailStore")
+        raise ConfigError(f"{where}: {spec} did not return an IMailStore (got {type(store).__name__})")
     return store
+
+
+def checkStore(config: Config):
+    """
+    What ``mailnet config check`` does for ``[store]``: a third-party
+    backend is imported, made once with its options and closed, so that
+    every problem ``run`` would meet is found now.  Built-in backends are
+    only checked for options (making them would create directories).
+
+    @raise ConfigError: one line.
+    """
+    if config.store.backend in BUILTIN_STORES:
+        _storeFactory(config)
+        return
+    try:
+        store = makeStore(config)
+    except ConfigError:
+        raise
+    except Exception as e:
+        where = f"{config.source or '<defaults>'}: [store] backend"
+        raise ConfigError(f"{where} {config.store.backend}: making the store failed: {type(e).__name__}: {e}")
+    try:
+        defer.maybeDeferred(store.close)
+    except Exception:
+        pass
 
 
 class MailContext:
