@@ -525,10 +525,15 @@ class CheckerUsers:
 
     def add(self, address):
         """Give ``address`` a mailbox (it receives mail from now on)."""
-        self._addresses.add(normalize(address))
+        self._editable().add(normalize(address))
 
     def remove(self, address):
-        self._addresses.discard(normalize(address))
+        self._editable().discard(normalize(address))
+
+    def _editable(self):
+        if self._addresses is None:
+            raise TypeError("addresses come from an object with canonical(); change them there")
+        return self._addresses
 
     def canonical(self, address) -> str | None:
         if self._lookup is not None:

@@ -6,7 +6,6 @@ import imaplib
 import json
 import os
 import re
-import shlex
 import signal
 import smtplib
 import ssl
