@@ -16,6 +16,7 @@ With no file, :func:`load` returns the development defaults: everything under
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tomllib
@@ -36,7 +37,8 @@ class Option:
     One config key.
 
     @ivar kind: one of ``str``, ``int``, ``float``, ``bool``, ``strlist``,
-        ``endpoint``, ``path``, ``hostport``, ``choice``.
+        ``endpoint``, ``path``, ``hostport``, ``choice``, ``table`` (a
+        free-form TOML table, checked by whoever reads it).
     @ivar default: the built-in (development) default.
     @ivar doc: one line: what it is and why the default.
     @ivar example: value shown in etc/mailnet.toml when it should differ from
@@ -95,6 +97,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
     "store": {
         "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), or \"package.module:factory\" for a third-party store."),
         "mail_dir": _o("path", "", "Root of the Maildirs (one per user, <root>/<domain>/<user>); empty = data_dir/mail."),
+        "options": _o("table", {}, "[store.options]: a third-party backend's own settings, given to it as config.store.options and checked by it; the built-in backends take none."),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
@@ -192,6 +195,10 @@ def _check(path, section, key, opt: Option, value):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail(f"expected a list of strings, got {_describe(value)}")
         return list(value)
+    if kind == "table":
+        if not isinstance(value, dict):
+            fail(f"expected a table ([{section}.{key}]), got {_describe(value)}")
+        return copy.deepcopy(value)
     raise AssertionError(kind)
 
 
@@ -418,4 +425,6 @@ def _toml(value):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return str(value)
