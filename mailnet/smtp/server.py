@@ -21,8 +21,8 @@ from twisted.internet import protocol, tcp
 from twisted.logger import LogLevel
 
 from mailnet import logs, net
-from mailnet.deadline import Deadlines
 from mailnet.auth import IAuthenticatedUser
+from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
