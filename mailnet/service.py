@@ -192,7 +192,9 @@ class MailContext:
         self.portal = auth.makePortal(self.store, self.users)
         self.throttle = auth.AuthThrottle(reactor, baseDelay=config.auth.failure_delay)
         tls.ensureCertificate(config)
-        self.tlsOptions = tls.serverOptions(config.certFile, config.keyFile)
+        for warning in tls.checkCertificates(config):
+            log.warn("{warning}", warning=warning)
+        self.tlsOptions = tls.serverOptions(config)
         self.spool = Spool(config.spoolDir)
 
 
