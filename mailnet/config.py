@@ -130,6 +130,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "message_size": _o("int", 35 * MB, "Largest message accepted (SMTP SIZE, IMAP APPENDLIMIT).", minimum=1),
         "connections": _o("int", 1000, "Open connections per listener.", minimum=1),
         "connections_per_ip": _o("int", 50, "Open connections per client address per listener.", minimum=1),
+        "listen_backlog": _o("int", 511, "Connections the kernel queues per listener before we accept them, for bursts (capped by net.core.somaxconn); an endpoint's own backlog= wins.", minimum=1),
         "auth_failures": _o("int", 5, "Failed logins on one connection before it is closed.", minimum=1),
         "smtp_line_length": _o("int", 1000, "Longest SMTP command or text line, CRLF included (RFC 5321 s4.5.3.1).", minimum=512),
         "smtp_recipients": _o("int", 100, "Recipients per message (RFC 5321 s4.5.3.1.8 minimum).", minimum=1),

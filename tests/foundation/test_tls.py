@@ -263,3 +263,60 @@ def test_expiring_soon_and_wrong_name_are_warnings(tmp_path):
     finally:
         server.stop()
 
+
+# Operating-system limits
+
+
+def test_open_files_limit_raised_to_what_the_limits_need(tmp_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    connections = 300
+    need = 7 * connections + 20 + 256  # 7 listeners (http off), relay connections, spare
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"hard open files limit {hard} is below {need}")
+    server = MailServer(tmp_path, config={"store": {"backend": "memory"}, "listen": {"http": ""},
+                                          "limits": {"connections": connections}})
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # the server inherits a low soft limit
+    try:
+        server.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        with open(f"/proc/{server.process.pid}/limits") as f:
+            line = next(line for line in f if line.startswith("Max open files"))
+        assert int(line.split()[3]) == need, line
+        assert "raised the open files limit from 1024 to" in server.log()
+    finally:
+        server.stop()
+
+
+def test_open_files_limit_that_cannot_be_raised_is_logged(tmp_path):
+    server = MailServer(tmp_path, config={"store": {"backend": "memory"}, "limits": {"connections": 10 ** 8}})
+    server.start()
+    try:
+        line = server.waitForLog("open files limit is")
+        assert "the connection limits need about" in line
+    finally:
+        server.stop()
+
+
+def listenBacklog(port):
+    r = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[2])  # Send-Q of a listening socket is its backlog
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="no ss command")
+def test_listen_backlog(tmp_path):
+    with open("/proc/sys/net/core/somaxconn") as f:
+        if int(f.read()) < 300:
+            pytest.skip("net.core.somaxconn is below 300")
+    server = MailServer(tmp_path, config={"store": {"backend": "memory"}, "limits": {"listen_backlog": 300},
+                                          "listen": {"pop3": "tcp:0:interface=127.0.0.1:backlog=77"}})
+    server.start()
+    try:
+        assert listenBacklog(server.port("smtp")) == 300
+        assert listenBacklog(server.port("imaps")) == 300
+        assert listenBacklog(server.port("pop3")) == 77  # an endpoint's own backlog= wins
+    finally:
+        server.stop()
