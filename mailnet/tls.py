@@ -34,8 +34,8 @@ from mailnet.logs import Logger
 
 log = Logger()
 
-# TLS 1.2 suites: forward secret and AEAD only (no CBC, no RSA key exchange),
-# ECDSA first; TLS 1.3 suites are OpenSSL's (all AEAD).
+# RFC 9325 s4.2: TLS 1.2 suites forward secret and AEAD only (no CBC, no RSA
+# key exchange), ECDSA first; TLS 1.3 suites are OpenSSL's (all AEAD).
 CIPHERS = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
     "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305",
@@ -91,6 +91,7 @@ def makeDevelopmentCA(certPath, keyPath, hostname):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        # RFC 5280 s4.2.1.9: a CA that signs only leaves
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
@@ -126,6 +127,7 @@ def makeLeaf(certPath, keyPath, hostname, caCert, caKey, kind="ecdsa"):
         .not_valid_after(min(now + datetime.timedelta(days=LEAF_DAYS), caCert.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns] + [x509.IPAddress(a) for a in ips]),
                        critical=False)
+        # RFC 5280 s4.2.1.9: not a CA, so its key cannot vouch for other names
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=kind == "rsa",
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -404,7 +406,7 @@ def serverOptions(config):
         _loadPair(config.source or "<defaults>", certLabel, keyLabel, certFile, keyFile)
     options = ServerTLSOptions(
         [(certFile, keyFile) for _, _, certFile, keyFile in certificatePairs(config)],
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,  # RFC 8996
         acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
     )
     try:

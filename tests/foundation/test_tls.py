@@ -320,3 +320,65 @@ def test_listen_backlog(tmp_path):
         assert listenBacklog(server.port("pop3")) == 77  # an endpoint's own backlog= wins
     finally:
         server.stop()
+
+
+def test_hostname_change_remakes_our_leaves_with_the_same_ca(tmp_path):
+    server = MailServer(tmp_path, config={"store": {"backend": "memory"}})
+    server.start()
+    server.stop()
+    with open(os.path.join(tlsDir(server), "dev-ca.pem"), "rb") as f:
+        ca = f.read()
+    server.sections["server"]["hostname"] = "mail2.example.test"
+    from tests.harness import writeConfig
+
+    writeConfig(server.configPath, server.sections)
+    server.start()
+    try:
+        assert "renewing the development certificates" in server.log()
+        assert "does not name" not in server.log()
+        handshake(server, "imaps", caContext(server), "mail2.example.test")
+        with open(os.path.join(tlsDir(server), "dev-ca.pem"), "rb") as f:
+            assert f.read() == ca
+    finally:
+        server.stop()
+
+
+class FakeResource:
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard, privileged=False):
+        self.limits = (soft, hard)
+        self.privileged = privileged
+
+    def getrlimit(self, kind):
+        return self.limits
+
+    def setrlimit(self, kind, limits):
+        if limits[1] > self.limits[1] and not self.privileged:
+            raise ValueError("not allowed to raise maximum limit")
+        self.limits = limits
+
+
+def test_raise_file_limit_cases():
+    from mailnet import net
+
+    r = FakeResource(1024, 4096)
+    assert net.raiseFileLimit(2000, r) == (1024, 2000) and r.limits == (2000, 4096)
+    r = FakeResource(1024, 4096)
+    assert net.raiseFileLimit(9000, r) == (1024, 4096) and r.limits == (4096, 4096)  # as far as allowed
+    r = FakeResource(1024, 4096, privileged=True)
+    assert net.raiseFileLimit(9000, r) == (1024, 9000) and r.limits == (9000, 9000)
+    r = FakeResource(50000, 60000)
+    assert net.raiseFileLimit(9000, r) == (50000, 50000) and r.limits == (50000, 60000)  # never lowered
+    r = FakeResource(1024, -1)
+    assert net.raiseFileLimit(9000, r) == (1024, 9000)
+
+
+def test_with_backlog():
+    from mailnet import net
+
+    assert net.withBacklog("tcp:25", 511) == "tcp:25:backlog=511"
+    assert net.withBacklog("tcp:25:interface=127.0.0.1", 9) == "tcp:25:interface=127.0.0.1:backlog=9"
+    assert net.withBacklog("tcp:25:backlog=7", 511) == "tcp:25:backlog=7"
+    assert net.withBacklog("unix:/run/m.sock", 511) == "unix:/run/m.sock:backlog=511"
