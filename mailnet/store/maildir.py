@@ -54,6 +54,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import threading
 import time
 
@@ -82,6 +83,7 @@ from mailnet.store._maildirfiles import (
     canonicalSize,
     extValue,
     fsyncDir,
+    setAside,
     sizesFromBase,
     splitName,
     withoutKeywords,
@@ -328,6 +330,10 @@ class _Full:
         self.dirty = True  # list the directories at the next sync
         self.verifyAfter = 0  # ... or once this time has passed
         self.uidValidity = 0
+        # A write under the lock failed: this index may be ahead of the
+        # disk (and of what the reactor was told); rebuilt at the next sync.
+        self.broken = False
+        self.expungedMark = 0  # len(expunged) when the lock was taken
 
 
 class _Batch:
@@ -399,6 +405,7 @@ class _Disk:
         self.deleted = False
         self.busy = 0
         self._trustIno = None
+        self.skipped = set()  # entries of new/ and cur/ that are not files
         self.dotlock = None  # while locked
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
@@ -445,7 +452,7 @@ class _Disk:
         try:
             ul.readTail()
         except CorruptFile as e:
-            log.warn("{path}: {error}; recreating it", path=ul.path, error=e)
+            self._setAside(ul.path, e)
             ul.reset()
         if not ul.exists and not self.rewrite:
             # No usable uidlist: a new UIDVALIDITY, written on unlock.
@@ -456,11 +463,40 @@ class _Disk:
             self.rewriteRecords = []
         try:
             ml.readTail()
-        except CorruptFile:
+        except CorruptFile as e:
+            self._setAside(ml.path, e)
             ml.reset()
         if not ml.exists or ml.uidValidity != ul.uidValidity:
             fresh = self.rewrite or ul.nextUid <= 1 or ml.exists
             self._recreateModlog(fresh)
+
+    def _setAside(self, path, error):
+        """A corrupt index file: say so, move it aside, rebuild it."""
+        name = os.path.basename(path)
+        moved = setAside(path)
+        log.warn(
+            "maildir {folder}: {name} is corrupt ({error}); {what}",
+            folder=self._where(),
+            name=name,
+            error=error,
+            what=f"moved to {name}.corrupt and rebuilt" if moved else "rebuilt",
+        )
+
+    def _refreshKeywords(self):
+        kw = self.keywords
+        try:
+            changed = kw.refresh()
+        except CorruptFile as e:
+            self._setAside(kw.path, e)
+            kw.refresh()
+            return
+        if changed and kw.badLines:
+            log.warn(
+                "maildir {folder}: {name} has {n} unusable line(s); ignored",
+                folder=self._where(),
+                name=Keywords.NAME,
+                n=kw.badLines,
+            )
 
     def _recreateModlog(self, fresh, body=(), highest=None, floor=None):
         """
@@ -510,6 +546,49 @@ class _Disk:
         self.rewrite = False
         self.rewriteRecords = []
         self.uidlist.replaceWith(dotlock, records)
+
+    def forgetState(self):
+        """
+        An operation failed under the lock (a full disk, say) after it may
+        have changed in-memory state that never reached the disk: the next
+        UID, keyword letters, modseqs, flags.  Forget all of it; the next
+        use reads the truth from the disk again (see :meth:`_recover`).
+        """
+        self.uidlist.reset()
+        self._trustIno = self.modlog.ino
+        self.modlog.reset()
+        self.keywords = Keywords(self.path)
+        if self.full is not None:
+            self.full.broken = True
+            self.full.dirty = True
+
+    def _recover(self):
+        """
+        Rebuild a broken full index from the disk.  The delta brings the
+        reactor's copy (which saw none of the failed operation) in line:
+        every message as it is now (unchanged ones are no news), and
+        expunges for what is gone.
+        """
+        old = self.full
+        self.full = _Full()
+        try:
+            delta = self._sync(initial=True)
+        except BaseException:
+            self.full = old
+            raise
+        full = self.full
+        if old.uidValidity and old.uidValidity != full.uidValidity:
+            delta.reset = True
+            return delta
+        delta.added = sorted(full.infos.values(), key=_byUid)
+        known = set(old.infos)
+        known.update(uid for _, uid in old.expunged[old.expungedMark :])
+        gone = sorted(uid for uid in known if uid not in full.infos)
+        if gone:
+            when = {uid: m for m, uid in full.expunged}
+            highest = max(self.modlog.highest, 1)
+            delta.expunged = [(when.get(uid, highest), uid) for uid in gone]
+        return delta
 
     def abandonRewrite(self):
         self.rewrite = False
@@ -616,6 +695,8 @@ class _Disk:
         ``listDirs=False`` only reads what others appended to the index
         files and leaves the directory scan to the next sync.
         """
+        if self.full.broken and not initial:
+            return self._recover()
         full = self.full
         ul, ml = self.uidlist, self.modlog
         batch = _Batch()
@@ -625,7 +706,7 @@ class _Disk:
         try:
             replaced, records = ul.readNew()
         except CorruptFile as e:
-            log.warn("{path}: {error}; recreating it", path=ul.path, error=e)
+            self._setAside(ul.path, e)
             ul.reset()
             replaced, records = True, []
         if not ul.exists:
@@ -656,7 +737,8 @@ class _Disk:
         try:
             mreplaced, entries = ml.readNew(trustIno=self._trustIno)
             self._trustIno = None
-        except CorruptFile:
+        except CorruptFile as e:
+            self._setAside(ml.path, e)
             ml.reset()
             mreplaced, entries = True, []
         if not ml.exists or ml.uidValidity != ul.uidValidity:
@@ -696,7 +778,7 @@ class _Disk:
         if entries:
             full.dirty = True
 
-        self.keywords.refresh()
+        self._refreshKeywords()
 
         # 3. The directories, when something may have changed.
         m = None
@@ -721,10 +803,11 @@ class _Disk:
                 or (full.verifyAfter and time.time() >= full.verifyAfter)
             ):
                 listing = self._list()
+                self._reconcile(listing, batch, delta, modseq, initial)
+                # Only after a scan that worked: a failed one is done again.
                 full.dirty = False
                 full.stamps = {"new": stampNew, "cur": stampCur}
                 full.verifyAfter = _unsettledUntil(stampNew, stampCur)
-                self._reconcile(listing, batch, delta, modseq, initial)
             if moveNew:
                 token = self._checkpoint()
                 if self._moveNewToCur(batch):
@@ -762,20 +845,51 @@ class _Disk:
             full.verifyAfter = time.time() + DIR_SETTLE_SECS
 
     def _list(self):
-        """{base: "sub/name"} for new/ and cur/ (cur/ wins duplicates)."""
+        """
+        {base: "sub/name"} for new/ and cur/ (cur/ wins duplicates).  Only
+        regular files count: a directory, fifo, socket, device or symlink
+        (which could point anywhere) is skipped, with one log line per name.
+        """
         out = {}
+        skipped = set()
         for sub in ("new", "cur"):
             prefix = sub + "/"
             try:
-                names = os.listdir(os.path.join(self.path, sub))
+                entries = os.scandir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 raise NoSuchFolder(self.path) from None
-            for name in names:
-                if name[:1] == ".":
-                    continue
-                colon = name.find(":")
-                out[name if colon < 0 else name[:colon]] = prefix + name
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[:1] == ".":
+                        continue
+                    try:
+                        # d_type from readdir; lstat only where the file
+                        # system does not say (DT_UNKNOWN).
+                        regular = entry.is_file(follow_symlinks=False)
+                    except OSError:
+                        regular = False
+                    if not regular:
+                        skipped.add(prefix + name)
+                        continue
+                    colon = name.find(":")
+                    out[name if colon < 0 else name[:colon]] = prefix + name
+        self._noteSkipped(skipped)
         return out
+
+    def _noteSkipped(self, skipped):
+        """Log each entry that is not a regular file once (not at every scan)."""
+        for rel in sorted(skipped - self.skipped):
+            log.warn(
+                "maildir {folder}: {entry} is not a regular file; skipped",
+                folder=self._where(),
+                entry=rel,
+            )
+        self.skipped = skipped
+
+    def _where(self):
+        """The folder relative to the mail directory, for log lines."""
+        return os.path.relpath(self.path, self.store.root)
 
     def _seen(self, uid, rel, batch, modseq, changed):
         """A known message is at ``rel``; note a rename or flag change."""
@@ -935,8 +1049,13 @@ class _Disk:
                 batch.lines.append(ModLog.flagged(m, uid, infoStr))
         else:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)  # a symlink is not followed
             except FileNotFoundError:
+                return None
+            except OSError as e:
+                return self._unreadable(rel, e)
+            if not stat.S_ISREG(st.st_mode):
+                self._noteSkipped(self.skipped | {rel})
                 return None
             date = st.st_mtime
             _, w = sizesFromBase(base)
@@ -946,6 +1065,8 @@ class _Disk:
                     _, vsize = canonicalSize(path)
                 except FileNotFoundError:
                     return None
+                except OSError as e:
+                    return self._unreadable(rel, e)
             m = modseq()
             batch.lines.append(ModLog.added(m, uid, date, vsize, infoStr))
         if newRecord:
@@ -964,6 +1085,18 @@ class _Disk:
         info = MessageInfo(uid, flags, date, vsize, m)
         full.infos[uid] = info
         return info
+
+    def _unreadable(self, rel, error):
+        """A file we cannot read (permissions, replaced by a non-file): skip it."""
+        if rel not in self.skipped:
+            log.warn(
+                "maildir {folder}: cannot read {entry} ({error}); skipped",
+                folder=self._where(),
+                entry=rel,
+                error=error.strerror or type(error).__name__,
+            )
+            self.skipped = self.skipped | {rel}
+        return None
 
     def _dropMessage(self, uid, base):
         full = self.full
@@ -1223,8 +1356,8 @@ class _Disk:
                 delta = None
                 self._ensureLogs()
             batch = _Batch()
+            self._refreshKeywords()
             kw = self.keywords
-            kw.refresh()
             infoCache = {}
             m = self._newModseq()
             uid = self.uidlist.nextUid
@@ -1355,6 +1488,12 @@ class _Disk:
                 rel = self._findBase(base)
                 if rel is None:
                     raise NoSuchMessage(uid) from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EINVAL):
+                    # Replaced by a symlink or a non-file: not followed.
+                    self._unreadable(rel, e)
+                    raise NoSuchMessage(uid) from None
+                raise
         raise NoSuchMessage(uid)
 
     def _findBase(self, base):
@@ -1389,15 +1528,24 @@ class _Locked:
             self.disk.lock.release()
             raise
         self.disk.dotlock = self.dotlock
+        if self.disk.full is not None and not self.disk.full.broken:
+            self.disk.full.expungedMark = len(self.disk.full.expunged)
         return self.dotlock
 
     def __exit__(self, excType, exc, tb):
         disk = self.disk
         disk.dotlock = None
+        if excType is not None:
+            disk.forgetState()
         try:
             if disk.rewrite:
                 if excType is None:
-                    disk.doRewrite(self.dotlock)
+                    try:
+                        disk.doRewrite(self.dotlock)
+                    except BaseException:
+                        disk.abandonRewrite()
+                        disk.forgetState()
+                        raise
                 else:
                     disk.abandonRewrite()
         finally:
