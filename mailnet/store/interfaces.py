@@ -90,6 +90,15 @@ class TemporaryStoreError(StoreError):
     """Disk full, I/O error, lock timeout: the caller may retry later (SMTP 451)."""
 
 
+class StorageFull(TemporaryStoreError):
+    """
+    The disk (or quota) under the store is full (ENOSPC, EDQUOT): SMTP
+    answers 452 4.3.1, IMAP ``NO [OVERQUOTA]`` (RFC 5530).  Nothing of the
+    failed operation is kept.  Operations may also fail with the plain
+    ``OSError``; callers treat an ENOSPC/EDQUOT one the same way.
+    """
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MessageInfo:
     """

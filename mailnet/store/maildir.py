@@ -102,6 +102,7 @@ from mailnet.store.interfaces import (
     NoSuchAccount,
     NoSuchFolder,
     NoSuchMessage,
+    StorageFull,
     StoreError,
     TemporaryStoreError,
 )
@@ -2050,7 +2051,8 @@ class MaildirDelivery:
         try:
             job.tmpPath, job.fd = self._store._takeTmp()
         except OSError as e:
-            raise TemporaryStoreError(f"cannot create a file in {self._store._tmpDir}: {e}") from e
+            log.error("maildir: cannot create a delivery file: {error}", error=_ioText(e))
+            raise _storeError(e) from e
         self._job = job
 
     def _flushBuffer(self):
@@ -2060,7 +2062,8 @@ class MaildirDelivery:
             try:
                 writeAll(self._job.fd, self._buffer)
             except OSError as e:
-                raise TemporaryStoreError(f"writing {self._job.tmpPath}: {e}") from e
+                log.error("maildir: writing a delivery failed: {error}", error=_ioText(e))
+                raise _storeError(e) from e
             self._buffer = bytearray()
 
     def write(self, data):
@@ -2192,9 +2195,7 @@ class _Committer:
             if error is None and any((id(job), i) not in uids for i in range(len(job.targets))):
                 error = TemporaryStoreError("delivery not placed")
             if error is not None:
-                if not isinstance(error, StoreError):
-                    error = TemporaryStoreError(str(error))
-                d.errback(error)
+                d.errback(_storeError(error))
                 continue
             value = [(t[0], t[1], uids[(id(job), i)]) for i, t in enumerate(job.targets)]
             if waits:
@@ -2204,17 +2205,35 @@ class _Committer:
 
     def _failAll(self, failure, batch):
         self.busy -= 1
-        log.failure("group commit failed", failure)
+        if failure.check(OSError):
+            log.error("group commit failed: {error}", error=_ioText(failure.value))
+        else:
+            log.failure("group commit failed", failure)
         for job, d in batch:
             if not d.called:
-                err = failure.value
-                if not isinstance(err, StoreError):
-                    err = TemporaryStoreError(str(err))
-                d.errback(err)
+                d.errback(_storeError(failure.value))
         self.store._run(self.store._cleanupJobs, [job for job, _ in batch], True).addErrback(
             lambda f: log.failure("removing delivered tmp files", f)
         )
         self._maybeDispatch()
+
+
+def _ioText(error):
+    """An OSError for a log line or an answer: the errno name, never the path."""
+    name = errno.errorcode.get(error.errno, "") if error.errno else ""
+    text = error.strerror or type(error).__name__
+    return f"{name} ({text})" if name else text
+
+
+def _storeError(error):
+    """What a failed commit hands its caller: a StoreError without paths."""
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("mail storage is full")
+    if isinstance(error, OSError):
+        return TemporaryStoreError("storage error: " + _ioText(error))
+    return TemporaryStoreError(type(error).__name__)
 
 
 # The store
@@ -2528,13 +2547,20 @@ class MaildirStore:
                     self._releaseDisk(disk)
                 if isinstance(outcome, BaseException):
                     error = outcome
-                    if not isinstance(error, StoreError):
-                        log.failure(
-                            "delivery into {path} failed",
-                            Failure(error, type(error), error.__traceback__),
-                            path=disk.path,
+                    if isinstance(error, OSError):
+                        log.error(
+                            "maildir {folder}: delivery failed: {error}",
+                            folder=disk._where(),
+                            error=_ioText(error),
                         )
-                        error = TemporaryStoreError(f"{disk.path}: {error}")
+                        error = _storeError(error)
+                    elif not isinstance(error, StoreError):
+                        log.failure(
+                            "maildir {folder}: delivery failed",
+                            Failure(error, type(error), error.__traceback__),
+                            folder=disk._where(),
+                        )
+                        error = _storeError(error)
                     for job, _ in items:
                         if job.error is None:
                             job.error = error
@@ -2565,7 +2591,8 @@ class MaildirStore:
                 os.utime(job.fd, (job.date, job.date))
                 os.fsync(job.fd)
             except OSError as e:
-                job.error = TemporaryStoreError(f"{job.tmpPath}: {e}")
+                log.error("maildir: writing a delivery failed: {error}", error=_ioText(e))
+                job.error = _storeError(e)
             finally:
                 if job.fd >= 0:
                     os.close(job.fd)
@@ -2586,7 +2613,8 @@ class MaildirStore:
                 job.error = e
                 continue
             except OSError as e:
-                job.error = TemporaryStoreError(str(e))
+                log.error("maildir: preparing a delivery failed: {error}", error=_ioText(e))
+                job.error = _storeError(e)
                 continue
             for idx, (_, _, path) in enumerate(job.targets):
                 groups.setdefault(path, []).append((job, idx))
