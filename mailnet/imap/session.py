@@ -49,6 +49,7 @@ from mailnet.store.interfaces import (
     INBOX,
     SEEN,
     FolderExists,
+    FolderLimitExceeded,
     IAccount,
     InvalidFolderName,
     NoSuchFolder,
@@ -433,6 +434,11 @@ class Session:
         except FolderExists:
             self._flush(cmd)
             self.tagged(cmd.tag, "NO", "Mailbox exists already", b"ALREADYEXISTS")
+            return
+        except FolderLimitExceeded as e:
+            # RFC 5530 s3 LIMIT: an implementation limit (count, length, depth).
+            self._flush(cmd)
+            self.tagged(cmd.tag, "NO", "Cannot do that: %s" % _reason(e), b"LIMIT")
             return
         except StorageFull:
             # RFC 5530 s3 OVERQUOTA: the disk under the store is full.

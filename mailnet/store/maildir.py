@@ -66,8 +66,11 @@ from zope.interface import implementer
 from mailnet.store import _dotlock, _mutf7
 from mailnet.store._common import (
     FolderHandle,
+    FolderLimits,
     SharedIndex,
     applyFlags,
+    checkFolderCount,
+    checkNewFolderName,
     newUidValidity,
     normalizeFlags,
     normalizeFolderName,
@@ -129,7 +132,7 @@ MODLOG_SLACK = 5000
 
 def makeStore(config):
     """The ``maildir`` backend factory (``[store] backend = "maildir"``)."""
-    return MaildirStore(config.mailDir)
+    return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config))
 
 
 # Names
@@ -1836,11 +1839,23 @@ class MaildirAccount:
         with self.store._accountLock(self.path):
             if name == INBOX or os.path.isdir(path):
                 raise FolderExists(name)
+            limits = self.store.limits
+            checkNewFolderName(name, limits)
+            missing = [p for p in parentsOf(name) if not os.path.isdir(self._folderPath(p)[1])]
+            checkFolderCount(self._countFolders(), len(missing) + 1, limits)
             for parent in parentsOf(name):
                 ppath = self._folderPath(parent)[1]
                 if not os.path.isdir(ppath):
                     self._makeFolder(ppath)
             self._makeFolder(path)
+
+    def _countFolders(self):
+        """Folders of the account, INBOX included (for [limits] folders)."""
+        n = 1
+        for entry in os.scandir(self.path):
+            if entry.name[:1] == "." and entry.name[:2] != ".." and entry.is_dir(follow_symlinks=False):
+                n += 1
+        return n
 
     def _makeFolder(self, path):
         tmp = os.path.join(self.path, NEW_PREFIX + secrets.token_hex(6))
@@ -1907,16 +1922,22 @@ class MaildirAccount:
                 raise NoSuchFolder(oldName)
             if os.path.lexists(newPath):
                 raise FolderExists(newName)
-            for parent in parentsOf(newName):
-                ppath = self._folderPath(parent)[1]
-                if not os.path.isdir(ppath):
-                    self._makeFolder(ppath)
+            limits = self.store.limits
             oldDir, newDir = os.path.basename(oldPath), os.path.basename(newPath)
             moves = []
             for entry in os.listdir(self.path):
                 if entry == oldDir or entry.startswith(oldDir + "."):
                     suffix = entry[len(oldDir):]
                     moves.append((entry, newDir + suffix))
+                    child = folderNameOf(newDir + suffix)
+                    if child is not None:
+                        checkNewFolderName(child, limits)
+            missing = [p for p in parentsOf(newName) if not os.path.isdir(self._folderPath(p)[1])]
+            checkFolderCount(self._countFolders(), len(missing), limits)
+            for parent in parentsOf(newName):
+                ppath = self._folderPath(parent)[1]
+                if not os.path.isdir(ppath):
+                    self._makeFolder(ppath)
             for _, target in moves:
                 if os.path.lexists(os.path.join(self.path, target)):
                     raise FolderExists(folderNameOf(target) or target)
@@ -2249,8 +2270,9 @@ class MaildirStore:
         synchronous runner.
     """
 
-    def __init__(self, root, runner=None, reactor=None, threads=6):
+    def __init__(self, root, runner=None, reactor=None, threads=6, limits=None):
         self.root = os.path.abspath(root)
+        self.limits = limits or FolderLimits()
         self._tmpDir = os.path.join(self.root, TMP_DIR)
         os.makedirs(self._tmpDir, mode=0o700, exist_ok=True)
         self._pool = None
