@@ -410,6 +410,7 @@ class _Disk:
         self.busy = 0
         self._trustIno = None
         self.skipped = set()  # entries of new/ and cur/ that are not files
+        self.unreadable = set()  # files we could not read (logged once)
         self.dotlock = None  # while locked
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
@@ -1092,14 +1093,14 @@ class _Disk:
 
     def _unreadable(self, rel, error):
         """A file we cannot read (permissions, replaced by a non-file): skip it."""
-        if rel not in self.skipped:
+        if rel not in self.unreadable:
             log.warn(
                 "maildir {folder}: cannot read {entry} ({error}); skipped",
                 folder=self._where(),
                 entry=rel,
                 error=error.strerror or type(error).__name__,
             )
-            self.skipped = self.skipped | {rel}
+            self.unreadable.add(rel)
         return None
 
     def _dropMessage(self, uid, base):
@@ -1539,7 +1540,8 @@ class _Locked:
     def __exit__(self, excType, exc, tb):
         disk = self.disk
         disk.dotlock = None
-        if excType is not None:
+        if excType is not None and not issubclass(excType, StoreError):
+            # StoreErrors are refusals made before anything changed.
             disk.forgetState()
         try:
             if disk.rewrite:
