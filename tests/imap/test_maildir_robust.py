@@ -7,6 +7,7 @@ other messages (docs/store.md, "Opening").
 
 import imaplib
 import os
+import tempfile
 
 import pytest
 
@@ -64,7 +65,10 @@ def test_fifo_and_socket_are_skipped(imap_server, tmp_path):
     os.mkfifo(os.path.join(root, "new", "1700000000.M2P1.fifo"))
     s = socket.socket(socket.AF_UNIX)
     try:
-        s.bind(os.path.join(root, "cur", "1700000000.M3P1.sock:2,S"))
+        # Bound at a short path (sun_path holds 108 bytes), then moved in.
+        short = os.path.join(tempfile.mkdtemp(dir=tmp_path), "s")
+        s.bind(short)
+        os.rename(short, os.path.join(root, "cur", "1700000000.M3P1.sock:2,S"))
         m = imaplib_login(imap_server, user)
         try:
             assert subjects(m) == ["Subject: one"]
