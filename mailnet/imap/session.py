@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import os
 
@@ -49,10 +50,12 @@ from mailnet.store.interfaces import (
     INBOX,
     SEEN,
     FolderExists,
+    FolderLimitExceeded,
     IAccount,
     InvalidFolderName,
     NoSuchFolder,
     NoSuchMessage,
+    StorageFull,
     StoreError,
     TemporaryStoreError,
 )
@@ -481,6 +484,17 @@ class Session:
             self._flush(cmd)
             self.tagged(cmd.tag, "NO", "Mailbox exists already", b"ALREADYEXISTS")
             return
+        except FolderLimitExceeded as e:
+            # RFC 5530 s3 LIMIT: an implementation limit (count, length, depth).
+            self._flush(cmd)
+            self.tagged(cmd.tag, "NO", "Cannot do that: %s" % _reason(e), b"LIMIT")
+            return
+        except StorageFull:
+            # RFC 5530 s3 OVERQUOTA: the disk under the store is full.
+            self._flush(cmd)
+            log.warn("imap: {user}: {name} failed: mail storage is full", user=self.username, name=cmd.name)
+            self.tagged(cmd.tag, "NO", "Mail storage is full, please try again later", b"OVERQUOTA")
+            return
         except TemporaryStoreError as e:
             self._flush(cmd)
             log.warn("imap: {user}: temporary store error in {name}: {e}", user=self.username, name=cmd.name, e=str(e))
@@ -492,6 +506,26 @@ class Session:
             self.tagged(cmd.tag, "NO", "Cannot do that: %s" % _reason(e), b"SERVERBUG")
             return
         except ConnectionError:
+            return
+        except OSError as e:
+            # The store's disk failed (full, over quota, I/O error): a
+            # temporary condition, not a bug.  RFC 5530 s3: OVERQUOTA when
+            # the disk or quota is full, else UNAVAILABLE.  One log line,
+            # without the path (nor in the answer).
+            self._flush(cmd)
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.warn(
+                "imap: {user}: {name} failed: store I/O error {err} ({text})",
+                user=self.username,
+                name=cmd.name,
+                err=errno.errorcode.get(e.errno, e.errno),
+                text=e.strerror or type(e).__name__,
+            )
+            if not self.closed:
+                if full:
+                    self.tagged(cmd.tag, "NO", "Mail storage is full, please try again later", b"OVERQUOTA")
+                else:
+                    self.tagged(cmd.tag, "NO", "Temporary storage failure, please try again", b"UNAVAILABLE")
             return
         except Exception:
             log.failure("imap: {user}: internal error in {name}", user=self.username, name=cmd.name)

@@ -19,6 +19,7 @@ Failure rules:
 from __future__ import annotations
 
 import email.utils
+import errno
 import secrets
 import time
 
@@ -27,10 +28,10 @@ from twisted.python.failure import Failure
 
 from mailnet.logs import Logger
 from mailnet.queue.spool import newQueueId
-from mailnet.smtp import parser
+from mailnet.smtp import parser, replies
 from mailnet.smtp.errors import DeliveryError, temporaryFailure
 from mailnet.smtp.replies import Reply
-from mailnet.store.interfaces import INBOX
+from mailnet.store.interfaces import INBOX, StorageFull, TemporaryStoreError
 
 log = Logger()
 
@@ -163,6 +164,21 @@ class MessageDelivery:
         if self.failure is None:
             if isinstance(exception, DeliveryError):
                 self.failure = exception
+            elif isinstance(exception, (OSError, TemporaryStoreError)):
+                # The disk failed, not the code: one line (no path, no
+                # traceback).  A full disk is 452 4.3.1 (RFC 3463 X.3.1
+                # "mail system full"), the rest 451 4.3.0.
+                if isinstance(exception, OSError):
+                    text = errno.errorcode.get(exception.errno, "") + f" ({exception.strerror or type(exception).__name__})"
+                    full = exception.errno in (errno.ENOSPC, errno.EDQUOT)
+                else:
+                    text, full = str(exception), isinstance(exception, StorageFull)
+                log.error("message {id}: error {when} it: {error}", id=self.id, when=when, error=text.strip())
+                if full:
+                    reply = replies.MAIL_SYSTEM_FULL
+                    self.failure = DeliveryError(reply.code, reply.enhanced, reply.lines[0])
+                else:
+                    self.failure = temporaryFailure()
             else:
                 log.failure("message {id}: error {when} it: {error}", failure, id=self.id, when=when,
                             error=exception)

@@ -323,7 +323,7 @@ def test_refusal_line():
     assert server.REFUSAL == b"421 4.7.0 Too many connections, try again later\r\n"
 
 
-def test_spool_disk_full_at_open_gives_451(tmp_path, clock):
+def test_spool_disk_full_at_open_gives_452(tmp_path, clock):
     context = makeContext(tmp_path, clock)
 
     def broken(*a, **kw):
@@ -334,7 +334,8 @@ def test_spool_disk_full_at_open_gives_451(tmp_path, clock):
     c.send(f"EHLO c\r\nAUTH PLAIN {plain('alice@example.test', 'alice-pw')}\r\n".encode())
     c.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<far@remote.example>\r\nDATA\r\n")
     c.read()
-    assert c.send(b"x\r\n.\r\n") == b"451 4.3.0 Error storing the message; try again later\r\n"
+    # RFC 3463 X.3.1 "mail system full", RFC 5321 452.
+    assert c.send(b"x\r\n.\r\n") == b"452 4.3.1 Mail system full; try again later\r\n"
 
 
 def test_mail_loop_refused(context):
