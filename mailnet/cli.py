@@ -65,14 +65,15 @@ def _aliases(conf):
 
 
 def cmdRun(args):
-    from twisted.scripts import twistd
+    from mailnet import tap
 
-    # our observer writes twistd's usual lines to stdout, more cheaply
-    argv = ["twistd", "--nodaemon", "--pidfile=", "--logger=mailnet.logs.twistdObserver", "mailnet"]
+    # Our service maker goes to twistd's runner directly: `mailnet run` does
+    # not depend on twistd finding the plugin (which some install modes hide).
+    # Our observer writes twistd's usual lines to stdout, more cheaply.
+    argv = ["--nodaemon", "--pidfile=", "--logger=mailnet.logs.twistdObserver", "mailnet"]
     if args.config:
         argv += ["--config", args.config]
-    sys.argv = argv
-    twistd.run()
+    tap.runTwistd(argv)
 
 
 def cmdUser(args):
