@@ -270,6 +270,12 @@ def main(argv=None):
     args, rest = p.parse_known_args(argv)
     if rest and args.command != "queue":
         p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "queue" and ({"-h", "--help"} & set(rest) or not rest):
+        from mailnet.queue import cli
+
+        return cli.main(None, rest)  # usage: no data directory needed
+    if args.command == "user" and args.action != "list" and not args.name:
+        _die(f"user {args.action}: which user?", 2)
     if args.command not in ("config", "run"):
         _checkDataDir(args)
     if args.command == "queue":

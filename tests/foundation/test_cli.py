@@ -46,6 +46,10 @@ def test_without_config_nothing_is_created_by_accident(tmp_path):
         assert os.listdir(tmp_path) == [], args
     r = mailnet("config", "check", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout == "<defaults>: ok\n", r.stderr
+    r = mailnet("queue", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("usage: mailnet queue"), r.stderr
+    r = mailnet("user", "add", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (2, "mailnet: user add: which user?\n")
     assert os.listdir(tmp_path) == []
 
     # user add is how a newcomer starts: it makes the directory, and says where
