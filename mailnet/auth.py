@@ -1,11 +1,17 @@
 """
 Users, aliases, local domains, and authentication through twisted.cred.
 
+* :class:`IUserDirectory`: who can log in and who has a mailbox.  Logins
+  (the portal) and local recipients (the :class:`Directory`) both go
+  through it.  The users file implements it; so can an embedding
+  application, or :class:`CheckerUsers` adapts any twisted.cred checker
+  plus a list of addresses.
 * :class:`UserDB`: the users file, in Dovecot passwd-file form
   (``user@domain:{SCHEME}hash`` and optional ``:uid:gid:gecos:home:shell:extra``
   fields, ignored).  It is re-read when it changes on disk, so ``mailnet user
-  add`` takes effect on a running server at once.  It is also the
-  ``ICredentialsChecker`` for ``IUsernamePassword``.
+  add`` takes effect on a running server at once.  It is an
+  :class:`IUserDirectory` and also an ``ICredentialsChecker`` for
+  ``IUsernamePassword``.
 * :class:`AliasDB`: the aliases file (``address: target, target``;
   ``@domain: target`` is the domain's catch-all), re-read likewise.
 * :class:`Directory`: answers the questions protocols ask: is this domain
@@ -154,7 +160,49 @@ class AuthenticatedUser:
     username: str
 
 
-@implementer(ICredentialsChecker)
+class IUserDirectory(Interface):
+    """
+    The users mailnet serves: who may log in, and which addresses have a
+    mailbox.  Every login (SMTP AUTH, IMAP, POP3) is checked by
+    :meth:`authenticate`; every local recipient and every "may this user
+    send as that address" question ends in :meth:`canonical`.
+
+    The users file (:class:`UserDB`) implements it; an application that
+    embeds mailnet passes its own to ``makeService(users=...)``, or wraps a
+    twisted.cred checker with :class:`CheckerUsers`.
+
+    Names returned by :meth:`authenticate` and :meth:`canonical` are the
+    account keys of the store (``store.getAccount(name)``): the same user
+    must get the same name from both, or mail and logins reach different
+    mailboxes.
+    """
+
+    def authenticate(username, password):
+        """
+        Check a login.  Called by the portal for every protocol.
+
+        @param username: ``str``, as the client sent it (UTF-8 decoded).
+        @param password: ``str``, likewise.  Never log it.
+        @return: a Deferred firing with the canonical user name, or failing
+            with ``twisted.cred.error.UnauthorizedLogin`` (unknown user or
+            wrong password: the client is told only "failed").  Any other
+            failure is logged and answered as a temporary error.
+        """
+
+    def canonical(address):
+        """
+        The canonical user name whose mailbox receives mail for exactly this
+        address, or None.  Aliases, ``user+tag`` and catch-alls are the
+        :class:`Directory`'s business, not this method's.
+
+        Called synchronously on the reactor thread for every RCPT: answer
+        from memory.
+        """
+
+    def exists(address):
+        """``canonical(address) is not None``."""
+
+@implementer(ICredentialsChecker, IUserDirectory)
 class UserDB(_WatchedFile):
     """
     The users file, and the password checker over it.
@@ -280,6 +328,10 @@ class UserDB(_WatchedFile):
     def requestAvatarId(self, creds):
         return self.checkPassword(creds.username, creds.password)
 
+    def authenticate(self, username, password) -> defer.Deferred:
+        """L{IUserDirectory.authenticate}: see :meth:`checkPassword`."""
+        return self.checkPassword(username, password)
+
 
 class AliasDB(_WatchedFile):
     """
@@ -344,7 +396,7 @@ class Directory:
 
     MAX_DEPTH = 10
 
-    def __init__(self, domains, users: UserDB, aliases: AliasDB, subaddressSeparator="+"):
+    def __init__(self, domains, users: IUserDirectory, aliases: AliasDB, subaddressSeparator="+"):
         self.domains = {d.lower() for d in domains}
         self.users = users
         self.aliases = aliases
@@ -398,9 +450,10 @@ class Directory:
                 for target in targets:
                     ok = self._expand(normalize(target), result, depth + 1, seen) or ok
                 return ok
-            if self.users.exists(candidate):
-                if candidate not in result.local:
-                    result.local.append(candidate)
+            name = self.users.canonical(candidate)
+            if name is not None:
+                if name not in result.local:
+                    result.local.append(name)
                 return True
         catchAll = self.aliases.get("@" + splitAddress(address)[1])
         if catchAll:
@@ -424,6 +477,118 @@ class Directory:
         return resolution is not None and username in resolution.local
 
 
+def _usernamePasswordChecker(checkers):
+    """The checker a Portal would use for username/password logins."""
+    if ICredentialsChecker.providedBy(checkers):
+        checkers = [checkers]
+    probe = credentials.UsernamePassword(b"", b"")
+    chosen = None
+    for checker in checkers:
+        if any(i.providedBy(probe) for i in checker.credentialInterfaces):
+            chosen = checker  # like Portal.registerChecker: the last one wins
+    if chosen is None:
+        raise TypeError("no checker for IUsernamePassword among the checkers given")
+    return chosen
+
+
+@implementer(IUserDirectory)
+class CheckerUsers:
+    """
+    An :class:`IUserDirectory` made of a twisted.cred checker (logins) and
+    the addresses that have a mailbox (recipients).
+
+    Any ``ICredentialsChecker`` for ``IUsernamePassword`` works, Twisted's
+    stock ``InMemoryUsernamePasswordDatabaseDontUse`` and ``FilePasswordDB``
+    included: it is given the username and password as UTF-8 ``bytes``, as
+    twisted.cred specifies, exactly as the client typed them.  The avatar ID
+    it returns (bytes or str) becomes the user name: the matching address
+    of ``addresses`` if there is one, else the ID lower-cased (such a user
+    can log in but receives no mail).
+
+    @param checker: one checker, or a list (the last one that handles
+        username/password is used, as a ``Portal`` would).
+    @param addresses: the addresses that receive mail: an iterable of
+        addresses (copied; see :meth:`add` and :meth:`remove`), or any object
+        with ``canonical(address)`` (asked each time, e.g. a :class:`UserDB`).
+    """
+
+    def __init__(self, checker, addresses=()):
+        self.checker = _usernamePasswordChecker(checker)
+        if hasattr(addresses, "canonical"):
+            self._lookup = addresses
+            self._addresses = None
+        else:
+            if isinstance(addresses, (str, bytes)):
+                raise TypeError("addresses: expected a list of addresses, got one string")
+            self._lookup = None
+            self._addresses = {normalize(a) for a in addresses}
+
+    def add(self, address):
+        """Give ``address`` a mailbox (it receives mail from now on)."""
+        self._editable().add(normalize(address))
+
+    def remove(self, address):
+        self._editable().discard(normalize(address))
+
+    def _editable(self):
+        if self._addresses is None:
+            raise TypeError("addresses come from an object with canonical(); change them there")
+        return self._addresses
+
+    def canonical(self, address) -> str | None:
+        if self._lookup is not None:
+            return self._lookup.canonical(address)
+        key = normalize(address)
+        return key if key in self._addresses else None
+
+    def exists(self, address) -> bool:
+        return self.canonical(address) is not None
+
+    def authenticate(self, username, password) -> defer.Deferred:
+        if isinstance(username, str):
+            username = username.encode("utf-8")
+        if isinstance(password, str):
+            password = password.encode("utf-8")
+        d = defer.maybeDeferred(self.checker.requestAvatarId, credentials.UsernamePassword(username, password))
+
+        def named(avatarId):
+            if isinstance(avatarId, bytes):
+                try:
+                    avatarId = avatarId.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise error.UnauthorizedLogin("the checker's avatar ID is not UTF-8")
+            if not isinstance(avatarId, str) or not avatarId:
+                raise TypeError(f"the checker returned {type(avatarId).__name__} as avatar ID, not a name")
+            return self.canonical(avatarId) or normalize(avatarId)
+
+        return d.addCallback(named)
+
+
+@implementer(ICredentialsChecker)
+class UserDirectoryChecker:
+    """
+    The portal's checker: username/password logins, checked by an
+    :class:`IUserDirectory` with ``str`` arguments whatever the protocol
+    gave (bytes that are not UTF-8 fail the login).
+    """
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, users: IUserDirectory):
+        self.users = users
+
+    def requestAvatarId(self, creds):
+        username, password = creds.username, creds.password
+        try:
+            if isinstance(username, bytes):
+                username = username.decode("utf-8")
+            if isinstance(password, bytes):
+                password = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
+        return defer.maybeDeferred(self.users.authenticate, username, password)
+
+
 @implementer(portal.IRealm)
 class MailRealm:
     """Gives a logged-in user their store account or a plain identity."""
@@ -440,8 +605,16 @@ class MailRealm:
         raise NotImplementedError(f"no avatar for {interfaces}")
 
 
-def makePortal(store, checkers):
-    return portal.Portal(MailRealm(store), checkers)
+def makePortal(store, users):
+    """
+    The cred portal the protocols log in through.
+
+    @param users: an :class:`IUserDirectory` (every login goes through its
+        ``authenticate``), or a list of cred checkers used as they are.
+    """
+    if IUserDirectory.providedBy(users):
+        return portal.Portal(MailRealm(store), [UserDirectoryChecker(users)])
+    return portal.Portal(MailRealm(store), users)
 
 
 class AuthThrottle:

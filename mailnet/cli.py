@@ -166,7 +166,10 @@ def cmdConfig(args):
         return
     path = args.file or args.config
     try:
-        configmod.load(path)
+        conf = configmod.load(path)
+        from mailnet.service import checkStore
+
+        checkStore(conf)  # imports (and for a third-party backend makes) the store, as `run` will
     except configmod.ConfigError as e:
         _die(str(e), 2)
     print(f"{path or '<defaults>'}: ok")

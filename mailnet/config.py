@@ -16,6 +16,7 @@ With no file, :func:`load` returns the development defaults: everything under
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tomllib
@@ -36,7 +37,8 @@ class Option:
     One config key.
 
     @ivar kind: one of ``str``, ``int``, ``float``, ``bool``, ``strlist``,
-        ``endpoint``, ``path``, ``hostport``, ``choice``.
+        ``endpoint``, ``path``, ``hostport``, ``choice``, ``table`` (a
+        free-form TOML table, checked by whoever reads it).
     @ivar default: the built-in (development) default.
     @ivar doc: one line: what it is and why the default.
     @ivar example: value shown in etc/mailnet.toml when it should differ from
@@ -95,6 +97,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
     "store": {
         "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), or \"package.module:factory\" for a third-party store."),
         "mail_dir": _o("path", "", "Root of the Maildirs (one per user, <root>/<domain>/<user>); empty = data_dir/mail."),
+        "options": _o("table", {}, "[store.options]: a third-party backend's own settings, given to it as config.store.options and checked by it; the built-in backends take none."),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
@@ -131,6 +134,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "smtp_errors": _o("int", 20, "Bad commands in one session before 421.", minimum=1),
         "smtp_command_timeout": _o("int", 300, "Seconds to wait for a command (RFC 5321 s4.5.3.2.7).", minimum=1),
         "smtp_data_timeout": _o("int", 600, "Seconds to wait for each block of message data.", minimum=1),
+        "smtp_data_deadline": _o("int", 300, "Seconds a whole DATA or BDAT transfer may take, plus 1 s per min_data_rate bytes received (Postfix's per-request deadline): bytes do not restart it.", minimum=1),
+        "min_data_rate": _o("int", 500, "Bytes/s a message body or IMAP literal must average to keep its deadline moving (Postfix smtpd_min_data_rate: 500; a 35 MB message at 500 B/s gets 19 hours).", minimum=1),
+        "command_deadline": _o("int", 60, "Seconds a command may take from its first byte to its end, however the bytes trickle in (slowloris): an SMTP or POP3 line; an IMAP command with its literals, plus 1 s per min_data_rate bytes. Clients send a line at once.", minimum=1),
+        "login_deadline": _o("int", 180, "Seconds from connecting to a completed login on IMAP, POP3 and SMTP submission, however busy the client (Dovecot: 3 minutes).", minimum=1),
         "imap_line_length": _o("int", 65536, "Longest IMAP command line, literals excluded.", minimum=1000),
         "imap_literal_size": _o("int", 35 * MB, "Largest IMAP literal (APPEND size).", minimum=1),
         "imap_idle_timeout": _o("int", 1800, "Seconds an IMAP session may stay silent (RFC 9051 s5.4: at least 30 minutes).", minimum=1800),
@@ -192,6 +199,10 @@ def _check(path, section, key, opt: Option, value):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail(f"expected a list of strings, got {_describe(value)}")
         return list(value)
+    if kind == "table":
+        if not isinstance(value, dict):
+            fail(f"expected a table ([{section}.{key}]), got {_describe(value)}")
+        return copy.deepcopy(value)
     raise AssertionError(kind)
 
 
@@ -418,4 +429,6 @@ def _toml(value):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return str(value)

@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import secrets
+import sys
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
@@ -70,31 +71,90 @@ BUILTIN_STORES = {
 }
 
 
-def loadObject(spec, what):
-    """``"package.module:attribute"`` -> the attribute."""
+def loadObject(spec, what, searchDir=None):
+    """
+    ``"package.module:attribute"`` -> the attribute.
+
+    @param searchDir: a directory appended to ``sys.path`` (searched after
+        everything installed) before importing: the config file's directory,
+        so that a backend module kept next to the config is found.
+    """
     module, sep, attr = spec.partition(":")
-    if not sep:
+    if not sep or not module or not attr:
         raise ConfigError(f"{what}: expected \"package.module:factory\", got {spec!r}")
+    if searchDir and searchDir not in sys.path:
+        sys.path.append(searchDir)
     try:
         obj = importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(f"{what}: cannot import {module}: {e}")
+    except Exception as e:  # a syntax error or a crash in the module's own code
+        raise ConfigError(f"{what}: importing {module} failed: {type(e).__name__}: {e}")
     try:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
         raise ConfigError(f"{what}: {module} has no {attr}")
+    if not callable(obj):
+        raise ConfigError(f"{what}: {spec} is not callable")
     return obj
 
 
+def _storeFactory(config: Config):
+    """(spec, factory, where) for ``[store] backend``, options checked for built-ins."""
+    where = f"{config.source or '<defaults>'}: [store] backend"
+    backend = config.store.backend
+    if backend in BUILTIN_STORES:
+        if config.store.options:
+            key = sorted(config.store.options)[0]
+            raise ConfigError(f"{config.source or '<defaults>'}: [store.options] {key}: the {backend} backend takes no options")
+        spec = BUILTIN_STORES[backend]
+        return spec, loadObject(spec, where), where
+    # A backend module kept beside the config file is importable (docs/extending.md).
+    searchDir = config.base if config.source and os.path.isfile(config.source) else None
+    return backend, loadObject(backend, where, searchDir), where
+
+
 def makeStore(config: Config):
-    """The IMailStore named by ``[store] backend``."""
-    spec = BUILTIN_STORES.get(config.store.backend, config.store.backend)
-    factory = loadObject(spec, f"{config.source or '<defaults>'}: [store] backend")
-    store = factory(config)
+    """
+    The IMailStore named by ``[store] backend``: ``factory(config)``, where a
+    third-party factory finds its own settings in ``config.store.options``
+    (the ``[store.options]`` table, a dict) and rejects bad ones with
+    ``ValueError`` (or ``ConfigError``), reported as one line.
+    """
+    spec, factory, where = _storeFactory(config)
+    try:
+        store = factory(config)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{where} {spec}: {e}")
     if not IMailStore.providedBy(store):
-        raise ConfigError(f"{config.source or '<defaults>'}: [store] backend: {spec} did not return an IMailStore")
+        raise ConfigError(f"{where}: {spec} did not return an IMailStore (got {type(store).__name__})")
     return store
+
+
+def checkStore(config: Config):
+    """
+    What ``mailnet config check`` does for ``[store]``: a third-party
+    backend is imported, made once with its options and closed, so that
+    every problem ``run`` would meet is found now.  Built-in backends are
+    only checked for options (making them would create directories).
+
+    @raise ConfigError: one line.
+    """
+    if config.store.backend in BUILTIN_STORES:
+        _storeFactory(config)
+        return
+    try:
+        store = makeStore(config)
+    except ConfigError:
+        raise
+    except Exception as e:
+        where = f"{config.source or '<defaults>'}: [store] backend"
+        raise ConfigError(f"{where} {config.store.backend}: making the store failed: {type(e).__name__}: {e}")
+    # Only checking: a store that fails to close has still been made.
+    defer.maybeDeferred(store.close).addErrback(lambda failure: None)
 
 
 class MailContext:
@@ -105,9 +165,11 @@ class MailContext:
     @ivar reactor: the reactor (also the clock for timeouts).
     @ivar hostname: ``config.server.hostname``.
     @ivar store: the :class:`~mailnet.store.interfaces.IMailStore`.
-    @ivar users: :class:`~mailnet.auth.UserDB` (also a cred checker).
+    @ivar users: the :class:`~mailnet.auth.IUserDirectory`: logins and who
+        has a mailbox (the users file, :class:`~mailnet.auth.UserDB`, unless
+        the embedding application gave its own).
     @ivar directory: :class:`~mailnet.auth.Directory`: domains, aliases, users.
-    @ivar portal: twisted.cred portal; avatars ``IAccount`` or
+    @ivar portal: twisted.cred portal over ``users``; avatars ``IAccount`` or
         ``IAuthenticatedUser``.
     @ivar throttle: :class:`~mailnet.auth.AuthThrottle` shared by all listeners.
     @ivar tlsOptions: the server ``CertificateOptions`` (for STARTTLS/STLS
@@ -115,7 +177,7 @@ class MailContext:
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
     """
 
-    def __init__(self, config: Config, reactor=None, store=None, checkers=None):
+    def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
         if reactor is None:
             from twisted.internet import reactor
         os.makedirs(config.server.data_dir, mode=0o700, exist_ok=True)
@@ -123,14 +185,33 @@ class MailContext:
         self.reactor = reactor
         self.hostname = config.server.hostname
         self.store = store if store is not None else makeStore(config)
-        self.users = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+        self.users = makeUsers(config, reactor, users, checkers)
         self.aliases = auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
-        self.portal = auth.makePortal(self.store, checkers or [self.users])
+        self.portal = auth.makePortal(self.store, self.users)
         self.throttle = auth.AuthThrottle(reactor, baseDelay=config.auth.failure_delay)
         tls.ensureCertificate(config)
         self.tlsOptions = tls.serverOptions(config.certFile, config.keyFile)
         self.spool = Spool(config.spoolDir)
+
+
+def makeUsers(config: Config, reactor, users=None, checkers=None):
+    """
+    The :class:`~mailnet.auth.IUserDirectory` of a :class:`MailContext`:
+    ``users`` if given, else the users file; ``checkers`` (the older form)
+    check logins against the users file's names.
+    """
+    if users is not None:
+        if checkers:
+            raise TypeError("makeService: give users= or checkers=, not both")
+        if not auth.IUserDirectory.providedBy(users):
+            raise TypeError(f"makeService: users= must provide mailnet.auth.IUserDirectory, "
+                            f"got {type(users).__name__} (or wrap a cred checker in mailnet.auth.CheckerUsers)")
+        return users
+    fileUsers = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+    if checkers:
+        return auth.CheckerUsers(checkers, addresses=fileUsers)
+    return fileUsers
 
 
 class ListenError(Exception):
@@ -178,8 +259,6 @@ class MailnetService(service.MultiService):
 
     def _fail(self, error):
         if self.exitOnError:
-            import sys
-
             # twistd has sent sys.stderr to its log by now; the
             # operator should see exactly one plain line.
             print(f"mailnet: {error}", file=sys.__stderr__, flush=True)
@@ -255,7 +334,7 @@ def ensureDemoUser(context: MailContext):
     can be printed at every start.  Returns (login, password) or None.
     """
     config = context.config
-    if not config.server.demo_user:
+    if not config.server.demo_user or not isinstance(context.users, auth.UserDB):
         return None
     login = "demo@" + config.domains.local[0]
     path = os.path.join(config.server.data_dir, "demo-password")
@@ -270,16 +349,21 @@ def ensureDemoUser(context: MailContext):
         return None  # the admin removed it or set their own password
 
 
-def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnError=False):
+def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnError=False, users=None):
     """
     Build the whole server from a config.
 
     @param store: an IMailStore to use instead of the configured backend.
-    @param checkers: cred checkers to use instead of the users file.
+    @param users: an :class:`~mailnet.auth.IUserDirectory` to use instead of
+        the users file, for logins and local recipients alike (for example
+        ``auth.CheckerUsers(checker, addresses)``).
+    @param checkers: the older form: cred checkers for logins (given bytes,
+        as twisted.cred specifies); recipients still come from the users
+        file.  Prefer ``users=``.
     @return: a :class:`MailnetService` (a ``MultiService``); its ``context``
         attribute is the :class:`MailContext` it gives the protocols.
     """
-    context = MailContext(config, reactor=reactor, store=store, checkers=checkers)
+    context = MailContext(config, reactor=reactor, store=store, checkers=checkers, users=users)
     top = MailnetService(context, exitOnError=exitOnError)
     for module in EXTRA_SERVICES:
         module.makeService(context).setServiceParent(top)

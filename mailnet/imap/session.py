@@ -30,6 +30,7 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
+from mailnet.deadline import Deadlines
 from mailnet.imap import fetch, search, serialize
 from mailnet.imap.mailbox import SelectedMailbox
 from mailnet.imap.parser import (
@@ -104,6 +105,10 @@ class Settings:
         self.idlePoll = getattr(limits, "imap_idle_poll", 2.0) if limits else 2.0
         self.connectionsPerUser = limits.imap_connections_per_user if limits else 20
         self.authFailures = limits.auth_failures if limits else 5
+        # Deadlines that bytes do not extend (slowloris; mailnet.deadline).
+        self.commandDeadline = limits.command_deadline if limits else 60
+        self.loginDeadline = limits.login_deadline if limits else 180
+        self.minDataRate = limits.min_data_rate if limits else 500
         self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
         self.hostname = config.server.hostname if config is not None else "localhost"
         # Recently used folders stay open this long (seconds), at most this many.
@@ -196,6 +201,7 @@ class Session:
         self._timer = None
         self._current = None
         self._lost = False
+        self.deadlines = Deadlines(self.clock, self._deadlinePassed)
         shared.sessions.add(self)
 
     # Life cycle
@@ -203,6 +209,8 @@ class Session:
     def start(self):
         """Send the greeting (RFC 3501 s7.1.1)."""
         self._resetTimer()
+        # log in within loginDeadline of connecting, however busy the client
+        self.deadlines.start("login", self.settings.loginDeadline)
         self.send(b"* OK [CAPABILITY " + self.capabilities() + b"] " + self.settings.hostname.encode("ascii", "replace")
                   + b" mailnet IMAP ready\r\n")
 
@@ -214,6 +222,7 @@ class Session:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self.deadlines.cancel()
         self._stopIdle()
         self._deselect()
         if self.username is not None:
@@ -253,6 +262,44 @@ class Session:
                      n=self.settings.idleTimeout)
             self.send(b"* BYE Autologout; idle for too long\r\n")
             self._close()
+
+    # Deadlines (slowloris): a command, with its literals, must end within
+    # commandDeadline of its first byte plus 1 s per minDataRate bytes
+    # received; a login within loginDeadline of connecting.  Idle timeouts
+    # after login (IDLE's 30 minutes included) are the timer above.
+
+    def _commandInProgress(self):
+        reader = self.reader
+        if self._lineWaiter is not None:  # IDLE's DONE, a SASL response
+            return reader.buffered() > 0
+        # not busy: every whole command has been taken, what is left is partial
+        return not self.busy and (reader.midCommand or reader.buffered() > 0)
+
+    def _watchDeadlines(self):
+        deadlines = self.deadlines
+        if self.closed:
+            deadlines.cancel()
+            return
+        if self._commandInProgress():
+            deadlines.start("command", self.settings.commandDeadline, rate=self.settings.minDataRate)
+        else:
+            deadlines.stop("command")
+        if self.state != NOT_AUTHENTICATED:
+            deadlines.stop("login")
+
+    def _deadlinePassed(self, name):
+        if self.closed:
+            return True
+        if self.busy and self._lineWaiter is None:
+            return False  # we are working (a password check): not the client's fault
+        if name == "login":
+            seconds, text = self.settings.loginDeadline, b"no login within %d seconds" % self.settings.loginDeadline
+        else:
+            seconds, text = self.settings.commandDeadline, b"command not completed in time"
+        log.info("imap: {peer}: {name} deadline passed ({s} s), closing", peer=self.out.peer, name=name, s=seconds)
+        self.send(b"* BYE Autologout; " + text + b"\r\n")
+        self._close()
+        return True
 
     def _close(self):
         if not self.closed:
@@ -294,6 +341,7 @@ class Session:
             return
         self._resetTimer()
         self.reader.feed(data)
+        self.deadlines.received(len(data))
         self.pump()
 
     def pump(self):
@@ -319,6 +367,7 @@ class Session:
             elif self._readingPaused:
                 self._readingPaused = False
                 self.out.resumeReading()
+        self._watchDeadlines()
 
     def _handle(self, event):
         if isinstance(event, RawLine):

@@ -20,6 +20,7 @@ from twisted.python import failure
 from zope.interface import implementer
 
 from mailnet.auth import normalize
+from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
 from mailnet.net import peerHost
 from mailnet.pop3 import protocol as pop3
@@ -206,6 +207,7 @@ class POP3Server(protocol.Protocol):
         self._prefetched: dict[int, defer.Deferred] = {}  # uid -> Deferred(file)
         self._lookedAhead = 0  # buffered lines _prefetch has already seen
         self._debug = False
+        self.deadlines = Deadlines(context.reactor, self._deadlinePassed)
 
     # Connection
 
@@ -224,10 +226,13 @@ class POP3Server(protocol.Protocol):
         self._debug = debugEnabled()
         self.transport.write(self.session.greeting())
         self._touch()
+        # log in within login_deadline of connecting, however busy the client
+        self.deadlines.start("login", config.limits.login_deadline)
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.disconnected = True
         self._cancelTimeout()
+        self.deadlines.cancel()
         if self.sender is not None:
             self.sender.stopProducing()
         # A dropped connection deletes nothing (RFC 1939 s6: only QUIT in
@@ -292,6 +297,37 @@ class POP3Server(protocol.Protocol):
         self.closing = True
         self.transport.loseConnection()
 
+    # Deadlines (slowloris): bytes do not extend them, see mailnet.deadline
+
+    def _watch(self):
+        """Start or stop the deadlines the session's state calls for."""
+        if self.closing or self.disconnected:
+            self.deadlines.cancel()
+            return
+        if not self.busy and self.buffer.partial:
+            self.deadlines.start("line", self.context.config.limits.command_deadline)
+        else:
+            self.deadlines.stop("line")
+        if self.session.state is not pop3.State.AUTHORIZATION:
+            self.deadlines.stop("login")
+
+    def _deadlinePassed(self, name):
+        if self.disconnected or self.closing:
+            return True
+        if self.busy:
+            return False  # we are checking a password: not the client's fault
+        limits = self.context.config.limits
+        if name == "login":
+            seconds, text = limits.login_deadline, "Timeout: no login within %d seconds of connecting"
+        else:
+            seconds, text = limits.command_deadline, "Timeout: command line not completed within %d seconds"
+        log.info("pop3: {ip}: {name} deadline passed ({s} s), closing", ip=self._ip, name=name, s=seconds)
+        self._write(pop3.err(text % seconds))
+        self._flush()
+        self.closing = True
+        self.transport.loseConnection()
+        return True
+
     # Output
 
     def _write(self, data):
@@ -322,6 +358,7 @@ class POP3Server(protocol.Protocol):
             self._readPaused = True
             self.transport.pauseProducing()
         self._process()
+        self._watch()
 
     def _process(self):
         if self._processing:
@@ -404,6 +441,7 @@ class POP3Server(protocol.Protocol):
         if not self.closing:
             self._touch()
         self._process()
+        self._watch()
 
     # STLS
 

@@ -30,7 +30,8 @@ class SyncChecker:
         self.users = users
 
     def requestAvatarId(self, creds):
-        if self.users.get(creds.username) == creds.password:
+        # twisted.cred gives checkers bytes
+        if self.users.get(creds.username.decode()) == creds.password.decode():
             return defer.succeed(creds.username)
         return defer.fail(error.UnauthorizedLogin())
 
