@@ -7,7 +7,7 @@ The ``mailnet`` command.
     mailnet queue ...                    (see ``mailnet queue --help``)
     mailnet config check [FILE]          validate a config file
     mailnet config example               print etc/mailnet.toml
-    mailnet cert make [--force]          (re)make the self-signed certificate
+    mailnet cert make [--force] [--new-ca]   (re)make the development certificates
     mailnet --version
 
 ``--config FILE`` goes before or after the command.  Without it (or
@@ -167,11 +167,15 @@ def cmdConfig(args):
     path = args.file or args.config
     try:
         conf = configmod.load(path)
+        from mailnet import tls
         from mailnet.service import checkStore
 
         checkStore(conf)  # imports (and for a third-party backend makes) the store, as `run` will
+        warnings = tls.checkCertificates(conf)  # pair, expiry, name (made at start when missing)
     except configmod.ConfigError as e:
         _die(str(e), 2)
+    for warning in warnings:
+        print(f"mailnet: warning: {warning}", file=sys.stderr)
     print(f"{path or '<defaults>'}: ok")
 
 
@@ -180,11 +184,13 @@ def cmdCert(args):
 
     conf = _load(args)
     if conf.tls.cert:
-        _die("[tls] cert is configured; mailnet only makes its own self-signed pair when it is not", 2)
+        _die("[tls] cert is configured; mailnet only makes its own development certificates when it is not", 2)
     if os.path.exists(conf.certFile) and not args.force:
         _die(f"{conf.certFile} exists; use --force to replace it")
-    tls.makeSelfSigned(conf.certFile, conf.keyFile, conf.server.hostname)
-    print(f"made {conf.certFile} and {conf.keyFile} for {conf.server.hostname}")
+    tls.makeDevelopmentCertificates(conf, newCA=args.new_ca)
+    print(f"made {conf.certFile} (ECDSA) and {conf.rsaCertFile} (RSA) for {conf.server.hostname}, "
+          f"localhost, 127.0.0.1 and ::1")
+    print(f"clients trust the development CA: {conf.devCAFile}")
 
 
 def cmdQueue(args, rest):
@@ -232,9 +238,10 @@ def parser():
     c.add_argument("action", choices=["check", "example"])
     c.add_argument("file", nargs="?")
 
-    t = add_parser("cert", help="make the self-signed development certificate")
+    t = add_parser("cert", help="make the development certificates (signed by data_dir/tls/dev-ca.pem)")
     t.add_argument("action", choices=["make"])
-    t.add_argument("--force", action="store_true")
+    t.add_argument("--force", action="store_true", help="replace existing certificates (the CA is kept)")
+    t.add_argument("--new-ca", action="store_true", help="make a new development CA too")
 
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     return p

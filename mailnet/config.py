@@ -83,8 +83,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
         for key, (dev, prod, doc) in LISTEN_DEFAULTS.items()
     },
     "tls": {
-        "cert": _o("path", "", "PEM certificate chain; empty = data_dir/tls/cert.pem, self-signed and made on first run."),
+        "cert": _o("path", "", "PEM certificate chain; empty = data_dir/tls/cert.pem (ECDSA) and rsa-cert.pem, made on first run and signed by a development CA, data_dir/tls/dev-ca.pem, that clients trust."),
         "key": _o("path", "", "PEM private key; empty = data_dir/tls/key.pem, made with the certificate."),
+        "rsa_cert": _o("path", "", "A second PEM chain with an RSA key, offered to clients that cannot use an ECDSA [tls] cert (so they do not fall back to plaintext); empty = none (or the development one)."),
+        "rsa_key": _o("path", "", "The PEM private key of rsa_cert."),
     },
     "auth": {
         "users_file": _o("path", "", "Users, one per line in Dovecot passwd-file form; empty = data_dir/users."),
@@ -128,6 +130,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "message_size": _o("int", 35 * MB, "Largest message accepted (SMTP SIZE, IMAP APPENDLIMIT).", minimum=1),
         "connections": _o("int", 1000, "Open connections per listener.", minimum=1),
         "connections_per_ip": _o("int", 50, "Open connections per client address per listener.", minimum=1),
+        "listen_backlog": _o("int", 511, "Connections the kernel queues per listener before we accept them, for bursts (capped by net.core.somaxconn); an endpoint's own backlog= wins.", minimum=1),
         "auth_failures": _o("int", 5, "Failed logins on one connection before it is closed.", minimum=1),
         "smtp_line_length": _o("int", 1000, "Longest SMTP command or text line, CRLF included (RFC 5321 s4.5.3.1).", minimum=512),
         "smtp_recipients": _o("int", 100, "Recipients per message (RFC 5321 s4.5.3.1.8 minimum).", minimum=1),
@@ -265,6 +268,28 @@ class Config:
         return self.path("tls", "key", os.path.join("tls", "key.pem"))
 
     @property
+    def rsaCertFile(self):
+        """The RSA certificate: configured, ours beside our own ECDSA one, or "" (none)."""
+        if self.tls.rsa_cert or self.tls.cert:
+            return self.tls.rsa_cert
+        return os.path.join(self.server.data_dir, "tls", "rsa-cert.pem")
+
+    @property
+    def rsaKeyFile(self):
+        if self.tls.rsa_cert or self.tls.cert:
+            return self.tls.rsa_key
+        return os.path.join(self.server.data_dir, "tls", "rsa-key.pem")
+
+    @property
+    def devCAFile(self):
+        """The development CA that signs our own certificates (clients trust it)."""
+        return os.path.join(self.server.data_dir, "tls", "dev-ca.pem")
+
+    @property
+    def devCAKeyFile(self):
+        return os.path.join(self.server.data_dir, "tls", "dev-ca.key")
+
+    @property
     def usersFile(self):
         return self.path("auth", "users_file", "users")
 
@@ -375,7 +400,12 @@ def checkEnvironment(config: Config):
     if bool(config.tls.cert) != bool(config.tls.key):
         which = "key" if config.tls.cert else "cert"
         raise ConfigError(f"{where}: [tls] {which}: cert and key must be given together")
-    for key in ("cert", "key"):
+    if bool(config.tls.rsa_cert) != bool(config.tls.rsa_key):
+        which = "rsa_key" if config.tls.rsa_cert else "rsa_cert"
+        raise ConfigError(f"{where}: [tls] {which}: rsa_cert and rsa_key must be given together")
+    if config.tls.rsa_cert and not config.tls.cert:
+        raise ConfigError(f"{where}: [tls] rsa_cert: needs [tls] cert and key too")
+    for key in ("cert", "key", "rsa_cert", "rsa_key"):
         value = getattr(config.tls, key)
         if value:
             try:

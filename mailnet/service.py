@@ -191,7 +191,9 @@ class MailContext:
         self.portal = auth.makePortal(self.store, self.users)
         self.throttle = auth.AuthThrottle(reactor, baseDelay=config.auth.failure_delay)
         tls.ensureCertificate(config)
-        self.tlsOptions = tls.serverOptions(config.certFile, config.keyFile)
+        for warning in tls.checkCertificates(config):
+            log.warn("{warning}", warning=warning)
+        self.tlsOptions = tls.serverOptions(config)
         self.spool = Spool(config.spoolDir)
 
 
@@ -275,12 +277,24 @@ class MailnetService(service.MultiService):
                 f"another mailnet{f' (pid {holder})' if holder else ''} is running with the data directory "
                 f"{self.context.config.server.data_dir}; stop it first or give this one another [server] data_dir"))
 
+    def _raiseFileLimit(self):
+        need = net.filesNeeded(self.context.config)
+        before, after = net.raiseFileLimit(need)
+        if after < need:
+            log.warn("open files limit is {after}, the connection limits need about {need}: raise it "
+                     "(ulimit -n, systemd LimitNOFILE=) or lower [limits] connections", after=after, need=need)
+        elif after != before:
+            log.info("raised the open files limit from {before} to {after}", before=before, after=after)
+
     def privilegedStartService(self):
         reactor = self.context.reactor
         self._lock()
+        self._raiseFileLimit()
+        backlog = self.context.config.limits.listen_backlog
         for name, description, factory in self._factories():
             results = []
-            endpoints.serverFromString(reactor, description).listen(factory).addBoth(results.append)
+            endpoint = endpoints.serverFromString(reactor, net.withBacklog(description, backlog))
+            endpoint.listen(factory).addBoth(results.append)
             if not results:
                 raise ListenError(f"listener {name} ({description}) did not start synchronously")
             if isinstance(results[0], Exception) or hasattr(results[0], "raiseException"):
