@@ -10,8 +10,12 @@ to a module with ``makeFactory(context, listener) -> IProtocolFactory`` and an
 optional ``REFUSAL`` (bytes sent to a client refused for too many
 connections).  Implicit-TLS listeners are wrapped in TLS here; the protocol
 can tell from ``listener`` (or ``ISSLTransport``) that TLS is on from the
-start.  A listener whose module is not present is skipped with a log line
-(each listener appears as its protocol lands).
+start.  The ``http`` listener (JMAP, webmail) is not built yet: a configured
+one is ignored with one log line.
+
+One server at a time per data directory: the running one holds an exclusive
+``flock`` on ``run/mailnet.lock`` (like the queue's spool lock), taken
+before any port is bound.
 
 Embedding in another Twisted application::
 
@@ -35,41 +39,36 @@ from mailnet.logs import Logger
 from mailnet import auth, net, tls
 from mailnet.auth import writeAtomically
 from mailnet.config import Config, ConfigError
-from mailnet.queue.spool import Spool
+from mailnet.imap import server as imapServer
+from mailnet.pop3 import server as pop3Server
+from mailnet.queue import service as queueService
+from mailnet.queue.spool import Spool, SpoolLock
+from mailnet.smtp import server as smtpServer
 from mailnet.store.interfaces import IMailStore
 
 log = Logger()
 
 # listener name -> (module, implicit TLS)
 LISTENERS = {
-    "smtp": ("mailnet.smtp.server", False),
-    "submission": ("mailnet.smtp.server", False),
-    "submissions": ("mailnet.smtp.server", True),
-    "pop3": ("mailnet.pop3.server", False),
-    "pop3s": ("mailnet.pop3.server", True),
-    "imap": ("mailnet.imap.server", False),
-    "imaps": ("mailnet.imap.server", True),
-    "http": ("mailnet.http.server", False),
+    "smtp": (smtpServer, False),
+    "submission": (smtpServer, False),
+    "submissions": (smtpServer, True),
+    "pop3": (pop3Server, False),
+    "pop3s": (pop3Server, True),
+    "imap": (imapServer, False),
+    "imaps": (imapServer, True),
 }
 
-# Other services started when their module is present: module with
-# makeService(context) -> IService.
-EXTRA_SERVICES = ["mailnet.queue.service"]
+# Configured listeners that have no protocol yet -> why (logged once).
+NOT_BUILT = {"http": "JMAP and webmail are not built yet"}
+
+# Other services: modules with makeService(context) -> IService.
+EXTRA_SERVICES = [queueService]
 
 BUILTIN_STORES = {
     "maildir": "mailnet.store.maildir:makeStore",
     "memory": "mailnet.store.memory:makeStore",
 }
-
-
-def optionalModule(name):
-    """Import a module of ours that may not exist yet; None if it does not."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name and (e.name == name or name.startswith(e.name + ".")):
-            return None
-        raise
 
 
 def loadObject(spec, what, searchDir=None):
@@ -221,6 +220,10 @@ class ListenError(Exception):
     """A listener could not start (port in use, permission...)."""
 
 
+class AlreadyRunning(ListenError):
+    """Another server holds the data directory's lock."""
+
+
 class MailnetService(service.MultiService):
     """
     The whole server.  Listeners are bound in ``privilegedStartService``
@@ -236,17 +239,17 @@ class MailnetService(service.MultiService):
         self.ports = {}
         self.addresses = {}
         self.demoLogin = None
+        self.lock = SpoolLock(os.path.join(context.config.runDir, "mailnet.lock"))
 
     def _factories(self):
         config = self.context.config
         limits = config.limits
-        for name, (moduleName, implicit) in LISTENERS.items():
+        for name, why in NOT_BUILT.items():
+            if getattr(config.listen, name):
+                log.info("listener {name}: {why}; [listen] {name} is ignored", name=name, why=why)
+        for name, (module, implicit) in LISTENERS.items():
             description = getattr(config.listen, name)
             if not description:
-                continue
-            module = optionalModule(moduleName)
-            if module is None:
-                log.info("listener {name}: {module} is not part of this build yet; skipped", name=name, module=moduleName)
                 continue
             factory = module.makeFactory(self.context, name)
             refusal = getattr(module, "REFUSAL", b"")
@@ -255,6 +258,24 @@ class MailnetService(service.MultiService):
                 refusal = b""
             factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name)
             yield name, description, factory
+
+    def _fail(self, error):
+        if self.exitOnError:
+            # twistd has sent sys.stderr to its log by now; the
+            # operator should see exactly one plain line.
+            print(f"mailnet: {error}", file=sys.__stderr__, flush=True)
+            raise SystemExit(1)
+        raise error
+
+    def _lock(self):
+        """Take the data directory (before binding: a second server must
+        not touch the first one's ports or run/listeners.json)."""
+        os.makedirs(self.context.config.runDir, mode=0o700, exist_ok=True)
+        if not self.lock.acquire(blocking=False):
+            holder = self.lock.holder()
+            self._fail(AlreadyRunning(
+                f"another mailnet{f' (pid {holder})' if holder else ''} is running with the data directory "
+                f"{self.context.config.server.data_dir}; stop it first or give this one another [server] data_dir"))
 
     def _raiseFileLimit(self):
         need = net.filesNeeded(self.context.config)
@@ -267,6 +288,7 @@ class MailnetService(service.MultiService):
 
     def privilegedStartService(self):
         reactor = self.context.reactor
+        self._lock()
         self._raiseFileLimit()
         backlog = self.context.config.limits.listen_backlog
         for name, description, factory in self._factories():
@@ -281,14 +303,8 @@ class MailnetService(service.MultiService):
                 message = f"[listen] {name}: cannot listen on {description!r}: {problem}"
                 for port in self.ports.values():
                     port.stopListening()
-                if self.exitOnError:
-                    import sys
-
-                    # twistd has sent sys.stderr to its log by now; the
-                    # operator should see exactly one plain line.
-                    print(f"mailnet: {message}", file=sys.__stderr__, flush=True)
-                    raise SystemExit(1)
-                raise ListenError(message)
+                self.lock.release()
+                self._fail(ListenError(message))
             self.ports[name] = results[0]
             host = results[0].getHost()
             self.addresses[name] = {"host": getattr(host, "host", None), "port": getattr(host, "port", None), "endpoint": description}
@@ -322,6 +338,7 @@ class MailnetService(service.MultiService):
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports.values()])
         self.ports.clear()
         yield defer.maybeDeferred(self.context.store.close)
+        self.lock.release()
 
 
 def ensureDemoUser(context: MailContext):
@@ -362,8 +379,6 @@ def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnE
     """
     context = MailContext(config, reactor=reactor, store=store, checkers=checkers, users=users)
     top = MailnetService(context, exitOnError=exitOnError)
-    for moduleName in EXTRA_SERVICES:
-        module = optionalModule(moduleName)
-        if module is not None:
-            module.makeService(context).setServiceParent(top)
+    for module in EXTRA_SERVICES:
+        module.makeService(context).setServiceParent(top)
     return top
