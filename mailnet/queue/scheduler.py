@@ -792,17 +792,19 @@ class QueueRunner:
         messageId = f"<{item.id}.{kind}.{secrets.token_hex(4)}@{self.hostname}>"
         date = self.clock.seconds()
 
+        limit = qconf.bounce_size_limit
         fields = env.toDict()
 
         def make():
             try:
                 with self.spool.openData(item.id) as f:
-                    original = f.read(dsn.FULL_RETURN_LIMIT + 1)
-                    if len(original) > dsn.FULL_RETURN_LIMIT:
-                        original = original + f.read()  # dsn.build decides to send headers only
+                    # One byte more than may be returned: dsn.build sees that
+                    # the message is too large and returns (part of) its header.
+                    original = f.read(limit + 1)
             except FileNotFoundError:
                 original = None
-            build = lambda e, o: dsn.build(kind, e, reports, o, reportingMTA=self.hostname, date=date, messageId=messageId)  # noqa: E731
+            build = lambda e, o: dsn.build(kind, e, reports, o, reportingMTA=self.hostname, date=date,  # noqa: E731
+                                           messageId=messageId, returnLimit=limit)
             try:
                 return build(fields, original)
             except Exception as e:
