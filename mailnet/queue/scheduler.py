@@ -248,6 +248,20 @@ class QueueRunner:
         if not moved:
             self._unusable[queueId] = reason
 
+    @defer.inlineCallbacks
+    def _setAsideLoaded(self, item, reason):
+        """An item already in memory that became unusable: written as it stands, then set aside."""
+        if item.dirty:
+            yield self._save(item)
+        item.deleted = True
+        self.items.pop(item.id, None)
+        self._removing.add(item.id)
+        try:
+            yield _follow(item.chain)
+            self._setAside(item.id, EnvelopeError(reason))
+        finally:
+            self._removing.discard(item.id)
+
     def rescan(self):
         """
         Pick up items that reached the spool without telling us (written by
@@ -733,6 +747,10 @@ class QueueRunner:
         if item.jobs:
             if item.dirty:
                 yield self._save(item)
+            return
+        if any(r.status in ACTIVE for r in item.recipients) and not self.spool.hasData(item.id):
+            # The message went away under us: nothing to retry for days.
+            yield self._setAsideLoaded(item, "the message file (.msg) is missing")
             return
         env = item.envelope
         now = self.clock.seconds()

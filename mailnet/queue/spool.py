@@ -271,6 +271,10 @@ class Spool:
     def dataPath(self, queueId) -> str:
         return os.path.join(self.path, queueId + ".msg")
 
+    def hasData(self, queueId) -> bool:
+        """Whether the item's message file is there."""
+        return os.path.exists(self.dataPath(queueId))
+
     def openData(self, queueId):
         """The message, as a binary file object (the caller closes it)."""
         return open(self.dataPath(queueId), "rb")

@@ -514,6 +514,25 @@ def test_item_without_message_file_is_set_aside_not_retried(make):
     assert not env.spool.exists(qid)
 
 
+def test_message_file_gone_after_loading_is_set_aside_not_retried(make):
+    from mailnet.store.interfaces import TemporaryStoreError
+
+    env = make()
+    env.store.failWith = TemporaryStoreError("disk full")
+    env.start()
+    qid = env.queue(rcpts=[{"address": "bob@example.test", "notify": ["SUCCESS"]}])
+    assert statuses(env, qid) == {"bob@example.test": "delayed"}
+    env.store.failWith = None
+    os.unlink(env.spool.dataPath(qid))
+    env.advance(400)
+    assert env.runner.corrupt() == [(qid, "the message file (.msg) is missing")]
+    assert env.runner.items == {} and not env.spool.exists(qid)
+    assert os.path.exists(os.path.join(env.spool.corruptDir, qid + ".json"))
+    attempts = env.runner.stats["deferred"]
+    env.advance(7200)
+    assert env.runner.stats["deferred"] == attempts and env.box("bob@example.test") == []
+
+
 def test_item_added_later_with_bad_envelope_is_set_aside(make):
     from mailnet.queue.spool import newQueueId
 
