@@ -28,7 +28,10 @@ from mailnet.queue import control
 def _when(epoch):
     if epoch is None:
         return "-"
-    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return str(epoch)
 
 
 def _parser():

@@ -42,7 +42,7 @@ MAX_ADDRESS = 1000  # characters; RFC 5321 s4.5.3.1.3 allows 256 octets for a pa
 MAX_ENVID = 100  # RFC 3461 s4.4
 MAX_ORCPT = 500  # RFC 3461 s4.2
 MAX_TEXT = 4096  # last_error, client, auth, remote_mta
-MAX_TIME = 2.0 ** 40  # epoch seconds (year 36812): anything larger is garbage
+MAX_TIME = 2.0 ** 34  # epoch seconds (year 2514): anything larger is garbage (and beyond what datetime shows)
 MAX_COUNT = 2 ** 53
 
 

@@ -194,3 +194,12 @@ def test_fuzz_damaged_good_file(cut, junk):
     raw = full().serialize()
     _check(raw[:cut] + junk)
     _check(raw[:cut] + junk + raw[cut + len(junk):])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(min_value=0, max_value=envmod.MAX_TIME))
+def test_accepted_times_can_be_shown(t):
+    import datetime
+
+    datetime.datetime.fromtimestamp(t)
+    datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
