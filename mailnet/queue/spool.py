@@ -58,6 +58,7 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 import time
 
 from twisted.internet import threads
@@ -191,8 +192,15 @@ class Spool:
         """
         if not validId(queueId):
             raise FileNotFoundError(queueId)
-        with open(self.envelopePath(queueId), "rb") as f:
-            data = f.read(MAX_FILE + 1)
+        # Not through a symlink, and never blocking on a FIFO someone left here.
+        fd = os.open(self.envelopePath(queueId), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise EnvelopeError("the envelope is not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_FILE + 1)
+        finally:
+            os.close(fd)
         envelope = parse(data, queueId)
         if not os.path.exists(self.dataPath(queueId)):
             raise EnvelopeError("the message file (.msg) is missing")
@@ -338,6 +346,8 @@ def problem(error) -> str:
     if isinstance(error, EnvelopeError):
         return str(error)
     if isinstance(error, OSError):
+        if error.errno == errno.ELOOP:
+            return "the envelope is a symbolic link"
         return f"cannot read the envelope: {error.strerror or type(error).__name__}"
     return f"cannot read the envelope: {type(error).__name__}"
 

@@ -75,7 +75,15 @@ def damage(spool):
     qid = put(spool, "unreadable@ok.test", 7)
     os.unlink(spool.envelopePath(qid))
     os.mkdir(spool.envelopePath(qid))  # cannot be read, even by root
-    bad[qid] = "cannot read the envelope"
+    bad[qid] = "not a regular file"
+    qid = put(spool, "fifo@ok.test", 8)
+    os.unlink(spool.envelopePath(qid))
+    os.mkfifo(spool.envelopePath(qid))  # opening it for reading would block for ever
+    bad[qid] = "not a regular file"
+    qid = put(spool, "link@ok.test", 9)
+    os.unlink(spool.envelopePath(qid))
+    os.symlink("/etc/passwd", spool.envelopePath(qid))
+    bad[qid] = "symbolic link"
     return bad
 
 
@@ -143,7 +151,7 @@ def test_server_starts_over_a_damaged_spool(setup, tmp_path):
     for qid, words in bad.items():
         [line] = [line for line in result.stdout.splitlines() if line.startswith(qid)]
         assert "CORRUPT" in line and words in line
-    assert "0 item(s), 0 recipient(s) waiting, 7 corrupt" in result.stdout
+    assert "0 item(s), 0 recipient(s) waiting, 9 corrupt" in result.stdout
     entries = json.loads(server.mailnet("queue", "list", "--json").stdout)
     assert {e["id"]: e["corrupt"] for e in entries}.keys() == bad.keys()
 
@@ -173,7 +181,7 @@ def test_queue_commands_without_a_server_on_a_damaged_spool(setup):
     for qid, words in bad.items():
         [line] = [line for line in result.stdout.splitlines() if line.startswith(qid)]
         assert "CORRUPT" in line and words in line
-    assert "1 item(s), 1 recipient(s) waiting, 7 corrupt" in result.stdout
+    assert "1 item(s), 1 recipient(s) waiting, 9 corrupt" in result.stdout
     entries = json.loads(server.mailnet("queue", "list", "--json").stdout)
     assert [e["id"] for e in entries if "corrupt" not in e] == [good]
 
