@@ -103,3 +103,26 @@ def test_mx_notify_all_returns_at_most_the_size_limit(make_server):
     assert b"X-Filler-0000: " in data and b"X-Filler-0999" not in data
     assert b"larger than 50000 bytes" in data
     assert b"Original-Recipient: rfc822; " + ORCPT[7:].encode() in data
+
+
+# -- The policy on its own (no server) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("notify,auth,policy,verified,expected", [
+    (["SUCCESS"], None, "failure", False, ["FAILURE"]),
+    (["SUCCESS", "FAILURE", "DELAY"], None, "failure", False, ["FAILURE"]),
+    (["DELAY"], None, "failure", False, ["FAILURE"]),
+    (["FAILURE"], None, "failure", False, ["FAILURE"]),
+    (["NEVER"], None, "failure", False, ["NEVER"]),
+    (None, None, "failure", False, None),
+    (["SUCCESS"], "alice@example.test", "failure", False, ["SUCCESS"]),
+    (["SUCCESS", "DELAY"], None, "all", False, ["SUCCESS", "DELAY"]),
+    (["SUCCESS"], None, "failure", True, ["SUCCESS"]),  # the hook for SPF/DMARC (issue 16)
+])
+def test_honoured_notify(notify, auth, policy, verified, expected):
+    from mailnet.smtp.delivery import honouredNotify
+    from mailnet.smtp.session import Envelope
+
+    envelope = Envelope(sender="x@remote.test", recipients=[], helo="h", peer="192.0.2.1", tls=False, auth=auth,
+                        esmtp=True, senderVerified=verified)
+    assert honouredNotify(notify, envelope, policy) == expected

@@ -251,3 +251,14 @@ def test_boundary_never_occurs_in_the_returned_message():
     assert msg.get_boundary() != "B/mx.example.test"
     parts = list(msg.iter_parts())
     assert len(parts) == 3 and original in out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(LINES, max_size=200), st.sampled_from(["FULL", "HDRS"]), st.sampled_from(["failure", "delay", "success"]),
+       st.integers(min_value=1024, max_value=4096))
+def test_fuzz_report_size_is_bounded_by_the_limit(lines, ret, kind, limit):
+    original = b"\r\n".join(lines) + b"\r\n"
+    out = build(kind, envelope=dict(ENVELOPE, ret=ret), original=original[: limit + 1], returnLimit=limit)
+    # The report's own parts are a few KB; what comes from the original is at most the limit.
+    assert len(out) <= len(build(kind, envelope=dict(ENVELOPE, ret=ret), original=None)) + limit + 600
+    email.message_from_bytes(out, policy=email.policy.default)
