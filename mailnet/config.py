@@ -121,6 +121,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "retry_max": _o("int", 4000, "Longest wait between retries (Postfix: about 67 minutes).", minimum=1),
         "lifetime": _o("int", 5 * 86400, "Seconds after which an undelivered message bounces (5 days).", minimum=1),
         "delay_warning": _o("int", 4 * 3600, "Send one delay DSN after this many seconds (0 = never).", minimum=0),
+        "bounce_size_limit": _o("int", 50_000, "Bytes of the original message a DSN returns at most; a larger message is returned as its header, cut to this size (Postfix's default).", minimum=1024),
+        "mx_notify": _o("choice", "failure", "NOTIFY=SUCCESS/DELAY from unauthenticated (MX) clients: \"failure\" treats them as the default (failure reports only), so strangers cannot have reports mailed to any address; \"all\" honours them.", choices=("failure", "all")),
     },
     "dns": {
         "nameservers": _o("strlist", [], "\"ip:port\" list; empty = the system resolver."),

@@ -94,6 +94,29 @@ def receivedHeader(envelope, hostname: str, messageId: str, tlsInfo: str | None 
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
+def honouredNotify(notify, envelope, policy="failure"):
+    """
+    The NOTIFY we act on for one recipient (RFC 3461 s4.1; None = default).
+
+    A success or delay report goes to the envelope sender, which an
+    unauthenticated (MX) client chooses freely: honouring NOTIFY=SUCCESS
+    there lets anyone have us mail reports to any address (backscatter,
+    RFC 3461 s6.3).  So for such a client, unless ``[queue] mx_notify`` is
+    "all", a NOTIFY with SUCCESS or DELAY is treated as the default, which
+    for us means failure reports only; NEVER and FAILURE are kept.
+    Authenticated senders (submission) get what they ask for.
+
+    Hook: a sender that passed our checks (issue 16: SPF/DMARC) may be
+    trusted like an authenticated one; ``envelope.senderVerified`` is where
+    that result goes, and nothing sets it yet.
+    """
+    if not notify or envelope.auth or policy == "all" or envelope.senderVerified:
+        return notify
+    if "SUCCESS" in notify or "DELAY" in notify:
+        return ["FAILURE"]
+    return notify
+
+
 class MessageDelivery:
     """
     One message on its way to the store and the spool.
@@ -118,15 +141,18 @@ class MessageDelivery:
         self._fixups = {b"date", b"message-id"} if envelope.auth else None
         local = []
         remote = {}
+        config = getattr(context, "config", None)
+        policy = config.queue.mx_notify if config is not None else "failure"
         for rcpt in envelope.recipients:
-            if rcpt.local and envelope.sender and rcpt.notify and "SUCCESS" in rcpt.notify:
+            notify = honouredNotify(rcpt.notify, envelope, policy)
+            if rcpt.local and envelope.sender and notify and "SUCCESS" in notify:
                 # RFC 3461 s5.2.2: NOTIFY=SUCCESS asks for a "delivered" (or
                 # "expanded") DSN.  The queue delivers into the store and
                 # writes that DSN, so such a recipient goes through the
                 # spool as it was given; the queue expands aliases again.
                 key = rcpt.address.lower()
                 if key not in remote:
-                    remote[key] = {"address": rcpt.address, "orcpt": rcpt.orcpt, "notify": rcpt.notify}
+                    remote[key] = {"address": rcpt.address, "orcpt": rcpt.orcpt, "notify": notify}
                 continue
             for user in rcpt.local:
                 if user not in local:
@@ -138,7 +164,7 @@ class MessageDelivery:
                 if orcpt is None and address != rcpt.address:
                     # RFC 3461 s4.2: keep the address the client gave (an alias)
                     orcpt = "rfc822;" + parser.encodeXtext(rcpt.address)
-                remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": rcpt.notify}
+                remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": notify}
         self.local = local
         self.remote = list(remote.values())
         trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)

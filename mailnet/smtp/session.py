@@ -130,6 +130,10 @@ class Envelope:
     size: int | None = None  # declared with SIZE=
     ret: str | None = None
     envid: str | None = None
+    # The sender passed our checks (SPF/DMARC, issue 16; nothing sets it
+    # yet): then NOTIFY=SUCCESS/DELAY is honoured from an MX client too
+    # (see mailnet.smtp.delivery.honouredNotify).
+    senderVerified: bool = False
 
 
 class Session:

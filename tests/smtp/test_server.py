@@ -215,7 +215,7 @@ def test_remote_recipients_go_to_the_spool_once(tmp_path, clock):
     assert out.count(b"250 ") == 4
     assert c.send("Subject: é\r\n\r\nbody\r\n.\r\n".encode()).startswith(b"250 2.0.0 OK")
     (queueId,) = context.spool.ids()
-    envelope = context.spool.load(queueId)
+    envelope = context.spool.load(queueId).toDict()
     assert envelope["sender"] == "alice@example.test"
     assert (envelope["ret"], envelope["envid"], envelope["smtputf8"], envelope["body"]) == ("HDRS", "e+2B1", True, "8BITMIME")
     assert envelope["auth"] == "alice@example.test" and envelope["client"] == "c [192.0.2.7]"
@@ -239,7 +239,7 @@ def test_alias_to_remote_target_carries_orcpt(tmp_path, clock):
     c.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<fwd@example.test>\r\nDATA\r\n")
     assert c.send(b"x\r\n.\r\n").startswith(b"250 ")
     (queueId,) = context.spool.ids()
-    (rcpt,) = context.spool.load(queueId)["recipients"]
+    (rcpt,) = context.spool.load(queueId).toDict()["recipients"]
     assert (rcpt["address"], rcpt["orcpt"]) == ("far@remote.example", "rfc822;fwd@example.test")
 
 
