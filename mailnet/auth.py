@@ -177,6 +177,7 @@ class UserDB(_WatchedFile):
         self.clock = clock
         self._cacheKey = secrets.token_bytes(32)
         self._cache = {}
+        self._dummy = None
 
     def _parse(self, lines):
         users = {}
@@ -238,6 +239,14 @@ class UserDB(_WatchedFile):
     # Checking
 
     def _check(self, key, stored, password):
+        # An unknown user is checked against a dummy hash of the configured
+        # scheme and cost, made once (in this thread), so that "no such
+        # user" takes as long as "wrong password".
+        if self._dummy is None:
+            self._dummy = passwords.make(secrets.token_urlsafe(16), self.scheme)
+        if stored is None:
+            passwords.verify(password, self._dummy)
+            return False
         try:
             return passwords.verify(password, stored)
         except passwords.UnsupportedScheme as e:
@@ -247,7 +256,9 @@ class UserDB(_WatchedFile):
     def checkPassword(self, username, password) -> defer.Deferred:
         """
         @return: Deferred firing with the canonical username, or failing
-            with ``UnauthorizedLogin``.  Never logs the password.
+            with ``UnauthorizedLogin``.  Never logs the password.  An
+            unknown user costs a full hash like a wrong password, and the
+            cache holds successes only, so neither tells who exists.
         """
         try:
             if isinstance(username, bytes):
@@ -256,7 +267,7 @@ class UserDB(_WatchedFile):
             return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         key = normalize(username)
         stored = self.current().get(key)
-        if stored is None or not password:
+        if not password:
             return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         if isinstance(password, bytes):
             try:
@@ -264,7 +275,7 @@ class UserDB(_WatchedFile):
             except UnicodeDecodeError:
                 return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         token = hmac.new(self._cacheKey, f"{key}\0{stored}\0{password}".encode(), hashlib.sha256).digest()
-        hit = self._cache.get(key)
+        hit = self._cache.get(key) if stored is not None else None
         if hit and hit[1] > self.clock.seconds() and hmac.compare_digest(hit[0], token):
             return defer.succeed(key)
 
