@@ -13,8 +13,8 @@ Users, aliases, local domains, and authentication through twisted.cred.
 * :class:`MailRealm` / :func:`makePortal`: the cred portal the protocols log
   in through.  Avatars are :class:`IAuthenticatedUser` (SMTP) or the store's
   ``IAccount`` (IMAP, POP3, JMAP).
-* :class:`AuthThrottle`: the delay before a failed login is answered,
-  growing per client address.
+* :class:`AuthThrottle`: now in :mod:`mailnet.login` (the login sequence
+  every protocol runs), importable from here too.
 """
 
 from __future__ import annotations
@@ -455,44 +455,5 @@ def makePortal(store, checkers):
     return portal.Portal(MailRealm(store), checkers)
 
 
-class AuthThrottle:
-    """
-    How long to wait before answering a failed login, per client address.
-
-    The first failure waits ``baseDelay``; each further failure from the same
-    address within ``window`` seconds doubles it, up to ``maxDelay``.  A
-    success clears the address.  Memory is bounded.
-    """
-
-    def __init__(self, clock, baseDelay=1.0, maxDelay=30.0, window=900, maxEntries=100_000):
-        self.clock = clock
-        self.baseDelay = baseDelay
-        self.maxDelay = maxDelay
-        self.window = window
-        self.maxEntries = maxEntries
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def failed(self, ip) -> float:
-        """Record a failure; return the seconds to wait before replying."""
-        now = self.clock.seconds()
-        count, last = self._failures.get(ip, (0, now))
-        if now - last > self.window:
-            count = 0
-        count += 1
-        if len(self._failures) >= self.maxEntries:
-            self._failures.clear()
-        self._failures[ip] = (count, now)
-        if not self.baseDelay:
-            return 0.0
-        return min(self.maxDelay, self.baseDelay * 2 ** (count - 1))
-
-    def succeeded(self, ip):
-        self._failures.pop(ip, None)
-
-    def delay(self, ip, seconds):
-        """A Deferred that fires after the throttle's wait (now if 0)."""
-        from twisted.internet import task
-
-        if seconds <= 0:
-            return defer.succeed(None)
-        return task.deferLater(self.clock, seconds, lambda: None)
+# The login throttle lives with the login sequence (mailnet.login); this name stays for old imports.
+from mailnet.login import AuthThrottle  # noqa: E402,F401
