@@ -274,7 +274,7 @@ def cost(users, name, password):
     start = time.perf_counter()
     users.checkPassword(name, password).addBoth(out.append)
     elapsed = time.perf_counter() - start
-    assert out and isinstance(out[0], Exception) or out[0].check(error.UnauthorizedLogin)
+    assert out and not isinstance(out[0], str) and out[0].check(error.UnauthorizedLogin)
     return elapsed
 
 
@@ -291,5 +291,7 @@ def test_unknown_user_takes_as_long_as_a_wrong_password(tmp_path):
         cachedWrong.append(cost(users, "Alice@Example.test", "right "))
     k, u, c = statistics.median(known), statistics.median(unknown), statistics.median(cachedWrong)
     assert k > 0.002  # a real argon2 hash
-    assert 0.5 < u / k < 2, (k, u)
-    assert 0.5 < c / k < 2, (k, c)
+    # the same work (before the dummy hash, an unknown user cost ~0.01% of it);
+    # generous bounds: other processes share the machine
+    assert 1 / 3 < u / k < 3, (k, u)
+    assert 1 / 3 < c / k < 3, (k, c)
