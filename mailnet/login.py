@@ -262,6 +262,9 @@ class LoginSequence:
     @ivar throttle: :class:`AuthThrottle` shared by every listener.
     """
 
+    # While waiting out the throttle, how often to look whether the client is still there.
+    pollInterval = 0.25
+
     def __init__(self, portal, throttle: AuthThrottle, clock=None):
         if clock is None:
             clock = throttle.clock
@@ -297,9 +300,12 @@ class LoginSequence:
             raise
         after = None
         try:
+            # Wait in short steps, so that a client that hangs up gives its
+            # turn back soon instead of holding it for the whole delay.
             wait = throttle.wait(peer, account)
-            if wait > 0 and (alive is None or alive()):
-                yield throttle.delay(peer, wait)
+            while wait > 0 and (alive is None or alive()):
+                yield throttle.delay(peer, min(wait, self.pollInterval))
+                wait = throttle.wait(peer, account)
             if alive is not None and not alive():
                 raise LoginAbandoned()
             try:

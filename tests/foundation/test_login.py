@@ -101,10 +101,11 @@ def test_a_client_that_hangs_up_during_the_wait_gets_no_check():
     w.tick(0.1)
     gone.append(True)  # hangs up, reconnects at once and guesses again
     second = w.login("192.0.2.1", "alice@example.test", "guess2")
-    w.tick(0.85)
-    assert w.checks == 1 and first == [] and second == []
+    w.tick(0.3)
+    assert first and first[0].check(LoginAbandoned)  # gone: its turn is given back, unchecked
+    w.tick(0.55)
+    assert w.checks == 1 and second == []  # the next still waits for the delay
     w.tick(0.1)  # the delay (1 s after the failure) is over
-    assert first[0].check(LoginAbandoned)
     assert w.times == [0, 1.0]
 
 
@@ -295,3 +296,21 @@ def test_unknown_user_takes_as_long_as_a_wrong_password(tmp_path):
     # generous bounds: other processes share the machine
     assert 1 / 3 < u / k < 3, (k, u)
     assert 1 / 3 < c / k < 3, (k, c)
+
+
+def test_a_client_that_hangs_up_gives_its_turn_back_soon():
+    w = World(maxWaiting=2)
+    w.login("192.0.2.1", "alice@example.test", "wrong")
+    w.login("192.0.2.1", "alice@example.test", "wrong")  # waits for t=1, then fails: delay 2 s
+    w.tick(1.1)
+    gone = []
+    waiting = [w.login("192.0.2.1", "alice@example.test", "x", alive=lambda: not gone) for _ in range(4)]
+    assert waiting[3] and waiting[3][0].check(LoginBusy)  # one holds the turn, two wait, no room
+    gone.append(True)  # all hang up
+    w.tick(0.3)
+    assert all(out and out[0].check(LoginAbandoned) for out in waiting[:3])
+    good = w.login("192.0.2.1", "alice@example.test", "alice-pw")  # room again; checked at t=3
+    w.tick(1.55)
+    assert good == [] and w.checks == 2
+    w.tick(0.1)
+    assert succeeded(good) and w.times == [0, 1.0, 3.0]
