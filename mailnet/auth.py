@@ -19,8 +19,8 @@ Users, aliases, local domains, and authentication through twisted.cred.
 * :class:`MailRealm` / :func:`makePortal`: the cred portal the protocols log
   in through.  Avatars are :class:`IAuthenticatedUser` (SMTP) or the store's
   ``IAccount`` (IMAP, POP3, JMAP).
-* :class:`AuthThrottle`: the delay before a failed login is answered,
-  growing per client address.
+* :class:`AuthThrottle`: now in :mod:`mailnet.login` (the login sequence
+  every protocol runs), importable from here too.
 """
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ class UserDB(_WatchedFile):
         self.clock = clock
         self._cacheKey = secrets.token_bytes(32)
         self._cache = {}
+        self._dummy = None
 
     def _parse(self, lines):
         users = {}
@@ -286,6 +287,14 @@ class UserDB(_WatchedFile):
     # Checking
 
     def _check(self, key, stored, password):
+        # An unknown user is checked against a dummy hash of the configured
+        # scheme and cost, made once (in this thread), so that "no such
+        # user" takes as long as "wrong password".
+        if self._dummy is None:
+            self._dummy = passwords.make(secrets.token_urlsafe(16), self.scheme)
+        if stored is None:
+            passwords.verify(password, self._dummy)
+            return False
         try:
             return passwords.verify(password, stored)
         except passwords.UnsupportedScheme as e:
@@ -295,7 +304,9 @@ class UserDB(_WatchedFile):
     def checkPassword(self, username, password) -> defer.Deferred:
         """
         @return: Deferred firing with the canonical username, or failing
-            with ``UnauthorizedLogin``.  Never logs the password.
+            with ``UnauthorizedLogin``.  Never logs the password.  An
+            unknown user costs a full hash like a wrong password, and the
+            cache holds successes only, so neither tells who exists.
         """
         try:
             if isinstance(username, bytes):
@@ -304,7 +315,7 @@ class UserDB(_WatchedFile):
             return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         key = normalize(username)
         stored = self.current().get(key)
-        if stored is None or not password:
+        if not password:
             return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         if isinstance(password, bytes):
             try:
@@ -312,7 +323,7 @@ class UserDB(_WatchedFile):
             except UnicodeDecodeError:
                 return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         token = hmac.new(self._cacheKey, f"{key}\0{stored}\0{password}".encode(), hashlib.sha256).digest()
-        hit = self._cache.get(key)
+        hit = self._cache.get(key) if stored is not None else None
         if hit and hit[1] > self.clock.seconds() and hmac.compare_digest(hit[0], token):
             return defer.succeed(key)
 
@@ -617,44 +628,5 @@ def makePortal(store, users):
     return portal.Portal(MailRealm(store), users)
 
 
-class AuthThrottle:
-    """
-    How long to wait before answering a failed login, per client address.
-
-    The first failure waits ``baseDelay``; each further failure from the same
-    address within ``window`` seconds doubles it, up to ``maxDelay``.  A
-    success clears the address.  Memory is bounded.
-    """
-
-    def __init__(self, clock, baseDelay=1.0, maxDelay=30.0, window=900, maxEntries=100_000):
-        self.clock = clock
-        self.baseDelay = baseDelay
-        self.maxDelay = maxDelay
-        self.window = window
-        self.maxEntries = maxEntries
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def failed(self, ip) -> float:
-        """Record a failure; return the seconds to wait before replying."""
-        now = self.clock.seconds()
-        count, last = self._failures.get(ip, (0, now))
-        if now - last > self.window:
-            count = 0
-        count += 1
-        if len(self._failures) >= self.maxEntries:
-            self._failures.clear()
-        self._failures[ip] = (count, now)
-        if not self.baseDelay:
-            return 0.0
-        return min(self.maxDelay, self.baseDelay * 2 ** (count - 1))
-
-    def succeeded(self, ip):
-        self._failures.pop(ip, None)
-
-    def delay(self, ip, seconds):
-        """A Deferred that fires after the throttle's wait (now if 0)."""
-        from twisted.internet import task
-
-        if seconds <= 0:
-            return defer.succeed(None)
-        return task.deferLater(self.clock, seconds, lambda: None)
+# The login throttle lives with the login sequence (mailnet.login); this name stays for old imports.
+from mailnet.login import AuthThrottle  # noqa: E402,F401

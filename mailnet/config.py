@@ -93,7 +93,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "aliases_file": _o("path", "", "Aliases, 'address: target, target'; empty = data_dir/aliases."),
         "hash": _o("choice", "argon2id", "Hash for new passwords (Dovecot schemes are all accepted when checking).", choices=("argon2id", "bcrypt", "sha512-crypt")),
         "allow_plaintext": _o("bool", False, "Accept passwords on connections without TLS (never on the public Internet)."),
-        "failure_delay": _o("float", 1.0, "Seconds to wait before answering a failed login; doubles per failure from the same IP, up to 30.", minimum=0),
+        "failure_delay": _o("float", 1.0, "Seconds a login waits, before its password is checked, after a failed one from the same client address or for the same account (the failure's answer waits too); doubles per failure, up to 30.", minimum=0),
+        "login_parallel_per_ip": _o("int", 1, "Password checks at once from one client address (IPv6: one /64); more wait their turn, so parallel connections do not skip the delay.", minimum=1),
+        "login_queue": _o("int", 20, "Logins waiting their turn for one address or account; more are told to try again later (bounded memory, no pile-up).", minimum=1),
+        "throttle_entries": _o("int", 100_000, "Client addresses and accounts whose failed logins are remembered, the oldest forgotten first (bounded memory).", minimum=100),
         "cache_seconds": _o("int", 300, "Remember a verified password this long (in memory only) so clients that log in often do not pay for argon2 each time; 0 = off.", minimum=0),
     },
     "store": {

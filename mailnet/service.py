@@ -36,7 +36,7 @@ from twisted.application import service
 from twisted.internet import defer, endpoints
 from mailnet.logs import Logger
 
-from mailnet import auth, net, tls
+from mailnet import auth, login, net, tls
 from mailnet.auth import writeAtomically
 from mailnet.config import Config, ConfigError
 from mailnet.imap import server as imapServer
@@ -171,7 +171,8 @@ class MailContext:
     @ivar directory: :class:`~mailnet.auth.Directory`: domains, aliases, users.
     @ivar portal: twisted.cred portal over ``users``; avatars ``IAccount`` or
         ``IAuthenticatedUser``.
-    @ivar throttle: :class:`~mailnet.auth.AuthThrottle` shared by all listeners.
+    @ivar throttle: :class:`~mailnet.login.AuthThrottle` shared by all listeners.
+    @ivar login: :class:`~mailnet.login.LoginSequence`: every protocol logs in through it.
     @ivar tlsOptions: the server ``CertificateOptions`` (for STARTTLS/STLS
         and implicit TLS), or None if TLS is unavailable.
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
@@ -189,7 +190,11 @@ class MailContext:
         self.aliases = auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
         self.portal = auth.makePortal(self.store, self.users)
-        self.throttle = auth.AuthThrottle(reactor, baseDelay=config.auth.failure_delay)
+        self.throttle = login.AuthThrottle(reactor, baseDelay=config.auth.failure_delay,
+                                           maxEntries=config.auth.throttle_entries,
+                                           parallelPerAddress=config.auth.login_parallel_per_ip,
+                                           maxWaiting=config.auth.login_queue)
+        self.login = login.LoginSequence(self.portal, self.throttle, reactor)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
             log.warn("{warning}", warning=warning)

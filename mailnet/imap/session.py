@@ -26,8 +26,6 @@ import errno
 import io
 import os
 
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
@@ -44,6 +42,7 @@ from mailnet.imap.parser import (
     RawLine,
     parseCommand,
 )
+from mailnet.login import LoginAbandoned, LoginBusy, LoginFailed, LoginSequence
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
     DELETED,
@@ -125,12 +124,14 @@ class Shared:
     Server-wide state every session of a factory shares.
 
     @ivar portal: twisted.cred portal (avatars: the store's IAccount).
-    @ivar throttle: :class:`mailnet.auth.AuthThrottle`.
+    @ivar throttle: :class:`mailnet.login.AuthThrottle`.
+    @ivar login: :class:`mailnet.login.LoginSequence` (made from the portal
+        and the throttle when not given).
     @ivar tlsAvailable: whether STARTTLS can be offered.
     @ivar clock: the reactor (callLater, seconds).
     """
 
-    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True, inThread=None):
+    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True, inThread=None, login=None):
         from mailnet.imap.mailbox import FolderKeeper, RecentRegistry
 
         if inThread is None:
@@ -145,6 +146,7 @@ class Shared:
         self.settings = settings
         self.portal = portal
         self.throttle = throttle
+        self.login = login or LoginSequence(portal, throttle, clock)
         self.clock = clock
         self.tlsAvailable = tlsAvailable
         self.structures = fetch.StructureCache()
@@ -678,19 +680,18 @@ class Session:
             username = user.decode("utf-8")
             secret = password.decode("utf-8")
         except UnicodeDecodeError:
-            username = secret = None
+            username, secret = user.decode("utf-8", "replace"), ""  # fails in the checker, throttled like any
         peer = self.out.peer
-        result = None
-        if username and secret:
-            try:
-                result = await self.shared.portal.login(UsernamePassword(username, secret), None, IAccount)
-            except (UnauthorizedLogin, UnhandledCredentials):
-                result = None
-        if result is None:
+        try:
+            # The one login sequence (mailnet.login): throttle, portal, log.
+            account, logout = await self.shared.login.login("imap", peer, username, secret, IAccount,
+                                                            alive=lambda: not self.closed)
+        except LoginAbandoned:
+            return _ALREADY_ANSWERED
+        except LoginBusy:
+            raise no("Too many logins waiting; try again later", b"UNAVAILABLE")
+        except LoginFailed:
             self.authFailures += 1
-            delay = self.shared.throttle.failed(peer)
-            log.info("imap: {peer}: failed login for {user!r}", peer=peer, user=(username or "")[:100])
-            await self.shared.throttle.delay(peer, delay)
             if self.closed:
                 return _ALREADY_ANSWERED
             if self.authFailures >= self.settings.authFailures:
@@ -699,7 +700,9 @@ class Session:
                 self._close()
                 return _ALREADY_ANSWERED
             raise no("Invalid credentials", b"AUTHENTICATIONFAILED")
-        _, account, logout = result
+        except Exception:
+            # the realm or the store failed (logged by the login sequence)
+            raise no("Cannot log in now; try again later", b"UNAVAILABLE")
         if self.closed:
             logout()
             return _ALREADY_ANSWERED
@@ -710,14 +713,12 @@ class Session:
             log.info("imap: {peer}: {user} has too many connections", peer=peer, user=name)
             raise no("Too many connections for this user (limit %d)" % self.settings.connectionsPerUser, b"UNAVAILABLE")
         self.shared.userSessions[name] = count + 1
-        self.shared.throttle.succeeded(peer)
         self.username = name
         self.account = account
         self.logout = logout
         self.state = AUTHENTICATED
         self.reader.maxLiteral = self.settings.maxLiteral
         self._resetTimer()
-        log.info("imap: {peer}: {user} logged in", peer=peer, user=name)
         return ("OK", "Logged in", b"CAPABILITY " + self.capabilities())
 
     # Authenticated

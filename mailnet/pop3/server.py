@@ -13,14 +13,13 @@ from __future__ import annotations
 import io
 import weakref
 
-from twisted.cred import error as credError
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer, interfaces, protocol
 from twisted.python import failure
 from zope.interface import implementer
 
 from mailnet.auth import normalize
 from mailnet.deadline import Deadlines
+from mailnet.login import LoginAbandoned, LoginFailed
 from mailnet.logs import Logger
 from mailnet.net import peerHost
 from mailnet.pop3 import protocol as pop3
@@ -461,28 +460,24 @@ class POP3Server(protocol.Protocol):
     @defer.inlineCallbacks
     def _login(self, action):
         ctx = self.context
-        creds = UsernamePassword(action.username, action.password)
         try:
-            _, account, logout = yield ctx.portal.login(creds, None, IAccount)
-        except credError.LoginFailed:
-            account = None
-        except Exception:
-            # The password was fine or unchecked, but the account could not
-            # be opened (the store is down): say so, count nothing.
-            log.failure("pop3: {ip}: login of {user} failed in the store", ip=self._ip, user=_printable(action.username))
-            return self.session.loginFailed("temp")
-        if account is not None and action.authzid and normalize(action.authzid) != account.username:
-            # RFC 4616 s2: we do not let one user act as another.
-            log.info("pop3: {ip}: {user} may not act as {authzid}", ip=self._ip, user=account.username,
-                     authzid=_printable(action.authzid))
-            logout()
-            account = None
-        if account is None:
-            log.info("pop3: {ip}: login failed for {user}", ip=self._ip, user=_printable(action.username))
-            # The throttle's delay before answering a failed login.
-            yield ctx.throttle.delay(self._ip, ctx.throttle.failed(self._ip))
+            if action.authzid and normalize(action.authzid) != normalize(action.username):
+                # RFC 4616 s2: we do not let one user act as another (refused
+                # before any password is checked).
+                yield ctx.login.refuse("pop3", self._ip, action.username,
+                                       f"may not act as {_printable(action.authzid)}")
+            # The one login sequence (mailnet.login): throttle, portal, log.
+            account, logout = yield ctx.login.login("pop3", self._ip, action.username, action.password, IAccount,
+                                                    alive=lambda: not self.disconnected)
+        except LoginAbandoned:
+            return []
+        except LoginFailed:
             return self.session.loginFailed("auth")
-        ctx.throttle.succeeded(self._ip)
+        except Exception:
+            # Too many logins waiting, or the password was fine but the
+            # account could not be opened (the store is down; logged): say
+            # so, count nothing.
+            return self.session.loginFailed("temp")
         username = account.username
         if self.disconnected:
             logout()
@@ -514,7 +509,7 @@ class POP3Server(protocol.Protocol):
         self.watcher = _ExpungeWatcher(self)
         folder.addListener(self.watcher)
         maildrop = pop3.Maildrop(((info.uid, info.size) for info in infos), folder.uidValidity)
-        log.info("pop3: {ip}: {user} logged in ({tls}), {n} messages", ip=self._ip, user=username,
+        log.info("pop3: {ip}: {user}: maildrop open ({tls}), {n} messages", ip=self._ip, user=username,
                  tls="TLS" if self.session.secure else "plaintext", n=len(maildrop))
         return self.session.loginDone(username, maildrop)
 

@@ -15,8 +15,6 @@ Plug-in contract (see :mod:`mailnet.service`): :func:`makeFactory` and
 
 from __future__ import annotations
 
-from twisted.cred import credentials
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import protocol, tcp
 from twisted.logger import LogLevel
 
@@ -24,6 +22,7 @@ from mailnet import logs, net
 from mailnet.auth import IAuthenticatedUser
 from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
+from mailnet.login import LoginAbandoned, LoginFailed
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
 from mailnet.smtp.session import CLOSED, SMTP, SUBMISSIONS, Session, Settings
@@ -226,24 +225,19 @@ class SMTPServerProtocol(protocol.Protocol):
             return "TLS"
 
     def authenticate(self, username, password):
-        ip = self.peer
-        throttle = self.context.throttle
-        d = self.context.portal.login(credentials.UsernamePassword(username, password), None, IAuthenticatedUser)
+        # The one login sequence (mailnet.login): throttle, portal, log.
+        d = self.context.login.login("smtp", self.peer, username, password, IAuthenticatedUser,
+                                     alive=lambda: not self._lost)
 
         def succeeded(result):
-            _, avatar, logout = result
-            throttle.succeeded(ip)
-            log.info("smtp: {user} logged in from {ip}", user=avatar.username, ip=ip)
+            avatar, logout = result
             self._resume(self.session.authResult, avatar.username)
 
         def failed(failure):
-            if failure.check(UnauthorizedLogin, UnhandledCredentials):
-                delay = throttle.failed(ip)
-                log.info("smtp: failed login for {user!r} from {ip}", user=username[:100], ip=ip)
-                throttle.delay(ip, delay).addCallback(lambda _: self._resume(self.session.authResult, None))
-            else:
-                log.failure("smtp: error checking a login from {ip}", failure=failure, ip=ip)
-                self._resume(self.session.authResult, None, True)
+            if failure.check(LoginAbandoned):
+                return
+            # LoginBusy, or the realm failed (logged): 454, try again later.
+            self._resume(self.session.authResult, None, not failure.check(LoginFailed))
 
         d.addCallbacks(succeeded, failed)
 
