@@ -1236,12 +1236,21 @@ class Session:
         folder = view.folder
         get = folder.get
         meta, content = search.split(program)
-        searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()))
+        searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()),
+                                   self.shared.settings.mimeParts)
         recent = view.recent
         results = []
         todo = []
         match = searcher.match
+        clock = self.clock
+        turnStart = clock.seconds()
         for msn, uid in enumerate(view.uids, 1):
+            if not msn & 1023 and clock.seconds() - turnStart > FETCH_TURN:
+                # Index keys over a large mailbox: let other sessions in.
+                await task.deferLater(clock, 0, lambda: None)
+                turnStart = clock.seconds()
+                if self.closed:
+                    raise ConnectionError("closed")
             info = get(uid)
             if info is None:
                 continue
