@@ -182,9 +182,7 @@ def scanHeader(f, size, budget=None) -> Part:
     """Only the top-level header (enough for ENVELOPE, HEADER, TEXT): a Part whose body runs to ``size``."""
     lines = _Lines(f)
     part = Part(0)
-    _readHeader(lines, part, [])
-    if budget is not None and len(part.header) > budget[2]:
-        raise OverBudget()
+    _readHeader(lines, part, [], budget[2] if budget is not None else float("inf"))
     _contentType(part, ("text", "plain"))
     part.end = max(size, part.bodyStart)
     return part
@@ -246,7 +244,7 @@ def _contentType(part, default):
     part.params = params
 
 
-def _readHeader(lines, part, boundaries):
+def _readHeader(lines, part, boundaries, limit=float("inf")):
     chunks = []
     kept = 0
     while True:
@@ -259,6 +257,8 @@ def _readHeader(lines, part, boundaries):
         if kept < MAX_HEADER:
             chunks.append(line)
             kept += len(line)
+            if kept > limit:
+                raise OverBudget()
         if line in (b"\r\n", b"\n"):
             break
     part.header = b"".join(chunks)
@@ -270,9 +270,7 @@ def _entity(lines, boundaries, default, depth, ctx):
     if ctx.parts > ctx.budgetParts or lines.offset > ctx.budgetBytes:
         raise OverBudget()
     part = Part(lines.offset)
-    _readHeader(lines, part, boundaries)
-    if len(part.header) > ctx.budgetHeader:
-        raise OverBudget()
+    _readHeader(lines, part, boundaries, ctx.budgetHeader)
     _contentType(part, default)
     boundary = None
     if part.maintype == "multipart":

@@ -215,3 +215,13 @@ def test_body_search_decodes_at_most_mime_parts_then_raw():
         assert s.match(_candidate(data)) == decoded
         s = search.Searcher(("BODY", "haystack"), 1, 1, maxParts=maxParts)
         assert s.match(_candidate(data))
+
+
+def test_budget_stops_reading_a_header_early():
+    # No blank line: 20 MB of header.  The inline attempt gives up after
+    # 64 KB instead of reading all of it on the reactor thread.
+    data = b"X-Pad: yes\r\n" * (20 * 1024 * 1024 // 12)
+    f = io.BytesIO(data)
+    with pytest.raises(fetch.OverBudget):
+        fetch.build(f, len(data), False, budget=fetch.INLINE_BUDGET)
+    assert f.tell() < 1024 * 1024
