@@ -33,6 +33,9 @@ _CHUNK = 64 * 1024
 # level is one opaque application/octet-stream part.
 MAX_PARTS = 10000
 MAX_DEPTH = 100
+# The scan and BODYSTRUCTURE recurse once or twice per level: a configured
+# depth above this is taken as this (Python's recursion limit is 1,000).
+DEPTH_CEILING = 300
 # What a scan may do on the reactor thread (session.py): past this many
 # parts, bytes read, or bytes of one header block, scan() raises
 # OverBudget and the caller does the work in a worker thread instead.
@@ -156,7 +159,7 @@ class _Scan:
 
     def __init__(self, maxParts, maxDepth, budget):
         self.maxParts = max(1, maxParts)
-        self.maxDepth = max(1, maxDepth)
+        self.maxDepth = min(max(1, maxDepth), DEPTH_CEILING)
         self.parts = 0
         if budget is None:
             budget = (float("inf"),) * 3

@@ -225,3 +225,10 @@ def test_budget_stops_reading_a_header_early():
     with pytest.raises(fetch.OverBudget):
         fetch.build(f, len(data), False, budget=fetch.INLINE_BUDGET)
     assert f.tell() < 1024 * 1024
+
+
+def test_configured_depth_has_a_ceiling():
+    levels = fetch.DEPTH_CEILING + 200
+    deep = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(levels))
+    entry = fetch.build(io.BytesIO(deep), len(deep), True, maxDepth=10 ** 6, render=True)
+    assert entry.bodystructure().count(b'"mixed"') == fetch.DEPTH_CEILING - 1
