@@ -37,9 +37,10 @@ MAX_DEPTH = 100
 # depth above this is taken as this (Python's recursion limit is 1,000).
 DEPTH_CEILING = 300
 # What a scan may do on the reactor thread (session.py): past this many
-# parts, bytes read, or bytes of one header block, scan() raises
+# parts, bytes read, or bytes of header fields (all parts together: the
+# email package parses them, about 0.5 ms per KB), scan() raises
 # OverBudget and the caller does the work in a worker thread instead.
-INLINE_BUDGET = (64, 512 * 1024, 64 * 1024)
+INLINE_BUDGET = (64, 256 * 1024, 64 * 1024)
 
 _headerParser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
@@ -155,12 +156,13 @@ class OverBudget(Exception):
 class _Scan:
     """The caps and the work budget of one scan, and the parts counted so far."""
 
-    __slots__ = ("maxParts", "maxDepth", "parts", "budgetParts", "budgetBytes", "budgetHeader")
+    __slots__ = ("maxParts", "maxDepth", "parts", "headerBytes", "budgetParts", "budgetBytes", "budgetHeader")
 
     def __init__(self, maxParts, maxDepth, budget):
         self.maxParts = max(1, maxParts)
         self.maxDepth = min(max(1, maxDepth), DEPTH_CEILING)
         self.parts = 0
+        self.headerBytes = 0
         if budget is None:
             budget = (float("inf"),) * 3
         self.budgetParts, self.budgetBytes, self.budgetHeader = budget
@@ -174,7 +176,7 @@ def scan(f, size=None, maxParts=MAX_PARTS, maxDepth=MAX_DEPTH, budget=None) -> P
 
     At most ``maxParts`` parts (the root counts) and ``maxDepth`` levels
     (the root is level 1) are made; see MAX_PARTS.  ``budget`` is (parts,
-    bytes read, bytes of one header block): past any of them, OverBudget.
+    bytes read, bytes of header fields): past any of them, OverBudget.
     """
     lines = _Lines(f)
     root = _entity(lines, [], ("text", "plain"), 0, _Scan(maxParts, maxDepth, budget))
@@ -273,7 +275,8 @@ def _entity(lines, boundaries, default, depth, ctx):
     if ctx.parts > ctx.budgetParts or lines.offset > ctx.budgetBytes:
         raise OverBudget()
     part = Part(lines.offset)
-    _readHeader(lines, part, boundaries, ctx.budgetHeader)
+    _readHeader(lines, part, boundaries, ctx.budgetHeader - ctx.headerBytes)
+    ctx.headerBytes += len(part.header)
     _contentType(part, default)
     boundary = None
     if part.maintype == "multipart":

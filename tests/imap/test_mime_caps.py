@@ -232,3 +232,12 @@ def test_configured_depth_has_a_ceiling():
     deep = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(levels))
     entry = fetch.build(io.BytesIO(deep), len(deep), True, maxDepth=10 ** 6, render=True)
     assert entry.bodystructure().count(b'"mixed"') == fetch.DEPTH_CEILING - 1
+
+
+def test_budget_counts_the_header_fields_of_all_parts():
+    # 20 parts with a 10 KB header each: every header is small, together they are not.
+    part = b"--zz\r\nX-Pad: " + b"p" * 10000 + b"\r\n\r\nx\r\n"
+    data = b"Subject: s\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n" + part * 20 + b"--zz--\r\n"
+    with pytest.raises(fetch.OverBudget):
+        fetch.build(io.BytesIO(data), len(data), True, budget=fetch.INLINE_BUDGET)
+    assert len(fetch.build(io.BytesIO(data), len(data), True).root.children) == 20
