@@ -37,10 +37,11 @@ MAX_DEPTH = 100
 # depth above this is taken as this (Python's recursion limit is 1,000).
 DEPTH_CEILING = 300
 # What a scan may do on the reactor thread (session.py): past this many
-# parts, bytes read, or bytes of header fields (all parts together: the
-# email package parses them, about 0.5 ms per KB), scan() raises
-# OverBudget and the caller does the work in a worker thread instead.
-INLINE_BUDGET = (64, 256 * 1024, 64 * 1024)
+# parts, lines read one by one (about 1 microsecond each), bytes of header
+# fields (all parts together: the email package parses them, about 0.5 ms
+# per KB), or bytes counted in bulk, scan() raises OverBudget and the
+# caller does the work in a worker thread instead.
+INLINE_BUDGET = (64, 8192, 32 * 1024, 8 * 1024 * 1024)
 
 _headerParser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
@@ -104,17 +105,21 @@ class _Lines:
     line, and remembers the line-ending length of the last line consumed.
     """
 
-    def __init__(self, f):
+    def __init__(self, f, budget=float("inf")):
         self.f = f
         self.offset = 0
         self.lastEnd = 0
         self._prevEnd = 0
         self._back = None
+        self.budget = budget  # lines that may still be read
 
     def readline(self):
         if self._back is not None:
             line, self._back = self._back, None
         else:
+            self.budget -= 1
+            if self.budget < 0:
+                raise OverBudget()
             line = self.f.readline()
         self.offset += len(line)
         self._prevEnd = self.lastEnd
@@ -164,8 +169,8 @@ class _Scan:
         self.parts = 0
         self.headerBytes = 0
         if budget is None:
-            budget = (float("inf"),) * 3
-        self.budgetParts, self.budgetBytes, self.budgetHeader = budget
+            budget = (float("inf"),) * 4
+        self.budgetParts, _, self.budgetHeader, self.budgetBytes = budget
 
 
 def scan(f, size=None, maxParts=MAX_PARTS, maxDepth=MAX_DEPTH, budget=None) -> Part:
@@ -176,16 +181,16 @@ def scan(f, size=None, maxParts=MAX_PARTS, maxDepth=MAX_DEPTH, budget=None) -> P
 
     At most ``maxParts`` parts (the root counts) and ``maxDepth`` levels
     (the root is level 1) are made; see MAX_PARTS.  ``budget`` is (parts,
-    bytes read, bytes of header fields): past any of them, OverBudget.
+    lines, bytes of header fields, bytes): past any of them, OverBudget.
     """
-    lines = _Lines(f)
+    lines = _Lines(f, budget[1] if budget is not None else float("inf"))
     root = _entity(lines, [], ("text", "plain"), 0, _Scan(maxParts, maxDepth, budget))
     return root
 
 
 def scanHeader(f, size, budget=None) -> Part:
     """Only the top-level header (enough for ENVELOPE, HEADER, TEXT): a Part whose body runs to ``size``."""
-    lines = _Lines(f)
+    lines = _Lines(f, budget[1] if budget is not None else float("inf"))
     part = Part(0)
     _readHeader(lines, part, [], budget[2] if budget is not None else float("inf"))
     _contentType(part, ("text", "plain"))
@@ -347,14 +352,11 @@ def _leaf(lines, part, boundaries, ctx):
         return
     count = 0
     lastBlank = False
-    limit = ctx.budgetBytes
     while True:
         line = lines.readline()
         if not line:
             part.end = lines.offset
             break
-        if lines.offset > limit:
-            raise OverBudget()
         if line.startswith(b"--") and _boundaryMatch(line, boundaries)[0] >= 0:
             lines.unread(line)
             # RFC 2046 s5.1.1: the CRLF before a boundary belongs to it.

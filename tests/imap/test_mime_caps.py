@@ -111,7 +111,8 @@ def test_budget_sends_large_work_elsewhere():
     for data, full in [(manyParts(100), True),
                        (b"Subject: " + b"x" * 100000 + b"\r\n\r\nbody\r\n", False),
                        (b"Subject: " + b"x" * 100000 + b"\r\n\r\nbody\r\n", True),
-                       (b"Subject: big\r\n\r\n" + b"y" * (2 * 1024 * 1024), True)]:
+                       (b"Subject: big\r\n\r\n" + b"y" * (9 * 1024 * 1024), True),
+                       (b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\n" + b"x\r\n" * 80000, True)]:
         with pytest.raises(fetch.OverBudget):
             fetch.build(io.BytesIO(data), len(data), full, budget=fetch.INLINE_BUDGET)
     # Rendered in the worker: nothing of the tree's size is left for the reactor.
