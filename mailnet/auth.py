@@ -1,11 +1,17 @@
 """
 Users, aliases, local domains, and authentication through twisted.cred.
 
+* :class:`IUserDirectory`: who can log in and who has a mailbox.  Logins
+  (the portal) and local recipients (the :class:`Directory`) both go
+  through it.  The users file implements it; so can an embedding
+  application, or :class:`CheckerUsers` adapts any twisted.cred checker
+  plus a list of addresses.
 * :class:`UserDB`: the users file, in Dovecot passwd-file form
   (``user@domain:{SCHEME}hash`` and optional ``:uid:gid:gecos:home:shell:extra``
   fields, ignored).  It is re-read when it changes on disk, so ``mailnet user
-  add`` takes effect on a running server at once.  It is also the
-  ``ICredentialsChecker`` for ``IUsernamePassword``.
+  add`` takes effect on a running server at once.  It is an
+  :class:`IUserDirectory` and also an ``ICredentialsChecker`` for
+  ``IUsernamePassword``.
 * :class:`AliasDB`: the aliases file (``address: target, target``;
   ``@domain: target`` is the domain's catch-all), re-read likewise.
 * :class:`Directory`: answers the questions protocols ask: is this domain
@@ -13,8 +19,8 @@ Users, aliases, local domains, and authentication through twisted.cred.
 * :class:`MailRealm` / :func:`makePortal`: the cred portal the protocols log
   in through.  Avatars are :class:`IAuthenticatedUser` (SMTP) or the store's
   ``IAccount`` (IMAP, POP3, JMAP).
-* :class:`AuthThrottle`: the delay before a failed login is answered,
-  growing per client address.
+* :class:`AuthThrottle`: now in :mod:`mailnet.login` (the login sequence
+  every protocol runs), importable from here too.
 """
 
 from __future__ import annotations
@@ -154,7 +160,49 @@ class AuthenticatedUser:
     username: str
 
 
-@implementer(ICredentialsChecker)
+class IUserDirectory(Interface):
+    """
+    The users mailnet serves: who may log in, and which addresses have a
+    mailbox.  Every login (SMTP AUTH, IMAP, POP3) is checked by
+    :meth:`authenticate`; every local recipient and every "may this user
+    send as that address" question ends in :meth:`canonical`.
+
+    The users file (:class:`UserDB`) implements it; an application that
+    embeds mailnet passes its own to ``makeService(users=...)``, or wraps a
+    twisted.cred checker with :class:`CheckerUsers`.
+
+    Names returned by :meth:`authenticate` and :meth:`canonical` are the
+    account keys of the store (``store.getAccount(name)``): the same user
+    must get the same name from both, or mail and logins reach different
+    mailboxes.
+    """
+
+    def authenticate(username, password):
+        """
+        Check a login.  Called by the portal for every protocol.
+
+        @param username: ``str``, as the client sent it (UTF-8 decoded).
+        @param password: ``str``, likewise.  Never log it.
+        @return: a Deferred firing with the canonical user name, or failing
+            with ``twisted.cred.error.UnauthorizedLogin`` (unknown user or
+            wrong password: the client is told only "failed").  Any other
+            failure is logged and answered as a temporary error.
+        """
+
+    def canonical(address):
+        """
+        The canonical user name whose mailbox receives mail for exactly this
+        address, or None.  Aliases, ``user+tag`` and catch-alls are the
+        :class:`Directory`'s business, not this method's.
+
+        Called synchronously on the reactor thread for every RCPT: answer
+        from memory.
+        """
+
+    def exists(address):
+        """``canonical(address) is not None``."""
+
+@implementer(ICredentialsChecker, IUserDirectory)
 class UserDB(_WatchedFile):
     """
     The users file, and the password checker over it.
@@ -177,6 +225,7 @@ class UserDB(_WatchedFile):
         self.clock = clock
         self._cacheKey = secrets.token_bytes(32)
         self._cache = {}
+        self._dummy = None
 
     def _parse(self, lines):
         users = {}
@@ -238,6 +287,14 @@ class UserDB(_WatchedFile):
     # Checking
 
     def _check(self, key, stored, password):
+        # An unknown user is checked against a dummy hash of the configured
+        # scheme and cost, made once (in this thread), so that "no such
+        # user" takes as long as "wrong password".
+        if self._dummy is None:
+            self._dummy = passwords.make(secrets.token_urlsafe(16), self.scheme)
+        if stored is None:
+            passwords.verify(password, self._dummy)
+            return False
         try:
             return passwords.verify(password, stored)
         except passwords.UnsupportedScheme as e:
@@ -247,7 +304,9 @@ class UserDB(_WatchedFile):
     def checkPassword(self, username, password) -> defer.Deferred:
         """
         @return: Deferred firing with the canonical username, or failing
-            with ``UnauthorizedLogin``.  Never logs the password.
+            with ``UnauthorizedLogin``.  Never logs the password.  An
+            unknown user costs a full hash like a wrong password, and the
+            cache holds successes only, so neither tells who exists.
         """
         try:
             if isinstance(username, bytes):
@@ -256,7 +315,7 @@ class UserDB(_WatchedFile):
             return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         key = normalize(username)
         stored = self.current().get(key)
-        if stored is None or not password:
+        if not password:
             return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         if isinstance(password, bytes):
             try:
@@ -264,7 +323,7 @@ class UserDB(_WatchedFile):
             except UnicodeDecodeError:
                 return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
         token = hmac.new(self._cacheKey, f"{key}\0{stored}\0{password}".encode(), hashlib.sha256).digest()
-        hit = self._cache.get(key)
+        hit = self._cache.get(key) if stored is not None else None
         if hit and hit[1] > self.clock.seconds() and hmac.compare_digest(hit[0], token):
             return defer.succeed(key)
 
@@ -279,6 +338,10 @@ class UserDB(_WatchedFile):
 
     def requestAvatarId(self, creds):
         return self.checkPassword(creds.username, creds.password)
+
+    def authenticate(self, username, password) -> defer.Deferred:
+        """L{IUserDirectory.authenticate}: see :meth:`checkPassword`."""
+        return self.checkPassword(username, password)
 
 
 class AliasDB(_WatchedFile):
@@ -344,7 +407,7 @@ class Directory:
 
     MAX_DEPTH = 10
 
-    def __init__(self, domains, users: UserDB, aliases: AliasDB, subaddressSeparator="+"):
+    def __init__(self, domains, users: IUserDirectory, aliases: AliasDB, subaddressSeparator="+"):
         self.domains = {d.lower() for d in domains}
         self.users = users
         self.aliases = aliases
@@ -398,9 +461,10 @@ class Directory:
                 for target in targets:
                     ok = self._expand(normalize(target), result, depth + 1, seen) or ok
                 return ok
-            if self.users.exists(candidate):
-                if candidate not in result.local:
-                    result.local.append(candidate)
+            name = self.users.canonical(candidate)
+            if name is not None:
+                if name not in result.local:
+                    result.local.append(name)
                 return True
         catchAll = self.aliases.get("@" + splitAddress(address)[1])
         if catchAll:
@@ -424,6 +488,118 @@ class Directory:
         return resolution is not None and username in resolution.local
 
 
+def _usernamePasswordChecker(checkers):
+    """The checker a Portal would use for username/password logins."""
+    if ICredentialsChecker.providedBy(checkers):
+        checkers = [checkers]
+    probe = credentials.UsernamePassword(b"", b"")
+    chosen = None
+    for checker in checkers:
+        if any(i.providedBy(probe) for i in checker.credentialInterfaces):
+            chosen = checker  # like Portal.registerChecker: the last one wins
+    if chosen is None:
+        raise TypeError("no checker for IUsernamePassword among the checkers given")
+    return chosen
+
+
+@implementer(IUserDirectory)
+class CheckerUsers:
+    """
+    An :class:`IUserDirectory` made of a twisted.cred checker (logins) and
+    the addresses that have a mailbox (recipients).
+
+    Any ``ICredentialsChecker`` for ``IUsernamePassword`` works, Twisted's
+    stock ``InMemoryUsernamePasswordDatabaseDontUse`` and ``FilePasswordDB``
+    included: it is given the username and password as UTF-8 ``bytes``, as
+    twisted.cred specifies, exactly as the client typed them.  The avatar ID
+    it returns (bytes or str) becomes the user name: the matching address
+    of ``addresses`` if there is one, else the ID lower-cased (such a user
+    can log in but receives no mail).
+
+    @param checker: one checker, or a list (the last one that handles
+        username/password is used, as a ``Portal`` would).
+    @param addresses: the addresses that receive mail: an iterable of
+        addresses (copied; see :meth:`add` and :meth:`remove`), or any object
+        with ``canonical(address)`` (asked each time, e.g. a :class:`UserDB`).
+    """
+
+    def __init__(self, checker, addresses=()):
+        self.checker = _usernamePasswordChecker(checker)
+        if hasattr(addresses, "canonical"):
+            self._lookup = addresses
+            self._addresses = None
+        else:
+            if isinstance(addresses, (str, bytes)):
+                raise TypeError("addresses: expected a list of addresses, got one string")
+            self._lookup = None
+            self._addresses = {normalize(a) for a in addresses}
+
+    def add(self, address):
+        """Give ``address`` a mailbox (it receives mail from now on)."""
+        self._editable().add(normalize(address))
+
+    def remove(self, address):
+        self._editable().discard(normalize(address))
+
+    def _editable(self):
+        if self._addresses is None:
+            raise TypeError("addresses come from an object with canonical(); change them there")
+        return self._addresses
+
+    def canonical(self, address) -> str | None:
+        if self._lookup is not None:
+            return self._lookup.canonical(address)
+        key = normalize(address)
+        return key if key in self._addresses else None
+
+    def exists(self, address) -> bool:
+        return self.canonical(address) is not None
+
+    def authenticate(self, username, password) -> defer.Deferred:
+        if isinstance(username, str):
+            username = username.encode("utf-8")
+        if isinstance(password, str):
+            password = password.encode("utf-8")
+        d = defer.maybeDeferred(self.checker.requestAvatarId, credentials.UsernamePassword(username, password))
+
+        def named(avatarId):
+            if isinstance(avatarId, bytes):
+                try:
+                    avatarId = avatarId.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise error.UnauthorizedLogin("the checker's avatar ID is not UTF-8")
+            if not isinstance(avatarId, str) or not avatarId:
+                raise TypeError(f"the checker returned {type(avatarId).__name__} as avatar ID, not a name")
+            return self.canonical(avatarId) or normalize(avatarId)
+
+        return d.addCallback(named)
+
+
+@implementer(ICredentialsChecker)
+class UserDirectoryChecker:
+    """
+    The portal's checker: username/password logins, checked by an
+    :class:`IUserDirectory` with ``str`` arguments whatever the protocol
+    gave (bytes that are not UTF-8 fail the login).
+    """
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, users: IUserDirectory):
+        self.users = users
+
+    def requestAvatarId(self, creds):
+        username, password = creds.username, creds.password
+        try:
+            if isinstance(username, bytes):
+                username = username.decode("utf-8")
+            if isinstance(password, bytes):
+                password = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
+        return defer.maybeDeferred(self.users.authenticate, username, password)
+
+
 @implementer(portal.IRealm)
 class MailRealm:
     """Gives a logged-in user their store account or a plain identity."""
@@ -440,48 +616,17 @@ class MailRealm:
         raise NotImplementedError(f"no avatar for {interfaces}")
 
 
-def makePortal(store, checkers):
-    return portal.Portal(MailRealm(store), checkers)
-
-
-class AuthThrottle:
+def makePortal(store, users):
     """
-    How long to wait before answering a failed login, per client address.
+    The cred portal the protocols log in through.
 
-    The first failure waits ``baseDelay``; each further failure from the same
-    address within ``window`` seconds doubles it, up to ``maxDelay``.  A
-    success clears the address.  Memory is bounded.
+    @param users: an :class:`IUserDirectory` (every login goes through its
+        ``authenticate``), or a list of cred checkers used as they are.
     """
+    if IUserDirectory.providedBy(users):
+        return portal.Portal(MailRealm(store), [UserDirectoryChecker(users)])
+    return portal.Portal(MailRealm(store), users)
 
-    def __init__(self, clock, baseDelay=1.0, maxDelay=30.0, window=900, maxEntries=100_000):
-        self.clock = clock
-        self.baseDelay = baseDelay
-        self.maxDelay = maxDelay
-        self.window = window
-        self.maxEntries = maxEntries
-        self._failures: dict[str, tuple[int, float]] = {}
 
-    def failed(self, ip) -> float:
-        """Record a failure; return the seconds to wait before replying."""
-        now = self.clock.seconds()
-        count, last = self._failures.get(ip, (0, now))
-        if now - last > self.window:
-            count = 0
-        count += 1
-        if len(self._failures) >= self.maxEntries:
-            self._failures.clear()
-        self._failures[ip] = (count, now)
-        if not self.baseDelay:
-            return 0.0
-        return min(self.maxDelay, self.baseDelay * 2 ** (count - 1))
-
-    def succeeded(self, ip):
-        self._failures.pop(ip, None)
-
-    def delay(self, ip, seconds):
-        """A Deferred that fires after the throttle's wait (now if 0)."""
-        from twisted.internet import task
-
-        if seconds <= 0:
-            return defer.succeed(None)
-        return task.deferLater(self.clock, seconds, lambda: None)
+# The login throttle lives with the login sequence (mailnet.login); this name stays for old imports.
+from mailnet.login import AuthThrottle  # noqa: E402,F401

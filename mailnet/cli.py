@@ -1,18 +1,23 @@
 """
 The ``mailnet`` command.
 
-    mailnet [--config FILE] run                      start the server in the foreground
-    mailnet [--config FILE] user add|passwd|del|list ...
-    mailnet [--config FILE] alias add|del|list ...
-    mailnet [--config FILE] queue ...                 (see ``mailnet queue --help``)
-    mailnet config check [FILE]                       validate a config file
-    mailnet config example                            print etc/mailnet.toml
-    mailnet [--config FILE] cert make [--force]       (re)make the self-signed certificate
+    mailnet run                          start the server in the foreground
+    mailnet user add|passwd|del|list ...
+    mailnet alias add|del|list ...
+    mailnet queue ...                    (see ``mailnet queue --help``)
+    mailnet config check [FILE]          validate a config file
+    mailnet config example               print etc/mailnet.toml
+    mailnet cert make [--force] [--new-ca]   (re)make the development certificates
+    mailnet --version
 
-Without ``--config`` (or ``$MAILNET_CONFIG``) the development defaults are
-used, rooted at ./var.  Changes to users and aliases take effect on a running
-server at once.  Errors print one line and exit with status 2 (usage, config)
-or 1 (the operation failed).
+``--config FILE`` goes before or after the command.  Without it (or
+``$MAILNET_CONFIG``) the development defaults are used, rooted at ./var of
+the current directory, and the command says so on stderr.  Only ``run``,
+``user add`` and ``cert make`` create a missing data directory (saying so);
+the other commands refuse with one line, and read-only ones create nothing.
+Changes to users and aliases take effect on a running server at once.
+Errors print one line and exit with status 2 (usage, config) or 1 (the
+operation failed).
 """
 
 from __future__ import annotations
@@ -35,6 +40,36 @@ def _load(args, checkFiles=True):
         return configmod.load(args.config, checkFiles=checkFiles)
     except configmod.ConfigError as e:
         _die(str(e), 2)
+
+
+# (command, action) that may create a missing data directory; `run` makes
+# its own (the server logs where its data is).
+CREATES_DATA_DIR = {("user", "add"), ("cert", "make")}
+
+
+def _checkDataDir(args):
+    """
+    Say which data directory a command works on when it is not obvious (the
+    development default, or one about to be made), and refuse to make one
+    for a command that should find it there (a wrong directory, most likely).
+    """
+    conf = _load(args, checkFiles=False)
+    data = conf.server.data_dir
+    creates = (args.command, getattr(args, "action", None)) in CREATES_DATA_DIR
+    default = "the development data directory" if conf.source is None else "the data directory"
+    hint = " (no --config given)" if conf.source is None else ""
+    if os.path.isdir(data):
+        if conf.source is None:
+            print(f"mailnet: using {default} {data}{hint}", file=sys.stderr)
+        return
+    if not creates:
+        _die(f"no data directory {data}{hint}: nothing to work on; give --config FILE, "
+             f"or start with `mailnet run` or `mailnet user add`")
+    print(f"mailnet: creating {default} {data}{hint}", file=sys.stderr)
+    try:
+        os.makedirs(data, mode=0o700)
+    except OSError as e:
+        _die(f"cannot create {data}: {e.strerror}")
 
 
 def _readPassword(given):
@@ -65,14 +100,15 @@ def _aliases(conf):
 
 
 def cmdRun(args):
-    from twisted.scripts import twistd
+    from mailnet import tap
 
-    # our observer writes twistd's usual lines to stdout, more cheaply
-    argv = ["twistd", "--nodaemon", "--pidfile=", "--logger=mailnet.logs.twistdObserver", "mailnet"]
+    # Our service maker goes to twistd's runner directly: `mailnet run` does
+    # not depend on twistd finding the plugin (which some install modes hide).
+    # Our observer writes twistd's usual lines to stdout, more cheaply.
+    argv = ["--nodaemon", "--pidfile=", "--logger=mailnet.logs.twistdObserver", "mailnet"]
     if args.config:
         argv += ["--config", args.config]
-    sys.argv = argv
-    twistd.run()
+    tap.runTwistd(argv)
 
 
 def cmdUser(args):
@@ -130,9 +166,16 @@ def cmdConfig(args):
         return
     path = args.file or args.config
     try:
-        configmod.load(path)
+        conf = configmod.load(path)
+        from mailnet import tls
+        from mailnet.service import checkStore
+
+        checkStore(conf)  # imports (and for a third-party backend makes) the store, as `run` will
+        warnings = tls.checkCertificates(conf)  # pair, expiry, name (made at start when missing)
     except configmod.ConfigError as e:
         _die(str(e), 2)
+    for warning in warnings:
+        print(f"mailnet: warning: {warning}", file=sys.stderr)
     print(f"{path or '<defaults>'}: ok")
 
 
@@ -141,60 +184,112 @@ def cmdCert(args):
 
     conf = _load(args)
     if conf.tls.cert:
-        _die("[tls] cert is configured; mailnet only makes its own self-signed pair when it is not", 2)
+        _die("[tls] cert is configured; mailnet only makes its own development certificates when it is not", 2)
     if os.path.exists(conf.certFile) and not args.force:
         _die(f"{conf.certFile} exists; use --force to replace it")
-    tls.makeSelfSigned(conf.certFile, conf.keyFile, conf.server.hostname)
-    print(f"made {conf.certFile} and {conf.keyFile} for {conf.server.hostname}")
+    tls.makeDevelopmentCertificates(conf, newCA=args.new_ca)
+    print(f"made {conf.certFile} (ECDSA) and {conf.rsaCertFile} (RSA) for {conf.server.hostname}, "
+          f"localhost, 127.0.0.1 and ::1")
+    print(f"clients trust the development CA: {conf.devCAFile}")
 
 
 def cmdQueue(args, rest):
-    from mailnet.service import optionalModule
+    from mailnet.queue import cli
 
-    module = optionalModule("mailnet.queue.cli")
-    if module is None:
-        _die("the queue commands are not part of this build yet", 2)
-    return module.main(_load(args), rest)
+    conf = _load(args)
+    if not os.path.isdir(conf.spoolDir):
+        # Looking must not make the spool; the server makes it at start.
+        _die(f"no queue in {conf.server.data_dir} yet (no server has run with this data directory)")
+    return cli.main(conf, rest)
+
+
+def _version():
+    import platform
+
+    import twisted
+
+    from mailnet import __version__
+
+    return f"mailnet {__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})"
 
 
 def parser():
     p = argparse.ArgumentParser(prog="mailnet", description="mailnet mail server")
-    p.add_argument("--config", "-c", default=os.environ.get("MAILNET_CONFIG") or None,
-                   help="TOML config file (default: development defaults under ./var)")
-    sub = p.add_subparsers(dest="command", required=True)
+    configHelp = "TOML config file (default: development defaults under ./var)"
+    p.add_argument("--config", "-c", default=os.environ.get("MAILNET_CONFIG") or None, help=configHelp)
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True,
+                           description="--config FILE may also follow the command (`mailnet run --config FILE`)")
+    add_parser = sub.add_parser
 
-    sub.add_parser("run", help="run the server in the foreground")
+    add_parser("run", help="run the server in the foreground")
 
-    u = sub.add_parser("user", help="manage users")
+    u = add_parser("user", help="manage users")
     u.add_argument("action", choices=["add", "passwd", "del", "list"])
     u.add_argument("name", nargs="?")
     u.add_argument("password", nargs="?", help="the password; omitted or '-' reads it from stdin")
 
-    a = sub.add_parser("alias", help="manage aliases (@domain is a catch-all)")
+    a = add_parser("alias", help="manage aliases (@domain is a catch-all)")
     a.add_argument("action", choices=["add", "del", "list"])
     a.add_argument("address", nargs="?")
     a.add_argument("targets", nargs="*")
 
-    c = sub.add_parser("config", help="check a config file or print the documented example")
+    c = add_parser("config", help="check a config file or print the documented example")
     c.add_argument("action", choices=["check", "example"])
     c.add_argument("file", nargs="?")
 
-    t = sub.add_parser("cert", help="make the self-signed development certificate")
+    t = add_parser("cert", help="make the development certificates (signed by data_dir/tls/dev-ca.pem)")
     t.add_argument("action", choices=["make"])
-    t.add_argument("--force", action="store_true")
+    t.add_argument("--force", action="store_true", help="replace existing certificates (the CA is kept)")
+    t.add_argument("--new-ca", action="store_true", help="make a new development CA too")
 
-    sub.add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
+    add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     return p
 
 
+def _hoistConfig(argv):
+    """
+    Move ``--config FILE`` (``-c FILE``, ``--config=FILE``) found after the
+    command to the front, where argparse takes it (a subcommand's optional
+    positionals would otherwise swallow the words around it).  The last one
+    given wins.
+    """
+    rest, config, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            config = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            config = arg[len("--config="):]
+        elif arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
+            config = arg[2:]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest if config is None else ["--config", config, *rest]
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _hoistConfig(sys.argv[1:] if argv is None else argv)
     p = parser()
     args, rest = p.parse_known_args(argv)
+    if rest and args.command != "queue":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "queue" and ({"-h", "--help"} & set(rest) or not rest):
+        from mailnet.queue import cli
+
+        return cli.main(None, rest)  # usage: no data directory needed
+    if args.command == "user" and args.action != "list" and not args.name:
+        _die(f"user {args.action}: which user?", 2)
+    if args.command not in ("config", "run"):
+        _checkDataDir(args)
     if args.command == "queue":
         return cmdQueue(args, rest)
-    if rest:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
     handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert}[args.command]
     return handler(args)
 

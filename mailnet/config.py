@@ -16,6 +16,7 @@ With no file, :func:`load` returns the development defaults: everything under
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tomllib
@@ -36,7 +37,8 @@ class Option:
     One config key.
 
     @ivar kind: one of ``str``, ``int``, ``float``, ``bool``, ``strlist``,
-        ``endpoint``, ``path``, ``hostport``, ``choice``.
+        ``endpoint``, ``path``, ``hostport``, ``choice``, ``table`` (a
+        free-form TOML table, checked by whoever reads it).
     @ivar default: the built-in (development) default.
     @ivar doc: one line: what it is and why the default.
     @ivar example: value shown in etc/mailnet.toml when it should differ from
@@ -81,20 +83,26 @@ SCHEMA: dict[str, dict[str, Option]] = {
         for key, (dev, prod, doc) in LISTEN_DEFAULTS.items()
     },
     "tls": {
-        "cert": _o("path", "", "PEM certificate chain; empty = data_dir/tls/cert.pem, self-signed and made on first run."),
+        "cert": _o("path", "", "PEM certificate chain; empty = data_dir/tls/cert.pem (ECDSA) and rsa-cert.pem, made on first run and signed by a development CA, data_dir/tls/dev-ca.pem, that clients trust."),
         "key": _o("path", "", "PEM private key; empty = data_dir/tls/key.pem, made with the certificate."),
+        "rsa_cert": _o("path", "", "A second PEM chain with an RSA key, offered to clients that cannot use an ECDSA [tls] cert (so they do not fall back to plaintext); empty = none (or the development one)."),
+        "rsa_key": _o("path", "", "The PEM private key of rsa_cert."),
     },
     "auth": {
         "users_file": _o("path", "", "Users, one per line in Dovecot passwd-file form; empty = data_dir/users."),
         "aliases_file": _o("path", "", "Aliases, 'address: target, target'; empty = data_dir/aliases."),
         "hash": _o("choice", "argon2id", "Hash for new passwords (Dovecot schemes are all accepted when checking).", choices=("argon2id", "bcrypt", "sha512-crypt")),
         "allow_plaintext": _o("bool", False, "Accept passwords on connections without TLS (never on the public Internet)."),
-        "failure_delay": _o("float", 1.0, "Seconds to wait before answering a failed login; doubles per failure from the same IP, up to 30.", minimum=0),
+        "failure_delay": _o("float", 1.0, "Seconds a login waits, before its password is checked, after a failed one from the same client address or for the same account (the failure's answer waits too); doubles per failure, up to 30.", minimum=0),
+        "login_parallel_per_ip": _o("int", 1, "Password checks at once from one client address (IPv6: one /64); more wait their turn, so parallel connections do not skip the delay.", minimum=1),
+        "login_queue": _o("int", 20, "Logins waiting their turn for one address or account; more are told to try again later (bounded memory, no pile-up).", minimum=1),
+        "throttle_entries": _o("int", 100_000, "Client addresses and accounts whose failed logins are remembered, the oldest forgotten first (bounded memory).", minimum=100),
         "cache_seconds": _o("int", 300, "Remember a verified password this long (in memory only) so clients that log in often do not pay for argon2 each time; 0 = off.", minimum=0),
     },
     "store": {
         "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), or \"package.module:factory\" for a third-party store."),
         "mail_dir": _o("path", "", "Root of the Maildirs (one per user, <root>/<domain>/<user>); empty = data_dir/mail."),
+        "options": _o("table", {}, "[store.options]: a third-party backend's own settings, given to it as config.store.options and checked by it; the built-in backends take none."),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
@@ -116,6 +124,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "retry_max": _o("int", 4000, "Longest wait between retries (Postfix: about 67 minutes).", minimum=1),
         "lifetime": _o("int", 5 * 86400, "Seconds after which an undelivered message bounces (5 days).", minimum=1),
         "delay_warning": _o("int", 4 * 3600, "Send one delay DSN after this many seconds (0 = never).", minimum=0),
+        "bounce_size_limit": _o("int", 50_000, "Bytes of the original message a DSN returns at most; a larger message is returned as its header, cut to this size (Postfix's default).", minimum=1024),
+        "mx_notify": _o("choice", "failure", "NOTIFY=SUCCESS/DELAY from unauthenticated (MX) clients: \"failure\" treats them as the default (failure reports only), so strangers cannot have reports mailed to any address; \"all\" honours them.", choices=("failure", "all")),
     },
     "dns": {
         "nameservers": _o("strlist", [], "\"ip:port\" list; empty = the system resolver."),
@@ -125,16 +135,24 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "message_size": _o("int", 35 * MB, "Largest message accepted (SMTP SIZE, IMAP APPENDLIMIT).", minimum=1),
         "connections": _o("int", 1000, "Open connections per listener.", minimum=1),
         "connections_per_ip": _o("int", 50, "Open connections per client address per listener.", minimum=1),
+        "listen_backlog": _o("int", 511, "Connections the kernel queues per listener before we accept them, for bursts (capped by net.core.somaxconn); an endpoint's own backlog= wins.", minimum=1),
         "auth_failures": _o("int", 5, "Failed logins on one connection before it is closed.", minimum=1),
         "smtp_line_length": _o("int", 1000, "Longest SMTP command or text line, CRLF included (RFC 5321 s4.5.3.1).", minimum=512),
         "smtp_recipients": _o("int", 100, "Recipients per message (RFC 5321 s4.5.3.1.8 minimum).", minimum=1),
         "smtp_errors": _o("int", 20, "Bad commands in one session before 421.", minimum=1),
         "smtp_command_timeout": _o("int", 300, "Seconds to wait for a command (RFC 5321 s4.5.3.2.7).", minimum=1),
         "smtp_data_timeout": _o("int", 600, "Seconds to wait for each block of message data.", minimum=1),
+        "smtp_data_deadline": _o("int", 300, "Seconds a whole DATA or BDAT transfer may take, plus 1 s per min_data_rate bytes received (Postfix's per-request deadline): bytes do not restart it.", minimum=1),
+        "min_data_rate": _o("int", 500, "Bytes/s a message body or IMAP literal must average to keep its deadline moving (Postfix smtpd_min_data_rate: 500; a 35 MB message at 500 B/s gets 19 hours).", minimum=1),
+        "command_deadline": _o("int", 60, "Seconds a command may take from its first byte to its end, however the bytes trickle in (slowloris): an SMTP or POP3 line; an IMAP command with its literals, plus 1 s per min_data_rate bytes. Clients send a line at once.", minimum=1),
+        "login_deadline": _o("int", 180, "Seconds from connecting to a completed login on IMAP, POP3 and SMTP submission, however busy the client (Dovecot: 3 minutes).", minimum=1),
         "imap_line_length": _o("int", 65536, "Longest IMAP command line, literals excluded.", minimum=1000),
         "imap_literal_size": _o("int", 35 * MB, "Largest IMAP literal (APPEND size).", minimum=1),
         "imap_idle_timeout": _o("int", 1800, "Seconds an IMAP session may stay silent (RFC 9051 s5.4: at least 30 minutes).", minimum=1800),
         "imap_connections_per_user": _o("int", 20, "Simultaneous IMAP sessions of one user.", minimum=1),
+        "folders": _o("int", 1000, "Folders per user, INBOX included (CREATE beyond it: NO [LIMIT]); bounds LIST and disk use.", minimum=10),
+        "folder_name_length": _o("int", 200, "Longest folder name in characters (Maildir stores it as one directory name).", minimum=16),
+        "folder_depth": _o("int", 16, "Most levels of a folder name (a/b/c is 3).", minimum=1),
         "imap_idle_poll": _o("float", 2.0, "Seconds between checks for changes made by other programs while an IMAP client is in IDLE (0 = never).", minimum=0),
         "mime_parts": _o("int", 10000, "MIME parts of one message IMAP shows (Dovecot's limit); the last one's body runs to the end, so a message of 100,000 parts costs no more.", minimum=1),
         "mime_depth": _o("int", 100, "Nesting levels of MIME parts IMAP opens (Dovecot's limit); a multipart or message part at the last level is shown as one application/octet-stream part.", minimum=1),
@@ -194,6 +212,10 @@ def _check(path, section, key, opt: Option, value):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail(f"expected a list of strings, got {_describe(value)}")
         return list(value)
+    if kind == "table":
+        if not isinstance(value, dict):
+            fail(f"expected a table ([{section}.{key}]), got {_describe(value)}")
+        return copy.deepcopy(value)
     raise AssertionError(kind)
 
 
@@ -254,6 +276,28 @@ class Config:
     @property
     def keyFile(self):
         return self.path("tls", "key", os.path.join("tls", "key.pem"))
+
+    @property
+    def rsaCertFile(self):
+        """The RSA certificate: configured, ours beside our own ECDSA one, or "" (none)."""
+        if self.tls.rsa_cert or self.tls.cert:
+            return self.tls.rsa_cert
+        return os.path.join(self.server.data_dir, "tls", "rsa-cert.pem")
+
+    @property
+    def rsaKeyFile(self):
+        if self.tls.rsa_cert or self.tls.cert:
+            return self.tls.rsa_key
+        return os.path.join(self.server.data_dir, "tls", "rsa-key.pem")
+
+    @property
+    def devCAFile(self):
+        """The development CA that signs our own certificates (clients trust it)."""
+        return os.path.join(self.server.data_dir, "tls", "dev-ca.pem")
+
+    @property
+    def devCAKeyFile(self):
+        return os.path.join(self.server.data_dir, "tls", "dev-ca.key")
 
     @property
     def usersFile(self):
@@ -366,7 +410,12 @@ def checkEnvironment(config: Config):
     if bool(config.tls.cert) != bool(config.tls.key):
         which = "key" if config.tls.cert else "cert"
         raise ConfigError(f"{where}: [tls] {which}: cert and key must be given together")
-    for key in ("cert", "key"):
+    if bool(config.tls.rsa_cert) != bool(config.tls.rsa_key):
+        which = "rsa_key" if config.tls.rsa_cert else "rsa_cert"
+        raise ConfigError(f"{where}: [tls] {which}: rsa_cert and rsa_key must be given together")
+    if config.tls.rsa_cert and not config.tls.cert:
+        raise ConfigError(f"{where}: [tls] rsa_cert: needs [tls] cert and key too")
+    for key in ("cert", "key", "rsa_cert", "rsa_key"):
         value = getattr(config.tls, key)
         if value:
             try:
@@ -420,4 +469,6 @@ def _toml(value):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return str(value)

@@ -7,6 +7,7 @@ failure with the client address, a queue attempt); protocol dialogues only at
 debug; never a password, AUTH payload or message body.
 """
 
+import re
 import sys
 
 from twisted import logger as _tl
@@ -58,6 +59,25 @@ def _formatEvent(event, formatTime):
     return _tl.formatEventAsClassicLogText(event, formatTime=formatTime)
 
 
+# twisted.names and the UDP port under it log every query's socket ("...
+# starting on 41234", "(UDP Port 41234 Closed)") and every resolv.conf read
+# through the legacy log.  mailnet uses UDP only for DNS.
+_DNS_CHATTER = re.compile(
+    r"DNSDatagramProtocol starting on \d+$|\(UDP Port \d+ Closed\)$"
+    r"|(Starting|Stopping) protocol <twisted\.names\.dns\.DNSDatagramProtocol"
+    r"|.*resolv\.conf'? changed, reparsing$|Resolver added .* to server list$")
+
+
+def _quietDNS(event):
+    """Predicate: DNS resolver chatter is shown only at the debug level."""
+    if event.get("log_namespace") == "log_legacy":
+        message = event.get("message")
+        if (message and len(message) == 1 and isinstance(message[0], str) and _DNS_CHATTER.match(message[0])
+                and _predicate.logLevelForNamespace("log_legacy") is not _tl.LogLevel.debug):
+            return _tl.PredicateResult.no
+    return _tl.PredicateResult.maybe
+
+
 def twistdObserver():
     """For ``twistd --logger``: :func:`textFileObserver` on stdout."""
     return textFileObserver(sys.stdout)
@@ -66,11 +86,13 @@ def twistdObserver():
 def textFileObserver(outFile=None):
     """
     A log observer writing the same lines as twistd's default one (to
-    ``outFile``, default stdout), at a fraction of the cost per event.
+    ``outFile``, default stdout), at a fraction of the cost per event,
+    without DNS resolver chatter (unless the level is debug).
     """
     formatTime = _CachedTime()
-    return _tl.FileLogObserver(sys.stdout if outFile is None else outFile,
-                               lambda event: _formatEvent(event, formatTime))
+    out = _tl.FileLogObserver(sys.stdout if outFile is None else outFile,
+                              lambda event: _formatEvent(event, formatTime))
+    return _tl.FilteringLogObserver(out, [_quietDNS])
 
 
 def Logger(namespace: str | None = None) -> _tl.Logger:

@@ -88,3 +88,47 @@ class LimitedFactory(protocol.Factory):
 def implicitTLS(factory, contextFactory):
     """Serve ``factory`` behind TLS from the first byte (RFC 8314 ports)."""
     return TLSMemoryBIOFactory(contextFactory, False, factory)
+
+
+def withBacklog(description, backlog):
+    """
+    ``description`` with ``backlog=N`` added (the kernel's queue of
+    connections not yet accepted; Twisted's default of 50 overflows in a
+    burst), unless it sets its own.
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def filesNeeded(config) -> int:
+    """Open files the configured limits may need: every connection, plus the queue's and some to spare."""
+    listeners = sum(1 for description in vars(config.listen).values() if description)
+    return listeners * config.limits.connections + config.relay.max_connections + 256
+
+
+def raiseFileLimit(need, resourceModule=None):
+    """
+    Raise ``RLIMIT_NOFILE`` to ``need`` (the soft limit up to the hard one;
+    the hard one too if we may).  Returns (before, after), soft limits.
+    """
+    if resourceModule is None:
+        import resource as resourceModule
+    kind = resourceModule.RLIMIT_NOFILE
+    soft, hard = resourceModule.getrlimit(kind)
+    infinity = resourceModule.RLIM_INFINITY
+    if soft == infinity or soft >= need:
+        return soft, soft
+    if hard != infinity and hard < need:
+        try:
+            resourceModule.setrlimit(kind, (need, need))  # works when privileged
+            return soft, need
+        except (ValueError, OSError):
+            pass
+    target = need if hard == infinity else min(need, hard)
+    try:
+        resourceModule.setrlimit(kind, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target

@@ -17,6 +17,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import stringprep
+import unicodedata
 
 import argon2
 import bcrypt
@@ -38,6 +40,49 @@ _ORDER256 = [
 
 class UnsupportedScheme(ValueError):
     """The stored hash uses a scheme we cannot check."""
+
+
+class InvalidPassword(ValueError):
+    """The password has characters SASLprep prohibits (RFC 4013 s2.3, s2.4, s2.5)."""
+
+
+# RFC 4013 s2.3: the prohibited output tables of RFC 3454.
+_PROHIBITED = (
+    stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3, stringprep.in_table_c4,
+    stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+    stringprep.in_table_c9,
+)
+
+
+def saslprep(text: str, stored: bool = True) -> str:
+    """
+    RFC 4013 SASLprep, the preparation of passwords on every protocol, so
+    that a password typed with a non-ASCII space, or with an accent composed
+    or decomposed, is the same password everywhere.
+
+    @param stored: True for a string being stored (a new password:
+        unassigned code points are prohibited, RFC 3454 s7), False for a
+        query (a password being checked: they are allowed).
+    @raise InvalidPassword: a prohibited character, or bad bidi text.
+    """
+    if text.isascii() and text.isprintable():
+        return text  # the common case; SASLprep leaves printable ASCII as it is
+    # RFC 4013 s2.1: non-ASCII spaces (C.1.2) map to SPACE; B.1 maps to nothing.
+    mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in text if not stringprep.in_table_b1(c))
+    # RFC 4013 s2.2: Unicode normalization form KC (of Unicode 3.2, like the tables).
+    prepared = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
+    for c in prepared:
+        if any(table(c) for table in _PROHIBITED):
+            raise InvalidPassword(f"character U+{ord(c):04X} is not allowed in a password")
+        if stored and stringprep.in_table_a1(c):
+            raise InvalidPassword(f"character U+{ord(c):04X} is not assigned in Unicode 3.2")
+    # RFC 4013 s2.4 / RFC 3454 s6: bidirectional text.
+    if any(stringprep.in_table_d1(c) for c in prepared):
+        if any(stringprep.in_table_d2(c) for c in prepared):
+            raise InvalidPassword("a password may not mix right-to-left and left-to-right text")
+        if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):
+            raise InvalidPassword("right-to-left text must start and end with a right-to-left character")
+    return prepared
 
 
 def _b64_24(b2, b1, b0, n):
@@ -100,8 +145,12 @@ _argon = argon2.PasswordHasher()
 
 
 def make(password: str, scheme: str = "argon2id") -> str:
-    """Hash a new password; returns ``{SCHEME}hash``."""
-    pw = password.encode("utf-8")
+    """
+    Hash a new password (SASLprep'd first); returns ``{SCHEME}hash``.
+
+    @raise InvalidPassword: SASLprep refuses the password.
+    """
+    pw = saslprep(password).encode("utf-8")
     if scheme == "argon2id":
         return "{ARGON2ID}" + _argon.hash(pw)
     if scheme == "bcrypt":
@@ -169,6 +218,12 @@ def verify(password: str, stored: str) -> bool:
     """
     Check a password against a stored ``{SCHEME}hash``.
 
+    The password is SASLprep'd first (RFC 4013); one the preparation
+    prohibits is simply wrong.  When the prepared form differs from what
+    was typed and does not match, what was typed is tried too: hashes made
+    before mailnet prepared passwords, or imported from Dovecot (which does
+    not), hold the password as it was typed.
+
     @raise UnsupportedScheme: the scheme is unknown or the hash malformed.
     """
     name = scheme(stored)
@@ -177,7 +232,13 @@ def verify(password: str, stored: str) -> bool:
     if check is None:
         raise UnsupportedScheme(name)
     try:
-        return check(password.encode("utf-8"), body)
+        prepared = saslprep(password, stored=False)
+    except InvalidPassword:
+        return False
+    try:
+        if check(prepared.encode("utf-8"), body):
+            return True
+        return prepared != password and check(password.encode("utf-8"), body)
     except (ValueError, TypeError) as e:
         if isinstance(e, UnsupportedScheme):
             raise

@@ -10,8 +10,12 @@ to a module with ``makeFactory(context, listener) -> IProtocolFactory`` and an
 optional ``REFUSAL`` (bytes sent to a client refused for too many
 connections).  Implicit-TLS listeners are wrapped in TLS here; the protocol
 can tell from ``listener`` (or ``ISSLTransport``) that TLS is on from the
-start.  A listener whose module is not present is skipped with a log line
-(each listener appears as its protocol lands).
+start.  The ``http`` listener (JMAP, webmail) is not built yet: a configured
+one is ignored with one log line.
+
+One server at a time per data directory: the running one holds an exclusive
+``flock`` on ``run/mailnet.lock`` (like the queue's spool lock), taken
+before any port is bound.
 
 Embedding in another Twisted application::
 
@@ -26,34 +30,40 @@ import importlib
 import json
 import os
 import secrets
+import sys
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
 from mailnet.logs import Logger
 
-from mailnet import auth, net, tls
+from mailnet import auth, login, net, tls
 from mailnet.auth import writeAtomically
 from mailnet.config import Config, ConfigError
-from mailnet.queue.spool import Spool
+from mailnet.imap import server as imapServer
+from mailnet.pop3 import server as pop3Server
+from mailnet.queue import service as queueService
+from mailnet.queue.spool import Spool, SpoolLock
+from mailnet.smtp import server as smtpServer
 from mailnet.store.interfaces import IMailStore
 
 log = Logger()
 
 # listener name -> (module, implicit TLS)
 LISTENERS = {
-    "smtp": ("mailnet.smtp.server", False),
-    "submission": ("mailnet.smtp.server", False),
-    "submissions": ("mailnet.smtp.server", True),
-    "pop3": ("mailnet.pop3.server", False),
-    "pop3s": ("mailnet.pop3.server", True),
-    "imap": ("mailnet.imap.server", False),
-    "imaps": ("mailnet.imap.server", True),
-    "http": ("mailnet.http.server", False),
+    "smtp": (smtpServer, False),
+    "submission": (smtpServer, False),
+    "submissions": (smtpServer, True),
+    "pop3": (pop3Server, False),
+    "pop3s": (pop3Server, True),
+    "imap": (imapServer, False),
+    "imaps": (imapServer, True),
 }
 
-# Other services started when their module is present: module with
-# makeService(context) -> IService.
-EXTRA_SERVICES = ["mailnet.queue.service"]
+# Configured listeners that have no protocol yet -> why (logged once).
+NOT_BUILT = {"http": "JMAP and webmail are not built yet"}
+
+# Other services: modules with makeService(context) -> IService.
+EXTRA_SERVICES = [queueService]
 
 BUILTIN_STORES = {
     "maildir": "mailnet.store.maildir:makeStore",
@@ -61,41 +71,90 @@ BUILTIN_STORES = {
 }
 
 
-def optionalModule(name):
-    """Import a module of ours that may not exist yet; None if it does not."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name and (e.name == name or name.startswith(e.name + ".")):
-            return None
-        raise
+def loadObject(spec, what, searchDir=None):
+    """
+    ``"package.module:attribute"`` -> the attribute.
 
-
-def loadObject(spec, what):
-    """``"package.module:attribute"`` -> the attribute."""
+    @param searchDir: a directory appended to ``sys.path`` (searched after
+        everything installed) before importing: the config file's directory,
+        so that a backend module kept next to the config is found.
+    """
     module, sep, attr = spec.partition(":")
-    if not sep:
+    if not sep or not module or not attr:
         raise ConfigError(f"{what}: expected \"package.module:factory\", got {spec!r}")
+    if searchDir and searchDir not in sys.path:
+        sys.path.append(searchDir)
     try:
         obj = importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(f"{what}: cannot import {module}: {e}")
+    except Exception as e:  # a syntax error or a crash in the module's own code
+        raise ConfigError(f"{what}: importing {module} failed: {type(e).__name__}: {e}")
     try:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
         raise ConfigError(f"{what}: {module} has no {attr}")
+    if not callable(obj):
+        raise ConfigError(f"{what}: {spec} is not callable")
     return obj
 
 
+def _storeFactory(config: Config):
+    """(spec, factory, where) for ``[store] backend``, options checked for built-ins."""
+    where = f"{config.source or '<defaults>'}: [store] backend"
+    backend = config.store.backend
+    if backend in BUILTIN_STORES:
+        if config.store.options:
+            key = sorted(config.store.options)[0]
+            raise ConfigError(f"{config.source or '<defaults>'}: [store.options] {key}: the {backend} backend takes no options")
+        spec = BUILTIN_STORES[backend]
+        return spec, loadObject(spec, where), where
+    # A backend module kept beside the config file is importable (docs/extending.md).
+    searchDir = config.base if config.source and os.path.isfile(config.source) else None
+    return backend, loadObject(backend, where, searchDir), where
+
+
 def makeStore(config: Config):
-    """The IMailStore named by ``[store] backend``."""
-    spec = BUILTIN_STORES.get(config.store.backend, config.store.backend)
-    factory = loadObject(spec, f"{config.source or '<defaults>'}: [store] backend")
-    store = factory(config)
+    """
+    The IMailStore named by ``[store] backend``: ``factory(config)``, where a
+    third-party factory finds its own settings in ``config.store.options``
+    (the ``[store.options]`` table, a dict) and rejects bad ones with
+    ``ValueError`` (or ``ConfigError``), reported as one line.
+    """
+    spec, factory, where = _storeFactory(config)
+    try:
+        store = factory(config)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{where} {spec}: {e}")
     if not IMailStore.providedBy(store):
-        raise ConfigError(f"{config.source or '<defaults>'}: [store] backend: {spec} did not return an IMailStore")
+        raise ConfigError(f"{where}: {spec} did not return an IMailStore (got {type(store).__name__})")
     return store
+
+
+def checkStore(config: Config):
+    """
+    What ``mailnet config check`` does for ``[store]``: a third-party
+    backend is imported, made once with its options and closed, so that
+    every problem ``run`` would meet is found now.  Built-in backends are
+    only checked for options (making them would create directories).
+
+    @raise ConfigError: one line.
+    """
+    if config.store.backend in BUILTIN_STORES:
+        _storeFactory(config)
+        return
+    try:
+        store = makeStore(config)
+    except ConfigError:
+        raise
+    except Exception as e:
+        where = f"{config.source or '<defaults>'}: [store] backend"
+        raise ConfigError(f"{where} {config.store.backend}: making the store failed: {type(e).__name__}: {e}")
+    # Only checking: a store that fails to close has still been made.
+    defer.maybeDeferred(store.close).addErrback(lambda failure: None)
 
 
 class MailContext:
@@ -106,17 +165,20 @@ class MailContext:
     @ivar reactor: the reactor (also the clock for timeouts).
     @ivar hostname: ``config.server.hostname``.
     @ivar store: the :class:`~mailnet.store.interfaces.IMailStore`.
-    @ivar users: :class:`~mailnet.auth.UserDB` (also a cred checker).
+    @ivar users: the :class:`~mailnet.auth.IUserDirectory`: logins and who
+        has a mailbox (the users file, :class:`~mailnet.auth.UserDB`, unless
+        the embedding application gave its own).
     @ivar directory: :class:`~mailnet.auth.Directory`: domains, aliases, users.
-    @ivar portal: twisted.cred portal; avatars ``IAccount`` or
+    @ivar portal: twisted.cred portal over ``users``; avatars ``IAccount`` or
         ``IAuthenticatedUser``.
-    @ivar throttle: :class:`~mailnet.auth.AuthThrottle` shared by all listeners.
+    @ivar throttle: :class:`~mailnet.login.AuthThrottle` shared by all listeners.
+    @ivar login: :class:`~mailnet.login.LoginSequence`: every protocol logs in through it.
     @ivar tlsOptions: the server ``CertificateOptions`` (for STARTTLS/STLS
         and implicit TLS), or None if TLS is unavailable.
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
     """
 
-    def __init__(self, config: Config, reactor=None, store=None, checkers=None):
+    def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
         if reactor is None:
             from twisted.internet import reactor
         os.makedirs(config.server.data_dir, mode=0o700, exist_ok=True)
@@ -124,18 +186,47 @@ class MailContext:
         self.reactor = reactor
         self.hostname = config.server.hostname
         self.store = store if store is not None else makeStore(config)
-        self.users = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+        self.users = makeUsers(config, reactor, users, checkers)
         self.aliases = auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
-        self.portal = auth.makePortal(self.store, checkers or [self.users])
-        self.throttle = auth.AuthThrottle(reactor, baseDelay=config.auth.failure_delay)
+        self.portal = auth.makePortal(self.store, self.users)
+        self.throttle = login.AuthThrottle(reactor, baseDelay=config.auth.failure_delay,
+                                           maxEntries=config.auth.throttle_entries,
+                                           parallelPerAddress=config.auth.login_parallel_per_ip,
+                                           maxWaiting=config.auth.login_queue)
+        self.login = login.LoginSequence(self.portal, self.throttle, reactor)
         tls.ensureCertificate(config)
-        self.tlsOptions = tls.serverOptions(config.certFile, config.keyFile)
+        for warning in tls.checkCertificates(config):
+            log.warn("{warning}", warning=warning)
+        self.tlsOptions = tls.serverOptions(config)
         self.spool = Spool(config.spoolDir)
+
+
+def makeUsers(config: Config, reactor, users=None, checkers=None):
+    """
+    The :class:`~mailnet.auth.IUserDirectory` of a :class:`MailContext`:
+    ``users`` if given, else the users file; ``checkers`` (the older form)
+    check logins against the users file's names.
+    """
+    if users is not None:
+        if checkers:
+            raise TypeError("makeService: give users= or checkers=, not both")
+        if not auth.IUserDirectory.providedBy(users):
+            raise TypeError(f"makeService: users= must provide mailnet.auth.IUserDirectory, "
+                            f"got {type(users).__name__} (or wrap a cred checker in mailnet.auth.CheckerUsers)")
+        return users
+    fileUsers = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+    if checkers:
+        return auth.CheckerUsers(checkers, addresses=fileUsers)
+    return fileUsers
 
 
 class ListenError(Exception):
     """A listener could not start (port in use, permission...)."""
+
+
+class AlreadyRunning(ListenError):
+    """Another server holds the data directory's lock."""
 
 
 class MailnetService(service.MultiService):
@@ -153,17 +244,17 @@ class MailnetService(service.MultiService):
         self.ports = {}
         self.addresses = {}
         self.demoLogin = None
+        self.lock = SpoolLock(os.path.join(context.config.runDir, "mailnet.lock"))
 
     def _factories(self):
         config = self.context.config
         limits = config.limits
-        for name, (moduleName, implicit) in LISTENERS.items():
+        for name, why in NOT_BUILT.items():
+            if getattr(config.listen, name):
+                log.info("listener {name}: {why}; [listen] {name} is ignored", name=name, why=why)
+        for name, (module, implicit) in LISTENERS.items():
             description = getattr(config.listen, name)
             if not description:
-                continue
-            module = optionalModule(moduleName)
-            if module is None:
-                log.info("listener {name}: {module} is not part of this build yet; skipped", name=name, module=moduleName)
                 continue
             factory = module.makeFactory(self.context, name)
             refusal = getattr(module, "REFUSAL", b"")
@@ -173,11 +264,42 @@ class MailnetService(service.MultiService):
             factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name)
             yield name, description, factory
 
+    def _fail(self, error):
+        if self.exitOnError:
+            # twistd has sent sys.stderr to its log by now; the
+            # operator should see exactly one plain line.
+            print(f"mailnet: {error}", file=sys.__stderr__, flush=True)
+            raise SystemExit(1)
+        raise error
+
+    def _lock(self):
+        """Take the data directory (before binding: a second server must
+        not touch the first one's ports or run/listeners.json)."""
+        os.makedirs(self.context.config.runDir, mode=0o700, exist_ok=True)
+        if not self.lock.acquire(blocking=False):
+            holder = self.lock.holder()
+            self._fail(AlreadyRunning(
+                f"another mailnet{f' (pid {holder})' if holder else ''} is running with the data directory "
+                f"{self.context.config.server.data_dir}; stop it first or give this one another [server] data_dir"))
+
+    def _raiseFileLimit(self):
+        need = net.filesNeeded(self.context.config)
+        before, after = net.raiseFileLimit(need)
+        if after < need:
+            log.warn("open files limit is {after}, the connection limits need about {need}: raise it "
+                     "(ulimit -n, systemd LimitNOFILE=) or lower [limits] connections", after=after, need=need)
+        elif after != before:
+            log.info("raised the open files limit from {before} to {after}", before=before, after=after)
+
     def privilegedStartService(self):
         reactor = self.context.reactor
+        self._lock()
+        self._raiseFileLimit()
+        backlog = self.context.config.limits.listen_backlog
         for name, description, factory in self._factories():
             results = []
-            endpoints.serverFromString(reactor, description).listen(factory).addBoth(results.append)
+            endpoint = endpoints.serverFromString(reactor, net.withBacklog(description, backlog))
+            endpoint.listen(factory).addBoth(results.append)
             if not results:
                 raise ListenError(f"listener {name} ({description}) did not start synchronously")
             if isinstance(results[0], Exception) or hasattr(results[0], "raiseException"):
@@ -186,14 +308,8 @@ class MailnetService(service.MultiService):
                 message = f"[listen] {name}: cannot listen on {description!r}: {problem}"
                 for port in self.ports.values():
                     port.stopListening()
-                if self.exitOnError:
-                    import sys
-
-                    # twistd has sent sys.stderr to its log by now; the
-                    # operator should see exactly one plain line.
-                    print(f"mailnet: {message}", file=sys.__stderr__, flush=True)
-                    raise SystemExit(1)
-                raise ListenError(message)
+                self.lock.release()
+                self._fail(ListenError(message))
             self.ports[name] = results[0]
             host = results[0].getHost()
             self.addresses[name] = {"host": getattr(host, "host", None), "port": getattr(host, "port", None), "endpoint": description}
@@ -227,6 +343,7 @@ class MailnetService(service.MultiService):
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports.values()])
         self.ports.clear()
         yield defer.maybeDeferred(self.context.store.close)
+        self.lock.release()
 
 
 def ensureDemoUser(context: MailContext):
@@ -236,7 +353,7 @@ def ensureDemoUser(context: MailContext):
     can be printed at every start.  Returns (login, password) or None.
     """
     config = context.config
-    if not config.server.demo_user:
+    if not config.server.demo_user or not isinstance(context.users, auth.UserDB):
         return None
     login = "demo@" + config.domains.local[0]
     path = os.path.join(config.server.data_dir, "demo-password")
@@ -251,19 +368,22 @@ def ensureDemoUser(context: MailContext):
         return None  # the admin removed it or set their own password
 
 
-def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnError=False):
+def makeService(config: Config, reactor=None, store=None, checkers=None, exitOnError=False, users=None):
     """
     Build the whole server from a config.
 
     @param store: an IMailStore to use instead of the configured backend.
-    @param checkers: cred checkers to use instead of the users file.
+    @param users: an :class:`~mailnet.auth.IUserDirectory` to use instead of
+        the users file, for logins and local recipients alike (for example
+        ``auth.CheckerUsers(checker, addresses)``).
+    @param checkers: the older form: cred checkers for logins (given bytes,
+        as twisted.cred specifies); recipients still come from the users
+        file.  Prefer ``users=``.
     @return: a :class:`MailnetService` (a ``MultiService``); its ``context``
         attribute is the :class:`MailContext` it gives the protocols.
     """
-    context = MailContext(config, reactor=reactor, store=store, checkers=checkers)
+    context = MailContext(config, reactor=reactor, store=store, checkers=checkers, users=users)
     top = MailnetService(context, exitOnError=exitOnError)
-    for moduleName in EXTRA_SERVICES:
-        module = optionalModule(moduleName)
-        if module is not None:
-            module.makeService(context).setServiceParent(top)
+    for module in EXTRA_SERVICES:
+        module.makeService(context).setServiceParent(top)
     return top

@@ -131,7 +131,7 @@ def sharedState(context) -> Shared:
     if shared is None:
         settings = Settings(context.config, hostname=context.hostname)
         shared = Shared(settings, context.portal, context.throttle, context.reactor,
-                        tlsAvailable=context.tlsOptions is not None)
+                        tlsAvailable=context.tlsOptions is not None, login=context.login)
         shared.tlsOptions = context.tlsOptions
         context._imapShared = shared
     return shared

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import os
 
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
+from mailnet.deadline import Deadlines
 from mailnet.imap import fetch, search, serialize
 from mailnet.imap.mailbox import SelectedMailbox
 from mailnet.imap.parser import (
@@ -42,16 +42,19 @@ from mailnet.imap.parser import (
     RawLine,
     parseCommand,
 )
+from mailnet.login import LoginAbandoned, LoginBusy, LoginFailed, LoginSequence
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
     DELETED,
     INBOX,
     SEEN,
     FolderExists,
+    FolderLimitExceeded,
     IAccount,
     InvalidFolderName,
     NoSuchFolder,
     NoSuchMessage,
+    StorageFull,
     StoreError,
     TemporaryStoreError,
 )
@@ -104,6 +107,10 @@ class Settings:
         self.idlePoll = getattr(limits, "imap_idle_poll", 2.0) if limits else 2.0
         self.connectionsPerUser = limits.imap_connections_per_user if limits else 20
         self.authFailures = limits.auth_failures if limits else 5
+        # Deadlines that bytes do not extend (slowloris; mailnet.deadline).
+        self.commandDeadline = limits.command_deadline if limits else 60
+        self.loginDeadline = limits.login_deadline if limits else 180
+        self.minDataRate = limits.min_data_rate if limits else 500
         # MIME structure caps (fetch.MAX_PARTS: beyond them a message is shown flatter).
         self.mimeParts = getattr(limits, "mime_parts", fetch.MAX_PARTS) if limits else fetch.MAX_PARTS
         self.mimeDepth = getattr(limits, "mime_depth", fetch.MAX_DEPTH) if limits else fetch.MAX_DEPTH
@@ -120,12 +127,14 @@ class Shared:
     Server-wide state every session of a factory shares.
 
     @ivar portal: twisted.cred portal (avatars: the store's IAccount).
-    @ivar throttle: :class:`mailnet.auth.AuthThrottle`.
+    @ivar throttle: :class:`mailnet.login.AuthThrottle`.
+    @ivar login: :class:`mailnet.login.LoginSequence` (made from the portal
+        and the throttle when not given).
     @ivar tlsAvailable: whether STARTTLS can be offered.
     @ivar clock: the reactor (callLater, seconds).
     """
 
-    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True, inThread=None):
+    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True, inThread=None, login=None):
         from mailnet.imap.mailbox import FolderKeeper, RecentRegistry
 
         if inThread is None:
@@ -140,6 +149,7 @@ class Shared:
         self.settings = settings
         self.portal = portal
         self.throttle = throttle
+        self.login = login or LoginSequence(portal, throttle, clock)
         self.clock = clock
         self.tlsAvailable = tlsAvailable
         self.structures = fetch.StructureCache()
@@ -199,6 +209,7 @@ class Session:
         self._timer = None
         self._current = None
         self._lost = False
+        self.deadlines = Deadlines(self.clock, self._deadlinePassed)
         shared.sessions.add(self)
 
     # Life cycle
@@ -206,6 +217,8 @@ class Session:
     def start(self):
         """Send the greeting (RFC 3501 s7.1.1)."""
         self._resetTimer()
+        # log in within loginDeadline of connecting, however busy the client
+        self.deadlines.start("login", self.settings.loginDeadline)
         self.send(b"* OK [CAPABILITY " + self.capabilities() + b"] " + self.settings.hostname.encode("ascii", "replace")
                   + b" mailnet IMAP ready\r\n")
 
@@ -217,6 +230,7 @@ class Session:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self.deadlines.cancel()
         self._stopIdle()
         self._deselect()
         if self.username is not None:
@@ -256,6 +270,44 @@ class Session:
                      n=self.settings.idleTimeout)
             self.send(b"* BYE Autologout; idle for too long\r\n")
             self._close()
+
+    # Deadlines (slowloris): a command, with its literals, must end within
+    # commandDeadline of its first byte plus 1 s per minDataRate bytes
+    # received; a login within loginDeadline of connecting.  Idle timeouts
+    # after login (IDLE's 30 minutes included) are the timer above.
+
+    def _commandInProgress(self):
+        reader = self.reader
+        if self._lineWaiter is not None:  # IDLE's DONE, a SASL response
+            return reader.buffered() > 0
+        # not busy: every whole command has been taken, what is left is partial
+        return not self.busy and (reader.midCommand or reader.buffered() > 0)
+
+    def _watchDeadlines(self):
+        deadlines = self.deadlines
+        if self.closed:
+            deadlines.cancel()
+            return
+        if self._commandInProgress():
+            deadlines.start("command", self.settings.commandDeadline, rate=self.settings.minDataRate)
+        else:
+            deadlines.stop("command")
+        if self.state != NOT_AUTHENTICATED:
+            deadlines.stop("login")
+
+    def _deadlinePassed(self, name):
+        if self.closed:
+            return True
+        if self.busy and self._lineWaiter is None:
+            return False  # we are working (a password check): not the client's fault
+        if name == "login":
+            seconds, text = self.settings.loginDeadline, b"no login within %d seconds" % self.settings.loginDeadline
+        else:
+            seconds, text = self.settings.commandDeadline, b"command not completed in time"
+        log.info("imap: {peer}: {name} deadline passed ({s} s), closing", peer=self.out.peer, name=name, s=seconds)
+        self.send(b"* BYE Autologout; " + text + b"\r\n")
+        self._close()
+        return True
 
     def _close(self):
         if not self.closed:
@@ -297,6 +349,7 @@ class Session:
             return
         self._resetTimer()
         self.reader.feed(data)
+        self.deadlines.received(len(data))
         self.pump()
 
     def pump(self):
@@ -322,6 +375,7 @@ class Session:
             elif self._readingPaused:
                 self._readingPaused = False
                 self.out.resumeReading()
+        self._watchDeadlines()
 
     def _handle(self, event):
         if isinstance(event, RawLine):
@@ -435,6 +489,17 @@ class Session:
             self._flush(cmd)
             self.tagged(cmd.tag, "NO", "Mailbox exists already", b"ALREADYEXISTS")
             return
+        except FolderLimitExceeded as e:
+            # RFC 5530 s3 LIMIT: an implementation limit (count, length, depth).
+            self._flush(cmd)
+            self.tagged(cmd.tag, "NO", "Cannot do that: %s" % _reason(e), b"LIMIT")
+            return
+        except StorageFull:
+            # RFC 5530 s3 OVERQUOTA: the disk under the store is full.
+            self._flush(cmd)
+            log.warn("imap: {user}: {name} failed: mail storage is full", user=self.username, name=cmd.name)
+            self.tagged(cmd.tag, "NO", "Mail storage is full, please try again later", b"OVERQUOTA")
+            return
         except TemporaryStoreError as e:
             self._flush(cmd)
             log.warn("imap: {user}: temporary store error in {name}: {e}", user=self.username, name=cmd.name, e=str(e))
@@ -446,6 +511,26 @@ class Session:
             self.tagged(cmd.tag, "NO", "Cannot do that: %s" % _reason(e), b"SERVERBUG")
             return
         except ConnectionError:
+            return
+        except OSError as e:
+            # The store's disk failed (full, over quota, I/O error): a
+            # temporary condition, not a bug.  RFC 5530 s3: OVERQUOTA when
+            # the disk or quota is full, else UNAVAILABLE.  One log line,
+            # without the path (nor in the answer).
+            self._flush(cmd)
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.warn(
+                "imap: {user}: {name} failed: store I/O error {err} ({text})",
+                user=self.username,
+                name=cmd.name,
+                err=errno.errorcode.get(e.errno, e.errno),
+                text=e.strerror or type(e).__name__,
+            )
+            if not self.closed:
+                if full:
+                    self.tagged(cmd.tag, "NO", "Mail storage is full, please try again later", b"OVERQUOTA")
+                else:
+                    self.tagged(cmd.tag, "NO", "Temporary storage failure, please try again", b"UNAVAILABLE")
             return
         except Exception:
             log.failure("imap: {user}: internal error in {name}", user=self.username, name=cmd.name)
@@ -598,19 +683,18 @@ class Session:
             username = user.decode("utf-8")
             secret = password.decode("utf-8")
         except UnicodeDecodeError:
-            username = secret = None
+            username, secret = user.decode("utf-8", "replace"), ""  # fails in the checker, throttled like any
         peer = self.out.peer
-        result = None
-        if username and secret:
-            try:
-                result = await self.shared.portal.login(UsernamePassword(username, secret), None, IAccount)
-            except (UnauthorizedLogin, UnhandledCredentials):
-                result = None
-        if result is None:
+        try:
+            # The one login sequence (mailnet.login): throttle, portal, log.
+            account, logout = await self.shared.login.login("imap", peer, username, secret, IAccount,
+                                                            alive=lambda: not self.closed)
+        except LoginAbandoned:
+            return _ALREADY_ANSWERED
+        except LoginBusy:
+            raise no("Too many logins waiting; try again later", b"UNAVAILABLE")
+        except LoginFailed:
             self.authFailures += 1
-            delay = self.shared.throttle.failed(peer)
-            log.info("imap: {peer}: failed login for {user!r}", peer=peer, user=(username or "")[:100])
-            await self.shared.throttle.delay(peer, delay)
             if self.closed:
                 return _ALREADY_ANSWERED
             if self.authFailures >= self.settings.authFailures:
@@ -619,7 +703,9 @@ class Session:
                 self._close()
                 return _ALREADY_ANSWERED
             raise no("Invalid credentials", b"AUTHENTICATIONFAILED")
-        _, account, logout = result
+        except Exception:
+            # the realm or the store failed (logged by the login sequence)
+            raise no("Cannot log in now; try again later", b"UNAVAILABLE")
         if self.closed:
             logout()
             return _ALREADY_ANSWERED
@@ -630,14 +716,12 @@ class Session:
             log.info("imap: {peer}: {user} has too many connections", peer=peer, user=name)
             raise no("Too many connections for this user (limit %d)" % self.settings.connectionsPerUser, b"UNAVAILABLE")
         self.shared.userSessions[name] = count + 1
-        self.shared.throttle.succeeded(peer)
         self.username = name
         self.account = account
         self.logout = logout
         self.state = AUTHENTICATED
         self.reader.maxLiteral = self.settings.maxLiteral
         self._resetTimer()
-        log.info("imap: {peer}: {user} logged in", peer=peer, user=name)
         return ("OK", "Logged in", b"CAPABILITY " + self.capabilities())
 
     # Authenticated

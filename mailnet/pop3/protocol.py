@@ -107,6 +107,11 @@ class LineBuffer:
     def __len__(self):
         return len(self._buffer)
 
+    @property
+    def partial(self) -> bool:
+        """A line has begun and not ended (once whole lines are taken)."""
+        return self._discarding or (bool(self._buffer) and b"\n" not in self._buffer)
+
     def peek(self, count: int, skip: int = 0, limit: int = 64) -> list[bytes]:
         """
         Whole lines buffered after the current position, without consuming

@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import weakref
 
-from twisted.cred import error as credError
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer, interfaces, protocol
 from twisted.python import failure
 from zope.interface import implementer
 
 from mailnet.auth import normalize
+from mailnet.deadline import Deadlines
+from mailnet.login import LoginAbandoned, LoginFailed
 from mailnet.logs import Logger
 from mailnet.net import peerHost
 from mailnet.pop3 import protocol as pop3
@@ -206,6 +206,7 @@ class POP3Server(protocol.Protocol):
         self._prefetched: dict[int, defer.Deferred] = {}  # uid -> Deferred(file)
         self._lookedAhead = 0  # buffered lines _prefetch has already seen
         self._debug = False
+        self.deadlines = Deadlines(context.reactor, self._deadlinePassed)
 
     # Connection
 
@@ -224,10 +225,13 @@ class POP3Server(protocol.Protocol):
         self._debug = debugEnabled()
         self.transport.write(self.session.greeting())
         self._touch()
+        # log in within login_deadline of connecting, however busy the client
+        self.deadlines.start("login", config.limits.login_deadline)
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.disconnected = True
         self._cancelTimeout()
+        self.deadlines.cancel()
         if self.sender is not None:
             self.sender.stopProducing()
         # A dropped connection deletes nothing (RFC 1939 s6: only QUIT in
@@ -292,6 +296,37 @@ class POP3Server(protocol.Protocol):
         self.closing = True
         self.transport.loseConnection()
 
+    # Deadlines (slowloris): bytes do not extend them, see mailnet.deadline
+
+    def _watch(self):
+        """Start or stop the deadlines the session's state calls for."""
+        if self.closing or self.disconnected:
+            self.deadlines.cancel()
+            return
+        if not self.busy and self.buffer.partial:
+            self.deadlines.start("line", self.context.config.limits.command_deadline)
+        else:
+            self.deadlines.stop("line")
+        if self.session.state is not pop3.State.AUTHORIZATION:
+            self.deadlines.stop("login")
+
+    def _deadlinePassed(self, name):
+        if self.disconnected or self.closing:
+            return True
+        if self.busy:
+            return False  # we are checking a password: not the client's fault
+        limits = self.context.config.limits
+        if name == "login":
+            seconds, text = limits.login_deadline, "Timeout: no login within %d seconds of connecting"
+        else:
+            seconds, text = limits.command_deadline, "Timeout: command line not completed within %d seconds"
+        log.info("pop3: {ip}: {name} deadline passed ({s} s), closing", ip=self._ip, name=name, s=seconds)
+        self._write(pop3.err(text % seconds))
+        self._flush()
+        self.closing = True
+        self.transport.loseConnection()
+        return True
+
     # Output
 
     def _write(self, data):
@@ -322,6 +357,7 @@ class POP3Server(protocol.Protocol):
             self._readPaused = True
             self.transport.pauseProducing()
         self._process()
+        self._watch()
 
     def _process(self):
         if self._processing:
@@ -404,6 +440,7 @@ class POP3Server(protocol.Protocol):
         if not self.closing:
             self._touch()
         self._process()
+        self._watch()
 
     # STLS
 
@@ -423,28 +460,24 @@ class POP3Server(protocol.Protocol):
     @defer.inlineCallbacks
     def _login(self, action):
         ctx = self.context
-        creds = UsernamePassword(action.username, action.password)
         try:
-            _, account, logout = yield ctx.portal.login(creds, None, IAccount)
-        except credError.LoginFailed:
-            account = None
-        except Exception:
-            # The password was fine or unchecked, but the account could not
-            # be opened (the store is down): say so, count nothing.
-            log.failure("pop3: {ip}: login of {user} failed in the store", ip=self._ip, user=_printable(action.username))
-            return self.session.loginFailed("temp")
-        if account is not None and action.authzid and normalize(action.authzid) != account.username:
-            # RFC 4616 s2: we do not let one user act as another.
-            log.info("pop3: {ip}: {user} may not act as {authzid}", ip=self._ip, user=account.username,
-                     authzid=_printable(action.authzid))
-            logout()
-            account = None
-        if account is None:
-            log.info("pop3: {ip}: login failed for {user}", ip=self._ip, user=_printable(action.username))
-            # The throttle's delay before answering a failed login.
-            yield ctx.throttle.delay(self._ip, ctx.throttle.failed(self._ip))
+            if action.authzid and normalize(action.authzid) != normalize(action.username):
+                # RFC 4616 s2: we do not let one user act as another (refused
+                # before any password is checked).
+                yield ctx.login.refuse("pop3", self._ip, action.username,
+                                       f"may not act as {_printable(action.authzid)}")
+            # The one login sequence (mailnet.login): throttle, portal, log.
+            account, logout = yield ctx.login.login("pop3", self._ip, action.username, action.password, IAccount,
+                                                    alive=lambda: not self.disconnected)
+        except LoginAbandoned:
+            return []
+        except LoginFailed:
             return self.session.loginFailed("auth")
-        ctx.throttle.succeeded(self._ip)
+        except Exception:
+            # Too many logins waiting, or the password was fine but the
+            # account could not be opened (the store is down; logged): say
+            # so, count nothing.
+            return self.session.loginFailed("temp")
         username = account.username
         if self.disconnected:
             logout()
@@ -476,7 +509,7 @@ class POP3Server(protocol.Protocol):
         self.watcher = _ExpungeWatcher(self)
         folder.addListener(self.watcher)
         maildrop = pop3.Maildrop(((info.uid, info.size) for info in infos), folder.uidValidity)
-        log.info("pop3: {ip}: {user} logged in ({tls}), {n} messages", ip=self._ip, user=username,
+        log.info("pop3: {ip}: {user}: maildrop open ({tls}), {n} messages", ip=self._ip, user=username,
                  tls="TLS" if self.session.secure else "plaintext", n=len(maildrop))
         return self.session.loginDone(username, maildrop)
 

@@ -9,7 +9,10 @@
     mailnet queue release ID           deliver a held item again (at its next time; flush to go now)
 
 Works whether the server runs or not (see :mod:`mailnet.queue.control`).
-Exit status: 0 done, 1 the command failed (no such item...), 2 usage.
+A damaged item is one line (``ID  CORRUPT: reason``) and never hides the
+rest of the queue.
+Exit status: 0 done, 1 the command failed (no such item, a corrupt item
+for show/hold/release, flush could not flush some items), 2 usage.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from mailnet.queue import control
 def _when(epoch):
     if epoch is None:
         return "-"
-    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return str(epoch)
 
 
 def _parser():
@@ -45,6 +51,9 @@ def _parser():
 
 
 def formatItem(envelope, out):
+    if "corrupt" in envelope:
+        out.write(f"{envelope.get('id')}  CORRUPT: {envelope['corrupt']}\n")
+        return
     flags = " (held)" if envelope.get("held") else ""
     sender = envelope.get("sender") or "<>"
     out.write(f"{envelope['id']}  {envelope.get('size', 0):>9}  {_when(envelope.get('arrival'))}  {sender}{flags}\n")
@@ -75,10 +84,15 @@ def main(config, argv):
                 out.write("the queue is empty\n")
                 return 0
             waiting = 0
+            bad = 0
             for envelope in items:
                 formatItem(envelope, out)
+                if "corrupt" in envelope:
+                    bad += 1
+                    continue
                 waiting += sum(1 for r in envelope.get("recipients", []) if r.get("status") in ("pending", "delayed"))
-            out.write(f"{len(items)} item(s), {waiting} recipient(s) waiting\n")
+            note = f", {bad} corrupt (set aside, not delivered)" if bad else ""
+            out.write(f"{len(items) - bad} item(s), {waiting} recipient(s) waiting{note}\n")
             return 0
         if args.action == "show":
             result = control.run(config, "show", args.id)
@@ -97,6 +111,11 @@ def main(config, argv):
             result = control.run(config, "flush", args.id)
             note = "" if result.get("server") else " (no server is running: they go when it starts)"
             out.write(f"flushed: {result['recipients']} recipient(s) due now{note}\n")
+            errors = result.get("errors") or []
+            for error in errors:
+                print(f"mailnet: queue flush: {error}", file=sys.stderr)
+            if errors:
+                raise SystemExit(1)
             return 0
         control.run(config, args.action, args.id)
         past = {"delete": "deleted", "hold": "held", "release": "released"}[args.action]
@@ -104,4 +123,8 @@ def main(config, argv):
         return 0
     except control.AdminError as e:
         print(f"mailnet: queue {args.action}: {e}", file=sys.stderr)
+        raise SystemExit(1)
+    except OSError as e:
+        # An unreadable spool directory, a full disk...: one line, no traceback.
+        print(f"mailnet: queue {args.action}: {e.strerror or type(e).__name__}", file=sys.stderr)
         raise SystemExit(1)

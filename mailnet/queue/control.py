@@ -19,6 +19,14 @@ retries for a few seconds and then says so.
 The protocol: one JSON object per line each way.  Request
 ``{"command": "list"|"show"|"flush"|"delete"|"hold"|"release", "id": ...}``;
 answer ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+
+A damaged spool never makes a command fail as a whole: ``list`` gives each
+item that cannot be used as ``{"id": ..., "corrupt": reason}`` among the
+envelopes (the server has moved such items to the spool's ``corrupt/``
+directory; without a server they are reported where they are), ``flush``
+returns one error line per bad item beside its count, and ``show``, ``hold``
+or ``release`` of a bad item fail with the reason.  ``delete`` removes a
+set-aside item too.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.internet.protocol import Factory
 
 from mailnet.logs import Logger
-from mailnet.queue.spool import Spool, SpoolLock, validId
+from mailnet.queue.envelope import EnvelopeError
+from mailnet.queue.spool import Spool, SpoolLock, problem, validId
 
 log = Logger()
 
@@ -55,7 +64,7 @@ def readHeader(spool: Spool, queueId) -> str:
     try:
         with spool.openData(queueId) as f:
             data = f.read(HEADER_LIMIT)
-    except FileNotFoundError:
+    except OSError:
         return ""
     end = data.find(b"\r\n\r\n")
     if end >= 0:
@@ -117,11 +126,18 @@ class ControlFactory(Factory):
         if queueId is not None and not validId(queueId):
             raise AdminError(f"no queue item {queueId}")
         runner.rescan()  # items another program put in the spool count too
+        corrupt = dict(runner.corrupt())
         if command == "list":
-            return runner.list()
+            return [e.toDict() for e in runner.list()] + [{"id": i, "corrupt": r} for i, r in corrupt.items()]
+        if queueId in corrupt and queueId not in runner.items:
+            if command == "delete":
+                runner.spool.removeCorrupt(queueId)
+                log.info("queue {id}: set-aside item deleted by the operator", id=queueId)
+                return {"server": True}
+            raise AdminError(f"{queueId} is corrupt and set aside: {corrupt[queueId]}")
         item = runner.get(queueId) if queueId else None
         if command == "show":
-            return {"envelope": item.envelope, "header": readHeader(runner.spool, queueId), "server": True}
+            return {"envelope": item.envelope.toDict(), "header": readHeader(runner.spool, queueId), "server": True}
         if command == "flush":
             count = runner.flush(queueId)
             return {"recipients": count, "server": True}
@@ -152,41 +168,67 @@ class DirectAdmin:
             raise AdminError(f"unknown command {command!r}")
         if command in NEEDS_ID and not queueId:
             raise AdminError(f"{command}: which item?")
+        corrupt = dict(self.spool.corruptItems())
         if queueId is not None and not self.spool.exists(queueId):
+            if queueId in corrupt:
+                if command == "delete":
+                    self.spool.removeCorrupt(queueId)
+                    return {"server": False}
+                raise AdminError(f"{queueId} is corrupt and set aside: {corrupt[queueId]}")
             raise AdminError(f"no queue item {queueId}")
         if command == "list":
             out = []
             for qid in self.spool.ids():
                 try:
-                    out.append(self.spool.load(qid))
-                except (FileNotFoundError, ValueError):
+                    out.append(self.spool.load(qid).toDict())
+                except FileNotFoundError:
                     continue
-            return out
-        if command == "show":
-            return {"envelope": self.spool.load(queueId), "header": readHeader(self.spool, queueId), "server": False}
+                except (EnvelopeError, OSError) as e:
+                    # Left where it is: the server sets it aside when it starts.
+                    out.append({"id": qid, "corrupt": problem(e)})
+            return out + [{"id": i, "corrupt": r} for i, r in corrupt.items()]
         if command == "delete":
             self.spool.remove(queueId)
             return {"server": False}
         if command == "flush":
             now = time.time()
             count = 0
+            errors = []
             for qid in [queueId] if queueId else self.spool.ids():
-                envelope = self.spool.load(qid)
-                if envelope.get("held"):
+                try:
+                    envelope = self.spool.load(qid)
+                except FileNotFoundError:
+                    continue
+                except (EnvelopeError, OSError) as e:
+                    if queueId:
+                        raise AdminError(f"{qid} is corrupt: {problem(e)}") from None
+                    errors.append(f"{qid} is corrupt: {problem(e)}")
+                    continue
+                if envelope.held:
                     continue
                 changed = False
-                for r in envelope["recipients"]:
-                    if r.get("status") in ("pending", "delayed"):
-                        r["next_attempt"] = now
+                for r in envelope.recipients:
+                    if r.status in ("pending", "delayed"):
+                        r.next_attempt = now
                         count += 1
                         changed = True
                 if changed:
                     self.spool.save(envelope)
-            return {"recipients": count, "server": False}
-        envelope = self.spool.load(queueId)
-        envelope["held"] = command == "hold"
+            return {"recipients": count, "server": False, "errors": errors}
+        envelope = self._load(queueId)
+        if command == "show":
+            return {"envelope": envelope.toDict(), "header": readHeader(self.spool, queueId), "server": False}
+        envelope.held = command == "hold"
         self.spool.save(envelope)
         return {"server": False}
+
+    def _load(self, queueId):
+        try:
+            return self.spool.load(queueId)
+        except FileNotFoundError:
+            raise AdminError(f"no queue item {queueId}") from None
+        except (EnvelopeError, OSError) as e:
+            raise AdminError(f"{queueId} is corrupt: {problem(e)}") from None
 
 
 def ask(path, command, queueId=None, timeout=30.0):
@@ -212,7 +254,13 @@ def ask(path, command, queueId=None, timeout=30.0):
             if not chunk:
                 raise ConnectionError("the server closed the control connection")
             data += chunk
-        return json.loads(data)
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise AdminError("the server's answer on the control socket is not valid")
+        return answer
     finally:
         s.close()
 

@@ -14,8 +14,12 @@ with three parts:
 3. the original message (``message/rfc822``) for a failure when RET=FULL or
    no RET was given, else only its header (``text/rfc822-headers``), as
    RFC 3461 s4.3 allows; delay and success reports always carry only the
-   header.  Messages over :data:`FULL_RETURN_LIMIT` are returned as header
-   only too (the human part says so).
+   header.  What is returned is limited to ``returnLimit`` bytes
+   (``[queue] bounce_size_limit``, Postfix's ``bounce_size_limit``): a
+   larger message is returned as its header only, and a header larger than
+   that is cut after its last whole line within the limit (the human part
+   says which).  So a report is never much larger than the limit, whoever
+   asked for it (RFC 3461 s6.3 warns that DSNs can be abused).
 
 The DSN is sent from the null reverse-path (RFC 3461 s6.2, RFC 5321 s4.5.5)
 by the caller; this module only makes the message.
@@ -33,7 +37,7 @@ from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from io import BytesIO
 
-FULL_RETURN_LIMIT = 10 * 1024 * 1024
+RETURN_LIMIT = 50_000  # bytes of the original returned: Postfix's bounce_size_limit default
 
 FAILED = "failed"
 DELAYED = "delayed"
@@ -127,7 +131,21 @@ def splitHeader(data: bytes) -> bytes:
     return data if data.endswith(b"\n") else data + b"\r\n"
 
 
-def humanText(kind, host, reports, returned, truncated) -> str:
+def headerWithin(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """
+    The header section of ``data`` (which may be only the message's first
+    bytes), cut after its last whole line within ``limit`` bytes.
+
+    @return: ``(header, cut)``.
+    """
+    header = splitHeader(data)
+    if len(header) <= limit:
+        return header, False
+    at = header.rfind(b"\n", 0, limit)
+    return header[: at + 1] if at >= 0 else b"", True
+
+
+def humanText(kind, host, reports, returned, truncated, headerCut=False, limit=RETURN_LIMIT) -> str:
     lines = [f"This is the mail system at {host}.", ""]
     if kind == "failure":
         lines += [
@@ -144,7 +162,11 @@ def humanText(kind, host, reports, returned, truncated) -> str:
     else:
         lines += ["Your message was delivered to the recipients below."]
     if truncated:
-        lines += ["", "(The message was too large to return whole; only its header is attached.)"]
+        lines += ["", f"(The message is larger than {limit} bytes, too large to return whole;",
+                  "only its header is attached.)"]
+    if headerCut:
+        lines += ["", f"(The message's header is larger than {limit} bytes; only its first",
+                  f"{limit} bytes or less, in whole lines, are attached.)"]
     lines.append("")
     for r in reports:
         where = f"host {r.remote} said: " if r.remote else ""
@@ -153,7 +175,8 @@ def humanText(kind, host, reports, returned, truncated) -> str:
 
 
 def build(kind: str, envelope: dict, reports: list[RecipientReport], original: bytes | None, *,
-          reportingMTA: str, date: float, messageId: str, boundary: str | None = None) -> bytes:
+          reportingMTA: str, date: float, messageId: str, boundary: str | None = None,
+          returnLimit: int = RETURN_LIMIT) -> bytes:
     """
     Make a DSN.
 
@@ -163,11 +186,13 @@ def build(kind: str, envelope: dict, reports: list[RecipientReport], original: b
         client, id, smtputf8).
     @param reports: the recipients to report on.
     @param original: the original message (CRLF), or its header section, or
-        None if unavailable.
+        its first ``returnLimit + 1`` bytes (enough to decide), or None if
+        unavailable.
     @param reportingMTA: our host name (Reporting-MTA, the From address).
     @param date: epoch time for the Date field.
     @param messageId: ``"<...@host>"``.
     @param boundary: the MIME boundary (tests fix it; random when None).
+    @param returnLimit: at most this many bytes of the original go in.
     @return: the message, CRLF line ends, ready for the spool.
     """
     utf8 = bool(envelope.get("smtputf8")) or not envelope["sender"].isascii()
@@ -189,17 +214,23 @@ def build(kind: str, envelope: dict, reports: list[RecipientReport], original: b
     ret = (envelope.get("ret") or "FULL").upper()
     returned = "headers"
     truncated = False
+    headerCut = False
     content = None
     if original is not None:
         if kind == "failure" and ret == "FULL":
-            if len(original) <= FULL_RETURN_LIMIT:
+            if len(original) <= returnLimit:
                 returned = "full"
             else:
                 truncated = True
-        content = original if returned == "full" else splitHeader(original)
+        if returned == "full":
+            content = original
+        else:
+            content, headerCut = headerWithin(original, returnLimit)
+            content = content or None
 
     human = EmailMessage(policy=policy)
-    human.set_content(humanText(kind, reportingMTA, reports, returned, truncated), charset="us-ascii", cte="7bit")
+    human.set_content(humanText(kind, reportingMTA, reports, returned, truncated, headerCut, returnLimit),
+                      charset="us-ascii", cte="7bit")
     del human["MIME-Version"]
     human["Content-Description"] = "Notification"
 

@@ -55,7 +55,8 @@ from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
 from mailnet.queue import dsn, schedule
 from mailnet.queue.client import Recipient, Transaction
-from mailnet.queue.spool import Spool
+from mailnet.queue.envelope import Envelope, EnvelopeError, RecipientState
+from mailnet.queue.spool import Spool, problem
 
 log = Logger()
 
@@ -78,7 +79,7 @@ def notifies(rcpt, what) -> bool:
     this recipient.  RFC 3461 s4.1: no NOTIFY means FAILURE and (at our
     discretion) DELAY; NEVER means none.
     """
-    notify = rcpt.get("notify")
+    notify = rcpt.notify
     if not notify:
         return what in ("FAILURE", "DELAY")
     notify = [n.upper() for n in notify]
@@ -88,9 +89,9 @@ def notifies(rcpt, what) -> bool:
 class Item:
     """One queue item in memory: its envelope and what is going on with it."""
 
-    def __init__(self, envelope):
+    def __init__(self, envelope: Envelope):
         self.envelope = envelope
-        self.id = envelope["id"]
+        self.id = envelope.id
         self.inflight = set()  # indices of recipients being delivered
         self.jobs = 0  # jobs of this item not finished
         self.deleted = False
@@ -103,11 +104,11 @@ class Item:
 
     @property
     def recipients(self):
-        return self.envelope["recipients"]
+        return self.envelope.recipients
 
     @property
     def held(self) -> bool:
-        return bool(self.envelope.get("held"))
+        return self.envelope.held
 
 
 @dataclasses.dataclass
@@ -119,7 +120,7 @@ class Job:
     indices: list  # indices into item.recipients
 
     def addresses(self):
-        return list(dict.fromkeys(self.item.recipients[i]["address"] for i in self.indices))
+        return list(dict.fromkeys(self.item.recipients[i].address for i in self.indices))
 
 
 class Destination:
@@ -175,6 +176,7 @@ class QueueRunner:
         self._pumpAgain = False
         self._io = set()  # file work of removed items still running
         self._removing = set()  # ids of items whose files are being removed
+        self._unusable = {}  # id -> reason: bad items that could not be moved aside (logged once)
         self.stats = collections.Counter()
 
     # -- Life cycle ----------------------------------------------------------
@@ -224,13 +226,41 @@ class QueueRunner:
             envelope = self.spool.load(queueId)
         except FileNotFoundError:
             return None
-        except ValueError as e:
-            log.error("queue {id}: unreadable envelope, left alone: {e}", id=queueId, e=e)
+        except (EnvelopeError, OSError) as e:
+            self._setAside(queueId, e)
             return None
         item = Item(envelope)
         self.items[item.id] = item
         self._schedule(item)
         return item
+
+    def _setAside(self, queueId, error):
+        """
+        An item that cannot be used (wrongly shaped or unreadable envelope,
+        message file gone): logged once, moved to the spool's corrupt/
+        directory with the reason, never retried; the queue goes on.
+        """
+        reason = problem(error)
+        moved = self.spool.setAside(queueId, reason)
+        self.stats["corrupt"] += 1
+        log.error("queue {id}: {reason}; {what} (see `mailnet queue list`)", id=queueId, reason=reason,
+                  what="set aside in the spool's corrupt/ directory" if moved else "could not move it aside, left alone")
+        if not moved:
+            self._unusable[queueId] = reason
+
+    @defer.inlineCallbacks
+    def _setAsideLoaded(self, item, reason):
+        """An item already in memory that became unusable: written as it stands, then set aside."""
+        if item.dirty:
+            yield self._save(item)
+        item.deleted = True
+        self.items.pop(item.id, None)
+        self._removing.add(item.id)
+        try:
+            yield _follow(item.chain)
+            self._setAside(item.id, EnvelopeError(reason))
+        finally:
+            self._removing.discard(item.id)
 
     def rescan(self):
         """
@@ -239,7 +269,7 @@ class QueueRunner:
         """
         found = 0
         for queueId in self.spool.ids():
-            if queueId not in self.items and queueId not in self._removing:
+            if queueId not in self.items and queueId not in self._removing and queueId not in self._unusable:
                 if self._load(queueId) is not None:
                     found += 1
         if found:
@@ -249,7 +279,7 @@ class QueueRunner:
 
     def added(self, queueId):
         """Spool listener: a new item is durable."""
-        if self.stopping or queueId in self.items:
+        if self.stopping or queueId in self.items or queueId in self._unusable:
             return
         if self._load(queueId) is not None:
             self._arm()
@@ -264,8 +294,8 @@ class QueueRunner:
     def _earliest(self, item):
         if item.held or item.deleted:
             return None
-        times = [r.get("next_attempt") or 0 for i, r in enumerate(item.recipients)
-                 if r["status"] in ACTIVE and i not in item.inflight]
+        times = [r.next_attempt or 0 for i, r in enumerate(item.recipients)
+                 if r.status in ACTIVE and i not in item.inflight]
         return min(times) if times else None
 
     def _schedule(self, item):
@@ -332,8 +362,8 @@ class QueueRunner:
             return
         groups = {}
         for i, rcpt in enumerate(item.recipients):
-            if rcpt["status"] in ACTIVE and i not in item.inflight and (rcpt.get("next_attempt") or 0) <= now:
-                groups.setdefault(self._destinationOf(rcpt["address"]), []).append(i)
+            if rcpt.status in ACTIVE and i not in item.inflight and (rcpt.next_attempt or 0) <= now:
+                groups.setdefault(self._destinationOf(rcpt.address), []).append(i)
         for key, indices in groups.items():
             for start in range(0, len(indices), MAX_RCPTS):
                 chunk = indices[start:start + MAX_RCPTS]
@@ -496,14 +526,14 @@ class QueueRunner:
         seen = set()
         for i in job.indices:
             r = job.item.recipients[i]
-            if r["address"] in seen:
+            if r.address in seen:
                 continue
-            seen.add(r["address"])
-            recipients.append(Recipient(r["address"], r.get("notify"), r.get("orcpt")))
+            seen.add(r.address)
+            recipients.append(Recipient(r.address, r.notify, r.orcpt))
         return Transaction(
-            sender=env["sender"], recipients=recipients, size=env.get("size", 0),
-            body=env.get("body") or "7BIT", smtputf8=bool(env.get("smtputf8")),
-            envid=env.get("envid"), ret=env.get("ret"),
+            sender=env.sender, recipients=recipients, size=env.size,
+            body=env.body or "7BIT", smtputf8=env.smtputf8,
+            envid=env.envid, ret=env.ret,
             open=lambda: self.spool.openData(job.item.id), tag=job,
         )
 
@@ -570,14 +600,14 @@ class QueueRunner:
             for name in usernames:
                 delivery.addRecipient(name)
             # RFC 5321 s4.4: the delivering MTA adds Return-Path.
-            delivery.write(f"Return-Path: <{item.envelope['sender']}>\r\n".encode("utf-8"))
+            delivery.write(f"Return-Path: <{item.envelope.sender}>\r\n".encode("utf-8"))
             with self.spool.openData(item.id) as f:
                 while True:
                     chunk = f.read(64 * 1024)
                     if not chunk:
                         break
                     delivery.write(chunk)
-            yield defer.maybeDeferred(delivery.commit, item.envelope.get("arrival"))
+            yield defer.maybeDeferred(delivery.commit, item.envelope.arrival)
         except Exception as e:
             if delivery is not None:
                 try:
@@ -612,50 +642,50 @@ class QueueRunner:
         qconf = self.config.queue
         for i in job.indices:
             rcpt = item.recipients[i]
-            address = rcpt["address"]
+            address = rcpt.address
             error = outcomes.get(address, DeliveryError(451, "4.3.0", "no outcome", True))
-            rcpt["last_attempt"] = now
-            rcpt["attempts"] = rcpt.get("attempts", 0) + 1
+            rcpt.last_attempt = now
+            rcpt.attempts += 1
             where = host or ("local" if job.destination == LOCAL else job.destination)
             if error is None:
                 action = actions.get(address, "relayed")
-                rcpt["status"] = "sent"
-                rcpt["action"] = action
-                rcpt["last_error"] = None
-                rcpt["remote_mta"] = _hostName(host)
-                rcpt["next_attempt"] = None
+                rcpt.status = "sent"
+                rcpt.action = action
+                rcpt.last_error = None
+                rcpt.remote_mta = _hostName(host)
+                rcpt.next_attempt = None
                 if address in expansions:
-                    rcpt["expanded_to"] = expansions[address]
+                    rcpt.expanded_to = list(expansions[address])
                     self._expand(item, rcpt, expansions[address], now)
                 # RFC 3461 s5.2.2: a DSN-capable next hop takes over the
                 # success notification; otherwise we send "relayed".
-                rcpt["reported"] = not notifies(rcpt, "SUCCESS") or (action == "relayed" and peerDSN)
+                rcpt.reported = not notifies(rcpt, "SUCCESS") or (action == "relayed" and peerDSN)
                 self.stats["sent"] += 1
                 log.info("queue {id}: to=<{to}> via {host}: {action} ({reply})",
                          id=item.id, to=address, host=where, action=action, reply=replies.get(address) or "ok")
                 continue
-            rcpt["last_error"] = str(error)
-            rcpt["remote_mta"] = error.remote
+            rcpt.last_error = str(error)
+            rcpt.remote_mta = error.remote
             if error.temporary:
                 nextTime = schedule.next_attempt(
-                    now, env.get("arrival", now), rcpt["attempts"], qconf.lifetime,
+                    now, env.arrival, rcpt.attempts, qconf.lifetime,
                     qconf.retry_initial, qconf.retry_max, draw=self.rng.random())
                 if nextTime is not None:
-                    rcpt["status"] = "delayed"
-                    rcpt["next_attempt"] = nextTime
+                    rcpt.status = "delayed"
+                    rcpt.next_attempt = nextTime
                     self.stats["deferred"] += 1
                     log.info("queue {id}: to=<{to}> via {host}: deferred ({error}); next attempt in {wait:.0f}s at {when}",
                              id=item.id, to=address, host=where, error=str(error), wait=nextTime - now, when=_when(nextTime))
                     continue
-                why = f"gave up after {_age(now - env.get('arrival', now))} ({error})"
+                why = f"gave up after {_age(now - env.arrival)} ({error})"
             else:
                 why = str(error)
-            rcpt["status"] = "failed"
-            rcpt["action"] = "failed"
-            rcpt["next_attempt"] = None
-            rcpt["reported"] = not (env["sender"] and notifies(rcpt, "FAILURE"))
+            rcpt.status = "failed"
+            rcpt.action = "failed"
+            rcpt.next_attempt = None
+            rcpt.reported = not (env.sender and notifies(rcpt, "FAILURE"))
             self.stats["bounced"] += 1
-            if not env["sender"]:
+            if not env.sender:
                 # RFC 3461 s6.2 / RFC 5321 s4.5.5: never a DSN about a DSN.
                 log.warn("queue {id}: to=<{to}> via {host}: undeliverable bounce dropped: {why}",
                          id=item.id, to=address, host=where, why=why)
@@ -669,17 +699,16 @@ class QueueRunner:
 
     def _expand(self, item, rcpt, targets, now):
         """An alias to remote addresses: they become recipients of this item."""
-        known = {r["address"].lower() for r in item.recipients}
-        orcpt = rcpt.get("orcpt") or "rfc822;" + _xtext(rcpt["address"])
+        known = {r.address.lower() for r in item.recipients}
+        orcpt = rcpt.orcpt or "rfc822;" + _xtext(rcpt.address)
         for target in targets:
             if target.lower() in known:
                 continue
             known.add(target.lower())
-            item.recipients.append({
-                "address": target, "orcpt": orcpt, "notify": rcpt.get("notify"),
-                "status": "pending", "attempts": 0, "last_error": None, "next_attempt": now,
-                "expanded_from": rcpt["address"],
-            })
+            item.recipients.append(RecipientState(
+                address=target, orcpt=orcpt, notify=rcpt.notify, status="pending", attempts=0,
+                last_error=None, next_attempt=now, expanded_from=rcpt.address,
+            ))
 
     def _jobDone(self, job):
         item = job.item
@@ -719,30 +748,34 @@ class QueueRunner:
             if item.dirty:
                 yield self._save(item)
             return
+        if any(r.status in ACTIVE for r in item.recipients) and not self.spool.hasData(item.id):
+            # The message went away under us: nothing to retry for days.
+            yield self._setAsideLoaded(item, "the message file (.msg) is missing")
+            return
         env = item.envelope
         now = self.clock.seconds()
         changed = False
-        if env["sender"]:
-            failed = [r for r in item.recipients if r["status"] == "failed" and not r.get("reported")]
+        if env.sender:
+            failed = [r for r in item.recipients if r.status == "failed" and not r.reported]
             if failed:
                 yield self._sendDSN(item, "failure", failed)
                 changed = True
-            succeeded = [r for r in item.recipients if r["status"] == "sent" and not r.get("reported")]
+            succeeded = [r for r in item.recipients if r.status == "sent" and not r.reported]
             if succeeded:
                 yield self._sendDSN(item, "success", succeeded)
                 changed = True
             qconf = self.config.queue
-            delayed = [r for r in item.recipients if r["status"] == "delayed" and notifies(r, "DELAY")]
-            if delayed and schedule.delay_warning_due(now, env.get("arrival", now), qconf.delay_warning, env.get("delay_warned")):
+            delayed = [r for r in item.recipients if r.status == "delayed" and notifies(r, "DELAY")]
+            if delayed and schedule.delay_warning_due(now, env.arrival, qconf.delay_warning, env.delay_warned):
                 yield self._sendDSN(item, "delay", delayed)
-                env["delay_warned"] = True
+                env.delay_warned = True
                 changed = True
         else:
             for r in item.recipients:
-                if r["status"] in FINAL and not r.get("reported"):
-                    r["reported"] = True
+                if r.status in FINAL and not r.reported:
+                    r.reported = True
                     changed = True
-        if all(r["status"] in FINAL and r.get("reported") for r in item.recipients):
+        if all(r.status in FINAL and r.reported for r in item.recipients):
             log.debug("queue {id}: done, removed", id=item.id)
             yield self._remove(item)
             return
@@ -756,50 +789,54 @@ class QueueRunner:
         reports = []
         for r in rcpts:
             if kind == "failure":
-                error = DeliveryError.fromString(r.get("last_error") or "550 5.0.0 failed")
+                error = DeliveryError.fromString(r.last_error or "550 5.0.0 failed")
                 status = error.enhanced
                 action = "failed"
             elif kind == "delay":
-                error = DeliveryError.fromString(r.get("last_error") or "451 4.0.0 delayed")
+                error = DeliveryError.fromString(r.last_error or "451 4.0.0 delayed")
                 status = error.enhanced
                 action = "delayed"
             else:
                 error = None
                 status = "2.0.0"
-                action = r.get("action") or "relayed"
+                action = r.action or "relayed"
             reports.append(dsn.RecipientReport(
-                address=r["address"], action=action, status=status,
+                address=r.address, action=action, status=status,
                 diagnostic=str(error) if error is not None else None,
-                remote=r.get("remote_mta") if error is not None else None,
-                orcpt=r.get("orcpt"), lastAttempt=r.get("last_attempt"),
-                willRetryUntil=env.get("arrival", 0) + qconf.lifetime if kind == "delay" else None,
+                remote=r.remote_mta if error is not None else None,
+                orcpt=r.orcpt, lastAttempt=r.last_attempt,
+                willRetryUntil=env.arrival + qconf.lifetime if kind == "delay" else None,
             ))
         messageId = f"<{item.id}.{kind}.{secrets.token_hex(4)}@{self.hostname}>"
         date = self.clock.seconds()
 
+        limit = qconf.bounce_size_limit
+        fields = env.toDict()
+
         def make():
             try:
                 with self.spool.openData(item.id) as f:
-                    original = f.read(dsn.FULL_RETURN_LIMIT + 1)
-                    if len(original) > dsn.FULL_RETURN_LIMIT:
-                        original = original + f.read()  # dsn.build decides to send headers only
+                    # One byte more than may be returned: dsn.build sees that
+                    # the message is too large and returns (part of) its header.
+                    original = f.read(limit + 1)
             except FileNotFoundError:
                 original = None
-            build = lambda e, o: dsn.build(kind, e, reports, o, reportingMTA=self.hostname, date=date, messageId=messageId)  # noqa: E731
+            build = lambda e, o: dsn.build(kind, e, reports, o, reportingMTA=self.hostname, date=date,  # noqa: E731
+                                           messageId=messageId, returnLimit=limit)
             try:
-                return build(env, original)
+                return build(fields, original)
             except Exception as e:
                 # A message the email package cannot regenerate must not keep
                 # its sender from hearing of the failure: header only, then nothing.
                 log.warn("queue {id}: cannot attach the message to the DSN ({e!r}); trying with less", id=item.id, e=e)
                 try:
-                    return build(dict(env, ret="HDRS"), original)
+                    return build(dict(fields, ret="HDRS"), original)
                 except Exception:
-                    return build(env, None)
+                    return build(fields, None)
 
         data = yield self.runInThread(make)
         writer = self.spool.newMessage(
-            "", [{"address": env["sender"]}], smtputf8=bool(env.get("smtputf8")) or not env["sender"].isascii(),
+            "", [{"address": env.sender}], smtputf8=env.smtputf8 or not env.sender.isascii(),
             body="8BITMIME" if any(b > 127 for b in data) else "7BIT", client=None, auth=None,
             arrival=self.clock.seconds())
         try:
@@ -810,10 +847,10 @@ class QueueRunner:
             raise
         for r in rcpts:
             if kind != "delay":
-                r["reported"] = True
+                r.reported = True
         self.stats[f"dsn_{kind}"] += 1
         log.info("queue {id}: {kind} DSN for {n} recipient(s) queued as {new}, to <{to}>",
-                 id=item.id, kind=kind, n=len(rcpts), new=newId, to=env["sender"])
+                 id=item.id, kind=kind, n=len(rcpts), new=newId, to=env.sender)
 
     # -- Files ----------------------------------------------------------------
 
@@ -866,7 +903,12 @@ class QueueRunner:
     # -- Operator commands ----------------------------------------------------
 
     def list(self):
+        """The envelopes, by id."""
         return [item.envelope for item in sorted(self.items.values(), key=lambda i: i.id)]
+
+    def corrupt(self):
+        """``[(id, reason)]``: the items set aside, and bad ones that could not be moved."""
+        return sorted(set(self.spool.corruptItems()) | set(self._unusable.items()))
 
     def get(self, queueId):
         item = self.items.get(queueId)
@@ -887,9 +929,9 @@ class QueueRunner:
             if item.held:
                 continue
             for i, rcpt in enumerate(item.recipients):
-                if rcpt["status"] in ACTIVE and i not in item.inflight:
+                if rcpt.status in ACTIVE and i not in item.inflight:
                     # In memory only: if we crash first, the old time is as good.
-                    rcpt["next_attempt"] = now
+                    rcpt.next_attempt = now
                     count += 1
             self._schedule(item)
         self._wake()
@@ -904,14 +946,14 @@ class QueueRunner:
     @defer.inlineCallbacks
     def hold(self, queueId):
         item = self.get(queueId)
-        item.envelope["held"] = True
+        item.envelope.held = True
         yield self._save(item)
         log.info("queue {id}: held by the operator", id=queueId)
 
     @defer.inlineCallbacks
     def release(self, queueId):
         item = self.get(queueId)
-        item.envelope["held"] = False
+        item.envelope.held = False
         yield self._save(item)
         log.info("queue {id}: released by the operator", id=queueId)
         self._schedule(item)

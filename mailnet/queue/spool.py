@@ -24,6 +24,11 @@ otherwise).  Every change replaces the whole ``.json`` atomically
 a reader always sees a complete envelope.  The files are mode 0600: they
 hold people's mail.
 
+The envelope is a :class:`~mailnet.queue.envelope.Envelope`, read by
+:func:`~mailnet.queue.envelope.parse` (which checks every field; the id is
+the file's name) and written by its ``serialize``.  An item that cannot be
+loaded is moved to ``corrupt/`` (:meth:`Spool.setAside`).
+
 Envelope fields (JSON, UTF-8, indented for people)::
 
     {"version": 1, "id": ..., "sender": "a@b" or "" (null reverse-path),
@@ -51,14 +56,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import secrets
+import stat
 import time
 
 from twisted.internet import threads
 
 from mailnet.auth import fsyncDirectory, writeAtomically
+from mailnet.queue.envelope import MAX_FILE, Envelope, EnvelopeError, RecipientState, parse, validId
+
+MAX_REASON = 4096
+
+__all__ = ["Spool", "SpoolLock", "SpoolWriter", "newQueueId", "validId", "matchOwner", "EnvelopeError", "problem"]
 
 
 def newQueueId() -> str:
@@ -70,10 +80,10 @@ def newQueueId() -> str:
 class SpoolWriter:
     """One message being written into the spool; see :meth:`Spool.newMessage`."""
 
-    def __init__(self, spool, envelope):
+    def __init__(self, spool, envelope: Envelope):
         self.spool = spool
         self.envelope = envelope
-        self.id = envelope["id"]
+        self.id = envelope.id
         self.tmpPath = os.path.join(spool.tmpDir, self.id)
         self._file = os.fdopen(os.open(self.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
         self.size = 0
@@ -87,10 +97,10 @@ class SpoolWriter:
         f.flush()
         os.fsync(f.fileno())
         f.close()
-        self.envelope["size"] = self.size
+        self.envelope.size = self.size
         base = os.path.join(self.spool.path, self.id)
         os.replace(self.tmpPath, base + ".msg")
-        writeAtomically(base + ".json", self.spool.encode(self.envelope), mode=0o600)
+        writeAtomically(base + ".json", self.envelope.serialize(), mode=0o600)
         fsyncDirectory(self.spool.path)
         return self.id
 
@@ -126,6 +136,7 @@ class Spool:
         self.tmpDir = os.path.join(path, "tmp")
         os.makedirs(self.tmpDir, mode=0o700, exist_ok=True)
         self.lockPath = os.path.join(path, "lock")
+        self.corruptDir = os.path.join(path, "corrupt")
         self._listeners = []
 
     def newMessage(self, sender, recipients, *, envid=None, ret=None, smtputf8=False,
@@ -140,32 +151,14 @@ class Spool:
             headers), then ``commit`` or ``abort``.
         """
         now = time.time() if arrival is None else arrival
-        envelope = {
-            "version": 1,
-            "id": newQueueId(),
-            "sender": sender,
-            "envid": envid,
-            "ret": ret,
-            "smtputf8": bool(smtputf8),
-            "body": body,
-            "arrival": now,
-            "client": client,
-            "auth": auth,
-            "held": False,
-            "delay_warned": False,
-            "recipients": [
-                {
-                    "address": r["address"],
-                    "orcpt": r.get("orcpt"),
-                    "notify": r.get("notify"),
-                    "status": "pending",
-                    "attempts": 0,
-                    "last_error": None,
-                    "next_attempt": now,
-                }
+        envelope = Envelope(
+            id=newQueueId(), sender=sender, envid=envid, ret=ret, smtputf8=bool(smtputf8), body=body,
+            arrival=now, client=client, auth=auth,
+            recipients=[
+                RecipientState(address=r["address"], orcpt=r.get("orcpt"), notify=r.get("notify"), next_attempt=now)
                 for r in recipients
             ],
-        }
+        )
         return SpoolWriter(self, envelope)
 
     def addListener(self, callback):
@@ -188,20 +181,97 @@ class Spool:
     def exists(self, queueId) -> bool:
         return validId(queueId) and os.path.exists(self.envelopePath(queueId))
 
-    def load(self, queueId) -> dict:
+    def load(self, queueId) -> Envelope:
         """
-        Read an envelope.
+        Read and check an envelope (see :func:`mailnet.queue.envelope.parse`).
 
         @raise FileNotFoundError: no such item.
-        @raise ValueError: the file is not a valid envelope (JSON error).
+        @raise EnvelopeError: the file is not a valid envelope, or the
+            item's message file is missing (the reason says which).
+        @raise OSError: the file cannot be read (permissions, I/O error).
         """
         if not validId(queueId):
             raise FileNotFoundError(queueId)
-        with open(self.envelopePath(queueId), "rb") as f:
-            envelope = json.load(f)
-        if not isinstance(envelope, dict) or "recipients" not in envelope or "sender" not in envelope:
-            raise ValueError(f"{queueId}.json is not a queue envelope")
+        # Not through a symlink, and never blocking on a FIFO someone left here.
+        fd = os.open(self.envelopePath(queueId), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise EnvelopeError("the envelope is not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_FILE + 1)
+        finally:
+            os.close(fd)
+        envelope = parse(data, queueId)
+        if not os.path.exists(self.dataPath(queueId)):
+            raise EnvelopeError("the message file (.msg) is missing")
         return envelope
+
+    # -- Items that cannot be used -------------------------------------------
+    #
+    # An envelope that fails to load is moved, with its message, to
+    # corrupt/ and the reason is written beside it (<id>.reason), so that
+    # one bad file never stops the queue and the operator can look at it:
+    # ``mailnet queue list`` shows these items, and moving both files back
+    # into the spool (then ``mailnet queue flush``) retries one.
+
+    def setAside(self, queueId, reason: str):
+        """
+        Move an item that cannot be used to corrupt/ (only the holder of the
+        spool lock calls this).  Best effort: returns False if the files
+        could not be moved.
+        """
+        if not validId(queueId):
+            return False
+        os.makedirs(self.corruptDir, mode=0o700, exist_ok=True)
+        moved = False
+        for suffix in (".json", ".msg"):
+            try:
+                os.replace(os.path.join(self.path, queueId + suffix), os.path.join(self.corruptDir, queueId + suffix))
+                moved = True
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False
+        with contextlib.suppress(OSError):
+            writeAtomically(os.path.join(self.corruptDir, queueId + ".reason"),
+                            (" ".join(reason.split()) + "\n").encode("utf-8"), mode=0o600)
+        with contextlib.suppress(OSError):
+            fsyncDirectory(self.path)
+        return moved
+
+    def corruptItems(self) -> list:
+        """``[(id, reason)]`` of the items in corrupt/, by id."""
+        try:
+            names = os.listdir(self.corruptDir)
+        except OSError:
+            return []
+        ids = sorted({n.rsplit(".", 1)[0] for n in names if n.endswith((".json", ".msg", ".reason"))})
+        out = []
+        for queueId in ids:
+            if not validId(queueId):
+                continue
+            try:
+                with open(os.path.join(self.corruptDir, queueId + ".reason"), "rb") as f:
+                    reason = f.read(MAX_REASON).decode("utf-8", "replace").strip()
+            except OSError:
+                reason = "set aside (no reason recorded)"
+            out.append((queueId, reason or "set aside"))
+        return out
+
+    def removeCorrupt(self, queueId) -> bool:
+        """Delete an item from corrupt/; False if there is none."""
+        if not validId(queueId):
+            return False
+        found = False
+        for suffix in (".json", ".msg", ".reason"):
+            try:
+                os.unlink(os.path.join(self.corruptDir, queueId + suffix))
+                found = True
+            except FileNotFoundError:
+                pass
+        if found:
+            fsyncDirectory(self.corruptDir)
+        return found
 
     def envelopePath(self, queueId) -> str:
         return os.path.join(self.path, queueId + ".json")
@@ -209,16 +279,20 @@ class Spool:
     def dataPath(self, queueId) -> str:
         return os.path.join(self.path, queueId + ".msg")
 
+    def hasData(self, queueId) -> bool:
+        """Whether the item's message file is there."""
+        return os.path.exists(self.dataPath(queueId))
+
     def openData(self, queueId):
         """The message, as a binary file object (the caller closes it)."""
         return open(self.dataPath(queueId), "rb")
 
     @staticmethod
-    def encode(envelope: dict) -> bytes:
+    def encode(envelope: Envelope) -> bytes:
         """The envelope as the bytes of its file (indented JSON, UTF-8)."""
-        return json.dumps(envelope, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+        return envelope.serialize()
 
-    def save(self, envelope: dict, data: bytes | None = None):
+    def save(self, envelope: Envelope, data: bytes | None = None):
         """
         Replace an item's envelope atomically and durably.  Synchronous (call
         it in a thread from the reactor, passing ``data`` made by
@@ -227,8 +301,8 @@ class Spool:
         call it (see the module docstring).
         """
         if data is None:
-            data = self.encode(envelope)
-        path = self.envelopePath(envelope["id"])
+            data = envelope.serialize()
+        path = self.envelopePath(envelope.id)
         writeAtomically(path, data, mode=0o600)
         matchOwner(path, self.path)
 
@@ -267,6 +341,17 @@ class Spool:
         return removed
 
 
+def problem(error) -> str:
+    """One line for the operator about why :meth:`Spool.load` failed (no path)."""
+    if isinstance(error, EnvelopeError):
+        return str(error)
+    if isinstance(error, OSError):
+        if error.errno == errno.ELOOP:
+            return "the envelope is a symbolic link"
+        return f"cannot read the envelope: {error.strerror or type(error).__name__}"
+    return f"cannot read the envelope: {type(error).__name__}"
+
+
 def matchOwner(path, like):
     """
     Give ``path`` the owner of ``like`` when we run as root: ``mailnet
@@ -280,11 +365,6 @@ def matchOwner(path, like):
             os.chown(path, st.st_uid, st.st_gid)
     except OSError:
         pass
-
-
-def validId(queueId) -> bool:
-    """Queue ids are lower-case hex; anything else never names a file."""
-    return isinstance(queueId, str) and 0 < len(queueId) <= 64 and all(c in "0123456789abcdef" for c in queueId)
 
 
 class SpoolLock:

@@ -19,6 +19,7 @@ Failure rules:
 from __future__ import annotations
 
 import email.utils
+import errno
 import secrets
 import time
 
@@ -27,10 +28,10 @@ from twisted.python.failure import Failure
 
 from mailnet.logs import Logger
 from mailnet.queue.spool import newQueueId
-from mailnet.smtp import parser
+from mailnet.smtp import parser, replies
 from mailnet.smtp.errors import DeliveryError, temporaryFailure
 from mailnet.smtp.replies import Reply
-from mailnet.store.interfaces import INBOX
+from mailnet.store.interfaces import INBOX, StorageFull, TemporaryStoreError
 
 log = Logger()
 
@@ -93,6 +94,29 @@ def receivedHeader(envelope, hostname: str, messageId: str, tlsInfo: str | None 
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
+def honouredNotify(notify, envelope, policy="failure"):
+    """
+    The NOTIFY we act on for one recipient (RFC 3461 s4.1; None = default).
+
+    A success or delay report goes to the envelope sender, which an
+    unauthenticated (MX) client chooses freely: honouring NOTIFY=SUCCESS
+    there lets anyone have us mail reports to any address (backscatter,
+    RFC 3461 s6.3).  So for such a client, unless ``[queue] mx_notify`` is
+    "all", a NOTIFY with SUCCESS or DELAY is treated as the default, which
+    for us means failure reports only; NEVER and FAILURE are kept.
+    Authenticated senders (submission) get what they ask for.
+
+    Hook: a sender that passed our checks (issue 16: SPF/DMARC) may be
+    trusted like an authenticated one; ``envelope.senderVerified`` is where
+    that result goes, and nothing sets it yet.
+    """
+    if not notify or envelope.auth or policy == "all" or envelope.senderVerified:
+        return notify
+    if "SUCCESS" in notify or "DELAY" in notify:
+        return ["FAILURE"]
+    return notify
+
+
 class MessageDelivery:
     """
     One message on its way to the store and the spool.
@@ -117,15 +141,18 @@ class MessageDelivery:
         self._fixups = {b"date", b"message-id"} if envelope.auth else None
         local = []
         remote = {}
+        config = getattr(context, "config", None)
+        policy = config.queue.mx_notify if config is not None else "failure"
         for rcpt in envelope.recipients:
-            if rcpt.local and envelope.sender and rcpt.notify and "SUCCESS" in rcpt.notify:
+            notify = honouredNotify(rcpt.notify, envelope, policy)
+            if rcpt.local and envelope.sender and notify and "SUCCESS" in notify:
                 # RFC 3461 s5.2.2: NOTIFY=SUCCESS asks for a "delivered" (or
                 # "expanded") DSN.  The queue delivers into the store and
                 # writes that DSN, so such a recipient goes through the
                 # spool as it was given; the queue expands aliases again.
                 key = rcpt.address.lower()
                 if key not in remote:
-                    remote[key] = {"address": rcpt.address, "orcpt": rcpt.orcpt, "notify": rcpt.notify}
+                    remote[key] = {"address": rcpt.address, "orcpt": rcpt.orcpt, "notify": notify}
                 continue
             for user in rcpt.local:
                 if user not in local:
@@ -137,7 +164,7 @@ class MessageDelivery:
                 if orcpt is None and address != rcpt.address:
                     # RFC 3461 s4.2: keep the address the client gave (an alias)
                     orcpt = "rfc822;" + parser.encodeXtext(rcpt.address)
-                remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": rcpt.notify}
+                remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": notify}
         self.local = local
         self.remote = list(remote.values())
         trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)
@@ -163,6 +190,21 @@ class MessageDelivery:
         if self.failure is None:
             if isinstance(exception, DeliveryError):
                 self.failure = exception
+            elif isinstance(exception, (OSError, TemporaryStoreError)):
+                # The disk failed, not the code: one line (no path, no
+                # traceback).  A full disk is 452 4.3.1 (RFC 3463 X.3.1
+                # "mail system full"), the rest 451 4.3.0.
+                if isinstance(exception, OSError):
+                    text = errno.errorcode.get(exception.errno, "") + f" ({exception.strerror or type(exception).__name__})"
+                    full = exception.errno in (errno.ENOSPC, errno.EDQUOT)
+                else:
+                    text, full = str(exception), isinstance(exception, StorageFull)
+                log.error("message {id}: error {when} it: {error}", id=self.id, when=when, error=text.strip())
+                if full:
+                    reply = replies.MAIL_SYSTEM_FULL
+                    self.failure = DeliveryError(reply.code, reply.enhanced, reply.lines[0])
+                else:
+                    self.failure = temporaryFailure()
             else:
                 log.failure("message {id}: error {when} it: {error}", failure, id=self.id, when=when,
                             error=exception)

@@ -84,10 +84,16 @@ READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing the connection")
 TIMEOUT = Reply(421, "4.4.2", "Timeout waiting for the client, closing the connection")
+LINE_TIMEOUT = Reply(421, "4.4.2", "Timeout: command line not completed in time, closing the connection")
+DATA_TIMEOUT = Reply(421, "4.4.2", "Timeout: message data arriving too slowly, closing the connection")
+LOGIN_TIMEOUT = Reply(421, "4.4.2", "Timeout: no login in time, closing the connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing the connection")
 TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0", "Too many failed logins, closing the connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Error storing the message; try again later")
+# RFC 5321 s4.2.3 452 "insufficient system storage"; RFC 3463 X.3.1 "Mail
+# system full" (the disk under the store or the spool is full).
+MAIL_SYSTEM_FULL = Reply(452, "4.3.1", "Mail system full; try again later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the others in another transaction")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")

@@ -15,17 +15,17 @@ Plug-in contract (see :mod:`mailnet.service`): :func:`makeFactory` and
 
 from __future__ import annotations
 
-from twisted.cred import credentials
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import protocol, tcp
 from twisted.logger import LogLevel
 
 from mailnet import logs, net
 from mailnet.auth import IAuthenticatedUser
+from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
+from mailnet.login import LoginAbandoned, LoginFailed
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
-from mailnet.smtp.session import SUBMISSIONS, Session, Settings
+from mailnet.smtp.session import CLOSED, SMTP, SUBMISSIONS, Session, Settings
 
 log = Logger()
 
@@ -51,6 +51,7 @@ class SMTPServerProtocol(protocol.Protocol):
         self._last = 0.0
         self._paused = False
         self._lost = False
+        self.deadlines = Deadlines(self.clock, self._deadlinePassed)
 
     # IProtocol
 
@@ -66,11 +67,17 @@ class SMTPServerProtocol(protocol.Protocol):
         self._flush()
         self._last = self.clock.seconds()
         self._arm(self.settings_commandTimeout())
+        if self.settings.role != SMTP:
+            # submission: log in within login_deadline of connecting
+            self.deadlines.start("login", self.context.config.limits.login_deadline)
+        self._watch()
 
     def dataReceived(self, data):
         self._last = self.clock.seconds()
+        self.deadlines.received(len(data))
         self.session.feed(data)
         self._flush()
+        self._watch()
         if self.session.waiting and not self._paused and self.session.buffered > MAX_BUFFERED:
             self._paused = True
             self.transport.pauseProducing()
@@ -81,6 +88,7 @@ class SMTPServerProtocol(protocol.Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self.deadlines.cancel()
         if self.session is not None:
             self.session.connectionLost()
         if self.factory.debug:
@@ -129,6 +137,7 @@ class SMTPServerProtocol(protocol.Protocol):
         method(*args)
         self._flush()
         self._last = self.clock.seconds()
+        self._watch()
         if self._paused and not self.session.waiting:
             self._paused = False
             self.transport.resumeProducing()
@@ -158,6 +167,43 @@ class SMTPServerProtocol(protocol.Protocol):
         else:
             self._arm(limit - idle)
 
+    # Deadlines (slowloris): bytes do not extend them, see mailnet.deadline
+
+    def _watch(self):
+        """Start or stop the deadlines the session's state calls for."""
+        session, deadlines = self.session, self.deadlines
+        if self._lost or session.state == CLOSED:
+            deadlines.cancel()
+            return
+        limits = self.context.config.limits
+        if session.midLine:
+            deadlines.start("line", limits.command_deadline)
+        else:
+            deadlines.stop("line")
+        if session.receivingMessage:
+            deadlines.start("data", limits.smtp_data_deadline, rate=limits.min_data_rate)
+        else:
+            deadlines.stop("data")
+        if session.user is not None:
+            deadlines.stop("login")
+
+    def _deadlinePassed(self, name):
+        if self._lost:
+            return True
+        if self.session.waiting:
+            return False  # we are checking a password: not the client's fault
+        limits = self.context.config.limits
+        seconds, reply = {
+            "line": (limits.command_deadline, replies.LINE_TIMEOUT),
+            "data": (limits.smtp_data_deadline, replies.DATA_TIMEOUT),
+            "login": (limits.login_deadline, replies.LOGIN_TIMEOUT),
+        }[name]
+        log.info("smtp: {peer}: {name} deadline passed ({seconds} s{rate}), closing", peer=self.peer, name=name,
+                 seconds=seconds, rate=f" + 1 s per {limits.min_data_rate} bytes" if name == "data" else "")
+        self.session.timeout(reply)
+        self._flush()
+        return True
+
     # Session handler
 
     def reply(self, reply):
@@ -179,24 +225,19 @@ class SMTPServerProtocol(protocol.Protocol):
             return "TLS"
 
     def authenticate(self, username, password):
-        ip = self.peer
-        throttle = self.context.throttle
-        d = self.context.portal.login(credentials.UsernamePassword(username, password), None, IAuthenticatedUser)
+        # The one login sequence (mailnet.login): throttle, portal, log.
+        d = self.context.login.login("smtp", self.peer, username, password, IAuthenticatedUser,
+                                     alive=lambda: not self._lost)
 
         def succeeded(result):
-            _, avatar, logout = result
-            throttle.succeeded(ip)
-            log.info("smtp: {user} logged in from {ip}", user=avatar.username, ip=ip)
+            avatar, logout = result
             self._resume(self.session.authResult, avatar.username)
 
         def failed(failure):
-            if failure.check(UnauthorizedLogin, UnhandledCredentials):
-                delay = throttle.failed(ip)
-                log.info("smtp: failed login for {user!r} from {ip}", user=username[:100], ip=ip)
-                throttle.delay(ip, delay).addCallback(lambda _: self._resume(self.session.authResult, None))
-            else:
-                log.failure("smtp: error checking a login from {ip}", failure=failure, ip=ip)
-                self._resume(self.session.authResult, None, True)
+            if failure.check(LoginAbandoned):
+                return
+            # LoginBusy, or the realm failed (logged): 454, try again later.
+            self._resume(self.session.authResult, None, not failure.check(LoginFailed))
 
         d.addCallbacks(succeeded, failed)
 

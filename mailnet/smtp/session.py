@@ -130,6 +130,10 @@ class Envelope:
     size: int | None = None  # declared with SIZE=
     ret: str | None = None
     envid: str | None = None
+    # The sender passed our checks (SPF/DMARC, issue 16; nothing sets it
+    # yet): then NOTIFY=SUCCESS/DELAY is honoured from an MX client too
+    # (see mailnet.smtp.delivery.honouredNotify).
+    senderVerified: bool = False
 
 
 class Session:
@@ -190,6 +194,18 @@ class Session:
         """True while a message body is expected (the data timeout applies)."""
         return self.state in (DATA, BDAT)
 
+    @property
+    def midLine(self) -> bool:
+        """A command line has begun and not ended (its deadline applies)."""
+        state = self.state
+        return state == DISCARD_LINE or (state in (COMMAND, AUTH) and not self.waiting and bool(self._buffer))
+
+    @property
+    def receivingMessage(self) -> bool:
+        """From DATA's 354 or the first BDAT chunk until the message is
+        complete (the data deadline applies)."""
+        return self.state in (DATA, BDAT) or self._inMessage
+
     def authResult(self, username: str | None, temporary: bool = False):
         """
         The outcome of :meth:`handler.authenticate`: the canonical username,
@@ -221,10 +237,11 @@ class Session:
         self.handler.reply(reply)
         self._process()
 
-    def timeout(self):
-        """The client said nothing for too long (RFC 5321 s4.5.3.2)."""
+    def timeout(self, reply: Reply = replies.TIMEOUT):
+        """The client said nothing for too long (RFC 5321 s4.5.3.2), or
+        missed a deadline (``reply`` says which)."""
         if self.state != CLOSED:
-            self._close(replies.TIMEOUT)
+            self._close(reply)
 
     def shutdown(self):
         """The server is stopping."""

@@ -15,6 +15,7 @@ Nothing here is part of the store contract; protocol code must not import it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from twisted.internet import defer
@@ -24,6 +25,7 @@ from zope.interface import implementer
 from mailnet.store.interfaces import (
     INBOX,
     SYSTEM_FLAGS,
+    FolderLimitExceeded,
     IFolder,
     InvalidFolderName,
     NoSuchFolder,
@@ -59,6 +61,55 @@ def normalizeFolderName(name) -> str:
     if parts[0].upper() == INBOX:
         parts[0] = INBOX
     return "/".join(parts)
+
+
+# Never in a new folder name (existing ones are still listed): the IMAP
+# wildcards, C1 controls, and the bidirectional-text controls that can make
+# a name display as another (the "Trojan Source" trick).
+_BAD_NEW_CHARS = (
+    frozenset("*%")
+    | frozenset(chr(c) for c in range(0x80, 0xA0))
+    | frozenset("\u200e\u200f")
+    | frozenset(chr(c) for c in range(0x202A, 0x202F))
+    | frozenset(chr(c) for c in range(0x2066, 0x206A))
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderLimits:
+    """The ``[limits]`` a store applies to CREATE and RENAME."""
+
+    folders: int = 1000  # per account, INBOX included
+    nameLength: int = 200  # characters
+    depth: int = 16  # components: "a/b/c" is 3
+
+    @classmethod
+    def fromConfig(cls, config):
+        limits = config.limits
+        return cls(limits.folders, limits.folder_name_length, limits.folder_depth)
+
+
+def checkNewFolderName(name: str, limits: FolderLimits) -> None:
+    """
+    The extra rules for a name being created (CREATE, RENAME target):
+    :class:`InvalidFolderName` for characters that never belong in a new
+    name, :class:`FolderLimitExceeded` past the length or depth limits.
+    ``name`` is already normalized.
+    """
+    bad = sorted(_BAD_NEW_CHARS.intersection(name))
+    if bad:
+        shown = " ".join(c if c in "*%" else f"U+{ord(c):04X}" for c in bad)
+        raise InvalidFolderName(f"a folder name cannot contain {shown}")
+    if len(name) > limits.nameLength:
+        raise FolderLimitExceeded(f"folder names are limited to {limits.nameLength} characters")
+    if name.count("/") + 1 > limits.depth:
+        raise FolderLimitExceeded(f"folders nest at most {limits.depth} levels deep")
+
+
+def checkFolderCount(existing: int, adding: int, limits: FolderLimits) -> None:
+    """:class:`FolderLimitExceeded` if ``adding`` more folders pass the limit."""
+    if adding and existing + adding > limits.folders:
+        raise FolderLimitExceeded(f"at most {limits.folders} folders per account")
 
 
 def isInbox(name: str) -> bool:

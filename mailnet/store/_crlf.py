@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 
 # Message files up to this size are read whole at open (open, fstat, one
 # read, close: the descriptor is not kept), converted to CRLF if they have
@@ -11,6 +13,13 @@ import os
 # file, converted a chunk at a time when needed.
 WHOLE_LIMIT = 128 * 1024
 CHUNK = 1 << 16
+
+
+class NotRegularFile(OSError):
+    """A name in new/ or cur/ is a directory, fifo, socket or device."""
+
+    def __init__(self, path):
+        super().__init__(errno.EINVAL, "not a regular file")
 
 
 def toCRLF(data: bytes) -> bytes:
@@ -81,11 +90,17 @@ def readCanonical(path, size):
     Small files are read whole (see :data:`WHOLE_LIMIT`) and come back as a
     BytesIO; larger ones as the open file itself when it is stored with CRLF
     already (its size is ``size``), else as a converting reader.  Raises
-    OSError (FileNotFoundError when the name is gone).
+    OSError (FileNotFoundError when the name is gone; ELOOP for a symlink,
+    :class:`NotRegularFile` for anything else that is not a regular file).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    # A symlink is never followed (it could point anywhere, /etc/passwd
+    # included) and a fifo must not block the opener: only regular files.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        physical = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(path)
+        physical = st.st_size
         if physical <= WHOLE_LIMIT:
             # physical + 1: see the end of the file in the same call.
             data = os.read(fd, physical + 1)

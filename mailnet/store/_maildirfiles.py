@@ -10,8 +10,10 @@ are not UTF-8 survive a round trip.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 
 from mailnet.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 
@@ -54,11 +56,32 @@ def appendDurably(path, data: bytes, expectOffset=None):
         os.close(fd)
 
 
+def _unlinkQuietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _openIndex(path):
+    """A descriptor of the index file ``path`` (None if missing); anything
+    but a regular file is :class:`CorruptFile`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CorruptFile(f"cannot read it: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CorruptFile("not a regular file")
+    return fd
+
+
 def _readFrom(path, offset):
     """(stat, bytes from offset) or (None, b"") if missing."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    fd = _openIndex(path)
+    if fd is None:
         return None, b""
     try:
         st = os.fstat(fd)
@@ -83,6 +106,21 @@ def _completeLines(data: bytes):
 
 class CorruptFile(Exception):
     pass
+
+
+def setAside(path):
+    """
+    Move a corrupt index file out of the way (``<name>.corrupt``, the
+    previous one replaced) so that it can be rebuilt and still be looked
+    at.  Returns False when it could not be moved (then it is rebuilt over).
+    """
+    try:
+        os.rename(path, path + ".corrupt")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 # dovecot-uidlist
@@ -137,7 +175,7 @@ class UidList:
         guid = None
         extra = []
         if version == 1:
-            if len(parts) < 3:
+            if len(parts) < 3 or not (parts[1].isdigit() and parts[2].isdigit()):
                 raise CorruptFile("bad v1 uidlist header")
             uv, nxt = int(parts[1]), int(parts[2])
         elif version == 3:
@@ -145,6 +183,8 @@ class UidList:
                 if not token:
                     continue
                 key, value = token[0], token[1:]
+                if key in "VN" and not (value.isascii() and value.isdigit()):
+                    raise CorruptFile("bad uidlist header")
                 if key == "V":
                     uv = int(value)
                 elif key == "N":
@@ -269,9 +309,8 @@ class UidList:
         UID: the first line and the last complete record.  Positions the
         reader at the end, so later :meth:`readNew` calls see only appends.
         """
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = _openIndex(self.path)
+        if fd is None:
             self.reset()
             return
         try:
@@ -418,6 +457,8 @@ class ModLog:
         if len(parts) < 2 or parts[0] != self.MAGIC or parts[1] != "1":
             raise CorruptFile("bad modseq header")
         for token in parts[2:]:
+            if token[:1] in ("V", "E") and not (token[1:].isascii() and token[1:].isdigit()):
+                raise CorruptFile("bad modseq header")
             if token[:1] == "V":
                 self.uidValidity = int(token[1:])
             elif token[:1] == "E":
@@ -543,9 +584,8 @@ class ModLog:
 
     def readHeaderAndLast(self):
         """Header and HIGHESTMODSEQ from the last lines; positions at the end."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = _openIndex(self.path)
+        if fd is None:
             self.reset()
             return
         try:
@@ -645,13 +685,17 @@ class ModLog:
             + f"h {highest}\nr {reserved}\n"
         )
         data = text.encode(ENCODING, ERRORS)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            writeAll(fd, data)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                writeAll(fd, data)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+        except BaseException:
+            _unlinkQuietly(tmp)  # a full disk must not leave it behind
+            raise
         st = os.stat(self.path)
         self.ino = st.st_ino
         self.offset = len(data)
@@ -678,6 +722,11 @@ FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items() if v != FORWARDED}
 MAX_KEYWORDS = 26
 
 
+def _goodKeyword(name):
+    """An IMAP atom (RFC 3501 s9 flag-keyword): what a line may name."""
+    return bool(name) and name.isprintable() and not any(c in name for c in ' (){%*"\\]') and name[0] != "\\"
+
+
 class Keywords:
     """``dovecot-keywords``: ``<index> <name>`` lines; index 0 is letter ``a``."""
 
@@ -688,6 +737,7 @@ class Keywords:
         self.path = os.path.join(folderPath, self.NAME)
         self.names = [None] * MAX_KEYWORDS
         self.byLower = {}
+        self.badLines = 0
         self._stamp = None
 
     def refresh(self):
@@ -701,18 +751,31 @@ class Keywords:
             return False
         self._stamp = stamp
         names = [None] * MAX_KEYWORDS
+        bad = 0
         if stamp is not None:
             try:
-                with open(self.path, "rb") as f:
-                    text = f.read().decode(ENCODING, ERRORS)
-            except FileNotFoundError:
-                text = ""
+                _, data = _readFrom(self.path, 0)
+            except CorruptFile:
+                # Not a file (a directory, say): nothing to rebuild it from.
+                self._stamp = None
+                raise
+            text = data.decode(ENCODING, ERRORS)
+            byLower = {}
             for line in text.splitlines():
+                if not line.strip():
+                    continue
                 idx, _, name = line.strip().partition(" ")
-                if idx.isdigit() and name and int(idx) < MAX_KEYWORDS:
-                    names[int(idx)] = name
+                if not (idx.isascii() and idx.isdigit() and int(idx) < MAX_KEYWORDS) or not _goodKeyword(name):
+                    bad += 1
+                    continue
+                if names[int(idx)] is not None or name.lower() in byLower:
+                    bad += 1  # a letter or a name twice: the first one wins
+                    continue
+                names[int(idx)] = name
+                byLower[name.lower()] = int(idx)
         self.names = names
         self.byLower = {n.lower(): i for i, n in enumerate(names) if n}
+        self.badLines = bad
         return True
 
     def flagsFromInfo(self, info: str) -> frozenset:
@@ -778,13 +841,26 @@ class Keywords:
         """Atomically replace the file; caller holds the uidlist lock."""
         text = "".join(f"{i} {n}\n" for i, n in enumerate(self.names) if n)
         tmp = self.path + f".tmp.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            writeAll(fd, text.encode(ENCODING, ERRORS))
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                writeAll(fd, text.encode(ENCODING, ERRORS))
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+        except BaseException:
+            # A full disk, say: the letters given out since the last write
+            # must not stay (the next write would think them saved, and a
+            # restart would give them to other keywords).  Back to the file.
+            _unlinkQuietly(tmp)
+            self._stamp = None
+            try:
+                self.refresh()
+            except (OSError, CorruptFile):
+                self.names = [None] * MAX_KEYWORDS
+                self.byLower = {}
+            raise
         st = os.stat(self.path)
         self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -839,7 +915,15 @@ def canonicalSize(path) -> tuple[int, int]:
     """``(physical size, CRLF size)`` of a file, reading it once."""
     size = vsize = 0
     prevCR = False
-    with open(path, "rb") as f:
+    # Never through a symlink, never blocking on a fifo; only regular files.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         while True:
             chunk = f.read(1 << 16)
             if not chunk:

@@ -78,6 +78,14 @@ class InvalidFolderName(StoreError):
     """The name cannot be stored (bad characters, escapes the account...)."""
 
 
+class FolderLimitExceeded(StoreError):
+    """
+    CREATE or RENAME would pass a configured limit: folders per account
+    (``[limits] folders``), name length (``folder_name_length``) or depth
+    (``folder_depth``).  IMAP answers ``NO [LIMIT]`` (RFC 5530).
+    """
+
+
 class FolderNotEmpty(StoreError):
     """Raised where a backend cannot delete a folder that has children."""
 
@@ -88,6 +96,15 @@ class NoSuchMessage(StoreError):
 
 class TemporaryStoreError(StoreError):
     """Disk full, I/O error, lock timeout: the caller may retry later (SMTP 451)."""
+
+
+class StorageFull(TemporaryStoreError):
+    """
+    The disk (or quota) under the store is full (ENOSPC, EDQUOT): SMTP
+    answers 452 4.3.1, IMAP ``NO [OVERQUOTA]`` (RFC 5530).  Nothing of the
+    failed operation is kept.  Operations may also fail with the plain
+    ``OSError``; callers treat an ENOSPC/EDQUOT one the same way.
+    """
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -229,8 +246,14 @@ class IAccount(Interface):
         """
         Create a folder (and any missing parents).
 
-        @return: Deferred firing with None; fails with :class:`FolderExists`
-            or :class:`InvalidFolderName`.
+        A new name must not contain ``*`` or ``%`` (IMAP wildcards),
+        control characters (C0, DEL, C1) or bidirectional-text controls
+        (U+200E/F, U+202A..U+202E, U+2066..U+2069).
+
+        @return: Deferred firing with None; fails with :class:`FolderExists`,
+            :class:`InvalidFolderName` (such characters) or
+            :class:`FolderLimitExceeded` (too many folders, name too long or
+            too deep).
         """
 
     def deleteFolder(name):
@@ -246,8 +269,11 @@ class IAccount(Interface):
         Rename a folder and its children.  Renaming INBOX moves its messages
         into a new folder and leaves INBOX empty (RFC 3501 s6.3.5).
 
+        The new name follows the rules of :meth:`createFolder`.
+
         @return: Deferred firing with None; fails with :class:`NoSuchFolder`,
-            :class:`FolderExists` or :class:`InvalidFolderName`.
+            :class:`FolderExists`, :class:`InvalidFolderName` or
+            :class:`FolderLimitExceeded`.
         """
 
     def setSubscribed(name, subscribed):

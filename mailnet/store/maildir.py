@@ -54,6 +54,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import threading
 import time
 
@@ -65,8 +66,11 @@ from zope.interface import implementer
 from mailnet.store import _dotlock, _mutf7
 from mailnet.store._common import (
     FolderHandle,
+    FolderLimits,
     SharedIndex,
     applyFlags,
+    checkFolderCount,
+    checkNewFolderName,
     newUidValidity,
     normalizeFlags,
     normalizeFolderName,
@@ -82,6 +86,7 @@ from mailnet.store._maildirfiles import (
     canonicalSize,
     extValue,
     fsyncDir,
+    setAside,
     sizesFromBase,
     splitName,
     withoutKeywords,
@@ -100,6 +105,7 @@ from mailnet.store.interfaces import (
     NoSuchAccount,
     NoSuchFolder,
     NoSuchMessage,
+    StorageFull,
     StoreError,
     TemporaryStoreError,
 )
@@ -126,7 +132,7 @@ MODLOG_SLACK = 5000
 
 def makeStore(config):
     """The ``maildir`` backend factory (``[store] backend = "maildir"``)."""
-    return MaildirStore(config.mailDir)
+    return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config))
 
 
 # Names
@@ -328,6 +334,10 @@ class _Full:
         self.dirty = True  # list the directories at the next sync
         self.verifyAfter = 0  # ... or once this time has passed
         self.uidValidity = 0
+        # A write under the lock failed: this index may be ahead of the
+        # disk (and of what the reactor was told); rebuilt at the next sync.
+        self.broken = False
+        self.expungedMark = 0  # len(expunged) when the lock was taken
 
 
 class _Batch:
@@ -399,6 +409,8 @@ class _Disk:
         self.deleted = False
         self.busy = 0
         self._trustIno = None
+        self.skipped = set()  # entries of new/ and cur/ that are not files
+        self.unreadable = set()  # files we could not read (logged once)
         self.dotlock = None  # while locked
         # Set under the lock; done by _Locked on the way out.
         self.rewrite = False
@@ -445,7 +457,7 @@ class _Disk:
         try:
             ul.readTail()
         except CorruptFile as e:
-            log.warn("{path}: {error}; recreating it", path=ul.path, error=e)
+            self._setAside(ul.path, e)
             ul.reset()
         if not ul.exists and not self.rewrite:
             # No usable uidlist: a new UIDVALIDITY, written on unlock.
@@ -456,11 +468,40 @@ class _Disk:
             self.rewriteRecords = []
         try:
             ml.readTail()
-        except CorruptFile:
+        except CorruptFile as e:
+            self._setAside(ml.path, e)
             ml.reset()
         if not ml.exists or ml.uidValidity != ul.uidValidity:
             fresh = self.rewrite or ul.nextUid <= 1 or ml.exists
             self._recreateModlog(fresh)
+
+    def _setAside(self, path, error):
+        """A corrupt index file: say so, move it aside, rebuild it."""
+        name = os.path.basename(path)
+        moved = setAside(path)
+        log.warn(
+            "maildir {folder}: {name} is corrupt ({error}); {what}",
+            folder=self._where(),
+            name=name,
+            error=error,
+            what=f"moved to {name}.corrupt and rebuilt" if moved else "rebuilt",
+        )
+
+    def _refreshKeywords(self):
+        kw = self.keywords
+        try:
+            changed = kw.refresh()
+        except CorruptFile as e:
+            self._setAside(kw.path, e)
+            kw.refresh()
+            return
+        if changed and kw.badLines:
+            log.warn(
+                "maildir {folder}: {name} has {n} unusable line(s); ignored",
+                folder=self._where(),
+                name=Keywords.NAME,
+                n=kw.badLines,
+            )
 
     def _recreateModlog(self, fresh, body=(), highest=None, floor=None):
         """
@@ -510,6 +551,49 @@ class _Disk:
         self.rewrite = False
         self.rewriteRecords = []
         self.uidlist.replaceWith(dotlock, records)
+
+    def forgetState(self):
+        """
+        An operation failed under the lock (a full disk, say) after it may
+        have changed in-memory state that never reached the disk: the next
+        UID, keyword letters, modseqs, flags.  Forget all of it; the next
+        use reads the truth from the disk again (see :meth:`_recover`).
+        """
+        self.uidlist.reset()
+        self._trustIno = self.modlog.ino
+        self.modlog.reset()
+        self.keywords = Keywords(self.path)
+        if self.full is not None:
+            self.full.broken = True
+            self.full.dirty = True
+
+    def _recover(self):
+        """
+        Rebuild a broken full index from the disk.  The delta brings the
+        reactor's copy (which saw none of the failed operation) in line:
+        every message as it is now (unchanged ones are no news), and
+        expunges for what is gone.
+        """
+        old = self.full
+        self.full = _Full()
+        try:
+            delta = self._sync(initial=True)
+        except BaseException:
+            self.full = old
+            raise
+        full = self.full
+        if old.uidValidity and old.uidValidity != full.uidValidity:
+            delta.reset = True
+            return delta
+        delta.added = sorted(full.infos.values(), key=_byUid)
+        known = set(old.infos)
+        known.update(uid for _, uid in old.expunged[old.expungedMark :])
+        gone = sorted(uid for uid in known if uid not in full.infos)
+        if gone:
+            when = {uid: m for m, uid in full.expunged}
+            highest = max(self.modlog.highest, 1)
+            delta.expunged = [(when.get(uid, highest), uid) for uid in gone]
+        return delta
 
     def abandonRewrite(self):
         self.rewrite = False
@@ -616,6 +700,8 @@ class _Disk:
         ``listDirs=False`` only reads what others appended to the index
         files and leaves the directory scan to the next sync.
         """
+        if self.full.broken and not initial:
+            return self._recover()
         full = self.full
         ul, ml = self.uidlist, self.modlog
         batch = _Batch()
@@ -625,7 +711,7 @@ class _Disk:
         try:
             replaced, records = ul.readNew()
         except CorruptFile as e:
-            log.warn("{path}: {error}; recreating it", path=ul.path, error=e)
+            self._setAside(ul.path, e)
             ul.reset()
             replaced, records = True, []
         if not ul.exists:
@@ -656,7 +742,8 @@ class _Disk:
         try:
             mreplaced, entries = ml.readNew(trustIno=self._trustIno)
             self._trustIno = None
-        except CorruptFile:
+        except CorruptFile as e:
+            self._setAside(ml.path, e)
             ml.reset()
             mreplaced, entries = True, []
         if not ml.exists or ml.uidValidity != ul.uidValidity:
@@ -696,7 +783,7 @@ class _Disk:
         if entries:
             full.dirty = True
 
-        self.keywords.refresh()
+        self._refreshKeywords()
 
         # 3. The directories, when something may have changed.
         m = None
@@ -721,10 +808,11 @@ class _Disk:
                 or (full.verifyAfter and time.time() >= full.verifyAfter)
             ):
                 listing = self._list()
+                self._reconcile(listing, batch, delta, modseq, initial)
+                # Only after a scan that worked: a failed one is done again.
                 full.dirty = False
                 full.stamps = {"new": stampNew, "cur": stampCur}
                 full.verifyAfter = _unsettledUntil(stampNew, stampCur)
-                self._reconcile(listing, batch, delta, modseq, initial)
             if moveNew:
                 token = self._checkpoint()
                 if self._moveNewToCur(batch):
@@ -762,20 +850,51 @@ class _Disk:
             full.verifyAfter = time.time() + DIR_SETTLE_SECS
 
     def _list(self):
-        """{base: "sub/name"} for new/ and cur/ (cur/ wins duplicates)."""
+        """
+        {base: "sub/name"} for new/ and cur/ (cur/ wins duplicates).  Only
+        regular files count: a directory, fifo, socket, device or symlink
+        (which could point anywhere) is skipped, with one log line per name.
+        """
         out = {}
+        skipped = set()
         for sub in ("new", "cur"):
             prefix = sub + "/"
             try:
-                names = os.listdir(os.path.join(self.path, sub))
+                entries = os.scandir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 raise NoSuchFolder(self.path) from None
-            for name in names:
-                if name[:1] == ".":
-                    continue
-                colon = name.find(":")
-                out[name if colon < 0 else name[:colon]] = prefix + name
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[:1] == ".":
+                        continue
+                    try:
+                        # d_type from readdir; lstat only where the file
+                        # system does not say (DT_UNKNOWN).
+                        regular = entry.is_file(follow_symlinks=False)
+                    except OSError:
+                        regular = False
+                    if not regular:
+                        skipped.add(prefix + name)
+                        continue
+                    colon = name.find(":")
+                    out[name if colon < 0 else name[:colon]] = prefix + name
+        self._noteSkipped(skipped)
         return out
+
+    def _noteSkipped(self, skipped):
+        """Log each entry that is not a regular file once (not at every scan)."""
+        for rel in sorted(skipped - self.skipped):
+            log.warn(
+                "maildir {folder}: {entry} is not a regular file; skipped",
+                folder=self._where(),
+                entry=rel,
+            )
+        self.skipped = skipped
+
+    def _where(self):
+        """The folder relative to the mail directory, for log lines."""
+        return os.path.relpath(self.path, self.store.root)
 
     def _seen(self, uid, rel, batch, modseq, changed):
         """A known message is at ``rel``; note a rename or flag change."""
@@ -935,8 +1054,13 @@ class _Disk:
                 batch.lines.append(ModLog.flagged(m, uid, infoStr))
         else:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)  # a symlink is not followed
             except FileNotFoundError:
+                return None
+            except OSError as e:
+                return self._unreadable(rel, e)
+            if not stat.S_ISREG(st.st_mode):
+                self._noteSkipped(self.skipped | {rel})
                 return None
             date = st.st_mtime
             _, w = sizesFromBase(base)
@@ -946,6 +1070,8 @@ class _Disk:
                     _, vsize = canonicalSize(path)
                 except FileNotFoundError:
                     return None
+                except OSError as e:
+                    return self._unreadable(rel, e)
             m = modseq()
             batch.lines.append(ModLog.added(m, uid, date, vsize, infoStr))
         if newRecord:
@@ -964,6 +1090,18 @@ class _Disk:
         info = MessageInfo(uid, flags, date, vsize, m)
         full.infos[uid] = info
         return info
+
+    def _unreadable(self, rel, error):
+        """A file we cannot read (permissions, replaced by a non-file): skip it."""
+        if rel not in self.unreadable:
+            log.warn(
+                "maildir {folder}: cannot read {entry} ({error}); skipped",
+                folder=self._where(),
+                entry=rel,
+                error=error.strerror or type(error).__name__,
+            )
+            self.unreadable.add(rel)
+        return None
 
     def _dropMessage(self, uid, base):
         full = self.full
@@ -1223,8 +1361,8 @@ class _Disk:
                 delta = None
                 self._ensureLogs()
             batch = _Batch()
+            self._refreshKeywords()
             kw = self.keywords
-            kw.refresh()
             infoCache = {}
             m = self._newModseq()
             uid = self.uidlist.nextUid
@@ -1355,6 +1493,12 @@ class _Disk:
                 rel = self._findBase(base)
                 if rel is None:
                     raise NoSuchMessage(uid) from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EINVAL):
+                    # Replaced by a symlink or a non-file: not followed.
+                    self._unreadable(rel, e)
+                    raise NoSuchMessage(uid) from None
+                raise
         raise NoSuchMessage(uid)
 
     def _findBase(self, base):
@@ -1389,15 +1533,25 @@ class _Locked:
             self.disk.lock.release()
             raise
         self.disk.dotlock = self.dotlock
+        if self.disk.full is not None and not self.disk.full.broken:
+            self.disk.full.expungedMark = len(self.disk.full.expunged)
         return self.dotlock
 
     def __exit__(self, excType, exc, tb):
         disk = self.disk
         disk.dotlock = None
+        if excType is not None and not issubclass(excType, StoreError):
+            # StoreErrors are refusals made before anything changed.
+            disk.forgetState()
         try:
             if disk.rewrite:
                 if excType is None:
-                    disk.doRewrite(self.dotlock)
+                    try:
+                        disk.doRewrite(self.dotlock)
+                    except BaseException:
+                        disk.abandonRewrite()
+                        disk.forgetState()
+                        raise
                 else:
                     disk.abandonRewrite()
         finally:
@@ -1687,11 +1841,23 @@ class MaildirAccount:
         with self.store._accountLock(self.path):
             if name == INBOX or os.path.isdir(path):
                 raise FolderExists(name)
+            limits = self.store.limits
+            checkNewFolderName(name, limits)
+            missing = [p for p in parentsOf(name) if not os.path.isdir(self._folderPath(p)[1])]
+            checkFolderCount(self._countFolders(), len(missing) + 1, limits)
             for parent in parentsOf(name):
                 ppath = self._folderPath(parent)[1]
                 if not os.path.isdir(ppath):
                     self._makeFolder(ppath)
             self._makeFolder(path)
+
+    def _countFolders(self):
+        """Folders of the account, INBOX included (for [limits] folders)."""
+        n = 1
+        for entry in os.scandir(self.path):
+            if entry.name[:1] == "." and entry.name[:2] != ".." and entry.is_dir(follow_symlinks=False):
+                n += 1
+        return n
 
     def _makeFolder(self, path):
         tmp = os.path.join(self.path, NEW_PREFIX + secrets.token_hex(6))
@@ -1758,16 +1924,22 @@ class MaildirAccount:
                 raise NoSuchFolder(oldName)
             if os.path.lexists(newPath):
                 raise FolderExists(newName)
-            for parent in parentsOf(newName):
-                ppath = self._folderPath(parent)[1]
-                if not os.path.isdir(ppath):
-                    self._makeFolder(ppath)
+            limits = self.store.limits
             oldDir, newDir = os.path.basename(oldPath), os.path.basename(newPath)
             moves = []
             for entry in os.listdir(self.path):
                 if entry == oldDir or entry.startswith(oldDir + "."):
                     suffix = entry[len(oldDir):]
                     moves.append((entry, newDir + suffix))
+                    child = folderNameOf(newDir + suffix)
+                    if child is not None:
+                        checkNewFolderName(child, limits)
+            missing = [p for p in parentsOf(newName) if not os.path.isdir(self._folderPath(p)[1])]
+            checkFolderCount(self._countFolders(), len(missing), limits)
+            for parent in parentsOf(newName):
+                ppath = self._folderPath(parent)[1]
+                if not os.path.isdir(ppath):
+                    self._makeFolder(ppath)
             for _, target in moves:
                 if os.path.lexists(os.path.join(self.path, target)):
                     raise FolderExists(folderNameOf(target) or target)
@@ -1902,7 +2074,8 @@ class MaildirDelivery:
         try:
             job.tmpPath, job.fd = self._store._takeTmp()
         except OSError as e:
-            raise TemporaryStoreError(f"cannot create a file in {self._store._tmpDir}: {e}") from e
+            log.error("maildir: cannot create a delivery file: {error}", error=_ioText(e))
+            raise _storeError(e) from e
         self._job = job
 
     def _flushBuffer(self):
@@ -1912,7 +2085,8 @@ class MaildirDelivery:
             try:
                 writeAll(self._job.fd, self._buffer)
             except OSError as e:
-                raise TemporaryStoreError(f"writing {self._job.tmpPath}: {e}") from e
+                log.error("maildir: writing a delivery failed: {error}", error=_ioText(e))
+                raise _storeError(e) from e
             self._buffer = bytearray()
 
     def write(self, data):
@@ -2044,9 +2218,7 @@ class _Committer:
             if error is None and any((id(job), i) not in uids for i in range(len(job.targets))):
                 error = TemporaryStoreError("delivery not placed")
             if error is not None:
-                if not isinstance(error, StoreError):
-                    error = TemporaryStoreError(str(error))
-                d.errback(error)
+                d.errback(_storeError(error))
                 continue
             value = [(t[0], t[1], uids[(id(job), i)]) for i, t in enumerate(job.targets)]
             if waits:
@@ -2056,17 +2228,35 @@ class _Committer:
 
     def _failAll(self, failure, batch):
         self.busy -= 1
-        log.failure("group commit failed", failure)
+        if failure.check(OSError):
+            log.error("group commit failed: {error}", error=_ioText(failure.value))
+        else:
+            log.failure("group commit failed", failure)
         for job, d in batch:
             if not d.called:
-                err = failure.value
-                if not isinstance(err, StoreError):
-                    err = TemporaryStoreError(str(err))
-                d.errback(err)
+                d.errback(_storeError(failure.value))
         self.store._run(self.store._cleanupJobs, [job for job, _ in batch], True).addErrback(
             lambda f: log.failure("removing delivered tmp files", f)
         )
         self._maybeDispatch()
+
+
+def _ioText(error):
+    """An OSError for a log line or an answer: the errno name, never the path."""
+    name = errno.errorcode.get(error.errno, "") if error.errno else ""
+    text = error.strerror or type(error).__name__
+    return f"{name} ({text})" if name else text
+
+
+def _storeError(error):
+    """What a failed commit hands its caller: a StoreError without paths."""
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("mail storage is full")
+    if isinstance(error, OSError):
+        return TemporaryStoreError("storage error: " + _ioText(error))
+    return TemporaryStoreError(type(error).__name__)
 
 
 # The store
@@ -2082,8 +2272,9 @@ class MaildirStore:
         synchronous runner.
     """
 
-    def __init__(self, root, runner=None, reactor=None, threads=6):
+    def __init__(self, root, runner=None, reactor=None, threads=6, limits=None):
         self.root = os.path.abspath(root)
+        self.limits = limits or FolderLimits()
         self._tmpDir = os.path.join(self.root, TMP_DIR)
         os.makedirs(self._tmpDir, mode=0o700, exist_ok=True)
         self._pool = None
@@ -2380,13 +2571,20 @@ class MaildirStore:
                     self._releaseDisk(disk)
                 if isinstance(outcome, BaseException):
                     error = outcome
-                    if not isinstance(error, StoreError):
-                        log.failure(
-                            "delivery into {path} failed",
-                            Failure(error, type(error), error.__traceback__),
-                            path=disk.path,
+                    if isinstance(error, OSError):
+                        log.error(
+                            "maildir {folder}: delivery failed: {error}",
+                            folder=disk._where(),
+                            error=_ioText(error),
                         )
-                        error = TemporaryStoreError(f"{disk.path}: {error}")
+                        error = _storeError(error)
+                    elif not isinstance(error, StoreError):
+                        log.failure(
+                            "maildir {folder}: delivery failed",
+                            Failure(error, type(error), error.__traceback__),
+                            folder=disk._where(),
+                        )
+                        error = _storeError(error)
                     for job, _ in items:
                         if job.error is None:
                             job.error = error
@@ -2417,7 +2615,8 @@ class MaildirStore:
                 os.utime(job.fd, (job.date, job.date))
                 os.fsync(job.fd)
             except OSError as e:
-                job.error = TemporaryStoreError(f"{job.tmpPath}: {e}")
+                log.error("maildir: writing a delivery failed: {error}", error=_ioText(e))
+                job.error = _storeError(e)
             finally:
                 if job.fd >= 0:
                     os.close(job.fd)
@@ -2438,7 +2637,8 @@ class MaildirStore:
                 job.error = e
                 continue
             except OSError as e:
-                job.error = TemporaryStoreError(str(e))
+                log.error("maildir: preparing a delivery failed: {error}", error=_ioText(e))
+                job.error = _storeError(e)
                 continue
             for idx, (_, _, path) in enumerate(job.targets):
                 groups.setdefault(path, []).append((job, idx))

@@ -18,8 +18,11 @@ from zope.interface import implementer
 
 from mailnet.store._common import (
     FolderHandle,
+    FolderLimits,
     SharedIndex,
     applyFlags,
+    checkFolderCount,
+    checkNewFolderName,
     newUidValidity,
     normalizeFlags,
     normalizeFolderName,
@@ -45,7 +48,7 @@ from mailnet.store.interfaces import (
 
 def makeStore(config):
     """The ``memory`` backend factory (``[store] backend = "memory"``)."""
-    return MemoryStore()
+    return MemoryStore(FolderLimits.fromConfig(config))
 
 
 def _readSource(source) -> bytes:
@@ -181,8 +184,9 @@ class _MemoryFolder(SharedIndex):
 
 @implementer(IAccount)
 class MemoryAccount:
-    def __init__(self, username):
+    def __init__(self, username, limits=None):
         self.username = username
+        self.limits = limits or FolderLimits()
         self.folders = {}
         self.subscriptions = set()
         self._make(INBOX)
@@ -222,6 +226,9 @@ class MemoryAccount:
         name = normalizeFolderName(name)
         if name in self.folders:
             raise FolderExists(name)
+        checkNewFolderName(name, self.limits)
+        missing = [p for p in parentsOf(name) if p not in self.folders]
+        checkFolderCount(len(self.folders), len(missing) + 1, self.limits)
         for parent in parentsOf(name):
             if parent not in self.folders:
                 self._make(parent)
@@ -249,6 +256,13 @@ class MemoryAccount:
             raise FolderExists(new)
         if new.startswith(old + "/"):
             raise InvalidFolderName(f"cannot rename {old!r} into itself")
+        checkNewFolderName(new, self.limits)
+        if old != INBOX:
+            for name in self.folders:
+                if name.startswith(old + "/"):
+                    checkNewFolderName(new + name[len(old):], self.limits)
+        missing = [p for p in parentsOf(new) if p not in self.folders]
+        checkFolderCount(len(self.folders), len(missing) + (old == INBOX), self.limits)
         for parent in parentsOf(new):
             if parent not in self.folders:
                 self._make(parent)
@@ -352,8 +366,9 @@ class MemoryDelivery:
 class MemoryStore:
     """Accounts in a dict; see the module docstring."""
 
-    def __init__(self):
+    def __init__(self, limits=None):
         self._accounts = {}
+        self.limits = limits or FolderLimits()
 
     def _account(self, username, create):
         account = self._accounts.get(username)
@@ -364,7 +379,7 @@ class MemoryStore:
                 parseUsername(username)
             except ValueError as e:
                 raise NoSuchAccount(str(e)) from None
-            account = self._accounts[username] = MemoryAccount(username)
+            account = self._accounts[username] = MemoryAccount(username, self.limits)
         return account
 
     def getAccount(self, username, create=True):

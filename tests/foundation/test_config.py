@@ -63,6 +63,8 @@ def test_file_values_and_relative_paths(tmp_path):
         ("[relay]\nsmarthost = \"nohost\"\n", '[relay] smarthost: expected "host:port"'),
         ("[tls]\ncert = \"missing.pem\"\nkey = \"missing.pem\"\n", "[tls] cert: cannot read"),
         ("[tls]\ncert = \"c.pem\"\n", "[tls] key: cert and key must be given together"),
+        ("[tls]\nrsa_cert = \"c.pem\"\n", "[tls] rsa_key: rsa_cert and rsa_key must be given together"),
+        ("[tls]\nrsa_cert = \"c.pem\"\nrsa_key = \"c.pem\"\n", "[tls] rsa_cert: needs [tls] cert and key too"),
         ("[store]\nbackend = \"nosuch\"\n", '[store] backend: expected "maildir", "memory" or "package.module:factory"'),
         ("[server\n", "not valid TOML"),
         ("[server]\ndata_dir = \"/dev/null/x\"\n", "[server] data_dir: /dev/null is not a directory"),

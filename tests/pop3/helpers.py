@@ -29,7 +29,7 @@ class Checker:
         self.users = users
 
     def requestAvatarId(self, creds):
-        name = normalize(creds.username)
+        name = normalize(creds.username.decode() if isinstance(creds.username, bytes) else creds.username)
         password = creds.password.decode() if isinstance(creds.password, bytes) else creds.password
         if self.users.get(name) == password:
             return defer.succeed(name)

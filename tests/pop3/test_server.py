@@ -120,6 +120,7 @@ def test_no_quit_no_delete(ctx, clock, uids, how):
 
 def test_timeout_is_reset_by_commands(ctx, clock):
     c = Client(ctx)
+    c.login()  # before login, the login deadline applies (test_deadlines.py)
     clock.advance(500)
     c.cmd("NOOP")
     clock.advance(500)

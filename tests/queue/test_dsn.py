@@ -145,11 +145,40 @@ def test_multipart_original_survives():
     email.message_from_bytes(out, policy=email.policy.default)
 
 
-def test_large_original_returns_headers_only(monkeypatch):
-    monkeypatch.setattr(dsn, "FULL_RETURN_LIMIT", 50)
-    out = build(envelope=dict(ENVELOPE, ret="FULL"))
+def test_large_original_returns_headers_only():
+    out = build(envelope=dict(ENVELOPE, ret="FULL"), returnLimit=len(ORIGINAL) - 1)
     assert b"text/rfc822-headers" in out and b"Hello there" not in out
     assert b"too large to return whole" in out
+    assert b"Subject: hello\r\n" in out
+
+
+def test_default_return_limit_is_postfix_bounce_size_limit():
+    assert dsn.RETURN_LIMIT == 50_000
+
+
+def test_huge_header_is_cut_to_the_limit_in_whole_lines():
+    # The backscatter case of issue 10: 1,000 long header lines asked to come back.
+    header = b"".join(b"X-Filler-%04d: %s\r\n" % (n, b"y" * 700) for n in range(1000))
+    original = header + b"\r\nbody\r\n"
+    reports = [dsn.RecipientReport("bob@example.test", "delivered", "2.0.0", None, None, None, 1700000100)]
+    for kind, ret in (("success", "HDRS"), ("failure", "FULL"), ("delay", "FULL")):
+        out = build(kind, envelope=dict(ENVELOPE, ret=ret), reports=reports, original=original[:50_001])
+        assert len(out) < 50_000 + 5_000, kind
+        msg = email.message_from_bytes(out, policy=email.policy.default)
+        human, status, headers = msg.iter_parts()
+        assert headers.get_content_type() == "text/rfc822-headers"
+        returned = headers.get_payload(decode=True)
+        assert 49_000 < len(returned) <= 50_000 and returned.endswith(b"\r\n")
+        assert returned.startswith(b"X-Filler-0000: ") and b"X-Filler-0999" not in returned
+        assert "larger than 50000 bytes" in human.get_content()
+        assert b"body" not in out
+
+
+def test_small_limit_with_one_huge_line_returns_no_header_part():
+    original = b"X-Long: " + b"x" * 5000 + b"\r\n\r\nbody\r\n"
+    out = build(envelope=dict(ENVELOPE, ret="FULL"), original=original, returnLimit=1024)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    assert len(list(msg.iter_parts())) == 2 and b"xxxx" not in out
 
 
 def test_delay_report():
@@ -222,3 +251,14 @@ def test_boundary_never_occurs_in_the_returned_message():
     assert msg.get_boundary() != "B/mx.example.test"
     parts = list(msg.iter_parts())
     assert len(parts) == 3 and original in out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(LINES, max_size=200), st.sampled_from(["FULL", "HDRS"]), st.sampled_from(["failure", "delay", "success"]),
+       st.integers(min_value=1024, max_value=4096))
+def test_fuzz_report_size_is_bounded_by_the_limit(lines, ret, kind, limit):
+    original = b"\r\n".join(lines) + b"\r\n"
+    out = build(kind, envelope=dict(ENVELOPE, ret=ret), original=original[: limit + 1], returnLimit=limit)
+    # The report's own parts are a few KB; what comes from the original is at most the limit.
+    assert len(out) <= len(build(kind, envelope=dict(ENVELOPE, ret=ret), original=None)) + limit + 600
+    email.message_from_bytes(out, policy=email.policy.default)

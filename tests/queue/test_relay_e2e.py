@@ -242,7 +242,7 @@ def test_kill9_mid_run_nothing_lost_nothing_sent_twice(sinks, relay):
     server.kill()
     # What the spool says was sent at the moment of the crash.
     s = spool(server)
-    remaining = {qid: s.load(qid) for qid in s.ids()}
+    remaining = {qid: s.load(qid).toDict() for qid in s.ids()}
     markedSent = set()
     remainingIds = set()
     for env in remaining.values():
@@ -291,12 +291,12 @@ def test_operator_commands_on_a_running_server(relay):
     assert qid in out and "bob@ok.test  delayed" in out and "connection refused" in out
     assert server.mailnet("queue", "hold", qid).stdout == f"held {qid}\n"
     assert json.loads(server.mailnet("queue", "list", "--json").stdout)[0]["held"] is True
-    assert spool(server).load(qid)["held"] is True  # written by the server itself
+    assert spool(server).load(qid).held is True  # written by the server itself
     out = server.mailnet("queue", "show", qid).stdout
     assert "(held)" in out and "Subject: test 1" in out
     assert "1 recipient(s) due now" not in server.mailnet("queue", "flush").stdout
     server.mailnet("queue", "release", qid)
-    assert spool(server).load(qid)["held"] is False
+    assert spool(server).load(qid).held is False
     r = server.mailnet("queue", "delete", "0123abcd", check=False)
     assert r.returncode == 1 and r.stderr == "mailnet: queue delete: no queue item 0123abcd\n"
     assert server.mailnet("queue", "delete", qid).stdout == f"deleted {qid}\n"
@@ -307,7 +307,7 @@ def test_operator_commands_on_a_running_server(relay):
     qid = put(server, ["bob@ok.test"])
     assert "no server is running" in server.mailnet("queue", "flush").stdout
     assert server.mailnet("queue", "hold", qid).stdout == f"held {qid}\n"
-    assert spool(server).load(qid)["held"] is True
+    assert spool(server).load(qid).held is True
 
 
 def test_required_tls_verified_and_opportunistic(tmp_path, sinks, relay):

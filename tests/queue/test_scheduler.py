@@ -106,7 +106,7 @@ def make(tmp_path):
 
 
 def statuses(env, qid):
-    return {r["address"]: r["status"] for r in env.envelope(qid)["recipients"]}
+    return {r.address: r.status for r in env.envelope(qid).recipients}
 
 
 def report_blocks(msg):
@@ -205,10 +205,10 @@ def test_temporary_failure_is_retried_on_schedule(make):
     env = make(script=lambda a: answers.pop(0), queue={"delay_warning": 0})
     env.start()
     qid = env.queue()
-    e = env.envelope(qid)["recipients"][0]
-    assert e["status"] == "delayed" and e["attempts"] == 1
-    assert e["last_error"] == "451 4.7.1 greylisted, try later" and e["remote_mta"] == "mx.remote.test"
-    wait = e["next_attempt"] - START
+    e = env.envelope(qid).recipients[0]
+    assert e.status == "delayed" and e.attempts == 1
+    assert e.last_error == "451 4.7.1 greylisted, try later" and e.remote_mta == "mx.remote.test"
+    wait = e.next_attempt - START
     assert 270 <= wait <= 330  # retry_initial 300 +-10%
     env.clock.advance(wait - 1)
     assert len(env.connector.messages) == 1
@@ -232,9 +232,9 @@ def test_refused_connection_defers_whole_destination_with_one_attempt(make):
     # At start all three are due together: one connection attempt for all.
     assert env.connector.connects == ["remote.test"]
     for qid in ids:
-        r = env.envelope(qid)["recipients"][0]
-        assert r["status"] == "delayed" and r["attempts"] == 2
-        assert "connection refused" in r["last_error"] and r["remote_mta"] is None
+        r = env.envelope(qid).recipients[0]
+        assert r.status == "delayed" and r.attempts == 2
+        assert "connection refused" in r.last_error and r.remote_mta is None
 
 
 def test_lifetime_bounces_with_last_error(make):
@@ -270,7 +270,7 @@ def test_delay_warning_once_after_configured_time(make):
     block = report_blocks(warning)[1]
     assert block["Action"] == "delayed"
     assert block["Will-Retry-Until"]
-    assert env.envelope(qid)["delay_warned"] is True
+    assert env.envelope(qid).delay_warned is True
     env.advance(6 * 3600)
     assert len(env.dsns()) == 1
     assert env.spool.exists(qid)
@@ -408,8 +408,8 @@ def test_store_failure_is_temporary(make):
     env.store.failWith = TemporaryStoreError("disk full")
     env.start()
     qid = env.queue(rcpts=["bob@example.test"])
-    r = env.envelope(qid)["recipients"][0]
-    assert r["status"] == "delayed" and r["last_error"].startswith("451 4.2.0")
+    r = env.envelope(qid).recipients[0]
+    assert r.status == "delayed" and r.last_error.startswith("451 4.2.0")
     env.store.failWith = None
     env.advance(400)
     assert len(env.box("bob@example.test")) == 1
@@ -464,7 +464,7 @@ def test_unreported_failure_found_at_start_is_reported(make):
     env = make()
     qid = env.queue(rcpts=["bob@remote.test"])
     envelope = env.envelope(qid)
-    envelope["recipients"][0].update(status="failed", action="failed", last_error="550 5.1.1 no such user",
+    vars(envelope.recipients[0]).update(status="failed", action="failed", last_error="550 5.1.1 no such user",
                                      remote_mta="mx.remote.test", reported=False)
     env.spool.save(envelope)
     env.start()
@@ -472,14 +472,82 @@ def test_unreported_failure_found_at_start_is_reported(make):
     assert not env.spool.exists(qid)
 
 
-def test_corrupt_envelope_is_left_alone(make):
+BAD_ENVELOPES = {
+    "truncated": lambda text, qid: text[: len(text) // 2],
+    "not an object": lambda text, qid: "[1, 2, 3]",
+    "recipients as string": lambda text, qid: json.dumps(dict(json.loads(text), recipients="bob@remote.test")),
+    "missing status": lambda text, qid: json.dumps(dict(json.loads(text), recipients=[{"address": "bob@remote.test"}])),
+    "id is a path": lambda text, qid: json.dumps(dict(json.loads(text), id="../../../x")),
+    "bad status": lambda text, qid: text.replace('"pending"', '"sending"'),
+    "not utf-8": lambda text, qid: b"\xff\xfe{}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_ENVELOPES))
+def test_corrupt_envelope_is_set_aside_and_the_rest_delivered(make, kind):
+    env = make()
+    bad = env.queue(rcpts=["bad@remote.test"])
+    good = env.queue(rcpts=["good@remote.test"])
+    with open(env.spool.envelopePath(bad), encoding="utf-8") as f:
+        text = f.read()
+    damaged = BAD_ENVELOPES[kind](text, bad)
+    with open(env.spool.envelopePath(bad), "wb") as f:
+        f.write(damaged if isinstance(damaged, bytes) else damaged.encode())
+    env.start()
+    assert [m[2] for m in env.connector.messages] == [["good@remote.test"]]
+    assert env.spool.ids() == []
+    assert sorted(os.listdir(env.spool.corruptDir)) == [f"{bad}.json", f"{bad}.msg", f"{bad}.reason"]
+    [(qid, reason)] = env.runner.corrupt()
+    assert qid == bad and reason
+    env.runner.rescan()  # never loaded (or logged) again
+    assert env.runner.stats["corrupt"] == 1
+
+
+def test_item_without_message_file_is_set_aside_not_retried(make):
     env = make()
     qid = env.queue()
-    with open(env.spool.envelopePath(qid), "w") as f:
-        f.write("{not json")
+    os.unlink(env.spool.dataPath(qid))
     env.start()
+    env.advance(3600)
     assert env.connector.messages == []
-    assert env.spool.ids() == [qid]
+    assert env.runner.corrupt() == [(qid, "the message file (.msg) is missing")]
+    assert not env.spool.exists(qid)
+
+
+def test_message_file_gone_after_loading_is_set_aside_not_retried(make):
+    from mailnet.store.interfaces import TemporaryStoreError
+
+    env = make()
+    env.store.failWith = TemporaryStoreError("disk full")
+    env.start()
+    qid = env.queue(rcpts=[{"address": "bob@example.test", "notify": ["SUCCESS"]}])
+    assert statuses(env, qid) == {"bob@example.test": "delayed"}
+    env.store.failWith = None
+    os.unlink(env.spool.dataPath(qid))
+    env.advance(400)
+    assert env.runner.corrupt() == [(qid, "the message file (.msg) is missing")]
+    assert env.runner.items == {} and not env.spool.exists(qid)
+    assert os.path.exists(os.path.join(env.spool.corruptDir, qid + ".json"))
+    attempts = env.runner.stats["deferred"]
+    env.advance(7200)
+    assert env.runner.stats["deferred"] == attempts and env.box("bob@example.test") == []
+
+
+def test_item_added_later_with_bad_envelope_is_set_aside(make):
+    from mailnet.queue.spool import newQueueId
+
+    env = make()
+    env.start()
+    qid = newQueueId()
+    with open(env.spool.dataPath(qid), "wb") as f:
+        f.write(MESSAGE)
+    with open(env.spool.envelopePath(qid), "w") as f:
+        json.dump({"version": 1, "sender": "a@example.test", "arrival": START, "recipients": [{"address": 5}]}, f)
+    env.runner.added(qid)
+    assert env.runner.flush() == 0
+    env.settle()
+    assert env.connector.messages == [] and env.runner.items == {}
+    assert env.runner.corrupt() == [(qid, 'recipient 1: "address" is int, not a string')]
 
 
 # -- Operator commands ---------------------------------------------------------------------
@@ -490,12 +558,12 @@ def test_hold_release_flush_delete(make):
     env.start()
     qid = env.queue()
     env.runner.hold(qid)
-    assert env.envelope(qid)["held"] is True
+    assert env.envelope(qid).held is True
     env.advance(3600)
     assert len(env.connector.messages) == 1  # held: no retry
     assert env.runner.flush() == 0
     env.runner.release(qid)
-    assert env.envelope(qid)["held"] is False
+    assert env.envelope(qid).held is False
     env.settle()
     assert len(env.connector.messages) == 2  # overdue while held: goes at release
     assert env.runner.flush(qid) == 1

@@ -36,9 +36,9 @@ def test_commit_makes_a_whole_item(spool):
     qid = put(spool, envid="E", ret="HDRS", smtputf8=False, body="8BITMIME", client="c [127.0.0.1]", auth="alice@example.test")
     assert heard == [qid] and spool.ids() == [qid]
     env = spool.load(qid)
-    assert env["size"] == len(b"Subject: x\r\n\r\nbody\r\n")
-    assert (env["envid"], env["ret"], env["body"], env["auth"]) == ("E", "HDRS", "8BITMIME", "alice@example.test")
-    assert env["recipients"][0]["status"] == "pending"
+    assert env.size == len(b"Subject: x\r\n\r\nbody\r\n")
+    assert (env.envid, env.ret, env.body, env.auth) == ("E", "HDRS", "8BITMIME", "alice@example.test")
+    assert env.recipients[0].status == "pending" and env.id == qid
     with spool.openData(qid) as f:
         assert f.read() == b"Subject: x\r\n\r\nbody\r\n"
     for path in (spool.envelopePath(qid), spool.dataPath(qid)):
@@ -56,8 +56,8 @@ def test_abort_leaves_nothing(spool):
 def test_save_is_atomic_and_readable(spool):
     qid = put(spool)
     env = spool.load(qid)
-    env["recipients"][0]["status"] = "delayed"
-    env["recipients"][0]["last_error"] = "451 4.7.1 later, ünïcode"
+    env.recipients[0].status = "delayed"
+    env.recipients[0].last_error = "451 4.7.1 later, ünïcode"
     spool.save(env)
     text = open(spool.envelopePath(qid), encoding="utf-8").read()
     assert "ünïcode" in text and text.endswith("}\n")
@@ -113,17 +113,17 @@ def test_direct_commands(conf, capsys):
     out = capsys.readouterr().out
     assert qid in out and "bob@remote.test  pending" in out and "1 item(s), 1 recipient(s) waiting" in out
     assert cli.main(conf, ["hold", qid]) == 0
-    assert spool.load(qid)["held"] is True
+    assert spool.load(qid).held is True
     capsys.readouterr()
     cli.main(conf, ["flush"])
     assert "flushed: 0 recipient(s)" in capsys.readouterr().out  # held items stay
     cli.main(conf, ["release", qid])
-    assert spool.load(qid)["held"] is False
-    before = spool.load(qid)["recipients"][0]["next_attempt"]
+    assert spool.load(qid).held is False
+    before = spool.load(qid).recipients[0].next_attempt
     cli.main(conf, ["flush", qid])
     out = capsys.readouterr().out
     assert "flushed: 1 recipient(s) due now (no server is running" in out
-    assert spool.load(qid)["recipients"][0]["next_attempt"] >= before
+    assert spool.load(qid).recipients[0].next_attempt >= before
     cli.main(conf, ["show", qid])
     out = capsys.readouterr().out
     assert "Subject: x" in out and "body" not in out.split("Subject: x")[1]

@@ -30,7 +30,8 @@ class SyncChecker:
         self.users = users
 
     def requestAvatarId(self, creds):
-        if self.users.get(creds.username) == creds.password:
+        # twisted.cred gives checkers bytes
+        if self.users.get(creds.username.decode()) == creds.password.decode():
             return defer.succeed(creds.username)
         return defer.fail(error.UnauthorizedLogin())
 
@@ -214,7 +215,7 @@ def test_remote_recipients_go_to_the_spool_once(tmp_path, clock):
     assert out.count(b"250 ") == 4
     assert c.send("Subject: é\r\n\r\nbody\r\n.\r\n".encode()).startswith(b"250 2.0.0 OK")
     (queueId,) = context.spool.ids()
-    envelope = context.spool.load(queueId)
+    envelope = context.spool.load(queueId).toDict()
     assert envelope["sender"] == "alice@example.test"
     assert (envelope["ret"], envelope["envid"], envelope["smtputf8"], envelope["body"]) == ("HDRS", "e+2B1", True, "8BITMIME")
     assert envelope["auth"] == "alice@example.test" and envelope["client"] == "c [192.0.2.7]"
@@ -238,7 +239,7 @@ def test_alias_to_remote_target_carries_orcpt(tmp_path, clock):
     c.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<fwd@example.test>\r\nDATA\r\n")
     assert c.send(b"x\r\n.\r\n").startswith(b"250 ")
     (queueId,) = context.spool.ids()
-    (rcpt,) = context.spool.load(queueId)["recipients"]
+    (rcpt,) = context.spool.load(queueId).toDict()["recipients"]
     assert (rcpt["address"], rcpt["orcpt"]) == ("far@remote.example", "rfc822;fwd@example.test")
 
 
@@ -322,7 +323,7 @@ def test_refusal_line():
     assert server.REFUSAL == b"421 4.7.0 Too many connections, try again later\r\n"
 
 
-def test_spool_disk_full_at_open_gives_451(tmp_path, clock):
+def test_spool_disk_full_at_open_gives_452(tmp_path, clock):
     context = makeContext(tmp_path, clock)
 
     def broken(*a, **kw):
@@ -333,7 +334,8 @@ def test_spool_disk_full_at_open_gives_451(tmp_path, clock):
     c.send(f"EHLO c\r\nAUTH PLAIN {plain('alice@example.test', 'alice-pw')}\r\n".encode())
     c.send(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<far@remote.example>\r\nDATA\r\n")
     c.read()
-    assert c.send(b"x\r\n.\r\n") == b"451 4.3.0 Error storing the message; try again later\r\n"
+    # RFC 3463 X.3.1 "mail system full", RFC 5321 452.
+    assert c.send(b"x\r\n.\r\n") == b"452 4.3.1 Mail system full; try again later\r\n"
 
 
 def test_mail_loop_refused(context):

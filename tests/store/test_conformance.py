@@ -23,6 +23,7 @@ from mailnet.store.interfaces import (
     SEEN,
     SPECIAL_USE,
     FolderExists,
+    FolderLimitExceeded,
     IAccount,
     IDelivery,
     IFolder,
@@ -41,13 +42,13 @@ OTHER = "bob@example.test"
 BACKENDS = ["memory", "maildir"]
 
 
-def makeBackend(kind, path):
+def makeBackend(kind, path, limits=None):
     if kind == "memory":
         from mailnet.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(limits)
     MaildirStore = pytest.importorskip("mailnet.store.maildir").MaildirStore
-    return MaildirStore(str(path / "mail"), runner=syncRunner)
+    return MaildirStore(str(path / "mail"), runner=syncRunner, limits=limits)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -764,3 +765,55 @@ def test_flag_ops_match_model(store, ops):
     again = openf(result(store.getAccount("prop@example.test")))
     assert {i.uid: i.flags for i in again.messages()} == model
     again.close()
+
+
+# Folder-name rules and limits (CREATE and RENAME)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a*b", "50%", "x\x85y", "x\x9fy", "evil\u202egnp.exe", "a\u2066b", "\u200fRTL", "ok/b*d"],
+)
+def test_new_folder_names_without_wildcards_or_bidi_controls(account, name):
+    failure(account.createFolder(name), InvalidFolderName)
+    result(account.createFolder("Plain"))
+    failure(account.renameFolder("Plain", name), InvalidFolderName)
+    assert name not in names(account) and "Plain" in names(account)
+
+
+def test_folder_name_length_and_depth_limits(store, account):
+    from mailnet.store._common import FolderLimits
+
+    default = FolderLimits()
+    failure(account.createFolder("x" * (default.nameLength + 1)), FolderLimitExceeded)
+    result(account.createFolder("x" * default.nameLength))
+    failure(account.createFolder("/".join(["d"] * (default.depth + 1))), FolderLimitExceeded)
+    result(account.createFolder("/".join(["d"] * default.depth)))
+    # A rename may not push a child past the limits either.
+    result(account.createFolder("p/q"))
+    failure(account.renameFolder("p", "/".join(["e"] * default.depth)), FolderLimitExceeded)
+    assert "p/q" in names(account)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_folder_count_limit(kind, tmp_path):
+    from mailnet.store._common import FolderLimits
+
+    store = makeBackend(kind, tmp_path, FolderLimits(folders=10, nameLength=50, depth=3))
+    account = result(store.getAccount(USER))
+    have = len(names(account))  # INBOX and the special-use folders
+    assert have < 10
+    for i in range(10 - have):
+        result(account.createFolder("f%d" % i))
+    e = failure(account.createFolder("one-more"), FolderLimitExceeded)
+    assert "10" in str(e)
+    result(account.deleteFolder("f0"))
+    # Parents count too: "a/b" needs two.
+    failure(account.createFolder("a/b"), FolderLimitExceeded)
+    result(account.createFolder("a"))
+    failure(account.renameFolder(INBOX, "inbox-copy"), FolderLimitExceeded)
+    result(account.renameFolder("a", "b"))
+    failure(account.createFolder("x" * 51), FolderLimitExceeded)
+    failure(account.createFolder("b/c/d/e"), FolderLimitExceeded)
+    assert len(names(account)) == 10
+    result(store.close())

@@ -169,6 +169,7 @@ def test_file_that_grew_after_fstat_is_read_to_its_end(tmp_path, monkeypatch):
 
     class Shrunk:
         def __init__(self, st):
+            self.st_mode = st.st_mode
             self.st_size = st.st_size - 5
 
     monkeypatch.setattr(_crlf.os, "fstat", lambda fd: Shrunk(realFstat(fd)))
