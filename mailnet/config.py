@@ -154,6 +154,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "folder_name_length": _o("int", 200, "Longest folder name in characters (Maildir stores it as one directory name).", minimum=16),
         "folder_depth": _o("int", 16, "Most levels of a folder name (a/b/c is 3).", minimum=1),
         "imap_idle_poll": _o("float", 2.0, "Seconds between checks for changes made by other programs while an IMAP client is in IDLE (0 = never).", minimum=0),
+        "mime_parts": _o("int", 10000, "MIME parts of one message IMAP shows (Dovecot's limit); the last one's body runs to the end, so a message of 100,000 parts costs no more.", minimum=1),
+        "mime_depth": _o("int", 100, "Nesting levels of MIME parts IMAP opens (Dovecot's limit); a multipart or message part at the last level is shown as one application/octet-stream part.", minimum=1),
         "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=600),
         "pop3_line_length": _o("int", 255, "Longest POP3 command line, CRLF included (RFC 2449 s4: 255).", minimum=255),
         "http_request_size": _o("int", 35 * MB, "Largest HTTP request body (JMAP upload, webmail compose).", minimum=1),

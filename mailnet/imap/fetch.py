@@ -24,6 +24,25 @@ from mailnet.imap.serialize import nstring, plist, string
 MAX_HEADER = 256 * 1024
 _CHUNK = 64 * 1024
 
+# RFC 2046 sets no limit on the number of parts or on nesting; a message
+# built to have 100,000 parts costs seconds of CPU to scan.  Like Dovecot
+# (lib-mail/message-parser.h: 10,000 parts, 100 levels) we stop reading
+# MIME structure beyond these caps ([limits] mime_parts, mime_depth):
+# the part that reaches the part cap is the last one, and the rest of the
+# message is its body; a multipart or message/rfc822 part at the deepest
+# level is one opaque application/octet-stream part.
+MAX_PARTS = 10000
+MAX_DEPTH = 100
+# The scan and BODYSTRUCTURE recurse once or twice per level: a configured
+# depth above this is taken as this (Python's recursion limit is 1,000).
+DEPTH_CEILING = 300
+# What a scan may do on the reactor thread (session.py): past this many
+# parts, lines read one by one (about 1 microsecond each), bytes of header
+# fields (all parts together: the email package parses them, about 0.5 ms
+# per KB), or bytes counted in bulk, scan() raises OverBudget and the
+# caller does the work in a worker thread instead.
+INLINE_BUDGET = (64, 8192, 32 * 1024, 8 * 1024 * 1024)
+
 _headerParser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
@@ -86,17 +105,21 @@ class _Lines:
     line, and remembers the line-ending length of the last line consumed.
     """
 
-    def __init__(self, f):
+    def __init__(self, f, budget=float("inf")):
         self.f = f
         self.offset = 0
         self.lastEnd = 0
         self._prevEnd = 0
         self._back = None
+        self.budget = budget  # lines that may still be read
 
     def readline(self):
         if self._back is not None:
             line, self._back = self._back, None
         else:
+            self.budget -= 1
+            if self.budget < 0:
+                raise OverBudget()
             line = self.f.readline()
         self.offset += len(line)
         self._prevEnd = self.lastEnd
@@ -131,25 +154,69 @@ def _lineEndLen(line):
     return 0
 
 
-def scan(f, size=None) -> Part:
+class OverBudget(Exception):
+    """The scan needs more work than its budget allows (do it in a worker thread)."""
+
+
+class _Scan:
+    """The caps and the work budget of one scan, and the parts counted so far."""
+
+    __slots__ = ("maxParts", "maxDepth", "parts", "headerBytes", "budgetParts", "budgetBytes", "budgetHeader")
+
+    def __init__(self, maxParts, maxDepth, budget):
+        self.maxParts = max(1, maxParts)
+        self.maxDepth = min(max(1, maxDepth), DEPTH_CEILING)
+        self.parts = 0
+        self.headerBytes = 0
+        if budget is None:
+            budget = (float("inf"),) * 4
+        self.budgetParts, _, self.budgetHeader, self.budgetBytes = budget
+
+
+def scan(f, size=None, maxParts=MAX_PARTS, maxDepth=MAX_DEPTH, budget=None) -> Part:
     """
     Scan a message (a binary file positioned at 0) into a :class:`Part`
     tree.  Reads the file once, line by line where boundaries matter and in
     large chunks otherwise.
+
+    At most ``maxParts`` parts (the root counts) and ``maxDepth`` levels
+    (the root is level 1) are made; see MAX_PARTS.  ``budget`` is (parts,
+    lines, bytes of header fields, bytes): past any of them, OverBudget.
     """
-    lines = _Lines(f)
-    root = _entity(lines, [], ("text", "plain"), depth=0)
+    lines = _Lines(f, budget[1] if budget is not None else float("inf"))
+    root = _entity(lines, [], ("text", "plain"), 0, _Scan(maxParts, maxDepth, budget))
     return root
 
 
-def scanHeader(f, size) -> Part:
+def scanHeader(f, size, budget=None) -> Part:
     """Only the top-level header (enough for ENVELOPE, HEADER, TEXT): a Part whose body runs to ``size``."""
-    lines = _Lines(f)
+    lines = _Lines(f, budget[1] if budget is not None else float("inf"))
     part = Part(0)
-    _readHeader(lines, part, [])
+    _readHeader(lines, part, [], budget[2] if budget is not None else float("inf"))
     _contentType(part, ("text", "plain"))
     part.end = max(size, part.bodyStart)
     return part
+
+
+def build(f, size, full, maxParts=MAX_PARTS, maxDepth=MAX_DEPTH, budget=None, render=False):
+    """
+    A :class:`Structure` of the message in ``f`` (positioned at 0): the
+    whole MIME tree when ``full``, else the top-level header only.  With
+    ``render`` (work done in a worker thread), ENVELOPE, and for a full
+    scan BODY and BODYSTRUCTURE, are made at once, so that nothing of
+    the size of the tree is left to do on the reactor thread.
+    """
+    if full:
+        root = scan(f, size, maxParts, maxDepth, budget)
+    else:
+        root = scanHeader(f, size, budget)
+    entry = Structure(root, full)
+    if render:
+        entry.envelope()
+        if full:
+            entry.body()
+            entry.bodystructure()
+    return entry
 
 
 def _plainParams(params):
@@ -187,7 +254,7 @@ def _contentType(part, default):
     part.params = params
 
 
-def _readHeader(lines, part, boundaries):
+def _readHeader(lines, part, boundaries, limit=float("inf")):
     chunks = []
     kept = 0
     while True:
@@ -200,18 +267,22 @@ def _readHeader(lines, part, boundaries):
         if kept < MAX_HEADER:
             chunks.append(line)
             kept += len(line)
+            if kept > limit:
+                raise OverBudget()
         if line in (b"\r\n", b"\n"):
             break
     part.header = b"".join(chunks)
     part.bodyStart = lines.offset
 
 
-def _entity(lines, boundaries, default, depth):
+def _entity(lines, boundaries, default, depth, ctx):
+    ctx.parts += 1
+    if ctx.parts > ctx.budgetParts or lines.offset > ctx.budgetBytes:
+        raise OverBudget()
     part = Part(lines.offset)
-    _readHeader(lines, part, boundaries)
+    _readHeader(lines, part, boundaries, ctx.budgetHeader - ctx.headerBytes)
+    ctx.headerBytes += len(part.header)
     _contentType(part, default)
-    if depth > 40:
-        part.maintype, part.subtype, part.params = "application", "octet-stream", []
     boundary = None
     if part.maintype == "multipart":
         b = part.parsed().get_param("boundary")
@@ -219,18 +290,39 @@ def _entity(lines, boundaries, default, depth):
             b = email.utils.collapse_rfc2231_value(b)
         if b:
             boundary = b"--" + b.encode("utf-8", "replace")
-    if part.maintype == "multipart" and boundary and depth <= 40:
-        _multipart(lines, part, boundaries + [boundary], boundary, depth)
-    elif (part.maintype, part.subtype) in (("message", "rfc822"), ("message", "global")) and part.encoding in ("7bit", "8bit", "binary") and depth <= 40:
-        part.message = _entity(lines, boundaries, ("text", "plain"), depth + 1)
+    message = (part.maintype, part.subtype) in (("message", "rfc822"), ("message", "global")) \
+        and part.encoding in ("7bit", "8bit", "binary")
+    container = (part.maintype == "multipart" and boundary) or message
+    if ctx.parts >= ctx.maxParts:
+        # The part cap (Dovecot's MESSAGE_PART_FLAG_OVERFLOW): this is the
+        # last part, and the rest of the message is its body; no boundary
+        # is recognised any more, so every enclosing part ends there too.
+        if container or part.maintype == "multipart":
+            _opaque(part)
+        _leaf(lines, part, [], ctx)
+        return part
+    if depth + 1 >= ctx.maxDepth and (container or part.maintype == "multipart"):
+        # The depth cap: a container at the deepest level is not opened;
+        # its body runs to the next boundary of an enclosing multipart.
+        _opaque(part)
+        container = False
+    if container and boundary:
+        _multipart(lines, part, boundaries + [boundary], boundary, depth, ctx)
+    elif container:
+        part.message = _entity(lines, boundaries, ("text", "plain"), depth + 1, ctx)
         part.end = part.message.end
         part.lines = part.message.lines + part.message.header.count(b"\n")
     else:
-        _leaf(lines, part, boundaries)
+        _leaf(lines, part, boundaries, ctx)
     return part
 
 
-def _leaf(lines, part, boundaries):
+def _opaque(part):
+    """Show a part we do not look into as what it is to us: a run of octets (RFC 2046 s4.5.1)."""
+    part.maintype, part.subtype, part.params = "application", "octet-stream", []
+
+
+def _leaf(lines, part, boundaries, ctx):
     if not boundaries:
         # Top level single part: count lines in big chunks.
         f = lines.f
@@ -242,7 +334,10 @@ def _leaf(lines, part, boundaries):
             count += chunk.count(b"\n")
             total += len(chunk)
             last = chunk[-1:]
+        limit = ctx.budgetBytes
         while True:
+            if start + total > limit:
+                raise OverBudget()
             chunk = f.read(_CHUNK)
             if not chunk:
                 break
@@ -275,7 +370,7 @@ def _leaf(lines, part, boundaries):
     part.lines = max(count, 0)
 
 
-def _multipart(lines, part, boundaries, boundary, depth):
+def _multipart(lines, part, boundaries, boundary, depth, ctx):
     mine = len(boundaries) - 1
     part.children = []
     childDefault = ("message", "rfc822") if part.subtype == "digest" else ("text", "plain")
@@ -296,7 +391,7 @@ def _multipart(lines, part, boundaries, boundary, depth):
         if closing:
             closed = True
             continue
-        part.children.append(_entity(lines, boundaries, childDefault, depth + 1))
+        part.children.append(_entity(lines, boundaries, childDefault, depth + 1, ctx))
     part.end = max(part.end, part.bodyStart)
     if not part.children:
         # RFC 2046 wants at least one part; show an empty text part.

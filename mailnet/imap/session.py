@@ -111,6 +111,9 @@ class Settings:
         self.commandDeadline = limits.command_deadline if limits else 60
         self.loginDeadline = limits.login_deadline if limits else 180
         self.minDataRate = limits.min_data_rate if limits else 500
+        # MIME structure caps (fetch.MAX_PARTS: beyond them a message is shown flatter).
+        self.mimeParts = getattr(limits, "mime_parts", fetch.MAX_PARTS) if limits else fetch.MAX_PARTS
+        self.mimeDepth = getattr(limits, "mime_depth", fetch.MAX_DEPTH) if limits else fetch.MAX_DEPTH
         self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
         self.hostname = config.server.hostname if config is not None else "localhost"
         # Recently used folders stay open this long (seconds), at most this many.
@@ -1317,12 +1320,21 @@ class Session:
         folder = view.folder
         get = folder.get
         meta, content = search.split(program)
-        searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()))
+        searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()),
+                                   self.shared.settings.mimeParts)
         recent = view.recent
         results = []
         todo = []
         match = searcher.match
+        clock = self.clock
+        turnStart = clock.seconds()
         for msn, uid in enumerate(view.uids, 1):
+            if not msn & 1023 and clock.seconds() - turnStart > FETCH_TURN:
+                # Index keys over a large mailbox: let other sessions in.
+                await task.deferLater(clock, 0, lambda: None)
+                turnStart = clock.seconds()
+                if self.closed:
+                    raise ConnectionError("closed")
             info = get(uid)
             if info is None:
                 continue
@@ -1535,19 +1547,44 @@ class Session:
             return name.encode() + b" NIL"
         raise AssertionError(name)
 
-    def _structure(self, uid, f, size, full):
+    def _structure(self, uid, f, size, full, loaded=None):
+        """The scanned structure (``full``: every part, else the header); ``loaded`` is what _loadStructure gave."""
+        if loaded is not None and (loaded.full or not full):
+            return loaded
         key = (self.username, self.view.name, self.view.uidValidity, uid)
         cache = self.shared.structures
         entry = cache.get(key)
         if entry is not None and (entry.full or not full):
             return entry
         f.seek(0)
-        if full:
-            root = fetch.scan(f)
-        else:
-            root = fetch.scanHeader(f, size)
-        entry = fetch.Structure(root)
-        entry.full = full
+        settings = self.shared.settings
+        entry = fetch.build(f, size, full, settings.mimeParts, settings.mimeDepth)
+        cache.put(key, entry)
+        return entry
+
+    async def _loadStructure(self, uid, f, size, full):
+        """
+        The structure, built before the response is: on the reactor thread
+        while it is small work (fetch.INLINE_BUDGET), else in a worker
+        thread with ENVELOPE and BODYSTRUCTURE rendered there too, so a
+        message made of 10,000 parts (or an enormous header) does not keep
+        other sessions waiting.
+        """
+        key = (self.username, self.view.name, self.view.uidValidity, uid)
+        cache = self.shared.structures
+        entry = cache.get(key)
+        if entry is not None and (entry.full or not full):
+            return entry
+        settings = self.shared.settings
+        f.seek(0)
+        try:
+            entry = fetch.build(f, size, full, settings.mimeParts, settings.mimeDepth, fetch.INLINE_BUDGET)
+        except fetch.OverBudget:
+            f.seek(0)
+            entry = await self.shared.inThread(fetch.build, f, size, full, settings.mimeParts, settings.mimeDepth,
+                                               None, True)
+            if self.closed:
+                raise ConnectionError("closed")
         cache.put(key, entry)
         return entry
 
@@ -1555,6 +1592,10 @@ class Session:
         """Write one FETCH response with content items; returns bytes written (roughly)."""
         f = _seekable(f, info.size)
         try:
+            need = _structureNeed(atts)
+            loaded = None
+            if need is not None:
+                loaded = await self._loadStructure(uid, f, info.size, need)
             pieces = [b"* %d FETCH (" % msn]
             streams = []
             first = True
@@ -1567,19 +1608,19 @@ class Session:
                     pieces.append(self._simpleItem(name, info))
                     continue
                 if name == "ENVELOPE":
-                    pieces.append(b"ENVELOPE " + self._structure(uid, f, info.size, False).envelope())
+                    pieces.append(b"ENVELOPE " + self._structure(uid, f, info.size, False, loaded).envelope())
                     continue
                 if name == "BODY":
-                    pieces.append(b"BODY " + self._structure(uid, f, info.size, True).body())
+                    pieces.append(b"BODY " + self._structure(uid, f, info.size, True, loaded).body())
                     continue
                 if name == "BODYSTRUCTURE":
-                    pieces.append(b"BODYSTRUCTURE " + self._structure(uid, f, info.size, True).bodystructure())
+                    pieces.append(b"BODYSTRUCTURE " + self._structure(uid, f, info.size, True, loaded).bodystructure())
                     continue
                 if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
                     if name == "RFC822":
                         where = ("range", 0, info.size)
                     else:
-                        root = self._structure(uid, f, info.size, False).root
+                        root = self._structure(uid, f, info.size, False, loaded).root
                         where = ("range", 0, root.bodyStart) if name == "RFC822.HEADER" else ("range", root.bodyStart, info.size)
                     pieces.append(name.encode() + b" ")
                     total += self._literal(pieces, streams, f, where, None)
@@ -1591,7 +1632,7 @@ class Session:
                         label += b"<%d>" % a.partial[0]
                     pieces.append(label + b" ")
                     try:
-                        where = self._whereBody(uid, f, info, section)
+                        where = self._whereBody(uid, f, info, section, loaded)
                     except fetch.SectionError:
                         pieces.append(b"NIL")
                         continue
@@ -1603,7 +1644,7 @@ class Session:
                         label += b"<%d>" % a.partial[0]
                     pieces.append(label + b" ")
                     try:
-                        root = self._structure(uid, f, info.size, bool(a.section.part)).root
+                        root = self._structure(uid, f, info.size, bool(a.section.part), loaded).root
                         start, end, enc = fetch.binarySource(root, a.section)
                     except fetch.SectionError:
                         pieces.append(b"NIL")
@@ -1613,7 +1654,7 @@ class Session:
                 if name == "BINARY.SIZE":
                     label = b"BINARY.SIZE[" + a.section.spec() + b"] "
                     try:
-                        root = self._structure(uid, f, info.size, bool(a.section.part)).root
+                        root = self._structure(uid, f, info.size, bool(a.section.part), loaded).root
                         start, end, enc = fetch.binarySource(root, a.section)
                     except fetch.SectionError:
                         pieces.append(label + b"0")
@@ -1638,11 +1679,11 @@ class Session:
         finally:
             f.close()
 
-    def _whereBody(self, uid, f, info, section):
+    def _whereBody(self, uid, f, info, section, loaded=None):
         if not section.part and section.text is None:
             return ("range", 0, info.size)
         full = bool(section.part)
-        root = self._structure(uid, f, info.size, full).root
+        root = self._structure(uid, f, info.size, full, loaded).root
         return fetch.resolve(root, section)
 
     def _literal(self, pieces, streams, f, where, partial):
@@ -1831,6 +1872,26 @@ class _Opener:
         pending, self.pending = self.pending, {}
         for d in pending.values():
             d.addCallbacks(lambda f: f.close(), lambda failure: None)
+
+
+def _structureNeed(atts):
+    """What the FETCH items need scanned: None, False (the header), True (every part)."""
+    need = None
+    for a in atts:
+        name = a.name
+        if name in ("BODY", "BODYSTRUCTURE"):
+            return True
+        if name in ("BODY[]", "BINARY[]", "BINARY.SIZE"):
+            section = a.section
+            if section is None or (not section.part and section.text is None):
+                if name == "BODY[]":
+                    continue
+            if section is not None and section.part:
+                return True
+            need = False
+        elif name in ("ENVELOPE", "RFC822.HEADER", "RFC822.TEXT"):
+            need = False
+    return need
 
 
 def _reason(e):
