@@ -60,12 +60,12 @@ def _checkDataDir(args):
     hint = " (no --config given)" if conf.source is None else ""
     if os.path.isdir(data):
         if conf.source is None:
-            print(f"mailnet: using {default} {data}{hint}", file=sys.stderr)
+            print(f"mailnet: using {default} {data}{hint}", file=sys.stderr, flush=True)
         return
     if not creates:
         _die(f"no data directory {data}{hint}: nothing to work on; give --config FILE, "
              f"or start with `mailnet run` or `mailnet user add`")
-    print(f"mailnet: creating {default} {data}{hint}", file=sys.stderr)
+    print(f"mailnet: creating {default} {data}{hint}", file=sys.stderr, flush=True)
     try:
         os.makedirs(data, mode=0o700)
     except OSError as e:
