@@ -13,8 +13,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailnet.store import _crlf
-from mailnet.store._maildirfiles import canonicalSize
+from mailnet.store.maildir import crlf as _crlf
+from mailnet.store.maildir.names import canonicalSize
 from mailnet.store.interfaces import INBOX, NoSuchMessage
 from mailnet.store.maildir import MaildirStore
 from tests.store.helpers import failure, msg, result, syncRunner
