@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import time
@@ -251,17 +250,8 @@ class Disk(DirectoryScan, FolderOperations):
 
     def load(self):
         """Build the full index (under the lock).  Returns a snapshot."""
-        # Building 100,000s of small objects: the cyclic GC would scan them
-        # again and again for nothing (they form no cycles).
-        gcWasOn = gc.isenabled()
-        gc.disable()
-        try:
-            return self._load()
-        finally:
-            if gcWasOn:
-                gc.enable()
-
-    def _load(self):
+        # The cyclic GC stays on: switching it off here would switch it off
+        # for every thread of the process, not just this load.
         with self.locked():
             self.full = Full()
             self.uidlist.reset()
