@@ -16,7 +16,7 @@ import time
 from twisted.internet import defer
 from zope.interface import implementer
 
-from mailnet.store._common import (
+from mailnet.store.base import (
     FolderHandle,
     FolderLimits,
     SharedIndex,

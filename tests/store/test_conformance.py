@@ -782,7 +782,7 @@ def test_new_folder_names_without_wildcards_or_bidi_controls(account, name):
 
 
 def test_folder_name_length_and_depth_limits(store, account):
-    from mailnet.store._common import FolderLimits
+    from mailnet.store.base import FolderLimits
 
     default = FolderLimits()
     failure(account.createFolder("x" * (default.nameLength + 1)), FolderLimitExceeded)
@@ -797,7 +797,7 @@ def test_folder_name_length_and_depth_limits(store, account):
 
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_folder_count_limit(kind, tmp_path):
-    from mailnet.store._common import FolderLimits
+    from mailnet.store.base import FolderLimits
 
     store = makeBackend(kind, tmp_path, FolderLimits(folders=10, nameLength=50, depth=3))
     account = result(store.getAccount(USER))

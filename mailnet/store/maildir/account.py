@@ -9,7 +9,7 @@ import shutil
 from twisted.internet import defer
 from zope.interface import implementer
 
-from mailnet.store._common import checkFolderCount, checkNewFolderName, normalizeFolderName, parentsOf
+from mailnet.store.base import checkFolderCount, checkNewFolderName, normalizeFolderName, parentsOf
 from mailnet.store.interfaces import (
     INBOX,
     SPECIAL_USE,

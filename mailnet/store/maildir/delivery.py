@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailnet.store._common import normalizeFlags, normalizeFolderName
+from mailnet.store.base import normalizeFlags, normalizeFolderName
 from mailnet.store.interfaces import (
     INBOX,
     SPECIAL_USE,

@@ -8,7 +8,7 @@ import time
 
 from twisted.logger import Logger
 
-from mailnet.store._common import newUidValidity
+from mailnet.store.base import newUidValidity
 from mailnet.store.interfaces import NoSuchFolder
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.files import CorruptFile, UidList, fsyncDir, setAside

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from mailnet.store._common import SharedIndex
+from mailnet.store.base import SharedIndex
 from mailnet.store.interfaces import NoSuchMessage, StoreError
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.delivery import appendMessage

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from mailnet.store import _mutf7
-from mailnet.store._common import newUidValidity, normalizeFolderName
+from mailnet.store.base import newUidValidity, normalizeFolderName
 from mailnet.store.interfaces import INBOX, InvalidFolderName, StoreError
 from mailnet.store.maildir import dotlock
 from mailnet.store.maildir.files import UidList, fsyncDir, writeAll

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from mailnet.store._common import applyFlags
+from mailnet.store.base import applyFlags
 from mailnet.store.interfaces import MessageInfo, NoSuchMessage, StoreError
 from mailnet.store.maildir.crlf import readCanonical
 from mailnet.store.maildir.files import fsyncDir

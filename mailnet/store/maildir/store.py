@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailnet.store._common import FolderHandle, FolderLimits, parseUsername
+from mailnet.store.base import FolderHandle, FolderLimits, parseUsername
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, IMailStore, NoSuchAccount, StoreError
 from mailnet.store.maildir.account import MaildirAccount
 from mailnet.store.maildir.commit import Committer
