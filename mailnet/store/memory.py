@@ -3,7 +3,7 @@ An in-memory mail store, for tests and embedding.  Everything is lost at exit.
 
 All methods complete synchronously; those documented as returning a Deferred
 return an already-fired one.  Behaviour matches the maildir backend (the
-conformance suite in ``tests/store/test_conformance.py`` runs over both).
+conformance suite, :mod:`mailnet.store.conformance`, runs over both).
 
 Use ``[store] backend = "memory"`` or :func:`makeStore`.
 """
