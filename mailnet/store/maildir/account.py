@@ -33,6 +33,8 @@ from mailnet.store.maildir.layout import (
 
 @implementer(IAccount)
 class MaildirAccount:
+    """One account: INBOX is its directory, other folders ``.Name`` in it."""
+
     def __init__(self, store, username, path):
         self.store = store
         self.username = username
@@ -240,9 +242,6 @@ class MaildirAccount:
         return defer.maybeDeferred(self._folderPath, name).addCallback(
             lambda np: self.store.openFolderAt(np[0], np[1])
         )
-
-
-# Delivery
 
 
 def _dropIndex(disk):

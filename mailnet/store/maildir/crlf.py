@@ -79,6 +79,7 @@ class CRLFReader(io.RawIOBase):
 
 
 def openCRLF(raw):
+    """A buffered CRLF view of the binary file ``raw``."""
     return io.BufferedReader(CRLFReader(raw), CHUNK)
 
 

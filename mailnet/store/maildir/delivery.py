@@ -176,6 +176,7 @@ def appendMessage(store, name, path, source, flags, internalDate):
 
 
 def createTmpFiles(directory, n):
+    """(Thread.)  ``n`` new empty files in ``directory``: ``[(path, fd)]``."""
     out = []
     for _ in range(n):
         path = os.path.join(directory, newBase())
@@ -256,6 +257,3 @@ def storeError(error):
     if isinstance(error, OSError):
         return TemporaryStoreError("storage error: " + ioText(error))
     return TemporaryStoreError(type(error).__name__)
-
-
-# The store

@@ -21,6 +21,7 @@ ERRORS = "surrogateescape"
 
 
 def fsyncDir(path):
+    """Make the names in directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -29,6 +30,7 @@ def fsyncDir(path):
 
 
 def writeAll(fd, data: bytes):
+    """``os.write`` until all of ``data`` is written."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
@@ -56,6 +58,7 @@ def appendDurably(path, data: bytes, expectOffset=None):
 
 
 def unlinkQuietly(path):
+    """Remove ``path`` if it can be (cleaning up after a failure)."""
     try:
         os.unlink(path)
     except OSError:
@@ -63,8 +66,10 @@ def unlinkQuietly(path):
 
 
 def openIndex(path):
-    """A descriptor of the index file ``path`` (None if missing); anything
-    but a regular file is :class:`CorruptFile`."""
+    """
+    A descriptor of the index file ``path`` (None if missing); anything
+    but a regular file is :class:`CorruptFile`.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -104,7 +109,7 @@ def completeLines(data: bytes):
 
 
 class CorruptFile(Exception):
-    pass
+    """An index file that cannot be parsed (set aside and rebuilt)."""
 
 
 def setAside(path):

@@ -223,6 +223,3 @@ class FolderIndex(SharedIndex):
 
     def moveTo(self, uids, dest):
         return self._transfer(uids, dest, True)
-
-
-# Accounts

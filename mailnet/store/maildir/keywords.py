@@ -171,11 +171,10 @@ class Keywords:
         self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-# File names
-
-
 def withoutKeywords(info: str) -> str:
-    """``info`` without keyword letters (``a``..``z``), which mean nothing
-    outside the folder whose ``dovecot-keywords`` gave them."""
+    """
+    ``info`` without keyword letters (``a``..``z``), which mean nothing
+    outside the folder whose ``dovecot-keywords`` gave them.
+    """
     letters, comma, extra = info.partition(",")
     return "".join(c for c in letters if not "a" <= c <= "z") + comma + extra

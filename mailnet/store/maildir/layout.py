@@ -61,6 +61,7 @@ def folderNameOf(dirname: str):
 
 
 def writeFile(path, data: bytes, mode=0o600):
+    """Create (or truncate) ``path`` with ``data``, fdatasync'd."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         writeAll(fd, data)
@@ -137,6 +138,7 @@ def _tabUnescape(s):
 
 
 def renderSubscriptions(names):
+    """The ``subscriptions`` file (version 2) for ``names``."""
     lines = ["V\t2\n\n"]
     for name in names:
         lines.append("\t".join(_tabEscape(_mutf7.encode(p)) for p in name.split("/")) + "\n")

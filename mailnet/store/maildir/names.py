@@ -53,6 +53,7 @@ def sizesFromBase(base: str):
 
 
 def extValue(ext, key):
+    """The number in the ``<key><n>`` field of uidlist extension fields (or None)."""
     for token in ext:
         if token[:1] == key:
             try:

@@ -22,7 +22,13 @@ def naturalKey(name):
     """Sort key comparing runs of digits by value: "1.M9P1" < "1.M10P1"."""
     return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
 
+
 class Delta:
+    """
+    What a worker changed in a loaded folder, numbered per folder (``seq``)
+    so that the reactor-side index applies deltas in order.
+    """
+
     __slots__ = ("seq", "added", "changed", "expunged", "uidValidity", "uidNext", "highest", "floor", "reset")
 
     def __init__(self):
@@ -73,6 +79,7 @@ class Batch:
 
 
 def byUid(info):
+    """Sort key of MessageInfos."""
     return info.uid
 
 
@@ -86,6 +93,7 @@ def unsettledUntil(*stamps):
 
 
 def dirStamp(path):
+    """``(inode, mtime_ns)`` of a directory, or None if it is gone."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
