@@ -12,7 +12,7 @@ Names and flags:
   rules for names being created; :func:`parentsOf` lists the parents.
 * :class:`FolderLimits` (the ``[limits]`` table) and :func:`checkFolderCount`.
 * :func:`normalizeFlags` canonicalises flag strings; :func:`applyFlags`
-  does a ``setFlags`` mode.
+  does a ``setFlags`` mode, :func:`flagChanges` a whole ``setFlags`` call.
 * :func:`newUidValidity`; :func:`parseUsername` (``local@domain`` as two
   safe path components).
 
@@ -157,6 +157,28 @@ def normalizeFlags(flags) -> frozenset:
         elif all(0x20 < ord(c) < 0x7F and c not in '(){%*"\\]' for c in flag):
             out.add(flag)
     return frozenset(out)
+
+
+def flagChanges(infos, uids, flags: frozenset, mode: str, unchangedSince=None):
+    """
+    What ``setFlags(uids, flags, mode, unchangedSince)`` does to a folder
+    whose messages are ``infos`` (uid -> MessageInfo): ``(todo, failed)``,
+    ``todo`` the ``(info, newFlags)`` of the messages whose flags change,
+    ``failed`` the UIDs changed after ``unchangedSince`` (RFC 7162 s3.1.3:
+    left alone).  UIDs not in ``infos`` are ignored.
+    """
+    todo, failed = [], []
+    for uid in uids:
+        info = infos.get(uid)
+        if info is None:
+            continue
+        if unchangedSince is not None and info.modseq > unchangedSince:
+            failed.append(uid)
+            continue
+        new = applyFlags(info.flags, flags, mode)
+        if new != info.flags:
+            todo.append((info, new))
+    return todo, failed
 
 
 def applyFlags(old: frozenset, flags: frozenset, mode: str) -> frozenset:

@@ -20,9 +20,9 @@ from mailnet.store.base import (
     FolderHandle,
     FolderLimits,
     SharedIndex,
-    applyFlags,
     checkFolderCount,
     checkNewFolderName,
+    flagChanges,
     newUidValidity,
     normalizeFlags,
     normalizeFolderName,
@@ -119,17 +119,7 @@ class _MemoryFolder(SharedIndex):
         return self._add([(_readSource(source), flags, internalDate)])[0].uid
 
     def setFlags(self, uids, flags, mode, unchangedSince):
-        todo, failed = [], []
-        for uid in uids:
-            info = self.infos.get(uid)
-            if info is None:
-                continue
-            if unchangedSince is not None and info.modseq > unchangedSince:
-                failed.append(uid)
-                continue
-            new = applyFlags(info.flags, flags, mode)
-            if new != info.flags:
-                todo.append((info, new))
+        todo, failed = flagChanges(self.infos, uids, flags, mode, unchangedSince)
         changed = []
         if todo:
             self.highestModSeq += 1

@@ -130,7 +130,62 @@ def setAside(path):
 # dovecot-uidlist
 
 
-class UidList:
+class IndexFile:
+    """
+    What the append-only index files (:class:`UidList`, and
+    :class:`~mailnet.store.maildir.modlog.ModLog`) share: the reader
+    position (``ino``, ``offset``) and catching up with appends.  A
+    subclass defines ``NAME`` (the file name in the folder), ``reset()``,
+    ``readNew()`` and ``readHeaderAndLast()``.
+    """
+
+    def __init__(self, folderPath):
+        self.path = os.path.join(folderPath, self.NAME)
+        self.reset()
+
+    def _appended(self):
+        """
+        What was appended since the last read: ``(replaced, st, text,
+        used)``.  ``st`` is None when there is nothing to parse: the file
+        is missing (``replaced`` True; the reader is reset) or unchanged.
+        ``replaced``: the file is new to us or was replaced, so ``text`` is
+        all of it.  ``used`` counts the bytes of the complete lines.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return True, None, "", 0
+        if st.st_ino == self.ino and st.st_size == self.offset:
+            return False, None, "", 0
+        replaced = st.st_ino != self.ino or st.st_size < self.offset
+        if replaced:
+            self.reset()
+        st, data = readFrom(self.path, self.offset)
+        if st is None:
+            self.reset()
+            return True, None, "", 0
+        data, used = completeLines(data)
+        return replaced, st, data.decode(ENCODING, ERRORS), used
+
+    def readTail(self):
+        """
+        Blind mode: catch up cheaply.  Appended lines are read; a new or
+        replaced file is read only at its head and tail.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.reset()
+            return
+        if st.st_ino == self.ino and st.st_size >= self.offset:
+            if st.st_size > self.offset:
+                self.readNew()
+        else:
+            self.readHeaderAndLast()
+
+
+class UidList(IndexFile):
     """
     ``dovecot-uidlist`` (version 3, reads version 1 too)::
 
@@ -142,10 +197,6 @@ class UidList:
     """
 
     NAME = "dovecot-uidlist"
-
-    def __init__(self, folderPath):
-        self.path = os.path.join(folderPath, self.NAME)
-        self.reset()
 
     def reset(self):
         self.ino = None
@@ -255,26 +306,9 @@ class UidList:
         @raise CorruptFile: unparseable; the caller recreates it (as
             Dovecot does).
         """
-        st = None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            pass
+        replaced, st, text, used = self._appended()
         if st is None:
-            wasKnown = self.exists
-            self.reset()
-            return wasKnown or True, []
-        if st.st_ino == self.ino and st.st_size == self.offset:
-            return False, []
-        replaced = st.st_ino != self.ino or st.st_size < self.offset
-        if replaced:
-            self.reset()
-        st, data = readFrom(self.path, self.offset)
-        if st is None:
-            self.reset()
-            return True, []
-        data, used = completeLines(data)
-        text = data.decode(ENCODING, ERRORS)
+            return replaced, []
         records = []
         if self.offset == 0:
             nl = text.find("\n")
@@ -290,22 +324,6 @@ class UidList:
         self.offset += used
         self.exists = True
         return replaced, records
-
-    def readTail(self):
-        """
-        Blind mode: catch up cheaply.  Appended lines are read; a new or
-        replaced file is read only at its head and tail.
-        """
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self.reset()
-            return
-        if st.st_ino == self.ino and st.st_size >= self.offset:
-            if st.st_size > self.offset:
-                self.readNew()
-        else:
-            self.readHeaderAndLast()
 
     def readHeaderAndLast(self):
         """

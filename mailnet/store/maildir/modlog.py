@@ -9,16 +9,16 @@ from mailnet.store.maildir.files import (
     ENCODING,
     ERRORS,
     CorruptFile,
+    IndexFile,
     completeLines,
     openIndex,
-    readFrom,
     unlinkQuietly,
     writeAll,
 )
 
 
 
-class ModLog:
+class ModLog(IndexFile):
     """
     Our per-folder sidecar ``mailnet-modseq``: an append-only log, written
     under the uidlist dotlock, that Dovecot ignores::
@@ -54,10 +54,6 @@ class ModLog:
     NAME = "mailnet-modseq"
     MAGIC = "mailnet-modseq"
     RESERVE = 1000
-
-    def __init__(self, folderPath):
-        self.path = os.path.join(folderPath, self.NAME)
-        self.reset()
 
     def reset(self):
         self.ino = None
@@ -161,22 +157,9 @@ class ModLog:
         ``trustIno``: this process read that file before, so a cold read of
         it need not skip ahead of a possible crash.
         """
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self.reset()
-            return True, []
-        if st.st_ino == self.ino and st.st_size == self.offset:
-            return False, []
-        replaced = st.st_ino != self.ino or st.st_size < self.offset
-        if replaced:
-            self.reset()
-        st, data = readFrom(self.path, self.offset)
+        replaced, st, text, used = self._appended()
         if st is None:
-            self.reset()
-            return True, []
-        data, used = completeLines(data)
-        text = data.decode(ENCODING, ERRORS)
+            return replaced, []
         entries = []
         cold = self.offset == 0
         if cold:
@@ -195,22 +178,6 @@ class ModLog:
         self.offset += used
         self.exists = True
         return replaced, entries
-
-    def readTail(self):
-        """
-        Blind mode: catch up cheaply.  Appended lines are read; a new or
-        replaced file is read only at its head and tail.
-        """
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self.reset()
-            return
-        if st.st_ino == self.ino and st.st_size >= self.offset:
-            if st.st_size > self.offset:
-                self.readNew()
-        else:
-            self.readHeaderAndLast()
 
     def readHeaderAndLast(self):
         """Header and HIGHESTMODSEQ from the last lines; positions at the end."""

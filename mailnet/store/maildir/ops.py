@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from mailnet.store.base import applyFlags
+from mailnet.store.base import flagChanges
 from mailnet.store.interfaces import MessageInfo, NoSuchMessage, StoreError
 from mailnet.store.maildir.crlf import readCanonical
 from mailnet.store.maildir.files import fsyncDir
@@ -38,17 +38,7 @@ class FolderOperations:
             full = self.full
             kw = self.keywords
             batch = Batch()
-            todo, failed = [], []
-            for uid in uids:
-                info = full.infos.get(uid)
-                if info is None:
-                    continue
-                if unchangedSince is not None and info.modseq > unchangedSince:
-                    failed.append(uid)
-                    continue
-                new = applyFlags(info.flags, flags, mode)
-                if new != info.flags:
-                    todo.append((info, new))
+            todo, failed = flagChanges(full.infos, uids, flags, mode, unchangedSince)
             changedInfos = []
             if todo:
                 m = self.newModseq()
