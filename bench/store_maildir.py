@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 
-from mailnet.store._maildirfiles import ModLog, UidList  # noqa: E402
+from mailnet.store.maildir.files import UidList  # noqa: E402
+from mailnet.store.maildir.modlog import ModLog  # noqa: E402
 from mailnet.store.maildir import MaildirStore  # noqa: E402
 
 BIG = "/tmp/mailnet-bench-maildir"

@@ -3,7 +3,7 @@ An in-memory mail store, for tests and embedding.  Everything is lost at exit.
 
 All methods complete synchronously; those documented as returning a Deferred
 return an already-fired one.  Behaviour matches the maildir backend (the
-conformance suite in ``tests/store/test_conformance.py`` runs over both).
+conformance suite, :mod:`mailnet.store.conformance`, runs over both).
 
 Use ``[store] backend = "memory"`` or :func:`makeStore`.
 """
@@ -16,13 +16,13 @@ import time
 from twisted.internet import defer
 from zope.interface import implementer
 
-from mailnet.store._common import (
+from mailnet.store.base import (
     FolderHandle,
     FolderLimits,
     SharedIndex,
-    applyFlags,
     checkFolderCount,
     checkNewFolderName,
+    flagChanges,
     newUidValidity,
     normalizeFlags,
     normalizeFolderName,
@@ -94,7 +94,7 @@ class _MemoryFolder(SharedIndex):
 
     # Changing
 
-    def _add(self, items):
+    def addMessages(self, items):
         """Add (body, flags, internalDate) items; one modseq for the batch."""
         self.highestModSeq += 1
         modseq = self.highestModSeq
@@ -116,20 +116,10 @@ class _MemoryFolder(SharedIndex):
         return infos
 
     def append(self, source, flags, internalDate):
-        return self._add([(_readSource(source), flags, internalDate)])[0].uid
+        return self.addMessages([(_readSource(source), flags, internalDate)])[0].uid
 
     def setFlags(self, uids, flags, mode, unchangedSince):
-        todo, failed = [], []
-        for uid in uids:
-            info = self.infos.get(uid)
-            if info is None:
-                continue
-            if unchangedSince is not None and info.modseq > unchangedSince:
-                failed.append(uid)
-                continue
-            new = applyFlags(info.flags, flags, mode)
-            if new != info.flags:
-                todo.append((info, new))
+        todo, failed = flagChanges(self.infos, uids, flags, mode, unchangedSince)
         changed = []
         if todo:
             self.highestModSeq += 1
@@ -165,7 +155,7 @@ class _MemoryFolder(SharedIndex):
             (self.bodies[uid], self.infos[uid].flags, self.infos[uid].internalDate)
             for uid in present
         ]
-        infos = dest._add(items)
+        infos = dest.addMessages(items)
         return [(src, info.uid) for src, info in zip(present, infos)]
 
     def moveTo(self, uids, dest):
@@ -314,7 +304,7 @@ class MemoryDelivery:
         if self._done:
             raise StoreError("delivery already committed or aborted")
         name = normalizeFolderName(folder)
-        account = self._store._accounts.get(username)
+        account = self._store.knownAccount(username)
         if account is None:
             try:
                 parseUsername(username)
@@ -346,14 +336,14 @@ class MemoryDelivery:
         # Check every target first so that a failure leaves nothing visible.
         targets = []
         for username, name in self._recipients:
-            account = self._store._account(username, create=True)
+            account = self._store.accountFor(username, create=True)
             folder = account.folders.get(name)
             if folder is None:
                 raise NoSuchFolder(name)
             targets.append((username, name, folder))
         result = []
         for username, name, folder in targets:
-            info = folder._add([(body, flags, date)])[0]
+            info = folder.addMessages([(body, flags, date)])[0]
             result.append((username, name, info.uid))
         return result
 
@@ -370,7 +360,12 @@ class MemoryStore:
         self._accounts = {}
         self.limits = limits or FolderLimits()
 
-    def _account(self, username, create):
+    def knownAccount(self, username):
+        """The account if it exists, else None."""
+        return self._accounts.get(username)
+
+    def accountFor(self, username, create):
+        """The account; made when missing and ``create``."""
         account = self._accounts.get(username)
         if account is None:
             if not create:
@@ -383,7 +378,7 @@ class MemoryStore:
         return account
 
     def getAccount(self, username, create=True):
-        return defer.maybeDeferred(self._account, username, create)
+        return defer.maybeDeferred(self.accountFor, username, create)
 
     def newDelivery(self):
         return MemoryDelivery(self)

@@ -5,10 +5,10 @@ How the tests drive Deferreds: both builtin stores can run without a
 reactor.  The memory store completes everything synchronously.  The maildir
 store takes an injectable ``runner`` for its blocking work (fsync, rename,
 directory scans); in production it is ``deferToThreadPool``, and in tests it
-is :func:`syncRunner`, which runs the work at once in the calling thread and
-returns a fired Deferred.  So every Deferred a test gets has already fired,
-and :func:`result` just extracts the value (or raises the failure) -- no
-reactor, no pytest-twisted, no sleeping.  The group committer's real
+is :func:`mailnet.store.testing.syncRunner`, which runs the work at once in
+the calling thread and returns a fired Deferred.  So every Deferred a test
+gets has already fired, and :func:`result` just extracts the value (or
+raises the failure) -- no reactor, no pytest-twisted, no sleeping.  The group committer's real
 threaded path is tested separately with :class:`ThreadedRunner`, which runs
 work in real threads and lets the test "pump" completions back into the
 main thread the way ``callFromThread`` would.
@@ -22,34 +22,9 @@ import threading
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from mailnet.store.testing import Recorder, failure, msg, result, syncRunner
 
-def result(d):
-    """The result of an already-fired Deferred; raises its failure."""
-    if not isinstance(d, defer.Deferred):
-        return d
-    box = []
-    d.addBoth(box.append)
-    assert box, f"Deferred {d!r} has not fired"
-    value = box[0]
-    if isinstance(value, Failure):
-        value.raiseException()
-    return value
-
-
-def failure(d, *types):
-    """The exception an already-fired Deferred failed with."""
-    box = []
-    d.addBoth(box.append)
-    assert box, f"Deferred {d!r} has not fired"
-    value = box[0]
-    assert isinstance(value, Failure), f"expected failure, got {value!r}"
-    if types:
-        assert value.check(*types), value
-    return value.value
-
-
-def syncRunner(f, *args, **kwargs):
-    return defer.maybeDeferred(f, *args, **kwargs)
+__all__ = ["Recorder", "ThreadedRunner", "failure", "msg", "result", "syncRunner"]
 
 
 class ThreadedRunner:
@@ -99,33 +74,3 @@ class ThreadedRunner:
         if isinstance(box[0], Failure):
             box[0].raiseException()
         return box[0]
-
-
-class Recorder:
-    """An IFolderListener that records what it is told."""
-
-    def __init__(self):
-        self.events = []
-
-    def messagesAdded(self, folder, infos):
-        self.events.append(("added", folder, [i.uid for i in infos]))
-
-    def flagsChanged(self, folder, infos):
-        self.events.append(("flags", folder, [(i.uid, set(i.flags)) for i in infos]))
-
-    def messagesExpunged(self, folder, uids):
-        self.events.append(("expunged", folder, list(uids)))
-
-    def kinds(self):
-        return [e[0] for e in self.events]
-
-    def clear(self):
-        self.events = []
-
-
-def msg(n=0, extra=b""):
-    return (
-        b"From: a@example.test\r\nTo: b@example.test\r\nSubject: test %d\r\n\r\nbody %d\r\n"
-        % (n, n)
-        + extra
-    )

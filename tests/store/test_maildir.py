@@ -15,8 +15,6 @@ import time
 
 import pytest
 
-from mailnet.store import maildir as md
-from mailnet.store._maildirfiles import ModLog, UidList
 from mailnet.store.interfaces import (
     DELETED,
     FLAGGED,
@@ -24,8 +22,14 @@ from mailnet.store.interfaces import (
     SEEN,
     InvalidFolderName,
     NoSuchAccount,
+    TemporaryStoreError,
 )
-from mailnet.store.maildir import MaildirStore
+from mailnet.store.maildir import MaildirStore, tuning
+from mailnet.store.maildir.delivery import MaildirDelivery
+from mailnet.store.maildir.disk import Disk
+from mailnet.store.maildir.dotlock import HOSTNAME
+from mailnet.store.maildir.files import UidList
+from mailnet.store.maildir.modlog import ModLog
 from tests.store._deliver_proc import body as procBody
 from tests.store.helpers import Recorder, ThreadedRunner, msg, result, syncRunner
 
@@ -72,7 +76,7 @@ def nonEmpty(directory):
 
 def settle(monkeypatch):
     """Trust directory mtimes at once (no 1.5 s settling window)."""
-    monkeypatch.setattr(md, "DIR_SETTLE_SECS", -1)
+    monkeypatch.setattr(tuning, "DIR_SETTLE_SECS", -1)
 
 
 def uidlistRecords(path):
@@ -483,8 +487,8 @@ def test_sidecar_lines_lost_in_a_crash(root):
 
 
 def test_sidecar_compaction(root, monkeypatch):
-    monkeypatch.setattr(md, "MODLOG_SLACK", 50)
-    monkeypatch.setattr(md, "KEEP_EXPUNGED", 5)
+    monkeypatch.setattr(tuning, "MODLOG_SLACK", 50)
+    monkeypatch.setattr(tuning, "KEEP_EXPUNGED", 5)
     store = newStore(root)
     folder = openf(store)
     uids = [result(folder.append(msg(i))) for i in range(12)]
@@ -618,24 +622,24 @@ def test_stale_lock_of_dead_process_is_broken(root):
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     lock = os.path.join(acct(root), "dovecot-uidlist.lock")
-    write(lock, f"{p.pid}:{md._dotlock.HOSTNAME}".encode(), mtime=time.time() - 10)
+    write(lock, f"{p.pid}:{HOSTNAME}".encode(), mtime=time.time() - 10)
     assert deliver(store, msg()) >= 1
     assert not os.path.exists(lock)
 
 
 def test_live_lock_blocks(root):
-    from mailnet.store import _dotlock
+    from mailnet.store.maildir import dotlock
 
     store = newStore(root)
     result(store.getAccount(USER))
     path = os.path.join(acct(root), "dovecot-uidlist")
-    held = _dotlock.acquire(path)
+    held = dotlock.acquire(path)
     try:
-        with pytest.raises(md.TemporaryStoreError):
-            _dotlock.acquire(path, timeout=0.2)
+        with pytest.raises(TemporaryStoreError):
+            dotlock.acquire(path, timeout=0.2)
     finally:
         held.release()
-    _dotlock.acquire(path, timeout=0.2).release()
+    dotlock.acquire(path, timeout=0.2).release()
 
 
 # The group committer with real threads
@@ -649,13 +653,13 @@ def test_group_commit_with_threads(root):
     rec = Recorder()
     folder.addListener(rec)
     placements = []
-    real = md._Disk.addMessages
+    real = Disk.addMessages
 
     def counting(self, jobs):
         placements.append((self.path, len(jobs)))
         return real(self, jobs)
 
-    md._Disk.addMessages = counting
+    Disk.addMessages = counting
     try:
         ds = []
         for i in range(40):
@@ -666,7 +670,7 @@ def test_group_commit_with_threads(root):
             ds.append(d.commit())
         results = [runner.wait(d) for d in ds]
     finally:
-        md._Disk.addMessages = real
+        Disk.addMessages = real
     assert sum(n for _, n in placements) == 80
     assert len(placements) < 80, "commits were grouped"
     inbox = [r[0][2] for r in results]
@@ -697,7 +701,7 @@ def test_small_and_streamed_deliveries(root):
     [(_, _, uid)] = result(d.commit())
     assert read(folder, uid) == small
     line = b"y" * 98 + b"\r\n"
-    big = msg(2) + line * (3 * md.MaildirDelivery.BUFFER // len(line) + 7)
+    big = msg(2) + line * (3 * MaildirDelivery.BUFFER // len(line) + 7)
     d = store.newDelivery()
     d.addRecipient(USER)
     d.addRecipient(USER, "Archive")
@@ -727,7 +731,7 @@ def test_folder_group_commit_leader_and_followers(root, monkeypatch):
     """
     import threading
 
-    disk = md._Disk(None, os.path.join(root, "f"))
+    disk = Disk(None, os.path.join(root, "f"))
     calls = []
     inside = threading.Event()
     release = threading.Event()
@@ -744,7 +748,7 @@ def test_folder_group_commit_leader_and_followers(root, monkeypatch):
             nextUid[0] += 1
         return out, None
 
-    monkeypatch.setattr(md._Disk, "addMessages", addMessages)
+    monkeypatch.setattr(Disk, "addMessages", addMessages)
     results = {}
 
     def placeOne(name):
@@ -772,12 +776,12 @@ def test_folder_group_commit_leader_and_followers(root, monkeypatch):
 
 
 def test_folder_group_commit_failure_reaches_every_follower(root, monkeypatch):
-    disk = md._Disk(None, os.path.join(root, "f"))
+    disk = Disk(None, os.path.join(root, "f"))
 
     def addMessages(self, items):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(md._Disk, "addMessages", addMessages)
+    monkeypatch.setattr(Disk, "addMessages", addMessages)
     outcome = disk.place([("a", 0)])
     assert isinstance(outcome, OSError)
     assert not disk.placing
@@ -858,23 +862,23 @@ def test_concurrent_operations_with_threads(root):
 
 
 def test_failed_placement_leaves_nothing_and_reuses_no_uid(root, monkeypatch):
-    from mailnet.store import _maildirfiles
+    from mailnet.store.maildir import files
 
     store = newStore(root)
     folder = openf(store)
     first = deliver(store, msg(1))
-    real = _maildirfiles.appendDurably
+    real = files.appendDurably
 
     def broken(*a, **kw):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_maildirfiles, "appendDurably", broken)
+    monkeypatch.setattr(files, "appendDurably", broken)
     d = store.newDelivery()
     d.addRecipient(USER)
     d.write(msg(2))
-    with pytest.raises(md.TemporaryStoreError):
+    with pytest.raises(TemporaryStoreError):
         result(d.commit())
-    monkeypatch.setattr(_maildirfiles, "appendDurably", real)
+    monkeypatch.setattr(files, "appendDurably", real)
     files = os.listdir(os.path.join(acct(root), "new")) + os.listdir(os.path.join(acct(root), "cur"))
     assert len(files) == 1, "the failed delivery left its file behind"
     assert nonEmpty(os.path.join(root, ".tmp")) == []

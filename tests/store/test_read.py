@@ -13,8 +13,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailnet.store import _crlf
-from mailnet.store._maildirfiles import canonicalSize
+from mailnet.store.maildir import crlf
+from mailnet.store.maildir.names import canonicalSize
 from mailnet.store.interfaces import INBOX, NoSuchMessage
 from mailnet.store.maildir import MaildirStore
 from tests.store.helpers import failure, msg, result, syncRunner
@@ -130,7 +130,7 @@ def test_lf_files_small_and_large(tmp_path, monkeypatch):
     assert big.size == len(expected) and small.size == len(lf[:200].replace(b"\n", b"\r\n"))
     f = result(folder.openMessage(big.uid))
     assert not isinstance(f, io.BytesIO)  # streamed: larger than WHOLE_LIMIT
-    assert len(lf) > _crlf.WHOLE_LIMIT
+    assert len(lf) > crlf.WHOLE_LIMIT
     chunks = []
     while True:
         chunk = f.read(65536)
@@ -151,7 +151,7 @@ def test_crlf_files_small_and_large(tmp_path):
     """Small files are read whole at open (no descriptor kept); large ones are the file."""
     big = b"Subject: big\r\n\r\n" + b"y" * 78 * 3000 + b"\r\n"
     store, runner, folder, uids, account = setup(tmp_path, [msg(1), big])
-    assert len(big) > _crlf.WHOLE_LIMIT
+    assert len(big) > crlf.WHOLE_LIMIT
     f = result(folder.openMessage(uids[0]))
     assert isinstance(f, io.BytesIO) and f.read() == msg(1)
     f = result(folder.openMessage(uids[1]))
@@ -172,7 +172,7 @@ def test_file_that_grew_after_fstat_is_read_to_its_end(tmp_path, monkeypatch):
             self.st_mode = st.st_mode
             self.st_size = st.st_size - 5
 
-    monkeypatch.setattr(_crlf.os, "fstat", lambda fd: Shrunk(realFstat(fd)))
+    monkeypatch.setattr(crlf.os, "fstat", lambda fd: Shrunk(realFstat(fd)))
     assert read(folder, uids[0]) == msg(1)
     folder.close()
 
@@ -183,11 +183,11 @@ LINE_BYTES = st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b".", b"xyz"
 @settings(max_examples=200, deadline=None)
 @given(data=LINE_BYTES, chunk=st.integers(1, 9))
 def test_crlf_reader_matches_whole_conversion_and_size(tmp_path_factory, data, chunk):
-    expected = _crlf.toCRLF(data)
+    expected = crlf.toCRLF(data)
     # Every LF has exactly one CR before it; nothing else changed.
     assert expected.count(b"\n") == data.count(b"\n")
     assert expected.replace(b"\r\n", b"\n") == data.replace(b"\r\n", b"\n")
-    reader = io.BufferedReader(_crlf.CRLFReader(io.BytesIO(data), chunk=chunk), 4)
+    reader = io.BufferedReader(crlf.CRLFReader(io.BytesIO(data), chunk=chunk), 4)
     out = []
     while True:
         piece = reader.read(3)

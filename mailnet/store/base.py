@@ -1,16 +1,29 @@
 """
-Pieces shared by the builtin stores (memory and maildir).
+The toolkit a store backend composes: the rules every backend must apply
+the same way, and the folder-handle machinery the built-in backends share.
+Public and stable for third-party backends (see ``docs/extending.md``);
+protocol code never imports it (protocols see only
+:mod:`mailnet.store.interfaces`).
 
-Nothing here is part of the store contract; protocol code must not import it.
+Names and flags:
 
 * :func:`normalizeFolderName` checks a folder name and returns its canonical
-  spelling (``inbox/x`` -> ``INBOX/x``).
-* :func:`normalizeFlags` canonicalises flag strings.
+  spelling (``inbox/x`` -> ``INBOX/x``); :func:`checkNewFolderName` adds the
+  rules for names being created; :func:`parentsOf` lists the parents.
+* :class:`FolderLimits` (the ``[limits]`` table) and :func:`checkFolderCount`.
+* :func:`normalizeFlags` canonicalises flag strings; :func:`applyFlags`
+  does a ``setFlags`` mode, :func:`flagChanges` a whole ``setFlags`` call.
+* :func:`newUidValidity`; :func:`parseUsername` (``local@domain`` as two
+  safe path components).
+
+Open folders:
+
 * :class:`SharedIndex` is the base of the one-per-folder index object that
   all :class:`FolderHandle` s on a folder share; it owns the handle list and
   tells every listener of every handle about changes.
 * :class:`FolderHandle` is the :class:`~mailnet.store.interfaces.IFolder`
-  both backends hand out; it delegates everything to its index.
+  a backend hands out; it checks and normalises arguments and delegates
+  everything to its index.
 """
 
 from __future__ import annotations
@@ -85,6 +98,7 @@ class FolderLimits:
 
     @classmethod
     def fromConfig(cls, config):
+        """The limits of a loaded config (its ``[limits]`` table)."""
         limits = config.limits
         return cls(limits.folders, limits.folder_name_length, limits.folder_depth)
 
@@ -113,6 +127,7 @@ def checkFolderCount(existing: int, adding: int, limits: FolderLimits) -> None:
 
 
 def isInbox(name: str) -> bool:
+    """``name`` (normalized) is INBOX."""
     return name == INBOX
 
 
@@ -144,7 +159,30 @@ def normalizeFlags(flags) -> frozenset:
     return frozenset(out)
 
 
+def flagChanges(infos, uids, flags: frozenset, mode: str, unchangedSince=None):
+    """
+    What ``setFlags(uids, flags, mode, unchangedSince)`` does to a folder
+    whose messages are ``infos`` (uid -> MessageInfo): ``(todo, failed)``,
+    ``todo`` the ``(info, newFlags)`` of the messages whose flags change,
+    ``failed`` the UIDs changed after ``unchangedSince`` (RFC 7162 s3.1.3:
+    left alone).  UIDs not in ``infos`` are ignored.
+    """
+    todo, failed = [], []
+    for uid in uids:
+        info = infos.get(uid)
+        if info is None:
+            continue
+        if unchangedSince is not None and info.modseq > unchangedSince:
+            failed.append(uid)
+            continue
+        new = applyFlags(info.flags, flags, mode)
+        if new != info.flags:
+            todo.append((info, new))
+    return todo, failed
+
+
 def applyFlags(old: frozenset, flags: frozenset, mode: str) -> frozenset:
+    """The flags after ``setFlags(..., mode)``: ``set``, ``add`` or ``remove``."""
     if mode == "set":
         return flags
     if mode == "add":
@@ -195,14 +233,25 @@ class SharedIndex:
     """
     Base of the per-folder index that every open handle shares.
 
-    Subclasses provide the state (``name``, ``uidValidity``, ``uidNext``,
-    ``highestModSeq``) and the operations the handle delegates to.
+    Subclasses provide the state: ``name``, ``uidValidity``, ``uidNext``,
+    ``highestModSeq``, ``deleted`` (the folder was deleted: handles fail
+    with :class:`NoSuchFolder`); and what :class:`FolderHandle` delegates
+    to, with the arguments already checked: ``messages()``, ``get(uid)``,
+    ``expungedSince(modseq)`` (plain values), and ``refresh()``,
+    ``openMessage(uid)``, ``append(source, flags, internalDate)``,
+    ``setFlags(uids, flags, mode, unchangedSince)``, ``expunge(uids)``,
+    ``copyTo(uids, destIndex)``, ``moveTo(uids, destIndex)`` (values or
+    Deferreds, as :class:`~mailnet.store.interfaces.IFolder` says; ``uids``
+    sorted and unique, ``flags`` normalized, ``destIndex`` an index of the
+    same backend).  After a change is durable, call :meth:`notify` with
+    ``"messagesAdded"``, ``"flagsChanged"`` or ``"messagesExpunged"``.
     """
 
     def __init__(self):
         self.handles = []
 
     def attach(self, handle):
+        """A new handle on this folder (called by :class:`FolderHandle`)."""
         self.handles.append(handle)
 
     def detach(self, handle):
@@ -238,8 +287,8 @@ class FolderHandle:
     """
     The IFolder given to callers.  All state lives in the shared index.
 
-    ``_release`` is called with the handle when it closes, so the backend can
-    drop the index once the last handle is gone.
+    ``release(index)`` is called when the last handle on the index closes,
+    so the backend can drop the index.
     """
 
     def __init__(self, index, release=None):

@@ -26,7 +26,7 @@ def toCRLF(data: bytes) -> bytes:
     """
     Every LF not preceded by CR becomes CRLF; bare CRs are left alone
     (so ``\\r\\r\\n`` stays as it is), matching
-    :func:`mailnet.store._maildirfiles.canonicalSize`.
+    :func:`mailnet.store.maildir.keywords.canonicalSize`.
     """
     if b"\r" not in data:
         # Only LFs (mutt, procmail, Dovecot's own files): one pass.
@@ -38,7 +38,7 @@ class CRLFReader(io.RawIOBase):
     """
     Wraps a binary file: every LF not preceded by CR comes out as CRLF.
     Bare CRs are left alone, matching
-    :func:`mailnet.store._maildirfiles.canonicalSize`.
+    :func:`mailnet.store.maildir.keywords.canonicalSize`.
     """
 
     def __init__(self, raw, chunk=CHUNK):
@@ -79,6 +79,7 @@ class CRLFReader(io.RawIOBase):
 
 
 def openCRLF(raw):
+    """A buffered CRLF view of the binary file ``raw``."""
     return io.BufferedReader(CRLFReader(raw), CHUNK)
 
 

@@ -1,0 +1,225 @@
+"""The reactor side of one open folder: its mirror of the index."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from mailnet.store.base import SharedIndex
+from mailnet.store.interfaces import NoSuchMessage, StoreError
+from mailnet.store.maildir import tuning
+from mailnet.store.maildir.delivery import appendMessage
+
+
+class SerialQueue:
+    """Runs operations (functions returning Deferreds) one at a time, in order."""
+
+    def __init__(self):
+        self._pending = []
+        self._busy = False
+
+    @property
+    def busy(self):
+        """An operation is running."""
+        return self._busy
+
+    def run(self, start, *args):
+        d = defer.Deferred()
+        self._pending.append((start, args, d))
+        if not self._busy:
+            self._next()
+        return d
+
+    def _next(self):
+        while self._pending and not self._busy:
+            start, args, d = self._pending.pop(0)
+            self._busy = True
+            result = defer.maybeDeferred(start, *args)
+            result.addBoth(self._done, d)
+
+    def _done(self, result, d):
+        self._busy = False
+        if isinstance(result, Failure):
+            d.errback(result)
+        else:
+            d.callback(result)
+        self._next()
+
+
+class FolderIndex(SharedIndex):
+    """The reactor-side mirror of one open folder, shared by its handles."""
+
+    def __init__(self, store, disk, name, snap):
+        super().__init__()
+        self.store = store
+        self.disk = disk
+        self.name = name
+        self.deleted = False
+        self.seq = snap["seq"]
+        self.infos = {i.uid: i for i in snap["infos"]}
+        self.uidValidity = snap["uidValidity"]
+        self.uidNext = snap["uidNext"]
+        self.highestModSeq = snap["highest"]
+        self.floor = snap["floor"]
+        self.expunged = snap["expunged"]
+        self._unsorted = False
+        self._waiting = {}
+        self._waiters = []  # (seq, Deferred)
+
+    # Reading
+
+    def messages(self):
+        if self._unsorted:
+            self.infos = dict(sorted(self.infos.items()))
+            self._unsorted = False
+        return list(self.infos.values())
+
+    def get(self, uid):
+        return self.infos.get(uid)
+
+    def expungedSince(self, modseq):
+        if modseq < self.floor:
+            return None
+        return sorted(uid for m, uid in self.expunged if m > modseq)
+
+    # Applying deltas (in sequence order)
+
+    def applyDelta(self, delta):
+        if delta is None or delta.seq <= self.seq:
+            return
+        self._waiting[delta.seq] = delta
+        while self.seq + 1 in self._waiting:
+            d = self._waiting.pop(self.seq + 1)
+            self.seq = d.seq
+            self._apply(d)
+        if self._waiters:
+            ready = [w for w in self._waiters if w[0] <= self.seq]
+            self._waiters = [w for w in self._waiters if w[0] > self.seq]
+            for _, d in ready:
+                d.callback(None)
+
+    def whenApplied(self, delta):
+        if delta is None or delta.seq <= self.seq:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append((delta.seq, d))
+        return d
+
+    def _apply(self, delta):
+        if delta.reset:
+            gone = sorted(self.infos)
+            self.infos = {}
+            self.notify("messagesExpunged", gone)
+        self.uidValidity = delta.uidValidity
+        self.uidNext = max(self.uidNext, delta.uidNext) if not delta.reset else delta.uidNext
+        self.highestModSeq = max(self.highestModSeq, delta.highest)
+        self.floor = max(self.floor, delta.floor)
+        added, changed = [], []
+        last = next(reversed(self.infos)) if self.infos else 0
+        for info in delta.added:
+            if info.uid in self.infos:
+                if self.infos[info.uid] != info:
+                    self.infos[info.uid] = info
+                    changed.append(info)
+                continue
+            if info.uid < last:
+                self._unsorted = True
+            last = max(last, info.uid)
+            self.infos[info.uid] = info
+            added.append(info)
+        for info in delta.changed:
+            if info.uid in self.infos:
+                self.infos[info.uid] = info
+                changed.append(info)
+        expunged = []
+        for m, uid in delta.expunged:
+            if self.infos.pop(uid, None) is not None:
+                expunged.append(uid)
+            self.expunged.append((m, uid))
+        if len(self.expunged) > 2 * tuning.KEEP_EXPUNGED:
+            drop = self.expunged[:-tuning.KEEP_EXPUNGED]
+            self.floor = max(self.floor, max(m for m, _ in drop))
+            self.expunged = self.expunged[-tuning.KEEP_EXPUNGED:]
+        if added:
+            added.sort(key=lambda i: i.uid)
+            self.notify("messagesAdded", added)
+        if changed:
+            self.notify("flagsChanged", changed)
+        if expunged:
+            self.notify("messagesExpunged", sorted(expunged))
+
+    def drop(self):
+        self.deleted = True
+        gone = sorted(self.infos)
+        self.infos = {}
+        self.notify("messagesExpunged", gone)
+
+    # Operations
+
+    def _op(self, f, *args):
+        """Run ``f`` in a thread through this folder's queue."""
+        return self.disk.queue.run(self.store.run, f, *args)
+
+    def _applied(self, delta, value):
+        self.applyDelta(delta)
+        d = self.whenApplied(delta)
+        d.addCallback(lambda _: value)
+        return d
+
+    def refresh(self):
+        d = self._op(self.disk.opRefresh)
+        d.addCallback(lambda delta: self._applied(delta, None))
+        return d
+
+    def openMessage(self, uid):
+        info = self.infos.get(uid)
+        if info is None:
+            return defer.fail(NoSuchMessage(uid))
+        # Opening a file at a known name costs about 10 microseconds; a
+        # round trip through the thread pool ten times that.  So open on
+        # this thread, and use a worker only when the file must be looked
+        # for (renamed or deleted by another program since the last sync).
+        try:
+            f = self.disk.openKnown(uid, info.size)
+        except StoreError:
+            return defer.fail()
+        except OSError:
+            f = None  # let the worker try (and report) it
+        if f is not None:
+            return defer.succeed(f)
+        return self.store.run(self.disk.openMessage, uid, info.size)
+
+    def append(self, source, flags, internalDate):
+        return appendMessage(self.store, self.name, self.disk.path, source, flags, internalDate)
+
+    def setFlags(self, uids, flags, mode, unchangedSince):
+        def done(result):
+            changed, failed, delta = result
+            return self._applied(delta, (changed, failed))
+
+        return self._op(self.disk.opSetFlags, uids, flags, mode, unchangedSince).addCallback(done)
+
+    def expunge(self, uids):
+        def done(result):
+            removed, delta = result
+            return self._applied(delta, removed)
+
+        return self._op(self.disk.opExpunge, uids).addCallback(done)
+
+    def _transfer(self, uids, dest, move):
+        def done(result):
+            pairs, srcDelta, destDelta = result
+            if dest is not self and destDelta is not None:
+                dest.applyDelta(destDelta)
+            d = self._applied(srcDelta, pairs)
+            if dest is not self and destDelta is not None:
+                d.addCallback(lambda v: dest.whenApplied(destDelta).addCallback(lambda _: v))
+            return d
+
+        return self._op(self.disk.opTransfer, dest.disk, uids, move).addCallback(done)
+
+    def copyTo(self, uids, dest):
+        return self._transfer(uids, dest, False)
+
+    def moveTo(self, uids, dest):
+        return self._transfer(uids, dest, True)
