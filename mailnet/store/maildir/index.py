@@ -9,6 +9,7 @@ from mailnet.store.base import SharedIndex
 from mailnet.store.interfaces import NoSuchMessage, StoreError
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.delivery import appendMessage
+from mailnet.store.maildir.names import emailIdOf, messageGuid
 
 
 class SerialQueue:
@@ -58,6 +59,7 @@ class FolderIndex(SharedIndex):
         self.seq = snap["seq"]
         self.infos = {i.uid: i for i in snap["infos"]}
         self.uidValidity = snap["uidValidity"]
+        self.mailboxId = snap["mailboxId"]
         self.uidNext = snap["uidNext"]
         self.highestModSeq = snap["highest"]
         self.floor = snap["floor"]
@@ -76,6 +78,20 @@ class FolderIndex(SharedIndex):
 
     def get(self, uid):
         return self.infos.get(uid)
+
+    def emailIds(self, uids):
+        # The thread side's names (dict reads are atomic); a message that a
+        # worker is moving away right now may be left out.
+        full = self.disk.full
+        if full is None:
+            return {}
+        where, ext, infos = full.where, full.ext, self.infos
+        out = {}
+        for uid in uids:
+            rel = where.get(uid) if uid in infos else None
+            if rel is not None:
+                out[uid] = emailIdOf(messageGuid(rel[4:].partition(":")[0], ext.get(uid, ())))
+        return out
 
     def expungedSince(self, modseq):
         if modseq < self.floor:
@@ -111,6 +127,7 @@ class FolderIndex(SharedIndex):
             self.infos = {}
             self.notify("messagesExpunged", gone)
         self.uidValidity = delta.uidValidity
+        self.mailboxId = delta.mailboxId or self.mailboxId
         self.uidNext = max(self.uidNext, delta.uidNext) if not delta.reset else delta.uidNext
         self.highestModSeq = max(self.highestModSeq, delta.highest)
         self.floor = max(self.floor, delta.floor)
