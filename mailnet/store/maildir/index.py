@@ -65,6 +65,7 @@ class FolderIndex(SharedIndex):
         self.floor = snap["floor"]
         self.expunged = snap["expunged"]
         self._unsorted = False
+        self._ids = {}  # uid -> email id, as computed (a UID's file name is fixed)
         self._waiting = {}
         self._waiters = []  # (seq, Deferred)
 
@@ -85,12 +86,18 @@ class FolderIndex(SharedIndex):
         full = self.disk.full
         if full is None:
             return {}
-        where, ext, infos = full.where, full.ext, self.infos
+        where, ext, infos, known = full.where, full.ext, self.infos, self._ids
         out = {}
         for uid in uids:
-            rel = where.get(uid) if uid in infos else None
-            if rel is not None:
-                out[uid] = emailIdOf(messageGuid(rel[4:].partition(":")[0], ext.get(uid, ())))
+            if uid not in infos:
+                continue
+            emailId = known.get(uid)
+            if emailId is None:
+                rel = where.get(uid)
+                if rel is None:
+                    continue
+                emailId = known[uid] = emailIdOf(messageGuid(rel[4:].partition(":")[0], ext.get(uid, ())))
+            out[uid] = emailId
         return out
 
     def expungedSince(self, modseq):
@@ -125,6 +132,7 @@ class FolderIndex(SharedIndex):
         if delta.reset:
             gone = sorted(self.infos)
             self.infos = {}
+            self._ids = {}
             self.notify("messagesExpunged", gone)
         self.uidValidity = delta.uidValidity
         self.mailboxId = delta.mailboxId or self.mailboxId
@@ -152,6 +160,7 @@ class FolderIndex(SharedIndex):
         for m, uid in delta.expunged:
             if self.infos.pop(uid, None) is not None:
                 expunged.append(uid)
+                self._ids.pop(uid, None)
             self.expunged.append((m, uid))
         if len(self.expunged) > 2 * tuning.KEEP_EXPUNGED:
             drop = self.expunged[:-tuning.KEEP_EXPUNGED]
