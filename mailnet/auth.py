@@ -288,12 +288,15 @@ class UserDB(_WatchedFile):
 
     def _check(self, key, stored, password):
         # An unknown user is checked against a dummy hash of the configured
-        # scheme and cost, made once (in this thread), so that "no such
-        # user" takes as long as "wrong password".
-        if self._dummy is None:
-            self._dummy = passwords.make(secrets.token_urlsafe(16), self.scheme)
+        # scheme and cost, so that "no such user" takes as long as "wrong
+        # password".  The first unknown user makes it (in this thread):
+        # making a hash costs what checking one does, and a known user's
+        # login never waits for it.
         if stored is None:
-            passwords.verify(password, self._dummy)
+            if self._dummy is None:
+                self._dummy = passwords.make(secrets.token_urlsafe(16), self.scheme)
+            else:
+                passwords.verify(password, self._dummy)
             return False
         try:
             return passwords.verify(password, stored)

@@ -152,6 +152,16 @@ def _text(obj, key, where, *, required=False, nullable=True, limit=MAX_TEXT, cho
     return value
 
 
+def _parameter(obj, key, where, *, limit):
+    # ENVID and ORCPT are sent as they are in the next hop's MAIL and RCPT
+    # commands: whitespace (a CR LF above all) would end or split the command
+    # (RFC 3461 s4: xtext has none; the SMTP parser never stores any).
+    value = _text(obj, key, where, limit=limit)
+    if value is not None and any(c.isspace() for c in value):
+        raise EnvelopeError(f"{where}: \"{key}\" holds whitespace or a line break")
+    return value
+
+
 def _flag(obj, key, where, default=False):
     value = obj.get(key, default)
     if not isinstance(value, bool):
@@ -217,7 +227,7 @@ def _recipient(obj, n) -> RecipientState:
         expandedFrom = _address(expandedFrom, where, "expanded_from")
     return RecipientState(
         address=address,
-        orcpt=_text(obj, "orcpt", where, limit=MAX_ORCPT),
+        orcpt=_parameter(obj, "orcpt", where, limit=MAX_ORCPT),
         notify=notify,
         status=_text(obj, "status", where, required=True, nullable=False, choices=STATUSES),
         attempts=_number(obj, "attempts", where, nullable=False, integer=True, limit=MAX_COUNT, default=0),
@@ -282,7 +292,7 @@ def parse(data: bytes, idFromFileName: str) -> Envelope:
         raise EnvelopeError("envelope: no recipients")
     if len(recipients) > MAX_RECIPIENTS:
         raise EnvelopeError(f"envelope: more than {MAX_RECIPIENTS} recipients")
-    envid = _text(obj, "envid", where, limit=MAX_ENVID)
+    envid = _parameter(obj, "envid", where, limit=MAX_ENVID)
     ret = obj.get("ret")
     if isinstance(ret, str):
         ret = ret.upper()

@@ -283,7 +283,7 @@ def test_unknown_user_takes_as_long_as_a_wrong_password(tmp_path):
     users = auth.UserDB(str(tmp_path / "users"), "argon2id", cacheSeconds=300, clock=task.Clock(), runInThread=inline)
     users.add("alice@example.test", "right")
     out = []
-    users.checkPassword("alice@example.test", "right").addBoth(out.append)  # now cached, dummy made
+    users.checkPassword("alice@example.test", "right").addBoth(out.append)  # now cached
     assert out == ["alice@example.test"]
     known, unknown, cachedWrong = [], [], []
     for _ in range(3):  # interleaved, so load on the machine hits all three alike
@@ -296,6 +296,26 @@ def test_unknown_user_takes_as_long_as_a_wrong_password(tmp_path):
     # generous bounds: other processes share the machine
     assert 1 / 3 < u / k < 3, (k, u)
     assert 1 / 3 < c / k < 3, (k, c)
+
+
+def test_a_known_users_first_login_costs_one_hash(tmp_path, monkeypatch):
+    # the dummy hash is not made on a known user's login (the first login
+    # after every start paid two argon2 hashes); the first unknown user makes
+    # it, at the cost of one check, and later ones check against it
+    auth.UserDB(str(tmp_path / "users"), "argon2id").add("alice@example.test", "right")
+    users = auth.UserDB(str(tmp_path / "users"), "argon2id", cacheSeconds=0, clock=task.Clock(), runInThread=inline)
+    made, checked = [], []
+    make, verify = passwords.make, passwords.verify
+    monkeypatch.setattr(passwords, "make", lambda *a: made.append(a) or make(*a))
+    monkeypatch.setattr(passwords, "verify", lambda *a: checked.append(a) or verify(*a))
+    out = []
+    users.checkPassword("alice@example.test", "right").addBoth(out.append)
+    assert out == ["alice@example.test"]
+    assert (len(made), len(checked)) == (0, 1)
+    for name in ("nobody@example.test", "nobody2@example.test"):
+        users.checkPassword(name, "wrong").addBoth(out.append)
+        assert out[-1].check(error.UnauthorizedLogin)
+    assert (len(made), len(checked)) == (1, 2)
 
 
 def test_a_client_that_hangs_up_gives_its_turn_back_soon():
