@@ -40,6 +40,8 @@ from zope.interface import implementer
 
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
+from mailnet.mail.codecs import encodeXtext as xtextEncode  # noqa: F401 (queue/scheduler.py imports it from here until it switches)
+from mailnet.mail.lines import DotStuffer
 
 log = Logger()
 
@@ -147,35 +149,6 @@ class ReplyParser:
                 self._code = None
 
 
-# -- Dot-stuffing ----------------------------------------------------------
-
-
-class DotStuffer:
-    """
-    RFC 5321 s4.5.2: a line of the message that starts with "." gets
-    another "." in front.  Feed the message in chunks of any size; ``end``
-    gives the bytes that close the data (a CRLF when the message did not
-    end with one, then ".<CRLF>").
-    """
-
-    def __init__(self):
-        self._lineStart = True
-        self._tail = b"\r\n"
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not chunk:
-            return b""
-        out = chunk.replace(b"\n.", b"\n..")
-        if self._lineStart and chunk[:1] == b".":
-            out = b"." + out
-        self._lineStart = chunk.endswith(b"\n")
-        self._tail = (self._tail + chunk)[-2:]
-        return out
-
-    def end(self) -> bytes:
-        return (b"" if self._tail == b"\r\n" else b"\r\n") + b".\r\n"
-
-
 # -- Transactions ----------------------------------------------------------
 
 
@@ -270,17 +243,6 @@ class Failed:
 @dataclasses.dataclass
 class Close:
     pass
-
-
-def xtextEncode(value: str) -> str:
-    """RFC 3461 s4: characters outside ``!``..``~``, ``+`` and ``=`` as ``+XX``."""
-    out = []
-    for byte in value.encode("utf-8"):
-        if 33 <= byte <= 126 and byte not in (ord("+"), ord("=")):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
 
 
 class ClientMachine:

@@ -1,11 +1,13 @@
 """mailnet.mail.lines: CRLF conversion and dot-stuffing, against the copies they replaced."""
 
 import io
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailnet.mail import lines
+from mailnet.mail.lines import DotStuffer
 from tests.mail import _reference as old
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,6 +70,12 @@ def test_to_crlf_leaves_no_bare_lf(data):
 
 
 @FUZZ
+@given(texty)
+def test_to_crlf_equals_the_dsn_copy(data):
+    assert lines.toCRLF(data) == re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+@FUZZ
 @given(texty, st.integers(1, 9))
 def test_crlf_reader_equals_to_crlf_across_chunks(data, chunk):
     reader = io.BufferedReader(lines.CRLFReader(io.BytesIO(data), chunk=chunk), 4)
@@ -89,3 +97,38 @@ def test_canonical_file_across_chunks(data, limit):
             assert out is f
     finally:
         lines.SPOOL_LIMIT = saved
+
+
+# -- Dot-stuffing as the SMTP client sends it (from tests/queue/test_client.py) --
+
+
+def unstuff(wire):
+    assert wire.endswith(b"\r\n.\r\n")
+    body = wire[:-3]
+    lines = body.split(b"\r\n")
+    return b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from([b".", b"..", b"a", b"\r\n", b"\r\n.", b".\r\n", b"x.y"]), max_size=30),
+       st.lists(st.integers(1, 7), max_size=10))
+def test_stuffing_round_trips_at_any_chunking(parts, cuts):
+    message = b"".join(parts) + b"\r\n"
+    s = DotStuffer()
+    out = b""
+    pos = 0
+    for cut in cuts:
+        out += s.feed(message[pos:pos + cut])
+        pos += cut
+    out += s.feed(message[pos:]) + s.end()
+    assert unstuff(out) == message
+    assert b"\r\n.\r\n" not in out[:-5]
+
+
+def test_stuffing_examples():
+    s = DotStuffer()
+    assert s.feed(b".start\r\nmid\r\n.\r\n") + s.end() == b"..start\r\nmid\r\n..\r\n.\r\n"
+    s = DotStuffer()
+    assert s.feed(b"no final newline") + s.end() == b"no final newline\r\n.\r\n"
+    s = DotStuffer()
+    assert s.feed(b"a\r") + s.feed(b"\n.b\r\n") + s.end() == b"a\r\n..b\r\n.\r\n"
