@@ -42,6 +42,7 @@ from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
 from mailnet.mail.codecs import encodeXtext as xtextEncode  # noqa: F401 (queue/scheduler.py imports it from here until it switches)
 from mailnet.mail.lines import DotStuffer
+from mailnet.mail.reply import Reply
 
 log = Logger()
 
@@ -51,55 +52,11 @@ MAX_REPLY_LINES = 1000
 
 # -- Replies ---------------------------------------------------------------
 
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _LINE = re.compile(rb"^(\d{3})([ -]?)(.*)$", re.S)
 
 
 class ProtocolError(Exception):
     """The peer said something that is not SMTP."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    """One complete (possibly multi-line) reply."""
-
-    code: int
-    lines: tuple
-
-    @property
-    def enhanced(self) -> str | None:
-        """RFC 2034 enhanced status code of the first line, if any."""
-        m = _ENHANCED.match(self.lines[0]) if self.lines else None
-        if m and m.group(1)[0] == str(self.code)[0]:
-            return m.group(1)
-        return None
-
-    @property
-    def text(self) -> str:
-        """The text of every line, enhanced codes removed, joined by spaces."""
-        parts = []
-        for line in self.lines:
-            m = _ENHANCED.match(line)
-            parts.append(line[m.end():] if m else line)
-        return " ".join(p.strip() for p in parts if p.strip())
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 400
-
-    def __str__(self):
-        enhanced = self.enhanced
-        return " ".join(str(x) for x in (self.code, enhanced, self.text) if x)
-
-    def error(self, remote=None, default=None) -> DeliveryError:
-        """
-        This reply as a :class:`DeliveryError`.  1xx, 2xx and 3xx replies where
-        a failure is being reported are protocol errors: temporary.
-        """
-        if 400 <= self.code < 600:
-            enhanced = self.enhanced or (f"{self.code // 100}.{default}" if default else None)
-            return DeliveryError(self.code, enhanced, self.text, self.code < 500, remote)
-        return DeliveryError(451, "4.5.0", f"unexpected reply: {self}", True, remote)
 
 
 class ReplyParser:
@@ -144,7 +101,7 @@ class ReplyParser:
             if len(self._lines) > self.maxLines:
                 raise ProtocolError(f"reply longer than {self.maxLines} lines")
             if m.group(2) != b"-":
-                replies.append(Reply(self._code, tuple(self._lines)))
+                replies.append(Reply.received(self._code, tuple(self._lines)))
                 self._lines = []
                 self._code = None
 

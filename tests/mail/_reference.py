@@ -220,3 +220,76 @@ class ClientDotStuffer:
 
     def end(self):
         return (b"" if self._tail == b"\r\n" else b"\r\n") + b".\r\n"
+
+
+# smtp/replies.py
+class SmtpReply:
+    __slots__ = ("code", "enhanced", "lines", "data")
+
+    def __init__(self, code, enhanced, text):
+        if isinstance(text, str):
+            text = [text]
+        lines = [" ".join(line.split()) for line in text] or [""]
+        if enhanced and enhanced[0] != str(code)[0]:
+            raise ValueError(f"enhanced code {enhanced} does not agree with {code}")
+        self.code = code
+        self.enhanced = enhanced
+        self.lines = lines
+        prefix = f"{enhanced} " if enhanced else ""
+        out = []
+        for i, line in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            out.append(f"{code}{sep}{prefix}{line}\r\n")
+        self.data = "".join(out).encode("utf-8")
+
+    @property
+    def text(self):
+        return " ".join(self.lines)
+
+
+# queue/client.py
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+
+
+class ClientReply:
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines
+
+    @property
+    def enhanced(self):
+        m = _ENHANCED.match(self.lines[0]) if self.lines else None
+        if m and m.group(1)[0] == str(self.code)[0]:
+            return m.group(1)
+        return None
+
+    @property
+    def text(self):
+        parts = []
+        for line in self.lines:
+            m = _ENHANCED.match(line)
+            parts.append(line[m.end():] if m else line)
+        return " ".join(p.strip() for p in parts if p.strip())
+
+    @property
+    def positive(self):
+        return 200 <= self.code < 400
+
+    def __str__(self):
+        enhanced = self.enhanced
+        return " ".join(str(x) for x in (self.code, enhanced, self.text) if x)
+
+    def error(self, remote=None, default=None):
+        from mailnet.errors import DeliveryError
+
+        if 400 <= self.code < 600:
+            enhanced = self.enhanced or (f"{self.code // 100}.{default}" if default else None)
+            return DeliveryError(self.code, enhanced, self.text, self.code < 500, remote)
+        return DeliveryError(451, "4.5.0", f"unexpected reply: {self}", True, remote)
+
+
+def _smtpWithText(self, text):
+    return SmtpReply(self.code, self.enhanced, text)
+
+
+SmtpReply.withText = _smtpWithText

@@ -41,7 +41,7 @@ def test_enhanced_code_and_text():
     assert (e.code, e.enhanced, e.temporary, e.remote) == (550, "5.1.1", False, "mx.test")
     # An enhanced code whose class disagrees with the reply is not one.
     [r] = ReplyParser().feed(b"451 5.1.1 odd\r\n")
-    assert r.enhanced is None and r.error().enhanced == "4.0.0"
+    assert r.enhanced == "" and r.error().enhanced == "4.0.0"
 
 
 def test_bare_code_ends_reply():
