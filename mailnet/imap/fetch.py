@@ -16,7 +16,7 @@ import re
 
 from mailnet.imap.serialize import nstring, plist, string
 from mailnet.mail.headers import parseAddresses
-from mailnet.mail.mime import MAX_DEPTH, MAX_PARTS, Part, _plainParams, decoder, scan, scanHeader
+from mailnet.mail.mime import MAX_DEPTH, MAX_PARTS, Part, decoder, plainParams, scan, scanHeader
 # Used through this module by imap/session.py and the tests.
 from mailnet.mail.mime import DEPTH_CEILING, MAX_HEADER, OverBudget, UnknownEncoding, decodedChunks  # noqa: F401
 
@@ -132,7 +132,7 @@ def _disposition(part):
     if not params:
         return b"NIL"
     kind = params[0][0]
-    return plist([string(kind.encode("utf-8", "surrogateescape")), _paramList(_plainParams(params[1:]))])
+    return plist([string(kind.encode("utf-8", "surrogateescape")), _paramList(plainParams(params[1:]))])
 
 
 def _language(part):

@@ -23,9 +23,7 @@ import re
 import time
 
 from mailnet.mail.headers import decodeHeader
-from mailnet.mail.headers import decodeWords  # noqa: F401 (the tests use it from here)
-from mailnet.mail.mime import MAX_HEADER, MAX_PARTS, _Complex, mimeText, quickText
-from mailnet.mail.mime import _splitParts  # noqa: F401 (the tests use it from here)
+from mailnet.mail.mime import MAX_HEADER, MAX_PARTS, TooComplex, mimeText, quickText
 from mailnet.store.interfaces import SEEN
 
 # Messages larger than this are searched in their raw form, chunk by chunk,
@@ -172,7 +170,7 @@ class Candidate:
         if self._bodyText is None:
             try:
                 self._bodyText = "\n".join(quickText(self.data, maxParts=[maxParts])).casefold()
-            except _Complex:
+            except TooComplex:
                 if self.data.count(b"\n--") > maxParts:
                     # Too many parts for the email package (seconds of work):
                     # the whole message as raw text.

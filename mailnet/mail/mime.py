@@ -15,7 +15,8 @@ MIME structure and content, without I/O beyond the file object given.
   text parts (what IMAP SEARCH BODY/TEXT matches): a light regex walk, and
   the ``email`` package for what the walk does not handle.
 
-The fuzz tests are tests/mail/test_mime.py and tests/imap/test_hostile_mime.py.
+Tests: tests/mail/test_mime.py (with Hypothesis), tests/imap/test_mime_caps.py
+and tests/imap/test_hostile_mime.py (the caps, through the server).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import email.parser
 import email.policy
 import email.utils
 import re
+
+from mailnet.mail.lines import toCRLF
 
 # Keep at most this much of any one header block in memory.
 MAX_HEADER = 256 * 1024
@@ -199,7 +202,7 @@ def scanHeader(f, size, budget=None) -> Part:
     return part
 
 
-def _plainParams(params):
+def plainParams(params):
     """(key, value) pairs from email's ``get_params`` (without the first,
     the type itself); an RFC 2231 value (charset, language, text) is given
     back re-encoded as ``key*``."""
@@ -228,7 +231,7 @@ def _contentType(part, default):
         raw = msg.get_params(header="content-type") or []
     except Exception:
         raw = []
-    params = _plainParams(raw[1:])
+    params = plainParams(raw[1:])
     if part.maintype == "text" and not any(k.lower() == "charset" for k, _ in params):
         params.append(("charset", "us-ascii"))
     part.params = params
@@ -419,7 +422,7 @@ class _QuotedPrintable:
         data = self.rest + data
         cut = data.rfind(b"\n") + 1
         self.rest = data[cut:]
-        return binascii.a2b_qp(data[:cut]).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if cut else b""
+        return toCRLF(binascii.a2b_qp(data[:cut])) if cut else b""
 
     def finish(self):
         rest, self.rest = self.rest, b""
@@ -472,15 +475,15 @@ _CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
 _BLANK = re.compile(rb"\r?\n\r?\n")
 
 
-class _Complex(Exception):
-    """Leave this message to the email package."""
+class TooComplex(Exception):
+    """:func:`quickText` leaves this message to the email package (:func:`mimeText`)."""
 
 
 def quickText(data: bytes, depth=0, maxParts=None):
     """
     The decoded text parts of a message as a list of str, by a light MIME
     walk (regexes for Content-Type, boundaries and encodings; base64 and
-    quoted-printable undone; the part's charset applied).  Raises _Complex
+    quoted-printable undone; the part's charset applied).  Raises TooComplex
     for what it does not handle (RFC 2231 parameters...).  ``maxParts``
     (a one-item list, counted down) caps the parts looked at: the rest of
     the message is given back as raw text.
@@ -503,7 +506,7 @@ def quickText(data: bytes, depth=0, maxParts=None):
     ctype = ct.group(1).strip().lower() if ct else b"text/plain"
     params = ct.group(2) if ct else b""
     if b"*=" in params or b"*0" in params:
-        raise _Complex()
+        raise TooComplex()
     if ctype.startswith(b"multipart/"):
         b = _BOUNDARY.search(params)
         if not b:
@@ -534,7 +537,7 @@ def quickText(data: bytes, depth=0, maxParts=None):
         try:
             body = binascii.a2b_base64(body)  # skips line breaks and other non-alphabet bytes
         except binascii.Error:
-            raise _Complex()
+            raise TooComplex()
     elif cte == b"quoted-printable":
         body = binascii.a2b_qp(body)
     cs = _CHARSET.search(params)
