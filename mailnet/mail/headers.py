@@ -113,6 +113,11 @@ class _AddrTokens:
                     j += 1
                 out.append(("quoted", "".join(buf)))
                 i = j + 1
+            elif c == ")":
+                # A ")" without its "(" is no token (RFC 5322 s3.2.2): skip
+                # it.  The atom branch below would read an empty atom and
+                # never advance.
+                i += 1
             elif c in "<>@,:;.[]":
                 if c == "[":
                     j = t.find("]", i)

@@ -1,11 +1,16 @@
 """mailnet.mail.headers: RFC 2047 encoded words and RFC 5322 address lists."""
 
 import email.header
+import io
+import signal
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mailnet.mail import headers
+from mailnet.imap import fetch
+from mailnet.mail import headers, mime
 
 
 def _oldDecode(value):
@@ -59,3 +64,35 @@ def test_decode_header_unfolds_and_casefolds():
 ])
 def test_parse_addresses(text, expected):
     assert headers.parseAddresses(text) == expected
+
+
+def _alarm(signum, frame):
+    raise TimeoutError("parseAddresses did not return")
+
+
+@pytest.fixture
+def deadline():
+    """Fail (rather than hang the run) when the parser loops: 60 s of wall clock."""
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("text", [")", "a)b@x.test", "alice@x.test )", ")))(", "<a@x.test>)"])
+def test_stray_close_parenthesis_is_skipped(deadline, text):
+    assert headers.parseAddresses(text) == headers.parseAddresses(text.replace(")", " "))
+
+
+def test_envelope_of_a_from_that_is_a_parenthesis(deadline):
+    # FETCH ENVELOPE runs on the reactor thread: this message once hung the server.
+    root = mime.scan(io.BytesIO(b"From: )\r\nTo: bob@x.test\r\n\r\nbody\r\n"))
+    assert b'(NIL NIL "bob" "x.test")' in fetch.envelope(root)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet='ab@.,:;<>"()\\ \t[]', max_size=40))
+def test_parse_addresses_takes_anything(deadline, text):
+    for item in headers.parseAddresses(text):
+        assert item[0] == "group" or len(item) == 4
