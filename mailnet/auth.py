@@ -32,11 +32,12 @@ import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 
 from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, threads
+from mailnet.durable import fileStamp, writeAtomically
+from mailnet.durable import fsyncDirectory  # noqa: F401 (queue/spool.py imports it from here until it switches)
 from mailnet.logs import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -81,11 +82,7 @@ class _WatchedFile:
         raise NotImplementedError
 
     def current(self):
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            stamp = None
+        stamp = fileStamp(self.path)
         if stamp != self._stamp or self._data is None:
             lines = []
             if stamp is not None:
@@ -120,32 +117,6 @@ class _WatchedFile:
             if lines != before:
                 writeAtomically(self.path, "".join(line + "\n" for line in lines).encode("utf-8"), mode=0o600)
             self._stamp = None
-
-
-def writeAtomically(path, data: bytes, mode=0o644):
-    """Write a file so that readers see the old or the new content, durably."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsyncDirectory(directory)
-
-
-def fsyncDirectory(directory):
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IAuthenticatedUser(Interface):

@@ -38,8 +38,8 @@ from twisted.internet import defer, endpoints
 from mailnet.logs import Logger
 
 from mailnet import auth, login, net, tls
-from mailnet.auth import writeAtomically
 from mailnet.config import Config, ConfigError
+from mailnet.durable import writeAtomically
 from mailnet.imap import server as imapServer
 from mailnet.pop3 import server as pop3Server
 from mailnet.queue import service as queueService

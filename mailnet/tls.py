@@ -28,8 +28,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from mailnet.auth import writeAtomically
 from mailnet.config import ConfigError
+from mailnet.durable import writeAtomically
 from mailnet.logs import Logger
 
 log = Logger()

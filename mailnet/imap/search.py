@@ -15,7 +15,6 @@ bytes directly (the same result, without building a MIME tree).
 
 from __future__ import annotations
 
-import binascii
 import datetime
 import email
 import email.policy
@@ -23,19 +22,19 @@ import email.utils
 import re
 import time
 
+from mailnet.mail.headers import decodeHeader
+from mailnet.mail.mime import MAX_HEADER, MAX_PARTS, TooComplex, mimeText, quickText
 from mailnet.store.interfaces import SEEN
 
 # Messages larger than this are searched in their raw form, chunk by chunk,
 # without MIME decoding (documented in docs/imap.md).
 DECODE_LIMIT = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
-# Header fields are searched in the first this-many bytes of the header
-# block (as FETCH keeps them: fetch.MAX_HEADER); what comes later is not
-# parsed, so a 10 MB header costs no more than a 256 KB one.
-MAX_HEADER = 256 * 1024
-# The text of at most this many MIME parts is decoded (fetch.MAX_PARTS,
-# [limits] mime_parts); the rest of the message is matched as raw text.
-MAX_PARTS = 10000
+# Header fields are searched in the first MAX_HEADER bytes of the header
+# block (as FETCH keeps them); what comes later is not parsed, so a 10 MB
+# header costs no more than a 256 KB one.  The text of at most MAX_PARTS
+# MIME parts is decoded ([limits] mime_parts); the rest of the message is
+# matched as raw text.  (Both from mailnet.mail.mime.)
 
 _CONTENT_OPS = {"HEADER", "BODY", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"}
 
@@ -171,7 +170,7 @@ class Candidate:
         if self._bodyText is None:
             try:
                 self._bodyText = "\n".join(quickText(self.data, maxParts=[maxParts])).casefold()
-            except _Complex:
+            except TooComplex:
                 if self.data.count(b"\n--") > maxParts:
                     # Too many parts for the email package (seconds of work):
                     # the whole message as raw text.
@@ -182,190 +181,6 @@ class Candidate:
 
 
 _ONLY_7BIT = re.compile(rb"content-transfer-encoding:\s*(base64|quoted-printable)")
-
-
-def decodeHeader(value) -> str:
-    """A header value with RFC 2047 words decoded, unfolded, casefolded."""
-    if not isinstance(value, str):
-        value = str(value)
-    value = re.sub(r"\r?\n[ \t]", " ", value)
-    if "=?" in value:
-        value = decodeWords(value)
-    return value.casefold()
-
-
-# RFC 2047 s2: =?charset?encoding?encoded-text?= (RFC 2231 s5: charset*language).
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
-
-
-def decodeWords(value: str) -> str:
-    """
-    RFC 2047 encoded words decoded, in one linear pass.  (The email
-    package's ``decode_header`` joins adjacent words by concatenation: an
-    850 KB Subject of encoded words took it 10 s.)  Adjacent words in one
-    charset are decoded together, so a character split between two words
-    survives; white space between two encoded words is dropped (RFC 2047
-    s6.2); a word that does not decode is kept as it is.
-    """
-    out = []  # [str] or [charset, [bytes, ...]] for a run of encoded words
-    pos = 0
-    lastEncoded = False
-    for m in _ENCODED_WORD.finditer(value):
-        gap = value[pos:m.start()]
-        pos = m.end()
-        charset = m.group(1).split("*", 1)[0].lower()
-        text = m.group(3).encode("ascii", "replace")
-        try:
-            if m.group(2) in "qQ":
-                data = binascii.a2b_qp(text, header=True)
-            else:
-                data = binascii.a2b_base64(text + b"=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            out.append(gap + m.group(0))
-            lastEncoded = False
-            continue
-        if gap and not (lastEncoded and gap.isspace()):
-            out.append(gap)
-            lastEncoded = False
-        if lastEncoded and out[-1][0] == charset:
-            out[-1][1].append(data)
-        else:
-            out.append([charset, [data]])
-        lastEncoded = True
-    out.append(value[pos:])
-    text = []
-    for item in out:
-        if isinstance(item, str):
-            text.append(item)
-            continue
-        data = b"".join(item[1])
-        try:
-            text.append(data.decode(item[0], "replace"))
-        except LookupError:
-            text.append(data.decode("utf-8", "replace"))
-    return "".join(text)
-
-
-_CT = re.compile(rb"(?im)^content-type:[ \t]*([^;\r\n]*)((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)")
-_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([^\s;]+)")
-_BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
-_CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
-_BLANK = re.compile(rb"\r?\n\r?\n")
-
-
-class _Complex(Exception):
-    """Leave this message to the email package."""
-
-
-def quickText(data: bytes, depth=0, maxParts=None):
-    """
-    The decoded text parts of a message as a list of str, by a light MIME
-    walk (regexes for Content-Type, boundaries and encodings; base64 and
-    quoted-printable undone; the part's charset applied).  Raises _Complex
-    for what it does not handle (RFC 2231 parameters...).  ``maxParts``
-    (a one-item list, counted down) caps the parts looked at: the rest of
-    the message is given back as raw text.
-    """
-    if maxParts is None:
-        maxParts = [MAX_PARTS]
-    maxParts[0] -= 1
-    if depth > 20:
-        return []
-    if data[:1] == b"\n" or data[:2] == b"\r\n":
-        # No header fields: the blank line comes first (a part "--b CRLF CRLF text").
-        header, body = b"", data[2 if data[:1] == b"\r" else 1:]
-    else:
-        m = _BLANK.search(data)
-        if m is None:
-            header, body = data, b""
-        else:
-            header, body = data[:m.start()], data[m.end():]
-    ct = _CT.search(header)
-    ctype = ct.group(1).strip().lower() if ct else b"text/plain"
-    params = ct.group(2) if ct else b""
-    if b"*=" in params or b"*0" in params:
-        raise _Complex()
-    if ctype.startswith(b"multipart/"):
-        b = _BOUNDARY.search(params)
-        if not b:
-            return []
-        out = []
-        pieces = _splitParts(body, b.group(1) or b.group(2))
-        # pieces: preamble, marker, part, marker, part, ... ; a "--" marker closes.
-        for i in range(2, len(pieces), 2):
-            if pieces[i - 1]:
-                break  # after the close delimiter: the epilogue
-            if maxParts[0] <= 0:
-                out.append(b"".join(p for p in pieces[i:] if p).decode("utf-8", "replace"))
-                break
-            part = pieces[i]
-            if part.startswith(b"\r\n"):
-                part = part[2:]
-            elif part.startswith(b"\n"):
-                part = part[1:]
-            out.extend(quickText(part, depth + 1, maxParts))
-        return out
-    if ctype in (b"message/rfc822", b"message/global"):
-        return quickText(body, depth + 1, maxParts)
-    if ctype and not ctype.startswith(b"text/"):
-        return []
-    cte = _CTE.search(header)
-    cte = cte.group(1).lower() if cte else b"7bit"
-    if cte == b"base64":
-        try:
-            body = binascii.a2b_base64(body)  # skips line breaks and other non-alphabet bytes
-        except binascii.Error:
-            raise _Complex()
-    elif cte == b"quoted-printable":
-        body = binascii.a2b_qp(body)
-    cs = _CHARSET.search(params)
-    charset = (cs.group(1) or cs.group(2)).decode("ascii", "replace") if cs else "utf-8"
-    try:
-        return [body.decode(charset, "replace")]
-    except LookupError:
-        return [body.decode("utf-8", "replace")]
-
-
-def _splitParts(body: bytes, boundary: bytes):
-    r"""
-    ``re.split(rb"(?m)^--" + boundary + rb"(--)?[ \t]*\r?$", body)``: the
-    preamble, then (close marker or None, part) pairs.  The pattern starts
-    with a literal here, which the regex engine looks for with a fast
-    search (a pattern that starts with ``^`` is tried at every position:
-    five times slower); the line start is checked for each hit.
-    """
-    pattern = re.compile(rb"--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.M)
-    out = []
-    last = 0
-    for m in pattern.finditer(body):
-        start = m.start()
-        if start and body[start - 1] != 0x0A:
-            continue  # not at the start of a line
-        out.append(body[last:start])
-        out.append(m.group(1))
-        last = m.end()
-    out.append(body[last:])
-    return out
-
-
-def mimeText(data: bytes) -> str:
-    """The decoded text of the text parts of a message (casefolded)."""
-    msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    out = []
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_maintype() != "text":
-            continue
-        try:
-            payload = part.get_payload(decode=True) or b""
-        except Exception:
-            payload = b""
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            text = payload.decode(charset, "replace")
-        except LookupError:
-            text = payload.decode("utf-8", "replace")
-        out.append(text)
-    return "\n".join(out).casefold()
 
 
 class Searcher:

@@ -40,6 +40,9 @@ from zope.interface import implementer
 
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
+from mailnet.mail.codecs import encodeXtext as xtextEncode  # noqa: F401 (queue/scheduler.py imports it from here until it switches)
+from mailnet.mail.lines import DotStuffer
+from mailnet.mail.reply import Reply
 
 log = Logger()
 
@@ -49,55 +52,11 @@ MAX_REPLY_LINES = 1000
 
 # -- Replies ---------------------------------------------------------------
 
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _LINE = re.compile(rb"^(\d{3})([ -]?)(.*)$", re.S)
 
 
 class ProtocolError(Exception):
     """The peer said something that is not SMTP."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    """One complete (possibly multi-line) reply."""
-
-    code: int
-    lines: tuple
-
-    @property
-    def enhanced(self) -> str | None:
-        """RFC 2034 enhanced status code of the first line, if any."""
-        m = _ENHANCED.match(self.lines[0]) if self.lines else None
-        if m and m.group(1)[0] == str(self.code)[0]:
-            return m.group(1)
-        return None
-
-    @property
-    def text(self) -> str:
-        """The text of every line, enhanced codes removed, joined by spaces."""
-        parts = []
-        for line in self.lines:
-            m = _ENHANCED.match(line)
-            parts.append(line[m.end():] if m else line)
-        return " ".join(p.strip() for p in parts if p.strip())
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 400
-
-    def __str__(self):
-        enhanced = self.enhanced
-        return " ".join(str(x) for x in (self.code, enhanced, self.text) if x)
-
-    def error(self, remote=None, default=None) -> DeliveryError:
-        """
-        This reply as a :class:`DeliveryError`.  1xx, 2xx and 3xx replies where
-        a failure is being reported are protocol errors: temporary.
-        """
-        if 400 <= self.code < 600:
-            enhanced = self.enhanced or (f"{self.code // 100}.{default}" if default else None)
-            return DeliveryError(self.code, enhanced, self.text, self.code < 500, remote)
-        return DeliveryError(451, "4.5.0", f"unexpected reply: {self}", True, remote)
 
 
 class ReplyParser:
@@ -142,38 +101,9 @@ class ReplyParser:
             if len(self._lines) > self.maxLines:
                 raise ProtocolError(f"reply longer than {self.maxLines} lines")
             if m.group(2) != b"-":
-                replies.append(Reply(self._code, tuple(self._lines)))
+                replies.append(Reply.received(self._code, tuple(self._lines)))
                 self._lines = []
                 self._code = None
-
-
-# -- Dot-stuffing ----------------------------------------------------------
-
-
-class DotStuffer:
-    """
-    RFC 5321 s4.5.2: a line of the message that starts with "." gets
-    another "." in front.  Feed the message in chunks of any size; ``end``
-    gives the bytes that close the data (a CRLF when the message did not
-    end with one, then ".<CRLF>").
-    """
-
-    def __init__(self):
-        self._lineStart = True
-        self._tail = b"\r\n"
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not chunk:
-            return b""
-        out = chunk.replace(b"\n.", b"\n..")
-        if self._lineStart and chunk[:1] == b".":
-            out = b"." + out
-        self._lineStart = chunk.endswith(b"\n")
-        self._tail = (self._tail + chunk)[-2:]
-        return out
-
-    def end(self) -> bytes:
-        return (b"" if self._tail == b"\r\n" else b"\r\n") + b".\r\n"
 
 
 # -- Transactions ----------------------------------------------------------
@@ -270,17 +200,6 @@ class Failed:
 @dataclasses.dataclass
 class Close:
     pass
-
-
-def xtextEncode(value: str) -> str:
-    """RFC 3461 s4: characters outside ``!``..``~``, ``+`` and ``=`` as ``+XX``."""
-    out = []
-    for byte in value.encode("utf-8"):
-        if 33 <= byte <= 126 and byte not in (ord("+"), ord("=")):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
 
 
 class ClientMachine:

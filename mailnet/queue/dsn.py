@@ -31,11 +31,13 @@ import dataclasses
 import datetime
 import email.policy
 import email.utils
-import re
 import secrets
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from io import BytesIO
+
+from mailnet.mail.codecs import decodeXtext
+from mailnet.mail.lines import toCRLF
 
 RETURN_LIMIT = 50_000  # bytes of the original returned: Postfix's bounce_size_limit default
 
@@ -79,14 +81,6 @@ class RecipientReport:
     willRetryUntil: float | None = None
 
 
-def xtextDecode(value: str) -> str:
-    """RFC 3461 s4: ``+XX`` is a hex-encoded byte."""
-    def sub(m):
-        return chr(int(m.group(1), 16))
-
-    return re.sub(r"\+([0-9A-Fa-f]{2})", sub, value)
-
-
 def _ascii(text: str) -> str:
     """Delivery-status fields are ASCII text; replace anything else."""
     text = " ".join(str(text).split())
@@ -107,8 +101,8 @@ def _typed(value: str) -> str:
     """``"rfc822;bob@x"`` (as in ORCPT) -> ``"rfc822; bob@x"``."""
     kind, sep, address = value.partition(";")
     if not sep:
-        return f"rfc822; {xtextDecode(value)}"
-    return f"{kind.strip()}; {xtextDecode(address.strip())}"
+        return f"rfc822; {decodeXtext(value, strict=False)}"
+    return f"{kind.strip()}; {decodeXtext(address.strip(), strict=False)}"
 
 
 def _block(policy, fields) -> Message:
@@ -240,7 +234,7 @@ def build(kind: str, envelope: dict, reports: list[RecipientReport], original: b
     client = envelope.get("client")
     perMessage = _block(policy, [
         # RFC 3464 s2.2.1: the ENVID, xtext-decoded.
-        ("Original-Envelope-Id", _ascii(xtextDecode(envelope["envid"])) if envelope.get("envid") else None),
+        ("Original-Envelope-Id", _ascii(decodeXtext(envelope["envid"], strict=False)) if envelope.get("envid") else None),
         ("Reporting-MTA", f"dns; {reportingMTA}"),
         ("X-Mailnet-Queue-ID", envelope.get("id")),
         ("Received-From-MTA", f"dns; {_ascii(client)}" if client else None),
@@ -301,4 +295,4 @@ def build(kind: str, envelope: dict, reports: list[RecipientReport], original: b
         # that belongs to the next boundary line (RFC 2046 s5.1.1).
         data = data.replace(placeholder.encode("ascii"), content, 1)
     # SMTP wants CRLF everywhere; an original stored with bare LFs is fixed here.
-    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+    return toCRLF(data)

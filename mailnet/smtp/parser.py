@@ -7,7 +7,6 @@ The SMTP wire grammar, without I/O.
   :func:`parseRcptParams`: the address and ESMTP parameter grammar of
   RFC 5321 s4.1.2, with quoted local parts and UTF-8 (RFC 6531), and the
   parameters of SIZE, BODY, SMTPUTF8, AUTH and DSN.
-* :func:`decodeXtext` / :func:`encodeXtext`: RFC 3461 s4 xtext.
 * :class:`BodyReader`: the message body of DATA (dot-stuffed, ended by
   ``CRLF.CRLF``) or of BDAT chunks, checked and unstuffed a buffer at a
   time with ``bytes`` methods, never a line at a time in Python.
@@ -22,6 +21,8 @@ import binascii
 import ipaddress
 import re
 
+from mailnet.mail.codecs import decodeXtext, isXtext
+from mailnet.mail.codecs import encodeXtext  # noqa: F401 (smtp/delivery.py uses parser.encodeXtext until it switches)
 from mailnet.smtp import replies
 from mailnet.smtp.replies import Reply
 
@@ -191,34 +192,6 @@ def parseParams(text: str) -> dict[str, str | None]:
             raise ParseError(replies.SYNTAX.withText(f"Parameter {key} given twice"))
         params[key] = value if eq else None
     return params
-
-
-# RFC 3461 s4: xtext = *( xchar / hexchar ); hexchar = "+" 2HEXDIG (upper case
-# in the grammar; lower case accepted).
-_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-Fa-f]{2})*")
-
-
-def isXtext(text: str) -> bool:
-    return bool(_XTEXT.fullmatch(text))
-
-
-def decodeXtext(text: str) -> str:
-    """RFC 3461 s4 xtext -> text.  @raise ParseError: not xtext."""
-    if not _XTEXT.fullmatch(text):
-        raise ParseError(replies.SYNTAX.withText("Bad xtext (RFC 3461 s4)"))
-    raw = re.sub(rb"\+([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), text.encode("ascii"))
-    return raw.decode("utf-8", "replace")
-
-
-def encodeXtext(text: str) -> str:
-    """Text -> RFC 3461 s4 xtext (``+``, ``=``, controls and non-ASCII as ``+HH``)."""
-    out = []
-    for byte in text.encode("utf-8"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
 
 
 class MailParams:

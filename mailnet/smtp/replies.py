@@ -1,64 +1,12 @@
 """
-SMTP replies: the :class:`Reply` value and every fixed reply the server
-sends, as named constants.
-
-RFC 2034 s4: every 2xx, 4xx and 5xx reply carries an RFC 3463 enhanced
-status code, except the greeting and the replies to HELO/EHLO; 3xx replies
-carry none.  :class:`Reply` renders that rule, so callers only give the code,
-the enhanced code and the text.
+Every fixed reply the SMTP server sends, as named constants.  The value
+itself is :class:`mailnet.mail.reply.Reply` (importable from here too), which
+renders RFC 2034's rule for enhanced status codes.
 """
 
 from __future__ import annotations
 
-
-class Reply:
-    """
-    One SMTP reply.
-
-    @ivar code: the three-digit reply code (int).
-    @ivar enhanced: the enhanced status code (``"2.1.0"``) or ``""``.
-    @ivar lines: the text lines (list of str, at least one).
-    @ivar data: the reply as sent (bytes, CRLF line ends), rendered once.
-    """
-
-    __slots__ = ("code", "enhanced", "lines", "data")
-
-    def __init__(self, code: int, enhanced: str, text):
-        if isinstance(text, str):
-            text = [text]
-        lines = [" ".join(line.split()) for line in text] or [""]
-        if enhanced and enhanced[0] != str(code)[0]:
-            raise ValueError(f"enhanced code {enhanced} does not agree with {code}")
-        self.code = code
-        self.enhanced = enhanced
-        self.lines = lines
-        prefix = f"{enhanced} " if enhanced else ""
-        out = []
-        for i, line in enumerate(lines):
-            sep = " " if i == len(lines) - 1 else "-"
-            out.append(f"{code}{sep}{prefix}{line}\r\n")
-        self.data = "".join(out).encode("utf-8")
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.lines)
-
-    @property
-    def isError(self) -> bool:
-        return self.code >= 400
-
-    def withText(self, text) -> "Reply":
-        """The same codes with other text (``REPLY.withText("...")``)."""
-        return Reply(self.code, self.enhanced, text)
-
-    def __eq__(self, other):
-        return isinstance(other, Reply) and self.data == other.data
-
-    def __hash__(self):
-        return hash(self.data)
-
-    def __repr__(self):
-        return f"<Reply {self.data.decode('utf-8', 'replace').strip()!r}>"
+from mailnet.mail.reply import Reply
 
 
 def greeting(hostname: str) -> Reply:

@@ -158,40 +158,6 @@ def test_session_builds_large_structures_in_a_thread():
 # SEARCH
 
 
-def _oldDecode(value):
-    out = []
-    for text, charset in email.header.decode_header(value):
-        if isinstance(text, bytes):
-            text = text.decode(charset or "ascii", "replace")
-        out.append(text)
-    return "".join(out)
-
-
-@pytest.mark.parametrize("value", [
-    "=?utf-8?q?caf=C3=A9?= au lait",
-    "Re: =?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= =?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=",
-    "=?utf-8?b?w6k=?=  =?utf-8?b?w6k=?=",
-    "a =?utf-8?q?x_y?= b",
-    "=?UTF-8?Q?=E2=82?= =?UTF-8?Q?=AC?=",
-    "plain =? text ?=",
-    "(=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=)",
-])
-def test_encoded_words_decode_like_the_email_package(value):
-    assert search.decodeWords(value) == _oldDecode(value)
-
-
-def test_encoded_word_with_a_language():
-    # RFC 2231 s5: charset*language (the email package gives up on it).
-    assert search.decodeWords("=?utf-8*en?q?hi?= there") == "hi there"
-
-
-def test_encoded_words_decode_in_linear_time():
-    value = " ".join(["=?utf-8?q?caf=C3=A9?="] * 60000)  # 1.3 MB; the email package took about 10 s
-    started = time.process_time()
-    assert search.decodeWords(value) == "café" * 60000
-    assert time.process_time() - started < 2.0
-
-
 def _candidate(data):
     c = search.Candidate(1, 1, MessageInfo(uid=1, flags=frozenset(), internalDate=0.0, size=len(data), modseq=1), False)
     c.data = data

@@ -211,9 +211,10 @@ def test_crlf_only_and_lines_short():
     assert max(len(line) for line in out.split(b"\r\n")) <= 998
 
 
-def test_xtext_decode():
-    assert dsn.xtextDecode("a+2Bb+3Dc") == "a+b=c"
-    assert dsn.xtextDecode("plain") == "plain"
+def test_orcpt_xtext_decoded():
+    # RFC 3464 s2.3.1: Original-Recipient is the ORCPT with its xtext decoded.
+    assert dsn._typed("rfc822;a+2Bb+3Dc@x.test") == "rfc822; a+b=c@x.test"
+    assert dsn._typed("plain@x.test") == "rfc822; plain@x.test"
 
 
 def test_no_original_available():
