@@ -50,6 +50,7 @@ import secrets
 
 from twisted.internet import defer, threads
 
+from mailnet import localdelivery
 from mailnet.auth import splitAddress
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
@@ -594,33 +595,14 @@ class QueueRunner:
 
     @defer.inlineCallbacks
     def _storeDelivery(self, item, usernames):
-        delivery = None
         try:
-            delivery = self.store.newDelivery()
-            for name in usernames:
-                delivery.addRecipient(name)
-            # RFC 5321 s4.4: the delivering MTA adds Return-Path.
-            delivery.write(f"Return-Path: <{item.envelope.sender}>\r\n".encode("utf-8"))
-            with self.spool.openData(item.id) as f:
-                while True:
-                    chunk = f.read(64 * 1024)
-                    if not chunk:
-                        break
-                    delivery.write(chunk)
-            yield defer.maybeDeferred(delivery.commit, item.envelope.arrival)
+            yield localdelivery.deliverFile(self.store, usernames, item.envelope.sender,
+                                            lambda: self.spool.openData(item.id), item.envelope.arrival)
         except Exception as e:
-            if delivery is not None:
-                try:
-                    delivery.abort()
-                except Exception:
-                    pass
-            from mailnet.store.interfaces import StoreError, TemporaryStoreError
-
-            temporary = isinstance(e, (TemporaryStoreError, OSError)) or not isinstance(e, StoreError)
-            if not temporary:
-                return DeliveryError(550, "5.2.0", f"mailbox error: {e}", False)
-            log.error("queue {id}: local delivery failed: {e!r}", id=item.id, e=e)
-            return DeliveryError(451, "4.2.0", f"mailbox temporarily unavailable: {type(e).__name__}", True)
+            error = localdelivery.storeFailure(e, perRecipient=True)
+            if error.temporary:
+                log.error("queue {id}: local delivery failed: {e!r}", id=item.id, e=e)
+            return error
         return None
 
     # -- Recording outcomes -------------------------------------------------
