@@ -13,7 +13,7 @@ from twisted.internet import defer, task
 
 from mailnet import auth, config as configmod
 from mailnet.errors import DeliveryError
-from mailnet.queue import scheduler as schedmod
+from mailnet.queue import workers
 from mailnet.queue.scheduler import QueueRunner
 from mailnet.queue.spool import Spool
 from tests.queue.fakes import FakeConnector, MemoryStore, refused, seeded
@@ -160,7 +160,7 @@ def test_idle_session_reused_then_closed(make):
     assert env.connector.connects == ["remote.test"]  # reused within IDLE_SECONDS
     [session] = env.connector.sessions
     assert session.alive
-    env.clock.advance(schedmod.IDLE_SECONDS + 0.1)
+    env.clock.advance(workers.IDLE_SECONDS + 0.1)
     assert not session.alive and session.quits == 1
 
 
