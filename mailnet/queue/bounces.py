@@ -13,8 +13,8 @@ from twisted.internet import defer
 
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
-from mailnet.queue import dsn, schedule
-from mailnet.queue.outcomes import ACTIVE, FINAL, notifies
+from mailnet.queue import dsn, outcomes
+from mailnet.queue.outcomes import ACTIVE
 
 log = Logger()
 
@@ -54,26 +54,14 @@ class Bounces:
         now = self.clock.seconds()
         changed = False
         if env.sender:
-            failed = [r for r in item.recipients if r.status == "failed" and not r.reported]
-            if failed:
-                yield self._sendDSN(item, "failure", failed)
-                changed = True
-            succeeded = [r for r in item.recipients if r.status == "sent" and not r.reported]
-            if succeeded:
-                yield self._sendDSN(item, "success", succeeded)
-                changed = True
-            qconf = self.config.queue
-            delayed = [r for r in item.recipients if r.status == "delayed" and notifies(r, "DELAY")]
-            if delayed and schedule.delay_warning_due(now, env.arrival, qconf.delay_warning, env.delay_warned):
-                yield self._sendDSN(item, "delay", delayed)
-                env.delay_warned = True
+            for kind, rcpts in outcomes.dueReports(env, now, self.config.queue.delay_warning):
+                yield self._sendDSN(item, kind, rcpts)
+                if kind == "delay":
+                    env.delay_warned = True
                 changed = True
         else:
-            for r in item.recipients:
-                if r.status in FINAL and not r.reported:
-                    r.reported = True
-                    changed = True
-        if all(r.status in FINAL and r.reported for r in item.recipients):
+            changed = outcomes.markUnreportable(env)
+        if outcomes.isDone(env):
             log.debug("queue {id}: done, removed", id=item.id)
             yield self._remove(item)
             return
