@@ -44,7 +44,7 @@ class Bounces:
             return
         if item.jobs:
             if item.dirty:
-                yield self._save(item)
+                yield self.save(item)
             return
         if any(r.status in ACTIVE for r in item.recipients) and not self.spool.hasData(item.id):
             # The message went away under us: nothing to retry for days.
@@ -63,10 +63,10 @@ class Bounces:
             changed = outcomes.markUnreportable(env)
         if outcomes.isDone(env):
             log.debug("queue {id}: done, removed", id=item.id)
-            yield self._remove(item)
+            yield self.remove(item)
             return
         if changed or item.dirty:
-            yield self._save(item)
+            yield self.save(item)
 
     @defer.inlineCallbacks
     def _sendDSN(self, item, kind, rcpts):

@@ -227,9 +227,9 @@ class Outcomes:
         if item.jobs == 0:
             self._finishRound(item)
         elif item.dirty:
-            self._save(item)
+            self.save(item)
         if not item.deleted:
-            self._schedule(item)
+            self.schedule(item)
             self._arm()
 
 

@@ -37,8 +37,8 @@ The runner is split by job: this module holds its life (start, stop,
 loading, setting aside) and timing (the heap of due items, dispatch into
 jobs) and the item's files; :mod:`~mailnet.queue.workers` runs the jobs,
 :mod:`~mailnet.queue.outcomes` records their outcomes,
-:mod:`~mailnet.queue.bounces` sends the DSNs at the end of a round and
-:mod:`~mailnet.queue.admin` has the operator commands.
+:mod:`~mailnet.queue.bounces` sends the DSNs at the end of a round;
+:class:`~mailnet.queue.admin.QueueAdmin` runs the operator commands on it.
 
 Crash safety: an outcome is recorded after the peer's reply, so a crash
 between the reply and the fsync of the envelope means one more delivery
@@ -57,7 +57,6 @@ from twisted.internet import defer, threads
 
 from mailnet.auth import splitAddress
 from mailnet.logs import Logger
-from mailnet.queue.admin import Admin
 from mailnet.queue.bounces import Bounces
 from mailnet.queue.envelope import Envelope, EnvelopeError
 from mailnet.queue.outcomes import ACTIVE, Outcomes
@@ -96,7 +95,7 @@ class Item:
 
 
 
-class QueueRunner(Workers, Outcomes, Bounces, Admin):
+class QueueRunner(Workers, Outcomes, Bounces):
     """
     The scheduler.  Everything happens on the reactor thread; file writes go
     through ``runInThread``.
@@ -139,7 +138,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
         self._pumpAgain = False
         self._io = set()  # file work of removed items still running
         self._removing = set()  # ids of items whose files are being removed
-        self._unusable = {}  # id -> reason: bad items that could not be moved aside (logged once)
+        self.unusable = {}  # id -> reason: bad items that could not be moved aside (logged once)
         self.stats = collections.Counter()
 
     # -- Life cycle ----------------------------------------------------------
@@ -156,7 +155,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
             # A crash may have left final recipients unreported: report now.
             self._finishRound(item)
         log.info("queue: {n} items in the spool", n=len(self.items))
-        self._wake()
+        self.wake()
 
     @defer.inlineCallbacks
     def stop(self):
@@ -194,7 +193,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
             return None
         item = Item(envelope)
         self.items[item.id] = item
-        self._schedule(item)
+        self.schedule(item)
         return item
 
     def _setAside(self, queueId, error):
@@ -209,13 +208,13 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
         log.error("queue {id}: {reason}; {what} (see `mailnet queue list`)", id=queueId, reason=reason,
                   what="set aside in the spool's corrupt/ directory" if moved else "could not move it aside, left alone")
         if not moved:
-            self._unusable[queueId] = reason
+            self.unusable[queueId] = reason
 
     @defer.inlineCallbacks
     def _setAsideLoaded(self, item, reason):
         """An item already in memory that became unusable: written as it stands, then set aside."""
         if item.dirty:
-            yield self._save(item)
+            yield self.save(item)
         item.deleted = True
         self.items.pop(item.id, None)
         self._removing.add(item.id)
@@ -232,7 +231,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
         """
         found = 0
         for queueId in self.spool.ids():
-            if queueId not in self.items and queueId not in self._removing and queueId not in self._unusable:
+            if queueId not in self.items and queueId not in self._removing and queueId not in self.unusable:
                 if self._load(queueId) is not None:
                     found += 1
         if found:
@@ -242,7 +241,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
 
     def added(self, queueId):
         """Spool listener: a new item is durable."""
-        if self.stopping or queueId in self.items or queueId in self._unusable:
+        if self.stopping or queueId in self.items or queueId in self.unusable:
             return
         if self._load(queueId) is not None:
             self._arm()
@@ -261,7 +260,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
                  if r.status in ACTIVE and i not in item.inflight]
         return min(times) if times else None
 
-    def _schedule(self, item):
+    def schedule(self, item):
         """Make sure the heap has an entry for the item's next work (not later than it)."""
         t = self._earliest(item)
         if t is None:
@@ -286,7 +285,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
                 return
             self._timer.cancel()
         self._timerAt = at
-        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._wake)
+        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self.wake)
 
     def _destinationOf(self, address):
         domain = splitAddress(address)[1]
@@ -296,7 +295,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
             return SMARTHOST
         return domain or LOCAL
 
-    def _wake(self):
+    def wake(self):
         """Dispatch what is due, then sleep until the next due time."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()  # called directly (flush, release, start)
@@ -315,7 +314,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
             ready[queueId] = item
         for item in ready.values():
             self._dispatch(item, now)
-            self._schedule(item)
+            self.schedule(item)
         self._pump()
         self._arm()
 
@@ -336,7 +335,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
 
     # -- Files ----------------------------------------------------------------
 
-    def _save(self, item):
+    def save(self, item):
         """
         Write the item's envelope (serialized per item, coalesced).
         @return: Deferred firing once the state as of now is durable.
@@ -362,7 +361,7 @@ class QueueRunner(Workers, Outcomes, Bounces, Admin):
         item.chain.addCallback(lambda _: done.callback(None))
         return _follow(done)
 
-    def _remove(self, item):
+    def remove(self, item):
         item.deleted = True
         self.items.pop(item.id, None)
         self._removing.add(item.id)
