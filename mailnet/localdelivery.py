@@ -47,10 +47,7 @@ class LocalDelivery:
             # RFC 5321 s4.4: the final delivery adds Return-Path.
             delivery.write(b"Return-Path: <" + sender.encode("utf-8") + b">\r\n" + trace)
         except Exception:
-            try:
-                delivery.abort()
-            except Exception:
-                pass
+            _abortQuietly(delivery)
             raise
         self._delivery = delivery
         # The store's own method: SMTP calls this for every piece of a body.
@@ -99,11 +96,16 @@ def deliverFile(store, usernames, sender: str, openData, arrival=None):
             delivery.writeFile(f)
         yield delivery.commit(arrival)
     except Exception:
-        try:
-            delivery.abort()
-        except Exception:
-            pass
+        _abortQuietly(delivery)
         raise
+
+
+def _abortQuietly(delivery):
+    """Abort after a failure: the first exception is the one that counts."""
+    try:
+        delivery.abort()
+    except Exception:
+        pass
 
 
 def diskProblem(e) -> str | None:
