@@ -41,6 +41,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.internet.protocol import Factory
 
 from mailnet.logs import Logger
+from mailnet.queue.admin import QueueAdmin
 from mailnet.queue.envelope import EnvelopeError
 from mailnet.queue.spool import Spool, SpoolLock, problem, validId
 
@@ -114,39 +115,39 @@ class ControlFactory(Factory):
     noisy = False
 
     def __init__(self, runner):
-        self.runner = runner
+        self.admin = QueueAdmin(runner)
 
     @defer.inlineCallbacks
     def handle(self, command, queueId):
-        runner = self.runner
+        admin = self.admin
         if command not in COMMANDS:
             raise AdminError(f"unknown command {command!r}")
         if command in NEEDS_ID and not queueId:
             raise AdminError(f"{command}: which item?")
         if queueId is not None and not validId(queueId):
             raise AdminError(f"no queue item {queueId}")
-        runner.rescan()  # items another program put in the spool count too
-        corrupt = dict(runner.corrupt())
+        admin.rescan()  # items another program put in the spool count too
+        corrupt = dict(admin.corrupt())
         if command == "list":
-            return [e.toDict() for e in runner.list()] + [{"id": i, "corrupt": r} for i, r in corrupt.items()]
-        if queueId in corrupt and queueId not in runner.items:
+            return [e.toDict() for e in admin.list()] + [{"id": i, "corrupt": r} for i, r in corrupt.items()]
+        if queueId in corrupt and not admin.isLoaded(queueId):
             if command == "delete":
-                runner.spool.removeCorrupt(queueId)
+                admin.spool.removeCorrupt(queueId)
                 log.info("queue {id}: set-aside item deleted by the operator", id=queueId)
                 return {"server": True}
             raise AdminError(f"{queueId} is corrupt and set aside: {corrupt[queueId]}")
-        item = runner.get(queueId) if queueId else None
+        item = admin.get(queueId) if queueId else None
         if command == "show":
-            return {"envelope": item.envelope.toDict(), "header": readHeader(runner.spool, queueId), "server": True}
+            return {"envelope": item.envelope.toDict(), "header": readHeader(admin.spool, queueId), "server": True}
         if command == "flush":
-            count = runner.flush(queueId)
+            count = admin.flush(queueId)
             return {"recipients": count, "server": True}
         if command == "delete":
-            yield runner.delete(queueId)
+            yield admin.delete(queueId)
         elif command == "hold":
-            yield runner.hold(queueId)
+            yield admin.hold(queueId)
         elif command == "release":
-            yield runner.release(queueId)
+            yield admin.release(queueId)
         return {"server": True}
 
 

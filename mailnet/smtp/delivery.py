@@ -19,19 +19,18 @@ Failure rules:
 from __future__ import annotations
 
 import email.utils
-import errno
 import secrets
 import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from mailnet.errors import DeliveryError
+from mailnet.localdelivery import LocalDelivery, diskProblem, storeFailure
 from mailnet.logs import Logger
 from mailnet.queue.spool import newQueueId
-from mailnet.smtp import parser, replies
-from mailnet.smtp.errors import DeliveryError, temporaryFailure
+from mailnet.smtp import parser
 from mailnet.smtp.replies import Reply
-from mailnet.store.interfaces import INBOX, StorageFull, TemporaryStoreError
 
 log = Logger()
 
@@ -170,11 +169,7 @@ class MessageDelivery:
         trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)
         try:
             if local:
-                self._store = context.store.newDelivery()
-                for user in local:
-                    self._store.addRecipient(user, INBOX)
-                # RFC 5321 s4.4: the final delivery adds Return-Path
-                self._store.write(b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\n" + trace)
+                self._store = LocalDelivery(context.store, local, envelope.sender, trace)
             if self.remote:
                 self._spool = context.spool.newMessage(
                     envelope.sender, self.remote, envid=envelope.envid, ret=envelope.ret,
@@ -190,25 +185,16 @@ class MessageDelivery:
         if self.failure is None:
             if isinstance(exception, DeliveryError):
                 self.failure = exception
-            elif isinstance(exception, (OSError, TemporaryStoreError)):
-                # The disk failed, not the code: one line (no path, no
-                # traceback).  A full disk is 452 4.3.1 (RFC 3463 X.3.1
-                # "mail system full"), the rest 451 4.3.0.
-                if isinstance(exception, OSError):
-                    text = errno.errorcode.get(exception.errno, "") + f" ({exception.strerror or type(exception).__name__})"
-                    full = exception.errno in (errno.ENOSPC, errno.EDQUOT)
-                else:
-                    text, full = str(exception), isinstance(exception, StorageFull)
-                log.error("message {id}: error {when} it: {error}", id=self.id, when=when, error=text.strip())
-                if full:
-                    reply = replies.MAIL_SYSTEM_FULL
-                    self.failure = DeliveryError(reply.code, reply.enhanced, reply.lines[0])
-                else:
-                    self.failure = temporaryFailure()
             else:
-                log.failure("message {id}: error {when} it: {error}", failure, id=self.id, when=when,
-                            error=exception)
-                self.failure = temporaryFailure()
+                # The disk failed, not the code: one line (no path, no
+                # traceback).  Anything else is a bug: with its traceback.
+                text = diskProblem(exception)
+                if text is not None:
+                    log.error("message {id}: error {when} it: {error}", id=self.id, when=when, error=text)
+                else:
+                    log.failure("message {id}: error {when} it: {error}", failure, id=self.id, when=when,
+                                error=exception)
+                self.failure = storeFailure(exception)
         self.abort()
 
     def write(self, data: bytes):
@@ -274,12 +260,7 @@ class MessageDelivery:
             self.write(self._missingHeaders())
         store, self._store = self._store, None
         if self.failure is None and store is not None:
-            try:
-                d = store.commit()
-            except Exception as e:
-                self._fail(e, "storing")
-            else:
-                return d.addCallbacks(self._commitSpool, self._storeFailed)
+            return store.commit().addCallbacks(self._commitSpool, self._storeFailed)
         result = self._commitSpool(None)
         return result if isinstance(result, defer.Deferred) else defer.succeed(result)
 

@@ -13,7 +13,8 @@ from twisted.internet import defer, task
 
 from mailnet import auth, config as configmod
 from mailnet.errors import DeliveryError
-from mailnet.queue import scheduler as schedmod
+from mailnet.queue import workers
+from mailnet.queue.admin import QueueAdmin
 from mailnet.queue.scheduler import QueueRunner
 from mailnet.queue.spool import Spool
 from tests.queue.fakes import FakeConnector, MemoryStore, refused, seeded
@@ -49,6 +50,7 @@ class Env:
     def start(self):
         self.runner = QueueRunner(self.spool, self.config, self.clock, self.connector, directory=self.directory,
                                   store=self.store, rng=seeded(), runInThread=sync)
+        self.admin = QueueAdmin(self.runner)
         self.runner.start()
         self.settle()
         return self.runner
@@ -160,7 +162,7 @@ def test_idle_session_reused_then_closed(make):
     assert env.connector.connects == ["remote.test"]  # reused within IDLE_SECONDS
     [session] = env.connector.sessions
     assert session.alive
-    env.clock.advance(schedmod.IDLE_SECONDS + 0.1)
+    env.clock.advance(workers.IDLE_SECONDS + 0.1)
     assert not session.alive and session.quits == 1
 
 
@@ -497,7 +499,7 @@ def test_corrupt_envelope_is_set_aside_and_the_rest_delivered(make, kind):
     assert [m[2] for m in env.connector.messages] == [["good@remote.test"]]
     assert env.spool.ids() == []
     assert sorted(os.listdir(env.spool.corruptDir)) == [f"{bad}.json", f"{bad}.msg", f"{bad}.reason"]
-    [(qid, reason)] = env.runner.corrupt()
+    [(qid, reason)] = env.admin.corrupt()
     assert qid == bad and reason
     env.runner.rescan()  # never loaded (or logged) again
     assert env.runner.stats["corrupt"] == 1
@@ -510,7 +512,7 @@ def test_item_without_message_file_is_set_aside_not_retried(make):
     env.start()
     env.advance(3600)
     assert env.connector.messages == []
-    assert env.runner.corrupt() == [(qid, "the message file (.msg) is missing")]
+    assert env.admin.corrupt() == [(qid, "the message file (.msg) is missing")]
     assert not env.spool.exists(qid)
 
 
@@ -525,7 +527,7 @@ def test_message_file_gone_after_loading_is_set_aside_not_retried(make):
     env.store.failWith = None
     os.unlink(env.spool.dataPath(qid))
     env.advance(400)
-    assert env.runner.corrupt() == [(qid, "the message file (.msg) is missing")]
+    assert env.admin.corrupt() == [(qid, "the message file (.msg) is missing")]
     assert env.runner.items == {} and not env.spool.exists(qid)
     assert os.path.exists(os.path.join(env.spool.corruptDir, qid + ".json"))
     attempts = env.runner.stats["deferred"]
@@ -544,10 +546,10 @@ def test_item_added_later_with_bad_envelope_is_set_aside(make):
     with open(env.spool.envelopePath(qid), "w") as f:
         json.dump({"version": 1, "sender": "a@example.test", "arrival": START, "recipients": [{"address": 5}]}, f)
     env.runner.added(qid)
-    assert env.runner.flush() == 0
+    assert env.admin.flush() == 0
     env.settle()
     assert env.connector.messages == [] and env.runner.items == {}
-    assert env.runner.corrupt() == [(qid, 'recipient 1: "address" is int, not a string')]
+    assert env.admin.corrupt() == [(qid, 'recipient 1: "address" is int, not a string')]
 
 
 # -- Operator commands ---------------------------------------------------------------------
@@ -557,22 +559,22 @@ def test_hold_release_flush_delete(make):
     env = make(script=lambda a: DeliveryError(451, "4.0.0", "later", True, None))
     env.start()
     qid = env.queue()
-    env.runner.hold(qid)
+    env.admin.hold(qid)
     assert env.envelope(qid).held is True
     env.advance(3600)
     assert len(env.connector.messages) == 1  # held: no retry
-    assert env.runner.flush() == 0
-    env.runner.release(qid)
+    assert env.admin.flush() == 0
+    env.admin.release(qid)
     assert env.envelope(qid).held is False
     env.settle()
     assert len(env.connector.messages) == 2  # overdue while held: goes at release
-    assert env.runner.flush(qid) == 1
+    assert env.admin.flush(qid) == 1
     env.settle()
     assert len(env.connector.messages) == 3
-    env.runner.delete(qid)
+    env.admin.delete(qid)
     assert not env.spool.exists(qid) and qid not in env.runner.items
     with pytest.raises(KeyError):
-        env.runner.get(qid)
+        env.admin.get(qid)
 
 
 def test_delete_while_in_flight(make):
@@ -580,7 +582,7 @@ def test_delete_while_in_flight(make):
     env.start()
     qid = env.queue()
     assert env.runner.items[qid].inflight
-    env.runner.delete(qid)
+    env.admin.delete(qid)
     env.advance(10, step=1)
     assert not env.spool.exists(qid)
     assert env.dsns() == []

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailnet.smtp.errors import DeliveryError, temporaryFailure
+from mailnet.errors import DeliveryError, temporaryFailure
 
 
 def test_temporary_and_permanent():
@@ -29,6 +29,7 @@ def test_from_reply(code, text, expected):
 
 
 def test_one_type_for_smtp_and_queue():
-    import mailnet.errors
+    import mailnet.localdelivery
+    import mailnet.smtp.delivery
 
-    assert DeliveryError is mailnet.errors.DeliveryError
+    assert mailnet.smtp.delivery.DeliveryError is DeliveryError is mailnet.localdelivery.DeliveryError
