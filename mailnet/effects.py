@@ -166,6 +166,19 @@ class EffectRunner:
         d.addErrback(self._failed)
         return d.addCallback(self.resume)
 
+    def waitFor(self, effect, d):
+        """
+        A long effect whose outcome ``d`` fires with: the session's
+        ``completed(effect, outcome)`` says what follows (nothing once the
+        client has gone).
+        """
+        return self.wait(d.addCallback(self._outcome, effect))
+
+    def _outcome(self, outcome, effect):
+        if self.stopped:
+            return []
+        return self.session.completed(effect, outcome)
+
     def _failed(self, failure):
         if self.stopped:
             return []  # the client went away mid-effect; nothing to say
@@ -200,10 +213,7 @@ class EffectRunner:
         self.startTLS()
 
     def runLogin(self, effect):
-        session = self.session
-        d = self.login(effect)
-        d.addCallback(lambda outcome: [] if outcome is None else session.completed(effect, outcome))
-        self.wait(d)
+        self.waitFor(effect, self.login(effect))
 
     @defer.inlineCallbacks
     def login(self, effect):
@@ -227,6 +237,9 @@ class EffectRunner:
             # Too many logins waiting, or the password was fine but the
             # account could not be opened (logged by the sequence).
             return LoginError(temporary=True)
+        if self.stopped:
+            logout()  # the client has gone meanwhile: give the account back
+            return None
         return LoginOk(avatar, logout)
 
 

@@ -17,14 +17,14 @@ def sent(actions):
 
 def session(**kw):
     kw.setdefault("tlsAvailable", True)
-    return p.Session(p.Policy(**kw))
+    return p.POP3Session(p.POP3Settings(**kw))
 
 
 def loggedIn(entries=((1, 100), (2, 200), (5, 50)), uidValidity=7, **kw):
     s = session(secure=True, **kw)
     s.receive(b"USER alice@example.test")
     [auth] = s.receive(b"PASS pw")
-    assert isinstance(auth, p.Authenticate)
+    assert isinstance(auth, p.Login)
     s.loginDone("alice@example.test", p.Maildrop(entries, uidValidity))
     return s
 
