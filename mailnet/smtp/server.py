@@ -1,6 +1,6 @@
 """
 The Twisted side of the SMTP server: a thin protocol that feeds bytes to a
-:class:`~mailnet.smtp.session.Session` and runs the effects it returns
+:class:`~mailnet.smtp.session.SMTPSession` and runs the effects it returns
 (replies, TLS, the login, deliveries), plus the timeouts and deadlines.
 
 Plugged in by :func:`makeService` (an :class:`SMTPService`, see
@@ -28,7 +28,7 @@ from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
 from mailnet.smtp.replies import Reply
 from mailnet.smtp.session import (CLOSED, SMTP, SUBMISSIONS, AbortMessage, CommitMessage, MessageData, OpenMessage,
-                                  Session, Settings)
+                                  SMTPSession, SMTPSettings)
 
 log = Logger()
 
@@ -76,7 +76,7 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
     def connectionMade(self):
         self.peer = net.peerHost(self.transport)
         implicit = self.factory.listener == SUBMISSIONS
-        self.session = Session(self.settings, self.context.directory, self.peer, tls=implicit)
+        self.session = SMTPSession(self.settings, self.context.directory, self.peer, tls=implicit)
         if self.factory.debug:
             self.session.trace = self._trace
             log.debug("smtp {listener}: connection from {peer}", listener=self.factory.listener, peer=self.peer)
@@ -277,7 +277,7 @@ class SMTPFactory(protocol.Factory):
     def __init__(self, context, listener):
         self.context = context
         self.listener = listener
-        self.settings = Settings.fromContext(context, listener)
+        self.settings = SMTPSettings.fromContext(context, listener)
         self.sessions = set()
         self.debug = logs._predicate.logLevelForNamespace(__name__) <= LogLevel.debug
 

@@ -82,10 +82,11 @@ class CommitMessage(Effect):
 _START_TLS = StartTLS()
 _CLOSE = Close()
 _ABORT = AbortMessage()
+_COMMIT = CommitMessage()
 
 
 @dataclasses.dataclass
-class Settings:
+class SMTPSettings:
     """
     What a session needs to know of the server and its limits.
 
@@ -131,7 +132,7 @@ class Settings:
 
 
 @dataclasses.dataclass(slots=True)
-class Recipient:
+class AcceptedRecipient:
     """
     One accepted RCPT.
 
@@ -152,7 +153,7 @@ class Recipient:
 
 
 @dataclasses.dataclass(slots=True)
-class Envelope:
+class IncomingEnvelope:
     """One mail transaction: what the store and the spool are told."""
 
     sender: str  # "" for the null reverse-path
@@ -173,7 +174,7 @@ class Envelope:
     senderVerified: bool = False
 
 
-class Session:
+class SMTPSession:
     """
     One SMTP connection's state.
 
@@ -184,7 +185,7 @@ class Session:
     # protocol's debug log of the dialogue.
     trace = None
 
-    def __init__(self, settings: Settings, directory, peer: str = "unknown", tls: bool = False):
+    def __init__(self, settings: SMTPSettings, directory, peer: str = "unknown", tls: bool = False):
         self.settings = settings
         self.directory = directory
         self._out = []  # effects not yet handed to the runner
@@ -330,7 +331,7 @@ class Session:
         if self._inMessage:
             self._inMessage = False
             self._emit(_ABORT)
-        self.mail = None  # Envelope once MAIL is accepted
+        self.mail = None  # IncomingEnvelope once MAIL is accepted
         self._reader = None
 
     def _close(self, reply):
@@ -432,11 +433,11 @@ class Session:
             self.trace(text)
         try:
             command = parser.parseCommand(line)
-            handler = getattr(self, "do_" + command.verb, None)
-            if handler is None:
+            method = COMMANDS.get(command.verb)
+            if method is None:
                 self._error(replies.UNRECOGNIZED)
                 return
-            handler(command.arg)
+            method(self, command.arg)
         except ParseError as e:
             self._error(e.reply)
 
@@ -464,44 +465,44 @@ class Session:
         # RFC 4954 s4 / RFC 8314: passwords only over TLS unless configured
         return self.tls or self.settings.allowPlaintext
 
-    def do_EHLO(self, arg):
+    def cmdEhlo(self, arg):
         helo = parser.parseHelo(arg)
         self._resetTransaction()  # RFC 5321 s4.1.4: EHLO also resets
         self.helo, self.esmtp = helo, True
         self._emit(self._ehloReply(helo))
 
-    def do_HELO(self, arg):
+    def cmdHelo(self, arg):
         helo = parser.parseHelo(arg)
         self._resetTransaction()
         self.helo, self.esmtp = helo, False
         self._emit(Reply(250, "", f"{self.settings.hostname} greets {helo}"))
 
-    def do_NOOP(self, arg):
+    def cmdNoop(self, arg):
         self._emit(replies.OK)
 
-    def do_HELP(self, arg):
+    def cmdHelp(self, arg):
         self._emit(replies.HELP)
 
-    def do_RSET(self, arg):
+    def cmdRset(self, arg):
         if arg:
             raise ParseError(replies.SYNTAX)
         self._resetTransaction()
         self._emit(replies.RESET_OK)
 
-    def do_QUIT(self, arg):
+    def cmdQuit(self, arg):
         self._close(replies.BYE)
 
-    def do_VRFY(self, arg):
+    def cmdVrfy(self, arg):
         # RFC 5321 s3.5.3: 252 when we will not verify (off, against harvesting)
         if not arg:
             raise ParseError(replies.SYNTAX)
         self._emit(replies.VRFY_CANNOT)
 
-    def do_EXPN(self, arg):
+    def cmdExpn(self, arg):
         # RFC 5321 s3.5.2: EXPN may be disabled (502)
         self._error(replies.NOT_IMPLEMENTED)
 
-    def do_STARTTLS(self, arg):
+    def cmdStartTLS(self, arg):
         if arg:
             raise ParseError(replies.SYNTAX)
         if self.tls:
@@ -520,7 +521,7 @@ class Session:
         self.tls = True
         self._emit(_START_TLS)
 
-    def do_AUTH(self, arg):
+    def cmdAuth(self, arg):
         if self.helo is None or not self.esmtp:
             # RFC 4954 s4: AUTH follows EHLO
             self._error(replies.NEED_HELO.withText("Send EHLO first"))
@@ -615,7 +616,7 @@ class Session:
             return replies.NEED_TLS
         return replies.NEED_AUTH
 
-    def do_MAIL(self, arg):
+    def cmdMail(self, arg):
         if self.helo is None:
             self._error(replies.NEED_HELO)
             return
@@ -641,14 +642,14 @@ class Session:
         if self.user is not None and address and not self.directory.mayUseSender(self.user, address):
             self._error(replies.SENDER_NOT_OWNED.withText(f"<{address}>: sender address not owned by {self.user}"))
             return
-        self.mail = Envelope(
+        self.mail = IncomingEnvelope(
             sender=address, recipients=[], helo=self.helo, peer=self.peer, tls=self.tls, auth=self.user,
             esmtp=self.esmtp, smtputf8=params.smtputf8, body=params.body, size=params.size,
             ret=params.ret, envid=params.envid,
         )
         self._emit(replies.SENDER_OK)
 
-    def do_RCPT(self, arg):
+    def cmdRcpt(self, arg):
         mail = self.mail
         if mail is None:
             self._error(replies.NEED_MAIL)
@@ -679,11 +680,11 @@ class Session:
             return
         else:
             local, remote = [], [address]
-        mail.recipients.append(Recipient(
+        mail.recipients.append(AcceptedRecipient(
             address, params.orcpt if params else None, params.notify if params else None, local, remote))
         self._emit(replies.RECIPIENT_OK)
 
-    def do_DATA(self, arg):
+    def cmdData(self, arg):
         if arg:
             raise ParseError(replies.SYNTAX)
         if self.mail is None:
@@ -721,9 +722,9 @@ class Session:
         self._inMessage = False
         self._reader = None
         self.waiting = True
-        self._emit(CommitMessage())
+        self._emit(_COMMIT)
 
-    def do_BDAT(self, arg):
+    def cmdBdat(self, arg):
         size, last = parser.parseBdat(arg)
         if size > self.settings.maxSize + BDAT_SLACK:
             # Reading (and dropping) a chunk that can never be accepted would
@@ -767,3 +768,23 @@ class Session:
             self._commit()
         else:
             self._emit(Reply(250, "2.0.0", f"{reader.size} octets received"))
+
+
+# The commands: verb -> SMTPSession method (each checks the state it needs
+# and gives the reply RFC 5321 names for the wrong one).
+COMMANDS = {
+    "EHLO": SMTPSession.cmdEhlo,
+    "HELO": SMTPSession.cmdHelo,
+    "NOOP": SMTPSession.cmdNoop,
+    "HELP": SMTPSession.cmdHelp,
+    "RSET": SMTPSession.cmdRset,
+    "QUIT": SMTPSession.cmdQuit,
+    "VRFY": SMTPSession.cmdVrfy,
+    "EXPN": SMTPSession.cmdExpn,
+    "STARTTLS": SMTPSession.cmdStartTLS,
+    "AUTH": SMTPSession.cmdAuth,
+    "MAIL": SMTPSession.cmdMail,
+    "RCPT": SMTPSession.cmdRcpt,
+    "DATA": SMTPSession.cmdData,
+    "BDAT": SMTPSession.cmdBdat,
+}

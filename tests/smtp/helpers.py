@@ -9,7 +9,7 @@ from mailnet import auth
 from mailnet.auth import AuthenticatedUser
 from mailnet.effects import Close, Login, LoginError, LoginOk, StartTLS
 from mailnet.smtp.replies import Reply
-from mailnet.smtp.session import AbortMessage, CommitMessage, MessageData, OpenMessage, Session, Settings
+from mailnet.smtp.session import AbortMessage, CommitMessage, MessageData, OpenMessage, SMTPSession, SMTPSettings
 
 
 def makeDirectory(tmp_path, users=("alice@example.test", "bob@example.test"), aliases=None, domains=("example.test",)):
@@ -113,8 +113,8 @@ class Driven:
 
 def makeSession(tmp_path, tls=False, role="smtp", recorder=None, directory=None, **settings):
     recorder = recorder or Recorder()
-    s = Settings(hostname="mx.example.test", role=role, postmasterDomain="example.test", **settings)
-    session = Session(s, directory or makeDirectory(tmp_path), peer="192.0.2.1", tls=tls)
+    s = SMTPSettings(hostname="mx.example.test", role=role, postmasterDomain="example.test", **settings)
+    session = SMTPSession(s, directory or makeDirectory(tmp_path), peer="192.0.2.1", tls=tls)
     recorder.session = session
     driven = Driven(session, recorder)
     driven.start()
