@@ -95,9 +95,9 @@ def test_pump_is_reentrancy_safe():
     # pump from inside the running loop: no second loop, order kept.
     w = Wait()
     w.d.callback([Send(b"now")])
-    r = Runner([[w], [Send(b"next")]])
+    r = Runner([[w, Send(b"rest of the first")], [Send(b"next")]])
     r.pump()
-    assert r.out == [b"now", b"next"]
+    assert r.out == [b"now", b"rest of the first", b"next"]
 
 
 def test_a_failed_long_effect_is_an_internal_error():
