@@ -398,8 +398,8 @@ class POP3Session:
     RFC 2449 s6.6 PIPELINING).
     """
 
-    def __init__(self, policy: POP3Settings):
-        self.policy = policy
+    def __init__(self, settings: POP3Settings):
+        self.settings = settings
         self.state = State.AUTHORIZATION
         self.user: str | None = None  # from USER, waiting for PASS
         self.saslPending = False  # waiting for the answer to "+ "
@@ -411,21 +411,21 @@ class POP3Session:
 
     @property
     def lineLimit(self) -> int:
-        return max(MAX_SASL_LINE, self.policy.maxLine) if self.saslPending else self.policy.maxLine
+        return max(MAX_SASL_LINE, self.settings.maxLine) if self.saslPending else self.settings.maxLine
 
     @property
     def secure(self) -> bool:
-        return self.policy.secure
+        return self.settings.secure
 
     @property
     def mayLogin(self) -> bool:
         """RFC 2595 s2.1 / [auth] allow_plaintext: passwords only over TLS."""
-        return self.policy.secure or self.policy.allowPlaintext
+        return self.settings.secure or self.settings.allowPlaintext
 
     def greeting(self) -> bytes:
         # RFC 1939 s4: the greeting is a positive response.  No APOP
         # timestamp: APOP is not offered.
-        return ok(f"{self.policy.hostname} POP3 server ready")
+        return ok(f"{self.settings.hostname} POP3 server ready")
 
     def capabilities(self) -> list[bytes]:
         """RFC 2449 s5/s6 CAPA (the same list in both states, s5)."""
@@ -434,9 +434,9 @@ class POP3Session:
             caps += [b"USER", b"SASL PLAIN"]
         caps += [b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
         # RFC 2595 s4: STLS is not announced once TLS is on.
-        if not self.policy.secure and self.policy.tlsAvailable:
+        if not self.settings.secure and self.settings.tlsAvailable:
             caps.append(b"STLS")
-        caps.append(b"IMPLEMENTATION " + self.policy.implementation.encode())
+        caps.append(b"IMPLEMENTATION " + self.settings.implementation.encode())
         return caps
 
     # Input
@@ -445,7 +445,7 @@ class POP3Session:
         if self.saslPending:
             self.saslPending = False
             return [Send(err("Authentication response too long; authentication cancelled"))]
-        return [Send(err(f"Command line too long (limit {self.policy.maxLine} octets, RFC 2449 s4)"))]
+        return [Send(err(f"Command line too long (limit {self.settings.maxLine} octets, RFC 2449 s4)"))]
 
     def receive(self, line: bytes) -> list[Effect]:
         if self.state in (State.UPDATE, State.CLOSED):
@@ -497,9 +497,9 @@ class POP3Session:
     def cmdStls(self, command):
         if self.state is State.TRANSACTION:
             return [Send(err("STLS is only allowed before login"))]
-        if self.policy.secure:
+        if self.settings.secure:
             return [Send(err("TLS is already active"))]
-        if not self.policy.tlsAvailable:
+        if not self.settings.tlsAvailable:
             return [Send(err("TLS is not available"))]
         if command.args:
             return [Send(err("STLS takes no argument"))]
@@ -511,7 +511,7 @@ class POP3Session:
         (the USER name, a pending SASL exchange).  The caller has already
         dropped the buffered input.
         """
-        self.policy = dataclasses.replace(self.policy, secure=True)
+        self.settings = dataclasses.replace(self.settings, secure=True)
         self.user = None
         self.saslPending = False
         self.state = State.AUTHORIZATION
@@ -626,7 +626,7 @@ class POP3Session:
         if reason == "temp":
             return [Send(err("Cannot open the mailbox now; try again later", "SYS/TEMP"))]
         self.authFailures += 1
-        if self.authFailures >= self.policy.maxAuthFailures:
+        if self.authFailures >= self.settings.maxAuthFailures:
             self.state = State.CLOSED
             return [Send(err("Authentication failed; too many failures, closing the connection", "AUTH")), Close()]
         # RFC 3206 s4 / RFC 5034 s6: [AUTH] when the credentials are wrong.

@@ -122,7 +122,7 @@ def test_passwords_refused_before_tls():
 
 def test_stls_forgets_user():
     s = session()
-    s.policy.allowPlaintext = True
+    s.settings.allowPlaintext = True
     s.receive(b"USER alice")
     s.receive(b"STLS")
     s.tlsStarted()
