@@ -1,21 +1,23 @@
 """
-POP3 without I/O: command lines in, replies and actions out.
+POP3 without I/O: command lines in, replies and effects out.
 
 * :class:`LineBuffer` cuts the byte stream into lines and spots overlong ones.
 * :func:`parseCommand` turns one line into a :class:`Command`.
 * :class:`Maildrop` is the message list snapshot taken at login and the
   deletion marks (RFC 1939 s5, s6).
-* :class:`Session` is the state machine (AUTHORIZATION, TRANSACTION, UPDATE).
-  It answers what it can by itself and hands what needs I/O (checking a
-  password, opening the maildrop, sending a message, removing messages,
-  starting TLS) to the caller as :class:`Action` objects; the caller reports
-  the outcome back through the ``*Done``/``*Failed`` methods, which return
-  more actions.
+* :class:`POP3Session` is the state machine (AUTHORIZATION, TRANSACTION,
+  UPDATE).  It answers what it can by itself and hands what needs I/O
+  (checking a password, opening the maildrop, sending a message, removing
+  messages, starting TLS) to the runner as effects (the shared ones of
+  :mod:`mailnet.effects` plus :class:`OpenMaildrop`, :class:`Retrieve`,
+  :class:`Update`); the runner reports the outcome of a long one through
+  :meth:`POP3Session.completed`, which returns more effects.  Commands are
+  dispatched through one table, :data:`COMMANDS`, to ``cmdX`` methods.
 * :class:`DotStuffer` and :func:`topChunks` produce the body of RETR and TOP
   responses in chunks, so that a message is never held in memory whole.
 
-The Twisted protocol in :mod:`mailnet.pop3.server` only moves bytes and runs
-the actions.
+The effects are run by :mod:`mailnet.pop3.runner`; the Twisted protocol in
+:mod:`mailnet.pop3.server` only moves bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ import binascii
 import dataclasses
 import enum
 import re
+
+from mailnet.effects import Close, Effect, Login, LoginError, LoginOk, Send, StartTLS
+
+__all__ = ["Close", "Effect", "Login", "LoginError", "LoginOk", "Send", "StartTLS"]  # used through this module too
 
 CRLF = b"\r\n"
 
@@ -308,56 +314,33 @@ class Maildrop:
         return sorted(self.entries[n - 1].uid for n in self.deleted if n not in self.gone)
 
 
-# Actions the caller runs
+# Effects: the shared ones (mailnet.effects) and POP3's own
 
 
-class Action:
-    """Something for the I/O layer to do."""
-
-
-@dataclasses.dataclass
-class Send(Action):
-    data: bytes
-
-
-@dataclasses.dataclass
-class Close(Action):
-    """Close the connection once everything before it is written."""
-
-
-@dataclasses.dataclass
-class StartTLS(Action):
+@dataclasses.dataclass(slots=True)
+class OpenMaildrop(Effect):
     """
-    ``+OK`` has been queued: drop everything the client sent after STLS,
-    start TLS, then call :meth:`Session.tlsStarted`.
-    """
-
-
-@dataclasses.dataclass
-class Authenticate(Action):
-    """
-    Check credentials; if good, lock and open the maildrop; then call
-    :meth:`Session.loginDone` or :meth:`Session.loginFailed`.
-
-    @ivar authzid: the SASL authorization identity ("" if none); the login
-        fails unless it is empty or names the same user.
+    After a good login: take the per-user maildrop lock, open INBOX as a
+    snapshot; the outcome goes to :meth:`POP3Session.completed`: a
+    :class:`Maildrop`, ``"in-use"`` (another POP3 session holds the lock) or
+    ``"temp"`` (the store failed).  The runner gives the account back
+    (``logout``) when it does not keep it.
     """
 
     username: str
-    password: bytes
-    authzid: str = ""
-
-    def __repr__(self):  # never show the password
-        return f"Authenticate(username={self.username!r}, password=<hidden>)"
+    account: object
+    logout: object
 
 
-@dataclasses.dataclass
-class Retrieve(Action):
+@dataclasses.dataclass(slots=True)
+class Retrieve(Effect):
     """
     Send message ``number`` (store ``uid``): open it, then either call
-    :meth:`Session.retrieveFailed` (gone) or send ``header`` and the
+    :meth:`POP3Session.retrieveFailed` (gone) or send ``header`` and the
     dot-stuffed message (all of it, or for TOP the header section and
-    ``bodyLines`` lines of the body) and the terminating ``.``.
+    ``bodyLines`` lines of the body) and the terminating ``.``.  The
+    streaming and the ``\\Seen`` flag of a retrieved message are the
+    runner's business.
     """
 
     number: int
@@ -370,11 +353,11 @@ class Retrieve(Action):
         return self.bodyLines is None
 
 
-@dataclasses.dataclass
-class Update(Action):
+@dataclasses.dataclass(slots=True)
+class Update(Effect):
     """
     RFC 1939 s6: the UPDATE state.  Remove ``uids`` durably, then call
-    :meth:`Session.updateDone`.
+    :meth:`POP3Session.updateDone` with the count removed (None: failed).
     """
 
     uids: list
@@ -384,7 +367,7 @@ class Update(Action):
 
 
 @dataclasses.dataclass
-class Policy:
+class POP3Settings:
     """
     What a session may offer.
 
@@ -405,18 +388,18 @@ class Policy:
     maxLine: int = MAX_COMMAND_LINE
 
 
-class Session:
+class POP3Session:
     """
     One POP3 session's state machine.
 
-    ``receive(line)`` and the completion methods return lists of
-    :class:`Action`.  While an action other than Send/Close is outstanding
-    the caller must not feed more lines (commands are handled strictly in
-    order: RFC 2449 s6.6 PIPELINING).
+    ``receive(line)`` and :meth:`completed` return lists of effects.  While
+    a long effect (Login, OpenMaildrop, Retrieve, Update) is outstanding the
+    runner feeds no more lines (commands are handled strictly in order:
+    RFC 2449 s6.6 PIPELINING).
     """
 
-    def __init__(self, policy: Policy):
-        self.policy = policy
+    def __init__(self, settings: POP3Settings):
+        self.settings = settings
         self.state = State.AUTHORIZATION
         self.user: str | None = None  # from USER, waiting for PASS
         self.saslPending = False  # waiting for the answer to "+ "
@@ -428,21 +411,21 @@ class Session:
 
     @property
     def lineLimit(self) -> int:
-        return max(MAX_SASL_LINE, self.policy.maxLine) if self.saslPending else self.policy.maxLine
+        return max(MAX_SASL_LINE, self.settings.maxLine) if self.saslPending else self.settings.maxLine
 
     @property
     def secure(self) -> bool:
-        return self.policy.secure
+        return self.settings.secure
 
     @property
     def mayLogin(self) -> bool:
         """RFC 2595 s2.1 / [auth] allow_plaintext: passwords only over TLS."""
-        return self.policy.secure or self.policy.allowPlaintext
+        return self.settings.secure or self.settings.allowPlaintext
 
     def greeting(self) -> bytes:
         # RFC 1939 s4: the greeting is a positive response.  No APOP
         # timestamp: APOP is not offered.
-        return ok(f"{self.policy.hostname} POP3 server ready")
+        return ok(f"{self.settings.hostname} POP3 server ready")
 
     def capabilities(self) -> list[bytes]:
         """RFC 2449 s5/s6 CAPA (the same list in both states, s5)."""
@@ -451,20 +434,20 @@ class Session:
             caps += [b"USER", b"SASL PLAIN"]
         caps += [b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
         # RFC 2595 s4: STLS is not announced once TLS is on.
-        if not self.policy.secure and self.policy.tlsAvailable:
+        if not self.settings.secure and self.settings.tlsAvailable:
             caps.append(b"STLS")
-        caps.append(b"IMPLEMENTATION " + self.policy.implementation.encode())
+        caps.append(b"IMPLEMENTATION " + self.settings.implementation.encode())
         return caps
 
     # Input
 
-    def overlong(self) -> list[Action]:
+    def overlong(self) -> list[Effect]:
         if self.saslPending:
             self.saslPending = False
             return [Send(err("Authentication response too long; authentication cancelled"))]
-        return [Send(err(f"Command line too long (limit {self.policy.maxLine} octets, RFC 2449 s4)"))]
+        return [Send(err(f"Command line too long (limit {self.settings.maxLine} octets, RFC 2449 s4)"))]
 
-    def receive(self, line: bytes) -> list[Action]:
+    def receive(self, line: bytes) -> list[Effect]:
         if self.state in (State.UPDATE, State.CLOSED):
             return []
         if self.saslPending:
@@ -473,18 +456,15 @@ class Session:
             command = parseCommand(line)
         except CommandError as e:
             return [Send(err(str(e)))]
-        if self.state is State.AUTHORIZATION:
-            handler = getattr(self, "auth_" + command.name, None)
-        else:
-            handler = getattr(self, "trans_" + command.name, None)
-        if handler is None:
-            handler = getattr(self, "any_" + command.name, None)
-        if handler is None:
-            if hasattr(self, "auth_" + command.name) or hasattr(self, "trans_" + command.name):
-                if self.state is State.AUTHORIZATION:
-                    return [Send(err("Not logged in yet; log in first"))]
-                return [Send(err("Already logged in"))]
+        entry = COMMANDS.get(command.name)
+        if entry is None:
             return [Send(err("Unknown command"))]
+        states, name = entry
+        if self.state not in states:
+            if self.state is State.AUTHORIZATION:
+                return [Send(err("Not logged in yet; log in first"))]
+            return [Send(err("Already logged in"))]
+        handler = getattr(self, name)
         try:
             return handler(command)
         except CommandError as e:
@@ -492,10 +472,10 @@ class Session:
 
     # Any state
 
-    def any_CAPA(self, command):
+    def cmdCapa(self, command):
         return [Send(multiline(ok("Capability list follows"), self.capabilities()))]
 
-    def any_NOOP(self, command):
+    def cmdNoop(self, command):
         # RFC 1939 lists NOOP for TRANSACTION only; harmless before login.
         return [Send(ok())]
 
@@ -505,15 +485,21 @@ class Session:
         # RFC 2595 s2.1 and s4; RFC 3206 s4 [AUTH]: refused by policy.
         return [Send(err("Plaintext authentication disallowed on non-secure connections; use STLS first", "AUTH"))]
 
-    def auth_QUIT(self, command):
+    def cmdQuit(self, command):
+        if self.state is State.TRANSACTION:
+            # RFC 1939 s6: enter UPDATE; remove the marked messages.
+            self.state = State.UPDATE
+            return [Update(self.maildrop.deletedUids())]
         # RFC 1939 s4: QUIT in AUTHORIZATION ends the session, nothing removed.
         self.state = State.CLOSED
         return [Send(ok("Bye")), Close()]
 
-    def auth_STLS(self, command):
-        if self.policy.secure:
+    def cmdStls(self, command):
+        if self.state is State.TRANSACTION:
+            return [Send(err("STLS is only allowed before login"))]
+        if self.settings.secure:
             return [Send(err("TLS is already active"))]
-        if not self.policy.tlsAvailable:
+        if not self.settings.tlsAvailable:
             return [Send(err("TLS is not available"))]
         if command.args:
             return [Send(err("STLS takes no argument"))]
@@ -525,13 +511,13 @@ class Session:
         (the USER name, a pending SASL exchange).  The caller has already
         dropped the buffered input.
         """
-        self.policy = dataclasses.replace(self.policy, secure=True)
+        self.settings = dataclasses.replace(self.settings, secure=True)
         self.user = None
         self.saslPending = False
         self.state = State.AUTHORIZATION
         return []
 
-    def auth_USER(self, command):
+    def cmdUser(self, command):
         if not self.mayLogin:
             return self._plaintextRefused()
         if len(command.args) != 1:
@@ -543,7 +529,7 @@ class Session:
         self.user = name
         return [Send(ok("Send PASS"))]
 
-    def auth_PASS(self, command):
+    def cmdPass(self, command):
         if not self.mayLogin:
             return self._plaintextRefused()
         if self.user is None:
@@ -551,12 +537,12 @@ class Session:
         if not command.rest:
             raise CommandError("PASS takes one argument: the password")
         user, self.user = self.user, None
-        return [Authenticate(user, command.rest)]
+        return [Login(user, command.rest)]
 
-    def auth_APOP(self, command):
+    def cmdApop(self, command):
         return [Send(err("APOP is not supported; use USER/PASS or AUTH PLAIN over TLS"))]
 
-    def auth_AUTH(self, command):
+    def cmdAuth(self, command):
         if not command.args:
             # RFC 1734 style listing, still expected by some clients.
             mechanisms = [b"PLAIN"] if self.mayLogin else []
@@ -598,9 +584,35 @@ class Session:
             authcid = parts[1].decode("utf-8")
         except UnicodeDecodeError:
             return [Send(err("PLAIN identities must be UTF-8"))]
-        return [Authenticate(authcid, parts[2], authzid)]
+        return [Login(authcid, parts[2], authzid)]
 
-    def loginFailed(self, reason: str) -> list[Action]:
+    def completed(self, effect, outcome) -> list[Effect]:
+        """
+        The outcome of a long effect (:mod:`mailnet.effects`):
+
+        * :class:`Login`: a :class:`LoginOk` (then open the maildrop) or a
+          :class:`LoginError`;
+        * :class:`OpenMaildrop`: the :class:`Maildrop`, ``"in-use"`` or
+          ``"temp"``;
+        * :class:`Retrieve`: None (sent), ``"gone"`` (expunged meanwhile) or
+          ``"failed"`` (a store error);
+        * :class:`Update`: the number of messages removed, or None (failed).
+        """
+        if isinstance(effect, Retrieve):
+            return [] if outcome is None else self.retrieveFailed(effect, outcome == "gone")
+        if isinstance(effect, Login):
+            if isinstance(outcome, LoginOk):
+                return [OpenMaildrop(outcome.avatar.username, outcome.avatar, outcome.logout)]
+            return self.loginFailed("temp" if outcome.temporary else "auth")
+        if isinstance(effect, OpenMaildrop):
+            if isinstance(outcome, Maildrop):
+                return self.loginDone(effect.username, outcome)
+            return self.loginFailed(outcome)
+        if isinstance(effect, Update):
+            return self.updateDone(outcome)
+        raise TypeError(f"no outcome expected for {effect!r}")
+
+    def loginFailed(self, reason: str) -> list[Effect]:
         """
         The login did not happen.
 
@@ -614,13 +626,13 @@ class Session:
         if reason == "temp":
             return [Send(err("Cannot open the mailbox now; try again later", "SYS/TEMP"))]
         self.authFailures += 1
-        if self.authFailures >= self.policy.maxAuthFailures:
+        if self.authFailures >= self.settings.maxAuthFailures:
             self.state = State.CLOSED
             return [Send(err("Authentication failed; too many failures, closing the connection", "AUTH")), Close()]
         # RFC 3206 s4 / RFC 5034 s6: [AUTH] when the credentials are wrong.
         return [Send(err("Authentication failed", "AUTH"))]
 
-    def loginDone(self, username: str, maildrop: Maildrop) -> list[Action]:
+    def loginDone(self, username: str, maildrop: Maildrop) -> list[Effect]:
         self.username = username
         self.maildrop = maildrop
         self.user = None
@@ -630,14 +642,14 @@ class Session:
 
     # TRANSACTION (RFC 1939 s5)
 
-    def trans_STAT(self, command):
+    def cmdStat(self, command):
         count, octets = self.maildrop.stat()
         return [Send(ok(f"{count} {octets}"))]
 
-    def trans_LIST(self, command):
+    def cmdList(self, command):
         return self._listing(command, lambda entry: str(entry.size))
 
-    def trans_UIDL(self, command):
+    def cmdUidl(self, command):
         return self._listing(command, self.maildrop.uidl)
 
     def _listing(self, command, value):
@@ -650,13 +662,13 @@ class Session:
         count, octets = self.maildrop.stat()
         return [Send(multiline(ok(f"{count} messages ({octets} octets)"), lines))]
 
-    def trans_RETR(self, command):
+    def cmdRetr(self, command):
         if len(command.args) != 1:
             raise CommandError("RETR takes one message number")
         n, entry = self.maildrop.lookup(command.args[0])
         return [Retrieve(n, entry.uid, ok(f"{entry.size} octets"))]
 
-    def trans_TOP(self, command):
+    def cmdTop(self, command):
         if len(command.args) != 2:
             raise CommandError("TOP takes a message number and a number of lines")
         n, entry = self.maildrop.lookup(command.args[0])
@@ -665,33 +677,28 @@ class Session:
             raise CommandError("Bad number of lines: expected a non-negative decimal number")
         return [Retrieve(n, entry.uid, ok("Top of message follows"), lines)]
 
-    def retrieveFailed(self, retrieve: Retrieve, gone: bool) -> list[Action]:
+    def retrieveFailed(self, retrieve: Retrieve, gone: bool) -> list[Effect]:
         """Opening the message failed: gone (expunged) or a store error."""
         if gone:
             self.maildrop.markGone([retrieve.uid])
             return [Send(err(f"Message {retrieve.number} was removed by another client"))]
         return [Send(err(f"Cannot read message {retrieve.number} now; try again later", "SYS/TEMP"))]
 
-    def trans_DELE(self, command):
+    def cmdDele(self, command):
         if len(command.args) != 1:
             raise CommandError("DELE takes one message number")
         n, entry = self.maildrop.lookup(command.args[0])
         self.maildrop.deleted.add(n)
         return [Send(ok(f"Message {n} deleted"))]
 
-    def trans_RSET(self, command):
+    def cmdRset(self, command):
         if command.args:
             raise CommandError("RSET takes no argument")
         self.maildrop.deleted.clear()
         count, octets = self.maildrop.stat()
         return [Send(ok(f"Maildrop has {count} messages ({octets} octets)"))]
 
-    def trans_QUIT(self, command):
-        # RFC 1939 s6: enter UPDATE; remove the marked messages.
-        self.state = State.UPDATE
-        return [Update(self.maildrop.deletedUids())]
-
-    def updateDone(self, removed: int | None) -> list[Action]:
+    def updateDone(self, removed: int | None) -> list[Effect]:
         """
         @param removed: how many messages were removed, or None if removing
             failed (RFC 1939 s6: then ``-ERR some deleted messages not
@@ -702,14 +709,6 @@ class Session:
             return [Send(err("Some deleted messages were not removed; try again later", "SYS/TEMP")), Close()]
         count = len(self.maildrop) - len(self.maildrop.gone) - removed
         return [Send(ok(f"Bye; {removed} messages deleted, {max(count, 0)} left")), Close()]
-
-    def trans_STLS(self, command):
-        return [Send(err("STLS is only allowed before login"))]
-
-    def trans_AUTH(self, command):
-        return [Send(err("Already logged in"))]
-
-    trans_USER = trans_PASS = trans_APOP = trans_AUTH
 
     def upcomingMessages(self, lines) -> list[int]:
         """
@@ -739,6 +738,31 @@ class Session:
         """Another client removed messages (store listener)."""
         if self.maildrop is not None:
             self.maildrop.markGone(uids)
+
+
+_BEFORE = (State.AUTHORIZATION,)
+_AFTER = (State.TRANSACTION,)
+_EITHER = (State.AUTHORIZATION, State.TRANSACTION)
+
+# The commands: keyword -> (states it is allowed in, POP3Session method).
+# In another state the answer is "log in first" or "already logged in".
+COMMANDS = {
+    "CAPA": (_EITHER, "cmdCapa"),
+    "NOOP": (_EITHER, "cmdNoop"),
+    "QUIT": (_EITHER, "cmdQuit"),
+    "STLS": (_EITHER, "cmdStls"),
+    "USER": (_BEFORE, "cmdUser"),
+    "PASS": (_BEFORE, "cmdPass"),
+    "APOP": (_BEFORE, "cmdApop"),
+    "AUTH": (_BEFORE, "cmdAuth"),
+    "STAT": (_AFTER, "cmdStat"),
+    "LIST": (_AFTER, "cmdList"),
+    "UIDL": (_AFTER, "cmdUidl"),
+    "RETR": (_AFTER, "cmdRetr"),
+    "TOP": (_AFTER, "cmdTop"),
+    "DELE": (_AFTER, "cmdDele"),
+    "RSET": (_AFTER, "cmdRset"),
+}
 
 
 # Message bodies

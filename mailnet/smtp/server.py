@@ -1,7 +1,7 @@
 """
 The Twisted side of the SMTP server: a thin protocol that feeds bytes to a
-:class:`~mailnet.smtp.session.Session` and carries out what it asks
-(replies, TLS, password checks, deliveries, timeouts).
+:class:`~mailnet.smtp.session.SMTPSession` and runs the effects it returns
+(replies, TLS, the login, deliveries), plus the timeouts and deadlines.
 
 Plugged in by :func:`makeService` (an :class:`SMTPService`, see
 :mod:`mailnet.serving`).  Listener roles:
@@ -23,10 +23,12 @@ from mailnet.serving import ProtocolService
 from mailnet.auth import IAuthenticatedUser
 from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
-from mailnet.login import LoginAbandoned, LoginFailed
+from mailnet.effects import EffectRunner
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
-from mailnet.smtp.session import CLOSED, SMTP, SUBMISSIONS, Session, Settings
+from mailnet.smtp.replies import Reply
+from mailnet.smtp.session import (CLOSED, SMTP, SUBMISSIONS, AbortMessage, CommitMessage, MessageData, OpenMessage,
+                                  SMTPSession, SMTPSettings)
 
 log = Logger()
 
@@ -37,8 +39,16 @@ REFUSAL = replies.TOO_MANY_CONNECTIONS.data
 MAX_BUFFERED = 1024 * 1024
 
 
-class SMTPServerProtocol(protocol.Protocol):
-    """One SMTP connection; the session's handler."""
+# The answer to an unexpected failure of a long effect (a bug; logged).
+INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error, closing the connection")
+
+
+class SMTPServerProtocol(EffectRunner, protocol.Protocol):
+    """One SMTP connection: bytes to the session, its effects run in order
+    (:class:`~mailnet.effects.EffectRunner`), replies out in batches."""
+
+    protocolName = "smtp"
+    avatarInterface = IAuthenticatedUser
 
     def __init__(self, factory):
         self.factory = factory
@@ -52,19 +62,26 @@ class SMTPServerProtocol(protocol.Protocol):
         self._last = 0.0
         self._paused = False
         self._lost = False
+        self.loginSequence = factory.context.login
+        self.initRunner({Reply: self.runReply, OpenMessage: self.runOpenMessage, MessageData: self.runMessageData,
+                         AbortMessage: self.runAbortMessage, CommitMessage: self.runCommitMessage})
         self.deadlines = Deadlines(self.clock, self._deadlinePassed)
+
+    @property
+    def stopped(self):
+        return self._lost
 
     # IProtocol
 
     def connectionMade(self):
         self.peer = net.peerHost(self.transport)
         implicit = self.factory.listener == SUBMISSIONS
-        self.session = Session(self.settings, self.context.directory, self, self.peer, tls=implicit)
+        self.session = SMTPSession(self.settings, self.context.directory, self.peer, tls=implicit)
         if self.factory.debug:
             self.session.trace = self._trace
             log.debug("smtp {listener}: connection from {peer}", listener=self.factory.listener, peer=self.peer)
         self.factory.sessions.add(self)
-        self.session.start()
+        self.run(self.session.start())
         self._flush()
         self._last = self.clock.seconds()
         self._arm(self.settings_commandTimeout())
@@ -76,7 +93,9 @@ class SMTPServerProtocol(protocol.Protocol):
     def dataReceived(self, data):
         self._last = self.clock.seconds()
         self.deadlines.received(len(data))
-        self.session.feed(data)
+        effects = self.session.feed(data)
+        if effects:
+            self.run(effects)
         self._flush()
         self._watch()
         if self.session.waiting and not self._paused and self.session.buffered > MAX_BUFFERED:
@@ -91,7 +110,10 @@ class SMTPServerProtocol(protocol.Protocol):
         self._timer = None
         self.deadlines.cancel()
         if self.session is not None:
-            self.session.connectionLost()
+            # Run even though the connection is gone: a message being
+            # received is aborted.
+            for effect in self.session.connectionLost():
+                self.handlers[type(effect)](effect)
         if self.factory.debug:
             log.debug("smtp: {peer} disconnected", peer=getattr(self, "peer", "?"))
 
@@ -128,20 +150,25 @@ class SMTPServerProtocol(protocol.Protocol):
             data = data[sent:]
         transport.write(data)
 
+    flush = _flush
+
+    def write(self, data):
+        self._out.append(data)
+
     def _trace(self, line):
         log.debug("smtp {peer} > {line}", peer=self.peer, line=line)
 
-    def _resume(self, method, *args):
-        """Report an outcome to the session, then send its replies."""
-        if self._lost:
-            return
-        method(*args)
-        self._flush()
+    def resumed(self):
+        """A long effect completed and the session's answer has run."""
         self._last = self.clock.seconds()
         self._watch()
         if self._paused and not self.session.waiting:
             self._paused = False
             self.transport.resumeProducing()
+
+    def internalError(self, failure):
+        log.failure("smtp: {peer}: internal error", failure, peer=self.peer)
+        return self.session.timeout(INTERNAL_ERROR)
 
     # Timeouts (RFC 5321 s4.5.3.2): one timer, checked lazily
 
@@ -163,7 +190,7 @@ class SMTPServerProtocol(protocol.Protocol):
         idle = self.clock.seconds() - self._last
         if idle >= limit:
             log.info("smtp: {peer} timed out after {idle:.0f} s", peer=self.peer, idle=idle)
-            self.session.timeout()
+            self.run(self.session.timeout())
             self._flush()
         else:
             self._arm(limit - idle)
@@ -201,21 +228,20 @@ class SMTPServerProtocol(protocol.Protocol):
         }[name]
         log.info("smtp: {peer}: {name} deadline passed ({seconds} s{rate}), closing", peer=self.peer, name=name,
                  seconds=seconds, rate=f" + 1 s per {limits.min_data_rate} bytes" if name == "data" else "")
-        self.session.timeout(reply)
+        self.run(self.session.timeout(reply))
         self._flush()
         return True
 
-    # Session handler
+    # Effects (the shared ones are run by EffectRunner, Login included)
 
-    def reply(self, reply):
+    def runReply(self, reply):
         self._out.append(reply.data)
 
-    def close(self):
-        self._flush()
+    def closeConnection(self):
         self.transport.loseConnection()
 
     def startTLS(self):
-        self._flush()  # the 220 goes out in plaintext, before the handshake
+        # the 220 has been flushed: it goes out in plaintext, before the handshake
         self.transport.startTLS(self.context.tlsOptions)
 
     def tlsInfo(self):
@@ -225,37 +251,21 @@ class SMTPServerProtocol(protocol.Protocol):
         except Exception:
             return "TLS"
 
-    def authenticate(self, username, password):
-        # The one login sequence (mailnet.login): throttle, portal, log.
-        d = self.context.login.login("smtp", self.peer, username, password, IAuthenticatedUser,
-                                     alive=lambda: not self._lost)
-
-        def succeeded(result):
-            avatar, logout = result
-            self._resume(self.session.authResult, avatar.username)
-
-        def failed(failure):
-            if failure.check(LoginAbandoned):
-                return
-            # LoginBusy, or the realm failed (logged): 454, try again later.
-            self._resume(self.session.authResult, None, not failure.check(LoginFailed))
-
-        d.addCallbacks(succeeded, failed)
-
-    def startMessage(self, envelope):
+    def runOpenMessage(self, effect):
+        envelope = effect.envelope
         self._delivery = MessageDelivery(self.context, envelope, self.tlsInfo() if envelope.tls else None)
 
-    def messageData(self, data):
-        self._delivery.write(data)
+    def runMessageData(self, effect):
+        self._delivery.write(effect.data)
 
-    def abortMessage(self):
+    def runAbortMessage(self, effect):
         delivery, self._delivery = self._delivery, None
         if delivery is not None:
             delivery.abort()
 
-    def commitMessage(self):
+    def runCommitMessage(self, effect):
         delivery, self._delivery = self._delivery, None
-        delivery.commit().addCallback(lambda reply: self._resume(self.session.messageResult, reply))
+        self.waitFor(effect, delivery.commit())
 
 
 class SMTPFactory(protocol.Factory):
@@ -267,7 +277,7 @@ class SMTPFactory(protocol.Factory):
     def __init__(self, context, listener):
         self.context = context
         self.listener = listener
-        self.settings = Settings.fromContext(context, listener)
+        self.settings = SMTPSettings.fromContext(context, listener)
         self.sessions = set()
         self.debug = logs._predicate.logLevelForNamespace(__name__) <= LogLevel.debug
 
@@ -278,7 +288,7 @@ class SMTPFactory(protocol.Factory):
         # the listener is closing (service stop): tell the clients, politely
         for proto in list(self.sessions):
             if proto.session is not None and not proto.session.waiting:
-                proto.session.shutdown()
+                proto.run(proto.session.shutdown())
                 proto._flush()
 
 

@@ -1,24 +1,27 @@
 """
 The SMTP session state machine, without I/O.
 
-A :class:`Session` is fed the bytes a client sends (:meth:`Session.feed`)
-and tells its *handler* what to do: send a reply, start TLS, check a
-password, open, fill, commit or abort a message, close.  Whatever takes time
-(a password check, the fsync of a message) is started by the handler, which
-later reports the outcome (:meth:`Session.authResult`,
-:meth:`Session.messageResult`); meanwhile the session reads nothing more, so
-replies always leave in the order of the commands (RFC 2920 s3).
+An :class:`SMTPSession` is fed the bytes a client sends
+(:meth:`SMTPSession.feed`) and returns the effects for its runner
+(:mod:`mailnet.effects`; the runner is
+:class:`mailnet.smtp.server.SMTPServerProtocol`)::
 
-The handler interface (all called synchronously, in order)::
+    Reply                       send it (SMTP's replies are their own Send
+                                effect: no second object per reply on the
+                                hot path; the runner may batch the writes)
+    StartTLS()                  send what is pending, then start TLS
+    Login(username, password)   check (long); outcome LoginOk or LoginError
+    OpenMessage(envelope)       a message begins (DATA accepted, first BDAT)
+    MessageData(data)           the next decoded piece of it
+    AbortMessage()              forget it; nothing may become visible
+    CommitMessage()             store it durably (long); outcome the Reply
+    Close()                     send what is pending, then disconnect
 
-    reply(reply: Reply)             send it (the caller may batch the writes)
-    startTLS()                      send what is pending, then start TLS
-    authenticate(username, password)    check; then call authResult()
-    startMessage(envelope)          a message begins (DATA accepted, first BDAT)
-    messageData(data: bytes)        the next decoded piece of it
-    abortMessage()                  forget it; nothing may become visible
-    commitMessage()                 store it durably; then call messageResult()
-    close()                         send what is pending, then disconnect
+The outcome of a long effect goes back through
+:meth:`SMTPSession.completed`, which returns more effects; until then the
+session reads nothing more, so replies always leave in the order of the
+commands (RFC 2920 s3).  The session holds the byte buffer itself (DATA and
+BDAT are framed by bytes, not lines), so its runner needs no command pump.
 
 Policy questions go to ``directory`` (:class:`mailnet.auth.Directory`:
 ``isLocalDomain``, ``resolve``, ``mayUseSender``), which answers from memory.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from mailnet.effects import Close, Effect, Login, LoginOk, StartTLS
 from mailnet.smtp import parser, replies
 from mailnet.smtp.parser import BodyReader, ParseError
 from mailnet.smtp.replies import Reply
@@ -47,8 +51,42 @@ BDAT_SLACK = 1 << 20
 CLOSED = "closed"
 
 
+# SMTP's own effects (the shared ones are in mailnet.effects)
+
+
+@dataclasses.dataclass(slots=True)
+class OpenMessage(Effect):
+    """A message begins: DATA was accepted, or the first BDAT chunk came."""
+
+    envelope: object
+
+
+@dataclasses.dataclass(slots=True)
+class MessageData(Effect):
+    """The next decoded piece of the message (starts at a line start)."""
+
+    data: bytes
+
+
+@dataclasses.dataclass(slots=True)
+class AbortMessage(Effect):
+    """Forget the message being received; nothing of it may become visible."""
+
+
+@dataclasses.dataclass(slots=True)
+class CommitMessage(Effect):
+    """Store the message durably (long); the outcome is the Reply to send."""
+
+
+# The effects without fields are values: one object each.
+_START_TLS = StartTLS()
+_CLOSE = Close()
+_ABORT = AbortMessage()
+_COMMIT = CommitMessage()
+
+
 @dataclasses.dataclass
-class Settings:
+class SMTPSettings:
     """
     What a session needs to know of the server and its limits.
 
@@ -94,7 +132,7 @@ class Settings:
 
 
 @dataclasses.dataclass(slots=True)
-class Recipient:
+class AcceptedRecipient:
     """
     One accepted RCPT.
 
@@ -115,7 +153,7 @@ class Recipient:
 
 
 @dataclasses.dataclass(slots=True)
-class Envelope:
+class IncomingEnvelope:
     """One mail transaction: what the store and the spool are told."""
 
     sender: str  # "" for the null reverse-path
@@ -136,7 +174,7 @@ class Envelope:
     senderVerified: bool = False
 
 
-class Session:
+class SMTPSession:
     """
     One SMTP connection's state.
 
@@ -147,14 +185,15 @@ class Session:
     # protocol's debug log of the dialogue.
     trace = None
 
-    def __init__(self, settings: Settings, directory, handler, peer: str = "unknown", tls: bool = False):
+    def __init__(self, settings: SMTPSettings, directory, peer: str = "unknown", tls: bool = False):
         self.settings = settings
         self.directory = directory
-        self.handler = handler
+        self._out = []  # effects not yet handed to the runner
+        self._emit = self._out.append
         self.peer = peer
         self.tls = tls
         self.state = COMMAND
-        self.waiting = False  # for authResult / messageResult
+        self.waiting = False  # for the outcome of Login / CommitMessage
         self.helo = None
         self.esmtp = False
         self.user = None  # authenticated username
@@ -173,16 +212,39 @@ class Session:
 
     # Driving the session
 
-    def start(self):
-        """The connection is open: greet."""
-        self.handler.reply(self.settings.greeting)
+    def _take(self):
+        """The effects collected since the last call (a list, or an empty tuple)."""
+        out = self._out
+        if not out:
+            return ()
+        self._out = []
+        self._emit = self._out.append
+        return out
 
-    def feed(self, data: bytes):
-        """Bytes from the client."""
+    def start(self) -> list:
+        """The connection is open: greet."""
+        return [self.settings.greeting]
+
+    def feed(self, data: bytes) -> list:
+        """Bytes from the client; returns the effects they call for."""
         if self.state == CLOSED:
-            return
+            return []
         self._buffer = self._buffer + data if self._buffer else data
         self._process()
+        return self._take()
+
+    def completed(self, effect, outcome) -> list:
+        """
+        The outcome of a long effect: for :class:`Login` a
+        :class:`~mailnet.effects.LoginOk` or
+        :class:`~mailnet.effects.LoginError`; for :class:`CommitMessage` the
+        Reply (250, or 451 and the like).
+        """
+        if type(effect) is CommitMessage:
+            return self.messageResult(outcome)
+        if isinstance(outcome, LoginOk):
+            return self.authResult(outcome.avatar.username)
+        return self.authResult(None, outcome.temporary)
 
     @property
     def buffered(self) -> int:
@@ -206,56 +268,61 @@ class Session:
         complete (the data deadline applies)."""
         return self.state in (DATA, BDAT) or self._inMessage
 
-    def authResult(self, username: str | None, temporary: bool = False):
+    def authResult(self, username: str | None, temporary: bool = False) -> list:
         """
-        The outcome of :meth:`handler.authenticate`: the canonical username,
-        or None (after the handler's failure delay).
+        The outcome of :class:`Login`: the canonical username, or None
+        (after the failure delay); ``temporary``: try again later.
         """
         self.waiting = False
         if username:
             self.user = username
-            self.handler.reply(replies.AUTH_OK)
+            self._emit(replies.AUTH_OK)
         elif temporary:
-            self.handler.reply(replies.AUTH_TEMPORARY)
+            self._emit(replies.AUTH_TEMPORARY)
         else:
             self.authFailures += 1
             if self.authFailures >= self.settings.maxAuthFailures:
                 self._close(replies.TOO_MANY_AUTH_FAILURES)
-                return
-            self.handler.reply(replies.AUTH_FAILED)
+                return self._take()
+            self._emit(replies.AUTH_FAILED)
         self._process()
+        return self._take()
 
-    def messageResult(self, reply: Reply):
-        """The outcome of :meth:`handler.commitMessage`: 250, or 451 and the like."""
+    def messageResult(self, reply: Reply) -> list:
+        """The outcome of :class:`CommitMessage`: 250, or 451 and the like."""
         self.waiting = False
         if self.state == CLOSED:
-            return
+            return []
         if reply.code < 400:
             self.messages += 1
             self.errors = 0  # like Postfix: errors count "without delivering mail"
         self._resetTransaction()
-        self.handler.reply(reply)
+        self._emit(reply)
         self._process()
+        return self._take()
 
-    def timeout(self, reply: Reply = replies.TIMEOUT):
+    def timeout(self, reply: Reply = replies.TIMEOUT) -> list:
         """The client said nothing for too long (RFC 5321 s4.5.3.2), or
         missed a deadline (``reply`` says which)."""
         if self.state != CLOSED:
             self._close(reply)
+        return self._take()
 
-    def shutdown(self):
+    def shutdown(self) -> list:
         """The server is stopping."""
         if self.state != CLOSED:
             self._close(replies.SHUTTING_DOWN)
+        return self._take()
 
-    def connectionLost(self):
+    def connectionLost(self) -> list:
         """The connection is gone: a message being received is abandoned
         (one being committed is not)."""
         if self._inMessage:
             self._inMessage = False
-            self.handler.abortMessage()
+            self._emit(_ABORT)
         self.state = CLOSED
         self._buffer = b""
+        return self._take()
 
     # Internals
 
@@ -263,16 +330,16 @@ class Session:
         """RFC 5321 s4.1.1.5: forget sender, recipients and data."""
         if self._inMessage:
             self._inMessage = False
-            self.handler.abortMessage()
-        self.mail = None  # Envelope once MAIL is accepted
+            self._emit(_ABORT)
+        self.mail = None  # IncomingEnvelope once MAIL is accepted
         self._reader = None
 
     def _close(self, reply):
         self._resetTransaction()
-        self.handler.reply(reply)
+        self._emit(reply)
         self.state = CLOSED
         self._buffer = b""
-        self.handler.close()
+        self._emit(_CLOSE)
 
     def _error(self, reply: Reply):
         """A refused command: counted towards ``maxErrors``."""
@@ -280,11 +347,11 @@ class Session:
         if self.errors > self.settings.maxErrors:
             self._close(replies.TOO_MANY_ERRORS)
         else:
-            self.handler.reply(reply)
+            self._emit(reply)
 
     def _process(self):
         if self._processing:
-            return  # called back from inside a handler; the loop below goes on
+            return  # a completion arrived from inside the loop; the loop goes on
         self._processing = True
         try:
             self._loop()
@@ -366,11 +433,11 @@ class Session:
             self.trace(text)
         try:
             command = parser.parseCommand(line)
-            handler = getattr(self, "do_" + command.verb, None)
-            if handler is None:
+            method = COMMANDS.get(command.verb)
+            if method is None:
                 self._error(replies.UNRECOGNIZED)
                 return
-            handler(command.arg)
+            method(self, command.arg)
         except ParseError as e:
             self._error(e.reply)
 
@@ -398,44 +465,44 @@ class Session:
         # RFC 4954 s4 / RFC 8314: passwords only over TLS unless configured
         return self.tls or self.settings.allowPlaintext
 
-    def do_EHLO(self, arg):
+    def cmdEhlo(self, arg):
         helo = parser.parseHelo(arg)
         self._resetTransaction()  # RFC 5321 s4.1.4: EHLO also resets
         self.helo, self.esmtp = helo, True
-        self.handler.reply(self._ehloReply(helo))
+        self._emit(self._ehloReply(helo))
 
-    def do_HELO(self, arg):
+    def cmdHelo(self, arg):
         helo = parser.parseHelo(arg)
         self._resetTransaction()
         self.helo, self.esmtp = helo, False
-        self.handler.reply(Reply(250, "", f"{self.settings.hostname} greets {helo}"))
+        self._emit(Reply(250, "", f"{self.settings.hostname} greets {helo}"))
 
-    def do_NOOP(self, arg):
-        self.handler.reply(replies.OK)
+    def cmdNoop(self, arg):
+        self._emit(replies.OK)
 
-    def do_HELP(self, arg):
-        self.handler.reply(replies.HELP)
+    def cmdHelp(self, arg):
+        self._emit(replies.HELP)
 
-    def do_RSET(self, arg):
+    def cmdRset(self, arg):
         if arg:
             raise ParseError(replies.SYNTAX)
         self._resetTransaction()
-        self.handler.reply(replies.RESET_OK)
+        self._emit(replies.RESET_OK)
 
-    def do_QUIT(self, arg):
+    def cmdQuit(self, arg):
         self._close(replies.BYE)
 
-    def do_VRFY(self, arg):
+    def cmdVrfy(self, arg):
         # RFC 5321 s3.5.3: 252 when we will not verify (off, against harvesting)
         if not arg:
             raise ParseError(replies.SYNTAX)
-        self.handler.reply(replies.VRFY_CANNOT)
+        self._emit(replies.VRFY_CANNOT)
 
-    def do_EXPN(self, arg):
+    def cmdExpn(self, arg):
         # RFC 5321 s3.5.2: EXPN may be disabled (502)
         self._error(replies.NOT_IMPLEMENTED)
 
-    def do_STARTTLS(self, arg):
+    def cmdStartTLS(self, arg):
         if arg:
             raise ParseError(replies.SYNTAX)
         if self.tls:
@@ -444,7 +511,7 @@ class Session:
         if not self.settings.tlsAvailable:
             self._error(replies.TLS_UNAVAILABLE)
             return
-        self.handler.reply(replies.READY_TLS)
+        self._emit(replies.READY_TLS)
         # RFC 3207 s4.2: forget everything learned before TLS (HELO, the
         # transaction, AUTH) and discard anything the client sent after the
         # command (plaintext injection, CVE-2011-0411 class)
@@ -452,9 +519,9 @@ class Session:
         self.helo, self.esmtp, self.user = None, False, None
         self._dropInput = True
         self.tls = True
-        self.handler.startTLS()
+        self._emit(_START_TLS)
 
-    def do_AUTH(self, arg):
+    def cmdAuth(self, arg):
         if self.helo is None or not self.esmtp:
             # RFC 4954 s4: AUTH follows EHLO
             self._error(replies.NEED_HELO.withText("Send EHLO first"))
@@ -478,14 +545,14 @@ class Session:
             if initial is None:
                 self._auth = ("PLAIN", 0, None)
                 self.state = AUTH
-                self.handler.reply(Reply(334, "", ""))
+                self._emit(Reply(334, "", ""))
             else:
                 self._plain(initial)
         elif mechanism == "LOGIN":
             if initial is None:
                 self._auth = ("LOGIN", 0, None)
                 self.state = AUTH
-                self.handler.reply(Reply(334, "", "VXNlcm5hbWU6"))  # "Username:"
+                self._emit(Reply(334, "", "VXNlcm5hbWU6"))  # "Username:"
             else:
                 self._authLogin(0, initial)
         else:
@@ -515,7 +582,7 @@ class Session:
         if step == 0:
             self._auth = ("LOGIN", 1, value)
             self.state = AUTH
-            self.handler.reply(Reply(334, "", "UGFzc3dvcmQ6"))  # "Password:"
+            self._emit(Reply(334, "", "UGFzc3dvcmQ6"))  # "Password:"
         else:
             self._check(username, value)
 
@@ -539,7 +606,7 @@ class Session:
         except UnicodeDecodeError:
             username = password = ""
         self.waiting = True
-        self.handler.authenticate(username, password)
+        self._emit(Login(username, password))
 
     def _needAuth(self):
         """The reply when MAIL needs AUTH first (submission), or None."""
@@ -549,7 +616,7 @@ class Session:
             return replies.NEED_TLS
         return replies.NEED_AUTH
 
-    def do_MAIL(self, arg):
+    def cmdMail(self, arg):
         if self.helo is None:
             self._error(replies.NEED_HELO)
             return
@@ -575,14 +642,14 @@ class Session:
         if self.user is not None and address and not self.directory.mayUseSender(self.user, address):
             self._error(replies.SENDER_NOT_OWNED.withText(f"<{address}>: sender address not owned by {self.user}"))
             return
-        self.mail = Envelope(
+        self.mail = IncomingEnvelope(
             sender=address, recipients=[], helo=self.helo, peer=self.peer, tls=self.tls, auth=self.user,
             esmtp=self.esmtp, smtputf8=params.smtputf8, body=params.body, size=params.size,
             ret=params.ret, envid=params.envid,
         )
-        self.handler.reply(replies.SENDER_OK)
+        self._emit(replies.SENDER_OK)
 
-    def do_RCPT(self, arg):
+    def cmdRcpt(self, arg):
         mail = self.mail
         if mail is None:
             self._error(replies.NEED_MAIL)
@@ -593,7 +660,7 @@ class Session:
         params = parser.parseRcptParams(parser.parseParams(rest), mail.smtputf8) if rest else None
         if len(mail.recipients) >= self.settings.maxRecipients:
             # RFC 5321 s4.5.3.1.10: 452, the client sends the rest later
-            self.handler.reply(replies.TOO_MANY_RECIPIENTS)
+            self._emit(replies.TOO_MANY_RECIPIENTS)
             return
         if not address.isascii() and not mail.smtputf8:
             self._error(replies.NON_ASCII_ADDRESS)
@@ -613,11 +680,11 @@ class Session:
             return
         else:
             local, remote = [], [address]
-        mail.recipients.append(Recipient(
+        mail.recipients.append(AcceptedRecipient(
             address, params.orcpt if params else None, params.notify if params else None, local, remote))
-        self.handler.reply(replies.RECIPIENT_OK)
+        self._emit(replies.RECIPIENT_OK)
 
-    def do_DATA(self, arg):
+    def cmdData(self, arg):
         if arg:
             raise ParseError(replies.SYNTAX)
         if self.mail is None:
@@ -631,12 +698,15 @@ class Session:
             # RFC 5321 s3.3: 554 when no recipient was accepted
             self._error(replies.NO_VALID_RECIPIENTS)
             return
-        self.handler.reply(replies.START_DATA)
+        self._emit(replies.START_DATA)
         self._inMessage = True
-        self.handler.startMessage(self.mail)
+        self._emit(OpenMessage(self.mail))
         s = self.settings
-        self._reader = BodyReader(self.handler.messageData, s.maxLine, s.maxSize, dotted=True)
+        self._reader = BodyReader(self._messageData, s.maxLine, s.maxSize, dotted=True)
         self.state = DATA
+
+    def _messageData(self, data):
+        self._emit(MessageData(data))
 
     def _endData(self):
         self.state = COMMAND
@@ -648,13 +718,13 @@ class Session:
         self._commit()
 
     def _commit(self):
-        # the message is the handler's now: connectionLost must not abort it
+        # the message is the runner's now: connectionLost must not abort it
         self._inMessage = False
         self._reader = None
         self.waiting = True
-        self.handler.commitMessage()
+        self._emit(_COMMIT)
 
-    def do_BDAT(self, arg):
+    def cmdBdat(self, arg):
         size, last = parser.parseBdat(arg)
         if size > self.settings.maxSize + BDAT_SLACK:
             # Reading (and dropping) a chunk that can never be accepted would
@@ -672,9 +742,9 @@ class Session:
             self._bdatReply = replies.NO_VALID_RECIPIENTS
         elif not self._inMessage:
             self._inMessage = True
-            self.handler.startMessage(self.mail)
+            self._emit(OpenMessage(self.mail))
             s = self.settings
-            self._reader = BodyReader(self.handler.messageData, s.maxLine, s.maxSize, dotted=False)
+            self._reader = BodyReader(self._messageData, s.maxLine, s.maxSize, dotted=False)
         self.state = BDAT
         if not size:
             self._endChunk()
@@ -697,4 +767,24 @@ class Session:
         if self._bdatLast:
             self._commit()
         else:
-            self.handler.reply(Reply(250, "2.0.0", f"{reader.size} octets received"))
+            self._emit(Reply(250, "2.0.0", f"{reader.size} octets received"))
+
+
+# The commands: verb -> SMTPSession method (each checks the state it needs
+# and gives the reply RFC 5321 names for the wrong one).
+COMMANDS = {
+    "EHLO": SMTPSession.cmdEhlo,
+    "HELO": SMTPSession.cmdHelo,
+    "NOOP": SMTPSession.cmdNoop,
+    "HELP": SMTPSession.cmdHelp,
+    "RSET": SMTPSession.cmdRset,
+    "QUIT": SMTPSession.cmdQuit,
+    "VRFY": SMTPSession.cmdVrfy,
+    "EXPN": SMTPSession.cmdExpn,
+    "STARTTLS": SMTPSession.cmdStartTLS,
+    "AUTH": SMTPSession.cmdAuth,
+    "MAIL": SMTPSession.cmdMail,
+    "RCPT": SMTPSession.cmdRcpt,
+    "DATA": SMTPSession.cmdData,
+    "BDAT": SMTPSession.cmdBdat,
+}

@@ -58,13 +58,13 @@ def check(actions):
 @given(st.lists(commandLines, max_size=25), st.booleans(), st.booleans(),
        st.lists(st.tuples(st.integers(1, 10**6), st.integers(0, 10**7)), max_size=6, unique_by=lambda e: e[0]))
 def test_session_survives_any_command_sequence(lines, secure, plaintext, entries):
-    s = p.Session(p.Policy(secure=secure, allowPlaintext=plaintext, maxAuthFailures=3))
+    s = p.POP3Session(p.POP3Settings(secure=secure, allowPlaintext=plaintext, maxAuthFailures=3))
     drop = p.Maildrop(sorted(entries), 12345)
     for line in lines:
         actions = s.receive(line)
         check(actions)
         for action in actions:
-            if isinstance(action, p.Authenticate):
+            if isinstance(action, p.Login):
                 assert s.secure or plaintext
                 good = action.password == b"pw"
                 check(s.loginDone(action.username, drop) if good else s.loginFailed("auth"))

@@ -17,14 +17,14 @@ def sent(actions):
 
 def session(**kw):
     kw.setdefault("tlsAvailable", True)
-    return p.Session(p.Policy(**kw))
+    return p.POP3Session(p.POP3Settings(**kw))
 
 
 def loggedIn(entries=((1, 100), (2, 200), (5, 50)), uidValidity=7, **kw):
     s = session(secure=True, **kw)
     s.receive(b"USER alice@example.test")
     [auth] = s.receive(b"PASS pw")
-    assert isinstance(auth, p.Authenticate)
+    assert isinstance(auth, p.Login)
     s.loginDone("alice@example.test", p.Maildrop(entries, uidValidity))
     return s
 
@@ -122,7 +122,7 @@ def test_passwords_refused_before_tls():
 
 def test_stls_forgets_user():
     s = session()
-    s.policy.allowPlaintext = True
+    s.settings.allowPlaintext = True
     s.receive(b"USER alice")
     s.receive(b"STLS")
     s.tlsStarted()

@@ -261,7 +261,7 @@ def test_large_message_is_streamed_with_flat_memory(ctx):
 
 def test_pipelined_small_retrs_wait_for_a_slow_reader(ctx):
     """A client that pipelines RETRs and does not read gets at most about INLINE_BUDGET ahead."""
-    from mailnet.pop3 import server
+    from mailnet.pop3 import runner
 
     bodies = [b"Subject: %d\r\n\r\n" % i + (b"%d " % i) * 10000 + b"\r\n" for i in range(80)]  # 20-40 KB
     for body in bodies:
@@ -272,12 +272,12 @@ def test_pipelined_small_retrs_wait_for_a_slow_reader(ctx):
     c.cmd("NOOP")
     c.proto.dataReceived(b"".join(b"RETR %d\r\n" % (i + 1) for i in range(len(bodies))) + b"NOOP\r\n")
     received = [transport.drain()]
-    assert transport.highWater < server.INLINE_BUDGET + 2 * server.CHUNK
+    assert transport.highWater < runner.INLINE_BUDGET + 2 * runner.CHUNK
     while not received[-1].endswith(b"\r\n.\r\n+OK\r\n"):
         received.append(transport.drain())
         assert received[-1], "stalled"
     assert len(received) > 2  # it really had to wait
-    assert transport.highWater < server.INLINE_BUDGET + 2 * server.CHUNK
+    assert transport.highWater < runner.INLINE_BUDGET + 2 * runner.CHUNK
     assert b"".join(received) == b"".join(
         b"+OK %d octets\r\n" % len(b) + b + b".\r\n" for b in bodies) + b"+OK\r\n"
 

@@ -1,13 +1,15 @@
-"""In-process helpers for the SMTP tests: a recording session handler and a
-real Directory over small files."""
+"""In-process helpers for the SMTP tests: a runner that records a session's
+effects and a real Directory over small files."""
 
 from __future__ import annotations
 
 import base64
 
 from mailnet import auth
+from mailnet.auth import AuthenticatedUser
+from mailnet.effects import Close, Login, LoginError, LoginOk, StartTLS
 from mailnet.smtp.replies import Reply
-from mailnet.smtp.session import Session, Settings
+from mailnet.smtp.session import AbortMessage, CommitMessage, MessageData, OpenMessage, SMTPSession, SMTPSettings
 
 
 def makeDirectory(tmp_path, users=("alice@example.test", "bob@example.test"), aliases=None, domains=("example.test",)):
@@ -20,9 +22,9 @@ def makeDirectory(tmp_path, users=("alice@example.test", "bob@example.test"), al
 
 class Recorder:
     """
-    A session handler that records everything.  ``autoCommit`` answers
-    commitMessage at once (synchronously) with ``commitReply``;
-    ``passwords`` answers authenticate at once.
+    A runner for a session's effects that records everything.
+    ``autoCommit`` answers CommitMessage at once with ``commitReply``;
+    ``passwords`` answers Login at once.
     """
 
     def __init__(self, autoCommit=True, passwords=None):
@@ -38,44 +40,45 @@ class Recorder:
         self.tlsStarted = False
         self.pendingAuth = None
 
-    def reply(self, reply):
-        self.replies.append(reply)
-        self.events.append(("reply", reply.code))
+    def run(self, effects):
+        for effect in effects:
+            self.handle(effect)
 
-    def startTLS(self):
-        self.tlsStarted = True
-        self.events.append(("starttls",))
-
-    def authenticate(self, username, password):
-        self.events.append(("auth", username))
-        if self.passwords is not None:
-            ok = self.passwords.get(username) == password
-            self.session.authResult(username if ok else None)
+    def handle(self, effect):
+        if isinstance(effect, Reply):
+            self.replies.append(effect)
+            self.events.append(("reply", effect.code))
+        elif isinstance(effect, StartTLS):
+            self.tlsStarted = True
+            self.events.append(("starttls",))
+        elif isinstance(effect, Login):
+            self.events.append(("auth", effect.username))
+            if self.passwords is not None:
+                ok = self.passwords.get(effect.username) == effect.password
+                outcome = LoginOk(AuthenticatedUser(effect.username), lambda: None) if ok else LoginError()
+                self.run(self.session.completed(effect, outcome))
+            else:
+                self.pendingAuth = (effect.username, effect.password)
+        elif isinstance(effect, OpenMessage):
+            self.current = [effect.envelope, []]
+            self.events.append(("start",))
+        elif isinstance(effect, MessageData):
+            self.current[1].append(effect.data)
+        elif isinstance(effect, AbortMessage):
+            self.current = None
+            self.events.append(("abort",))
+        elif isinstance(effect, CommitMessage):
+            envelope, chunks = self.current
+            self.current = None
+            self.events.append(("commit",))
+            self.messages.append((envelope, b"".join(chunks)))
+            if self.autoCommit:
+                self.run(self.session.completed(effect, self.commitReply))
+        elif isinstance(effect, Close):
+            self.closed = True
+            self.events.append(("close",))
         else:
-            self.pendingAuth = (username, password)
-
-    def startMessage(self, envelope):
-        self.current = [envelope, []]
-        self.events.append(("start",))
-
-    def messageData(self, data):
-        self.current[1].append(data)
-
-    def abortMessage(self):
-        self.current = None
-        self.events.append(("abort",))
-
-    def commitMessage(self):
-        envelope, chunks = self.current
-        self.current = None
-        self.events.append(("commit",))
-        self.messages.append((envelope, b"".join(chunks)))
-        if self.autoCommit:
-            self.session.messageResult(self.commitReply)
-
-    def close(self):
-        self.closed = True
-        self.events.append(("close",))
+            raise AssertionError(effect)
 
     # helpers
 
@@ -87,14 +90,36 @@ class Recorder:
         return out
 
 
+class Driven:
+    """A session whose effects go to a :class:`Recorder` (the session's
+    other attributes read through)."""
+
+    def __init__(self, session, recorder):
+        self.__dict__["_session"] = session
+        self.__dict__["_recorder"] = recorder
+
+    def __getattr__(self, name):
+        value = getattr(self._session, name)
+        if name in ("start", "feed", "completed", "authResult", "messageResult", "timeout", "shutdown",
+                    "connectionLost"):
+            def driven(*args, **kw):
+                self._recorder.run(value(*args, **kw))
+            return driven
+        return value
+
+    def __setattr__(self, name, value):
+        setattr(self._session, name, value)
+
+
 def makeSession(tmp_path, tls=False, role="smtp", recorder=None, directory=None, **settings):
     recorder = recorder or Recorder()
-    s = Settings(hostname="mx.example.test", role=role, postmasterDomain="example.test", **settings)
-    session = Session(s, directory or makeDirectory(tmp_path), recorder, peer="192.0.2.1", tls=tls)
+    s = SMTPSettings(hostname="mx.example.test", role=role, postmasterDomain="example.test", **settings)
+    session = SMTPSession(s, directory or makeDirectory(tmp_path), peer="192.0.2.1", tls=tls)
     recorder.session = session
-    session.start()
+    driven = Driven(session, recorder)
+    driven.start()
     recorder.take()
-    return session, recorder
+    return driven, recorder
 
 
 def plain(user, password, authzid=""):

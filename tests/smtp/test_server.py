@@ -373,9 +373,9 @@ def test_debug_trace_masks_secrets(context):
 
 def test_received_header():
     from mailnet.smtp.delivery import receivedHeader
-    from mailnet.smtp.session import Envelope, Recipient
+    from mailnet.smtp.session import AcceptedRecipient, IncomingEnvelope
 
-    env = Envelope("a@remote.test", [Recipient("bob@example.test", None, None, ["bob@example.test"], [])],
+    env = IncomingEnvelope("a@remote.test", [AcceptedRecipient("bob@example.test", None, None, ["bob@example.test"], [])],
                    "client.remote.test", "2001:db8::1", True, "alice@example.test", True)
     header = receivedHeader(env, "mx.example.test", "ID1", "TLSv1.3 TLS_AES_256_GCM_SHA384", now=0)
     lines = header.decode().split("\r\n")
@@ -395,11 +395,11 @@ def test_received_header():
 ])
 def test_submission_fixups_over_pieces(tmp_path, clock, pieces, added):
     from mailnet.smtp.delivery import MessageDelivery
-    from mailnet.smtp.session import Envelope, Recipient
+    from mailnet.smtp.session import AcceptedRecipient, IncomingEnvelope
 
     context = makeContext(tmp_path, clock)
-    rcpt = Recipient("bob@example.test", None, None, ["bob@example.test"], [])
-    envelope = Envelope("alice@example.test", [rcpt], "c", "192.0.2.7", True, "alice@example.test", True)
+    rcpt = AcceptedRecipient("bob@example.test", None, None, ["bob@example.test"], [])
+    envelope = IncomingEnvelope("alice@example.test", [rcpt], "c", "192.0.2.7", True, "alice@example.test", True)
     delivery = MessageDelivery(context, envelope)
     for piece in pieces:
         delivery.write(piece)

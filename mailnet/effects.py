@@ -1,0 +1,249 @@
+"""
+Effects: what a protocol session asks the outside world to do, and the one
+runner that does it.
+
+Every protocol has the same shape (docs/design.md, "One protocol shape"):
+
+1. a parser (pure): bytes to commands;
+2. a session (pure: no I/O, no Twisted, no store) that consumes commands and
+   returns a list of :class:`Effect`; a long effect (a password check, a
+   message commit, opening a maildrop) is answered later through
+   ``session.completed(effect, outcome)``, which returns more effects;
+3. an :class:`EffectRunner` that runs the effects in order and, while a long
+   effect is outstanding, hands the session no more commands, so that replies
+   leave in the order of the commands (RFC 2920 s3, RFC 2449 s6.6);
+4. a thin Twisted protocol: bytes in, batched writes, the TLS switch (which
+   drops buffered input), timers through :mod:`mailnet.deadline`.
+
+The effects every protocol shares are here; a protocol adds its own (POP3's
+``Retrieve``, SMTP's ``CommitMessage``) and a handler for each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from twisted.internet import defer
+
+from mailnet.auth import normalize
+from mailnet.login import LoginAbandoned, LoginFailed
+
+
+class Effect:
+    """Something a session asks its runner to do."""
+
+    __slots__ = ()
+
+
+@dataclasses.dataclass(slots=True)
+class Send(Effect):
+    """Write ``data`` (the runner may batch writes)."""
+
+    data: bytes
+
+
+@dataclasses.dataclass(slots=True)
+class Close(Effect):
+    """Close the connection once everything before it is written."""
+
+
+@dataclasses.dataclass(slots=True)
+class StartTLS(Effect):
+    """
+    The "go ahead" reply has been queued: write it, then start TLS.  Input
+    the client sent before the handshake is thrown away by whoever holds the
+    buffer (RFC 3207 s4.2, RFC 2595 s4): never executed.
+    """
+
+
+@dataclasses.dataclass(slots=True)
+class Login(Effect):
+    """
+    Check a user name and password through :class:`mailnet.login.LoginSequence`
+    (throttle, portal, log); the outcome goes to ``session.completed``: a
+    :class:`LoginOk` or a :class:`LoginError`.
+
+    @ivar authzid: the SASL authorization identity ("" if none); the login
+        is refused (counted as a failure) unless it is empty or names the
+        same user (RFC 4616 s2: we do not let one user act as another).
+    """
+
+    username: str
+    password: bytes | str
+    authzid: str = ""
+
+    def __repr__(self):  # never show the password
+        return f"Login(username={self.username!r}, password=<hidden>)"
+
+
+@dataclasses.dataclass(slots=True)
+class LoginOk:
+    """A good login: the avatar from the realm and its logout callable."""
+
+    avatar: object
+    logout: object
+
+
+@dataclasses.dataclass(slots=True)
+class LoginError:
+    """
+    No login: bad credentials (``temporary`` false: counted, the delay has
+    been waited), or too many logins waiting / the store failed
+    (``temporary``: try again later, nothing counted).
+    """
+
+    temporary: bool = False
+
+
+class EffectRunner:
+    """
+    Runs a session's effects in order.  Meant to be mixed into the protocol
+    of one connection, which provides:
+
+    * ``session``: the state machine (``completed(effect, outcome)``);
+    * ``write(data)`` (may batch), ``flush()``, ``closeConnection()``,
+      ``startTLS()``;
+    * ``loginSequence``, ``protocolName``, ``peer``, ``avatarInterface`` for
+      :class:`Login`;
+    * optionally ``nextEffects()`` (the effects of the next command, or None
+      when there is none yet) for :meth:`pump`, ``internalError(failure)``
+      and ``resumed()``.
+
+    Protocol effects are added to :attr:`handlers` (effect type -> method).
+
+    @ivar busy: a long effect is outstanding: no more commands until it
+        completes.
+    @ivar stopped: the connection is gone: run nothing more.
+    """
+
+    busy = False
+    stopped = False
+    _pumping = False
+
+    def initRunner(self, handlers=None):
+        self.handlers = {Send: self.runSend, Close: self.runClose, StartTLS: self.runStartTLS, Login: self.runLogin}
+        if handlers:
+            self.handlers.update(handlers)
+
+    def run(self, effects):
+        handlers = self.handlers
+        for effect in effects:
+            if self.stopped:
+                return
+            handlers[type(effect)](effect)
+
+    def pump(self):
+        """
+        Hand the session commands until one starts a long effect or none is
+        left.  Safe to call from inside a handler (a synchronous completion):
+        the loop already running goes on, no second one starts.
+        """
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self.busy and not self.stopped:
+                effects = self.nextEffects()
+                if effects is None:
+                    break
+                self.run(effects)
+        finally:
+            self._pumping = False
+            self.flush()
+
+    def nextEffects(self):
+        return None
+
+    # Long effects
+
+    def wait(self, d):
+        """
+        A long effect has started: ``d`` fires with the effects that follow
+        it.  Until then no more commands are read.  Returns a Deferred that
+        fires (with None) once those effects have run.
+        """
+        self.busy = True
+        d.addErrback(self._failed)
+        return d.addCallback(self.resume)
+
+    def waitFor(self, effect, d):
+        """
+        A long effect whose outcome ``d`` fires with: the session's
+        ``completed(effect, outcome)`` says what follows (nothing once the
+        client has gone).
+        """
+        return self.wait(d.addCallback(self._outcome, effect))
+
+    def _outcome(self, outcome, effect):
+        if self.stopped:
+            return []
+        return self.session.completed(effect, outcome)
+
+    def _failed(self, failure):
+        if self.stopped:
+            return []  # the client went away mid-effect; nothing to say
+        return self.internalError(failure)
+
+    def internalError(self, failure):
+        """The effects that answer an unexpected failure of a long effect."""
+        raise NotImplementedError
+
+    def resume(self, effects):
+        self.busy = False
+        if self.stopped:
+            return
+        self.run(effects)
+        self.resumed()
+        self.pump()
+
+    def resumed(self):
+        """A long effect has completed and its effects have run."""
+
+    # Shared effects
+
+    def runSend(self, effect):
+        self.write(effect.data)
+
+    def runClose(self, effect):
+        self.flush()
+        self.closeConnection()
+
+    def runStartTLS(self, effect):
+        self.flush()  # the go-ahead leaves in the clear, before the handshake
+        self.startTLS()
+
+    def runLogin(self, effect):
+        self.waitFor(effect, self.login(effect))
+
+    @defer.inlineCallbacks
+    def login(self, effect):
+        """
+        The one login sequence (:mod:`mailnet.login`).  Fires with a
+        :class:`LoginOk`, a :class:`LoginError`, or None when the client went
+        away before its password was checked.
+        """
+        sequence = self.loginSequence
+        try:
+            if effect.authzid and normalize(effect.authzid) != normalize(effect.username):
+                yield sequence.refuse(self.protocolName, self.peer, effect.username,
+                                      f"may not act as {printable(effect.authzid)}")
+            avatar, logout = yield sequence.login(self.protocolName, self.peer, effect.username, effect.password,
+                                                  self.avatarInterface, alive=lambda: not self.stopped)
+        except LoginAbandoned:
+            return None
+        except LoginFailed:
+            return LoginError(temporary=False)
+        except Exception:
+            # Too many logins waiting, or the password was fine but the
+            # account could not be opened (logged by the sequence).
+            return LoginError(temporary=True)
+        if self.stopped:
+            logout()  # the client has gone meanwhile: give the account back
+            return None
+        return LoginOk(avatar, logout)
+
+
+def printable(text, limit=100):
+    """A client-supplied name made safe for one log line."""
+    text = text[:limit]
+    return "".join(c if c.isprintable() else "?" for c in text)
