@@ -122,7 +122,7 @@ class MessageDelivery:
 
     @param context: the :class:`~mailnet.service.MailContext` (``store``,
         ``spool``, ``hostname``).
-    @param envelope: the session's :class:`~mailnet.smtp.session.Envelope`.
+    @param envelope: the session's :class:`~mailnet.smtp.session.IncomingEnvelope`.
     """
 
     def __init__(self, context, envelope, tlsInfo=None):

@@ -121,8 +121,8 @@ def test_mx_notify_all_returns_at_most_the_size_limit(make_server):
 ])
 def test_honoured_notify(notify, auth, policy, verified, expected):
     from mailnet.smtp.delivery import honouredNotify
-    from mailnet.smtp.session import Envelope
+    from mailnet.smtp.session import IncomingEnvelope
 
-    envelope = Envelope(sender="x@remote.test", recipients=[], helo="h", peer="192.0.2.1", tls=False, auth=auth,
-                        esmtp=True, senderVerified=verified)
+    envelope = IncomingEnvelope(sender="x@remote.test", recipients=[], helo="h", peer="192.0.2.1", tls=False, auth=auth,
+                                esmtp=True, senderVerified=verified)
     assert honouredNotify(notify, envelope, policy) == expected
