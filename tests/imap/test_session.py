@@ -738,7 +738,7 @@ def test_deleted_selected_mailbox_select_elsewhere_or_close(world):
 
 def test_search_batches_are_bounded_in_bytes(monkeypatch):
     """Messages already in memory are handed to the matcher at most ~SEARCH_BATCH_BYTES at a time."""
-    from mailnet.imap import session as sessionModule
+    from mailnet.imap.commands import search as searchCommands
 
     calls = []
     w = World()
@@ -752,21 +752,21 @@ def test_search_batches_are_bounded_in_bytes(monkeypatch):
     for i in range(10):
         w.deliver(message("m%d" % i, body=("needle\r\n" if i % 3 == 0 else "hay\r\n") + "x" * 3000 + "\r\n"))
     a = selected(w)
-    monkeypatch.setattr(sessionModule, "SEARCH_BATCH_BYTES", 7000)
+    monkeypatch.setattr(searchCommands, "SEARCH_BATCH_BYTES", 7000)
     assert b"* SEARCH 1 4 7 10\r\n" in a.cmd("SEARCH BODY needle")
     assert calls == [3, 3, 3, 1]
 
 
 def test_long_fetch_lets_other_sessions_in(monkeypatch):
     """A FETCH that has had the reactor for FETCH_TURN seconds waits a turn, then goes on."""
-    from mailnet.imap import session as sessionModule
+    from mailnet.imap.commands import fetch as fetchCommands
 
     w = World()
     for i in range(5):
         w.deliver(message("m%d" % i))
     a = selected(w)
     other = w.client(login="bob@example.test")
-    monkeypatch.setattr(sessionModule, "FETCH_TURN", -1)  # every message is a long turn
+    monkeypatch.setattr(fetchCommands, "FETCH_TURN", -1)  # every message is a long turn
     out = a.feed(b"f1 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
     assert out.count(b" FETCH (") == 1 and b"f1 OK" not in out
     assert b"n1 OK" in other.feed(b"n1 NOOP\r\n")  # another session is served meanwhile
