@@ -10,6 +10,7 @@ from twisted.internet import task
 
 from mailnet.imap import fetch, serialize
 from mailnet.imap.commands.common import ALREADY_ANSWERED, GONE, bad
+from mailnet.imap.commands.fetchlines import lineMaker
 from mailnet.imap.commands.reading import INLINE_LITERAL, STREAM_CHUNK, Opener, readRange, seekable
 from mailnet.imap.parser import FetchAtt
 from mailnet.logs import Logger
@@ -137,7 +138,7 @@ class FetchCommands:
             lookup = {m.uid: m for m in view.folder.messages()}.get
         else:
             lookup = view.folder.get
-        make = _lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None)
+        make = lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None)
         missing = False
         batch = []
         append = batch.append
@@ -418,53 +419,6 @@ class FetchCommands:
         if sent < want and not self.closed:
             self.send(b" " * (want - sent))
 
-
-
-_LINE_ITEMS = {
-    "UID": (b"UID %d", "i.uid"),
-    "FLAGS": (b"FLAGS %s", "F[i.flags]"),
-    "INTERNALDATE": (b"INTERNALDATE %s", "D(i.internalDate)"),
-    "RFC822.SIZE": (b"RFC822.SIZE %d", "i.size"),
-    "MODSEQ": (b"MODSEQ (%d)", "i.modseq"),
-    "SAVEDATE": (b"SAVEDATE NIL", None),
-    "EMAILID": (b"EMAILID NIL", None),
-    "THREADID": (b"THREADID NIL", None),
-}
-_lineCode = {}
-
-
-def _lineMaker(names, recent=None):
-    """
-    A function (msn, info) -> the FETCH line for metadata-only items, built
-    from fixed templates: one formatting operation per message in the hot
-    loop of FETCH FLAGS over a whole mailbox.  Only the names in
-    _LINE_ITEMS are ever used; ``recent`` is the set of UIDs shown with
-    \\Recent (IMAP4rev1).
-    """
-    key = (names, bool(recent))
-    code = _lineCode.get(key)
-    if code is None:
-        template = []
-        exprs = []
-        for name in names:
-            text, expr = _LINE_ITEMS[name]
-            template.append(text)
-            if expr:
-                exprs.append(expr.replace("F[i.flags]", "R(i)") if recent else expr)
-        fmt = b"* %d FETCH (" + b" ".join(template) + b")\r\n"
-        source = "lambda msn, i: %r %% (msn, %s)" % (fmt, "".join(e + ", " for e in exprs))
-        code = _lineCode[key] = compile(source, "<fetch line>", "eval")
-    flags = serialize.flags
-    namespace = {"D": serialize.internalDate, "F": serialize.FLAGS}
-    if recent:
-        def R(i):
-            return flags(i.flags | _RECENT) if i.uid in recent else flags(i.flags)
-
-        namespace["R"] = R
-    return eval(code, namespace)  # noqa: S307 - built from the fixed templates above
-
-
-_RECENT = frozenset({"\\Recent"})
 
 
 def _structureNeed(atts):
