@@ -3,7 +3,7 @@ The IMAP session: one per connection, a state machine over the parsed
 commands (RFC 3501 s3 / RFC 9051 s3: not authenticated, authenticated,
 selected, logout).
 
-The session owns no sockets.  It is given bytes (:meth:`Session.feed`) and
+The session owns no sockets.  It is given bytes (:meth:`IMAPSession.feed`) and
 talks back through a small *output* object (the Twisted protocol in
 :mod:`mailnet.imap.server`, or a test double) with ``write``, ``drained``
 (a Deferred while the transport wants us to wait, else None), ``startTLS``,
@@ -20,7 +20,7 @@ handshake is trusted).
 This module is the core (input, output, timers and deadlines, dispatch,
 capabilities, mailbox names); the commands live in
 :mod:`mailnet.imap.commands`, one mixin class per area, which
-:class:`Session` combines.
+:class:`IMAPSession` combines.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ PREAUTH_TIMEOUT = 120
 PREAUTH_LITERAL = 8192
 
 
-class Settings:
+class IMAPSettings:
     """What a session needs to know of the configuration (from ``[limits]`` / ``[auth]``)."""
 
     def __init__(self, config=None, **overrides):
@@ -145,7 +145,7 @@ class Shared:
         self.keeper = FolderKeeper(clock, settings.folderLinger, settings.folderKeep)
 
 
-class Session(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands):
+class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -405,7 +405,7 @@ class Session(AuthCommands, FolderCommands, SelectCommands, MessageCommands, Sea
     # Dispatch
 
     async def _run(self, cmd):
-        handler = _HANDLERS.get(cmd.name)
+        handler = COMMANDS.get(cmd.name)
         if handler is None:
             self.tagged(cmd.tag, "BAD", "Unknown command")
             return
@@ -592,35 +592,41 @@ _ANY = (NOT_AUTHENTICATED, AUTHENTICATED, SELECTED)
 _AUTH = (AUTHENTICATED, SELECTED)
 _SEL = (SELECTED,)
 
-_HANDLERS = {
-    "CAPABILITY": (_ANY, Session.cmdCapability),
-    "NOOP": (_ANY, Session.cmdNoop),
-    "LOGOUT": (_ANY, Session.cmdLogout),
-    "ID": (_ANY, Session.cmdId),
-    "STARTTLS": ((NOT_AUTHENTICATED,), Session.cmdStarttls),
-    "LOGIN": ((NOT_AUTHENTICATED,), Session.cmdLogin),
-    "AUTHENTICATE": ((NOT_AUTHENTICATED,), Session.cmdAuthenticate),
-    "ENABLE": (_AUTH, Session.cmdEnable),
-    "NAMESPACE": (_AUTH, Session.cmdNamespace),
-    "SELECT": (_AUTH, Session.cmdSelect),
-    "EXAMINE": (_AUTH, Session.cmdSelect),
-    "CREATE": (_AUTH, Session.cmdCreate),
-    "DELETE": (_AUTH, Session.cmdDelete),
-    "RENAME": (_AUTH, Session.cmdRename),
-    "SUBSCRIBE": (_AUTH, Session.cmdSubscribe),
-    "UNSUBSCRIBE": (_AUTH, Session.cmdSubscribe),
-    "LIST": (_AUTH, Session.cmdList),
-    "LSUB": (_AUTH, Session.cmdLsub),
-    "STATUS": (_AUTH, Session.cmdStatus),
-    "APPEND": (_AUTH, Session.cmdAppend),
-    "IDLE": (_AUTH, Session.cmdIdle),
-    "CHECK": (_SEL, Session.cmdCheck),
-    "CLOSE": (_SEL, Session.cmdClose),
-    "UNSELECT": (_SEL, Session.cmdUnselect),
-    "EXPUNGE": (_SEL, Session.cmdExpunge),
-    "SEARCH": (_SEL, Session.cmdSearch),
-    "FETCH": (_SEL, Session.cmdFetch),
-    "STORE": (_SEL, Session.cmdStore),
-    "COPY": (_SEL, Session.cmdCopy),
-    "MOVE": (_SEL, Session.cmdMove),
+# The one dispatch table: command name -> (states it is valid in, IMAPSession.cmdX).
+COMMANDS = {
+    "CAPABILITY": (_ANY, IMAPSession.cmdCapability),
+    "NOOP": (_ANY, IMAPSession.cmdNoop),
+    "LOGOUT": (_ANY, IMAPSession.cmdLogout),
+    "ID": (_ANY, IMAPSession.cmdId),
+    "STARTTLS": ((NOT_AUTHENTICATED,), IMAPSession.cmdStarttls),
+    "LOGIN": ((NOT_AUTHENTICATED,), IMAPSession.cmdLogin),
+    "AUTHENTICATE": ((NOT_AUTHENTICATED,), IMAPSession.cmdAuthenticate),
+    "ENABLE": (_AUTH, IMAPSession.cmdEnable),
+    "NAMESPACE": (_AUTH, IMAPSession.cmdNamespace),
+    "SELECT": (_AUTH, IMAPSession.cmdSelect),
+    "EXAMINE": (_AUTH, IMAPSession.cmdSelect),
+    "CREATE": (_AUTH, IMAPSession.cmdCreate),
+    "DELETE": (_AUTH, IMAPSession.cmdDelete),
+    "RENAME": (_AUTH, IMAPSession.cmdRename),
+    "SUBSCRIBE": (_AUTH, IMAPSession.cmdSubscribe),
+    "UNSUBSCRIBE": (_AUTH, IMAPSession.cmdSubscribe),
+    "LIST": (_AUTH, IMAPSession.cmdList),
+    "LSUB": (_AUTH, IMAPSession.cmdLsub),
+    "STATUS": (_AUTH, IMAPSession.cmdStatus),
+    "APPEND": (_AUTH, IMAPSession.cmdAppend),
+    "IDLE": (_AUTH, IMAPSession.cmdIdle),
+    "CHECK": (_SEL, IMAPSession.cmdCheck),
+    "CLOSE": (_SEL, IMAPSession.cmdClose),
+    "UNSELECT": (_SEL, IMAPSession.cmdUnselect),
+    "EXPUNGE": (_SEL, IMAPSession.cmdExpunge),
+    "SEARCH": (_SEL, IMAPSession.cmdSearch),
+    "FETCH": (_SEL, IMAPSession.cmdFetch),
+    "STORE": (_SEL, IMAPSession.cmdStore),
+    "COPY": (_SEL, IMAPSession.cmdCopy),
+    "MOVE": (_SEL, IMAPSession.cmdMove),
 }
+
+# The former names, kept while mailnet/imap/server.py still imports them
+# (issue 11: the lead removes them when the IMAPService branch is merged).
+Session = IMAPSession
+Settings = IMAPSettings

@@ -1,5 +1,5 @@
 """
-The session state machine, in process: a Session on the memory store, fed
+The session state machine, in process: an IMAPSession on the memory store, fed
 bytes, with a fake output object and a task.Clock.
 """
 

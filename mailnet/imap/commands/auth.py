@@ -16,7 +16,7 @@ from mailnet.store.interfaces import IAccount
 log = Logger()
 
 class AuthCommands:
-    """Auth commands of :class:`mailnet.imap.session.Session` (a mixin)."""
+    """Auth commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     # Any state
 

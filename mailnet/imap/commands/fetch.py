@@ -29,7 +29,7 @@ _CONTENT_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
 
 
 class FetchCommands:
-    """Fetch commands of :class:`mailnet.imap.session.Session` (a mixin)."""
+    """Fetch commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     async def cmdFetch(self, cmd):
         view = self.view

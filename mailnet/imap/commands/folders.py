@@ -10,7 +10,7 @@ from mailnet.imap.commands.common import bad, no, reasonOf
 from mailnet.store.interfaces import DELETED, INBOX, SEEN, FolderExists, InvalidFolderName, NoSuchFolder
 
 class FolderCommands:
-    """Folder commands of :class:`mailnet.imap.session.Session` (a mixin)."""
+    """Folder commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     async def cmdCreate(self, cmd):
         name = self.decodeName(cmd.mailbox)

@@ -10,7 +10,7 @@ from mailnet.imap.commands.common import GONE, bad, no, reasonOf
 from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
 
 class MessageCommands:
-    """Message commands of :class:`mailnet.imap.session.Session` (a mixin)."""
+    """Message commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     async def cmdAppend(self, cmd):
         name = self.decodeName(cmd.mailbox)

@@ -21,7 +21,7 @@ SEARCH_BATCH_BYTES = 1024 * 1024
 SEARCH_TURN = 0.02
 
 class SearchCommands:
-    """Search commands of :class:`mailnet.imap.session.Session` (a mixin)."""
+    """Search commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     async def cmdSearch(self, cmd):
         view = self.view

@@ -15,7 +15,7 @@ from mailnet.logs import Logger
 log = Logger()
 
 class SelectCommands:
-    """Select commands of :class:`mailnet.imap.session.Session` (a mixin)."""
+    """Select commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     async def cmdSelect(self, cmd):
         readOnly = cmd.name == "EXAMINE"
