@@ -5,12 +5,13 @@ This is the only module that names concrete backends.  Protocol packages
 get a :class:`MailContext` and return a protocol factory; they never import
 each other or a store implementation.
 
-Protocol modules plug in through :data:`LISTENERS`: each listener name maps
-to a module with ``makeFactory(context, listener) -> IProtocolFactory`` and an
-optional ``REFUSAL`` (bytes sent to a client refused for too many
-connections).  Implicit-TLS listeners are wrapped in TLS here; the protocol
-can tell from ``listener`` (or ``ISSLTransport``) that TLS is on from the
-start.  The ``http`` listener (JMAP, webmail) is not built yet: a configured
+Each module of :data:`PROTOCOLS` has ``makeService(context)`` returning a
+:class:`~mailnet.serving.ProtocolService`: a child service that owns the
+protocol's shared state and gives ``factory(listener)`` for each listener
+it serves.  Binding happens here: implicit-TLS listeners are wrapped in TLS
+(the protocol can tell from ``listener`` or ``ISSLTransport`` that TLS is on
+from the start), every listener gets the connection limits and the
+protocol's ``REFUSAL``.  The ``http`` listener (JMAP, webmail) is not built yet: a configured
 one is ignored with one log line.
 
 One server at a time per data directory: the running one holds an exclusive
@@ -48,16 +49,9 @@ from mailnet.store.interfaces import IMailStore
 
 log = Logger()
 
-# listener name -> (module, implicit TLS)
-LISTENERS = {
-    "smtp": (smtpServer, False),
-    "submission": (smtpServer, False),
-    "submissions": (smtpServer, True),
-    "pop3": (pop3Server, False),
-    "pop3s": (pop3Server, True),
-    "imap": (imapServer, False),
-    "imaps": (imapServer, True),
-}
+# Modules with makeService(context) -> ProtocolService; listeners are
+# bound in this order.
+PROTOCOLS = (smtpServer, pop3Server, imapServer)
 
 # Configured listeners that have no protocol yet -> why (logged once).
 NOT_BUILT = {"http": "JMAP and webmail are not built yet"}
@@ -235,6 +229,11 @@ class MailnetService(service.MultiService):
     (so that twistd can bind ports below 1024 before dropping privileges).
     Once all listen, the bound addresses are written to
     ``<data_dir>/run/listeners.json`` (useful with port 0) and logged.
+
+    @ivar protocols: the :class:`~mailnet.serving.ProtocolService` children,
+        one per module of :data:`PROTOCOLS`.
+    @ivar listeners: listener name -> (its ProtocolService, implicit TLS),
+        in binding order.
     """
 
     def __init__(self, context: MailContext, exitOnError=False):
@@ -245,6 +244,12 @@ class MailnetService(service.MultiService):
         self.addresses = {}
         self.demoLogin = None
         self.lock = SpoolLock(os.path.join(context.config.runDir, "mailnet.lock"))
+        self.protocols = [module.makeService(context) for module in PROTOCOLS]
+        self.listeners = {}
+        for protocol in self.protocols:
+            protocol.setServiceParent(self)
+            for name in protocol.listeners:
+                self.listeners[name] = (protocol, name in protocol.implicitTLS)
 
     def _factories(self):
         config = self.context.config
@@ -252,12 +257,12 @@ class MailnetService(service.MultiService):
         for name, why in NOT_BUILT.items():
             if getattr(config.listen, name):
                 log.info("listener {name}: {why}; [listen] {name} is ignored", name=name, why=why)
-        for name, (module, implicit) in LISTENERS.items():
+        for name, (protocol, implicit) in self.listeners.items():
             description = getattr(config.listen, name)
             if not description:
                 continue
-            factory = module.makeFactory(self.context, name)
-            refusal = getattr(module, "REFUSAL", b"")
+            factory = protocol.factory(name)
+            refusal = protocol.REFUSAL
             if implicit:
                 factory = net.implicitTLS(factory, self.context.tlsOptions)
                 refusal = b""

@@ -21,6 +21,7 @@ from zope.interface import implementer
 from mailnet import net
 from mailnet.imap.session import Session, Settings, Shared
 from mailnet.logs import Logger
+from mailnet.serving import ProtocolService
 
 log = Logger()
 
@@ -125,18 +126,36 @@ class IMAPFactory(protocol.Factory):
         return p
 
 
-def sharedState(context) -> Shared:
-    """One :class:`Shared` per MailContext, for both the imap and imaps listeners."""
-    shared = getattr(context, "_imapShared", None)
-    if shared is None:
-        settings = Settings(context.config, hostname=context.hostname)
-        shared = Shared(settings, context.portal, context.throttle, context.reactor,
-                        tlsAvailable=context.tlsOptions is not None, login=context.login)
-        shared.tlsOptions = context.tlsOptions
-        context._imapShared = shared
-    return shared
+class IMAPService(ProtocolService):
+    """
+    The IMAP listeners; owns the :class:`Shared` state (settings, open
+    folders, sessions per user) of both.
+    """
+
+    name = "imap"
+    listeners = ("imap", "imaps")
+    implicitTLS = frozenset({"imaps"})
+    REFUSAL = REFUSAL
+
+    def __init__(self, context):
+        super().__init__(context)
+        self._shared = None
+
+    @property
+    def shared(self) -> Shared:
+        """Made on first use, so that a server without IMAP listeners makes none."""
+        if self._shared is None:
+            context = self.context
+            settings = Settings(context.config, hostname=context.hostname)
+            self._shared = Shared(settings, context.portal, context.throttle, context.reactor,
+                                  tlsAvailable=context.tlsOptions is not None, login=context.login)
+            self._shared.tlsOptions = context.tlsOptions
+        return self._shared
+
+    def factory(self, listener):
+        return IMAPFactory(self.shared, implicitTLS=(listener in self.implicitTLS))
 
 
-def makeFactory(context, listener):
-    """The protocol factory for the ``imap`` or ``imaps`` listener."""
-    return IMAPFactory(sharedState(context), implicitTLS=(listener == "imaps"))
+def makeService(context) -> IMAPService:
+    """The protocol plug-in entry point (see :mod:`mailnet.service`)."""
+    return IMAPService(context)

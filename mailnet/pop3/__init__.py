@@ -4,5 +4,5 @@ POP3 (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595), SASL PLAIN
 
 :mod:`mailnet.pop3.protocol` is the parser and session state machine (no
 I/O); :mod:`mailnet.pop3.server` is the Twisted protocol and the listener
-factory (``makeFactory``, ``REFUSAL``).
+service (``makeService`` -> ``POP3Service``, ``REFUSAL``).
 """

@@ -23,6 +23,7 @@ from mailnet.login import LoginAbandoned, LoginFailed
 from mailnet.logs import Logger
 from mailnet.net import peerHost
 from mailnet.pop3 import protocol as pop3
+from mailnet.serving import ProtocolService
 from mailnet.store.interfaces import INBOX, SEEN, IAccount, IFolderListener, NoSuchMessage
 
 log = Logger()
@@ -48,15 +49,10 @@ INLINE_BUDGET = 1024 * 1024
 OUTPUT_BATCH = 256 * 1024
 
 
-def makeFactory(context, listener):
-    """The protocol factory for the ``pop3`` or ``pop3s`` listener."""
-    return POP3Factory(context, implicitTLS=(listener == "pop3s"))
-
-
 class MaildropLocks:
     """
-    RFC 1939 s8: one POP3 session per maildrop at a time.  Shared by every
-    POP3 listener of the process (keyed by store).  IMAP sessions do not
+    RFC 1939 s8: one POP3 session per maildrop at a time.  Owned by the
+    :class:`POP3Service`, shared by its listeners.  IMAP sessions do not
     take it.
     """
 
@@ -73,23 +69,34 @@ class MaildropLocks:
         self.held.discard(username)
 
 
-_locks: "weakref.WeakKeyDictionary[object, MaildropLocks]" = weakref.WeakKeyDictionary()
+class POP3Service(ProtocolService):
+    """The POP3 listeners; owns the :class:`MaildropLocks` both share."""
+
+    name = "pop3"
+    listeners = ("pop3", "pop3s")
+    implicitTLS = frozenset({"pop3s"})
+    REFUSAL = REFUSAL
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.locks = MaildropLocks()
+
+    def factory(self, listener):
+        return POP3Factory(self.context, self.locks, implicitTLS=(listener in self.implicitTLS))
 
 
-def locksFor(store) -> MaildropLocks:
-    locks = _locks.get(store)
-    if locks is None:
-        locks = _locks[store] = MaildropLocks()
-    return locks
+def makeService(context) -> POP3Service:
+    """The protocol plug-in entry point (see :mod:`mailnet.service`)."""
+    return POP3Service(context)
 
 
 class POP3Factory(protocol.Factory):
     noisy = False
 
-    def __init__(self, context, implicitTLS=False):
+    def __init__(self, context, locks, implicitTLS=False):
         self.context = context
         self.implicitTLS = implicitTLS
-        self.locks = locksFor(context.store)
+        self.locks = locks
 
     def buildProtocol(self, addr):
         p = POP3Server(self.context, self.locks, self.implicitTLS)

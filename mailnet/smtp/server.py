@@ -3,8 +3,8 @@ The Twisted side of the SMTP server: a thin protocol that feeds bytes to a
 :class:`~mailnet.smtp.session.Session` and carries out what it asks
 (replies, TLS, password checks, deliveries, timeouts).
 
-Plug-in contract (see :mod:`mailnet.service`): :func:`makeFactory` and
-:data:`REFUSAL`.  Listener roles:
+Plugged in by :func:`makeService` (an :class:`SMTPService`, see
+:mod:`mailnet.serving`).  Listener roles:
 
 * ``smtp``: MX.  Mail for local domains (and their aliases) from anyone;
   AUTH is offered after STARTTLS, and authenticated users may relay.
@@ -19,6 +19,7 @@ from twisted.internet import protocol, tcp
 from twisted.logger import LogLevel
 
 from mailnet import logs, net
+from mailnet.serving import ProtocolService
 from mailnet.auth import IAuthenticatedUser
 from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
@@ -281,6 +282,18 @@ class SMTPFactory(protocol.Factory):
                 proto._flush()
 
 
-def makeFactory(context, listener):
+class SMTPService(ProtocolService):
+    """The SMTP listeners; sessions share nothing but the context."""
+
+    name = "smtp"
+    listeners = ("smtp", "submission", "submissions")
+    implicitTLS = frozenset({"submissions"})
+    REFUSAL = REFUSAL
+
+    def factory(self, listener):
+        return SMTPFactory(self.context, listener)
+
+
+def makeService(context) -> SMTPService:
     """The protocol plug-in entry point (see :mod:`mailnet.service`)."""
-    return SMTPFactory(context, listener)
+    return SMTPService(context)

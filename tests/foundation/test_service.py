@@ -140,3 +140,38 @@ def test_cli_users_and_aliases(tmp_path):
     assert r.returncode == 1
     r = server.mailnet("--config", "/nonexistent.toml", "user", "list", check=False)
     assert r.returncode == 2 and r.stderr == "mailnet: /nonexistent.toml: no such file\n"
+
+
+def test_protocol_services_own_their_state_and_serve_their_listeners(tmp_path):
+    """In process: one ProtocolService child per protocol; the listeners of
+    a protocol share its state (POP3's maildrop locks, IMAP's Shared)."""
+    from twisted.internet import task
+
+    from mailnet import service
+    from mailnet.imap.server import IMAPService
+    from mailnet.pop3.server import POP3Service
+    from mailnet.serving import ProtocolService
+    from mailnet.smtp.server import SMTPService
+    from mailnet.store.memory import MemoryStore
+
+    conf = config.fromDict({"server": {"data_dir": str(tmp_path), "hostname": "mx.example.test"}})
+    top = service.makeService(conf, reactor=task.Clock(), store=MemoryStore())
+    assert [type(p) for p in top.protocols] == [SMTPService, POP3Service, IMAPService]
+    assert all(isinstance(p, ProtocolService) and p.parent is top and p.context is top.context for p in top.protocols)
+    assert top.getServiceNamed("pop3") is top.protocols[1]
+    assert top.getServiceNamed("queue").context is top.context
+    assert {name: (p.name, implicit) for name, (p, implicit) in top.listeners.items()} == {
+        "smtp": ("smtp", False), "submission": ("smtp", False), "submissions": ("smtp", True),
+        "pop3": ("pop3", False), "pop3s": ("pop3", True), "imap": ("imap", False), "imaps": ("imap", True)}
+    assert list(top.listeners) == ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"]
+    smtp, pop3, imap = top.protocols
+    assert smtp.REFUSAL.startswith(b"421 ") and pop3.REFUSAL.startswith(b"-ERR ") and imap.REFUSAL.startswith(b"* BYE")
+    assert smtp.factory("submission").settings is not smtp.factory("smtp").settings
+    assert pop3.factory("pop3").locks is pop3.factory("pop3s").locks is pop3.locks
+    assert pop3.factory("pop3s").implicitTLS and not pop3.factory("pop3").implicitTLS
+    assert imap.factory("imap").shared is imap.factory("imaps").shared is imap.shared
+    assert imap.factory("imaps").implicitTLS and not imap.factory("imap").implicitTLS
+    # State belongs to the service, not to the context or the module.
+    other = service.MailnetService(top.context)
+    assert other.protocols[1].locks is not pop3.locks and other.protocols[2].shared is not imap.shared
+    assert not hasattr(top.context, "_imapShared")

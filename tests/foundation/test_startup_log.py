@@ -81,5 +81,6 @@ def test_twistd_to_stdout_uses_our_observer():
 def test_no_optional_protocol_modules():
     """Every protocol is wired explicitly; nothing is skipped when missing."""
     assert not hasattr(service, "optionalModule")
-    assert set(service.LISTENERS) == {"smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"}
+    assert [module.__name__ for module in service.PROTOCOLS] == [
+        "mailnet.smtp.server", "mailnet.pop3.server", "mailnet.imap.server"]
     assert set(service.NOT_BUILT) == {"http"}

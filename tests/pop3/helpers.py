@@ -4,6 +4,7 @@ a MemoryStore, a task.Clock for every timer, and a synchronous checker."""
 from __future__ import annotations
 
 import base64
+import weakref
 
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
@@ -83,12 +84,22 @@ def deliver(store, user, body: bytes, flags=()):
     return box[0][0][2]
 
 
+_services: "weakref.WeakKeyDictionary[MailContext, server.POP3Service]" = weakref.WeakKeyDictionary()
+
+
+def serviceFor(context) -> server.POP3Service:
+    """One POP3Service per context, as the server has (its clients share the maildrop locks)."""
+    if context not in _services:
+        _services[context] = server.makeService(context)
+    return _services[context]
+
+
 class Client:
     """One connection to an in-process server."""
 
     def __init__(self, context, listener="pop3s", transport=None):
         self.context = context
-        self.factory = server.makeFactory(context, listener)
+        self.factory = serviceFor(context).factory(listener)
         self.proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.transport = transport or Transport()
         self.proto.makeConnection(self.transport)

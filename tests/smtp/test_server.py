@@ -73,7 +73,7 @@ def makeContext(tmp_path, clock, store=None, **sections):
 
 class Client:
     def __init__(self, context, listener="smtp"):
-        self.factory = server.makeFactory(context, listener)
+        self.factory = server.makeService(context).factory(listener)
         self.proto = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 5000))
         self.transport = TLSStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 5000))
         self.proto.makeConnection(self.transport)
