@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 
+from mailnet.store.interfaces import messageBytes
+
 # Literal bodies up to this size are read whole and written in one piece;
 # larger ones are streamed in chunks, waiting for the transport to drain.
 INLINE_LITERAL = 256 * 1024
@@ -67,11 +69,11 @@ def readRange(f, start, length):
                 break
             data += more
         return data
-    if type(f) is io.BytesIO and start == 0:
+    if start == 0:
         # A message the store read into memory: the whole of it without a
-        # copy (a BytesIO made from bytes shares them until written to).
-        data = f.getvalue()
-        if len(data) <= length:
+        # copy (the store contract, interfaces.messageBytes).
+        data = messageBytes(f)
+        if data is not None and len(data) <= length:
             return data
     f.seek(start)
     return f.read(length)
