@@ -15,6 +15,7 @@ from mailnet.store.interfaces import IAccount
 
 log = Logger()
 
+
 class AuthCommands:
     """Auth commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 

@@ -9,6 +9,7 @@ from mailnet.imap import serialize
 from mailnet.imap.commands.common import bad, no, reasonOf
 from mailnet.store.interfaces import DELETED, INBOX, SEEN, FolderExists, InvalidFolderName, NoSuchFolder
 
+
 class FolderCommands:
     """Folder commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 

@@ -9,6 +9,7 @@ from mailnet.imap import serialize
 from mailnet.imap.commands.common import GONE, bad, no, reasonOf
 from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
 
+
 class MessageCommands:
     """Message commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
@@ -19,15 +20,8 @@ class MessageCommands:
             raise no("Message too big (limit %d bytes)" % self.appendLimit(), b"TOOBIG")
         if len(message) == 0:
             raise no("Empty message")
-        for flag in cmd.flags:
-            if flag.startswith("\\") and flag not in _STORABLE_SYSTEM_FLAGS:
-                raise bad("Flag %s cannot be stored" % flag)
-        try:
-            folder = await self.account.openFolder(name)
-        except NoSuchFolder:
-            raise no("Mailbox does not exist", b"TRYCREATE")
-        except InvalidFolderName as e:
-            raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        _checkStorable(cmd.flags)
+        folder = await self._openTarget(name)
         try:
             source = _canonical(message.open())
             uid = await folder.append(source, flags=cmd.flags, internalDate=cmd.date)
@@ -36,6 +30,15 @@ class MessageCommands:
             folder.close()
         # RFC 4315 s3: APPENDUID.
         return ("OK", "APPEND completed", b"APPENDUID %d %d" % (validity, uid))
+
+    async def _openTarget(self, name):
+        """The mailbox APPEND, COPY or MOVE adds to; RFC 3501 s6.3.11, s6.4.7: [TRYCREATE] when it does not exist."""
+        try:
+            return await self.account.openFolder(name)
+        except NoSuchFolder:
+            raise no("Mailbox does not exist", b"TRYCREATE")
+        except InvalidFolderName as e:
+            raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
 
     async def cmdCopy(self, cmd):
         return await self._copyOrMove(cmd, move=False)
@@ -49,12 +52,7 @@ class MessageCommands:
         view = self.view
         pairs = self._resolve(cmd.seqset, cmd.uid)
         name = self.decodeName(cmd.mailbox)
-        try:
-            dest = await self.account.openFolder(name)
-        except NoSuchFolder:
-            raise no("Mailbox does not exist", b"TRYCREATE")
-        except InvalidFolderName as e:
-            raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        dest = await self._openTarget(name)
         try:
             uids = [uid for _, uid in pairs if uid not in view.pendingExpunged]
             if not uids:
@@ -88,11 +86,8 @@ class MessageCommands:
         view = self.view
         if view.readOnly:
             raise no("Mailbox is read-only", b"READ-ONLY")
-        flags = []
-        for flag in cmd.flags:
-            if flag.startswith("\\") and flag not in _STORABLE_SYSTEM_FLAGS:
-                raise bad("Flag %s cannot be stored" % flag)
-            flags.append(flag)
+        _checkStorable(cmd.flags)
+        flags = list(cmd.flags)
         if cmd.unchangedSince is not None:
             self._enableCondstore()
         pairs = self._resolve(cmd.seqset, cmd.uid)
@@ -184,6 +179,13 @@ def _canonical(f):
         out.write(b"\r")
     out.seek(0)
     return out
+
+
+def _checkStorable(flags):
+    """A client may set keywords and the system flags but \\Recent (RFC 3501 s2.3.2): BAD for another \\flag."""
+    for flag in flags:
+        if flag.startswith("\\") and flag not in _STORABLE_SYSTEM_FLAGS:
+            raise bad("Flag %s cannot be stored" % flag)
 
 
 _STORABLE_SYSTEM_FLAGS = {"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"}

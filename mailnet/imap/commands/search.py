@@ -20,6 +20,7 @@ SEARCH_BATCH_BYTES = 1024 * 1024
 # Index keys over a large mailbox: this long (seconds) on the reactor, then let others in.
 SEARCH_TURN = 0.02
 
+
 class SearchCommands:
     """Search commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 

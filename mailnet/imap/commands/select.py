@@ -14,6 +14,7 @@ from mailnet.logs import Logger
 
 log = Logger()
 
+
 class SelectCommands:
     """Select commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
