@@ -438,6 +438,17 @@ def test_append(world):
     assert b"NO [TOOBIG]" in s.feed(b"c APPEND INBOX {11+}\r\nxxxxxxxxxxx\r\n")
 
 
+def test_recent_and_unknown_system_flags_cannot_be_stored(world):
+    """RFC 3501 s2.3.2: \\Recent is the server's; APPEND and STORE answer BAD, and nothing changes."""
+    world.deliver(message("one"))
+    a = selected(world)
+    assert b"a BAD Flag \\Recent cannot be stored" in a.feed(b"a APPEND INBOX (\\Recent) {3+}\r\nx\r\n\r\n")
+    assert b"b BAD Flag \\Bogus cannot be stored" in a.feed(b"b STORE 1 +FLAGS (\\Seen \\Bogus)\r\n")
+    reply = a.cmd("FETCH 1:* (FLAGS)")
+    assert reply.count(b" FETCH (") == 1 and b"\\Seen" not in reply
+    assert b"c OK" in a.feed(b"c STORE 1 +FLAGS ($Work \\Flagged)\r\n")
+
+
 def test_append_to_selected_mailbox_says_exists(world):
     a = selected(world)
     reply = a.feed(b"a APPEND INBOX {3+}\r\nx\r\n\r\n")
