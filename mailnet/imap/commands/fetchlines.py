@@ -22,7 +22,7 @@ LINE_ITEMS = {
     "INTERNALDATE": b"INTERNALDATE %s",
     "RFC822.SIZE": b"RFC822.SIZE %d",
     "MODSEQ": b"MODSEQ (%d)",
-    # RFC 8514 SAVEDATE and RFC 8474 EMAILID/THREADID: not kept, always NIL.
+    # Items answered NIL, as no value is kept: SAVEDATE (RFC 8514), EMAILID and THREADID (RFC 8474).
     "SAVEDATE": b"SAVEDATE NIL",
     "EMAILID": b"EMAILID NIL",
     "THREADID": b"THREADID NIL",
@@ -36,7 +36,7 @@ def lineFormat(names):
     return b"* %d FETCH (" + b" ".join(LINE_ITEMS[name] for name in names) + b")\r\n"
 
 
-# Closures for the name tuples that clients send most (flags without \\Recent):
+# Closures for the name tuples that clients send most (flags without \Recent):
 # names -> (fmt, F = serialize.FLAGS, D = serialize.internalDate) -> (msn, info) -> line.
 _COMMON = {
     ("UID", "FLAGS"): lambda fmt, F, D: lambda msn, i: fmt % (msn, i.uid, F[i.flags]),
