@@ -44,6 +44,7 @@ _COMMON = {
     ("FLAGS", "UID"): lambda fmt, F, D: lambda msn, i: fmt % (msn, F[i.flags], i.uid),
     ("UID", "FLAGS", "MODSEQ"): lambda fmt, F, D: lambda msn, i: fmt % (msn, i.uid, F[i.flags], i.modseq),
     ("UID", "RFC822.SIZE", "FLAGS"): lambda fmt, F, D: lambda msn, i: fmt % (msn, i.uid, i.size, F[i.flags]),
+    ("UID", "FLAGS", "RFC822.SIZE"): lambda fmt, F, D: lambda msn, i: fmt % (msn, i.uid, F[i.flags], i.size),
     ("UID", "RFC822.SIZE", "INTERNALDATE", "FLAGS"):
         lambda fmt, F, D: lambda msn, i: fmt % (msn, i.uid, i.size, D(i.internalDate), F[i.flags]),
     ("UID", "RFC822.SIZE", "FLAGS", "INTERNALDATE"):
