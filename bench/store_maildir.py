@@ -8,7 +8,8 @@ Maildir store benchmark (not a test).
    cur/ with S=/W= in their names, dovecot-uidlist, mailnet-modseq), then
    times openFolder() + messages() with a fresh store (page cache warm),
    and once without the sidecar (the first open of a Dovecot-made folder,
-   which must stat every file once).
+   which must stat every file once).  Then the email ids of all of them
+   (``emailIds``) and ``findEmail`` of one, first and second time.
 2. Durable deliveries per second of 4 KB messages with 1 and with 20
    deliveries in flight (a real reactor and the default thread pool, so
    group commit happens as in the server), to one INBOX and to 20 INBOXes.
@@ -92,10 +93,21 @@ def timeOpen(reactor, n):
         t = time.perf_counter()
         yield folder.refresh()
         refresh = time.perf_counter() - t
+        t = time.perf_counter()
+        ids = folder.emailIds([i.uid for i in infos])
+        idTime = time.perf_counter() - t
+        finds = []
+        for _ in range(2):
+            t = time.perf_counter()
+            found = yield acct.findEmail(ids[infos[n // 2].uid])
+            finds.append(time.perf_counter() - t)
+            assert found == ("INBOX", infos[n // 2].uid), found
         folder.close()
         store.close()
     print(f"open {n} messages (openFolder + messages()): best {min(results):.3f} s, "
           f"runs {', '.join(f'{r:.3f}' for r in results)}; refresh() after: {refresh * 1000:.2f} ms")
+    print(f"emailIds() of all {n}: {idTime * 1000:.0f} ms; findEmail: first in this process "
+          f"{finds[0] * 1000:.0f} ms (reads the uidlists), then {finds[1] * 1000:.1f} ms")
     # Without the sidecar: the first open of a folder Dovecot made.
     side = os.path.join(account, ModLog.NAME)
     saved = side + ".saved"

@@ -237,7 +237,8 @@ class SharedIndex:
     ``highestModSeq``, ``deleted`` (the folder was deleted: handles fail
     with :class:`NoSuchFolder`); and what :class:`FolderHandle` delegates
     to, with the arguments already checked: ``messages()``, ``get(uid)``,
-    ``expungedSince(modseq)`` (plain values), and ``refresh()``,
+    ``expungedSince(modseq)`` (plain values), optionally ``mailboxId`` and
+    ``emailIds(uids)`` (else the handle has none), and ``refresh()``,
     ``openMessage(uid)``, ``append(source, flags, internalDate)``,
     ``setFlags(uids, flags, mode, unchangedSince)``, ``expunge(uids)``,
     ``copyTo(uids, destIndex)``, ``moveTo(uids, destIndex)`` (values or
@@ -318,6 +319,11 @@ class FolderHandle:
     def highestModSeq(self):
         return self._index.highestModSeq
 
+    @property
+    def mailboxId(self):
+        # Optional for an index: None when the backend has no mailbox ids.
+        return getattr(self._index, "mailboxId", None)
+
     def _live(self):
         if self.closed:
             raise _closedError()
@@ -366,6 +372,11 @@ class FolderHandle:
 
     def expungedSince(self, modseq):
         return self._index.expungedSince(modseq)
+
+    def emailIds(self, uids):
+        # Optional for an index: no ids when the backend has none.
+        emailIds = getattr(self._index, "emailIds", None)
+        return emailIds(_uidList(uids)) if emailIds is not None else {}
 
     def addListener(self, listener):
         if listener not in self.listeners:

@@ -37,6 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from zope.interface.verify import verifyObject
 
 from mailnet.store.base import FolderLimits
+from mailnet.store.conformance_ids import IdConformance
 from mailnet.store.interfaces import (
     ANSWERED,
     DELETED,
@@ -95,10 +96,11 @@ BAD_NAMES = ["..", "a/..", "../a", "/abs", "a\0b", "a//b", "", "a/", "a\\b", "a/
 FLAG_POOL = [SEEN, ANSWERED, FLAGGED, DELETED, DRAFT, "$Forwarded", "k1", "k2"]
 
 
-class StoreConformance:
+class StoreConformance(IdConformance):
     """
     The suite, as a pytest test class: subclass it (name the subclass
-    ``Test...``) and define :meth:`makeStore`.
+    ``Test...``) and define :meth:`makeStore` (and, for a backend whose
+    data outlives the store object, :meth:`restartStore`).
     """
 
     def makeStore(self, tmp_path, limits=None):

@@ -26,6 +26,20 @@ Conventions that hold for every method below:
   ``append``, ``setFlags``, ``expunge``, ``copyTo``, ``moveTo``) fires only
   when the change is on stable storage (fsynced) for backends that have
   stable storage.
+* Ids (for JMAP, RFC 8620/8621, and IMAP OBJECTID, RFC 8474).  An *email
+  id* names one message in an account; a *mailbox id* one folder.  Both
+  are opaque strings of 1-255 characters of ``A-Za-z0-9_-`` (RFC 8620
+  s1.2).  An email id stays the same for the life of the message: across
+  :meth:`IFolder.moveTo`, a restart, a crash, and (Maildir) another program
+  renaming the file for flags or moving it between folders; a copy
+  (:meth:`IFolder.copyTo`, a delivery to several folders) is a new message
+  with a new id, so a message is in exactly one mailbox (JMAP
+  ``maxMailboxesPerEmail`` is 1).  An id is durable when the operation
+  that made the message is.  A mailbox id stays the same across a rename
+  and a restart; a folder deleted and created again under the same name
+  has a new one.  Ids are never reused for another message or folder.
+  Optional for third-party stores written before they existed: callers
+  use ``getattr`` and treat a missing method or a None id as "no ids".
 * Notifications.  All :class:`IFolder` handles open on the same folder in
   one process share one index.  After a change becomes durable, through any
   handle, a delivery, or :meth:`IFolder.refresh` noticing another program's
@@ -287,6 +301,8 @@ class IAccount(Interface):
         """
         Rename a folder and its children.  Renaming INBOX moves its messages
         into a new folder and leaves INBOX empty (RFC 3501 s6.3.5).
+        Renamed folders keep their mailbox ids; INBOX's messages keep their
+        email ids in the new folder (which has a new mailbox id).
 
         The new name follows the rules of :meth:`createFolder`.
 
@@ -316,6 +332,23 @@ class IAccount(Interface):
         @return: Deferred firing with a list of folder names.
         """
 
+    def findEmail(emailId):
+        """
+        Where a message is, by email id (see the module docstring), without
+        reading message files: backends keep an index.
+
+        Called by JMAP (Email/get by id) and IMAP (OBJECTID lookups).
+        Optional (see "Ids" in the module docstring).
+
+        @param emailId: a string; anything that is not a valid id of this
+            account (malformed, unknown, expunged) gives None.
+        @return: Deferred firing with ``(folderName, uid)`` or None.  A
+            message another program moved into a folder is found once that
+            folder has been opened or refreshed (which gives it its UID).
+            Fails only with :class:`StoreError` or ``OSError`` (the store's
+            files cannot be read).
+        """
+
     def openFolder(name):
         """
         Open a folder for reading and changing.
@@ -338,6 +371,11 @@ class IFolder(Interface):
     uidValidity = Attribute("UIDVALIDITY (int, non-zero, stable).")
     uidNext = Attribute("The UID the next message will get (int).")
     highestModSeq = Attribute("Highest modification sequence (int, >= 1).")
+    mailboxId = Attribute(
+        "The mailbox id (str; see 'Ids' in the module docstring): the same "
+        "across RENAME and restarts, new for a folder deleted and re-created. "
+        "None from a backend without ids."
+    )
 
     def messages():
         """
@@ -348,6 +386,19 @@ class IFolder(Interface):
     def get(uid):
         """
         @return: the :class:`MessageInfo` of ``uid`` or None.  Synchronous.
+        """
+
+    def emailIds(uids):
+        """
+        The email ids of messages (see "Ids" in the module docstring).
+
+        Called by IMAP (FETCH EMAILID, RFC 8474) and JMAP.  Synchronous, no
+        I/O, like :meth:`messages`.  Optional: a handle without it (or one
+        answering ``{}``) has no ids.
+
+        @param uids: iterable of UIDs of this folder.
+        @return: dict ``{uid: emailId}`` for the UIDs present in the index;
+            UIDs not (or no longer) present are left out.
         """
 
     def refresh():
@@ -409,7 +460,8 @@ class IFolder(Interface):
     def copyTo(uids, destination):
         """
         Copy messages, keeping flags and internal dates, into another open
-        folder (an :class:`IFolder` of the same account).
+        folder (an :class:`IFolder` of the same account).  The copies are
+        new messages with new email ids.
 
         @return: Deferred firing with a list of ``(sourceUid, destUid)``
             pairs in ascending source order (for UIDPLUS COPYUID).
@@ -419,7 +471,8 @@ class IFolder(Interface):
         """
         Move messages into another open folder (RFC 6851): like ``copyTo``
         followed by ``expunge`` of the sources, but the source copies are gone
-        only once the destination copies are durable.
+        only once the destination copies are durable.  The messages keep
+        their email ids (and get new UIDs).
 
         @return: Deferred firing with ``(sourceUid, destUid)`` pairs.
         """

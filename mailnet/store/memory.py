@@ -11,6 +11,7 @@ Use ``[store] backend = "memory"`` or :func:`makeStore`.
 from __future__ import annotations
 
 import io
+import itertools
 import time
 
 from twisted.internet import defer
@@ -51,6 +52,10 @@ def makeStore(config):
     return MemoryStore(FolderLimits.fromConfig(config))
 
 
+# Email and mailbox ids: unique in the process (the store lives no longer).
+_ids = itertools.count(1)
+
+
 def _readSource(source) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
@@ -65,10 +70,12 @@ class _MemoryFolder(SharedIndex):
         self.account = account
         self.name = name
         self.uidValidity = newUidValidity()
+        self.mailboxId = f"F{next(_ids)}"
         self.uidNext = 1
         self.highestModSeq = 1
         self.infos = {}  # uid -> MessageInfo, ascending uid (insertion order)
         self.bodies = {}  # uid -> bytes
+        self.ids = {}  # uid -> email id
         self.expunged = []  # (modseq, uid), ascending
         self.deleted = False
 
@@ -92,14 +99,22 @@ class _MemoryFolder(SharedIndex):
     def expungedSince(self, modseq):
         return sorted(uid for m, uid in self.expunged if m > modseq)
 
+    def emailIds(self, uids):
+        ids = self.ids
+        return {uid: ids[uid] for uid in uids if uid in ids}
+
     # Changing
 
-    def addMessages(self, items):
-        """Add (body, flags, internalDate) items; one modseq for the batch."""
+    def addMessages(self, items, emailIds=None):
+        """
+        Add (body, flags, internalDate) items; one modseq for the batch.
+        ``emailIds``: the ids they keep (a MOVE), else new ones.
+        """
         self.highestModSeq += 1
         modseq = self.highestModSeq
         infos = []
-        for body, flags, date in items:
+        emails = self.account.emails
+        for n, (body, flags, date) in enumerate(items):
             uid = self.uidNext
             self.uidNext += 1
             info = MessageInfo(
@@ -111,6 +126,8 @@ class _MemoryFolder(SharedIndex):
             )
             self.infos[uid] = info
             self.bodies[uid] = body
+            emailId = self.ids[uid] = emailIds[n] if emailIds else f"M{next(_ids)}"
+            emails[emailId] = (self, uid)
             infos.append(info)
         self.notify("messagesAdded", infos)
         return infos
@@ -143,11 +160,17 @@ class _MemoryFolder(SharedIndex):
             for uid in removed:
                 del self.infos[uid]
                 del self.bodies[uid]
+                self._forgetId(uid)
                 self.expunged.append((self.highestModSeq, uid))
             self.notify("messagesExpunged", removed)
         return removed
 
-    def copyTo(self, uids, dest):
+    def _forgetId(self, uid):
+        emailId = self.ids.pop(uid, None)
+        if self.account.emails.get(emailId) == (self, uid):
+            del self.account.emails[emailId]
+
+    def copyTo(self, uids, dest, move=False):
         present = [uid for uid in uids if uid in self.infos]
         if not present:
             return []
@@ -155,11 +178,12 @@ class _MemoryFolder(SharedIndex):
             (self.bodies[uid], self.infos[uid].flags, self.infos[uid].internalDate)
             for uid in present
         ]
-        infos = dest.addMessages(items)
+        # A COPY is a new message (new id); a MOVE keeps the id.
+        infos = dest.addMessages(items, [self.ids[uid] for uid in present] if move else None)
         return [(src, info.uid) for src, info in zip(present, infos)]
 
     def moveTo(self, uids, dest):
-        pairs = self.copyTo(uids, dest)
+        pairs = self.copyTo(uids, dest, move=True)
         self.expunge([src for src, _ in pairs])
         return pairs
 
@@ -167,6 +191,8 @@ class _MemoryFolder(SharedIndex):
         """The folder was deleted: tell open handles its messages are gone."""
         self.deleted = True
         uids = list(self.infos)
+        for uid in uids:
+            self._forgetId(uid)
         self.infos.clear()
         self.bodies.clear()
         self.notify("messagesExpunged", uids)
@@ -178,6 +204,7 @@ class MemoryAccount:
         self.username = username
         self.limits = limits or FolderLimits()
         self.folders = {}
+        self.emails = {}  # email id -> (_MemoryFolder, uid)
         self.subscriptions = set()
         self._make(INBOX)
         for name in SPECIAL_USE:
@@ -260,9 +287,7 @@ class MemoryAccount:
             # RFC 3501 s6.3.5: a new folder gets INBOX's messages; INBOX stays,
             # empty, and its children are not renamed.
             target = self._make(new)
-            uids = list(source.infos)
-            source.copyTo(uids, target)
-            source.expunge(uids)
+            source.moveTo(list(source.infos), target)
             return
         moves = [
             n for n in self.folders if n == old or n.startswith(old + "/")
@@ -287,6 +312,13 @@ class MemoryAccount:
             self.subscriptions.add(name)
         else:
             self.subscriptions.discard(name)
+
+    def findEmail(self, emailId):
+        found = self.emails.get(emailId) if isinstance(emailId, str) else None
+        if found is None:
+            return defer.succeed(None)
+        folder, uid = found
+        return defer.succeed((folder.name, uid))
 
     def openFolder(self, name):
         return defer.maybeDeferred(lambda: FolderHandle(self._folder(name)))

@@ -1,11 +1,12 @@
 """
 A child process for the maildir crash and concurrency tests (not a test).
 
-    python -m tests.store._deliver_proc ROOT USER TAG COUNT [partial]
+    python -m tests.store._deliver_proc ROOT USER TAG COUNT [partial|ids]
 
 Delivers COUNT messages to USER's INBOX with a synchronous runner and
 prints ``<tag> <n> <uid>`` after each commit (flushed, so the parent knows
-which UIDs were reported).  ``partial``: start one delivery, write half of
+which UIDs were reported).  ``ids``: print ``<tag> <n> <uid> <email id>``,
+the id as an open INBOX handle reports it.  ``partial``: start one delivery, write half of
 the body, print ``ready`` and wait to be killed.
 """
 
@@ -30,8 +31,10 @@ def body(tag, n, size=4000):
 def main(argv):
     root, user, tag, count = argv[1], argv[2], argv[3], int(argv[4])
     partial = len(argv) > 5 and argv[5] == "partial"
+    ids = len(argv) > 5 and argv[5] == "ids"
     store = MaildirStore(root, runner=syncRunner)
-    result(store.getAccount(user))
+    account = result(store.getAccount(user))
+    inbox = result(account.openFolder("INBOX")) if ids else None
     if partial:
         d = store.newDelivery()
         d.addRecipient(user)
@@ -46,7 +49,10 @@ def main(argv):
         d.addRecipient(user)
         d.write(body(tag, n))
         [(_, _, uid)] = result(d.commit())
-        print(f"{tag} {n} {uid}", flush=True)
+        if ids:
+            print(f"{tag} {n} {uid} {inbox.emailIds([uid])[uid]}", flush=True)
+        else:
+            print(f"{tag} {n} {uid}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,6 @@ class TestMemoryStore(StoreConformance):
 class TestMaildirStore(StoreConformance):
     def makeStore(self, tmp_path, limits=None):
         return MaildirStore(str(tmp_path / "mail"), runner=syncRunner, limits=limits)
+
+    def restartStore(self, tmp_path, store):
+        return MaildirStore(str(tmp_path / "mail"), runner=syncRunner)

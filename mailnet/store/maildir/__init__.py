@@ -57,6 +57,7 @@ Modules, one job each::
     locks.py      in-process lock + Dovecot dotlock, several folders at once
     files.py      shared index-file I/O and dovecot-uidlist
     modlog.py     our mailnet-modseq sidecar
+    locate.py     findEmail: the account's email ids, from the uidlists
     keywords.py   dovecot-keywords and flag letters
     names.py      message file names and sizes
     layout.py     folder directories, new folders, subscriptions

@@ -29,6 +29,7 @@ from mailnet.store.maildir.layout import (
     readSubscriptions,
     writeSubscriptions,
 )
+from mailnet.store.maildir.locate import EmailLocator
 
 
 @implementer(IAccount)
@@ -39,6 +40,7 @@ class MaildirAccount:
         self.store = store
         self.username = username
         self.path = path
+        self.locator = EmailLocator(store, path)
 
     def _folderPath(self, name):
         name = normalizeFolderName(name)
@@ -237,6 +239,9 @@ class MaildirAccount:
             else:
                 return
             writeSubscriptions(self.path, names)
+
+    def findEmail(self, emailId):
+        return self.store.run(self.locator.find, emailId)
 
     def openFolder(self, name):
         return defer.maybeDeferred(self._folderPath, name).addCallback(

@@ -225,10 +225,11 @@ class Committer:
         """Thread: a delivery failed in one folder: remove its copies elsewhere."""
         for idx in indexes:
             path = job.targets[idx][2]
+            base = job.baseFor(idx)
             for sub in ("new", "cur"):
                 try:
                     for name in os.listdir(os.path.join(path, sub)):
-                        if name.partition(":")[0] == job.base:
+                        if name.partition(":")[0] == base:
                             os.unlink(os.path.join(path, sub, name))
                 except OSError:
                     pass

@@ -31,13 +31,22 @@ log = Logger()
 class Job:
     """One message on its way: its tmp file, its data and its targets."""
 
-    __slots__ = ("tmpPath", "base", "size", "date", "flags", "targets", "fd", "data", "error")
+    __slots__ = ("tmpPath", "base", "bases", "size", "date", "flags", "targets", "fd", "data", "error")
 
     def __init__(self):
         self.tmpPath = None
         self.fd = -1
         self.data = b""
         self.error = None
+        self.bases = ()
+
+    def baseFor(self, idx):
+        """
+        The base name of the copy for target ``idx``: every copy is a
+        message of its own, with its own name, so its own GUID and email
+        id (JMAP: an Email is in one mailbox).
+        """
+        return self.bases[idx] if idx else self.base
 
 
 @implementer(IDelivery)
@@ -129,6 +138,8 @@ class MaildirDelivery:
         job.flags = normalizeFlags(flags)
         job.targets = list(self._targets)
         job.base = f"{newBase()},S={job.size},W={job.size}"
+        if len(job.targets) > 1:
+            job.bases = [job.base] + [f"{newBase()},S={job.size},W={job.size}" for _ in job.targets[1:]]
         if job.tmpPath is None:
             job.tmpPath = os.path.join(self._store.tmp.directory, job.base)
         return self._store.committer.submit(job)

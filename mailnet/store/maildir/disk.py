@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 
@@ -11,7 +12,7 @@ from twisted.logger import Logger
 from mailnet.store.base import newUidValidity
 from mailnet.store.interfaces import NoSuchFolder
 from mailnet.store.maildir import tuning
-from mailnet.store.maildir.files import CorruptFile, UidList, fsyncDir, setAside
+from mailnet.store.maildir.files import CorruptFile, UidList, fsyncDir, isMailboxGuid, setAside
 from mailnet.store.maildir.index import SerialQueue
 from mailnet.store.maildir.keywords import Keywords
 from mailnet.store.maildir.locks import Locked
@@ -272,6 +273,7 @@ class Disk(DirectoryScan, FolderOperations):
             "seq": self.seq,
             "infos": infos,
             "uidValidity": full.uidValidity,
+            "mailboxId": full.mailboxId,
             "uidNext": self.uidlist.nextUid,
             "highest": max(self.modlog.highest, 1),
             "floor": self.modlog.floor,
@@ -315,6 +317,7 @@ class Disk(DirectoryScan, FolderOperations):
         self.seq += 1
         delta.seq = self.seq
         delta.uidValidity = self.full.uidValidity
+        delta.mailboxId = self.full.mailboxId
         delta.uidNext = self.uidlist.nextUid
         delta.highest = max(self.modlog.highest, 1)
         delta.floor = self.modlog.floor
@@ -364,6 +367,12 @@ class Disk(DirectoryScan, FolderOperations):
                 del full.ext[uid]
         if records:
             full.dirty = True
+        if not isMailboxGuid(ul.guid):
+            # The mailbox id is Dovecot's mailbox GUID in the header: a
+            # uidlist without one (an old Dovecot, version 1) gets one.
+            ul.guid = secrets.token_hex(16)
+            batch.rewriteUidlist = True
+        full.mailboxId = ul.guid
 
         # 2. The sidecar.
         try:

@@ -20,6 +20,11 @@ ENCODING = "utf-8"
 ERRORS = "surrogateescape"
 
 
+def isMailboxGuid(guid):
+    """Whether ``guid`` is a mailbox GUID as Dovecot writes it (32 hex digits)."""
+    return guid is not None and len(guid) == 32 and all(c in "0123456789abcdef" for c in guid)
+
+
 def fsyncDir(path):
     """Make the names in directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -380,7 +385,7 @@ class UidList(IndexFile):
 
     def render(self, records, nextUid=None):
         """The whole file for ``records`` (sorted by uid)."""
-        if self.guid is None or len(self.guid) != 32:
+        if not isMailboxGuid(self.guid):
             self.guid = secrets.token_hex(16)
         nxt = max(nextUid or 0, self.nextUid, records[-1][0] + 1 if records else 1)
         head = f"3 V{self.uidValidity} N{nxt} G{self.guid}"

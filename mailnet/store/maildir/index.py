@@ -9,6 +9,7 @@ from mailnet.store.base import SharedIndex
 from mailnet.store.interfaces import NoSuchMessage, StoreError
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.delivery import appendMessage
+from mailnet.store.maildir.names import emailIdOf, messageGuid
 
 
 class SerialQueue:
@@ -58,11 +59,13 @@ class FolderIndex(SharedIndex):
         self.seq = snap["seq"]
         self.infos = {i.uid: i for i in snap["infos"]}
         self.uidValidity = snap["uidValidity"]
+        self.mailboxId = snap["mailboxId"]
         self.uidNext = snap["uidNext"]
         self.highestModSeq = snap["highest"]
         self.floor = snap["floor"]
         self.expunged = snap["expunged"]
         self._unsorted = False
+        self._ids = {}  # uid -> email id, as computed (a UID's file name is fixed)
         self._waiting = {}
         self._waiters = []  # (seq, Deferred)
 
@@ -76,6 +79,26 @@ class FolderIndex(SharedIndex):
 
     def get(self, uid):
         return self.infos.get(uid)
+
+    def emailIds(self, uids):
+        # The thread side's names (dict reads are atomic); a message that a
+        # worker is moving away right now may be left out.
+        full = self.disk.full
+        if full is None:
+            return {}
+        where, ext, infos, known = full.where, full.ext, self.infos, self._ids
+        out = {}
+        for uid in uids:
+            if uid not in infos:
+                continue
+            emailId = known.get(uid)
+            if emailId is None:
+                rel = where.get(uid)
+                if rel is None:
+                    continue
+                emailId = known[uid] = emailIdOf(messageGuid(rel[4:].partition(":")[0], ext.get(uid, ())))
+            out[uid] = emailId
+        return out
 
     def expungedSince(self, modseq):
         if modseq < self.floor:
@@ -109,8 +132,10 @@ class FolderIndex(SharedIndex):
         if delta.reset:
             gone = sorted(self.infos)
             self.infos = {}
+            self._ids = {}
             self.notify("messagesExpunged", gone)
         self.uidValidity = delta.uidValidity
+        self.mailboxId = delta.mailboxId or self.mailboxId
         self.uidNext = max(self.uidNext, delta.uidNext) if not delta.reset else delta.uidNext
         self.highestModSeq = max(self.highestModSeq, delta.highest)
         self.floor = max(self.floor, delta.floor)
@@ -135,6 +160,7 @@ class FolderIndex(SharedIndex):
         for m, uid in delta.expunged:
             if self.infos.pop(uid, None) is not None:
                 expunged.append(uid)
+                self._ids.pop(uid, None)
             self.expunged.append((m, uid))
         if len(self.expunged) > 2 * tuning.KEEP_EXPUNGED:
             drop = self.expunged[:-tuning.KEEP_EXPUNGED]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import itertools
 import os
 import socket
@@ -88,3 +90,27 @@ def canonicalSize(path) -> tuple[int, int]:
             vsize += len(chunk) + (lf - crlf)
             prevCR = chunk[-1:] == b"\r"
     return size, vsize
+
+
+def messageGuid(base: str, ext=()):
+    """
+    Dovecot's GUID of a Maildir message: the ``G<guid>`` field of its
+    uidlist record when there is one, else its base file name (what
+    Dovecot's ``maildir_get_guid`` answers).  A flag rename or a move
+    between new/ and cur/ keeps the base, so the GUID too.
+    """
+    for token in ext:
+        if token[:1] == "G" and len(token) > 1:
+            return token[1:]
+    return base
+
+
+def emailIdOf(guid: str) -> str:
+    """
+    The email id of a message with Dovecot GUID ``guid``: ``M`` and the
+    URL-safe base64 of a 96-bit BLAKE2b hash (17 characters of JMAP's Id
+    alphabet, RFC 8620 s1.2).  A pure function of the GUID, so an index
+    rebuilt from the files gives the same ids.
+    """
+    digest = hashlib.blake2b(guid.encode("utf-8", "surrogateescape"), digest_size=12).digest()
+    return "M" + base64.urlsafe_b64encode(digest).decode("ascii")

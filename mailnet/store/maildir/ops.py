@@ -12,7 +12,7 @@ from mailnet.store.maildir.files import fsyncDir
 from mailnet.store.maildir.keywords import withoutKeywords
 from mailnet.store.maildir.locks import lockAll
 from mailnet.store.maildir.modlog import ModLog
-from mailnet.store.maildir.names import newBase, sizesFromBase, splitName
+from mailnet.store.maildir.names import messageGuid, newBase, sizesFromBase, splitName
 from mailnet.store.maildir.state import Batch, linkOrCopy
 
 
@@ -125,8 +125,7 @@ class FolderOperations:
                 for info in items:
                     rel = full.where[info.uid]
                     oldBase, oldInfo = splitName(rel[4:])
-                    s, _ = sizesFromBase(oldBase)
-                    base = newBase() + (f",S={s}" if s is not None else "") + f",W={info.size}"
+                    base, ext = _targetName(oldBase, full.ext.get(info.uid, ()), info.size, move, dfull.recs)
                     if dest is not self:
                         # The source's keyword letters mean other keywords
                         # (or none yet) in dest: info.flags has them by name.
@@ -153,7 +152,9 @@ class FolderOperations:
                         full.dirty = True  # gone behind our back
                         continue
                     dbatch.dirs.add(os.path.join(dest.path, "cur"))
-                    dbatch.records.append((uid, base, ()))
+                    dbatch.records.append((uid, base, ext))
+                    if ext:
+                        dfull.ext[uid] = ext
                     dbatch.lines.append(ModLog.added(m, uid, info.internalDate, info.size, infoStr))
                     dest.uidlist.lastUid = max(dest.uidlist.lastUid, uid)
                     new = MessageInfo(uid, dest.keywords.flagsFromInfo(infoStr), info.internalDate, info.size, m)
@@ -213,6 +214,7 @@ class FolderOperations:
             token = self.checkpoint()
             try:
                 for job, idx in jobs:
+                    base = job.baseFor(idx)
                     flags = job.flags
                     if flags:
                         infoStr = infoCache.get(flags)
@@ -222,10 +224,10 @@ class FolderOperations:
                             if changed:
                                 kw.write()
                                 fsyncDir(self.path)
-                        rel = f"cur/{job.base}:2,{infoStr}"
+                        rel = f"cur/{base}:2,{infoStr}"
                     else:
                         infoStr = ""
-                        rel = "new/" + job.base
+                        rel = "new/" + base
                     target = os.path.join(self.path, rel)
                     if len(job.targets) == 1:
                         # The only recipient: move the file, no link needed.
@@ -234,9 +236,9 @@ class FolderOperations:
                         linkOrCopy(job.tmpPath, target)
                     placed.append(target)
                     batch.dirs.add(os.path.join(self.path, rel[:3]))
-                    batch.records.append((uid, job.base, ()))
+                    batch.records.append((uid, base, ()))
                     batch.lines.append(ModLog.added(m, uid, job.date, job.size, infoStr))
-                    out.append((job, idx, uid, rel, infoStr))
+                    out.append((job, idx, uid, rel, infoStr, base))
                     uid += 1
                 self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
                 self.restamp(token)
@@ -254,16 +256,16 @@ class FolderOperations:
                 self.uidlist.reset()  # re-read the truth next time
                 raise
             if full is not None:
-                for job, idx, u, rel, infoStr in out:
+                for job, idx, u, rel, infoStr, base in out:
                     info = MessageInfo(u, kw.flagsFromInfo(infoStr), job.date, job.size, m)
-                    full.recs[job.base] = u
-                    full.byBase[job.base] = u
+                    full.recs[base] = u
+                    full.byBase[base] = u
                     full.where[u] = rel
                     if rel[0] == "n":
                         full.inNew.add(u)
                     full.infos[u] = info
                     delta.added.append(info)
-            out = [(job, idx, u) for job, idx, u, _, _ in out]
+            out = [(job, idx, u) for job, idx, u, _, _, _ in out]
             return out, (self.finish(delta) if full is not None else None)
 
     def place(self, items):
@@ -352,3 +354,24 @@ class FolderOperations:
             except FileNotFoundError:
                 return None
         return None
+
+
+def _targetName(oldBase, oldExt, size, move, destRecords):
+    """
+    The base name and uidlist fields of a copied or moved message in its
+    destination.  A COPY is a new message: a new base name, so a new
+    GUID (and email id).  A MOVE keeps the message's GUID: it keeps its
+    base name (and record fields), or, when the destination has a record
+    of that name already (a move into the same folder), it gets a new
+    base name and the old GUID in a ``G`` field, as Dovecot records a
+    GUID that is not the file name.
+    """
+    if move and oldBase not in destRecords:
+        return oldBase, tuple(oldExt)
+    s, _ = sizesFromBase(oldBase)
+    base = newBase() + (f",S={s}" if s is not None else "") + f",W={size}"
+    if move:
+        guid = messageGuid(oldBase, oldExt)
+        if guid and not any(c.isspace() or c == ":" for c in guid):
+            return base, ("G" + guid,)
+    return base, ()

@@ -29,7 +29,7 @@ class Delta:
     so that the reactor-side index applies deltas in order.
     """
 
-    __slots__ = ("seq", "added", "changed", "expunged", "uidValidity", "uidNext", "highest", "floor", "reset")
+    __slots__ = ("seq", "added", "changed", "expunged", "uidValidity", "uidNext", "highest", "floor", "reset", "mailboxId")
 
     def __init__(self):
         self.seq = 0
@@ -60,6 +60,7 @@ class Full:
         self.dirty = True  # list the directories at the next sync
         self.verifyAfter = 0  # ... or once this time has passed
         self.uidValidity = 0
+        self.mailboxId = None  # the uidlist header's G<guid>
         # A write under the lock failed: this index may be ahead of the
         # disk (and of what the reactor was told); rebuilt at the next sync.
         self.broken = False

@@ -262,6 +262,11 @@ class DiskRegistry:
             if len(self._disks) < 4000:
                 break
 
+    def find(self, path):
+        """The folder's Disk if this process has one, else None."""
+        with self._lock:
+            return self._disks.get(path)
+
     def forget(self, disk):
         with self._lock:
             if self._disks.get(disk.path) is disk:
