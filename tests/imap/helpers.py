@@ -1,5 +1,5 @@
 """
-In-process helpers: a Session wired to the memory store, a cred portal,
+In-process helpers: an IMAPSession wired to the memory store, a cred portal,
 a fake output object and a task.Clock, driven by feeding bytes.
 """
 
@@ -13,7 +13,7 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from mailnet.auth import AuthThrottle, makePortal
-from mailnet.imap.session import Session, Settings, Shared
+from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
 from mailnet.store.memory import MemoryStore
 
 USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw"}
@@ -94,7 +94,7 @@ class World:
         self.throttle = AuthThrottle(self.clock, baseDelay=0)
         options = {"allowPlaintext": True, "idlePoll": 0}
         options.update(settings)
-        self.shared = Shared(Settings(None, **options), makePortal(self.store, [checker]), self.throttle, self.clock,
+        self.shared = Shared(IMAPSettings(None, **options), makePortal(self.store, [checker]), self.throttle, self.clock,
                              inThread=lambda f, *args: defer.maybeDeferred(f, *args))
 
     def client(self, secure=False, login=None):
@@ -123,7 +123,7 @@ class Client:
     def __init__(self, world, secure=False):
         self.world = world
         self.out = FakeOut(secure)
-        self.session = Session(world.shared, self.out)
+        self.session = IMAPSession(world.shared, self.out)
         self.session.start()
         self.greeting = self.take()
         self.n = 0

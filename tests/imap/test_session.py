@@ -1,5 +1,5 @@
 """
-The session state machine, in process: a Session on the memory store, fed
+The session state machine, in process: an IMAPSession on the memory store, fed
 bytes, with a fake output object and a task.Clock.
 """
 
@@ -438,6 +438,17 @@ def test_append(world):
     assert b"NO [TOOBIG]" in s.feed(b"c APPEND INBOX {11+}\r\nxxxxxxxxxxx\r\n")
 
 
+def test_recent_and_unknown_system_flags_cannot_be_stored(world):
+    """RFC 3501 s2.3.2: \\Recent is the server's; APPEND and STORE answer BAD, and nothing changes."""
+    world.deliver(message("one"))
+    a = selected(world)
+    assert b"a BAD Flag \\Recent cannot be stored" in a.feed(b"a APPEND INBOX (\\Recent) {3+}\r\nx\r\n\r\n")
+    assert b"b BAD Flag \\Bogus cannot be stored" in a.feed(b"b STORE 1 +FLAGS (\\Seen \\Bogus)\r\n")
+    reply = a.cmd("FETCH 1:* (FLAGS)")
+    assert reply.count(b" FETCH (") == 1 and b"\\Seen" not in reply
+    assert b"c OK" in a.feed(b"c STORE 1 +FLAGS ($Work \\Flagged)\r\n")
+
+
 def test_append_to_selected_mailbox_says_exists(world):
     a = selected(world)
     reply = a.feed(b"a APPEND INBOX {3+}\r\nx\r\n\r\n")
@@ -738,7 +749,7 @@ def test_deleted_selected_mailbox_select_elsewhere_or_close(world):
 
 def test_search_batches_are_bounded_in_bytes(monkeypatch):
     """Messages already in memory are handed to the matcher at most ~SEARCH_BATCH_BYTES at a time."""
-    from mailnet.imap import session as sessionModule
+    from mailnet.imap.commands import search as searchCommands
 
     calls = []
     w = World()
@@ -752,21 +763,21 @@ def test_search_batches_are_bounded_in_bytes(monkeypatch):
     for i in range(10):
         w.deliver(message("m%d" % i, body=("needle\r\n" if i % 3 == 0 else "hay\r\n") + "x" * 3000 + "\r\n"))
     a = selected(w)
-    monkeypatch.setattr(sessionModule, "SEARCH_BATCH_BYTES", 7000)
+    monkeypatch.setattr(searchCommands, "SEARCH_BATCH_BYTES", 7000)
     assert b"* SEARCH 1 4 7 10\r\n" in a.cmd("SEARCH BODY needle")
     assert calls == [3, 3, 3, 1]
 
 
 def test_long_fetch_lets_other_sessions_in(monkeypatch):
     """A FETCH that has had the reactor for FETCH_TURN seconds waits a turn, then goes on."""
-    from mailnet.imap import session as sessionModule
+    from mailnet.imap.commands import fetch as fetchCommands
 
     w = World()
     for i in range(5):
         w.deliver(message("m%d" % i))
     a = selected(w)
     other = w.client(login="bob@example.test")
-    monkeypatch.setattr(sessionModule, "FETCH_TURN", -1)  # every message is a long turn
+    monkeypatch.setattr(fetchCommands, "FETCH_TURN", -1)  # every message is a long turn
     out = a.feed(b"f1 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
     assert out.count(b" FETCH (") == 1 and b"f1 OK" not in out
     assert b"n1 OK" in other.feed(b"n1 NOOP\r\n")  # another session is served meanwhile

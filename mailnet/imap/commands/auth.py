@@ -1,0 +1,163 @@
+"""
+Commands of any state and of the not-authenticated state: CAPABILITY,
+NOOP, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE; and ENABLE and NAMESPACE.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from mailnet.imap.commands.common import ALREADY_ANSWERED, AUTHENTICATED, LOGOUT, bad, no
+from mailnet.login import LoginAbandoned, LoginBusy, LoginFailed
+from mailnet.logs import Logger
+from mailnet.store.interfaces import IAccount
+
+log = Logger()
+
+
+class AuthCommands:
+    """Auth commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
+
+    # Any state
+
+    async def cmdCapability(self, cmd):
+        self.send(b"* CAPABILITY " + self.capabilities() + b"\r\n")
+
+    async def cmdNoop(self, cmd):
+        pass
+
+    async def cmdLogout(self, cmd):
+        self.send(b"* BYE Logging out\r\n")
+        self.tagged(cmd.tag, "OK", "LOGOUT completed")
+        self.state = LOGOUT
+        self._close()
+        return ALREADY_ANSWERED
+
+    async def cmdId(self, cmd):
+        # RFC 2971.  The client's values are not logged (they may identify people).
+        self.send(b'* ID ("name" "mailnet" "vendor" "mailnet")\r\n')
+
+    # Not authenticated
+
+    async def cmdStarttls(self, cmd):
+        if self.out.secure:
+            raise bad("TLS is already active")
+        if not self.shared.tlsAvailable:
+            raise no("TLS is not available")
+        self.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
+        # RFC 9051 s6.2.1 / RFC 3207 s4.2: everything received before the
+        # handshake is discarded, along with any state learned from it.
+        self.reader.clear()
+        self.out.startTLS()
+        return ALREADY_ANSWERED
+
+    def _mayLogin(self):
+        return self.out.secure or self.settings.allowPlaintext
+
+    async def cmdLogin(self, cmd):
+        if not self._mayLogin():
+            raise no("Plaintext login is disabled until STARTTLS", b"PRIVACYREQUIRED")
+        return await self._authenticate(cmd, cmd.user, cmd.password)
+
+    async def cmdAuthenticate(self, cmd):
+        if cmd.mechanism != "PLAIN":
+            raise no("Unsupported authentication mechanism %s" % cmd.mechanism[:20], b"CANNOT")
+        if not self._mayLogin():
+            raise no("Plaintext authentication is disabled until STARTTLS", b"PRIVACYREQUIRED")
+        response = cmd.initial
+        if response is None:
+            # RFC 3501 s6.2.2: empty challenge.
+            self.send(b"+ \r\n")
+            response = await self.readLine()
+            if response.strip() == b"*":
+                raise bad("Authentication cancelled")
+        response = response.strip()
+        try:
+            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad("Invalid base64 in SASL response")
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3:
+            raise bad("Malformed PLAIN response")
+        authzid, user, password = parts
+        if authzid and authzid != user:
+            self.authFailures += 1
+            raise no("Proxy authorization is not supported", b"AUTHORIZATIONFAILED")
+        return await self._authenticate(cmd, user, password)
+
+    async def _authenticate(self, cmd, user, password):
+        try:
+            username = user.decode("utf-8")
+            secret = password.decode("utf-8")
+        except UnicodeDecodeError:
+            username, secret = user.decode("utf-8", "replace"), ""  # fails in the checker, throttled like any
+        peer = self.out.peer
+        try:
+            # The one login sequence (mailnet.login): throttle, portal, log.
+            account, logout = await self.shared.login.login("imap", peer, username, secret, IAccount,
+                                                            alive=lambda: not self.closed)
+        except LoginAbandoned:
+            return ALREADY_ANSWERED
+        except LoginBusy:
+            raise no("Too many logins waiting; try again later", b"UNAVAILABLE")
+        except LoginFailed:
+            self.authFailures += 1
+            if self.closed:
+                return ALREADY_ANSWERED
+            if self.authFailures >= self.settings.authFailures:
+                self.tagged(cmd.tag, "NO", "Invalid credentials", b"AUTHENTICATIONFAILED")
+                self.send(b"* BYE Too many failed logins\r\n")
+                self._close()
+                return ALREADY_ANSWERED
+            raise no("Invalid credentials", b"AUTHENTICATIONFAILED")
+        except Exception:
+            # the realm or the store failed (logged by the login sequence)
+            raise no("Cannot log in now; try again later", b"UNAVAILABLE")
+        if self.closed:
+            logout()
+            return ALREADY_ANSWERED
+        name = account.username
+        count = self.shared.userSessions.get(name, 0)
+        if count >= self.settings.connectionsPerUser:
+            logout()
+            log.info("imap: {peer}: {user} has too many connections", peer=peer, user=name)
+            raise no("Too many connections for this user (limit %d)" % self.settings.connectionsPerUser, b"UNAVAILABLE")
+        self.shared.userSessions[name] = count + 1
+        self.username = name
+        self.account = account
+        self.logout = logout
+        self.state = AUTHENTICATED
+        self.reader.maxLiteral = self.settings.maxLiteral
+        self._resetTimer()
+        return ("OK", "Logged in", b"CAPABILITY " + self.capabilities())
+
+    # Authenticated
+
+    async def cmdEnable(self, cmd):
+        enabled = []
+        for cap in cmd.capabilities:
+            if cap == "CONDSTORE" and not self.condstore:
+                self._enableCondstore()
+                enabled.append(cap)
+            elif cap == "QRESYNC" and not self.qresync:
+                # RFC 7162 s3.2.3: QRESYNC implies CONDSTORE.
+                self._enableCondstore()
+                self.qresync = True
+                enabled.append(cap)
+            elif cap == "IMAP4REV2" and not self.rev2:
+                self.rev2 = True
+                enabled.append("IMAP4rev2")
+        # RFC 5161 s3.2: ENABLED lists what this command newly enabled.
+        self.send(b"* ENABLED" + b"".join(b" " + c.encode() for c in enabled) + b"\r\n")
+
+    def _enableCondstore(self):
+        if not self.condstore:
+            self.condstore = True
+            if self.view is not None:
+                # RFC 7162 s3.1: enabled while selected -> tell HIGHESTMODSEQ.
+                self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.view.folder.highestModSeq)
+
+    async def cmdNamespace(self, cmd):
+        # RFC 2342: one personal namespace, "/" separated.
+        self.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')

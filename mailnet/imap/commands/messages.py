@@ -1,0 +1,191 @@
+"""
+Commands that add or change messages: APPEND, COPY, MOVE (RFC 6851),
+STORE (with CONDSTORE's UNCHANGEDSINCE, RFC 7162 s3.1.3).
+"""
+
+from __future__ import annotations
+
+from mailnet.imap import serialize
+from mailnet.imap.commands.common import GONE, bad, no, reasonOf
+from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
+
+
+class MessageCommands:
+    """Message commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
+
+    async def cmdAppend(self, cmd):
+        name = self.decodeName(cmd.mailbox)
+        message = cmd.message
+        if len(message) > self.appendLimit():
+            raise no("Message too big (limit %d bytes)" % self.appendLimit(), b"TOOBIG")
+        if len(message) == 0:
+            raise no("Empty message")
+        _checkStorable(cmd.flags)
+        folder = await self._openTarget(name)
+        try:
+            source = _canonical(message.open())
+            uid = await folder.append(source, flags=cmd.flags, internalDate=cmd.date)
+            validity = folder.uidValidity
+        finally:
+            folder.close()
+        # RFC 4315 s3: APPENDUID.
+        return ("OK", "APPEND completed", b"APPENDUID %d %d" % (validity, uid))
+
+    async def _openTarget(self, name):
+        """The mailbox APPEND, COPY or MOVE adds to; RFC 3501 s6.3.11, s6.4.7: [TRYCREATE] when it does not exist."""
+        try:
+            return await self.account.openFolder(name)
+        except NoSuchFolder:
+            raise no("Mailbox does not exist", b"TRYCREATE")
+        except InvalidFolderName as e:
+            raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+
+    async def cmdCopy(self, cmd):
+        return await self._copyOrMove(cmd, move=False)
+
+    async def cmdMove(self, cmd):
+        if self.view.readOnly:
+            raise no("Mailbox is read-only", b"READ-ONLY")
+        return await self._copyOrMove(cmd, move=True)
+
+    async def _copyOrMove(self, cmd, move):
+        view = self.view
+        pairs = self._resolve(cmd.seqset, cmd.uid)
+        name = self.decodeName(cmd.mailbox)
+        dest = await self._openTarget(name)
+        try:
+            uids = [uid for _, uid in pairs if uid not in view.pendingExpunged]
+            if not uids:
+                if pairs and not cmd.uid:
+                    raise no("Some of the requested messages no longer exist", b"EXPUNGEISSUED")
+                return ("OK", "No messages to %s" % ("move" if move else "copy"), None)
+            if move:
+                mapping = await view.folder.moveTo(uids, dest)
+            else:
+                mapping = await view.folder.copyTo(uids, dest)
+            validity = dest.uidValidity
+        finally:
+            dest.close()
+        if not mapping:
+            if cmd.uid:
+                # Expunged by another session while we worked: RFC 3501
+                # s6.4.8 (RFC 9051 s6.4.9) ignores a UID that no longer
+                # exists, "UID COPY/MOVE ... OK without performing any
+                # operations"; the EXPUNGE goes with the answer.
+                return ("OK", "No messages to %s" % ("move" if move else "copy"), None)
+            raise no("The messages no longer exist", b"EXPUNGEISSUED")
+        code = b"COPYUID %d %s %s" % (validity, serialize.seqset([s for s, _ in mapping]), serialize.seqset([d for _, d in mapping]))
+        if move:
+            # RFC 6851 s4.3: COPYUID in an untagged OK, then the expunges.
+            self.send(b"* OK [" + code + b"] Moved\r\n")
+            self._flush(cmd)
+            return ("OK", "MOVE completed", None)
+        return ("OK", "COPY completed", code)
+
+    async def cmdStore(self, cmd):
+        view = self.view
+        if view.readOnly:
+            raise no("Mailbox is read-only", b"READ-ONLY")
+        _checkStorable(cmd.flags)
+        flags = list(cmd.flags)
+        if cmd.unchangedSince is not None:
+            self._enableCondstore()
+        pairs = self._resolve(cmd.seqset, cmd.uid)
+        get = view.folder.get
+        uids = [uid for _, uid in pairs]
+        changed, failed = await view.folder.setFlags(uids, flags, cmd.mode, cmd.unchangedSince)
+        changedUids = {i.uid for i in changed}
+        failedSet = set(failed)
+        missing = False
+        out = []
+        for msn, uid in pairs:
+            if uid in failedSet:
+                continue
+            info = get(uid)
+            if info is None:
+                missing = True
+                continue
+            if cmd.silent and not (self.condstore and uid in changedUids):
+                view.pendingFlags.pop(uid, None)
+                continue
+            if cmd.silent:
+                # RFC 7162 s3.1.3: MODSEQ even for .SILENT.
+                parts = [b"UID %d" % uid] if cmd.uid else []
+                parts.append(b"MODSEQ (%d)" % info.modseq)
+            else:
+                parts = [b"UID %d" % uid] if cmd.uid else []
+                parts.append(b"FLAGS " + serialize.flags(view.flagsFor(info)))
+                if self.condstore:
+                    parts.append(b"MODSEQ (%d)" % info.modseq)
+            view.pendingFlags.pop(uid, None)
+            out.append(b"* %d FETCH (" % msn + b" ".join(parts) + b")\r\n")
+            if len(out) >= 1000:
+                self.sendLines(out)
+                out = []
+                await self.drain()
+        self.sendLines(out)
+        for info in changed:
+            for f in info.flags:
+                if f[0] != "\\":
+                    view.keywords.add(f)
+        if failed:
+            if cmd.uid:
+                modified = serialize.seqset(failed)
+            else:
+                modified = serialize.seqset([view.msnOf(u) for u in failed if view.msnOf(u)])
+            return ("OK", "Conditional STORE failed for some messages", b"MODIFIED " + modified)
+        if missing and not cmd.uid:
+            # RFC 2180 s4.2.1 / RFC 5530; a UID STORE ignores what is gone
+            # (RFC 3501 s6.4.8), its EXPUNGE goes with the answer.
+            return GONE
+
+
+def _canonical(f):
+    """
+    The message with bare LF turned into CRLF (the store keeps canonical
+    messages; some clients APPEND with bare LF).  Returns a file object
+    positioned at 0: ``f`` itself when it is canonical already.
+    """
+    import tempfile
+
+    bare = False
+    previous = b""
+    while True:
+        chunk = f.read(1024 * 1024)
+        if not chunk:
+            break
+        data = (b"\r" if previous == b"\r" else b"") + chunk
+        if data.count(b"\n") != data.count(b"\r\n"):
+            bare = True
+            break
+        previous = chunk[-1:]
+    f.seek(0)
+    if not bare:
+        return f
+    out = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+    pendingCR = False
+    while True:
+        chunk = f.read(1024 * 1024)
+        if not chunk:
+            break
+        if pendingCR:
+            chunk = b"\r" + chunk
+            pendingCR = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            pendingCR = True
+        out.write(chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    if pendingCR:
+        out.write(b"\r")
+    out.seek(0)
+    return out
+
+
+def _checkStorable(flags):
+    """A client may set keywords and the system flags but \\Recent (RFC 3501 s2.3.2): BAD for another \\flag."""
+    for flag in flags:
+        if flag.startswith("\\") and flag not in _STORABLE_SYSTEM_FLAGS:
+            raise bad("Flag %s cannot be stored" % flag)
+
+
+_STORABLE_SYSTEM_FLAGS = {"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"}

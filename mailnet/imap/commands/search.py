@@ -1,0 +1,189 @@
+"""
+SEARCH (with ESEARCH, RFC 4731, and SEARCHRES, RFC 5182): index keys on
+the reactor thread, content keys in worker threads.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import task
+
+from mailnet.imap import search, serialize
+from mailnet.imap.commands.common import no
+from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
+from mailnet.store.interfaces import NoSuchMessage
+
+# SEARCH reads and matches this many messages per worker-thread call, or
+# fewer when they add up to SEARCH_BATCH_BYTES (a store may hand over small
+# messages already read into memory).
+SEARCH_BATCH = 64
+SEARCH_BATCH_BYTES = 1024 * 1024
+# Index keys over a large mailbox: this long (seconds) on the reactor, then let others in.
+SEARCH_TURN = 0.02
+
+
+class SearchCommands:
+    """Search commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
+
+    async def cmdSearch(self, cmd):
+        view = self.view
+        charset = cmd.charset
+        if charset is not None and charset not in ("UTF-8", "US-ASCII", "UTF8"):
+            raise no("Charset %s is not supported" % charset, b"BADCHARSET (UTF-8 US-ASCII)")
+        try:
+            program = search.decodeStrings(cmd.keys, "utf-8" if charset != "US-ASCII" else "ascii")
+        except search.SearchError as e:
+            raise no(str(e), e.code)
+        modseq = search.usesModseq(program)
+        if modseq:
+            self._enableCondstore()
+        results = await self._runSearch(program)
+        returns = cmd.returns
+        if returns is None and self.rev2:
+            returns = ["ALL"]
+        tagPart = b'(TAG "' + cmd.tag.encode("ascii") + b'")'
+        highest = 0
+        if modseq and results:
+            highest = max(info.modseq for _, _, info in results)
+        numbers = [uid if cmd.uid else msn for msn, uid, _ in results]
+        if returns is None:
+            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            if modseq and results:
+                line += b" (MODSEQ %d)" % highest
+            self.send(line + b"\r\n")
+            return
+        # RFC 4731 ESEARCH / RFC 5182 SAVE
+        options = set(returns) or {"ALL"}
+        if options == {"SAVE"}:
+            view.savedSearch = [uid for _, uid, _ in results]
+            return
+        if "SAVE" in options:
+            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"}:
+                chosen = []
+                if results and "MIN" in options:
+                    chosen.append(results[0][1])
+                if results and "MAX" in options and results[-1][1] not in chosen:
+                    chosen.append(results[-1][1])
+                view.savedSearch = chosen
+            else:
+                view.savedSearch = [uid for _, uid, _ in results]
+        parts = [b"* ESEARCH", tagPart]
+        if cmd.uid:
+            parts.append(b"UID")
+        if numbers:
+            if "MIN" in options:
+                parts.append(b"MIN %d" % numbers[0])
+            if "MAX" in options:
+                parts.append(b"MAX %d" % numbers[-1])
+            if "ALL" in options:
+                parts.append(b"ALL " + serialize.seqset(numbers))
+        if "COUNT" in options:
+            parts.append(b"COUNT %d" % len(numbers))
+        if modseq and results:
+            parts.append(b"MODSEQ %d" % highest)
+        self.send(b" ".join(parts) + b"\r\n")
+
+    async def _runSearch(self, program):
+        """[(msn, uid, info)] of matching messages, ascending."""
+        view = self.view
+        folder = view.folder
+        get = folder.get
+        meta, content = search.split(program)
+        searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()),
+                                   self.shared.settings.mimeParts)
+        recent = view.recent
+        results = []
+        todo = []
+        match = searcher.match
+        clock = self.clock
+        turnStart = clock.seconds()
+        for msn, uid in enumerate(view.uids, 1):
+            if not msn & 1023 and clock.seconds() - turnStart > SEARCH_TURN:
+                # Index keys over a large mailbox: let other sessions in.
+                await task.deferLater(clock, 0, lambda: None)
+                turnStart = clock.seconds()
+                if self.closed:
+                    raise ConnectionError("closed")
+            info = get(uid)
+            if info is None:
+                continue
+            c = search.Candidate(msn, uid, info, uid in recent)
+            ok = True
+            for key in meta:
+                if not match(c, key):
+                    ok = False
+                    break
+            if not ok:
+                continue
+            if content:
+                todo.append(c)
+            else:
+                results.append((msn, uid, info))
+        if todo:
+            opener = Opener(folder, [c.uid for c in todo], window=16)
+            try:
+                results = await self._searchContent(program, todo, content, match, opener)
+            finally:
+                opener.close()
+        return results
+
+    async def _searchContent(self, program, todo, content, match, opener):
+        """
+        Read and match the candidates in a worker thread, 64 at a time (or
+        1 MB), while the next ones are being opened: the reactor thread
+        stays free for other sessions.  (The Maildir store reads small
+        messages whole when it opens them, on the reactor thread; large
+        ones are still read here.)
+        """
+        matched = []
+        batch = []
+        batchBytes = 0
+        running = None
+        try:
+            for c in todo:
+                try:
+                    f = await opener.next(c.uid)
+                except NoSuchMessage:
+                    continue
+                batch.append((c, f))
+                batchBytes += c.info.size
+                if len(batch) >= SEARCH_BATCH or batchBytes >= SEARCH_BATCH_BYTES:
+                    if running is not None:
+                        matched.extend(await running)
+                        running = None
+                    if self.closed:
+                        raise ConnectionError("closed")
+                    running = self.shared.inThread(_matchBatch, batch, content, match, program)
+                    batch = []
+                    batchBytes = 0
+            if running is not None:
+                matched.extend(await running)
+                running = None
+            if batch:
+                matched.extend(await self.shared.inThread(_matchBatch, batch, content, match, program))
+                batch = []
+        finally:
+            for _, f in batch:
+                f.close()
+        return matched
+
+
+def _matchBatch(batch, content, match, program):
+    """(In a worker thread.) Read each message of ``batch`` and keep those that match."""
+    out = []
+    for c, f in batch:
+        try:
+            if c.info.size <= search.DECODE_LIMIT:
+                c.data = readRange(f, 0, c.info.size)
+            else:
+                f = seekable(f, c.info.size)
+                c.data = readHeaderBytes(f)
+                f.seek(0)
+                c.huge = search.hugeMatch(f, program)
+        except (OSError, ValueError):
+            c.data = None
+        finally:
+            f.close()
+        if c.data is not None and all(match(c, key) for key in content):
+            out.append((c.msn, c.uid, c.info))
+        c.data = None
+    return out
