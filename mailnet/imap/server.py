@@ -1,5 +1,5 @@
 """
-The IMAP listener: a thin Twisted protocol around :class:`Session`.
+The IMAP listener: a thin Twisted protocol around :class:`IMAPSession`.
 
 The protocol turns transport events into session calls and gives the
 session its output object: ``write``, ``drained`` (flow control: the
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from zope.interface import implementer
 
 from mailnet import net
-from mailnet.imap.session import Session, Settings, Shared
+from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
 from mailnet.logs import Logger
 from mailnet.serving import ProtocolService
 
@@ -52,7 +52,7 @@ class IMAPServerProtocol(protocol.Protocol):
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = WRITE_BUFFER
         self.transport.registerProducer(self, True)
-        self.session = Session(self.shared, self)
+        self.session = IMAPSession(self.shared, self)
         self.session.start()
 
     def dataReceived(self, data):
@@ -146,7 +146,7 @@ class IMAPService(ProtocolService):
         """Made on first use, so that a server without IMAP listeners makes none."""
         if self._shared is None:
             context = self.context
-            settings = Settings(context.config, hostname=context.hostname)
+            settings = IMAPSettings(context.config, hostname=context.hostname)
             self._shared = Shared(settings, context.portal, context.throttle, context.reactor,
                                   tlsAvailable=context.tlsOptions is not None, login=context.login)
             self._shared.tlsOptions = context.tlsOptions

@@ -625,8 +625,3 @@ COMMANDS = {
     "COPY": (_SEL, IMAPSession.cmdCopy),
     "MOVE": (_SEL, IMAPSession.cmdMove),
 }
-
-# The former names, kept while mailnet/imap/server.py still imports them
-# (issue 11: the lead removes them when the IMAPService branch is merged).
-Session = IMAPSession
-Settings = IMAPSettings

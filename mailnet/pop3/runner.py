@@ -19,7 +19,6 @@ output batching (``write``/``flush``) and the input buffer.
 
 from __future__ import annotations
 
-import io
 import weakref
 
 from twisted.internet import defer, interfaces
@@ -29,7 +28,7 @@ from zope.interface import implementer
 from mailnet.effects import Close, EffectRunner, Send
 from mailnet.logs import Logger
 from mailnet.pop3.protocol import DotStuffer, Maildrop, OpenMaildrop, Retrieve, State, Update, err, topChunks
-from mailnet.store.interfaces import INBOX, SEEN, IAccount, IFolderListener, NoSuchMessage
+from mailnet.store.interfaces import INBOX, SEEN, IAccount, IFolderListener, NoSuchMessage, messageBytes
 
 log = Logger()
 
@@ -257,14 +256,14 @@ class POP3Runner(EffectRunner):
         if not d.called or d.paused:
             return False
         f = d.result
-        if type(f) is not io.BytesIO:
-            return False  # a failure, or a file to stream
+        data = messageBytes(f)  # None for a failure, or a file to stream
+        if data is None:
+            return False
         info = self.folder.get(action.uid)
         if info is None or info.size > WHOLE_RETR:
             return False  # large messages go through the producer
         del self._prefetched[action.uid]
         self._prefetch()
-        data = f.getvalue()  # no copy
         f.close()
         stuffer = DotStuffer()
         self.write(action.header)
