@@ -37,7 +37,6 @@ from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, threads
 from mailnet.durable import fileStamp, writeAtomically
-from mailnet.durable import fsyncDirectory  # noqa: F401 (queue/spool.py imports it from here until it switches)
 from mailnet.logs import Logger
 from zope.interface import Attribute, Interface, implementer
 
@@ -600,7 +599,3 @@ def makePortal(store, users):
     if IUserDirectory.providedBy(users):
         return portal.Portal(MailRealm(store), [UserDirectoryChecker(users)])
     return portal.Portal(MailRealm(store), users)
-
-
-# The login throttle lives with the login sequence (mailnet.login); this name stays for old imports.
-from mailnet.login import AuthThrottle  # noqa: E402,F401

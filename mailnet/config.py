@@ -21,7 +21,7 @@ import dataclasses
 import os
 import tomllib
 import types
-from typing import Any, Callable
+from typing import Any
 
 KB = 1024
 MB = 1024 * KB

@@ -17,8 +17,6 @@ import re
 from mailnet.imap.serialize import nstring, plist, string
 from mailnet.mail.headers import parseAddresses
 from mailnet.mail.mime import MAX_DEPTH, MAX_PARTS, Part, decoder, plainParams, scan, scanHeader
-# Used through this module by imap/session.py and the tests.
-from mailnet.mail.mime import DEPTH_CEILING, MAX_HEADER, OverBudget, UnknownEncoding, decodedChunks  # noqa: F401
 
 # What a scan may do on the reactor thread (session.py): past this many
 # parts, lines read one by one (about 1 microsecond each), bytes of header

@@ -7,9 +7,10 @@ Pure functions, bytes out; no I/O.
 
 from __future__ import annotations
 
-import base64
 import calendar
 import time
+
+from mailnet.mail.codecs import decodeMutf7, encodeMutf7
 
 CRLF = b"\r\n"
 
@@ -142,32 +143,12 @@ def dateTimeToEpoch(day, month, year, hour, minute, second, zoneMinutes) -> floa
     return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - zoneMinutes * 60
 
 
-# Modified UTF-7 (RFC 3501 s5.1.3)
+# Modified UTF-7 (RFC 3501 s5.1.3): the one codec is mailnet.mail.codecs.
 
 
 def encodeMailbox(name: str) -> bytes:
     """Modified UTF-7 of a mailbox name."""
-    out = bytearray()
-    pending = []
-
-    def flush():
-        if pending:
-            data = "".join(pending).encode("utf-16-be")
-            out.extend(b"&" + base64.b64encode(data).rstrip(b"=").replace(b"/", b",") + b"-")
-            pending.clear()
-
-    for ch in name:
-        o = ord(ch)
-        if 0x20 <= o <= 0x7E:
-            flush()
-            out.extend(b"&-" if ch == "&" else ch.encode("ascii"))
-        else:
-            pending.append(ch)
-    flush()
-    return bytes(out)
-
-
-_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,")
+    return encodeMutf7(name).encode("ascii")
 
 
 def decodeMailbox(data: bytes) -> str:
@@ -175,45 +156,7 @@ def decodeMailbox(data: bytes) -> str:
     Decode modified UTF-7.  Raises ValueError on anything not in canonical
     form (8-bit bytes, bad base64, encoded printable ASCII, bad UTF-16).
     """
-    out = []
-    i = 0
-    n = len(data)
-    while i < n:
-        c = data[i]
-        if c > 0x7E or c < 0x20:
-            raise ValueError("mailbox name is not modified UTF-7 (8-bit or control character)")
-        if c != 0x26:  # '&'
-            out.append(chr(c))
-            i += 1
-            continue
-        end = data.find(b"-", i + 1)
-        if end < 0:
-            raise ValueError("mailbox name is not modified UTF-7 (unterminated &)")
-        chunk = data[i + 1:end]
-        i = end + 1
-        if not chunk:
-            out.append("&")
-            continue
-        if any(b not in _B64 for b in chunk) or len(chunk) % 4 == 1:
-            raise ValueError("mailbox name is not modified UTF-7 (bad base64)")
-        raw = base64.b64decode(chunk.replace(b",", b"/") + b"=" * (-len(chunk) % 4))
-        if len(raw) % 2:
-            raise ValueError("mailbox name is not modified UTF-7 (odd UTF-16)")
-        try:
-            text = raw.decode("utf-16-be")
-        except UnicodeDecodeError:
-            raise ValueError("mailbox name is not modified UTF-7 (bad UTF-16)")
-        if any(0x20 <= ord(ch) <= 0x7E for ch in text):
-            raise ValueError("mailbox name is not modified UTF-7 (encoded ASCII)")
-        if out and out[-1] is _SHIFT:
-            raise ValueError("mailbox name is not modified UTF-7 (adjacent encoded runs)")
-        out.append(text)
-        out.append(_SHIFT)
-    return "".join(x for x in out if x is not _SHIFT)
-
-
-class _Shift(str):
-    pass
-
-
-_SHIFT = _Shift("")
+    try:
+        return decodeMutf7(data.decode("latin-1"))
+    except ValueError as e:
+        raise ValueError("mailbox name is %s" % e) from None

@@ -40,7 +40,6 @@ from zope.interface import implementer
 
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
-from mailnet.mail.codecs import encodeXtext as xtextEncode  # noqa: F401 (queue/scheduler.py imports it from here until it switches)
 from mailnet.mail.lines import DotStuffer
 from mailnet.mail.reply import Reply
 

@@ -20,6 +20,7 @@ import random
 
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
+from mailnet.mail.codecs import encodeXtext
 from mailnet.queue import schedule
 from mailnet.queue.envelope import Envelope, RecipientState
 from mailnet.queue.workers import LOCAL
@@ -115,7 +116,7 @@ def record(envelope: Envelope, rcpt: RecipientState, error: DeliveryError | None
 def expand(envelope: Envelope, rcpt: RecipientState, targets, now: float):
     """An alias to remote addresses: they become recipients of this item."""
     known = {r.address.lower() for r in envelope.recipients}
-    orcpt = rcpt.orcpt or "rfc822;" + _xtext(rcpt.address)
+    orcpt = rcpt.orcpt or "rfc822;" + encodeXtext(rcpt.address)
     for target in targets:
         if target.lower() in known:
             continue
@@ -245,9 +246,3 @@ def _age(seconds):
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds:.0f} seconds"
-
-
-def _xtext(value):
-    from mailnet.queue.client import xtextEncode
-
-    return xtextEncode(value)

@@ -20,7 +20,7 @@ After that only the holder of the spool lock (``lock``, an ``flock``)
 changes an envelope: the running server's queue, or the ``mailnet queue``
 command when no server runs (it talks to the server's control socket
 otherwise).  Every change replaces the whole ``.json`` atomically
-(:func:`~mailnet.auth.writeAtomically`: tmp, fsync, rename, fsync dir), so
+(:func:`~mailnet.durable.writeAtomically`: tmp, fsync, rename, fsync dir), so
 a reader always sees a complete envelope.  The files are mode 0600: they
 hold people's mail.
 
@@ -63,7 +63,7 @@ import time
 
 from twisted.internet import threads
 
-from mailnet.auth import fsyncDirectory, writeAtomically
+from mailnet.durable import fsyncDirectory, writeAtomically
 from mailnet.queue.envelope import MAX_FILE, Envelope, EnvelopeError, RecipientState, parse, validId
 
 MAX_REASON = 4096

@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from mailnet.errors import DeliveryError
 from mailnet.localdelivery import LocalDelivery, diskProblem, storeFailure
 from mailnet.logs import Logger
+from mailnet.mail.codecs import encodeXtext
 from mailnet.queue.spool import newQueueId
-from mailnet.smtp import parser
 from mailnet.smtp.replies import Reply
 
 log = Logger()
@@ -162,7 +162,7 @@ class MessageDelivery:
                 orcpt = rcpt.orcpt
                 if orcpt is None and address != rcpt.address:
                     # RFC 3461 s4.2: keep the address the client gave (an alias)
-                    orcpt = "rfc822;" + parser.encodeXtext(rcpt.address)
+                    orcpt = "rfc822;" + encodeXtext(rcpt.address)
                 remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": notify}
         self.local = local
         self.remote = list(remote.values())

@@ -22,7 +22,6 @@ import ipaddress
 import re
 
 from mailnet.mail.codecs import decodeXtext, isXtext
-from mailnet.mail.codecs import encodeXtext  # noqa: F401 (smtp/delivery.py uses parser.encodeXtext until it switches)
 from mailnet.smtp import replies
 from mailnet.smtp.replies import Reply
 

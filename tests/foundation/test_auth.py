@@ -7,6 +7,7 @@ from twisted.cred import credentials, error
 from twisted.internet import task
 
 from mailnet import auth, passwords
+from mailnet.login import AuthThrottle
 
 
 # SHA-crypt vectors from Drepper's specification (SHA-crypt.txt).
@@ -202,7 +203,7 @@ def test_alias_file_errors(directory):
 
 def test_throttle():
     clock = task.Clock()
-    t = auth.AuthThrottle(clock, baseDelay=1.0, maxDelay=5.0, window=100)
+    t = AuthThrottle(clock, baseDelay=1.0, maxDelay=5.0, window=100)
     assert [t.failed("1.2.3.4") for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     assert t.failed("5.6.7.8") == 1.0
     clock.advance(101)

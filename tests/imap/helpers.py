@@ -12,7 +12,8 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, task
 from zope.interface import implementer
 
-from mailnet.auth import AuthThrottle, makePortal
+from mailnet.auth import makePortal
+from mailnet.login import AuthThrottle
 from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
 from mailnet.store.memory import MemoryStore
 

@@ -13,6 +13,7 @@ import pytest
 from twisted.internet import defer
 
 from mailnet.imap import fetch, search
+from mailnet.mail import mime
 from mailnet.store.interfaces import MessageInfo
 from tests.imap.helpers import World
 
@@ -113,7 +114,7 @@ def test_budget_sends_large_work_elsewhere():
                        (b"Subject: " + b"x" * 100000 + b"\r\n\r\nbody\r\n", True),
                        (b"Subject: big\r\n\r\n" + b"y" * (9 * 1024 * 1024), True),
                        (b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\n" + b"x\r\n" * 80000, True)]:
-        with pytest.raises(fetch.OverBudget):
+        with pytest.raises(mime.OverBudget):
             fetch.build(io.BytesIO(data), len(data), full, budget=fetch.INLINE_BUDGET)
     # Rendered in the worker: nothing of the tree's size is left for the reactor.
     data = manyParts(100)
@@ -189,22 +190,22 @@ def test_budget_stops_reading_a_header_early():
     # 64 KB instead of reading all of it on the reactor thread.
     data = b"X-Pad: yes\r\n" * (20 * 1024 * 1024 // 12)
     f = io.BytesIO(data)
-    with pytest.raises(fetch.OverBudget):
+    with pytest.raises(mime.OverBudget):
         fetch.build(f, len(data), False, budget=fetch.INLINE_BUDGET)
     assert f.tell() < 1024 * 1024
 
 
 def test_configured_depth_has_a_ceiling():
-    levels = fetch.DEPTH_CEILING + 200
+    levels = mime.DEPTH_CEILING + 200
     deep = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(levels))
     entry = fetch.build(io.BytesIO(deep), len(deep), True, maxDepth=10 ** 6, render=True)
-    assert entry.bodystructure().count(b'"mixed"') == fetch.DEPTH_CEILING - 1
+    assert entry.bodystructure().count(b'"mixed"') == mime.DEPTH_CEILING - 1
 
 
 def test_budget_counts_the_header_fields_of_all_parts():
     # 20 parts with a 10 KB header each: every header is small, together they are not.
     part = b"--zz\r\nX-Pad: " + b"p" * 10000 + b"\r\n\r\nx\r\n"
     data = b"Subject: s\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n" + part * 20 + b"--zz--\r\n"
-    with pytest.raises(fetch.OverBudget):
+    with pytest.raises(mime.OverBudget):
         fetch.build(io.BytesIO(data), len(data), True, budget=fetch.INLINE_BUDGET)
     assert len(fetch.build(io.BytesIO(data), len(data), True).root.children) == 20

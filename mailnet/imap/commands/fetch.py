@@ -13,6 +13,7 @@ from mailnet.imap.commands.common import ALREADY_ANSWERED, GONE, bad
 from mailnet.imap.commands.fetchlines import lineMaker
 from mailnet.imap.commands.reading import INLINE_LITERAL, STREAM_CHUNK, Opener, readRange, seekable
 from mailnet.imap.parser import FetchAtt
+from mailnet.mail import mime
 from mailnet.logs import Logger
 from mailnet.store.interfaces import SEEN, NoSuchMessage
 
@@ -110,7 +111,7 @@ class FetchCommands:
             except NoSuchMessage:
                 missing = True
                 continue
-            except fetch.UnknownEncoding as e:
+            except mime.UnknownEncoding as e:
                 error = ("NO", "Unknown Content-Transfer-Encoding %s" % str(e)[:40], b"UNKNOWN-CTE")
                 continue
             if written:
@@ -212,7 +213,7 @@ class FetchCommands:
         f.seek(0)
         try:
             entry = fetch.build(f, size, full, settings.mimeParts, settings.mimeDepth, fetch.INLINE_BUDGET)
-        except fetch.OverBudget:
+        except mime.OverBudget:
             f.seek(0)
             entry = await self.shared.inThread(fetch.build, f, size, full, settings.mimeParts, settings.mimeDepth,
                                                None, True)
@@ -352,7 +353,7 @@ class FetchCommands:
             return cached
         size = 0
         nul = False
-        for chunk in fetch.decodedChunks(f, start, end, enc):
+        for chunk in mime.decodedChunks(f, start, end, enc):
             size += len(chunk)
             nul = nul or b"\x00" in chunk
         info = (size, nul)
@@ -367,7 +368,7 @@ class FetchCommands:
     def _binaryLiteral(self, pieces, streams, f, uid, section, start, end, enc, partial):
         # RFC 3516 s4.2: literal8 ("~{n}") when the data has NUL, else a literal.
         if end - start <= INLINE_LITERAL:
-            data = b"".join(fetch.decodedChunks(f, start, end, enc))
+            data = b"".join(mime.decodedChunks(f, start, end, enc))
             if partial:
                 data = data[partial[0]:partial[0] + partial[1]]
             pieces.append((b"~{%d}\r\n" if b"\x00" in data else b"{%d}\r\n") % len(data))
@@ -401,7 +402,7 @@ class FetchCommands:
             return
         enc, skip, want = decoding
         sent = 0
-        for chunk in fetch.decodedChunks(f, start, start + length, enc):
+        for chunk in mime.decodedChunks(f, start, start + length, enc):
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)

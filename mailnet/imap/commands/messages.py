@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import GONE, bad, no, reasonOf
+from mailnet.mail.lines import canonicalFile
 from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
 
 
@@ -23,7 +24,7 @@ class MessageCommands:
         _checkStorable(cmd.flags)
         folder = await self._openTarget(name)
         try:
-            source = _canonical(message.open())
+            source = canonicalFile(message.open())
             uid = await folder.append(source, flags=cmd.flags, internalDate=cmd.date)
             validity = folder.uidValidity
         finally:
@@ -138,47 +139,6 @@ class MessageCommands:
             # RFC 2180 s4.2.1 / RFC 5530; a UID STORE ignores what is gone
             # (RFC 3501 s6.4.8), its EXPUNGE goes with the answer.
             return GONE
-
-
-def _canonical(f):
-    """
-    The message with bare LF turned into CRLF (the store keeps canonical
-    messages; some clients APPEND with bare LF).  Returns a file object
-    positioned at 0: ``f`` itself when it is canonical already.
-    """
-    import tempfile
-
-    bare = False
-    previous = b""
-    while True:
-        chunk = f.read(1024 * 1024)
-        if not chunk:
-            break
-        data = (b"\r" if previous == b"\r" else b"") + chunk
-        if data.count(b"\n") != data.count(b"\r\n"):
-            bare = True
-            break
-        previous = chunk[-1:]
-    f.seek(0)
-    if not bare:
-        return f
-    out = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
-    pendingCR = False
-    while True:
-        chunk = f.read(1024 * 1024)
-        if not chunk:
-            break
-        if pendingCR:
-            chunk = b"\r" + chunk
-            pendingCR = False
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-            pendingCR = True
-        out.write(chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-    if pendingCR:
-        out.write(b"\r")
-    out.seek(0)
-    return out
 
 
 def _checkStorable(flags):
