@@ -253,15 +253,19 @@ def parseAddresses(text):
 
 # MIME parameters (RFC 2045 s5.1, RFC 2231)
 
-# One "; key = value" (RFC 2045 s5.1), after separators and comments:
-# the value a quoted string (group 2, escapes still in) or the rest up to
-# the next ";" (group 3: a token, leniently anything but ";").
-_PARAM = re.compile(r'[\s;]*(?:\([^)]*\)[\s;]*)*([^\s;=("]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.S)
+# Separators and comments before a parameter; then one "key = value"
+# (RFC 2045 s5.1): the value a quoted string (group 2, escapes still in;
+# one left open runs to the end, as nothing after it can be told apart) or
+# the rest up to the next ";" (group 3: a token, leniently anything but
+# ";").  Every pattern here is linear in its input: a header is the
+# sender's, up to 256 KB (a comment is "(" without "(" inside, a run of
+# separators is consumed by one match of its own, never re-scanned).
+_SEPARATORS = re.compile(r"(?:[\s;]+|\([^()]*\))*")
+_PARAM = re.compile(r'([^\s;=("]+)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"?|([^;]*))', re.S)
 _ESCAPE = re.compile(r"\\(.)", re.S)
-_COMMENT = re.compile(r"\([^)]*\)")
-_TRAILING_COMMENT = re.compile(r"\s+\([^)]*\)$")
+_COMMENT = re.compile(r"\([^()]*\)")
 # RFC 2231 s3, s4: key*N (a continuation), key*N* and key* (extended: charset'language'%XX).
-_SECTION = re.compile(r"(.*?)\*(\d*)(\*?)$", re.S)
+_SECTION = re.compile(r"([^*]+)\*(\d{0,6})(\*?)$")
 
 
 def parseParams(value: str):
@@ -292,8 +296,12 @@ def parseParams(value: str):
     sections = []  # RFC 2231 (key, section number, extended, value)
     pos = 0
     end = len(rest)
+    skip = _SEPARATORS.match
     match = _PARAM.match
-    while pos < end:
+    while True:
+        pos = skip(rest, pos).end()
+        if pos >= end:
+            break
         m = match(rest, pos)
         if m is None:
             nxt = rest.find(";", pos + 1)
@@ -309,13 +317,14 @@ def parseParams(value: str):
                 val = _ESCAPE.sub(r"\1", val)
         else:
             val = m.group(3).strip()
-            if val.startswith('"'):
-                val = val[1:]  # an unterminated quoted string
-            elif val.endswith(")"):
-                val = _TRAILING_COMMENT.sub("", val)
+            if val.endswith(")"):
+                # A comment after a token value: charset=us-ascii (Plain text).
+                cut = val.rfind("(")
+                if cut > 0 and val[cut - 1] in " \t" and ")" not in val[cut:-1]:
+                    val = val[:cut].rstrip()
         if "*" in key:
             s = _SECTION.match(key)
-            if s is not None and s.group(1):
+            if s is not None:
                 index = int(s.group(2)) if s.group(2) else 0
                 sections.append((s.group(1), index, bool(s.group(3)) or not s.group(2), val))
                 continue

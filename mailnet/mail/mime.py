@@ -403,7 +403,8 @@ class _Base64:
 # RFC 2045 s6.7 rule 3: white space at the end of an encoded line was added
 # in transport and is deleted when decoding, so "=" followed by blanks is a
 # soft line break (binascii.a2b_qp keeps the blanks and the line break).
-_TRAILING_BLANKS = re.compile(rb"[ \t]+(\r?\n)")
+# (The look-behind starts a match only at the first blank of a run: linear.)
+_TRAILING_BLANKS = re.compile(rb"(?<![ \t])[ \t]+(?=\r?\n)")
 
 
 def decodeQuotedPrintable(data: bytes, final=True) -> bytes:
@@ -414,7 +415,7 @@ def decodeQuotedPrintable(data: bytes, final=True) -> bytes:
     Line breaks come out as they are in ``data``.
     """
     if b" \n" in data or b"\t\n" in data or b" \r\n" in data or b"\t\r\n" in data:
-        data = _TRAILING_BLANKS.sub(rb"\1", data)
+        data = _TRAILING_BLANKS.sub(b"", data)
     if final and data[-1:] in (b" ", b"\t"):
         data = data.rstrip(b" \t")
     return binascii.a2b_qp(data)
