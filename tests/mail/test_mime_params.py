@@ -12,6 +12,8 @@ live when Dovecot is installed).
 """
 
 import binascii
+import email.message
+import urllib.parse
 import io
 import re
 import time
@@ -192,3 +194,31 @@ def test_quoted_printable_blanks_in_linear_time():
     # 40,000 blanks not at a line end: about 30 s with a backtracking pattern.
     assert mime.decodeQuotedPrintable(b"a" + b" " * 40000 + b"b \r\n") == b"a" + b" " * 40000 + b"b\r\n"
     assert time.process_time() - started < 3.0
+
+
+# -- Round trips through the email package's writer ------------------------------
+
+paramKeys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=10).filter(
+    lambda k: k not in ("charset", "boundary"))
+paramValues = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x24F, blacklist_characters="\x7f"),
+                      min_size=1, max_size=40)  # the email package writes an empty value as "; key"
+
+
+@given(st.dictionaries(paramKeys, paramValues, min_size=1, max_size=5))
+@FUZZ
+def test_parameters_written_by_the_email_package(params):
+    msg = email.message.Message()
+    msg["Content-Type"] = "application/octet-stream"
+    for key, value in params.items():
+        # Non-ASCII values become RFC 2231 key*=utf-8''%XX, the rest key="quoted" (escapes too).
+        msg.set_param(key, value, charset="utf-8" if not value.isascii() else None)
+    head, got = headers.parseParams(str(msg["Content-Type"]))
+    assert head == "application/octet-stream"
+    # Written out (folded at 78 columns) and scanned: the same list.
+    root = mime.scan(io.BytesIO(msg.as_bytes() + b"\r\n"))
+    assert (root.maintype, root.subtype, root.params) == ("application", "octet-stream", got)
+    assert {k.rstrip("*") for k, _ in got} == set(params)
+    for key, value in params.items():
+        assert headers.paramValue(got, key) == value
+        if not value.isascii():
+            assert (key + "*", "utf-8''" + urllib.parse.quote(value, safe="")) in got  # as written, not decoded
