@@ -283,7 +283,8 @@ def parseParams(value: str):
     not extended) or one plain ``key``; plain parameters come first, in
     their order, then the merged ones sorted by key.  A key whose
     sections have a gap or a duplicate is given back section by section
-    (``key*N*`` / ``key*N``).
+    (``key*N*`` / ``key*N``).  (Unlike Dovecot 2.3.19, a parameter after
+    ";;" is kept, and a ``key*`` after some ``other*N`` stays ``key*``.)
     """
     value = unfold(value)
     head, sep, rest = value.partition(";")
