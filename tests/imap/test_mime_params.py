@@ -209,6 +209,10 @@ def test_rfc2231_parameters_as_the_message_has_them(imap_server):
         charset, _, text = value.split("'", 2)
         name = urllib.parse.unquote(text, encoding=charset or "utf-8")
         assert name.endswith("\u00dcbersicht.bin" if part is body[0][3] else NAME), name
+    for index in (0, 2):  # name* in Content-Type, UTF-8 and ISO-8859-1
+        params = dict(zip(body[0][index][2][::2], body[0][index][2][1::2]))
+        charset, _, text = params[b"name*"].decode("ascii").split("'", 2)
+        assert urllib.parse.unquote(text, encoding=charset) == NAME
     client.logout()
 
 
