@@ -9,10 +9,11 @@ import time
 
 from twisted.logger import Logger
 
+from mailnet.durable import fsyncDir
 from mailnet.store.base import newUidValidity
 from mailnet.store.interfaces import NoSuchFolder
 from mailnet.store.maildir import tuning
-from mailnet.store.maildir.files import CorruptFile, UidList, fsyncDir, isMailboxGuid, setAside
+from mailnet.store.maildir.files import CorruptFile, UidList, isMailboxGuid, setAside
 from mailnet.store.maildir.index import SerialQueue
 from mailnet.store.maildir.keywords import Keywords
 from mailnet.store.maildir.locks import Locked
