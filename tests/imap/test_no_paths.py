@@ -8,7 +8,6 @@ server's data directory; a missing mailbox is named in the answer instead.
 import os
 import poplib
 import smtplib
-import socket
 
 import pytest
 
