@@ -136,3 +136,23 @@ def test_invalid_utf8_pattern_matches_nothing_in_rev2(imap_server):
         assert tagged.startswith(b"OK") and untagged == [], (tagged, untagged)
     finally:
         c.close()
+
+
+def test_in_process_lsub_list_patterns():
+    """The same rules in process (memory store, fake output)."""
+    from tests.imap.helpers import World, lines
+
+    c = World().client(login="alice@example.test")
+    c.ok("CREATE p/q/r")
+    c.ok("UNSUBSCRIBE p")
+    c.ok("UNSUBSCRIBE p/q")
+    c.ok("SUBSCRIBE p/q/r")
+    c.ok("SUBSCRIBE m/n")
+    got = [line for line in lines(c.ok('LSUB "" %')) if line.startswith(b"* LSUB")]
+    assert b'* LSUB (\\Noselect) "/" p' in got and b'* LSUB (\\Noselect) "/" m' in got, got
+    got = lines(c.ok('LSUB "p/" %'))
+    assert got[0] == b'* LSUB (\\Noselect) "/" p/q' and len(got) == 2, got
+    for selection in ("(RECURSIVEMATCH REMOTE)", "(REMOTE RECURSIVEMATCH)"):
+        assert lines(c.cmd('LIST %s "" *' % selection))[0].startswith(b"t%d BAD " % c.n)
+    got = lines(c.ok('LIST "" ("&Jjo" "a&b")'))
+    assert got == [b"t%d OK LIST completed" % c.n], got
