@@ -36,7 +36,7 @@ class DirectoryScan:
             try:
                 entries = os.scandir(os.path.join(self.path, sub))
             except FileNotFoundError:
-                raise NoSuchFolder(self.path) from None
+                raise NoSuchFolder(self.folderName) from None
             with entries:
                 for entry in entries:
                     name = entry.name

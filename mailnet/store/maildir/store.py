@@ -152,7 +152,8 @@ class MaildirStore:
             self._known.add(path)
             return
         if not create:
-            raise NoSuchAccount(path)
+            # The account's address, not its path (the text may reach a client).
+            raise NoSuchAccount(os.path.basename(path) + "@" + os.path.basename(os.path.dirname(path)))
         domainDir = os.path.dirname(path)
         madeDomain = not os.path.isdir(domainDir)
         os.makedirs(domainDir, mode=0o700, exist_ok=True)
