@@ -326,7 +326,7 @@ class FetchCommands:
             if partial:
                 data = data[partial[0]:partial[0] + partial[1]]
             pieces.append(b"{%d}\r\n" % len(data))
-            pieces.append(data)
+            pieces.append(_literalSafe(data))
             return len(data)
         _, start, end = where
         if partial:
@@ -339,7 +339,7 @@ class FetchCommands:
             if len(data) < length:
                 log.error("imap: {user}: message shorter than its index says; padded", user=self.username)
                 data += b" " * (length - len(data))
-            pieces.append(data)
+            pieces.append(_literalSafe(data))
         else:
             pieces.append(b"")
             streams.append((len(pieces) - 1, (start, length, None)))
@@ -397,7 +397,7 @@ class FetchCommands:
                     log.error("imap: {user}: message shorter than its index says; padded", user=self.username)
                     chunk = b" " * left
                 left -= len(chunk)
-                self.send(chunk)
+                self.send(_literalSafe(chunk))
                 await self.drain()
             return
         enc, skip, want = decoding
@@ -420,6 +420,17 @@ class FetchCommands:
         if sent < want and not self.closed:
             self.send(b" " * (want - sent))
 
+
+def _literalSafe(data):
+    """
+    Message bytes for an ordinary literal: RFC 3501 s9 allows no NUL in
+    one, so a NUL (in a message stored by other means than a binary
+    APPEND, which base64-encodes such parts) goes out as 0x80, the same
+    size, as Dovecot sends it.  BINARY fetches send the NULs in a literal8.
+    """
+    if b"\x00" in data:
+        return data.replace(b"\x00", b"\x80")
+    return data
 
 
 def _structureNeed(atts):
