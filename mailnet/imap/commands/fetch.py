@@ -35,7 +35,7 @@ class FetchCommands:
     async def cmdFetch(self, cmd):
         view = self.view
         pairs = self._resolve(cmd.seqset, cmd.uid)
-        atts = list(cmd.atts)
+        atts = _unique(cmd.atts)
         names = {a.name for a in atts}
         if cmd.uid and "UID" not in names:
             atts.insert(0, FetchAtt("UID"))
@@ -419,6 +419,26 @@ class FetchCommands:
                 break
         if sent < want and not self.closed:
             self.send(b" " * (want - sent))
+
+
+def _unique(atts):
+    """
+    The FETCH items with repeats dropped (``UID UID FLAGS``, ``BODY[1]
+    BODY.PEEK[1]``): each is answered once, in the place of its first
+    mention, as Dovecot does for UID and FLAGS.  An item named with and
+    without .PEEK is one that sets \\Seen.
+    """
+    out = []
+    seen = {}
+    for a in atts:
+        key = (a.name, a.section.spec() if a.section is not None else None, a.partial)
+        index = seen.get(key)
+        if index is None:
+            seen[key] = len(out)
+            out.append(a)
+        elif out[index].peek and not a.peek:
+            out[index] = FetchAtt(a.name, a.section, False, a.partial)
+    return out
 
 
 def _literalSafe(data):
