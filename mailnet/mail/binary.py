@@ -11,8 +11,9 @@ are exactly what the client sent (BINARY fetches give them back, with the
 NULs in a literal8), while the stored message is canonical text that a
 BODY fetch can send in an ordinary literal (RFC 3501 s9: no NUL in a
 literal) and the CRLF canonicalisation of the rest (headers, clean text
-parts) leaves the part alone.  Dovecot does the same on a binary APPEND
-(its istream-binary-converter).
+parts) leaves the part alone.  Dovecot does the same for ``binary`` parts
+on a binary APPEND (its istream-binary-converter); it makes bare LF in a
+7bit/8bit part CRLF, where this keeps the bytes.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ def encodeBinaryParts(f, maxParts=mime.MAX_PARTS, maxDepth=mime.MAX_DEPTH):
     f.seek(0)
     root = mime.scan(f, maxParts=maxParts, maxDepth=maxDepth)
     leaves = []
-    _leaves(root, leaves)
-    if len(leaves) >= maxParts:
+    if _leaves(root, leaves) >= maxParts:
         f.seek(0)
         return f
     todo = [p for p in leaves if p.end > p.bodyStart and _mustEncode(f, p)]
@@ -65,13 +65,13 @@ def encodeBinaryParts(f, maxParts=mime.MAX_PARTS, maxDepth=mime.MAX_DEPTH):
 
 
 def _leaves(part, out):
+    """Put the leaf parts under ``part`` in ``out``; returns how many parts there are (``part`` counted)."""
     if part.children is not None:
-        for child in part.children:
-            _leaves(child, out)
-    elif part.message is not None:
-        _leaves(part.message, out)
-    else:
-        out.append(part)
+        return 1 + sum(_leaves(child, out) for child in part.children)
+    if part.message is not None:
+        return 1 + _leaves(part.message, out)
+    out.append(part)
+    return 1
 
 
 def _encoding(part):
@@ -81,14 +81,14 @@ def _encoding(part):
 
 
 def _mustEncode(f, part):
+    if part.parsed().get_content_maintype() in ("multipart", "message"):
+        # A container not opened (the depth cap): its body is other parts.
+        return False
     encoding = _encoding(part)
     if encoding == "binary":
         return True
     if encoding not in ("7bit", "8bit"):
         return False  # base64, quoted-printable (7-bit text) or unknown: kept as it is
-    if part.parsed().get_content_maintype() in ("multipart", "message"):
-        # A container not opened (depth cap): its body is other parts.
-        return False
     f.seek(part.bodyStart)
     left = part.end - part.bodyStart
     previous = b""

@@ -17,6 +17,8 @@ import io
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailnet.mail.binary import encodeBinaryParts
 from mailnet.mail import mime
@@ -215,3 +217,42 @@ def test_converter_long_part_and_chunk_edges():
     text = b"x" * (65535) + b"\r\n" + b"y\r\n"
     f = io.BytesIO(b"Subject: s\r\n\r\n" + text)
     assert encodeBinaryParts(f) is f
+
+
+def test_converter_leaves_a_message_past_the_part_cap_alone():
+    parts = b"".join(b"--XX\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00%d\r\n" % i for i in range(5))
+    message = b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n" + parts + b"--XX--\r\n"
+    f = io.BytesIO(message)
+    assert encodeBinaryParts(f, maxParts=4) is f
+    assert encodeBinaryParts(io.BytesIO(message), maxParts=100).read().count(b"base64") == 5
+
+
+_ENCODINGS = ["binary", "8bit", "7bit", None]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_ENCODINGS),
+                          st.binary(max_size=300).map(lambda b: b.replace(b"-", b"_"))),
+                min_size=1, max_size=4))
+def test_converter_round_trip(parts):
+    """Whatever the parts hold, each comes back with the bytes sent (encoded or not), and nothing else moves."""
+    body = b""
+    for encoding, payload in parts:
+        field = b"Content-Transfer-Encoding: %s\r\n" % encoding.encode() if encoding else b""
+        body += b"--XX\r\nContent-Type: application/octet-stream\r\n" + field + b"\r\n" + payload + b"\r\n"
+    message = b"Subject: p\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n" + body + b"--XX--\r\n"
+    out = _convert(message)
+    got = _parts(out)
+    assert [data for _, data in got] == [payload for _, payload in parts]
+    for (encoding, payload), (stored, _) in zip(parts, got):
+        kept = b"\x00" not in payload and payload.count(b"\n") == payload.count(b"\r\n") == payload.count(b"\r")
+        converted = payload and (encoding == "binary" or not kept)
+        assert stored == ("base64" if converted else (encoding or "7bit"))
+    assert b"\x00" not in out
+
+
+def test_converter_does_not_open_a_container_past_the_depth_cap():
+    inner = b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: binary\r\n\r\nSubject: in\r\n\r\n\x00x\r\n"
+    f = io.BytesIO(inner)
+    assert encodeBinaryParts(f, maxDepth=1) is f
+    assert b"base64" in encodeBinaryParts(io.BytesIO(inner)).read()
