@@ -335,11 +335,7 @@ class SelectedMailbox:
         out = []
         if allowExpunge and self.pendingExpunged:
             out += self._flushExpunged(qresync)
-        if self.keywords != self.sentKeywords:
-            # RFC 3501 s7.2.6: a new keyword shows up in FLAGS first.
-            self.sentKeywords = frozenset(self.keywords)
-            out.append(b"* FLAGS " + self.flagsList() + b"\r\n")
-            out.append(b"* OK [PERMANENTFLAGS " + self.permanentFlags() + b"] Flags permitted\r\n")
+        out += self.keywordLines()
         if self.pendingNew:
             self.uids.extend(self.pendingNew)
             self.pendingNew = []
@@ -363,6 +359,20 @@ class SelectedMailbox:
                     continue
                 out.append(self.fetchFlagsLine(msn, info, condstore))
         return out
+
+    def keywordLines(self):
+        """
+        ``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` when keywords came up since
+        they were last sent, else nothing: RFC 3501 s7.2.6, a new keyword is
+        announced before any FETCH that shows it.  A FLAGS response may be
+        sent at any time, so the session sends these before every command's
+        own responses, and STORE before the FETCHes of the flags it set.
+        """
+        if self.keywords == self.sentKeywords:
+            return []
+        self.sentKeywords = frozenset(self.keywords)
+        return [b"* FLAGS " + self.flagsList() + b"\r\n",
+                b"* OK [PERMANENTFLAGS " + self.permanentFlags() + b"] Flags permitted\r\n"]
 
     def _flushExpunged(self, qresync):
         gone = sorted(self.pendingExpunged)

@@ -95,6 +95,12 @@ class MessageCommands:
         get = view.folder.get
         uids = [uid for _, uid in pairs]
         changed, failed = await view.folder.setFlags(uids, flags, cmd.mode, cmd.unchangedSince)
+        for info in changed:
+            for f in info.flags:
+                if f[0] != "\\":
+                    view.keywords.add(f)
+        # RFC 3501 s7.2.6: a new keyword in FLAGS before the FETCHes that show it.
+        self.sendLines(view.keywordLines())
         changedUids = {i.uid for i in changed}
         failedSet = set(failed)
         out = []
@@ -128,10 +134,6 @@ class MessageCommands:
                 out = []
                 await self.drain()
         self.sendLines(out)
-        for info in changed:
-            for f in info.flags:
-                if f[0] != "\\":
-                    view.keywords.add(f)
         if failed:
             if cmd.uid:
                 modified = serialize.seqset(failed)
