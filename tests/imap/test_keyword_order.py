@@ -67,7 +67,7 @@ def test_store_of_a_new_keyword_sends_flags_before_its_fetch(world):
     reply = a.order.check(a.ok("STORE 1 +FLAGS ($Fresh)"))
     assert b"$Fresh" in reply and b"* 1 FETCH" in reply
     reply = a.order.check(a.ok("UID STORE 2 +FLAGS ($Other)"))
-    assert b"* 2 FETCH (UID 2 FLAGS ($Other" in reply
+    assert b"* 2 FETCH (UID 2 FLAGS (" in reply and b"$Other))" in reply
     # Once announced, not again.
     assert b"* FLAGS" not in a.order.check(a.ok("STORE 1:2 +FLAGS ($Fresh)"))
 
