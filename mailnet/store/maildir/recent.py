@@ -26,8 +26,6 @@ import re
 
 from twisted.logger import Logger
 
-from mailnet.store.maildir.files import writeAll
-
 log = Logger()
 
 RECENT_FILE = "mailnet-recent"
@@ -62,10 +60,8 @@ def writeFirstRecent(path, uidValidity, firstRecent):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     except FileNotFoundError:
         return False
-    try:
-        writeAll(fd, b"mailnet-recent 1 V%d R%d\n" % (uidValidity, firstRecent))
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"mailnet-recent 1 V%d R%d\n" % (uidValidity, firstRecent))
     try:
         os.rename(tmp, os.path.join(path, RECENT_FILE))
     except FileNotFoundError:
