@@ -467,6 +467,10 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                     # Tell of expunges first where they may be told, so the
                     # answer is about the mailbox as it is.
                     self._flush(cmd)
+                elif self.view is not None:
+                    # RFC 3501 s7.2.6: keywords another session added, in
+                    # FLAGS before this command's FETCHes can show them.
+                    self.sendLines(self.view.keywordLines())
             result = await method(self, cmd)
         except CommandError as e:
             self._flush(cmd)

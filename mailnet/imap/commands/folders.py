@@ -200,7 +200,7 @@ class FolderCommands:
                     values.append(b"MESSAGES %d" % len(infos))
                 elif item == "RECENT":
                     uids = [m.uid for m in infos]
-                    values.append(b"RECENT %d" % len(self.shared.recent.peek((self.username, folder.name), uids)))
+                    values.append(b"RECENT %d" % len(self.shared.recent.peek((self.username, folder.name), uids, folder)))
                 elif item == "UIDNEXT":
                     values.append(b"UIDNEXT %d" % folder.uidNext)
                 elif item == "UIDVALIDITY":

@@ -20,6 +20,7 @@ from mailnet.store.maildir.layout import folderNameOf
 from mailnet.store.maildir.locks import Locked
 from mailnet.store.maildir.modlog import ModLog
 from mailnet.store.maildir.ops import FolderOperations
+from mailnet.store.maildir.recent import readFirstRecent, writeFirstRecent
 from mailnet.store.maildir.scan import DirectoryScan
 from mailnet.store.maildir.state import Batch, Delta, Full, byUid, dirStamp, unsettledUntil
 
@@ -285,7 +286,13 @@ class Disk(DirectoryScan, FolderOperations):
             "highest": max(self.modlog.highest, 1),
             "floor": self.modlog.floor,
             "expunged": list(full.expunged[-tuning.KEEP_EXPUNGED:]),
+            "firstRecent": readFirstRecent(self.path, full.uidValidity, self.uidlist.nextUid, self.label()),
         }
+
+    def saveFirstRecent(self, uidValidity, firstRecent):
+        """(Thread.)  Write ``mailnet-recent`` (see :mod:`mailnet.store.maildir.recent`)."""
+        if not self.deleted:
+            writeFirstRecent(self.path, uidValidity, firstRecent)
 
     def unload(self):
         with self.lock:
