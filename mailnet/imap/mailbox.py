@@ -33,10 +33,14 @@ from mailnet.store.interfaces import DELETED, SEEN, IFolderListener
 
 class RecentRegistry:
     """
-    \\Recent (RFC 3501 s2.3.2) for the whole server: a message is recent to
-    the first session that selects its mailbox after it arrived (or that is
-    told of it while selected).  Kept in memory only: after a restart,
-    messages that were there before are not recent.
+    \\Recent (RFC 3501 s2.3.2): a message is recent to the first read-write
+    session that selects its mailbox after it arrived (or that is told of it
+    while selected).  The store keeps where that stands with the folder
+    (``IFolder.firstRecentUid`` / ``claimRecent``), so it holds for messages
+    that arrived while no session had the folder open, across restarts, and
+    starts again for a folder deleted and created again.  For a store
+    without it, the marks are kept here, in memory (messages that were there
+    before this process saw the folder are not recent).
     """
 
     def __init__(self):
@@ -44,6 +48,11 @@ class RecentRegistry:
 
     def claim(self, key, folder, uids):
         """Claim ``uids`` (ascending) for a read-write session; return the recent ones."""
+        if getattr(folder, "firstRecentUid", None) is not None:
+            if not uids:
+                return []
+            first = folder.claimRecent(uids[-1])
+            return list(uids[bisect.bisect_left(uids, first):])
         mark = self._marks.get(key)
         if mark is None:
             # First sight of this mailbox in this process: nothing is recent.
@@ -53,8 +62,11 @@ class RecentRegistry:
             self._marks[key] = recent[-1]
         return recent
 
-    def peek(self, key, uids):
-        """The recent ones for a read-only session (claims nothing)."""
+    def peek(self, key, uids, folder=None):
+        """The recent ones for a read-only session or STATUS (claims nothing)."""
+        first = getattr(folder, "firstRecentUid", None)
+        if first is not None:
+            return list(uids[bisect.bisect_left(uids, first):])
         mark = self._marks.get(key)
         if mark is None:
             return []
@@ -215,7 +227,7 @@ class SelectedMailbox:
         self.firstUnseen = snapshot.firstUnseen
         self.keywords = keywords = set(snapshot.keywords)
         if readOnly:
-            self.recent = set(recentRegistry.peek(key, self.uids))
+            self.recent = set(recentRegistry.peek(key, self.uids, folder))
         else:
             self.recent = set(recentRegistry.claim(key, folder, self.uids))
         self.pendingNew = []  # uids not yet announced by EXISTS
@@ -335,11 +347,7 @@ class SelectedMailbox:
         out = []
         if allowExpunge and self.pendingExpunged:
             out += self._flushExpunged(qresync)
-        if self.keywords != self.sentKeywords:
-            # RFC 3501 s7.2.6: a new keyword shows up in FLAGS first.
-            self.sentKeywords = frozenset(self.keywords)
-            out.append(b"* FLAGS " + self.flagsList() + b"\r\n")
-            out.append(b"* OK [PERMANENTFLAGS " + self.permanentFlags() + b"] Flags permitted\r\n")
+        out += self.keywordLines()
         if self.pendingNew:
             self.uids.extend(self.pendingNew)
             self.pendingNew = []
@@ -363,6 +371,20 @@ class SelectedMailbox:
                     continue
                 out.append(self.fetchFlagsLine(msn, info, condstore))
         return out
+
+    def keywordLines(self):
+        """
+        ``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` when keywords came up since
+        they were last sent, else nothing: RFC 3501 s7.2.6, a new keyword is
+        announced before any FETCH that shows it.  A FLAGS response may be
+        sent at any time, so the session sends these before every command's
+        own responses, and STORE before the FETCHes of the flags it set.
+        """
+        if self.keywords == self.sentKeywords:
+            return []
+        self.sentKeywords = frozenset(self.keywords)
+        return [b"* FLAGS " + self.flagsList() + b"\r\n",
+                b"* OK [PERMANENTFLAGS " + self.permanentFlags() + b"] Flags permitted\r\n"]
 
     def _flushExpunged(self, qresync):
         gone = sorted(self.pendingExpunged)

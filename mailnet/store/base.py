@@ -246,10 +246,31 @@ class SharedIndex:
     sorted and unique, ``flags`` normalized, ``destIndex`` an index of the
     same backend).  After a change is durable, call :meth:`notify` with
     ``"messagesAdded"``, ``"flagsChanged"`` or ``"messagesExpunged"``.
+
+    ``firstRecentUid`` (``\\Recent``, see :meth:`claimRecent`) starts at 1
+    and lives as long as the index; a backend that keeps it with the
+    folder's files sets it when it loads the index and overrides
+    :meth:`saveRecent`.
     """
 
     def __init__(self):
         self.handles = []
+        self.firstRecentUid = 1
+
+    def claimRecent(self, uid):
+        """
+        :meth:`~mailnet.store.interfaces.IFolder.claimRecent`: move
+        ``firstRecentUid`` past ``uid``, at once (so one claimant gets each
+        message), and have it saved; return the former value.
+        """
+        first = self.firstRecentUid
+        if uid >= first:
+            self.firstRecentUid = uid + 1
+            self.saveRecent()
+        return first
+
+    def saveRecent(self):
+        """Keep ``firstRecentUid`` with the folder (in the background); this index keeps it in memory only."""
 
     def attach(self, handle):
         """A new handle on this folder (called by :class:`FolderHandle`)."""
@@ -323,6 +344,13 @@ class FolderHandle:
     def mailboxId(self):
         # Optional for an index: None when the backend has no mailbox ids.
         return getattr(self._index, "mailboxId", None)
+
+    @property
+    def firstRecentUid(self):
+        return self._index.firstRecentUid
+
+    def claimRecent(self, uid):
+        return self._index.claimRecent(int(uid))
 
     def _live(self):
         if self.closed:

@@ -376,6 +376,15 @@ class IFolder(Interface):
         "across RENAME and restarts, new for a folder deleted and re-created. "
         "None from a backend without ids."
     )
+    firstRecentUid = Attribute(
+        "RFC 3501 s2.3.2 \\Recent, kept with the folder (int >= 1): messages "
+        "with a UID at or above it have not been claimed by a session (see "
+        "claimRecent).  1 for a new folder, so messages delivered before any "
+        "session selects it are recent; kept across restarts by a backend "
+        "with stable storage; 1 again for a folder deleted and created again "
+        "under the same name (or whose UIDVALIDITY changed).  Optional: "
+        "callers use getattr and keep \\Recent themselves without it."
+    )
 
     def messages():
         """
@@ -399,6 +408,24 @@ class IFolder(Interface):
         @param uids: iterable of UIDs of this folder.
         @return: dict ``{uid: emailId}`` for the UIDs present in the index;
             UIDs not (or no longer) present are left out.
+        """
+
+    def claimRecent(uid):
+        """
+        Claim the messages up to ``uid`` for one session: ``firstRecentUid``
+        becomes ``uid + 1`` unless it is above that already.
+
+        Called by IMAP when a read-write session selects the folder (up to
+        the last UID it is shown) and when a selected one is told of new
+        messages (RFC 3501 s2.3.2: a message is recent to one session only).
+        Synchronous, no I/O, and atomic among the handles of the process:
+        of two sessions claiming, the first gets the messages and the
+        second none.  The new value is saved in the background; a save lost
+        in a crash only makes the messages recent once more.  Optional,
+        like ``firstRecentUid``.
+
+        @return: the former ``firstRecentUid``: the claimant's recent
+            messages are those from it up to ``uid``.
         """
 
     def refresh():

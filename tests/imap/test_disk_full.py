@@ -105,7 +105,10 @@ def test_full_disk_answers_overquota_and_keywords_stay_right(tmp_path, small_dis
         server.start()
         m = login(server)
         m.select("INBOX")
-        assert flags(m) == before
+        # \Recent aside: the record of its claim (mailnet-recent, written
+        # best-effort after the SELECT) may have met the full disk, and then
+        # the message shows as recent once more: a lost claim, not lost mail.
+        assert [f.replace("\\Recent ", "") for f in flags(m)] == [f.replace("\\Recent ", "") for f in before]
         m.logout()
     finally:
         server.stop()

@@ -24,8 +24,8 @@ comes during a FETCH by sequence number (RFC 3501 s7.4.1); the server logs
 no traceback; no command gets BAD or an unexpected NO.
 
 Accepted refusals, per RFC:
-- IMAP ``NO [EXPUNGEISSUED]`` (RFC 5530 s3, RFC 2180 s4.1.2) to a FETCH,
-  STORE or SEARCH by sequence number that names a message another session
+- IMAP ``[EXPUNGEISSUED]`` (RFC 5530 s3, RFC 2180 s4.1; mailnet answers OK
+  with it, as Dovecot) to a FETCH, STORE or SEARCH by sequence number that names a message another session
   expunged, which this session cannot be told about during those commands
   (RFC 3501 s7.4.1).  A UID command may carry the EXPUNGE in its answer,
   and a UID that is gone is ignored without an error (RFC 3501 s6.4.8), so
@@ -293,6 +293,9 @@ class Session:
         typ, data = self.c._imap.fetch(seqset, items)
         if typ != "OK":
             raise IMAPClientError(f"FETCH {typ}: {data}")
+        if self.c._imap.untagged_responses.pop("EXPUNGEISSUED", None):
+            # OK [EXPUNGEISSUED] (as Dovecot): the gone messages were skipped.
+            raise IMAPClientError("FETCH OK [EXPUNGEISSUED]")
         return data
 
     def uidCopy(self, uids, folder):

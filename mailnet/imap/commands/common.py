@@ -8,9 +8,12 @@ from __future__ import annotations
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 
-# RFC 2180 s4.1.2, RFC 5530 s3: a FETCH or STORE by sequence number names a
-# message expunged meanwhile, which may not be announced during it.
-GONE = ("NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED")
+# RFC 2180 s4.1, RFC 5530 s3: a FETCH by sequence number names a message
+# expunged meanwhile, which may not be announced during it.  The others are
+# served and the answer is OK with EXPUNGEISSUED, as Dovecot answers (a NO
+# makes clients treat the FETCH as failed); the EXPUNGE follows at the next
+# command that may carry it.
+GONE = ("OK", "Some messages were already expunged", b"EXPUNGEISSUED")
 
 # A command that wrote its own tagged answer (or closed the connection) returns this.
 ALREADY_ANSWERED = object()

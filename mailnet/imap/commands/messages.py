@@ -6,9 +6,13 @@ STORE (with CONDSTORE's UNCHANGEDSINCE, RFC 7162 s3.1.3).
 from __future__ import annotations
 
 from mailnet.imap import serialize
-from mailnet.imap.commands.common import GONE, bad, no, reasonOf
+from mailnet.imap.commands.common import bad, no, reasonOf
+from mailnet.mail.binary import encodeBinaryParts
 from mailnet.mail.lines import canonicalFile
 from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
+
+# A binary APPEND bigger than this has its parts encoded in a worker thread.
+_INLINE_BINARY = 256 * 1024
 
 
 class MessageCommands:
@@ -24,7 +28,18 @@ class MessageCommands:
         _checkStorable(cmd.flags)
         folder = await self._openTarget(name)
         try:
-            source = canonicalFile(message.open())
+            source = message.open()
+            if message.binary:
+                # RFC 3516 s4.4: a literal8's binary parts are kept byte for
+                # byte, base64-encoded (as Dovecot does) so that BODY fetches
+                # can send them in an ordinary literal (RFC 3501 s9: no NUL).
+                settings = self.shared.settings
+                if len(message) > _INLINE_BINARY:
+                    source = await self.shared.inThread(encodeBinaryParts, source, settings.mimeParts,
+                                                        settings.mimeDepth)
+                else:
+                    source = encodeBinaryParts(source, settings.mimeParts, settings.mimeDepth)
+            source = canonicalFile(source)
             uid = await folder.append(source, flags=cmd.flags, internalDate=cmd.date)
             validity = folder.uidValidity
         finally:
@@ -95,16 +110,25 @@ class MessageCommands:
         get = view.folder.get
         uids = [uid for _, uid in pairs]
         changed, failed = await view.folder.setFlags(uids, flags, cmd.mode, cmd.unchangedSince)
+        for info in changed:
+            for f in info.flags:
+                if f[0] != "\\":
+                    view.keywords.add(f)
+        # RFC 3501 s7.2.6: a new keyword in FLAGS before the FETCHes that show it.
+        self.sendLines(view.keywordLines())
         changedUids = {i.uid for i in changed}
         failedSet = set(failed)
-        missing = False
         out = []
         for msn, uid in pairs:
             if uid in failedSet:
                 continue
             info = get(uid)
             if info is None:
-                missing = True
+                # Expunged by another session, not announced yet: its number
+                # stays addressable and the STORE does nothing to it, answered
+                # OK as Dovecot does (RFC 2180 s4.2.1 allows NO, which clients
+                # take for an error); the EXPUNGE goes out at the next command
+                # that may carry it (RFC 3501 s7.4.1).
                 continue
             if cmd.silent and not (self.condstore and uid in changedUids):
                 view.pendingFlags.pop(uid, None)
@@ -125,20 +149,12 @@ class MessageCommands:
                 out = []
                 await self.drain()
         self.sendLines(out)
-        for info in changed:
-            for f in info.flags:
-                if f[0] != "\\":
-                    view.keywords.add(f)
         if failed:
             if cmd.uid:
                 modified = serialize.seqset(failed)
             else:
                 modified = serialize.seqset([view.msnOf(u) for u in failed if view.msnOf(u)])
             return ("OK", "Conditional STORE failed for some messages", b"MODIFIED " + modified)
-        if missing and not cmd.uid:
-            # RFC 2180 s4.2.1 / RFC 5530; a UID STORE ignores what is gone
-            # (RFC 3501 s6.4.8), its EXPUNGE goes with the answer.
-            return GONE
 
 
 def _checkStorable(flags):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailnet.store.base import SharedIndex
@@ -10,6 +11,8 @@ from mailnet.store.interfaces import NoSuchMessage, StoreError
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.delivery import appendMessage
 from mailnet.store.maildir.names import emailIdOf, messageGuid
+
+log = Logger()
 
 
 class SerialQueue:
@@ -64,6 +67,8 @@ class FolderIndex(SharedIndex):
         self.highestModSeq = snap["highest"]
         self.floor = snap["floor"]
         self.expunged = snap["expunged"]
+        self.firstRecentUid = snap["firstRecent"]
+        self._recentQueued = False
         self._unsorted = False
         self._ids = {}  # uid -> email id, as computed (a UID's file name is fixed)
         self._waiting = {}
@@ -105,6 +110,27 @@ class FolderIndex(SharedIndex):
             return None
         return sorted(uid for m, uid in self.expunged if m > modseq)
 
+    # \Recent (mailnet-recent, see recent.py)
+
+    def saveRecent(self):
+        # Through the folder's queue, so that a later load reads what we
+        # wrote; one write waiting at a time, of the value current when it runs.
+        if self._recentQueued or self.deleted:
+            return
+        self._recentQueued = True
+
+        def write():
+            self._recentQueued = False
+            if self.deleted or self.disk.index is not self:
+                return None
+            return self.store.run(self.disk.saveFirstRecent, self.uidValidity, self.firstRecentUid)
+
+        d = self.disk.queue.run(write)
+        # (The error's text, not str(): an OSError's names the file's path.)
+        d.addErrback(lambda f: log.warn("maildir: saving {file} of {where} failed: {e}", file="mailnet-recent",
+                                        where=self.disk.label(),
+                                        e=getattr(f.value, "strerror", None) or type(f.value).__name__))
+
     # Applying deltas (in sequence order)
 
     def applyDelta(self, delta):
@@ -133,6 +159,8 @@ class FolderIndex(SharedIndex):
             gone = sorted(self.infos)
             self.infos = {}
             self._ids = {}
+            # New UIDs (a new UIDVALIDITY): every message is recent again.
+            self.firstRecentUid = 1
             self.notify("messagesExpunged", gone)
         self.uidValidity = delta.uidValidity
         self.mailboxId = delta.mailboxId or self.mailboxId
