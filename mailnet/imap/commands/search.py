@@ -40,15 +40,12 @@ class SearchCommands:
         returns = cmd.returns
         if returns is None and self.rev2:
             returns = ["ALL"]
-        tagPart = b'(TAG "' + cmd.tag.encode("ascii") + b'")'
-        highest = 0
-        if modseq and results:
-            highest = max(info.modseq for _, _, info in results)
         numbers = [uid if cmd.uid else msn for msn, uid, _ in results]
         if returns is None:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if modseq and results:
-                line += b" (MODSEQ %d)" % highest
+                # RFC 7162 s3.1.5: the highest mod-sequence of all the messages returned.
+                line += b" (MODSEQ %d)" % max(info.modseq for _, _, info in results)
             self.send(line + b"\r\n")
             return
         # RFC 4731 ESEARCH / RFC 5182 SAVE
@@ -66,21 +63,8 @@ class SearchCommands:
                 view.savedSearch = chosen
             else:
                 view.savedSearch = [uid for _, uid, _ in results]
-        parts = [b"* ESEARCH", tagPart]
-        if cmd.uid:
-            parts.append(b"UID")
-        if numbers:
-            if "MIN" in options:
-                parts.append(b"MIN %d" % numbers[0])
-            if "MAX" in options:
-                parts.append(b"MAX %d" % numbers[-1])
-            if "ALL" in options:
-                parts.append(b"ALL " + serialize.seqset(numbers))
-        if "COUNT" in options:
-            parts.append(b"COUNT %d" % len(numbers))
-        if modseq and results:
-            parts.append(b"MODSEQ %d" % highest)
-        self.send(b" ".join(parts) + b"\r\n")
+        self.send(esearchLine(cmd, options, numbers, [info for _, _, info in results], modseq,
+                              serialize.seqset) + b"\r\n")
 
     async def _runSearch(self, program):
         """[(msn, uid, info)] of matching messages, ascending."""
@@ -165,6 +149,41 @@ class SearchCommands:
             for _, f in batch:
                 f.close()
         return matched
+
+
+def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
+    """
+    The ``* ESEARCH`` response (RFC 4731 s3.1; RFC 5267 s3.2 for ESORT)
+    for ``numbers`` (MSNs or UIDs) in the order they are to be reported
+    (ascending for SEARCH, sort order for SORT) and their MessageInfo
+    ``infos``; MIN is the first, MAX the last.  ``formatAll`` writes the
+    ALL set.
+    """
+    parts = [b'* ESEARCH (TAG "' + cmd.tag.encode("ascii") + b'")']
+    if cmd.uid:
+        parts.append(b"UID")
+    if numbers:
+        if "MIN" in options:
+            parts.append(b"MIN %d" % numbers[0])
+        if "MAX" in options:
+            parts.append(b"MAX %d" % numbers[-1])
+        if "ALL" in options:
+            parts.append(b"ALL " + formatAll(numbers))
+    if "COUNT" in options:
+        parts.append(b"COUNT %d" % len(numbers))
+    if modseq and numbers:
+        if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"}:
+            # RFC 4731 s3.2: with MIN and/or MAX alone, the mod-sequence of
+            # the message(s) returned, not of every match.
+            returned = []
+            if "MIN" in options:
+                returned.append(infos[0])
+            if "MAX" in options:
+                returned.append(infos[-1])
+        else:
+            returned = infos
+        parts.append(b"MODSEQ %d" % max(info.modseq for info in returned))
+    return b" ".join(parts)
 
 
 def _matchBatch(batch, content, match, program):
