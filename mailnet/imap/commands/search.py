@@ -1,16 +1,20 @@
 """
 SEARCH (with ESEARCH, RFC 4731, and SEARCHRES, RFC 5182): index keys on
-the reactor thread, content keys in worker threads.
+the reactor thread, content keys in worker threads.  SORT (RFC 5256,
+RFC 5957, ESORT of RFC 5267) on the same search, with the sort keys of
+mailnet.imap.sort.
 """
 
 from __future__ import annotations
 
+import itertools
+
 from twisted.internet import task
 
-from mailnet.imap import search, serialize
+from mailnet.imap import search, serialize, sort
 from mailnet.imap.commands.common import no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
-from mailnet.store.interfaces import NoSuchMessage
+from mailnet.store.interfaces import NoSuchMessage, messageBytes
 
 # SEARCH reads and matches this many messages per worker-thread call, or
 # fewer when they add up to SEARCH_BATCH_BYTES (a store may hand over small
@@ -24,8 +28,8 @@ SEARCH_TURN = 0.02
 class SearchCommands:
     """Search commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
-    async def cmdSearch(self, cmd):
-        view = self.view
+    def _searchProgram(self, cmd):
+        """(program, uses MODSEQ) of a SEARCH or SORT command: charset checked, strings decoded."""
         charset = cmd.charset
         if charset is not None and charset not in ("UTF-8", "US-ASCII", "UTF8"):
             raise no("Charset %s is not supported" % charset, b"BADCHARSET (UTF-8 US-ASCII)")
@@ -36,6 +40,11 @@ class SearchCommands:
         modseq = search.usesModseq(program)
         if modseq:
             self._enableCondstore()
+        return program, modseq
+
+    async def cmdSearch(self, cmd):
+        view = self.view
+        program, modseq = self._searchProgram(cmd)
         results = await self._runSearch(program)
         returns = cmd.returns
         if returns is None and self.rev2:
@@ -65,6 +74,95 @@ class SearchCommands:
                 view.savedSearch = [uid for _, uid, _ in results]
         self.send(esearchLine(cmd, options, numbers, [info for _, _, info in results], modseq,
                               serialize.seqset) + b"\r\n")
+
+    async def cmdSort(self, cmd):
+        """
+        SORT and UID SORT (RFC 5256 s3, RFC 5957 DISPLAYFROM/DISPLAYTO), and
+        ESORT's RETURN (...) (RFC 5267 s3): the search program as for
+        SEARCH, then the matches ordered; header keys come from the sort
+        cache, and only messages not in it are read.
+        """
+        view = self.view
+        program, modseq = self._searchProgram(cmd)
+        results = await self._runSearch(program)
+        if any(key in sort.HEADER_KEYS for key, _ in cmd.criteria):
+            records = await self._sortRecords(results)
+        else:
+            records = itertools.repeat(sort.EMPTY)
+        entries = [(msn, uid, info, record) for (msn, uid, info), record in zip(results, records)]
+        sort.order(entries, cmd.criteria)
+        numbers = [e[1] if cmd.uid else e[0] for e in entries]
+        if cmd.returns is None:
+            line = b"* SORT" + b"".join(b" %d" % n for n in numbers)
+            if modseq and entries:
+                # RFC 7162 s3.1.5: the highest mod-sequence of all the messages returned.
+                line += b" (MODSEQ %d)" % max(e[2].modseq for e in entries)
+            self.send(line + b"\r\n")
+            return
+        # RFC 5267 s3.1 (ESORT): MIN and MAX are the first and last in sort order.
+        options = set(cmd.returns) or {"ALL"}
+        if "SAVE" in options:
+            # RFC 5182: the saved result is a set (ascending UIDs), whatever the order.
+            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"} and entries:
+                chosen = set()
+                if "MIN" in options:
+                    chosen.add(entries[0][1])
+                if "MAX" in options:
+                    chosen.add(entries[-1][1])
+                view.savedSearch = sorted(chosen)
+            else:
+                view.savedSearch = sorted(e[1] for e in entries)
+            if options == {"SAVE"}:
+                return
+        self.send(esearchLine(cmd, options, numbers, [e[2] for e in entries], modseq, sort.orderedSet) + b"\r\n")
+
+    async def _sortRecords(self, results):
+        """
+        The sort records of ``results`` ([(msn, uid, info)]), in the same
+        order: from the shared cache, the others read (the header only) and
+        made in worker threads, SEARCH_BATCH messages at a time, while the
+        next ones are being opened.
+        """
+        view = self.view
+        cache = self.shared.sortKeys
+        key = (self.username, view.name, view.uidValidity)
+        known = cache.folder(key)
+        if len(known) > 2 * len(view) + 1000:
+            cache.prune(key, set(view.uids))
+        missing = [(uid, info.size) for _, uid, info in results if uid not in known]
+        if missing:
+            found = {}
+            opener = Opener(view.folder, [uid for uid, _ in missing], window=16)
+            batch = []
+            running = None
+            try:
+                for uid, size in missing:
+                    try:
+                        f = await opener.next(uid)
+                    except NoSuchMessage:
+                        continue
+                    batch.append((uid, f))
+                    if len(batch) >= SEARCH_BATCH:
+                        if running is not None:
+                            found.update(await running)
+                        if self.closed:
+                            raise ConnectionError("closed")
+                        running = self.shared.inThread(_readRecords, batch)
+                        batch = []
+                if running is not None:
+                    found.update(await running)
+                    running = None
+                if batch:
+                    found.update(await self.shared.inThread(_readRecords, batch))
+                    batch = []
+            finally:
+                opener.close()
+                for _, f in batch:
+                    f.close()
+            cache.store(key, found)
+            get = found.get
+            return [known.get(uid) or get(uid, sort.EMPTY) for _, uid, _ in results]
+        return [known[uid] for _, uid, _ in results]
 
     async def _runSearch(self, program):
         """[(msn, uid, info)] of matching messages, ascending."""
@@ -184,6 +282,22 @@ def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
             returned = infos
         parts.append(b"MODSEQ %d" % max(info.modseq for info in returned))
     return b" ".join(parts)
+
+
+def _readRecords(batch):
+    """(In a worker thread.) {uid: SortRecord} of the opened messages in ``batch`` ([(uid, file)])."""
+    out = {}
+    for uid, f in batch:
+        try:
+            data = messageBytes(f)
+            if data is None:
+                data = readHeaderBytes(f)
+            out[uid] = sort.recordFromHeader(data)
+        except (OSError, ValueError):
+            pass  # not kept: read again next time
+        finally:
+            f.close()
+    return out
 
 
 def _matchBatch(batch, content, match, program):
