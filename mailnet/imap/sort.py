@@ -19,6 +19,7 @@ from __future__ import annotations
 import calendar
 import collections
 import email.utils
+import itertools
 import re
 import unicodedata
 
@@ -176,8 +177,11 @@ def baseSubject(subject: str) -> str:
 # Header fields
 
 _FIELDS = {b"date": 0, b"subject": 1, b"from": 2, b"to": 3, b"cc": 4}
-# One of the fields, with its continuation lines, at the start of a line.
-_FIELD = re.compile(rb"^(date|subject|from|to|cc)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.I | re.M)
+# One of the fields, with its continuation lines, after a line end (the
+# literal "\n" first lets the regex engine skip ahead; twice as fast as
+# "^" in MULTILINE mode), or at the very start.
+_FIELD = re.compile(rb"\n(date|subject|from|to|cc)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.I)
+_FIRST_FIELD = re.compile(rb"(date|subject|from|to|cc)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.I)
 _FOLD = re.compile(rb"\r?\n")
 
 
@@ -193,10 +197,14 @@ def headerFields(data: bytes, limit=MAX_HEADER):
         end = end2
     end = min(len(data), limit) if end < 0 else end + 1
     out = [None] * 5
-    for m in _FIELD.finditer(data, 0, end):
+    first = _FIRST_FIELD.match(data, 0, end)
+    for m in itertools.chain((first,) if first else (), _FIELD.finditer(data, 0, end)):
         index = _FIELDS[m.group(1).lower()]
         if out[index] is None:
-            out[index] = _FOLD.sub(b"", m.group(2)).strip().decode("utf-8", "replace")
+            value = m.group(2)
+            if b"\n" in value:
+                value = _FOLD.sub(b"", value)
+            out[index] = value.strip().decode("utf-8", "replace")
     return out
 
 
@@ -308,12 +316,17 @@ class SortRecord:
 EMPTY = SortRecord()
 
 
-def recordFromHeader(data: bytes) -> SortRecord:
-    """Every header key of the message whose header starts ``data``."""
+def recordFromHeader(data: bytes, internalDate=None) -> SortRecord:
+    """
+    Every header key of the message whose header starts ``data``; the
+    sent date is ``internalDate`` when the Date field is missing or
+    cannot be parsed (RFC 5256 s2.2).
+    """
     date, subject, frm, to, cc = headerFields(data)
     frm = _firstAddress(frm)
     to = _firstAddress(to)
-    return SortRecord(sentDate(date), casemap(baseSubject(subject)) if subject else "", _mailboxKey(frm),
+    date = sentDate(date)
+    return SortRecord(internalDate if date is None else date, casemap(baseSubject(subject)) if subject else "", _mailboxKey(frm),
                       _mailboxKey(to), _mailboxKey(_firstAddress(cc)), _displayKey(frm), _displayKey(to))
 
 
@@ -322,7 +335,8 @@ def recordFromHeader(data: bytes) -> SortRecord:
 _KEY_FUNCTIONS = {
     "ARRIVAL": lambda e: e[2].internalDate,
     "SIZE": lambda e: e[2].size,
-    # RFC 5256 s2.2: a missing or unparsable Date is the INTERNALDATE.
+    # RFC 5256 s2.2: a missing or unparsable Date is the INTERNALDATE (a
+    # record made without it has None).
     "DATE": lambda e: e[3].date if e[3].date is not None else e[2].internalDate,
     "SUBJECT": lambda e: e[3].subject,
     "FROM": lambda e: e[3].from_,

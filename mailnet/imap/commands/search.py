@@ -51,7 +51,7 @@ class SearchCommands:
             returns = ["ALL"]
         numbers = [uid if cmd.uid else msn for msn, uid, _ in results]
         if returns is None:
-            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            line = b"* SEARCH" + _numbers(numbers)
             if modseq and results:
                 # RFC 7162 s3.1.5: the highest mod-sequence of all the messages returned.
                 line += b" (MODSEQ %d)" % max(info.modseq for _, _, info in results)
@@ -93,7 +93,7 @@ class SearchCommands:
         sort.order(entries, cmd.criteria)
         numbers = [e[1] if cmd.uid else e[0] for e in entries]
         if cmd.returns is None:
-            line = b"* SORT" + b"".join(b" %d" % n for n in numbers)
+            line = b"* SORT" + _numbers(numbers)
             if modseq and entries:
                 # RFC 7162 s3.1.5: the highest mod-sequence of all the messages returned.
                 line += b" (MODSEQ %d)" % max(e[2].modseq for e in entries)
@@ -129,19 +129,19 @@ class SearchCommands:
         known = cache.folder(key)
         if len(known) > 2 * len(view) + 1000:
             cache.prune(key, set(view.uids))
-        missing = [(uid, info.size) for _, uid, info in results if uid not in known]
+        missing = [(uid, info.internalDate) for _, uid, info in results if uid not in known]
         if missing:
             found = {}
             opener = Opener(view.folder, [uid for uid, _ in missing], window=16)
             batch = []
             running = None
             try:
-                for uid, size in missing:
+                for uid, internalDate in missing:
                     try:
                         f = await opener.next(uid)
                     except NoSuchMessage:
                         continue
-                    batch.append((uid, f))
+                    batch.append((uid, internalDate, f))
                     if len(batch) >= SEARCH_BATCH:
                         if running is not None:
                             found.update(await running)
@@ -157,7 +157,7 @@ class SearchCommands:
                     batch = []
             finally:
                 opener.close()
-                for _, f in batch:
+                for _, _, f in batch:
                     f.close()
             cache.store(key, found)
             get = found.get
@@ -170,6 +170,16 @@ class SearchCommands:
         folder = view.folder
         get = folder.get
         meta, content = search.split(program)
+        meta = [key for key in meta if key != ("ALL",)]
+        if not meta and not content:
+            # SEARCH ALL, SORT ... ALL (a webmail's list view): no key to
+            # evaluate, only the messages still there.
+            results = []
+            for msn, uid in enumerate(view.uids, 1):
+                info = get(uid)
+                if info is not None:
+                    results.append((msn, uid, info))
+            return results
         searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()),
                                    self.shared.settings.mimeParts)
         recent = view.recent
@@ -249,6 +259,13 @@ class SearchCommands:
         return matched
 
 
+def _numbers(numbers):
+    """`` 1 2 3`` (a space before each): the numbers of a SEARCH or SORT response."""
+    if not numbers:
+        return b""
+    return (" " + " ".join(map(str, numbers))).encode("ascii")
+
+
 def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
     """
     The ``* ESEARCH`` response (RFC 4731 s3.1; RFC 5267 s3.2 for ESORT)
@@ -285,14 +302,14 @@ def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
 
 
 def _readRecords(batch):
-    """(In a worker thread.) {uid: SortRecord} of the opened messages in ``batch`` ([(uid, file)])."""
+    """(In a worker thread.) {uid: SortRecord} of the opened messages in ``batch`` ([(uid, internal date, file)])."""
     out = {}
-    for uid, f in batch:
+    for uid, internalDate, f in batch:
         try:
             data = messageBytes(f)
             if data is None:
                 data = readHeaderBytes(f)
-            out[uid] = sort.recordFromHeader(data)
+            out[uid] = sort.recordFromHeader(data, internalDate)
         except (OSError, ValueError):
             pass  # not kept: read again next time
         finally:
