@@ -426,3 +426,12 @@ def test_esort_and_display_over_a_socket(imap_server):
         assert b"e4 OK" in command(b"e4", b"NOOP")
     finally:
         s.close()
+
+
+def test_first_address_of_a_long_list():
+    value = ", ".join("(c%d) \"User, %d\" <user%d@example.org>" % (i, i, i) for i in range(3000))
+    assert sort._firstAddress(value) == ("User, 0", "user0", "example.org")
+    started = time.perf_counter()
+    record = sort.recordFromHeader(b"To: " + value.encode() + b"\r\n\r\n")
+    assert record.to == "USER0" and record.displayTo == "USER, 0"
+    assert time.perf_counter() - started < 5
