@@ -192,8 +192,8 @@ def headerFields(data: bytes, limit=MAX_HEADER):
     the whole message), looking at no more than ``limit`` bytes.
     """
     end = data.find(b"\n\r\n", 0, limit)
-    end2 = data.find(b"\n\n", 0, limit)
-    if end < 0 or (0 <= end2 < end):
+    end2 = data.find(b"\n\n", 0, limit if end < 0 else end)
+    if end2 >= 0:
         end = end2
     end = min(len(data), limit) if end < 0 else end + 1
     out = [None] * 5
@@ -365,7 +365,15 @@ def order(entries, criteria):
     sequence-number order (also under REVERSE, which reverses one key's
     comparison, not the tie-break).
     """
-    for key, reverse in reversed(criteria):
+    seen = set()
+    effective = []
+    for key, reverse in criteria:
+        # A key already used cannot order what it left tied: at most nine
+        # passes, however long the client's list.
+        if key not in seen:
+            seen.add(key)
+            effective.append((key, reverse))
+    for key, reverse in reversed(effective):
         entries.sort(key=_KEY_FUNCTIONS[key], reverse=reverse)
     return entries
 

@@ -164,6 +164,8 @@ def test_order():
     assert msns(sort.order(list(rows), [("SIZE", True)])) == [2, 4, 1, 3]
     assert msns(sort.order(list(rows), [("SUBJECT", False), ("SIZE", True)])) == [2, 4, 1, 3]
     assert msns(sort.order(list(rows), [("SUBJECT", True), ("ARRIVAL", True)])) == [1, 3, 4, 2]
+    # A repeated key changes nothing (and costs no pass).
+    assert msns(sort.order(list(rows), [("SIZE", False), ("SIZE", True), ("SIZE", False)] * 100)) == [1, 3, 4, 2]
 
 
 def test_ordered_set():
