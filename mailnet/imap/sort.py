@@ -34,6 +34,9 @@ HEADER_KEYS = frozenset(("CC", "DATE", "FROM", "SUBJECT", "TO", "DISPLAYFROM", "
 # Records kept by a SortCache (all folders, all users): about 300-500
 # bytes each, so the default holds 100,000 messages in some 40 MB.
 MAX_RECORDS = 100_000
+# Orders kept (SortCache.order), counted in messages: two lists of ints,
+# some 20 MB at most.
+MAX_ORDERS = 400_000
 
 
 # i;unicode-casemap (RFC 5051 s2)
@@ -341,41 +344,52 @@ def recordFromHeader(data: bytes, internalDate=None) -> SortRecord:
 
 # Ordering
 
-_KEY_FUNCTIONS = {
-    "ARRIVAL": lambda e: e[2].internalDate,
-    "SIZE": lambda e: e[2].size,
-    # RFC 5256 s2.2: a missing or unparsable Date is the INTERNALDATE (a
-    # record made without it has None).
-    "DATE": lambda e: e[3].date if e[3].date is not None else e[2].internalDate,
-    "SUBJECT": lambda e: e[3].subject,
-    "FROM": lambda e: e[3].from_,
-    "TO": lambda e: e[3].to,
-    "CC": lambda e: e[3].cc,
-    "DISPLAYFROM": lambda e: e[3].displayFrom,
-    "DISPLAYTO": lambda e: e[3].displayTo,
-}
+def _keys(key, infos, records):
+    """The values of sort key ``key`` for each message, in order."""
+    if key == "ARRIVAL":
+        return [info.internalDate for info in infos]
+    if key == "SIZE":
+        return [info.size for info in infos]
+    if key == "DATE":
+        # RFC 5256 s2.2: a missing or unparsable Date is the INTERNALDATE
+        # (already in a record made with it; not in one made without).
+        return [info.internalDate if r.date is None else r.date for info, r in zip(infos, records)]
+    return [getattr(r, _ATTRIBUTES[key]) for r in records]
 
 
-def order(entries, criteria):
+_ATTRIBUTES = {"SUBJECT": "subject", "FROM": "from_", "TO": "to", "CC": "cc", "DISPLAYFROM": "displayFrom",
+               "DISPLAYTO": "displayTo"}
+
+
+def effective(criteria):
     """
-    Sort ``entries`` ([(msn, uid, info, record)], ascending by msn) in
-    place by ``criteria`` ([(key, reverse)]).  Python's sort is stable, so
+    ``criteria`` without the keys already used (they cannot order what an
+    earlier use left tied): at most nine, however long the client's list.
+    """
+    seen = set()
+    out = []
+    for key, reverse in criteria:
+        if key not in seen:
+            seen.add(key)
+            out.append((key, reverse))
+    return tuple(out)
+
+
+def order(infos, records, criteria):
+    """
+    The positions of the messages (``infos``: MessageInfo, ``records``:
+    SortRecord, both in ascending sequence order) in the order
+    ``criteria`` ([(key, reverse)]) give.  Python's sort is stable, so
     sorting by the last criterion first and the first one last gives the
     RFC 5256 s3 order, and messages equal under every criterion stay in
     sequence-number order (also under REVERSE, which reverses one key's
-    comparison, not the tie-break).
+    comparison, not the tie-break).  Positions are sorted with the key
+    values' list as key function (a C call per message, not a lambda).
     """
-    seen = set()
-    effective = []
-    for key, reverse in criteria:
-        # A key already used cannot order what it left tied: at most nine
-        # passes, however long the client's list.
-        if key not in seen:
-            seen.add(key)
-            effective.append((key, reverse))
-    for key, reverse in reversed(effective):
-        entries.sort(key=_KEY_FUNCTIONS[key], reverse=reverse)
-    return entries
+    positions = list(range(len(infos)))
+    for key, reverse in reversed(effective(criteria)):
+        positions.sort(key=_keys(key, infos, records).__getitem__, reverse=reverse)
+    return positions
 
 
 def orderedSet(numbers) -> bytes:
@@ -407,10 +421,41 @@ class SortCache:
     ``maxRecords`` in all; the folder used least recently goes first.
     """
 
-    def __init__(self, maxRecords=MAX_RECORDS):
+    def __init__(self, maxRecords=MAX_RECORDS, maxOrders=MAX_ORDERS):
         self.maxRecords = maxRecords
         self.count = 0
         self._folders = collections.OrderedDict()
+        # The last orders computed: (folder key, criteria) -> (uids, positions).
+        self.maxOrders = maxOrders
+        self._orders = collections.OrderedDict()
+        self._orderCount = 0
+
+    def order(self, key, criteria, uids):
+        """
+        The positions an earlier SORT of folder ``key`` by ``criteria``
+        found for exactly these ``uids`` (in sequence order), or None.  The
+        order is a function of the messages alone (a message never
+        changes under its UID), so a webmail that sorts an unchanged folder
+        again gets the answer without a single comparison.
+        """
+        item = self._orders.get((key, criteria))
+        if item is None or item[0] != uids:
+            return None
+        self._orders.move_to_end((key, criteria))
+        return item[1]
+
+    def keepOrder(self, key, criteria, uids, positions):
+        """Remember an order for :meth:`order`; bounded by ``maxOrders`` UIDs in all."""
+        if len(uids) > self.maxOrders:
+            return
+        old = self._orders.pop((key, criteria), None)
+        if old is not None:
+            self._orderCount -= len(old[0])
+        self._orders[(key, criteria)] = (uids, positions)
+        self._orderCount += len(uids)
+        while self._orderCount > self.maxOrders:
+            _, (oldUids, _) = self._orders.popitem(last=False)
+            self._orderCount -= len(oldUids)
 
     def folder(self, key):
         """The {uid: record} dict of a folder (made empty if new); it becomes the most recently used."""

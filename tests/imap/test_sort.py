@@ -144,28 +144,29 @@ def test_record_keys():
 
 
 def entries(*rows):
-    """[(msn, uid, info, record)] from (internalDate, size, date, subject) rows."""
-    out = []
+    """(infos, records) from (internalDate, size, date, subject) rows."""
+    infos, records = [], []
     for i, (arrival, size, date, subject) in enumerate(rows, 1):
-        out.append((i, i * 10, MessageInfo(i * 10, frozenset(), arrival, size, 1), sort.SortRecord(date, subject)))
-    return out
+        infos.append(MessageInfo(i * 10, frozenset(), arrival, size, 1))
+        records.append(sort.SortRecord(date, subject))
+    return infos, records
 
 
-def msns(items):
-    return [e[0] for e in items]
+def msns(rows, criteria):
+    return [i + 1 for i in sort.order(*rows, criteria)]
 
 
 def test_order():
     rows = entries((30, 100, None, "B"), (10, 300, 5, "A"), (20, 100, 50, "B"), (40, 200, 20, "A"))
-    assert msns(sort.order(list(rows), [("ARRIVAL", False)])) == [2, 3, 1, 4]
-    assert msns(sort.order(list(rows), [("DATE", False)])) == [2, 4, 1, 3]  # no Date: INTERNALDATE (30)
+    assert msns(rows, [("ARRIVAL", False)]) == [2, 3, 1, 4]
+    assert msns(rows, [("DATE", False)]) == [2, 4, 1, 3]  # no Date: INTERNALDATE (30)
     # Ties stay in sequence order, under REVERSE too.
-    assert msns(sort.order(list(rows), [("SIZE", False)])) == [1, 3, 4, 2]
-    assert msns(sort.order(list(rows), [("SIZE", True)])) == [2, 4, 1, 3]
-    assert msns(sort.order(list(rows), [("SUBJECT", False), ("SIZE", True)])) == [2, 4, 1, 3]
-    assert msns(sort.order(list(rows), [("SUBJECT", True), ("ARRIVAL", True)])) == [1, 3, 4, 2]
+    assert msns(rows, [("SIZE", False)]) == [1, 3, 4, 2]
+    assert msns(rows, [("SIZE", True)]) == [2, 4, 1, 3]
+    assert msns(rows, [("SUBJECT", False), ("SIZE", True)]) == [2, 4, 1, 3]
+    assert msns(rows, [("SUBJECT", True), ("ARRIVAL", True)]) == [1, 3, 4, 2]
     # A repeated key changes nothing (and costs no pass).
-    assert msns(sort.order(list(rows), [("SIZE", False), ("SIZE", True), ("SIZE", False)] * 100)) == [1, 3, 4, 2]
+    assert msns(rows, [("SIZE", False), ("SIZE", True), ("SIZE", False)] * 100) == [1, 3, 4, 2]
 
 
 def test_ordered_set():
@@ -184,6 +185,20 @@ def test_cache_bound_and_prune():
     assert len(cache) == 5 and len(cache.folder("c")) <= 5
     cache.prune("c", {0, 1})
     assert set(cache.folder("c")) == {0, 1} and len(cache) == 2
+
+
+def test_cache_keeps_orders_for_the_same_messages():
+    cache = sort.SortCache(maxOrders=5)
+    criteria = (("DATE", False),)
+    cache.keepOrder("a", criteria, [1, 2, 3], [2, 0, 1])
+    assert cache.order("a", criteria, [1, 2, 3]) == [2, 0, 1]
+    assert cache.order("a", criteria, [1, 2, 4]) is None  # other messages
+    assert cache.order("a", (("DATE", True),), [1, 2, 3]) is None
+    assert cache.order("b", criteria, [1, 2, 3]) is None
+    cache.keepOrder("b", criteria, [1, 2, 3], [0, 1, 2])  # over maxOrders: "a" goes
+    assert cache.order("a", criteria, [1, 2, 3]) is None and cache.order("b", criteria, [1, 2, 3]) == [0, 1, 2]
+    cache.keepOrder("c", criteria, list(range(6)), list(range(6)))  # larger than the bound: not kept
+    assert cache.order("c", criteria, list(range(6))) is None
 
 
 # The SORT command (parser)
@@ -258,6 +273,11 @@ def test_sort_keys(world):
     assert sorted_(a.ok("SORT (SUBJECT) UTF-8 OR FROM amy SUBJECT cherry")) == [2, 5, 3]
     assert sorted_(a.ok("SORT (SUBJECT) UTF-8 2:4 NOT 3")) == [2, 4]
     assert sorted_(a.ok("SORT (SUBJECT) UTF-8 SUBJECT nothing")) == []
+    # Again (the orders now come from the cache), after a flag change too.
+    a.ok("STORE 1:* +FLAGS (\\Seen)")
+    assert sorted_(a.ok("SORT (DISPLAYFROM) UTF-8 ALL")) == [5, 3, 4, 2, 1]
+    assert sorted_(a.ok("SORT (SUBJECT) UTF-8 OR FROM amy SUBJECT cherry")) == [2, 5, 3]
+    assert sorted_(a.ok("SORT (SUBJECT) UTF-8 OR FROM amy SUBJECT banana")) == [2, 1, 5]
 
 
 def test_sort_errors(world):

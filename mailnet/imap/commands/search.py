@@ -7,8 +7,6 @@ mailnet.imap.sort.
 
 from __future__ import annotations
 
-import itertools
-
 from twisted.internet import task
 
 from mailnet.imap import search, serialize, sort
@@ -85,12 +83,21 @@ class SearchCommands:
         view = self.view
         program, modseq = self._searchProgram(cmd)
         results = await self._runSearch(program)
-        if any(key in sort.HEADER_KEYS for key, _ in cmd.criteria):
-            records = await self._sortRecords(results)
-        else:
-            records = itertools.repeat(sort.EMPTY)
-        entries = [(msn, uid, info, record) for (msn, uid, info), record in zip(results, records)]
-        sort.order(entries, cmd.criteria)
+        criteria = sort.effective(cmd.criteria)
+        cache = self.shared.sortKeys
+        folderKey = (self.username, view.name, view.uidValidity)
+        uids = [uid for _, uid, _ in results]
+        positions = cache.order(folderKey, criteria, uids)
+        if positions is None:
+            complete = True
+            if any(key in sort.HEADER_KEYS for key, _ in criteria):
+                records, complete = await self._sortRecords(results)
+            else:
+                records = [sort.EMPTY] * len(results)
+            positions = sort.order([info for _, _, info in results], records, criteria)
+            if complete:
+                cache.keepOrder(folderKey, criteria, uids, positions)
+        entries = [results[i] for i in positions]
         numbers = [e[1] if cmd.uid else e[0] for e in entries]
         if cmd.returns is None:
             line = b"* SORT" + _numbers(numbers)
@@ -118,10 +125,11 @@ class SearchCommands:
 
     async def _sortRecords(self, results):
         """
-        The sort records of ``results`` ([(msn, uid, info)]), in the same
-        order: from the shared cache, the others read (the header only) and
-        made in worker threads, SEARCH_BATCH messages at a time, while the
-        next ones are being opened.
+        (records, complete): the sort records of ``results`` ([(msn, uid,
+        info)]), in the same order, from the shared cache, the others read
+        (the header only) and made in worker threads, SEARCH_BATCH messages
+        at a time, while the next ones are being opened; ``complete`` is
+        false when a message could not be read (its keys are empty).
         """
         view = self.view
         cache = self.shared.sortKeys
@@ -161,8 +169,12 @@ class SearchCommands:
                     f.close()
             cache.store(key, found)
             get = found.get
-            return [known.get(uid) or get(uid, sort.EMPTY) for _, uid, _ in results]
-        return [known[uid] for _, uid, _ in results]
+            records = [known.get(uid) or get(uid) for _, uid, _ in results]
+            if None in records:
+                # Unreadable now (gone, or an I/O error): empty keys, this time.
+                return [r or sort.EMPTY for r in records], False
+            return records, True
+        return [known[uid] for _, uid, _ in results], True
 
     async def _runSearch(self, program):
         """[(msn, uid, info)] of matching messages, ascending."""
