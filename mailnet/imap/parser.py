@@ -865,7 +865,8 @@ class _Parser:
             return ("OR", a, self.searchKey(depth + 1))
         if word in _HEADER_KEYS:
             self.sp()
-            return ("HEADER", _HEADER_KEYS[word], self.astring())
+            # RFC 3501 s6.4.4: FROM/TO/CC/BCC search the address as the envelope has it.
+            return ("HEADER" if word == b"SUBJECT" else "ADDRESS", _HEADER_KEYS[word], self.astring())
         if word == b"HEADER":
             self.sp()
             name = self.astring("a header field name")

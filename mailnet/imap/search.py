@@ -22,7 +22,7 @@ import email.utils
 import re
 import time
 
-from mailnet.mail.headers import decodeHeader
+from mailnet.mail.headers import decodeHeader, decodeWords, parseAddresses
 from mailnet.mail.mime import MAX_HEADER, MAX_PARTS, TooComplex, mimeText, quickText
 from mailnet.store.interfaces import SEEN
 
@@ -36,7 +36,7 @@ _CHUNK = 1024 * 1024
 # MIME parts is decoded ([limits] mime_parts); the rest of the message is
 # matched as raw text.  (Both from mailnet.mail.mime.)
 
-_CONTENT_OPS = {"HEADER", "BODY", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_CONTENT_OPS = {"HEADER", "ADDRESS", "BODY", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"}
 
 
 class SearchError(Exception):
@@ -84,7 +84,7 @@ def usesModseq(key) -> bool:
 def decodeStrings(key, charset):
     """Decode the byte strings in a program to str (casefolded) with the SEARCH charset."""
     op = key[0]
-    if op in ("HEADER",):
+    if op in ("HEADER", "ADDRESS"):
         return (op, key[1].decode("ascii", "replace"), _decode(key[2], charset))
     if op in ("BODY", "TEXT"):
         return (op, _decode(key[1], charset))
@@ -254,6 +254,8 @@ class Searcher:
             return _compareDate(op[4:], self._sentDate(c), key[1])
         if op == "HEADER":
             return self._header(c, key[1], key[2])
+        if op == "ADDRESS":
+            return self._address(c, key[1], key[2])
         if op == "BODY":
             return self._text(c, key[1], body=True)
         if op == "TEXT":
@@ -290,6 +292,24 @@ class Searcher:
                 return True
         return False
 
+    def _address(self, c, name, needle):
+        """
+        RFC 3501 s6.4.4 FROM/TO/CC/BCC: the string in the addresses as the
+        envelope has them (comments and quoting gone, encoded words
+        decoded), each written ``Name <mailbox@host>`` as Dovecot matches.
+        """
+        if c.data is None:
+            return False
+        values = c.header().get_all(name)
+        if not values:
+            return False
+        if not needle:
+            return True
+        for value in values:
+            if needle in addressText(value):
+                return True
+        return False
+
     def _text(self, c, needle, body):
         if c.data is None:
             return False
@@ -314,6 +334,35 @@ class Searcher:
                     if needle in decodeHeader(value):
                         return True
         return needle in c.bodyText(self.maxParts)
+
+
+def addressText(value) -> str:
+    """
+    An address-list field as SEARCH matches it: each address ``Name
+    <mailbox@host>`` (or ``mailbox@host``), a group ``Name: ...;``, joined
+    by ``, ``; casefolded.  A field with no address in it is matched as
+    its decoded text.
+    """
+    text = re.sub(r"\r?\n[ \t]", " ", str(value))
+    out = []
+    for item in parseAddresses(text):
+        if item[0] == "group" and len(item) == 3:
+            members = ", ".join(_oneAddress(m) for m in item[2])
+            out.append("%s: %s;" % (decodeWords(item[1]) if item[1] else "", members))
+        else:
+            out.append(_oneAddress(item))
+    if not out:
+        return decodeHeader(text)
+    return ", ".join(out).casefold()
+
+
+def _oneAddress(item):
+    name, _, mailbox, host = item
+    address = (mailbox or "") + ("@" + host if host else "")
+    if name:
+        name = decodeWords(name) if "=?" in name else name
+        return "%s <%s>" % (name, address)
+    return address
 
 
 def _compareDate(op, date, target):
@@ -352,7 +401,7 @@ def _needles(key, out):
     op = key[0]
     if op in ("BODY", "TEXT"):
         out.add(key[1])
-    elif op == "HEADER":
+    elif op in ("HEADER", "ADDRESS"):
         out.add(key[2])
     elif op == "NOT":
         _needles(key[1], out)

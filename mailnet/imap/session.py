@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailnet.deadline import Deadlines
-from mailnet.imap import fetch, serialize
+from mailnet.imap import dialogue, fetch, serialize
 from mailnet.imap.commands.auth import AuthCommands
 from mailnet.imap.commands.common import (
     ALREADY_ANSWERED,
@@ -180,6 +180,12 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self._current = None
         self._lost = False
         self.deadlines = Deadlines(self.clock, self._deadlinePassed)
+        # The dialogue at debug level (mailnet.imap.dialogue).  Off, the
+        # output methods are the plain ones: nothing is paid per write.
+        self._dialogue = None
+        if dialogue.enabled():
+            self._dialogue = dialogue.Dialogue(out.peer)
+            self.send, self.sendLines, self.sendPieces = self._sendLogged, self._sendLinesLogged, self._sendPiecesLogged
         shared.sessions.add(self)
 
     # Life cycle
@@ -299,6 +305,23 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         if pieces and not self.closed:
             self.out.writeSequence(pieces)
 
+    def _sendLogged(self, data):
+        if not self.closed:
+            self._dialogue.response(data)
+            self.out.write(data)
+
+    def _sendLinesLogged(self, lines):
+        if lines and not self.closed:
+            data = b"".join(lines)
+            self._dialogue.response(data)
+            self.out.write(data)
+
+    def _sendPiecesLogged(self, pieces):
+        if pieces and not self.closed:
+            for piece in pieces:
+                self._dialogue.response(piece)
+            self.out.writeSequence(pieces)
+
     def tagged(self, tag, kind, text, code=None):
         line = tag.encode("ascii") + b" " + kind.encode("ascii") + b" "
         if code:
@@ -349,6 +372,9 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
 
     def _handle(self, event):
         if isinstance(event, RawLine):
+            if self._dialogue is not None:
+                current = self._current
+                self._dialogue.rawLine(event.line, secret=current is not None and current.name == "AUTHENTICATE")
             waiter, self._lineWaiter = self._lineWaiter, None
             self.reader.raw = False
             if waiter is not None:
@@ -371,6 +397,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                 self.send(b"* BAD " + code + event.text.encode() + b"\r\n")
             return
         if isinstance(event, Frame):
+            if self._dialogue is not None:
+                self._dialogue.command(event.parts)
             try:
                 command = parseCommand(event)
             except ParseError as e:

@@ -27,7 +27,7 @@ def toCRLF(data: bytes) -> bytes:
     """
     Every LF not preceded by CR becomes CRLF; bare CRs are left alone
     (so ``\\r\\r\\n`` stays as it is), matching
-    :func:`mailnet.store._maildirfiles.canonicalSize`.
+    the Maildir store's ``canonicalSize``.
     """
     if b"\r" not in data:
         # Only LFs (mutt, procmail, Dovecot's own files): one pass.
@@ -39,7 +39,7 @@ class CRLFReader(io.RawIOBase):
     """
     Wraps a binary file: every LF not preceded by CR comes out as CRLF.
     Bare CRs are left alone, matching
-    :func:`mailnet.store._maildirfiles.canonicalSize`.
+    the Maildir store's ``canonicalSize``.
     """
 
     def __init__(self, raw, chunk=CHUNK):

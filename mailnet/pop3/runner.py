@@ -27,7 +27,8 @@ from zope.interface import implementer
 
 from mailnet.effects import Close, EffectRunner, Send
 from mailnet.logs import Logger
-from mailnet.pop3.protocol import DotStuffer, Maildrop, OpenMaildrop, Retrieve, State, Update, err, topChunks
+from mailnet.mail.lines import DotStuffer
+from mailnet.pop3.protocol import Maildrop, OpenMaildrop, Retrieve, State, Update, err, topChunks
 from mailnet.store.interfaces import INBOX, SEEN, IAccount, IFolderListener, NoSuchMessage, messageBytes
 
 log = Logger()

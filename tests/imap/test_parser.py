@@ -194,7 +194,7 @@ def test_search_program():
     assert cmd.returns == ["MIN", "COUNT"] and cmd.charset == "UTF-8"
     op, keys = cmd.keys
     assert op == "AND"
-    assert keys[0] == ("OR", ("AND", [("HEADER", b"From", b"x"), ("FLAG", "\\Seen", True)]), ("NOT", ("SEQ", SeqSet([(1, 3)]))))
+    assert keys[0] == ("OR", ("AND", [("ADDRESS", b"From", b"x"), ("FLAG", "\\Seen", True)]), ("NOT", ("SEQ", SeqSet([(1, 3)]))))
     assert keys[1] == ("HEADER", b"X-Spam", b"yes")
     assert keys[2] == ("ON", datetime.date(2024, 3, 5))
     assert keys[3:] == [("LARGER", 10), ("FLAG", "$Label", True), ("MODSEQ", 5), ("UID", SeqSet([], saved=True))]

@@ -4,6 +4,7 @@ import io
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from mailnet.mail.lines import DotStuffer
 from mailnet.pop3 import protocol as p
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,7 +101,7 @@ crlfText = st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").r
 @SETTINGS
 @given(crlfText, st.lists(st.integers(1, 50), max_size=10))
 def test_dot_stuffing_round_trips_in_any_chunking(message, cuts):
-    stuffer = p.DotStuffer()
+    stuffer = DotStuffer()
     out, pos = [], 0
     for cut in cuts:
         out.append(stuffer.feed(message[pos:pos + cut]))

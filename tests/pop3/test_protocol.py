@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies
 
+from mailnet.mail.lines import DotStuffer
 from mailnet.pop3 import protocol as p
 
 
@@ -289,7 +290,7 @@ def test_overlong_replies():
 
 
 def stuff(chunks):
-    st = p.DotStuffer()
+    st = DotStuffer()
     return b"".join(st.feed(c) for c in chunks) + st.end()
 
 

@@ -13,6 +13,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailnet.mail import lines
 from mailnet.store.maildir import crlf
 from mailnet.store.maildir.names import canonicalSize
 from mailnet.store.interfaces import INBOX, NoSuchMessage
@@ -187,7 +188,7 @@ def test_crlf_reader_matches_whole_conversion_and_size(tmp_path_factory, data, c
     # Every LF has exactly one CR before it; nothing else changed.
     assert expected.count(b"\n") == data.count(b"\n")
     assert expected.replace(b"\r\n", b"\n") == data.replace(b"\r\n", b"\n")
-    reader = io.BufferedReader(crlf.CRLFReader(io.BytesIO(data), chunk=chunk), 4)
+    reader = io.BufferedReader(lines.CRLFReader(io.BytesIO(data), chunk=chunk), 4)
     out = []
     while True:
         piece = reader.read(3)

@@ -35,7 +35,7 @@ class FetchCommands:
     async def cmdFetch(self, cmd):
         view = self.view
         pairs = self._resolve(cmd.seqset, cmd.uid)
-        atts = list(cmd.atts)
+        atts = _unique(cmd.atts)
         names = {a.name for a in atts}
         if cmd.uid and "UID" not in names:
             atts.insert(0, FetchAtt("UID"))
@@ -326,7 +326,7 @@ class FetchCommands:
             if partial:
                 data = data[partial[0]:partial[0] + partial[1]]
             pieces.append(b"{%d}\r\n" % len(data))
-            pieces.append(data)
+            pieces.append(_literalSafe(data))
             return len(data)
         _, start, end = where
         if partial:
@@ -339,7 +339,7 @@ class FetchCommands:
             if len(data) < length:
                 log.error("imap: {user}: message shorter than its index says; padded", user=self.username)
                 data += b" " * (length - len(data))
-            pieces.append(data)
+            pieces.append(_literalSafe(data))
         else:
             pieces.append(b"")
             streams.append((len(pieces) - 1, (start, length, None)))
@@ -397,7 +397,7 @@ class FetchCommands:
                     log.error("imap: {user}: message shorter than its index says; padded", user=self.username)
                     chunk = b" " * left
                 left -= len(chunk)
-                self.send(chunk)
+                self.send(_literalSafe(chunk))
                 await self.drain()
             return
         enc, skip, want = decoding
@@ -420,6 +420,37 @@ class FetchCommands:
         if sent < want and not self.closed:
             self.send(b" " * (want - sent))
 
+
+def _unique(atts):
+    """
+    The FETCH items with repeats dropped (``UID UID FLAGS``, ``BODY[1]
+    BODY.PEEK[1]``): each is answered once, in the place of its first
+    mention, as Dovecot does for UID and FLAGS.  An item named with and
+    without .PEEK is one that sets \\Seen.
+    """
+    out = []
+    seen = {}
+    for a in atts:
+        key = (a.name, a.section.spec() if a.section is not None else None, a.partial)
+        index = seen.get(key)
+        if index is None:
+            seen[key] = len(out)
+            out.append(a)
+        elif out[index].peek and not a.peek:
+            out[index] = FetchAtt(a.name, a.section, False, a.partial)
+    return out
+
+
+def _literalSafe(data):
+    """
+    Message bytes for an ordinary literal: RFC 3501 s9 allows no NUL in
+    one, so a NUL (in a message stored by other means than a binary
+    APPEND, which base64-encodes such parts) goes out as 0x80, the same
+    size, as Dovecot sends it.  BINARY fetches send the NULs in a literal8.
+    """
+    if b"\x00" in data:
+        return data.replace(b"\x00", b"\x80")
+    return data
 
 
 def _structureNeed(atts):

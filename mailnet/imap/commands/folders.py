@@ -71,15 +71,18 @@ class FolderCommands:
             try:
                 pattern = serialize.decodeMailbox(raw) if not self.rev2 else raw.decode("utf-8")
             except (ValueError, UnicodeDecodeError):
-                raise bad("Mailbox pattern is not valid")
+                # Valid syntax (list-mailbox) that names no mailbox: it
+                # matches nothing, the command is still OK.
+                continue
             patterns.append(pattern)
         selection = set(cmd.selection)
         returns = set(cmd.returns)
         for option in selection:
             if option not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
                 raise bad("Unknown LIST selection option %s" % option)
-        if selection == {"RECURSIVEMATCH"}:
-            raise bad("RECURSIVEMATCH needs another selection option")
+        if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 s3.1: not as the only selection option, nor only with REMOTE.
+            raise bad("RECURSIVEMATCH needs another selection option than REMOTE")
         for option in returns:
             if option not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"):
                 raise bad("Unknown LIST return option %s" % option)
@@ -107,7 +110,6 @@ class FolderCommands:
                 parent = "/".join(parts[:i])
                 if parent not in existing:
                     implied.add(parent)
-        allNames = sorted(set(names) | implied, key=lambda n: (n != INBOX and not n.startswith(INBOX + "/"), n))
         hasChildren = set()
         for n in set(existing) | implied:  # not from names that only are subscribed
             if "/" in n:
@@ -117,19 +119,30 @@ class FolderCommands:
             parts = n.split("/")
             for i in range(1, len(parts)):
                 subscribedParents.add("/".join(parts[:i]))
+        candidates = set(names) | implied
+        if lsub or "RECURSIVEMATCH" in selection:
+            # RFC 3501 s6.3.9, RFC 5258 s3.1: the parents of subscribed
+            # names are listed even where no folder has their name.
+            candidates |= subscribedParents
+        allNames = sorted(candidates, key=lambda n: (n != INBOX and not n.startswith(INBOX + "/"), n))
         regexes = [_patternRegex(reference + p) for p in patterns]
+        # LSUB: the patterns with "%", whose match stops at a level.
+        percentRegexes = [r for r, p in zip(regexes, patterns) if "%" in reference + p]
         out = []
         statusFor = []
         for n in allNames:
             if not any(r.fullmatch(n) for r in regexes):
                 continue
             info = existing.get(n)
+            onlyParent = False
             if "SUBSCRIBED" in selection:
                 if n not in subscribed:
                     if "RECURSIVEMATCH" in selection and n in subscribedParents:
                         pass
-                    elif lsub and n in subscribedParents and any(p.endswith("%") for p in patterns):
-                        pass
+                    elif lsub and n in subscribedParents and any(r.fullmatch(n) for r in percentRegexes):
+                        # RFC 3501 s6.3.9: "foo/bar" subscribed, "foo" not:
+                        # LSUB "%" MUST return foo, flagged \Noselect.
+                        onlyParent = True
                     else:
                         continue
             if "SPECIAL-USE" in selection and (info is None or not info.specialUse):
@@ -137,6 +150,8 @@ class FolderCommands:
             attrs = []
             if info is None:
                 attrs.append(b"\\NonExistent" if (self.rev2 or cmd.extended) and not lsub else b"\\Noselect")
+            elif onlyParent:
+                attrs.append(b"\\Noselect")
             if not lsub:
                 attrs.append(b"\\HasChildren" if n in hasChildren else b"\\HasNoChildren")
             if info is not None and info.specialUse and (not cmd.extended or "SPECIAL-USE" in returns

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import GONE, bad, no, reasonOf
+from mailnet.mail.binary import encodeBinaryParts
 from mailnet.mail.lines import canonicalFile
 from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
+
+# A binary APPEND bigger than this has its parts encoded in a worker thread.
+_INLINE_BINARY = 256 * 1024
 
 
 class MessageCommands:
@@ -24,7 +28,18 @@ class MessageCommands:
         _checkStorable(cmd.flags)
         folder = await self._openTarget(name)
         try:
-            source = canonicalFile(message.open())
+            source = message.open()
+            if message.binary:
+                # RFC 3516 s4.4: a literal8's binary parts are kept byte for
+                # byte, base64-encoded (as Dovecot does) so that BODY fetches
+                # can send them in an ordinary literal (RFC 3501 s9: no NUL).
+                settings = self.shared.settings
+                if len(message) > _INLINE_BINARY:
+                    source = await self.shared.inThread(encodeBinaryParts, source, settings.mimeParts,
+                                                        settings.mimeDepth)
+                else:
+                    source = encodeBinaryParts(source, settings.mimeParts, settings.mimeDepth)
+            source = canonicalFile(source)
             uid = await folder.append(source, flags=cmd.flags, internalDate=cmd.date)
             validity = folder.uidValidity
         finally:

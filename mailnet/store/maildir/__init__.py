@@ -62,7 +62,7 @@ Modules, one job each::
     names.py      message file names and sizes
     layout.py     folder directories, new folders, subscriptions
     dotlock.py    Dovecot-compatible dotlocks
-    crlf.py       LF files served as CRLF
+    crlf.py       reading message files (LF files served as CRLF through mail.lines)
     tuning.py     the tuning constants
 """
 

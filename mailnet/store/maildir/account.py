@@ -9,6 +9,7 @@ import shutil
 from twisted.internet import defer
 from zope.interface import implementer
 
+from mailnet.durable import fsyncDir
 from mailnet.store.base import checkFolderCount, checkNewFolderName, normalizeFolderName, parentsOf
 from mailnet.store.interfaces import (
     INBOX,
@@ -19,7 +20,6 @@ from mailnet.store.interfaces import (
     InvalidFolderName,
     NoSuchFolder,
 )
-from mailnet.store.maildir.files import fsyncDir
 from mailnet.store.maildir.layout import (
     DELETED_PREFIX,
     NEW_PREFIX,

@@ -8,9 +8,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from mailnet.durable import writeAll
 from mailnet.store.interfaces import INBOX, NoSuchFolder, StoreError, TemporaryStoreError
 from mailnet.store.maildir.delivery import ioText, storeError
-from mailnet.store.maildir.files import writeAll
 
 log = Logger()
 

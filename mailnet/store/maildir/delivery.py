@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailnet.durable import writeAll
 from mailnet.store.base import normalizeFlags, normalizeFolderName
 from mailnet.store.interfaces import (
     INBOX,
@@ -21,7 +22,6 @@ from mailnet.store.interfaces import (
     TemporaryStoreError,
 )
 from mailnet.store.maildir import tuning
-from mailnet.store.maildir.files import writeAll
 from mailnet.store.maildir.layout import folderDirName
 from mailnet.store.maildir.names import newBase
 

@@ -9,12 +9,14 @@ import time
 
 from twisted.logger import Logger
 
+from mailnet.durable import fsyncDir
 from mailnet.store.base import newUidValidity
-from mailnet.store.interfaces import NoSuchFolder
+from mailnet.store.interfaces import INBOX, NoSuchFolder
 from mailnet.store.maildir import tuning
-from mailnet.store.maildir.files import CorruptFile, UidList, fsyncDir, isMailboxGuid, setAside
+from mailnet.store.maildir.files import CorruptFile, UidList, isMailboxGuid, setAside
 from mailnet.store.maildir.index import SerialQueue
 from mailnet.store.maildir.keywords import Keywords
+from mailnet.store.maildir.layout import folderNameOf
 from mailnet.store.maildir.locks import Locked
 from mailnet.store.maildir.modlog import ModLog
 from mailnet.store.maildir.ops import FolderOperations
@@ -67,6 +69,11 @@ class Disk(DirectoryScan, FolderOperations):
         self.modlog.path = os.path.join(path, ModLog.NAME)
         self.keywords.folderPath = path
         self.keywords.path = os.path.join(path, Keywords.NAME)
+
+    @property
+    def folderName(self):
+        """The folder's name (for errors that reach clients: never the path)."""
+        return folderNameOf(os.path.basename(self.path)) or INBOX
 
     def exists(self):
         return os.path.isdir(os.path.join(self.path, "cur"))
@@ -435,7 +442,7 @@ class Disk(DirectoryScan, FolderOperations):
             curDir = os.path.join(self.path, "cur")
             stampNew, stampCur = dirStamp(newDir), dirStamp(curDir)
             if stampNew is None or stampCur is None:
-                raise NoSuchFolder(self.path)
+                raise NoSuchFolder(self.folderName)
             if (
                 initial
                 or full.dirty

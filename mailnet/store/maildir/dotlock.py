@@ -142,7 +142,8 @@ def acquire(path: str, timeout: float = 122.0, stale: float = 120.0) -> Dotlock:
             _override(lockPath, st)
             continue
         if time.monotonic() > deadline:
-            raise TemporaryStoreError(f"timeout waiting for lock {lockPath}")
+            # No path: the text reaches logs and may reach clients.
+            raise TemporaryStoreError(f"timeout waiting for the lock {os.path.basename(lockPath)}")
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 1.5, 0.1)
 

@@ -16,6 +16,8 @@ import os
 import secrets
 import stat
 
+from mailnet.durable import appendDurably
+
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
 
@@ -23,43 +25,6 @@ ERRORS = "surrogateescape"
 def isMailboxGuid(guid):
     """Whether ``guid`` is a mailbox GUID as Dovecot writes it (32 hex digits)."""
     return guid is not None and len(guid) == 32 and all(c in "0123456789abcdef" for c in guid)
-
-
-def fsyncDir(path):
-    """Make the names in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def writeAll(fd, data: bytes):
-    """``os.write`` until all of ``data`` is written."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def appendDurably(path, data: bytes, expectOffset=None):
-    """
-    Append ``data`` to the existing file ``path`` and fdatasync.  When
-    ``expectOffset`` is given and the file is longer (a partial line left by
-    a crashed writer), the excess is cut first.  Returns ``(size, inode)``.
-    """
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        end = os.lseek(fd, 0, os.SEEK_END)
-        if expectOffset is not None and end > expectOffset:
-            os.ftruncate(fd, expectOffset)
-            end = expectOffset
-        os.lseek(fd, end, os.SEEK_SET)
-        writeAll(fd, data)
-        os.fdatasync(fd)
-        return end + len(data), os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
 
 
 def unlinkQuietly(path):

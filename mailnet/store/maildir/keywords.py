@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from mailnet.durable import writeAll
 from mailnet.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from mailnet.store.maildir.files import (
     ENCODING,
@@ -11,7 +12,6 @@ from mailnet.store.maildir.files import (
     CorruptFile,
     readFrom,
     unlinkQuietly,
-    writeAll,
 )
 
 # dovecot-keywords

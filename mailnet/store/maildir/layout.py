@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 
-from mailnet.store import _mutf7
+from mailnet.durable import fsyncDir, writeAll
+from mailnet.mail.codecs import decodeMutf7, encodeMutf7
 from mailnet.store.base import newUidValidity, normalizeFolderName
 from mailnet.store.interfaces import INBOX, InvalidFolderName, StoreError
 from mailnet.store.maildir import dotlock
-from mailnet.store.maildir.files import UidList, fsyncDir, writeAll
+from mailnet.store.maildir.files import UidList
 from mailnet.store.maildir.modlog import ModLog
 
 TMP_DIR = ".tmp"
@@ -33,7 +34,7 @@ def folderDirName(name: str) -> str:
     for part in parts:
         if "." in part:
             raise InvalidFolderName(f"{name!r}: '.' is the Maildir++ separator")
-        encoded.append(_mutf7.encode(part))
+        encoded.append(encodeMutf7(part))
     dirname = "." + ".".join(encoded)
     if len(dirname.encode("utf-8")) > 250:
         raise InvalidFolderName(f"{name!r}: too long")
@@ -46,7 +47,7 @@ def folderNameOf(dirname: str):
         return None
     parts = dirname[1:].split(".")
     try:
-        decoded = [_mutf7.decode(p) for p in parts]
+        decoded = [decodeMutf7(p) for p in parts]
     except ValueError:
         return None
     if decoded and decoded[0].upper() == INBOX:
@@ -108,7 +109,7 @@ def readSubscriptions(accountPath):
         else:
             parts = line.split(".")
         try:
-            decoded = [_mutf7.decode(p) for p in parts]
+            decoded = [decodeMutf7(p) for p in parts]
         except ValueError:
             decoded = parts
         try:
@@ -141,7 +142,7 @@ def renderSubscriptions(names):
     """The ``subscriptions`` file (version 2) for ``names``."""
     lines = ["V\t2\n\n"]
     for name in names:
-        lines.append("\t".join(_tabEscape(_mutf7.encode(p)) for p in name.split("/")) + "\n")
+        lines.append("\t".join(_tabEscape(encodeMutf7(p)) for p in name.split("/")) + "\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
 
 

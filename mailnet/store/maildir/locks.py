@@ -24,7 +24,7 @@ class Locked:
             self.dotlock = dotlock.acquire(self.disk.uidlist.path)
         except FileNotFoundError:
             self.disk.lock.release()
-            raise NoSuchFolder(self.disk.path) from None
+            raise NoSuchFolder(self.disk.folderName) from None
         except BaseException:
             self.disk.lock.release()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 
+from mailnet.durable import writeAll
 from mailnet.store.maildir.files import (
     ENCODING,
     ERRORS,
@@ -13,7 +14,6 @@ from mailnet.store.maildir.files import (
     completeLines,
     openIndex,
     unlinkQuietly,
-    writeAll,
 )
 
 

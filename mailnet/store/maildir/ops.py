@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import os
 
+from mailnet.durable import fsyncDir
 from mailnet.store.base import flagChanges
 from mailnet.store.interfaces import MessageInfo, NoSuchMessage, StoreError
 from mailnet.store.maildir.crlf import readCanonical
-from mailnet.store.maildir.files import fsyncDir
 from mailnet.store.maildir.keywords import withoutKeywords
 from mailnet.store.maildir.locks import lockAll
 from mailnet.store.maildir.modlog import ModLog

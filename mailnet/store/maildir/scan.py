@@ -7,9 +7,9 @@ import stat
 
 from twisted.logger import Logger
 
+from mailnet.durable import fsyncDir
 from mailnet.store.interfaces import MessageInfo, NoSuchFolder
 from mailnet.store.maildir import tuning
-from mailnet.store.maildir.files import fsyncDir
 from mailnet.store.maildir.modlog import ModLog
 from mailnet.store.maildir.names import canonicalSize, extValue, sizesFromBase, splitName
 from mailnet.store.maildir.state import byUid, naturalKey
@@ -36,7 +36,7 @@ class DirectoryScan:
             try:
                 entries = os.scandir(os.path.join(self.path, sub))
             except FileNotFoundError:
-                raise NoSuchFolder(self.path) from None
+                raise NoSuchFolder(self.folderName) from None
             with entries:
                 for entry in entries:
                     name = entry.name

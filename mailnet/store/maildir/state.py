@@ -7,12 +7,11 @@ under the lock (:class:`Batch`), the changes for the reactor-side mirror
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import shutil
 import time
 
+from mailnet import durable
 from mailnet.store.maildir import tuning
 
 _DIGITS = re.compile(r"(\d+)")
@@ -103,14 +102,6 @@ def dirStamp(path):
 
 
 def linkOrCopy(src, dst):
-    """Hard-link, or copy (then fsync) across file systems."""
-    try:
-        os.link(src, dst)
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-        tmp = dst.rsplit("/", 2)[0] + "/tmp/" + os.path.basename(dst).split(":")[0]
-        shutil.copy2(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.rename(tmp, dst)
+    """Hard-link, or copy (then fsync) through the Maildir's tmp/ across file systems."""
+    tmp = dst.rsplit("/", 2)[0] + "/tmp/" + os.path.basename(dst).split(":")[0]
+    durable.linkOrCopy(src, dst, tmp)

@@ -12,13 +12,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailnet.durable import fsyncDir
 from mailnet.store.base import FolderHandle, FolderLimits, parseUsername
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, IMailStore, NoSuchAccount, StoreError
 from mailnet.store.maildir.account import MaildirAccount
 from mailnet.store.maildir.commit import Committer
 from mailnet.store.maildir.delivery import MaildirDelivery, TmpPool
 from mailnet.store.maildir.disk import Disk
-from mailnet.store.maildir.files import fsyncDir
 from mailnet.store.maildir.index import FolderIndex
 from mailnet.store.maildir.layout import (
     NEW_PREFIX,
@@ -152,7 +152,8 @@ class MaildirStore:
             self._known.add(path)
             return
         if not create:
-            raise NoSuchAccount(path)
+            # The account's address, not its path (the text may reach a client).
+            raise NoSuchAccount(os.path.basename(path) + "@" + os.path.basename(os.path.dirname(path)))
         domainDir = os.path.dirname(path)
         madeDomain = not os.path.isdir(domainDir)
         os.makedirs(domainDir, mode=0o700, exist_ok=True)
