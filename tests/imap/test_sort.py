@@ -208,7 +208,7 @@ def test_parse_sort():
     cmd = parseCommand(b"a UID SORT RETURN (MIN ALL) (REVERSE DATE subject DISPLAYFROM) utf-8 SEEN FROM x")
     assert cmd.name == "SORT" and cmd.uid and cmd.returns == ["MIN", "ALL"] and cmd.charset == "UTF-8"
     assert cmd.criteria == [("DATE", True), ("SUBJECT", False), ("DISPLAYFROM", False)]
-    assert cmd.keys == ("AND", [("FLAG", "\\Seen", True), ("HEADER", b"From", b"x")])
+    assert cmd.keys == parseCommand(b"a SEARCH SEEN FROM x").keys  # SEARCH's program
     for bad in (b"a SORT () UTF-8 ALL", b"a SORT (DATE) ALL", b"a SORT (NAME) UTF-8 ALL", b"a SORT DATE UTF-8 ALL",
                 b"a SORT (REVERSE) UTF-8 ALL", b"a SORT RETURN (PARTIAL 1:5) (DATE) UTF-8 ALL", b"a SORT (DATE) UTF-8"):
         with pytest.raises(ParseError):
