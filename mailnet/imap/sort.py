@@ -413,12 +413,20 @@ def orderedSet(numbers) -> bytes:
 # The cache
 
 
+def _weight(record):
+    """A record's share of SortCache.maxRecords: 1, plus 1 per 512 characters of keys (hostile subjects)."""
+    return 1 + (len(record.subject) + len(record.from_) + len(record.to) + len(record.cc) + len(record.displayFrom)
+                + len(record.displayTo)) // 512
+
+
 class SortCache:
     """
     Sort records per folder, shared by every session: key (user, folder,
     UIDVALIDITY) -> {uid: SortRecord}.  A message never changes under its
     UID, so a record stays right for as long as the UID lives.  Bounded by
-    ``maxRecords`` in all; the folder used least recently goes first.
+    ``maxRecords`` in all (a record with long keys counts for several, so
+    that messages with 200 KB subjects cannot fill memory); the folder used
+    least recently goes first.
     """
 
     def __init__(self, maxRecords=MAX_RECORDS, maxOrders=MAX_ORDERS):
@@ -469,20 +477,20 @@ class SortCache:
     def store(self, key, found):
         """Keep ``found`` ({uid: record}) for folder ``key``, within the bound."""
         records = self.folder(key)
-        while self.count + len(found) > self.maxRecords and len(self._folders) > 1:
+        weight = sum(map(_weight, found.values()))
+        while self.count + weight > self.maxRecords and len(self._folders) > 1:
             oldKey, old = next(iter(self._folders.items()))
             if oldKey == key:
                 break
             del self._folders[oldKey]
-            self.count -= len(old)
-        room = self.maxRecords - self.count
-        if room <= 0:
-            return
-        if len(found) > room:
-            found = dict(list(found.items())[:room])
-        before = len(records)
-        records.update(found)
-        self.count += len(records) - before
+            self.count -= sum(map(_weight, old.values()))
+        for uid, record in found.items():
+            w = _weight(record)
+            if self.count + w > self.maxRecords:
+                continue
+            if uid not in records:
+                records[uid] = record
+                self.count += w
 
     def prune(self, key, live):
         """Forget the records of folder ``key`` whose UIDs are not in ``live`` (a set): expunged messages."""
@@ -491,8 +499,7 @@ class SortCache:
             return
         gone = [uid for uid in records if uid not in live]
         for uid in gone:
-            del records[uid]
-        self.count -= len(gone)
+            self.count -= _weight(records.pop(uid))
 
     def __len__(self):
         return self.count

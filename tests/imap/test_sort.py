@@ -502,3 +502,14 @@ PIECES = ["Re", "rE", "Fw", "FWD", "fwd", "d", ":", "[", "]", " ", "  ", "\t", "
 def test_base_subject_agrees_with_the_rfc_text(pieces):
     subject = "".join(pieces)
     assert sort.baseSubject(subject) == reference_base_subject(subject)
+
+
+def test_cache_counts_long_keys_for_more():
+    cache = sort.SortCache(maxRecords=100)
+    huge = sort.SortRecord(0, "x" * 200 * 1024)
+    cache.store("a", {1: huge, 2: sort.EMPTY})
+    assert cache.folder("a") == {2: sort.EMPTY} and len(cache) == 1  # 401 units: not kept
+    cache.store("a", {3: sort.SortRecord(0, "y" * 5000)})
+    assert len(cache) == 1 + 10
+    cache.prune("a", {2})
+    assert len(cache) == 1
