@@ -6,6 +6,7 @@ server driven by imapclient and raw sockets.
 """
 
 import email.utils
+import os
 import re
 import socket
 import time
@@ -513,3 +514,51 @@ def test_cache_counts_long_keys_for_more():
     assert len(cache) == 1 + 10
     cache.prune("a", {2})
     assert len(cache) == 1
+
+
+# Over the Maildir store: mail from another program, files that vanish.
+
+
+@pytest.mark.slow
+def test_sort_over_maildir_files_from_another_program(imap_server):
+    from tests.imap.conftest import BACKEND
+    from tests.imap.test_maildir import drop_into_maildir
+
+    if BACKEND != "maildir":
+        pytest.skip("Maildir store not in this build")
+    user = "sortmd%d@example.test" % (time.monotonic_ns() % 1000000)
+    imap_server.addUser(user, "pw")
+    c = imapclient.IMAPClient("127.0.0.1", port=imap_server.port("imap"), ssl=False, timeout=20, use_uid=False)
+    c.login(user, "pw")
+    try:
+        c.select_folder("INBOX")
+        # Bare LF line ends (like mutt), a folded Subject, no Date, a 300 KB body.
+        drop_into_maildir(imap_server, user, b"From: Zed <z@x.test>\nSubject: Re: bb\n\nlf only\n")
+        drop_into_maildir(imap_server, user,
+                          b"From: amy@x.test\r\nSubject: Fwd: [x]\r\n aa\r\n\r\n" + b"y" * 300000)
+        drop_into_maildir(imap_server, user,
+                          b"From: Bo <b@x.test>\r\nSubject: cc\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n")
+        c.noop()
+        label = {n: d[b"BODY[HEADER.FIELDS (SUBJECT)]"].split()[-1].decode()
+                 for n, d in c.fetch(c.search(), ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()}
+
+        def sorted_labels(criteria):
+            return [label[n] for n in c.sort(criteria)]
+
+        assert sorted_labels(["SUBJECT"]) == ["aa", "bb", "cc"]  # "Fwd: [x] aa" -> "aa"
+        assert sorted_labels(["DISPLAYFROM"]) == ["aa", "cc", "bb"]  # amy@x.test, Bo, Zed
+        assert sorted_labels(["DATE"])[0] == "cc"  # the others have no Date: their INTERNALDATE (now)
+        # A file removed behind the server's back: gone at the next command; SORT orders the rest.
+        root = imap_server.maildir(user)
+        for sub in ("cur", "new"):
+            for name in os.listdir(os.path.join(root, sub)):
+                with open(os.path.join(root, sub, name), "rb") as f:
+                    if b"Subject: cc" in f.read():
+                        os.unlink(os.path.join(root, sub, name))
+        c.noop()
+        label = {n: d[b"BODY[HEADER.FIELDS (SUBJECT)]"].split()[-1].decode()
+                 for n, d in c.fetch(c.search(), ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"]).items()}
+        assert sorted_labels(["REVERSE SUBJECT"]) == ["bb", "aa"]
+        assert c.noop()[0].startswith(b"NOOP")
+    finally:
+        c.logout()
