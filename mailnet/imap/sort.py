@@ -311,11 +311,17 @@ def _displayKey(address):
 
 
 class SortRecord:
-    """The header-derived sort keys of one message (strings case-mapped; ``date`` None when unknown)."""
+    """
+    The header-derived sort keys of one message (strings case-mapped;
+    ``date`` None when unknown).  A record made from a header
+    (:func:`recordFromHeader`) has its date at once and the string keys
+    only when asked for (:meth:`complete`): a first SORT by DATE does not
+    pay for base subjects and addresses.  A key not yet made is None.
+    """
 
-    __slots__ = ("date", "subject", "from_", "to", "cc", "displayFrom", "displayTo")
+    __slots__ = ("date", "subject", "from_", "to", "cc", "displayFrom", "displayTo", "_raw", "size")
 
-    def __init__(self, date=None, subject="", from_="", to="", cc="", displayFrom="", displayTo=""):
+    def __init__(self, date=None, subject="", from_="", to="", cc="", displayFrom="", displayTo="", raw=None):
         self.date = date
         self.subject = subject
         self.from_ = from_
@@ -323,23 +329,61 @@ class SortRecord:
         self.cc = cc
         self.displayFrom = displayFrom
         self.displayTo = displayTo
+        self._raw = raw  # (Subject, From, To, Cc) field values while keys are still to be made
+        # Characters held, about (fixed when made, for the cache's accounting).
+        if raw is not None:
+            self.size = 2 * sum(len(v) for v in raw if v)
+        else:
+            self.size = sum(len(v) for v in (subject, from_, to, cc, displayFrom, displayTo) if v)
+
+    def has(self, keys):
+        """Whether every key of ``keys`` (sort key names) is made."""
+        if self._raw is None:
+            return True
+        return all(getattr(self, _ATTRIBUTES[k]) is not None for k in keys if k in _ATTRIBUTES)
+
+    def complete(self, keys):
+        """
+        Make the keys of ``keys`` not made yet.  Safe to run in a worker
+        thread while another thread reads made keys: a slot only goes
+        from None to its value.
+        """
+        raw = self._raw
+        if raw is None:
+            return
+        subject, frm, to, cc = raw
+        if "SUBJECT" in keys and self.subject is None:
+            self.subject = casemap(baseSubject(subject)) if subject else ""
+        if ("FROM" in keys or "DISPLAYFROM" in keys) and self.displayFrom is None:
+            address = _firstAddress(frm)
+            self.from_ = _mailboxKey(address)
+            self.displayFrom = _displayKey(address)
+        if ("TO" in keys or "DISPLAYTO" in keys) and self.displayTo is None:
+            address = _firstAddress(to)
+            self.to = _mailboxKey(address)
+            self.displayTo = _displayKey(address)
+        if "CC" in keys and self.cc is None:
+            self.cc = _mailboxKey(_firstAddress(cc))
+        if None not in (self.subject, self.displayFrom, self.displayTo, self.cc):
+            self._raw = None
 
 
 EMPTY = SortRecord()
 
 
-def recordFromHeader(data: bytes, internalDate=None) -> SortRecord:
+def recordFromHeader(data: bytes, internalDate=None, keys=HEADER_KEYS) -> SortRecord:
     """
-    Every header key of the message whose header starts ``data``; the
-    sent date is ``internalDate`` when the Date field is missing or
-    cannot be parsed (RFC 5256 s2.2).
+    The sort record of the message whose header starts ``data``, with
+    ``keys`` made (the others on demand); the sent date is
+    ``internalDate`` when the Date field is missing or cannot be parsed
+    (RFC 5256 s2.2).
     """
     date, subject, frm, to, cc = headerFields(data)
-    frm = _firstAddress(frm)
-    to = _firstAddress(to)
     date = sentDate(date)
-    return SortRecord(internalDate if date is None else date, casemap(baseSubject(subject)) if subject else "", _mailboxKey(frm),
-                      _mailboxKey(to), _mailboxKey(_firstAddress(cc)), _displayKey(frm), _displayKey(to))
+    record = SortRecord(internalDate if date is None else date, None, None, None, None, None, None,
+                        (subject, frm, to, cc))
+    record.complete(keys)
+    return record
 
 
 # Ordering
@@ -414,9 +458,8 @@ def orderedSet(numbers) -> bytes:
 
 
 def _weight(record):
-    """A record's share of SortCache.maxRecords: 1, plus 1 per 512 characters of keys (hostile subjects)."""
-    return 1 + (len(record.subject) + len(record.from_) + len(record.to) + len(record.cc) + len(record.displayFrom)
-                + len(record.displayTo)) // 512
+    """A record's share of SortCache.maxRecords: 1, plus 1 per 512 characters it holds (hostile subjects)."""
+    return 1 + record.size // 512
 
 
 class SortCache:

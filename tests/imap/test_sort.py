@@ -562,3 +562,20 @@ def test_sort_over_maildir_files_from_another_program(imap_server):
         assert c.noop()[0].startswith(b"NOOP")
     finally:
         c.logout()
+
+
+def test_keys_made_on_demand():
+    header = (b"From: =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\r\nTo: Ann <a@x>\r\nCc: c@d\r\n"
+              b"Subject: Re: hi\r\nDate: Tue, 2 Jan 2024 10:00:00 +0100\r\n\r\n")
+    full = sort.recordFromHeader(header)
+    lazy = sort.recordFromHeader(header, 5.0, {"DATE"})
+    assert lazy.date == full.date and lazy.subject is None and not lazy.has({"SUBJECT"}) and lazy.has({"DATE"})
+    lazy.complete({"DISPLAYFROM"})
+    assert (lazy.from_, lazy.displayFrom) == (full.from_, full.displayFrom) and lazy.to is None
+    assert lazy.has({"FROM", "DISPLAYFROM"}) and not lazy.has({"TO"})
+    size = lazy.size
+    lazy.complete(sort.HEADER_KEYS)
+    slots = ("date", "subject", "from_", "to", "cc", "displayFrom", "displayTo")
+    assert [getattr(lazy, k) for k in slots] == [getattr(full, k) for k in slots]
+    assert lazy.has(sort.HEADER_KEYS) and lazy.size == size  # the cache's accounting does not move
+    assert sort.recordFromHeader(b"Subject: x\r\n\r\n", 7.0, {"DATE"}).date == 7.0  # no Date: INTERNALDATE

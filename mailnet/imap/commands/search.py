@@ -21,6 +21,9 @@ SEARCH_BATCH = 64
 SEARCH_BATCH_BYTES = 1024 * 1024
 # Index keys over a large mailbox: this long (seconds) on the reactor, then let others in.
 SEARCH_TURN = 0.02
+# SORT makes the string keys of cached records this many per worker-thread
+# call (a quarter of it or fewer inline).
+COMPLETE_BATCH = 512
 
 
 class SearchCommands:
@@ -90,8 +93,9 @@ class SearchCommands:
         positions = cache.order(folderKey, criteria, uids)
         if positions is None:
             complete = True
-            if any(key in sort.HEADER_KEYS for key, _ in criteria):
-                records, complete = await self._sortRecords(results)
+            keys = {key for key, _ in criteria} & sort.HEADER_KEYS
+            if keys:
+                records, complete = await self._sortRecords(results, keys)
             else:
                 records = [sort.EMPTY] * len(results)
             positions = sort.order([info for _, _, info in results], records, criteria)
@@ -123,14 +127,31 @@ class SearchCommands:
                 return
         self.send(esearchLine(cmd, options, numbers, [e[2] for e in entries], modseq, sort.orderedSet) + b"\r\n")
 
-    async def _sortRecords(self, results):
+    async def _sortRecords(self, results, keys):
         """
         (records, complete): the sort records of ``results`` ([(msn, uid,
-        info)]), in the same order, from the shared cache, the others read
-        (the header only) and made in worker threads, SEARCH_BATCH messages
-        at a time, while the next ones are being opened; ``complete`` is
-        false when a message could not be read (its keys are empty).
+        info)]), in the same order, with ``keys`` made: from the shared
+        cache, the others read (the header only) and made in worker
+        threads, SEARCH_BATCH messages at a time, while the next ones are
+        being opened; ``complete`` is false when a message could not be
+        read (its keys are empty).
         """
+        records, complete = await self._loadRecords(results, keys)
+        need = [r for r in records if not r.has(keys)]
+        # Keys not made yet in cached records (a first SORT by another key):
+        # made in worker threads too when there are many.
+        for i in range(0, len(need), COMPLETE_BATCH):
+            batch = need[i:i + COMPLETE_BATCH]
+            if len(need) <= COMPLETE_BATCH // 4:
+                _completeRecords(batch, keys)
+            else:
+                await self.shared.inThread(_completeRecords, batch, keys)
+                if self.closed:
+                    raise ConnectionError("closed")
+        return records, complete
+
+    async def _loadRecords(self, results, keys):
+        """_sortRecords' first half: the records, read where the cache has none."""
         view = self.view
         cache = self.shared.sortKeys
         key = (self.username, view.name, view.uidValidity)
@@ -155,13 +176,13 @@ class SearchCommands:
                             found.update(await running)
                         if self.closed:
                             raise ConnectionError("closed")
-                        running = self.shared.inThread(_readRecords, batch)
+                        running = self.shared.inThread(_readRecords, batch, keys)
                         batch = []
                 if running is not None:
                     found.update(await running)
                     running = None
                 if batch:
-                    found.update(await self.shared.inThread(_readRecords, batch))
+                    found.update(await self.shared.inThread(_readRecords, batch, keys))
                     batch = []
             finally:
                 opener.close()
@@ -313,15 +334,24 @@ def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
     return b" ".join(parts)
 
 
-def _readRecords(batch):
-    """(In a worker thread.) {uid: SortRecord} of the opened messages in ``batch`` ([(uid, internal date, file)])."""
+def _completeRecords(records, keys):
+    """(In a worker thread, or inline for a few.) Make ``keys`` in each record."""
+    for record in records:
+        record.complete(keys)
+
+
+def _readRecords(batch, keys):
+    """
+    (In a worker thread.) {uid: SortRecord} of the opened messages in
+    ``batch`` ([(uid, internal date, file)]), with ``keys`` made.
+    """
     out = {}
     for uid, internalDate, f in batch:
         try:
             data = messageBytes(f)
             if data is None:
                 data = readHeaderBytes(f)
-            out[uid] = sort.recordFromHeader(data, internalDate)
+            out[uid] = sort.recordFromHeader(data, internalDate, keys)
         except (OSError, ValueError):
             pass  # not kept: read again next time
         finally:
