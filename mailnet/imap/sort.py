@@ -340,7 +340,11 @@ class SortRecord:
         """Whether every key of ``keys`` (sort key names) is made."""
         if self._raw is None:
             return True
-        return all(getattr(self, _ATTRIBUTES[k]) is not None for k in keys if k in _ATTRIBUTES)
+        for key in keys:
+            attribute = _ATTRIBUTES.get(key)
+            if attribute is not None and getattr(self, attribute) is None:
+                return False
+        return True
 
     def complete(self, keys):
         """
