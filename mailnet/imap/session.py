@@ -57,6 +57,7 @@ from mailnet.imap.parser import (
     RawLine,
     parseCommand,
 )
+from mailnet.imap.sort import SortCache
 from mailnet.login import LoginSequence
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
@@ -73,7 +74,7 @@ from mailnet.store.interfaces import (
 log = Logger()
 
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
-_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
@@ -139,6 +140,7 @@ class Shared:
         self.clock = clock
         self.tlsAvailable = tlsAvailable
         self.structures = fetch.StructureCache()
+        self.sortKeys = SortCache()
         self.recent = RecentRegistry()
         self.userSessions = {}
         self.sessions = set()
@@ -579,6 +581,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return b" ".join(caps)
         caps += [b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
+                 b"SORT", b"SORT=DISPLAY", b"ESORT",
                  b"APPENDLIMIT=%d" % self.appendLimit()]
         return b" ".join(caps)
 
@@ -652,6 +655,7 @@ COMMANDS = {
     "UNSELECT": (_SEL, IMAPSession.cmdUnselect),
     "EXPUNGE": (_SEL, IMAPSession.cmdExpunge),
     "SEARCH": (_SEL, IMAPSession.cmdSearch),
+    "SORT": (_SEL, IMAPSession.cmdSort),
     "FETCH": (_SEL, IMAPSession.cmdFetch),
     "STORE": (_SEL, IMAPSession.cmdStore),
     "COPY": (_SEL, IMAPSession.cmdCopy),
