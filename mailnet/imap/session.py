@@ -48,6 +48,7 @@ from mailnet.imap.commands.folders import FolderCommands
 from mailnet.imap.commands.messages import MessageCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
+from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -73,7 +74,7 @@ from mailnet.store.interfaces import (
 log = Logger()
 
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
-_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "THREAD"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
@@ -145,7 +146,8 @@ class Shared:
         self.keeper = FolderKeeper(clock, settings.folderLinger, settings.folderKeep)
 
 
-class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands):
+class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
+                  ThreadCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -580,6 +582,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         caps += [b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"APPENDLIMIT=%d" % self.appendLimit()]
+        caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
         return b" ".join(caps)
 
     def appendLimit(self):
@@ -652,6 +655,7 @@ COMMANDS = {
     "UNSELECT": (_SEL, IMAPSession.cmdUnselect),
     "EXPUNGE": (_SEL, IMAPSession.cmdExpunge),
     "SEARCH": (_SEL, IMAPSession.cmdSearch),
+    "THREAD": (_SEL, IMAPSession.cmdThread),
     "FETCH": (_SEL, IMAPSession.cmdFetch),
     "STORE": (_SEL, IMAPSession.cmdStore),
     "COPY": (_SEL, IMAPSession.cmdCopy),

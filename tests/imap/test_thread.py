@@ -1,0 +1,119 @@
+"""
+THREAD=REFERENCES and THREAD=ORDEREDSUBJECT (RFC 5256) against the real
+server, with imapclient and raw sockets.  The algorithms themselves are
+tested in tests/mail/test_threading.py.
+"""
+
+import itertools
+
+import imapclient
+import pytest
+
+from tests.imap.raw import RawIMAP
+
+USER, PASSWORD = "alice@example.test", "alice-pw"
+_boxes = itertools.count()
+
+
+def mail(mid, subject, refs=None, inReplyTo=None, date="Thu, 01 Jan 2026 10:00:00 +0000"):
+    lines = ["From: bob@example.test", "To: alice@example.test", "Subject: " + subject, "Date: " + date]
+    if mid:
+        lines.append("Message-ID: <%s@example.test>" % mid)
+    if refs:
+        lines.append("References: " + " ".join("<%s@example.test>" % r for r in refs))
+    if inReplyTo:
+        lines.append("In-Reply-To: <%s@example.test>" % inReplyTo)
+    return ("\r\n".join(lines) + "\r\n\r\nbody\r\n").encode()
+
+
+def date(hour):
+    return "Thu, 01 Jan 2026 %02d:00:00 +0000" % hour
+
+
+@pytest.fixture
+def client(imap_server):
+    c = imapclient.IMAPClient("127.0.0.1", port=imap_server.port("imap"), ssl=False, timeout=30)
+    c.login(USER, PASSWORD)
+    box = "Threads%d" % next(_boxes)
+    c.create_folder(box)
+    c.box = box
+    yield c
+    c.logout()
+
+
+def fill(c, messages):
+    for m in messages:
+        c.append(c.box, m)
+    c.select_folder(c.box)
+
+
+def test_capabilities(client):
+    caps = client.capabilities()
+    assert b"THREAD=REFERENCES" in caps and b"THREAD=ORDEREDSUBJECT" in caps
+
+
+def test_references(client):
+    fill(client, [
+        mail("a", "Party", date=date(1)),
+        mail("b", "Re: Party", refs=["a"], date=date(2)),
+        mail("x", "Other", date=date(3)),
+        mail("c", "Re: Party", refs=["a", "b"], date=date(4)),
+        mail("d", "Re: Party", inReplyTo="a", date=date(5)),
+        mail(None, "Re: other", date=date(6)),  # joins "Other" by its subject (RFC 5256 s2.2 step 5)
+    ])
+    assert client.thread("REFERENCES") == ((1, (2, 4), (5,)), (3, 6))
+    # UID THREAD: the same shape in UIDs; search criteria narrow the set
+    uids = client.search()
+    threads = client.thread("REFERENCES", ["NOT", "SUBJECT", "other"])
+    client.use_uid = False
+    assert client.thread("REFERENCES", ["NOT", "SUBJECT", "other"]) == ((1, (2, 4), (5,)),)
+    assert threads == ((uids[0], (uids[1], uids[3]), (uids[4],)),)
+
+
+def test_late_parent_and_missing_parent(client):
+    fill(client, [
+        mail("r1", "Re: plan", refs=["root"], date=date(3)),
+        mail("r2", "Re: plan", refs=["root"], date=date(2)),
+    ])
+    client.use_uid = False
+    # the parent is missing: a dummy holds the two replies, by sent date
+    assert client.thread("REFERENCES") == (((2,), (1,)),)
+    client.append(client.box, mail("root", "plan", date=date(1)))
+    client.select_folder(client.box)
+    assert client.thread("REFERENCES") == ((3, (2,), (1,)),)
+
+
+def test_ordered_subject(client):
+    fill(client, [
+        mail("1", "B", date=date(5)),
+        mail("2", "Re: a", date=date(1)),
+        mail("3", "b", date=date(2)),
+        mail("4", "A", date=date(3)),
+        mail("5", "fwd: A", date=date(4)),
+    ])
+    client.use_uid = False
+    assert client.thread("ORDEREDSUBJECT") == ((2, (4,), (5,)), (3, 1))
+
+
+def test_raw_answers(imap_server):
+    c = RawIMAP(imap_server.port("imap")).login(USER, PASSWORD)
+    box = b"Raw%d" % next(_boxes)
+    try:
+        assert b" OK" in c.cmd(b"CREATE " + box)
+        for m in (mail("p", "hi"), mail("q", "Re: hi", refs=["p"])):
+            assert b" OK " in c.append(box, m, binary=False)
+        reply = c.cmd(b"THREAD REFERENCES UTF-8 ALL")
+        assert reply.splitlines()[-1].split()[1] == b"BAD"  # not selected
+        c.cmd(b"SELECT " + box)
+        assert c.cmd(b"THREAD REFERENCES UTF-8 ALL").splitlines()[0] == b"* THREAD (1 2)"
+        assert c.cmd(b"thread orderedsubject us-ascii all").splitlines()[0] == b"* THREAD (1 2)"
+        assert c.cmd(b"THREAD REFERENCES UTF-8 SUBJECT nothing").splitlines()[0] == b"* THREAD"
+        assert b"BAD" in c.cmd(b"THREAD REFS UTF-8 ALL").splitlines()[-1]
+        assert b"NO [BADCHARSET" in c.cmd(b"THREAD REFERENCES KOI8-R ALL").splitlines()[-1]
+        assert b"BAD" in c.cmd(b"THREAD REFERENCES UTF-8").splitlines()[-1]
+        assert b"BAD" in c.cmd(b"THREAD REFERENCES").splitlines()[-1]
+        reply = c.cmd(b"UID THREAD REFERENCES UTF-8 ALL")
+        assert reply.splitlines()[0].startswith(b"* THREAD (") and b" OK " in reply.splitlines()[-1]
+        assert b" OK " in c.cmd(b"NOOP")  # the session is still sane
+    finally:
+        c.close()
