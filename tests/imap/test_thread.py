@@ -117,3 +117,70 @@ def test_raw_answers(imap_server):
         assert b" OK " in c.cmd(b"NOOP")  # the session is still sane
     finally:
         c.close()
+
+
+def threadIdsOf(c, uids):
+    out = {}
+    for uid, data in c.fetch(uids, ["THREADID"]).items():
+        value = data[b"THREADID"]
+        out[uid] = value[0] if isinstance(value, tuple) else value
+    return out
+
+
+def test_fetch_threadid(client):
+    fill(client, [
+        mail("ta", "Trip", date=date(1)),
+        mail("tb", "Re: Trip", inReplyTo="ta", date=date(2)),
+        mail("tx", "Unrelated", date=date(3)),
+    ])
+    uids = client.search()
+    ids = threadIdsOf(client, uids)
+    assert ids[uids[0]] == ids[uids[1]] != ids[uids[2]]
+    assert all(isinstance(v, bytes) and v for v in ids.values())
+    # a reply delivered later joins the thread; with content items too
+    client.append(client.box, mail("tc", "Re: Trip", refs=["ta", "tb"], date=date(4)))
+    client.select_folder(client.box)
+    uid = client.search()[-1]
+    data = client.fetch([uid], ["THREADID", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])[uid]
+    assert data[b"THREADID"] in (ids[uids[0]], (ids[uids[0]],))
+    # MOVE keeps the thread
+    client.create_folder(client.box + "-moved")
+    client.move([uids[1]], client.box + "-moved")
+    client.select_folder(client.box + "-moved")
+    [moved] = client.search()
+    assert threadIdsOf(client, [moved])[moved] == ids[uids[0]]
+
+
+def test_raw_threadid_syntax(imap_server):
+    c = RawIMAP(imap_server.port("imap")).login(USER, PASSWORD)
+    box = b"RawId%d" % next(_boxes)
+    try:
+        c.cmd(b"CREATE " + box)
+        c.append(box, mail("r1", "hi"), binary=False)
+        c.append(box, mail("r2", "Re: hi", refs=["r1"]), binary=False)
+        c.cmd(b"SELECT " + box)
+        lines = c.cmd(b"FETCH 1:2 (UID THREADID)").splitlines()
+        import re
+        ids = [re.fullmatch(rb"\* (\d) FETCH \(UID \d+ THREADID \(([A-Za-z0-9_-]+)\)\)", l) for l in lines[:2]]
+        assert all(ids), lines
+        assert ids[0].group(2) == ids[1].group(2)
+        assert b" OK " in lines[-1]
+    finally:
+        c.close()
+
+
+def test_threadid_survives_kill_9(make_imap_server):
+    server = make_imap_server()
+    c = imapclient.IMAPClient("127.0.0.1", port=server.port("imap"), ssl=False, timeout=30)
+    c.login(USER, PASSWORD)
+    c.box = "INBOX"
+    fill(c, [mail("ka", "Crash"), mail("kb", "Re: Crash", refs=["ka"]), mail("kx", "Other")])
+    before = threadIdsOf(c, c.search())
+    c.logout()
+    server.kill()
+    server.start()
+    c = imapclient.IMAPClient("127.0.0.1", port=server.port("imap"), ssl=False, timeout=30)
+    c.login(USER, PASSWORD)
+    c.select_folder("INBOX")
+    assert threadIdsOf(c, c.search()) == before
+    c.logout()
