@@ -29,6 +29,7 @@ from twisted.internet import defer
 
 from mailnet.logs import Logger
 from mailnet.mail import threading
+from mailnet.store.interfaces import StorageFull, TemporaryStoreError
 
 log = Logger()
 
@@ -104,6 +105,8 @@ class ThreadIndex:
             return self.db
         try:
             self.db = self._connect()
+        except sqlite3.OperationalError:
+            raise
         except sqlite3.DatabaseError:
             self._setAside()
             self.db = self._connect()
@@ -154,10 +157,20 @@ class ThreadIndex:
     def _guarded(self, f, *args):
         with self.lock:
             try:
-                return f(self._open(), *args)
-            except sqlite3.DatabaseError:
-                self._setAside()
-                return f(self._open(), *args)
+                try:
+                    return f(self._open(), *args)
+                except sqlite3.OperationalError:
+                    raise
+                except sqlite3.DatabaseError:
+                    # SQLITE_CORRUPT, SQLITE_NOTADB: the file is damaged.
+                    self._setAside()
+                    return f(self._open(), *args)
+            except sqlite3.OperationalError as e:
+                # A full disk, an I/O error, a lock: worth a retry, nothing to set aside.
+                code = getattr(e, "sqlite_errorname", "") or "error"
+                if code == "SQLITE_FULL":
+                    raise StorageFull("the thread index cannot grow: the disk is full") from None
+                raise TemporaryStoreError("the thread index cannot be used (%s)" % code) from None
 
     def close(self):
         with self.lock:

@@ -175,7 +175,9 @@ def test_threadid_survives_kill_9(make_imap_server):
     c.login(USER, PASSWORD)
     c.box = "INBOX"
     fill(c, [mail("ka", "Crash"), mail("kb", "Re: Crash", refs=["ka"]), mail("kx", "Other")])
-    before = threadIdsOf(c, c.search())
+    uids = c.search()
+    before = threadIdsOf(c, uids)
+    assert before[uids[0]] == before[uids[1]] != before[uids[2]] and all(before.values())
     c.logout()
     server.kill()
     server.start()

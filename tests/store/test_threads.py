@@ -105,3 +105,26 @@ def test_maildir_index_corrupt_is_set_aside_and_rebuilt(tmp_path):
         f.write(b"this is not a database" * 100)
     assert _threadIds(tmp_path, uids) == ids
     assert os.path.isfile(os.path.join(path, FILE_NAME + ".corrupt"))
+
+
+def test_a_full_disk_is_a_temporary_error_and_nothing_is_set_aside(tmp_path, monkeypatch):
+    import sqlite3
+
+    from mailnet.store.interfaces import TemporaryStoreError
+    from mailnet.store.testing import failure
+
+    path, uids, ids = _fill(tmp_path)
+    store = _store(tmp_path)
+    inbox = result(result(store.getAccount(USER)).openFolder("INBOX"))
+    new = result(inbox.append(mail("n", "New")))
+
+    def full(db, entries):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr("mailnet.store.threads._add", full)
+    failure(inbox.threadIds([new]), TemporaryStoreError)
+    assert not os.path.exists(os.path.join(path, FILE_NAME + ".corrupt"))
+    monkeypatch.undo()
+    assert result(inbox.threadIds(uids)) == ids
+    inbox.close()
+    result(store.close())

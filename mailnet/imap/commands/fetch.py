@@ -15,7 +15,7 @@ from mailnet.imap.commands.reading import INLINE_LITERAL, STREAM_CHUNK, Opener, 
 from mailnet.imap.parser import FetchAtt
 from mailnet.mail import mime
 from mailnet.logs import Logger
-from mailnet.store.interfaces import SEEN, NoSuchMessage
+from mailnet.store.interfaces import SEEN, NoSuchMessage, StoreError
 
 log = Logger()
 
@@ -80,7 +80,12 @@ class FetchCommands:
             # RFC 8474 s5.2: the store's thread ids (it may read headers the first time).
             threadIds = getattr(folder, "threadIds", None)
             if threadIds is not None:
-                self._fetchThreadIds = await threadIds([uid for _, uid in pairs])
+                try:
+                    self._fetchThreadIds = await threadIds([uid for _, uid in pairs])
+                except (StoreError, OSError) as e:
+                    # Advisory data: answered NIL rather than failing the FETCH.
+                    log.warn("thread ids unavailable: {error}",
+                             error=(e.strerror if isinstance(e, OSError) else str(e))[:200])
                 if self.closed:
                     return ALREADY_ANSWERED
         content = any(a.name in _CONTENT_ATTS for a in atts)
