@@ -355,28 +355,39 @@ def _threadSubject(node):
     return item.subject if item is not None else ""
 
 
-def _prune(node):
+def _postOrder(root):
+    """Every node under ``root`` (and root), children before their parent: no recursion (threads can be deep)."""
     out = []
-    for child in node.children:
-        _prune(child)
-        if child.item is not None:
-            out.append(child)
-        elif not child.children:
-            continue
-        elif node.parent is not None or len(child.children) == 1:
-            # promote the dummy's children (to the root only if there is one)
-            for c in child.children:
-                c.parent = node
-                out.append(c)
-        else:
-            out.append(child)
-    node.children = out
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(node.children)
+    out.reverse()
+    return out
 
 
-def _sortAll(node):
-    for c in node.children:
-        _sortAll(c)
-    node.children.sort(key=_sortKey)
+def _prune(root):
+    for node in _postOrder(root):
+        out = []
+        for child in node.children:
+            if child.item is not None:
+                out.append(child)
+            elif not child.children:
+                continue
+            elif node.parent is not None or len(child.children) == 1:
+                # promote the dummy's children (to the root only if there is one)
+                for c in child.children:
+                    c.parent = node
+                    out.append(c)
+            else:
+                out.append(child)
+        node.children = out
+
+
+def _sortAll(root):
+    for node in _postOrder(root):
+        node.children.sort(key=_sortKey)
 
 
 def render(threads) -> bytes:
@@ -392,19 +403,30 @@ def render(threads) -> bytes:
 
 
 def _members(node) -> bytes:
-    parts = []
-    while True:
-        if node.item is not None:
-            parts.append(b"%d" % node.item.number)
-        if len(node.children) == 1 and node.item is not None:
-            node = node.children[0]
+    out = []
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, bytes):
+            out.append(node)
             continue
+        parts = []
+        while True:
+            if node.item is not None:
+                parts.append(b"%d" % node.item.number)
+            if len(node.children) == 1 and node.item is not None:
+                node = node.children[0]
+                continue
+            break
+        out.append(b" ".join(parts))
         if node.children:
-            sub = b"".join(b"(" + _members(c) + b")" for c in node.children)
             if parts:
-                return b" ".join(parts) + b" " + sub
-            return sub
-        return b" ".join(parts)
+                out.append(b" ")
+            for c in reversed(node.children):
+                stack.append(b")")
+                stack.append(c)
+                stack.append(b"(")
+    return b"".join(out)
 
 
 def thread(algorithm: str, items) -> bytes:

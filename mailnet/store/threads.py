@@ -40,6 +40,7 @@ HEADER_LIMIT = 64 * 1024
 # Messages opened, read and indexed per round.
 BATCH = 256
 _CHUNK = 500  # ids per SQL IN (...)
+MAX_REFS = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,11 +60,19 @@ CREATE INDEX IF NOT EXISTS refs_ref ON refs(ref);
 
 
 def keyOf(header: bytes):
-    """(messageId, refs, baseSubject, reply) of a message header."""
+    """
+    (messageId, refs, baseSubject, reply) of a message header.  At most
+    MAX_REFS references are kept: the first (the thread's root) and the
+    last ones (the closest ancestors); SQLite takes a bounded number of
+    parameters per query.
+    """
     f = threading.headerFields(header)
     subject, reply = threading.baseSubject(f.get("subject"))
     ids = threading.messageIds(f.get("messageId"))
-    return ids[0] if ids else None, threading.references(f.get("references"), f.get("inReplyTo")), subject, reply
+    refs = threading.references(f.get("references"), f.get("inReplyTo"))
+    if len(refs) > MAX_REFS:
+        refs = refs[:1] + refs[1 - MAX_REFS:]
+    return ids[0] if ids else None, refs, subject, reply
 
 
 def readHeader(f, limit=HEADER_LIMIT) -> bytes:

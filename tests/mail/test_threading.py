@@ -138,3 +138,17 @@ def test_real_headers():
     assert (b.refs, b.reply, b.date) == (["a@x"], True, 2e9)
     assert thread("REFERENCES", [a, b]) == b"(7 9)"
     assert referencesThreads([])  == []
+
+
+def test_deep_threads_need_no_recursion():
+    # a chain of 3000 replies, each referencing its last 50 ancestors, and a tree branching at every level
+    chain = [item(k, "Re: x" if k > 1 else "x", "m%d@x" % k, ["m%d@x" % j for j in range(max(1, k - 50), k)])
+             for k in range(1, 3001)]
+    out = thread("REFERENCES", chain)
+    assert out == b"(" + b" ".join(b"%d" % k for k in range(1, 3001)) + b")"
+    # every odd message has two replies: nesting 1500 deep
+    branching = [item(k, "x", "m%d@x" % k, ["m%d@x" % (k - 1 - k % 2)] if k > 2 else []) for k in range(1, 3001)]
+    out = thread("REFERENCES", branching)
+    assert out.count(b"(") == out.count(b")") > 1500
+    numbers = sorted(int(n) for n in out.replace(b"(", b" ").replace(b")", b" ").split())
+    assert numbers == list(range(1, 3001))

@@ -128,3 +128,11 @@ def test_a_full_disk_is_a_temporary_error_and_nothing_is_set_aside(tmp_path, mon
     assert result(inbox.threadIds(uids)) == ids
     inbox.close()
     result(store.close())
+
+
+def test_a_huge_references_field_is_cut():
+    refs = ["r%d" % i for i in range(3000)]
+    mid, kept, subject, reply = key("big", "Re: Plans", refs)
+    assert len(kept) == 500 and kept[0] == "r0@example.test" and kept[-1] == "r2999@example.test"
+    ix = ThreadIndex()
+    assert ix.add([("M1", key("r2999")), ("M2", (mid, kept, subject, reply))])[0] == {"M1": "TM1", "M2": "TM1"}
