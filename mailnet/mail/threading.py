@@ -144,34 +144,29 @@ def sentDate(value, fallback: float) -> float:
 
 _FIELDS = {b"message-id": "messageId", b"in-reply-to": "inReplyTo", b"references": "references",
            b"subject": "subject", b"date": "date"}
+# One of the fields at the start of a line, with its continuation lines (one C-speed scan of the header).
+_FIELD = re.compile(rb"^(message-id|in-reply-to|references|subject|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)",
+                    re.IGNORECASE | re.MULTILINE)
+_FOLD = re.compile(rb"[ \t]*\r?\n[ \t]*")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def headerFields(header: bytes) -> dict:
     """
     The raw values (bytes) of Message-ID, In-Reply-To, References, Subject
-    and Date in a message header (the first of each), unfolded.
+    and Date in a message header (the first of each), unfolded.  Whatever
+    follows the header's empty line is ignored.
     """
+    m = _HEADER_END.search(header)
+    if m is not None:
+        header = header[:m.start() + 1]
+    if header.startswith((b"\r\n", b"\n")):
+        return {}
     out = {}
-    name = None
-    value = []
-    for line in header.split(b"\n"):
-        if line[:1] in (b" ", b"\t") and name is not None:
-            value.append(line.rstrip(b"\r"))
-            continue
-        if name is not None and name not in out:
-            out[name] = b" ".join(v.strip() for v in value)
-        name = None
-        colon = line.find(b":")
-        if colon <= 0:
-            if line.strip() == b"":
-                break
-            continue
-        key = _FIELDS.get(line[:colon].strip().lower())
-        if key is not None:
-            name = key
-            value = [line[colon + 1:].rstrip(b"\r")]
-    if name is not None and name not in out:
-        out[name] = b" ".join(v.strip() for v in value)
+    for m in _FIELD.finditer(header):
+        key = _FIELDS[m.group(1).lower()]
+        if key not in out:
+            out[key] = _FOLD.sub(b" ", m.group(2).strip(b" \t\r"))
     return out
 
 

@@ -29,7 +29,7 @@ from twisted.internet import defer
 
 from mailnet.logs import Logger
 from mailnet.mail import threading
-from mailnet.store.interfaces import StorageFull, TemporaryStoreError
+from mailnet.store.interfaces import StorageFull, TemporaryStoreError, messageBytes
 
 log = Logger()
 
@@ -76,8 +76,14 @@ def keyOf(header: bytes):
 
 
 def readHeader(f, limit=HEADER_LIMIT) -> bytes:
-    """The header block of an open message (at most ``limit`` bytes); closes ``f``."""
+    """
+    The header block of an open message (at most ``limit`` bytes; a
+    message held in memory may give more of it); closes ``f``.
+    """
     try:
+        data = messageBytes(f)
+        if data is not None:
+            return data[:limit]  # headerFields stops at the empty line
         out = []
         size = 0
         while size < limit:
