@@ -186,3 +186,23 @@ def test_threadid_survives_kill_9(make_imap_server):
     c.select_folder("INBOX")
     assert threadIdsOf(c, c.search()) == before
     c.logout()
+
+
+def test_in_process_on_the_memory_store():
+    """THREAD and FETCH THREADID through the session on the memory store (no server)."""
+    from tests.imap.helpers import World
+
+    w = World()
+    for m in (mail("ma", "Talk", date=date(2)), mail("mb", "Re: Talk", refs=["ma"], date=date(3)),
+              mail("mc", "Other", date=date(1))):
+        w.deliver(m)
+    c = w.client(login=USER)
+    c.ok("SELECT INBOX")
+    assert c.ok("THREAD REFERENCES UTF-8 ALL").splitlines()[0] == b"* THREAD (3)(1 2)"
+    assert c.ok("THREAD ORDEREDSUBJECT UTF-8 ALL").splitlines()[0] == b"* THREAD (3)(1 2)"
+    reply = c.ok("FETCH 1:3 (THREADID)")
+    import re
+    ids = re.findall(rb"THREADID \(([A-Za-z0-9_-]+)\)", reply)
+    assert len(ids) == 3 and ids[0] == ids[1] != ids[2], reply
+    reply = c.ok("FETCH 2 (THREADID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"THREADID (" + ids[0] + b")" in reply
