@@ -128,6 +128,10 @@ class ThreadIndex:
         return self.db
 
     def _connect(self):
+        if self.path:
+            # Subjects and Message-IDs are private: 0600 like the messages
+            # (SQLite gives the -wal and -shm files the database's mode).
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None)
         try:
             if self.path:

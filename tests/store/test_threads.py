@@ -82,8 +82,15 @@ def _threadIds(tmp_path, uids):
 
 
 def test_maildir_index_file_is_beside_dovecots_files(tmp_path):
-    path, uids, ids = _fill(tmp_path)
+    umask = os.umask(0o022)
+    try:
+        path, uids, ids = _fill(tmp_path)
+    finally:
+        os.umask(umask)
     assert os.path.isfile(os.path.join(path, FILE_NAME))
+    for suffix in ("", "-wal"):
+        if os.path.exists(os.path.join(path, FILE_NAME + suffix)):
+            assert os.stat(os.path.join(path, FILE_NAME + suffix)).st_mode & 0o777 == 0o600, suffix
     assert ids[uids[0]] == ids[uids[1]] != ids[uids[2]]
 
 
