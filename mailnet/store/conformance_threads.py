@@ -108,6 +108,18 @@ class ThreadConformance:
         assert result(account.threadEmails(ids[c])) == []
         inbox.close()
 
+    def test_thread_of_email_ids_across_folders(self, account):
+        inbox, archive = _open(account), _open(account, "Archive")
+        a = result(inbox.append(mail("t9-a")))
+        b = result(archive.append(mail("t9-b", "Re: Plans", refs=["t9-a"])))
+        emailA, emailB = inbox.emailIds([a])[a], archive.emailIds([b])[b]
+        inbox.close()
+        archive.close()
+        found = result(account.threadOf([emailB, emailA, "Mnope", None, emailA]))
+        assert set(found) == {emailA, emailB} and found[emailA] == found[emailB]
+        assert ID_SYNTAX.fullmatch(found[emailA])
+        assert sorted(result(account.threadEmails(found[emailA]))) == sorted([emailA, emailB])
+
     def test_move_and_copy_keep_the_thread(self, account):
         inbox, archive = _open(account), _open(account, "Archive")
         a = result(inbox.append(mail("t6-a")))

@@ -365,6 +365,19 @@ class IAccount(Interface):
             files cannot be read).
         """
 
+    def threadOf(emailIds):
+        """
+        The thread ids of messages named by email id, wherever they are
+        (see "Thread ids" in the module docstring): what JMAP Email/get
+        shows as ``threadId``.  Like :meth:`IFolder.threadIds`, it may
+        read the headers of messages never asked about.  Optional, like
+        :meth:`findEmail`.
+
+        @param emailIds: iterable of strings; ids the account does not
+            have (malformed, unknown, expunged) are left out.
+        @return: Deferred firing with ``{emailId: threadId}``.
+        """
+
     def threadEmails(threadId):
         """
         The messages of a thread (see "Thread ids" in the module docstring).

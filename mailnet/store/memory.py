@@ -328,6 +328,9 @@ class MemoryAccount:
     def threadEmails(self, threadId):
         return self.threads.liveEmails(self, threadId)
 
+    def threadOf(self, emailIds):
+        return self.threads.threadOf(self, emailIds)
+
     def openFolder(self, name):
         return defer.maybeDeferred(lambda: FolderHandle(self._folder(name)))
 

@@ -29,7 +29,7 @@ from twisted.internet import defer
 
 from mailnet.logs import Logger
 from mailnet.mail import threading
-from mailnet.store.interfaces import StorageFull, TemporaryStoreError, messageBytes
+from mailnet.store.interfaces import StorageFull, StoreError, TemporaryStoreError, messageBytes
 
 log = Logger()
 
@@ -377,6 +377,34 @@ class AccountThreads:
         for emailId in await self.threadEmails(threadId):
             if await account.findEmail(emailId) is not None:
                 out.append(emailId)
+        return out
+
+    def threadOf(self, account, emailIds):
+        """
+        Deferred ``{emailId: threadId}`` for the ids ``account`` has
+        (``findEmail``): IAccount.threadOf.  Each folder concerned is
+        opened once (its handles share the open index).
+        """
+        return defer.ensureDeferred(self._threadOf(account, emailIds))
+
+    async def _threadOf(self, account, emailIds):
+        byFolder = {}
+        for emailId in dict.fromkeys(e for e in emailIds if isinstance(e, str)):
+            where = await account.findEmail(emailId)
+            if where is not None:
+                byFolder.setdefault(where[0], {})[where[1]] = emailId
+        out = {}
+        for name, uids in byFolder.items():
+            try:
+                folder = await account.openFolder(name)
+            except StoreError:
+                continue  # deleted meanwhile
+            try:
+                found = await folder.threadIds(list(uids))
+            finally:
+                folder.close()
+            for uid, threadId in found.items():
+                out[uids[uid]] = threadId
         return out
 
     def close(self):
