@@ -5,6 +5,7 @@ tested in tests/mail/test_threading.py.
 """
 
 import itertools
+import re
 
 import imapclient
 import pytest
@@ -160,7 +161,6 @@ def test_raw_threadid_syntax(imap_server):
         c.append(box, mail("r2", "Re: hi", refs=["r1"]), binary=False)
         c.cmd(b"SELECT " + box)
         lines = c.cmd(b"FETCH 1:2 (UID THREADID)").splitlines()
-        import re
         ids = [re.fullmatch(rb"\* (\d) FETCH \(UID \d+ THREADID \(([A-Za-z0-9_-]+)\)\)", l) for l in lines[:2]]
         assert all(ids), lines
         assert ids[0].group(2) == ids[1].group(2)
@@ -201,7 +201,6 @@ def test_in_process_on_the_memory_store():
     assert c.ok("THREAD REFERENCES UTF-8 ALL").splitlines()[0] == b"* THREAD (3)(1 2)"
     assert c.ok("THREAD ORDEREDSUBJECT UTF-8 ALL").splitlines()[0] == b"* THREAD (3)(1 2)"
     reply = c.ok("FETCH 1:3 (THREADID)")
-    import re
     ids = re.findall(rb"THREADID \(([A-Za-z0-9_-]+)\)", reply)
     assert len(ids) == 3 and ids[0] == ids[1] != ids[2], reply
     reply = c.ok("FETCH 2 (THREADID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
