@@ -938,8 +938,9 @@ def parseCommand(frame) -> Command:
             p.sp()
             uid = True
             word = p._run(_FETCH_NAME_CHARS).upper()
-            if word not in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"SORT"):
-                raise ParseError("UID must be followed by FETCH, SEARCH, SORT, STORE, COPY, MOVE or EXPUNGE", name="UID")
+            if word not in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"SORT", b"THREAD"):
+                raise ParseError("UID must be followed by FETCH, SEARCH, SORT, THREAD, STORE, COPY, MOVE or EXPUNGE",
+                                 name="UID")
         name = word.decode("ascii", "replace")
         handler = _COMMANDS.get(word)
         if handler is None:
@@ -1235,6 +1236,17 @@ def _sort(p, uid):
     return {"returns": returns, "criteria": criteria, "charset": charset, "keys": p.searchKeys()}
 
 
+def _thread(p, uid):
+    # RFC 5256 s4: thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria,
+    # search-criteria = charset 1*(SP search-key)
+    p.sp()
+    algorithm = p.atom("a threading algorithm").upper().decode("ascii", "replace")
+    p.sp()
+    charset = p.astring("a charset").decode("ascii", "replace").upper()
+    p.sp()
+    return {"algorithm": algorithm, "charset": charset, "keys": p.searchKeys()}
+
+
 def _fetch(p, uid):
     p.sp()
     seqset = p.seqSet()
@@ -1331,6 +1343,7 @@ _COMMANDS.update({
     b"APPEND": _append,
     b"SEARCH": _search,
     b"SORT": _sort,
+    b"THREAD": _thread,
     b"FETCH": _fetch,
     b"STORE": _store,
     b"COPY": _copy,

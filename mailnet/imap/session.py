@@ -48,6 +48,7 @@ from mailnet.imap.commands.folders import FolderCommands
 from mailnet.imap.commands.messages import MessageCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
+from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -74,7 +75,7 @@ from mailnet.store.interfaces import (
 log = Logger()
 
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
-_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT"}
+_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
@@ -147,7 +148,8 @@ class Shared:
         self.keeper = FolderKeeper(clock, settings.folderLinger, settings.folderKeep)
 
 
-class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands):
+class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
+                  ThreadCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -583,6 +585,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"SORT", b"SORT=DISPLAY", b"ESORT",
                  b"APPENDLIMIT=%d" % self.appendLimit()]
+        caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
         return b" ".join(caps)
 
     def appendLimit(self):
@@ -656,6 +659,7 @@ COMMANDS = {
     "EXPUNGE": (_SEL, IMAPSession.cmdExpunge),
     "SEARCH": (_SEL, IMAPSession.cmdSearch),
     "SORT": (_SEL, IMAPSession.cmdSort),
+    "THREAD": (_SEL, IMAPSession.cmdThread),
     "FETCH": (_SEL, IMAPSession.cmdFetch),
     "STORE": (_SEL, IMAPSession.cmdStore),
     "COPY": (_SEL, IMAPSession.cmdCopy),
