@@ -25,6 +25,7 @@ import unicodedata
 
 from mailnet.mail.headers import decodeWords, parseAddresses
 from mailnet.mail.mime import MAX_HEADER
+from mailnet.mail.threading import subjectBase
 
 # RFC 5256 s3 sort-key, RFC 5957 s3 (SORT=DISPLAY).
 KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
@@ -74,107 +75,13 @@ def casemap(text: str) -> str:
     return unicodedata.normalize("NFKD", text.translate(_TITLE))
 
 
-# Base subject (RFC 5256 s2.1)
-
-_SPACES = re.compile(r"[ \t\r\n]+")
-_WSP = " \t"
-
-
-# subj-blob = "[" *BLOBCHAR "]" *WSP; BLOBCHAR is any character but "[" and "]".
-_BLOB = re.compile(r"\[[^\[\]]*\][ \t]*")
-# A subject that none of steps 2-6 can change: no leading WSP, "[", "re" or
-# "fw", no trailing WSP or "(fwd)", no folding, tab or double space, no
-# encoded word.
-_NEEDS_WORK = re.compile(r"^(?:[ \t\[]|re|fw)|[\t\r\n]|  |(?:\(fwd\)|\s)$|=\?", re.I)
-
-
-def _blobEnd(s, i, end):
-    """End of the subj-blob at ``i``, or -1."""
-    m = _BLOB.match(s, i, end)
-    return m.end() if m else -1
-
-
-def _refwdEnd(s, i, end):
-    """End of the subj-refwd at ``i`` (``("re" / ("fw" ["d"])) *WSP [subj-blob] ":"``), or -1."""
-    head = s[i:i + 3].lower()
-    if head.startswith("re"):
-        j = i + 2
-    elif head == "fwd":
-        j = i + 3
-    elif head.startswith("fw"):
-        j = i + 2
-    else:
-        return -1
-    while j < end and s[j] in _WSP:
-        j += 1
-    k = _blobEnd(s, j, end)
-    if k >= 0:
-        j = k
-    if j < end and s[j] == ":":
-        return j + 1
-    return -1
+# Base subject (RFC 5256 s2.1): mailnet.mail.threading.subjectBase, shared
+# with THREAD and the store's thread ids.
 
 
 def baseSubject(subject: str) -> str:
-    """
-    The base subject of a Subject field value (RFC 5256 s2.1), not yet
-    case-mapped.  Steps 2-6 work on indices into the one string, so that
-    long runs of "Re:", "(fwd)" or "[fwd: ...]" cost linear time.
-    """
-    if not _NEEDS_WORK.search(subject):
-        return subject
-    # (1) encoded words decoded; folding, tabs and runs of spaces to one space.
-    if "=?" in subject:
-        subject = decodeWords(subject)
-    s = _SPACES.sub(" ", subject)
-    start, end = 0, len(s)
-    while True:
-        # (2) trailing subj-trailer ("(fwd)" / WSP), repeatedly.
-        while end > start:
-            if s[end - 1] in _WSP:
-                end -= 1
-            elif end - start >= 5 and s[end - 5:end].lower() == "(fwd)":
-                end -= 5
-            else:
-                break
-        # (3) every leading subj-leader: (*subj-blob subj-refwd) / WSP.
-        i = start
-        while i < end:
-            if s[i] in _WSP:
-                i += 1
-                continue
-            j = i
-            while True:
-                k = _blobEnd(s, j, end)
-                if k < 0:
-                    break
-                j = k
-            e = _refwdEnd(s, j, end)
-            if e < 0:
-                break
-            i = e
-        start = i
-        # (4) a leading subj-blob, if what is left is not empty; (5) repeat
-        # (3) and (4).  Step (3) just failed after the run of blobs that
-        # starts here, and will fail there again, so (4)+(3) together
-        # remove the whole run, except the last blob when nothing follows
-        # it (that one is the subj-base).
-        j = start
-        last = -1
-        while True:
-            k = _blobEnd(s, j, end)
-            if k < 0:
-                break
-            last = j
-            j = k
-        if last >= 0:
-            start = j if j < end else last
-        # (6) "[fwd:" subject "]": unwrap and go again from (2).
-        if end - start >= 6 and s[start:start + 5].lower() == "[fwd:" and s[end - 1] == "]":
-            start += 5
-            end -= 1
-            continue
-        return s[start:end]
+    """The base subject of a Subject field value (RFC 5256 s2.1), not yet case-mapped."""
+    return subjectBase(subject)[0]
 
 
 # Header fields

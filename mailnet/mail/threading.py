@@ -4,8 +4,7 @@ THREAD algorithms of RFC 5256 (ORDEREDSUBJECT, REFERENCES), and the
 header fields they read (Message-ID, In-Reply-To, References), shared by
 IMAP THREAD and the store's thread ids (:mod:`mailnet.store.threads`).
 
-(:func:`baseSubject` is our own; SORT has one too on its branch, to be
-unified when both are merged.)
+IMAP SORT uses the same base subject (:func:`subjectBase`).
 """
 
 from __future__ import annotations
@@ -16,67 +15,127 @@ import re
 
 from mailnet.mail.headers import decodeWords
 
-# RFC 5256 s5: subj-trailer = "(fwd)" / WSP (removed in baseSubject).
-# subj-blob = "[" *BLOBCHAR "]" *WSP
-_BLOB = r"\[[^\[\]]*\]\s*"
-# subj-leader = (*subj-blob subj-refwd) / WSP;
-# subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
-_LEADER = re.compile(r"(?:(?:%s)*(?:re|fwd?)\s*(?:%s)?:|\s+)" % (_BLOB, _BLOB))
-_BLOB_AT_START = re.compile(_BLOB)
-_REFWD = re.compile(r"(?:%s)*(?:re|fwd?)\s*(?:%s)?:" % (_BLOB, _BLOB))
-_SPACES = re.compile(r"\s+")
+_SPACES = re.compile(r"[ \t\r\n]+")
+_WSP = " \t"
+
+
+# subj-blob = "[" *BLOBCHAR "]" *WSP; BLOBCHAR is any character but "[" and "]".
+_BLOB = re.compile(r"\[[^\[\]]*\][ \t]*")
+# A subject that none of steps 2-6 can change: no leading WSP, "[", "re" or
+# "fw", no trailing WSP or "(fwd)", no folding, tab or double space, no
+# encoded word.
+_NEEDS_WORK = re.compile(r"^(?:[ \t\[]|re|fw)|[\t\r\n]|  |(?:\(fwd\)|\s)$|=\?", re.I)
+
+
+def _blobEnd(s, i, end):
+    """End of the subj-blob at ``i``, or -1."""
+    m = _BLOB.match(s, i, end)
+    return m.end() if m else -1
+
+
+def _refwdEnd(s, i, end):
+    """End of the subj-refwd at ``i`` (``("re" / ("fw" ["d"])) *WSP [subj-blob] ":"``), or -1."""
+    head = s[i:i + 3].lower()
+    if head.startswith("re"):
+        j = i + 2
+    elif head == "fwd":
+        j = i + 3
+    elif head.startswith("fw"):
+        j = i + 2
+    else:
+        return -1
+    while j < end and s[j] in _WSP:
+        j += 1
+    k = _blobEnd(s, j, end)
+    if k >= 0:
+        j = k
+    if j < end and s[j] == ":":
+        return j + 1
+    return -1
+
+
+def subjectBase(subject: str) -> tuple[str, bool]:
+    """
+    RFC 5256 s2.1: the base subject of a Subject field value, not yet
+    case-mapped, and whether the subject marks a reply or forward (a
+    "Re:"/"Fw:"/"Fwd:" leader, a "(fwd)" trailer or a "[fwd: ...]" wrapper
+    was removed).  Steps 2-6 work on indices into the one string, so that
+    long runs of "Re:", "(fwd)" or "[fwd: ...]" cost linear time.
+    """
+    if not _NEEDS_WORK.search(subject):
+        return subject, False
+    reply = False
+    # (1) encoded words decoded; folding, tabs and runs of spaces to one space.
+    if "=?" in subject:
+        subject = decodeWords(subject)
+    s = _SPACES.sub(" ", subject)
+    start, end = 0, len(s)
+    while True:
+        # (2) trailing subj-trailer ("(fwd)" / WSP), repeatedly.
+        while end > start:
+            if s[end - 1] in _WSP:
+                end -= 1
+            elif end - start >= 5 and s[end - 5:end].lower() == "(fwd)":
+                end -= 5
+                reply = True
+            else:
+                break
+        # (3) every leading subj-leader: (*subj-blob subj-refwd) / WSP.
+        i = start
+        while i < end:
+            if s[i] in _WSP:
+                i += 1
+                continue
+            j = i
+            while True:
+                k = _blobEnd(s, j, end)
+                if k < 0:
+                    break
+                j = k
+            e = _refwdEnd(s, j, end)
+            if e < 0:
+                break
+            reply = True
+            i = e
+        start = i
+        # (4) a leading subj-blob, if what is left is not empty; (5) repeat
+        # (3) and (4).  Step (3) just failed after the run of blobs that
+        # starts here, and will fail there again, so (4)+(3) together
+        # remove the whole run, except the last blob when nothing follows
+        # it (that one is the subj-base).
+        j = start
+        last = -1
+        while True:
+            k = _blobEnd(s, j, end)
+            if k < 0:
+                break
+            last = j
+            j = k
+        if last >= 0:
+            start = j if j < end else last
+        # (6) "[fwd:" subject "]": unwrap and go again from (2).
+        if end - start >= 6 and s[start:start + 5].lower() == "[fwd:" and s[end - 1] == "]":
+            start += 5
+            end -= 1
+            reply = True
+            continue
+        return s[start:end], reply
+
 
 
 def baseSubject(subject) -> tuple[str, bool]:
     """
-    RFC 5256 s2.1: the base subject of a Subject field (str or bytes), and
-    whether the message is a reply or forward by its subject ("Re:",
-    "Fwd:", "(fwd)", "[fwd: ...]" were removed).  The base subject is
-    casefolded (the i;unicode-casemap comparison of RFC 5256 s3, as
-    casefolding approximates it); None or "" gives ("", False).
+    :func:`subjectBase` of a Subject field (str or bytes; None or "" gives
+    ("", False)), casefolded: the form thread grouping compares (the
+    i;unicode-casemap comparison of RFC 5256 s3, as casefolding
+    approximates it).
     """
     if not subject:
         return "", False
     if isinstance(subject, bytes):
         subject = subject.decode("utf-8", "replace")
-    # (1) encoded words decoded; tabs and folding to one space.
-    subject = re.sub(r"\r?\n", "", subject)
-    if "=?" in subject:
-        subject = decodeWords(subject)
-    s = _SPACES.sub(" ", subject).casefold()
-    reply = False
-    while True:
-        # (2) remove trailers: "(fwd)" and white space (a loop, not a
-        # regular expression searched from the end: that is quadratic).
-        while True:
-            stripped = s.rstrip()
-            if stripped.endswith("(fwd)"):
-                reply = True
-                stripped = stripped[:-5]
-            if stripped == s:
-                break
-            s = stripped
-        # (3)-(5): leaders, and a leading blob that is not all there is, until nothing changes.
-        while True:
-            before = s
-            while True:
-                m = _LEADER.match(s)
-                if not m or not m.group():
-                    break
-                if _REFWD.match(m.group()):
-                    reply = True
-                s = s[m.end():]
-            m = _BLOB_AT_START.match(s)
-            if m and s[m.end():]:
-                s = s[m.end():]
-            if s == before:
-                break
-        # (6) "[fwd: subject]": unwrap, and again from step 2.
-        if s.startswith("[fwd:") and s.endswith("]"):
-            s = s[5:-1]
-            reply = True
-            continue
-        return s, reply
+    base, reply = subjectBase(subject)
+    return base.casefold(), reply
 
 
 _MSG_ID = re.compile(r"<([^<>]*)>")
