@@ -193,6 +193,12 @@ class CommandReader:
         """Bytes received and not yet consumed."""
         return len(self._buf)
 
+    def takeBuffered(self) -> bytes:
+        """Take the bytes received and not yet read (RFC 4978: after COMPRESS they are compressed)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def clear(self):
         """Forget everything buffered and any command in progress (STARTTLS)."""
         self._buf.clear()
@@ -996,6 +1002,12 @@ def _enable(p, uid):
     return {"capabilities": caps}
 
 
+def _compress(p, uid):
+    # RFC 4978 s5: compress = "COMPRESS" SP algorithm
+    p.sp()
+    return {"mechanism": p.atom("a compression mechanism").upper().decode("ascii")}
+
+
 def _id(p, uid):
     p.sp()
     if p.maybeCI(b"NIL"):
@@ -1280,6 +1292,7 @@ _COMMANDS.update({
     b"LOGIN": _login,
     b"AUTHENTICATE": _authenticate,
     b"ENABLE": _enable,
+    b"COMPRESS": _compress,
     b"ID": _id,
     b"SELECT": _select,
     b"EXAMINE": _select,

@@ -580,6 +580,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         caps += [b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"APPENDLIMIT=%d" % self.appendLimit()]
+        if hasattr(self.out, "startCompression"):
+            caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the output object does it
         return b" ".join(caps)
 
     def appendLimit(self):
@@ -635,6 +637,7 @@ COMMANDS = {
     "AUTHENTICATE": ((NOT_AUTHENTICATED,), IMAPSession.cmdAuthenticate),
     "ENABLE": (_AUTH, IMAPSession.cmdEnable),
     "NAMESPACE": (_AUTH, IMAPSession.cmdNamespace),
+    "COMPRESS": (_AUTH, IMAPSession.cmdCompress),
     "SELECT": (_AUTH, IMAPSession.cmdSelect),
     "EXAMINE": (_AUTH, IMAPSession.cmdSelect),
     "CREATE": (_AUTH, IMAPSession.cmdCreate),
