@@ -358,9 +358,15 @@ class Command:
         return f"<Command {self.tag} {'UID ' if self.uid else ''}{self.name} {fields}>"
 
     def literals(self):
+        seen = set()
         for value in self.__dict__.values():
-            if isinstance(value, Literal):
-                yield value
+            items = value if isinstance(value, list) else (value,)
+            for item in items:
+                if isinstance(item, AppendMessage):
+                    item = item.message
+                if isinstance(item, Literal) and id(item) not in seen:
+                    seen.add(id(item))
+                    yield item
 
     def close(self):
         for lit in self.literals():
@@ -1169,27 +1175,49 @@ def _status(p, uid):
     return {"mailbox": mailbox, "items": _statusItems(p)}
 
 
+class AppendMessage:
+    """One message of an APPEND: its flags, its date-time (or None) and the :class:`Literal`."""
+
+    __slots__ = ("flags", "date", "message")
+
+    def __init__(self, flags, date, message):
+        self.flags = flags
+        self.date = date
+        self.message = message
+
+    def __repr__(self):
+        return f"<AppendMessage {self.flags} {self.date} {self.message!r}>"
+
+
 def _append(p, uid):
+    # RFC 3501 s6.3.11, RFC 3502 s6.3.11 (MULTIAPPEND):
+    # append = "APPEND" SP mailbox 1*append-message
+    # append-message = append-opts SP append-data
+    # append-opts = [SP flag-list] [SP date-time]
     p.sp()
     mailbox = p.mailbox()
-    p.sp()
-    flags = []
-    date = None
-    if p.peek() == 0x28:
-        flags = p.flagList()
+    messages = []
+    while True:
         p.sp()
-    if p.peek() == 0x22:
-        date = p.dateTime()
-        p.sp()
-    if p.maybeCI(b"UTF8"):
-        p.fail("APPEND UTF8 is not supported (UTF8=ACCEPT is not advertised)")
-    if not p.atLiteral():
-        p.fail("Expected the message as a literal")
-    message = p.takeLiteral()
-    if p.peek() == 0x20:
-        message.close()
-        p.fail("MULTIAPPEND is not supported")
-    return {"mailbox": mailbox, "flags": flags, "date": date, "message": message}
+        flags = []
+        date = None
+        if p.peek() == 0x28:
+            flags = p.flagList()
+            p.sp()
+        if p.peek() == 0x22:
+            date = p.dateTime()
+            p.sp()
+        if p.maybeCI(b"UTF8"):
+            p.fail("APPEND UTF8 is not supported (UTF8=ACCEPT is not advertised)")
+        if not p.atLiteral():
+            p.fail("Expected the message as a literal")
+        messages.append(AppendMessage(flags, date, p.takeLiteral()))
+        if p.peek() != 0x20:
+            break
+    # ``flags``, ``date`` and ``message`` are those of the first message.
+    first = messages[0]
+    return {"mailbox": mailbox, "messages": messages, "flags": first.flags, "date": first.date,
+            "message": first.message}
 
 
 def _search(p, uid):

@@ -577,7 +577,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             else:
                 caps.append(b"LOGINDISABLED")
             return b" ".join(caps)
-        caps += [b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
+        caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"APPENDLIMIT=%d" % self.appendLimit()]
         if hasattr(self.out, "startCompression"):
