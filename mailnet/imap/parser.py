@@ -1176,14 +1176,18 @@ def _status(p, uid):
 
 
 class AppendMessage:
-    """One message of an APPEND: its flags, its date-time (or None) and the :class:`Literal`."""
+    """
+    One message of an APPEND: its flags, its date-time (or None), the
+    :class:`Literal`, and whether it came as RFC 6855's ``UTF8 (~{n})``.
+    """
 
-    __slots__ = ("flags", "date", "message")
+    __slots__ = ("flags", "date", "message", "utf8")
 
-    def __init__(self, flags, date, message):
+    def __init__(self, flags, date, message, utf8=False):
         self.flags = flags
         self.date = date
         self.message = message
+        self.utf8 = utf8
 
     def __repr__(self):
         return f"<AppendMessage {self.flags} {self.date} {self.message!r}>"
@@ -1207,11 +1211,21 @@ def _append(p, uid):
         if p.peek() == 0x22:
             date = p.dateTime()
             p.sp()
-        if p.maybeCI(b"UTF8"):
-            p.fail("APPEND UTF8 is not supported (UTF8=ACCEPT is not advertised)")
-        if not p.atLiteral():
-            p.fail("Expected the message as a literal")
-        messages.append(AppendMessage(flags, date, p.takeLiteral()))
+        utf8 = False
+        if p.maybeCI(b"UTF8 ("):
+            # RFC 6855 s4: append-data =/ "UTF8" SP "(" literal8 ")"
+            if not p.atLiteral():
+                p.fail("Expected a literal8 after UTF8 (")
+            message = p.takeLiteral()
+            messages.append(AppendMessage(flags, date, message, utf8=True))
+            if not message.binary:
+                p.fail("APPEND UTF8 needs a literal8 (~{n})")
+            p.expect(b")", "')' after the UTF8 message")
+            utf8 = True
+        if not utf8:
+            if not p.atLiteral():
+                p.fail("Expected the message as a literal")
+            messages.append(AppendMessage(flags, date, p.takeLiteral()))
         if p.peek() != 0x20:
             break
     # ``flags``, ``date`` and ``message`` are those of the first message.

@@ -162,6 +162,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.username = None
         self.view = None
         self.rev2 = False
+        self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855)
         self.condstore = False
         self.qresync = False
         self.busy = False
@@ -579,7 +580,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return b" ".join(caps)
         caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
-                 b"APPENDLIMIT=%d" % self.appendLimit()]
+                 b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT"]
         if hasattr(self.out, "startCompression"):
             caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the output object does it
         return b" ".join(caps)
@@ -590,8 +591,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
     # Mailbox names
 
     def decodeName(self, raw: bytes) -> str:
-        """A mailbox name from the client: UTF-8 for IMAP4rev2, modified UTF-7 before (RFC 3501 s5.1.3)."""
-        if self.rev2:
+        """A mailbox name from the client: UTF-8 for IMAP4rev2 and UTF8=ACCEPT (RFC 6855 s3), modified UTF-7 before (RFC 3501 s5.1.3)."""
+        if self.rev2 or self.utf8:
             try:
                 name = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -609,7 +610,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         return name
 
     def encodeName(self, name: str) -> bytes:
-        if self.rev2:
+        if self.rev2 or self.utf8:
             return serialize.astring(name, utf8=True)
         return serialize.astring(serialize.encodeMailbox(name))
 

@@ -137,6 +137,10 @@ class AuthCommands:
     # Authenticated
 
     async def cmdEnable(self, cmd):
+        if "UTF8=ACCEPT" in cmd.capabilities and self.view is not None:
+            # RFC 6855 s3: "only valid in the authenticated state" (the
+            # names of the selected mailbox would change under the client).
+            raise bad("ENABLE UTF8=ACCEPT is only valid in the authenticated state")
         enabled = []
         for cap in cmd.capabilities:
             if cap == "CONDSTORE" and not self.condstore:
@@ -150,6 +154,10 @@ class AuthCommands:
             elif cap == "IMAP4REV2" and not self.rev2:
                 self.rev2 = True
                 enabled.append("IMAP4rev2")
+            elif cap == "UTF8=ACCEPT" and not self.utf8:
+                # RFC 6855: mailbox names in UTF-8, UTF-8 headers in APPEND.
+                self.utf8 = True
+                enabled.append(cap)
         # RFC 5161 s3.2: ENABLED lists what this command newly enabled.
         self.send(b"* ENABLED" + b"".join(b" " + c.encode() for c in enabled) + b"\r\n")
 

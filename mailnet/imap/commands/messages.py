@@ -34,6 +34,14 @@ class MessageCommands:
             if len(m.message) == 0:
                 raise no("Empty message" if len(messages) == 1 else which + "is empty")
             _checkStorable(m.flags)
+            if not self.utf8:
+                # RFC 6855 s4: before ENABLE UTF8=ACCEPT, no UTF8 item and no
+                # 8-bit character in the header fields (MUST, with NO).
+                if m.utf8:
+                    raise no("APPEND UTF8 needs ENABLE UTF8=ACCEPT first", b"CANNOT")
+                if _eightBitHeader(m.message):
+                    raise no(which + "has 8-bit characters in its header fields; ENABLE UTF8=ACCEPT first",
+                             b"CANNOT")
         folder = await self._openTarget(name)
         uids = []
         try:
@@ -189,6 +197,27 @@ class MessageCommands:
             else:
                 modified = serialize.seqset([view.msnOf(u) for u in failed if view.msnOf(u)])
             return ("OK", "Conditional STORE failed for some messages", b"MODIFIED " + modified)
+
+
+def _eightBitHeader(literal) -> bool:
+    """Whether the header fields of an APPEND literal have a byte over 127 (read up to the blank line)."""
+    f = literal.open()
+    prev = b""
+    first = True
+    while True:
+        chunk = f.read(65536)
+        if not chunk:
+            return False
+        data = prev + chunk
+        if first and data[:1] in (b"\n", b"\r") and (data.startswith(b"\r\n") or data.startswith(b"\n")):
+            return False  # no header at all
+        first = False
+        ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+        if ends:
+            return not data[:min(ends)].isascii()
+        if not chunk.isascii():
+            return True
+        prev = data[-3:]
 
 
 def _checkStorable(flags):
