@@ -55,6 +55,7 @@ class IMAPServerProtocol(protocol.Protocol):
         self._readingPaused = False
         self._inflating = False
         self._inflateCall = None
+        self._uncredited = 0  # compressed bytes received, not yet credited to the deadlines
 
     # Transport events
 
@@ -74,6 +75,7 @@ class IMAPServerProtocol(protocol.Protocol):
             self.session.feed(data)
             return
         self._inflater.push(data)
+        self._uncredited += len(data)
         self._inflate()
 
     def connectionLost(self, reason=None):
@@ -186,7 +188,9 @@ class IMAPServerProtocol(protocol.Protocol):
                     return
                 if not data:
                     return
-                session.feed(data)
+                # The min_data_rate deadline counts the bytes on the wire.
+                counted, self._uncredited = self._uncredited, 0
+                session.feed(data, counted)
         finally:
             self._inflating = False
 

@@ -335,13 +335,17 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
 
     # Input
 
-    def feed(self, data):
-        """Bytes from the client."""
+    def feed(self, data, counted=None):
+        """
+        Bytes from the client.  ``counted``: how many bytes the deadlines
+        credit (all by default; under COMPRESS the bytes on the wire, so
+        that a few KB of deflate cannot buy hours, docs/imap.md).
+        """
         if self.closed:
             return
         self._resetTimer()
         self.reader.feed(data)
-        self.deadlines.received(len(data))
+        self.deadlines.received(len(data) if counted is None else counted)
         self.pump()
 
     def pump(self):

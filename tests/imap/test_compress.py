@@ -330,8 +330,9 @@ class _Session:
         self.closed = False
         self.sent = []
 
-    def feed(self, data):
+    def feed(self, data, counted=None):
         self.data += data
+        self.counted = getattr(self, "counted", 0) + (len(data) if counted is None else counted)
         if len(self.data) > self.limit:
             self.out.pauseReading()
 
@@ -378,6 +379,8 @@ def test_protocol_stops_inflating_while_paused():
         p.shared.clock.advance(0)
         total += len(p.session.data)
     assert total == 50 * 1024 * 1024
+    # The deadlines were credited with the bytes on the wire, once.
+    assert p.session.counted == len(data)
 
 
 def test_protocol_compresses_output_and_flushes_each_write():
@@ -469,3 +472,24 @@ def test_mbsync_syncs_compressed(imap_server, tmp_path):
         # mbsync stores LF line ends and adds its X-TUID header.
         body = _message(20000 + i * 1000).split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")
         assert got[b"Subject: z%d" % i].endswith(b"\n\n" + body)
+
+
+def test_deadline_counts_compressed_bytes(make_imap_server):
+    """
+    A literal of 2 MB of zeros deflates to about 2 KB: the min_data_rate
+    deadline credits the 2 KB that came, not the 2 MB they stand for, so a
+    client that stalls after them is cut at about command_deadline + 4 s,
+    not an hour later.
+    """
+    server = make_imap_server(limits={"command_deadline": 3, "min_data_rate": 500})
+    c = _login(server.port("imap"))
+    c.compress()
+    z = c._z
+    sent = z.compress(b"a APPEND INBOX {3000000+}\r\n" + b"\0" * 2000000) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert len(sent) < 10000
+    started = time.monotonic()
+    c.sock.settimeout(60)
+    c.sock.sendall(sent)
+    line = c.readline()  # the BYE, once the deadline passes
+    assert line.startswith(b"* BYE Autologout; command not completed in time"), line
+    assert time.monotonic() - started < 60
