@@ -493,3 +493,12 @@ def test_deadline_counts_compressed_bytes(make_imap_server):
     line = c.readline()  # the BYE, once the deadline passes
     assert line.startswith(b"* BYE Autologout; command not completed in time"), line
     assert time.monotonic() - started < 60
+
+
+def test_parser_compress():
+    from mailnet.imap.parser import ParseError, parseCommand
+
+    assert parseCommand(b"a COMPRESS deflate").mechanism == "DEFLATE"
+    for bad in (b"a COMPRESS", b"a COMPRESS DEFLATE extra", b"a COMPRESS  DEFLATE"):
+        with pytest.raises(ParseError):
+            parseCommand(bad)

@@ -160,3 +160,21 @@ def test_header_string_keeps_raw_bytes():
     assert headerString(m.get("X-Latin")).encode("utf-8", "surrogateescape") == b"caf\xe9"
     assert decodeHeader(m.get("Subject")) == "grüsse"
     assert headerString("plain") == "plain"
+
+
+def test_parser_utf8_append_forms():
+    from mailnet.imap.parser import Literal, ParseError, parseCommand
+
+    def lit(data, binary):
+        m = Literal(len(data), binary)
+        m._write(data)
+        return m
+
+    cmd = parseCommand([b"a APPEND box (\\Seen) UTF8 (", lit(b"one", True), b") ", lit(b"two", False), b""])
+    assert [(m.utf8, m.flags, m.message.bytes()) for m in cmd.messages] == [(True, ["\\Seen"], b"one"),
+                                                                          (False, [], b"two")]
+    for parts in ([b"a APPEND box UTF8 (", lit(b"x", False), b")"],   # not a literal8
+                  [b"a APPEND box UTF8 (", lit(b"x", True), b""],     # no ")"
+                  [b"a APPEND box UTF8 ", lit(b"x", True), b""]):     # no "("
+        with pytest.raises(ParseError):
+            parseCommand(parts)
