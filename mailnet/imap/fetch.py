@@ -15,8 +15,8 @@ import collections
 import re
 
 from mailnet.imap.serialize import nstring, plist, string
-from mailnet.mail.headers import headerString, parseAddresses
-from mailnet.mail.mime import MAX_DEPTH, MAX_PARTS, Part, decoder, plainParams, scan, scanHeader
+from mailnet.mail.headers import headerString, parseAddresses, parseParams
+from mailnet.mail.mime import MAX_DEPTH, MAX_PARTS, Part, decoder, scan, scanHeader
 
 # What a scan may do on the reactor thread (session.py): past this many
 # parts, lines read one by one (about 1 microsecond each), bytes of header
@@ -119,18 +119,15 @@ def _paramList(params):
 
 
 def _disposition(part):
+    # RFC 2183 / RFC 3501 s7.4.2 body-fld-dsp: the type and its parameters,
+    # unfolded, RFC 2231 parameters as the message has them (parseParams).
     value = part.get("Content-Disposition")
     if value is None:
         return b"NIL"
-    msg = part.parsed()
-    try:
-        params = msg.get_params(header="content-disposition") or []
-    except Exception:
-        params = []
-    if not params:
+    kind, params = parseParams(value)
+    if not kind:
         return b"NIL"
-    kind = params[0][0]
-    return plist([string(kind.encode("utf-8", "surrogateescape")), _paramList(plainParams(params[1:]))])
+    return plist([string(kind.encode("utf-8", "surrogateescape")), _paramList(params)])
 
 
 def _language(part):

@@ -950,8 +950,9 @@ def parseCommand(frame) -> Command:
             p.sp()
             uid = True
             word = p._run(_FETCH_NAME_CHARS).upper()
-            if word not in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE"):
-                raise ParseError("UID must be followed by FETCH, SEARCH, STORE, COPY, MOVE or EXPUNGE", name="UID")
+            if word not in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"MOVE", b"EXPUNGE", b"SORT", b"THREAD"):
+                raise ParseError("UID must be followed by FETCH, SEARCH, SORT, THREAD, STORE, COPY, MOVE or EXPUNGE",
+                                 name="UID")
         name = word.decode("ascii", "replace")
         handler = _COMMANDS.get(word)
         if handler is None:
@@ -1252,6 +1253,54 @@ def _search(p, uid):
     return {"returns": returns, "charset": charset, "keys": keys}
 
 
+_SORT_KEYS = frozenset((b"ARRIVAL", b"CC", b"DATE", b"FROM", b"SIZE", b"SUBJECT", b"TO", b"DISPLAYFROM", b"DISPLAYTO"))
+
+
+def _sort(p, uid):
+    # RFC 5256 s5: SORT sort-criteria SP search-criteria (the charset is not
+    # optional); RFC 5267 s3: an optional RETURN (...) first (ESORT);
+    # RFC 5957: DISPLAYFROM, DISPLAYTO.
+    p.sp()
+    returns = None
+    if p.maybeCI(b"RETURN "):
+        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
+        for r in returns:
+            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                p.fail("Unknown SORT RETURN option %s" % r)
+        p.sp()
+
+    def criterion():
+        word = p.atom("a sort key").upper()
+        reverse = word == b"REVERSE"
+        if reverse:
+            p.sp()
+            word = p.atom("a sort key").upper()
+        if word not in _SORT_KEYS:
+            p.fail("Unknown sort key %s" % word.decode("ascii", "replace"))
+        return word.decode("ascii"), reverse
+
+    criteria = p.parenList(criterion)
+    if not criteria:
+        p.fail("Expected at least one sort key")
+    p.sp()
+    charset = p.astring("a charset").decode("ascii", "replace").upper()
+    if p.peek() != 0x20:
+        p.fail("Expected a charset, then the search keys")
+    p.sp()
+    return {"returns": returns, "criteria": criteria, "charset": charset, "keys": p.searchKeys()}
+
+
+def _thread(p, uid):
+    # RFC 5256 s4: thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria,
+    # search-criteria = charset 1*(SP search-key)
+    p.sp()
+    algorithm = p.atom("a threading algorithm").upper().decode("ascii", "replace")
+    p.sp()
+    charset = p.astring("a charset").decode("ascii", "replace").upper()
+    p.sp()
+    return {"algorithm": algorithm, "charset": charset, "keys": p.searchKeys()}
+
+
 def _fetch(p, uid):
     p.sp()
     seqset = p.seqSet()
@@ -1348,6 +1397,8 @@ _COMMANDS.update({
     b"STATUS": _status,
     b"APPEND": _append,
     b"SEARCH": _search,
+    b"SORT": _sort,
+    b"THREAD": _thread,
     b"FETCH": _fetch,
     b"STORE": _store,
     b"COPY": _copy,

@@ -48,6 +48,7 @@ from mailnet.imap.commands.folders import FolderCommands
 from mailnet.imap.commands.messages import MessageCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
+from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -57,6 +58,7 @@ from mailnet.imap.parser import (
     RawLine,
     parseCommand,
 )
+from mailnet.imap.sort import SortCache
 from mailnet.login import LoginSequence
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
@@ -73,7 +75,7 @@ from mailnet.store.interfaces import (
 log = Logger()
 
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
-_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH"}
+_NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
 # Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
 PREAUTH_TIMEOUT = 120
@@ -139,13 +141,15 @@ class Shared:
         self.clock = clock
         self.tlsAvailable = tlsAvailable
         self.structures = fetch.StructureCache()
+        self.sortKeys = SortCache()
         self.recent = RecentRegistry()
         self.userSessions = {}
         self.sessions = set()
         self.keeper = FolderKeeper(clock, settings.folderLinger, settings.folderKeep)
 
 
-class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands):
+class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
+                  ThreadCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -584,7 +588,9 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return b" ".join(caps)
         caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
+                 b"SORT", b"SORT=DISPLAY", b"ESORT",
                  b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT"]
+        caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
         if hasattr(self.out, "startCompression"):
             caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the output object does it
         return b" ".join(caps)
@@ -660,6 +666,8 @@ COMMANDS = {
     "UNSELECT": (_SEL, IMAPSession.cmdUnselect),
     "EXPUNGE": (_SEL, IMAPSession.cmdExpunge),
     "SEARCH": (_SEL, IMAPSession.cmdSearch),
+    "SORT": (_SEL, IMAPSession.cmdSort),
+    "THREAD": (_SEL, IMAPSession.cmdThread),
     "FETCH": (_SEL, IMAPSession.cmdFetch),
     "STORE": (_SEL, IMAPSession.cmdStore),
     "COPY": (_SEL, IMAPSession.cmdCopy),

@@ -1,6 +1,9 @@
 """
 Header fields, without I/O: RFC 2047 encoded words (:func:`decodeWords`,
-:func:`decodeHeader`) and RFC 5322 address lists (:func:`parseAddresses`).
+:func:`decodeHeader`), RFC 5322 address lists (:func:`parseAddresses`),
+unfolding (:func:`unfold`) and MIME parameter lists with RFC 2231
+continuations merged as Dovecot does (:func:`parseParams`); raw 8-bit
+(RFC 6532) values as text, byte for byte (:func:`headerString`).
 """
 
 from __future__ import annotations
@@ -8,6 +11,16 @@ from __future__ import annotations
 import binascii
 import email.header
 import re
+import urllib.parse
+
+
+# RFC 5322 s2.2.3: unfolding removes every CRLF that is followed by WSP.
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def unfold(value: str) -> str:
+    """A header field value unfolded (RFC 5322 s2.2.3); the WSP stays."""
+    return _FOLD.sub("", value) if "\n" in value else value
 
 
 def headerString(value) -> str:
@@ -255,3 +268,150 @@ def parseAddresses(text):
             result.append(m)
         i = j + 1
     return result
+
+
+# MIME parameters (RFC 2045 s5.1, RFC 2231)
+
+# Separators and comments before a parameter; then one "key = value"
+# (RFC 2045 s5.1): the value a quoted string (group 2, escapes still in;
+# one left open runs to the end, as nothing after it can be told apart) or
+# the rest up to the next ";" (group 3: a token, leniently anything but
+# ";").  Every pattern here is linear in its input: a header is the
+# sender's, up to 256 KB (a comment is "(" without "(" inside, a run of
+# separators is consumed by one match of its own, never re-scanned).
+_SEPARATORS = re.compile(r"(?:[\s;]+|\([^()]*\))*")
+_PARAM = re.compile(r'([^\s;=("]+)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"?|([^;]*))', re.S)
+_ESCAPE = re.compile(r"\\(.)", re.S)
+_COMMENT = re.compile(r"\([^()]*\)")
+# RFC 2231 s3, s4: key*N (a continuation), key*N* and key* (extended: charset'language'%XX).
+_SECTION = re.compile(r"([^*]+)\*(\d{0,6})(\*?)$")
+
+
+def parseParams(value: str):
+    """
+    A Content-Type or Content-Disposition value (str; unfolded here) as
+    ``(head, [(key, value), ...])``: ``head`` is what comes before the
+    first ";" (comments removed, not lowercased), keys keep their case,
+    quoted values are unquoted.
+
+    RFC 2231 parameters are given back in their RFC 2231 form, never
+    decoded, as Dovecot's rfc2231_parse does it (lib-mail/rfc2231-parser.c):
+    the continuations of one key (``key*0*``, ``key*1``, ...) are merged
+    into one ``key*`` (if any section is extended; the unencoded sections'
+    "%" written as "%25", and "''" put in front when the first section is
+    not extended) or one plain ``key``; plain parameters come first, in
+    their order, then the merged ones sorted by key.  A key whose
+    sections have a gap or a duplicate is given back section by section
+    (``key*N*`` / ``key*N``).  (Unlike Dovecot 2.3.19, a parameter after
+    ";;" is kept, and a ``key*`` after some ``other*N`` stays ``key*``.)
+    """
+    value = unfold(value)
+    head, sep, rest = value.partition(";")
+    if "(" in head:
+        head = _COMMENT.sub("", head)
+    head = head.strip()
+    params = []
+    if not sep:
+        return head, params
+    sections = []  # RFC 2231 (key, section number, extended, value)
+    pos = 0
+    end = len(rest)
+    skip = _SEPARATORS.match
+    match = _PARAM.match
+    while True:
+        pos = skip(rest, pos).end()
+        if pos >= end:
+            break
+        m = match(rest, pos)
+        if m is None:
+            nxt = rest.find(";", pos + 1)
+            if nxt < 0:
+                break
+            pos = nxt
+            continue
+        pos = m.end()
+        key = m.group(1)
+        if m.group(2) is not None:
+            val = m.group(2)
+            if "\\" in val:
+                val = _ESCAPE.sub(r"\1", val)
+        else:
+            val = m.group(3).strip()
+            if val.endswith(")"):
+                # A comment after a token value: charset=us-ascii (Plain text).
+                cut = val.rfind("(")
+                if cut > 0 and val[cut - 1] in " \t" and ")" not in val[cut:-1]:
+                    val = val[:cut].rstrip()
+        if "*" in key:
+            s = _SECTION.match(key)
+            if s is not None:
+                index = int(s.group(2)) if s.group(2) else 0
+                sections.append((s.group(1), index, bool(s.group(3)) or not s.group(2), val))
+                continue
+        params.append((key, val))
+    if sections:
+        params.extend(_mergeSections(sections))
+    return head, params
+
+
+def _mergeSections(sections):
+    """RFC 2231 s3: the sections of each key put together (see :func:`parseParams`)."""
+    # Sorted by key then section number; grouped by key regardless of case.
+    sections.sort(key=lambda s: (s[0], s[1]))
+    out = []
+    i = 0
+    n = len(sections)
+    while i < n:
+        first = sections[i][0].lower()
+        j = i
+        ok = True
+        extended = False
+        while j < n and sections[j][0].lower() == first:
+            if sections[j][1] != j - i:
+                ok = False
+            extended = extended or sections[j][2]
+            j += 1
+        group = sections[i:j]
+        i = j
+        if not ok:
+            for key, index, ext, val in group:
+                out.append(("%s*%d%s" % (key, index, "*" if ext else ""), val))
+            continue
+        pieces = ["''"] if extended and not group[0][2] else []
+        for _, _, ext, val in group:
+            pieces.append(val.replace("%", "%25") if extended and not ext else val)
+        out.append((group[0][0] + ("*" if extended else ""), "".join(pieces)))
+    return out
+
+
+def paramValue(params, name):
+    """
+    The value of parameter ``name`` (case-insensitive) from
+    :func:`parseParams`' list, as text: an RFC 2231 ``name*`` value is
+    decoded (its charset, %XX), a plain ``name`` preferred.  None if absent.
+    """
+    name = name.lower()
+    extended = None
+    for key, val in params:
+        low = key.lower()
+        if low == name:
+            return val
+        if extended is None and low == name + "*":
+            extended = val
+    if extended is None:
+        return None
+    return decodeRfc2231(extended)
+
+
+def decodeRfc2231(value: str) -> str:
+    """An RFC 2231 s4 extended value, ``charset'language'%XX...``, as text (no charset: UTF-8, a superset of ASCII)."""
+    charset, quote, rest = value.partition("'")
+    if not quote:
+        charset, rest = "", value
+    else:
+        rest = rest.partition("'")[2]
+    data = urllib.parse.unquote_to_bytes(rest.encode("utf-8", "surrogateescape"))
+    try:
+        return data.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")

@@ -25,9 +25,9 @@ import binascii
 import email
 import email.parser
 import email.policy
-import email.utils
 import re
 
+from mailnet.mail.headers import paramValue, parseParams
 from mailnet.mail.lines import toCRLF
 
 # Keep at most this much of any one header block in memory.
@@ -202,36 +202,24 @@ def scanHeader(f, size, budget=None) -> Part:
     return part
 
 
-def plainParams(params):
-    """(key, value) pairs from email's ``get_params`` (without the first,
-    the type itself); an RFC 2231 value (charset, language, text) is given
-    back re-encoded as ``key*``."""
-    out = []
-    for key, val in params:
-        if isinstance(val, tuple):
-            charset, lang, text = val
-            out.append((key + "*", "%s'%s'%s" % (charset or "", lang or "", text)))
-        else:
-            out.append((key, val))
-    return out
-
-
 def _contentType(part, default):
-    msg = part.parsed()
-    value = msg.get("Content-Type")
+    value = part.parsed().get("Content-Type")
     if value is None:
         part.maintype, part.subtype = default
         part.params = [("charset", "us-ascii")] if default[0] == "text" else []
         return
-    ctype = msg.get_content_type()  # falls back to text/plain on garbage
-    if "/" not in str(value).split(";")[0]:
-        ctype = "/".join(default)
-    part.maintype, _, part.subtype = ctype.partition("/")
-    try:
-        raw = msg.get_params(header="content-type") or []
-    except Exception:
-        raw = []
-    params = plainParams(raw[1:])
+    # RFC 5322 s2.2.3: the value is unfolded before its parameters are read
+    # (a boundary folded inside its quotes is one boundary); RFC 2231
+    # parameters stay in their encoded form (headers.parseParams).
+    head, params = parseParams(str(value))
+    ctype = head.lower()
+    if "/" not in ctype:
+        part.maintype, part.subtype = default
+    elif ctype.count("/") != 1:
+        part.maintype, part.subtype = "text", "plain"  # as the email package falls back
+    else:
+        main, _, sub = ctype.partition("/")
+        part.maintype, part.subtype = main.strip(), sub.strip()
     if part.maintype == "text" and not any(k.lower() == "charset" for k, _ in params):
         params.append(("charset", "us-ascii"))
     part.params = params
@@ -268,11 +256,9 @@ def _entity(lines, boundaries, default, depth, ctx):
     _contentType(part, default)
     boundary = None
     if part.maintype == "multipart":
-        b = part.parsed().get_param("boundary")
-        if isinstance(b, tuple):
-            b = email.utils.collapse_rfc2231_value(b)
+        b = paramValue(part.params, "boundary")
         if b:
-            boundary = b"--" + b.encode("utf-8", "replace")
+            boundary = b"--" + b.encode("utf-8", "surrogateescape")
     message = (part.maintype, part.subtype) in (("message", "rfc822"), ("message", "global")) \
         and part.encoding in ("7bit", "8bit", "binary")
     container = (part.maintype == "multipart" and boundary) or message
@@ -414,6 +400,27 @@ class _Base64:
             return b""
 
 
+# RFC 2045 s6.7 rule 3: white space at the end of an encoded line was added
+# in transport and is deleted when decoding, so "=" followed by blanks is a
+# soft line break (binascii.a2b_qp keeps the blanks and the line break).
+# (The look-behind starts a match only at the first blank of a run: linear.)
+_TRAILING_BLANKS = re.compile(rb"(?<![ \t])[ \t]+(?=\r?\n)")
+
+
+def decodeQuotedPrintable(data: bytes, final=True) -> bytes:
+    """
+    Quoted-printable (RFC 2045 s6.7) decoded, trailing white space of each
+    line deleted first (rule 3).  ``final``: ``data`` ends the body, so
+    blanks at its very end go too (Dovecot's qp-decoder does the same).
+    Line breaks come out as they are in ``data``.
+    """
+    if b" \n" in data or b"\t\n" in data or b" \r\n" in data or b"\t\r\n" in data:
+        data = _TRAILING_BLANKS.sub(b"", data)
+    if final and data[-1:] in (b" ", b"\t"):
+        data = data.rstrip(b" \t")
+    return binascii.a2b_qp(data)
+
+
 class _QuotedPrintable:
     def __init__(self):
         self.rest = b""
@@ -422,11 +429,11 @@ class _QuotedPrintable:
         data = self.rest + data
         cut = data.rfind(b"\n") + 1
         self.rest = data[cut:]
-        return toCRLF(binascii.a2b_qp(data[:cut])) if cut else b""
+        return toCRLF(decodeQuotedPrintable(data[:cut], final=False)) if cut else b""
 
     def finish(self):
         rest, self.rest = self.rest, b""
-        return binascii.a2b_qp(rest)
+        return decodeQuotedPrintable(rest)
 
 
 class _Identity:
@@ -468,8 +475,9 @@ def decodedChunks(f, start, end, encoding, chunk=_CHUNK):
 # The decoded text of the text parts.
 
 
-_CT = re.compile(rb"(?im)^content-type:[ \t]*([^;\r\n]*)((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)")
-_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([^\s;]+)")
+_CT = re.compile(rb"(?im)^content-type:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)")
+_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*(?:\r?\n[ \t]+)?([^\s;]+)")
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
 _CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*(?:"([^"]+)"|([^;\s]+))')
 _BLANK = re.compile(rb"\r?\n\r?\n")
@@ -483,8 +491,9 @@ def quickText(data: bytes, depth=0, maxParts=None):
     """
     The decoded text parts of a message as a list of str, by a light MIME
     walk (regexes for Content-Type, boundaries and encodings; base64 and
-    quoted-printable undone; the part's charset applied).  Raises TooComplex
-    for what it does not handle (RFC 2231 parameters...).  ``maxParts``
+    quoted-printable undone; the part's charset applied; RFC 2231
+    parameters through headers.parseParams).  Raises TooComplex for what
+    it does not handle (base64 that does not decode).  ``maxParts``
     (a one-item list, counted down) caps the parts looked at: the rest of
     the message is given back as raw text.
     """
@@ -503,16 +512,20 @@ def quickText(data: bytes, depth=0, maxParts=None):
         else:
             header, body = data[:m.start()], data[m.end():]
     ct = _CT.search(header)
-    ctype = ct.group(1).strip().lower() if ct else b"text/plain"
-    params = ct.group(2) if ct else b""
-    if b"*=" in params or b"*0" in params:
-        raise TooComplex()
+    if ct is None:
+        ctype, params = b"text/plain", b""
+    else:
+        value = ct.group(1)
+        if b"\n" in value:
+            value = _FOLD.sub(b"", value)  # RFC 5322 s2.2.3, as the scanner does
+        ctype, _, params = value.partition(b";")
+        ctype = ctype.strip().lower()
     if ctype.startswith(b"multipart/"):
-        b = _BOUNDARY.search(params)
-        if not b:
+        boundary = _quickParam(params, "boundary", _BOUNDARY)
+        if not boundary:
             return []
         out = []
-        pieces = _splitParts(body, b.group(1) or b.group(2))
+        pieces = _splitParts(body, boundary)
         # pieces: preamble, marker, part, marker, part, ... ; a "--" marker closes.
         for i in range(2, len(pieces), 2):
             if pieces[i - 1]:
@@ -539,13 +552,22 @@ def quickText(data: bytes, depth=0, maxParts=None):
         except binascii.Error:
             raise TooComplex()
     elif cte == b"quoted-printable":
-        body = binascii.a2b_qp(body)
-    cs = _CHARSET.search(params)
-    charset = (cs.group(1) or cs.group(2)).decode("ascii", "replace") if cs else "utf-8"
+        body = decodeQuotedPrintable(body)
+    charset = _quickParam(params, "charset", _CHARSET)
+    charset = charset.decode("ascii", "replace") if charset else "utf-8"
     try:
         return [body.decode(charset, "replace")]
     except LookupError:
         return [body.decode("utf-8", "replace")]
+
+
+def _quickParam(params: bytes, name, pattern):
+    """A Content-Type parameter's value as bytes: by ``pattern``, or, with RFC 2231 parameters, parseParams."""
+    if b"*" in params:
+        value = paramValue(parseParams(";" + params.decode("ascii", "surrogateescape"))[1], name)
+        return None if value is None else value.encode("utf-8", "surrogateescape")
+    m = pattern.search(params)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def _splitParts(body: bytes, boundary: bytes):
@@ -578,7 +600,14 @@ def mimeText(data: bytes) -> str:
         if part.is_multipart() or part.get_content_maintype() != "text":
             continue
         try:
-            payload = part.get_payload(decode=True) or b""
+            if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "quoted-printable":
+                # RFC 2045 s6.7 rule 3, which the email package's decoder does not follow.
+                raw = part.get_payload(decode=False)
+                if isinstance(raw, str):
+                    raw = raw.encode("ascii", "surrogateescape")
+                payload = decodeQuotedPrintable(raw)
+            else:
+                payload = part.get_payload(decode=True) or b""
         except Exception:
             payload = b""
         charset = part.get_content_charset() or "utf-8"

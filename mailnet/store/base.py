@@ -237,8 +237,9 @@ class SharedIndex:
     ``highestModSeq``, ``deleted`` (the folder was deleted: handles fail
     with :class:`NoSuchFolder`); and what :class:`FolderHandle` delegates
     to, with the arguments already checked: ``messages()``, ``get(uid)``,
-    ``expungedSince(modseq)`` (plain values), optionally ``mailboxId`` and
-    ``emailIds(uids)`` (else the handle has none), and ``refresh()``,
+    ``expungedSince(modseq)`` (plain values), optionally ``mailboxId``,
+    ``emailIds(uids)`` and ``threadIds(uids)`` (a Deferred; see
+    :mod:`mailnet.store.threads`) (else the handle has none), and ``refresh()``,
     ``openMessage(uid)``, ``append(source, flags, internalDate)``,
     ``setFlags(uids, flags, mode, unchangedSince)``, ``expunge(uids)``,
     ``copyTo(uids, destIndex)``, ``moveTo(uids, destIndex)`` (values or
@@ -405,6 +406,13 @@ class FolderHandle:
         # Optional for an index: no ids when the backend has none.
         emailIds = getattr(self._index, "emailIds", None)
         return emailIds(_uidList(uids)) if emailIds is not None else {}
+
+    def threadIds(self, uids):
+        # Optional for an index, like emailIds.
+        threadIds = getattr(self._index, "threadIds", None)
+        if threadIds is None:
+            return defer.succeed({})
+        return defer.maybeDeferred(threadIds, _uidList(uids))
 
     def addListener(self, listener):
         if listener not in self.listeners:

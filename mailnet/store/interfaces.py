@@ -40,6 +40,22 @@ Conventions that hold for every method below:
   has a new one.  Ids are never reused for another message or folder.
   Optional for third-party stores written before they existed: callers
   use ``getattr`` and treat a missing method or a None id as "no ids".
+* Thread ids (JMAP RFC 8621 s3, IMAP THREADID RFC 8474).  A *thread id*
+  (same syntax) names one conversation of an account.  A message joins
+  every thread holding a message of the same base subject (RFC 5256 s2.1)
+  that it references (References, else In-Reply-To), that references it,
+  that shares a reference with it, or that has its Message-ID; a message
+  with no references at all and a reply subject (``Re: x``) joins the
+  latest thread of base subject ``x``; otherwise it starts a thread.  So
+  a reply delivered later joins its thread, and a thread split by a
+  missing parent joins when the parent arrives.  A thread's id is fixed
+  when it starts (the builtin backends derive it from its first message's
+  email id) and a late parent takes it.  When a message links two or
+  more threads they merge into the one started first; the messages of
+  the others get its id: the one case where a message's thread id
+  changes (JMAP clients see those Emails as updated).  A message keeps
+  its thread id across a MOVE and a restart; a copy (same header) joins
+  the original's thread.
 * Notifications.  All :class:`IFolder` handles open on the same folder in
   one process share one index.  After a change becomes durable, through any
   handle, a delivery, or :meth:`IFolder.refresh` noticing another program's
@@ -349,6 +365,34 @@ class IAccount(Interface):
             files cannot be read).
         """
 
+    def threadOf(emailIds):
+        """
+        The thread ids of messages named by email id, wherever they are
+        (see "Thread ids" in the module docstring): what JMAP Email/get
+        shows as ``threadId``.  Like :meth:`IFolder.threadIds`, it may
+        read the headers of messages never asked about.  Optional, like
+        :meth:`findEmail`.
+
+        @param emailIds: iterable of strings; ids the account does not
+            have (malformed, unknown, expunged) are left out.
+        @return: Deferred firing with ``{emailId: threadId}``.
+        """
+
+    def threadEmails(threadId):
+        """
+        The messages of a thread (see "Thread ids" in the module docstring).
+
+        Called by JMAP (Thread/get).  Optional, like :meth:`findEmail`.
+
+        @param threadId: a string; anything that is not a thread id of
+            this account gives ``[]``.
+        @return: Deferred firing with the list of email ids of the thread's
+            messages that the account still has, oldest (first indexed)
+            first.  Messages whose thread id was never asked for (through
+            :meth:`IFolder.threadIds`) may be missing from it: a backend
+            may work thread ids out lazily.
+        """
+
     def openFolder(name):
         """
         Open a folder for reading and changing.
@@ -408,6 +452,23 @@ class IFolder(Interface):
         @param uids: iterable of UIDs of this folder.
         @return: dict ``{uid: emailId}`` for the UIDs present in the index;
             UIDs not (or no longer) present are left out.
+        """
+
+    def threadIds(uids):
+        """
+        The thread ids of messages (see "Thread ids" in the module
+        docstring).
+
+        Called by IMAP (FETCH THREADID, RFC 8474) and JMAP.  Asynchronous,
+        unlike :meth:`emailIds`: the first time a message is asked for, a
+        backend may read its header.  Optional: a handle without it (or
+        one answering ``{}``) has no thread ids.
+
+        @param uids: iterable of UIDs of this folder.
+        @return: Deferred firing with a dict ``{uid: threadId}`` for the
+            UIDs present; UIDs not (or no longer) present, or whose message
+            cannot be read, are left out.  Fails only with
+            :class:`StoreError` or ``OSError``.
         """
 
     def claimRecent(uid):

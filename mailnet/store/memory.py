@@ -45,6 +45,7 @@ from mailnet.store.interfaces import (
     NoSuchMessage,
     StoreError,
 )
+from mailnet.store.threads import AccountThreads, ThreadIndex
 
 
 def makeStore(config):
@@ -102,6 +103,9 @@ class _MemoryFolder(SharedIndex):
     def emailIds(self, uids):
         ids = self.ids
         return {uid: ids[uid] for uid in uids if uid in ids}
+
+    def threadIds(self, uids):
+        return self.account.threads.threadIds(self, uids)
 
     # Changing
 
@@ -205,6 +209,7 @@ class MemoryAccount:
         self.limits = limits or FolderLimits()
         self.folders = {}
         self.emails = {}  # email id -> (_MemoryFolder, uid)
+        self.threads = AccountThreads(ThreadIndex(None), lambda f, *a: defer.maybeDeferred(f, *a))
         self.subscriptions = set()
         self._make(INBOX)
         for name in SPECIAL_USE:
@@ -319,6 +324,12 @@ class MemoryAccount:
             return defer.succeed(None)
         folder, uid = found
         return defer.succeed((folder.name, uid))
+
+    def threadEmails(self, threadId):
+        return self.threads.liveEmails(self, threadId)
+
+    def threadOf(self, emailIds):
+        return self.threads.threadOf(self, emailIds)
 
     def openFolder(self, name):
         return defer.maybeDeferred(lambda: FolderHandle(self._folder(name)))

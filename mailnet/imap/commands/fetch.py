@@ -10,12 +10,12 @@ from twisted.internet import task
 
 from mailnet.imap import fetch, serialize
 from mailnet.imap.commands.common import ALREADY_ANSWERED, GONE, bad
-from mailnet.imap.commands.fetchlines import lineMaker
+from mailnet.imap.commands.fetchlines import lineMaker, threadIdItem
 from mailnet.imap.commands.reading import INLINE_LITERAL, STREAM_CHUNK, Opener, readRange, seekable
 from mailnet.imap.parser import FetchAtt
 from mailnet.mail import mime
 from mailnet.logs import Logger
-from mailnet.store.interfaces import SEEN, NoSuchMessage
+from mailnet.store.interfaces import SEEN, NoSuchMessage, StoreError
 
 log = Logger()
 
@@ -31,6 +31,9 @@ _CONTENT_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER",
 
 class FetchCommands:
     """Fetch commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
+
+    # {uid: thread id} of the FETCH in progress (THREADID), looked up before its responses.
+    _fetchThreadIds = {}
 
     async def cmdFetch(self, cmd):
         view = self.view
@@ -72,6 +75,19 @@ class FetchCommands:
                 seenNow = {i.uid for i in changed}
                 if "FLAGS" not in names:
                     atts.append(FetchAtt("FLAGS"))
+        self._fetchThreadIds = {}
+        if "THREADID" in names:
+            # RFC 8474 s5.2: the store's thread ids (it may read headers the first time).
+            threadIds = getattr(folder, "threadIds", None)
+            if threadIds is not None:
+                try:
+                    self._fetchThreadIds = await threadIds([uid for _, uid in pairs])
+                except (StoreError, OSError) as e:
+                    # Advisory data: answered NIL rather than failing the FETCH.
+                    log.warn("thread ids unavailable: {error}",
+                             error=(e.strerror if isinstance(e, OSError) else str(e))[:200])
+                if self.closed:
+                    return ALREADY_ANSWERED
         content = any(a.name in _CONTENT_ATTS for a in atts)
         opener = None
         if content:
@@ -139,7 +155,7 @@ class FetchCommands:
             lookup = {m.uid: m for m in view.folder.messages()}.get
         else:
             lookup = view.folder.get
-        make = lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None)
+        make = lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None, self._fetchThreadIds)
         missing = False
         batch = []
         append = batch.append
@@ -177,8 +193,10 @@ class FetchCommands:
             return b"MODSEQ (%d)" % info.modseq
         if name == "SAVEDATE":
             return b"SAVEDATE NIL"
-        if name in ("EMAILID", "THREADID"):
-            return name.encode() + b" NIL"
+        if name == "EMAILID":
+            return b"EMAILID NIL"
+        if name == "THREADID":
+            return b"THREADID " + threadIdItem(self._fetchThreadIds.get(info.uid))
         raise AssertionError(name)
 
     def _structure(self, uid, f, size, full, loaded=None):

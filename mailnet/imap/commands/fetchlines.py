@@ -22,10 +22,11 @@ LINE_ITEMS = {
     "INTERNALDATE": b"INTERNALDATE %s",
     "RFC822.SIZE": b"RFC822.SIZE %d",
     "MODSEQ": b"MODSEQ (%d)",
-    # Items answered NIL, as no value is kept: SAVEDATE (RFC 8514), EMAILID and THREADID (RFC 8474).
+    # Items answered NIL, as no value is kept: SAVEDATE (RFC 8514), EMAILID (RFC 8474).
     "SAVEDATE": b"SAVEDATE NIL",
     "EMAILID": b"EMAILID NIL",
-    "THREADID": b"THREADID NIL",
+    # RFC 8474 s5.2: THREADID (<objectid>) or NIL, from the ids the command looked up first.
+    "THREADID": b"THREADID %s",
 }
 
 _RECENT = frozenset({"\\Recent"})
@@ -52,7 +53,12 @@ _COMMON = {
 }
 
 
-def _getters(names, recent):
+def threadIdItem(threadId):
+    """RFC 8474 s5.2: ``(<objectid>)`` or ``NIL``."""
+    return b"(" + threadId.encode("ascii") + b")" if threadId else b"NIL"
+
+
+def _getters(names, recent, threadIds=None):
     """One function (info) -> value per item of ``names`` that shows a value."""
     F = serialize.FLAGS
     D = serialize.internalDate
@@ -74,22 +80,23 @@ def _getters(names, recent):
         "INTERNALDATE": dateOf,
         "RFC822.SIZE": attrgetter("size"),
         "MODSEQ": attrgetter("modseq"),
+        "THREADID": lambda i: threadIdItem((threadIds or {}).get(i.uid)),
     }
     return [getters[name] for name in names if name in getters]
 
 
-def lineMaker(names, recent=None):
+def lineMaker(names, recent=None, threadIds=None):
     """
     A function (msn, info) -> the FETCH line for ``names``, a tuple of
     names from LINE_ITEMS only; ``recent`` is the set of UIDs shown with
-    \\Recent (IMAP4rev1).
+    \\Recent (IMAP4rev1); ``threadIds`` {uid: thread id} for THREADID.
     """
     fmt = lineFormat(names)
-    if not recent:
+    if not recent and "THREADID" not in names:
         common = _COMMON.get(names)
         if common is not None:
             return common(fmt, serialize.FLAGS, serialize.internalDate)
-    getters = _getters(names, recent)
+    getters = _getters(names, recent, threadIds)
     # One closure per number of values, so the common cases build their tuple without a loop.
     if not getters:
         return lambda msn, i: fmt % (msn,)

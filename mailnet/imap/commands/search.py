@@ -1,16 +1,18 @@
 """
 SEARCH (with ESEARCH, RFC 4731, and SEARCHRES, RFC 5182): index keys on
-the reactor thread, content keys in worker threads.
+the reactor thread, content keys in worker threads.  SORT (RFC 5256,
+RFC 5957, ESORT of RFC 5267) on the same search, with the sort keys of
+mailnet.imap.sort.
 """
 
 from __future__ import annotations
 
 from twisted.internet import task
 
-from mailnet.imap import search, serialize
+from mailnet.imap import search, serialize, sort
 from mailnet.imap.commands.common import no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
-from mailnet.store.interfaces import NoSuchMessage
+from mailnet.store.interfaces import NoSuchMessage, messageBytes
 
 # SEARCH reads and matches this many messages per worker-thread call, or
 # fewer when they add up to SEARCH_BATCH_BYTES (a store may hand over small
@@ -19,13 +21,16 @@ SEARCH_BATCH = 64
 SEARCH_BATCH_BYTES = 1024 * 1024
 # Index keys over a large mailbox: this long (seconds) on the reactor, then let others in.
 SEARCH_TURN = 0.02
+# SORT makes the string keys of cached records this many per worker-thread
+# call (a quarter of it or fewer inline).
+COMPLETE_BATCH = 512
 
 
 class SearchCommands:
     """Search commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
-    async def cmdSearch(self, cmd):
-        view = self.view
+    def _searchProgram(self, cmd):
+        """(program, uses MODSEQ) of a SEARCH or SORT command: charset checked, strings decoded."""
         charset = cmd.charset
         if charset is not None and charset not in ("UTF-8", "US-ASCII", "UTF8"):
             raise no("Charset %s is not supported" % charset, b"BADCHARSET (UTF-8 US-ASCII)")
@@ -36,19 +41,21 @@ class SearchCommands:
         modseq = search.usesModseq(program)
         if modseq:
             self._enableCondstore()
+        return program, modseq
+
+    async def cmdSearch(self, cmd):
+        view = self.view
+        program, modseq = self._searchProgram(cmd)
         results = await self._runSearch(program)
         returns = cmd.returns
         if returns is None and self.rev2:
             returns = ["ALL"]
-        tagPart = b'(TAG "' + cmd.tag.encode("ascii") + b'")'
-        highest = 0
-        if modseq and results:
-            highest = max(info.modseq for _, _, info in results)
         numbers = [uid if cmd.uid else msn for msn, uid, _ in results]
         if returns is None:
-            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            line = b"* SEARCH" + _numbers(numbers)
             if modseq and results:
-                line += b" (MODSEQ %d)" % highest
+                # RFC 7162 s3.1.5: the highest mod-sequence of all the messages returned.
+                line += b" (MODSEQ %d)" % max(info.modseq for _, _, info in results)
             self.send(line + b"\r\n")
             return
         # RFC 4731 ESEARCH / RFC 5182 SAVE
@@ -66,21 +73,129 @@ class SearchCommands:
                 view.savedSearch = chosen
             else:
                 view.savedSearch = [uid for _, uid, _ in results]
-        parts = [b"* ESEARCH", tagPart]
-        if cmd.uid:
-            parts.append(b"UID")
-        if numbers:
-            if "MIN" in options:
-                parts.append(b"MIN %d" % numbers[0])
-            if "MAX" in options:
-                parts.append(b"MAX %d" % numbers[-1])
-            if "ALL" in options:
-                parts.append(b"ALL " + serialize.seqset(numbers))
-        if "COUNT" in options:
-            parts.append(b"COUNT %d" % len(numbers))
-        if modseq and results:
-            parts.append(b"MODSEQ %d" % highest)
-        self.send(b" ".join(parts) + b"\r\n")
+        self.send(esearchLine(cmd, options, numbers, [info for _, _, info in results], modseq,
+                              serialize.seqset) + b"\r\n")
+
+    async def cmdSort(self, cmd):
+        """
+        SORT and UID SORT (RFC 5256 s3, RFC 5957 DISPLAYFROM/DISPLAYTO), and
+        ESORT's RETURN (...) (RFC 5267 s3): the search program as for
+        SEARCH, then the matches ordered; header keys come from the sort
+        cache, and only messages not in it are read.
+        """
+        view = self.view
+        program, modseq = self._searchProgram(cmd)
+        results = await self._runSearch(program)
+        criteria = sort.effective(cmd.criteria)
+        cache = self.shared.sortKeys
+        folderKey = (self.username, view.name, view.uidValidity)
+        uids = [uid for _, uid, _ in results]
+        positions = cache.order(folderKey, criteria, uids)
+        if positions is None:
+            complete = True
+            keys = {key for key, _ in criteria} & sort.HEADER_KEYS
+            if keys:
+                records, complete = await self._sortRecords(results, keys)
+            else:
+                records = [sort.EMPTY] * len(results)
+            positions = sort.order([info for _, _, info in results], records, criteria)
+            if complete:
+                cache.keepOrder(folderKey, criteria, uids, positions)
+        entries = [results[i] for i in positions]
+        numbers = [e[1] if cmd.uid else e[0] for e in entries]
+        if cmd.returns is None:
+            line = b"* SORT" + _numbers(numbers)
+            if modseq and entries:
+                # RFC 7162 s3.1.5: the highest mod-sequence of all the messages returned.
+                line += b" (MODSEQ %d)" % max(e[2].modseq for e in entries)
+            self.send(line + b"\r\n")
+            return
+        # RFC 5267 s3.1 (ESORT): MIN and MAX are the first and last in sort order.
+        options = set(cmd.returns) or {"ALL"}
+        if "SAVE" in options:
+            # RFC 5182: the saved result is a set (ascending UIDs), whatever the order.
+            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"} and entries:
+                chosen = set()
+                if "MIN" in options:
+                    chosen.add(entries[0][1])
+                if "MAX" in options:
+                    chosen.add(entries[-1][1])
+                view.savedSearch = sorted(chosen)
+            else:
+                view.savedSearch = sorted(e[1] for e in entries)
+            if options == {"SAVE"}:
+                return
+        self.send(esearchLine(cmd, options, numbers, [e[2] for e in entries], modseq, sort.orderedSet) + b"\r\n")
+
+    async def _sortRecords(self, results, keys):
+        """
+        (records, complete): the sort records of ``results`` ([(msn, uid,
+        info)]), in the same order, with ``keys`` made: from the shared
+        cache, the others read (the header only) and made in worker
+        threads, SEARCH_BATCH messages at a time, while the next ones are
+        being opened; ``complete`` is false when a message could not be
+        read (its keys are empty).
+        """
+        records, complete = await self._loadRecords(results, keys)
+        need = [r for r in records if not r.has(keys)]
+        # Keys not made yet in cached records (a first SORT by another key):
+        # made in worker threads too when there are many.
+        for i in range(0, len(need), COMPLETE_BATCH):
+            batch = need[i:i + COMPLETE_BATCH]
+            if len(need) <= COMPLETE_BATCH // 4:
+                _completeRecords(batch, keys)
+            else:
+                await self.shared.inThread(_completeRecords, batch, keys)
+                if self.closed:
+                    raise ConnectionError("closed")
+        return records, complete
+
+    async def _loadRecords(self, results, keys):
+        """_sortRecords' first half: the records, read where the cache has none."""
+        view = self.view
+        cache = self.shared.sortKeys
+        key = (self.username, view.name, view.uidValidity)
+        known = cache.folder(key)
+        if len(known) > 2 * len(view) + 1000:
+            cache.prune(key, set(view.uids))
+        missing = [(uid, info.internalDate) for _, uid, info in results if uid not in known]
+        if missing:
+            found = {}
+            opener = Opener(view.folder, [uid for uid, _ in missing], window=16)
+            batch = []
+            running = None
+            try:
+                for uid, internalDate in missing:
+                    try:
+                        f = await opener.next(uid)
+                    except NoSuchMessage:
+                        continue
+                    batch.append((uid, internalDate, f))
+                    if len(batch) >= SEARCH_BATCH:
+                        if running is not None:
+                            found.update(await running)
+                        if self.closed:
+                            raise ConnectionError("closed")
+                        running = self.shared.inThread(_readRecords, batch, keys)
+                        batch = []
+                if running is not None:
+                    found.update(await running)
+                    running = None
+                if batch:
+                    found.update(await self.shared.inThread(_readRecords, batch, keys))
+                    batch = []
+            finally:
+                opener.close()
+                for _, _, f in batch:
+                    f.close()
+            cache.store(key, found)
+            get = found.get
+            records = [known.get(uid) or get(uid) for _, uid, _ in results]
+            if None in records:
+                # Unreadable now (gone, or an I/O error): empty keys, this time.
+                return [r or sort.EMPTY for r in records], False
+            return records, True
+        return [known[uid] for _, uid, _ in results], True
 
     async def _runSearch(self, program):
         """[(msn, uid, info)] of matching messages, ascending."""
@@ -88,6 +203,16 @@ class SearchCommands:
         folder = view.folder
         get = folder.get
         meta, content = search.split(program)
+        meta = [key for key in meta if key != ("ALL",)]
+        if not meta and not content:
+            # SEARCH ALL, SORT ... ALL (a webmail's list view): no key to
+            # evaluate, only the messages still there.
+            results = []
+            for msn, uid in enumerate(view.uids, 1):
+                info = get(uid)
+                if info is not None:
+                    results.append((msn, uid, info))
+            return results
         searcher = search.Searcher(program, len(view), view.maxUid(), set(view.savedSearch or ()),
                                    self.shared.settings.mimeParts)
         recent = view.recent
@@ -165,6 +290,73 @@ class SearchCommands:
             for _, f in batch:
                 f.close()
         return matched
+
+
+def _numbers(numbers):
+    """`` 1 2 3`` (a space before each): the numbers of a SEARCH or SORT response."""
+    if not numbers:
+        return b""
+    return (" " + " ".join(map(str, numbers))).encode("ascii")
+
+
+def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
+    """
+    The ``* ESEARCH`` response (RFC 4731 s3.1; RFC 5267 s3.2 for ESORT)
+    for ``numbers`` (MSNs or UIDs) in the order they are to be reported
+    (ascending for SEARCH, sort order for SORT) and their MessageInfo
+    ``infos``; MIN is the first, MAX the last.  ``formatAll`` writes the
+    ALL set.
+    """
+    parts = [b'* ESEARCH (TAG "' + cmd.tag.encode("ascii") + b'")']
+    if cmd.uid:
+        parts.append(b"UID")
+    if numbers:
+        if "MIN" in options:
+            parts.append(b"MIN %d" % numbers[0])
+        if "MAX" in options:
+            parts.append(b"MAX %d" % numbers[-1])
+        if "ALL" in options:
+            parts.append(b"ALL " + formatAll(numbers))
+    if "COUNT" in options:
+        parts.append(b"COUNT %d" % len(numbers))
+    if modseq and numbers:
+        if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"}:
+            # RFC 4731 s3.2: with MIN and/or MAX alone, the mod-sequence of
+            # the message(s) returned, not of every match.
+            returned = []
+            if "MIN" in options:
+                returned.append(infos[0])
+            if "MAX" in options:
+                returned.append(infos[-1])
+        else:
+            returned = infos
+        parts.append(b"MODSEQ %d" % max(info.modseq for info in returned))
+    return b" ".join(parts)
+
+
+def _completeRecords(records, keys):
+    """(In a worker thread, or inline for a few.) Make ``keys`` in each record."""
+    for record in records:
+        record.complete(keys)
+
+
+def _readRecords(batch, keys):
+    """
+    (In a worker thread.) {uid: SortRecord} of the opened messages in
+    ``batch`` ([(uid, internal date, file)]), with ``keys`` made.
+    """
+    out = {}
+    for uid, internalDate, f in batch:
+        try:
+            data = messageBytes(f)
+            if data is None:
+                data = readHeaderBytes(f)
+            out[uid] = sort.recordFromHeader(data, internalDate, keys)
+        except (OSError, ValueError):
+            pass  # not kept: read again next time
+        finally:
+            f.close()
+    return out
 
 
 def _matchBatch(batch, content, match, program):

@@ -243,6 +243,12 @@ class MaildirAccount:
     def findEmail(self, emailId):
         return self.store.run(self.locator.find, emailId)
 
+    def threadEmails(self, threadId):
+        return self.store.threadsAt(self.path).liveEmails(self, threadId)
+
+    def threadOf(self, emailIds):
+        return self.store.threadsAt(self.path).threadOf(self, emailIds)
+
     def openFolder(self, name):
         return defer.maybeDeferred(self._folderPath, name).addCallback(
             lambda np: self.store.openFolderAt(np[0], np[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -104,6 +106,14 @@ class FolderIndex(SharedIndex):
                 emailId = known[uid] = emailIdOf(messageGuid(rel[4:].partition(":")[0], ext.get(uid, ())))
             out[uid] = emailId
         return out
+
+    def threadIds(self, uids):
+        # The account's thread index (mailnet/store/threads.py): INBOX is the
+        # account's directory, other folders are ".Name" in it.
+        path = self.disk.path
+        if os.path.basename(path).startswith("."):
+            path = os.path.dirname(path)
+        return self.store.threadsAt(path).threadIds(self, uids)
 
     def expungedSince(self, modseq):
         if modseq < self.floor:

@@ -29,6 +29,8 @@ from mailnet.store.maildir.layout import (
     renderSubscriptions,
     writeFile,
 )
+from mailnet.store.threads import FILE_NAME as THREADS_FILE
+from mailnet.store.threads import AccountThreads, ThreadIndex
 
 log = Logger()
 
@@ -62,6 +64,15 @@ class MaildirStore:
         self.tmp = TmpPool(os.path.join(self.root, TMP_DIR), self.run)
         self.committer = Committer(self)
         self._accounts = {}
+        self._threads = {}  # account path -> AccountThreads
+
+    def threadsAt(self, accountPath):
+        """The :class:`AccountThreads` of the account at ``accountPath`` (its ``mailnet-threads.sqlite``)."""
+        threads = self._threads.get(accountPath)
+        if threads is None:
+            index = ThreadIndex(os.path.join(accountPath, THREADS_FILE))
+            threads = self._threads[accountPath] = AccountThreads(index, self.run)
+        return threads
 
     # Threads
 
@@ -97,6 +108,9 @@ class MaildirStore:
             return None
 
         self.tmp.drop()
+        threads, self._threads = self._threads, {}
+        for t in threads.values():
+            t.close()
         if not self.disks:
             return stop(None)
         d = self.run(self._markClean)
