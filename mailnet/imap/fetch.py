@@ -15,7 +15,7 @@ import collections
 import re
 
 from mailnet.imap.serialize import nstring, plist, string
-from mailnet.mail.headers import parseAddresses, parseParams
+from mailnet.mail.headers import headerString, parseAddresses, parseParams
 from mailnet.mail.mime import MAX_DEPTH, MAX_PARTS, Part, decoder, scan, scanHeader
 
 # What a scan may do on the reactor thread (session.py): past this many
@@ -56,7 +56,7 @@ def _headerValue(part, name):
     if value is None:
         return None
     if not isinstance(value, str):
-        value = str(value)
+        value = headerString(value)  # raw 8-bit (RFC 6532 UTF-8) kept byte for byte
     value = re.sub(r"\r?\n(?=[ \t])", "", value).strip()
     return value.encode("utf-8", "surrogateescape")
 

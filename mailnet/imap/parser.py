@@ -193,6 +193,12 @@ class CommandReader:
         """Bytes received and not yet consumed."""
         return len(self._buf)
 
+    def takeBuffered(self) -> bytes:
+        """Take the bytes received and not yet read (RFC 4978: after COMPRESS they are compressed)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def clear(self):
         """Forget everything buffered and any command in progress (STARTTLS)."""
         self._buf.clear()
@@ -352,9 +358,15 @@ class Command:
         return f"<Command {self.tag} {'UID ' if self.uid else ''}{self.name} {fields}>"
 
     def literals(self):
+        seen = set()
         for value in self.__dict__.values():
-            if isinstance(value, Literal):
-                yield value
+            items = value if isinstance(value, list) else (value,)
+            for item in items:
+                if isinstance(item, AppendMessage):
+                    item = item.message
+                if isinstance(item, Literal) and id(item) not in seen:
+                    seen.add(id(item))
+                    yield item
 
     def close(self):
         for lit in self.literals():
@@ -997,6 +1009,12 @@ def _enable(p, uid):
     return {"capabilities": caps}
 
 
+def _compress(p, uid):
+    # RFC 4978 s5: compress = "COMPRESS" SP algorithm
+    p.sp()
+    return {"mechanism": p.atom("a compression mechanism").upper().decode("ascii")}
+
+
 def _id(p, uid):
     p.sp()
     if p.maybeCI(b"NIL"):
@@ -1158,27 +1176,63 @@ def _status(p, uid):
     return {"mailbox": mailbox, "items": _statusItems(p)}
 
 
+class AppendMessage:
+    """
+    One message of an APPEND: its flags, its date-time (or None), the
+    :class:`Literal`, and whether it came as RFC 6855's ``UTF8 (~{n})``.
+    """
+
+    __slots__ = ("flags", "date", "message", "utf8")
+
+    def __init__(self, flags, date, message, utf8=False):
+        self.flags = flags
+        self.date = date
+        self.message = message
+        self.utf8 = utf8
+
+    def __repr__(self):
+        return f"<AppendMessage {self.flags} {self.date} {self.message!r}>"
+
+
 def _append(p, uid):
+    # RFC 3501 s6.3.11, RFC 3502 s6.3.11 (MULTIAPPEND):
+    # append = "APPEND" SP mailbox 1*append-message
+    # append-message = append-opts SP append-data
+    # append-opts = [SP flag-list] [SP date-time]
     p.sp()
     mailbox = p.mailbox()
-    p.sp()
-    flags = []
-    date = None
-    if p.peek() == 0x28:
-        flags = p.flagList()
+    messages = []
+    while True:
         p.sp()
-    if p.peek() == 0x22:
-        date = p.dateTime()
-        p.sp()
-    if p.maybeCI(b"UTF8"):
-        p.fail("APPEND UTF8 is not supported (UTF8=ACCEPT is not advertised)")
-    if not p.atLiteral():
-        p.fail("Expected the message as a literal")
-    message = p.takeLiteral()
-    if p.peek() == 0x20:
-        message.close()
-        p.fail("MULTIAPPEND is not supported")
-    return {"mailbox": mailbox, "flags": flags, "date": date, "message": message}
+        flags = []
+        date = None
+        if p.peek() == 0x28:
+            flags = p.flagList()
+            p.sp()
+        if p.peek() == 0x22:
+            date = p.dateTime()
+            p.sp()
+        utf8 = False
+        if p.maybeCI(b"UTF8 ("):
+            # RFC 6855 s4: append-data =/ "UTF8" SP "(" literal8 ")"
+            if not p.atLiteral():
+                p.fail("Expected a literal8 after UTF8 (")
+            message = p.takeLiteral()
+            messages.append(AppendMessage(flags, date, message, utf8=True))
+            if not message.binary:
+                p.fail("APPEND UTF8 needs a literal8 (~{n})")
+            p.expect(b")", "')' after the UTF8 message")
+            utf8 = True
+        if not utf8:
+            if not p.atLiteral():
+                p.fail("Expected the message as a literal")
+            messages.append(AppendMessage(flags, date, p.takeLiteral()))
+        if p.peek() != 0x20:
+            break
+    # ``flags``, ``date`` and ``message`` are those of the first message.
+    first = messages[0]
+    return {"mailbox": mailbox, "messages": messages, "flags": first.flags, "date": first.date,
+            "message": first.message}
 
 
 def _search(p, uid):
@@ -1329,6 +1383,7 @@ _COMMANDS.update({
     b"LOGIN": _login,
     b"AUTHENTICATE": _authenticate,
     b"ENABLE": _enable,
+    b"COMPRESS": _compress,
     b"ID": _id,
     b"SELECT": _select,
     b"EXAMINE": _select,

@@ -22,7 +22,7 @@ import email.utils
 import re
 import time
 
-from mailnet.mail.headers import decodeHeader, decodeWords, parseAddresses
+from mailnet.mail.headers import decodeHeader, decodeWords, headerString, parseAddresses
 from mailnet.mail.mime import MAX_HEADER, MAX_PARTS, TooComplex, mimeText, quickText
 from mailnet.store.interfaces import SEEN
 
@@ -343,7 +343,7 @@ def addressText(value) -> str:
     by ``, ``; casefolded.  A field with no address in it is matched as
     its decoded text.
     """
-    text = re.sub(r"\r?\n[ \t]", " ", str(value))
+    text = re.sub(r"\r?\n[ \t]", " ", headerString(value))
     out = []
     for item in parseAddresses(text):
         if item[0] == "group" and len(item) == 3:

@@ -8,6 +8,13 @@ FETCH of a large mailbox or message waits while the client is slow instead
 of piling up in memory), ``startTLS``, ``close``, ``pauseReading`` /
 ``resumeReading``.
 
+After ``COMPRESS DEFLATE`` (RFC 4978) the protocol deflates what the
+session writes and inflates what the client sends
+(:mod:`mailnet.imap.compress`), under the session and over TLS; flow
+control still works both ways: output waits on the transport as before,
+and while the session has reading paused no more input is inflated (the
+compressed rest waits), so a small input cannot become a large buffer.
+
 ``imap`` listens in plaintext with STARTTLS (LOGINDISABLED until TLS unless
 ``[auth] allow_plaintext``); ``imaps`` is wrapped in TLS by the service.
 """
@@ -19,6 +26,7 @@ from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from zope.interface import implementer
 
 from mailnet import net
+from mailnet.imap.compress import CompressionError, Deflater, Inflater
 from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
 from mailnet.logs import Logger
 from mailnet.serving import ProtocolService
@@ -41,6 +49,13 @@ class IMAPServerProtocol(protocol.Protocol):
         self.session = None
         self._paused = False
         self._waiters = []
+        # RFC 4978 COMPRESS=DEFLATE, once the session starts it.
+        self._deflater = None
+        self._inflater = None
+        self._readingPaused = False
+        self._inflating = False
+        self._inflateCall = None
+        self._uncredited = 0  # compressed bytes received, not yet credited to the deadlines
 
     # Transport events
 
@@ -56,10 +71,18 @@ class IMAPServerProtocol(protocol.Protocol):
         self.session.start()
 
     def dataReceived(self, data):
-        self.session.feed(data)
+        if self._inflater is None:
+            self.session.feed(data)
+            return
+        self._inflater.push(data)
+        self._uncredited += len(data)
+        self._inflate()
 
     def connectionLost(self, reason=None):
         self._release()
+        if self._inflateCall is not None and self._inflateCall.active():
+            self._inflateCall.cancel()
+        self._inflateCall = None
         if self.session is not None:
             self.session.connectionLost()
 
@@ -83,9 +106,13 @@ class IMAPServerProtocol(protocol.Protocol):
     # The session's output
 
     def write(self, data):
+        if self._deflater is not None:
+            data = self._deflater.compress(data)
         self.transport.write(data)
 
     def writeSequence(self, data):
+        if self._deflater is not None:
+            data = self._deflater.compressSequence(data)
         self.transport.writeSequence(data)
 
     def drained(self):
@@ -107,10 +134,65 @@ class IMAPServerProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
     def pauseReading(self):
+        self._readingPaused = True
         self.transport.pauseProducing()
 
     def resumeReading(self):
+        self._readingPaused = False
         self.transport.resumeProducing()
+        if self._inflater is not None and self._inflater.pending() and self._inflateCall is None:
+            # Go on with the compressed input kept back, in a later turn
+            # (we are inside the session's pump here).
+            self._inflateCall = self.shared.clock.callLater(0, self._inflateLater)
+
+    # RFC 4978 COMPRESS
+
+    @property
+    def compressed(self):
+        return self._deflater is not None
+
+    def startCompression(self, pending=b""):
+        """
+        Deflate everything written from now on, inflate everything read
+        (RFC 4978 s3: starting right after the CRLF of the tagged OK, which
+        the session has written already).  ``pending``: bytes the client
+        sent after the COMPRESS command, so compressed, that the session
+        had received but not read.
+        """
+        self._deflater = Deflater()
+        self._inflater = Inflater()
+        if pending:
+            self.dataReceived(pending)
+
+    def _inflateLater(self):
+        self._inflateCall = None
+        if self._inflater is not None and not self.session.closed:
+            self._inflate()
+
+    def _inflate(self):
+        """Feed the session inflated input, one bounded chunk at a time, while it reads."""
+        if self._inflating:
+            return  # the loop below goes on
+        self._inflating = True
+        try:
+            session = self.session
+            inflater = self._inflater
+            while not self._readingPaused and not session.closed:
+                try:
+                    data = inflater.next()
+                except CompressionError as e:
+                    log.info("imap: {peer}: closing: {e}", peer=self.peer, e=str(e))
+                    # Nothing the client sends can be read any more.
+                    session.send(b"* BYE Cannot read the compressed input\r\n")
+                    session._close()
+                    return
+                if not data:
+                    return
+                # The min_data_rate deadline counts the bytes on the wire.
+                counted, self._uncredited = self._uncredited, 0
+                session.feed(data, counted)
+        finally:
+            self._inflating = False
 
 
 class IMAPFactory(protocol.Factory):

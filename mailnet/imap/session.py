@@ -166,6 +166,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.username = None
         self.view = None
         self.rev2 = False
+        self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855)
         self.condstore = False
         self.qresync = False
         self.busy = False
@@ -338,13 +339,17 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
 
     # Input
 
-    def feed(self, data):
-        """Bytes from the client."""
+    def feed(self, data, counted=None):
+        """
+        Bytes from the client.  ``counted``: how many bytes the deadlines
+        credit (all by default; under COMPRESS the bytes on the wire, so
+        that a few KB of deflate cannot buy hours, docs/imap.md).
+        """
         if self.closed:
             return
         self._resetTimer()
         self.reader.feed(data)
-        self.deadlines.received(len(data))
+        self.deadlines.received(len(data) if counted is None else counted)
         self.pump()
 
     def pump(self):
@@ -581,11 +586,13 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             else:
                 caps.append(b"LOGINDISABLED")
             return b" ".join(caps)
-        caps += [b"NAMESPACE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
+        caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"SORT", b"SORT=DISPLAY", b"ESORT",
-                 b"APPENDLIMIT=%d" % self.appendLimit()]
+                 b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT"]
         caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
+        if hasattr(self.out, "startCompression"):
+            caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the output object does it
         return b" ".join(caps)
 
     def appendLimit(self):
@@ -594,8 +601,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
     # Mailbox names
 
     def decodeName(self, raw: bytes) -> str:
-        """A mailbox name from the client: UTF-8 for IMAP4rev2, modified UTF-7 before (RFC 3501 s5.1.3)."""
-        if self.rev2:
+        """A mailbox name from the client: UTF-8 for IMAP4rev2 and UTF8=ACCEPT (RFC 6855 s3), modified UTF-7 before (RFC 3501 s5.1.3)."""
+        if self.rev2 or self.utf8:
             try:
                 name = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -613,7 +620,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         return name
 
     def encodeName(self, name: str) -> bytes:
-        if self.rev2:
+        if self.rev2 or self.utf8:
             return serialize.astring(name, utf8=True)
         return serialize.astring(serialize.encodeMailbox(name))
 
@@ -641,6 +648,7 @@ COMMANDS = {
     "AUTHENTICATE": ((NOT_AUTHENTICATED,), IMAPSession.cmdAuthenticate),
     "ENABLE": (_AUTH, IMAPSession.cmdEnable),
     "NAMESPACE": (_AUTH, IMAPSession.cmdNamespace),
+    "COMPRESS": (_AUTH, IMAPSession.cmdCompress),
     "SELECT": (_AUTH, IMAPSession.cmdSelect),
     "EXAMINE": (_AUTH, IMAPSession.cmdSelect),
     "CREATE": (_AUTH, IMAPSession.cmdCreate),

@@ -2,12 +2,14 @@
 Header fields, without I/O: RFC 2047 encoded words (:func:`decodeWords`,
 :func:`decodeHeader`), RFC 5322 address lists (:func:`parseAddresses`),
 unfolding (:func:`unfold`) and MIME parameter lists with RFC 2231
-continuations merged as Dovecot does (:func:`parseParams`).
+continuations merged as Dovecot does (:func:`parseParams`); raw 8-bit
+(RFC 6532) values as text, byte for byte (:func:`headerString`).
 """
 
 from __future__ import annotations
 
 import binascii
+import email.header
 import re
 import urllib.parse
 
@@ -21,10 +23,27 @@ def unfold(value: str) -> str:
     return _FOLD.sub("", value) if "\n" in value else value
 
 
+def headerString(value) -> str:
+    """
+    A header value from the email package (compat32) as text: raw 8-bit
+    bytes, which compat32 hands over as a ``Header`` of "unknown-8bit"
+    (``str()`` of it turns them into U+FFFD), are taken as UTF-8 (RFC 6532),
+    and bytes that are not UTF-8 kept as surrogate escapes, so that
+    ``.encode("utf-8", "surrogateescape")`` gives back the bytes sent.
+    """
+    if isinstance(value, str):
+        return value
+    try:
+        chunks = email.header.decode_header(value)
+    except Exception:
+        return str(value)
+    return "".join(c.decode("utf-8", "surrogateescape") if isinstance(c, bytes) else c for c, _ in chunks)
+
+
 def decodeHeader(value) -> str:
     """A header value with RFC 2047 words decoded, unfolded, casefolded."""
     if not isinstance(value, str):
-        value = str(value)
+        value = headerString(value)
     value = re.sub(r"\r?\n[ \t]", " ", value)
     if "=?" in value:
         value = decodeWords(value)

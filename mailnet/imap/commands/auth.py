@@ -1,6 +1,8 @@
 """
 Commands of any state and of the not-authenticated state: CAPABILITY,
-NOOP, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE; and ENABLE and NAMESPACE.
+NOOP, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE; and ENABLE, NAMESPACE and
+COMPRESS (RFC 4978; the compression itself is in mailnet.imap.compress and
+the protocol).
 """
 
 from __future__ import annotations
@@ -135,6 +137,10 @@ class AuthCommands:
     # Authenticated
 
     async def cmdEnable(self, cmd):
+        if "UTF8=ACCEPT" in cmd.capabilities and self.view is not None:
+            # RFC 6855 s3: "only valid in the authenticated state" (the
+            # names of the selected mailbox would change under the client).
+            raise bad("ENABLE UTF8=ACCEPT is only valid in the authenticated state")
         enabled = []
         for cap in cmd.capabilities:
             if cap == "CONDSTORE" and not self.condstore:
@@ -148,6 +154,10 @@ class AuthCommands:
             elif cap == "IMAP4REV2" and not self.rev2:
                 self.rev2 = True
                 enabled.append("IMAP4rev2")
+            elif cap == "UTF8=ACCEPT" and not self.utf8:
+                # RFC 6855: mailbox names in UTF-8, UTF-8 headers in APPEND.
+                self.utf8 = True
+                enabled.append(cap)
         # RFC 5161 s3.2: ENABLED lists what this command newly enabled.
         self.send(b"* ENABLED" + b"".join(b" " + c.encode() for c in enabled) + b"\r\n")
 
@@ -157,6 +167,22 @@ class AuthCommands:
             if self.view is not None:
                 # RFC 7162 s3.1: enabled while selected -> tell HIGHESTMODSEQ.
                 self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.view.folder.highestModSeq)
+
+    async def cmdCompress(self, cmd):
+        # RFC 4978 s3 (command-auth: authenticated and selected states).
+        if cmd.mechanism != "DEFLATE":
+            raise bad("Unknown compression mechanism %s (DEFLATE is)" % cmd.mechanism[:20])
+        start = getattr(self.out, "startCompression", None)
+        if start is None:
+            raise bad("COMPRESS is not available")
+        if self.out.compressed:
+            # RFC 4978 s3 (as Dovecot and mox): NO [COMPRESSIONACTIVE].
+            raise no("DEFLATE is already active", b"COMPRESSIONACTIVE")
+        self.tagged(cmd.tag, "OK", "DEFLATE active")
+        # RFC 4978 s3: compressed from right after the CRLF of the OK, both
+        # ways; whatever the client sent after the command is compressed.
+        start(self.reader.takeBuffered())
+        return ALREADY_ANSWERED
 
     async def cmdNamespace(self, cmd):
         # RFC 2342: one personal namespace, "/" separated.

@@ -69,7 +69,7 @@ class FolderCommands:
         patterns = []
         for raw in cmd.patterns:
             try:
-                pattern = serialize.decodeMailbox(raw) if not self.rev2 else raw.decode("utf-8")
+                pattern = serialize.decodeMailbox(raw) if not (self.rev2 or self.utf8) else raw.decode("utf-8")
             except (ValueError, UnicodeDecodeError):
                 # Valid syntax (list-mailbox) that names no mailbox: it
                 # matches nothing, the command is still OK.

@@ -1,5 +1,5 @@
 """
-Commands that add or change messages: APPEND, COPY, MOVE (RFC 6851),
+Commands that add or change messages: APPEND (with MULTIAPPEND, RFC 3502), COPY, MOVE (RFC 6851),
 STORE (with CONDSTORE's UNCHANGEDSINCE, RFC 7162 s3.1.3).
 """
 
@@ -9,7 +9,10 @@ from mailnet.imap import serialize
 from mailnet.imap.commands.common import bad, no, reasonOf
 from mailnet.mail.binary import encodeBinaryParts
 from mailnet.mail.lines import canonicalFile
+from mailnet.logs import Logger
 from mailnet.store.interfaces import InvalidFolderName, NoSuchFolder
+
+log = Logger()
 
 # A binary APPEND bigger than this has its parts encoded in a worker thread.
 _INLINE_BINARY = 256 * 1024
@@ -20,32 +23,71 @@ class MessageCommands:
 
     async def cmdAppend(self, cmd):
         name = self.decodeName(cmd.mailbox)
-        message = cmd.message
-        if len(message) > self.appendLimit():
-            raise no("Message too big (limit %d bytes)" % self.appendLimit(), b"TOOBIG")
-        if len(message) == 0:
-            raise no("Empty message")
-        _checkStorable(cmd.flags)
+        messages = cmd.messages
+        # Every message is checked before any is stored (RFC 3502 s6.3.11:
+        # if one cannot be appended, none is).
+        limit = self.appendLimit()
+        for n, m in enumerate(messages, 1):
+            which = "Message %d " % n if len(messages) > 1 else "Message "
+            if len(m.message) > limit:
+                raise no(which + "too big (limit %d bytes)" % limit, b"TOOBIG")
+            if len(m.message) == 0:
+                raise no("Empty message" if len(messages) == 1 else which + "is empty")
+            _checkStorable(m.flags)
+            if not self.utf8:
+                # RFC 6855 s4: before ENABLE UTF8=ACCEPT, no UTF8 item and no
+                # 8-bit character in the header fields (MUST, with NO).
+                if m.utf8:
+                    raise no("APPEND UTF8 needs ENABLE UTF8=ACCEPT first", b"CANNOT")
+                if _eightBitHeader(m.message):
+                    raise no(which + "has 8-bit characters in its header fields; ENABLE UTF8=ACCEPT first",
+                             b"CANNOT")
         folder = await self._openTarget(name)
+        uids = []
         try:
-            source = message.open()
-            if message.binary:
-                # RFC 3516 s4.4: a literal8's binary parts are kept byte for
-                # byte, base64-encoded (as Dovecot does) so that BODY fetches
-                # can send them in an ordinary literal (RFC 3501 s9: no NUL).
-                settings = self.shared.settings
-                if len(message) > _INLINE_BINARY:
-                    source = await self.shared.inThread(encodeBinaryParts, source, settings.mimeParts,
-                                                        settings.mimeDepth)
-                else:
-                    source = encodeBinaryParts(source, settings.mimeParts, settings.mimeDepth)
-            source = canonicalFile(source)
-            uid = await folder.append(source, flags=cmd.flags, internalDate=cmd.date)
+            try:
+                for m in messages:
+                    source = await self._appendSource(m.message)
+                    uids.append(await folder.append(source, flags=m.flags, internalDate=m.date))
+            except BaseException:
+                if uids:
+                    # RFC 3502 s6.3.11: all or none.  The store appends one
+                    # message at a time, so the ones stored are taken out
+                    # again (docs/imap.md, MULTIAPPEND).
+                    await self._undoAppend(folder, uids)
+                raise
             validity = folder.uidValidity
         finally:
             folder.close()
-        # RFC 4315 s3: APPENDUID.
-        return ("OK", "APPEND completed", b"APPENDUID %d %d" % (validity, uid))
+        # RFC 4315 s3: APPENDUID; for MULTIAPPEND a uid-set in the order of the messages.
+        return ("OK", "APPEND completed", b"APPENDUID %d %s" % (validity, serialize.seqset(uids)))
+
+    async def _appendSource(self, message):
+        """The file to store for one APPEND literal (canonical CRLF; binary parts kept)."""
+        source = message.open()
+        if message.binary:
+            # RFC 3516 s4.4: a literal8's binary parts are kept byte for
+            # byte, base64-encoded (as Dovecot does) so that BODY fetches
+            # can send them in an ordinary literal (RFC 3501 s9: no NUL).
+            settings = self.shared.settings
+            if len(message) > _INLINE_BINARY:
+                source = await self.shared.inThread(encodeBinaryParts, source, settings.mimeParts,
+                                                    settings.mimeDepth)
+            else:
+                source = encodeBinaryParts(source, settings.mimeParts, settings.mimeDepth)
+        return canonicalFile(source)
+
+    async def _undoAppend(self, folder, uids):
+        """Take out the messages a failed MULTIAPPEND stored before it failed."""
+        try:
+            await folder.expunge(uids)
+        except Exception as e:
+            log.error("imap: {user}: MULTIAPPEND failed and {n} of its messages could not be removed: {e}",
+                      user=self.username, n=len(uids), e=type(e).__name__)
+            raise no("APPEND failed after storing %d of the messages, which could not be removed" % len(uids),
+                     b"SERVERBUG")
+        log.info("imap: {user}: MULTIAPPEND failed, its {n} stored messages were removed", user=self.username,
+                 n=len(uids))
 
     async def _openTarget(self, name):
         """The mailbox APPEND, COPY or MOVE adds to; RFC 3501 s6.3.11, s6.4.7: [TRYCREATE] when it does not exist."""
@@ -155,6 +197,27 @@ class MessageCommands:
             else:
                 modified = serialize.seqset([view.msnOf(u) for u in failed if view.msnOf(u)])
             return ("OK", "Conditional STORE failed for some messages", b"MODIFIED " + modified)
+
+
+def _eightBitHeader(literal) -> bool:
+    """Whether the header fields of an APPEND literal have a byte over 127 (read up to the blank line)."""
+    f = literal.open()
+    prev = b""
+    first = True
+    while True:
+        chunk = f.read(65536)
+        if not chunk:
+            return False
+        data = prev + chunk
+        if first and data[:1] in (b"\n", b"\r") and (data.startswith(b"\r\n") or data.startswith(b"\n")):
+            return False  # no header at all
+        first = False
+        ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+        if ends:
+            return not data[:min(ends)].isascii()
+        if not chunk.isascii():
+            return True
+        prev = data[-3:]
 
 
 def _checkStorable(flags):
