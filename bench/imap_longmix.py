@@ -198,23 +198,25 @@ def clientProcess(port, seed, seconds, barrier, done, results):
 
 
 def cpuSeconds(pids):
-    """User + system CPU time of these processes (and their reaped children)."""
-    total = 0
+    """(user, system) CPU seconds of these processes (and their reaped children)."""
+    user = system = 0
     for pid in pids:
         try:
             with open("/proc/%d/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
         except (OSError, IndexError):
             pass
-    return total / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def measure(port, clients, seconds, seed, pids):
     """
     Commands per second of ``clients`` processes for ``seconds``:
-    (rate, errors, failures, CPU seconds of the server per command,
-    {command: [count, seconds]}).
+    (rate, errors, failures, CPU seconds of the server per command, of
+    which user time, {command: [count, seconds]}).
     """
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(clients + 1)
@@ -227,7 +229,8 @@ def measure(port, clients, seconds, seed, pids):
     barrier.wait(120)  # all logged in and selected
     cpu = cpuSeconds(pids())
     got = [results.get(timeout=seconds + 300) for _ in procs]
-    cpu = cpuSeconds(pids()) - cpu
+    after = cpuSeconds(pids())
+    user, system = after[0] - cpu[0], after[1] - cpu[1]
     try:
         done.wait(30)
     except threading.BrokenBarrierError:
@@ -243,7 +246,7 @@ def measure(port, clients, seconds, seed, pids):
             kept = latency.setdefault(name, [0, 0.0])
             kept[0] += count
             kept[1] += spent
-    return total / elapsed, sum(r[2] for r in got), failures, cpu / max(total, 1), latency
+    return total / elapsed, sum(r[2] for r in got), failures, (user + system) / max(total, 1), user / max(total, 1), latency
 
 
 def main():
@@ -314,7 +317,7 @@ def main():
 
         for n in range(args.runs):
             for name, p, pids in (servers if n % 2 == 0 else servers[::-1]):
-                rate, errs, failures, cpu, latency = measure(p, args.clients, args.seconds, args.seed + n, pids)
+                rate, errs, failures, cpu, user, latency = measure(p, args.clients, args.seconds, args.seed + n, pids)
                 if failures:
                     sys.exit("%s: client failures: %s" % (name, "; ".join(failures)))
                 rates[name].append(rate)
@@ -324,8 +327,8 @@ def main():
                     kept = latencies[name].setdefault(command, [0, 0.0])
                     kept[0] += count
                     kept[1] += spent
-                print("round %d: %s %.0f commands/s, %.2f ms server CPU a command (%d NO/BAD)"
-                      % (n + 1, name, rate, cpu * 1000, errs), flush=True)
+                print("round %d: %s %.0f commands/s, %.2f ms server CPU a command (%.2f user) (%d NO/BAD)"
+                      % (n + 1, name, rate, cpu * 1000, user * 1000, errs), flush=True)
     finally:
         if dovecot is not None:
             dovecot.stop()

@@ -310,6 +310,21 @@ class Disk(DirectoryScan, FolderOperations):
                 return None
             return self.finish(self.sync())
 
+    def unchanged(self):
+        """
+        (Any thread; the reactor's, for a refresh.)  True when :meth:`refresh`
+        would find nothing to do: the same check, a few stats, no lock.  A
+        worker changing the folder meanwhile makes it answer False (a stamp
+        differs until the worker has recorded the new one), never a wrong True.
+        """
+        full = self.full
+        if full is None or full.dirty:
+            return False
+        try:
+            return not self._changedOnDisk()
+        except OSError:
+            return False
+
     def _changedOnDisk(self):
         full = self.full
         if full.verifyAfter and time.time() >= full.verifyAfter:

@@ -73,6 +73,7 @@ class FolderIndex(SharedIndex):
         self._ids = {}  # uid -> email id, as computed (a UID's file name is fixed)
         self._waiting = {}
         self._waiters = []  # (seq, Deferred)
+        self._refreshJoining = None  # Deferreds waiting on a queued refresh that has not started
 
     # Reading
 
@@ -221,8 +222,38 @@ class FolderIndex(SharedIndex):
         return d
 
     def refresh(self):
-        d = self._op(self.disk.opRefresh)
-        d.addCallback(lambda delta: self._applied(delta, None))
+        # Sessions refresh before every command.  A refresh that has not
+        # started yet looks at the disk later than any caller asking now, so
+        # callers join it instead of queueing one more each.
+        joining = self._refreshJoining
+        if joining is not None:
+            d = defer.Deferred()
+            joining.append(d)
+            return d
+        joining = self._refreshJoining = []
+
+        def start():
+            if self._refreshJoining is joining:
+                self._refreshJoining = None
+            # Mostly nothing changed behind our back, which a few stats
+            # show: on this thread, as openMessage does, since a thread-pool
+            # round trip costs far more.  In the queue all the same, so that
+            # the deltas of the operations before it are in first.
+            if self.disk.unchanged():
+                return None
+            return self.store.run(self.disk.opRefresh)
+
+        def tell(result):
+            for waiter in joining:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
+            return result
+
+        d = self.disk.queue.run(start)
+        d.addCallback(lambda delta: None if delta is None else self._applied(delta, None))
+        d.addBoth(tell)
         return d
 
     def openMessage(self, uid):
