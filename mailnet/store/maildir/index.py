@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailnet.store.base import SharedIndex
+from mailnet.store.base import SharedIndex, flagChanges
 from mailnet.store.interfaces import NoSuchMessage, StoreError
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.delivery import appendMessage
@@ -282,7 +282,19 @@ class FolderIndex(SharedIndex):
             changed, failed, delta = result
             return self._applied(delta, (changed, failed))
 
-        return self._op(self.disk.opSetFlags, uids, flags, mode, unchangedSince).addCallback(done)
+        def start():
+            # A STORE that changes nothing (the flags are already so, as
+            # often in a busy mailbox) needs neither the lock nor a thread:
+            # with nothing changed on disk, the mirror is what the worker
+            # would see (the deltas of earlier operations are in; the queue
+            # keeps the order).
+            if self.disk.unchanged():
+                todo, failed = flagChanges(self.infos, uids, flags, mode, unchangedSince)
+                if not todo:
+                    return [], failed, None
+            return self.store.run(self.disk.opSetFlags, uids, flags, mode, unchangedSince)
+
+        return self.disk.queue.run(start).addCallback(done)
 
     def expunge(self, uids):
         def done(result):
