@@ -2,8 +2,10 @@
 The Maildir store's cheap paths for long-lived IMAP sessions (issue 12,
 speed): a refresh that finds nothing changed, and a flag change that
 changes nothing, are answered on the calling thread without a worker; a
-refresh queued behind other work is shared by every caller that asks
-before it starts.  Changes by other programs are still picked up.
+refresh does not wait for other sessions' operations unless a worker has
+taken in changes the reactor has not been given; a refresh queued behind
+other work is shared by every caller that asks before it starts.  Changes
+by other programs are still picked up.
 """
 
 from __future__ import annotations
@@ -109,23 +111,55 @@ def test_refresh_still_sees_flags_another_program_changed(tmp_path):
     assert seen.kinds() == ["flags"]
 
 
+def test_refresh_does_not_wait_for_other_sessions_work(tmp_path):
+    runner, folder, uids, account = setup(tmp_path, 2)
+    runner.hold = True
+    busy = folder.setFlags([uids[0]], ["\\Flagged"], "add")  # another session's STORE, in a worker
+    fired = []
+    folder.refresh().addBoth(fired.append)
+    assert fired == [None] and runner.calls == ["opSetFlags"]
+    runner.release()
+    assert result(busy)[0][0].flags == {"\\Flagged"}
+
+
+def test_refresh_waits_for_changes_a_worker_took_in(tmp_path):
+    runner, folder, uids, account = setup(tmp_path, 2)
+    runner.hold = True
+    busy = folder.setFlags([uids[0]], ["\\Flagged"], "add")
+    drop(account, "1700000004.M1P1.other")
+    fired = []
+
+    def between():
+        # The STORE's worker has synced (taking in the other program's
+        # message) and recorded the new stamps; the reactor has not had
+        # its delta yet.  A refresh now must not answer from the old copy.
+        assert folder._index.disk.unchanged()
+        folder.refresh().addBoth(lambda r: fired.append(len(folder.messages())))
+
+    runner.release(after=between)
+    assert fired == [3]
+    assert runner.calls == ["opSetFlags"]
+    result(busy)
+
+
 def test_refreshes_queued_behind_work_are_shared(tmp_path):
     runner, folder, uids, account = setup(tmp_path, 2)
     runner.hold = True
     busy = folder.setFlags([uids[0]], ["\\Flagged"], "add")  # a worker holds the folder's queue
+    drop(account, "1700000001.M1P1.other")  # so the refreshes must wait for their turn
     waiting = [folder.refresh() for _ in range(4)]
     assert runner.calls == ["opSetFlags"]
     fired = []
     for d in waiting:
         d.addBoth(fired.append)
-    # The STORE ends (another program delivered meanwhile); the one refresh goes to a worker.
-    runner.release(after=lambda: drop(account, "1700000001.M1P1.other"))
+    # The STORE ends (another program delivered once more meanwhile); the one refresh goes to a worker.
+    runner.release(after=lambda: drop(account, "1700000005.M1P1.other"))
     assert fired == []
     runner.release()
     assert runner.calls == ["opSetFlags", "opRefresh"]
     assert fired == [None, None, None, None]
     assert result(busy)[0][0].flags == {"\\Flagged"}
-    assert len(folder.messages()) == 3
+    assert len(folder.messages()) == 4
 
 
 def test_a_refresh_asked_while_one_runs_gets_its_own(tmp_path):

@@ -222,9 +222,17 @@ class FolderIndex(SharedIndex):
         return d
 
     def refresh(self):
-        # Sessions refresh before every command.  A refresh that has not
-        # started yet looks at the disk later than any caller asking now, so
-        # callers join it instead of queueing one more each.
+        # Sessions refresh before every command.  Mostly nothing changed
+        # behind our back, which a few stats show: on this thread, as
+        # openMessage does, since a thread-pool round trip costs far more;
+        # and at once, not after the operations other sessions have queued
+        # (theirs are not done yet), unless a worker has taken in changes
+        # that are not here yet (Disk.settled).
+        if self.disk.settled(self.seq):
+            return defer.succeed(None)
+        # A refresh that has not started yet looks at the disk later than
+        # any caller asking now, so callers join it instead of queueing one
+        # more each.
         joining = self._refreshJoining
         if joining is not None:
             d = defer.Deferred()
@@ -235,10 +243,8 @@ class FolderIndex(SharedIndex):
         def start():
             if self._refreshJoining is joining:
                 self._refreshJoining = None
-            # Mostly nothing changed behind our back, which a few stats
-            # show: on this thread, as openMessage does, since a thread-pool
-            # round trip costs far more.  In the queue all the same, so that
-            # the deltas of the operations before it are in first.
+            # In its turn the deltas of the operations before it are in:
+            # the stats alone tell whether a worker needs to look.
             if self.disk.unchanged():
                 return None
             return self.store.run(self.disk.opRefresh)
