@@ -2,7 +2,8 @@
 Long-lived IMAP sessions: mailnet beside Dovecot, on copies of one Maildir, in one run.
 
     /work/main/.venv/bin/python bench/imap_longmix.py [--clients 10] [--messages 200]
-        [--seconds 10] [--runs 3] [--seed 1] [--profile FILE] [--keep]
+        [--seconds 10] [--runs 3] [--seed 1] [--dovecot-fsync optimized]
+        [--only mailnet,dovecot] [--profile FILE] [--keep]
 
 What it does (issue 12, "speed of long-lived sessions"):
 
@@ -29,8 +30,13 @@ What it does (issue 12, "speed of long-lived sessions"):
    it fsync its index writes too.  mailnet fsyncs new messages, and the
    directory after its own renames and unlinks (flag changes, expunges),
    so it does more fsyncs than Dovecot's default and fewer than ``always``.
-3. Prints the commands/s of each round, the medians and the ratio
-   Dovecot / mailnet (below 1.0: mailnet is faster).
+3. Prints, for each round and as medians over the rounds: commands/s; the
+   server's CPU time (user + system, from /proc) per command, for Dovecot
+   summed over all its processes; the mean latency of each command; and
+   the ratios Dovecot / mailnet of commands/s (below 1.0: mailnet is
+   faster) and mailnet / Dovecot of CPU per command.  On a shared machine
+   the absolute figures move a lot between runs; read the ratios, over a
+   few runs.
 
 ``--profile FILE``: run mailnet under yappi (every thread, CPU time) if it
 is installed, else cProfile (the reactor thread only), and write the stats
@@ -229,7 +235,11 @@ def measure(port, clients, seconds, seed, pids):
              for i in range(clients)]
     for p in procs:
         p.start()
-    barrier.wait(120)  # all logged in and selected
+    try:
+        barrier.wait(120)  # all logged in and selected
+    except threading.BrokenBarrierError:
+        failures = [r[4] for r in (results.get(timeout=5) for _ in procs if not results.empty()) if r[4]]
+        sys.exit("clients could not log in and select: %s" % ("; ".join(failures) or "timeout"))
     cpu = cpuSeconds(pids())
     got = [results.get(timeout=seconds + 300) for _ in procs]
     after = cpuSeconds(pids())
