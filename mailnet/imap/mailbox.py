@@ -429,10 +429,16 @@ class SelectedMailbox:
                                + [k.encode("utf-8", "replace") for k in sorted(self.keywords)] + [b"\\*"])
 
     def deletedUids(self, within=None):
-        """Known UIDs with \\Deleted (optionally only those in ``within``)."""
+        """Known UIDs with \\Deleted (optionally only those in ``within``), ascending."""
+        if within is None:
+            # EXPUNGE: few messages are \Deleted; one pass over the folder's
+            # index finds them faster than a lookup per known UID.
+            pending = self.pendingExpunged
+            return [m.uid for m in self.folder.messages()
+                    if DELETED in m.flags and m.uid not in pending and self.msnOf(m.uid) is not None]
         get = self.folder.get
         out = []
-        for uid in (within if within is not None else self.uids):
+        for uid in within:
             if uid in self.pendingExpunged:
                 continue
             info = get(uid)

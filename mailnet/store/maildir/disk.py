@@ -46,6 +46,9 @@ class Disk(DirectoryScan, FolderOperations):
         self.keywords = Keywords(path)
         self.full = None
         self.seq = 0
+        # (Thread.)  A sync may have taken in changes made by others that
+        # the reactor has not been given yet (see unchanged()).
+        self.absorbing = False
         self.deleted = False
         self.busy = 0
         self._trustIno = None
@@ -277,6 +280,7 @@ class Disk(DirectoryScan, FolderOperations):
 
     def _snapshot(self, infos):
         full = self.full
+        self.absorbing = False  # the snapshot carries all of it
         return {
             "seq": self.seq,
             "infos": infos,
@@ -310,6 +314,32 @@ class Disk(DirectoryScan, FolderOperations):
                 return None
             return self.finish(self.sync())
 
+    def unchanged(self):
+        """
+        (Any thread; the reactor's, for a refresh.)  True when :meth:`refresh`
+        would find nothing to do: the same check, a few stats, no lock.  A
+        worker changing the folder meanwhile makes it answer False (a stamp
+        differs until the worker has recorded the new one), never a wrong True.
+        """
+        full = self.full
+        if full is None or full.dirty:
+            return False
+        try:
+            return not self._changedOnDisk()
+        except OSError:
+            return False
+
+    def settled(self, seq):
+        """
+        (The reactor's thread.)  :meth:`unchanged`, and no worker has taken
+        in changes the reactor, at delta ``seq``, has not been given: then
+        the reactor's copy is as current as a refresh would make it, even
+        while a worker runs an operation.  In this order: a sync that took
+        in others' changes sets ``absorbing`` before it records the new
+        stamps, and :meth:`finish` numbers the delta before it clears it.
+        """
+        return self.unchanged() and not self.absorbing and self.seq == seq
+
     def _changedOnDisk(self):
         full = self.full
         if full.verifyAfter and time.time() >= full.verifyAfter:
@@ -327,9 +357,11 @@ class Disk(DirectoryScan, FolderOperations):
     def finish(self, delta):
         """Number a delta for the reactor (None when nothing changed)."""
         if delta is None or delta.empty():
+            self.absorbing = False
             return None
         self.seq += 1
         delta.seq = self.seq
+        self.absorbing = False
         delta.uidValidity = self.full.uidValidity
         delta.mailboxId = self.full.mailboxId
         delta.uidNext = self.uidlist.nextUid
@@ -344,6 +376,13 @@ class Disk(DirectoryScan, FolderOperations):
         ``listDirs=False`` only reads what others appended to the index
         files and leaves the directory scan to the next sync.
         """
+        self.absorbing = True  # until the delta is numbered (finish), if it holds anything
+        delta = self._sync(initial, moveNew, listDirs)
+        if delta is None or delta.empty():
+            self.absorbing = False
+        return delta
+
+    def _sync(self, initial, moveNew, listDirs):
         if self.full.broken and not initial:
             return self._recover()
         full = self.full

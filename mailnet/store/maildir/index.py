@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailnet.store.base import SharedIndex
+from mailnet.store.base import SharedIndex, flagChanges
 from mailnet.store.interfaces import NoSuchMessage, StoreError
 from mailnet.store.maildir import tuning
 from mailnet.store.maildir.delivery import appendMessage
@@ -75,6 +75,7 @@ class FolderIndex(SharedIndex):
         self._ids = {}  # uid -> email id, as computed (a UID's file name is fixed)
         self._waiting = {}
         self._waiters = []  # (seq, Deferred)
+        self._refreshJoining = None  # Deferreds waiting on a queued refresh that has not started
 
     # Reading
 
@@ -231,8 +232,44 @@ class FolderIndex(SharedIndex):
         return d
 
     def refresh(self):
-        d = self._op(self.disk.opRefresh)
-        d.addCallback(lambda delta: self._applied(delta, None))
+        # Sessions refresh before every command.  Mostly nothing changed
+        # behind our back, which a few stats show: on this thread, as
+        # openMessage does, since a thread-pool round trip costs far more;
+        # and at once, not after the operations other sessions have queued
+        # (theirs are not done yet), unless a worker has taken in changes
+        # that are not here yet (Disk.settled).
+        if self.disk.settled(self.seq):
+            return defer.succeed(None)
+        # A refresh that has not started yet looks at the disk later than
+        # any caller asking now, so callers join it instead of queueing one
+        # more each.
+        joining = self._refreshJoining
+        if joining is not None:
+            d = defer.Deferred()
+            joining.append(d)
+            return d
+        joining = self._refreshJoining = []
+
+        def start():
+            if self._refreshJoining is joining:
+                self._refreshJoining = None
+            # In its turn the deltas of the operations before it are in:
+            # the stats alone tell whether a worker needs to look.
+            if self.disk.unchanged():
+                return None
+            return self.store.run(self.disk.opRefresh)
+
+        def tell(result):
+            for waiter in joining:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
+            return result
+
+        d = self.disk.queue.run(start)
+        d.addCallback(lambda delta: None if delta is None else self._applied(delta, None))
+        d.addBoth(tell)
         return d
 
     def openMessage(self, uid):
@@ -261,7 +298,19 @@ class FolderIndex(SharedIndex):
             changed, failed, delta = result
             return self._applied(delta, (changed, failed))
 
-        return self._op(self.disk.opSetFlags, uids, flags, mode, unchangedSince).addCallback(done)
+        def start():
+            # A STORE that changes nothing (the flags are already so, as
+            # often in a busy mailbox) needs neither the lock nor a thread:
+            # with nothing changed on disk, the mirror is what the worker
+            # would see (the deltas of earlier operations are in; the queue
+            # keeps the order).
+            if self.disk.unchanged():
+                todo, failed = flagChanges(self.infos, uids, flags, mode, unchangedSince)
+                if not todo:
+                    return [], failed, None
+            return self.store.run(self.disk.opSetFlags, uids, flags, mode, unchangedSince)
+
+        return self.disk.queue.run(start).addCallback(done)
 
     def expunge(self, uids):
         def done(result):
