@@ -122,6 +122,25 @@ def canonicalFile(f):
     return out
 
 
+
+def readHeaderBlock(f, limit: int) -> bytes:
+    """
+    The header block of the message in the file ``f`` from its position:
+    lines up to and including the empty line that ends it, stopping once
+    ``limit`` bytes have been read (a hostile header is not read whole).
+    """
+    out = []
+    size = 0
+    while size < limit:
+        line = f.readline()
+        if not line:
+            break
+        out.append(line)
+        size += len(line)
+        if line in (b"\r\n", b"\n"):
+            break
+    return b"".join(out)
+
 _LINE_DOT = re.compile(rb"\n\.")
 
 

@@ -29,6 +29,7 @@ from twisted.internet import defer
 
 from mailnet.logs import Logger
 from mailnet.mail import threading
+from mailnet.mail.lines import readHeaderBlock
 from mailnet.store.interfaces import StorageFull, StoreError, TemporaryStoreError, messageBytes
 
 log = Logger()
@@ -84,17 +85,7 @@ def readHeader(f, limit=HEADER_LIMIT) -> bytes:
         data = messageBytes(f)
         if data is not None:
             return data[:limit]  # headerFields stops at the empty line
-        out = []
-        size = 0
-        while size < limit:
-            line = f.readline()
-            if not line:
-                break
-            out.append(line)
-            size += len(line)
-            if line in (b"\r\n", b"\n"):
-                break
-        return b"".join(out)
+        return readHeaderBlock(f, limit)
     finally:
         f.close()
 

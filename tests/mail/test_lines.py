@@ -132,3 +132,13 @@ def test_stuffing_examples():
     assert s.feed(b"no final newline") + s.end() == b"no final newline\r\n.\r\n"
     s = DotStuffer()
     assert s.feed(b"a\r") + s.feed(b"\n.b\r\n") + s.end() == b"a\r\n..b\r\n.\r\n"
+
+
+def test_read_header_block_stops_at_the_empty_line_or_the_limit():
+    f = io.BytesIO(b"Subject: a\r\n b\r\nFrom: x\r\n\r\nbody\r\n")
+    assert lines.readHeaderBlock(f, 1000) == b"Subject: a\r\n b\r\nFrom: x\r\n\r\n"
+    assert f.read() == b"body\r\n"
+    assert lines.readHeaderBlock(io.BytesIO(b"A: 1\nB: 2\n\nbody"), 1000) == b"A: 1\nB: 2\n\n"
+    # A hostile header is read only up to the limit (whole lines).
+    assert lines.readHeaderBlock(io.BytesIO(b"X: y\r\n" * 1000), 14) == b"X: y\r\n" * 3
+    assert lines.readHeaderBlock(io.BytesIO(b"No: end"), 1000) == b"No: end"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 
+from mailnet.mail.lines import readHeaderBlock
 from mailnet.store.interfaces import messageBytes
 
 # Literal bodies up to this size are read whole and written in one piece;
@@ -106,14 +107,4 @@ def seekable(f, size):
 
 
 def readHeaderBytes(f, limit=256 * 1024):
-    out = []
-    size = 0
-    while size < limit:
-        line = f.readline()
-        if not line:
-            break
-        out.append(line)
-        size += len(line)
-        if line in (b"\r\n", b"\n"):
-            break
-    return b"".join(out)
+    return readHeaderBlock(f, limit)
