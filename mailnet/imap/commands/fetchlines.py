@@ -57,6 +57,7 @@ _COMMON = {
 
 # RFC 8474 s7: objectid = 1*255(ALPHA / DIGIT / "_" / "-"), case-sensitive.
 _OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}\Z", re.ASCII).match
+_ALL_OBJECTIDS = re.compile(r"(?:[A-Za-z0-9_-]{1,255}\n)*\Z", re.ASCII).match
 
 
 def isObjectId(value):
@@ -67,6 +68,17 @@ def isObjectId(value):
 def objectIdItem(objectId):
     """RFC 8474 s5: ``(<objectid>)``, or ``NIL`` for none (or a store's id that is not a valid objectid)."""
     return b"(" + objectId.encode("ascii") + b")" if objectId and isObjectId(objectId) else b"NIL"
+
+
+def renderedIds(ids):
+    """{uid: ``(<objectid>)``} of {uid: id} (a store's id that is not a valid objectid left out: NIL)."""
+    if not ids:
+        return {}
+    values = "\n".join(ids.values())
+    if _ALL_OBJECTIDS(values + "\n") is not None:
+        # One check for the whole set, the usual case.
+        return {uid: b"(" + value.encode("ascii") + b")" for uid, value in ids.items()}
+    return {uid: objectIdItem(value) for uid, value in ids.items() if isObjectId(value)}
 
 
 def _getters(names, recent, threadIds=None, emailIds=None):
@@ -91,9 +103,14 @@ def _getters(names, recent, threadIds=None, emailIds=None):
         "INTERNALDATE": dateOf,
         "RFC822.SIZE": attrgetter("size"),
         "MODSEQ": attrgetter("modseq"),
-        "THREADID": lambda i: objectIdItem((threadIds or {}).get(i.uid)),
-        "EMAILID": lambda i: objectIdItem((emailIds or {}).get(i.uid)),
     }
+    # RFC 8474 s5: the ids looked up for the command, rendered once.
+    if "THREADID" in names:
+        threadOf = renderedIds(threadIds).get
+        getters["THREADID"] = lambda i: threadOf(i.uid, b"NIL")
+    if "EMAILID" in names:
+        emailOf = renderedIds(emailIds).get
+        getters["EMAILID"] = lambda i: emailOf(i.uid, b"NIL")
     return [getters[name] for name in names if name in getters]
 
 
