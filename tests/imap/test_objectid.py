@@ -251,6 +251,7 @@ def test_line_maker_ids(names):
 
     info = MessageInfo(uid=7, flags=frozenset({"\\Seen"}), internalDate=0.0, size=1, modseq=1)
     make = lineMaker(names, None, {7: "T-x_1"}, {7: "Mabc"})
-    values = {"UID": b"UID 7", "FLAGS": b"FLAGS (\\Seen)", "EMAILID": b"EMAILID (Mabc)", "THREADID": b"THREADID (T-x_1)"}
+    values = {"UID": b"UID 7", "FLAGS": b"FLAGS (\\Seen)", "EMAILID": b"EMAILID (Mabc)",
+              "THREADID": b"THREADID (T-x_1)"}
     assert make(3, info) == b"* 3 FETCH (" + b" ".join(values[n] for n in names) + b")\r\n"
     assert lineMaker(names, {7}, {}, {})(3, info).count(b"NIL") == sum(n in ("EMAILID", "THREADID") for n in names)

@@ -216,7 +216,8 @@ class SearchCommands:
             try:
                 ids["THREADID"] = await threadIds(uids)
             except (StoreError, OSError) as e:
-                log.warn("thread ids unavailable: {error}", error=(e.strerror if isinstance(e, OSError) else str(e))[:200])
+                log.warn("thread ids unavailable: {error}",
+                         error=(e.strerror if isinstance(e, OSError) else str(e))[:200])
                 raise no("Thread ids are unavailable now", b"UNAVAILABLE")
             if self.closed:
                 raise ConnectionError("closed")
