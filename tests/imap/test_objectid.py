@@ -255,3 +255,23 @@ def test_line_maker_ids(names):
               "THREADID": b"THREADID (T-x_1)"}
     assert make(3, info) == b"* 3 FETCH (" + b" ".join(values[n] for n in names) + b")\r\n"
     assert lineMaker(names, {7}, {}, {})(3, info).count(b"NIL") == sum(n in ("EMAILID", "THREADID") for n in names)
+
+
+def test_in_process_thread_ids_unavailable(monkeypatch):
+    """A store that cannot give thread ids now: FETCH THREADID NIL, SEARCH THREADID NO, the session goes on."""
+    from twisted.internet import defer
+
+    from mailnet.store import memory
+    from mailnet.store.interfaces import TemporaryStoreError
+    from tests.imap.helpers import World, message
+
+    monkeypatch.setattr(memory._MemoryFolder, "threadIds",
+                        lambda self, uids: defer.fail(TemporaryStoreError("index busy")))
+    w = World()
+    w.deliver(message("s"))
+    c = w.client(login=USER)
+    c.ok("SELECT INBOX")
+    assert c.ok("FETCH 1 (THREADID)").splitlines()[0] == b"* 1 FETCH (THREADID NIL)"
+    reply = c.cmd("SEARCH THREADID T1")
+    assert reply.splitlines()[-1].split(b" ")[1:3] == [b"NO", b"[UNAVAILABLE]"], reply
+    assert re.search(rb"EMAILID \(" + OBJECTID + rb"\)", c.ok("FETCH 1 (EMAILID)"))
