@@ -516,7 +516,10 @@ _FETCH_MACROS = {
     b"FULL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"),
 }
 
+_OBJECTID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
 _STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ", b"SIZE", b"DELETED", b"APPENDLIMIT"}
+_STATUS_ITEMS.add(b"MAILBOXID")  # RFC 8474 s4.2
 
 _NO_ARGS = {b"CAPABILITY", b"NOOP", b"LOGOUT", b"STARTTLS", b"CHECK", b"CLOSE", b"UNSELECT", b"EXPUNGE", b"IDLE", b"NAMESPACE"}
 
@@ -905,6 +908,13 @@ class _Parser:
                 self.atom("an entry type")
                 self.sp()
             return ("MODSEQ", self.number("a mod-sequence"))
+        if word in (b"EMAILID", b"THREADID"):
+            # RFC 8474 s6: EMAILID / THREADID SP objectid; s7: 1*255(ALPHA / DIGIT / "_" / "-"), case-sensitive.
+            self.sp()
+            value = self.atom("an object id")
+            if len(value) > 255 or value.strip(_OBJECTID_CHARS):
+                self.fail("Invalid object id")
+            return (word.decode(), value.decode("ascii"))
         self.fail("Unknown search key %s" % word.decode("ascii", "replace"))
 
 

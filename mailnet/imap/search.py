@@ -81,6 +81,39 @@ def usesModseq(key) -> bool:
     return False
 
 
+def objectIdKinds(key) -> set:
+    """The RFC 8474 s6 keys ("EMAILID", "THREADID") a program uses."""
+    op = key[0]
+    if op in ("EMAILID", "THREADID"):
+        return {op}
+    if op == "NOT":
+        return objectIdKinds(key[1])
+    if op == "OR":
+        return objectIdKinds(key[1]) | objectIdKinds(key[2])
+    if op == "AND":
+        return set().union(*(objectIdKinds(k) for k in key[1]))
+    return set()
+
+
+def resolveObjectIds(key, ids):
+    """
+    The program with each EMAILID / THREADID key made ``("UIDIN", uids)``:
+    the UIDs of the mailbox with that id; ``ids`` maps "EMAILID" and
+    "THREADID" to ``{uid: id}`` of the mailbox (empty from a store without ids).
+    """
+    op = key[0]
+    if op in ("EMAILID", "THREADID"):
+        wanted = key[1]
+        return ("UIDIN", frozenset(uid for uid, value in ids.get(op, {}).items() if value == wanted))
+    if op == "NOT":
+        return (op, resolveObjectIds(key[1], ids))
+    if op == "OR":
+        return (op, resolveObjectIds(key[1], ids), resolveObjectIds(key[2], ids))
+    if op == "AND":
+        return (op, [resolveObjectIds(k, ids) for k in key[1]])
+    return key
+
+
 def decodeStrings(key, charset):
     """Decode the byte strings in a program to str (casefolded) with the SEARCH charset."""
     op = key[0]
@@ -248,6 +281,9 @@ class Searcher:
             return info.size < key[1]
         if op == "MODSEQ":
             return info.modseq >= key[1]
+        if op == "UIDIN":
+            # EMAILID / THREADID (RFC 8474 s6), looked up in the store before the search: the UIDs they name.
+            return c.uid in key[1]
         if op in ("BEFORE", "ON", "SINCE"):
             return _compareDate(op, _utcDate(info.internalDate), key[1])
         if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):

@@ -589,7 +589,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"SORT", b"SORT=DISPLAY", b"ESORT",
-                 b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT"]
+                 b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID"]
         caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
         if hasattr(self.out, "startCompression"):
             caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the output object does it

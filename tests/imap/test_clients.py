@@ -7,6 +7,7 @@ test is about bytes on the wire (STARTTLS injection, pipelining).
 import email
 import imaplib
 import itertools
+import re
 import socket
 import time
 
@@ -343,7 +344,8 @@ def test_literal_continuation(imap_server):
     sock.sendall(b"a CREATE {4}\r\n")
     assert f.readline().startswith(b"+ ")
     sock.sendall(b"Lit1\r\n")
-    assert f.readline() == b"a OK CREATE completed\r\n"
+    # RFC 8474 s4.1: the new mailbox's id in the tagged OK
+    assert re.fullmatch(rb"a OK \[MAILBOXID \([A-Za-z0-9_-]+\)\] CREATE completed\r\n", f.readline())
 
 
 def test_too_many_connections_get_bye(make_imap_server):

@@ -10,7 +10,7 @@ from twisted.internet import task
 
 from mailnet.imap import fetch, serialize
 from mailnet.imap.commands.common import ALREADY_ANSWERED, GONE, bad
-from mailnet.imap.commands.fetchlines import lineMaker, threadIdItem
+from mailnet.imap.commands.fetchlines import lineMaker, objectIdItem
 from mailnet.imap.commands.reading import INLINE_LITERAL, STREAM_CHUNK, Opener, readRange, seekable
 from mailnet.imap.parser import FetchAtt
 from mailnet.mail import mime
@@ -34,6 +34,8 @@ class FetchCommands:
 
     # {uid: thread id} of the FETCH in progress (THREADID), looked up before its responses.
     _fetchThreadIds = {}
+    # {uid: email id} of the FETCH in progress (EMAILID), looked up once for the whole UID set.
+    _fetchEmailIds = {}
 
     async def cmdFetch(self, cmd):
         view = self.view
@@ -76,6 +78,12 @@ class FetchCommands:
                 if "FLAGS" not in names:
                     atts.append(FetchAtt("FLAGS"))
         self._fetchThreadIds = {}
+        self._fetchEmailIds = {}
+        if "EMAILID" in names:
+            # RFC 8474 s5.1: from the store's index, no I/O; none from a store without ids (NIL).
+            emailIds = getattr(folder, "emailIds", None)
+            if emailIds is not None:
+                self._fetchEmailIds = emailIds([uid for _, uid in pairs])
         if "THREADID" in names:
             # RFC 8474 s5.2: the store's thread ids (it may read headers the first time).
             threadIds = getattr(folder, "threadIds", None)
@@ -155,7 +163,8 @@ class FetchCommands:
             lookup = {m.uid: m for m in view.folder.messages()}.get
         else:
             lookup = view.folder.get
-        make = lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None, self._fetchThreadIds)
+        make = lineMaker(tuple(a.name for a in atts), view.recent if view.showRecent else None, self._fetchThreadIds,
+                         self._fetchEmailIds)
         missing = False
         batch = []
         append = batch.append
@@ -194,9 +203,9 @@ class FetchCommands:
         if name == "SAVEDATE":
             return b"SAVEDATE NIL"
         if name == "EMAILID":
-            return b"EMAILID NIL"
+            return b"EMAILID " + objectIdItem(self._fetchEmailIds.get(info.uid))
         if name == "THREADID":
-            return b"THREADID " + threadIdItem(self._fetchThreadIds.get(info.uid))
+            return b"THREADID " + objectIdItem(self._fetchThreadIds.get(info.uid))
         raise AssertionError(name)
 
     def _structure(self, uid, f, size, full, loaded=None):

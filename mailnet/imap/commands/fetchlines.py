@@ -11,6 +11,7 @@ the others get a closure over one getter per item.
 
 from __future__ import annotations
 
+import re
 from operator import attrgetter
 
 from mailnet.imap import serialize
@@ -22,9 +23,10 @@ LINE_ITEMS = {
     "INTERNALDATE": b"INTERNALDATE %s",
     "RFC822.SIZE": b"RFC822.SIZE %d",
     "MODSEQ": b"MODSEQ (%d)",
-    # Items answered NIL, as no value is kept: SAVEDATE (RFC 8514), EMAILID (RFC 8474).
+    # Items answered NIL, as no value is kept: SAVEDATE (RFC 8514).
     "SAVEDATE": b"SAVEDATE NIL",
-    "EMAILID": b"EMAILID NIL",
+    # RFC 8474 s5.1: EMAILID (<objectid>), from the ids the command looked up first (NIL from a store without ids).
+    "EMAILID": b"EMAILID %s",
     # RFC 8474 s5.2: THREADID (<objectid>) or NIL, from the ids the command looked up first.
     "THREADID": b"THREADID %s",
 }
@@ -53,12 +55,33 @@ _COMMON = {
 }
 
 
-def threadIdItem(threadId):
-    """RFC 8474 s5.2: ``(<objectid>)`` or ``NIL``."""
-    return b"(" + threadId.encode("ascii") + b")" if threadId else b"NIL"
+# RFC 8474 s7: objectid = 1*255(ALPHA / DIGIT / "_" / "-"), case-sensitive.
+_OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}\Z", re.ASCII).match
+_ALL_OBJECTIDS = re.compile(r"(?:[A-Za-z0-9_-]{1,255}\n)*\Z", re.ASCII).match
 
 
-def _getters(names, recent, threadIds=None):
+def isObjectId(value):
+    """True for a string a client may be shown as an RFC 8474 objectid (a store's id of another form is not)."""
+    return isinstance(value, str) and _OBJECTID(value) is not None
+
+
+def objectIdItem(objectId):
+    """RFC 8474 s5: ``(<objectid>)``, or ``NIL`` for none (or a store's id that is not a valid objectid)."""
+    return b"(" + objectId.encode("ascii") + b")" if objectId and isObjectId(objectId) else b"NIL"
+
+
+def renderedIds(ids):
+    """{uid: ``(<objectid>)``} of {uid: id} (a store's id that is not a valid objectid left out: NIL)."""
+    if not ids:
+        return {}
+    values = "\n".join(ids.values())
+    if _ALL_OBJECTIDS(values + "\n") is not None:
+        # One check for the whole set, the usual case.
+        return {uid: b"(" + value.encode("ascii") + b")" for uid, value in ids.items()}
+    return {uid: objectIdItem(value) for uid, value in ids.items() if isObjectId(value)}
+
+
+def _getters(names, recent, threadIds=None, emailIds=None):
     """One function (info) -> value per item of ``names`` that shows a value."""
     F = serialize.FLAGS
     D = serialize.internalDate
@@ -80,23 +103,30 @@ def _getters(names, recent, threadIds=None):
         "INTERNALDATE": dateOf,
         "RFC822.SIZE": attrgetter("size"),
         "MODSEQ": attrgetter("modseq"),
-        "THREADID": lambda i: threadIdItem((threadIds or {}).get(i.uid)),
     }
+    # RFC 8474 s5: the ids looked up for the command, rendered once.
+    if "THREADID" in names:
+        threadOf = renderedIds(threadIds).get
+        getters["THREADID"] = lambda i: threadOf(i.uid, b"NIL")
+    if "EMAILID" in names:
+        emailOf = renderedIds(emailIds).get
+        getters["EMAILID"] = lambda i: emailOf(i.uid, b"NIL")
     return [getters[name] for name in names if name in getters]
 
 
-def lineMaker(names, recent=None, threadIds=None):
+def lineMaker(names, recent=None, threadIds=None, emailIds=None):
     """
     A function (msn, info) -> the FETCH line for ``names``, a tuple of
     names from LINE_ITEMS only; ``recent`` is the set of UIDs shown with
-    \\Recent (IMAP4rev1); ``threadIds`` {uid: thread id} for THREADID.
+    \\Recent (IMAP4rev1); ``threadIds`` {uid: thread id} for THREADID,
+    ``emailIds`` {uid: email id} for EMAILID.
     """
     fmt = lineFormat(names)
     if not recent and "THREADID" not in names:
         common = _COMMON.get(names)
         if common is not None:
             return common(fmt, serialize.FLAGS, serialize.internalDate)
-    getters = _getters(names, recent, threadIds)
+    getters = _getters(names, recent, threadIds, emailIds)
     # One closure per number of values, so the common cases build their tuple without a loop.
     if not getters:
         return lambda msn, i: fmt % (msn,)

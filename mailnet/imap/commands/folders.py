@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import bad, no, reasonOf
-from mailnet.store.interfaces import DELETED, INBOX, SEEN, FolderExists, InvalidFolderName, NoSuchFolder
+from mailnet.imap.commands.fetchlines import isObjectId
+from mailnet.store.interfaces import DELETED, INBOX, SEEN, FolderExists, InvalidFolderName, NoSuchFolder, StoreError
 
 
 class FolderCommands:
@@ -25,6 +26,22 @@ class FolderCommands:
             raise no("Mailbox exists already", b"ALREADYEXISTS")
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        # RFC 8474 s4.1: the new mailbox's id in the tagged OK (none from a store without ids).
+        mailboxId = await self._mailboxIdOf(name)
+        if mailboxId is not None:
+            return ("OK", "CREATE completed", b"MAILBOXID (" + mailboxId.encode("ascii") + b")")
+
+    async def _mailboxIdOf(self, name):
+        """The mailbox id of folder ``name``, or None (a store without ids, or the folder gone meanwhile)."""
+        try:
+            folder = await self.account.openFolder(name)
+        except (StoreError, OSError):
+            return None
+        try:
+            mailboxId = getattr(folder, "mailboxId", None)
+        finally:
+            folder.close()
+        return mailboxId if isObjectId(mailboxId) else None
 
     async def cmdDelete(self, cmd):
         name = self.decodeName(cmd.mailbox)
@@ -215,6 +232,11 @@ class FolderCommands:
                     values.append(b"DELETED %d" % sum(1 for m in infos if DELETED in m.flags))
                 elif item == "APPENDLIMIT":
                     values.append(b"APPENDLIMIT %d" % self.appendLimit())
+                elif item == "MAILBOXID":
+                    # RFC 8474 s4.2; left out by a store without mailbox ids (the syntax has no NIL).
+                    mailboxId = getattr(folder, "mailboxId", None)
+                    if isObjectId(mailboxId):
+                        values.append(b"MAILBOXID (" + mailboxId.encode("ascii") + b")")
             return b"(" + b" ".join(values) + b")"
         finally:
             folder.close()

@@ -12,7 +12,10 @@ from twisted.internet import task
 from mailnet.imap import search, serialize, sort
 from mailnet.imap.commands.common import no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
-from mailnet.store.interfaces import NoSuchMessage, messageBytes
+from mailnet.logs import Logger
+from mailnet.store.interfaces import NoSuchMessage, StoreError, messageBytes
+
+log = Logger()
 
 # SEARCH reads and matches this many messages per worker-thread call, or
 # fewer when they add up to SEARCH_BATCH_BYTES (a store may hand over small
@@ -197,8 +200,32 @@ class SearchCommands:
             return records, True
         return [known[uid] for _, uid, _ in results], True
 
+    async def _objectIdProgram(self, program):
+        """RFC 8474 s6: the program with its EMAILID / THREADID keys looked up once, for the whole mailbox."""
+        kinds = search.objectIdKinds(program)
+        if not kinds:
+            return program
+        folder = self.view.folder
+        uids = list(self.view.uids)
+        ids = {}
+        emailIds = getattr(folder, "emailIds", None)
+        if "EMAILID" in kinds and emailIds is not None:
+            ids["EMAILID"] = emailIds(uids)
+        threadIds = getattr(folder, "threadIds", None)
+        if "THREADID" in kinds and threadIds is not None:
+            try:
+                ids["THREADID"] = await threadIds(uids)
+            except (StoreError, OSError) as e:
+                log.warn("thread ids unavailable: {error}",
+                         error=(e.strerror if isinstance(e, OSError) else str(e))[:200])
+                raise no("Thread ids are unavailable now", b"UNAVAILABLE")
+            if self.closed:
+                raise ConnectionError("closed")
+        return search.resolveObjectIds(program, ids)
+
     async def _runSearch(self, program):
         """[(msn, uid, info)] of matching messages, ascending."""
+        program = await self._objectIdProgram(program)
         view = self.view
         folder = view.folder
         get = folder.get

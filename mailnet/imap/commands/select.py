@@ -9,6 +9,7 @@ from twisted.internet import task
 
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import AUTHENTICATED, SELECTED, bad, no
+from mailnet.imap.commands.fetchlines import isObjectId
 from mailnet.imap.mailbox import SelectedMailbox
 from mailnet.logs import Logger
 
@@ -62,6 +63,10 @@ class SelectCommands:
             b"* OK [PERMANENTFLAGS " + view.permanentFlags() + b"] Flags permitted\r\n",
             b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestModSeq,
         ]
+        mailboxId = getattr(folder, "mailboxId", None)
+        if isObjectId(mailboxId):
+            # RFC 8474 s4.1 (none from a store without mailbox ids)
+            out.append(b"* OK [MAILBOXID (" + mailboxId.encode("ascii") + b")] Ok\r\n")
         if self.rev2:
             # RFC 9051 s6.3.2: a LIST response with the mailbox name.
             attrs = await self._attributesOf(folder.name)
