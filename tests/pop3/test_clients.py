@@ -280,7 +280,11 @@ def runFetchmail(tmp_path, server, name, pw, mode, keep):
         """))
     rc.chmod(0o600)
     env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
-    proc = subprocess.run(["fetchmail", "-v", "--nosyslog", "-f", str(rc)], env=env, capture_output=True, text=True, timeout=60)
+    # Its own lock file: as root fetchmail would use /var/run/fetchmail.pid
+    # (FETCHMAILHOME or not), and one running elsewhere (another xdist
+    # worker's test) makes it exit 8, "another foreground fetchmail is running".
+    command = ["fetchmail", "-v", "--nosyslog", "--pidfile", str(home / "fetchmail.pid"), "-f", str(rc)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     messages = [(p.read_bytes()) for p in sorted(out.iterdir())]
     for p in out.iterdir():
         p.unlink()
