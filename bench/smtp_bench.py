@@ -105,7 +105,9 @@ level = "info"
                        capture_output=True)
         profile = os.environ.get("BENCH_PROFILE")  # cProfile output of the reactor thread
         if profile:
-            run = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "mailnet", "--config", config]
+            # not -m cProfile: twistd ends by re-raising SIGTERM, cProfile would write nothing
+            run = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiled_mailnet.py"), "--config", config]
+            env["BENCH_PROFILE_OUT"] = profile
         self.process = subprocess.Popen(run + ["run"], env=env, stdout=open(os.path.join(self.dir, "log"), "w"),
                                         stderr=subprocess.STDOUT)
         deadline = time.time() + 30
