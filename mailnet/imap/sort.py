@@ -16,16 +16,14 @@ prepares a string once, and prepared strings compare as Python strings
 
 from __future__ import annotations
 
-import calendar
 import collections
-import email.utils
 import itertools
 import re
 import unicodedata
 
 from mailnet.mail.headers import decodeWords, parseAddresses
 from mailnet.mail.mime import MAX_HEADER
-from mailnet.mail.threading import subjectBase
+from mailnet.mail.threading import dateSeconds, subjectBase
 
 # RFC 5256 s3 sort-key, RFC 5957 s3 (SORT=DISPLAY).
 KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
@@ -79,6 +77,10 @@ def casemap(text: str) -> str:
 # with THREAD and the store's thread ids.
 
 
+# RFC 5256 s2.2 "sent date" (None when the Date field does not parse).
+sentDate = dateSeconds
+
+
 def baseSubject(subject: str) -> str:
     """The base subject of a Subject field value (RFC 5256 s2.1), not yet case-mapped."""
     return subjectBase(subject)[0]
@@ -116,38 +118,6 @@ def headerFields(data: bytes, limit=MAX_HEADER):
                 value = _FOLD.sub(b"", value)
             out[index] = value.strip().decode("utf-8", "replace")
     return out
-
-
-_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
-                                        "dec"), 1)}
-_DATE = re.compile(r"(?:[A-Za-z]{3}, *)?(\d{1,2}) +([A-Za-z]{3}) +(\d{4}) +(\d\d):(\d\d)(?::(\d\d))? +([+-])(\d\d)(\d\d)\s*(?:\(.*\))?$")
-
-
-def sentDate(value):
-    """
-    The Date field as seconds since the epoch, in UTC (RFC 5256 s2.2), or
-    None when it cannot be parsed; a date without a zone is taken as UTC.
-    """
-    if not value:
-        return None
-    m = _DATE.match(value)
-    if m is not None:
-        # The usual form, without the email package (a third of the time).
-        day, month, year, hour, minute, second, sign, zh, zm = m.groups()
-        try:
-            t = calendar.timegm((int(year), _MONTHS[month.lower()], int(day), int(hour), int(minute),
-                                 int(second or 0), 0, 0, 0))
-        except (ValueError, OverflowError):
-            return None
-        offset = int(zh) * 3600 + int(zm) * 60
-        return t - offset if sign == "+" else t + offset
-    try:
-        t = email.utils.parsedate_tz(value)
-        if t is None:
-            return None
-        return calendar.timegm(t[:6] + (0, 0, 0)) - (t[9] or 0)
-    except (ValueError, OverflowError, TypeError, IndexError):
-        return None
 
 
 # The usual first address: an addr-spec alone, or after a plain or quoted
@@ -290,7 +260,7 @@ def recordFromHeader(data: bytes, internalDate=None, keys=HEADER_KEYS) -> SortRe
     (RFC 5256 s2.2).
     """
     date, subject, frm, to, cc = headerFields(data)
-    date = sentDate(date)
+    date = dateSeconds(date)
     record = SortRecord(internalDate if date is None else date, None, None, None, None, None, None,
                         (subject, frm, to, cc))
     record.complete(keys)
