@@ -34,7 +34,10 @@ def accountIdFor(username: str) -> str:
 
 
 def register(registry: Registry):
-    registry.capability(CORE, lambda limits: limits.capability())
+    # Core is an account capability too (its value empty): Core/echo and
+    # Blob/copy work in every account, and clients take the account to use
+    # from primaryAccounts[core] when they know no other capability.
+    registry.capability(CORE, lambda limits: limits.capability(), accountValue={})
     registry.method("Core/echo", echo)
 
 

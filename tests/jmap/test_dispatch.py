@@ -106,7 +106,8 @@ def test_session_object():
     for name in ("maxSizeUpload", "maxConcurrentUpload", "maxSizeRequest", "maxConcurrentRequests",
                  "maxCallsInRequest", "maxObjectsInGet", "maxObjectsInSet", "collationAlgorithms"):
         assert name in limits
-    assert session["primaryAccounts"] == {toy.TOY: account.id}
+    assert session["primaryAccounts"] == {CORE: account.id, toy.TOY: account.id}
+    assert session["accounts"][account.id]["accountCapabilities"] == {CORE: {}, toy.TOY: {}}
     assert session["apiUrl"] == "https://mail.example.test/jmap/api/"
     for template, variables in (("downloadUrl", ("accountId", "blobId", "name", "type")), ("uploadUrl", ("accountId",)),
                                 ("eventSourceUrl", ("types", "closeafter", "ping"))):
