@@ -337,6 +337,10 @@ class MailnetService(service.MultiService):
         writeAtomically(os.path.join(config.runDir, "listeners.json"), json.dumps(info, indent=1).encode())
         for name, address in self.addresses.items():
             log.info("listening: {name:12} {host}:{port}", name=name, host=address["host"], port=address["port"])
+        http = self.addresses.get("http")
+        if http and http["port"] is not None:
+            host = http["host"] if ":" not in (http["host"] or "") else f"[{http['host']}]"
+            log.info("jmap session: http://{host}:{port}/.well-known/jmap", host=host, port=http["port"])
         if self.demoLogin:
             log.info("demo login: user {user} password {password}", user=self.demoLogin[0], password=self.demoLogin[1])
         log.info("mailnet ready: {hostname}, domains {domains}, data in {data}",
