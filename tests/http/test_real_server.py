@@ -240,3 +240,28 @@ def test_a_slow_client_does_not_stall_the_others(jmap):
         trickle.close()
     response, _ = api(jmap, [["Core/echo", {}, "0"]])
     assert response.status == 200
+
+
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /.well-known/jmap HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n",
+    b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,  # a TLS ClientHello on the plain port
+])
+def test_malformed_http_is_refused_and_the_server_stays_up(jmap, raw):
+    with socket.create_connection(("127.0.0.1", jmap.port("http")), timeout=30) as s:
+        s.sendall(raw)
+        answer = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    response, _ = api(jmap, [["Core/echo", {}, "0"]])
+    assert response.status == 200
