@@ -128,8 +128,8 @@ class JMAPResource:
             if not gone:
                 problem(request, e.status, e.type, e.detail, **e.extra)
         finally:
-            if principal is not None:
-                principal.logout()
+            if principal is not None and not principal.kept:
+                principal.done()
 
     def accountsOf(self, principal):
         return [core.accountFor(self.registry, principal.username, principal.account)]
@@ -184,15 +184,18 @@ class JMAPResource:
                                    status=413, limit="maxSizeRequest")
             parsed = parseRequest(body, (request.getHeader(b"content-type") or b"").decode("latin-1"),
                                   self.registry.capabilities, self.limits.maxCallsInRequest)
-            accounts = self.accountsOf(principal)
-            context = Context(principal.username, {a.id: a for a in accounts}, self.limits,
-                              {"blobs": self.blobs, "clock": self.clock,
-                               "sessionState": core.sessionObject(self.registry, principal.username, accounts,
-                                                                  self.limits, self.base(request))["state"]})
-            response = await processRequest(self.registry, parsed, context)
+            response = await self.answer(principal, parsed, self.base(request))
         finally:
             self.requests.give(key)
         writeJSON(request, 200, response)
+
+    async def answer(self, principal, parsed, base):
+        """The response object to a checked request (the API and the WebSocket share it)."""
+        accounts = self.accountsOf(principal)
+        sessionState = core.sessionObject(self.registry, principal.username, accounts, self.limits, base)["state"]
+        context = Context(principal.username, {a.id: a for a in accounts}, self.limits,
+                          {"blobs": self.blobs, "clock": self.clock, "sessionState": sessionState})
+        return await processRequest(self.registry, parsed, context)
 
     # Upload (RFC 8620 s6.1)
 

@@ -60,6 +60,14 @@ class Principal:
     account: object
     logout: object
     scheme: str = "basic"
+    kept: bool = False  # set by a handler that outlives the request (push, WebSocket)
+    _done: bool = False
+
+    def done(self):
+        """Log out, once."""
+        if not self._done:
+            self._done = True
+            self.logout()
 
 
 def parseProxies(values, where="[http] trusted_proxies"):

@@ -59,7 +59,14 @@ class EventSource:
             problem(request, 429, "about:blank", f"At most {self.perUser} event streams per user.")
             return
         self.open[key] = self.open.get(key, 0) + 1
-        Stream(request, arguments, self.source, principal.username, self.clock, self._closed(key)).start()
+        principal.kept = True  # logged out when the stream ends
+        closed = self._closed(key)
+
+        def onClose():
+            closed()
+            principal.done()
+
+        Stream(request, arguments, self.source, principal.username, self.clock, onClose).start()
 
     def _closed(self, key):
         def closed():

@@ -11,7 +11,7 @@ import os
 from twisted.internet import task
 
 from mailnet import serving
-from mailnet.http import api, auth, blobstore, eventsource, site
+from mailnet.http import api, auth, blobstore, eventsource, site, websocket
 from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
@@ -67,6 +67,7 @@ class HTTPService(serving.ProtocolService):
                                               config.http.push_connections_per_user)
         routes = dict(self.jmap.routes())
         routes.update(self.events.routes())
+        routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
                               requestDeadline=config.http.request_deadline,
                               minDataRate=config.limits.min_data_rate, idleTimeout=config.http.idle_timeout)

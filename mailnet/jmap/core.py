@@ -53,6 +53,13 @@ def sessionObject(registry: Registry, username: str, accounts: list[Account], li
     templates; ``state`` changes whenever anything in it does.
     """
     capabilities = registry.sessionCapabilities(limits)
+    for value in capabilities.values():
+        # A capability's own endpoint (RFC 8887's WebSocket url) given as a
+        # path: made absolute, ws: or wss: after the scheme of the base.
+        url = value.get("url") if isinstance(value, dict) else None
+        if isinstance(url, str) and url.startswith("/"):
+            wsBase = "wss" + base[5:] if base.startswith("https") else ("ws" + base[4:] if base else "")
+            value["url"] = wsBase + url
     primary = {}
     for uri in registry.accountCapabilities:
         for account in accounts:

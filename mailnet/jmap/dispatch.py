@@ -28,7 +28,7 @@ log = Logger()
 CORE = "urn:ietf:params:jmap:core"
 
 # The modules whose register(registry) builds the default registry.
-MODULES = ("mailnet.jmap.core", "mailnet.jmap.blobs")
+MODULES = ("mailnet.jmap.core", "mailnet.jmap.blobs", "mailnet.jmap.websocket")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,11 @@ def parseRequest(body: bytes, contentType: str | None, known, maxCallsInRequest:
         value = loadJSON(body)
     except (ValueError, RecursionError):
         raise RequestError("notJSON", "The request body is not valid I-JSON.")
+    return checkRequest(value, known, maxCallsInRequest)
+
+
+def checkRequest(value, known, maxCallsInRequest: int) -> Request:
+    """The checks of :func:`parseRequest` on a parsed JSON value (RFC 8887 messages come parsed)."""
     if not isinstance(value, dict):
         raise RequestError("notRequest", "The request must be a JSON object.")
     using = value.get("using")
