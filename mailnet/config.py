@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -373,6 +374,11 @@ def fromDict(raw: dict, source: str = "<dict>", base: str | None = None) -> Conf
     if not values["domains"]["local"]:
         raise ConfigError(f"{source}: [domains] local: at least one local domain is needed")
     values["domains"]["local"] = [d.lower().rstrip(".") for d in values["domains"]["local"]]
+    for proxy in values["http"]["trusted_proxies"]:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"{source}: [http] trusted_proxies: {proxy!r} is not an address or network")
     return Config(values, None if source == "<defaults>" else source, base)
 
 

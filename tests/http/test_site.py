@@ -222,3 +222,13 @@ def test_upload_over_the_limit(tmp_path):
     assert response.status == 413 and response.json()["limit"] == "maxSizeUpload"
     session = http.request(b"GET", b"/.well-known/jmap").json()
     assert session["capabilities"][CORE]["maxSizeUpload"] == 100
+
+
+def test_trusted_proxies_are_checked_with_the_config():
+    import pytest
+
+    from mailnet import config
+
+    with pytest.raises(config.ConfigError, match=r"\[http\] trusted_proxies: 'nonsense' is not an address"):
+        config.fromDict({"http": {"trusted_proxies": ["10.0.0.0/8", "nonsense"]}})
+    assert config.fromDict({"http": {"trusted_proxies": ["10.0.0.0/8", "::1", "192.0.2.7"]}}).http.trusted_proxies
