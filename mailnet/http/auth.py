@@ -11,9 +11,10 @@ when ``[auth] allow_plaintext`` is on: the same rule as IMAP, POP3 and SMTP
 AUTH.  ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from
 those proxies.
 
-Schemes are tried in order (:attr:`Authenticator.schemes`); the webmail's
-cookie session will be one more scheme with the same ``credentials`` /
-``authenticate`` pair.
+Schemes are tried in order (:attr:`Authenticator.schemes`): the first whose
+``credentials(request)`` finds something authenticates the request.  The
+webmail's cookie session will be one more scheme (its ``authenticate``
+looks the session up instead of checking a password).
 """
 
 from __future__ import annotations
@@ -91,7 +92,15 @@ def _address(text):
 
 
 class BasicScheme:
-    """HTTP Basic (RFC 7617): user and password, UTF-8."""
+    """
+    HTTP Basic (RFC 7617): user and password, UTF-8.
+
+    A scheme has ``name``, ``challenge()`` (a WWW-Authenticate value or
+    None), ``credentials(request)`` (None when the request does not use
+    it) and ``authenticate(authenticator, request, credentials, alive)``
+    (Deferred: a :class:`Principal`, or :class:`AuthRefused`).  The
+    webmail's cookie session will be another scheme.
+    """
 
     name = "basic"
 
@@ -115,6 +124,15 @@ class BasicScheme:
         if not sep or not username:
             raise AuthRefused(401, "Malformed Basic credentials.")
         return username, password
+
+    @defer.inlineCallbacks
+    def authenticate(self, authenticator, request, credentials, alive=None):
+        if not authenticator.passwordsAllowed(request):
+            # Nothing is checked: the password may have been seen on the way.
+            raise AuthRefused(401, "Passwords are only accepted over TLS (through the TLS proxy).")
+        username, password = credentials
+        principal = yield authenticator.loginWithPassword(request, username, password, alive)
+        return principal
 
 
 class Authenticator:
@@ -158,21 +176,22 @@ class Authenticator:
         return proto is None or proto.strip().lower() == b"https"
 
     def challenges(self):
-        return [scheme.challenge() for scheme in self.schemes]
+        return [c for c in (scheme.challenge() for scheme in self.schemes) if c]
 
-    @defer.inlineCallbacks
     def authenticate(self, request, alive=None):
         """Deferred firing with a :class:`Principal`, or failing with :class:`AuthRefused`."""
-        for scheme in self.schemes:
-            creds = scheme.credentials(request)
-            if creds is not None:
-                break
-        else:
-            raise AuthRefused(401, "Authentication required.")
-        if not self.passwordsAllowed(request):
-            # Nothing is checked: the password may have been seen on the way.
-            raise AuthRefused(401, "Passwords are only accepted over TLS (through the TLS proxy).")
-        username, password = creds
+        try:
+            for scheme in self.schemes:
+                creds = scheme.credentials(request)
+                if creds is not None:
+                    return scheme.authenticate(self, request, creds, alive)
+        except AuthRefused as e:
+            return defer.fail(e)
+        return defer.fail(AuthRefused(401, "Authentication required."))
+
+    @defer.inlineCallbacks
+    def loginWithPassword(self, request, username, password, alive=None):
+        """The one login sequence (mailnet/login.py: throttle, portal, logging) for this request."""
         peer = self.clientAddress(request)
         try:
             account, logout = yield self.login.login("http", peer, username, password, IAccount, alive=alive)
@@ -184,4 +203,4 @@ class Authenticator:
             raise AuthRefused(401, "The client went away.")
         except Exception:
             raise AuthRefused(503, "Cannot log in now; try again later.")
-        return Principal(getattr(account, "username", None) or username, account, logout, scheme.name)
+        return Principal(getattr(account, "username", None) or username, account, logout, "basic")

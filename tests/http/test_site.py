@@ -232,3 +232,33 @@ def test_trusted_proxies_are_checked_with_the_config():
     with pytest.raises(config.ConfigError, match=r"\[http\] trusted_proxies: 'nonsense' is not an address"):
         config.fromDict({"http": {"trusted_proxies": ["10.0.0.0/8", "nonsense"]}})
     assert config.fromDict({"http": {"trusted_proxies": ["10.0.0.0/8", "::1", "192.0.2.7"]}}).http.trusted_proxies
+
+
+def test_another_authentication_scheme_plugs_in(tmp_path):
+    """The shape the webmail's cookie session will take: one more scheme, no password involved."""
+    from twisted.internet import defer
+
+    from mailnet.http.auth import AuthRefused, Principal
+
+    class CookieScheme:
+        name = "cookie"
+
+        def challenge(self):
+            return None
+
+        def credentials(self, request):
+            return request.getCookie(b"session")
+
+        def authenticate(self, authenticator, request, credentials, alive=None):
+            if credentials != b"good":
+                return defer.fail(AuthRefused(401, "Session expired."))
+            return defer.succeed(Principal("bob@example.test", None, lambda: None, self.name))
+
+    http = HTTP(tmp_path)
+    http.service.authenticator.schemes.insert(0, CookieScheme())
+    response = http.request(b"GET", b"/.well-known/jmap", headers={b"cookie": b"session=good"}, auth=False)
+    assert response.status == 200 and response.json()["username"] == "bob@example.test"
+    assert http.checker.checks == 0
+    response = http.request(b"GET", b"/.well-known/jmap", headers={b"cookie": b"session=old"}, auth=False)
+    assert response.status == 401 and response.headers["www-authenticate"] == ['Basic realm="mailnet", charset="UTF-8"']
+    assert http.request(b"GET", b"/.well-known/jmap").json()["username"] == "alice@example.test"  # Basic still works
