@@ -75,6 +75,14 @@ def dechunk(data):
     return out
 
 
+class Transport(StringTransport):
+    """StringTransport that, like a TCP transport, lets a producer be unregistered twice."""
+
+    def unregisterProducer(self):
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
 class HTTP:
     """One service; :meth:`connect` gives a client connection over StringTransport."""
 
@@ -98,7 +106,7 @@ class HTTP:
     def connect(self, host="127.0.0.1"):
         address = IPv4Address("TCP", host, 40000)
         protocol = self.site.buildProtocol(address)
-        transport = StringTransport(peerAddress=address, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+        transport = Transport(peerAddress=address, hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
         protocol.makeConnection(transport)
         return Connection(protocol, transport)
 
@@ -144,3 +152,11 @@ class Connection:
     @property
     def closed(self):
         return self.transport.disconnecting
+
+    def settle(self):
+        """What the reactor does after loseConnection: tell the protocol the connection is gone."""
+        if self.transport.disconnecting and not getattr(self, "lost", False):
+            self.lost = True
+            from twisted.internet.error import ConnectionDone
+            from twisted.python import failure
+            self.protocol.connectionLost(failure.Failure(ConnectionDone()))
