@@ -188,3 +188,16 @@ class Site(server.Site):
         channel = super().buildProtocol(addr)
         channel.site = self
         return channel
+
+    def log(self, request):
+        """
+        One debug line per request instead of twisted.web's access log: the
+        route only (``/jmap/download/...``), never the rest of the path or the
+        query (blob ids, file names, push arguments), never a header.
+        """
+        parts = request.path.split(b"/")
+        route = b"/".join(parts[:3]) + (b"/..." if len(parts) > 3 else b"")
+        log.debug("http: {peer} {method} {route} {status} {size}",
+                  peer=getattr(request.getClientAddress(), "host", "?"),
+                  method=request.method.decode("latin-1")[:10], route=route.decode("latin-1")[:40],
+                  status=request.code, size=request.sentLength)

@@ -308,3 +308,14 @@ def test_websocket_connections_are_counted_and_released(make_server):
             break
         time.sleep(0.2)
     assert response.status == 200
+
+
+def test_the_log_shows_no_paths_or_queries_at_info(jmap):
+    call(jmap, "GET", "/jmap/download/a1/Gsecret-blob/secret%20name.pdf?type=x/y")
+    call(jmap, "GET", "/private-looking-path?token=abc")
+    response, _ = call(jmap, "GET", "/.well-known/jmap")
+    assert response.status == 200
+    time.sleep(0.5)
+    log = jmap.log()
+    for text in ("secret", "private-looking", "token=abc"):
+        assert text not in log
