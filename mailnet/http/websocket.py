@@ -11,6 +11,7 @@ binary messages close it with 1003 (RFC 8887 s4: JMAP messages are text).
 
 from __future__ import annotations
 
+import h11
 from twisted.internet import defer
 from twisted.web import server
 from twisted.web._websocket_impl import _WebSocketWireProtocol, serverBootstrap
@@ -54,7 +55,7 @@ class WebSocketEndpoint:
         headers = [(name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
         try:
             handshake.initiate_upgrade_connection(headers, request.path)
-        except RemoteProtocolError:
+        except (RemoteProtocolError, h11.ProtocolError):  # h11 also refuses a request without Host
             raise HTTPError(400, "Not a WebSocket handshake.")
         header = request.getHeader(b"sec-websocket-protocol") or b""
         wanted = [p.strip() for p in header.decode("latin-1").split(",")]

@@ -107,3 +107,13 @@ def test_oversized_and_binary_messages_close_the_socket(tmp_path):
     client.connection.raw(client.ws.send(BytesMessage(b"\x00\x01")))
     events = client.received()
     assert any(isinstance(e, CloseConnection) and e.code == 1003 for e in events)
+
+
+def test_an_upgrade_without_host_is_a_400(tmp_path):
+    """Found by tests/http/test_fuzz.py: h11 refused it with an exception of its own (a 500 then)."""
+    http = HTTP(tmp_path)
+    connection = http.connect()
+    connection.raw(b"GET /jmap/ws/ HTTP/1.1\r\nAuthorization: " + basic() + b"\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                   b"Sec-WebSocket-Protocol: jmap\r\n\r\n")
+    assert connection.response().status == 400
