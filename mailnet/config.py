@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -159,6 +160,21 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=600),
         "pop3_line_length": _o("int", 255, "Longest POP3 command line, CRLF included (RFC 2449 s4: 255).", minimum=255),
         "http_request_size": _o("int", 35 * MB, "Largest HTTP request body (JMAP upload, webmail compose).", minimum=1),
+    },
+    "http": {
+        "trusted_proxies": _o("strlist", [], "Addresses or networks (\"10.0.0.5\", \"10.0.0.0/24\") of the TLS proxies in front of the http listener: their X-Forwarded-For and X-Forwarded-Proto are believed; loopback is always trusted. Passwords are taken only from loopback, these, or with [auth] allow_plaintext."),
+        "idle_timeout": _o("int", 120, "Seconds a kept-alive HTTP connection may wait for its next request.", minimum=5),
+        "request_deadline": _o("int", 60, "Seconds a request's head and body may take to arrive, plus 1 s per [limits] min_data_rate bytes (slowloris): bytes do not restart it.", minimum=5),
+        "max_size_request": _o("int", 10 * MB, "Largest JMAP API request body (RFC 8620 maxSizeRequest); a larger one is refused from its Content-Length, unread.", minimum=10_000),
+        "max_size_upload": _o("int", 35 * MB, "Largest blob upload (RFC 8620 maxSizeUpload); also capped by [limits] http_request_size.", minimum=1),
+        "max_concurrent_requests": _o("int", 4, "JMAP API requests one user may have in progress at once (RFC 8620 maxConcurrentRequests).", minimum=1),
+        "max_concurrent_upload": _o("int", 4, "Uploads one user may have in progress at once (RFC 8620 maxConcurrentUpload).", minimum=1),
+        "max_calls_in_request": _o("int", 32, "Method calls in one JMAP request (RFC 8620 maxCallsInRequest).", minimum=1),
+        "max_objects_in_get": _o("int", 500, "Records one /get may ask for (RFC 8620 maxObjectsInGet).", minimum=1),
+        "max_objects_in_set": _o("int", 500, "Records one /set may create, update and destroy (RFC 8620 maxObjectsInSet).", minimum=1),
+        "blob_expiry": _o("int", 86400, "Seconds an uploaded blob is kept when nothing uses it (RFC 8620 s6.1: at least an hour).", minimum=3600),
+        "push_ping_minimum": _o("int", 10, "Shortest EventSource ping interval a client may ask for, in seconds (RFC 8620 s7.3 allows a minimum of at most 30).", minimum=1),
+        "push_connections_per_user": _o("int", 10, "EventSource connections one user may keep open.", minimum=1),
     },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
@@ -358,6 +374,11 @@ def fromDict(raw: dict, source: str = "<dict>", base: str | None = None) -> Conf
     if not values["domains"]["local"]:
         raise ConfigError(f"{source}: [domains] local: at least one local domain is needed")
     values["domains"]["local"] = [d.lower().rstrip(".") for d in values["domains"]["local"]]
+    for proxy in values["http"]["trusted_proxies"]:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"{source}: [http] trusted_proxies: {proxy!r} is not an address or network")
     return Config(values, None if source == "<defaults>" else source, base)
 
 

@@ -11,8 +11,7 @@ protocol's shared state and gives ``factory(listener)`` for each listener
 it serves.  Binding happens here: implicit-TLS listeners are wrapped in TLS
 (the protocol can tell from ``listener`` or ``ISSLTransport`` that TLS is on
 from the start), every listener gets the connection limits and the
-protocol's ``REFUSAL``.  The ``http`` listener (JMAP, webmail) is not built yet: a configured
-one is ignored with one log line.
+protocol's ``REFUSAL``.  The ``http`` listener serves JMAP (mailnet/http/).
 
 One server at a time per data directory: the running one holds an exclusive
 ``flock`` on ``run/mailnet.lock`` (like the queue's spool lock), taken
@@ -40,6 +39,7 @@ from mailnet.logs import Logger
 from mailnet import auth, login, net, tls
 from mailnet.config import Config, ConfigError
 from mailnet.durable import writeAtomically
+from mailnet.http import server as httpServer
 from mailnet.imap import server as imapServer
 from mailnet.pop3 import server as pop3Server
 from mailnet.queue import service as queueService
@@ -51,10 +51,10 @@ log = Logger()
 
 # Modules with makeService(context) -> ProtocolService; listeners are
 # bound in this order.
-PROTOCOLS = (smtpServer, pop3Server, imapServer)
+PROTOCOLS = (smtpServer, pop3Server, imapServer, httpServer)
 
 # Configured listeners that have no protocol yet -> why (logged once).
-NOT_BUILT = {"http": "JMAP and webmail are not built yet"}
+NOT_BUILT = {}
 
 # Other services: modules with makeService(context) -> IService.
 EXTRA_SERVICES = [queueService]
@@ -337,6 +337,10 @@ class MailnetService(service.MultiService):
         writeAtomically(os.path.join(config.runDir, "listeners.json"), json.dumps(info, indent=1).encode())
         for name, address in self.addresses.items():
             log.info("listening: {name:12} {host}:{port}", name=name, host=address["host"], port=address["port"])
+        http = self.addresses.get("http")
+        if http and http["port"] is not None:
+            host = http["host"] if ":" not in (http["host"] or "") else f"[{http['host']}]"
+            log.info("jmap session: http://{host}:{port}/.well-known/jmap", host=host, port=http["port"])
         if self.demoLogin:
             log.info("demo login: user {user} password {password}", user=self.demoLogin[0], password=self.demoLogin[1])
         log.info("mailnet ready: {hostname}, domains {domains}, data in {data}",

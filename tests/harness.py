@@ -186,6 +186,10 @@ class MailServer:
     def port(self, listener) -> int:
         return self.info["listeners"][listener]["port"]
 
+    def url(self, path="/"):
+        """``http://127.0.0.1:<http port><path>``: the JMAP/webmail listener."""
+        return f"http://127.0.0.1:{self.port('http')}{path}"
+
     @property
     def certFile(self):
         return os.path.join(self.dataDir, "tls", "cert.pem")

@@ -1,4 +1,4 @@
-"""What the info log shows: one line for the listener that is not built yet,
+"""What the info log shows: every listener (http too, now that JMAP is built),
 no DNS resolver chatter (twisted.names logs every query's UDP socket)."""
 
 import io
@@ -20,9 +20,8 @@ def test_info_log_of_a_real_server(tmp_path):
     server.start()
     try:
         log = server.log()
-        notBuilt = [line for line in log.splitlines() if "listener http" in line]
-        assert len(notBuilt) == 1 and notBuilt[0].endswith(
-            "listener http: JMAP and webmail are not built yet; [listen] http is ignored"), log
+        assert "listener http" not in log  # no "not built yet" line any more
+        assert f"listening: http         127.0.0.1:{server.port('http')}" in log
         assert "not part of this build" not in log
         server.addUser("alice@example.test", "alice-pw")
         context = ssl.create_default_context(cafile=server.certFile)
@@ -82,5 +81,5 @@ def test_no_optional_protocol_modules():
     """Every protocol is wired explicitly; nothing is skipped when missing."""
     assert not hasattr(service, "optionalModule")
     assert [module.__name__ for module in service.PROTOCOLS] == [
-        "mailnet.smtp.server", "mailnet.pop3.server", "mailnet.imap.server"]
-    assert set(service.NOT_BUILT) == {"http"}
+        "mailnet.smtp.server", "mailnet.pop3.server", "mailnet.imap.server", "mailnet.http.server"]
+    assert service.NOT_BUILT == {}

@@ -1,0 +1,277 @@
+"""
+The JMAP endpoints on twisted.web (RFC 8620): the session resource, the
+API, blob upload and download.  Thin: authentication is
+:mod:`mailnet.http.auth`, the request handling is :mod:`mailnet.jmap`
+(pure), the bytes of blobs are :mod:`mailnet.http.blobstore`.
+EventSource is :mod:`mailnet.http.eventsource`.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+from twisted.internet import defer
+from twisted.protocols.basic import FileSender
+from twisted.web import server
+
+from mailnet.http.auth import AuthRefused
+from mailnet.http.site import problem, writeJSON
+from mailnet.jmap import core
+from mailnet.jmap.dispatch import Context, processRequest
+from mailnet.jmap.errors import PREFIX, RequestError
+from mailnet.jmap.request import parseRequest
+from mailnet.logs import Logger
+
+log = Logger()
+
+# Blobs up to this size are written in one go; larger ones are streamed.
+SMALL = 64 * 1024
+
+# A media type we repeat in Content-Type: type/subtype with an optional charset.
+MEDIA_TYPE = re.compile(rb"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}"
+                        rb"(; ?charset=[A-Za-z0-9_.:-]{1,40})?\Z")
+
+
+class HTTPError(Exception):
+    def __init__(self, status, detail, type="about:blank", **extra):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.type = type
+        self.extra = extra
+
+
+class Counter:
+    """In-progress requests per user, for maxConcurrentRequests and maxConcurrentUpload."""
+
+    def __init__(self):
+        self.counts = {}
+
+    def take(self, key, limit) -> bool:
+        count = self.counts.get(key, 0)
+        if count >= limit:
+            return False
+        self.counts[key] = count + 1
+        return True
+
+    def give(self, key):
+        count = self.counts.get(key, 0) - 1
+        if count > 0:
+            self.counts[key] = count
+        else:
+            self.counts.pop(key, None)
+
+
+def contentDisposition(name: str) -> bytes:
+    """``attachment`` with the name (RFC 6266 s4.3: an ASCII fallback and filename*)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%/' else "_" for c in name)[:200] or "download"
+    encoded = urllib.parse.quote(name[:200], safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}".encode("ascii")
+
+
+class JMAPResource:
+    """
+    The JMAP part of the site.
+
+    @param settings: the ``[http]`` config namespace.
+    @param registry: the :class:`~mailnet.jmap.dispatch.Registry`.
+    @param authenticator: :class:`~mailnet.http.auth.Authenticator`.
+    @param blobs: :class:`~mailnet.jmap.blobs.BlobLookup` (reads).
+    @param uploads: :class:`~mailnet.http.blobstore.UploadStore` (writes).
+    """
+
+    def __init__(self, registry, limits, authenticator, blobs, uploads, clock):
+        self.registry = registry
+        self.limits = limits
+        self.auth = authenticator
+        self.blobs = blobs
+        self.uploads = uploads
+        self.clock = clock
+        self.requests = Counter()
+        self.uploadsInProgress = Counter()
+
+    def routes(self):
+        return {
+            b"/.well-known/jmap": self.session,
+            core.API_PATH.encode(): self.api,
+            core.UPLOAD_PATH.encode(): self.upload,
+            core.DOWNLOAD_PATH.encode(): self.download,
+        }
+
+    # Plumbing
+
+    def serve(self, request, handler, *args):
+        """Run ``handler(request, principal, *args)`` (async) after authentication."""
+        d = defer.ensureDeferred(self._serve(request, handler, *args))
+        d.addErrback(request.processingFailed)
+        return server.NOT_DONE_YET
+
+    async def _serve(self, request, handler, *args):
+        gone = []
+        request.notifyFinish().addErrback(lambda failure: gone.append(True))
+        principal = None
+        try:
+            principal = await self.auth.authenticate(request, alive=lambda: not gone)
+            await handler(request, principal, *args)
+        except AuthRefused as e:
+            if not gone:
+                if e.status == 401:
+                    for challenge in self.auth.challenges():
+                        request.responseHeaders.addRawHeader(b"www-authenticate", challenge)
+                problem(request, e.status, "about:blank", e.detail)
+        except RequestError as e:
+            if not gone:
+                problem(request, e.status, PREFIX + e.type, e.detail,
+                        **({"limit": e.limit} if e.limit is not None else {}))
+        except HTTPError as e:
+            if not gone:
+                problem(request, e.status, e.type, e.detail, **e.extra)
+        finally:
+            if principal is not None and not principal.kept:
+                principal.done()
+
+    def accountsOf(self, principal):
+        return [core.accountFor(self.registry, principal.username, principal.account)]
+
+    def base(self, request) -> str:
+        """``scheme://host`` for absolute URLs in the session (RFC 8620 s2)."""
+        host = request.getHeader(b"host")
+        if not host or not re.fullmatch(rb"[A-Za-z0-9.:\[\]-]{1,300}", host):
+            return ""
+        secure = request.isSecure() or (self.auth._trusted(request)
+                                         and (request.getHeader(b"x-forwarded-proto") or b"").lower() == b"https")
+        return ("https://" if secure else "http://") + host.decode("ascii")
+
+    def _method(self, request, *allowed):
+        if request.method not in allowed:
+            request.setHeader(b"allow", b", ".join(allowed))
+            problem(request, 405, "about:blank", "Method not allowed.")
+            return False
+        return True
+
+    # The session resource (RFC 8620 s2)
+
+    def session(self, request, rest):
+        if not self._method(request, b"GET", b"HEAD"):
+            return server.NOT_DONE_YET
+        return self.serve(request, self._session)
+
+    async def _session(self, request, principal):
+        value = core.sessionObject(self.registry, principal.username, self.accountsOf(principal),
+                                   self.limits, self.base(request))
+        writeJSON(request, 200, value)
+
+    # The API (RFC 8620 s3)
+
+    def api(self, request, rest):
+        if rest:
+            problem(request, 404, "about:blank", "Not found.")
+            return server.NOT_DONE_YET
+        if not self._method(request, b"POST"):
+            return server.NOT_DONE_YET
+        return self.serve(request, self._api)
+
+    async def _api(self, request, principal):
+        key = principal.username.lower()
+        if not self.requests.take(key, self.limits.maxConcurrentRequests):
+            raise RequestError("limit", f"At most {self.limits.maxConcurrentRequests} requests at once.",
+                               status=429, limit="maxConcurrentRequests")
+        try:
+            body = request.content.read(self.limits.maxSizeRequest + 1)
+            if len(body) > self.limits.maxSizeRequest:
+                raise RequestError("limit", f"Requests are limited to {self.limits.maxSizeRequest} bytes.",
+                                   status=413, limit="maxSizeRequest")
+            parsed = parseRequest(body, (request.getHeader(b"content-type") or b"").decode("latin-1"),
+                                  self.registry.capabilities, self.limits.maxCallsInRequest)
+            response = await self.answer(principal, parsed, self.base(request))
+        finally:
+            self.requests.give(key)
+        writeJSON(request, 200, response)
+
+    async def answer(self, principal, parsed, base):
+        """The response object to a checked request (the API and the WebSocket share it)."""
+        accounts = self.accountsOf(principal)
+        sessionState = core.sessionObject(self.registry, principal.username, accounts, self.limits, base)["state"]
+        context = Context(principal.username, {a.id: a for a in accounts}, self.limits,
+                          {"blobs": self.blobs, "clock": self.clock, "sessionState": sessionState})
+        return await processRequest(self.registry, parsed, context)
+
+    # Upload (RFC 8620 s6.1)
+
+    def upload(self, request, rest):
+        if not self._method(request, b"POST"):
+            return server.NOT_DONE_YET
+        accountId = rest.rstrip(b"/").decode("latin-1")
+        return self.serve(request, self._upload, accountId)
+
+    async def _upload(self, request, principal, accountId):
+        accounts = {a.id for a in self.accountsOf(principal)}
+        if accountId not in accounts:
+            raise HTTPError(404, "No such account.", PREFIX + "accountNotFound")
+        key = principal.username.lower()
+        if not self.uploadsInProgress.take(key, self.limits.maxConcurrentUpload):
+            raise RequestError("limit", f"At most {self.limits.maxConcurrentUpload} uploads at once.",
+                               status=429, limit="maxConcurrentUpload")
+        try:
+            contentType = request.getHeader(b"content-type") or b"application/octet-stream"
+            if not MEDIA_TYPE.match(contentType):
+                contentType = b"application/octet-stream"
+            request.content.seek(0)
+            blobId, size = await self.uploads.save(accountId, request.content)
+        finally:
+            self.uploadsInProgress.give(key)
+        writeJSON(request, 201, {"accountId": accountId, "blobId": blobId,
+                                 "type": contentType.decode("ascii"), "size": size})
+
+    # Download (RFC 8620 s6.2)
+
+    def download(self, request, rest):
+        if not self._method(request, b"GET", b"HEAD"):
+            return server.NOT_DONE_YET
+        parts = rest.split(b"/")
+        if len(parts) != 3:
+            problem(request, 404, "about:blank", "Not found.")
+            return server.NOT_DONE_YET
+        try:
+            accountId, blobId, name = (urllib.parse.unquote_to_bytes(p).decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            problem(request, 404, "about:blank", "Not found.")
+            return server.NOT_DONE_YET
+        return self.serve(request, self._download, accountId, blobId, name)
+
+    async def _download(self, request, principal, accountId, blobId, name):
+        accounts = {a.id for a in self.accountsOf(principal)}
+        blob = await self.blobs.find(accountId, blobId) if accountId in accounts else None
+        if blob is None:
+            raise HTTPError(404, "No such blob.")
+        wanted = (request.args.get(b"type") or [b""])[0]
+        contentType = wanted if MEDIA_TYPE.match(wanted) else b"application/octet-stream"
+        opened = blob.open()
+        if isinstance(opened, defer.Deferred):
+            opened = await opened
+        try:
+            request.setHeader(b"content-type", contentType)
+            request.setHeader(b"content-length", b"%d" % blob.size)
+            request.setHeader(b"content-disposition", contentDisposition(name))
+            # Never run by the browser: no sniffing, and a sandbox CSP even
+            # when opened directly (RFC 8620 s8.6 warns of exactly this).
+            request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
+            # The same id is always the same bytes.
+            request.setHeader(b"cache-control", b"private, max-age=604800, immutable")
+            if request.method == b"HEAD":
+                request.finish()
+                return
+            if blob.size <= SMALL:
+                request.write(opened.read(SMALL))
+            else:
+                try:
+                    await FileSender().beginFileTransfer(opened, request)
+                except Exception:
+                    if request._disconnected:
+                        return  # the client went away mid-transfer
+                    raise
+        finally:
+            opened.close()
+        if not request._disconnected:
+            request.finish()
