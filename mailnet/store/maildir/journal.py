@@ -221,7 +221,14 @@ class AccountJournal:
                 return disk.unchanged()
             if disk.blindStamps is not None and [list(s) for s in disk.blindStamps] == stamps:
                 return True
-        return bool(pos) and pos.get("stamps") == stamps and _ino(os.path.join(fpath, ModLog.NAME)) == pos.get("ml")
+        if not pos or pos.get("stamps") != stamps or _ino(os.path.join(fpath, ModLog.NAME)) != pos.get("ml"):
+            return False
+        # As the journal last saw it: from now on our own deliveries keep
+        # the folder's blindStamps up to date (see ops.addMessages).
+        disk = self.store.disks.get(fpath)
+        if disk.full is None and disk.blindStamps is None:
+            disk.blindStamps = tuple(tuple(s) for s in stamps)
+        return True
 
     def probe(self):
         """(Thread.)  Names of the folders to sync before an ingest."""
@@ -299,16 +306,20 @@ class _Ingest:
         fpath = j._fpath(dirname)
         stamps = _stamps(fpath)
         verified = j._verified(fpath, stamps, old[1] if old else None)
-        ul = UidList(fpath)
-        try:
-            ul.readHeaderAndLast()
-        except CorruptFile:
-            j.retry = True  # set aside and rebuilt when the folder is synced
-            return old[0] if old else None
-        if not ul.exists or not isMailboxGuid(ul.guid):
-            j.retry = True
-            return old[0] if old else None
-        mailbox = ul.guid
+        uino = _ino(os.path.join(fpath, UidList.NAME))
+        if old and uino is not None and old[1].get("uino") == uino:
+            mailbox = old[0]  # the same uidlist file: the same header GUID
+        else:
+            ul = UidList(fpath)
+            try:
+                ul.readHeaderAndLast()
+            except CorruptFile:
+                j.retry = True  # set aside and rebuilt when the folder is synced
+                return old[0] if old else None
+            if not ul.exists or not isMailboxGuid(ul.guid):
+                j.retry = True
+                return old[0] if old else None
+            mailbox = ul.guid
         pos = old[1] if old and old[0] == mailbox else {}
         if old and old[0] != mailbox:
             # The same directory, another mailbox (deleted and made again,
@@ -330,7 +341,7 @@ class _Ingest:
             j.retry = True
             return mailbox
         self._lines(mailbox, fpath, entries, replaced, pos)
-        newPos = {"ml": ml.ino, "mlOff": ml.offset, "ul": pos.get("ul"), "ulOff": pos.get("ulOff", 0),
+        newPos = {"ml": ml.ino, "mlOff": ml.offset, "ul": pos.get("ul"), "ulOff": pos.get("ulOff", 0), "uino": uino,
                   "stamps": stamps if verified else None}
         if self._ulReader is not None:
             newPos["ul"], newPos["ulOff"] = self._ulReader.ino, self._ulReader.offset
