@@ -126,10 +126,17 @@ class ChangeLog:
                 log.warn("change journal {name} was removed or replaced; made again (old states: cannot "
                          "calculate changes)", name=FILE_NAME)
                 self._close()
+                if ino is None:
+                    # Its -wal and -shm must not be taken for the new file's.
+                    for suffix in ("-wal", "-shm"):
+                        try:
+                            os.unlink(self.path + suffix)
+                        except FileNotFoundError:
+                            pass
         if self.db is None:
             try:
                 self.db = self._connect()
-            except sqlite3.OperationalError:
+            except (sqlite3.OperationalError, sqlite3.IntegrityError):
                 raise
             except sqlite3.DatabaseError:
                 self._setAside()
@@ -197,9 +204,10 @@ class ChangeLog:
             try:
                 try:
                     return f(self._open(), *args)
-                except sqlite3.OperationalError:
+                except (sqlite3.OperationalError, sqlite3.IntegrityError):
                     raise
                 except sqlite3.DatabaseError:
+                    # SQLITE_CORRUPT, SQLITE_NOTADB: the file is damaged.
                     self._setAside()
                     return f(self._open(), *args)
             except sqlite3.OperationalError as e:
@@ -214,16 +222,24 @@ class ChangeLog:
 
     # Reading
 
+    def _fresh(self, db):
+        """The meta table as it is now (another process may have written)."""
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "epoch" not in meta or "last" not in meta or "floor" not in meta:
+            raise sqlite3.DatabaseError("meta table damaged")
+        self.meta = meta
+        return meta
+
     def state(self):
         """The current state string."""
-        return self._guarded(lambda db: self._stateOf(int(self.meta["last"])))
+        return self._guarded(lambda db: self._stateOf(int(self._fresh(db)["last"])))
 
     def _stateOf(self, seq):
         return f"{self.meta['epoch']}.{seq}"
 
     def read(self, f, *args):
         """``f(db, meta, *args)`` under the lock (a backend's own tables)."""
-        return self._guarded(lambda db: f(db, self.meta, *args))
+        return self._guarded(lambda db: f(db, self._fresh(db), *args))
 
     def changes(self, state, maxChanges=None):
         """:class:`AccountChanges` since ``state`` (see the module docstring)."""
@@ -232,7 +248,14 @@ class ChangeLog:
         return self._guarded(self._changes, state, maxChanges)
 
     def _changes(self, db, state, maxChanges):
-        meta = self.meta
+        db.execute("BEGIN")  # one snapshot for the meta and the rows
+        try:
+            return self._changesIn(db, state, maxChanges)
+        finally:
+            db.execute("COMMIT")
+
+    def _changesIn(self, db, state, maxChanges):
+        meta = self._fresh(db)
         last, floor = int(meta["last"]), int(meta["floor"])
         epoch, _, seqText = state.rpartition(".") if isinstance(state, str) else ("", "", "")
         if epoch != meta["epoch"] or not (seqText.isascii() and seqText.isdigit()):
@@ -293,9 +316,9 @@ class ChangeLog:
         return self._guarded(self._record, build, threads, isLive)
 
     def _record(self, db, build, threads, isLive):
-        meta = dict(self.meta)
         db.execute("BEGIN IMMEDIATE")
         try:
+            meta = dict(self._fresh(db))
             txn = Txn(db, meta)
             build(txn)
             if threads is not None:

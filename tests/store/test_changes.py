@@ -200,3 +200,29 @@ def test_journal_in_a_copied_maildir(tmp_path):
     account = result(store.getAccount(USER))
     assert _state(account) == s0
     result(store.close())
+
+
+def _deliver(store, n, folder=INBOX):
+    d = store.newDelivery()
+    d.addRecipient(USER, folder)
+    d.write(msg(n))
+    return result(d.commit())
+
+
+def test_two_processes_share_the_journal(tmp_path):
+    one, two = maildirStore(tmp_path / "mail"), maildirStore(tmp_path / "mail")
+    a, b = result(one.getAccount(USER)), result(two.getAccount(USER))
+    s0 = _state(a)
+    assert _state(b) == s0
+    states = []
+    for n in range(3):
+        _deliver(one, n)
+        states.append(_state(a))
+        _deliver(two, 10 + n, "Trash")
+        states.append(_state(b))
+    assert len(set(states)) == len(states)
+    assert [int(s.rpartition(".")[2]) for s in states] == sorted(int(s.rpartition(".")[2]) for s in states)
+    assert len(result(a.changesSince(s0)).emails.created) == 6
+    assert result(b.changesSince(states[1])).emails.created == result(a.changesSince(states[1])).emails.created
+    result(one.close())
+    result(two.close())

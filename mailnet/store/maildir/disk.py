@@ -305,7 +305,7 @@ class Disk(DirectoryScan, FolderOperations):
     def unload(self):
         with self.lock:
             full = self.full
-            if full is not None and not full.dirty:
+            if full is not None and not full.dirty and None not in full.stamps.values():
                 self.blindStamps = (full.stamps["new"], full.stamps["cur"])
             else:
                 self.blindStamps = None

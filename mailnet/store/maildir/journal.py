@@ -219,7 +219,8 @@ class AccountJournal:
         if disk is not None:
             if disk.full is not None:
                 return disk.unchanged()
-            if disk.blindStamps is not None and [list(s) for s in disk.blindStamps] == stamps:
+            blind = disk.blindStamps
+            if blind is not None and None not in blind and [list(s) for s in blind] == stamps:
                 return True
         if not pos or pos.get("stamps") != stamps or _ino(os.path.join(fpath, ModLog.NAME)) != pos.get("ml"):
             return False
