@@ -20,7 +20,7 @@ from mailnet.store.testing import failure, msg, result, syncRunner
 USER = "alice@example.test"
 
 
-def _now(f):
+def _now(f, delay=0):
     f()
 
 

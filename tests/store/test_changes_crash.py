@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 USER = "bob@example.test"
 
 
-def _now(f):
+def _now(f, delay=0):
     f()
 
 

@@ -33,6 +33,7 @@ where the last commit left off, and the logs still hold what came after.
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -60,6 +61,10 @@ from mailnet.store.maildir.state import dirStamp
 log = Logger()
 
 _CHUNK = 500
+# Seconds between two looks started by changes made in this process: at
+# a high delivery rate one look takes in many deliveries (a push channel
+# hears of a change within this much, plus the look itself).
+NOTIFY_GAP = 0.1
 
 
 def _stamps(path):
@@ -97,6 +102,7 @@ class AccountJournal:
         self._waiters = []
         self._busy = False
         self._scheduled = False
+        self._lastPoke = 0.0
         self._poll = None
         self.retry = False
         self.syncs = 0  # for tests: folders synced because of what the probe found
@@ -159,12 +165,15 @@ class AccountJournal:
         if not self.listeners or self._scheduled:
             return
         self._scheduled = True
+        now = time.monotonic()
+        delay = max(0.0, self._lastPoke + NOTIFY_GAP - now)
 
         def run():
             self._scheduled = False
+            self._lastPoke = time.monotonic()
             self.update().addErrback(self._failed)
 
-        self.store.schedule(run)
+        self.store.schedule(run, delay)
 
     def _failed(self, failure):
         if failure.check(StoreError, OSError):
@@ -346,7 +355,8 @@ class _Ingest:
                   "stamps": stamps if verified else None}
         if self._ulReader is not None:
             newPos["ul"], newPos["ulOff"] = self._ulReader.ino, self._ulReader.offset
-        self.db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (dirname, mailbox, dumps(newPos)))
+        if not old or old[0] != mailbox or old[1] != newPos:
+            self.db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (dirname, mailbox, dumps(newPos)))
         return mailbox
 
     def _lines(self, mailbox, fpath, entries, replaced, pos):

@@ -75,11 +75,11 @@ class MaildirStore:
         self._schedule = schedule
         self._journals = {}
 
-    def schedule(self, f):
-        """Run ``f`` soon on the reactor (tests pass ``schedule``: at once)."""
+    def schedule(self, f, delay=0):
+        """Run ``f`` on the reactor in ``delay`` seconds (tests pass ``schedule``: at once)."""
         if self._schedule is not None:
-            return self._schedule(f)
-        self.clock().callLater(0, f)
+            return self._schedule(f, delay)
+        self.clock().callLater(delay, f)
 
     def clock(self):
         if self._reactor is None:
