@@ -102,8 +102,10 @@ def deliveryRate(reactor, n, listen):
     user = "rate%d@bench.test" % time.time_ns()
     account = yield store.getAccount(user)
     heard = Heard()
+    syncs = 0
     if listen:
         yield account.currentState()
+        syncs = -store.journalAt(account).syncs  # the baseline's
         account.addListener(heard)
     t0 = time.perf_counter()
     sem = defer.DeferredSemaphore(20)
@@ -119,12 +121,16 @@ def deliveryRate(reactor, n, listen):
     if listen:
         yield account.currentState()
         account.removeListener(heard)
+    syncs += store.journalAt(account).syncs if listen else 0
     yield store.close()
-    return n / elapsed, heard.n
+    return n / elapsed, heard.n, syncs
 
 
 @defer.inlineCallbacks
 def main(reactor, args):
+    if args.rate_only:
+        yield rates(reactor, args)
+        return
     store_threads.BIG = BIG
     t = time.perf_counter()
     store_threads.build(args.messages)
@@ -152,13 +158,18 @@ def main(reactor, args):
           f"(folders synced {r['syncs']}), then:", end=" ")
     r = child("changes", state)
     print(f"{r['ms']:.1f} ms (folders synced {r['syncs']})")
+    yield rates(reactor, args)
+
+
+@defer.inlineCallbacks
+def rates(reactor, args):
     rates = {False: [], True: []}
     for rep in range(args.repeat):
         for listen in ((False, True) if rep % 2 == 0 else (True, False)):
-            rate, heard = yield deliveryRate(reactor, args.deliveries, listen)
+            rate, heard, syncs = yield deliveryRate(reactor, args.deliveries, listen)
             rates[listen].append(rate)
             print(f"  journal {'working' if listen else 'idle   '} {rate:6.0f} deliveries/s"
-                  + (f" ({heard} notifications)" if listen else ""))
+                  + (f" ({heard} notifications, {syncs} folder syncs)" if listen else ""))
     idle, on = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"delivery rate, medians of {args.repeat}: idle {idle:.0f}/s, working {on:.0f}/s ({on / idle:.2f}); "
           f"load {os.getloadavg()[0]:.1f}")
@@ -173,4 +184,5 @@ if __name__ == "__main__":
         parser.add_argument("--runs", type=int, default=5)
         parser.add_argument("--deliveries", type=int, default=2000)
         parser.add_argument("--repeat", type=int, default=4)
+        parser.add_argument("--rate-only", action="store_true")
         task.react(main, [parser.parse_args()])

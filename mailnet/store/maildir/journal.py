@@ -220,25 +220,35 @@ class AccountJournal:
     def _fpath(self, dirname):
         return os.path.join(self.path, dirname) if dirname else self.path
 
-    def _verified(self, fpath, stamps, pos):
-        """Whether the folder's log accounts for every file at ``stamps``."""
-        if stamps is None:
-            return False
+    def _verified(self, fpath, pos):
+        """
+        ``(verified, stamps)``: the directories' stamps now, and whether the
+        folder's log accounts for every file at them.
+        """
         disk = self.store.disks.find(fpath)
         if disk is not None:
             if disk.full is not None:
-                return disk.unchanged()
-            blind = disk.blindStamps
-            if blind is not None and None not in blind and [list(s) for s in blind] == stamps:
-                return True
+                return disk.unchanged(), _stamps(fpath)
+            # Under the folder's in-process lock no delivery of ours is
+            # half done (its stamps are recorded before the lock goes).
+            with disk.lock:
+                stamps = _stamps(fpath)
+                blind = disk.blindStamps
+                if disk.full is None and blind is not None and None not in blind and stamps is not None:
+                    if [list(s) for s in blind] == stamps:
+                        return True, stamps
+        stamps = _stamps(fpath)
+        if stamps is None:
+            return False, None
         if not pos or pos.get("stamps") != stamps or _ino(os.path.join(fpath, ModLog.NAME)) != pos.get("ml"):
-            return False
+            return False, stamps
         # As the journal last saw it: from now on our own deliveries keep
         # the folder's blindStamps up to date (see ops.addMessages).
         disk = self.store.disks.get(fpath)
-        if disk.full is None and disk.blindStamps is None:
-            disk.blindStamps = tuple(tuple(s) for s in stamps)
-        return True
+        with disk.lock:
+            if disk.full is None and disk.blindStamps is None and _stamps(fpath) == stamps:
+                disk.blindStamps = tuple(tuple(s) for s in stamps)
+        return True, stamps
 
     def probe(self):
         """(Thread.)  Names of the folders to sync before an ingest."""
@@ -246,7 +256,7 @@ class AccountJournal:
         need = []
         for dirname, name in self._folderDirs().items():
             fpath = self._fpath(dirname)
-            if not self._verified(fpath, _stamps(fpath), known.get(dirname)):
+            if not self._verified(fpath, known.get(dirname))[0]:
                 need.append(name)
         return need
 
@@ -314,8 +324,7 @@ class _Ingest:
         """Take in one folder's log; returns its mailbox id (None: not readable now)."""
         j = self.journal
         fpath = j._fpath(dirname)
-        stamps = _stamps(fpath)
-        verified = j._verified(fpath, stamps, old[1] if old else None)
+        verified, stamps = j._verified(fpath, old[1] if old else None)
         uino = _ino(os.path.join(fpath, UidList.NAME))
         if old and uino is not None and old[1].get("uino") == uino:
             mailbox = old[0]  # the same uidlist file: the same header GUID
