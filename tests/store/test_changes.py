@@ -226,3 +226,34 @@ def test_two_processes_share_the_journal(tmp_path):
     assert result(b.changesSince(states[1])).emails.created == result(a.changesSince(states[1])).emails.created
     result(one.close())
     result(two.close())
+
+
+def test_a_sidecar_made_anew_under_the_same_inode_is_read_whole(tmp_path):
+    # An inode number can be given again to a new file (a lost sidecar
+    # made anew): the journal must not read the new file from the old
+    # file's position.  Simulated by rewriting the sidecar in place.
+    store, account, path = _setup(tmp_path)
+    inbox = result(account.openFolder(INBOX))
+    uid = result(inbox.append(msg(1)))
+    emailId = inbox.emailIds([uid])[uid]
+    info = inbox.get(uid)
+    uv = inbox.uidValidity
+    inbox.close()
+    s0 = _state(account)
+    result(store.close())
+    [(sub, name)] = [(sub, n) for sub in ("new", "cur") for n in _names(path, sub)]
+    os.rename(os.path.join(path, sub, name), os.path.join(path, "cur", name.split(":")[0] + ":2,F"))
+    sidecar = os.path.join(path, "mailnet-modseq")
+    ino = os.stat(sidecar).st_ino
+    text = (f"mailnet-modseq 1 V{uv} E5000000\na 5000001 {uid} {info.internalDate!r} {info.size} :F\n"
+            + "h 5000001\n" * 200)
+    with open(sidecar, "r+b") as f:
+        f.write(text.encode())
+        f.truncate()
+    assert os.stat(sidecar).st_ino == ino
+    store = maildirStore(tmp_path / "mail")
+    account = result(store.getAccount(USER))
+    c = result(account.changesSince(s0))
+    assert c.emails.updated == [emailId]
+    assert c.emails.created == c.emails.destroyed == []
+    result(store.close())

@@ -74,11 +74,22 @@ def _stamps(path):
     return [list(new), list(cur)]
 
 
-def _ino(path):
+def _ident(path):
+    """
+    ``[inode, first line]`` of an index file, or None: an inode number
+    alone may be given again to a file made after one was removed (a lost
+    sidecar made anew, a uidlist rewritten twice), and the first line
+    (the header: UIDVALIDITY, GUID, floor) tells such files apart.
+    """
     try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    try:
+        head = os.pread(fd, 256, 0)
+        return [os.fstat(fd).st_ino, head.partition(b"\n")[0].decode("utf-8", "replace")]
+    finally:
+        os.close(fd)
 
 
 def _isLive(db, emailId):
@@ -240,7 +251,7 @@ class AccountJournal:
         stamps = _stamps(fpath)
         if stamps is None:
             return False, None
-        if not pos or pos.get("stamps") != stamps or _ino(os.path.join(fpath, ModLog.NAME)) != pos.get("ml"):
+        if not pos or pos.get("stamps") != stamps or _ident(os.path.join(fpath, ModLog.NAME)) != pos.get("mlId"):
             return False, stamps
         # As the journal last saw it: from now on our own deliveries keep
         # the folder's blindStamps up to date (see ops.addMessages).
@@ -325,8 +336,8 @@ class _Ingest:
         j = self.journal
         fpath = j._fpath(dirname)
         verified, stamps = j._verified(fpath, old[1] if old else None)
-        uino = _ino(os.path.join(fpath, UidList.NAME))
-        if old and uino is not None and old[1].get("uino") == uino:
+        ulId = self._ulId = _ident(os.path.join(fpath, UidList.NAME))
+        if old and ulId is not None and old[1].get("ulId") == ulId:
             mailbox = old[0]  # the same uidlist file: the same header GUID
         else:
             ul = UidList(fpath)
@@ -347,12 +358,16 @@ class _Ingest:
                 self.removes.append((old[0], uid))
                 self.emails.add(email)
         ml = ModLog(fpath)
-        if pos.get("ml") is not None:
+        mlId = _ident(ml.path)
+        if pos.get("ml") is not None and pos.get("mlId") == mlId:
             ml.ino, ml.offset = pos["ml"], pos["mlOff"]
         try:
             replaced, entries = ml.readNew(trustIno=ml.ino)
         except CorruptFile:
             j.retry = True
+            return mailbox
+        if mlId is None or ml.ino != mlId[0]:
+            j.retry = True  # replaced while we read it: look again
             return mailbox
         if replaced and pos.get("ml") is not None and not verified:
             # A log rewritten (compacted, or made anew) while we could not
@@ -360,9 +375,10 @@ class _Ingest:
             j.retry = True
             return mailbox
         self._lines(mailbox, fpath, entries, replaced, pos)
-        newPos = {"ml": ml.ino, "mlOff": ml.offset, "ul": pos.get("ul"), "ulOff": pos.get("ulOff", 0), "uino": uino,
+        newPos = {"ml": ml.ino, "mlOff": ml.offset, "ul": pos.get("ul") if pos.get("ulId") == ulId else None,
+                  "ulOff": pos.get("ulOff", 0), "ulId": ulId, "mlId": mlId,
                   "stamps": stamps if verified else None}
-        if self._ulReader is not None:
+        if self._ulReader is not None and ulId is not None and self._ulReader.ino == ulId[0]:
             newPos["ul"], newPos["ulOff"] = self._ulReader.ino, self._ulReader.offset
         if not old or old[0] != mailbox or old[1] != newPos:
             self.db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", (dirname, mailbox, dumps(newPos)))
@@ -441,7 +457,7 @@ class _Ingest:
     def _emailIds(self, fpath, uids, pos):
         """{uid: email id} from the uidlist: appended records first, else all of it."""
         ul = UidList(fpath)
-        if pos.get("ul") is not None:
+        if pos.get("ul") is not None and pos.get("ulId") == self._ulId:
             ul.ino, ul.offset = pos["ul"], pos["ulOff"]
         out = {}
         try:
