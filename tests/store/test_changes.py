@@ -257,3 +257,50 @@ def test_a_sidecar_made_anew_under_the_same_inode_is_read_whole(tmp_path):
     assert c.emails.updated == [emailId]
     assert c.emails.created == c.emails.destroyed == []
     result(store.close())
+
+
+class Heard:
+    def __init__(self):
+        self.calls = []
+
+    def accountChanged(self, account, state, types):
+        self.calls.append((state, set(types)))
+
+
+def test_listeners_hear_deliveries_and_operations_without_asking(tmp_path):
+    store, account, path = _setup(tmp_path)
+    heard = Heard()
+    account.addListener(heard)
+    _state(account)
+    # A delivery to a folder no one has open (as SMTP and the queue do).
+    [(_, _, uid)] = _deliver(store, 1)
+    assert heard.calls and heard.calls[-1][1] == {"Email", "Mailbox"}
+    # An IMAP STORE on an open folder.
+    inbox = result(account.openFolder(INBOX))
+    heard.calls.clear()
+    result(inbox.setFlags([uid], ["\\Flagged"], "add"))
+    assert len(heard.calls) == 1 and heard.calls[0][1] == {"Email"}
+    assert heard.calls[0][0] == _state(account)
+    inbox.close()
+    result(store.close())
+
+
+def test_another_programs_write_is_heard_at_the_next_poll(tmp_path):
+    from twisted.internet import task
+
+    clock = task.Clock()
+    store = maildirStore(tmp_path / "mail", changesPoll=5, reactor=clock)
+    account = result(store.getAccount(USER))
+    heard = Heard()
+    account.addListener(heard)
+    s0 = _state(account)
+    with open(os.path.join(account.path, "new", "1700000000.M1P1.mda"), "wb") as f:
+        f.write(msg(1))
+    clock.advance(4)
+    assert heard.calls == []
+    clock.advance(1)
+    assert len(heard.calls) == 1 and heard.calls[0][1] == {"Email", "Mailbox"}
+    assert len(result(account.changesSince(s0)).emails.created) == 1
+    account.removeListener(heard)
+    assert not clock.getDelayedCalls()  # the poll stops with the last listener
+    result(store.close())
