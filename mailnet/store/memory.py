@@ -59,6 +59,11 @@ def makeStore(config):
 _ids = itertools.count(1)
 
 
+def _mailboxIdOf(folder):
+    # (Tests take the ids away to play a store that has none.)
+    return getattr(folder, "mailboxId", None)
+
+
 def _readSource(source) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
@@ -138,7 +143,7 @@ class _MemoryFolder(SharedIndex):
         self.notify("messagesAdded", infos)
         kind = UPDATED if emailIds else CREATED
         self.account.recordChanges([(kind, self.ids[i.uid], bool(emailIds)) for i in infos],
-                                   [(UPDATED, self.mailboxId, True)])
+                                   [(UPDATED, _mailboxIdOf(self), True)])
         return infos
 
     def append(self, source, flags, internalDate):
@@ -163,7 +168,7 @@ class _MemoryFolder(SharedIndex):
                 changed.append(info)
             self.notify("flagsChanged", changed)
             self.account.recordChanges([(UPDATED, self.ids[i.uid], False) for i in changed],
-                                       [(UPDATED, self.mailboxId, True)] if seen else [])
+                                       [(UPDATED, _mailboxIdOf(self), True)] if seen else [])
         return changed, failed
 
     def expunge(self, uids):
@@ -180,7 +185,7 @@ class _MemoryFolder(SharedIndex):
                 # A MOVE's source: the message lives on elsewhere (updated).
                 gone.append((UPDATED, emailId, True) if emailId in self.account.emails else (DESTROYED, emailId, False))
             self.notify("messagesExpunged", removed)
-            self.account.recordChanges(gone, [(UPDATED, self.mailboxId, True)])
+            self.account.recordChanges(gone, [(UPDATED, _mailboxIdOf(self), True)])
         return removed
 
     def _forgetId(self, uid):
@@ -215,7 +220,7 @@ class _MemoryFolder(SharedIndex):
         self.infos.clear()
         self.bodies.clear()
         self.notify("messagesExpunged", uids)
-        self.account.recordChanges(gone, [(DESTROYED, self.mailboxId, False)])
+        self.account.recordChanges(gone, [(DESTROYED, _mailboxIdOf(self), False)])
 
 
 @implementer(IAccount)
@@ -238,7 +243,7 @@ class MemoryAccount:
 
     def _make(self, name):
         folder = self.folders[name] = _MemoryFolder(self, name)
-        self.recordChanges([], [(CREATED, folder.mailboxId, False)])
+        self.recordChanges([], [(CREATED, _mailboxIdOf(folder), False)])
         return folder
 
     def recordChanges(self, emails, mailboxes):
@@ -250,9 +255,11 @@ class MemoryAccount:
 
         def build(txn):
             for kind, emailId, moved in emails:
-                txn.emit(kind, EMAIL, emailId, moved)
+                if emailId is not None:
+                    txn.emit(kind, EMAIL, emailId, moved)
             for kind, mailboxId, counts in mailboxes:
-                txn.emit(kind, MAILBOX, mailboxId, counts)
+                if mailboxId is not None:
+                    txn.emit(kind, MAILBOX, mailboxId, counts)
 
         state, types = self.changeLog.record(build, self.threads.index, lambda db, e: e in self.emails)
         self.accountListeners.tell(self, state, types)
@@ -358,7 +365,7 @@ class MemoryAccount:
             if name in self.subscriptions:
                 self.subscriptions.discard(name)
                 self.subscriptions.add(folder.name)
-        self.recordChanges([], [(UPDATED, self.folders[new + n[len(old):]].mailboxId, False) for n in moves])
+        self.recordChanges([], [(UPDATED, _mailboxIdOf(self.folders[new + n[len(old):]]), False) for n in moves])
 
     def listSubscriptions(self):
         return defer.succeed(sorted(self.subscriptions))
