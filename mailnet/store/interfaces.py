@@ -492,7 +492,9 @@ class IAccount(Interface):
             ``newState``.
         @return: Deferred firing with an :class:`AccountChanges`; fails
             with :class:`CannotCalculateChanges` for a state that is too
-            old, unknown, or from before the account's journal was rebuilt.
+            old, unknown, or from before the account's journal was rebuilt,
+            and with ``ValueError`` for a ``maxChanges`` that is not None
+            or a positive int.
         """
 
     def addListener(listener):

@@ -116,6 +116,7 @@ class AccountJournal:
         self._lastPoke = 0.0
         self._poll = None
         self.retry = False
+        self.closed = False
         self.syncs = 0  # for tests: folders synced because of what the probe found
 
     # Reactor side
@@ -173,7 +174,7 @@ class AccountJournal:
 
     def poke(self):
         """A change was made in this process: tell the listeners soon (coalesced)."""
-        if not self.listeners or self._scheduled:
+        if not self.listeners or self._scheduled or self.closed:
             return
         self._scheduled = True
         now = time.monotonic()
@@ -181,6 +182,8 @@ class AccountJournal:
 
         def run():
             self._scheduled = False
+            if self.closed:
+                return
             self._lastPoke = time.monotonic()
             self.update().addErrback(self._failed)
 
@@ -210,6 +213,7 @@ class AccountJournal:
             self._poll = None
 
     def close(self):
+        self.closed = True
         if self._poll is not None:
             self._poll.stop()
             self._poll = None
