@@ -103,6 +103,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
     "store": {
         "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), or \"package.module:factory\" for a third-party store."),
         "mail_dir": _o("path", "", "Root of the Maildirs (one per user, <root>/<domain>/<user>); empty = data_dir/mail."),
+        "changes_kept": _o("int", 100_000, "Changes (one per Email, Mailbox or Thread changed) each account's journal remembers for JMAP /changes; a client with an older state resyncs. Bounds the journal's disk and the work of one answer.", minimum=100),
+        "changes_poll": _o("float", 30.0, "Seconds between looks for another program's writes (an MDA, Dovecot, mutt) to an account that has listeners (push); our own changes are told at once. 0 = only when the state is asked.", minimum=0),
         "options": _o("table", {}, "[store.options]: a third-party backend's own settings, given to it as config.store.options and checked by it; the built-in backends take none."),
     },
     "relay": {

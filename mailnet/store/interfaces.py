@@ -56,6 +56,20 @@ Conventions that hold for every method below:
   changes (JMAP clients see those Emails as updated).  A message keeps
   its thread id across a MOVE and a restart; a copy (same header) joins
   the original's thread.
+* Account state and changes (JMAP RFC 8620 s5.2 and s7, RFC 8621).  An
+  account has one modification counter; :meth:`IAccount.currentState`
+  names it, :meth:`IAccount.changesSince` lists the Emails, Mailboxes and
+  Threads created, updated and destroyed since an earlier state, for
+  changes made by any writer: a protocol, a delivery, the queue, another
+  program writing the store (noticed at the latest when the state is
+  asked).  An Email is updated when its flags or its mailbox change (a
+  MOVE keeps the id: updated, not destroyed and created), or its thread
+  id changes (a merge); a Mailbox when it is renamed or its counts change
+  (messages added or removed, ``\\Seen`` changed); a Thread when a message
+  joins or leaves it (created with its first message, destroyed with its
+  last one, destroyed when merged into another).  A state never goes
+  backwards, also across a crash; a backend keeps a bounded history and
+  answers :class:`CannotCalculateChanges` beyond it.
 * Notifications.  All :class:`IFolder` handles open on the same folder in
   one process share one index.  After a change becomes durable, through any
   handle, a delivery, or :meth:`IFolder.refresh` noticing another program's
@@ -129,6 +143,15 @@ class TemporaryStoreError(StoreError):
     """Disk full, I/O error, lock timeout: the caller may retry later (SMTP 451)."""
 
 
+class CannotCalculateChanges(StoreError):
+    """
+    :meth:`IAccount.changesSince` cannot tell what changed since that
+    state: it is older than the history the store keeps, from before the
+    account's change journal was rebuilt, or not a state of this account.
+    The client must resync (JMAP ``cannotCalculateChanges``, RFC 8620 s5.2).
+    """
+
+
 class StorageFull(TemporaryStoreError):
     """
     The disk (or quota) under the store is full (ENOSPC, EDQUOT): SMTP
@@ -172,6 +195,56 @@ class FolderInfo:
     name: str
     specialUse: str | None = None
     subscribed: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TypeChanges:
+    """
+    What changed for one type of object (``"Email"``, ``"Mailbox"`` or
+    ``"Thread"``) between two account states: one part of
+    :class:`AccountChanges`, shaped like a JMAP ``Foo/changes`` answer
+    (RFC 8620 s5.2).
+
+    @ivar oldState: the state asked about.
+    @ivar newState: the state this answer brings the caller to: the
+        account's current state, or, when ``hasMoreChanges``, an
+        intermediate one to ask from next.
+    @ivar hasMoreChanges: ``maxChanges`` cut the answer short.
+    @ivar created: ids created since ``oldState`` (sorted lists of str).
+    @ivar updated: ids changed since ``oldState``.
+    @ivar destroyed: ids gone since ``oldState``.  An id is in one list at
+        most; one created and destroyed in between is left out.
+    @ivar updatedProperties: Mailbox only: ``COUNT_PROPERTIES`` when every
+        updated mailbox changed only in its counts (messages added,
+        removed, ``\\Seen`` changed), else None (anything may have changed:
+        a rename).  None for the other types.
+    """
+
+    oldState: str
+    newState: str
+    hasMoreChanges: bool
+    created: list
+    updated: list
+    destroyed: list
+    updatedProperties: list | None = None
+
+
+# RFC 8621 s2: the Mailbox properties that change with its messages alone.
+COUNT_PROPERTIES = ["totalEmails", "unreadEmails", "totalThreads", "unreadThreads"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountChanges:
+    """
+    The answer of :meth:`IAccount.changesSince`: ``emails``,
+    ``mailboxes`` and ``threads`` are :class:`TypeChanges`, each paged on
+    its own by ``maxChanges``.
+    """
+
+    oldState: str
+    emails: TypeChanges
+    mailboxes: TypeChanges
+    threads: TypeChanges
 
 
 def messageBytes(f):
@@ -393,6 +466,47 @@ class IAccount(Interface):
             may work thread ids out lazily.
         """
 
+    def currentState():
+        """
+        The account's state: one account-wide modification counter (see
+        "Account state and changes" in the module docstring), for JMAP
+        ``state`` (RFC 8620 s5.1) and push (s7).  Any change made since the
+        last call, by this process or another program writing the store,
+        is taken in first.  Optional, like :meth:`findEmail`.
+
+        @return: Deferred firing with an opaque state string (at most 255
+            characters of ``A-Za-z0-9._-``).
+        """
+
+    def changesSince(state, maxChanges=None):
+        """
+        What changed in the account since ``state`` (RFC 8620 s5.2
+        ``Foo/changes`` for Email, Mailbox and Thread; RFC 8621 s2.2, s3.2,
+        s4.3).  Changes made since the last look, by anyone, are taken in
+        first.  Optional, like :meth:`currentState`.
+
+        @param state: a string :meth:`currentState` or an earlier answer
+            gave.
+        @param maxChanges: None, or a positive int: at most that many ids
+            per type; the rest is for a later call from the type's
+            ``newState``.
+        @return: Deferred firing with an :class:`AccountChanges`; fails
+            with :class:`CannotCalculateChanges` for a state that is too
+            old, unknown, or from before the account's journal was rebuilt,
+            and with ``ValueError`` for a ``maxChanges`` that is not None
+            or a positive int.
+        """
+
+    def addListener(listener):
+        """
+        Register an :class:`IAccountListener`: told after every change to
+        the account (deliveries and another program's writes included, the
+        latter once noticed).  Optional, like :meth:`currentState`.
+        """
+
+    def removeListener(listener):
+        """Unregister an :class:`IAccountListener`; unknown ones are ignored."""
+
     def openFolder(name):
         """
         Open a folder for reading and changing.
@@ -587,6 +701,22 @@ class IFolder(Interface):
     def close():
         """
         Release the handle (and its listeners).  Synchronous, idempotent.
+        """
+
+
+class IAccountListener(Interface):
+    """
+    Told that an account changed (for a push channel, RFC 8620 s7).
+    Called on the reactor thread, after the change is durable and in the
+    account's state, and must not raise.
+    """
+
+    def accountChanged(account, state, types):
+        """
+        The account is now at ``state`` (a string, as
+        :meth:`IAccount.currentState` gives it); ``types`` is a frozenset
+        of the object types that changed: ``"Email"``, ``"Mailbox"``,
+        ``"Thread"``.  Several changes may be told as one.
         """
 
 

@@ -30,8 +30,10 @@ from mailnet.store.base import (
     parentsOf,
     parseUsername,
 )
+from mailnet.store.changes import CREATED, DEFAULT_KEEP, DESTROYED, EMAIL, MAILBOX, UPDATED, ChangeLog, Listeners
 from mailnet.store.interfaces import (
     INBOX,
+    SEEN,
     SPECIAL_USE,
     FolderExists,
     FolderInfo,
@@ -50,11 +52,16 @@ from mailnet.store.threads import AccountThreads, ThreadIndex
 
 def makeStore(config):
     """The ``memory`` backend factory (``[store] backend = "memory"``)."""
-    return MemoryStore(FolderLimits.fromConfig(config))
+    return MemoryStore(FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
 
 
 # Email and mailbox ids: unique in the process (the store lives no longer).
 _ids = itertools.count(1)
+
+
+def _mailboxIdOf(folder):
+    # (Tests take the ids away to play a store that has none.)
+    return getattr(folder, "mailboxId", None)
 
 
 def _readSource(source) -> bytes:
@@ -134,6 +141,9 @@ class _MemoryFolder(SharedIndex):
             emails[emailId] = (self, uid)
             infos.append(info)
         self.notify("messagesAdded", infos)
+        kind = UPDATED if emailIds else CREATED
+        self.account.recordChanges([(kind, self.ids[i.uid], bool(emailIds)) for i in infos],
+                                   [(UPDATED, _mailboxIdOf(self), True)])
         return infos
 
     def append(self, source, flags, internalDate):
@@ -144,7 +154,9 @@ class _MemoryFolder(SharedIndex):
         changed = []
         if todo:
             self.highestModSeq += 1
+            seen = False
             for info, new in todo:
+                seen |= (SEEN in info.flags) != (SEEN in new)
                 info = MessageInfo(
                     uid=info.uid,
                     flags=new,
@@ -155,18 +167,25 @@ class _MemoryFolder(SharedIndex):
                 self.infos[info.uid] = info
                 changed.append(info)
             self.notify("flagsChanged", changed)
+            self.account.recordChanges([(UPDATED, self.ids[i.uid], False) for i in changed],
+                                       [(UPDATED, _mailboxIdOf(self), True)] if seen else [])
         return changed, failed
 
     def expunge(self, uids):
         removed = [uid for uid in uids if uid in self.infos]
         if removed:
             self.highestModSeq += 1
+            gone = []
             for uid in removed:
                 del self.infos[uid]
                 del self.bodies[uid]
+                emailId = self.ids.get(uid)
                 self._forgetId(uid)
                 self.expunged.append((self.highestModSeq, uid))
+                # A MOVE's source: the message lives on elsewhere (updated).
+                gone.append((UPDATED, emailId, True) if emailId in self.account.emails else (DESTROYED, emailId, False))
             self.notify("messagesExpunged", removed)
+            self.account.recordChanges(gone, [(UPDATED, _mailboxIdOf(self), True)])
         return removed
 
     def _forgetId(self, uid):
@@ -195,21 +214,27 @@ class _MemoryFolder(SharedIndex):
         """The folder was deleted: tell open handles its messages are gone."""
         self.deleted = True
         uids = list(self.infos)
+        gone = [(DESTROYED, self.ids[uid], False) for uid in uids if uid in self.ids]
         for uid in uids:
             self._forgetId(uid)
         self.infos.clear()
         self.bodies.clear()
         self.notify("messagesExpunged", uids)
+        self.account.recordChanges(gone, [(DESTROYED, _mailboxIdOf(self), False)])
 
 
 @implementer(IAccount)
 class MemoryAccount:
-    def __init__(self, username, limits=None):
+    def __init__(self, username, limits=None, changesKept=DEFAULT_KEEP):
         self.username = username
         self.limits = limits or FolderLimits()
         self.folders = {}
         self.emails = {}  # email id -> (_MemoryFolder, uid)
         self.threads = AccountThreads(ThreadIndex(None), lambda f, *a: defer.maybeDeferred(f, *a))
+        # Account state and changes (mailnet/store/changes.py), in memory.
+        self.changeLog = ChangeLog(None, changesKept)
+        self.accountListeners = Listeners()
+        self.threads.onIndexed = lambda: self.recordChanges([], [])
         self.subscriptions = set()
         self._make(INBOX)
         for name in SPECIAL_USE:
@@ -218,7 +243,43 @@ class MemoryAccount:
 
     def _make(self, name):
         folder = self.folders[name] = _MemoryFolder(self, name)
+        self.recordChanges([], [(CREATED, _mailboxIdOf(folder), False)])
         return folder
+
+    def recordChanges(self, emails, mailboxes):
+        """
+        Journal changes: ``emails`` are ``(kind, emailId, moved)``,
+        ``mailboxes`` ``(kind, mailboxId, countsOnly)``; thread rows are
+        added from the thread index.  Listeners are told.  Returns the state.
+        """
+
+        def build(txn):
+            for kind, emailId, moved in emails:
+                if emailId is not None:
+                    txn.emit(kind, EMAIL, emailId, moved)
+            for kind, mailboxId, counts in mailboxes:
+                if mailboxId is not None:
+                    txn.emit(kind, MAILBOX, mailboxId, counts)
+
+        state, types = self.changeLog.record(build, self.threads.index, lambda db, e: e in self.emails)
+        self.accountListeners.tell(self, state, types)
+        return state
+
+    def currentState(self):
+        return defer.maybeDeferred(self.recordChanges, [], [])
+
+    def changesSince(self, state, maxChanges=None):
+        def answer():
+            self.recordChanges([], [])
+            return self.changeLog.changes(state, maxChanges)
+
+        return defer.maybeDeferred(answer)
+
+    def addListener(self, listener):
+        self.accountListeners.add(listener)
+
+    def removeListener(self, listener):
+        self.accountListeners.remove(listener)
 
     def _folder(self, name):
         try:
@@ -304,6 +365,7 @@ class MemoryAccount:
             if name in self.subscriptions:
                 self.subscriptions.discard(name)
                 self.subscriptions.add(folder.name)
+        self.recordChanges([], [(UPDATED, _mailboxIdOf(self.folders[new + n[len(old):]]), False) for n in moves])
 
     def listSubscriptions(self):
         return defer.succeed(sorted(self.subscriptions))
@@ -399,9 +461,10 @@ class MemoryDelivery:
 class MemoryStore:
     """Accounts in a dict; see the module docstring."""
 
-    def __init__(self, limits=None):
+    def __init__(self, limits=None, changesKept=DEFAULT_KEEP):
         self._accounts = {}
         self.limits = limits or FolderLimits()
+        self.changesKept = changesKept
 
     def knownAccount(self, username):
         """The account if it exists, else None."""
@@ -417,7 +480,7 @@ class MemoryStore:
                 parseUsername(username)
             except ValueError as e:
                 raise NoSuchAccount(str(e)) from None
-            account = self._accounts[username] = MemoryAccount(username, self.limits)
+            account = self._accounts[username] = MemoryAccount(username, self.limits, self.changesKept)
         return account
 
     def getAccount(self, username, create=True):

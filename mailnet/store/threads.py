@@ -57,6 +57,8 @@ CREATE INDEX IF NOT EXISTS emails_msgid ON emails(msgid);
 CREATE INDEX IF NOT EXISTS emails_subject ON emails(subject, seq);
 CREATE TABLE IF NOT EXISTS refs(email TEXT NOT NULL, ref TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS refs_ref ON refs(ref);
+CREATE TABLE IF NOT EXISTS merges(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL, absorbed TEXT NOT NULL, thread TEXT NOT NULL);
 """
 
 
@@ -190,6 +192,10 @@ class ThreadIndex:
 
     # Reading
 
+    def read(self, f, *args):
+        """``f(db, *args)`` under the lock (the account's change journal reads new rows)."""
+        return self._guarded(f, *args)
+
     def lookup(self, emailIds):
         """``{emailId: threadId}`` for the ids the index knows."""
         return self._guarded(_lookup, list(emailIds))
@@ -263,6 +269,9 @@ def _add(db, entries):
                 firsts = dict(db.execute(q, cs).fetchall())
                 thread = min(cs, key=lambda t: (firsts.get(t, 1 << 62), t))
                 others = [t for t in cs if t != thread]
+                # For the change journal (mailnet/store/changes.py): who moved where.
+                db.execute("INSERT INTO merges(email, absorbed, thread) SELECT email, thread, ? FROM emails "
+                           "WHERE thread IN (%s)" % ",".join("?" * len(others)), [thread, *others])
                 db.execute("UPDATE emails SET thread=? WHERE thread IN (%s)" % ",".join("?" * len(others)),
                            [thread, *others])
                 merged = True
@@ -292,6 +301,7 @@ class AccountThreads:
         self.run = run
         self.cache = {}
         self.generation = index.generation
+        self.onIndexed = None  # called (no arguments) after messages were indexed
 
     def _cached(self):
         if self.generation != self.index.generation:
@@ -338,6 +348,8 @@ class AccountThreads:
                     continue  # gone meanwhile (or unreadable): no thread id
                 batch.append((uid, unknown[uid], f))
             added, _ = await self.run(_indexBatch, self.index, batch)
+            if added and self.onIndexed is not None:
+                self.onIndexed()
             cache = self._cached()
             cache.update(added)
             for uid, emailId, _ in batch:

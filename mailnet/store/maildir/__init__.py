@@ -8,6 +8,8 @@ Layout (see ``docs/store.md`` for the details and Dovecot compatibility)::
         dovecot-uidlist             UIDs (Dovecot format, version 3)
         dovecot-keywords            keyword letters a..z
         mailnet-modseq              our sidecar: modseqs, dates, sizes
+        mailnet-threads.sqlite      thread index (threads.py), account-wide
+        mailnet-changes.sqlite      change journal (journal.py), account-wide
         subscriptions               Dovecot "V 2" format
         .Archive.2024/              folder "Archive/2024" (+ maildirfolder)
 
@@ -58,6 +60,7 @@ Modules, one job each::
     files.py      shared index-file I/O and dovecot-uidlist
     modlog.py     our mailnet-modseq sidecar
     locate.py     findEmail: the account's email ids, from the uidlists
+    journal.py    account state and changes, taken in from the folders' sidecars
     keywords.py   dovecot-keywords and flag letters
     names.py      message file names and sizes
     layout.py     folder directories, new folders, subscriptions

@@ -64,9 +64,15 @@ class MaildirAccount:
         ]
 
     def createFolder(self, name):
-        return defer.maybeDeferred(self._folderPath, name).addCallback(
+        d = defer.maybeDeferred(self._folderPath, name).addCallback(
             lambda np: self.store.run(self._createFolder, *np)
         )
+        return d.addCallback(self._poke)
+
+    def _poke(self, value):
+        """After a change of the folder list: account listeners (journal.py)."""
+        self.store.pokeJournal(self.path)
+        return value
 
     def _createFolder(self, name, path):
         with self.store.accountLock(self.path):
@@ -108,7 +114,7 @@ class MaildirAccount:
         name, path = np
         if name == INBOX:
             raise InvalidFolderName("INBOX cannot be deleted")
-        return self.store.run(self._deleteFolderThread, name, path).addCallback(_dropIndex)
+        return self.store.run(self._deleteFolderThread, name, path).addCallback(_dropIndex).addCallback(self._poke)
 
     def _deleteFolderThread(self, name, path):
         with self.store.accountLock(self.path):
@@ -133,7 +139,7 @@ class MaildirAccount:
 
         d = defer.maybeDeferred(paths)
         d.addCallback(lambda p: self._rename(p[0], p[1]))
-        return d
+        return d.addCallback(self._poke)
 
     def _rename(self, old, new):
         (oldName, oldPath), (newName, newPath) = old, new
@@ -248,6 +254,21 @@ class MaildirAccount:
 
     def threadOf(self, emailIds):
         return self.store.threadsAt(self.path).threadOf(self, emailIds)
+
+    # Account state and changes (journal.py)
+
+    def currentState(self):
+        return self.store.journalAt(self).update()
+
+    def changesSince(self, state, maxChanges=None):
+        journal = self.store.journalAt(self)
+        return journal.update().addCallback(lambda _: self.store.run(journal.log.changes, state, maxChanges))
+
+    def addListener(self, listener):
+        self.store.journalAt(self).addListener(listener)
+
+    def removeListener(self, listener):
+        self.store.journalAt(self).removeListener(listener)
 
     def openFolder(self, name):
         return defer.maybeDeferred(self._folderPath, name).addCallback(

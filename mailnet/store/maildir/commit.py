@@ -77,6 +77,7 @@ class Committer:
         for disk, outcome in results:
             if isinstance(outcome, BaseException):
                 continue  # the jobs carry the error
+            self.store.pokeJournal(disk.path)  # account listeners (journal.py)
             placed, delta = outcome
             for job, idx, uid in placed:
                 uids[(id(job), idx)] = uid

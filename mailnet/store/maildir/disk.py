@@ -52,6 +52,10 @@ class Disk(DirectoryScan, FolderOperations):
         self.deleted = False
         self.busy = 0
         self._trustIno = None
+        # (new/, cur/) stamps at which every file is in the sidecar, as far
+        # as this process knows with the folder not loaded: for the change
+        # journal (journal.py), to tell our own writes from another program's.
+        self.blindStamps = None
         self.skipped = set()  # entries of new/ and cur/ that are not files
         self.unreadable = set()  # files we could not read (logged once)
         self.dotlock = None  # while locked
@@ -300,6 +304,11 @@ class Disk(DirectoryScan, FolderOperations):
 
     def unload(self):
         with self.lock:
+            full = self.full
+            if full is not None and not full.dirty and None not in full.stamps.values():
+                self.blindStamps = (full.stamps["new"], full.stamps["cur"])
+            else:
+                self.blindStamps = None
             self.full = None
 
     def refresh(self):

@@ -212,6 +212,8 @@ class FolderIndex(SharedIndex):
             self.notify("flagsChanged", changed)
         if expunged:
             self.notify("messagesExpunged", sorted(expunged))
+        if added or changed or expunged or delta.reset:
+            self.store.pokeJournal(self.disk.path)
 
     def drop(self):
         self.deleted = True

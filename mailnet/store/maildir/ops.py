@@ -13,7 +13,7 @@ from mailnet.store.maildir.keywords import withoutKeywords
 from mailnet.store.maildir.locks import lockAll
 from mailnet.store.maildir.modlog import ModLog
 from mailnet.store.maildir.names import messageGuid, newBase, sizesFromBase, splitName
-from mailnet.store.maildir.state import Batch, linkOrCopy
+from mailnet.store.maildir.state import Batch, dirStamp, linkOrCopy
 
 
 class FolderOperations:
@@ -203,6 +203,8 @@ class FolderOperations:
             else:
                 delta = None
                 self._ensureLogs()
+                # The change journal's check (see Disk.blindStamps).
+                known = self.blindStamps is not None and self.blindStamps == self._dirStamps()
             batch = Batch()
             self._refreshKeywords()
             kw = self.keywords
@@ -243,6 +245,8 @@ class FolderOperations:
                 self.uidlist.lastUid = max(self.uidlist.lastUid, uid - 1)
                 self.restamp(token)
                 self.flush(batch)
+                if full is None:
+                    self.blindStamps = self._dirStamps() if known else None
             except BaseException:
                 if not batch.recorded:
                     # Nothing was given a UID: take the files back out.
@@ -253,6 +257,7 @@ class FolderOperations:
                             pass
                 if full is not None:
                     full.dirty = True
+                self.blindStamps = None
                 self.uidlist.reset()  # re-read the truth next time
                 raise
             if full is not None:
@@ -267,6 +272,9 @@ class FolderOperations:
                     delta.added.append(info)
             out = [(job, idx, u) for job, idx, u, _, _, _ in out]
             return out, (self.finish(delta) if full is not None else None)
+
+    def _dirStamps(self):
+        return (dirStamp(os.path.join(self.path, "new")), dirStamp(os.path.join(self.path, "cur")))
 
     def place(self, items):
         """

@@ -14,12 +14,14 @@ from zope.interface import implementer
 
 from mailnet.durable import fsyncDir
 from mailnet.store.base import FolderHandle, FolderLimits, parseUsername
+from mailnet.store.changes import DEFAULT_KEEP
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, IMailStore, NoSuchAccount, StoreError
 from mailnet.store.maildir.account import MaildirAccount
 from mailnet.store.maildir.commit import Committer
 from mailnet.store.maildir.delivery import MaildirDelivery, TmpPool
 from mailnet.store.maildir.disk import Disk
 from mailnet.store.maildir.index import FolderIndex
+from mailnet.store.maildir.journal import AccountJournal
 from mailnet.store.maildir.layout import (
     NEW_PREFIX,
     SUBSCRIPTIONS,
@@ -37,7 +39,8 @@ log = Logger()
 
 def makeStore(config):
     """The ``maildir`` backend factory (``[store] backend = "maildir"``)."""
-    return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config))
+    return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config),
+                        changesKept=config.store.changes_kept, changesPoll=config.store.changes_poll)
 
 
 @implementer(IMailStore)
@@ -50,7 +53,8 @@ class MaildirStore:
         synchronous runner.
     """
 
-    def __init__(self, root, runner=None, reactor=None, threads=6, limits=None):
+    def __init__(self, root, runner=None, reactor=None, threads=6, limits=None, changesKept=DEFAULT_KEEP,
+                 changesPoll=30.0, schedule=None):
         self.root = os.path.abspath(root)
         self.limits = limits or FolderLimits()
         self._pool = None
@@ -65,6 +69,39 @@ class MaildirStore:
         self.committer = Committer(self)
         self._accounts = {}
         self._threads = {}  # account path -> AccountThreads
+        # Account state and changes (journal.py): journals by account path.
+        self.changesKept = changesKept
+        self.changesPoll = changesPoll
+        self._schedule = schedule
+        self._journals = {}
+
+    def schedule(self, f, delay=0):
+        """Run ``f`` on the reactor in ``delay`` seconds (tests pass ``schedule``: at once)."""
+        if self._schedule is not None:
+            return self._schedule(f, delay)
+        self.clock().callLater(delay, f)
+
+    def clock(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def journalAt(self, account):
+        """The :class:`AccountJournal` of ``account`` (a MaildirAccount)."""
+        journal = self._journals.get(account.path)
+        if journal is None:
+            journal = self._journals[account.path] = AccountJournal(self, account)
+        return journal
+
+    def pokeJournal(self, path):
+        """Something changed in the folder (or account) at ``path``: tell account listeners soon."""
+        journal = self._journals.get(path)
+        if journal is None and os.path.basename(path).startswith("."):
+            journal = self._journals.get(os.path.dirname(path))
+        if journal is not None:
+            journal.poke()
 
     def threadsAt(self, accountPath):
         """The :class:`AccountThreads` of the account at ``accountPath`` (its ``mailnet-threads.sqlite``)."""
@@ -72,6 +109,7 @@ class MaildirStore:
         if threads is None:
             index = ThreadIndex(os.path.join(accountPath, THREADS_FILE))
             threads = self._threads[accountPath] = AccountThreads(index, self.run)
+            threads.onIndexed = lambda: self.pokeJournal(accountPath)
         return threads
 
     # Threads
@@ -111,6 +149,9 @@ class MaildirStore:
         threads, self._threads = self._threads, {}
         for t in threads.values():
             t.close()
+        journals, self._journals = self._journals, {}
+        for j in journals.values():
+            j.close()
         if not self.disks:
             return stop(None)
         d = self.run(self._markClean)
