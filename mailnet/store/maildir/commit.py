@@ -80,6 +80,8 @@ class Committer:
             placed, delta = outcome
             for job, idx, uid in placed:
                 uids[(id(job), idx)] = uid
+            if placed:
+                self.store.summariesChanged(disk.path)  # the list index catches up in the background
             index = disk.index
             if delta is not None and index is not None:
                 index.applyDelta(delta)

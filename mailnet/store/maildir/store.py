@@ -29,6 +29,9 @@ from mailnet.store.maildir.layout import (
     renderSubscriptions,
     writeFile,
 )
+from mailnet.store.maildir.listindex import folderStamps
+from mailnet.store.summaries import FILE_NAME as LIST_FILE
+from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import FILE_NAME as THREADS_FILE
 from mailnet.store.threads import AccountThreads, ThreadIndex
 
@@ -37,7 +40,10 @@ log = Logger()
 
 def makeStore(config):
     """The ``maildir`` backend factory (``[store] backend = "maildir"``)."""
-    return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config))
+    store = config.store
+    return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config),
+                        listIndexDelay=getattr(store, "list_index_delay", 2.0),
+                        listIndexKeepOpen=getattr(store, "list_index_keep_open", 300))
 
 
 @implementer(IMailStore)
@@ -50,7 +56,8 @@ class MaildirStore:
         synchronous runner.
     """
 
-    def __init__(self, root, runner=None, reactor=None, threads=6, limits=None):
+    def __init__(self, root, runner=None, reactor=None, threads=6, limits=None, listIndexDelay=2.0,
+                 listIndexKeepOpen=300):
         self.root = os.path.abspath(root)
         self.limits = limits or FolderLimits()
         self._pool = None
@@ -65,6 +72,12 @@ class MaildirStore:
         self.committer = Committer(self)
         self._accounts = {}
         self._threads = {}  # account path -> AccountThreads
+        self._summaries = {}  # account path -> AccountSummaries
+        # The list index catches up in the background only with a real reactor
+        # (a test's synchronous runner: lookups catch up on the spot).
+        self._background = runner is None
+        self.listIndexDelay = listIndexDelay
+        self.listIndexKeepOpen = listIndexKeepOpen
 
     def threadsAt(self, accountPath):
         """The :class:`AccountThreads` of the account at ``accountPath`` (its ``mailnet-threads.sqlite``)."""
@@ -73,6 +86,39 @@ class MaildirStore:
             index = ThreadIndex(os.path.join(accountPath, THREADS_FILE))
             threads = self._threads[accountPath] = AccountThreads(index, self.run)
         return threads
+
+    def summariesAt(self, accountPath):
+        """The :class:`AccountSummaries` of the account at ``accountPath`` (its ``mailnet-list.sqlite``)."""
+        summaries = self._summaries.get(accountPath)
+        if summaries is None:
+            summaries = self._summaries[accountPath] = AccountSummaries(
+                SummaryIndex(os.path.join(accountPath, LIST_FILE)), self.accountAt(accountPath),
+                lambda: folderStamps(accountPath), self.run, self._later if self._background else None,
+                delay=self.listIndexDelay, keepOpen=self.listIndexKeepOpen)
+        return summaries
+
+    def summariesChanged(self, folderPath):
+        """Messages were delivered into the folder at ``folderPath``: index them in the background."""
+        if not self._background:
+            return
+        accountPath = os.path.dirname(folderPath) if os.path.basename(folderPath).startswith(".") else folderPath
+        self.summariesAt(accountPath).changed()
+
+    def _later(self, delay, f):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor.callLater(delay, f)
+
+    def accountAt(self, accountPath):
+        """The :class:`MaildirAccount` at ``accountPath`` (``<root>/<domain>/<local>``)."""
+        for account in self._accounts.values():
+            if account.path == accountPath:
+                return account
+        domain, local = os.path.basename(os.path.dirname(accountPath)), os.path.basename(accountPath)
+        username = local if domain == "_local" else local + "@" + domain
+        return self._accounts.setdefault(username, MaildirAccount(self, username, accountPath))
 
     # Threads
 
@@ -110,6 +156,9 @@ class MaildirStore:
         self.tmp.drop()
         threads, self._threads = self._threads, {}
         for t in threads.values():
+            t.close()
+        summaries, self._summaries = self._summaries, {}
+        for t in summaries.values():
             t.close()
         if not self.disks:
             return stop(None)

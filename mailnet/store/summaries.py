@@ -1,0 +1,636 @@
+"""
+The message-list index of an account (``IAccount.emailSummaries`` and
+``IAccount.listEmails``), shared by the builtin backends (memory: SQLite
+in memory; Maildir: ``mailnet-list.sqlite``, a file of our own beside
+Dovecot's).  See "Message list index" in docs/store.md; in short:
+
+* One row per email id: its mailbox id and UID, received date, size,
+  thread id and the list fields of :mod:`mailnet.mail.summary` (JSON).
+  A row whose message is gone keeps its fields for a day with no mailbox
+  (a MOVE seen from the source first keeps them for the destination).
+* Per folder, by mailbox id: the UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ
+  the rows were last brought up to, and a *stamp* of the folder on disk
+  (the backend's cheap "has it changed" token: Maildir stats new/, cur/
+  and ``dovecot-uidlist``).
+* :meth:`AccountSummaries.catchUp` compares each folder's stamp with the
+  recorded one; a folder that changed is opened (which takes in what
+  other programs wrote) and brought up to date: messages above the
+  recorded UIDNEXT are new, ``expungedSince(modseq)`` gives those that
+  went (a full comparison of UIDs and email ids when it cannot tell).  A
+  new message whose email id has a row (a MOVE) only changes mailbox and
+  UID; others are read (up to ``READ_LIMIT`` bytes, in the store's
+  threads), summarised and inserted, 256 per transaction, and their
+  thread ids asked of the folder (``IFolder.threadIds``), which fills the
+  thread index too.
+* It runs in the background after deliveries (the backend calls
+  :meth:`AccountSummaries.changed`), and before every ``listEmails``;
+  ``emailSummaries`` checks each row against its folder's index and
+  indexes a message it does not have on the spot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading as _threading
+import time
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from mailnet.logs import Logger
+from mailnet.mail.summary import READ_LIMIT, Summary, summarize
+from mailnet.store.interfaces import (
+    EmailList,
+    EmailSummary,
+    NoSuchFolder,
+    StorageFull,
+    StoreError,
+    TemporaryStoreError,
+    messageBytes,
+)
+
+log = Logger()
+
+SCHEMA_VERSION = "1"
+FILE_NAME = "mailnet-list.sqlite"
+BATCH = 256  # messages read and indexed per transaction
+GONE_KEEP = 24 * 3600  # seconds a gone message's row is kept (a MOVE's other half)
+_CHUNK = 500  # ids per SQL IN (...)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS emails(
+    email TEXT PRIMARY KEY,
+    mailbox TEXT,
+    uid INTEGER,
+    received REAL NOT NULL,
+    size INTEGER NOT NULL,
+    thread TEXT,
+    fields TEXT NOT NULL,
+    gone REAL);
+CREATE INDEX IF NOT EXISTS emails_received ON emails(received, email) WHERE mailbox IS NOT NULL;
+CREATE INDEX IF NOT EXISTS emails_mailbox ON emails(mailbox, received, email);
+CREATE INDEX IF NOT EXISTS emails_uid ON emails(mailbox, uid);
+CREATE TABLE IF NOT EXISTS folders(
+    mailbox TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    stamp TEXT);
+"""
+
+
+def _chunks(items):
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+class SummaryIndex:
+    """
+    The SQLite side.  Every method may be called from any thread (one
+    lock).  ``path`` None keeps the database in memory.  A database that
+    cannot be opened or read is reported (no path), set aside as
+    ``<name>.corrupt`` and made again, empty; one deleted while we run is
+    noticed (:meth:`check`) and made again.  Either way the rows are then
+    rebuilt from the folders by the next catch-up.
+    """
+
+    def __init__(self, path=None):
+        self.path = path
+        self.lock = _threading.Lock()
+        self.db = None
+        self.ino = None
+        self.rebuilds = 0  # for tests and the bench
+
+    def _open(self):
+        if self.db is None:
+            try:
+                self.db = self._connect()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError:
+                self._setAside()
+                self.db = self._connect()
+        return self.db
+
+    def _connect(self):
+        if self.path:
+            # Subjects, addresses and previews are private: 0600 like the messages.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                self.ino = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+        db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None)
+        try:
+            if self.path:
+                # WAL, no fsync per commit: kill -9 loses nothing; a power cut
+                # may lose the last commits, which the next catch-up redoes.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError("unknown schema version")
+            db.execute("SELECT count(*) FROM folders").fetchone()
+            db.execute("SELECT email FROM emails ORDER BY received DESC LIMIT 1").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _close(self):
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
+
+    def _setAside(self):
+        log.warn("message list index {name} is corrupt; set aside and rebuilt", name=FILE_NAME)
+        self._close()
+        self.rebuilds += 1
+        if not self.path:
+            return
+        for suffix in ("-wal", "-shm"):
+            try:
+                os.unlink(self.path + suffix)
+            except FileNotFoundError:
+                pass
+        try:
+            os.replace(self.path, self.path + ".corrupt")
+        except FileNotFoundError:
+            pass
+
+    def _guarded(self, f, *args):
+        with self.lock:
+            try:
+                try:
+                    return f(self._open(), *args)
+                except sqlite3.OperationalError:
+                    raise
+                except sqlite3.DatabaseError:
+                    self._setAside()  # SQLITE_CORRUPT, SQLITE_NOTADB
+                    return f(self._open(), *args)
+            except sqlite3.OperationalError as e:
+                code = getattr(e, "sqlite_errorname", "") or "error"
+                if code == "SQLITE_FULL":
+                    raise StorageFull("the message list index cannot grow: the disk is full") from None
+                raise TemporaryStoreError("the message list index cannot be used (%s)" % code) from None
+
+    def check(self):
+        """(Blocking.)  A file deleted or replaced under us is opened again (empty: rebuilt)."""
+        if not self.path:
+            return
+        with self.lock:
+            if self.db is None:
+                return
+            try:
+                ino = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                ino = None
+            if ino != self.ino:
+                log.warn("message list index {name} was removed; rebuilt", name=FILE_NAME)
+                self.rebuilds += 1
+                self._close()
+
+    def close(self):
+        with self.lock:
+            self._close()
+
+    # Reading
+
+    def folders(self):
+        """``{mailboxId: (name, uidValidity, uidNext, modseq, stamp)}``."""
+        return self._guarded(lambda db: {r[0]: tuple(r[1:]) for r in db.execute("SELECT * FROM folders")})
+
+    def rows(self, emailIds):
+        """``{emailId: (mailbox, uid, received, size, thread, fields)}`` (gone ones with mailbox None)."""
+        def q(db):
+            out = {}
+            for chunk in _chunks(list(emailIds)):
+                sql = ("SELECT email, mailbox, uid, received, size, thread, fields FROM emails WHERE email IN (%s)"
+                       % ",".join("?" * len(chunk)))
+                for r in db.execute(sql, chunk):
+                    out[r[0]] = r[1:]
+            return out
+        return self._guarded(q)
+
+    def uidsOf(self, mailbox):
+        """``{uid: emailId}`` of a mailbox's rows."""
+        return self._guarded(lambda db: dict(db.execute("SELECT uid, email FROM emails WHERE mailbox=?",
+                                                         (mailbox,))))
+
+    def page(self, mailbox, position, limit, newestFirst):
+        """``(ids, total)`` in received order."""
+        def q(db):
+            order = "DESC" if newestFirst else "ASC"
+            lim = -1 if limit is None else int(limit)
+            if mailbox is None:
+                where, args = "mailbox IS NOT NULL", []
+            else:
+                where, args = "mailbox=?", [mailbox]
+            total = db.execute("SELECT count(*) FROM emails WHERE " + where, args).fetchone()[0]
+            ids = [r[0] for r in db.execute(
+                "SELECT email FROM emails WHERE %s ORDER BY received %s, email %s LIMIT ? OFFSET ?"
+                % (where, order, order), args + [lim, int(position)])]
+            return ids, total
+        return self._guarded(q)
+
+    # Writing
+
+    def put(self, mailbox, moves, entries, threads=None):
+        """
+        One transaction: ``moves`` ``[(emailId, uid, received, size)]`` (rows
+        that exist: now in ``mailbox``), ``entries`` ``[(emailId, uid,
+        received, size, fieldsJson)]`` (new rows), ``threads`` ``{emailId:
+        threadId}``.
+        """
+        def w(db):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("UPDATE emails SET mailbox=?, uid=?, received=?, size=?, gone=NULL WHERE email=?",
+                               [(mailbox, uid, rec, size, e) for e, uid, rec, size in moves])
+                db.executemany("INSERT OR REPLACE INTO emails(email, mailbox, uid, received, size, fields) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               [(e, mailbox, uid, rec, size, f) for e, uid, rec, size, f in entries])
+                if threads:
+                    db.executemany("UPDATE emails SET thread=? WHERE email=?", [(t, e) for e, t in threads.items()])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self._guarded(w)
+
+    def setThreads(self, threads):
+        return self.put(None, [], [], threads)
+
+    def finishFolder(self, mailbox, name, uidValidity, uidNext, modseq, stamp, gone):
+        """
+        One transaction: the rows of ``gone`` UIDs of ``mailbox`` lose their
+        mailbox; the folder's record is brought up to date; rows gone for
+        longer than GONE_KEEP go; other folders of ``name`` are forgotten.
+        """
+        def w(db):
+            now = time.time()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for chunk in _chunks(sorted(gone)):
+                    db.execute("UPDATE emails SET mailbox=NULL, uid=NULL, gone=? WHERE mailbox=? AND uid IN (%s)"
+                               % ",".join("?" * len(chunk)), [now, mailbox, *chunk])
+                db.execute("DELETE FROM emails WHERE gone < ?", (now - GONE_KEEP,))
+                db.execute("DELETE FROM folders WHERE name=? AND mailbox<>?", (name, mailbox))
+                db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?)",
+                           (mailbox, name, uidValidity, uidNext, modseq, stamp))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self._guarded(w)
+
+    def dropFolders(self, mailboxes):
+        """Folders that are no more (deleted): their rows lose their mailbox."""
+        def w(db):
+            now = time.time()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for m in mailboxes:
+                    db.execute("UPDATE emails SET mailbox=NULL, uid=NULL, gone=? WHERE mailbox=?", (now, m))
+                    db.execute("DELETE FROM folders WHERE mailbox=?", (m,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self._guarded(w)
+
+
+def _readBatch(batch):
+    """(Blocking.)  ``[(emailId, uid, info, f)]`` -> ``[(emailId, uid, received, size, json)]``; closes the files."""
+    out = []
+    for emailId, uid, info, f in batch:
+        try:
+            data = messageBytes(f)
+            if data is None:
+                data = f.read(READ_LIMIT)
+        except (OSError, ValueError):
+            continue
+        finally:
+            f.close()
+        fields = json.dumps(summarize(data).toJson(), ensure_ascii=False, separators=(",", ":"))
+        out.append((emailId, uid, info.internalDate, info.size, fields))
+    return out
+
+
+class _Serial:
+    """
+    Runs an async job at most once at a time; callers that come while it
+    runs share the next run (which starts when the current one ends, so it
+    sees what they wanted seen).
+    """
+
+    def __init__(self, job):
+        self.job = job
+        self.running = None
+        self.waiting = None
+
+    def __call__(self):
+        if self.running is None:
+            return self._start()
+        if self.waiting is None:
+            self.waiting = []
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+    def _start(self):
+        out = defer.Deferred()
+        self.running = True
+
+        def done(value):
+            self.running = None
+            waiting, self.waiting = self.waiting, None
+            if waiting:
+                def tell(v):
+                    for w in waiting:
+                        (w.errback if isinstance(v, Failure) else w.callback)(v)
+
+                self._start().addBoth(tell)
+            (out.errback if isinstance(value, Failure) else out.callback)(value)
+
+        defer.ensureDeferred(self.job()).addBoth(done)
+        return out
+
+
+class AccountSummaries:
+    """
+    The list index of one account, for a backend: ``account`` (its
+    IAccount: listFolders, openFolder, findEmail), ``stamps()`` (blocking:
+    ``{folderName: stamp string or None}`` for every folder; None means
+    "look"), ``run(f, *args) -> Deferred`` for blocking work, and
+    ``later(delay, f)`` to schedule background work (None: no background
+    work; lookups catch up on the spot).
+    """
+
+    def __init__(self, index: SummaryIndex, account, stamps, run, later=None, delay=1.0, keepOpen=0):
+        self.index = index
+        self.account = account
+        self.stamps = stamps
+        self.run = run
+        self.later = later
+        self.delay = delay
+        self.keepOpen = keepOpen
+        self.catchUp = _Serial(self._catchUp)
+        self._scheduled = None
+        self._pins = {}  # folder name -> (handle kept open, last use)
+        self._names = {}  # mailbox id -> folder name, as last seen
+        self.reconciled = 0  # folders brought up to date (for tests)
+        self.indexed = 0  # messages read and indexed (for tests and the bench)
+
+    # Background
+
+    def changed(self):
+        """A folder of the account changed (a delivery): catch up in the background, soon."""
+        if self.later is None or self._scheduled is not None:
+            return
+        self._scheduled = self.later(self.delay, self._background)
+
+    def _background(self):
+        self._scheduled = None
+        d = self.catchUp()
+        d.addErrback(lambda f: log.warn("message list index: catching up failed: {e}",
+                                        e=getattr(f.value, "strerror", None) or str(f.value)))
+        d.addBoth(lambda _: self._unpin())
+
+    def _unpin(self):
+        if not self._pins:
+            return
+        now = time.monotonic()
+        for name, (handle, used) in list(self._pins.items()):
+            if now - used >= self.keepOpen:
+                del self._pins[name]
+                handle.close()
+        if self._pins and self.later is not None and self._scheduled is None:
+            self._scheduled = self.later(self.keepOpen, self._background)
+
+    def close(self):
+        pins, self._pins = self._pins, {}
+        for handle, _ in pins.values():
+            handle.close()
+        if self._scheduled is not None:
+            try:
+                self._scheduled.cancel()
+            except Exception:
+                pass
+            self._scheduled = None
+        self.index.close()
+
+    # Catching up with the folders
+
+    async def _catchUp(self):
+        await self.run(self.index.check)
+        stamps = await self.run(self.stamps)
+        records = await self.run(self.index.folders)
+        byName = {rec[0]: mailbox for mailbox, rec in records.items()}
+        seen = set()
+        for name, stamp in stamps.items():
+            mailbox = byName.get(name)
+            if mailbox is not None and stamp is not None and records[mailbox][4] == stamp:
+                seen.add(mailbox)
+                self._names[mailbox] = name
+                continue
+            mailbox = await self._reconcile(name, stamp, records)
+            if mailbox is not None:
+                seen.add(mailbox)
+        gone = [m for m in records if m not in seen]
+        if gone:
+            await self.run(self.index.dropFolders, gone)
+            for m in gone:
+                self._names.pop(m, None)
+
+    async def _open(self, name):
+        try:
+            folder = await self.account.openFolder(name)
+        except NoSuchFolder:
+            return None
+        if self.keepOpen and self.later is not None:
+            pin = self._pins.get(name)
+            if pin is None:
+                try:
+                    self._pins[name] = (await self.account.openFolder(name), time.monotonic())
+                except StoreError:
+                    pass
+            else:
+                self._pins[name] = (pin[0], time.monotonic())
+        return folder
+
+    async def _reconcile(self, name, stamp, records):
+        folder = await self._open(name)
+        if folder is None:
+            return None
+        try:
+            mailbox = folder.mailboxId
+            if mailbox is None:
+                return None
+            self._names[mailbox] = name
+            infos = folder.messages()
+            uidValidity, uidNext, modseq = folder.uidValidity, folder.uidNext, folder.highestModSeq
+            rec = records.get(mailbox)
+            gone = None
+            if rec is not None and rec[1] == uidValidity:
+                gone = folder.expungedSince(rec[3])
+                new = [i for i in infos if i.uid >= rec[2]]
+            if gone is None:
+                # First time, new UIDs, or expunges forgotten: compare everything.
+                have = await self.run(self.index.uidsOf, mailbox)
+                ids = folder.emailIds([i.uid for i in infos])
+                gone = [u for u, e in have.items() if ids.get(u) != e]
+                new = [i for i in infos if have.get(i.uid) != ids.get(i.uid)]
+            await self._add(folder, mailbox, new)
+            await self.run(self.index.finishFolder, mailbox, name, uidValidity, uidNext, modseq, stamp, gone)
+            self.reconciled += 1
+            return mailbox
+        finally:
+            folder.close()
+
+    async def _add(self, folder, mailbox, infos):
+        """Index messages of an open folder: moved ones (a row exists) cheaply, others read."""
+        for start in range(0, len(infos), BATCH):
+            chunk = infos[start:start + BATCH]
+            ids = folder.emailIds([i.uid for i in chunk])
+            rows = await self.run(self.index.rows, list(ids.values()))
+            moves, read = [], []
+            for info in chunk:
+                emailId = ids.get(info.uid)
+                if emailId is None:
+                    continue
+                row = rows.get(emailId)
+                if row is not None:
+                    if (row[0], row[1]) != (mailbox, info.uid):
+                        moves.append((emailId, info.uid, info.internalDate, info.size))
+                    continue
+                try:
+                    f = await defer.maybeDeferred(folder.openMessage, info.uid)
+                except Exception:
+                    continue  # gone meanwhile, or unreadable: indexed when asked again
+                read.append((emailId, info.uid, info, f))
+            entries = await self.run(_readBatch, read) if read else []
+            await self.run(self.index.put, mailbox, moves, entries)
+            self.indexed += len(entries)
+            if entries:
+                # The thread index too (it reads the headers it does not know).
+                try:
+                    threads = await folder.threadIds([e[1] for e in entries])
+                except (StoreError, OSError):
+                    threads = {}
+                if threads:
+                    await self.run(self.index.setThreads, {e[0]: threads[e[1]] for e in entries if e[1] in threads})
+
+    # Lookups
+
+    def listEmails(self, mailboxId=None, position=0, limit=None, newestFirst=True):
+        return defer.ensureDeferred(self._listEmails(mailboxId, position, limit, newestFirst))
+
+    async def _listEmails(self, mailboxId, position, limit, newestFirst):
+        position = max(0, int(position or 0))
+        if limit is not None:
+            limit = max(0, int(limit))
+        await self.catchUp()
+        if mailboxId is not None and not isinstance(mailboxId, str):
+            return EmailList([], position, 0)
+        ids, total = await self.run(self.index.page, mailboxId, position, limit, bool(newestFirst))
+        return EmailList(ids, position, total)
+
+    def emailSummaries(self, emailIds):
+        return defer.ensureDeferred(self._emailSummaries(emailIds))
+
+    async def _emailSummaries(self, emailIds):
+        wanted = list(dict.fromkeys(e for e in emailIds if isinstance(e, str)))
+        if not wanted:
+            return {}
+        rows = await self.run(self.index.rows, wanted)
+        byMailbox = {}
+        missing = []
+        for emailId in wanted:
+            row = rows.get(emailId)
+            if row is None or row[0] is None:
+                missing.append(emailId)
+            else:
+                byMailbox.setdefault(row[0], []).append(emailId)
+        out = {}
+        for mailbox, ids in byMailbox.items():
+            name = self._names.get(mailbox)
+            if name is None:
+                records = await self.run(self.index.folders)
+                name = records.get(mailbox, (None,))[0]
+            folder = await self._open(name) if name is not None else None
+            if folder is None or folder.mailboxId != mailbox:
+                if folder is not None:
+                    folder.close()
+                missing.extend(ids)
+                continue
+            try:
+                missing.extend(await self._fromFolder(folder, {e: rows[e] for e in ids}, out))
+            finally:
+                folder.close()
+        # Not indexed yet (or not where the index says): find them, index them now.
+        byFolder = {}
+        for emailId in missing:
+            where = await self.account.findEmail(emailId)
+            if where is not None:
+                byFolder.setdefault(where[0], []).append((emailId, where[1]))
+        for name, items in byFolder.items():
+            folder = await self._open(name)
+            if folder is None:
+                continue
+            try:
+                mailbox = folder.mailboxId
+                infos = [folder.get(uid) for _, uid in items]
+                await self._add(folder, mailbox, [i for i in infos if i is not None])
+                ids = [e for e, _ in items]
+                fresh = await self.run(self.index.rows, ids)
+                await self._fromFolder(folder, {e: r for e, r in fresh.items() if r[0] == mailbox}, out)
+            finally:
+                folder.close()
+        return out
+
+    async def _fromFolder(self, folder, rows, out):
+        """Summaries of rows of an open folder into ``out``; returns the ids it does not have at that UID."""
+        ids = folder.emailIds([r[1] for r in rows.values()])
+        here = {}
+        stray = []
+        for emailId, row in rows.items():
+            uid = row[1]
+            info = folder.get(uid)
+            if info is None or ids.get(uid) != emailId:
+                stray.append(emailId)
+            else:
+                here[emailId] = (row, info)
+        if not here:
+            return stray
+        try:
+            threads = await folder.threadIds([info.uid for _, info in here.values()])
+        except (StoreError, OSError):
+            threads = {}
+        fix = {}
+        for emailId, (row, info) in here.items():
+            thread = threads.get(info.uid, row[4])
+            if thread != row[4] and thread is not None:
+                fix[emailId] = thread
+            try:
+                s = Summary.fromJson(json.loads(row[5]))
+            except (ValueError, TypeError, AttributeError):
+                s = Summary()
+            out[emailId] = EmailSummary(
+                emailId=emailId, mailboxId=row[0], folder=folder.name, uid=info.uid,
+                receivedAt=info.internalDate, size=info.size, flags=info.flags, threadId=thread,
+                subject=s.subject, sender=s.sender, to=s.to, cc=s.cc, sentAt=s.sentAt,
+                messageId=s.messageId, hasAttachment=s.hasAttachment, preview=s.preview)
+        if fix:
+            await self.run(self.index.setThreads, fix)
+        return stray
