@@ -58,6 +58,7 @@ Modules, one job each::
     files.py      shared index-file I/O and dovecot-uidlist
     modlog.py     our mailnet-modseq sidecar
     locate.py     findEmail: the account's email ids, from the uidlists
+    listindex.py  the message list index's file and folder stamps (see store/summaries.py)
     keywords.py   dovecot-keywords and flag letters
     names.py      message file names and sizes
     layout.py     folder directories, new folders, subscriptions
