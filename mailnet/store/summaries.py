@@ -387,6 +387,7 @@ class AccountSummaries:
         self.keepOpen = keepOpen
         self.catchUp = _Serial(self._catchUp)
         self._scheduled = None
+        self._unpinTimer = None
         self._pins = {}  # folder name -> (handle kept open, last use)
         self._names = {}  # mailbox id -> folder name, as last seen
         self.reconciled = 0  # folders brought up to date (for tests)
@@ -415,19 +416,21 @@ class AccountSummaries:
             if now - used >= self.keepOpen:
                 del self._pins[name]
                 handle.close()
-        if self._pins and self.later is not None and self._scheduled is None:
-            self._scheduled = self.later(self.keepOpen, self._background)
+        if self._pins and self.later is not None and self._unpinTimer is None:
+            self._unpinTimer = self.later(self.keepOpen, self._unpinLater)
+
+    def _unpinLater(self):
+        self._unpinTimer = None
+        self._unpin()
 
     def close(self):
         pins, self._pins = self._pins, {}
         for handle, _ in pins.values():
             handle.close()
-        if self._scheduled is not None:
-            try:
-                self._scheduled.cancel()
-            except Exception:
-                pass
-            self._scheduled = None
+        for timer in (self._scheduled, self._unpinTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._scheduled = self._unpinTimer = None
         self.index.close()
 
     # Catching up with the folders

@@ -8,6 +8,7 @@ deliveries in the real server).
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import signal
 import smtplib
@@ -192,14 +193,8 @@ def test_kill_9_while_indexing(tmp_path):
     result(store.close())
 
 
-def test_smtp_deliveries_are_indexed_in_the_background(make_server):
-    server = make_server(config={"store": {"list_index_delay": 0.2}})
-    server.addUser(USER, "pw")
-    with smtplib.SMTP("127.0.0.1", server.port("smtp")) as s:
-        for n in range(5):
-            s.sendmail("bob@example.test", [USER], b"Subject: hello %d\r\nFrom: bob@example.test\r\n\r\nhi %d\r\n"
-                       % (n, n))
-    path = os.path.join(server.maildir(USER), FILE_NAME)
+def _indexed(path, count):
+    """Wait until the list index at ``path`` has ``count`` rows in a folder, all with a thread id."""
     deadline = time.monotonic() + 30
     rows = []
     while time.monotonic() < deadline:
@@ -211,11 +206,24 @@ def test_smtp_deliveries_are_indexed_in_the_background(make_server):
                 rows = []
             finally:
                 db.close()
-            if len(rows) == 5 and all(t for _, t in rows):
+            if len(rows) == count and all(t for _, t in rows):
                 break
         time.sleep(0.1)
-    assert len(rows) == 5, rows
-    assert sorted('"subject":"hello %d"' % n in f for f, _ in rows for n in range(5)).count(True) == 5
-    assert all(t for _, t in rows)  # the thread index was filled by the same pass
-    threads = os.path.join(server.maildir(USER), "mailnet-threads.sqlite")
-    assert os.path.exists(threads)
+    return rows
+
+
+def test_smtp_deliveries_are_indexed_in_the_background(make_server):
+    server = make_server(config={"store": {"list_index_delay": 0.2}})
+    server.addUser(USER, "pw")
+    path = os.path.join(server.maildir(USER), FILE_NAME)
+    for rnd in range(2):  # the second round after the first was indexed (folders kept open meanwhile)
+        with smtplib.SMTP("127.0.0.1", server.port("smtp")) as s:
+            for n in range(5):
+                s.sendmail("bob@example.test", [USER], b"Subject: hello %d\r\nFrom: bob@example.test\r\n\r\nhi\r\n"
+                           % (rnd * 5 + n))
+        rows = _indexed(path, 5 * (rnd + 1))
+        assert len(rows) == 5 * (rnd + 1), (rnd, rows)
+        subjects = sorted(json.loads(f)["subject"] for f, _ in rows)
+        assert subjects == sorted("hello %d" % n for n in range(5 * (rnd + 1)))
+        assert all(t for _, t in rows)  # the thread index was filled by the same pass
+    assert os.path.exists(os.path.join(server.maildir(USER), "mailnet-threads.sqlite"))
