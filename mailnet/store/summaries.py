@@ -494,7 +494,10 @@ class AccountSummaries:
                 ids = folder.emailIds([i.uid for i in infos])
                 gone = [u for u, e in have.items() if ids.get(u) != e]
                 new = [i for i in infos if have.get(i.uid) != ids.get(i.uid)]
-            await self._add(folder, mailbox, new)
+            failed = await self._add(folder, mailbox, new)
+            if failed:
+                # Unreadable right now: the next catch-up looks at them again.
+                uidNext, stamp = min(uidNext, min(failed)), None
             await self.run(self.index.finishFolder, mailbox, name, uidValidity, uidNext, modseq, stamp, gone)
             self.reconciled += 1
             return mailbox
@@ -502,7 +505,11 @@ class AccountSummaries:
             folder.close()
 
     async def _add(self, folder, mailbox, infos):
-        """Index messages of an open folder: moved ones (a row exists) cheaply, others read."""
+        """
+        Index messages of an open folder: moved ones (a row exists) cheaply,
+        others read.  Returns the UIDs that could not be read.
+        """
+        failed = set()
         for start in range(0, len(infos), BATCH):
             chunk = infos[start:start + BATCH]
             ids = folder.emailIds([i.uid for i in chunk])
@@ -520,9 +527,11 @@ class AccountSummaries:
                 try:
                     f = await defer.maybeDeferred(folder.openMessage, info.uid)
                 except Exception:
-                    continue  # gone meanwhile, or unreadable: indexed when asked again
+                    failed.add(info.uid)  # gone meanwhile, or unreadable
+                    continue
                 read.append((emailId, info.uid, info, f))
             entries = await self.run(_readBatch, read) if read else []
+            failed.update(set(r[1] for r in read) - set(e[1] for e in entries))
             await self.run(self.index.put, mailbox, moves, entries)
             self.indexed += len(entries)
             if entries:
@@ -533,6 +542,7 @@ class AccountSummaries:
                     threads = {}
                 if threads:
                     await self.run(self.index.setThreads, {e[0]: threads[e[1]] for e in entries if e[1] in threads})
+        return failed
 
     # Lookups
 

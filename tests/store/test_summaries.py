@@ -227,3 +227,26 @@ def test_smtp_deliveries_are_indexed_in_the_background(make_server):
         assert subjects == sorted("hello %d" % n for n in range(5 * (rnd + 1)))
         assert all(t for _, t in rows)  # the thread index was filled by the same pass
     assert os.path.exists(os.path.join(server.maildir(USER), "mailnet-threads.sqlite"))
+
+
+def test_a_message_unreadable_for_a_moment_is_indexed_later(tmp_path, monkeypatch):
+    from mailnet.store.interfaces import NoSuchMessage
+    from mailnet.store.maildir.index import FolderIndex
+    from twisted.internet import defer
+
+    store = _store(tmp_path)
+    account = result(store.getAccount(USER))
+    inbox = result(account.openFolder("INBOX"))
+    first = result(inbox.append(msg(1), internalDate=1000))
+    second = result(inbox.append(msg(2), internalDate=2000))
+    realOpen = FolderIndex.openMessage
+
+    def flaky(self, uid):
+        return defer.fail(NoSuchMessage(uid)) if uid == second else realOpen(self, uid)
+
+    monkeypatch.setattr(FolderIndex, "openMessage", flaky)
+    assert result(account.listEmails()).ids == [inbox.emailIds([first])[first]]
+    monkeypatch.undo()
+    assert result(account.listEmails()).total == 2
+    inbox.close()
+    result(store.close())
