@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import binascii
 import dataclasses
-import email
-import email.policy
 import html.parser
 import re
 
-from mailnet.mail.headers import decodeWords, headerString, paramValue, parseAddresses, parseParams
-from mailnet.mail.mime import decodeQuotedPrintable
+from mailnet.mail.headers import decodeWords, paramValue, parseAddresses, parseParams
+from mailnet.mail.mime import _splitParts, decodeQuotedPrintable
 from mailnet.mail.threading import dateSeconds, messageIds
 
 # How much of a message the index reads (the header and the first parts).
@@ -50,6 +48,7 @@ MAX_ADDRESS_TEXT = 500  # characters of a name or an address
 # Transfer-encoded bytes of a part decoded for the preview (plenty for 256 characters).
 _PREVIEW_RAW = 16 * 1024
 _MAX_PARTS = 500
+_MAX_DEPTH = 20
 
 _WS = re.compile(r"\s+")
 # C0 and C1 controls (and DEL) have no place in a preview or a subject.
@@ -95,45 +94,74 @@ class Summary:
 def summarize(data: bytes) -> Summary:
     """The :class:`Summary` of a message (its first :data:`READ_LIMIT` bytes)."""
     data = bytes(data[:READ_LIMIT])
-    try:
-        msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    except Exception:  # the email package is lenient; be safe anyway
-        return Summary()
-    subject = _text(msg.get("Subject"))
+    header, body = _split(data)
+    f = _fields(header)
+    subject = _text(f.get(b"subject"))
     if len(subject) > MAX_SUBJECT:
         subject = subject[:MAX_SUBJECT]
-    date = msg.get("Date")
-    ids = messageIds(_raw(msg.get("Message-ID")))
+    date = f.get(b"date")
+    ids = messageIds(_str(f.get(b"message-id")))
+    state = _Walk()
     try:
-        preview, attachment = _body(msg)
-    except Exception:
-        preview, attachment = "", False
+        state.entity(f, body, 0, None)
+        preview = state.preview()
+    except Exception:  # nothing here should raise; a bad message still gets its header fields
+        preview = ""
     return Summary(
         subject=subject,
-        sender=addresses(msg.get("From")),
-        to=addresses(msg.get("To")),
-        cc=addresses(msg.get("Cc")),
-        sentAt=None if date is None else _seconds(_raw(date)),
+        sender=addresses(f.get(b"from")),
+        to=addresses(f.get(b"to")),
+        cc=addresses(f.get(b"cc")),
+        sentAt=None if date is None else _seconds(_str(date)),
         messageId=ids[0] if ids else None,
-        hasAttachment=attachment,
+        hasAttachment=state.attachment,
         preview=preview,
     )
 
 
-def _raw(value) -> str:
-    """A compat32 header value as text (8-bit bytes as UTF-8), unfolded."""
+# One of the fields we use at the start of a line, with its continuation
+# lines: one C-speed scan of a header (as mail.threading.headerFields).
+_FIELD = re.compile(rb"^(from|to|cc|subject|date|message-id|content-type|content-transfer-encoding"
+                    rb"|content-disposition)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _split(data: bytes):
+    """(header, body) of an entity; a header ends at the first empty line."""
+    if data[:2] == b"\r\n":
+        return b"", data[2:]
+    if data[:1] == b"\n":
+        return b"", data[1:]
+    m = _HEADER_END.search(data)
+    if m is None:
+        return data, b""
+    return data[:m.start() + 1], data[m.end():]
+
+
+def _fields(header: bytes) -> dict:
+    """The first value of each field we use (lower-cased name -> bytes), unfolded (RFC 5322 s2.2.3)."""
+    out = {}
+    for m in _FIELD.finditer(header):
+        key = m.group(1).lower()
+        if key not in out:
+            value = m.group(2)
+            if b"\n" in value:
+                value = _FOLD.sub(b"", value)
+            out[key] = value.strip(b" \t\r")
+    return out
+
+
+def _str(value) -> str:
+    """Header bytes as text: UTF-8 (RFC 6532), anything else replaced (never surrogates)."""
     if value is None:
         return ""
-    try:
-        text = headerString(value)
-    except Exception:
-        text = str(value)
-    return re.sub(r"\r?\n(?=[ \t])", "", text)
+    return value.decode("utf-8", "replace")
 
 
 def _text(value) -> str:
     """An unstructured field (Subject) decoded: RFC 2047 words, controls out, trimmed."""
-    text = _raw(value)
+    text = _str(value)
     if "=?" in text:
         text = decodeWords(text)
     return _CONTROL.sub("", text).strip()
@@ -145,10 +173,13 @@ def _seconds(value):
 
 
 def addresses(value) -> tuple:
-    """An address-list field as ``((name, email), ...)``: names decoded (RFC 2047), groups flattened."""
-    text = _raw(value)
+    """An address-list field (bytes) as ``((name, email), ...)``: names decoded (RFC 2047), groups flattened."""
+    text = _str(value)
     if not text.strip():
         return ()
+    simple = _simpleAddresses(text)
+    if simple is not None:
+        return simple
     out = []
     try:
         items = parseAddresses(text)
@@ -171,100 +202,129 @@ def addresses(value) -> tuple:
     return tuple(out)
 
 
-def _disposition(part):
-    value = part.get("Content-Disposition")
+# "a@b" or "Some Name <a@b>": most address fields, read without the full parser.
+_SIMPLE = re.compile(r"\s*(?:([^<>@]*?)\s*<([^<>\s@]+@[^<>\s@]+)>|([^<>\s@]+@[^<>\s@]+))\s*")
+
+
+def _simpleAddresses(text):
+    """The addresses of a list of simple forms (no quotes, comments, groups, encoded words), else None."""
+    if '"' in text or "(" in text or ":" in text or ";" in text or "=?" in text or "\\" in text:
+        return None
+    out = []
+    for item in text.split(",")[:MAX_ADDRESSES]:
+        m = _SIMPLE.fullmatch(item)
+        if m is None:
+            return None
+        name, addr = (m.group(1), m.group(2)) if m.group(2) else (None, m.group(3))
+        name = " ".join(name.split()) if name else None
+        if (name and _CONTROL.search(name)) or _CONTROL.search(addr):
+            return None
+        out.append(((name or None) and name[:MAX_ADDRESS_TEXT], addr[:MAX_ADDRESS_TEXT]))
+    return tuple(out)
+
+
+def _params(value):
+    """(lower-cased head, params) of a Content-Type or Content-Disposition value (bytes or None)."""
     if value is None:
-        return None, None
+        return None, []
     try:
-        head, params = parseParams(_raw(value))
-        filename = paramValue(params, "filename")
+        head, params = parseParams(_str(value))
     except Exception:
-        return None, None
-    return head.strip().lower() or None, filename
+        return None, []
+    return head.strip().lower() or None, params
 
 
-def _isAttachment(part, parentType):
-    disposition, filename = _disposition(part)
-    if disposition == "attachment":
-        return True
-    maintype = part.get_content_maintype()
-    if maintype == "text":
-        return filename is not None and disposition != "inline"
-    if maintype == "multipart":
-        return False
-    # A picture in an HTML body (multipart/related, inline): not an attachment.
-    return not (parentType == "multipart/related" and disposition in (None, "inline"))
+class _Walk:
+    """
+    A light MIME walk (RFC 2046): boundaries found by a literal search
+    (mail.mime's), each part's fields by one regex; what it finds is the
+    first text/plain and text/html leaves and whether there is an
+    attachment.
+    """
 
+    def __init__(self):
+        self.plain = None  # (body, fields, params)
+        self.html = None
+        self.attachment = False
+        self.parts = 0
 
-def _body(msg):
-    """(preview, hasAttachment) by a walk over the parts."""
-    plain = htmlPart = None
-    attachment = False
-    stack = [(msg, None)]
-    seen = 0
-    while stack and seen < _MAX_PARTS:
-        part, parentType = stack.pop()
-        seen += 1
-        if part.is_multipart():
-            ctype = part.get_content_type()
-            children = part.get_payload()
-            if isinstance(children, list):
-                stack.extend((c, ctype) for c in reversed(children))
-            continue
-        if part is not msg and _isAttachment(part, parentType):
-            attachment = True
-            continue
-        ctype = part.get_content_type()
-        if ctype == "text/plain" and plain is None:
-            plain = part
-        elif ctype == "text/html" and htmlPart is None:
-            htmlPart = part
-    if plain is not None:
-        text = _decoded(plain)
-    elif htmlPart is not None:
-        text = htmlText(_decoded(htmlPart, _PREVIEW_RAW * 4))
-    else:
-        text = ""
-    return previewOf(text), attachment
+    def entity(self, f, body, depth, parentType):
+        self.parts += 1
+        ctype, params = _params(f.get(b"content-type"))
+        if ctype is None or "/" not in ctype:
+            ctype = "message/rfc822" if parentType == "multipart/digest" else "text/plain"
+        if ctype.startswith("multipart/"):
+            boundary = paramValue(params, "boundary")
+            if not boundary or depth >= _MAX_DEPTH:
+                return
+            pieces = _splitParts(body, boundary.encode("utf-8", "replace"))
+            # preamble, then (close marker, part) pairs; after a close marker: the epilogue
+            for i in range(2, len(pieces), 2):
+                if pieces[i - 1] or self.parts >= _MAX_PARTS:
+                    break
+                part = pieces[i]
+                header, partBody = _split(part[2:] if part[:2] == b"\r\n" else part[1:] if part[:1] == b"\n" else part)
+                self.entity(_fields(header), partBody, depth + 1, ctype)
+            return
+        if depth and self._isAttachment(f, ctype, parentType):
+            self.attachment = True
+            return
+        if ctype == "text/plain" and self.plain is None:
+            self.plain = (body, f, params)
+        elif ctype == "text/html" and self.html is None:
+            self.html = (body, f, params)
 
+    @staticmethod
+    def _isAttachment(f, ctype, parentType):
+        disposition, dparams = _params(f.get(b"content-disposition"))
+        if disposition == "attachment":
+            return True
+        maintype = ctype.partition("/")[0]
+        if maintype == "text":
+            return paramValue(dparams, "filename") is not None and disposition != "inline"
+        # A picture in an HTML body (multipart/related, inline): not an attachment.
+        return not (parentType == "multipart/related" and disposition in (None, "inline"))
 
-def _decoded(part, limit=_PREVIEW_RAW) -> str:
-    """The beginning of a leaf part's text: transfer- and charset-decoded."""
-    raw = part.get_payload(decode=False)
-    if isinstance(raw, list):
+    def preview(self):
+        if self.plain is not None:
+            return previewOf(_decoded(*self.plain))
+        if self.html is not None:
+            return previewOf(htmlText(_decoded(*self.html, limit=_PREVIEW_RAW * 4)))
         return ""
-    cte = str(part.get("Content-Transfer-Encoding", "") or "").strip().lower()
-    if isinstance(raw, str):
-        try:
-            raw = raw.encode("ascii", "surrogateescape")
-        except UnicodeEncodeError:
-            # compat32 hands some 8-bit payloads over decoded already; this gives their bytes.
-            raw, cte = part.get_payload(decode=True) or b"", "8bit"
+
+
+def _decoded(body, f, params, limit=_PREVIEW_RAW) -> str:
+    """The beginning of a leaf part's text: transfer- and charset-decoded."""
+    cte = _str(f.get(b"content-transfer-encoding")).strip().lower()
     if cte == "base64":
-        raw = re.sub(rb"[^A-Za-z0-9+/]", b"", raw[:limit * 2])
+        raw = re.sub(rb"[^A-Za-z0-9+/]", b"", body[:limit * 2])
         raw = raw[:len(raw) - len(raw) % 4]
         try:
             data = binascii.a2b_base64(raw)
         except (binascii.Error, ValueError):
             data = b""
     elif cte == "quoted-printable":
-        data = decodeQuotedPrintable(raw[:limit])
+        data = decodeQuotedPrintable(body[:limit])
     else:
-        data = raw[:limit]
-    try:
-        charset = part.get_content_charset() or "utf-8"
-    except Exception:
-        charset = "utf-8"
+        data = body[:limit]
+    charset = (paramValue(params, "charset") or "utf-8").strip().strip('"') or "utf-8"
     try:
         return data.decode(charset, "replace")
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, TypeError):
         return data.decode("utf-8", "replace")
 
 
 def previewOf(text: str) -> str:
     """White space runs as one space, controls out, at most PREVIEW_LENGTH characters."""
-    text = _CONTROL.sub(" ", text[:PREVIEW_LENGTH * 8])
-    return _WS.sub(" ", text).strip()[:PREVIEW_LENGTH]
+    size = PREVIEW_LENGTH * 4
+    while True:
+        head = text[:size]
+        if _CONTROL.search(head):
+            head = _CONTROL.sub(" ", head)
+        out = " ".join(head.split())
+        if len(out) >= PREVIEW_LENGTH or size >= len(text) or size > PREVIEW_LENGTH * 256:
+            return out[:PREVIEW_LENGTH].rstrip()
+        size *= 4
 
 
 class _Text(html.parser.HTMLParser):

@@ -213,7 +213,7 @@ class MemoryAccount:
         self.threads = AccountThreads(ThreadIndex(None), lambda f, *a: defer.maybeDeferred(f, *a))
         # The message list index, in memory; it catches up when asked (a folder's stamp is exact here).
         self.summaries = AccountSummaries(SummaryIndex(None), self, self._stamps,
-                                          lambda f, *a: defer.maybeDeferred(f, *a))
+                                          lambda f, *a: defer.maybeDeferred(f, *a), threads=self.threads)
         self.subscriptions = set()
         self._make(INBOX)
         for name in SPECIAL_USE:

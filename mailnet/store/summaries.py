@@ -30,8 +30,10 @@ Dovecot's).  See "Message list index" in docs/store.md; in short:
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sqlite3
 import threading as _threading
 import time
@@ -50,6 +52,7 @@ from mailnet.store.interfaces import (
     TemporaryStoreError,
     messageBytes,
 )
+from mailnet.store.threads import HEADER_LIMIT
 
 log = Logger()
 
@@ -311,8 +314,12 @@ class SummaryIndex:
 
 
 def _readBatch(batch):
-    """(Blocking.)  ``[(emailId, uid, info, f)]`` -> ``[(emailId, uid, received, size, json)]``; closes the files."""
+    """
+    (Blocking.)  ``[(emailId, uid, info, f)]`` -> ``([(emailId, uid,
+    received, size, json)], {uid: header})``; closes the files.
+    """
     out = []
+    headers = {}
     for emailId, uid, info, f in batch:
         try:
             data = messageBytes(f)
@@ -324,7 +331,37 @@ def _readBatch(batch):
             f.close()
         fields = json.dumps(summarize(data).toJson(), ensure_ascii=False, separators=(",", ":"))
         out.append((emailId, uid, info.internalDate, info.size, fields))
-    return out
+        end = _HEADER_END.search(data, 0, HEADER_LIMIT)
+        headers[uid] = data[:end.end()] if end is not None else data[:HEADER_LIMIT]
+    return out, headers
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+class _Headers:
+    """
+    A folder seen through headers read already: what
+    :meth:`mailnet.store.threads.AccountThreads.threadIds` needs
+    (``emailIds``, ``get``, ``openMessage``), so the thread index takes
+    the new messages' keys without opening their files again.
+    """
+
+    def __init__(self, folder, headers):
+        self.folder = folder
+        self.headers = headers
+
+    def emailIds(self, uids):
+        return self.folder.emailIds(uids)
+
+    def get(self, uid):
+        return self.folder.get(uid)
+
+    def openMessage(self, uid):
+        header = self.headers.get(uid)
+        if header is None:
+            return self.folder.openMessage(uid)
+        return io.BytesIO(header)
 
 
 class _Serial:
@@ -377,8 +414,13 @@ class AccountSummaries:
     work; lookups catch up on the spot).
     """
 
-    def __init__(self, index: SummaryIndex, account, stamps, run, later=None, delay=1.0, keepOpen=0):
+    def __init__(self, index: SummaryIndex, account, stamps, run, later=None, delay=1.0, keepOpen=0,
+                 maxDelay=None, threads=None, clock=time.monotonic):
         self.index = index
+        self.maxDelay = max(delay, maxDelay if maxDelay is not None else 10 * delay)
+        self.threads = threads  # the account's AccountThreads (None: ask each folder)
+        self.clock = clock
+        self._first = None  # when the first change not taken in yet was reported
         self.account = account
         self.stamps = stamps
         self.run = run
@@ -387,6 +429,7 @@ class AccountSummaries:
         self.keepOpen = keepOpen
         self.catchUp = _Serial(self._catchUp)
         self._scheduled = None
+        self._due = 0.0
         self._unpinTimer = None
         self._pins = {}  # folder name -> (handle kept open, last use)
         self._names = {}  # mailbox id -> folder name, as last seen
@@ -396,13 +439,33 @@ class AccountSummaries:
     # Background
 
     def changed(self):
-        """A folder of the account changed (a delivery): catch up in the background, soon."""
-        if self.later is None or self._scheduled is not None:
+        """
+        A folder of the account changed (a delivery): catch up in the
+        background once deliveries pause for ``delay`` seconds, and at
+        the latest ``maxDelay`` seconds after the first one (indexing
+        yields to delivery: during a burst the CPU goes to SMTP).
+        """
+        if self.later is None:
             return
-        self._scheduled = self.later(self.delay, self._background)
+        now = self.clock()
+        if self._first is None:
+            self._first = now
+        due = min(now + self.delay, self._first + self.maxDelay)
+        if self._scheduled is not None:
+            if self._due <= due:
+                self._due = due  # pushed back: _background looks again when it fires
+                return
+            self._scheduled.cancel()
+        self._due = due
+        self._scheduled = self.later(max(0.0, due - now), self._background)
 
     def _background(self):
+        now = self.clock()
+        if self._due > now + 0.001:
+            self._scheduled = self.later(self._due - now, self._background)
+            return
         self._scheduled = None
+        self._first = None
         d = self.catchUp()
         d.addErrback(lambda f: log.warn("message list index: catching up failed: {e}",
                                         e=getattr(f.value, "strerror", None) or str(f.value)))
@@ -530,14 +593,18 @@ class AccountSummaries:
                     failed.add(info.uid)  # gone meanwhile, or unreadable
                     continue
                 read.append((emailId, info.uid, info, f))
-            entries = await self.run(_readBatch, read) if read else []
+            entries, headers = await self.run(_readBatch, read) if read else ([], {})
             failed.update(set(r[1] for r in read) - set(e[1] for e in entries))
             await self.run(self.index.put, mailbox, moves, entries)
             self.indexed += len(entries)
             if entries:
                 # The thread index too (it reads the headers it does not know).
                 try:
-                    threads = await folder.threadIds([e[1] for e in entries])
+                    uids = [e[1] for e in entries]
+                    if self.threads is not None:
+                        threads = await self.threads.threadIds(_Headers(folder, headers), uids)
+                    else:
+                        threads = await folder.threadIds(uids)
                 except (StoreError, OSError):
                     threads = {}
                 if threads:

@@ -4,7 +4,9 @@ subject, sentAt, messageId, hasAttachment, preview), with Hypothesis.
 """
 
 import email.message
+import email.headerregistry
 import email.policy
+import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -108,6 +110,12 @@ def test_broken_messages_give_what_can_be_read():
     assert s.preview == "hello wor"
 
 
+def test_raw_8bit_headers_never_give_surrogates():
+    s = summarize(b"Subject: caf\xe9 \xc3\xbc\r\nFrom: \xff <x@example.test>\r\n\r\nbody \xe9\r\n")
+    assert s.subject == "caf\ufffd \u00fc" and s.sender == (("\ufffd", "x@example.test"),)
+    json.dumps(s.toJson(), ensure_ascii=False).encode("utf-8")
+
+
 def test_preview_is_capped_and_controls_go():
     s = summarize(b"Subject: a\x01b\r\n\r\n" + b"word\x07 " * 500)
     assert s.subject == "ab"
@@ -151,6 +159,7 @@ def test_any_bytes_give_a_summary(data):
     s = summarize(data)
     assert isinstance(s, Summary) and len(s.preview) <= summary.PREVIEW_LENGTH
     assert Summary.fromJson(s.toJson()) == s
+    json.dumps(s.toJson(), ensure_ascii=False).encode("utf-8")  # no lone surrogates: SQLite takes it
 
 
 @FUZZ
@@ -162,3 +171,19 @@ def test_any_bytes_give_a_summary(data):
 def test_mime_shaped_noise(pieces):
     s = summarize(b"".join(pieces))
     assert isinstance(s, Summary)
+
+
+names = st.text(alphabet="abcXYZ \u00e9", max_size=12)
+hosts = st.sampled_from(["example.test", "b.c", "x-y.example"])
+
+
+@FUZZ
+@given(st.lists(st.tuples(names, st.text(alphabet="abc.-_1", min_size=1, max_size=8), hosts), min_size=1,
+                max_size=5))
+def test_simple_address_lists_read_as_the_full_parser_reads_them(items):
+    text = ", ".join(("%s <%s@%s>" % (n, l, h)) if n.strip() else "%s@%s" % (l, h) for n, l, h in items)
+    fast = summary._simpleAddresses(text)
+    full = summary.addresses(("(c) " + text).encode())  # a comment: the full parser
+    assert fast is not None
+    assert [a for _, a in fast] == [a for _, a in full]
+    assert [n for n, _ in fast] == [(" ".join(n.split()) or None) for n, _, _ in items]

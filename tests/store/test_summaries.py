@@ -250,3 +250,27 @@ def test_a_message_unreadable_for_a_moment_is_indexed_later(tmp_path, monkeypatc
     assert result(account.listEmails()).total == 2
     inbox.close()
     result(store.close())
+
+
+def test_background_pass_waits_for_a_pause_in_deliveries_but_not_forever():
+    from twisted.internet import defer, task
+
+    from mailnet.store.summaries import AccountSummaries, SummaryIndex
+
+    clock = task.Clock()
+    runs = []
+    s = AccountSummaries(SummaryIndex(None), None, dict, syncRunner, later=clock.callLater, delay=2.0,
+                         maxDelay=10.0, clock=clock.seconds)
+    s.catchUp = lambda: runs.append(clock.seconds()) or defer.succeed(None)
+    s.changed()
+    clock.advance(1.5)
+    s.changed()  # a burst: pushed back
+    clock.advance(1.9)
+    assert runs == []
+    clock.advance(0.2)  # 2 s after the last one (Clock runs calls at the end of the step)
+    assert runs == [3.6]
+    for _ in range(30):  # deliveries every second: at the latest 10 s after the first
+        s.changed()
+        clock.advance(1.0)
+    assert [round(t - 3.6) for t in runs[1:]] == [10, 20, 30]
+    s.close()

@@ -43,7 +43,8 @@ def makeStore(config):
     store = config.store
     return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config),
                         listIndexDelay=getattr(store, "list_index_delay", 2.0),
-                        listIndexKeepOpen=getattr(store, "list_index_keep_open", 300))
+                        listIndexKeepOpen=getattr(store, "list_index_keep_open", 300),
+                        listIndexMaxDelay=getattr(store, "list_index_max_delay", 30.0))
 
 
 @implementer(IMailStore)
@@ -57,7 +58,7 @@ class MaildirStore:
     """
 
     def __init__(self, root, runner=None, reactor=None, threads=6, limits=None, listIndexDelay=2.0,
-                 listIndexKeepOpen=300):
+                 listIndexKeepOpen=300, listIndexMaxDelay=30.0):
         self.root = os.path.abspath(root)
         self.limits = limits or FolderLimits()
         self._pool = None
@@ -78,6 +79,7 @@ class MaildirStore:
         self._background = runner is None
         self.listIndexDelay = listIndexDelay
         self.listIndexKeepOpen = listIndexKeepOpen
+        self.listIndexMaxDelay = listIndexMaxDelay
 
     def threadsAt(self, accountPath):
         """The :class:`AccountThreads` of the account at ``accountPath`` (its ``mailnet-threads.sqlite``)."""
@@ -94,7 +96,8 @@ class MaildirStore:
             summaries = self._summaries[accountPath] = AccountSummaries(
                 SummaryIndex(os.path.join(accountPath, LIST_FILE)), self.accountAt(accountPath),
                 lambda: folderStamps(accountPath), self.run, self._later if self._background else None,
-                delay=self.listIndexDelay, keepOpen=self.listIndexKeepOpen)
+                delay=self.listIndexDelay, keepOpen=self.listIndexKeepOpen, maxDelay=self.listIndexMaxDelay,
+                threads=self.threadsAt(accountPath))
         return summaries
 
     def summariesChanged(self, folderPath):
