@@ -8,7 +8,8 @@ I/O.  The store's list index (:mod:`mailnet.store.summaries`) keeps them.
   RFC 2047 encoded words decoded (:func:`mailnet.mail.headers.decodeWords`),
   raw 8-bit values read as UTF-8 (RFC 6532).  Addresses are ``(name,
   email)`` pairs (name None when there is none; group members flattened,
-  RFC 5322 s3.4), through :func:`mailnet.mail.headers.parseAddresses`.
+  RFC 5322 s3.4): simple forms by one regex, the others through
+  :func:`mailnet.mail.headers.parseAddresses`.
 * ``sentAt``: the Date field in UTC seconds (:func:`mailnet.mail.threading.dateSeconds`),
   None when it does not parse.
 * ``preview`` (RFC 8621 s4.1.4: "up to 256 characters of the beginning of
@@ -22,9 +23,13 @@ I/O.  The store's list index (:mod:`mailnet.store.summaries`) keeps them.
   picture inside an HTML body).  A text part with a file name and no
   ``inline`` disposition counts too.
 
-The caller gives at most :data:`READ_LIMIT` bytes (the beginning of a
-large message): parts that start beyond it are not seen.  Nothing here
-raises on bad input: what cannot be read is left empty.
+The MIME structure is read by a light walk (:class:`_Walk`: one regex
+for a header's fields, a literal search for boundaries), not by the email
+package, which took four times as long.  The caller gives at most
+:data:`READ_LIMIT` bytes (the beginning of a large message): parts that
+start beyond it are not seen.  Nothing here raises on bad input: what
+cannot be read is left empty; raw bytes that are not UTF-8 are replaced
+(U+FFFD), never kept as surrogates.
 """
 
 from __future__ import annotations
