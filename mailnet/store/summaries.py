@@ -56,7 +56,7 @@ from mailnet.store.threads import HEADER_LIMIT
 
 log = Logger()
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 FILE_NAME = "mailnet-list.sqlite"
 BATCH = 256  # messages read and indexed per transaction
 GONE_KEEP = 24 * 3600  # seconds a gone message's row is kept (a MOVE's other half)
@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS folders(
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL,
     modseq INTEGER NOT NULL,
-    stamp TEXT);
+    stamp TEXT,
+    count INTEGER NOT NULL);
 """
 
 
@@ -141,7 +142,7 @@ class SummaryIndex:
             elif row[0] != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError("unknown schema version")
             db.execute("SELECT count(*) FROM folders").fetchone()
-            db.execute("SELECT email FROM emails ORDER BY received DESC LIMIT 1").fetchone()
+            db.execute("SELECT email FROM emails LIMIT 1").fetchone()
         except BaseException:
             db.close()
             raise
@@ -210,7 +211,7 @@ class SummaryIndex:
     # Reading
 
     def folders(self):
-        """``{mailboxId: (name, uidValidity, uidNext, modseq, stamp)}``."""
+        """``{mailboxId: (name, uidValidity, uidNext, modseq, stamp, count)}``."""
         return self._guarded(lambda db: {r[0]: tuple(r[1:]) for r in db.execute("SELECT * FROM folders")})
 
     def rows(self, emailIds):
@@ -237,9 +238,11 @@ class SummaryIndex:
             lim = -1 if limit is None else int(limit)
             if mailbox is None:
                 where, args = "mailbox IS NOT NULL", []
+                total = db.execute("SELECT sum(count) FROM folders").fetchone()[0] or 0
             else:
                 where, args = "mailbox=?", [mailbox]
-            total = db.execute("SELECT count(*) FROM emails WHERE " + where, args).fetchone()[0]
+                row = db.execute("SELECT count FROM folders WHERE mailbox=?", args).fetchone()
+                total = row[0] if row else 0
             ids = [r[0] for r in db.execute(
                 "SELECT email FROM emails WHERE %s ORDER BY received %s, email %s LIMIT ? OFFSET ?"
                 % (where, order, order), args + [lim, int(position)])]
@@ -289,8 +292,10 @@ class SummaryIndex:
                                % ",".join("?" * len(chunk)), [now, mailbox, *chunk])
                 db.execute("DELETE FROM emails WHERE gone < ?", (now - GONE_KEEP,))
                 db.execute("DELETE FROM folders WHERE name=? AND mailbox<>?", (name, mailbox))
-                db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?)",
-                           (mailbox, name, uidValidity, uidNext, modseq, stamp))
+                # The folder's count, for listEmails' total without counting rows then.
+                count = db.execute("SELECT count(*) FROM emails WHERE mailbox=?", (mailbox,)).fetchone()[0]
+                db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (mailbox, name, uidValidity, uidNext, modseq, stamp, count))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
