@@ -274,6 +274,27 @@ class SummaryIndex:
                 raise
         return self._guarded(w)
 
+    def putDelivered(self, mailbox, entries):
+        """
+        New rows for messages just delivered (``entries`` as in :meth:`put`),
+        unless the id has a row already (a catch-up was quicker, or the
+        message moved meanwhile), or the folder's record is past the UID (a
+        catch-up has seen the folder since: the message was there, so it has
+        a row, or was gone, so it must not get one).
+        """
+        def w(db):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT OR IGNORE INTO emails(email, mailbox, uid, received, size, fields) "
+                    "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM folders WHERE mailbox=? AND uidnext>?)",
+                    [(e, mailbox, uid, rec, size, f, mailbox, uid) for e, uid, rec, size, f in entries])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self._guarded(w)
+
     def setThreads(self, threads):
         return self.put(None, [], [], threads)
 
@@ -334,14 +355,19 @@ def _readBatch(batch):
             continue
         finally:
             f.close()
-        fields = json.dumps(summarize(data).toJson(), ensure_ascii=False, separators=(",", ":"))
+        fields, headers[uid] = summaryOf(data)
         out.append((emailId, uid, info.internalDate, info.size, fields))
-        end = _HEADER_END.search(data, 0, HEADER_LIMIT)
-        headers[uid] = data[:end.end()] if end is not None else data[:HEADER_LIMIT]
     return out, headers
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def summaryOf(data: bytes):
+    """(Blocking.)  ``(fields JSON, header)`` of a message's first bytes: a row's fields, the thread index's key."""
+    fields = json.dumps(summarize(data).toJson(), ensure_ascii=False, separators=(",", ":"))
+    end = _HEADER_END.search(data, 0, HEADER_LIMIT)
+    return fields, (data[:end.end()] if end is not None else data[:HEADER_LIMIT])
 
 
 class _Headers:
@@ -367,6 +393,36 @@ class _Headers:
         if header is None:
             return self.folder.openMessage(uid)
         return io.BytesIO(header)
+
+
+class _Delivered:
+    """
+    Messages just delivered, seen as the folder view that
+    :meth:`mailnet.store.threads.AccountThreads.threadIds` needs, without
+    opening the folder: email ids, internal dates and headers known.
+    """
+
+    def __init__(self, emailIds, dates, headers):
+        self.ids = emailIds
+        self.dates = dates
+        self.headers = headers
+
+    def emailIds(self, uids):
+        return {u: self.ids[u] for u in uids if u in self.ids}
+
+    def get(self, uid):
+        date = self.dates.get(uid)
+        return None if date is None else _Dated(date)
+
+    def openMessage(self, uid):
+        return io.BytesIO(self.headers[uid])
+
+
+class _Dated:
+    __slots__ = ("internalDate",)
+
+    def __init__(self, date):
+        self.internalDate = date
 
 
 class _Serial:
@@ -420,8 +476,10 @@ class AccountSummaries:
     """
 
     def __init__(self, index: SummaryIndex, account, stamps, run, later=None, delay=1.0, keepOpen=0,
-                 maxDelay=None, threads=None, clock=time.monotonic):
+                 maxDelay=None, threads=None, clock=time.monotonic, readDelivered=None):
         self.index = index
+        self.readDelivered = readDelivered
+        self._pending = {}  # folder key -> [item] delivered, not indexed yet
         self.maxDelay = max(delay, maxDelay if maxDelay is not None else 10 * delay)
         self.threads = threads  # the account's AccountThreads (None: ask each folder)
         self.clock = clock
@@ -443,15 +501,21 @@ class AccountSummaries:
 
     # Background
 
-    def changed(self):
+    def delivered(self, folder, items):
         """
-        A folder of the account changed (a delivery): catch up in the
-        background once deliveries pause for ``delay`` seconds, and at
-        the latest ``maxDelay`` seconds after the first one (indexing
-        yields to delivery: during a burst the CPU goes to SMTP).
+        Messages were delivered into ``folder`` (a key for the backend's
+        ``readDelivered(folder, items)``, which reads them in a worker
+        thread without opening the folder): index them in the background
+        once deliveries pause for ``delay`` seconds, and at the latest
+        ``maxDelay`` seconds after the first one (indexing yields to
+        delivery: during a burst the CPU goes to SMTP).
         """
-        if self.later is None:
+        if self.later is None or self.readDelivered is None:
             return
+        self._pending.setdefault(folder, []).extend(items)
+        self._schedule()
+
+    def _schedule(self):
         now = self.clock()
         if self._first is None:
             self._first = now
@@ -471,10 +535,30 @@ class AccountSummaries:
             return
         self._scheduled = None
         self._first = None
-        d = self.catchUp()
-        d.addErrback(lambda f: log.warn("message list index: catching up failed: {e}",
+        d = defer.ensureDeferred(self._indexDelivered())
+        d.addErrback(lambda f: log.warn("message list index: indexing deliveries failed: {e}",
                                         e=getattr(f.value, "strerror", None) or str(f.value)))
-        d.addBoth(lambda _: self._unpin())
+
+    async def _indexDelivered(self):
+        pending, self._pending = self._pending, {}
+        for folder, items in pending.items():
+            for start in range(0, len(items), BATCH):
+                found = await self.run(self.readDelivered, folder, items[start:start + BATCH])
+                if found is None:
+                    continue  # left to the next catch-up
+                mailbox, entries, headers = found
+                if not entries:
+                    continue
+                await self.run(self.index.putDelivered, mailbox, entries)
+                self.indexed += len(entries)
+                if self.threads is not None:
+                    view = _Delivered({e[1]: e[0] for e in entries}, {e[1]: e[2] for e in entries}, headers)
+                    try:
+                        threads = await self.threads.threadIds(view, [e[1] for e in entries])
+                    except (StoreError, OSError):
+                        threads = {}
+                    if threads:
+                        await self.run(self.index.setThreads, {view.ids[u]: t for u, t in threads.items()})
 
     def _unpin(self):
         if not self._pins:
@@ -626,6 +710,7 @@ class AccountSummaries:
         if limit is not None:
             limit = max(0, int(limit))
         await self.catchUp()
+        self._unpin()
         if mailboxId is not None and not isinstance(mailboxId, str):
             return EmailList([], position, 0)
         ids, total = await self.run(self.index.page, mailboxId, position, limit, bool(newestFirst))
@@ -638,6 +723,7 @@ class AccountSummaries:
         wanted = list(dict.fromkeys(e for e in emailIds if isinstance(e, str)))
         if not wanted:
             return {}
+        self._unpin()
         rows = await self.run(self.index.rows, wanted)
         byMailbox = {}
         missing = []

@@ -226,6 +226,9 @@ def test_smtp_deliveries_are_indexed_in_the_background(make_server):
         subjects = sorted(json.loads(f)["subject"] for f, _ in rows)
         assert subjects == sorted("hello %d" % n for n in range(5 * (rnd + 1)))
         assert all(t for _, t in rows)  # the thread index was filled by the same pass
+        # read from the files, without opening the folder: nothing moved new/ -> cur/ (as a client's look would)
+        files = server.messageFiles(USER)
+        assert len(files) == 5 * (rnd + 1) and all("/new/" in f for f in files), files
     assert os.path.exists(os.path.join(server.maildir(USER), "mailnet-threads.sqlite"))
 
 
@@ -253,24 +256,28 @@ def test_a_message_unreadable_for_a_moment_is_indexed_later(tmp_path, monkeypatc
 
 
 def test_background_pass_waits_for_a_pause_in_deliveries_but_not_forever():
-    from twisted.internet import defer, task
+    from twisted.internet import task
 
     from mailnet.store.summaries import AccountSummaries, SummaryIndex
 
     clock = task.Clock()
     runs = []
     s = AccountSummaries(SummaryIndex(None), None, dict, syncRunner, later=clock.callLater, delay=2.0,
-                         maxDelay=10.0, clock=clock.seconds)
-    s.catchUp = lambda: runs.append(clock.seconds()) or defer.succeed(None)
-    s.changed()
+                         maxDelay=10.0, clock=clock.seconds, readDelivered=lambda folder, items: None)
+
+    async def indexDelivered():
+        runs.append(clock.seconds())
+
+    s._indexDelivered = indexDelivered
+    s.delivered("f", [1])
     clock.advance(1.5)
-    s.changed()  # a burst: pushed back
+    s.delivered("f", [2])  # a burst: pushed back
     clock.advance(1.9)
     assert runs == []
     clock.advance(0.2)  # 2 s after the last one (Clock runs calls at the end of the step)
     assert runs == [3.6]
     for _ in range(30):  # deliveries every second: at the latest 10 s after the first
-        s.changed()
+        s.delivered("f", [3])
         clock.advance(1.0)
     assert [round(t - 3.6) for t in runs[1:]] == [10, 20, 30]
     s.close()

@@ -81,7 +81,9 @@ class Committer:
             for job, idx, uid in placed:
                 uids[(id(job), idx)] = uid
             if placed:
-                self.store.summariesChanged(disk.path)  # the list index catches up in the background
+                # The list index reads them in the background (mailnet/store/summaries.py).
+                self.store.summariesDelivered(disk.path, [(job.baseFor(idx), uid, job.date, job.size, job.flags)
+                                                          for job, idx, uid in placed])
             index = disk.index
             if delta is not None and index is not None:
                 index.applyDelta(delta)

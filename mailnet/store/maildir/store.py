@@ -29,7 +29,7 @@ from mailnet.store.maildir.layout import (
     renderSubscriptions,
     writeFile,
 )
-from mailnet.store.maildir.listindex import folderStamps
+from mailnet.store.maildir.listindex import folderStamps, readDelivered
 from mailnet.store.summaries import FILE_NAME as LIST_FILE
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import FILE_NAME as THREADS_FILE
@@ -97,15 +97,19 @@ class MaildirStore:
                 SummaryIndex(os.path.join(accountPath, LIST_FILE)), self.accountAt(accountPath),
                 lambda: folderStamps(accountPath), self.run, self._later if self._background else None,
                 delay=self.listIndexDelay, keepOpen=self.listIndexKeepOpen, maxDelay=self.listIndexMaxDelay,
-                threads=self.threadsAt(accountPath))
+                threads=self.threadsAt(accountPath), readDelivered=lambda path, items: readDelivered(self, path, items))
         return summaries
 
-    def summariesChanged(self, folderPath):
-        """Messages were delivered into the folder at ``folderPath``: index them in the background."""
+    def summariesDelivered(self, folderPath, items):
+        """
+        Messages were delivered into the folder at ``folderPath`` (items for
+        :func:`~mailnet.store.maildir.listindex.readDelivered`): the list
+        index takes them in, in the background.
+        """
         if not self._background:
             return
         accountPath = os.path.dirname(folderPath) if os.path.basename(folderPath).startswith(".") else folderPath
-        self.summariesAt(accountPath).changed()
+        self.summariesAt(accountPath).delivered(folderPath, items)
 
     def _later(self, delay, f):
         if self._reactor is None:
