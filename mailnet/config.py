@@ -105,7 +105,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "options": _o("table", {}, "[store.options]: a third-party backend's own settings, given to it as config.store.options and checked by it; the built-in backends take none."),
         "list_index_delay": _o("float", 2.0, "The maildir message list index (mailnet-list.sqlite) takes deliveries in, in the background, once they pause this many seconds: during a burst the CPU goes to SMTP.", minimum=0),
         "list_index_max_delay": _o("float", 30.0, "...but at the latest this many seconds after a delivery, however busy SMTP is (listing catches up on the spot anyway).", minimum=0),
-        "list_index_keep_open": _o("int", 300, "Seconds the list indexer keeps a folder it indexed loaded, so that the next delivery does not load a large folder again (memory for speed); 0 = close at once.", minimum=0),
+        "list_index_keep_open": _o("int", 300, "Seconds a folder that the message list opened stays loaded, so that the next list does not load a large folder again (memory for speed); 0 = close at once.", minimum=0),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),

@@ -22,10 +22,13 @@ Dovecot's).  See "Message list index" in docs/store.md; in short:
   threads), summarised and inserted, 256 per transaction, and their
   thread ids asked of the folder (``IFolder.threadIds``), which fills the
   thread index too.
-* It runs in the background after deliveries (the backend calls
-  :meth:`AccountSummaries.changed`), and before every ``listEmails``;
-  ``emailSummaries`` checks each row against its folder's index and
-  indexes a message it does not have on the spot.
+* The catch-up runs before every ``listEmails``; ``emailSummaries``
+  checks each row against its folder's index and indexes a message it
+  does not have on the spot.
+* Deliveries are indexed in the background: the backend reports them
+  (:meth:`AccountSummaries.delivered`) and reads them from their files
+  (its ``readDelivered``) once deliveries pause, without opening the
+  folder.
 """
 
 from __future__ import annotations
