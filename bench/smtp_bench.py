@@ -192,7 +192,10 @@ def emptyMaildir(path):
         d = os.path.join(path, sub)
         if os.path.isdir(d):
             for entry in os.scandir(d):
-                os.unlink(entry.path)
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass  # the server moved it new/ -> cur/ meanwhile (a folder opened)
 
 
 def bench(name, port, sessions, messages, size, opts, maildir):

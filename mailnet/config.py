@@ -106,6 +106,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "changes_kept": _o("int", 100_000, "Changes (one per Email, Mailbox or Thread changed) each account's journal remembers for JMAP /changes; a client with an older state resyncs. Bounds the journal's disk and the work of one answer.", minimum=100),
         "changes_poll": _o("float", 30.0, "Seconds between looks for another program's writes (an MDA, Dovecot, mutt) to an account that has listeners (push); our own changes are told at once. 0 = only when the state is asked.", minimum=0),
         "options": _o("table", {}, "[store.options]: a third-party backend's own settings, given to it as config.store.options and checked by it; the built-in backends take none."),
+        "list_index_delay": _o("float", 2.0, "The maildir message list index (mailnet-list.sqlite) takes deliveries in, in the background, once they pause this many seconds: during a burst the CPU goes to SMTP.", minimum=0),
+        "list_index_max_delay": _o("float", 30.0, "...but at the latest this many seconds after a delivery, however busy SMTP is (listing catches up on the spot anyway).", minimum=0),
+        "list_index_keep_open": _o("int", 300, "Seconds a folder that the message list opened stays loaded, so that the next list does not load a large folder again (memory for speed); 0 = close at once.", minimum=0),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),

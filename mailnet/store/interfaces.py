@@ -265,6 +265,60 @@ def messageBytes(f):
     return None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmailSummary:
+    """
+    One message as a message list shows it: :meth:`IAccount.emailSummaries`
+    (JMAP Email/get's list properties, RFC 8621 s4.1).  Everything but
+    ``flags`` comes from the account's list index, not from the message
+    file; ``flags`` from the folder's index.
+
+    @ivar emailId: the email id.
+    @ivar mailboxId: the mailbox id of its folder; ``folder`` its name and
+        ``uid`` its UID there.
+    @ivar receivedAt: internal date (epoch seconds); ``size`` as
+        :attr:`MessageInfo.size`.
+    @ivar threadId: the thread id, or None if it could not be worked out.
+    @ivar subject: decoded (RFC 2047), unfolded; ``""`` when absent.
+    @ivar sender: From as a tuple of ``(name, email)`` pairs (name None when
+        absent); ``to`` and ``cc`` likewise.
+    @ivar sentAt: the Date field in epoch seconds, None if absent or unparsable.
+    @ivar messageId: the first Message-ID, without angle brackets, or None.
+    @ivar hasAttachment: a part is an attachment (see mailnet.mail.summary).
+    @ivar preview: up to 256 characters of the first text part (RFC 8621 s4.1.4).
+    """
+
+    emailId: str
+    mailboxId: str
+    folder: str
+    uid: int
+    receivedAt: float
+    size: int
+    flags: frozenset
+    threadId: str | None
+    subject: str
+    sender: tuple
+    to: tuple
+    cc: tuple
+    sentAt: float | None
+    messageId: str | None
+    hasAttachment: bool
+    preview: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmailList:
+    """
+    One page of :meth:`IAccount.listEmails`: ``ids`` (email ids), the
+    ``position`` of the first in the whole list, and ``total`` (the length
+    of the whole list).
+    """
+
+    ids: list
+    position: int
+    total: int
+
+
 class IMailStore(Interface):
     """
     A whole mail store: the accounts of all users.
@@ -516,6 +570,44 @@ class IAccount(Interface):
 
         @return: Deferred firing with an :class:`IFolder` whose index is
             loaded and current; fails with :class:`NoSuchFolder`.
+        """
+
+    # The message list (JMAP Email/query and Email/get, a webmail's list):
+    # an index of list fields per account, so that neither call opens a
+    # message file for a message the index has.  Optional for third-party
+    # stores written before it existed (callers use getattr).
+
+    def emailSummaries(emailIds):
+        """
+        The list fields of messages by email id (:class:`EmailSummary`).
+
+        Called by JMAP (Email/get of list properties).  A message the index
+        does not have yet (delivered a moment ago, written by another
+        program) is read and indexed now; the flags come from its folder's
+        index.
+
+        @param emailIds: iterable of strings; ids the account does not have
+            (malformed, unknown, expunged) are left out.
+        @return: Deferred firing with ``{emailId: EmailSummary}``.  Fails
+            only with :class:`StoreError` or ``OSError``.
+        """
+
+    def listEmails(mailboxId=None, position=0, limit=None, newestFirst=True):
+        """
+        The account's email ids sorted by received date (internal date),
+        newest first by default, ties broken by email id: the whole account,
+        or one folder (by mailbox id).
+
+        Called by JMAP (Email/query sorted by receivedAt) and a webmail's
+        message list.  Answered from the list index, without opening
+        message files; changes to the folders (by any protocol, a delivery,
+        another program writing the Maildir) are taken in first.
+
+        @param mailboxId: a mailbox id, or None for every folder; an
+            unknown one gives an empty list.
+        @param position: the index of the first id to return (>= 0).
+        @param limit: at most this many ids; None for all.
+        @return: Deferred firing with an :class:`EmailList`.
         """
 
 

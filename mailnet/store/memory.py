@@ -47,6 +47,7 @@ from mailnet.store.interfaces import (
     NoSuchMessage,
     StoreError,
 )
+from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import AccountThreads, ThreadIndex
 
 
@@ -235,6 +236,9 @@ class MemoryAccount:
         self.changeLog = ChangeLog(None, changesKept)
         self.accountListeners = Listeners()
         self.threads.onIndexed = lambda: self.recordChanges([], [])
+        # The message list index, in memory; it catches up when asked (a folder's stamp is exact here).
+        self.summaries = AccountSummaries(SummaryIndex(None), self, self._stamps,
+                                          lambda f, *a: defer.maybeDeferred(f, *a), threads=self.threads)
         self.subscriptions = set()
         self._make(INBOX)
         for name in SPECIAL_USE:
@@ -395,6 +399,16 @@ class MemoryAccount:
 
     def openFolder(self, name):
         return defer.maybeDeferred(lambda: FolderHandle(self._folder(name)))
+
+    def _stamps(self):
+        return {name: "%s:%d:%d:%d" % (f.mailboxId, f.uidValidity, f.uidNext, f.highestModSeq)
+                for name, f in self.folders.items()}
+
+    def emailSummaries(self, emailIds):
+        return self.summaries.emailSummaries(emailIds)
+
+    def listEmails(self, mailboxId=None, position=0, limit=None, newestFirst=True):
+        return self.summaries.listEmails(mailboxId, position, limit, newestFirst)
 
 
 @implementer(IDelivery)

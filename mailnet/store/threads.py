@@ -248,9 +248,11 @@ def _add(db, entries):
             candidates = set()
             if ids:
                 marks = ",".join("?" * len(ids))
-                q = ("SELECT thread FROM emails WHERE subject=? AND msgid IN (%s) "
+                # "+subject": look up by Message-ID, not by subject (all the
+                # mail of one subject, or without one, would be read per message).
+                q = ("SELECT thread FROM emails WHERE +subject=? AND msgid IN (%s) "
                      "UNION SELECT e.thread FROM refs r JOIN emails e ON e.email=r.email "
-                     "WHERE e.subject=? AND r.ref IN (%s)") % (marks, marks)
+                     "WHERE +e.subject=? AND r.ref IN (%s)") % (marks, marks)
                 candidates = {r[0] for r in db.execute(q, [subject, *ids, subject, *ids])}
             if not candidates and not refs and reply and subject:
                 # RFC 5256 s2.2 step 5 in spirit: a reply by subject alone joins its subject's latest thread.

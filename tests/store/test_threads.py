@@ -143,3 +143,29 @@ def test_a_huge_references_field_is_cut():
     assert len(kept) == 500 and kept[0] == "r0@example.test" and kept[-1] == "r2999@example.test"
     ix = ThreadIndex()
     assert ix.add([("M1", key("r2999")), ("M2", (mid, kept, subject, reply))])[0] == {"M1": "TM1", "M2": "TM1"}
+
+
+def test_indexing_a_message_does_not_read_every_message_of_its_subject():
+    # Many messages without a subject (or with one subject): each new one is
+    # looked up by its ids, not among all of them (it was quadratic).
+    ix = ThreadIndex()
+
+    def steps(mid):
+        count = [0]
+
+        def tick():
+            count[0] += 1
+            return 0
+
+        ix._open().set_progress_handler(tick, 1)
+        try:
+            ix.add([("M" + mid, keyOf(mail(mid, "")))])
+        finally:
+            ix._open().set_progress_handler(None, 1)
+        return count[0]
+
+    ix.add([("A%d" % i, keyOf(mail("a%d" % i, ""))) for i in range(100)])
+    few = steps("x1")
+    ix.add([("B%d" % i, keyOf(mail("b%d" % i, ""))) for i in range(5000)])
+    many = steps("x2")
+    assert many < few * 3, (few, many)

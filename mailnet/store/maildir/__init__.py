@@ -61,6 +61,7 @@ Modules, one job each::
     modlog.py     our mailnet-modseq sidecar
     locate.py     findEmail: the account's email ids, from the uidlists
     journal.py    account state and changes, taken in from the folders' sidecars
+    listindex.py  the message list index's file and folder stamps (see store/summaries.py)
     keywords.py   dovecot-keywords and flag letters
     names.py      message file names and sizes
     layout.py     folder directories, new folders, subscriptions

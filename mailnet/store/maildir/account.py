@@ -275,6 +275,12 @@ class MaildirAccount:
             lambda np: self.store.openFolderAt(np[0], np[1])
         )
 
+    def emailSummaries(self, emailIds):
+        return self.store.summariesAt(self.path).emailSummaries(emailIds)
+
+    def listEmails(self, mailboxId=None, position=0, limit=None, newestFirst=True):
+        return self.store.summariesAt(self.path).listEmails(mailboxId, position, limit, newestFirst)
+
 
 def _dropIndex(disk):
     """The folder was deleted: its open handles see every message go."""

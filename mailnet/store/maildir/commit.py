@@ -81,6 +81,10 @@ class Committer:
             placed, delta = outcome
             for job, idx, uid in placed:
                 uids[(id(job), idx)] = uid
+            if placed:
+                # The list index reads them in the background (mailnet/store/summaries.py).
+                self.store.summariesDelivered(disk.path, [(job.baseFor(idx), uid, job.date, job.size, job.flags)
+                                                          for job, idx, uid in placed])
             index = disk.index
             if delta is not None and index is not None:
                 index.applyDelta(delta)

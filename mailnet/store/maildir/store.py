@@ -31,6 +31,9 @@ from mailnet.store.maildir.layout import (
     renderSubscriptions,
     writeFile,
 )
+from mailnet.store.maildir.listindex import folderStamps, readDelivered
+from mailnet.store.summaries import FILE_NAME as LIST_FILE
+from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import FILE_NAME as THREADS_FILE
 from mailnet.store.threads import AccountThreads, ThreadIndex
 
@@ -39,8 +42,12 @@ log = Logger()
 
 def makeStore(config):
     """The ``maildir`` backend factory (``[store] backend = "maildir"``)."""
+    store = config.store
     return MaildirStore(config.mailDir, limits=FolderLimits.fromConfig(config),
-                        changesKept=config.store.changes_kept, changesPoll=config.store.changes_poll)
+                        changesKept=store.changes_kept, changesPoll=store.changes_poll,
+                        listIndexDelay=getattr(store, "list_index_delay", 2.0),
+                        listIndexKeepOpen=getattr(store, "list_index_keep_open", 300),
+                        listIndexMaxDelay=getattr(store, "list_index_max_delay", 30.0))
 
 
 @implementer(IMailStore)
@@ -54,7 +61,8 @@ class MaildirStore:
     """
 
     def __init__(self, root, runner=None, reactor=None, threads=6, limits=None, changesKept=DEFAULT_KEEP,
-                 changesPoll=30.0, schedule=None):
+                 changesPoll=30.0, schedule=None, listIndexDelay=2.0, listIndexKeepOpen=300,
+                 listIndexMaxDelay=30.0):
         self.root = os.path.abspath(root)
         self.limits = limits or FolderLimits()
         self._pool = None
@@ -74,6 +82,13 @@ class MaildirStore:
         self.changesPoll = changesPoll
         self._schedule = schedule
         self._journals = {}
+        self._summaries = {}  # account path -> AccountSummaries
+        # The list index catches up in the background only with a real reactor
+        # (a test's synchronous runner: lookups catch up on the spot).
+        self._background = runner is None
+        self.listIndexDelay = listIndexDelay
+        self.listIndexKeepOpen = listIndexKeepOpen
+        self.listIndexMaxDelay = listIndexMaxDelay
 
     def schedule(self, f, delay=0):
         """Run ``f`` on the reactor in ``delay`` seconds (tests pass ``schedule``: at once)."""
@@ -111,6 +126,40 @@ class MaildirStore:
             threads = self._threads[accountPath] = AccountThreads(index, self.run)
             threads.onIndexed = lambda: self.pokeJournal(accountPath)
         return threads
+
+    def summariesAt(self, accountPath):
+        """The :class:`AccountSummaries` of the account at ``accountPath`` (its ``mailnet-list.sqlite``)."""
+        summaries = self._summaries.get(accountPath)
+        if summaries is None:
+            summaries = self._summaries[accountPath] = AccountSummaries(
+                SummaryIndex(os.path.join(accountPath, LIST_FILE)), self.accountAt(accountPath),
+                lambda: folderStamps(accountPath), self.run, self._later if self._background else None,
+                delay=self.listIndexDelay, keepOpen=self.listIndexKeepOpen, maxDelay=self.listIndexMaxDelay,
+                threads=self.threadsAt(accountPath), readDelivered=lambda path, items: readDelivered(self, path, items))
+        return summaries
+
+    def summariesDelivered(self, folderPath, items):
+        """
+        Messages were delivered into the folder at ``folderPath`` (items for
+        :func:`~mailnet.store.maildir.listindex.readDelivered`): the list
+        index takes them in, in the background.
+        """
+        if not self._background:
+            return
+        accountPath = os.path.dirname(folderPath) if os.path.basename(folderPath).startswith(".") else folderPath
+        self.summariesAt(accountPath).delivered(folderPath, items)
+
+    def _later(self, delay, f):
+        return self.clock().callLater(delay, f)
+
+    def accountAt(self, accountPath):
+        """The :class:`MaildirAccount` at ``accountPath`` (``<root>/<domain>/<local>``)."""
+        for account in self._accounts.values():
+            if account.path == accountPath:
+                return account
+        domain, local = os.path.basename(os.path.dirname(accountPath)), os.path.basename(accountPath)
+        username = local if domain == "_local" else local + "@" + domain
+        return self._accounts.setdefault(username, MaildirAccount(self, username, accountPath))
 
     # Threads
 
@@ -152,6 +201,9 @@ class MaildirStore:
         journals, self._journals = self._journals, {}
         for j in journals.values():
             j.close()
+        summaries, self._summaries = self._summaries, {}
+        for t in summaries.values():
+            t.close()
         if not self.disks:
             return stop(None)
         d = self.run(self._markClean)
