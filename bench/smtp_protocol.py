@@ -10,7 +10,7 @@ which other work on the machine moves much less than a network benchmark.
     python bench/smtp_protocol.py A=/tmp/base B=. [--repeat 7] [--messages 20000]
 
 Each message is one connection (like smtp-source without -d): greeting,
-HELO, MAIL, RCPT, DATA, a 4 KB body, the store's commit answered in the
+EHLO, MAIL, RCPT, DATA, a 4 KB body, the store's commit answered in the
 next reactor turn, QUIT, connection lost; ``--persistent`` sends them all
 over one connection instead.  Works on trees before and after the
 one-protocol-shape restructuring (``makeFactory`` or ``makeService``).
@@ -128,7 +128,7 @@ def one(proto):
 def connect():
     proto = factory.buildProtocol(addr)
     proto.makeConnection(Transport())
-    proto.dataReceived(b"HELO client.load.test\r\n")
+    proto.dataReceived(b"EHLO client.load.test\r\n")
     return proto
 
 

@@ -23,7 +23,7 @@ from mailnet.serving import ProtocolService
 from mailnet.auth import IAuthenticatedUser
 from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
-from mailnet.effects import EffectRunner
+from mailnet.effects import Close, EffectRunner, Login, Send, StartTLS
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
 from mailnet.smtp.replies import Reply
@@ -64,8 +64,6 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
         self._flags = 0  # the session's deadlineFlags the deadlines were last set for
         self._login = False  # the login deadline runs
         self.loginSequence = factory.context.login
-        self.initRunner({Reply: self.runReply, OpenMessage: self.runOpenMessage, MessageData: self.runMessageData,
-                         AbortMessage: self.runAbortMessage, CommitMessage: self.runCommitMessage})
         self.deadlines = Deadlines(self.clock, self._deadlinePassed)
 
     # IProtocol
@@ -115,7 +113,7 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
             # Run even though the connection is gone: a message being
             # received is aborted.
             for effect in self.session.connectionLost():
-                self.handlers[type(effect)](effect)
+                _RUN[type(effect)](self, effect)
         if self.factory.debug:
             log.debug("smtp: {peer} disconnected", peer=getattr(self, "peer", "?"))
 
@@ -159,16 +157,25 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
     pump = _flush
 
     def run(self, effects):
-        """EffectRunner.run, with a Reply (the most frequent effect by far)
-        appended to the output without a dispatch."""
-        out, handlers = self._out, self.handlers
+        """
+        EffectRunner.run, with the handlers looked up in :data:`_RUN` (built
+        once, not a dict of bound methods per connection), and a Reply (the
+        most frequent effect by far) appended to the output without a call.
+        """
+        out = self._out
         for effect in effects:
             if self.stopped:
                 return
             if type(effect) is Reply:
                 out.append(effect.data)
             else:
-                handlers[type(effect)](effect)
+                _RUN[type(effect)](self, effect)
+
+    @property
+    def handlers(self):
+        """EffectRunner's effect type -> handler, bound (for inspection;
+        :meth:`run` uses :data:`_RUN`)."""
+        return {kind: function.__get__(self) for kind, function in _RUN.items()}
 
     def write(self, data):
         self._out.append(data)
@@ -293,6 +300,21 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
     def runCommitMessage(self, effect):
         delivery, self._delivery = self._delivery, None
         self.waitFor(effect, delivery.commit())
+
+
+# The handler of each effect (EffectRunner's shared ones and SMTP's own), by
+# class: one dict for every connection.
+_RUN = {
+    Send: SMTPServerProtocol.runSend,
+    Close: SMTPServerProtocol.runClose,
+    StartTLS: SMTPServerProtocol.runStartTLS,
+    Login: SMTPServerProtocol.runLogin,
+    Reply: SMTPServerProtocol.runReply,
+    OpenMessage: SMTPServerProtocol.runOpenMessage,
+    MessageData: SMTPServerProtocol.runMessageData,
+    AbortMessage: SMTPServerProtocol.runAbortMessage,
+    CommitMessage: SMTPServerProtocol.runCommitMessage,
+}
 
 
 class SMTPFactory(protocol.Factory):
