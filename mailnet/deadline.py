@@ -56,11 +56,12 @@ class Deadlines:
     def start(self, name, seconds, rate=0):
         """Start ``name`` unless it is running already."""
         if name not in self._at:
-            at = self._at[name] = self.clock.seconds() + seconds
+            now = self.clock.seconds()
+            at = self._at[name] = now + seconds
             if rate:
                 self._rate[name] = rate
             if self._timer is None or at < self._timerAt:
-                self._wake(at)
+                self._wake(at, now)
 
     def stop(self, name):
         if self._at.pop(name, None) is not None:
@@ -92,9 +93,9 @@ class Deadlines:
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _wake(self, at):
+    def _wake(self, at, now=None):
         """Have the timer fire at ``at`` (sooner than it would)."""
-        delay = max(0.0, at - self.clock.seconds())
+        delay = max(0.0, at - (self.clock.seconds() if now is None else now))
         timer = self._timer
         if timer is not None and timer.active():
             timer.reset(delay)

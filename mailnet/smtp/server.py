@@ -84,8 +84,8 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
             self.deadlines.start("login", self.context.config.limits.login_deadline)
             self._login = True
         # the idle timeout shares the deadlines' timer: one per connection
+        # (the line and data deadlines do not apply yet: _flags is 0)
         self.deadlines.start("idle", self.settings_commandTimeout())
-        self._watch()
 
     def dataReceived(self, data):
         self._last = self.clock.seconds()
@@ -186,8 +186,11 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
     def resumed(self):
         """A long effect completed and the session's answer has run."""
         self._last = self.clock.seconds()
-        self._watch()
-        if self._paused and not self.session.waiting:
+        session = self.session
+        flags = session.deadlineFlags()
+        if flags != self._flags or self._login:
+            self._watch(flags)
+        if self._paused and not session.waiting:
             self._paused = False
             self.transport.resumeProducing()
 
