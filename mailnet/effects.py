@@ -111,6 +111,10 @@ class EffectRunner:
       and ``resumed()``.
 
     Protocol effects are added to :attr:`handlers` (effect type -> method).
+    A protocol whose connections are many and short may instead override
+    :meth:`run` with a table of functions built once per class (SMTP does:
+    a dict of bound methods per connection is set-up cost on every
+    connection).
 
     @ivar busy: a long effect is outstanding: no more commands until it
         completes.
