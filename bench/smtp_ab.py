@@ -8,7 +8,7 @@ thread alone: CPU per message moves much less than msg/s when other work
 shares the machine, so it is the better figure for small changes.
 
     /tmp/venv/bin/python bench/smtp_ab.py A=/tmp/base B=. [--repeat 5]
-        [--only 20x4k,20x4k-d] [--messages 2000] [--mailboxes 1]
+        [--only 20x4k,20x4k-d] [--messages 2000] [--mailboxes 1] [--port 12140]
 
 ``--mailboxes N`` sends to N different users (smtp-source -t for each
 session is fixed, so N smtp-source processes share the sessions).
@@ -121,12 +121,13 @@ def main():
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--only", default="20x4k,20x4k-d")
     ap.add_argument("--mailboxes", type=int, default=1)
+    ap.add_argument("--port", type=int, default=12140, help="first port (one per tree): apart from other runs")
     a = ap.parse_args()
     servers = []
     for i, spec in enumerate(a.trees):
         name, _, rest = spec.partition("=")
         path, *envs = rest.split(",")
-        servers.append(Server(name, path, 12140 + i, dict(e.split("=", 1) for e in envs)))
+        servers.append(Server(name, path, a.port + i, dict(e.split("=", 1) for e in envs)))
     for w in a.only.split(","):
         sessions, size, opts, factor = smtp_bench.WORKLOADS[w]
         messages = max(50, int(a.messages * factor))

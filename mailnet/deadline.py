@@ -13,7 +13,16 @@ honest client sending at least that fast always finishes (Postfix's
 :class:`Deadlines` keeps a connection's named deadlines on one timer.  The
 protocol says which ones run (:meth:`Deadlines.start` / :meth:`Deadlines.stop`,
 after each input and each finished action) and is asked, when one passes,
-whether to close now.  Used by the SMTP, IMAP and POP3 protocols.
+whether to close now.  A protocol may put its idle timeout on the same timer
+(a deadline whose handler answers "look again in so many seconds" while the
+client is not idle long enough), so that a connection has one timer in all.
+Used by the SMTP, IMAP and POP3 protocols.
+
+The timer is lazy: starting a deadline that passes after the timer fires, or
+stopping one while others run, touches no timer (the timer finds nothing due,
+and re-arms for the earliest deadline left); only a deadline that passes
+before it moves it sooner.  A deadline per command or per message therefore
+costs no timer operation.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ class Deadlines:
     @param expired: called with the name of a deadline that has passed;
         returns True when it dealt with it (the connection is closing: every
         deadline stops), False when it is not the client's fault right now
-        (the deadline is looked at again after :data:`RETRY` seconds).
+        (the deadline is looked at again after :data:`RETRY` seconds), or a
+        number of seconds after which to look at it again (an idle timeout:
+        the client was active meanwhile).
     """
 
     def __init__(self, clock, expired):
@@ -40,18 +51,22 @@ class Deadlines:
         self._at = {}  # name -> time it passes
         self._rate = {}  # name -> bytes per second that buy one second
         self._timer = None
+        self._timerAt = 0.0  # when _timer fires
 
     def start(self, name, seconds, rate=0):
         """Start ``name`` unless it is running already."""
         if name not in self._at:
-            self._at[name] = self.clock.seconds() + seconds
+            now = self.clock.seconds()
+            at = self._at[name] = now + seconds
             if rate:
                 self._rate[name] = rate
-            self._arm()
+            if self._timer is None or at < self._timerAt:
+                self._wake(at, now)
 
     def stop(self, name):
         if self._at.pop(name, None) is not None:
-            self._rate.pop(name, None)
+            if self._rate:
+                self._rate.pop(name, None)
             if not self._at:
                 self.cancel()
 
@@ -60,8 +75,10 @@ class Deadlines:
 
     def received(self, count):
         """``count`` bytes arrived: credit the rate-based deadlines."""
-        for name, rate in self._rate.items():
-            self._at[name] += count / rate
+        if self._rate:
+            at = self._at
+            for name, rate in self._rate.items():
+                at[name] += count / rate
 
     def left(self, name) -> float | None:
         """Seconds until ``name`` passes (None when it does not run)."""
@@ -72,20 +89,19 @@ class Deadlines:
         """Stop everything (the connection is gone)."""
         self._at.clear()
         self._rate.clear()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
-    def _arm(self):
-        if not self._at:
-            return
-        at = min(self._at.values())
+    def _wake(self, at, now=None):
+        """Have the timer fire at ``at`` (sooner than it would)."""
+        delay = max(0.0, at - (self.clock.seconds() if now is None else now))
         timer = self._timer
         if timer is not None and timer.active():
-            if timer.getTime() <= at:
-                return  # it fires first and re-arms then
-            timer.cancel()
-        self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._fire)
+            timer.reset(delay)
+        else:
+            self._timer = self.clock.callLater(delay, self._fire)
+        self._timerAt = at
 
     def _fire(self):
         self._timer = None
@@ -95,9 +111,13 @@ class Deadlines:
                 break
             if name not in self._at:
                 continue  # stopped by the handler of an earlier one
-            if self.expired(name):
+            answer = self.expired(name)
+            if answer is True:
                 self.cancel()
                 return
             if name in self._at:
-                self._at[name] = now + RETRY
-        self._arm()
+                self._at[name] = now + (RETRY if answer is False else answer)
+        if self._at:
+            at = min(self._at.values())
+            if self._timer is None or at < self._timerAt:
+                self._wake(at)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from mailnet.auth import normalize
 from mailnet.login import LoginAbandoned, LoginFailed
@@ -110,6 +111,10 @@ class EffectRunner:
       and ``resumed()``.
 
     Protocol effects are added to :attr:`handlers` (effect type -> method).
+    A protocol whose connections are many and short may instead override
+    :meth:`run` with a table of functions built once per class (SMTP does:
+    a dict of bound methods per connection is set-up cost on every
+    connection).
 
     @ivar busy: a long effect is outstanding: no more commands until it
         completes.
@@ -163,21 +168,32 @@ class EffectRunner:
         fires (with None) once those effects have run.
         """
         self.busy = True
-        d.addErrback(self._failed)
-        return d.addCallback(self.resume)
+        return d.addCallbacks(self.resume, self._resumeFailed)
 
     def waitFor(self, effect, d):
         """
         A long effect whose outcome ``d`` fires with: the session's
         ``completed(effect, outcome)`` says what follows (nothing once the
-        client has gone).
+        client has gone).  Returns a Deferred that fires (with None) once
+        those effects have run.
         """
-        return self.wait(d.addCallback(self._outcome, effect))
+        # One callback pair on d (not three links): this runs once per
+        # message or login.
+        self.busy = True
+        return d.addCallbacks(self._completed, self._resumeFailed, callbackArgs=(effect,))
 
-    def _outcome(self, outcome, effect):
+    def _completed(self, outcome, effect):
         if self.stopped:
-            return []
-        return self.session.completed(effect, outcome)
+            self.busy = False
+            return None
+        try:
+            effects = self.session.completed(effect, outcome)
+        except Exception:
+            effects = self._failed(Failure())
+        return self.resume(effects)
+
+    def _resumeFailed(self, failure):
+        return self.resume(self._failed(failure))
 
     def _failed(self, failure):
         if self.stopped:

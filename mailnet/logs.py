@@ -9,16 +9,48 @@ debug; never a password, AUTH payload or message body.
 
 import re
 import sys
+from time import time as _time
 
 from twisted import logger as _tl
 
 _predicate = _tl.LogLevelFilterPredicate(defaultLogLevel=_tl.LogLevel.info)
-_observer = _tl.FilteringLogObserver(_tl.globalLogPublisher, [_predicate])
+
+
+class _LevelFilter:
+    """
+    The observer every mailnet logger emits to: events below the level set
+    for their namespace stop here, the rest go to the global publisher.
+    Twisted's ``FilteringLogObserver`` with ``_predicate`` does the same, but
+    compares log levels (``constantly`` constants) and walks the namespace
+    for every event; the answer is cached per namespace and level here, and
+    forgotten when a level is set.
+    """
+
+    def __init__(self, predicate, observer):
+        self.predicate = predicate
+        self.observer = observer
+        self.passes = {}  # (namespace, level) -> the event is logged
+
+    def __call__(self, event):
+        key = (event.get("log_namespace"), event.get("log_level"))
+        passes = self.passes.get(key)
+        if passes is None:
+            passes = self.predicate(event) is not _tl.PredicateResult.no
+            if len(self.passes) < 10000:
+                self.passes[key] = passes
+        if passes:
+            if "log_trace" in event:
+                event["log_trace"].append((self, self.observer))
+            self.observer(event)
+
+
+_observer = _LevelFilter(_predicate, _tl.globalLogPublisher)
 
 
 def setLevel(name: str):
     """Set the lowest level logged: "debug", "info", "warn" or "error"."""
     _predicate.setLogLevelForNamespace(None, _tl.LogLevel.levelWithName(name))
+    _observer.passes.clear()
 
 
 class _CachedTime:
@@ -43,8 +75,12 @@ def _formatEvent(event, formatTime):
     twistd's classic text line (``formatEventAsClassicLogText``), with two
     shortcuts: the time stamp is formatted once per second, and a format
     that is a single field (``"{text}"``, used by the busiest lines) skips
-    the string formatter.
+    the string formatter.  DNS resolver chatter gives None (nothing is
+    written) unless the level is debug: the check is here, not in a
+    filtering observer, so that other events pay one comparison for it.
     """
+    if event.get("log_namespace") == "log_legacy" and _isDNSChatter(event):
+        return None
     fmt = event.get("log_format")
     if (type(fmt) is str and fmt[:1] == "{" and fmt[-1:] == "}" and "log_failure" not in event
             and "log_flattened" not in event):
@@ -68,14 +104,11 @@ _DNS_CHATTER = re.compile(
     r"|.*resolv\.conf'? changed, reparsing$|Resolver added .* to server list$")
 
 
-def _quietDNS(event):
-    """Predicate: DNS resolver chatter is shown only at the debug level."""
-    if event.get("log_namespace") == "log_legacy":
-        message = event.get("message")
-        if (message and len(message) == 1 and isinstance(message[0], str) and _DNS_CHATTER.match(message[0])
-                and _predicate.logLevelForNamespace("log_legacy") is not _tl.LogLevel.debug):
-            return _tl.PredicateResult.no
-    return _tl.PredicateResult.maybe
+def _isDNSChatter(event):
+    """A legacy-log event of DNS resolver chatter, shown only at the debug level."""
+    message = event.get("message")
+    return bool(message and len(message) == 1 and isinstance(message[0], str) and _DNS_CHATTER.match(message[0])
+                and _predicate.logLevelForNamespace("log_legacy") is not _tl.LogLevel.debug)
 
 
 def twistdObserver():
@@ -90,13 +123,35 @@ def textFileObserver(outFile=None):
     without DNS resolver chatter (unless the level is debug).
     """
     formatTime = _CachedTime()
-    out = _tl.FileLogObserver(sys.stdout if outFile is None else outFile,
-                              lambda event: _formatEvent(event, formatTime))
-    return _tl.FilteringLogObserver(out, [_quietDNS])
+    return _tl.FileLogObserver(sys.stdout if outFile is None else outFile,
+                               lambda event: _formatEvent(event, formatTime))
+
+
+class _Logger(_tl.Logger):
+    """
+    ``twisted.logger.Logger`` whose ``emit`` takes its level as given: the
+    ``info``/``warn``/... methods pass one of the ``LogLevel`` constants, and
+    Twisted's check of it against every constant (``constantly``'s
+    ``iterconstants``) costs more than the rest of an event.  An unknown
+    level still goes to Twisted's ``emit``, which reports it.
+    """
+
+    def emit(self, level, format=None, **kwargs):
+        if level not in _LEVELS:
+            return super().emit(level, format, **kwargs)
+        event = kwargs
+        event.update(log_logger=self, log_level=level, log_namespace=self.namespace, log_source=self.source,
+                     log_format=format, log_time=_time())
+        if "log_trace" in event:
+            event["log_trace"].append((self, self.observer))
+        self.observer(event)
+
+
+_LEVELS = frozenset(_tl.LogLevel.iterconstants())
 
 
 def Logger(namespace: str | None = None) -> _tl.Logger:
     """A twisted Logger for the calling module, subject to the level."""
     if namespace is None:
         namespace = sys._getframe(1).f_globals.get("__name__", "mailnet")
-    return _tl.Logger(namespace=namespace, observer=_observer)
+    return _Logger(namespace=namespace, observer=_observer)

@@ -23,12 +23,12 @@ from mailnet.serving import ProtocolService
 from mailnet.auth import IAuthenticatedUser
 from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
-from mailnet.effects import EffectRunner
+from mailnet.effects import Close, EffectRunner, Login, Send, StartTLS
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
 from mailnet.smtp.replies import Reply
-from mailnet.smtp.session import (CLOSED, SMTP, SUBMISSIONS, AbortMessage, CommitMessage, MessageData, OpenMessage,
-                                  SMTPSession, SMTPSettings)
+from mailnet.smtp.session import (ENDED, MID_LINE, RECEIVING, SMTP, SUBMISSIONS, AbortMessage, CommitMessage,
+                                  MessageData, OpenMessage, SMTPSession, SMTPSettings)
 
 log = Logger()
 
@@ -58,18 +58,13 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
         self.session = None
         self._out = []
         self._delivery = None
-        self._timer = None
         self._last = 0.0
         self._paused = False
-        self._lost = False
+        self.stopped = False  # the connection is gone (EffectRunner runs nothing more)
+        self._flags = 0  # the session's deadlineFlags the deadlines were last set for
+        self._login = False  # the login deadline runs
         self.loginSequence = factory.context.login
-        self.initRunner({Reply: self.runReply, OpenMessage: self.runOpenMessage, MessageData: self.runMessageData,
-                         AbortMessage: self.runAbortMessage, CommitMessage: self.runCommitMessage})
         self.deadlines = Deadlines(self.clock, self._deadlinePassed)
-
-    @property
-    def stopped(self):
-        return self._lost
 
     # IProtocol
 
@@ -84,58 +79,63 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
         self.run(self.session.start())
         self._flush()
         self._last = self.clock.seconds()
-        self._arm(self.settings_commandTimeout())
         if self.settings.role != SMTP:
             # submission: log in within login_deadline of connecting
             self.deadlines.start("login", self.context.config.limits.login_deadline)
-        self._watch()
+            self._login = True
+        # the idle timeout shares the deadlines' timer: one per connection
+        # (the line and data deadlines do not apply yet: _flags is 0)
+        self.deadlines.start("idle", self.settings_commandTimeout())
 
     def dataReceived(self, data):
         self._last = self.clock.seconds()
-        self.deadlines.received(len(data))
-        effects = self.session.feed(data)
+        if self._flags & RECEIVING:
+            self.deadlines.received(len(data))  # only the data deadline has a rate
+        session = self.session
+        effects = session.feed(data)
         if effects:
             self.run(effects)
         self._flush()
-        self._watch()
-        if self.session.waiting and not self._paused and self.session.buffered > MAX_BUFFERED:
+        flags = session.deadlineFlags()
+        if flags != self._flags or self._login:
+            self._watch(flags)
+        if session.waiting and not self._paused and session.buffered > MAX_BUFFERED:
             self._paused = True
             self.transport.pauseProducing()
 
     def connectionLost(self, reason=protocol.connectionDone):
-        self._lost = True
+        self.stopped = True
         self.factory.sessions.discard(self)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self.deadlines.cancel()
+        if not self._flags & ENDED:
+            self._flags = ENDED
+            self.deadlines.cancel()
         if self.session is not None:
             # Run even though the connection is gone: a message being
             # received is aborted.
             for effect in self.session.connectionLost():
-                self.handlers[type(effect)](effect)
+                _RUN[type(effect)](self, effect)
         if self.factory.debug:
             log.debug("smtp: {peer} disconnected", peer=getattr(self, "peer", "?"))
 
     # Output
 
     def _flush(self):
+        """
+        Send the replies collected, in one write.  On a plain TCP connection
+        with nothing queued, try the socket first: Twisted's write() would
+        otherwise wait for the next reactor turn and cost two epoll_ctl calls
+        (start and stop watching for writability) per reply; SMTP sends a
+        reply per command.  Whatever the socket does not take goes through
+        write().
+        """
         out = self._out
-        if out:
-            self._write(out[0] if len(out) == 1 else b"".join(out))
-            if self.factory.debug:
-                for data in out:
-                    log.debug("smtp {peer} < {reply}", peer=self.peer, reply=data.decode("utf-8", "replace").rstrip())
-            out.clear()
-
-    def _write(self, data):
-        """
-        Send a group of replies.  On a plain TCP connection with nothing
-        queued, try the socket first: Twisted's write() would otherwise wait
-        for the next reactor turn and cost two epoll_ctl calls (start and
-        stop watching for writability) per reply; SMTP sends a reply per
-        command.  Whatever the socket does not take goes through write().
-        """
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if self.factory.debug:
+            for reply in out:
+                log.debug("smtp {peer} < {reply}", peer=self.peer, reply=reply.decode("utf-8", "replace").rstrip())
+        out.clear()
         transport = self.transport
         # Only a bare TCP transport: a TLS wrapper would forward .socket to
         # the connection under it, and the bytes would leave unencrypted.
@@ -152,6 +152,31 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
 
     flush = _flush
 
+    # The session holds the input (DATA and BDAT are framed by bytes, not
+    # lines): there are no commands to pump, only replies to send.
+    pump = _flush
+
+    def run(self, effects):
+        """
+        EffectRunner.run, with the handlers looked up in :data:`_RUN` (built
+        once, not a dict of bound methods per connection), and a Reply (the
+        most frequent effect by far) appended to the output without a call.
+        """
+        out = self._out
+        for effect in effects:
+            if self.stopped:
+                return
+            if type(effect) is Reply:
+                out.append(effect.data)
+            else:
+                _RUN[type(effect)](self, effect)
+
+    @property
+    def handlers(self):
+        """EffectRunner's effect type -> handler, bound (for inspection;
+        :meth:`run` uses :data:`_RUN`)."""
+        return {kind: function.__get__(self) for kind, function in _RUN.items()}
+
     def write(self, data):
         self._out.append(data)
 
@@ -161,8 +186,11 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
     def resumed(self):
         """A long effect completed and the session's answer has run."""
         self._last = self.clock.seconds()
-        self._watch()
-        if self._paused and not self.session.waiting:
+        session = self.session
+        flags = session.deadlineFlags()
+        if flags != self._flags or self._login:
+            self._watch(flags)
+        if self._paused and not session.waiting:
             self._paused = False
             self.transport.resumeProducing()
 
@@ -170,54 +198,63 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
         log.failure("smtp: {peer}: internal error", failure, peer=self.peer)
         return self.session.timeout(INTERNAL_ERROR)
 
-    # Timeouts (RFC 5321 s4.5.3.2): one timer, checked lazily
+    # Timeouts (RFC 5321 s4.5.3.2): the "idle" deadline, checked lazily
 
     def settings_commandTimeout(self):
         limits = self.context.config.limits
         return limits.smtp_data_timeout if self.session.readingData else limits.smtp_command_timeout
 
-    def _arm(self, delay):
-        self._timer = self.clock.callLater(delay, self._checkTimeout)
-
     def _checkTimeout(self):
-        self._timer = None
-        if self._lost:
-            return
+        """The idle deadline has come: True when the client timed out (the
+        connection closes), else the seconds until it is looked at again."""
         limit = self.settings_commandTimeout()
         if self.session.waiting:
-            self._arm(limit)  # we are busy, not the client
-            return
+            return limit  # we are busy, not the client
         idle = self.clock.seconds() - self._last
         if idle >= limit:
             log.info("smtp: {peer} timed out after {idle:.0f} s", peer=self.peer, idle=idle)
             self.run(self.session.timeout())
             self._flush()
-        else:
-            self._arm(limit - idle)
+            return True
+        return limit - idle
 
     # Deadlines (slowloris): bytes do not extend them, see mailnet.deadline
 
-    def _watch(self):
-        """Start or stop the deadlines the session's state calls for."""
+    def _watch(self, flags=None):
+        """Start or stop the deadlines the session's state calls for (each
+        is touched only when that changes); ``flags``: the session's
+        ``deadlineFlags()`` if the caller has them."""
         session, deadlines = self.session, self.deadlines
-        if self._lost or session.state == CLOSED:
-            deadlines.cancel()
+        if self.stopped:
+            flags = ENDED
+        elif flags is None:
+            flags = session.deadlineFlags()
+        changed, self._flags = flags ^ self._flags, flags
+        if flags & ENDED:
+            if changed:
+                deadlines.cancel()
             return
-        limits = self.context.config.limits
-        if session.midLine:
-            deadlines.start("line", limits.command_deadline)
-        else:
-            deadlines.stop("line")
-        if session.receivingMessage:
-            deadlines.start("data", limits.smtp_data_deadline, rate=limits.min_data_rate)
-        else:
-            deadlines.stop("data")
-        if session.user is not None:
+        if changed:
+            limits = self.context.config.limits
+            if changed & MID_LINE:
+                if flags & MID_LINE:
+                    deadlines.start("line", limits.command_deadline)
+                else:
+                    deadlines.stop("line")
+            if changed & RECEIVING:
+                if flags & RECEIVING:
+                    deadlines.start("data", limits.smtp_data_deadline, rate=limits.min_data_rate)
+                else:
+                    deadlines.stop("data")
+        if self._login and session.user is not None:
+            self._login = False
             deadlines.stop("login")
 
     def _deadlinePassed(self, name):
-        if self._lost:
+        if self.stopped:
             return True
+        if name == "idle":
+            return self._checkTimeout()
         if self.session.waiting:
             return False  # we are checking a password: not the client's fault
         limits = self.context.config.limits
@@ -266,6 +303,21 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
     def runCommitMessage(self, effect):
         delivery, self._delivery = self._delivery, None
         self.waitFor(effect, delivery.commit())
+
+
+# The handler of each effect (EffectRunner's shared ones and SMTP's own), by
+# class: one dict for every connection.
+_RUN = {
+    Send: SMTPServerProtocol.runSend,
+    Close: SMTPServerProtocol.runClose,
+    StartTLS: SMTPServerProtocol.runStartTLS,
+    Login: SMTPServerProtocol.runLogin,
+    Reply: SMTPServerProtocol.runReply,
+    OpenMessage: SMTPServerProtocol.runOpenMessage,
+    MessageData: SMTPServerProtocol.runMessageData,
+    AbortMessage: SMTPServerProtocol.runAbortMessage,
+    CommitMessage: SMTPServerProtocol.runCommitMessage,
+}
 
 
 class SMTPFactory(protocol.Factory):

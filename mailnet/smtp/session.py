@@ -50,6 +50,11 @@ DISCARD_LINE = "discard"  # skipping the rest of an over-long command line
 BDAT_SLACK = 1 << 20
 CLOSED = "closed"
 
+# SMTPSession.deadlineFlags
+MID_LINE = 1  # a command line has begun and not ended
+RECEIVING = 2  # a message is being received
+ENDED = 4  # the session is closed
+
 
 # SMTP's own effects (the shared ones are in mailnet.effects)
 
@@ -230,8 +235,18 @@ class SMTPSession:
         if self.state == CLOSED:
             return []
         self._buffer = self._buffer + data if self._buffer else data
-        self._process()
-        return self._take()
+        if not self._processing:  # _process, inline: this runs for every read
+            self._processing = True
+            try:
+                self._loop()
+            finally:
+                self._processing = False
+        out = self._out  # _take, likewise
+        if not out:
+            return ()
+        self._out = []
+        self._emit = self._out.append
+        return out
 
     def completed(self, effect, outcome) -> list:
         """
@@ -267,6 +282,23 @@ class SMTPSession:
         """From DATA's 354 or the first BDAT chunk until the message is
         complete (the data deadline applies)."""
         return self.state in (DATA, BDAT) or self._inMessage
+
+    def deadlineFlags(self) -> int:
+        """
+        Which deadlines apply now, in one call (the protocol asks after
+        every read): :data:`MID_LINE` (:attr:`midLine`) | :data:`RECEIVING`
+        (:attr:`receivingMessage`), or :data:`ENDED` once closed.
+        """
+        state = self.state
+        if state == COMMAND:
+            flags = MID_LINE if self._buffer and not self.waiting else 0
+        elif state == DATA or state == BDAT:
+            return RECEIVING
+        elif state == CLOSED:
+            return ENDED
+        else:
+            flags = MID_LINE if state == DISCARD_LINE or (state == AUTH and self._buffer and not self.waiting) else 0
+        return flags | RECEIVING if self._inMessage else flags
 
     def authResult(self, username: str | None, temporary: bool = False) -> list:
         """

@@ -78,3 +78,32 @@ def test_handler_stopping_the_others():
     d.start("b", 5)
     clock.advance(5)
     assert fired == ["a"]  # "b" was stopped by the handler: not reported
+
+
+def test_a_number_means_look_again_then():
+    # an idle timeout on the same timer: "not idle long enough, look in 7 s"
+    answers = [7, True]
+    clock, d, fired = make(lambda name: answers.pop(0))
+    d.start("idle", 10)
+    clock.advance(10)
+    assert d.running("idle") and d.left("idle") == 7
+    clock.advance(7)
+    assert fired == [("idle", 10), ("idle", 17)] and not d.running("idle")
+    assert clock.getDelayedCalls() == []
+
+
+def test_one_lazy_timer():
+    clock, d, fired = make()
+    d.start("idle", 300)
+    (timer,) = clock.getDelayedCalls()
+    for _ in range(3):  # a deadline per message, passing after the timer: no timer operation
+        d.start("data", 300, rate=500)
+        d.stop("data")
+        assert clock.getDelayedCalls() == [timer] and timer.getTime() == 300
+    d.start("line", 60)  # passes first: the same timer, moved sooner
+    assert clock.getDelayedCalls() == [timer] and timer.getTime() == 60
+    d.stop("line")
+    clock.advance(60)  # nothing due: re-armed for the idle deadline
+    assert fired == [] and [c.getTime() for c in clock.getDelayedCalls()] == [300]
+    clock.advance(240)
+    assert fired == [("idle", 300)] and clock.getDelayedCalls() == []

@@ -150,3 +150,18 @@ def test_mx_has_no_login_deadline(tmp_path, clock):
         clock.advance(9)
         assert c.send(b"NOOP\r\n") == b"250 2.0.0 OK\r\n"
     assert not c.transport.disconnecting
+
+
+def test_one_timer_per_connection(tmp_path, clock):
+    # the idle timeout and the deadlines share one timer: none is armed or
+    # cancelled per command or per message
+    context = makeContext(tmp_path, clock)
+    c = Client(context)
+    (timer,) = clock.getDelayedCalls()
+    c.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: x\r\n")
+    assert clock.getDelayedCalls() == [timer]  # the data deadline runs on it
+    assert c.send(b"\r\nbody\r\n.\r\n").startswith(b"250 ")
+    c.send(b"NOOP\r\nNOOP")  # a line begun: the line deadline moves it sooner
+    assert clock.getDelayedCalls() == [timer]
+    c.proto.connectionLost(None)
+    assert clock.getDelayedCalls() == []
