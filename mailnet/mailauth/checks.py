@@ -11,6 +11,7 @@ results, never an exception: :meth:`Checker.check` always fires.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from twisted.internet import defer, threads
 
@@ -56,6 +57,7 @@ class Checker:
         self.authservId = self.settings.authserv_id or config.server.hostname
         self.localDomains = [d.lower() for d in config.domains.local]
         self.dnsTimeout = config.dns.timeout
+        self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
 
     def _inThread(self, f, *args):
         d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
@@ -104,7 +106,7 @@ class Checker:
         fromDomain = froms[0] if len(froms) == 1 else None
 
         def spfWork():
-            lookup = BlockingDNS(self.resolver, self.reactor, self.dnsTimeout)
+            lookup = BlockingDNS(self.resolver, self.reactor, self.dnsTimeout, self.stopping)
             mailFrom = spfcheck.checkSPF(ip, envelope.sender, envelope.helo, lookup, s.spf_time_limit)
             helo = spfcheck.checkHELO(ip, envelope.helo, lookup, s.spf_time_limit)
             return mailFrom, helo

@@ -7,7 +7,7 @@ the queue's MX lookups).
   so dkimpy never does DNS itself).
 * :class:`BlockingDNS`: for pyspf, which only does blocking DNS: called in
   a worker thread, it asks the reactor's resolver and waits for the answer
-  (``blockingCallFromThread``), so SPF uses the same servers and timeouts.
+  (a bounded wait), so SPF uses the same servers and timeouts.
 
 A timeout or a server failure is :class:`DNSTemporary` (a ``temperror``
 result), never an exception that escapes; no such name or no record of the
@@ -16,8 +16,11 @@ type is an empty answer.
 
 from __future__ import annotations
 
-from twisted.internet import defer, threads
+import threading
+
+from twisted.internet import defer
 from twisted.names import dns, error as dnserror
+from twisted.python.failure import Failure
 
 
 class DNSTemporary(Exception):
@@ -112,11 +115,36 @@ class BlockingDNS:
     @param counter: a one-item list counting the lookups (tests, logs).
     """
 
-    def __init__(self, resolver, reactor, timeout: float):
+    def __init__(self, resolver, reactor, timeout: float, stopping=None):
         self.resolver = resolver
         self.reactor = reactor
         self.timeout = timeout
+        self.stopping = stopping  # a threading.Event set when the server stops
         self.lookups = 0
+
+    def _ask(self, lookup, name, wait):
+        """
+        ``lookup(name)`` on the reactor, waited for here at most a little
+        longer than its own timeout (unlike ``blockingCallFromThread``, which
+        waits for ever: a reactor stopping while it joins this thread would
+        never run the call).
+        """
+        if self.stopping is not None and self.stopping.is_set():
+            raise DNSTemporary("server stopping")
+        done = threading.Event()
+        box = []
+
+        def start():
+            d = defer.maybeDeferred(lookup, name, timeout=_timeouts(wait))
+            d.addBoth(lambda r: (box.append(r), done.set()))
+
+        self.reactor.callFromThread(start)
+        if not done.wait(wait + 1):
+            raise DNSTemporary("no answer in time")
+        result = box[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
 
     def __call__(self, name, qtype, strict=True, timeout=None):
         from spf import TempError
@@ -125,10 +153,9 @@ class BlockingDNS:
         if method is None:
             return []
         self.lookups += 1
-        wait = min(self.timeout, timeout) if timeout else self.timeout
+        wait = max(min(self.timeout, timeout) if timeout else self.timeout, 0.1)
         try:
-            result = threads.blockingCallFromThread(
-                self.reactor, getattr(self.resolver, method), name, timeout=_timeouts(max(wait, 0.1)))
+            result = self._ask(getattr(self.resolver, method), name, wait)
         except _EMPTY:
             return []
         except Exception as e:  # timeout, SERVFAIL, refused: RFC 7208 s5 temperror

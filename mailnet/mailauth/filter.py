@@ -191,6 +191,8 @@ class MessageFilter:
             self._started = True
             os.makedirs(self.tmpDir, mode=0o700, exist_ok=True)
             self.pool.start()
+            # Threads waiting for DNS stop waiting first, so that joining them cannot hang.
+            self.reactor.addSystemEventTrigger("before", "shutdown", self.checker.stopping.set)
             self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
 
     def keys(self) -> dict:

@@ -221,6 +221,18 @@ def test_silent_dns_gives_temperror_not_a_hung_session(tmp_path):
         [field] = _results(message)
         assert "spf=temperror" in field and "dmarc=temperror" in field, field
         assert took < 30, took
+        # stopping while a check waits for that DNS: the server still stops, and soon
+        raw = socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30)
+        raw.sendall(b"EHLO client.example\r\nMAIL FROM:<x@a.test>\r\nRCPT TO:<carol@c.test>\r\nDATA\r\n")
+        reply = b""
+        while b"354" not in reply:
+            reply += raw.recv(4096)
+        raw.sendall(b"From: x@a.test\r\nSubject: stop now\r\n\r\nbody\r\n.\r\n")
+        time.sleep(0.5)  # the check is under way (SPF waits up to spf_time_limit for the silent server)
+        started = time.monotonic()
         server.stop()
+        # twistd ends by re-raising SIGTERM (-15); the harness would SIGKILL (-9) one that hangs
+        assert server.process.returncode == -15 and time.monotonic() - started < 20, server.log()[-2000:]
+        raw.close()
     finally:
         silent.close()
