@@ -27,7 +27,16 @@ class DNSTemporary(Exception):
     """A lookup that may succeed later (timeout, SERVFAIL, no server)."""
 
 
+# twisted.names makes SERVFAIL, REFUSED and the like subclasses of DomainError,
+# the "no such name" error: those are temporary, only NXDOMAIN is an answer.
+_FAILED = (dnserror.DNSServerError, dnserror.DNSQueryRefusedError, dnserror.DNSFormatError,
+           dnserror.DNSNotImplementedError, dnserror.DNSUnknownError)
 _EMPTY = (dnserror.DomainError, dnserror.AuthoritativeDomainError, dnserror.DNSNameError)
+
+
+def _isEmpty(failure) -> bool:
+    """No such name (or no record of the type): an answer, not a failure."""
+    return failure.check(*_EMPTY) is not None and failure.check(*_FAILED) is None
 
 
 def _timeouts(seconds):
@@ -35,7 +44,7 @@ def _timeouts(seconds):
 
 
 def _temporary(failure):
-    if failure.check(*_EMPTY):
+    if _isEmpty(failure):
         return []
     raise DNSTemporary(failure.getErrorMessage() or failure.type.__name__)
 
@@ -156,9 +165,9 @@ class BlockingDNS:
         wait = max(min(self.timeout, timeout) if timeout else self.timeout, 0.1)
         try:
             result = self._ask(getattr(self.resolver, method), name, wait)
-        except _EMPTY:
-            return []
         except Exception as e:  # timeout, SERVFAIL, refused: RFC 7208 s5 temperror
+            if isinstance(e, _EMPTY) and not isinstance(e, _FAILED):
+                return []
             raise TempError(f"DNS {type(e).__name__}")
         out = []
         for rr in result[0]:
@@ -166,3 +175,59 @@ class BlockingDNS:
             if kind is not None:
                 out.append(((str(rr.name), kind), value))
         return out
+
+
+class CachingResolver:
+    """
+    A small answer cache in front of a twisted.names resolver, for the
+    checks: the same sender domains come again and again (their SPF, DKIM
+    key and DMARC records), and twisted.names' client keeps nothing.
+
+    Answers are kept for their smallest TTL, at most ``maxTTL`` seconds;
+    "no such name" for ``negativeTTL`` (RFC 2308 lets a resolver cache it);
+    timeouts and server failures are never kept.  At most ``maxEntries``,
+    the oldest dropped first (bounded memory).
+    """
+
+    def __init__(self, resolver, clock, maxEntries=10000, maxTTL=3600, negativeTTL=60):
+        self.resolver = resolver
+        self.clock = clock
+        self.maxEntries = maxEntries
+        self.maxTTL = maxTTL
+        self.negativeTTL = negativeTTL
+        self.entries = {}  # (method, name) -> (expiry, result or Failure)
+
+    def __getattr__(self, method):
+        if not method.startswith("lookup"):
+            raise AttributeError(method)
+        lookup = getattr(self.resolver, method)
+
+        def cached(name, timeout=None):
+            key = (method, name.lower().rstrip(".") if isinstance(name, str) else name)
+            now = self.clock.seconds()
+            hit = self.entries.get(key)
+            if hit is not None:
+                if hit[0] > now:
+                    return defer.fail(hit[1]) if isinstance(hit[1], Failure) else defer.succeed(hit[1])
+                del self.entries[key]
+            d = defer.maybeDeferred(lookup, name, timeout=timeout)
+            d.addBoth(self._remember, key, now)
+            return d
+
+        return cached
+
+    def _remember(self, result, key, now):
+        if isinstance(result, Failure):
+            if _isEmpty(result):
+                self._put(key, now + self.negativeTTL, result)
+            return result
+        ttls = [rr.ttl for section in result for rr in section if getattr(rr, "ttl", None) is not None]
+        ttl = min([self.maxTTL] + ttls)
+        if ttl > 0:
+            self._put(key, now + ttl, result)
+        return result
+
+    def _put(self, key, expiry, result):
+        if len(self.entries) >= self.maxEntries:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[key] = (expiry, result)

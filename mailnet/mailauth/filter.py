@@ -233,7 +233,8 @@ def makeFilter(config, reactor):
     """The filter for a server (None when mail authentication has nothing to do)."""
     if not (config.mailauth.sign or config.mailauth.inbound):
         return None
+    from mailnet.mailauth.dnsquery import CachingResolver
     from mailnet.queue.mx import LazyResolver, makeResolver
 
-    resolver = LazyResolver(lambda: makeResolver(config, reactor))
+    resolver = CachingResolver(LazyResolver(lambda: makeResolver(config, reactor)), reactor)
     return MessageFilter(config, reactor, resolver)

@@ -151,3 +151,17 @@ def test_unsigned_and_damaged_signatures():
     damaged = b"DKIM-Signature: v=1; a=rsa-sha256; this is not a tag list\r\n" + MESSAGE
     [result] = dkimcheck.verifyAll(damaged, {})
     assert result.result == "permerror"
+
+
+def test_openssl_rsa_signature_is_dkimpys_own(keyring, monkeypatch):
+    """Signing goes through OpenSSL for speed; PKCS#1 v1.5 is deterministic, so
+    the field must be byte for byte what dkimpy's own arithmetic gives."""
+    import dkim
+
+    _, found, _ = keyring
+    rsa = found[:1]
+    assert dkim.RSASSA_PKCS1_v1_5_sign is dkimsign._opensslSign
+    monkeypatch.setattr("time.time", lambda: 1796290000)  # the t= tag
+    fast = dkimsign.sign(MESSAGE, rsa)
+    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_sign", dkimsign._pythonSign)
+    assert dkimsign.sign(MESSAGE, rsa) == fast
