@@ -14,8 +14,14 @@ import dataclasses
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from mailnet.mailauth import dkimfast
+
 from mailnet.mailauth.dnsquery import DNSTemporary
 from mailnet.mailauth.headers import fields
+
+dkimfast.install()  # OpenSSL for dkimpy's RSA; key caches
+
+
 
 
 @dataclasses.dataclass
@@ -79,6 +85,9 @@ def verifyAll(message: bytes, answers: dict, limit: int = 5, minkey: int = 1024)
         name = _name(tags)
         if name is None:
             result.reason = "signature without d= or s="
+            continue
+        if result.algorithm.lower() == "rsa-sha1":
+            result.reason = "rsa-sha1 is not accepted"  # RFC 8301 s3.1: MUST NOT be considered valid
             continue
         answer = answers.get(name)
         if isinstance(answer, DNSTemporary) or answer is None:

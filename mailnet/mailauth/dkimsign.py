@@ -12,44 +12,13 @@ From or Subject, a Reply-To slipped in) breaks the signature.
 
 from __future__ import annotations
 
-import functools
-
 import dkim
-import dkim.crypto
 
+from mailnet.mailauth import dkimfast
 from mailnet.mailauth.headers import fieldNames
 
-# dkimpy computes the RSA signature in Python (pow() on the CRT halves):
-# about ten times OpenSSL's cost, which made signing cost more than the rest
-# of a 4 KB message's SMTP handling together.  PKCS#1 v1.5 signatures are
-# deterministic, so OpenSSL's (through ``cryptography``) is byte for byte
-# the one dkimpy would make (tests/mailauth/test_dkim.py checks); dkimpy
-# still does everything else (canonicalization, hashing, the field).
-_pythonSign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
+dkimfast.install()  # OpenSSL for dkimpy's RSA; key caches
 
-
-@functools.lru_cache(maxsize=64)
-def _opensslKey(n, e, d, p, q, dmp1, dmq1, iqmp):
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    public = rsa.RSAPublicNumbers(e, n)
-    return rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, public).private_key()
-
-
-def _opensslSign(hash, private_key):
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, utils
-
-    algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}.get(hash.name.lower())
-    if algorithm is None:
-        return _pythonSign(hash, private_key)
-    k = private_key
-    key = _opensslKey(k["modulus"], k["publicExponent"], k["privateExponent"], k["prime1"], k["prime2"],
-                      k["exponent1"], k["exponent2"], k["coefficient"])
-    return key.sign(hash.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
-
-
-dkim.RSASSA_PKCS1_v1_5_sign = _opensslSign  # the name dkim.DKIM.sign calls
 
 SIGN = (
     "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",

@@ -9,10 +9,12 @@ organizational domain (RFC 7489 s3.2).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 _psl = None
 
 
+@functools.lru_cache(maxsize=4096)
 def orgDomain(domain: str) -> str:
     """RFC 7489 s3.2: the organizational domain (public suffix + one label)."""
     global _psl

@@ -237,4 +237,9 @@ def makeFilter(config, reactor):
     from mailnet.queue.mx import LazyResolver, makeResolver
 
     resolver = CachingResolver(LazyResolver(lambda: makeResolver(config, reactor)), reactor)
+    if config.mailauth.inbound:
+        # the Public Suffix List takes about a second to load: not in the first message's time
+        from mailnet.mailauth.dmarc import orgDomain
+
+        reactor.callWhenRunning(reactor.callInThread, orgDomain, "example.com")
     return MessageFilter(config, reactor, resolver)

@@ -6,13 +6,16 @@ Authentication-Results fields that claim our authserv-id (RFC 8601 s5).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from mailnet.mail.headers import parseAddresses
 
 
+@functools.lru_cache(maxsize=16)
 def fields(header: bytes):
-    """(name lowercased, raw field with its folded lines and CRLF) in order."""
+    """(name lowercased, raw field with its folded lines and CRLF) in order
+    (a tuple: the checks ask several questions of one header section)."""
     out = []
     for line in header.split(b"\r\n"):
         if not line:
@@ -21,7 +24,7 @@ def fields(header: bytes):
             out[-1][1].append(line)
         else:
             out.append((line.partition(b":")[0].strip().lower().decode("latin-1"), [line]))
-    return [(name, b"\r\n".join(lines) + b"\r\n") for name, lines in out]
+    return tuple((name, b"\r\n".join(lines) + b"\r\n") for name, lines in out)
 
 
 def fieldNames(header: bytes):

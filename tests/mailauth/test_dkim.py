@@ -12,8 +12,9 @@ import stat
 
 import dkim.canonicalization as canon
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from mailnet.mailauth import dkimcheck, dkimsign, keys
+from mailnet.mailauth import dkimcheck, dkimfast, dkimsign, keys
 from mailnet.mailauth.dnsquery import DNSTemporary
 
 # RFC 8463 Appendix A: the ed25519 key (RFC 8032's test key 1) and the signed message.
@@ -146,6 +147,18 @@ def test_dns_answers_map_to_results(keyring):
     assert dkimcheck.verifyAll(signed, {name: garbage})[0].result in ("permerror", "fail")
 
 
+def test_rsa_sha1_is_not_accepted(keyring):
+    """RFC 8301 s3.1: verifiers MUST NOT consider rsa-sha1 signatures valid."""
+    import dkim
+
+    _, found, answers = keyring
+    rsa = found[0]
+    sha1 = dkim.DKIM(MESSAGE).sign(rsa.selector.encode(), b"a.test", rsa.private, signature_algorithm=b"rsa-sha1",
+                                   canonicalize=(b"relaxed", b"relaxed"), include_headers=[b"from"])
+    [result] = dkimcheck.verifyAll(sha1 + MESSAGE, answers)
+    assert (result.result, result.algorithm) == ("permerror", "rsa-sha1")
+
+
 def test_unsigned_and_damaged_signatures():
     assert dkimcheck.verifyAll(MESSAGE, {}) == []
     damaged = b"DKIM-Signature: v=1; a=rsa-sha256; this is not a tag list\r\n" + MESSAGE
@@ -160,8 +173,29 @@ def test_openssl_rsa_signature_is_dkimpys_own(keyring, monkeypatch):
 
     _, found, _ = keyring
     rsa = found[:1]
-    assert dkim.RSASSA_PKCS1_v1_5_sign is dkimsign._opensslSign
+    assert dkim.RSASSA_PKCS1_v1_5_sign is dkimfast._opensslSign
     monkeypatch.setattr("time.time", lambda: 1796290000)  # the t= tag
     fast = dkimsign.sign(MESSAGE, rsa)
-    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_sign", dkimsign._pythonSign)
+    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_sign", dkimfast._pythonSign)
     assert dkimsign.sign(MESSAGE, rsa) == fast
+
+
+def test_openssl_rsa_verification_agrees_with_dkimpys_own(keyring, monkeypatch):
+    import dkim
+
+    _, found, answers = keyring
+    signed = dkimsign.sign(MESSAGE, found[:1]) + MESSAGE
+    altered = signed.replace(b"At noon?", b"At one?")
+    badsig = signed.replace(b"; b=", b"; b=AAAA", 1)
+    assert dkim.RSASSA_PKCS1_v1_5_verify is dkimfast._opensslVerify
+    fast = [dkimcheck.verifyAll(m, answers)[0].result for m in (signed, altered, badsig)]
+    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_verify", dkimfast._pythonVerify)
+    slow = [dkimcheck.verifyAll(m, answers)[0].result for m in (signed, altered, badsig)]
+    assert fast == slow and fast[0] == "pass" and fast[1] == "fail"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"x", b" ").replace(b"y", b"\t").replace(b"z", b"\r\n")))
+def test_faster_canonicalization_is_dkimpys(data):
+    assert dkimfast.compressWhitespace(data) == dkimfast._pythonCompress(data)
+    assert dkimfast.unfoldHeaderValue(data) == dkimfast._pythonUnfold(data)
