@@ -14,6 +14,7 @@ server (twisted.names) publishing a.test's SPF, DKIM key and DMARC policy:
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import socket
@@ -76,13 +77,21 @@ def pair(tmp_path_factory):
     dns.stop()
 
 
-def _waitFor(server, user, count, folder="INBOX", timeout=30):
+def _waitFor(server, user, count, folder="INBOX", timeout=30, marker=None):
+    """The message (with ``marker`` in it, if given) once ``count`` are there.
+    Maildir names do not sort in arrival order within a second: find by content."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         files = server.messageFiles(user, folder)
         if len(files) >= count:
-            with open(files[count - 1], "rb") as f:
-                return f.read()
+            found = []
+            for name in files:
+                with open(name, "rb") as f:
+                    data = f.read()
+                if marker is None or marker in data:
+                    found.append((os.stat(name).st_mtime_ns, data))
+            if found:
+                return max(found)[1]
         time.sleep(0.1)
     raise AssertionError(f"no message {count} for {user} in {folder}:\n{server.log()[-3000:]}")
 
@@ -107,7 +116,7 @@ def test_a_to_b_passes_spf_dkim_dmarc(pair):
         c.login("alice@a.test", "alice-pw")
         c.sendmail("alice@a.test", ["bob@b.test"],
                    b"From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: from a to b\r\n\r\nHello b.\r\n")
-    message = _waitFor(b, "bob@b.test", 1)
+    message = _waitFor(b, "bob@b.test", 1, marker=b"from a to b")
     [field] = _results(message)
     assert field.startswith("Authentication-Results: mx.b.test;"), field
     assert "spf=pass" in field and "smtp.mailfrom=a.test" in field, field
@@ -139,14 +148,14 @@ def test_altered_after_signing_gets_dkim_fail(pair):
         c.login("alice@a.test", "alice-pw")
         c.sendmail("alice@a.test", ["bob@b.test"],
                    b"From: alice@a.test\r\nTo: bob@b.test\r\nSubject: to be altered\r\n\r\nPay 10 euros.\r\n")
-    original = _waitFor(b, "bob@b.test", count + 1)
+    original = _waitFor(b, "bob@b.test", count + 1, marker=b"Pay 10 euros.")
     assert "dkim=pass" in _results(original)[0]
     # b's copy (its Return-Path, Received and Authentication-Results included), changed and sent again
     # from an address a.test's SPF allows: DKIM fails, DMARC still passes on aligned SPF
     altered = original.split(b"\r\n", 1)[1].replace(b"Pay 10 euros.", b"Pay 1000 euros.")
     with smtplib.SMTP("127.0.0.1", b.port("smtp"), timeout=30) as c:
         c.sendmail("alice@a.test", ["bob@b.test"], altered)
-    message = _waitFor(b, "bob@b.test", count + 2)
+    message = _waitFor(b, "bob@b.test", count + 2, marker=b"Pay 1000 euros.")
     fields = _results(message)
     assert len([f for f in fields if f.startswith("Authentication-Results: mx.b.test;")]) == 1, fields
     [field] = fields  # the old one, claiming mx.b.test, was removed (RFC 8601 s5)
@@ -176,7 +185,7 @@ def test_our_authserv_id_from_outside_is_removed(pair):
               b"From: x@evil.test\r\nSubject: trust me\r\n\r\nbody\r\n")
     with smtplib.SMTP("127.0.0.1", b.port("smtp"), timeout=30) as c:
         c.sendmail("x@evil.test", ["bob@b.test"], forged)
-    message = _waitFor(b, "bob@b.test", before + 1)
+    message = _waitFor(b, "bob@b.test", before + 1, marker=b"trust me")
     fields = _results(message)
     assert len(fields) == 2, fields
     assert fields[0].startswith("Authentication-Results: mx.b.test;") and "dkim=none" in fields[0]
@@ -190,11 +199,11 @@ def test_quarantine_goes_to_junk_and_none_is_labelled(pair):
     inbox = len(b.messageFiles("bob@b.test"))
     status, out = _swaks(b, "--from", "x@q.test", "--to", "bob@b.test", "--h-From", "x@q.test")
     assert status == 0, out
-    message = _waitFor(b, "bob@b.test", junk + 1, folder="Junk")
+    message = _waitFor(b, "bob@b.test", junk + 1, folder="Junk", marker=b"x@q.test")
     assert "dmarc=fail" in _results(message)[0] and "policy.dmarc=quarantine" in _results(message)[0]
     status, out = _swaks(b, "--from", "x@n.test", "--to", "bob@b.test", "--h-From", "x@n.test")
     assert status == 0, out
-    message = _waitFor(b, "bob@b.test", inbox + 1)
+    message = _waitFor(b, "bob@b.test", inbox + 1, marker=b"x@n.test")
     assert "spf=fail" in _results(message)[0] and "dmarc=fail" in _results(message)[0]
     assert len(b.messageFiles("bob@b.test", "Junk")) == junk + 1
 
