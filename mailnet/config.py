@@ -139,6 +139,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "spf_time_limit": _o("int", 20, "Seconds one SPF evaluation may spend on DNS, then temperror (RFC 7208 s4.6.4: at least 20).", minimum=1),
         "check_timeout": _o("int", 30, "Seconds all checks of one message may take (waiting for a thread included); after it the missing results are temperror.", minimum=1),
         "dkim_signatures": _o("int", 5, "DKIM signatures verified per message, the first ones (RFC 6376 s6.1 lets a verifier limit them); bounds work per message.", minimum=1),
+        "inline_size": _o("int", 64 * KB, "Messages up to this size are signed and DKIM-verified on the reactor thread (under a millisecond: less CPU than a thread round trip, and Python threads would not run it in parallel); larger ones in the worker threads.", minimum=0),
         "max_size": _o("int", 35 * MB, "Largest message signed or verified (dkimpy hashes a message in memory); larger ones are passed unsigned or labelled dkim=neutral.", minimum=1024),
     },
     "dns": {

@@ -18,7 +18,7 @@ from twisted.internet import defer, threads
 from mailnet.logs import Logger
 from mailnet.mail.reply import Reply
 from mailnet.mailauth import dkimcheck, dmarc, headers, results, spfcheck
-from mailnet.mailauth.dnsquery import BlockingDNS, DNSTemporary, prefetchTXT
+from mailnet.mailauth.dnsquery import BlockingDNS, CacheMiss, CacheOnlyDNS, DNSTemporary, prefetchTXT
 
 log = Logger()
 
@@ -89,13 +89,14 @@ class Checker:
         return None
 
     @defer.inlineCallbacks
-    def check(self, envelope, header: bytes, readMessage, tooLarge: bool = False):
+    def check(self, envelope, header: bytes, readMessage, tooLarge: bool = False, inline: bool = False):
         """
         Deferred firing with the :class:`Verdict` (never failing).
 
         @param header: the message's header section (CRLF form).
-        @param readMessage: callable returning the whole message (bytes);
-            called in a worker thread.
+        @param readMessage: callable returning the whole message (bytes).
+        @param inline: verify DKIM on this thread (a small message: see
+            ``[mailauth] inline_size``), not in a worker thread.
         """
         refusal = self.localSpoof(envelope, header)
         if refusal is not None:
@@ -105,15 +106,27 @@ class Checker:
         froms = sorted(set(headers.fromDomains(header)))
         fromDomain = froms[0] if len(froms) == 1 else None
 
-        def spfWork():
-            lookup = BlockingDNS(self.resolver, self.reactor, self.dnsTimeout, self.stopping)
+        def spfWork(lookup=None):
+            if lookup is None:
+                lookup = BlockingDNS(self.resolver, self.reactor, self.dnsTimeout, self.stopping)
             mailFrom = spfcheck.checkSPF(ip, envelope.sender, envelope.helo, lookup, s.spf_time_limit)
             helo = spfcheck.checkHELO(ip, envelope.helo, lookup, s.spf_time_limit)
             return mailFrom, helo
 
-        senderDomain = (envelope.sender.rpartition("@")[2] if envelope.sender else envelope.helo).lower()
-        spfD = self._limited(self._inThread(spfWork), lambda: (
-            spfcheck.SPFResult("temperror", senderDomain, "time limit"), None))
+        spfD = None
+        if hasattr(self.resolver, "peek"):
+            # every answer cached (a sender seen lately): pyspf here, no thread
+            cached = CacheOnlyDNS(self.resolver)
+            try:
+                found = spfWork(cached)
+                if not cached.missed:
+                    spfD = defer.succeed(found)
+            except CacheMiss:
+                pass
+        if spfD is None:
+            senderDomain = (envelope.sender.rpartition("@")[2] if envelope.sender else envelope.helo).lower()
+            spfD = self._limited(self._inThread(spfWork), lambda: (
+                spfcheck.SPFResult("temperror", senderDomain, "time limit"), None))
 
         names = [] if tooLarge else dkimcheck.keyNames(header, s.dkim_signatures)
         dmarcNames = []
@@ -128,6 +141,8 @@ class Checker:
         if tooLarge:
             dkims = [dkimcheck.DKIMResult("neutral", reason="message too large to verify")] if \
                 dkimcheck.signatures(header, 1) else []
+        elif names and inline:
+            dkims = dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures)
         elif names:
             dkims = yield self._limited(
                 self._inThread(lambda: dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures)),

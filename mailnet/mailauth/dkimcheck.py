@@ -74,7 +74,10 @@ def verifyAll(message: bytes, answers: dict, limit: int = 5, minkey: int = 1024)
     sigs = signatures(header, limit)
     if not sigs:
         return []
-    verifier = dkim.DKIM(message, minkey=minkey)
+    try:
+        verifier = dkim.DKIM(message, minkey=minkey)
+    except Exception as e:  # a message dkimpy cannot parse: every signature unverifiable
+        return [DKIMResult("permerror", reason=f"unparsable message ({type(e).__name__})") for _ in sigs]
     out = []
     for idx, tags in enumerate(sigs):
         result = DKIMResult("permerror", (tags.get(b"d") or b"").decode("ascii", "replace").lower(),

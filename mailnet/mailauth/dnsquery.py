@@ -169,12 +169,50 @@ class BlockingDNS:
             if isinstance(e, _EMPTY) and not isinstance(e, _FAILED):
                 return []
             raise TempError(f"DNS {type(e).__name__}")
-        out = []
-        for rr in result[0]:
-            kind, value = _value(rr)
-            if kind is not None:
-                out.append(((str(rr.name), kind), value))
-        return out
+        return _answers(result)
+
+
+def _answers(result):
+    out = []
+    for rr in result[0]:
+        kind, value = _value(rr)
+        if kind is not None:
+            out.append(((str(rr.name), kind), value))
+    return out
+
+
+class CacheMiss(Exception):
+    """:class:`CacheOnlyDNS` has no answer yet: do the check in a thread."""
+
+
+class CacheOnlyDNS:
+    """
+    pyspf's ``DNSLookup`` answered from :class:`CachingResolver`'s cache only,
+    on the reactor thread: SPF for a sender domain seen recently costs no
+    thread round trip.  A name not in the cache raises :class:`CacheMiss`
+    (and sets ``missed``, in case pyspf swallowed it: it does around the
+    ``exp=`` lookup), and the caller runs the check again with
+    :class:`BlockingDNS` in a thread.
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.missed = False
+        self.lookups = 0
+
+    def __call__(self, name, qtype, strict=True, timeout=None):
+        method = _LOOKUPS.get(qtype)
+        if method is None:
+            return []
+        self.lookups += 1
+        try:
+            result = self.cache.peek(method, name)
+        except KeyError:
+            self.missed = True
+            raise CacheMiss(name)
+        if isinstance(result, Failure):
+            return []  # only "no such name" is kept
+        return _answers(result)
 
 
 class CachingResolver:
@@ -215,6 +253,14 @@ class CachingResolver:
             return d
 
         return cached
+
+    def peek(self, method, name):
+        """The cached answer (or kept "no such name" Failure) now; KeyError if none."""
+        key = (method, name.lower().rstrip(".") if isinstance(name, str) else name)
+        hit = self.entries.get(key)
+        if hit is None or hit[0] <= self.clock.seconds():
+            raise KeyError(key)
+        return hit[1]
 
     def _remember(self, result, key, now):
         if isinstance(result, Failure):

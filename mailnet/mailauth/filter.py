@@ -16,9 +16,12 @@ message, and ``replay()``, the message to write after it; or ``abort()``.
   DMARC and the local-domain rule (:mod:`.checks`); any Authentication-Results
   field claiming our authserv-id is removed first (RFC 8601 s5).
 
-The body is held in a spooled temporary file (in memory up to
-:data:`MEMORY`, then under data_dir/tmp), read whole only in a worker thread
-for dkimpy, at most ``[mailauth] threads`` at a time.
+The body is held in memory up to :data:`MEMORY`, beyond that in a
+temporary file under data_dir/tmp.  dkimpy needs the message whole: up to
+``[mailauth] inline_size`` it signs or verifies on the reactor thread (less
+CPU than a thread round trip, and Python threads would not run it in
+parallel anyway), a larger message is read whole in a worker thread, at
+most ``[mailauth] threads`` at a time.
 """
 
 from __future__ import annotations
@@ -41,15 +44,18 @@ KEY_RECHECK = 5.0  # seconds between looks at data_dir/dkim for new keys
 
 
 class _Buffer:
-    """A message as it arrives: the header section in memory, the rest in a spooled file."""
+    """A message as it arrives: the header section and, up to :data:`MEMORY`,
+    the body in memory (a list of the pieces); a larger body in a file."""
 
     def __init__(self, tmpDir, limit):
         self.tmpDir = tmpDir
         self.limit = limit
         self.head = b""
         self.inHeader = True
-        self.body = None
+        self.pieces = []
+        self.file = None
         self.size = 0
+        self.held = 0
 
     def write(self, data: bytes):
         self.size += len(data)
@@ -64,35 +70,43 @@ class _Buffer:
                 end += 2
             self.inHeader = False
             data, self.head = self.head[end:], self.head[:end]
-        if self.body is None:
-            self.body = tempfile.SpooledTemporaryFile(max_size=MEMORY, dir=self.tmpDir)
-        self.body.write(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.pieces.append(data)
+        self.held += len(data)
+        if self.held > MEMORY:
+            self.file = tempfile.TemporaryFile(dir=self.tmpDir)
+            self.file.write(b"".join(self.pieces))
+            self.pieces = []
 
     @property
     def tooLarge(self):
         return self.size > self.limit
 
     def read(self) -> bytes:
-        """The whole message (called in a worker thread, after the last write)."""
-        if self.body is None:
-            return self.head
-        self.body.seek(0)
-        return self.head + self.body.read()
+        """The whole message (after the last write)."""
+        if self.file is None:
+            return self.head + b"".join(self.pieces)
+        self.file.seek(0)
+        return self.head + self.file.read()
 
     def replayBody(self):
-        if self.body is None:
+        if self.file is None:
+            yield from self.pieces
             return
-        self.body.seek(0)
+        self.file.seek(0)
         while True:
-            chunk = self.body.read(CHUNK)
+            chunk = self.file.read(CHUNK)
             if not chunk:
                 return
             yield chunk
 
     def close(self):
-        if self.body is not None:
-            self.body.close()
-            self.body = None
+        self.pieces = []
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 class _Run:
@@ -147,7 +161,10 @@ class SignRun(_Run):
         def work():
             return dkimsign.sign(self._read(), chosen)
 
-        d = threads.deferToThreadPool(self.owner.reactor, self.owner.pool, work)
+        if buffer.size <= self.owner.settings.inline_size:
+            d = defer.maybeDeferred(work)
+        else:
+            d = threads.deferToThreadPool(self.owner.reactor, self.owner.pool, work)
 
         def signed(fields):
             return Verdict(header=fields, summary=f"DKIM-signed d={chosen[0].domain}")
@@ -167,7 +184,8 @@ class CheckRun(_Run):
         head, removed = headers.withoutOurResults(buffer.head, self.owner.checker.authservId)
         if removed:
             self.head = head
-        return self.owner.checker.check(self.envelope, buffer.head, self._read, buffer.tooLarge)
+        return self.owner.checker.check(self.envelope, buffer.head, self._read, buffer.tooLarge,
+                                        inline=buffer.size <= self.owner.settings.inline_size)
 
 
 class MessageFilter:

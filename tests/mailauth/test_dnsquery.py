@@ -104,3 +104,23 @@ def test_blocking_adapter_answers_pyspf_from_a_thread():
     stopping.set()
     with pytest.raises(TempError):
         dnsquery.BlockingDNS(fake, reactor, 0.2, stopping)("a.test", "TXT")
+
+
+def test_cache_only_adapter_for_inline_spf():
+    """SPF on the reactor when every answer is cached; a miss says so (then a thread does it)."""
+    from mailnet.mailauth import spfcheck
+
+    clock = task.Clock()
+    fake = FakeResolver({"a.test": [["v=spf1 ip4:192.0.2.1 -all"]]})
+    cache = dnsquery.CachingResolver(fake, clock)
+    cached = dnsquery.CacheOnlyDNS(cache)
+    with pytest.raises(dnsquery.CacheMiss):
+        spfcheck.checkSPF("192.0.2.1", "x@a.test", "a.test", cached)
+    assert cached.missed
+    _result(dnsquery.lookupTXT(cache, "a.test", 1))  # as the threaded check's lookups fill it
+    _result(dnsquery.lookupTXT(cache, "none.test", 1))
+    again = dnsquery.CacheOnlyDNS(cache)
+    assert spfcheck.checkSPF("192.0.2.1", "x@a.test", "a.test", again).result == "pass"
+    assert spfcheck.checkSPF("192.0.2.9", "x@a.test", "a.test", again).result == "fail"
+    assert not again.missed and len(fake.asked) == 2
+    assert again("none.test", "TXT") == []  # a kept "no such name"
