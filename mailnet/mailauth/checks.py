@@ -82,7 +82,7 @@ class Checker:
         if self.settings.local_spoofing != "reject" or envelope.auth:
             return None
         claimed = [envelope.sender.rpartition("@")[2]] if envelope.sender else []
-        claimed += headers.fromDomains(header)
+        claimed += list(headers.fromDomains(header))
         for domain in claimed:
             if _isLocal(domain, self.localDomains):
                 return Reply(550, "5.7.1", f"{domain} is a local domain here: log in to send as it")

@@ -10,6 +10,7 @@ dkimpy those answers through its ``dnsfunc``, so dkimpy never does DNS.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
@@ -36,8 +37,10 @@ class DKIMResult:
     algorithm: str = ""
 
 
+@functools.lru_cache(maxsize=16)
 def signatures(header: bytes, limit: int):
-    """The tags of the first ``limit`` DKIM-Signature fields ({} for a damaged one)."""
+    """The tags of the first ``limit`` DKIM-Signature fields ({} for a damaged one);
+    cached for the few headers being checked (the result is only read)."""
     out = []
     for name, raw in fields(header):
         if name != "dkim-signature":

@@ -146,7 +146,7 @@ class SignRun(_Run):
         buffer = self.buffer
         if buffer.inHeader:  # all header, no empty line: the header is all there is
             buffer.inHeader = False
-        domains = headers.fromDomains(buffer.head)
+        domains = list(headers.fromDomains(buffer.head))
         if self.envelope.sender:
             domains.append(self.envelope.sender.rpartition("@")[2].lower())
         keys = self.owner.keys()

@@ -41,7 +41,8 @@ def values(header: bytes, name: str) -> list[str]:
     return out
 
 
-def fromDomains(header: bytes) -> list[str]:
+@functools.lru_cache(maxsize=16)
+def fromDomains(header: bytes) -> tuple:
     """
     The domains of the RFC5322.From addresses (RFC 7489 s6.6.1).  A message
     with no From, or several From fields, gives what it has; the caller
@@ -59,7 +60,7 @@ def fromDomains(header: bytes) -> list[str]:
             host = item[3]
             if host:
                 domains.append(host.lower().rstrip("."))
-    return domains
+    return tuple(domains)
 
 
 _COMMENT = re.compile(rb"\((?:[^()\\]|\\.)*\)")

@@ -65,10 +65,10 @@ def test_authserv_id_and_removal():
 
 
 def test_from_domains():
-    assert headers.fromDomains(HEADER) == ["mail.a.test"]
-    assert headers.fromDomains(b"From: a@x.test, b@y.test\r\n") == ["x.test", "y.test"]
-    assert headers.fromDomains(b"Subject: none\r\n") == []
-    assert headers.fromDomains(b"From: undisclosed:;\r\n") == []
+    assert headers.fromDomains(HEADER) == ("mail.a.test",)
+    assert headers.fromDomains(b"From: a@x.test, b@y.test\r\n") == ("x.test", "y.test")
+    assert headers.fromDomains(b"Subject: none\r\n") == ()
+    assert headers.fromDomains(b"From: undisclosed:;\r\n") == ()
 
 
 def test_results_field():
