@@ -8,6 +8,8 @@ The ``mailnet`` command.
     mailnet config check [FILE]          validate a config file
     mailnet config example               print etc/mailnet.toml
     mailnet cert make [--force] [--new-ca]   (re)make the development certificates
+    mailnet dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519]
+    mailnet dns DOMAIN                   the DNS records to publish for DOMAIN
     mailnet --version
 
 ``--config FILE`` goes before or after the command.  Without it (or
@@ -44,7 +46,7 @@ def _load(args, checkFiles=True):
 
 # (command, action) that may create a missing data directory; `run` makes
 # its own (the server logs where its data is).
-CREATES_DATA_DIR = {("user", "add"), ("cert", "make")}
+CREATES_DATA_DIR = {("user", "add"), ("cert", "make"), ("dkim", "keygen")}
 
 
 def _checkDataDir(args):
@@ -193,6 +195,18 @@ def cmdCert(args):
     print(f"clients trust the development CA: {conf.devCAFile}")
 
 
+def cmdDkim(args):
+    from mailnet.mailauth import cli
+
+    return cli.keygen(_load(args), args.domain, args.selector, args.algorithm, args.force)
+
+
+def cmdDns(args):
+    from mailnet.mailauth import cli
+
+    return cli.dns(_load(args), args.domain)
+
+
 def cmdQueue(args, rest):
     from mailnet.queue import cli
 
@@ -243,6 +257,17 @@ def parser():
     t.add_argument("--force", action="store_true", help="replace existing certificates (the CA is kept)")
     t.add_argument("--new-ca", action="store_true", help="make a new development CA too")
 
+    k = add_parser("dkim", help="make a DKIM key for a domain and print its DNS record")
+    k.add_argument("action", choices=["keygen"])
+    k.add_argument("domain")
+    k.add_argument("--selector", help="the DNS selector (default: rsaYYYYMM or edYYYYMM)")
+    k.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa",
+                   help="rsa (2048 bits, the default) or ed25519 (RFC 8463: a second signature beside rsa)")
+    k.add_argument("--force", action="store_true", help="replace a key with the same selector")
+
+    n = add_parser("dns", help="print the DNS records to publish for a domain (MX, SPF, DKIM, DMARC)")
+    n.add_argument("domain")
+
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     return p
 
@@ -290,8 +315,12 @@ def main(argv=None):
         _checkDataDir(args)
     if args.command == "queue":
         return cmdQueue(args, rest)
-    handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert}[args.command]
-    return handler(args)
+    handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert,
+               "dkim": cmdDkim, "dns": cmdDns}[args.command]
+    status = handler(args)
+    if args.command in ("dkim", "dns") and status:
+        raise SystemExit(status)
+    return status
 
 
 if __name__ == "__main__":

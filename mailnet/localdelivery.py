@@ -16,7 +16,7 @@ import errno
 from twisted.internet import defer
 
 from mailnet.errors import DeliveryError, temporaryFailure
-from mailnet.store.interfaces import INBOX, StorageFull, StoreError, TemporaryStoreError
+from mailnet.store.interfaces import INBOX, NoSuchFolder, StorageFull, StoreError, TemporaryStoreError
 
 CHUNK = 64 * 1024  # bytes read from a spooled message at a time
 
@@ -35,15 +35,16 @@ class LocalDelivery:
     @param sender: the envelope sender (``""`` for the null sender).
     @param trace: trace fields (a ``Received`` header) to put after the
         Return-Path, CRLF-terminated; empty for none.
+    @param folder: the folder instead of INBOX (Junk), when the user has it.
     @raise Exception: whatever the store raises; the store delivery is
         aborted first, so nothing is left behind.
     """
 
-    def __init__(self, store, usernames, sender: str, trace: bytes = b""):
+    def __init__(self, store, usernames, sender: str, trace: bytes = b"", folder=None):
         delivery = store.newDelivery()
         try:
             for name in usernames:
-                delivery.addRecipient(name, INBOX)
+                _addRecipient(delivery, name, folder)
             # RFC 5321 s4.4: the final delivery adds Return-Path.
             delivery.write(b"Return-Path: <" + sender.encode("utf-8") + b">\r\n" + trace)
         except Exception:
@@ -98,6 +99,16 @@ def deliverFile(store, usernames, sender: str, openData, arrival=None):
     except Exception:
         _abortQuietly(delivery)
         raise
+
+
+def _addRecipient(delivery, name, folder):
+    """INBOX, or ``folder`` (Junk for mail a DMARC policy quarantines) when the user has it."""
+    if folder:
+        try:
+            return delivery.addRecipient(name, folder)
+        except NoSuchFolder:
+            pass  # removed by the user: INBOX rather than nothing
+    delivery.addRecipient(name, INBOX)
 
 
 def _abortQuietly(delivery):

@@ -194,6 +194,9 @@ class MailContext:
             log.warn("{warning}", warning=warning)
         self.tlsOptions = tls.serverOptions(config)
         self.spool = Spool(config.spoolDir)
+        # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
+        from mailnet.mailauth.filter import makeFilter
+        self.messageFilter = makeFilter(config, reactor)
 
 
 def makeUsers(config: Config, reactor, users=None, checkers=None):

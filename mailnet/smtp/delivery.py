@@ -167,9 +167,22 @@ class MessageDelivery:
         self.local = local
         self.remote = list(remote.values())
         trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)
+        # Issue 16's hook (mailnet.mailauth.filter): a message filter that
+        # signs or checks the message holds it until its verdict; the store
+        # and the spool are opened then (_filtered).
+        self.verdict = None
+        messageFilter = getattr(context, "messageFilter", None)
+        self._filter = messageFilter(envelope) if messageFilter is not None else None
+        if self._filter is not None:
+            self._trace = trace
+        else:
+            self._open(trace)
+
+    def _open(self, trace, folder=None):
+        context, envelope, local = self.context, self.envelope, self.local
         try:
             if local:
-                self._store = LocalDelivery(context.store, local, envelope.sender, trace)
+                self._store = LocalDelivery(context.store, local, envelope.sender, trace, folder)
             if self.remote:
                 self._spool = context.spool.newMessage(
                     envelope.sender, self.remote, envid=envelope.envid, ret=envelope.ret,
@@ -205,6 +218,9 @@ class MessageDelivery:
             data = self._scanHeader(data)
         self.size += len(data)
         try:
+            if self._filter is not None:
+                self._filter.write(data)
+                return
             if self._store is not None:
                 self._store.write(data)
             if self._spool is not None:
@@ -258,6 +274,30 @@ class MessageDelivery:
             # A message that is all header (no empty line): add at the end.
             self._inHeader = False
             self.write(self._missingHeaders())
+        if self._filter is not None and self.failure is None:
+            return self._filter.finish().addCallback(self._filtered).addErrback(self._filterFailed)
+        return self._commitStore()
+
+    def _filtered(self, verdict):
+        """The filter's verdict: refuse, or write its header and the message, then commit."""
+        run, self._filter = self._filter, None
+        self.verdict = verdict
+        if verdict.reply is not None:
+            run.abort()
+            self.failure = DeliveryError(verdict.reply.code, verdict.reply.enhanced, verdict.reply.text)
+            return self._done(None)
+        self._open(self._trace + verdict.header, verdict.folder)
+        self.size, self._inHeader = 0, False
+        for piece in run.replay():
+            self.write(piece)
+        run.abort()
+        return self._commitStore()
+
+    def _filterFailed(self, failure):
+        self._fail(failure.value, "checking", failure)
+        return self._done(None)
+
+    def _commitStore(self):
         store, self._store = self._store, None
         if self.failure is None and store is not None:
             return store.commit().addCallbacks(self._commitSpool, self._storeFailed)
@@ -297,6 +337,8 @@ class MessageDelivery:
         auth = f" auth {envelope.auth}" if envelope.auth else ""
         local = ",".join(self.local) or "nobody"
         queued = f", queued {queueId} for {len(self.remote)} recipient(s)" if queueId else ""
+        if self.verdict is not None and self.verdict.summary:
+            queued += f" ({self.verdict.summary})"
         log.info("{text}", text=f"message {self.id} from <{envelope.sender}> [{envelope.peer}]{auth} "
                                 f"size {self.size}: stored for {local}{queued}",
                  id=self.id, sender=envelope.sender, peer=envelope.peer, size=self.size, local=self.local,
@@ -305,6 +347,9 @@ class MessageDelivery:
 
     def abort(self):
         """Throw everything away (idempotent)."""
+        run, self._filter = getattr(self, "_filter", None), None
+        if run is not None:
+            run.abort()
         store, self._store = self._store, None
         spool, self._spool = self._spool, None
         for target in (store, spool):

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""
+CPU per message of mail authentication, as a ratio against the same server
+without it, in one run (interleaved repetitions, fresh server each time):
+
+* ``mx``: 4 KB messages DKIM-signed by a.test arrive on the MX (MAIL FROM
+  a.test from 127.0.0.1) for a local user; ``off`` = ``[mailauth] inbound =
+  false``, ``on`` = SPF + DKIM verification + DMARC, the records served by
+  the test DNS server (tests/queue/dnsserver.py, its own process: its CPU is
+  not counted, as a real resolver's would not be).
+* ``sign``: 4 KB messages submitted with AUTH by a local user to a local
+  user; ``off`` = no DKIM key, ``on`` = an RSA-2048 key (``sign-ed``: RSA
+  and ed25519, two signatures).
+
+CPU is the server process's (all its threads: reactor, store, mailauth
+pool) from /proc, measured after a warm-up, divided by the messages sent.
+Clients are separate processes (persistent sessions) so they do not share
+the server's CPU accounting.
+
+    /work/main/.venv/bin/python bench/mailauth_bench.py [--messages 1000] [--sessions 4] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import smtplib
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.harness import MailServer  # noqa: E402
+from tests.mailauth.helpers import ZoneServer, txtOf  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def body4k():
+    line = "The quick brown fox jumps over the lazy dog, again and again, 0123456789.\r\n"  # 76 bytes
+    return line * 50  # about 3.8 KB, with the header 4 KB
+
+
+def message(n):
+    return (f"From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: bench {n}\r\n"
+            f"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{n}@a.test>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n" + body4k()).encode()
+
+
+def _client(args):
+    port, count, login, sender, rcpt, data = args
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
+        if login:
+            c.login(*login)
+        for _ in range(count):
+            c.sendmail(sender, [rcpt], data)
+    return count
+
+
+def load(port, messages, sessions, login, sender, rcpt, data):
+    per = messages // sessions
+    with multiprocessing.Pool(sessions) as pool:
+        return sum(pool.map(_client, [(port, per, login, sender, rcpt, data)] * sessions))
+
+
+def makeKeys(scratch):
+    """a.test's keys (made once with `mailnet dkim keygen`) and the zone that publishes them."""
+    holder = MailServer(os.path.join(scratch, "keys"), config={"domains": {"local": ["a.test"]}})
+    zone = {
+        "a.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+        "_dmarc.a.test": {"TXT": ["v=DMARC1; p=reject"]},
+    }
+    for algorithm, selector in (("rsa", "rsa1"), ("ed25519", "ed1")):
+        name, value = txtOf(holder.mailnet("dkim", "keygen", "a.test", "--selector", selector,
+                                           "--algorithm", algorithm).stdout)
+        zone[name] = {"TXT": [value]}
+    return os.path.join(holder.dataDir, "dkim", "a.test"), zone
+
+
+def signedMessage(keyDir):
+    from mailnet.mailauth import dkimsign, keys
+
+    found = [k for k in keys.loadAll(os.path.dirname(os.path.dirname(keyDir)))["a.test"] if k.algorithm == "rsa"]
+    data = message(0)
+    return dkimsign.sign(data, found) + data
+
+
+def run(workload, mode, scratch, keyDir, dnsPort, signed, args, n):
+    directory = os.path.join(scratch, f"{workload}-{mode}-{n}")
+    nameservers = {"nameservers": [f"127.0.0.1:{dnsPort}"], "timeout": 2}
+    if workload == "mx":
+        config = {"server": {"hostname": "mx.b.test"}, "domains": {"local": ["b.test"]},
+                  "mailauth": {"inbound": mode == "on"}, "dns": nameservers}
+    else:
+        config = {"server": {"hostname": "mx.a.test"}, "domains": {"local": ["a.test"]},
+                  "auth": {"allow_plaintext": True, "cache_seconds": 300}, "dns": nameservers}
+    server = MailServer(directory, config=config)
+    if workload.startswith("sign") and mode == "on":
+        target = os.path.join(server.dataDir, "dkim", "a.test")
+        os.makedirs(target, mode=0o700)
+        for name in os.listdir(keyDir):
+            if workload == "sign-ed" or name.endswith(".rsa.key"):
+                shutil.copy2(os.path.join(keyDir, name), target)
+    server.start()
+    try:
+        if workload == "mx":
+            server.addUser("bob@b.test", "bob-pw")
+            send = dict(login=None, sender="alice@a.test", rcpt="bob@b.test", data=signed)
+            port = server.port("smtp")
+        else:
+            server.addUser("alice@a.test", "alice-pw")
+            server.addUser("bob@a.test", "bob-pw")
+            send = dict(login=("alice@a.test", "alice-pw"), sender="alice@a.test", rcpt="bob@a.test",
+                        data=message(1).replace(b"bob@b.test", b"bob@a.test"))
+            port = server.port("submission")
+        pid = server.process.pid
+        load(port, args.sessions * 10, args.sessions, **send)  # warm-up (imports, pools, caches)
+        before, started = cpu(pid), time.monotonic()
+        sent = load(port, args.messages, args.sessions, **send)
+        used, took = cpu(pid) - before, time.monotonic() - started
+        stored = len(server.messageFiles(send["rcpt"]))
+        assert stored == sent + args.sessions * 10, (stored, sent)
+        if mode == "on":
+            with open(server.messageFiles(send["rcpt"])[-1], "rb") as f:
+                head = f.read(4096)
+            marker = b"dkim=pass" if workload == "mx" else b"DKIM-Signature"
+            assert marker in head, head[:1500]
+        return used / sent * 1e6, sent / took
+    finally:
+        server.stop()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--sessions", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", default="mx,sign,sign-ed")
+    args = p.parse_args()
+    scratch = tempfile.mkdtemp(prefix="mailauth-bench-")
+    keyDir, zone = makeKeys(scratch)
+    dns = ZoneServer(scratch, zone)
+    signed = signedMessage(keyDir)
+    print(f"message: {len(signed)} bytes signed ({len(message(0))} before); load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    workloads = args.only.split(",")
+    results = {(w, m): [] for w in workloads for m in ("off", "on")}
+    try:
+        for n in range(args.repeat):
+            for w in workloads:
+                for mode in ("off", "on") if n % 2 == 0 else ("on", "off"):
+                    us, rate = run(w, mode, scratch, keyDir, dns.port, signed, args, n)
+                    results[(w, mode)].append((us, rate))
+                    print(f"  {w:8} {mode:3} rep {n + 1}: {us:7.0f} µs CPU/msg, {rate:6.0f} msg/s", flush=True)
+    finally:
+        dns.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\nmedians of {args.repeat}, {args.messages} messages over {args.sessions} persistent sessions; "
+          f"load average at the end {os.getloadavg()[0]:.1f}")
+    print("| workload | CPU µs/msg off | on | on/off | msg/s off | on |")
+    print("|---|---|---|---|---|---|")
+    for w in workloads:
+        off = statistics.median(x[0] for x in results[(w, "off")])
+        on = statistics.median(x[0] for x in results[(w, "on")])
+        roff = statistics.median(x[1] for x in results[(w, "off")])
+        ron = statistics.median(x[1] for x in results[(w, "on")])
+        print(f"| {w} | {off:.0f} | {on:.0f} | {on / off:.2f} | {roff:.0f} | {ron:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

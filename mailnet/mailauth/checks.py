@@ -1,0 +1,193 @@
+"""
+The inbound checks of one message (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489
+DMARC) and the verdict: the Authentication-Results field, and whether the
+message is refused, put in Junk or only labelled (``[mailauth]`` policy).
+
+Runs on the reactor; the blocking parts (pyspf, DKIM hashing) go to a
+bounded thread pool.  DNS failures and time limits give ``temperror``
+results, never an exception: :meth:`Checker.check` always fires.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from twisted.internet import defer, threads
+
+from mailnet.logs import Logger
+from mailnet.mail.reply import Reply
+from mailnet.mailauth import dkimcheck, dmarc, headers, results, spfcheck
+from mailnet.mailauth.dnsquery import BlockingDNS, CacheMiss, CacheOnlyDNS, DNSTemporary, prefetchTXT
+
+log = Logger()
+
+JUNK = "Junk"
+
+
+@dataclasses.dataclass
+class Verdict:
+    """What the message filter tells SMTP's delivery."""
+
+    header: bytes = b""  # fields to put before the message (after our Received)
+    reply: Reply | None = None  # a refusal (the message is not stored)
+    folder: str | None = None  # None = INBOX; "Junk" for quarantine
+    summary: str = ""  # for the delivery's log line
+
+
+def _isLocal(domain, localDomains):
+    domain = (domain or "").lower().rstrip(".")
+    return any(domain == d or domain.endswith("." + d) for d in localDomains)
+
+
+class Checker:
+    """
+    @param config: the :class:`~mailnet.config.Config` (``[mailauth]``,
+        ``[dns]``, ``[domains]``).
+    @param resolver: a twisted.names ``IResolver``.
+    @param pool: the thread pool (twisted ``ThreadPool``) for blocking work.
+    """
+
+    def __init__(self, config, reactor, resolver, pool):
+        self.config = config
+        self.settings = config.mailauth
+        self.reactor = reactor
+        self.resolver = resolver
+        self.pool = pool
+        self.authservId = self.settings.authserv_id or config.server.hostname
+        self.localDomains = [d.lower() for d in config.domains.local]
+        self.dnsTimeout = config.dns.timeout
+        self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
+
+    def _inThread(self, f, *args):
+        d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
+        return d
+
+    def _limited(self, d, fallback):
+        """``d``, or ``fallback()`` once the per-message limit passes or on an error."""
+        d.addTimeout(self.settings.check_timeout, self.reactor)
+
+        def failed(failure):
+            if not failure.check(defer.TimeoutError, defer.CancelledError, DNSTemporary):
+                log.failure("mail check failed", failure)
+            return fallback()
+        return d.addErrback(failed)
+
+    def localSpoof(self, envelope, header: bytes) -> Reply | None:
+        """
+        Mail without login that claims one of our local domains in MAIL FROM
+        or From: our users send through submission with a login, so this is
+        a forgery (``[mailauth] local_spoofing``).
+        """
+        if self.settings.local_spoofing != "reject" or envelope.auth:
+            return None
+        claimed = [envelope.sender.rpartition("@")[2]] if envelope.sender else []
+        claimed += list(headers.fromDomains(header))
+        for domain in claimed:
+            if _isLocal(domain, self.localDomains):
+                return Reply(550, "5.7.1", f"{domain} is a local domain here: log in to send as it")
+        return None
+
+    @defer.inlineCallbacks
+    def check(self, envelope, header: bytes, readMessage, tooLarge: bool = False, inline: bool = False):
+        """
+        Deferred firing with the :class:`Verdict` (never failing).
+
+        @param header: the message's header section (CRLF form).
+        @param readMessage: callable returning the whole message (bytes).
+        @param inline: verify DKIM on this thread (a small message: see
+            ``[mailauth] inline_size``), not in a worker thread.
+        """
+        refusal = self.localSpoof(envelope, header)
+        if refusal is not None:
+            return Verdict(reply=refusal, summary="refused: local domain without login")
+        ip = envelope.peer
+        s = self.settings
+        froms = sorted(set(headers.fromDomains(header)))
+        fromDomain = froms[0] if len(froms) == 1 else None
+
+        def spfWork(lookup=None):
+            if lookup is None:
+                lookup = BlockingDNS(self.resolver, self.reactor, self.dnsTimeout, self.stopping)
+            mailFrom = spfcheck.checkSPF(ip, envelope.sender, envelope.helo, lookup, s.spf_time_limit)
+            helo = spfcheck.checkHELO(ip, envelope.helo, lookup, s.spf_time_limit)
+            return mailFrom, helo
+
+        spfD = None
+        if hasattr(self.resolver, "peek"):
+            # every answer cached (a sender seen lately): pyspf here, no thread
+            cached = CacheOnlyDNS(self.resolver)
+            try:
+                found = spfWork(cached)
+                if not cached.missed:
+                    spfD = defer.succeed(found)
+            except CacheMiss:
+                pass
+        if spfD is None:
+            senderDomain = (envelope.sender.rpartition("@")[2] if envelope.sender else envelope.helo).lower()
+            spfD = self._limited(self._inThread(spfWork), lambda: (
+                spfcheck.SPFResult("temperror", senderDomain, "time limit"), None))
+
+        names = [] if tooLarge else dkimcheck.keyNames(header, s.dkim_signatures)
+        dmarcNames = []
+        if fromDomain:
+            dmarcNames.append("_dmarc." + fromDomain)
+            org = dmarc.orgDomain(fromDomain)
+            if org != fromDomain:
+                dmarcNames.append("_dmarc." + org)
+        prefetch = self._limited(prefetchTXT(self.resolver, names + dmarcNames, self.dnsTimeout),
+                                 lambda: {n: DNSTemporary("time limit") for n in names + dmarcNames})
+        answers = yield prefetch
+        if tooLarge:
+            dkims = [dkimcheck.DKIMResult("neutral", reason="message too large to verify")] if \
+                dkimcheck.signatures(header, 1) else []
+        elif names and inline:
+            dkims = dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures)
+        elif names:
+            dkims = yield self._limited(
+                self._inThread(lambda: dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures)),
+                lambda: [dkimcheck.DKIMResult("temperror", reason="time limit")])
+        else:
+            dkims = []
+        spf, helo = yield spfD
+
+        dmarcResult = None
+        if fromDomain:
+            dmarcResult = self._dmarc(fromDomain, answers, dmarcNames, spf, dkims)
+        elif froms:
+            dmarcResult = dmarc.DMARCResult("permerror", ",".join(froms)[:60], "none", "several From domains")
+        field = results.header(self.authservId, spf, helo, dkims, dmarcResult, ip)
+        return self._policy(field, dmarcResult, spf, dkims)
+
+    def _dmarc(self, fromDomain, answers, names, spf, dkims):
+        first = answers.get(names[0])
+        if isinstance(first, DNSTemporary):
+            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True)
+        policy = dmarc.recordFrom(first or [])
+        isSub = False
+        if policy is None and len(names) > 1:  # RFC 7489 s6.6.3: the organizational domain's record
+            org = answers.get(names[1])
+            if isinstance(org, DNSTemporary):
+                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True)
+            policy = dmarc.recordFrom(org or [])
+            isSub = policy is not None
+        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims)
+
+    def _policy(self, field, result, spf, dkims) -> Verdict:
+        s = self.settings
+        dkimText = ",".join(d.result for d in dkims) or "none"
+        summary = f"spf={spf.result} dkim={dkimText} dmarc={result.result if result else 'none'}"
+        verdict = Verdict(header=field, summary=summary)
+        if result is None:
+            return verdict
+        if result.result == "fail":
+            action = {"reject": s.dmarc_reject, "quarantine": s.dmarc_quarantine}.get(result.policy, "label")
+            if action == "reject":
+                verdict.reply = Reply(550, "5.7.1", f"Message refused: DMARC policy of {result.domain} "
+                                                    f"({result.reason})")
+            elif action == "junk":
+                verdict.folder = JUNK
+        elif result.result == "temperror" and s.dns_failure == "defer":
+            verdict.reply = Reply(451, "4.7.0", f"Cannot check the DMARC policy of {result.domain} now; "
+                                                f"try again later")
+        return verdict

@@ -1,0 +1,41 @@
+"""
+``mailnet dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519] [--force]``
+and ``mailnet dns DOMAIN``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mailnet.mailauth import keys as keysmod, records
+
+
+def keygen(conf, domain, selector=None, algorithm="rsa", force=False):
+    """Make a key, store it 0600 under data_dir/dkim, print the TXT record. Returns the exit status."""
+    try:
+        domain = keysmod.checkDomain(domain)
+        selector = keysmod.checkSelector(selector or keysmod.defaultSelector(algorithm))
+        path, public = keysmod.make(conf.server.data_dir, domain, selector, algorithm, force=force)
+    except FileExistsError:
+        print(f"mailnet: a {algorithm} key with selector {selector} exists for {domain}; "
+              f"use --force to replace it, or --selector NEW", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"mailnet: {e}", file=sys.stderr)
+        return 2
+    if domain not in conf.domains.local:
+        print(f"mailnet: warning: {domain} is not in [domains] local", file=sys.stderr)
+    print(f"; made {algorithm} key {selector} for {domain}: {path}")
+    print("; publish this record; mail from the domain is signed with it from now on")
+    print(keysmod.txtRecord(domain, selector, algorithm, public))
+    return 0
+
+
+def dns(conf, domain):
+    try:
+        lines = records.records(conf, domain)
+    except ValueError as e:
+        print(f"mailnet: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,126 @@
+"""
+Speed for dkimpy, without changing what it computes.
+
+dkimpy does RSA in Python and parses keys and canonicalizes with
+general-purpose code on every message; for a 4 KB message that cost more
+than all the rest of SMTP's work.  This module replaces, by the names
+dkimpy calls, a few of its functions with equivalents (each checked against
+dkimpy's own in tests/mailauth/test_dkim.py):
+
+* the RSA signature and its check, through OpenSSL (``cryptography``);
+  PKCS#1 v1.5 is deterministic, so signatures are byte for byte the same;
+* parsing a private key or a key record: cached (the same few keys again
+  and again; the results are only read);
+* relaxed canonicalization's whitespace rules, written so that a single
+  space (nearly every match in text) is not replaced by itself.
+
+:func:`install` is called by :mod:`.dkimsign` and :mod:`.dkimcheck`;
+calling it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import dkim
+import dkim.canonicalization
+import dkim.crypto
+
+# dkimpy computes the RSA signature in Python (pow() on the CRT halves):
+# about ten times OpenSSL's cost, which made signing cost more than the rest
+# of a 4 KB message's SMTP handling together.  PKCS#1 v1.5 signatures are
+# deterministic, so OpenSSL's (through ``cryptography``) is byte for byte
+# the one dkimpy would make (tests/mailauth/test_dkim.py checks); dkimpy
+# still does everything else (canonicalization, hashing, the field).
+_pythonSign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
+
+
+@functools.lru_cache(maxsize=64)
+def _opensslKey(n, e, d, p, q, dmp1, dmq1, iqmp):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public = rsa.RSAPublicNumbers(e, n)
+    return rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, public).private_key()
+
+
+def _opensslSign(hash, private_key):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}.get(hash.name.lower())
+    if algorithm is None:
+        return _pythonSign(hash, private_key)
+    k = private_key
+    key = _opensslKey(k["modulus"], k["publicExponent"], k["privateExponent"], k["prime1"], k["prime2"],
+                      k["exponent1"], k["exponent2"], k["coefficient"])
+    return key.sign(hash.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
+
+
+# dkimpy parses the PEM key (ASN.1, in Python) for every message: keep the few we have
+# parsed.  The result is only read.
+_parsePrivate = functools.lru_cache(maxsize=64)(dkim.crypto.parse_pem_private_key)
+
+
+# Verifying: dkimpy's RSA arithmetic in Python (the bytes conversions around
+# pow()) cost more than the rest of a verification; OpenSSL checks the same
+# PKCS#1 v1.5 signature (tests compare both).
+_pythonVerify = dkim.crypto.RSASSA_PKCS1_v1_5_verify
+
+
+@functools.lru_cache(maxsize=256)
+def _opensslPublic(n, e):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.RSAPublicNumbers(e, n).public_key()
+
+
+def _opensslVerify(hash, signature, public_key):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}.get(hash.name.lower())
+    if algorithm is None:
+        return _pythonVerify(hash, signature, public_key)
+    try:
+        key = _opensslPublic(public_key["modulus"], public_key["publicExponent"])
+        key.verify(bytes(signature), hash.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
+        return True
+    except InvalidSignature:
+        return False
+    except ValueError:  # a key OpenSSL refuses (tiny, even exponent): dkimpy decides
+        return _pythonVerify(hash, signature, public_key)
+
+
+# dkimpy parses a key record (ASN.1, in Python) for every signature: the same
+# senders' keys come again and again.  Keyed by the record's bytes; only read.
+_pythonEvaluate = dkim.evaluate_pk
+_evaluate = functools.lru_cache(maxsize=1024)(_pythonEvaluate)
+
+
+# Relaxed canonicalization (RFC 6376 s3.4.2, s3.4.4): "reduce all sequences
+# of WSP to a single SP".  dkimpy replaces every run, single spaces included;
+# a run that is already one space needs no replacement.
+_WSP_RUN = re.compile(rb"[\t ]{2,}|\t")
+_pythonCompress = dkim.canonicalization.compress_whitespace
+_pythonUnfold = dkim.canonicalization.unfold_header_value
+
+
+def compressWhitespace(content):
+    return _WSP_RUN.sub(b" ", content)
+
+
+def unfoldHeaderValue(content):
+    """s3.4.2: remove CRLF (and bare LF) line breaks, as dkimpy's ``\r?\n``."""
+    return content.replace(b"\r\n", b"").replace(b"\n", b"")
+
+
+def install():
+    """Put the replacements where dkimpy looks them up (idempotent)."""
+    dkim.RSASSA_PKCS1_v1_5_sign = _opensslSign  # the names dkim.DKIM.sign and verify call
+    dkim.RSASSA_PKCS1_v1_5_verify = _opensslVerify
+    dkim.parse_pem_private_key = _parsePrivate
+    dkim.evaluate_pk = _evaluate
+    dkim.canonicalization.compress_whitespace = compressWhitespace
+    dkim.canonicalization.unfold_header_value = unfoldHeaderValue
