@@ -1,0 +1,146 @@
+"""
+The IMAP effect runner: what an :class:`~mailnet.imap.session.IMAPSession`
+asks for, done (docs/design.md, "One protocol shape").  The shared effects
+(``Send``, ``Close``, ``StartTLS``) are run as :class:`mailnet.effects.EffectRunner`
+runs them, ``Login`` through its one login sequence (:mod:`mailnet.login`);
+IMAP's own (:mod:`mailnet.imap.effects`) are here: ``StoreCall``,
+``InThread``, ``Drain``, ``Compress``, ``CloseFolder``,
+``KeepFolder``/``ForgetFolder`` (the shared folder keeper) and ``Legacy`` (a command of an area not converted
+yet).
+
+:class:`IMAPRunner` is mixed into the Twisted protocol
+(:class:`mailnet.imap.server.IMAPServerProtocol`), which provides
+``session``, ``shared``, ``peer``, ``write``, ``drained``, ``startTLS``,
+``startCompression`` and ``close``.
+
+The session returns at most one long effect at a time, last in its list.
+When that effect's Deferred has fired already (a store that answers at
+once, a refresh with nothing new) the runner goes straight on with the
+session's next effects in the same loop: a client pipelining thousands of
+commands does not deepen the stack.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from mailnet.effects import EffectRunner, Login
+from mailnet.imap.effects import CloseFolder, Compress, Drain, Failed, ForgetFolder, InThread, KeepFolder, Legacy, StoreCall
+from mailnet.store.interfaces import IAccount
+
+_WAITING = object()
+
+
+class IMAPRunner(EffectRunner):
+    """Runs an IMAP session's effects (mixed into the connection's protocol)."""
+
+    protocolName = "imap"
+    avatarInterface = IAccount
+
+    def initIMAPRunner(self):
+        self.initRunner({Compress: self.runCompress, KeepFolder: self.runKeepFolder,
+                         ForgetFolder: self.runForgetFolder, CloseFolder: self.runCloseFolder})
+        del self.handlers[Login]  # a long effect here (EffectRunner.login's Deferred, resumed by runEffects)
+        # The long effects: a handler returning a Deferred of the outcome.
+        self.longHandlers = {StoreCall: self.runStoreCall, InThread: self.runInThread, Drain: self.runDrain,
+                             Legacy: self.runLegacy, Login: self.login}
+
+    @property
+    def loginSequence(self):
+        return self.shared.login
+
+    def runEffects(self, effects):
+        """Run ``effects`` (from the session), and those that follow the long ones."""
+        handlers = self.handlers
+        longHandlers = self.longHandlers
+        while effects:
+            if self.stopped:
+                self._discard(effects)
+                return
+            follow = None
+            for effect in effects:
+                kind = type(effect)
+                handler = handlers.get(kind)
+                if handler is not None:
+                    handler(effect)
+                    continue
+                outcome = self._start(effect, longHandlers[kind](effect))
+                if outcome is _WAITING:
+                    return
+                follow = self.session.completed(effect, outcome)
+                break
+            effects = follow
+
+    def _start(self, effect, d):
+        """The outcome of a long effect now if it has one, else _WAITING (it will resume us)."""
+        box = []
+
+        def fired(result):
+            outcome = Failed(result.value) if isinstance(result, defer.Failure) else result
+            if box is not None and not box:
+                box.append(outcome)
+            else:
+                self._resumeLater(effect, outcome)
+
+        d.addBoth(fired)
+        if box:
+            return box[0]
+        box = None  # noqa: F841 (fired sees it through its cell)
+        self.busy = True
+        return _WAITING
+
+    def _resumeLater(self, effect, outcome):
+        self.busy = False
+        effects = self.session.completed(effect, outcome)
+        self.runEffects(effects)
+
+    def _discard(self, effects):
+        """The connection is gone: run nothing more; end what waits for us."""
+        for effect in effects:
+            if type(effect) is Legacy:
+                effect.coroutine.close()
+            elif type(effect) in self.longHandlers:
+                self.session.abandon()
+
+    # IMAP's effects
+
+    def runStoreCall(self, effect):
+        try:
+            result = getattr(effect.target, effect.method)(*effect.args)
+        except Exception:
+            return defer.fail()
+        if isinstance(result, defer.Deferred):
+            return result
+        return defer.succeed(result)
+
+    def runInThread(self, effect):
+        return self.shared.inThread(effect.function, *effect.args)
+
+    def runDrain(self, effect):
+        d = self.drained()
+        if d is None:
+            return defer.succeed(False)
+        return d.addCallback(lambda _: True)
+
+    def runLegacy(self, effect):
+        return defer.ensureDeferred(effect.coroutine)
+
+    def runCompress(self, effect):
+        self.startCompression(effect.pending)
+
+    def runKeepFolder(self, effect):
+        self.shared.keeper.touch(effect.key, effect.account, effect.name)
+
+    def runCloseFolder(self, effect):
+        effect.folder.close()
+
+    def runForgetFolder(self, effect):
+        self.shared.keeper.forget(effect.user, effect.name)
+
+    # What EffectRunner's shared handlers call
+
+    def flush(self):
+        pass  # writes go to the transport as they come
+
+    def closeConnection(self):
+        self.close()

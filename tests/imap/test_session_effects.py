@@ -1,0 +1,180 @@
+"""
+The IMAP session on the protocol shape, pure: commands in, effects out,
+outcomes of the long effects scripted by the test (docs/design.md, "One
+protocol shape").  No reactor, no runner, no store: a task.Clock for the
+session's timers and small stand-ins for what the store would hand back.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from twisted.internet import task
+
+from mailnet.imap.effects import (
+    Close,
+    Compress,
+    Login,
+    LoginError,
+    LoginOk,
+    Send,
+    StartTLS,
+)
+from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+
+
+class Out:
+    """The facts a session reads from its connection (it writes nothing here)."""
+
+    def __init__(self, secure=True, compress=False):
+        self.secure = secure
+        self.peer = "192.0.2.1"
+        if compress:
+            self.startCompression = lambda pending=b"": None
+
+    def write(self, data):
+        raise AssertionError("the session wrote outside its effects: %r" % data)
+
+    writeSequence = close = startTLS = write
+
+
+class Account:
+    username = "alice@example.test"
+
+
+def session(secure=True, compress=False, **settings):
+    clock = task.Clock()
+    options = {"allowPlaintext": False, "idlePoll": 0}
+    options.update(settings)
+    shared = Shared(IMAPSettings(None, **options), None, None, clock, login=object())
+    s = IMAPSession(shared, Out(secure, compress))
+    greeting = s.start()
+    assert len(greeting) == 1 and greeting[0].data.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    return s
+
+
+def sent(effects):
+    """The bytes of the Send effects, checking that nothing else is there."""
+    assert all(type(e) is Send for e in effects), effects
+    return b"".join(e.data for e in effects)
+
+
+def loggedIn(**kw):
+    s = session(**kw)
+    [login] = s.feed(b"a LOGIN alice@example.test secret\r\n")
+    s.completed(login, LoginOk(Account(), lambda: None))
+    return s
+
+
+# Auth area: CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE, ENABLE, NAMESPACE, COMPRESS
+
+
+def test_login_is_the_shared_login_effect():
+    s = session()
+    effects = s.feed(b"a LOGIN alice@example.test secret\r\nb NOOP\r\n")
+    # One long effect, last; the pipelined NOOP waits for it.
+    assert effects == [Login("alice@example.test", "secret")]
+    logouts = []
+    effects = s.completed(effects[0], LoginOk(Account(), lambda: logouts.append(1)))
+    reply = sent(effects)
+    assert reply.startswith(b"a OK [CAPABILITY IMAP4rev1 ")
+    assert b"UIDPLUS" in reply and reply.endswith(b"Logged in\r\nb OK NOOP completed\r\n")
+    assert s.state == "authenticated" and s.username == "alice@example.test"
+    assert s.shared.userSessions == {"alice@example.test": 1}
+    s.connectionLost()
+    assert logouts == [1] and s.shared.userSessions == {}
+
+
+def test_failed_logins_then_bye():
+    s = session(authFailures=2)
+    [login] = s.feed(b"a LOGIN alice@example.test wrong\r\n")
+    assert sent(s.completed(login, LoginError())) == b"a NO [AUTHENTICATIONFAILED] Invalid credentials\r\n"
+    [login] = s.feed(b"b LOGIN alice@example.test wrong\r\nc NOOP\r\n")
+    effects = s.completed(login, LoginError())
+    assert effects == [Send(b"b NO [AUTHENTICATIONFAILED] Invalid credentials\r\n* BYE Too many failed logins\r\n"),
+                       Close()]
+    assert s.closed
+
+
+def test_login_temporary_failure_and_client_gone():
+    s = session()
+    [login] = s.feed(b"a LOGIN alice@example.test secret\r\n")
+    assert sent(s.completed(login, LoginError(temporary=True))) == (
+        b"a NO [UNAVAILABLE] Cannot log in now; try again later\r\n")
+    [login] = s.feed(b"b LOGIN alice@example.test secret\r\n")
+    assert s.completed(login, None) == []  # gone before the check: nothing to say
+    assert s.state == "not authenticated"
+
+
+def test_too_many_connections_for_a_user_gives_the_account_back():
+    s = session(connectionsPerUser=1)
+    s.shared.userSessions["alice@example.test"] = 1
+    [login] = s.feed(b"a LOGIN alice@example.test secret\r\n")
+    logouts = []
+    reply = sent(s.completed(login, LoginOk(Account(), lambda: logouts.append(1))))
+    assert reply == b"a NO [UNAVAILABLE] Too many connections for this user (limit 1)\r\n"
+    assert logouts == [1] and s.state == "not authenticated"
+
+
+def test_plaintext_login_refused_without_tls():
+    s = session(secure=False)
+    assert sent(s.feed(b"a LOGIN alice@example.test secret\r\n")) == (
+        b"a NO [PRIVACYREQUIRED] Plaintext login is disabled until STARTTLS\r\n")
+
+
+def test_starttls_drops_what_was_pipelined():
+    """RFC 3207 s4.2 / RFC 9051 s6.2.1: the go-ahead, then TLS; the bytes after it are never run."""
+    s = session(secure=False)
+    effects = s.feed(b"a STARTTLS\r\nb LOGIN alice@example.test secret\r\n")
+    assert effects == [Send(b"a OK Begin TLS negotiation now\r\n"), StartTLS()]
+    assert s.reader.buffered() == 0 and s.secure
+    reply = sent(s.feed(b"c CAPABILITY\r\n"))
+    assert b"AUTH=PLAIN" in reply and b"STARTTLS" not in reply
+    assert sent(s.feed(b"d STARTTLS\r\n")) == b"d BAD TLS is already active\r\n"
+
+
+def test_authenticate_plain_reads_the_response_line():
+    s = session()
+    assert s.feed(b"a AUTHENTICATE PLAIN\r\n") == [Send(b"+ \r\n")]
+    effects = s.feed(base64.b64encode(b"\0alice@example.test\0secret") + b"\r\n")
+    assert effects == [Login("alice@example.test", "secret")]
+    assert sent(s.completed(effects[0], LoginOk(Account(), lambda: None))).endswith(b"Logged in\r\n")
+    # SASL-IR, and a cancelled exchange
+    s = session()
+    ir = base64.b64encode(b"\0alice@example.test\0secret")
+    assert s.feed(b"a AUTHENTICATE PLAIN " + ir + b"\r\n") == [Login("alice@example.test", "secret")]
+    s = session()
+    s.feed(b"a AUTHENTICATE PLAIN\r\n")
+    assert sent(s.feed(b"*\r\nb NOOP\r\n")) == b"a BAD Authentication cancelled\r\nb OK NOOP completed\r\n"
+
+
+def test_authenticate_with_another_authorization_identity_is_refused_before_any_check():
+    s = session()
+    ir = base64.b64encode(b"bob@example.test\0alice@example.test\0secret")
+    assert sent(s.feed(b"a AUTHENTICATE PLAIN " + ir + b"\r\n")) == (
+        b"a NO [AUTHORIZATIONFAILED] Proxy authorization is not supported\r\n")
+    assert s.authFailures == 1
+
+
+def test_logout_closes_after_its_reply():
+    s = session()
+    assert s.feed(b"a LOGOUT\r\nb NOOP\r\n") == [Send(b"* BYE Logging out\r\na OK LOGOUT completed\r\n"), Close()]
+
+
+def test_compress_hands_over_the_rest_of_the_input():
+    """RFC 4978 s3: compressed from right after the OK, both ways."""
+    s = loggedIn(compress=True)
+    assert b"COMPRESS=DEFLATE" in sent(s.feed(b"c CAPABILITY\r\n"))
+    effects = s.feed(b"a COMPRESS DEFLATE\r\n\x78\x9c")
+    assert effects == [Send(b"a OK DEFLATE active\r\n"), Compress(b"\x78\x9c")]
+    assert sent(s.feed(b"b COMPRESS DEFLATE\r\n")) == b"b NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n"
+    assert b"BAD" in sent(loggedIn().feed(b"a COMPRESS DEFLATE\r\n"))  # not offered: no such output
+
+
+def test_enable_id_namespace_are_answered_at_once():
+    s = loggedIn()
+    reply = sent(s.feed(b'a ENABLE CONDSTORE IMAP4rev2\r\nb ID NIL\r\nc NAMESPACE\r\n'))
+    assert reply == (b"* ENABLED CONDSTORE IMAP4rev2\r\na OK ENABLE completed\r\n"
+                     b'* ID ("name" "mailnet" "vendor" "mailnet")\r\nb OK ID completed\r\n'
+                     b'* NAMESPACE (("" "/")) NIL NIL\r\nc OK NAMESPACE completed\r\n')
+    assert s.condstore and s.rev2
