@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from twisted.internet import task
 
 from mailnet.imap.effects import (
     Close,
+    CloseFolder,
     Compress,
+    Failed,
+    ForgetFolder,
     Login,
     LoginError,
     LoginOk,
     Send,
     StartTLS,
+    StoreCall,
 )
 from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+from mailnet.store.interfaces import FolderExists, NoSuchFolder
 
 
 class Out:
@@ -178,3 +184,125 @@ def test_enable_id_namespace_are_answered_at_once():
                      b'* ID ("name" "mailnet" "vendor" "mailnet")\r\nb OK ID completed\r\n'
                      b'* NAMESPACE (("" "/")) NIL NIL\r\nc OK NAMESPACE completed\r\n')
     assert s.condstore and s.rev2
+
+
+def test_a_failed_store_call_is_answered_where_the_command_waits():
+    """The store's error comes back as Failed and is mapped to the reply, as a raised one was."""
+    s = loggedIn()
+    [call] = s.feed(b"a CREATE Work\r\n")
+    assert type(call) is StoreCall and call.method == "createFolder" and call.args == ("Work",)
+    assert sent(s.completed(call, Failed(FolderExists("Work")))) == b"a NO [ALREADYEXISTS] Mailbox exists already\r\n"
+
+
+@pytest.mark.parametrize("error, reply", [
+    (NoSuchFolder("x"), b"a NO [NONEXISTENT] Mailbox does not exist: x\r\n"),
+    (OSError(28, "No space left on device"), b"a NO [OVERQUOTA] Mail storage is full, please try again later\r\n"),
+    (RuntimeError("bug"), b"a NO [SERVERBUG] Internal server error\r\n"),
+])
+def test_store_failures_map_to_replies(error, reply):
+    s = loggedIn()
+    forget, call = s.feed(b"a DELETE Work\r\n")
+    assert forget == ForgetFolder("alice@example.test", "Work") and call.method == "deleteFolder"
+    assert sent(s.completed(call, Failed(error))) == reply
+
+
+# Folders area: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS
+
+
+class Folder:
+    """What a folder handle shows a session (the index, no I/O)."""
+
+    def __init__(self, name="INBOX", infos=(), mailboxId="F123abc"):
+        self.name = name
+        self.infos = list(infos)
+        self.uidNext = 1 + max([i.uid for i in self.infos], default=0)
+        self.uidValidity = 7
+        self.highestModSeq = 3
+        self.mailboxId = mailboxId
+        self.closed = 0
+
+    def messages(self):
+        return list(self.infos)
+
+    def get(self, uid):
+        return next((i for i in self.infos if i.uid == uid), None)
+
+    def close(self):
+        self.closed += 1
+
+
+def run(s, effects, outcomes):
+    """
+    Answer the long effects in turn with ``outcomes`` ({method name or effect
+    type name: outcome}); return the bytes sent and the calls seen.
+    """
+    out = []
+    calls = []
+    while effects:
+        for e in effects:
+            if type(e) is CloseFolder:
+                e.folder.close()
+        *rest, last = effects
+        out += [e.data for e in rest if type(e) is Send]
+        if type(last) in (Send, CloseFolder):
+            out += [e.data for e in [last] if type(e) is Send]
+            break
+        name = last.method if type(last) is StoreCall else type(last).__name__
+        calls.append((name, last.args) if type(last) is StoreCall else name)
+        effects = s.completed(last, outcomes[name])
+    return b"".join(out), calls
+
+
+def test_create_then_its_mailbox_id():
+    s = loggedIn()
+    folder = Folder("Work")
+    reply, calls = run(s, s.feed(b"a CREATE Work/\r\n"), {"createFolder": None, "openFolder": folder})
+    assert calls == [("createFolder", ("Work",)), ("openFolder", ("Work",))]
+    assert reply == b"a OK [MAILBOXID (F123abc)] CREATE completed\r\n"
+    assert folder.closed == 1
+
+
+def test_list_from_the_folder_list_without_the_store():
+    from mailnet.store.interfaces import FolderInfo
+
+    s = loggedIn()
+    folders = [FolderInfo("INBOX", subscribed=True), FolderInfo("Sent", "\\Sent"), FolderInfo("a/b")]
+    reply, calls = run(s, s.feed(b'a LIST "" "*"\r\n'), {"listFolders": folders})
+    assert calls == [("listFolders", ())]
+    # INBOX first, then by name; "a" exists only as a parent (RFC 3501 s6.3.8: \\Noselect)
+    assert reply == (b'* LIST (\\HasNoChildren) "/" INBOX\r\n'
+                     b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n'
+                     b'* LIST (\\Noselect \\HasChildren) "/" a\r\n'
+                     b'* LIST (\\HasNoChildren) "/" a/b\r\n'
+                     b"a OK LIST completed\r\n")
+
+
+def test_status_opens_refreshes_and_closes_the_folder():
+    from mailnet.store.interfaces import MessageInfo
+
+    s = loggedIn()
+    infos = [MessageInfo(1, frozenset({"\\Seen"}), 0.0, 100, 1), MessageInfo(2, frozenset(), 0.0, 50, 2)]
+    folder = Folder("INBOX", infos)
+    reply, calls = run(s, s.feed(b"a STATUS INBOX (MESSAGES UNSEEN SIZE UIDNEXT MAILBOXID)\r\n"),
+                       {"openFolder": folder, "refresh": None})
+    assert calls == [("openFolder", ("INBOX",)), ("refresh", ())]
+    assert reply == (b"* STATUS INBOX (MESSAGES 2 UNSEEN 1 SIZE 150 UIDNEXT 3 MAILBOXID (F123abc))\r\n"
+                     b"a OK STATUS completed\r\n")
+    assert folder.closed == 1
+
+
+def test_status_of_a_folder_that_failed_to_refresh_still_closes_it():
+    s = loggedIn()
+    folder = Folder("INBOX")
+    [call] = s.feed(b"a STATUS INBOX (MESSAGES)\r\n")
+    [call] = s.completed(call, folder)
+    assert s.completed(call, Failed(OSError(5, "Input/output error"))) == [
+        CloseFolder(folder), Send(b"a NO [UNAVAILABLE] Temporary storage failure, please try again\r\n")]
+
+
+def test_rename_and_subscribe_are_store_calls():
+    s = loggedIn()
+    reply, calls = run(s, s.feed(b"a RENAME Old New\r\nb UNSUBSCRIBE New\r\n"),
+                       {"renameFolder": None, "setSubscribed": None})
+    assert calls == [("renameFolder", ("Old", "New")), ("setSubscribed", ("New", False))]
+    assert reply == b"a OK RENAME completed\r\nb OK UNSUBSCRIBE completed\r\n"
