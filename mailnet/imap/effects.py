@@ -65,17 +65,19 @@ class KeepFolder(Effect):
     """
     Note a use of folder ``name`` of ``account`` with the shared
     :class:`~mailnet.imap.mailbox.FolderKeeper` (it keeps recently used
-    folders open a while; ``key`` is (user, name)).  Nothing comes back.
+    folders open a while; ``key`` is (user, name)), and give it the
+    ``snapshot`` a SELECT made (None: none to keep).  Nothing comes back.
     """
 
     key: tuple
     account: object
     name: str
+    snapshot: object = None
 
 
 @dataclasses.dataclass(slots=True)
 class CloseFolder(Effect):
-    """Close a folder handle the command opened (after the effects before it)."""
+    """Close a folder handle or a selected view (``close()``), after the effects before it."""
 
     folder: object
 
@@ -86,6 +88,24 @@ class ForgetFolder(Effect):
 
     user: str
     name: str
+
+
+@dataclasses.dataclass(slots=True)
+class StartPolling(Effect):
+    """
+    IDLE (RFC 2177): refresh ``folder`` every ``seconds`` until
+    :class:`StopPolling` (or the connection ends), for changes other
+    programs make; a failed refresh is logged.  Nothing comes back: what a
+    refresh finds reaches the session's view as store events.
+    """
+
+    folder: object
+    seconds: float
+
+
+@dataclasses.dataclass(slots=True)
+class StopPolling(Effect):
+    """End the polling of :class:`StartPolling`."""
 
 
 @dataclasses.dataclass(slots=True)

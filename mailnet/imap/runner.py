@@ -5,7 +5,8 @@ asks for, done (docs/design.md, "One protocol shape").  The shared effects
 runs them, ``Login`` through its one login sequence (:mod:`mailnet.login`);
 IMAP's own (:mod:`mailnet.imap.effects`) are here: ``StoreCall``,
 ``InThread``, ``Drain``, ``Compress``, ``CloseFolder``,
-``KeepFolder``/``ForgetFolder`` (the shared folder keeper) and ``Legacy`` (a command of an area not converted
+``KeepFolder``/``ForgetFolder`` (the shared folder keeper),
+``StartPolling``/``StopPolling`` (IDLE's refreshes) and ``Legacy`` (a command of an area not converted
 yet).
 
 :class:`IMAPRunner` is mixed into the Twisted protocol
@@ -22,11 +23,26 @@ commands does not deepen the stack.
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from mailnet.effects import EffectRunner, Login
-from mailnet.imap.effects import CloseFolder, Compress, Drain, Failed, ForgetFolder, InThread, KeepFolder, Legacy, StoreCall
+from mailnet.imap.effects import (
+    CloseFolder,
+    Compress,
+    Drain,
+    Failed,
+    ForgetFolder,
+    InThread,
+    KeepFolder,
+    Legacy,
+    StartPolling,
+    StopPolling,
+    StoreCall,
+)
+from mailnet.logs import Logger
 from mailnet.store.interfaces import IAccount
+
+log = Logger()
 
 _WAITING = object()
 
@@ -39,7 +55,9 @@ class IMAPRunner(EffectRunner):
 
     def initIMAPRunner(self):
         self.initRunner({Compress: self.runCompress, KeepFolder: self.runKeepFolder,
-                         ForgetFolder: self.runForgetFolder, CloseFolder: self.runCloseFolder})
+                         ForgetFolder: self.runForgetFolder, CloseFolder: self.runCloseFolder,
+                         StartPolling: self.runStartPolling, StopPolling: self.runStopPolling})
+        self._poller = None
         del self.handlers[Login]  # a long effect here (EffectRunner.login's Deferred, resumed by runEffects)
         # The long effects: a handler returning a Deferred of the outcome.
         self.longHandlers = {StoreCall: self.runStoreCall, InThread: self.runInThread, Drain: self.runDrain,
@@ -129,13 +147,39 @@ class IMAPRunner(EffectRunner):
         self.startCompression(effect.pending)
 
     def runKeepFolder(self, effect):
-        self.shared.keeper.touch(effect.key, effect.account, effect.name)
+        keeper = self.shared.keeper
+        keeper.touch(effect.key, effect.account, effect.name)
+        if effect.snapshot is not None:
+            keeper.remember(effect.key, effect.snapshot)
 
     def runCloseFolder(self, effect):
         effect.folder.close()
 
     def runForgetFolder(self, effect):
         self.shared.keeper.forget(effect.user, effect.name)
+
+    def runStartPolling(self, effect):
+        self.runStopPolling(None)
+        folder = effect.folder
+
+        def poll():
+            if not self.stopped:
+                folder.refresh().addErrback(
+                    lambda f: log.warn("imap: refresh while idle failed: {f}", f=f.getErrorMessage()))
+
+        self._poller = poller = task.LoopingCall(poll)
+        poller.clock = self.shared.clock
+        poller.start(effect.seconds, now=False).addErrback(lambda f: None)
+
+    def runStopPolling(self, effect):
+        poller, self._poller = self._poller, None
+        if poller is not None and poller.running:
+            poller.stop()
+
+    def stopRunner(self):
+        """The connection is gone: run nothing more, stop polling."""
+        self.stopped = True
+        self.runStopPolling(None)
 
     # What EffectRunner's shared handlers call
 

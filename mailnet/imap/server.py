@@ -83,7 +83,7 @@ class IMAPServerProtocol(IMAPRunner, protocol.Protocol):
         self._inflate()
 
     def connectionLost(self, reason=None):
-        self.stopped = True
+        self.stopRunner()
         self._release()
         if self._inflateCall is not None and self._inflateCall.active():
             self._inflateCall.cancel()

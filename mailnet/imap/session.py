@@ -61,7 +61,7 @@ from mailnet.imap.commands.messages import MessageCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
-from mailnet.imap.effects import Close, CloseFolder, Failed, Legacy, ReadLine, Send, StoreCall
+from mailnet.imap.effects import Close, CloseFolder, Drain, Failed, Legacy, ReadLine, Send, StoreCall
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -201,7 +201,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self._lineWaiter = None
         self._readingPaused = False
         self._flushCall = None
-        self._idlePoll = None
+        self._polling = False  # the runner polls the folder for IDLE
         self._timer = None
         self._current = None
         self._lost = False
@@ -400,6 +400,11 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         if code:
             line += b"[" + code + b"] "
         self.send(line + text.encode("utf-8", "replace") + b"\r\n")
+
+    def drainEffect(self):
+        """(A converted command: ``yield from``.) Wait until the transport has room."""
+        if (yield Drain()):
+            self._waitedAt = self.clock.seconds()
 
     async def drain(self):
         d = self.out.drained()

@@ -18,11 +18,14 @@ from mailnet.imap.effects import (
     Compress,
     Failed,
     ForgetFolder,
+    KeepFolder,
     Login,
     LoginError,
     LoginOk,
     Send,
+    StartPolling,
     StartTLS,
+    StopPolling,
     StoreCall,
 )
 from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
@@ -220,9 +223,20 @@ class Folder:
         self.highestModSeq = 3
         self.mailboxId = mailboxId
         self.closed = 0
+        self.listeners = []
 
     def messages(self):
         return list(self.infos)
+
+    def addListener(self, listener):
+        self.listeners.append(listener)
+
+    def removeListener(self, listener):
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def expungedSince(self, modseq):
+        return None
 
     def get(self, uid):
         return next((i for i in self.infos if i.uid == uid), None)
@@ -306,3 +320,107 @@ def test_rename_and_subscribe_are_store_calls():
                        {"renameFolder": None, "setSubscribed": None})
     assert calls == [("renameFolder", ("Old", "New")), ("setSubscribed", ("New", False))]
     assert reply == b"a OK RENAME completed\r\nb OK UNSUBSCRIBE completed\r\n"
+
+
+# Select area: SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, EXPUNGE (and the refresh before each command)
+
+
+def info(uid, *flags, size=100):
+    from mailnet.store.interfaces import MessageInfo
+
+    return MessageInfo(uid, frozenset(flags), 0.0, size, uid)
+
+
+def selected(infos=(), **kw):
+    """A logged-in session with INBOX selected (the folder stand-in returned too)."""
+    s = loggedIn(**kw)
+    folder = Folder("INBOX", infos or [info(1, "\\Seen"), info(2)])
+    reply, calls = run(s, s.feed(b"s SELECT INBOX\r\n"), {"openFolder": folder, "refresh": None})
+    assert calls == [("openFolder", ("INBOX",)), ("refresh", ())]
+    assert reply.endswith(b"s OK [READ-WRITE] SELECT completed\r\n")
+    return s, folder
+
+
+def test_select_from_the_index_with_the_keeper_told():
+    s = loggedIn()
+    folder = Folder("INBOX", [info(1, "\\Seen"), info(2)])
+    [call] = s.feed(b"a SELECT inbox\r\n")
+    assert call == StoreCall(s.account, "openFolder", ("INBOX",))
+    [call] = s.completed(call, folder)
+    assert call == StoreCall(folder, "refresh")
+    keep, reply = s.completed(call, None)
+    assert type(keep) is KeepFolder and keep.key == ("alice@example.test", "INBOX") and keep.snapshot is not None
+    assert reply.data == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n* 2 EXISTS\r\n* 0 RECENT\r\n"
+                          b"* OK [UNSEEN 2] First unseen\r\n* OK [UIDVALIDITY 7] UIDs valid\r\n"
+                          b"* OK [UIDNEXT 3] Predicted next UID\r\n"
+                          b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n"
+                          b"* OK [HIGHESTMODSEQ 3] Highest\r\n* OK [MAILBOXID (F123abc)] Ok\r\n"
+                          b"a OK [READ-WRITE] SELECT completed\r\n")
+    assert s.state == "selected" and folder.listeners == [s.view]
+
+
+def test_a_folder_that_fails_to_refresh_at_select_is_closed():
+    s = loggedIn()
+    folder = Folder("INBOX")
+    [call] = s.feed(b"a SELECT INBOX\r\n")
+    [call] = s.completed(call, folder)
+    effects = s.completed(call, Failed(NoSuchFolder("INBOX")))
+    assert effects == [CloseFolder(folder), Send(b"a NO [NONEXISTENT] Mailbox does not exist: INBOX\r\n")]
+    assert s.state == "authenticated"
+
+
+def test_every_command_in_the_selected_state_refreshes_first():
+    s, folder = selected()
+    [call] = s.feed(b"a NOOP\r\nb CHECK\r\n")
+    assert call == StoreCall(folder, "refresh")
+    reply, call = s.completed(call, None)  # a's answer, then b's refresh
+    assert reply == Send(b"a OK NOOP completed\r\n") and call == StoreCall(folder, "refresh")
+    assert sent(s.completed(call, None)) == b"b OK CHECK completed\r\n"
+
+
+def test_the_selected_mailbox_deleted_meanwhile():
+    s, folder = selected()
+    view = s.view
+    [call] = s.feed(b"a NOOP\r\n")
+    effects = s.completed(call, Failed(NoSuchFolder("INBOX")))
+    assert effects == [CloseFolder(view), Send(b"* BYE Selected mailbox was deleted, have to disconnect\r\n"), Close()]
+    assert s.closed and s.view is None
+
+
+def test_expunge_and_close():
+    s, folder = selected([info(1, "\\Deleted"), info(2), info(3, "\\Deleted")])
+    reply, calls = run(s, s.feed(b"a EXPUNGE\r\n"), {"refresh": None, "expunge": None})
+    assert calls == [("refresh", ()), ("expunge", ([1, 3],))]
+    assert reply == b"a OK EXPUNGE completed\r\n"
+    s, folder = selected([info(1, "\\Deleted"), info(2)])
+    view = s.view
+    [call] = s.feed(b"a CLOSE\r\n")
+    [call] = s.completed(call, None)
+    assert call == StoreCall(folder, "expunge", ([1],))
+    assert s.completed(call, None) == [CloseFolder(view), Send(b"a OK CLOSE completed\r\n")]
+    assert s.state == "authenticated" and folder.listeners == []  # CLOSE expunges silently
+
+
+# IDLE (RFC 2177)
+
+
+def test_idle_polls_through_the_runner_and_ends_with_done():
+    s, folder = selected(idlePoll=2.0)
+    # No refresh first: the poll does it.
+    assert s.feed(b"a IDLE\r\n") == [Send(b"+ idling\r\n"), StartPolling(folder, 2.0)]
+    assert s.idling
+    assert s.feed(b"DONE\r\nb NOOP\r\n") == [StopPolling(), Send(b"a OK IDLE terminated\r\n"),
+                                           StoreCall(folder, "refresh")]
+    assert not s.idling
+
+
+def test_idle_without_done_is_bad_and_stops_polling():
+    s, folder = selected(idlePoll=2.0)
+    s.feed(b"a IDLE\r\n")
+    assert s.feed(b"NOOP\r\n") == [StopPolling(), Send(b"a BAD Expected DONE to end IDLE\r\n")]
+
+
+def test_idle_before_select_does_not_poll():
+    s = loggedIn(idlePoll=2.0)
+    assert s.feed(b"a IDLE\r\n") == [Send(b"+ idling\r\n")]
+    assert s.feed(b"DONE\r\n") == [Send(b"a OK IDLE terminated\r\n")]
