@@ -401,6 +401,70 @@ def test_expunge_and_close():
     assert s.state == "authenticated" and folder.listeners == []  # CLOSE expunges silently
 
 
+# Messages area: APPEND (MULTIAPPEND), COPY, MOVE, STORE
+
+
+def test_store_answers_from_the_changed_index():
+    s, folder = selected()
+    [call] = s.feed(b"a STORE 2 +FLAGS (\\Flagged)\r\n")
+    [call] = s.completed(call, None)
+    assert call == StoreCall(folder, "setFlags", ([2], ["\\Flagged"], "add", None))
+    folder.infos[1] = changed = info(2, "\\Flagged")
+    assert sent(s.completed(call, ([changed], []))) == b"* 2 FETCH (FLAGS (\\Flagged))\r\na OK STORE completed\r\n"
+
+
+def test_store_on_a_read_only_mailbox_asks_nothing():
+    s = loggedIn()
+    folder = Folder("INBOX", [info(1)])
+    run(s, s.feed(b"s EXAMINE INBOX\r\n"), {"openFolder": folder, "refresh": None})
+    [call] = s.feed(b"a STORE 1 +FLAGS (\\Seen)\r\n")
+    assert call.method == "refresh"
+    assert sent(s.completed(call, None)) == b"a NO [READ-ONLY] Mailbox is read-only\r\n"
+
+
+def test_copy_gives_copyuid_and_closes_the_target():
+    s, folder = selected()
+    dest = Folder("Archive")
+    [call] = s.feed(b"a COPY 1:2 Archive\r\n")
+    [call] = s.completed(call, None)
+    assert call == StoreCall(s.account, "openFolder", ("Archive",))
+    [call] = s.completed(call, dest)
+    assert call == StoreCall(folder, "copyTo", ([1, 2], dest))
+    assert s.completed(call, [(1, 5), (2, 6)]) == [CloseFolder(dest),
+                                                   Send(b"a OK [COPYUID 7 1:2 5:6] COPY completed\r\n")]
+
+
+def test_copy_to_a_missing_mailbox_says_trycreate():
+    s, folder = selected()
+    [call] = s.feed(b"a MOVE 1 Nope\r\n")
+    [call] = s.completed(call, None)
+    assert sent(s.completed(call, Failed(NoSuchFolder("Nope")))) == b"a NO [TRYCREATE] Mailbox does not exist\r\n"
+
+
+def test_multiappend_is_all_or_none():
+    """RFC 3502 s6.3.11: the second message fails, the first is taken out again."""
+    s = loggedIn()
+    folder = Folder("INBOX")
+    [call] = s.feed(b"a APPEND INBOX {7+}\r\nSubj: 1 {7+}\r\nSubj: 2\r\n")
+    [call] = s.completed(call, folder)
+    assert call.method == "append" and call.target is folder
+    [call] = s.completed(call, 41)
+    assert call.method == "append"
+    [call] = s.completed(call, Failed(OSError(28, "No space left on device")))
+    assert call == StoreCall(folder, "expunge", ([41],))
+    assert s.completed(call, None) == [
+        CloseFolder(folder), Send(b"a NO [OVERQUOTA] Mail storage is full, please try again later\r\n")]
+
+
+def test_append_gives_appenduid():
+    s = loggedIn()
+    folder = Folder("INBOX")
+    reply, calls = run(s, s.feed(b"a APPEND INBOX (\\Seen) {7+}\r\nSubj: 1\r\n"), {"openFolder": folder, "append": 9})
+    assert [c[0] for c in calls] == ["openFolder", "append"] and calls[1][1][1] == ["\\Seen"]
+    assert reply == b"a OK [APPENDUID 7 9] APPEND completed\r\n"
+    assert folder.closed == 1
+
+
 # IDLE (RFC 2177)
 
 
