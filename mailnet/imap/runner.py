@@ -91,26 +91,29 @@ class IMAPRunner(EffectRunner):
 
     def _start(self, effect, d):
         """The outcome of a long effect now if it has one, else _WAITING (it will resume us)."""
-        box = []
+        now = []
+        waiting = []
 
         def fired(result):
             outcome = Failed(result.value) if isinstance(result, defer.Failure) else result
-            if box is not None and not box:
-                box.append(outcome)
-            else:
+            if waiting:
                 self._resumeLater(effect, outcome)
+            else:
+                now.append(outcome)
 
         d.addBoth(fired)
-        if box:
-            return box[0]
-        box = None  # noqa: F841 (fired sees it through its cell)
+        if now:
+            return now[0]
+        waiting.append(True)
         self.busy = True
         return _WAITING
 
     def _resumeLater(self, effect, outcome):
         self.busy = False
-        effects = self.session.completed(effect, outcome)
-        self.runEffects(effects)
+        try:
+            self.runEffects(self.session.completed(effect, outcome))
+        except Exception:
+            log.failure("imap: {peer}: running the session's effects failed", peer=self.peer)
 
     def _discard(self, effects):
         """The connection is gone: run nothing more; end what waits for us."""

@@ -488,3 +488,18 @@ def test_idle_before_select_does_not_poll():
     s = loggedIn(idlePoll=2.0)
     assert s.feed(b"a IDLE\r\n") == [Send(b"+ idling\r\n")]
     assert s.feed(b"DONE\r\n") == [Send(b"a OK IDLE terminated\r\n")]
+
+
+# The runner (mailnet.imap.runner) with the memory store, whose Deferreds have fired already
+
+
+def test_thousands_of_pipelined_store_calls_do_not_deepen_the_stack():
+    """Each command's refresh completes at once: the runner loops instead of recursing."""
+    from tests.imap.helpers import World
+
+    world = World()
+    c = world.client(login="alice@example.test")
+    c.ok("SELECT INBOX")
+    reply = c.feed(b"".join(b"n%d NOOP\r\n" % i for i in range(5000)) + b"z STATUS INBOX (MESSAGES)\r\n")
+    assert reply.count(b" OK NOOP completed\r\n") == 5000
+    assert reply.endswith(b"* STATUS INBOX (MESSAGES 0)\r\nz OK STATUS completed\r\n")
