@@ -116,9 +116,11 @@ class IMAPRunner(EffectRunner):
             log.failure("imap: {peer}: running the session's effects failed", peer=self.peer)
 
     def _discard(self, effects):
-        """The connection is gone: run nothing more; end what waits for us."""
+        """The connection is gone: run nothing more but closing handles; end what waits for us."""
         for effect in effects:
-            if type(effect) is Legacy:
+            if type(effect) is CloseFolder:
+                effect.folder.close()
+            elif type(effect) is Legacy:
                 effect.coroutine.close()
             elif type(effect) in self.longHandlers:
                 self.session.abandon()

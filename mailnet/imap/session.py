@@ -254,7 +254,15 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.shared.sessions.discard(self)
         if self._lineWaiter is not None:
             waiter, self._lineWaiter = self._lineWaiter, None
-            waiter.errback(Failure(ConnectionError("connection lost")))
+            if waiter is ReadLine:
+                # A command waiting for the client's next line: end it (its
+                # finally clauses close what it opened, at once).
+                self.abandon()
+                if self._current is not None:
+                    self._current.close()
+                    self._current = None
+            else:
+                waiter.errback(Failure(ConnectionError("connection lost")))
 
     def _resetTimer(self):
         timeout = self.settings.idleTimeout if self.state != NOT_AUTHENTICATED else min(self.settings.idleTimeout, PREAUTH_TIMEOUT)

@@ -503,3 +503,32 @@ def test_thousands_of_pipelined_store_calls_do_not_deepen_the_stack():
     reply = c.feed(b"".join(b"n%d NOOP\r\n" % i for i in range(5000)) + b"z STATUS INBOX (MESSAGES)\r\n")
     assert reply.count(b" OK NOOP completed\r\n") == 5000
     assert reply.endswith(b"* STATUS INBOX (MESSAGES 0)\r\nz OK STATUS completed\r\n")
+
+
+def test_connection_lost_while_a_command_waits_for_a_line():
+    s, folder = selected(idlePoll=2.0)
+    s.feed(b"a IDLE\r\n")
+    s.connectionLost()
+    assert not s.idling and s._task is None and folder.listeners == []
+    s = session()
+    s.feed(b"a AUTHENTICATE PLAIN\r\n")
+    s.connectionLost()
+    assert s._task is None and s.reader.buffered() == 0
+
+
+def test_a_folder_opened_after_the_connection_went_is_closed():
+    """The runner, stopped, still closes what a finished command gives up."""
+    from tests.imap.helpers import FakeOut
+
+    s, folder = selected()
+    out = FakeOut(shared=s.shared)
+    out.session = s
+    dest = Folder("Archive")
+    [call] = s.feed(b"a COPY 1 Archive\r\n")
+    [call] = s.completed(call, None)
+    [call] = s.completed(call, dest)
+    assert call.method == "copyTo"
+    s.connectionLost()
+    out.stopRunner()
+    out.runEffects(s.completed(call, [(1, 5)]))  # the copy ends: CloseFolder, then its reply (not sent)
+    assert dest.closed == 1 and out.data == b""
