@@ -91,6 +91,14 @@ class IMAPRunner(EffectRunner):
 
     def _start(self, effect, d):
         """The outcome of a long effect now if it has one, else _WAITING (it will resume us)."""
+        if d.called and not d.paused:
+            # Fired already (the usual refresh, a store that answers from
+            # memory): take the result without building a callback.
+            result = d.result
+            if not isinstance(result, defer.Failure):
+                return result
+            d.addErrback(lambda f: None)  # handled: raised in the command
+            return Failed(result.value)
         now = []
         waiting = []
 
