@@ -30,7 +30,8 @@ from zope.interface import implementer
 from mailnet import net
 from mailnet.imap.compress import CompressionError, Deflater, Inflater
 from mailnet.imap.runner import IMAPRunner
-from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+from mailnet.imap.session import IMAPSession
+from mailnet.imap.shared import IMAPSettings, Shared
 from mailnet.logs import Logger
 from mailnet.serving import ProtocolService
 

@@ -16,7 +16,8 @@ from zope.interface import implementer
 from mailnet.auth import makePortal
 from mailnet.login import AuthThrottle
 from mailnet.imap.runner import IMAPRunner
-from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+from mailnet.imap.session import IMAPSession
+from mailnet.imap.shared import IMAPSettings, Shared
 from mailnet.store.memory import MemoryStore
 
 USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw"}

@@ -28,7 +28,8 @@ from mailnet.imap.effects import (
     StopPolling,
     StoreCall,
 )
-from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+from mailnet.imap.session import IMAPSession
+from mailnet.imap.shared import IMAPSettings, Shared
 from mailnet.store.interfaces import FolderExists, NoSuchFolder
 
 
