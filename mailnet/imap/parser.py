@@ -11,7 +11,9 @@ Two layers, no I/O in either:
   drop whatever is still buffered).  A synchronizing literal surfaces as a
   :class:`NeedContinuation` event; the session answers ``+``.
 * :func:`parseCommand` turns one framed command into a :class:`Command`, or
-  raises :class:`ParseError` (answered with BAD).
+  raises :class:`ParseError` (answered with BAD).  The SEARCH key grammar
+  and the arguments of SEARCH, SORT and THREAD are in
+  :mod:`mailnet.imap.searchkeys`.
 
 Large literals (APPEND) are spooled to an anonymous temporary file, not kept
 in memory.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import re
 import tempfile
 
+from mailnet.imap import searchkeys
 from mailnet.imap.serialize import ASTRING_CHARS, ATOM_CHARS, MONTHS, dateTimeToEpoch
 
 # Literals larger than this go to a temporary file.
@@ -489,21 +492,6 @@ class FetchAtt:
         return f"FetchAtt({self.name}{' PEEK' if self.peek else ''}{extra})"
 
 
-# Search keys are tuples: (op, args...).  Ops:
-#   ALL; FLAG flag positive(bool); KEYWORD kw positive; NEW; OLD; RECENT;
-#   NOT key; OR a b; AND [keys]; SEQ SeqSet; UID SeqSet;
-#   HEADER name value; BODY s; TEXT s (name/value/s are bytes);
-#   LARGER n; SMALLER n; BEFORE/ON/SINCE/SENTBEFORE/SENTON/SENTSINCE date
-#   (datetime.date); MODSEQ n.
-
-_FLAG_KEYS = {
-    b"ANSWERED": ("\\Answered", True), b"DELETED": ("\\Deleted", True), b"DRAFT": ("\\Draft", True),
-    b"FLAGGED": ("\\Flagged", True), b"SEEN": ("\\Seen", True),
-    b"UNANSWERED": ("\\Answered", False), b"UNDELETED": ("\\Deleted", False), b"UNDRAFT": ("\\Draft", False),
-    b"UNFLAGGED": ("\\Flagged", False), b"UNSEEN": ("\\Seen", False),
-}
-_HEADER_KEYS = {b"BCC": b"Bcc", b"CC": b"Cc", b"FROM": b"From", b"SUBJECT": b"Subject", b"TO": b"To"}
-_DATE_KEYS = {b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
 _MONTH_NUMBERS = {m.upper(): i + 1 for i, m in enumerate(MONTHS)}
 
 _FETCH_SIMPLE = {
@@ -515,8 +503,6 @@ _FETCH_MACROS = {
     b"FAST": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"),
     b"FULL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"),
 }
-
-_OBJECTID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 _STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ", b"SIZE", b"DELETED", b"APPENDLIMIT"}
 _STATUS_ITEMS.add(b"MAILBOXID")  # RFC 8474 s4.2
@@ -592,6 +578,10 @@ class _Parser:
         return s[start:i]
 
     # Tokens
+
+    def word(self) -> bytes:
+        """The atom characters at the current position (perhaps none), in upper case."""
+        return self._run(ATOM_CHARS).upper()
 
     def atom(self, what="an atom") -> bytes:
         value = self._run(ATOM_CHARS)
@@ -835,87 +825,6 @@ class _Parser:
             return Section(tuple(part), word.decode(), tuple(fields))
         self.fail("Unknown section %s" % word.decode("ascii", "replace"))
 
-    # Search
-
-    def searchKeys(self):
-        keys = [self.searchKey()]
-        while self.peek() == 0x20:
-            self.sp()
-            keys.append(self.searchKey())
-        return keys[0] if len(keys) == 1 else ("AND", keys)
-
-    def searchKey(self, depth=0):
-        if depth > 50:
-            self.fail("Search program nested too deeply")
-        c = self.peek()
-        if c == 0x28:  # (
-            self.i += 1
-            keys = [self.searchKey(depth + 1)]
-            while not self.maybe(b")"):
-                self.sp()
-                keys.append(self.searchKey(depth + 1))
-            return keys[0] if len(keys) == 1 else ("AND", keys)
-        if c is not None and (0x30 <= c <= 0x39 or c in (0x2A, 0x24)):  # digit, *, $
-            return ("SEQ", self.seqSet())
-        word = self._run(ATOM_CHARS).upper()
-        if not word:
-            self.fail("Expected a search key")
-        if word == b"ALL":
-            return ("ALL",)
-        if word in _FLAG_KEYS:
-            flag, positive = _FLAG_KEYS[word]
-            return ("FLAG", flag, positive)
-        if word in (b"NEW", b"OLD", b"RECENT"):
-            return (word.decode(),)
-        if word in (b"KEYWORD", b"UNKEYWORD"):
-            self.sp()
-            return ("FLAG", self.flag(), word == b"KEYWORD")
-        if word == b"NOT":
-            self.sp()
-            return ("NOT", self.searchKey(depth + 1))
-        if word == b"OR":
-            self.sp()
-            a = self.searchKey(depth + 1)
-            self.sp()
-            return ("OR", a, self.searchKey(depth + 1))
-        if word in _HEADER_KEYS:
-            self.sp()
-            # RFC 3501 s6.4.4: FROM/TO/CC/BCC search the address as the envelope has it.
-            return ("HEADER" if word == b"SUBJECT" else "ADDRESS", _HEADER_KEYS[word], self.astring())
-        if word == b"HEADER":
-            self.sp()
-            name = self.astring("a header field name")
-            self.sp()
-            return ("HEADER", name, self.astring())
-        if word in (b"BODY", b"TEXT"):
-            self.sp()
-            return (word.decode(), self.astring())
-        if word in (b"LARGER", b"SMALLER"):
-            self.sp()
-            return (word.decode(), self.number())
-        if word in _DATE_KEYS:
-            self.sp()
-            return (word.decode(), self.date())
-        if word == b"UID":
-            self.sp()
-            return ("UID", self.seqSet())
-        if word == b"MODSEQ":
-            # RFC 7162 s3.1.5: MODSEQ [entry-name entry-type] mod-sequence
-            self.sp()
-            if self.peek() == 0x22:
-                self.quoted()
-                self.sp()
-                self.atom("an entry type")
-                self.sp()
-            return ("MODSEQ", self.number("a mod-sequence"))
-        if word in (b"EMAILID", b"THREADID"):
-            # RFC 8474 s6: EMAILID / THREADID SP objectid; s7: 1*255(ALPHA / DIGIT / "_" / "-"), case-sensitive.
-            self.sp()
-            value = self.atom("an object id")
-            if len(value) > 255 or value.strip(_OBJECTID_CHARS):
-                self.fail("Invalid object id")
-            return (word.decode(), value.decode("ascii"))
-        self.fail("Unknown search key %s" % word.decode("ascii", "replace"))
 
 
 _DIGITS = frozenset(b"0123456789")
@@ -1245,72 +1154,6 @@ def _append(p, uid):
             "message": first.message}
 
 
-def _search(p, uid):
-    p.sp()
-    returns = None
-    charset = None
-    if p.maybeCI(b"RETURN "):
-        # RFC 4731 s3: RETURN (options)
-        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
-        for r in returns:
-            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                p.fail("Unknown SEARCH RETURN option %s" % r)
-        p.sp()
-    if p.maybeCI(b"CHARSET "):
-        charset = p.astring("a charset").decode("ascii", "replace").upper()
-        p.sp()
-    keys = p.searchKeys()
-    return {"returns": returns, "charset": charset, "keys": keys}
-
-
-_SORT_KEYS = frozenset((b"ARRIVAL", b"CC", b"DATE", b"FROM", b"SIZE", b"SUBJECT", b"TO", b"DISPLAYFROM", b"DISPLAYTO"))
-
-
-def _sort(p, uid):
-    # RFC 5256 s5: SORT sort-criteria SP search-criteria (the charset is not
-    # optional); RFC 5267 s3: an optional RETURN (...) first (ESORT);
-    # RFC 5957: DISPLAYFROM, DISPLAYTO.
-    p.sp()
-    returns = None
-    if p.maybeCI(b"RETURN "):
-        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
-        for r in returns:
-            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                p.fail("Unknown SORT RETURN option %s" % r)
-        p.sp()
-
-    def criterion():
-        word = p.atom("a sort key").upper()
-        reverse = word == b"REVERSE"
-        if reverse:
-            p.sp()
-            word = p.atom("a sort key").upper()
-        if word not in _SORT_KEYS:
-            p.fail("Unknown sort key %s" % word.decode("ascii", "replace"))
-        return word.decode("ascii"), reverse
-
-    criteria = p.parenList(criterion)
-    if not criteria:
-        p.fail("Expected at least one sort key")
-    p.sp()
-    charset = p.astring("a charset").decode("ascii", "replace").upper()
-    if p.peek() != 0x20:
-        p.fail("Expected a charset, then the search keys")
-    p.sp()
-    return {"returns": returns, "criteria": criteria, "charset": charset, "keys": p.searchKeys()}
-
-
-def _thread(p, uid):
-    # RFC 5256 s4: thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria,
-    # search-criteria = charset 1*(SP search-key)
-    p.sp()
-    algorithm = p.atom("a threading algorithm").upper().decode("ascii", "replace")
-    p.sp()
-    charset = p.astring("a charset").decode("ascii", "replace").upper()
-    p.sp()
-    return {"algorithm": algorithm, "charset": charset, "keys": p.searchKeys()}
-
-
 def _fetch(p, uid):
     p.sp()
     seqset = p.seqSet()
@@ -1406,9 +1249,9 @@ _COMMANDS.update({
     b"LSUB": _lsub,
     b"STATUS": _status,
     b"APPEND": _append,
-    b"SEARCH": _search,
-    b"SORT": _sort,
-    b"THREAD": _thread,
+    b"SEARCH": searchkeys.search,
+    b"SORT": searchkeys.sort,
+    b"THREAD": searchkeys.thread,
     b"FETCH": _fetch,
     b"STORE": _store,
     b"COPY": _copy,

@@ -1,8 +1,10 @@
 """
 The IMAP listener: a thin Twisted protocol around :class:`IMAPSession`.
 
-The protocol turns transport events into session calls and gives the
-session its output object: ``write``, ``drained`` (flow control: the
+The protocol turns transport events into session calls, runs the effects
+the session returns (it mixes in :class:`mailnet.imap.runner.IMAPRunner`)
+and is the session's output object for what is not on the effects path
+yet (the legacy command areas, the timers): ``write``, ``drained`` (flow control: the
 protocol is registered as a streaming producer with its transport, so a
 FETCH of a large mailbox or message waits while the client is slow instead
 of piling up in memory), ``startTLS``, ``close``, ``pauseReading`` /
@@ -27,7 +29,9 @@ from zope.interface import implementer
 
 from mailnet import net
 from mailnet.imap.compress import CompressionError, Deflater, Inflater
-from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+from mailnet.imap.runner import IMAPRunner
+from mailnet.imap.session import IMAPSession
+from mailnet.imap.shared import IMAPSettings, Shared
 from mailnet.logs import Logger
 from mailnet.serving import ProtocolService
 
@@ -38,10 +42,11 @@ WRITE_BUFFER = 256 * 1024
 
 
 @implementer(IPushProducer)
-class IMAPServerProtocol(protocol.Protocol):
-    """One connection.  Also the session's output object."""
+class IMAPServerProtocol(IMAPRunner, protocol.Protocol):
+    """One connection: runs the session's effects; also its output object."""
 
     def __init__(self, shared, implicitTLS=False):
+        self.initIMAPRunner()
         self.shared = shared
         self.implicitTLS = implicitTLS
         self.secure = implicitTLS
@@ -68,17 +73,18 @@ class IMAPServerProtocol(protocol.Protocol):
             self.transport.bufferSize = WRITE_BUFFER
         self.transport.registerProducer(self, True)
         self.session = IMAPSession(self.shared, self)
-        self.session.start()
+        self.runEffects(self.session.start())
 
     def dataReceived(self, data):
         if self._inflater is None:
-            self.session.feed(data)
+            self.runEffects(self.session.feed(data))
             return
         self._inflater.push(data)
         self._uncredited += len(data)
         self._inflate()
 
     def connectionLost(self, reason=None):
+        self.stopRunner()
         self._release()
         if self._inflateCall is not None and self._inflateCall.active():
             self._inflateCall.cancel()
@@ -190,7 +196,7 @@ class IMAPServerProtocol(protocol.Protocol):
                     return
                 # The min_data_rate deadline counts the bytes on the wire.
                 counted, self._uncredited = self._uncredited, 0
-                session.feed(data, counted)
+                self.runEffects(session.feed(data, counted))
         finally:
             self._inflating = False
 

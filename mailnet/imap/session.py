@@ -3,12 +3,23 @@ The IMAP session: one per connection, a state machine over the parsed
 commands (RFC 3501 s3 / RFC 9051 s3: not authenticated, authenticated,
 selected, logout).
 
-The session owns no sockets.  It is given bytes (:meth:`IMAPSession.feed`) and
-talks back through a small *output* object (the Twisted protocol in
+The session owns no sockets and does no I/O of its own in the command
+areas converted to the protocol shape (docs/design.md): it is given bytes
+(:meth:`IMAPSession.feed`) and returns *effects* (:mod:`mailnet.effects`,
+:mod:`mailnet.imap.effects`): reply bytes (``Send``), ``Login``,
+``StartTLS``, ``Compress``, ``StoreCall``, ``InThread``, ``Drain``...; the
+runner (:mod:`mailnet.imap.runner`, mixed into the Twisted protocol) does
+them and answers the long ones through :meth:`IMAPSession.completed`, which
+returns the effects that follow.  A converted command is a generator that
+``yield``s its long effects (a plain function when it has none).
+
+Commands of areas not converted yet are ``async def`` and run as one
+``Legacy`` effect; they (and the timers: autologout, deadlines, IDLE's
+wake-ups) still write through the *output* object (the Twisted protocol in
 :mod:`mailnet.imap.server`, or a test double) with ``write``, ``drained``
-(a Deferred while the transport wants us to wait, else None), ``startTLS``,
-``close``, ``pauseReading`` / ``resumeReading``, and the attributes
-``secure`` and ``peer``.
+(a Deferred while the transport wants us to wait, else None), ``close``,
+``pauseReading`` / ``resumeReading``, and the attributes ``secure`` and
+``peer``.
 
 Commands are executed strictly in order, one at a time (RFC 3501 s5.5
 allows some concurrency; in-order is simplest and correct).  The next
@@ -26,12 +37,13 @@ capabilities, mailbox names); the commands live in
 from __future__ import annotations
 
 import errno
+import inspect
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailnet.deadline import Deadlines
-from mailnet.imap import dialogue, fetch, serialize
+from mailnet.imap import dialogue, serialize
 from mailnet.imap.commands.auth import AuthCommands
 from mailnet.imap.commands.common import (
     ALREADY_ANSWERED,
@@ -49,6 +61,7 @@ from mailnet.imap.commands.messages import MessageCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
+from mailnet.imap.effects import Close, CloseFolder, Drain, Failed, Legacy, ReadLine, Send, StoreCall
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -58,8 +71,7 @@ from mailnet.imap.parser import (
     RawLine,
     parseCommand,
 )
-from mailnet.imap.sort import SortCache
-from mailnet.login import LoginSequence
+from mailnet.imap.shared import Shared
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
     INBOX,
@@ -81,71 +93,6 @@ _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPE
 PREAUTH_TIMEOUT = 120
 # Largest literal accepted before login.
 PREAUTH_LITERAL = 8192
-
-
-class IMAPSettings:
-    """What a session needs to know of the configuration (from ``[limits]`` / ``[auth]``)."""
-
-    def __init__(self, config=None, **overrides):
-        limits = config.limits if config is not None else None
-        self.maxLine = limits.imap_line_length if limits else 65536
-        self.maxLiteral = limits.imap_literal_size if limits else 35 * 1024 * 1024
-        self.messageSize = limits.message_size if limits else 35 * 1024 * 1024
-        self.idleTimeout = limits.imap_idle_timeout if limits else 1800
-        self.idlePoll = getattr(limits, "imap_idle_poll", 2.0) if limits else 2.0
-        self.connectionsPerUser = limits.imap_connections_per_user if limits else 20
-        self.authFailures = limits.auth_failures if limits else 5
-        # Deadlines that bytes do not extend (slowloris; mailnet.deadline).
-        self.commandDeadline = limits.command_deadline if limits else 60
-        self.loginDeadline = limits.login_deadline if limits else 180
-        self.minDataRate = limits.min_data_rate if limits else 500
-        # MIME structure caps (fetch.MAX_PARTS: beyond them a message is shown flatter).
-        self.mimeParts = getattr(limits, "mime_parts", fetch.MAX_PARTS) if limits else fetch.MAX_PARTS
-        self.mimeDepth = getattr(limits, "mime_depth", fetch.MAX_DEPTH) if limits else fetch.MAX_DEPTH
-        self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
-        self.hostname = config.server.hostname if config is not None else "localhost"
-        # Recently used folders stay open this long (seconds), at most this many.
-        self.folderLinger = 300.0
-        self.folderKeep = 100
-        self.__dict__.update(overrides)
-
-
-class Shared:
-    """
-    Server-wide state every session of a factory shares.
-
-    @ivar portal: twisted.cred portal (avatars: the store's IAccount).
-    @ivar throttle: :class:`mailnet.login.AuthThrottle`.
-    @ivar login: :class:`mailnet.login.LoginSequence` (made from the portal
-        and the throttle when not given).
-    @ivar tlsAvailable: whether STARTTLS can be offered.
-    @ivar clock: the reactor (callLater, seconds).
-    """
-
-    def __init__(self, settings, portal, throttle, clock, tlsAvailable=True, inThread=None, login=None):
-        from mailnet.imap.mailbox import FolderKeeper, RecentRegistry
-
-        if inThread is None:
-            from twisted.internet import threads
-
-            def inThread(f, *args):
-                return threads.deferToThreadPool(clock, clock.getThreadPool(), f, *args)
-
-        # inThread(f, *args) -> Deferred: run blocking work (SEARCH reads) off the reactor.
-        self.inThread = inThread
-
-        self.settings = settings
-        self.portal = portal
-        self.throttle = throttle
-        self.login = login or LoginSequence(portal, throttle, clock)
-        self.clock = clock
-        self.tlsAvailable = tlsAvailable
-        self.structures = fetch.StructureCache()
-        self.sortKeys = SortCache()
-        self.recent = RecentRegistry()
-        self.userSessions = {}
-        self.sessions = set()
-        self.keeper = FolderKeeper(clock, settings.folderLinger, settings.folderKeep)
 
 
 class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
@@ -173,12 +120,22 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.closed = False
         self.idling = False
         self.authFailures = 0
+        # Facts the session keeps itself (its effects change them).
+        self.secure = out.secure
+        self.compressAvailable = hasattr(out, "startCompression")  # RFC 4978 COMPRESS=DEFLATE
+        self.compressed = False
+        # While the session computes effects (feed, completed, start): the
+        # bytes written so far and the effects; None in between, when the
+        # legacy commands and the timers write to the output object.
+        self._outbox = None
+        self._effects = None
+        self._task = None  # the generator of the command in progress
         self._pumping = False
         self._waitedAt = 0.0  # when drain() last had to wait for the client
         self._lineWaiter = None
         self._readingPaused = False
         self._flushCall = None
-        self._idlePoll = None
+        self._polling = False  # the runner polls the folder for IDLE
         self._timer = None
         self._current = None
         self._lost = False
@@ -194,12 +151,14 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
     # Life cycle
 
     def start(self):
-        """Send the greeting (RFC 3501 s7.1.1)."""
+        """The greeting (RFC 3501 s7.1.1): returns its effects."""
+        self._begin()
         self._resetTimer()
         # log in within loginDeadline of connecting, however busy the client
         self.deadlines.start("login", self.settings.loginDeadline)
         self.send(b"* OK [CAPABILITY " + self.capabilities() + b"] " + self.settings.hostname.encode("ascii", "replace")
                   + b" mailnet IMAP ready\r\n")
+        return self._end()
 
     def connectionLost(self):
         if self._lost:
@@ -229,7 +188,15 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.shared.sessions.discard(self)
         if self._lineWaiter is not None:
             waiter, self._lineWaiter = self._lineWaiter, None
-            waiter.errback(Failure(ConnectionError("connection lost")))
+            if waiter is ReadLine:
+                # A command waiting for the client's next line: end it (its
+                # finally clauses close what it opened, at once).
+                self.abandon()
+                if self._current is not None:
+                    self._current.close()
+                    self._current = None
+            else:
+                waiter.errback(Failure(ConnectionError("connection lost")))
 
     def _resetTimer(self):
         timeout = self.settings.idleTimeout if self.state != NOT_AUTHENTICATED else min(self.settings.idleTimeout, PREAUTH_TIMEOUT)
@@ -291,45 +258,95 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
     def _close(self):
         if not self.closed:
             self.closed = True
-            self.out.close()
+            if self._effects is not None:
+                self.emit(Close())
+            else:
+                self.out.close()
+
+    # Effects
+
+    def _begin(self):
+        self._outbox = []
+        self._effects = []
+
+    def _end(self):
+        """The effects computed since _begin (the bytes written as one Send)."""
+        box = self._outbox
+        effects = self._effects
+        if box:
+            effects.append(Send(b"".join(box)))
+        self._outbox = self._effects = None
+        return effects
+
+    def emit(self, effect):
+        """An effect, after the bytes written so far."""
+        box = self._outbox
+        if box:
+            self._effects.append(Send(b"".join(box)))
+            box.clear()
+        self._effects.append(effect)
+
+    def closeFolder(self, folder):
+        """Close a folder handle: an effect, in order, while computing effects (else at once)."""
+        if self._effects is not None:
+            self.emit(CloseFolder(folder))
+        else:
+            folder.close()
 
     # Output
 
     def send(self, data):
         if not self.closed:
-            self.out.write(data)
+            box = self._outbox
+            if box is not None:
+                box.append(data)
+            else:
+                self.out.write(data)
 
     def sendLines(self, lines):
         if lines and not self.closed:
-            self.out.write(b"".join(lines))
+            box = self._outbox
+            if box is not None:
+                box.extend(lines)
+            else:
+                self.out.write(b"".join(lines))
 
     def sendPieces(self, pieces):
         """Write a few (large) pieces without joining them."""
         if pieces and not self.closed:
-            self.out.writeSequence(pieces)
+            box = self._outbox
+            if box is not None:
+                box.extend(pieces)
+            else:
+                self.out.writeSequence(pieces)
 
     def _sendLogged(self, data):
         if not self.closed:
             self._dialogue.response(data)
-            self.out.write(data)
+            IMAPSession.send(self, data)
 
     def _sendLinesLogged(self, lines):
         if lines and not self.closed:
             data = b"".join(lines)
             self._dialogue.response(data)
-            self.out.write(data)
+            IMAPSession.send(self, data)
 
     def _sendPiecesLogged(self, pieces):
         if pieces and not self.closed:
             for piece in pieces:
                 self._dialogue.response(piece)
-            self.out.writeSequence(pieces)
+            IMAPSession.sendPieces(self, pieces)
 
     def tagged(self, tag, kind, text, code=None):
         line = tag.encode("ascii") + b" " + kind.encode("ascii") + b" "
         if code:
             line += b"[" + code + b"] "
         self.send(line + text.encode("utf-8", "replace") + b"\r\n")
+
+    def drainEffect(self):
+        """(A converted command: ``yield from``.) Wait until the transport has room."""
+        if (yield Drain()):
+            self._waitedAt = self.clock.seconds()
 
     async def drain(self):
         d = self.out.drained()
@@ -341,16 +358,41 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
 
     def feed(self, data, counted=None):
         """
-        Bytes from the client.  ``counted``: how many bytes the deadlines
-        credit (all by default; under COMPRESS the bytes on the wire, so
-        that a few KB of deflate cannot buy hours, docs/imap.md).
+        Bytes from the client; returns the effects of the commands they
+        complete.  ``counted``: how many bytes the deadlines credit (all by
+        default; under COMPRESS the bytes on the wire, so that a few KB of
+        deflate cannot buy hours, docs/imap.md).
         """
         if self.closed:
-            return
+            return []
+        self._begin()
         self._resetTimer()
         self.reader.feed(data)
         self.deadlines.received(len(data) if counted is None else counted)
         self.pump()
+        return self._end()
+
+    def completed(self, effect, outcome):
+        """
+        The outcome of the long effect last returned (a :class:`Failed` when
+        it failed); returns the effects that follow: the rest of the
+        command, then those of the commands buffered after it.
+        """
+        self._begin()
+        if self._task is not None:
+            if type(outcome) is Failed:
+                self._step(None, outcome.error)
+            else:
+                self._step(outcome)
+            if not self.busy and not self.closed:
+                self.pump()
+        return self._end()
+
+    def abandon(self):
+        """The connection is gone with a command waiting: end it (its ``finally`` clauses run)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.close()
 
     def pump(self):
         if self._pumping:
@@ -384,7 +426,9 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                 self._dialogue.rawLine(event.line, secret=current is not None and current.name == "AUTHENTICATE")
             waiter, self._lineWaiter = self._lineWaiter, None
             self.reader.raw = False
-            if waiter is not None:
+            if waiter is ReadLine:
+                self._step(event.line)
+            elif waiter is not None:
                 waiter.callback(event.line)
             return
         if isinstance(event, NeedContinuation):
@@ -421,32 +465,54 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
     def _start(self, command):
         self.busy = True
         self._current = command
-        d = defer.ensureDeferred(self._run(command))
-        d.addBoth(self._finished, command)
+        self._task = self._run(command)
+        self._step(None)
 
-    def _finished(self, result, command):
+    def _step(self, value, error=None):
+        """Run the command in progress up to its next long effect (emitted), or to its end."""
+        task = self._task
+        try:
+            if error is not None:
+                effect = task.throw(error)
+            else:
+                effect = task.send(value)
+        except StopIteration:
+            self._finished()
+            return
+        except BaseException:
+            self._finished(Failure())
+            return
+        if effect is ReadLine or type(effect) is ReadLine:
+            # Input, not an effect: the session holds it (pump hands the line back).
+            self.reader.raw = True
+            self._lineWaiter = ReadLine
+            return
+        self.emit(effect)
+
+    def _finished(self, failure=None):
+        command = self._current
+        self._task = None
         command.close()
         self._current = None
         self.busy = False
-        if isinstance(result, Failure):
-            log.failure("imap: command {name} failed", result, name=command.name)
-        if not self.closed:
-            self.pump()
+        if failure is not None:
+            log.failure("imap: command {name} failed", failure, name=command.name)
 
     def readLine(self):
-        """A Deferred firing with the client's next raw line (IDLE's DONE, SASL responses)."""
+        """A Deferred firing with the client's next raw line (IDLE's DONE in the legacy path)."""
         self.reader.raw = True
         self._lineWaiter = d = defer.Deferred()
         return d
 
     # Dispatch
 
-    async def _run(self, cmd):
+    def _run(self, cmd):
+        """The command as a generator of long effects (see the module docstring)."""
         handler = COMMANDS.get(cmd.name)
         if handler is None:
             self.tagged(cmd.tag, "BAD", "Unknown command")
             return
-        states, method = handler
+        states, method, kind = handler
         if self.state not in states:
             if self.state == NOT_AUTHENTICATED:
                 text = "Command %s needs authentication first" % cmd.name
@@ -460,7 +526,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             if self.view is not None and cmd.name not in ("LOGOUT", "CAPABILITY", "ID", "IDLE"):
                 # Pick up changes other programs made (Maildir) before answering.
                 try:
-                    await self.view.folder.refresh()
+                    yield StoreCall(self.view.folder, "refresh")
                 except NoSuchFolder:
                     # Another session deleted the selected mailbox.
                     self._deselect()
@@ -480,7 +546,12 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                     # RFC 3501 s7.2.6: keywords another session added, in
                     # FLAGS before this command's FETCHes can show them.
                     self.sendLines(self.view.keywordLines())
-            result = await method(self, cmd)
+            if kind is _GENERATOR:
+                result = yield from method(self, cmd)
+            elif kind is _LEGACY:
+                result = yield Legacy(method(self, cmd))
+            else:
+                result = method(self, cmd)
         except CommandError as e:
             self._flush(cmd)
             self.tagged(cmd.tag, e.kind, e.text, e.code)
@@ -578,7 +649,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
     def capabilities(self) -> bytes:
         caps = [b"IMAP4rev1", b"IMAP4rev2", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE"]
         if self.state == NOT_AUTHENTICATED:
-            secure = self.out.secure
+            secure = self.secure
             if not secure and self.shared.tlsAvailable:
                 caps.append(b"STARTTLS")
             if secure or self.settings.allowPlaintext:
@@ -591,8 +662,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                  b"SORT", b"SORT=DISPLAY", b"ESORT",
                  b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID"]
         caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
-        if hasattr(self.out, "startCompression"):
-            caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the output object does it
+        if self.compressAvailable:
+            caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the runner does it
         return b" ".join(caps)
 
     def appendLimit(self):
@@ -631,6 +702,19 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return self.view.resolve(seqset, uid)
         except ValueError as e:
             raise bad(str(e))
+
+
+# How a command method runs: a generator of long effects, a plain function
+# (no long effect), or an ``async def`` of an area not converted yet.
+_GENERATOR, _PLAIN, _LEGACY = "generator", "plain", "legacy"
+
+
+def _kind(method):
+    if inspect.iscoroutinefunction(method):
+        return _LEGACY
+    if inspect.isgeneratorfunction(method):
+        return _GENERATOR
+    return _PLAIN
 
 
 _ANY = (NOT_AUTHENTICATED, AUTHENTICATED, SELECTED)
@@ -673,3 +757,4 @@ COMMANDS = {
     "COPY": (_SEL, IMAPSession.cmdCopy),
     "MOVE": (_SEL, IMAPSession.cmdMove),
 }
+COMMANDS = {name: (states, method, _kind(method)) for name, (states, method) in COMMANDS.items()}

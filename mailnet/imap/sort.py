@@ -17,11 +17,11 @@ prepares a string once, and prepared strings compare as Python strings
 from __future__ import annotations
 
 import collections
-import itertools
 import re
 import unicodedata
 
 from mailnet.mail.headers import decodeWords, parseAddresses
+from mailnet.mail.headers import headerFields as scanFields
 from mailnet.mail.mime import MAX_HEADER
 from mailnet.mail.threading import dateSeconds, subjectBase
 
@@ -88,12 +88,8 @@ def baseSubject(subject: str) -> str:
 
 # Header fields
 
-_FIELDS = {b"date": 0, b"subject": 1, b"from": 2, b"to": 3, b"cc": 4}
-# One of the fields, with its continuation lines, after a line end (the
-# literal "\n" first lets the regex engine skip ahead; twice as fast as
-# "^" in MULTILINE mode), or at the very start.
-_FIELD = re.compile(rb"\n(date|subject|from|to|cc)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.I)
-_FIRST_FIELD = re.compile(rb"(date|subject|from|to|cc)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.I)
+_FIELD_NAMES = (b"date", b"subject", b"from", b"to", b"cc")
+_INDEX = {name: index for index, name in enumerate(_FIELD_NAMES)}
 _FOLD = re.compile(rb"\r?\n")
 
 
@@ -101,22 +97,14 @@ def headerFields(data: bytes, limit=MAX_HEADER):
     """
     [Date, Subject, From, To, Cc]: the first value of each (unfolded str,
     or None) in the header block at the start of ``data`` (which may hold
-    the whole message), looking at no more than ``limit`` bytes.
+    the whole message), looking at no more than ``limit`` bytes
+    (:func:`mailnet.mail.headers.headerFields` finds them).
     """
-    end = data.find(b"\n\r\n", 0, limit)
-    end2 = data.find(b"\n\n", 0, limit if end < 0 else end)
-    if end2 >= 0:
-        end = end2
-    end = min(len(data), limit) if end < 0 else end + 1
     out = [None] * 5
-    first = _FIRST_FIELD.match(data, 0, end)
-    for m in itertools.chain((first,) if first else (), _FIELD.finditer(data, 0, end)):
-        index = _FIELDS[m.group(1).lower()]
-        if out[index] is None:
-            value = m.group(2)
-            if b"\n" in value:
-                value = _FOLD.sub(b"", value)
-            out[index] = value.strip().decode("utf-8", "replace")
+    for name, value in scanFields(data, _FIELD_NAMES, limit).items():
+        if b"\n" in value:
+            value = _FOLD.sub(b"", value)
+        out[_INDEX[name]] = value.strip().decode("utf-8", "replace")
     return out
 
 

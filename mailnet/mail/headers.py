@@ -40,6 +40,62 @@ def headerString(value) -> str:
     return "".join(c.decode("utf-8", "surrogateescape") if isinstance(c, bytes) else c for c, _ in chunks)
 
 
+# The header fields of a raw message
+
+_FIELD_SCANS: dict = {}
+
+
+def _fieldScans(names):
+    """(at the start, after a line end): the compiled scans for ``names``."""
+    scans = _FIELD_SCANS.get(names)
+    if scans is None:
+        alternatives = b"|".join(re.escape(n) for n in names)
+        # A field with its continuation lines (RFC 5322 s2.2.3).  The
+        # literal "\n" first lets the regex engine skip ahead: twice as
+        # fast as "^" in MULTILINE mode.
+        value = rb"[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)"
+        scans = (re.compile(rb"(" + alternatives + rb")" + value, re.I),
+                 re.compile(rb"\n(" + alternatives + rb")" + value, re.I))
+        if len(_FIELD_SCANS) < 64:
+            _FIELD_SCANS[names] = scans
+    return scans
+
+
+def headerFields(data: bytes, names: tuple, limit: int | None = None) -> dict:
+    """
+    ``{name: raw value}`` of the first field of each of ``names`` (lower
+    case bytes, ``(b"subject", b"date")``) in the header section at the
+    start of ``data`` (which may hold the whole message), looking at no
+    more than ``limit`` bytes.  A value is as in the message, after the
+    colon: still folded (its line ends kept, so each caller unfolds as its
+    RFC says) and not stripped.  The header section ends at the first
+    empty line; a message that starts with one has no fields.
+
+    The one scanner of named fields, used by IMAP SORT
+    (:mod:`mailnet.imap.sort`), THREAD and the store's thread ids
+    (:mod:`mailnet.mail.threading`).
+    """
+    if limit is None:
+        limit = len(data)
+    if data[:1] == b"\n" or data[:2] == b"\r\n":
+        return {}
+    end = data.find(b"\n\r\n", 0, limit)
+    end2 = data.find(b"\n\n", 0, limit if end < 0 else end)
+    if end2 >= 0:
+        end = end2
+    end = min(len(data), limit) if end < 0 else end + 1
+    first, following = _fieldScans(names)
+    out = {}
+    m = first.match(data, 0, end)
+    if m is not None:
+        out[m.group(1).lower()] = m.group(2)
+    for m in following.finditer(data, 0, end):
+        name = m.group(1).lower()
+        if name not in out:
+            out[name] = m.group(2)
+    return out
+
+
 def decodeHeader(value) -> str:
     """A header value with RFC 2047 words decoded, unfolded, casefolded."""
     if not isinstance(value, str):

@@ -15,6 +15,7 @@ import email.utils
 import re
 
 from mailnet.mail.headers import decodeWords
+from mailnet.mail.headers import headerFields as scanFields
 
 _SPACES = re.compile(r"[ \t\r\n]+")
 _WSP = " \t"
@@ -230,30 +231,19 @@ def sentDate(value, fallback: float) -> float:
 
 _FIELDS = {b"message-id": "messageId", b"in-reply-to": "inReplyTo", b"references": "references",
            b"subject": "subject", b"date": "date"}
-# One of the fields at the start of a line, with its continuation lines (one C-speed scan of the header).
-_FIELD = re.compile(rb"^(message-id|in-reply-to|references|subject|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)",
-                    re.IGNORECASE | re.MULTILINE)
+_FIELD_NAMES = tuple(_FIELDS)
 _FOLD = re.compile(rb"[ \t]*\r?\n[ \t]*")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def headerFields(header: bytes) -> dict:
     """
     The raw values (bytes) of Message-ID, In-Reply-To, References, Subject
     and Date in a message header (the first of each), unfolded.  Whatever
-    follows the header's empty line is ignored.
+    follows the header's empty line is ignored
+    (:func:`mailnet.mail.headers.headerFields` finds them).
     """
-    m = _HEADER_END.search(header)
-    if m is not None:
-        header = header[:m.start() + 1]
-    if header.startswith((b"\r\n", b"\n")):
-        return {}
-    out = {}
-    for m in _FIELD.finditer(header):
-        key = _FIELDS[m.group(1).lower()]
-        if key not in out:
-            out[key] = _FOLD.sub(b" ", m.group(2).strip(b" \t\r"))
-    return out
+    return {_FIELDS[name]: _FOLD.sub(b" ", value.strip(b" \t\r"))
+            for name, value in scanFields(header, _FIELD_NAMES).items()}
 
 
 @dataclasses.dataclass(slots=True)

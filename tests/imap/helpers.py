@@ -1,6 +1,7 @@
 """
 In-process helpers: an IMAPSession wired to the memory store, a cred portal,
-a fake output object and a task.Clock, driven by feeding bytes.
+a fake output object that runs the session's effects (the real runner,
+mailnet.imap.runner) and a task.Clock, driven by feeding bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from zope.interface import implementer
 
 from mailnet.auth import makePortal
 from mailnet.login import AuthThrottle
-from mailnet.imap.session import IMAPSession, IMAPSettings, Shared
+from mailnet.imap.runner import IMAPRunner
+from mailnet.imap.session import IMAPSession
+from mailnet.imap.shared import IMAPSettings, Shared
 from mailnet.store.memory import MemoryStore
 
 USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw"}
@@ -37,10 +40,13 @@ class Checker:
         return defer.fail(error.UnauthorizedLogin())
 
 
-class FakeOut:
-    """The session's output object, recording everything."""
+class FakeOut(IMAPRunner):
+    """The session's output object and effect runner, recording everything."""
 
-    def __init__(self, secure=False, peer="127.0.0.1"):
+    def __init__(self, secure=False, peer="127.0.0.1", shared=None):
+        self.initIMAPRunner()
+        self.shared = shared
+        self.session = None
         self.data = bytearray()
         self.secure = secure
         self.peer = peer
@@ -123,9 +129,9 @@ class Client:
 
     def __init__(self, world, secure=False):
         self.world = world
-        self.out = FakeOut(secure)
-        self.session = IMAPSession(world.shared, self.out)
-        self.session.start()
+        self.out = FakeOut(secure, shared=world.shared)
+        self.session = self.out.session = IMAPSession(world.shared, self.out)
+        self.out.runEffects(self.session.start())
         self.greeting = self.take()
         self.n = 0
 
@@ -134,8 +140,12 @@ class Client:
         self.out.data.clear()
         return data
 
+    def push(self, data: bytes):
+        """Feed bytes, keeping what the session writes for take()."""
+        self.out.runEffects(self.session.feed(data))
+
     def feed(self, data: bytes) -> bytes:
-        self.session.feed(data)
+        self.push(data)
         return self.take()
 
     def cmd(self, text, tag=None) -> bytes:

@@ -9,7 +9,7 @@ def dribble(c, data, every):
     for i in range(len(data)):
         if c.out.closed:
             return i
-        c.session.feed(data[i:i + 1])
+        c.push(data[i:i + 1])
         c.world.clock.advance(every)
     return len(data)
 
@@ -53,7 +53,7 @@ def test_honest_slow_append_at_the_minimum_rate_passes():
     assert c.cmd("APPEND INBOX {%d}" % size) == b"+ Ready for literal data\r\n"
     for i in range(0, size, 500):
         w.clock.advance(1)
-        c.session.feed(body[i:i + 500])
+        c.push(body[i:i + 500])
         assert not c.out.closed
     reply = c.feed(b"\r\n")
     assert b"OK [APPENDUID" in lines(reply)[-1]

@@ -93,6 +93,23 @@ def test_header_fields():
     assert sort.headerFields(b"Subject: \xe9t\xc3\xa9\r\n\r\n")[1] == "\ufffdt\u00e9"
 
 
+def test_one_header_field_scanner_for_sort_and_thread():
+    """mailnet.mail.headers.headerFields finds the fields; SORT and THREAD only unfold them their way."""
+    from mailnet.mail import headers, threading
+
+    header = (b"Message-ID: <a@x>\r\nSubject: Re: one\r\n two\r\nsubject: later\r\nX-Subject: no\r\n"
+              b"References: <r@x>\r\n\t<s@x>\r\n\r\nDate: body\r\n")
+    fields = headers.headerFields(header, (b"subject", b"references", b"date", b"message-id"))
+    assert fields == {b"message-id": b" <a@x>\r", b"subject": b" Re: one\r\n two\r", b"references": b" <r@x>\r\n\t<s@x>\r"}
+    assert headers.headerFields(header, (b"subject",), limit=37) == {b"subject": b" Re: one\r"}
+    assert sort.headerFields(header)[:2] == [None, "Re: one two"]
+    assert threading.headerFields(header) == {"messageId": b"<a@x>", "subject": b"Re: one two",
+                                              "references": b"<r@x> <s@x>"}
+    # A message that starts with an empty line has no header fields, for SORT too.
+    assert headers.headerFields(b"\r\nSubject: body\r\n", (b"subject",)) == {}
+    assert sort.headerFields(b"\nSubject: body\n")[1] is None
+
+
 def test_sent_date():
     assert sort.sentDate("Tue, 2 Jan 2024 10:00:00 +0100") == 1704186000
     assert sort.sentDate("2 Jan 2024 10:00 -0130") == 1704186000 + 3600 + 5400 - 0

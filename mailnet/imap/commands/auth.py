@@ -3,6 +3,13 @@ Commands of any state and of the not-authenticated state: CAPABILITY,
 NOOP, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE; and ENABLE, NAMESPACE and
 COMPRESS (RFC 4978; the compression itself is in mailnet.imap.compress and
 the protocol).
+
+On the protocol shape (docs/design.md): no I/O here.  LOGIN and
+AUTHENTICATE yield the shared ``Login`` effect (the one login sequence of
+mailnet.login, run by the runner) and read its ``LoginOk``/``LoginError``;
+AUTHENTICATE without an initial response yields ``ReadLine`` for the
+client's answer; STARTTLS and COMPRESS emit ``StartTLS`` and ``Compress``
+after their tagged OK.
 """
 
 from __future__ import annotations
@@ -11,9 +18,8 @@ import base64
 import binascii
 
 from mailnet.imap.commands.common import ALREADY_ANSWERED, AUTHENTICATED, LOGOUT, bad, no
-from mailnet.login import LoginAbandoned, LoginBusy, LoginFailed
+from mailnet.imap.effects import Compress, Login, LoginOk, ReadLine, StartTLS
 from mailnet.logs import Logger
-from mailnet.store.interfaces import IAccount
 
 log = Logger()
 
@@ -23,27 +29,27 @@ class AuthCommands:
 
     # Any state
 
-    async def cmdCapability(self, cmd):
+    def cmdCapability(self, cmd):
         self.send(b"* CAPABILITY " + self.capabilities() + b"\r\n")
 
-    async def cmdNoop(self, cmd):
+    def cmdNoop(self, cmd):
         pass
 
-    async def cmdLogout(self, cmd):
+    def cmdLogout(self, cmd):
         self.send(b"* BYE Logging out\r\n")
         self.tagged(cmd.tag, "OK", "LOGOUT completed")
         self.state = LOGOUT
         self._close()
         return ALREADY_ANSWERED
 
-    async def cmdId(self, cmd):
+    def cmdId(self, cmd):
         # RFC 2971.  The client's values are not logged (they may identify people).
         self.send(b'* ID ("name" "mailnet" "vendor" "mailnet")\r\n')
 
     # Not authenticated
 
-    async def cmdStarttls(self, cmd):
-        if self.out.secure:
+    def cmdStarttls(self, cmd):
+        if self.secure:
             raise bad("TLS is already active")
         if not self.shared.tlsAvailable:
             raise no("TLS is not available")
@@ -51,18 +57,19 @@ class AuthCommands:
         # RFC 9051 s6.2.1 / RFC 3207 s4.2: everything received before the
         # handshake is discarded, along with any state learned from it.
         self.reader.clear()
-        self.out.startTLS()
+        self.secure = True
+        self.emit(StartTLS())
         return ALREADY_ANSWERED
 
     def _mayLogin(self):
-        return self.out.secure or self.settings.allowPlaintext
+        return self.secure or self.settings.allowPlaintext
 
-    async def cmdLogin(self, cmd):
+    def cmdLogin(self, cmd):
         if not self._mayLogin():
             raise no("Plaintext login is disabled until STARTTLS", b"PRIVACYREQUIRED")
-        return await self._authenticate(cmd, cmd.user, cmd.password)
+        return (yield from self._authenticate(cmd, cmd.user, cmd.password))
 
-    async def cmdAuthenticate(self, cmd):
+    def cmdAuthenticate(self, cmd):
         if cmd.mechanism != "PLAIN":
             raise no("Unsupported authentication mechanism %s" % cmd.mechanism[:20], b"CANNOT")
         if not self._mayLogin():
@@ -71,7 +78,7 @@ class AuthCommands:
         if response is None:
             # RFC 3501 s6.2.2: empty challenge.
             self.send(b"+ \r\n")
-            response = await self.readLine()
+            response = yield ReadLine()
             if response.strip() == b"*":
                 raise bad("Authentication cancelled")
         response = response.strip()
@@ -86,24 +93,25 @@ class AuthCommands:
         if authzid and authzid != user:
             self.authFailures += 1
             raise no("Proxy authorization is not supported", b"AUTHORIZATIONFAILED")
-        return await self._authenticate(cmd, user, password)
+        return (yield from self._authenticate(cmd, user, password))
 
-    async def _authenticate(self, cmd, user, password):
+    def _authenticate(self, cmd, user, password):
         try:
             username = user.decode("utf-8")
             secret = password.decode("utf-8")
         except UnicodeDecodeError:
             username, secret = user.decode("utf-8", "replace"), ""  # fails in the checker, throttled like any
         peer = self.out.peer
-        try:
-            # The one login sequence (mailnet.login): throttle, portal, log.
-            account, logout = await self.shared.login.login("imap", peer, username, secret, IAccount,
-                                                            alive=lambda: not self.closed)
-        except LoginAbandoned:
-            return ALREADY_ANSWERED
-        except LoginBusy:
-            raise no("Too many logins waiting; try again later", b"UNAVAILABLE")
-        except LoginFailed:
+        # The one login sequence (mailnet.login, through the runner):
+        # throttle, portal, log.  The authorization identity was checked above.
+        outcome = yield Login(username, secret)
+        if outcome is None:
+            return ALREADY_ANSWERED  # the client went away before the check
+        if type(outcome) is not LoginOk:
+            if outcome.temporary:
+                # too many logins waiting, or the realm or the store failed
+                # (logged by the login sequence)
+                raise no("Cannot log in now; try again later", b"UNAVAILABLE")
             self.authFailures += 1
             if self.closed:
                 return ALREADY_ANSWERED
@@ -113,9 +121,7 @@ class AuthCommands:
                 self._close()
                 return ALREADY_ANSWERED
             raise no("Invalid credentials", b"AUTHENTICATIONFAILED")
-        except Exception:
-            # the realm or the store failed (logged by the login sequence)
-            raise no("Cannot log in now; try again later", b"UNAVAILABLE")
+        account, logout = outcome.avatar, outcome.logout
         if self.closed:
             logout()
             return ALREADY_ANSWERED
@@ -136,7 +142,7 @@ class AuthCommands:
 
     # Authenticated
 
-    async def cmdEnable(self, cmd):
+    def cmdEnable(self, cmd):
         if "UTF8=ACCEPT" in cmd.capabilities and self.view is not None:
             # RFC 6855 s3: "only valid in the authenticated state" (the
             # names of the selected mailbox would change under the client).
@@ -168,22 +174,22 @@ class AuthCommands:
                 # RFC 7162 s3.1: enabled while selected -> tell HIGHESTMODSEQ.
                 self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.view.folder.highestModSeq)
 
-    async def cmdCompress(self, cmd):
+    def cmdCompress(self, cmd):
         # RFC 4978 s3 (command-auth: authenticated and selected states).
         if cmd.mechanism != "DEFLATE":
             raise bad("Unknown compression mechanism %s (DEFLATE is)" % cmd.mechanism[:20])
-        start = getattr(self.out, "startCompression", None)
-        if start is None:
+        if not self.compressAvailable:
             raise bad("COMPRESS is not available")
-        if self.out.compressed:
+        if self.compressed:
             # RFC 4978 s3 (as Dovecot and mox): NO [COMPRESSIONACTIVE].
             raise no("DEFLATE is already active", b"COMPRESSIONACTIVE")
         self.tagged(cmd.tag, "OK", "DEFLATE active")
         # RFC 4978 s3: compressed from right after the CRLF of the OK, both
         # ways; whatever the client sent after the command is compressed.
-        start(self.reader.takeBuffered())
+        self.compressed = True
+        self.emit(Compress(self.reader.takeBuffered()))
         return ALREADY_ANSWERED
 
-    async def cmdNamespace(self, cmd):
+    def cmdNamespace(self, cmd):
         # RFC 2342: one personal namespace, "/" separated.
         self.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')

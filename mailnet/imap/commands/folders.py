@@ -1,6 +1,10 @@
 """
 Commands on mailboxes by name: CREATE, DELETE, RENAME, SUBSCRIBE,
 UNSUBSCRIBE, LIST (RFC 5258, 5819, 6154), LSUB, STATUS.
+
+On the protocol shape (docs/design.md): each store call is a yielded
+``StoreCall`` on the account or a folder; its outcome (or its error,
+raised at the ``yield``) comes back from the runner.
 """
 
 from __future__ import annotations
@@ -8,80 +12,81 @@ from __future__ import annotations
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import bad, no, reasonOf
 from mailnet.imap.commands.fetchlines import isObjectId
+from mailnet.imap.effects import ForgetFolder, KeepFolder, StoreCall
 from mailnet.store.interfaces import DELETED, INBOX, SEEN, FolderExists, InvalidFolderName, NoSuchFolder, StoreError
 
 
 class FolderCommands:
     """Folder commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
-    async def cmdCreate(self, cmd):
+    def cmdCreate(self, cmd):
         name = self.decodeName(cmd.mailbox)
         # RFC 3501 s6.3.3: a trailing separator only declares intent.
         name = name.rstrip("/") if name.rstrip("/") else name
         if name == INBOX:
             raise no("INBOX exists already", b"ALREADYEXISTS")
         try:
-            await self.account.createFolder(name)
+            yield StoreCall(self.account, "createFolder", (name,))
         except FolderExists:
             raise no("Mailbox exists already", b"ALREADYEXISTS")
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
         # RFC 8474 s4.1: the new mailbox's id in the tagged OK (none from a store without ids).
-        mailboxId = await self._mailboxIdOf(name)
+        mailboxId = yield from self._mailboxIdOf(name)
         if mailboxId is not None:
             return ("OK", "CREATE completed", b"MAILBOXID (" + mailboxId.encode("ascii") + b")")
 
-    async def _mailboxIdOf(self, name):
+    def _mailboxIdOf(self, name):
         """The mailbox id of folder ``name``, or None (a store without ids, or the folder gone meanwhile)."""
         try:
-            folder = await self.account.openFolder(name)
+            folder = yield StoreCall(self.account, "openFolder", (name,))
         except (StoreError, OSError):
             return None
         try:
             mailboxId = getattr(folder, "mailboxId", None)
         finally:
-            folder.close()
+            self.closeFolder(folder)
         return mailboxId if isObjectId(mailboxId) else None
 
-    async def cmdDelete(self, cmd):
+    def cmdDelete(self, cmd):
         name = self.decodeName(cmd.mailbox)
         if name == INBOX:
             raise no("INBOX cannot be deleted", b"CANNOT")
-        self.shared.keeper.forget(self.username, name)
+        self.emit(ForgetFolder(self.username, name))
         try:
-            await self.account.deleteFolder(name)
+            yield StoreCall(self.account, "deleteFolder", (name,))
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
 
-    async def cmdRename(self, cmd):
+    def cmdRename(self, cmd):
         old = self.decodeName(cmd.old)
         new = self.decodeName(cmd.new)
-        self.shared.keeper.forget(self.username, old)
+        self.emit(ForgetFolder(self.username, old))
         try:
-            await self.account.renameFolder(old, new)
+            yield StoreCall(self.account, "renameFolder", (old, new))
         except FolderExists:
             raise no("Target mailbox exists already", b"ALREADYEXISTS")
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
 
-    async def cmdSubscribe(self, cmd):
+    def cmdSubscribe(self, cmd):
         name = self.decodeName(cmd.mailbox)
         try:
-            await self.account.setSubscribed(name, cmd.name == "SUBSCRIBE")
+            yield StoreCall(self.account, "setSubscribed", (name, cmd.name == "SUBSCRIBE"))
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
 
-    async def cmdList(self, cmd):
-        await self._list(cmd, lsub=False)
+    def cmdList(self, cmd):
+        yield from self._list(cmd, lsub=False)
 
-    async def cmdLsub(self, cmd):
+    def cmdLsub(self, cmd):
         cmd.selection = ["SUBSCRIBED"]
         cmd.returns = []
         cmd.statusItems = None
         cmd.extended = False
-        await self._list(cmd, lsub=True)
+        yield from self._list(cmd, lsub=True)
 
-    async def _list(self, cmd, lsub):
+    def _list(self, cmd, lsub):
         reference = self.decodeName(cmd.reference) if cmd.reference else ""
         patterns = []
         for raw in cmd.patterns:
@@ -109,7 +114,7 @@ class FolderCommands:
             root = reference.split("/")[0] + "/" if "/" in reference else ""
             self.send(b"* " + keyword + b' (\\Noselect) "/" ' + self.encodeName(root) + b"\r\n")
             return
-        folders = await self.account.listFolders()
+        folders = yield StoreCall(self.account, "listFolders")
         existing = {f.name: f for f in folders}
         subscribed = {f.name for f in folders if f.subscribed}
         names = list(existing)
@@ -117,7 +122,7 @@ class FolderCommands:
         if listSubscriptions is not None and (lsub or "SUBSCRIBED" in selection or "SUBSCRIBED" in returns):
             # RFC 3501 s6.3.9, RFC 5258 s3: subscribed names whose folder is
             # gone are still listed (\Noselect in LSUB, \NonExistent in LIST).
-            subscribed = set(await listSubscriptions())
+            subscribed = set((yield StoreCall(self.account, "listSubscriptions")))
             if lsub or "SUBSCRIBED" in selection:
                 names += [n for n in subscribed if n not in existing]
         implied = set()
@@ -190,25 +195,26 @@ class FolderCommands:
                 merged.extend(out[index:position])
                 index = position
                 try:
-                    merged.append(b"* STATUS " + self.encodeName(n) + b" " + await self._status(n, cmd.statusItems) + b"\r\n")
+                    items = yield from self._status(n, cmd.statusItems)
+                    merged.append(b"* STATUS " + self.encodeName(n) + b" " + items + b"\r\n")
                 except NoSuchFolder:
                     pass
             merged.extend(out[index:])
             out = merged
         self.sendLines(out)
 
-    async def cmdStatus(self, cmd):
+    def cmdStatus(self, cmd):
         name = self.decodeName(cmd.mailbox)
-        items = await self._status(name, cmd.items)
+        items = yield from self._status(name, cmd.items)
         self.send(b"* STATUS " + self.encodeName(name) + b" " + items + b"\r\n")
 
-    async def _status(self, name, items):
+    def _status(self, name, items):
         if "HIGHESTMODSEQ" in items:
             self.condstore = True  # RFC 7162 s3.1: a CONDSTORE enabling command
-        folder = await self.account.openFolder(name)
+        folder = yield StoreCall(self.account, "openFolder", (name,))
         try:
-            await folder.refresh()
-            self.shared.keeper.touch((self.username, folder.name), self.account, folder.name)
+            yield StoreCall(folder, "refresh")
+            self.emit(KeepFolder((self.username, folder.name), self.account, folder.name))
             need = set(items)
             infos = folder.messages() if need & {"MESSAGES", "UNSEEN", "SIZE", "DELETED", "RECENT"} else []
             values = []
@@ -239,7 +245,7 @@ class FolderCommands:
                         values.append(b"MAILBOXID (" + mailboxId.encode("ascii") + b")")
             return b"(" + b" ".join(values) + b")"
         finally:
-            folder.close()
+            self.closeFolder(folder)
 
 
 def _patternRegex(pattern):

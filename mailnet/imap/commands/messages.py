@@ -1,12 +1,18 @@
 """
 Commands that add or change messages: APPEND (with MULTIAPPEND, RFC 3502), COPY, MOVE (RFC 6851),
 STORE (with CONDSTORE's UNCHANGEDSINCE, RFC 7162 s3.1.3).
+
+On the protocol shape (docs/design.md): the store's methods are yielded
+``StoreCall`` effects, the binary re-encoding of a large APPEND an
+``InThread``, the pauses of a long STORE answer ``Drain``; a folder opened
+here is closed by a ``CloseFolder`` effect, in order.
 """
 
 from __future__ import annotations
 
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import bad, no, reasonOf
+from mailnet.imap.effects import InThread, StoreCall
 from mailnet.mail.binary import encodeBinaryParts
 from mailnet.mail.lines import canonicalFile
 from mailnet.logs import Logger
@@ -21,7 +27,7 @@ _INLINE_BINARY = 256 * 1024
 class MessageCommands:
     """Message commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
-    async def cmdAppend(self, cmd):
+    def cmdAppend(self, cmd):
         name = self.decodeName(cmd.mailbox)
         messages = cmd.messages
         # Every message is checked before any is stored (RFC 3502 s6.3.11:
@@ -42,27 +48,29 @@ class MessageCommands:
                 if _eightBitHeader(m.message):
                     raise no(which + "has 8-bit characters in its header fields; ENABLE UTF8=ACCEPT first",
                              b"CANNOT")
-        folder = await self._openTarget(name)
+        folder = yield from self._openTarget(name)
         uids = []
         try:
             try:
                 for m in messages:
-                    source = await self._appendSource(m.message)
-                    uids.append(await folder.append(source, flags=m.flags, internalDate=m.date))
+                    source = yield from self._appendSource(m.message)
+                    uids.append((yield StoreCall(folder, "append", (source, m.flags, m.date))))
+            except GeneratorExit:
+                raise  # the connection is gone: nothing more can be waited for
             except BaseException:
                 if uids:
                     # RFC 3502 s6.3.11: all or none.  The store appends one
                     # message at a time, so the ones stored are taken out
                     # again (docs/imap.md, MULTIAPPEND).
-                    await self._undoAppend(folder, uids)
+                    yield from self._undoAppend(folder, uids)
                 raise
             validity = folder.uidValidity
         finally:
-            folder.close()
+            self.closeFolder(folder)
         # RFC 4315 s3: APPENDUID; for MULTIAPPEND a uid-set in the order of the messages.
         return ("OK", "APPEND completed", b"APPENDUID %d %s" % (validity, serialize.seqset(uids)))
 
-    async def _appendSource(self, message):
+    def _appendSource(self, message):
         """The file to store for one APPEND literal (canonical CRLF; binary parts kept)."""
         source = message.open()
         if message.binary:
@@ -71,16 +79,15 @@ class MessageCommands:
             # can send them in an ordinary literal (RFC 3501 s9: no NUL).
             settings = self.shared.settings
             if len(message) > _INLINE_BINARY:
-                source = await self.shared.inThread(encodeBinaryParts, source, settings.mimeParts,
-                                                    settings.mimeDepth)
+                source = yield InThread(encodeBinaryParts, (source, settings.mimeParts, settings.mimeDepth))
             else:
                 source = encodeBinaryParts(source, settings.mimeParts, settings.mimeDepth)
         return canonicalFile(source)
 
-    async def _undoAppend(self, folder, uids):
+    def _undoAppend(self, folder, uids):
         """Take out the messages a failed MULTIAPPEND stored before it failed."""
         try:
-            await folder.expunge(uids)
+            yield StoreCall(folder, "expunge", (uids,))
         except Exception as e:
             log.error("imap: {user}: MULTIAPPEND failed and {n} of its messages could not be removed: {e}",
                       user=self.username, n=len(uids), e=type(e).__name__)
@@ -89,41 +96,38 @@ class MessageCommands:
         log.info("imap: {user}: MULTIAPPEND failed, its {n} stored messages were removed", user=self.username,
                  n=len(uids))
 
-    async def _openTarget(self, name):
+    def _openTarget(self, name):
         """The mailbox APPEND, COPY or MOVE adds to; RFC 3501 s6.3.11, s6.4.7: [TRYCREATE] when it does not exist."""
         try:
-            return await self.account.openFolder(name)
+            return (yield StoreCall(self.account, "openFolder", (name,)))
         except NoSuchFolder:
             raise no("Mailbox does not exist", b"TRYCREATE")
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
 
-    async def cmdCopy(self, cmd):
-        return await self._copyOrMove(cmd, move=False)
+    def cmdCopy(self, cmd):
+        return (yield from self._copyOrMove(cmd, move=False))
 
-    async def cmdMove(self, cmd):
+    def cmdMove(self, cmd):
         if self.view.readOnly:
             raise no("Mailbox is read-only", b"READ-ONLY")
-        return await self._copyOrMove(cmd, move=True)
+        return (yield from self._copyOrMove(cmd, move=True))
 
-    async def _copyOrMove(self, cmd, move):
+    def _copyOrMove(self, cmd, move):
         view = self.view
         pairs = self._resolve(cmd.seqset, cmd.uid)
         name = self.decodeName(cmd.mailbox)
-        dest = await self._openTarget(name)
+        dest = yield from self._openTarget(name)
         try:
             uids = [uid for _, uid in pairs if uid not in view.pendingExpunged]
             if not uids:
                 if pairs and not cmd.uid:
                     raise no("Some of the requested messages no longer exist", b"EXPUNGEISSUED")
                 return ("OK", "No messages to %s" % ("move" if move else "copy"), None)
-            if move:
-                mapping = await view.folder.moveTo(uids, dest)
-            else:
-                mapping = await view.folder.copyTo(uids, dest)
+            mapping = yield StoreCall(view.folder, "moveTo" if move else "copyTo", (uids, dest))
             validity = dest.uidValidity
         finally:
-            dest.close()
+            self.closeFolder(dest)
         if not mapping:
             if cmd.uid:
                 # Expunged by another session while we worked: RFC 3501
@@ -140,7 +144,7 @@ class MessageCommands:
             return ("OK", "MOVE completed", None)
         return ("OK", "COPY completed", code)
 
-    async def cmdStore(self, cmd):
+    def cmdStore(self, cmd):
         view = self.view
         if view.readOnly:
             raise no("Mailbox is read-only", b"READ-ONLY")
@@ -151,7 +155,7 @@ class MessageCommands:
         pairs = self._resolve(cmd.seqset, cmd.uid)
         get = view.folder.get
         uids = [uid for _, uid in pairs]
-        changed, failed = await view.folder.setFlags(uids, flags, cmd.mode, cmd.unchangedSince)
+        changed, failed = yield StoreCall(view.folder, "setFlags", (uids, flags, cmd.mode, cmd.unchangedSince))
         for info in changed:
             for f in info.flags:
                 if f[0] != "\\":
@@ -189,7 +193,7 @@ class MessageCommands:
             if len(out) >= 1000:
                 self.sendLines(out)
                 out = []
-                await self.drain()
+                yield from self.drainEffect()
         self.sendLines(out)
         if failed:
             if cmd.uid:

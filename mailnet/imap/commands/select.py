@@ -1,15 +1,24 @@
 """
 Selecting a mailbox and leaving it: SELECT/EXAMINE (with QRESYNC, RFC
 7162 s3.2.5), IDLE (RFC 2177), CHECK, CLOSE, UNSELECT, EXPUNGE.
+
+On the protocol shape (docs/design.md): the store's Deferred-returning
+methods (openFolder, refresh, listFolders, expunge) are yielded
+``StoreCall`` effects; its synchronous index calls (messages, get,
+claimRecent, listeners: "synchronous, no I/O" in the store contract) are
+made here; a handle or view given up is closed by a ``CloseFolder`` effect,
+in order.  IDLE waits for DONE with ``ReadLine`` (the session holds the
+input) and has the runner poll the folder (``StartPolling``/``StopPolling``);
+the changes other sessions make reach the view as store events, which the
+session's ``_wake`` timer writes out at once.
 """
 
 from __future__ import annotations
 
-from twisted.internet import task
-
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import AUTHENTICATED, SELECTED, bad, no
 from mailnet.imap.commands.fetchlines import isObjectId
+from mailnet.imap.effects import KeepFolder, ReadLine, StartPolling, StopPolling, StoreCall
 from mailnet.imap.mailbox import SelectedMailbox
 from mailnet.logs import Logger
 
@@ -19,7 +28,7 @@ log = Logger()
 class SelectCommands:
     """Select commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
-    async def cmdSelect(self, cmd):
+    def cmdSelect(self, cmd):
         readOnly = cmd.name == "EXAMINE"
         name = self.decodeName(cmd.mailbox)
         if cmd.qresync is not None and not self.qresync:
@@ -32,19 +41,18 @@ class SelectCommands:
                 self.send(b"* OK [CLOSED] Previous mailbox closed\r\n")
         if cmd.condstore:
             self._enableCondstore()
-        folder = await self.account.openFolder(name)
+        folder = yield StoreCall(self.account, "openFolder", (name,))
         try:
-            await folder.refresh()
+            yield StoreCall(folder, "refresh")
         except Exception:
-            folder.close()
+            self.closeFolder(folder)
             raise
         key = (self.username, folder.name)
-        keeper = self.shared.keeper
-        keeper.touch(key, self.account, folder.name)
-        snapshot = keeper.snapshot(key, folder)
+        snapshot = self.shared.keeper.snapshot(key, folder)
         view = SelectedMailbox(folder, folder.name, readOnly, key, self.shared.recent, self._wake, snapshot)
-        if snapshot is None:
-            keeper.remember(key, view.snapshot)
+        # The keeper holds the folder open a while, with the view's snapshot
+        # for the next SELECT when it had none.
+        self.emit(KeepFolder(key, self.account, folder.name, view.snapshot if snapshot is None else None))
         if self.rev2:
             view.showRecent = False  # RFC 9051 has no \Recent
         self.view = view
@@ -69,15 +77,15 @@ class SelectCommands:
             out.append(b"* OK [MAILBOXID (" + mailboxId.encode("ascii") + b")] Ok\r\n")
         if self.rev2:
             # RFC 9051 s6.3.2: a LIST response with the mailbox name.
-            attrs = await self._attributesOf(folder.name)
+            attrs = yield from self._attributesOf(folder.name)
             out.append(b"* LIST (" + b" ".join(attrs) + b') "/" ' + self.encodeName(folder.name) + b"\r\n")
         self.sendLines(out)
         if cmd.qresync is not None:
-            await self._qresyncSelect(view, cmd.qresync)
+            yield from self._qresyncSelect(view, cmd.qresync)
         return ("OK", "%s completed" % cmd.name, b"READ-ONLY" if readOnly else b"READ-WRITE")
 
-    async def _attributesOf(self, name):
-        folders = await self.account.listFolders()
+    def _attributesOf(self, name):
+        folders = yield StoreCall(self.account, "listFolders")
         attrs = []
         children = any(f.name.startswith(name + "/") for f in folders)
         attrs.append(b"\\HasChildren" if children else b"\\HasNoChildren")
@@ -86,7 +94,7 @@ class SelectCommands:
                 attrs.append(f.specialUse.encode())
         return attrs
 
-    async def _qresyncSelect(self, view, params):
+    def _qresyncSelect(self, view, params):
         # RFC 7162 s3.2.5
         validity, modseq, known, match = params
         folder = view.folder
@@ -121,26 +129,28 @@ class SelectCommands:
                 if len(out) > 2000:
                     self.sendLines(out)
                     out = []
-                    await self.drain()
+                    yield from self.drainEffect()
         self.sendLines(out)
 
     def _deselect(self):
         view, self.view = self.view, None
         if view is not None:
-            view.close()
+            self.closeFolder(view)
 
 
-    async def cmdIdle(self, cmd):
+    def cmdIdle(self, cmd):
         # RFC 2177
         self.send(b"+ idling\r\n")
         self.idling = True
         self._flush()
         if self.view is not None and self.settings.idlePoll:
-            self._idlePoll = task.LoopingCall(self._poll)
-            self._idlePoll.clock = self.clock
-            self._idlePoll.start(self.settings.idlePoll, now=False).addErrback(lambda f: None)
+            # Changes by other programs (another MDA writing the Maildir):
+            # the runner refreshes the folder every idlePoll seconds; what
+            # the refresh finds reaches the view, and _wake says it.
+            self._polling = True
+            self.emit(StartPolling(self.view.folder, self.settings.idlePoll))
         try:
-            line = await self.readLine()
+            line = yield ReadLine()
         finally:
             self._stopIdle()
         if line.strip().upper() != b"DONE":
@@ -149,42 +159,36 @@ class SelectCommands:
 
     def _stopIdle(self):
         self.idling = False
-        if self._idlePoll is not None and self._idlePoll.running:
-            self._idlePoll.stop()
-        self._idlePoll = None
+        if self._polling:
+            self._polling = False
+            if self._effects is not None:
+                self.emit(StopPolling())
+            # else the connection is gone: the runner has stopped polling
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
 
-    def _poll(self):
-        # Changes by other programs (another MDA writing the Maildir).
-        view = self.view
-        if view is None or not self.idling:
-            return
-        d = view.folder.refresh()
-        d.addErrback(lambda f: log.warn("imap: refresh while idle failed: {f}", f=f.getErrorMessage()))
-
     # Selected state
 
-    async def cmdCheck(self, cmd):
+    def cmdCheck(self, cmd):
         pass
 
-    async def cmdClose(self, cmd):
+    def cmdClose(self, cmd):
         view = self.view
         if not view.readOnly:
             # RFC 3501 s6.4.2: expunge silently.
             view.folder.removeListener(view)
             uids = view.deletedUids()
             if uids:
-                await view.folder.expunge(uids)
+                yield StoreCall(view.folder, "expunge", (uids,))
         self._deselect()
         self.state = AUTHENTICATED
 
-    async def cmdUnselect(self, cmd):
+    def cmdUnselect(self, cmd):
         self._deselect()
         self.state = AUTHENTICATED
 
-    async def cmdExpunge(self, cmd):
+    def cmdExpunge(self, cmd):
         view = self.view
         if view.readOnly:
             raise no("Mailbox is read-only", b"READ-ONLY")
@@ -193,6 +197,6 @@ class SelectCommands:
             within = [uid for _, uid in self._resolve(cmd.seqset, True)]
         uids = view.deletedUids(within)
         if uids:
-            await view.folder.expunge(uids)
+            yield StoreCall(view.folder, "expunge", (uids,))
         if self.condstore:
             return ("OK", "EXPUNGE completed", b"HIGHESTMODSEQ %d" % view.folder.highestModSeq)

@@ -1,0 +1,179 @@
+"""
+The SEARCH key grammar (RFC 3501 s6.4.4, RFC 9051 s6.4.4, with RFC 7162
+MODSEQ and RFC 8474 EMAILID/THREADID) and the arguments of SEARCH (RFC
+4731 RETURN), SORT (RFC 5256, RFC 5267 ESORT, RFC 5957) and THREAD (RFC
+5256), without I/O.  The functions take the recursive-descent parser of
+:mod:`mailnet.imap.parser` (its ``peek``, ``sp``, ``atom``, ``astring``,
+``seqSet``, ``date``...); :func:`mailnet.imap.parser.parseCommand`
+dispatches to :func:`search`, :func:`sort` and :func:`thread`.
+"""
+
+from __future__ import annotations
+
+# Search keys are tuples: (op, args...).  Ops:
+#   ALL; FLAG flag positive(bool); KEYWORD kw positive; NEW; OLD; RECENT;
+#   NOT key; OR a b; AND [keys]; SEQ SeqSet; UID SeqSet;
+#   HEADER name value; BODY s; TEXT s (name/value/s are bytes);
+#   LARGER n; SMALLER n; BEFORE/ON/SINCE/SENTBEFORE/SENTON/SENTSINCE date
+#   (datetime.date); MODSEQ n.
+
+_FLAG_KEYS = {
+    b"ANSWERED": ("\\Answered", True), b"DELETED": ("\\Deleted", True), b"DRAFT": ("\\Draft", True),
+    b"FLAGGED": ("\\Flagged", True), b"SEEN": ("\\Seen", True),
+    b"UNANSWERED": ("\\Answered", False), b"UNDELETED": ("\\Deleted", False), b"UNDRAFT": ("\\Draft", False),
+    b"UNFLAGGED": ("\\Flagged", False), b"UNSEEN": ("\\Seen", False),
+}
+_HEADER_KEYS = {b"BCC": b"Bcc", b"CC": b"Cc", b"FROM": b"From", b"SUBJECT": b"Subject", b"TO": b"To"}
+_DATE_KEYS = {b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
+
+_OBJECTID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
+def searchKeys(p):
+    """One or more search keys separated by spaces (several: an AND)."""
+    keys = [searchKey(p)]
+    while p.peek() == 0x20:
+        p.sp()
+        keys.append(searchKey(p))
+    return keys[0] if len(keys) == 1 else ("AND", keys)
+
+
+def searchKey(p, depth=0):
+    """One search key (a parenthesized list is one), as a tuple (see above)."""
+    if depth > 50:
+        p.fail("Search program nested too deeply")
+    c = p.peek()
+    if c == 0x28:  # (
+        p.i += 1
+        keys = [searchKey(p, depth + 1)]
+        while not p.maybe(b")"):
+            p.sp()
+            keys.append(searchKey(p, depth + 1))
+        return keys[0] if len(keys) == 1 else ("AND", keys)
+    if c is not None and (0x30 <= c <= 0x39 or c in (0x2A, 0x24)):  # digit, *, $
+        return ("SEQ", p.seqSet())
+    word = p.word()
+    if not word:
+        p.fail("Expected a search key")
+    if word == b"ALL":
+        return ("ALL",)
+    if word in _FLAG_KEYS:
+        flag, positive = _FLAG_KEYS[word]
+        return ("FLAG", flag, positive)
+    if word in (b"NEW", b"OLD", b"RECENT"):
+        return (word.decode(),)
+    if word in (b"KEYWORD", b"UNKEYWORD"):
+        p.sp()
+        return ("FLAG", p.flag(), word == b"KEYWORD")
+    if word == b"NOT":
+        p.sp()
+        return ("NOT", searchKey(p, depth + 1))
+    if word == b"OR":
+        p.sp()
+        a = searchKey(p, depth + 1)
+        p.sp()
+        return ("OR", a, searchKey(p, depth + 1))
+    if word in _HEADER_KEYS:
+        p.sp()
+        # RFC 3501 s6.4.4: FROM/TO/CC/BCC search the address as the envelope has it.
+        return ("HEADER" if word == b"SUBJECT" else "ADDRESS", _HEADER_KEYS[word], p.astring())
+    if word == b"HEADER":
+        p.sp()
+        name = p.astring("a header field name")
+        p.sp()
+        return ("HEADER", name, p.astring())
+    if word in (b"BODY", b"TEXT"):
+        p.sp()
+        return (word.decode(), p.astring())
+    if word in (b"LARGER", b"SMALLER"):
+        p.sp()
+        return (word.decode(), p.number())
+    if word in _DATE_KEYS:
+        p.sp()
+        return (word.decode(), p.date())
+    if word == b"UID":
+        p.sp()
+        return ("UID", p.seqSet())
+    if word == b"MODSEQ":
+        # RFC 7162 s3.1.5: MODSEQ [entry-name entry-type] mod-sequence
+        p.sp()
+        if p.peek() == 0x22:
+            p.quoted()
+            p.sp()
+            p.atom("an entry type")
+            p.sp()
+        return ("MODSEQ", p.number("a mod-sequence"))
+    if word in (b"EMAILID", b"THREADID"):
+        # RFC 8474 s6: EMAILID / THREADID SP objectid; s7: 1*255(ALPHA / DIGIT / "_" / "-"), case-sensitive.
+        p.sp()
+        value = p.atom("an object id")
+        if len(value) > 255 or value.strip(_OBJECTID_CHARS):
+            p.fail("Invalid object id")
+        return (word.decode(), value.decode("ascii"))
+    p.fail("Unknown search key %s" % word.decode("ascii", "replace"))
+
+
+def search(p, uid):
+    p.sp()
+    returns = None
+    charset = None
+    if p.maybeCI(b"RETURN "):
+        # RFC 4731 s3: RETURN (options)
+        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
+        for r in returns:
+            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                p.fail("Unknown SEARCH RETURN option %s" % r)
+        p.sp()
+    if p.maybeCI(b"CHARSET "):
+        charset = p.astring("a charset").decode("ascii", "replace").upper()
+        p.sp()
+    keys = searchKeys(p)
+    return {"returns": returns, "charset": charset, "keys": keys}
+
+
+_SORT_KEYS = frozenset((b"ARRIVAL", b"CC", b"DATE", b"FROM", b"SIZE", b"SUBJECT", b"TO", b"DISPLAYFROM", b"DISPLAYTO"))
+
+
+def sort(p, uid):
+    # RFC 5256 s5: SORT sort-criteria SP search-criteria (the charset is not
+    # optional); RFC 5267 s3: an optional RETURN (...) first (ESORT);
+    # RFC 5957: DISPLAYFROM, DISPLAYTO.
+    p.sp()
+    returns = None
+    if p.maybeCI(b"RETURN "):
+        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
+        for r in returns:
+            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                p.fail("Unknown SORT RETURN option %s" % r)
+        p.sp()
+
+    def criterion():
+        word = p.atom("a sort key").upper()
+        reverse = word == b"REVERSE"
+        if reverse:
+            p.sp()
+            word = p.atom("a sort key").upper()
+        if word not in _SORT_KEYS:
+            p.fail("Unknown sort key %s" % word.decode("ascii", "replace"))
+        return word.decode("ascii"), reverse
+
+    criteria = p.parenList(criterion)
+    if not criteria:
+        p.fail("Expected at least one sort key")
+    p.sp()
+    charset = p.astring("a charset").decode("ascii", "replace").upper()
+    if p.peek() != 0x20:
+        p.fail("Expected a charset, then the search keys")
+    p.sp()
+    return {"returns": returns, "criteria": criteria, "charset": charset, "keys": searchKeys(p)}
+
+
+def thread(p, uid):
+    # RFC 5256 s4: thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria,
+    # search-criteria = charset 1*(SP search-key)
+    p.sp()
+    algorithm = p.atom("a threading algorithm").upper().decode("ascii", "replace")
+    p.sp()
+    charset = p.astring("a charset").decode("ascii", "replace").upper()
+    p.sp()
+    return {"algorithm": algorithm, "charset": charset, "keys": searchKeys(p)}
