@@ -67,6 +67,7 @@ LISTEN_DEFAULTS = {
     "imap": ("tcp:2143:interface=127.0.0.1", "tcp:143", "IMAP with STARTTLS"),
     "imaps": ("tcp:2993:interface=127.0.0.1", "tcp:993", "IMAP over implicit TLS"),
     "http": ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1", "JMAP and webmail (put a TLS proxy in front)"),
+    "metrics": ("tcp:9025:interface=127.0.0.1", "", "/metrics (Prometheus) and /healthz, without login: bind it where only the monitoring reaches"),
 }
 
 SCHEMA: dict[str, dict[str, Option]] = {

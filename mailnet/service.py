@@ -36,9 +36,10 @@ from twisted.application import service
 from twisted.internet import defer, endpoints
 from mailnet.logs import Logger
 
-from mailnet import auth, login, net, tls
+from mailnet import auth, login, metrics, net, tls
 from mailnet.config import Config, ConfigError
 from mailnet.durable import writeAtomically
+from mailnet.http import metrics as metricsServer
 from mailnet.http import server as httpServer
 from mailnet.imap import server as imapServer
 from mailnet.pop3 import server as pop3Server
@@ -51,7 +52,7 @@ log = Logger()
 
 # Modules with makeService(context) -> ProtocolService; listeners are
 # bound in this order.
-PROTOCOLS = (smtpServer, pop3Server, imapServer, httpServer)
+PROTOCOLS = (smtpServer, pop3Server, imapServer, httpServer, metricsServer)
 
 # Configured listeners that have no protocol yet -> why (logged once).
 NOT_BUILT = {}
@@ -170,6 +171,7 @@ class MailContext:
     @ivar tlsOptions: the server ``CertificateOptions`` (for STARTTLS/STLS
         and implicit TLS), or None if TLS is unavailable.
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
+    @ivar metrics: the :class:`~mailnet.metrics.Metrics` of this server.
     """
 
     def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
@@ -179,6 +181,7 @@ class MailContext:
         self.config = config
         self.reactor = reactor
         self.hostname = config.server.hostname
+        self.metrics = metrics.Metrics()
         self.store = store if store is not None else makeStore(config)
         self.users = makeUsers(config, reactor, users, checkers)
         self.aliases = auth.AliasDB(config.aliasesFile)
@@ -188,11 +191,13 @@ class MailContext:
                                            maxEntries=config.auth.throttle_entries,
                                            parallelPerAddress=config.auth.login_parallel_per_ip,
                                            maxWaiting=config.auth.login_queue)
-        self.login = login.LoginSequence(self.portal, self.throttle, reactor)
+        self.login = login.LoginSequence(self.portal, self.throttle, reactor, self.metrics)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
             log.warn("{warning}", warning=warning)
         self.tlsOptions = tls.serverOptions(config)
+        if self.tlsOptions is not None:
+            self.tlsOptions.onHandshake = self.metrics.tlsHandshake
         self.spool = Spool(config.spoolDir)
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
@@ -269,7 +274,8 @@ class MailnetService(service.MultiService):
             if implicit:
                 factory = net.implicitTLS(factory, self.context.tlsOptions)
                 refusal = b""
-            factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name)
+            factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name,
+                                         metrics=self.context.metrics)
             yield name, description, factory
 
     def _fail(self, error):

@@ -381,9 +381,17 @@ class ServerTLSOptions(ssl.CertificateOptions):
     use: in TLS 1.3 by its signature algorithms, in TLS 1.2 by the suite.
     """
 
+    # Called with the TLS version name ("TLSv1.3") of every completed
+    # handshake (the server's metrics).
+    onHandshake = None
+
     def __init__(self, pairs, **kw):
         self._pairs = pairs
         super().__init__(**kw)
+
+    def _infoCallback(self, connection, where, ret):
+        if where & SSL.SSL_CB_HANDSHAKE_DONE and self.onHandshake is not None:
+            self.onHandshake(connection.get_protocol_version_name())
 
     def _makeContext(self, skipCiphers=False):
         ctx = super()._makeContext(skipCiphers=True)
@@ -393,6 +401,7 @@ class ServerTLSOptions(ssl.CertificateOptions):
             ctx.check_privatekey()
         if not skipCiphers:
             ctx.set_cipher_list(self._cipherString.encode("ascii"))
+        ctx.set_info_callback(self._infoCallback)
         return ctx
 
 
