@@ -75,22 +75,27 @@ def storeProblem(store) -> str | None:
     listing its root and writing and removing a file there.
     """
     check = getattr(store, "healthCheck", None)
-    try:
-        if check is not None:
-            check()
-            return None
+    if check is None:
         root = getattr(store, "root", None)
-        if root is None:
-            return None
+        problem = directoryProblem(root) if root is not None else None
+        return f"store: {problem}" if problem else None
+    try:
+        check()
+    except Exception as e:
+        return f"store: not answering ({type(e).__name__})"
+    return None
+
+
+def directoryProblem(root) -> str | None:
+    """None when ``root`` can be listed and a file written and removed in it; else why (no path)."""
+    try:
         os.listdir(root)
         probe = os.path.join(root, f".mailnet-health-{uuid.uuid4().hex}")
         with open(probe, "wb") as f:
             f.write(b"ok")
         os.unlink(probe)
     except OSError as e:
-        return f"store: not answering ({os.strerror(e.errno) if e.errno else type(e).__name__})"
-    except Exception as e:
-        return f"store: not answering ({type(e).__name__})"
+        return f"not answering ({os.strerror(e.errno) if e.errno else type(e).__name__})"
     return None
 
 
