@@ -89,6 +89,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "key": _o("path", "", "PEM private key; empty = data_dir/tls/key.pem, made with the certificate."),
         "rsa_cert": _o("path", "", "A second PEM chain with an RSA key, offered to clients that cannot use an ECDSA [tls] cert (so they do not fall back to plaintext); empty = none (or the development one)."),
         "rsa_key": _o("path", "", "The PEM private key of rsa_cert."),
+        "reload_poll": _o("int", 60, "Seconds between looks at the certificate and key files: changed ones (an ACME client's renewal) are loaded for new connections, open ones keep theirs; SIGHUP loads them at once. 0 = only on SIGHUP.", minimum=0),
     },
     "auth": {
         "users_file": _o("path", "", "Users, one per line in Dovecot passwd-file form; empty = data_dir/users."),

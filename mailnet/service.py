@@ -30,10 +30,11 @@ import importlib
 import json
 import os
 import secrets
+import signal
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from mailnet.logs import Logger
 
 from mailnet import auth, login, metrics, net, tls
@@ -332,6 +333,7 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
+        self._watchCertificates()
         # Announce once the reactor runs: twistd starts services before the
         # reactor installs its signal handlers, and whoever waits for "ready"
         # may send SIGTERM at once (it would kill us without a clean stop).
@@ -355,8 +357,34 @@ class MailnetService(service.MultiService):
         log.info("mailnet ready: {hostname}, domains {domains}, data in {data}",
                  hostname=config.server.hostname, domains=", ".join(config.domains.local), data=config.server.data_dir)
 
+    def _watchCertificates(self):
+        """Reload the TLS certificates when their files change, and on SIGHUP (under twistd)."""
+        context = self.context
+        options = context.tlsOptions
+        if options is None or not hasattr(options, "reload"):
+            return
+        stamps = [tls.fileStamps(context.config)]
+
+        def check(force=False):
+            now = tls.fileStamps(context.config)
+            if force or now != stamps[0]:
+                stamps[0] = now
+                tls.reloadCertificates(context.config, options)
+
+        self.reloadCertificates = lambda: check(force=True)
+        if context.config.tls.reload_poll:
+            self._certPoll = task.LoopingCall(check)
+            self._certPoll.clock = context.reactor
+            self._certPoll.start(context.config.tls.reload_poll, now=False)
+        if self.exitOnError and hasattr(signal, "SIGHUP"):
+            # twistd's own process: SIGHUP means "reload", as for most daemons.
+            signal.signal(signal.SIGHUP, lambda *_: context.reactor.callFromThread(check, True))
+
     @defer.inlineCallbacks
     def stopService(self):
+        poll, self._certPoll = getattr(self, "_certPoll", None), None
+        if poll is not None and poll.running:
+            poll.stop()
         yield defer.maybeDeferred(super().stopService)
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports.values()])
         self.ports.clear()

@@ -404,6 +404,49 @@ class ServerTLSOptions(ssl.CertificateOptions):
         ctx.set_info_callback(self._infoCallback)
         return ctx
 
+    def reload(self):
+        """
+        Read the certificate and key files again (a renewal): connections
+        made from now on use them; open ones keep the context they started
+        with.  Raises (``SSL.Error``, ``OSError``) and keeps the old context
+        when the new files are unusable.
+        """
+        self._context = self._makeContext()
+
+
+def fileStamps(config):
+    """(mtime, size, inode) of every certificate and key file, to notice a renewal."""
+    stamps = []
+    for _, _, certFile, keyFile in certificatePairs(config):
+        for path in (certFile, keyFile):
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                stamps.append(None)
+    return stamps
+
+
+def reloadCertificates(config, options) -> bool:
+    """
+    Check the certificate files as at start (:func:`checkCertificates`:
+    the key matches, not expired) and load them into ``options`` (a
+    :class:`ServerTLSOptions`).  On a problem, log one line and keep
+    serving the old certificates.  Returns whether it reloaded.
+    """
+    try:
+        for warning in checkCertificates(config):
+            log.warn("{warning}", warning=warning)
+        options.reload()
+    except ConfigError as e:
+        log.error("TLS certificates not reloaded (keeping the old ones): {e}", e=str(e))
+        return False
+    except (SSL.Error, OSError, ValueError) as e:
+        log.error("TLS certificates not reloaded (keeping the old ones): {e}", e=e)
+        return False
+    log.info("TLS certificates reloaded")
+    return True
+
 
 def serverOptions(config):
     """
