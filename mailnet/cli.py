@@ -10,6 +10,7 @@ The ``mailnet`` command.
     mailnet cert make [--force] [--new-ca]   (re)make the development certificates
     mailnet dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519]
     mailnet dns DOMAIN                   the DNS records to publish for DOMAIN
+    mailnet status                       listeners, queue, store, certificates (exit 1: a problem)
     mailnet --version
 
 ``--config FILE`` goes before or after the command.  Without it (or
@@ -217,6 +218,12 @@ def cmdQueue(args, rest):
     return cli.main(conf, rest)
 
 
+def cmdStatus(args):
+    from mailnet import status
+
+    return status.report(_load(args), sys.stdout)
+
+
 def _version():
     import platform
 
@@ -269,6 +276,7 @@ def parser():
     n.add_argument("domain")
 
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
+    add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
     return p
 
 
@@ -316,9 +324,9 @@ def main(argv=None):
     if args.command == "queue":
         return cmdQueue(args, rest)
     handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert,
-               "dkim": cmdDkim, "dns": cmdDns}[args.command]
+               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus}[args.command]
     status = handler(args)
-    if args.command in ("dkim", "dns") and status:
+    if args.command in ("dkim", "dns", "status") and status:
         raise SystemExit(status)
     return status
 

@@ -67,6 +67,7 @@ LISTEN_DEFAULTS = {
     "imap": ("tcp:2143:interface=127.0.0.1", "tcp:143", "IMAP with STARTTLS"),
     "imaps": ("tcp:2993:interface=127.0.0.1", "tcp:993", "IMAP over implicit TLS"),
     "http": ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1", "JMAP and webmail (put a TLS proxy in front)"),
+    "metrics": ("tcp:9025:interface=127.0.0.1", "", "/metrics (Prometheus) and /healthz, without login: bind it where only the monitoring reaches"),
 }
 
 SCHEMA: dict[str, dict[str, Option]] = {
@@ -88,6 +89,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "key": _o("path", "", "PEM private key; empty = data_dir/tls/key.pem, made with the certificate."),
         "rsa_cert": _o("path", "", "A second PEM chain with an RSA key, offered to clients that cannot use an ECDSA [tls] cert (so they do not fall back to plaintext); empty = none (or the development one)."),
         "rsa_key": _o("path", "", "The PEM private key of rsa_cert."),
+        "reload_poll": _o("int", 60, "Seconds between looks at the certificate and key files: changed ones (an ACME client's renewal) are loaded for new connections, open ones keep theirs; SIGHUP loads them at once. 0 = only on SIGHUP.", minimum=0),
     },
     "auth": {
         "users_file": _o("path", "", "Users, one per line in Dovecot passwd-file form; empty = data_dir/users."),

@@ -16,6 +16,7 @@ import errno
 from twisted.internet import defer
 
 from mailnet.errors import DeliveryError, temporaryFailure
+from mailnet.metrics import DISCARD, Timer
 from mailnet.store.interfaces import INBOX, NoSuchFolder, StorageFull, StoreError, TemporaryStoreError
 
 CHUNK = 64 * 1024  # bytes read from a spooled message at a time
@@ -36,11 +37,17 @@ class LocalDelivery:
     @param trace: trace fields (a ``Received`` header) to put after the
         Return-Path, CRLF-terminated; empty for none.
     @param folder: the folder instead of INBOX (Junk), when the user has it.
+    @param metrics: the server's :class:`~mailnet.metrics.Metrics` (the
+        latency to a durable commit, store errors), counted as ``source``.
     @raise Exception: whatever the store raises; the store delivery is
         aborted first, so nothing is left behind.
     """
 
-    def __init__(self, store, usernames, sender: str, trace: bytes = b"", folder=None):
+    def __init__(self, store, usernames, sender: str, trace: bytes = b"", folder=None, metrics=None, source="smtp"):
+        if metrics is None:
+            metrics = DISCARD
+        self._latency = metrics.storeLatency.labels(source=source)
+        self._errors = metrics.storeErrors.labels(source=source)
         delivery = store.newDelivery()
         try:
             for name in usernames:
@@ -48,6 +55,7 @@ class LocalDelivery:
             # RFC 5321 s4.4: the final delivery adds Return-Path.
             delivery.write(b"Return-Path: <" + sender.encode("utf-8") + b">\r\n" + trace)
         except Exception:
+            self._errors.inc()
             _abortQuietly(delivery)
             raise
         self._delivery = delivery
@@ -70,9 +78,20 @@ class LocalDelivery:
         @return: Deferred firing once every copy is on stable storage, or
             failing with the store's exception (map it with :func:`storeFailure`).
         """
+        self._timer = Timer(self._latency)
         if internalDate is None:
-            return defer.maybeDeferred(self._delivery.commit)
-        return defer.maybeDeferred(self._delivery.commit, internalDate)
+            d = defer.maybeDeferred(self._delivery.commit)
+        else:
+            d = defer.maybeDeferred(self._delivery.commit, internalDate)
+        return d.addCallbacks(self._committed, self._failed)
+
+    def _committed(self, result):
+        self._timer.done()
+        return result
+
+    def _failed(self, failure):
+        self._errors.inc()
+        return failure
 
     def abort(self):
         """Throw the copies away; exceptions from the store are the caller's."""
@@ -80,7 +99,7 @@ class LocalDelivery:
 
 
 @defer.inlineCallbacks
-def deliverFile(store, usernames, sender: str, openData, arrival=None):
+def deliverFile(store, usernames, sender: str, openData, arrival=None, metrics=None):
     """
     Deliver a message file into the store for ``usernames`` (the queue's
     local delivery).
@@ -91,7 +110,7 @@ def deliverFile(store, usernames, sender: str, openData, arrival=None):
         failing with the store's (or the file's) exception after the store
         delivery was aborted; map it with :func:`storeFailure`.
     """
-    delivery = LocalDelivery(store, usernames, sender)
+    delivery = LocalDelivery(store, usernames, sender, metrics=metrics, source="queue")
     try:
         with openData() as f:
             delivery.writeFile(f)

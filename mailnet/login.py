@@ -265,9 +265,12 @@ class LoginSequence:
     # While waiting out the throttle, how often to look whether the client is still there.
     pollInterval = 0.25
 
-    def __init__(self, portal, throttle: AuthThrottle, clock=None):
+    def __init__(self, portal, throttle: AuthThrottle, clock=None, metrics=None):
         if clock is None:
             clock = throttle.clock
+        if metrics is None:
+            from mailnet.metrics import DISCARD as metrics
+        self.attempts = metrics.authAttempts
         self.portal = portal
         self.throttle = throttle
         self.clock = clock
@@ -320,6 +323,7 @@ class LoginSequence:
                 throttle.succeeded(peer, account)
         finally:
             release()
+        self.attempts.labels(protocol=protocol, outcome="failure" if after is not None else "success").inc()
         if after is not None:
             log.info("{protocol}: {peer}: failed login for {user!r}", protocol=protocol, peer=peer, user=shown)
             # The answer waits too, so a client that reads its answers
@@ -340,5 +344,6 @@ class LoginSequence:
         account = accountKey(username)
         log.info("{protocol}: {peer}: login for {user!r} refused: {why}", protocol=protocol, peer=peer,
                  user=account[:100], why=why)
+        self.attempts.labels(protocol=protocol, outcome="failure").inc()
         yield self.throttle.delay(peer, self.throttle.failed(peer, account))
         raise LoginFailed()

@@ -41,8 +41,13 @@ class LimitedFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, factory, maxTotal, maxPerIP, refusal=b"", name=None):
+    def __init__(self, factory, maxTotal, maxPerIP, refusal=b"", name=None, metrics=None):
         self.name = name or factory.__class__.__name__
+        if metrics is None:
+            from mailnet.metrics import DISCARD as metrics
+        self.opened = metrics.connectionsOpened.labels(listener=self.name)
+        self.refused = metrics.connectionsRefused.labels(listener=self.name)
+        self.open = metrics.sessionsOpen.labels(listener=self.name)
         self.factory = factory
         self.maxTotal = maxTotal
         self.maxPerIP = maxPerIP
@@ -64,16 +69,20 @@ class LimitedFactory(protocol.Factory):
         ip = getattr(addr, "host", None) or "unix"
         if self.total >= self.maxTotal or self.perIP.get(ip, 0) >= self.maxPerIP:
             log.info("refused a connection from {ip}: too many connections", ip=ip)
+            self.refused.inc()
             return _Refuse(self.refusal)
         proto = self.factory.buildProtocol(addr)
         if proto is None:
             return None
         self.total += 1
         self.perIP[ip] = self.perIP.get(ip, 0) + 1
+        self.opened.inc()
+        self.open.inc()
         original = proto.connectionLost
 
         def connectionLost(reason, _original=original):
             self.total -= 1
+            self.open.dec()
             left = self.perIP.get(ip, 1) - 1
             if left:
                 self.perIP[ip] = left

@@ -30,15 +30,17 @@ import importlib
 import json
 import os
 import secrets
+import signal
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from mailnet.logs import Logger
 
-from mailnet import auth, login, net, tls
+from mailnet import auth, login, metrics, net, tls
 from mailnet.config import Config, ConfigError
 from mailnet.durable import writeAtomically
+from mailnet.http import metrics as metricsServer
 from mailnet.http import server as httpServer
 from mailnet.imap import server as imapServer
 from mailnet.pop3 import server as pop3Server
@@ -51,7 +53,7 @@ log = Logger()
 
 # Modules with makeService(context) -> ProtocolService; listeners are
 # bound in this order.
-PROTOCOLS = (smtpServer, pop3Server, imapServer, httpServer)
+PROTOCOLS = (smtpServer, pop3Server, imapServer, httpServer, metricsServer)
 
 # Configured listeners that have no protocol yet -> why (logged once).
 NOT_BUILT = {}
@@ -170,6 +172,7 @@ class MailContext:
     @ivar tlsOptions: the server ``CertificateOptions`` (for STARTTLS/STLS
         and implicit TLS), or None if TLS is unavailable.
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
+    @ivar metrics: the :class:`~mailnet.metrics.Metrics` of this server.
     """
 
     def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
@@ -179,6 +182,7 @@ class MailContext:
         self.config = config
         self.reactor = reactor
         self.hostname = config.server.hostname
+        self.metrics = metrics.Metrics()
         self.store = store if store is not None else makeStore(config)
         self.users = makeUsers(config, reactor, users, checkers)
         self.aliases = auth.AliasDB(config.aliasesFile)
@@ -188,11 +192,13 @@ class MailContext:
                                            maxEntries=config.auth.throttle_entries,
                                            parallelPerAddress=config.auth.login_parallel_per_ip,
                                            maxWaiting=config.auth.login_queue)
-        self.login = login.LoginSequence(self.portal, self.throttle, reactor)
+        self.login = login.LoginSequence(self.portal, self.throttle, reactor, self.metrics)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
             log.warn("{warning}", warning=warning)
         self.tlsOptions = tls.serverOptions(config)
+        if self.tlsOptions is not None:
+            self.tlsOptions.onHandshake = self.metrics.tlsHandshake
         self.spool = Spool(config.spoolDir)
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
@@ -269,7 +275,8 @@ class MailnetService(service.MultiService):
             if implicit:
                 factory = net.implicitTLS(factory, self.context.tlsOptions)
                 refusal = b""
-            factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name)
+            factory = net.LimitedFactory(factory, limits.connections, limits.connections_per_ip, refusal, name=name,
+                                         metrics=self.context.metrics)
             yield name, description, factory
 
     def _fail(self, error):
@@ -326,6 +333,7 @@ class MailnetService(service.MultiService):
     def startService(self):
         super().startService()
         self.demoLogin = ensureDemoUser(self.context)
+        self._watchCertificates()
         # Announce once the reactor runs: twistd starts services before the
         # reactor installs its signal handlers, and whoever waits for "ready"
         # may send SIGTERM at once (it would kill us without a clean stop).
@@ -349,8 +357,34 @@ class MailnetService(service.MultiService):
         log.info("mailnet ready: {hostname}, domains {domains}, data in {data}",
                  hostname=config.server.hostname, domains=", ".join(config.domains.local), data=config.server.data_dir)
 
+    def _watchCertificates(self):
+        """Reload the TLS certificates when their files change, and on SIGHUP (under twistd)."""
+        context = self.context
+        options = context.tlsOptions
+        if options is None or not hasattr(options, "reload"):
+            return
+        stamps = [tls.fileStamps(context.config)]
+
+        def check(force=False):
+            now = tls.fileStamps(context.config)
+            if force or now != stamps[0]:
+                stamps[0] = now
+                tls.reloadCertificates(context.config, options)
+
+        self.reloadCertificates = lambda: check(force=True)
+        if context.config.tls.reload_poll:
+            self._certPoll = task.LoopingCall(check)
+            self._certPoll.clock = context.reactor
+            self._certPoll.start(context.config.tls.reload_poll, now=False)
+        if self.exitOnError and hasattr(signal, "SIGHUP"):
+            # twistd's own process: SIGHUP means "reload", as for most daemons.
+            signal.signal(signal.SIGHUP, lambda *_: context.reactor.callFromThread(check, True))
+
     @defer.inlineCallbacks
     def stopService(self):
+        poll, self._certPoll = getattr(self, "_certPoll", None), None
+        if poll is not None and poll.running:
+            poll.stop()
         yield defer.maybeDeferred(super().stopService)
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports.values()])
         self.ports.clear()

@@ -381,9 +381,17 @@ class ServerTLSOptions(ssl.CertificateOptions):
     use: in TLS 1.3 by its signature algorithms, in TLS 1.2 by the suite.
     """
 
+    # Called with the TLS version name ("TLSv1.3") of every completed
+    # handshake (the server's metrics).
+    onHandshake = None
+
     def __init__(self, pairs, **kw):
         self._pairs = pairs
         super().__init__(**kw)
+
+    def _infoCallback(self, connection, where, ret):
+        if where & SSL.SSL_CB_HANDSHAKE_DONE and self.onHandshake is not None:
+            self.onHandshake(connection.get_protocol_version_name())
 
     def _makeContext(self, skipCiphers=False):
         ctx = super()._makeContext(skipCiphers=True)
@@ -393,7 +401,51 @@ class ServerTLSOptions(ssl.CertificateOptions):
             ctx.check_privatekey()
         if not skipCiphers:
             ctx.set_cipher_list(self._cipherString.encode("ascii"))
+        ctx.set_info_callback(self._infoCallback)
         return ctx
+
+    def reload(self):
+        """
+        Read the certificate and key files again (a renewal): connections
+        made from now on use them; open ones keep the context they started
+        with.  Raises (``SSL.Error``, ``OSError``) and keeps the old context
+        when the new files are unusable.
+        """
+        self._context = self._makeContext()
+
+
+def fileStamps(config):
+    """(mtime, size, inode) of every certificate and key file, to notice a renewal."""
+    stamps = []
+    for _, _, certFile, keyFile in certificatePairs(config):
+        for path in (certFile, keyFile):
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                stamps.append(None)
+    return stamps
+
+
+def reloadCertificates(config, options) -> bool:
+    """
+    Check the certificate files as at start (:func:`checkCertificates`:
+    the key matches, not expired) and load them into ``options`` (a
+    :class:`ServerTLSOptions`).  On a problem, log one line and keep
+    serving the old certificates.  Returns whether it reloaded.
+    """
+    try:
+        for warning in checkCertificates(config):
+            log.warn("{warning}", warning=warning)
+        options.reload()
+    except ConfigError as e:
+        log.error("TLS certificates not reloaded (keeping the old ones): {e}", e=str(e))
+        return False
+    except (SSL.Error, OSError, ValueError) as e:
+        log.error("TLS certificates not reloaded (keeping the old ones): {e}", e=e)
+        return False
+    log.info("TLS certificates reloaded")
+    return True
 
 
 def serverOptions(config):

@@ -39,7 +39,7 @@ def _killLeftovers():
             process.kill()
 
 
-LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"]
+LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "metrics"]
 
 
 def freePort():

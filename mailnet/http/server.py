@@ -57,6 +57,8 @@ class HTTPService(serving.ProtocolService):
         clock = context.reactor
         self.limits = limitsFrom(config)
         self.registry = defaultRegistry()
+        if getattr(context, "metrics", None) is not None:
+            self.registry.onCall = context.metrics.jmapCall
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
                                                 config.auth.allow_plaintext)
         self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)

@@ -146,6 +146,8 @@ class Method:
 class Registry:
     """Capabilities and methods, filled by each data type module's ``register``."""
 
+    onCall = staticmethod(lambda name, known: None)  # called for every method call (metrics)
+
     def __init__(self):
         self.methods: dict[str, Method] = {}
         self.capabilities: dict[str, object] = {}
@@ -205,6 +207,7 @@ async def processRequest(registry: Registry, request: Request, context: Context)
 
 async def _one(registry, name, arguments, callId, context, responses):
     method = registry.methods.get(name)
+    registry.onCall(name, method is not None)  # the server's metrics (mailnet/metrics.py)
     # RFC 8620 s3.6.2: unknownMethod also when its capability is not in "using".
     if method is None or method.capability not in context.using:
         return [["error", {"type": "unknownMethod"}, callId]]

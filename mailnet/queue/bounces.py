@@ -135,5 +135,6 @@ class Bounces:
             if kind != "delay":
                 r.reported = True
         self.stats[f"dsn_{kind}"] += 1
+        self.metrics.dsnsSent.labels(kind=kind).inc()
         log.info("queue {id}: {kind} DSN for {n} recipient(s) queued as {new}, to <{to}>",
                  id=item.id, kind=kind, n=len(rcpts), new=newId, to=env.sender)

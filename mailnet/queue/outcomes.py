@@ -197,6 +197,7 @@ class Outcomes:
             action = actions.get(address, "relayed")
             done = record(env, rcpt, error, now, qconf, action=action, host=host, peerDSN=peerDSN,
                           expandTo=expansions.get(address), draw=self.rng.random)
+            self.metrics.queueAttempts.labels(outcome=done.kind).inc()
             if done.kind == "sent":
                 self.stats["sent"] += 1
                 log.info("queue {id}: to=<{to}> via {host}: {action} ({reply})",

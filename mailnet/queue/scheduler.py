@@ -57,6 +57,7 @@ from twisted.internet import defer, threads
 
 from mailnet.auth import splitAddress
 from mailnet.logs import Logger
+from mailnet.metrics import DISCARD
 from mailnet.queue.bounces import Bounces
 from mailnet.queue.envelope import Envelope, EnvelopeError
 from mailnet.queue.outcomes import ACTIVE, Outcomes
@@ -114,8 +115,9 @@ class QueueRunner(Workers, Outcomes, Bounces):
     """
 
     def __init__(self, spool: Spool, config, clock, connector, directory=None, store=None,
-                 hostname=None, rng=None, runInThread=None):
+                 hostname=None, rng=None, runInThread=None, metrics=None):
         self.spool = spool
+        self.metrics = metrics if metrics is not None else DISCARD
         self.config = config
         self.clock = clock
         self.connector = connector

@@ -66,7 +66,10 @@ class QueueService(service.Service):
             connector = SMTPConnector(context.reactor, config, mx.MXResolver(
                 self.resolver or mx.LazyResolver(lambda: mx.makeResolver(config, context.reactor))))
         self.runner = QueueRunner(context.spool, config, context.reactor, connector,
-                                  directory=context.directory, store=context.store, hostname=context.hostname)
+                                  directory=context.directory, store=context.store, hostname=context.hostname,
+                                  metrics=getattr(context, "metrics", None))
+        if getattr(context, "metrics", None) is not None:
+            context.metrics.watchQueue(self.runner)
         self.runner.start()
         self._listen()
         self.started.callback(self.runner)

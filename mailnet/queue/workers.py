@@ -278,7 +278,8 @@ class Workers:
     def _storeDelivery(self, item, usernames):
         try:
             yield localdelivery.deliverFile(self.store, usernames, item.envelope.sender,
-                                            lambda: self.spool.openData(item.id), item.envelope.arrival)
+                                            lambda: self.spool.openData(item.id), item.envelope.arrival,
+                                            metrics=self.metrics)
         except Exception as e:
             error = localdelivery.storeFailure(e, perRecipient=True)
             if error.temporary:

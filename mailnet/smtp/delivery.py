@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from mailnet.errors import DeliveryError
 from mailnet.localdelivery import LocalDelivery, diskProblem, storeFailure
+from mailnet.metrics import DISCARD, reasonClass
 from mailnet.logs import Logger
 from mailnet.mail.codecs import encodeXtext
 from mailnet.queue.spool import newQueueId
@@ -182,7 +183,8 @@ class MessageDelivery:
         context, envelope, local = self.context, self.envelope, self.local
         try:
             if local:
-                self._store = LocalDelivery(context.store, local, envelope.sender, trace, folder)
+                self._store = LocalDelivery(context.store, local, envelope.sender, trace, folder,
+                                            metrics=getattr(context, "metrics", None))
             if self.remote:
                 self._spool = context.spool.newMessage(
                     envelope.sender, self.remote, envid=envelope.envid, ret=envelope.ret,
@@ -328,7 +330,9 @@ class MessageDelivery:
 
     def _done(self, queueId):
         envelope = self.envelope
+        metrics = getattr(self.context, "metrics", DISCARD)
         if self.failure is not None:
+            metrics.messagesRejected.labels(reason=reasonClass(self.failure.code, self.failure.enhanced)).inc()
             log.info("message {id} from <{sender}> [{peer}] refused: {error}",
                      id=self.id, sender=envelope.sender, peer=envelope.peer, error=str(self.failure))
             return Reply(self.failure.code, self.failure.enhanced, self.failure.message)
@@ -343,6 +347,8 @@ class MessageDelivery:
                                 f"size {self.size}: stored for {local}{queued}",
                  id=self.id, sender=envelope.sender, peer=envelope.peer, size=self.size, local=self.local,
                  queueId=queueId)
+        metrics.messagesAccepted.labels(origin="submission" if envelope.auth else "mx").inc()
+        metrics.messageSize.observe(self.size)
         return Reply(250, "2.0.0", f"OK id {self.id}")
 
     def abort(self):

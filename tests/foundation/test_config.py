@@ -33,6 +33,7 @@ def test_defaults_are_development():
         "imap": "tcp:2143:interface=127.0.0.1",
         "imaps": "tcp:2993:interface=127.0.0.1",
         "http": "tcp:8080:interface=127.0.0.1",
+        "metrics": "tcp:9025:interface=127.0.0.1",
     }
     assert c.certFile == os.path.join(c.server.data_dir, "tls", "cert.pem")
 

@@ -148,6 +148,7 @@ def test_protocol_services_own_their_state_and_serve_their_listeners(tmp_path):
     from twisted.internet import task
 
     from mailnet import service
+    from mailnet.http.metrics import MetricsService
     from mailnet.http.server import HTTPService
     from mailnet.imap.server import IMAPService
     from mailnet.pop3.server import POP3Service
@@ -157,16 +158,18 @@ def test_protocol_services_own_their_state_and_serve_their_listeners(tmp_path):
 
     conf = config.fromDict({"server": {"data_dir": str(tmp_path), "hostname": "mx.example.test"}})
     top = service.makeService(conf, reactor=task.Clock(), store=MemoryStore())
-    assert [type(p) for p in top.protocols] == [SMTPService, POP3Service, IMAPService, HTTPService]
+    assert [type(p) for p in top.protocols] == [SMTPService, POP3Service, IMAPService, HTTPService,
+                                                   MetricsService]
     assert all(isinstance(p, ProtocolService) and p.parent is top and p.context is top.context for p in top.protocols)
     assert top.getServiceNamed("pop3") is top.protocols[1]
     assert top.getServiceNamed("queue").context is top.context
     assert {name: (p.name, implicit) for name, (p, implicit) in top.listeners.items()} == {
         "smtp": ("smtp", False), "submission": ("smtp", False), "submissions": ("smtp", True),
         "pop3": ("pop3", False), "pop3s": ("pop3", True), "imap": ("imap", False), "imaps": ("imap", True),
-        "http": ("http", False)}
-    assert list(top.listeners) == ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"]
-    smtp, pop3, imap, http = top.protocols
+        "http": ("http", False), "metrics": ("metrics", False)}
+    assert list(top.listeners) == ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http",
+                                   "metrics"]
+    smtp, pop3, imap, http, _ = top.protocols
     assert smtp.REFUSAL.startswith(b"421 ") and pop3.REFUSAL.startswith(b"-ERR ") and imap.REFUSAL.startswith(b"* BYE")
     assert smtp.factory("submission").settings is not smtp.factory("smtp").settings
     assert pop3.factory("pop3").locks is pop3.factory("pop3s").locks is pop3.locks

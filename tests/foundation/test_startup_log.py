@@ -81,5 +81,6 @@ def test_no_optional_protocol_modules():
     """Every protocol is wired explicitly; nothing is skipped when missing."""
     assert not hasattr(service, "optionalModule")
     assert [module.__name__ for module in service.PROTOCOLS] == [
-        "mailnet.smtp.server", "mailnet.pop3.server", "mailnet.imap.server", "mailnet.http.server"]
+        "mailnet.smtp.server", "mailnet.pop3.server", "mailnet.imap.server", "mailnet.http.server",
+        "mailnet.http.metrics"]
     assert service.NOT_BUILT == {}
