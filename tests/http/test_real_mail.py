@@ -261,7 +261,7 @@ def test_eventsource_push_after_smtp_and_imap_store(server, how):
         m.logout()
     assert change["@type"] == "StateChange"
     states = change["changed"][accountId(server)]
-    assert "Email" in states  # a \\Flagged change leaves the Mailbox counts alone
+    assert "Email" in states  # a \Flagged change leaves the Mailbox counts alone
     print(f"push after {how}: {elapsed:.3f} s")
     # RFC 8620 s7 / issue 14: within 1 s; the margin is for a loaded test machine.
     assert elapsed < 10
