@@ -142,14 +142,22 @@ class Mailboxes:
     defaultProperties = properties
     canCalculateQueryChanges = False
 
-    def __init__(self, onDestroyRemoveEmails=False):
+    def __init__(self, onDestroyRemoveEmails=False, cached=False):
         self.onDestroyRemoveEmails = onDestroyRemoveEmails
+        # One /get or /query reads the folders once (state, ids, records); /set always reads afresh.
+        self.cached = cached
+        self._records = None
 
     async def state(self, account):
         return await mailstore.currentState(account)
 
     async def records(self, account):
-        return _records(await mailstore.mailboxes(account))
+        if self.cached and self._records is not None:
+            return self._records
+        records = _records(await mailstore.mailboxes(account))
+        if self.cached:
+            self._records = records
+        return records
 
     async def allIds(self, account):
         return list(await self.records(account))
@@ -304,8 +312,8 @@ async def mailboxSet(call):
 def register(registry):
     # RFC 8621 s1.3.1: the session value is empty; the account's carries the limits.
     registry.capability(MAIL, {}, accountValue=accountCapability)
-    registry.method("Mailbox/get", lambda call: standard.standardGet(call, TYPE), MAIL)
+    registry.method("Mailbox/get", lambda call: standard.standardGet(call, Mailboxes(cached=True)), MAIL)
     registry.method("Mailbox/changes", mailboxChanges, MAIL)
-    registry.method("Mailbox/query", lambda call: standard.standardQuery(call, TYPE), MAIL)
+    registry.method("Mailbox/query", lambda call: standard.standardQuery(call, Mailboxes(cached=True)), MAIL)
     registry.method("Mailbox/queryChanges", lambda call: standard.standardQueryChanges(call, TYPE), MAIL)
     registry.method("Mailbox/set", mailboxSet, MAIL, mutates=True)
