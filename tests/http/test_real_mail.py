@@ -314,3 +314,46 @@ def test_jmaplib_mail_calls_and_websocket_push(server, proxy):
                 assert elapsed < 10
     finally:
         client.close()
+
+
+def test_mailbox_set_and_email_destroy_seen_over_imap(server):
+    created = one(server, "Mailbox/set", create={"p": {"name": "Projects"}})["created"]["p"]["id"]
+    child = one(server, "Mailbox/set", create={"c": {"name": "2026", "parentId": created}})["created"]["c"]["id"]
+    m = imap(server)
+    try:
+        typ, listed = m.list()
+        names = b"\n".join(listed)
+        assert b'"Projects"' in names or b" Projects" in names
+        assert b"Projects/2026" in names
+    finally:
+        m.logout()
+    assert one(server, "Mailbox/set", update={created: {"name": "Work"}})["updated"] == {created: None}
+    assert one(server, "Mailbox/set", destroy=[created])["notDestroyed"][created]["type"] == "mailboxHasChild"
+    send(server, "to destroy")
+    [emailId] = waitFor(lambda: one(server, "Email/query", filter={"subject": "to destroy"})["ids"])
+    assert one(server, "Email/set", update={emailId: {"mailboxIds": {child: True}}})["updated"] == {emailId: None}
+    answer = one(server, "Mailbox/set", destroy=[child])
+    assert answer["notDestroyed"][child]["type"] == "mailboxHasEmail"
+    m = imap(server)
+    try:
+        typ, listed = m.list()
+        assert b"Work/2026" in b"\n".join(listed)
+        typ, data = m.select("Work/2026")
+        assert data == [b"1"]
+    finally:
+        m.logout()
+    assert one(server, "Email/set", destroy=[emailId])["destroyed"] == [emailId]
+    m = imap(server)
+    try:
+        typ, data = m.select("Work/2026")
+        assert data == [b"0"]
+    finally:
+        m.logout()
+    assert one(server, "Mailbox/set", destroy=[child])["destroyed"] == [child]
+    assert one(server, "Mailbox/set", destroy=[created])["destroyed"] == [created]
+    m = imap(server)
+    try:
+        typ, listed = m.list()
+        assert b"Work" not in b"\n".join(listed)
+    finally:
+        m.logout()

@@ -14,6 +14,9 @@ MULTIPART = (
     "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--B--\r\n"
 ).encode("latin-1")
 
+LIST = ("id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "messageId",
+        "from", "to", "cc", "subject", "sentAt", "hasAttachment", "preview")
+
 
 def test_session_capability_and_mailbox_get():
     s = MailSession()
@@ -246,3 +249,21 @@ def test_mail_methods_need_the_capability():
     calls = [["Mailbox/get", {"accountId": s.jmapAccount.id}, "0"]]
     answer = runSync(processRequest(s.registry, Request([CORE], calls, None), context))
     assert answer["methodResponses"][0][1]["type"] == "unknownMethod"
+
+
+def test_list_properties_open_no_message_file(monkeypatch):
+    from mailnet.store import memory
+
+    s = MailSession()
+    s.deliver(MULTIPART)
+    ids = s.ok("Email/query")["ids"]
+    s.ok("Email/get", ids=ids, properties=["subject"])  # indexed once (the store may read it to index it)
+    opened = []
+    original = memory._MemoryFolder.openMessage
+    monkeypatch.setattr(memory._MemoryFolder, "openMessage", lambda self, uid: opened.append(uid) or original(self, uid))
+    s.ok("Email/get", ids=ids, properties=list(LIST))
+    s.ok("Email/query", filter={"subject": "caf", "hasAttachment": True}, collapseThreads=True)
+    assert opened == []
+    s.ok("Email/get", ids=ids, properties=["textBody"])
+    assert len(opened) == 1
+
