@@ -56,6 +56,7 @@ def _records(boxes) -> dict:
         parent = byName.get(parentName) if parentName else None
         name = leaf if parent is not None else b.name
         unread = [m for m in b.messages if "\\Seen" not in m.flags]
+        # Without thread ids (not asked for, or a backend without them) each message is its own thread.
         threads = {b.threadIds.get(m.uid, m.uid) for m in b.messages}
         unreadThreads = {b.threadIds.get(m.uid, m.uid) for m in unread}
         isInbox = b.name == INBOX
@@ -142,8 +143,9 @@ class Mailboxes:
     defaultProperties = properties
     canCalculateQueryChanges = False
 
-    def __init__(self, onDestroyRemoveEmails=False, cached=False):
+    def __init__(self, onDestroyRemoveEmails=False, cached=False, threadCounts=False):
         self.onDestroyRemoveEmails = onDestroyRemoveEmails
+        self.threadCounts = threadCounts
         # One /get or /query reads the folders once (state, ids, records); /set always reads afresh.
         self.cached = cached
         self._records = None
@@ -154,7 +156,7 @@ class Mailboxes:
     async def records(self, account):
         if self.cached and self._records is not None:
             return self._records
-        records = _records(await mailstore.mailboxes(account))
+        records = _records(await mailstore.mailboxes(account, withThreads=self.threadCounts))
         if self.cached:
             self._records = records
         return records
@@ -294,6 +296,13 @@ class Mailboxes:
 TYPE = Mailboxes()
 
 
+async def mailboxGet(call):
+    properties = call.arguments.get("properties")
+    threadCounts = not isinstance(properties, list) or bool({"totalThreads", "unreadThreads"} & set(
+        p for p in properties if isinstance(p, str)))
+    return await standard.standardGet(call, Mailboxes(cached=True, threadCounts=threadCounts))
+
+
 async def mailboxChanges(call):
     """RFC 8621 s2.2: /changes plus updatedProperties (only counts changed: the store says)."""
     dataType = Mailboxes()
@@ -312,7 +321,7 @@ async def mailboxSet(call):
 def register(registry):
     # RFC 8621 s1.3.1: the session value is empty; the account's carries the limits.
     registry.capability(MAIL, {}, accountValue=accountCapability)
-    registry.method("Mailbox/get", lambda call: standard.standardGet(call, Mailboxes(cached=True)), MAIL)
+    registry.method("Mailbox/get", mailboxGet, MAIL)
     registry.method("Mailbox/changes", mailboxChanges, MAIL)
     registry.method("Mailbox/query", lambda call: standard.standardQuery(call, Mailboxes(cached=True)), MAIL)
     registry.method("Mailbox/queryChanges", lambda call: standard.standardQueryChanges(call, TYPE), MAIL)

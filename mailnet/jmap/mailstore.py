@@ -85,8 +85,13 @@ class MailboxInfo:
         self.threadIds = threadIds  # {uid: threadId}
 
 
-async def mailboxes(account, withCounts=True) -> list:
-    """Every folder with its mailbox id (and messages and thread ids for the counts)."""
+async def mailboxes(account, withCounts=True, withThreads=True) -> list:
+    """
+    Every folder with its mailbox id, and its messages for the counts
+    (``withCounts``) and their thread ids (``withThreads``: the first time,
+    the store may read the headers of messages never threaded, so it is
+    asked only when totalThreads or unreadThreads is wanted).
+    """
     folders = await wait(account.listFolders())
     out = []
     for info in folders:
@@ -99,7 +104,7 @@ async def mailboxes(account, withCounts=True) -> list:
             if withCounts:
                 messages = folder.messages()
                 threadIdsOf = getattr(folder, "threadIds", None)
-                if threadIdsOf is not None:
+                if threadIdsOf is not None and withThreads:
                     threads = await wait(threadIdsOf([m.uid for m in messages]))
         finally:
             folder.close()

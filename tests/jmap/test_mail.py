@@ -267,3 +267,18 @@ def test_list_properties_open_no_message_file(monkeypatch):
     s.ok("Email/get", ids=ids, properties=["textBody"])
     assert len(opened) == 1
 
+
+
+def test_mailbox_thread_counts_only_when_asked(monkeypatch):
+    from mailnet.store import memory
+
+    s = MailSession()
+    s.deliver(message("one"))
+    asked = []
+    original = memory._MemoryFolder.threadIds
+    monkeypatch.setattr(memory._MemoryFolder, "threadIds", lambda self, uids: asked.append(1) or original(self, uids))
+    s.ok("Mailbox/get", ids=None, properties=["name", "totalEmails", "unreadEmails"])
+    s.ok("Mailbox/query", filter={"role": "inbox"})
+    assert asked == []
+    assert s.ok("Mailbox/get", ids=None, properties=["totalThreads"])["list"][0]["totalThreads"] == 1
+    assert asked
