@@ -19,7 +19,7 @@ import calendar
 import re
 import time
 
-from mailnet.jmap import mailstore, standard
+from mailnet.jmap import emailbody, mailstore, standard
 from mailnet.jmap.errors import MethodError, SetError
 from mailnet.jmap.mailbox import MAIL, checkFilter, evaluate
 
@@ -236,9 +236,10 @@ class Emails:
     properties = PROPERTIES
     defaultProperties = DEFAULT_PROPERTIES
 
-    def __init__(self, wanted=(), bodyOptions=None):
+    def __init__(self, wanted=(), bodyOptions=None, resolveId=None):
         self.wanted = set(wanted)
         self.bodyOptions = bodyOptions
+        self.resolveId = resolveId  # "#creationId" of a Mailbox made earlier in the request
 
     async def state(self, account):
         return await mailstore.currentState(account)
@@ -252,8 +253,6 @@ class Emails:
         out = {i: listRecord(s) for i, s in found.items()}
         rest = self.wanted - set(LIST_PROPERTIES)
         if rest:
-            from mailnet.jmap import emailbody
-
             for i, s in found.items():
                 out[i].update(await emailbody.fromMessage(account, s, rest, self.bodyOptions))
         return out
@@ -286,6 +285,10 @@ class Emails:
             if bad:
                 raise SetError("invalidProperties", "only keywords and mailboxIds can be changed",
                                properties=[k.split("/")[0] for k in bad])
+            if self.resolveId is not None:
+                patch = {self._resolvePath(k): v for k, v in patch.items()}
+                if isinstance(patch.get("mailboxIds"), dict):
+                    patch["mailboxIds"] = {self._resolve(k): v for k, v in patch["mailboxIds"].items()}
             new = standard.applyPatch(current, patch)
             keywords, mailboxIds = new.get("keywords", {}), new.get("mailboxIds", {})
             if not isinstance(keywords, dict) or not all(mailstore.isKeyword(k) and v is True
@@ -317,6 +320,17 @@ class Emails:
         finally:
             folder.close()
         return None
+
+    def _resolve(self, mailboxId):
+        try:
+            return self.resolveId(mailboxId)
+        except MethodError:
+            raise SetError("invalidProperties", "unknown creation id", properties=["mailboxIds"]) from None
+
+    def _resolvePath(self, key):
+        if key.startswith("mailboxIds/#"):
+            return "mailboxIds/" + self._resolve(key[len("mailboxIds/"):])
+        return key
 
     async def destroy(self, account, id):
         folderName, uid = await self._locate(account, id)
@@ -353,8 +367,6 @@ async def emailGet(call):
     if not isinstance(wanted, (list, tuple)) or not all(isinstance(p, str) for p in wanted):
         raise MethodError("invalidArguments", "properties must be an array of strings")
     dataType = Emails(wanted, bodyOptions(args))
-    from mailnet.jmap import emailbody
-
     dataType.properties = emailbody.KnownProperties(PROPERTIES)
     return await standard.standardGet(call, dataType)
 
@@ -364,4 +376,5 @@ def register(registry):
     registry.method("Email/changes", lambda call: standard.standardChanges(call, Emails()), MAIL)
     registry.method("Email/query", emailQuery, MAIL)
     registry.method("Email/queryChanges", emailQueryChanges, MAIL)
-    registry.method("Email/set", lambda call: standard.standardSet(call, Emails()), MAIL, mutates=True)
+    registry.method("Email/set", lambda call: standard.standardSet(call, Emails(resolveId=call.resolveId)), MAIL,
+                    mutates=True)

@@ -143,8 +143,9 @@ class Mailboxes:
     defaultProperties = properties
     canCalculateQueryChanges = False
 
-    def __init__(self, onDestroyRemoveEmails=False, cached=False, threadCounts=False):
+    def __init__(self, onDestroyRemoveEmails=False, cached=False, threadCounts=False, resolveId=None):
         self.onDestroyRemoveEmails = onDestroyRemoveEmails
+        self.resolveId = resolveId  # RFC 8620 s5.3: "#creationId" for a Mailbox made earlier
         self.threadCounts = threadCounts
         # One /get or /query reads the folders once (state, ids, records); /set always reads afresh.
         self.cached = cached
@@ -198,6 +199,12 @@ class Mailboxes:
     async def _parentName(self, account, parentId):
         if parentId is None:
             return None
+        if self.resolveId is not None:
+            try:
+                parentId = self.resolveId(parentId)
+            except MethodError:
+                raise SetError("invalidProperties", "parentId names an unknown creation id",
+                               properties=["parentId"]) from None
         records = await self.records(account)
         if not isinstance(parentId, str) or parentId not in records:
             raise SetError("invalidProperties", "parentId is not a Mailbox", properties=["parentId"])
@@ -315,7 +322,7 @@ async def mailboxSet(call):
     remove = call.arguments.get("onDestroyRemoveEmails", False)
     if not isinstance(remove, bool):
         raise MethodError("invalidArguments", "onDestroyRemoveEmails must be a boolean")
-    return await standard.standardSet(call, Mailboxes(remove))
+    return await standard.standardSet(call, Mailboxes(remove, resolveId=call.resolveId))
 
 
 def register(registry):

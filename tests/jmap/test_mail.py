@@ -282,3 +282,19 @@ def test_mailbox_thread_counts_only_when_asked(monkeypatch):
     assert asked == []
     assert s.ok("Mailbox/get", ids=None, properties=["totalThreads"])["list"][0]["totalThreads"] == 1
     assert asked
+
+
+def test_creation_ids_in_parent_and_mailbox_ids():
+    s = MailSession()
+    s.deliver(message("one"))
+    [emailId] = s.ok("Email/query")["ids"]
+    answer = s.request(("Mailbox/set", {"create": {"top": {"name": "Clients"},
+                                                   "sub": {"name": "Acme", "parentId": "#top"},
+                                                   "bad": {"name": "X", "parentId": "#nope"}}}),
+                       ("Email/set", {"update": {emailId: {"mailboxIds": {"#sub": True}}}}))
+    [setBoxes, setEmails] = [args for _, args, _ in answer["methodResponses"]]
+    top, sub = setBoxes["created"]["top"]["id"], setBoxes["created"]["sub"]["id"]
+    assert setBoxes["notCreated"]["bad"]["type"] == "invalidProperties"
+    assert setEmails["updated"] == {emailId: None}
+    boxes = s.mailboxes()
+    assert boxes["Acme"]["parentId"] == top and boxes["Acme"]["id"] == sub and boxes["Acme"]["totalEmails"] == 1
