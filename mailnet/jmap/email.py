@@ -195,17 +195,10 @@ async def emailQuery(call):
     everything = await mailstore.wait(listEmails(mailboxId, 0, None, newestFirst))
     ids = list(everything.ids)
     if not simple or collapse:
-        found = await summaries(store, ids)
-        ids = [i for i in ids if i in found and evaluate(filter, lambda c, s=found[i]: _matches(s, c))]
-        if collapse:
-            # RFC 8621 s4.4.3: only the first Email of each Thread in the sorted results.
-            seen, kept = set(), []
-            for i in ids:
-                thread = found[i].threadId or i
-                if thread not in seen:
-                    seen.add(thread)
-                    kept.append(i)
-            ids = kept
+        # Only what the answer needs: without a total or an anchor, stop at position + limit matches.
+        need = position + limit if (limit is not None and anchor is None and position >= 0
+                                    and not calculateTotal) else None
+        ids = await _filtered(store, ids, filter, collapse, need)
     total = len(ids)
     if anchor is not None:
         try:
@@ -222,6 +215,31 @@ async def emailQuery(call):
     if calculateTotal:
         answer["total"] = total
     return answer
+
+
+CHUNK = 500  # list fields asked of the store at a time by a filtered query
+
+
+async def _filtered(store, ids, filter, collapse, need):
+    """The ids (in order) whose list fields match ``filter``; the first of each thread with ``collapse``."""
+    out, seen = [], set()
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        found = await summaries(store, chunk)
+        for i in chunk:
+            summary = found.get(i)
+            if summary is None or not evaluate(filter, lambda c, s=summary: _matches(s, c)):
+                continue
+            if collapse:
+                # RFC 8621 s4.4.3: only the first Email of each Thread in the sorted results.
+                thread = summary.threadId or i
+                if thread in seen:
+                    continue
+                seen.add(thread)
+            out.append(i)
+        if need is not None and len(out) >= need:
+            break
+    return out
 
 
 async def emailQueryChanges(call):

@@ -298,3 +298,20 @@ def test_creation_ids_in_parent_and_mailbox_ids():
     assert setEmails["updated"] == {emailId: None}
     boxes = s.mailboxes()
     assert boxes["Acme"]["parentId"] == top and boxes["Acme"]["id"] == sub and boxes["Acme"]["totalEmails"] == 1
+
+
+def test_a_filtered_query_reads_only_what_the_page_needs(monkeypatch):
+    from mailnet.jmap import email
+
+    s = MailSession()
+    for n in range(10):
+        s.deliver(message(f"m{n}"), date=1000 + n)
+    monkeypatch.setattr(email, "CHUNK", 2)
+    asked = []
+    original = s.account.emailSummaries
+    monkeypatch.setattr(s.account, "emailSummaries", lambda ids: asked.append(len(list(ids))) or original(ids))
+    page = s.ok("Email/query", filter={"notKeyword": "$seen"}, limit=3)
+    assert len(page["ids"]) == 3 and sum(asked) == 4  # two chunks of two
+    asked.clear()
+    whole = s.ok("Email/query", filter={"notKeyword": "$seen"}, limit=3, calculateTotal=True)
+    assert whole["ids"] == page["ids"] and whole["total"] == 10 and sum(asked) == 10
