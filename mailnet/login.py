@@ -264,6 +264,12 @@ class LoginSequence:
 
     # While waiting out the throttle, how often to look whether the client is still there.
     pollInterval = 0.25
+    # HTTP Basic sends the password with every request: after a user's first
+    # "logged in" line, more from the same protocol within this many seconds
+    # are logged at debug (docs/login.md).  Failures are always at info.
+    repeatProtocols = frozenset({"http"})
+    repeatWindow = 300
+    repeatKept = 10_000
 
     def __init__(self, portal, throttle: AuthThrottle, clock=None, metrics=None):
         if clock is None:
@@ -274,6 +280,7 @@ class LoginSequence:
         self.portal = portal
         self.throttle = throttle
         self.clock = clock
+        self.lastLogged = {}  # (protocol, user) -> when its "logged in" line was last at info
 
     @defer.inlineCallbacks
     def login(self, protocol, peer, username, password, interface, alive=None):
@@ -331,8 +338,27 @@ class LoginSequence:
             yield throttle.delay(peer, after)
             raise LoginFailed()
         name = getattr(avatar, "username", None) or account
-        log.info("{protocol}: {peer}: {user} logged in", protocol=protocol, peer=peer, user=name)
+        if self._repeated(protocol, name):
+            log.debug("{protocol}: {peer}: {user} logged in", protocol=protocol, peer=peer, user=name)
+        else:
+            log.info("{protocol}: {peer}: {user} logged in", protocol=protocol, peer=peer, user=name)
         return avatar, logout
+
+    def _repeated(self, protocol, name) -> bool:
+        """True for a login of a protocol in repeatProtocols logged at info within repeatWindow."""
+        if protocol not in self.repeatProtocols:
+            return False
+        now = self.clock.seconds()
+        key = (protocol, str(name).lower())
+        last = self.lastLogged.get(key)
+        if last is not None and now - last < self.repeatWindow:
+            return True
+        if len(self.lastLogged) >= self.repeatKept:
+            self.lastLogged = {k: t for k, t in self.lastLogged.items() if now - t < self.repeatWindow}
+            if len(self.lastLogged) >= self.repeatKept:
+                self.lastLogged.clear()
+        self.lastLogged[key] = now
+        return False
 
     @defer.inlineCallbacks
     def refuse(self, protocol, peer, username, why):

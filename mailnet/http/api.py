@@ -90,6 +90,8 @@ class JMAPResource:
         self.clock = clock
         self.requests = Counter()
         self.uploadsInProgress = Counter()
+        # Called with each Account a request uses (the store's blob source learns accountId -> account).
+        self.accountHooks = []
 
     def routes(self):
         return {
@@ -132,7 +134,11 @@ class JMAPResource:
                 principal.done()
 
     def accountsOf(self, principal):
-        return [core.accountFor(self.registry, principal.username, principal.account)]
+        accounts = [core.accountFor(self.registry, principal.username, principal.account)]
+        for hook in self.accountHooks:
+            for account in accounts:
+                hook(account)
+        return accounts
 
     def base(self, request) -> str:
         """``scheme://host`` for absolute URLs in the session (RFC 8620 s2)."""

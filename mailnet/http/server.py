@@ -16,7 +16,8 @@ from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
 from mailnet.jmap.errors import PREFIX
-from mailnet.jmap.push import MemoryPushSource
+from mailnet.jmap.mailblobs import StoreBlobSource
+from mailnet.jmap.storepush import StorePushSource
 from mailnet.logs import Logger
 
 log = Logger()
@@ -40,8 +41,8 @@ def limitsFrom(config) -> Limits:
 class HTTPService(serving.ProtocolService):
     """
     @ivar jmap: the :class:`~mailnet.http.api.JMAPResource`.
-    @ivar push: the push source (in memory until the store's account
-        changes are wired to it).
+    @ivar push: the push source: the store's account changes
+        (:class:`~mailnet.jmap.storepush.StorePushSource`) unless one is given.
     @ivar uploads: the :class:`~mailnet.http.blobstore.UploadStore`.
     @ivar blobs: the :class:`~mailnet.jmap.blobs.BlobLookup`: uploads first;
         the store's blobs plug in with ``blobs.add(source)``.
@@ -62,9 +63,12 @@ class HTTPService(serving.ProtocolService):
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
                                                 config.auth.allow_plaintext)
         self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
-        self.blobs = BlobLookup([self.uploads])
-        self.push = push if push is not None else MemoryPushSource()
+        # Uploads first, then the store's messages and their parts (mailnet/jmap/mailblobs.py).
+        self.storeBlobs = StoreBlobSource()
+        self.blobs = BlobLookup([self.uploads, self.storeBlobs])
+        self.push = push if push is not None else StorePushSource(context.store)
         self.jmap = api.JMAPResource(self.registry, self.limits, self.authenticator, self.blobs, self.uploads, clock)
+        self.jmap.accountHooks.append(lambda account: self.storeBlobs.remember(account.id, account.backend))
         self.events = eventsource.EventSource(self.jmap, self.push, clock, config.http.push_ping_minimum,
                                               config.http.push_connections_per_user)
         routes = dict(self.jmap.routes())

@@ -28,7 +28,8 @@ log = Logger()
 CORE = "urn:ietf:params:jmap:core"
 
 # The modules whose register(registry) builds the default registry.
-MODULES = ("mailnet.jmap.core", "mailnet.jmap.blobs", "mailnet.jmap.websocket")
+MODULES = ("mailnet.jmap.core", "mailnet.jmap.blobs", "mailnet.jmap.websocket", "mailnet.jmap.mailbox",
+           "mailnet.jmap.email", "mailnet.jmap.thread")
 
 
 @dataclasses.dataclass(frozen=True)

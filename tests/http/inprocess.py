@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from mailnet import auth, config
 from mailnet.http.server import HTTPService
+from mailnet.jmap.push import MemoryPushSource
 from mailnet.login import AuthThrottle, LoginSequence
 from mailnet.store.memory import MemoryStore
 
@@ -86,7 +87,7 @@ class Transport(StringTransport):
 class HTTP:
     """One service; :meth:`connect` gives a client connection over StringTransport."""
 
-    def __init__(self, tmp_path, http=None, authConfig=None, limits=None):
+    def __init__(self, tmp_path, http=None, authConfig=None, limits=None, storePush=False):
         self.clock = task.Clock()
         raw = {"server": {"data_dir": str(tmp_path)}, "http": http or {}, "auth": authConfig or {}}
         if limits:
@@ -96,9 +97,10 @@ class HTTP:
         self.store = MemoryStore()
         portal = auth.makePortal(self.store, [self.checker])
         throttle = AuthThrottle(self.clock, baseDelay=0)
-        context = types.SimpleNamespace(config=self.config, reactor=self.clock,
+        context = types.SimpleNamespace(config=self.config, reactor=self.clock, store=self.store,
                                         login=LoginSequence(portal, throttle, self.clock))
-        self.service = HTTPService(context)
+        # The push source: one the tests publish into, or (storePush) the store's account changes.
+        self.service = HTTPService(context, push=None if storePush else MemoryPushSource())
         # The upload store's file work at once, not in a thread.
         self.service.uploads.runInThread = lambda f, *args: defer.maybeDeferred(f, *args)
         self.site = self.service.site

@@ -106,8 +106,10 @@ def test_session_object():
     for name in ("maxSizeUpload", "maxConcurrentUpload", "maxSizeRequest", "maxConcurrentRequests",
                  "maxCallsInRequest", "maxObjectsInGet", "maxObjectsInSet", "collationAlgorithms"):
         assert name in limits
-    assert session["primaryAccounts"] == {CORE: account.id, toy.TOY: account.id}
-    assert session["accounts"][account.id]["accountCapabilities"] == {CORE: {}, toy.TOY: {}}
+    mail = "urn:ietf:params:jmap:mail"
+    assert session["primaryAccounts"] == {CORE: account.id, toy.TOY: account.id, mail: account.id}
+    capabilities = session["accounts"][account.id]["accountCapabilities"]
+    assert capabilities[CORE] == {} and capabilities[toy.TOY] == {} and capabilities[mail]["maxMailboxesPerEmail"] == 1
     assert session["apiUrl"] == "https://mail.example.test/jmap/api/"
     for template, variables in (("downloadUrl", ("accountId", "blobId", "name", "type")), ("uploadUrl", ("accountId",)),
                                 ("eventSourceUrl", ("types", "closeafter", "ping"))):
