@@ -14,7 +14,9 @@ message, and ``replay()``, the message to write after it; or ``abort()``.
   queue's retries send the same signed bytes.
 * Mail without login (the MX), when ``[mailauth] inbound``: SPF, DKIM,
   DMARC and the local-domain rule (:mod:`.checks`); any Authentication-Results
-  field claiming our authserv-id is removed first (RFC 8601 s5).
+  field claiming our authserv-id is removed first (RFC 8601 s5).  With
+  ``inbound`` off, the local-domain rule alone (on the From field: it needs
+  no DNS), unless ``[mailauth] local_spoofing = "label"``.
 
 The body is held in memory up to :data:`MEMORY`, beyond that in a
 temporary file under data_dir/tmp.  dkimpy needs the message whole: up to
@@ -188,6 +190,19 @@ class CheckRun(_Run):
                                         inline=buffer.size <= self.owner.settings.inline_size)
 
 
+class FromRun(_Run):
+    """Mail without login when the inbound checks are off: only the
+    local-domain rule on the From field (it needs no DNS).  MAIL FROM was
+    checked by the SMTP session already."""
+
+    def finish(self) -> defer.Deferred:
+        self.buffer.inHeader = False
+        refusal = self.owner.checker.localSpoof(self.envelope, self.buffer.head)
+        if refusal is not None:
+            return defer.succeed(Verdict(reply=refusal, summary="refused: local domain without login"))
+        return defer.succeed(Verdict())
+
+
 class MessageFilter:
     """``context.messageFilter``: one per server."""
 
@@ -199,6 +214,7 @@ class MessageFilter:
         self.tmpDir = os.path.join(self.dataDir, "tmp")
         self.pool = ThreadPool(minthreads=0, maxthreads=self.settings.threads, name="mailauth")
         self._started = False
+        self._tmpReady = False
         self.checker = Checker(config, reactor, resolver, self.pool)
         self._keys = {}
         self._keysChecked = None
@@ -233,6 +249,11 @@ class MessageFilter:
         if self.settings.inbound:
             self._start()
             return CheckRun(self, envelope)
+        if self.settings.local_spoofing == "reject":
+            if not self._tmpReady:  # no worker threads: the From rule runs on the reactor
+                self._tmpReady = True
+                os.makedirs(self.tmpDir, mode=0o700, exist_ok=True)
+            return FromRun(self, envelope)
         return None
 
 
@@ -249,7 +270,7 @@ def _stamp(root):
 
 def makeFilter(config, reactor):
     """The filter for a server (None when mail authentication has nothing to do)."""
-    if not (config.mailauth.sign or config.mailauth.inbound):
+    if not (config.mailauth.sign or config.mailauth.inbound or config.mailauth.local_spoofing == "reject"):
         return None
     from mailnet.mailauth.dnsquery import CachingResolver
     from mailnet.queue.mx import LazyResolver, makeResolver
