@@ -42,7 +42,6 @@ log = Logger()
 
 MEMORY = 512 * 1024  # bytes of a message body held in memory before it goes to a file
 CHUNK = 64 * 1024
-KEY_RECHECK = 5.0  # seconds between looks at data_dir/dkim for new keys
 
 
 class _Buffer:
@@ -216,9 +215,7 @@ class MessageFilter:
         self._started = False
         self._tmpReady = False
         self.checker = Checker(config, reactor, resolver, self.pool)
-        self._keys = {}
-        self._keysChecked = None
-        self._keysStamp = None
+        self.ring = keysmod.KeyRing(self.dataDir, reactor, log)
 
     def _start(self):
         if not self._started:
@@ -230,15 +227,8 @@ class MessageFilter:
             self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
 
     def keys(self) -> dict:
-        """The DKIM keys by domain, looked for again every :data:`KEY_RECHECK` seconds."""
-        now = self.reactor.seconds()
-        if self._keysChecked is None or now - self._keysChecked >= KEY_RECHECK:
-            self._keysChecked = now
-            stamp = _stamp(keysmod.keyDir(self.dataDir))
-            if stamp != self._keysStamp:
-                self._keysStamp = stamp
-                self._keys = keysmod.loadAll(self.dataDir, log)
-        return self._keys
+        """The DKIM keys by domain (looked for again every few seconds: :class:`~.keys.KeyRing`)."""
+        return self.ring.get()
 
     def __call__(self, envelope):
         if envelope.auth:
@@ -254,17 +244,6 @@ class MessageFilter:
                 self._tmpReady = True
                 os.makedirs(self.tmpDir, mode=0o700, exist_ok=True)
             return FromRun(self, envelope)
-        return None
-
-
-def _stamp(root):
-    """What changes when a key is added, replaced or removed."""
-    try:
-        out = [os.stat(root).st_mtime_ns]
-        for name in sorted(os.listdir(root)):
-            out.append((name, os.stat(os.path.join(root, name)).st_mtime_ns))
-        return tuple(out)
-    except OSError:
         return None
 
 
