@@ -15,8 +15,9 @@ message, and ``replay()``, the message to write after it; or ``abort()``.
 * Mail without login (the MX), when ``[mailauth] inbound``: SPF, DKIM,
   DMARC and the local-domain rule (:mod:`.checks`); any Authentication-Results
   field claiming our authserv-id is removed first (RFC 8601 s5).  With
-  ``inbound`` off, the local-domain rule alone (on the From field: it needs
-  no DNS), unless ``[mailauth] local_spoofing = "label"``.
+  ``inbound`` off, the local-domain rule alone on the From field (it needs
+  no DNS): :meth:`MessageFilter.headerCheck`, which SMTP's delivery runs
+  on the header section while the message streams to the store.
 
 The body is held in memory up to :data:`MEMORY`, beyond that in a
 temporary file under data_dir/tmp.  dkimpy needs the message whole: up to
@@ -189,19 +190,6 @@ class CheckRun(_Run):
                                         inline=buffer.size <= self.owner.settings.inline_size)
 
 
-class FromRun(_Run):
-    """Mail without login when the inbound checks are off: only the
-    local-domain rule on the From field (it needs no DNS).  MAIL FROM was
-    checked by the SMTP session already."""
-
-    def finish(self) -> defer.Deferred:
-        self.buffer.inHeader = False
-        refusal = self.owner.checker.localSpoof(self.envelope, self.buffer.head)
-        if refusal is not None:
-            return defer.succeed(Verdict(reply=refusal, summary="refused: local domain without login"))
-        return defer.succeed(Verdict())
-
-
 class MessageFilter:
     """``context.messageFilter``: one per server."""
 
@@ -213,7 +201,6 @@ class MessageFilter:
         self.tmpDir = os.path.join(self.dataDir, "tmp")
         self.pool = ThreadPool(minthreads=0, maxthreads=self.settings.threads, name="mailauth")
         self._started = False
-        self._tmpReady = False
         self.checker = Checker(config, reactor, resolver, self.pool)
         self.ring = keysmod.KeyRing(self.dataDir, reactor, log)
 
@@ -239,12 +226,20 @@ class MessageFilter:
         if self.settings.inbound:
             self._start()
             return CheckRun(self, envelope)
-        if self.settings.local_spoofing == "reject":
-            if not self._tmpReady:  # no worker threads: the From rule runs on the reactor
-                self._tmpReady = True
-                os.makedirs(self.tmpDir, mode=0o700, exist_ok=True)
-            return FromRun(self, envelope)
         return None
+
+    def headerCheck(self, envelope):
+        """
+        For mail that :meth:`__call__` left alone: a check of its header
+        section alone, or None.  Without login and with ``inbound`` off, the
+        local-domain rule on the From field (it needs no DNS): SMTP's
+        delivery streams the message as usual, calls ``check(header)`` when
+        the header section is complete, and aborts the message on a refusal
+        (the reply at the end of DATA), holding nothing back.
+        """
+        if envelope.auth or self.settings.inbound or self.settings.local_spoofing != "reject":
+            return None
+        return lambda header: self.checker.localSpoof(envelope, header)
 
 
 def makeFilter(config, reactor):

@@ -107,3 +107,22 @@ def test_label_lets_them_through(make_server):
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as c:
         c.sendmail("alice@example.test", ["bob@example.test"], b"From: alice@example.test\r\n\r\nbody\r\n")
     assert len(server.messageFiles("bob@example.test")) == 1
+
+
+@pytest.mark.parametrize("shape", ["header only", "folded From, large body"])
+def test_local_from_refused_whatever_the_message_shape(mx, shape):
+    """The From rule looks at the header section as it streams by: a message
+    that is all header, and a large one whose From is folded, are refused
+    at the end of DATA and nothing of them is kept."""
+    if shape == "header only":
+        message = b"Subject: no body\r\nFrom: alice@example.test\r\n"
+    else:
+        message = (b"Subject: big\r\nFrom: Alice\r\n <alice@example.test>\r\n\r\n"
+                   + (b"z" * 76 + b"\r\n") * 20000)  # 1.5 MB
+    with smtplib.SMTP("127.0.0.1", mx.port("smtp"), timeout=60) as c:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            c.sendmail("someone@remote.test", ["bob@example.test"], message)
+        assert refused.value.smtp_code == 550 and refused.value.smtp_error == b"5.7.1 " + REASON.encode()
+        c.sendmail("someone@remote.test", ["bob@example.test"], b"From: someone@remote.test\r\n\r\nfine\r\n")
+    [kept] = mx.messageFiles("bob@example.test")
+    assert b"fine" in open(kept, "rb").read()
