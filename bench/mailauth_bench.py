@@ -8,6 +8,10 @@ without it, in one run (interleaved repetitions, fresh server each time):
   false``, ``on`` = SPF + DKIM verification + DMARC, the records served by
   the test DNS server (tests/queue/dnsserver.py, its own process: its CPU is
   not counted, as a real resolver's would not be).
+* ``from``: the same mail on the MX with ``inbound = false``: ``off`` =
+  ``local_spoofing = "label"`` (no filter), ``on`` = ``"reject"``, the
+  default (the message is held for the From rule).  ``mx off`` includes
+  that rule too.
 * ``sign``: 4 KB messages submitted with AUTH by a local user to a local
   user; ``off`` = no DKIM key, ``on`` = an RSA-2048 key (``sign-ed``: RSA
   and ed25519, two signatures).
@@ -99,7 +103,11 @@ def signedMessage(keyDir):
 def run(workload, mode, scratch, keyDir, dnsPort, signed, args, n):
     directory = os.path.join(scratch, f"{workload}-{mode}-{n}")
     nameservers = {"nameservers": [f"127.0.0.1:{dnsPort}"], "timeout": 2}
-    if workload == "mx":
+    if workload == "from":  # inbound off; off = local_spoofing label (no filter), on = reject (the From rule)
+        config = {"server": {"hostname": "mx.b.test"}, "domains": {"local": ["b.test"]},
+                  "mailauth": {"inbound": False, "local_spoofing": "reject" if mode == "on" else "label"},
+                  "dns": nameservers}
+    elif workload == "mx":
         config = {"server": {"hostname": "mx.b.test"}, "domains": {"local": ["b.test"]},
                   "mailauth": {"inbound": mode == "on"}, "dns": nameservers}
     else:
@@ -114,7 +122,7 @@ def run(workload, mode, scratch, keyDir, dnsPort, signed, args, n):
                 shutil.copy2(os.path.join(keyDir, name), target)
     server.start()
     try:
-        if workload == "mx":
+        if workload in ("mx", "from"):
             server.addUser("bob@b.test", "bob-pw")
             send = dict(login=None, sender="alice@a.test", rcpt="bob@b.test", data=signed)
             port = server.port("smtp")
@@ -131,7 +139,7 @@ def run(workload, mode, scratch, keyDir, dnsPort, signed, args, n):
         used, took = cpu(pid) - before, time.monotonic() - started
         stored = len(server.messageFiles(send["rcpt"]))
         assert stored == sent + args.sessions * 10, (stored, sent)
-        if mode == "on":
+        if mode == "on" and workload != "from":
             with open(server.messageFiles(send["rcpt"])[-1], "rb") as f:
                 head = f.read(4096)
             marker = b"dkim=pass" if workload == "mx" else b"DKIM-Signature"

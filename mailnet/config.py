@@ -141,7 +141,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "authserv_id": _o("str", "", "The authserv-id of our Authentication-Results (RFC 8601 s2.5); empty = [server] hostname."),
         "dmarc_reject": _o("choice", "reject", "Mail failing DMARC whose domain publishes p=reject: \"reject\" (550 5.7.1 at the end of DATA, RFC 7489 s6.6.3), \"junk\" (Junk folder) or \"label\" (header only).", choices=("reject", "junk", "label")),
         "dmarc_quarantine": _o("choice", "junk", "Mail failing DMARC with p=quarantine: \"junk\" (the Junk folder, RFC 7489 s6.3) or \"label\".", choices=("junk", "label")),
-        "local_spoofing": _o("choice", "reject", "Mail without login claiming one of our local domains in MAIL FROM or From: \"reject\" (550 5.7.1; our users must log in) or \"label\".", choices=("reject", "label")),
+        "local_spoofing": _o("choice", "reject", "Mail without login claiming one of our local domains in MAIL FROM or From: \"reject\" (550 5.7.1 at MAIL FROM, or at the end of DATA for From; our users must log in; needs no DNS, so it applies with inbound off too) or \"label\".", choices=("reject", "label")),
         "dns_failure": _o("choice", "accept", "A DNS failure (temperror) in the checks: \"accept\" and label, or \"defer\" (451 4.7.0) mail whose DMARC record could not be fetched.", choices=("accept", "defer")),
         "threads": _o("int", 2, "Worker threads for pyspf's lookups and DKIM hashing; more messages wait their turn (bounded CPU and memory).", minimum=1),
         "spf_time_limit": _o("int", 20, "Seconds one SPF evaluation may spend on DNS, then temperror (RFC 7208 s4.6.4: at least 20).", minimum=1),

@@ -15,17 +15,25 @@ dkimpy's own in tests/mailauth/test_dkim.py):
   space (nearly every match in text) is not replaced by itself.
 
 :func:`install` is called by :mod:`.dkimsign` and :mod:`.dkimcheck`;
-calling it twice changes nothing.
+calling it twice changes nothing.  It first checks that each name exists in
+dkimpy with the parameters it had in the versions this was tested with
+(pyproject.toml pins dkimpy to them); if one does not, it replaces nothing,
+logs one warning, and dkimpy runs as it comes (slower, same results).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 
 import dkim
 import dkim.canonicalization
 import dkim.crypto
+
+from mailnet.logs import Logger
+
+log = Logger()
 
 # dkimpy computes the RSA signature in Python (pow() on the CRT halves):
 # about ten times OpenSSL's cost, which made signing cost more than the rest
@@ -33,7 +41,7 @@ import dkim.crypto
 # deterministic, so OpenSSL's (through ``cryptography``) is byte for byte
 # the one dkimpy would make (tests/mailauth/test_dkim.py checks); dkimpy
 # still does everything else (canonicalization, hashing, the field).
-_pythonSign = dkim.crypto.RSASSA_PKCS1_v1_5_sign
+_pythonSign = getattr(dkim.crypto, "RSASSA_PKCS1_v1_5_sign", None)
 
 
 @functools.lru_cache(maxsize=64)
@@ -59,13 +67,13 @@ def _opensslSign(hash, private_key):
 
 # dkimpy parses the PEM key (ASN.1, in Python) for every message: keep the few we have
 # parsed.  The result is only read.
-_parsePrivate = functools.lru_cache(maxsize=64)(dkim.crypto.parse_pem_private_key)
+_parsePrivate = functools.lru_cache(maxsize=64)(getattr(dkim.crypto, "parse_pem_private_key", None) or (lambda data: None))
 
 
 # Verifying: dkimpy's RSA arithmetic in Python (the bytes conversions around
 # pow()) cost more than the rest of a verification; OpenSSL checks the same
 # PKCS#1 v1.5 signature (tests compare both).
-_pythonVerify = dkim.crypto.RSASSA_PKCS1_v1_5_verify
+_pythonVerify = getattr(dkim.crypto, "RSASSA_PKCS1_v1_5_verify", None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -95,16 +103,16 @@ def _opensslVerify(hash, signature, public_key):
 
 # dkimpy parses a key record (ASN.1, in Python) for every signature: the same
 # senders' keys come again and again.  Keyed by the record's bytes; only read.
-_pythonEvaluate = dkim.evaluate_pk
-_evaluate = functools.lru_cache(maxsize=1024)(_pythonEvaluate)
+_pythonEvaluate = getattr(dkim, "evaluate_pk", None)
+_evaluate = functools.lru_cache(maxsize=1024)(_pythonEvaluate or (lambda name, s: None))
 
 
 # Relaxed canonicalization (RFC 6376 s3.4.2, s3.4.4): "reduce all sequences
 # of WSP to a single SP".  dkimpy replaces every run, single spaces included;
 # a run that is already one space needs no replacement.
 _WSP_RUN = re.compile(rb"[\t ]{2,}|\t")
-_pythonCompress = dkim.canonicalization.compress_whitespace
-_pythonUnfold = dkim.canonicalization.unfold_header_value
+_pythonCompress = getattr(dkim.canonicalization, "compress_whitespace", None)
+_pythonUnfold = getattr(dkim.canonicalization, "unfold_header_value", None)
 
 
 def compressWhitespace(content):
@@ -116,11 +124,78 @@ def unfoldHeaderValue(content):
     return content.replace(b"\r\n", b"").replace(b"\n", b"")
 
 
-def install():
-    """Put the replacements where dkimpy looks them up (idempotent)."""
-    dkim.RSASSA_PKCS1_v1_5_sign = _opensslSign  # the names dkim.DKIM.sign and verify call
-    dkim.RSASSA_PKCS1_v1_5_verify = _opensslVerify
-    dkim.parse_pem_private_key = _parsePrivate
-    dkim.evaluate_pk = _evaluate
-    dkim.canonicalization.compress_whitespace = compressWhitespace
-    dkim.canonicalization.unfold_header_value = unfoldHeaderValue
+# What install() replaces: (module, name, its parameters in dkimpy 1.1.x, ours).
+def _replacements():
+    return [
+        (dkim, "RSASSA_PKCS1_v1_5_sign", ("hash", "private_key"), _opensslSign),
+        (dkim, "RSASSA_PKCS1_v1_5_verify", ("hash", "signature", "public_key"), _opensslVerify),
+        (dkim, "parse_pem_private_key", ("data",), _parsePrivate),
+        (dkim, "evaluate_pk", ("name", "s"), _evaluate),
+        (dkim.canonicalization, "compress_whitespace", ("content",), compressWhitespace),
+        (dkim.canonicalization, "unfold_header_value", ("content",), unfoldHeaderValue),
+    ]
+
+
+# The fallbacks our replacements call: dkimpy's own functions, taken at import.
+_ORIGINALS = {"RSASSA_PKCS1_v1_5_sign": _pythonSign, "RSASSA_PKCS1_v1_5_verify": _pythonVerify,
+              "parse_pem_private_key": getattr(dkim.crypto, "parse_pem_private_key", None),
+              "evaluate_pk": _pythonEvaluate, "compress_whitespace": _pythonCompress,
+              "unfold_header_value": _pythonUnfold}
+
+
+def mismatches() -> list:
+    """What in this dkimpy differs from what the replacements expect ([] = all as expected)."""
+    problems = []
+    for module, name, params, ours in _replacements():
+        current = getattr(module, name, None)
+        if current is ours:
+            continue  # installed already
+        if current is None or not callable(current):
+            problems.append(f"{module.__name__}.{name} is missing")
+            continue
+        if _ORIGINALS.get(name) is None:
+            problems.append(f"dkimpy's own {name} is missing")
+            continue
+        try:
+            found = tuple(inspect.signature(current).parameters)
+        except (TypeError, ValueError):
+            found = None
+        if found != params:
+            problems.append(f"{module.__name__}.{name}{found} is not {name}{params}")
+    return problems
+
+
+def _version():
+    try:
+        from importlib.metadata import version
+
+        return version("dkimpy")
+    except Exception:
+        return "(version unknown)"
+
+
+_installed = None  # None: not tried yet; then True or False
+
+
+def install() -> bool:
+    """
+    Put the replacements where dkimpy looks them up (idempotent).  All or
+    none: when this dkimpy's names or parameters differ from the tested
+    versions', nothing is replaced and one warning is logged.
+
+    @return: whether the replacements are in place.
+    """
+    global _installed
+    if _installed is not None:
+        return _installed
+    problems = mismatches()
+    if problems:
+        _installed = False
+        log.warn("dkimpy {version} differs from the versions mailnet's speed-ups were tested with "
+                 "({problems}); using plain dkimpy (slower, same results)",
+                 version=_version(), problems="; ".join(problems))
+        return False
+    for module, name, _, ours in _replacements():
+        setattr(module, name, ours)
+    _installed = True
+    return True

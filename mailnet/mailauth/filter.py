@@ -14,7 +14,10 @@ message, and ``replay()``, the message to write after it; or ``abort()``.
   queue's retries send the same signed bytes.
 * Mail without login (the MX), when ``[mailauth] inbound``: SPF, DKIM,
   DMARC and the local-domain rule (:mod:`.checks`); any Authentication-Results
-  field claiming our authserv-id is removed first (RFC 8601 s5).
+  field claiming our authserv-id is removed first (RFC 8601 s5).  With
+  ``inbound`` off, the local-domain rule alone on the From field (it needs
+  no DNS): :meth:`MessageFilter.headerCheck`, which SMTP's delivery runs
+  on the header section while the message streams to the store.
 
 The body is held in memory up to :data:`MEMORY`, beyond that in a
 temporary file under data_dir/tmp.  dkimpy needs the message whole: up to
@@ -40,7 +43,6 @@ log = Logger()
 
 MEMORY = 512 * 1024  # bytes of a message body held in memory before it goes to a file
 CHUNK = 64 * 1024
-KEY_RECHECK = 5.0  # seconds between looks at data_dir/dkim for new keys
 
 
 class _Buffer:
@@ -200,9 +202,7 @@ class MessageFilter:
         self.pool = ThreadPool(minthreads=0, maxthreads=self.settings.threads, name="mailauth")
         self._started = False
         self.checker = Checker(config, reactor, resolver, self.pool)
-        self._keys = {}
-        self._keysChecked = None
-        self._keysStamp = None
+        self.ring = keysmod.KeyRing(self.dataDir, reactor, log)
 
     def _start(self):
         if not self._started:
@@ -214,15 +214,8 @@ class MessageFilter:
             self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
 
     def keys(self) -> dict:
-        """The DKIM keys by domain, looked for again every :data:`KEY_RECHECK` seconds."""
-        now = self.reactor.seconds()
-        if self._keysChecked is None or now - self._keysChecked >= KEY_RECHECK:
-            self._keysChecked = now
-            stamp = _stamp(keysmod.keyDir(self.dataDir))
-            if stamp != self._keysStamp:
-                self._keysStamp = stamp
-                self._keys = keysmod.loadAll(self.dataDir, log)
-        return self._keys
+        """The DKIM keys by domain (looked for again every few seconds: :class:`~.keys.KeyRing`)."""
+        return self.ring.get()
 
     def __call__(self, envelope):
         if envelope.auth:
@@ -235,21 +228,23 @@ class MessageFilter:
             return CheckRun(self, envelope)
         return None
 
-
-def _stamp(root):
-    """What changes when a key is added, replaced or removed."""
-    try:
-        out = [os.stat(root).st_mtime_ns]
-        for name in sorted(os.listdir(root)):
-            out.append((name, os.stat(os.path.join(root, name)).st_mtime_ns))
-        return tuple(out)
-    except OSError:
-        return None
+    def headerCheck(self, envelope):
+        """
+        For mail that :meth:`__call__` left alone: a check of its header
+        section alone, or None.  Without login and with ``inbound`` off, the
+        local-domain rule on the From field (it needs no DNS): SMTP's
+        delivery streams the message as usual, calls ``check(header)`` when
+        the header section is complete, and aborts the message on a refusal
+        (the reply at the end of DATA), holding nothing back.
+        """
+        if envelope.auth or self.settings.inbound or self.settings.local_spoofing != "reject":
+            return None
+        return lambda header: self.checker.localSpoof(envelope, header)
 
 
 def makeFilter(config, reactor):
     """The filter for a server (None when mail authentication has nothing to do)."""
-    if not (config.mailauth.sign or config.mailauth.inbound):
+    if not (config.mailauth.sign or config.mailauth.inbound or config.mailauth.local_spoofing == "reject"):
         return None
     from mailnet.mailauth.dnsquery import CachingResolver
     from mailnet.queue.mx import LazyResolver, makeResolver

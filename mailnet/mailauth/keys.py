@@ -165,3 +165,57 @@ def loadAll(dataDir: str, log=None) -> dict[str, list[SigningKey]]:
     for found in keys.values():
         found.sort(key=lambda k: ALGORITHMS.index(k.algorithm))  # RSA first
     return keys
+
+
+KEY_RECHECK = 5.0  # seconds between looks at data_dir/dkim for new keys
+
+
+class KeyRing:
+    """
+    The DKIM keys by domain (:func:`loadAll`), looked for again every
+    :data:`KEY_RECHECK` seconds and read again when data_dir/dkim changed:
+    a new key is used without a restart.  Reactor thread only.
+
+    @param clock: ``IReactorTime``.
+    """
+
+    def __init__(self, dataDir, clock, log=None):
+        self.dataDir = dataDir
+        self.clock = clock
+        self.log = log
+        self._keys = {}
+        self._checked = None
+        self._stamp = None
+
+    def get(self) -> dict:
+        now = self.clock.seconds()
+        if self._checked is None or now - self._checked >= KEY_RECHECK:
+            self._checked = now
+            stamp = _stamp(keyDir(self.dataDir))
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._keys = loadAll(self.dataDir, self.log)
+        return self._keys
+
+    def forHost(self, name) -> list:
+        """The keys of ``name`` or of the nearest parent domain that has keys
+        ([] if none): a d= that DMARC's relaxed alignment (RFC 7489 s3.1.1)
+        accepts for a From at ``name``."""
+        keys = self.get()
+        labels = name.lower().rstrip(".").split(".")
+        for i in range(len(labels)):
+            found = keys.get(".".join(labels[i:]))
+            if found:
+                return found
+        return []
+
+
+def _stamp(root):
+    """What changes when a key is added, replaced or removed."""
+    try:
+        out = [os.stat(root).st_mtime_ns]
+        for name in sorted(os.listdir(root)):
+            out.append((name, os.stat(os.path.join(root, name)).st_mtime_ns))
+        return tuple(out)
+    except OSError:
+        return None

@@ -120,7 +120,14 @@ class Bounces:
                 except Exception:
                     return build(fields, None)
 
-        data = yield self.runInThread(make)
+        # Issue 16: our own report, from our domain: DKIM-signed once, before it is spooled.
+        signer = self.__dict__.get("_ownMailSigner")
+        if signer is None:
+            from mailnet.mailauth.ownmail import OwnMailSigner
+
+            signer = self._ownMailSigner = OwnMailSigner(self.config, self.clock)
+        signingKeys = signer.keysFor(self.hostname)
+        data = yield self.runInThread(lambda: signer.sign(make(), signingKeys))
         writer = self.spool.newMessage(
             "", [{"address": env.sender}], smtputf8=env.smtputf8 or not env.sender.isascii(),
             body="8BITMIME" if any(b > 127 for b in data) else "7BIT", client=None, auth=None,

@@ -174,6 +174,12 @@ class MessageDelivery:
         self.verdict = None
         messageFilter = getattr(context, "messageFilter", None)
         self._filter = messageFilter(envelope) if messageFilter is not None else None
+        # A check of the header section alone (the From rule with [mailauth]
+        # inbound off): the message streams as usual and is aborted on refusal.
+        self._headerCheck = None
+        if self._filter is None and messageFilter is not None and not envelope.auth:
+            self._headerCheck = messageFilter.headerCheck(envelope)
+            self._headerSeen = b""
         if self._filter is not None:
             self._trace = trace
         else:
@@ -237,6 +243,8 @@ class MessageDelivery:
         # first empty line of some piece.
         if data[:2] == b"\r\n":
             self._inHeader = False
+            if self._headerCheck is not None:
+                self._checkHeader()
             return self._missingHeaders() + data if self._fixups else data
         end = data.find(b"\r\n\r\n")
         header = data
@@ -247,6 +255,10 @@ class MessageDelivery:
         self._received += head + header.lower().count(b"\r\nreceived:")
         if self._received > MAX_RECEIVED:
             self._fail(DeliveryError(554, "5.4.6", "Too many Received headers: mail loop?"), "reading")
+        if self._headerCheck is not None:
+            self._headerSeen += header
+            if end >= 0:
+                self._checkHeader()
         if self._fixups:
             for line in header.split(b"\r\n"):
                 if line and line[:1] not in b" \t":
@@ -254,6 +266,13 @@ class MessageDelivery:
             if end >= 0:
                 return header + self._missingHeaders() + data[end + 2:]
         return data
+
+    def _checkHeader(self):
+        check, self._headerCheck = self._headerCheck, None
+        header, self._headerSeen = self._headerSeen, b""
+        reply = check(header)
+        if reply is not None and self.failure is None:
+            self._fail(DeliveryError(reply.code, reply.enhanced, reply.text), "reading")
 
     def _missingHeaders(self) -> bytes:
         missing, self._fixups = self._fixups, None
@@ -276,6 +295,8 @@ class MessageDelivery:
             # A message that is all header (no empty line): add at the end.
             self._inHeader = False
             self.write(self._missingHeaders())
+        if self._headerCheck is not None and self.failure is None:  # all header, no empty line
+            self._checkHeader()
         if self._filter is not None and self.failure is None:
             return self._filter.finish().addCallback(self._filtered).addErrback(self._filterFailed)
         return self._commitStore()

@@ -71,6 +71,8 @@ NEED_AUTH = Reply(530, "5.7.0", "Authentication required")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed maximum message size")
+# RFC 5321 s3.3 lets the server refuse MAIL FROM; our users send with a login.
+LOCAL_SENDER = Reply(550, "5.7.1", "Local domain here: log in to send as it")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by the authenticated user")
 NON_ASCII_ADDRESS = Reply(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parameter")
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")

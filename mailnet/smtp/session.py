@@ -110,6 +110,9 @@ class SMTPSettings:
     allowPlaintext: bool = False
     tlsAvailable: bool = True
     postmasterDomain: str = "localhost"
+    # [mailauth] local_spoofing = "reject": MAIL FROM in one of our local
+    # domains (or a subdomain) without AUTH is refused (issue 16).
+    refuseLocalSenders: bool = True
 
     @property
     def greeting(self) -> Reply:
@@ -133,6 +136,7 @@ class SMTPSettings:
             allowPlaintext=config.auth.allow_plaintext,
             tlsAvailable=context.tlsOptions is not None,
             postmasterDomain=config.domains.local[0],
+            refuseLocalSenders=config.mailauth.local_spoofing == "reject",
         )
 
 
@@ -674,12 +678,30 @@ class SMTPSession:
         if self.user is not None and address and not self.directory.mayUseSender(self.user, address):
             self._error(replies.SENDER_NOT_OWNED.withText(f"<{address}>: sender address not owned by {self.user}"))
             return
+        if self.user is None and address and self.settings.refuseLocalSenders:
+            domain = self._localSenderDomain(address)
+            if domain is not None:
+                # RFC 5321 s3.3: the server may refuse MAIL FROM.  Our users
+                # send with a login, so without one this is a forgery.
+                self._error(replies.LOCAL_SENDER.withText(f"{domain} is a local domain here: log in to send as it"))
+                return
         self.mail = IncomingEnvelope(
             sender=address, recipients=[], helo=self.helo, peer=self.peer, tls=self.tls, auth=self.user,
             esmtp=self.esmtp, smtputf8=params.smtputf8, body=params.body, size=params.size,
             ret=params.ret, envid=params.envid,
         )
         self._emit(replies.SENDER_OK)
+
+    def _localSenderDomain(self, address):
+        """The domain of ``address`` when it is one of our local domains or a subdomain of one."""
+        domain = address.rpartition("@")[2].lower().rstrip(".")
+        if domain.startswith("["):
+            return None
+        labels = domain.split(".")
+        for i in range(len(labels) - 1 if len(labels) > 1 else 1):
+            if self.directory.isLocalDomain(".".join(labels[i:])):
+                return domain
+        return None
 
     def cmdRcpt(self, arg):
         mail = self.mail

@@ -88,7 +88,7 @@ def test_full_disk_answers_overquota_and_keywords_stay_right(tmp_path, small_dis
         with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
             s.ehlo("client.example")
             with pytest.raises(smtplib.SMTPDataError) as e:
-                s.sendmail("bob@example.test", ["alice@example.test"], message("three") + (b"y" * 70 + b"\r\n") * 3000)
+                s.sendmail("bob@example.org", ["alice@example.test"], message("three", sender="bob@example.org") + (b"y" * 70 + b"\r\n") * 3000)
             assert e.value.smtp_code == 452 and e.value.smtp_error.startswith(b"4.3.1"), e.value
         assert "SERVERBUG" not in server.log() and "Traceback" not in server.log()
         assert str(small_disk) not in server.log()

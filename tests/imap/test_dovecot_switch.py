@@ -183,7 +183,7 @@ def dovecot_base():
 
 def message(n, extra=""):
     body = f"Message {n}.\r\n{extra}" + "".join(f"line {i} of message {n}\r\n" for i in range(n * 7))
-    return (f"From: Bob <bob@example.test>\r\nTo: {USER}\r\nSubject: switch {n}\r\n"
+    return (f"From: Bob <bob@example.org>\r\nTo: {USER}\r\nSubject: switch {n}\r\n"
             f"Message-ID: <switch.{n}@example.test>\r\n\r\n{body}").encode()
 
 
@@ -205,7 +205,7 @@ def test_switch_to_dovecot_and_back(make_server, dovecot_base):
     # 1. mailnet: deliver over SMTP, then arrange over IMAP.
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as smtp:
         for n in range(1, 8):
-            smtp.sendmail("bob@example.test", [USER], message(n))
+            smtp.sendmail("bob@example.org", [USER], message(n))
     c = login(server.port("imap"))
     for name in ("Work", NESTED, NON_ASCII):
         ok(c.create(q(name)))
@@ -302,7 +302,7 @@ def test_switch_to_dovecot_and_back(make_server, dovecot_base):
     ok(c.uid("COPY", str(appendUid), q("Travel")))
     c.logout()
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as smtp:
-        smtp.sendmail("bob@example.test", [USER], message(30))
+        smtp.sendmail("bob@example.org", [USER], message(30))
     c = login(server.port("imap"))
     ok(c.select("INBOX"))
     uids = uidsOf(c, "ALL")

@@ -25,7 +25,7 @@ from tests.imap.conftest import _server
 DEPTH = 5
 NOOP_BOUND = 1.0
 
-SENDER = "mallory@example.test"
+SENDER = "mallory@example.org"
 RCPT = "alice@example.test"
 
 
@@ -37,7 +37,7 @@ def capped(tmp_path_factory):
 
 
 def manyParts(count, marker):
-    out = [b"From: <mallory@example.test>\r\nTo: <alice@example.test>\r\nSubject: " + marker + b"\r\n"
+    out = [b"From: <mallory@example.org>\r\nTo: <alice@example.test>\r\nSubject: " + marker + b"\r\n"
            b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"]
     part = b"--zz\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nx\r\n"
     out.append(part * count)
@@ -46,7 +46,7 @@ def manyParts(count, marker):
 
 
 def deep(levels, marker):
-    out = [b"From: <mallory@example.test>\r\nTo: <alice@example.test>\r\nSubject: " + marker + b"\r\nMIME-Version: 1.0\r\n"]
+    out = [b"From: <mallory@example.org>\r\nTo: <alice@example.test>\r\nSubject: " + marker + b"\r\nMIME-Version: 1.0\r\n"]
     for i in range(levels):
         out.append(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i))
     out.append(b"Content-Type: text/plain\r\n\r\ndeepest leaf\r\n")
@@ -64,7 +64,7 @@ def encodedSubject(marker, size=850 * 1024):
     while total < size:
         lines.append(line)
         total += len(line) + 3
-    return (b"From: <mallory@example.test>\r\nTo: <alice@example.test>\r\nSubject: " + b"\r\n ".join(lines)
+    return (b"From: <mallory@example.org>\r\nTo: <alice@example.test>\r\nSubject: " + b"\r\n ".join(lines)
             + b"\r\nMIME-Version: 1.0\r\n\r\nshort body\r\n")
 
 

@@ -23,7 +23,7 @@ USER, PASSWORD = "alice@example.test", "alice-pw"
 
 
 def message(n):
-    return ("From: bob@example.test\r\nTo: alice@example.test\r\nSubject: recent %d\r\n"
+    return ("From: bob@example.org\r\nTo: alice@example.test\r\nSubject: recent %d\r\n"
             "Message-ID: <recent-%d@example.test>\r\n\r\nBody %d\r\n" % (n, n, n)).encode()
 
 
@@ -35,7 +35,7 @@ def login(server):
 
 def smtpDeliver(server, n):
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
-        s.sendmail("bob@example.test", [USER], message(n))
+        s.sendmail("bob@example.org", [USER], message(n))
 
 
 def recentOf(m, mailbox="INBOX", examine=False):

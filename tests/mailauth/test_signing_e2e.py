@@ -11,6 +11,7 @@ import email
 import glob
 import os
 import smtplib
+import time
 
 import pytest
 
@@ -162,3 +163,34 @@ def test_signing_uses_a_new_key_without_restart(signer):
             return
         time.sleep(1)
     raise AssertionError("the new key was not used")
+
+
+@pytest.mark.skipif(not haveMailDKIM(), reason="Perl's Mail::DKIM (libmail-dkim-perl, in .ci/apt-packages) "
+                                              "is not installed")
+def test_the_queues_own_dsn_is_signed_and_mail_dkim_verifies_it(signer):
+    """A report the queue makes (here the success DSN of NOTIFY=SUCCESS) comes
+    from MAILER-DAEMON@mx.a.test: signed with a.test's keys, once."""
+    server, dns, root = signer
+    with smtplib.SMTP("127.0.0.1", server.port("submission"), timeout=30) as c:
+        c.login("alice@a.test", "alice-pw")
+        c.sendmail("alice@a.test", ["bob@a.test"], MESSAGE.replace("signed", "tell me").encode(),
+                   rcpt_options=["NOTIFY=SUCCESS"])
+    server.waitForLog("success DSN for 1 recipient(s) queued as", timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        reports = [open(f, "rb").read() for f in server.messageFiles("alice@a.test")]
+        reports = [r for r in reports if b"multipart/report" in r]
+        if reports or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    [report] = reports
+    head = report.split(b"\r\n\r\n", 1)[0]
+    assert b"MAILER-DAEMON@mx.a.test" in head
+    # once with each key a.test has now (another test of this module may have added one)
+    selectors = sorted(name.split(".")[0] for name in os.listdir(os.path.join(server.dataDir, "dkim", "a.test")))
+    unfolded = head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    fields = [line for line in unfolded.split(b"\r\n") if line.startswith(b"DKIM-Signature:")]
+    assert sorted(f.split(b" s=")[1].split(b";")[0].decode() for f in fields) == selectors, fields
+    assert all(b" d=a.test;" in f for f in fields) and len(selectors) >= 2
+    out = mailDKIMVerify(report, dns.port)
+    assert "signature a.test rsa-sha256 pass" in out and "result: pass" in out, out

@@ -23,7 +23,7 @@ def newUser(server, prefix="u"):
 
 def mimeMessage(subject="test", body="Hello.\n.leading dot\n..two dots\n.\nend\n", attachment=b"\x00\x01binary\xff" * 100):
     msg = EmailMessage()
-    msg["From"] = "Bob <bob@example.test>"
+    msg["From"] = "Bob <bob@example.org>"
     msg["To"] = "alice@example.test"
     msg["Subject"] = subject
     msg["Message-ID"] = f"<{time.time()}.{next(_counter)}@example.test>"

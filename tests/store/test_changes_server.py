@@ -28,7 +28,7 @@ def _now(f, delay=0):
 
 
 def message(subject):
-    return f"From: b@example.test\r\nTo: alice@example.test\r\nSubject: {subject}\r\n\r\nHello\r\n".encode()
+    return f"From: b@example.org\r\nTo: alice@example.test\r\nSubject: {subject}\r\n\r\nHello\r\n".encode()
 
 
 @pytest.fixture

@@ -219,7 +219,7 @@ def test_smtp_deliveries_are_indexed_in_the_background(make_server):
     for rnd in range(2):  # the second round after the first was indexed (folders kept open meanwhile)
         with smtplib.SMTP("127.0.0.1", server.port("smtp")) as s:
             for n in range(5):
-                s.sendmail("bob@example.test", [USER], b"Subject: hello %d\r\nFrom: bob@example.test\r\n\r\nhi\r\n"
+                s.sendmail("bob@example.org", [USER], b"Subject: hello %d\r\nFrom: bob@example.org\r\n\r\nhi\r\n"
                            % (rnd * 5 + n))
         rows = _indexed(path, 5 * (rnd + 1))
         assert len(rows) == 5 * (rnd + 1), (rnd, rows)
