@@ -41,10 +41,10 @@ def server(tmp_path_factory):
 
 
 def send(server, subject, body="Hello over SMTP.\r\n", to=ALICE[0]):
-    message = (f"From: Bob <bob@example.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+    message = (f"From: Bob <bob@elsewhere.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
                f"Message-ID: <{subject.replace(' ', '-')}.{time.time_ns()}@example.test>\r\n\r\n{body}")
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as smtp:
-        smtp.sendmail("bob@example.test", [to], message.encode())
+        smtp.sendmail("bob@elsewhere.test", [to], message.encode())
 
 
 def api(server, *calls):
@@ -122,7 +122,7 @@ def test_jmapc_reads_and_changes_mail_seen_over_imap(server, proxy):
                                      properties=["subject", "from", "keywords", "mailboxIds", "bodyValues",
                                                  "textBody", "receivedAt", "threadId"])).data
     assert [e.subject for e in emails] == ["jmapc two", "jmapc one"]
-    assert emails[0].mail_from[0].email == "bob@example.test"
+    assert emails[0].mail_from[0].email == "bob@elsewhere.test"
     assert emails[0].body_values[emails[0].text_body[0].part_id].value == "Second body.\n"
     newest = emails[0].id
     # keywords over JMAP -> flags over IMAP
