@@ -49,6 +49,7 @@ from mailnet.store.interfaces import (
     TemporaryStoreError,
     TypeChanges,
 )
+from mailnet.store.sqlitefile import dropSidecars, setAside
 
 log = Logger()
 
@@ -127,12 +128,7 @@ class ChangeLog:
                          "calculate changes)", name=FILE_NAME)
                 self._close()
                 if ino is None:
-                    # Its -wal and -shm must not be taken for the new file's.
-                    for suffix in ("-wal", "-shm"):
-                        try:
-                            os.unlink(self.path + suffix)
-                        except FileNotFoundError:
-                            pass
+                    dropSidecars(self.path)
         if self.db is None:
             try:
                 self.db = self._connect()
@@ -189,15 +185,7 @@ class ChangeLog:
         self._close()
         if not self.path:
             return
-        for suffix in ("-wal", "-shm"):
-            try:
-                os.unlink(self.path + suffix)
-            except FileNotFoundError:
-                pass
-        try:
-            os.replace(self.path, self.path + ".corrupt")
-        except FileNotFoundError:
-            pass
+        setAside(self.path)
 
     def _guarded(self, f, *args):
         with self.lock:

@@ -14,6 +14,7 @@ import time
 
 from mailnet.logs import Logger
 from mailnet.store.interfaces import StorageFull, TemporaryStoreError
+from mailnet.store.sqlitefile import setAside
 
 log = Logger()
 
@@ -122,15 +123,7 @@ class SummaryIndex:
         self.rebuilds += 1
         if not self.path:
             return
-        for suffix in ("-wal", "-shm"):
-            try:
-                os.unlink(self.path + suffix)
-            except FileNotFoundError:
-                pass
-        try:
-            os.replace(self.path, self.path + ".corrupt")
-        except FileNotFoundError:
-            pass
+        setAside(self.path)
 
     def _guarded(self, f, *args):
         with self.lock:

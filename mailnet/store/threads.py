@@ -31,6 +31,7 @@ from mailnet.logs import Logger
 from mailnet.mail import threading
 from mailnet.mail.lines import readHeaderBlock
 from mailnet.store.interfaces import StorageFull, StoreError, TemporaryStoreError, messageBytes
+from mailnet.store.sqlitefile import setAside
 
 log = Logger()
 
@@ -156,15 +157,7 @@ class ThreadIndex:
         self.generation += 1
         if not self.path:
             return
-        for suffix in ("-wal", "-shm"):
-            try:
-                os.unlink(self.path + suffix)
-            except FileNotFoundError:
-                pass
-        try:
-            os.replace(self.path, self.path + ".corrupt")
-        except FileNotFoundError:
-            pass
+        setAside(self.path)
 
     def _guarded(self, f, *args):
         with self.lock:
