@@ -35,7 +35,24 @@ class RequestError(Exception):
         return body
 
 
-class MethodError(Exception):
+class _ErrorObject(Exception):
+    """An error answered as a JMAP error object: ``type``, ``description``, further properties."""
+
+    def __init__(self, type, description=None, **extra):
+        super().__init__(description or type)
+        self.type = type
+        self.description = description
+        self.extra = extra
+
+    def arguments(self) -> dict:
+        body = {"type": self.type}
+        if self.description:
+            body["description"] = self.description
+        body.update(self.extra)
+        return body
+
+
+class MethodError(_ErrorObject):
     """
     RFC 8620 s3.6.2 (and the per-method errors of s5): one method call
     answered with ``["error", {"type": ..., ...}, callId]``.
@@ -44,39 +61,13 @@ class MethodError(Exception):
     @ivar extra: further properties of the error object.
     """
 
-    def __init__(self, type, description=None, **extra):
-        super().__init__(description or type)
-        self.type = type
-        self.description = description
-        self.extra = extra
 
-    def arguments(self) -> dict:
-        body = {"type": self.type}
-        if self.description:
-            body["description"] = self.description
-        body.update(self.extra)
-        return body
-
-
-class SetError(Exception):
+class SetError(_ErrorObject):
     """
     RFC 8620 s5.3: one record of a ``/set`` (or ``/copy``) that could not be
     created, updated or destroyed (``notFound``, ``invalidProperties``,
     ``forbidden``, ``overQuota``...); the others go on.
     """
-
-    def __init__(self, type, description=None, **extra):
-        super().__init__(description or type)
-        self.type = type
-        self.description = description
-        self.extra = extra
-
-    def arguments(self) -> dict:
-        body = {"type": self.type}
-        if self.description:
-            body["description"] = self.description
-        body.update(self.extra)
-        return body
 
 
 class ServerUnavailable(Exception):
