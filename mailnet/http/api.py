@@ -16,7 +16,7 @@ from twisted.protocols.basic import FileSender
 from twisted.web import server
 
 from mailnet.http.auth import AuthRefused
-from mailnet.http.site import problem, writeJSON
+from mailnet.http.site import allowMethods, notFound, problem, writeJSON
 from mailnet.jmap import core
 from mailnet.jmap.dispatch import Context, processRequest
 from mailnet.jmap.errors import PREFIX, RequestError
@@ -149,17 +149,10 @@ class JMAPResource:
                                          and (request.getHeader(b"x-forwarded-proto") or b"").lower() == b"https")
         return ("https://" if secure else "http://") + host.decode("ascii")
 
-    def _method(self, request, *allowed):
-        if request.method not in allowed:
-            request.setHeader(b"allow", b", ".join(allowed))
-            problem(request, 405, "about:blank", "Method not allowed.")
-            return False
-        return True
-
     # The session resource (RFC 8620 s2)
 
     def session(self, request, rest):
-        if not self._method(request, b"GET", b"HEAD"):
+        if not allowMethods(request, b"GET", b"HEAD"):
             return server.NOT_DONE_YET
         return self.serve(request, self._session)
 
@@ -172,9 +165,9 @@ class JMAPResource:
 
     def api(self, request, rest):
         if rest:
-            problem(request, 404, "about:blank", "Not found.")
+            notFound(request)
             return server.NOT_DONE_YET
-        if not self._method(request, b"POST"):
+        if not allowMethods(request, b"POST"):
             return server.NOT_DONE_YET
         return self.serve(request, self._api)
 
@@ -206,7 +199,7 @@ class JMAPResource:
     # Upload (RFC 8620 s6.1)
 
     def upload(self, request, rest):
-        if not self._method(request, b"POST"):
+        if not allowMethods(request, b"POST"):
             return server.NOT_DONE_YET
         accountId = rest.rstrip(b"/").decode("latin-1")
         return self.serve(request, self._upload, accountId)
@@ -233,16 +226,16 @@ class JMAPResource:
     # Download (RFC 8620 s6.2)
 
     def download(self, request, rest):
-        if not self._method(request, b"GET", b"HEAD"):
+        if not allowMethods(request, b"GET", b"HEAD"):
             return server.NOT_DONE_YET
         parts = rest.split(b"/")
         if len(parts) != 3:
-            problem(request, 404, "about:blank", "Not found.")
+            notFound(request)
             return server.NOT_DONE_YET
         try:
             accountId, blobId, name = (urllib.parse.unquote_to_bytes(p).decode("utf-8") for p in parts)
         except UnicodeDecodeError:
-            problem(request, 404, "about:blank", "Not found.")
+            notFound(request)
             return server.NOT_DONE_YET
         return self.serve(request, self._download, accountId, blobId, name)
 

@@ -12,7 +12,7 @@ import urllib.parse
 
 from twisted.web import server
 
-from mailnet.http.site import problem
+from mailnet.http.site import allowMethods, notFound, problem
 from mailnet.jmap import core
 from mailnet.jmap.push import EventSourceArguments, eventPing, eventStateChange
 from mailnet.logs import Logger
@@ -39,11 +39,9 @@ class EventSource:
 
     def render(self, request, rest):
         if rest:
-            problem(request, 404, "about:blank", "Not found.")
+            notFound(request)
             return server.NOT_DONE_YET
-        if request.method != b"GET":
-            request.setHeader(b"allow", b"GET")
-            problem(request, 405, "about:blank", "Method not allowed.")
+        if not allowMethods(request, b"GET"):
             return server.NOT_DONE_YET
         query = urllib.parse.parse_qs(request.uri.partition(b"?")[2].decode("latin-1"), keep_blank_values=True)
         try:

@@ -49,6 +49,20 @@ def problem(request, status, type, detail, **extra):
               b"application/problem+json")
 
 
+def notFound(request):
+    """404 that repeats nothing of the path."""
+    problem(request, 404, "about:blank", "Not found.")
+
+
+def allowMethods(request, *allowed):
+    """False (and a 405 with Allow sent) unless the request's method is one of ``allowed``."""
+    if request.method not in allowed:
+        request.setHeader(b"allow", b", ".join(allowed))
+        problem(request, 405, "about:blank", "Method not allowed.")
+        return False
+    return True
+
+
 class MailnetRequest(server.Request):
     """A request that refuses an oversized body unread and adds the security headers."""
 
@@ -160,7 +174,7 @@ class Router(Resource):
             if path == prefix or (prefix.endswith(b"/") and path.startswith(prefix)):
                 return handler(request, path[len(prefix):])
         # A 404 that names no path (it is the client's own; nothing of ours).
-        problem(request, 404, "about:blank", "Not found.")
+        notFound(request)
         return server.NOT_DONE_YET
 
 

@@ -21,7 +21,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from mailnet.http.api import HTTPError
-from mailnet.http.site import problem
+from mailnet.http.site import allowMethods, notFound
 from mailnet.jmap import websocket as messages
 from mailnet.jmap.push import EventSourceArguments
 from mailnet.logs import Logger
@@ -42,11 +42,9 @@ class WebSocketEndpoint:
 
     def render(self, request, rest):
         if rest:
-            problem(request, 404, "about:blank", "Not found.")
+            notFound(request)
             return server.NOT_DONE_YET
-        if request.method != b"GET":
-            request.setHeader(b"allow", b"GET")
-            problem(request, 405, "about:blank", "Method not allowed.")
+        if not allowMethods(request, b"GET"):
             return server.NOT_DONE_YET
         return self.jmap.serve(request, self._upgrade)
 
