@@ -39,7 +39,7 @@ import dataclasses
 import html.parser
 import re
 
-from mailnet.mail.headers import decodeWords, paramValue, parseAddresses, parseParams
+from mailnet.mail.headers import decodeWords, headerFields, paramValue, parseAddresses, parseParams
 from mailnet.mail.mime import _splitParts, decodeQuotedPrintable
 from mailnet.mail.threading import dateSeconds, messageIds
 
@@ -124,10 +124,9 @@ def summarize(data: bytes) -> Summary:
     )
 
 
-# One of the fields we use at the start of a line, with its continuation
-# lines: one C-speed scan of a header (as mail.threading.headerFields).
-_FIELD = re.compile(rb"^(from|to|cc|subject|date|message-id|content-type|content-transfer-encoding"
-                    rb"|content-disposition)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+# The fields we use, found by the one header scanner (mail.headers.headerFields).
+_NAMES = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"content-type",
+          b"content-transfer-encoding", b"content-disposition")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
@@ -146,14 +145,11 @@ def _split(data: bytes):
 
 def _fields(header: bytes) -> dict:
     """The first value of each field we use (lower-cased name -> bytes), unfolded (RFC 5322 s2.2.3)."""
-    out = {}
-    for m in _FIELD.finditer(header):
-        key = m.group(1).lower()
-        if key not in out:
-            value = m.group(2)
-            if b"\n" in value:
-                value = _FOLD.sub(b"", value)
-            out[key] = value.strip(b" \t\r")
+    out = headerFields(header, _NAMES)
+    for key, value in out.items():
+        if b"\n" in value:
+            value = _FOLD.sub(b"", value)
+        out[key] = value.strip(b" \t\r")
     return out
 
 
