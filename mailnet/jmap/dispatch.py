@@ -28,8 +28,14 @@ log = Logger()
 CORE = "urn:ietf:params:jmap:core"
 
 # The modules whose register(registry) builds the default registry.
-MODULES = ("mailnet.jmap.core", "mailnet.jmap.blobs", "mailnet.jmap.websocket", "mailnet.jmap.mailbox",
-           "mailnet.jmap.email", "mailnet.jmap.thread")
+MODULES = (
+    "mailnet.jmap.core",
+    "mailnet.jmap.blobs",
+    "mailnet.jmap.websocket",
+    "mailnet.jmap.mailbox",
+    "mailnet.jmap.email",
+    "mailnet.jmap.thread",
+)
 
 
 @dataclasses.dataclass(frozen=True)
