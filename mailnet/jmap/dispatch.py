@@ -35,6 +35,8 @@ MODULES = (
     "mailnet.jmap.mailbox",
     "mailnet.jmap.email",
     "mailnet.jmap.thread",
+    "mailnet.jmap.identity",
+    "mailnet.jmap.submission",
 )
 
 
