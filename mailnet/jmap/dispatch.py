@@ -37,6 +37,7 @@ MODULES = (
     "mailnet.jmap.thread",
     "mailnet.jmap.identity",
     "mailnet.jmap.submission",
+    "mailnet.jmap.emailimport",
 )
 
 

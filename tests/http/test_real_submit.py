@@ -359,3 +359,35 @@ def test_journey_smtp_in_jmap_reply_queue_out_sent_over_imap(server, sink):
     assert b"In-Reply-To: <" + mail["messageId"][0].encode() + b">" in raw and b"\\Draft" not in flags
     flags, _ = imapFetch(server, ALICE, "INBOX", "Lunch?")
     assert b"\\Answered" in flags
+
+
+def test_import_parse_and_download_a_part_of_an_attached_message(server):
+    inner = (b"From: Dave <dave@remote.test>\r\nTo: carol@remote.test\r\nSubject: the original\r\n"
+             b"Message-ID: <orig.9@remote.test>\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=I\r\n\r\n--I\r\nContent-Type: text/plain\r\n\r\nInner.\r\n"
+             b"--I\r\nContent-Type: application/octet-stream; name=d.bin\r\nContent-Transfer-Encoding: base64\r\n"
+             b"Content-Disposition: attachment; filename=d.bin\r\n\r\nAAECAwQF\r\n--I--\r\n")
+    outer = (b"From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: Fwd: imported\r\n"
+             b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=O\r\n\r\n--O\r\n"
+             b"Content-Type: text/plain\r\n\r\nSee below.\r\n--O\r\nContent-Type: message/rfc822\r\n\r\n" + inner +
+             b"--O--\r\n")
+    blobId = upload(server, outer, "message/rfc822")
+    answer = one(server, "Email/import", emails={"i": {"blobId": blobId, "mailboxIds": {mailboxes(server)["Archive"]:
+                                                                                          True},
+                                                      "keywords": {"$seen": True}}})
+    emailId = answer["created"]["i"]["id"]
+    flags, raw = imapFetch(server, ALICE, "Archive", "Fwd: imported")
+    assert raw == outer and b"\\Seen" in flags
+    [attached] = one(server, "Email/get", ids=[emailId], properties=["attachments"])["list"][0]["attachments"]
+    parsed = one(server, "Email/parse", blobIds=[attached["blobId"]])["parsed"][attached["blobId"]]
+    assert parsed["subject"] == "the original" and parsed["messageId"] == ["orig.9@remote.test"]
+    part = parsed["attachments"][0]["blobId"]
+    connection = http.client.HTTPConnection("127.0.0.1", server.port("http"), timeout=30)
+    auth = base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()
+    connection.request("GET", f"/jmap/download/{accountIdFor(ALICE[0])}/{part}/d.bin?type=application/octet-stream",
+                       headers={"Authorization": "Basic " + auth})
+    response = connection.getresponse()
+    assert response.status == 200 and response.read() == bytes(range(6))
+    connection.close()
+    copy = api(server, ("Email/copy", {"fromAccountId": accountIdFor(ALICE[0]), "create": {"c": {"id": emailId}}}))
+    assert copy[0][:2] == ["error", {"type": "invalidArguments", "description": copy[0][1]["description"]}]
