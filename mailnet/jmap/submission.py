@@ -38,6 +38,8 @@ PROPERTIES = ("id", "identityId", "emailId", "threadId", "envelope", "sendAt", "
               "dsnBlobIds", "mdnBlobIds")
 FILTERS = {"identityIds", "emailIds", "threadIds", "undoStatus", "before", "after"}
 CHANGES_KEPT = 1000
+MAX_PENDING = 100  # submissions one user may have waiting (each holds its message in memory)
+MAX_KEPT = 1000  # submissions kept per user; the oldest final ones go first
 
 
 def utcDate(seconds):
@@ -106,10 +108,17 @@ class Outbox:
     def expire(self, username):
         u = self.user(username)
         now = self.clock.seconds()
-        for i, p in list(u["records"].items()):
-            if p.record["undoStatus"] != "pending" and p.record.get("_finalAt", now) + self.keep < now:
+        final = [(p.record.get("_finalAt", now), i) for i, p in u["records"].items()
+                 if p.record["undoStatus"] != "pending"]
+        final.sort()
+        excess = len(u["records"]) - MAX_KEPT
+        for n, (finalAt, i) in enumerate(final):
+            if finalAt + self.keep < now or n < excess:
                 del u["records"][i]
                 self.changed(username, i, "destroyed")
+
+    def pending(self, username) -> int:
+        return sum(1 for p in self.user(username)["records"].values() if p.record["undoStatus"] == "pending")
 
     async def sendNow(self, username, pending):
         """Send one submission; its record becomes final with the delivery status."""
@@ -276,6 +285,8 @@ class Submissions:
         if invalid:
             raise SetError("invalidRecipients", "these recipients cannot receive mail", invalidRecipients=invalid)
         outbox = self.outbox
+        if outbox.hold > 0 and outbox.pending(self.username) >= MAX_PENDING:
+            raise SetError("forbiddenToSend", f"{MAX_PENDING} messages are waiting to be sent; try again shortly")
         now = outbox.clock.seconds()
         i = "S" + secrets.token_hex(10)
         rec = {"id": i, "identityId": identity["id"], "emailId": emailId,
@@ -374,7 +385,7 @@ class Submissions:
 
 def _plausible(address):
     local, at, domain = address.rpartition("@")
-    return bool(at and local and domain and "." in domain or domain.startswith("[")) and \
+    return bool(at and local and domain and ("." in domain or domain.startswith("["))) and \
         not any(c in address for c in " <>,;\r\n\t\"\\")
 
 

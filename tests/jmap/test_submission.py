@@ -192,3 +192,20 @@ def test_undo_within_the_hold_and_final_after_it(tmp_path):
     assert late["notUpdated"][second["id"]]["type"] == "cannotUnsend"
     changes = ok(s, "EmailSubmission/changes", sinceState=state)
     assert set(changes["updated"]) == {first["id"], second["id"]}
+
+
+def test_pending_and_kept_submissions_are_bounded(tmp_path, monkeypatch):
+    from mailnet.jmap import submission
+
+    monkeypatch.setattr(submission, "MAX_PENDING", 2)
+    monkeypatch.setattr(submission, "MAX_KEPT", 3)
+    s = session(tmp_path, hold=5)
+    me = identityId(USER)
+    answer = ok(s, "EmailSubmission/set", create={str(n): {"identityId": me, "emailId": make(s)} for n in range(3)})
+    assert len(answer["created"]) == 2 and answer["notCreated"]["2"]["type"] == "forbiddenToSend"
+    s.clock.advance(6)
+    for n in range(3):
+        ok(s, "EmailSubmission/set", create={"x": {"identityId": me, "emailId": make(s)}})
+        s.clock.advance(6)
+    assert len(s.sent.messages) == 5
+    assert len(ok(s, "EmailSubmission/get", ids=None)["list"]) == 3  # the oldest final ones went
