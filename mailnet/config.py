@@ -198,6 +198,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "push_ping_minimum": _o("int", 10, "Shortest EventSource ping interval a client may ask for, in seconds (RFC 8620 s7.3 allows a minimum of at most 30).", minimum=1),
         "push_connections_per_user": _o("int", 10, "EventSource connections one user may keep open.", minimum=1),
     },
+    "jmap": {
+        "submission_hold": _o("float", 5.0, "Seconds a JMAP EmailSubmission waits (undoStatus pending) before it is sent, so that the webmail can offer \"undo send\"; 0 = send at once.", minimum=0),
+    },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
     },

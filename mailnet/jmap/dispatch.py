@@ -35,6 +35,9 @@ MODULES = (
     "mailnet.jmap.mailbox",
     "mailnet.jmap.email",
     "mailnet.jmap.thread",
+    "mailnet.jmap.identity",
+    "mailnet.jmap.submission",
+    "mailnet.jmap.emailimport",
 )
 
 
