@@ -34,6 +34,7 @@ MODULES = (
     "mailnet.jmap.websocket",
     "mailnet.jmap.mailbox",
     "mailnet.jmap.email",
+    "mailnet.jmap.emailquery",
     "mailnet.jmap.thread",
 )
 

@@ -1,0 +1,116 @@
+"""
+Email/query filters and sorts (RFC 8621 s4.4), Email/queryChanges and
+SearchSnippet/get on the real server: mail delivered by SMTP (smtplib),
+flagged over IMAP, searched with jmapc (through the TLS proxy it needs) and
+raw JSON for the errors.
+"""
+
+import datetime
+import os
+import smtplib
+
+import pytest
+
+from tests.http.test_real_mail import ALICE, api, imap, one
+from tests.http.tlsproxy import TLSProxy
+
+pytestmark = pytest.mark.slow
+
+MAILS = [
+    # (subject, from, cc, bcc, extra header, body)
+    ("Lunch plans", "Bob Smith <bob@elsewhere.test>", None, None, "X-Tag: blue", "Shall we meet at noon?"),
+    ("Re: Lunch plans", "Carol <carol@elsewhere.test>", "Bob Smith <bob@elsewhere.test>", None, None,
+     "Noon is fine, caf=C3=A9 downstairs."),
+    ("Quarterly report", "Dave <dave@corp.test>", None, "Eve <eve@corp.test>", "X-Tag: red",
+     "The numbers are attached."),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from tests.conftest import USERS
+    from tests.harness import MailServer
+
+    server = MailServer(tmp_path_factory.mktemp("jmapquery"), config={"auth": {"allow_plaintext": True}})
+    server.start()
+    for name, password in USERS.items():
+        server.addUser(name, password)
+    for n, (subject, sender, cc, bcc, extra, body) in enumerate(MAILS):
+        head = [f"From: {sender}", f"To: Alice <{ALICE[0]}>", f"Subject: {subject}", f"Message-ID: <q{n}@elsewhere.test>"]
+        head += [f"Cc: {cc}"] if cc else []
+        head += [f"Bcc: {bcc}"] if bcc else []
+        head += [extra] if extra else []
+        if n == 1:
+            head += ["In-Reply-To: <q0@elsewhere.test>", "References: <q0@elsewhere.test>"]
+        head += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8",
+                 "Content-Transfer-Encoding: quoted-printable"]
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as smtp:
+            smtp.sendmail("bob@elsewhere.test", [ALICE[0]], ("\r\n".join(head) + "\r\n\r\n" + body + "\r\n").encode())
+    m = imap(server)
+    try:
+        m.select("INBOX")
+        m.store("3", "+FLAGS", "(\\Flagged)")  # the report, over IMAP
+    finally:
+        m.logout()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    jmapc = pytest.importorskip("jmapc", reason="jmapc is in the test extra (pyproject.toml)")
+    proxy = TLSProxy(server.port("http"), server.certFile, os.path.join(server.dataDir, "tls", "key.pem"))
+    c = jmapc.Client.create_with_password(f"localhost:{proxy.port}", *ALICE)
+    c.requests_session.trust_env = False
+    c.requests_session.verify = os.path.join(server.dataDir, "tls", "dev-ca.pem")
+    yield c
+    proxy.close()
+
+
+def subjectsOf(server, ids):
+    got = {e["id"]: e["subject"] for e in one(server, "Email/get", ids=ids, properties=["subject"])["list"]}
+    return [got[i] for i in ids]
+
+
+def test_jmapc_filters(server, client):
+    from jmapc import Comparator, EmailQueryFilterCondition as C, EmailQueryFilterOperator as Op, Operator
+    from jmapc.methods import EmailQuery
+
+    def found(filter, sort=None):
+        ids = client.request(EmailQuery(filter=filter, sort=sort)).ids
+        return subjectsOf(server, ids) if ids else []
+
+    assert found(C(text="café")) == ["Re: Lunch plans"]  # quoted-printable UTF-8 body, decoded
+    assert found(C(text="eve@corp")) == ["Quarterly report"]  # Bcc
+    assert found(C(mail_from="bob smith")) == ["Lunch plans"]
+    assert found(C(to="alice")) == ["Quarterly report", "Re: Lunch plans", "Lunch plans"]
+    assert found(C(cc="BOB")) == ["Re: Lunch plans"]
+    assert found(C(bcc="eve")) == ["Quarterly report"]
+    assert found(C(body="noon")) == ["Re: Lunch plans", "Lunch plans"]
+    assert found(C(header=["X-Tag"])) == ["Quarterly report", "Lunch plans"]
+    assert found(C(header=["x-tag", "Blue"])) == ["Lunch plans"]
+    assert found(C(has_keyword="$flagged")) == ["Quarterly report"]
+    assert found(C(some_in_thread_have_keyword="$flagged")) == ["Quarterly report"]
+    assert found(C(none_in_thread_have_keyword="$flagged")) == ["Re: Lunch plans", "Lunch plans"]
+    assert found(C(after=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc), min_size=10,
+                   has_attachment=False, text="lunch")) == ["Re: Lunch plans", "Lunch plans"]
+    assert found(Op(operator=Operator.NOT, conditions=[C(text="lunch")])) == ["Quarterly report"]
+    assert found(Op(operator=Operator.OR, conditions=[C(body="numbers"), Op(
+        operator=Operator.AND, conditions=[C(mail_from="carol"), C(body="fine")])])) == [
+            "Quarterly report", "Re: Lunch plans"]
+    by = found(None, sort=[Comparator(property="subject"), Comparator(property="receivedAt", is_ascending=True)])
+    assert by == ["Lunch plans", "Re: Lunch plans", "Quarterly report"]
+    assert found(None, sort=[Comparator(property="from", is_ascending=False)])[0] == "Quarterly report"  # Dave
+
+
+def test_errors_over_raw_http(server):
+    from mailnet.jmap.core import accountIdFor
+
+    account = accountIdFor(ALICE[0])
+    for args, error in (({"filter": {"snippet": "x"}}, "unsupportedFilter"),
+                        ({"filter": {"header": ["Bad Name"]}}, "invalidArguments"),
+                        ({"filter": {"operator": "XOR", "conditions": []}}, "unsupportedFilter"),
+                        ({"sort": [{"property": "id"}]}, "unsupportedSort"),
+                        ({"sort": [{"property": "subject", "collation": "i;octet"}]}, "unsupportedSort"),
+                        ({"sort": [{"property": "hasKeyword"}]}, "invalidArguments")):
+        assert api(server, ("Email/query", dict(args, accountId=account))) == [("error", error)], args
