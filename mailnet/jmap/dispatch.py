@@ -35,6 +35,7 @@ MODULES = (
     "mailnet.jmap.mailbox",
     "mailnet.jmap.email",
     "mailnet.jmap.emailquery",
+    "mailnet.jmap.searchsnippet",
     "mailnet.jmap.thread",
 )
 

@@ -114,3 +114,18 @@ def test_errors_over_raw_http(server):
                         ({"sort": [{"property": "subject", "collation": "i;octet"}]}, "unsupportedSort"),
                         ({"sort": [{"property": "hasKeyword"}]}, "invalidArguments")):
         assert api(server, ("Email/query", dict(args, accountId=account))) == [("error", error)], args
+
+
+def test_jmapc_search_snippets(server, client):
+    from jmapc import EmailQueryFilterCondition as C
+    from jmapc.methods import EmailQuery, SearchSnippetGet
+
+    filter = C(text="noon")
+    ids = client.request(EmailQuery(filter=filter)).ids
+    snippets = client.request(SearchSnippetGet(ids=ids, filter=filter)).data
+    assert [s.preview for s in snippets] == ["<mark>Noon</mark> is fine, café downstairs.",
+                                             "Shall we meet at <mark>noon</mark>?"]
+    assert [s.subject for s in snippets] == [None, None]
+    snippet = one(server, "SearchSnippet/get", emailIds=ids[:1], filter={"subject": "lunch"})["list"][0]
+    assert snippet == {"emailId": ids[0], "subject": "Re: <mark>Lunch</mark> plans", "preview": None}
+    assert one(server, "SearchSnippet/get", emailIds=ids, filter={"nope": 1}) == ("error", "unsupportedFilter")

@@ -324,3 +324,41 @@ def test_query_changes():
     assert s.error("Email/queryChanges", sinceQueryState="bogus") == "cannotCalculateChanges"
     assert s.error("Email/queryChanges", sinceQueryState=5) == "invalidArguments"
     assert s.error("Email/queryChanges", sinceQueryState=first["queryState"], upToId=3) == "invalidArguments"
+
+
+def test_search_snippets():
+    [lunch, reply, report] = S.ids[:3]
+    got = S.ok("SearchSnippet/get", emailIds=[reply, lunch, report, "nope"],
+               filter={"operator": "AND", "conditions": [
+                   {"text": "lunch"}, {"body": "CAFÉ"},
+                   {"operator": "NOT", "conditions": [{"subject": "plans"}]}]})
+    snippets = {s["emailId"]: s for s in got["list"]}
+    assert got["notFound"] == ["nope"] and set(snippets) == {reply, lunch, report}
+    assert snippets[reply]["subject"] == "Re: <mark>Lunch</mark> plans"  # "plans" is under NOT: not marked
+    assert snippets[reply]["preview"] == "Noon is fine, <mark>café</mark> downstairs."
+    assert snippets[lunch]["preview"] is None and snippets[report]["subject"] is None
+    assert S.ok("SearchSnippet/get", emailIds=[lunch], filter=None)["list"] == [
+        {"emailId": lunch, "subject": None, "preview": None}]
+    assert S.error("SearchSnippet/get", emailIds=[lunch], filter={"snippet": "x"}) == "unsupportedFilter"
+    assert S.error("SearchSnippet/get", emailIds=None, filter=None) == "invalidArguments"
+    assert S.error("SearchSnippet/get", emailIds=["x"] * 501) == "requestTooLarge"
+
+
+def test_snippets_escape_html_and_cut_long_bodies():
+    from mailnet.jmap.searchsnippet import highlight, preview, _pattern
+
+    p = _pattern({"b&c", "x"})
+    assert highlight("<a> b&C </a>", p) == "&lt;a&gt; <mark>b&amp;C</mark> &lt;/a&gt;"
+    long = "word " * 200 + "needle " + "tail " * 200
+    piece = preview(long, _pattern({"needle"}))
+    assert "<mark>needle</mark>" in piece and len(piece) <= 255 + len("<mark></mark>")
+    assert piece.startswith("word") and not piece.startswith("ord")
+    s = MailSession()
+    s.deliver(b"Subject: <script>x</script>\r\nContent-Type: text/html\r\n\r\n<p>Hello <b>big</b> world"
+              b"<script>alert(1)</script></p>\r\n")
+    [emailId] = s.ok("Email/query")["ids"]
+    [snippet] = s.ok("SearchSnippet/get", emailIds=[emailId], filter={"text": "script"})["list"]
+    assert snippet["subject"] == "&lt;<mark>script</mark>&gt;x&lt;/<mark>script</mark>&gt;"
+    assert snippet["preview"] is None  # the script's text is not the body's
+    [snippet] = s.ok("SearchSnippet/get", emailIds=[emailId], filter={"body": "big"})["list"]
+    assert snippet["preview"] == "Hello <mark>big</mark> world"
