@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 
-from mailnet.jmap import emailquery, mailstore, standard
+from mailnet.jmap import emailquery, standard
 from mailnet.jmap.errors import MethodError
 from mailnet.jmap.mailbox import MAIL
 from mailnet.mail.mime import TooComplex, mimeText, quickText
