@@ -129,3 +129,39 @@ def test_jmapc_search_snippets(server, client):
     snippet = one(server, "SearchSnippet/get", emailIds=ids[:1], filter={"subject": "lunch"})["list"][0]
     assert snippet == {"emailId": ids[0], "subject": "Re: <mark>Lunch</mark> plans", "preview": None}
     assert one(server, "SearchSnippet/get", emailIds=ids, filter={"nope": 1}) == ("error", "unsupportedFilter")
+
+
+def test_eventsource_resumes_with_last_event_id(server):
+    """RFC 8620 s7.3: a client that comes back with Last-Event-ID gets what it missed at once."""
+    import base64
+    import json
+    import socket
+
+    from mailnet.jmap.core import accountIdFor
+    from mailnet.jmap.push import parsePushState
+
+    def stream(lastEventId):
+        s = socket.create_connection(("127.0.0.1", server.port("http")), timeout=30)
+        auth = base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode())
+        s.sendall(b"GET /jmap/eventsource/?types=Email&closeafter=state&ping=0 HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Basic " + auth + b"\r\nLast-Event-ID: " + lastEventId + b"\r\n\r\n")
+        data = b""
+        while not (b"event: state" in data and b"\n\n" in data.partition(b"event: state")[2]):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        block = data.partition(b"event: state")
+        lines = (block[0].rsplit(b"\n", 2)[-2:] + block[2].split(b"\n"))
+        eventId = [x[4:] for x in lines if x.startswith(b"id: ")][0].decode()
+        return json.loads([x for x in lines if x.startswith(b"data: ")][0][6:]), eventId
+
+    account = accountIdFor(ALICE[0])
+    state = one(server, "Email/get", ids=[])["state"]
+    change, eventId = stream(b"not-one-of-ours")  # an id we did not give: every current state, at once
+    assert change["changed"] == {account: {"Email": state}} and change["pushState"] == eventId
+    assert parsePushState(eventId) == {account: {"Email": state}}
+    old = base64.urlsafe_b64encode(json.dumps({account: {"Email": "0.0"}}).encode()).rstrip(b"=")
+    change, _ = stream(old)  # an old pushState: the new state
+    assert change["changed"] == {account: {"Email": state}}
