@@ -198,6 +198,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "push_ping_minimum": _o("int", 10, "Shortest EventSource ping interval a client may ask for, in seconds (RFC 8620 s7.3 allows a minimum of at most 30).", minimum=1),
         "push_connections_per_user": _o("int", 10, "EventSource connections one user may keep open.", minimum=1),
     },
+    "jmap": {
+        "vacation_period": _o("int", 7 * 86400, "Seconds before a sender gets another vacation auto-reply from the same user (RFC 3834 s2 suggests days; RFC 5230 defaults to 7 days).", minimum=3600),
+    },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
     },

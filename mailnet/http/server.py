@@ -69,6 +69,8 @@ class HTTPService(serving.ProtocolService):
         self.push = push if push is not None else StorePushSource(context.store)
         self.jmap = api.JMAPResource(self.registry, self.limits, self.authenticator, self.blobs, self.uploads, clock)
         self.jmap.accountHooks.append(lambda account: self.storeBlobs.remember(account.id, account.backend))
+        # RFC 8621 s8: VacationResponse reads and writes the users' vacation settings (mailnet/vacation.py).
+        self.jmap.services["vacation"] = getattr(context, "vacation", None)
         self.events = eventsource.EventSource(self.jmap, self.push, clock, config.http.push_ping_minimum,
                                               config.http.push_connections_per_user)
         routes = dict(self.jmap.routes())

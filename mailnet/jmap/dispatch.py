@@ -36,6 +36,7 @@ MODULES = (
     "mailnet.jmap.email",
     "mailnet.jmap.emailquery",
     "mailnet.jmap.searchsnippet",
+    "mailnet.jmap.vacation",
     "mailnet.jmap.thread",
 )
 
