@@ -200,6 +200,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
     },
     "jmap": {
         "submission_hold": _o("float", 5.0, "Seconds a JMAP EmailSubmission waits (undoStatus pending) before it is sent, so that the webmail can offer \"undo send\"; 0 = send at once.", minimum=0),
+        "vacation_period": _o("int", 7 * 86400, "Seconds before a sender gets another vacation auto-reply from the same user (RFC 3834 s2 suggests days; RFC 5230 defaults to 7 days).", minimum=3600),
     },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),

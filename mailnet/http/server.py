@@ -74,6 +74,8 @@ class HTTPService(serving.ProtocolService):
         self.jmap.accountHooks.append(lambda account: self.storeBlobs.remember(account.id, account.backend))
         self.jmap.services.update(hostname=config.server.hostname, messageSize=config.limits.message_size)
         self._services(context)
+        # RFC 8621 s8: VacationResponse reads and writes the users' vacation settings (mailnet/vacation.py).
+        self.jmap.services["vacation"] = getattr(context, "vacation", None)
         self.events = eventsource.EventSource(self.jmap, self.push, clock, config.http.push_ping_minimum,
                                               config.http.push_connections_per_user)
         routes = dict(self.jmap.routes())

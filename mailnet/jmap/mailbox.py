@@ -37,7 +37,8 @@ def accountCapability(username=None) -> dict:
         "maxMailboxDepth": limits.depth,
         "maxSizeMailboxName": limits.nameLength,
         "maxSizeAttachmentsPerEmail": 35_000_000,
-        "emailQuerySortOptions": ["receivedAt"],
+        "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "from", "to", "subject", "hasKeyword",
+                                  "allInThreadHaveKeyword", "someInThreadHaveKeyword"],  # jmap/emailquery.py
         "mayCreateTopLevelMailbox": True,
     }
 
