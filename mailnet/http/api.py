@@ -119,9 +119,9 @@ class JMAPResource:
         except AuthRefused as e:
             if not gone:
                 if e.status == 401:
-                    for challenge in self.auth.challenges():
+                    for challenge in self.auth.challenges(request):
                         request.responseHeaders.addRawHeader(b"www-authenticate", challenge)
-                problem(request, e.status, "about:blank", e.detail)
+                problem(request, e.status, e.type, e.detail)
         except RequestError as e:
             if not gone:
                 problem(request, e.status, PREFIX + e.type, e.detail,
