@@ -245,3 +245,7 @@ def test_hostile_html_cleaned_with_cid_inlined(web):
                 f"/webmail/html/{accountId}/nope/1"):
         assert request(web, "GET", bad, headers={"Cookie": session})[0].status == 404, bad
     assert request(web, "GET", path)[0].status == 401
+
+
+def test_startup_banner_names_the_webmail(web):
+    assert f"webmail: http://127.0.0.1:{web.port('http')}/" in web.log()
