@@ -160,11 +160,12 @@ def messageIdList(name: str, ids) -> str:
     return _foldItems(name, items, " ")
 
 
-def date(name: str, seconds: float) -> str:
-    """RFC 5322 s3.3 date-time, in UTC (``+0000``)."""
+def date(name: str, seconds: float, offset: int = 0) -> str:
+    """RFC 5322 s3.3 date-time of ``seconds`` as seen ``offset`` minutes east of UTC (``+0000`` for 0)."""
     # formatdate writes UTC as "-0000", which RFC 5322 s3.3 reserves for "zone unknown".
-    text = email.utils.formatdate(seconds, localtime=False, usegmt=False)[:-5] + "+0000"
-    return f"{checkFieldName(name)}: {text}"
+    text = email.utils.formatdate(seconds + offset * 60, localtime=False, usegmt=False)[:-5]
+    sign = "-" if offset < 0 else "+"
+    return f"{checkFieldName(name)}: {text}{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
 
 
 def newMessageId(hostname: str) -> str:
