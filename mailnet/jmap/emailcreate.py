@@ -43,6 +43,11 @@ def bad(prop, description):
 
 def parseDate(prop, value) -> float:
     """A UTCDate or Date (RFC 3339) to epoch seconds."""
+    return parseZonedDate(prop, value)[0]
+
+
+def parseZonedDate(prop, value):
+    """A Date (RFC 3339) to (epoch seconds, its offset from UTC in minutes)."""
     import calendar
 
     match = _UTC.match(value) if isinstance(value, str) else None
@@ -53,10 +58,13 @@ def parseDate(prop, value) -> float:
         seconds = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
     except (ValueError, OverflowError):
         raise bad(prop, f"{prop} must be an RFC 3339 date") from None
+    offset = 0
     if zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    return seconds
+        offset = (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[4:6]))
+        if abs(offset) >= 24 * 60:
+            raise bad(prop, f"{prop} has an impossible time zone")
+        seconds -= offset * 60
+    return seconds, offset
 
 
 def _addresses(prop, value):
@@ -99,7 +107,7 @@ def headerField(prop, name, form, value) -> str:
         if form == "asMessageIds":
             return compose.messageIdList(name, _ids(prop, value))
         if form == "asDate":
-            return compose.date(name, parseDate(prop, value))
+            return compose.date(name, *parseZonedDate(prop, value))
         if form == "asURLs":
             if not isinstance(value, list) or not all(isinstance(u, str) and ">" not in u for u in value):
                 raise bad(prop, f"{prop} must be an array of URLs")
@@ -241,7 +249,8 @@ class Creator:
                         raise bad(prop, "subject must be a string")
                     fields.append(compose.unstructured("Subject", value))
                 else:
-                    fields.append(compose.date("Date", parseDate(prop, value)))
+                    # RFC 8621 s4.1.2.6: the Date keeps the time zone the client gave.
+                    fields.append(compose.date("Date", *parseZonedDate(prop, value)))
             except compose.ComposeError as e:
                 raise bad(prop, str(e)) from None
         return fields + [line for _, line in given]

@@ -23,6 +23,7 @@ anything that writes a message (the webmail, a report) can use it.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import dataclasses
 import email.charset
@@ -160,11 +161,12 @@ def messageIdList(name: str, ids) -> str:
     return _foldItems(name, items, " ")
 
 
-def date(name: str, seconds: float) -> str:
-    """RFC 5322 s3.3 date-time, in UTC (``+0000``)."""
+def date(name: str, seconds: float, offset: int = 0) -> str:
+    """RFC 5322 s3.3 date-time of ``seconds`` as seen ``offset`` minutes east of UTC (``+0000`` for 0)."""
     # formatdate writes UTC as "-0000", which RFC 5322 s3.3 reserves for "zone unknown".
-    text = email.utils.formatdate(seconds, localtime=False, usegmt=False)[:-5] + "+0000"
-    return f"{checkFieldName(name)}: {text}"
+    text = email.utils.formatdate(seconds + offset * 60, localtime=False, usegmt=False)[:-5]
+    sign = "-" if offset < 0 else "+"
+    return f"{checkFieldName(name)}: {text}{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
 
 
 def newMessageId(hostname: str) -> str:
@@ -176,8 +178,7 @@ def newMessageId(hostname: str) -> str:
 # Bodies
 
 
-def _lines(data: bytes):
-    return data.split(b"\n")
+_HIGH = bytes(range(0x80, 0x100))
 
 
 def chooseEncoding(data: bytes, isText: bool) -> str:
@@ -191,10 +192,9 @@ def chooseEncoding(data: bytes, isText: bool) -> str:
         return "base64"
     if b"\r" in data.replace(b"\r\n", b"") or b"\x00" in data:
         return "base64"  # bare CR or NUL: only base64 keeps them
-    ascii = all(b < 0x80 for b in data)
-    if ascii and all(len(line.rstrip(b"\r")) <= MAX_LINE for line in _lines(data)):
+    if data.isascii() and max(map(len, data.split(b"\n"))) <= MAX_LINE + 1:
         return "7bit"
-    high = sum(1 for b in data if b >= 0x80)
+    high = len(data) - len(data.translate(None, _HIGH))
     return "quoted-printable" if high * 4 < len(data) else "base64"
 
 
@@ -203,29 +203,14 @@ def _crlf(data: bytes) -> bytes:
 
 
 def encodeQuotedPrintable(data: bytes) -> bytes:
-    """RFC 2045 s6.7, line ends kept as hard line breaks, soft breaks at 76."""
-    out = []
-    for line in data.replace(b"\r\n", b"\n").split(b"\n"):
-        encoded = []
-        for i, b in enumerate(line):
-            c = bytes((b,))
-            if (33 <= b <= 126 and b != 61) or (b in (9, 32) and i < len(line) - 1):
-                encoded.append(c)
-            else:
-                encoded.append(b"=%02X" % b)  # rule 3: white space at a line's end is encoded
-        current, pieces = b"", []
-        for token in encoded:
-            if len(current) + len(token) > 75:
-                pieces.append(current + b"=")
-                current = b""
-            current += token
-        pieces.append(current)
-        out.append(b"\r\n".join(pieces))
-    return b"\r\n".join(out)
+    """RFC 2045 s6.7 of CRLF text: line ends kept as hard line breaks, soft breaks at 76, CRLF throughout."""
+    # binascii writes soft breaks with the line end it saw first (LF when there is none).
+    return _crlf(binascii.b2a_qp(data, quotetabs=False, istext=True, header=False))
 
 
 def encodeBase64(data: bytes) -> bytes:
-    return b"\r\n".join(binascii.b2a_base64(data[i:i + 57], newline=False) for i in range(0, len(data), 57))
+    """RFC 2045 s6.8: lines of 76 characters, CRLF between them (none after the last)."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")[:-2]
 
 
 def _encodeContent(part: Part):

@@ -17,12 +17,14 @@ import os
 import smtplib
 import time
 
+import dkim
 import pytest
 
 from mailnet.jmap.core import accountIdFor
 from tests.conftest import USERS
 from tests.harness import MailServer
 from tests.http.tlsproxy import TLSProxy
+from tests.mailauth.helpers import txtOf
 from tests.queue.e2e import Sink, waitFor
 
 pytestmark = pytest.mark.slow
@@ -52,6 +54,8 @@ def makeServer(directory, sink, **extra):
     for section, values in extra.items():
         config.setdefault(section, {}).update(values)
     server = MailServer(directory, config=config)
+    # A DKIM key for example.test: mail our users send is signed, by SMTP's path (docs/mailauth.md).
+    server.dkimRecord = txtOf(server.mailnet("dkim", "keygen", "example.test", "--algorithm", "ed25519").stdout)
     server.start()
     for name, password in USERS.items():
         server.addUser(name, password)
@@ -192,6 +196,12 @@ def test_jmapc_draft_with_attachment_sent_read_by_bob_over_imap_and_by_the_peer(
     assert sorted(remote["rcpts"]) == ["carol@remote.test", "dave@remote.test"]
     assert remote["sender"] == ALICE[0] and remote["message"]["Bcc"] is None
     assert remote["message"]["Message-ID"] == message["Message-ID"]
+    # Signed once, as SMTP submission signs (the local copy and the relayed one carry the same signature).
+    assert "d=example.test" in remote["message"]["DKIM-Signature"] and message["DKIM-Signature"]
+    name, record = server.dkimRecord
+    assert dkim.verify(remote["data"], dnsfunc=lambda asked, timeout=5: record.encode()
+                       if asked.decode().rstrip(".") == name else None)
+    assert remote["message"].get_all("Received")[-1].startswith("from jmap")
     # Alice's copy is in Sent, seen, no longer a draft (onSuccessUpdateEmail).
     flags, raw = imapFetch(server, ALICE, "Sent", "Quarterly report")
     assert b"\\Seen" in flags and b"\\Draft" not in flags

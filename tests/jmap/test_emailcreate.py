@@ -72,6 +72,9 @@ def test_create_text_draft_and_read_it_back():
     raw = s.raw(created["id"])
     assert len(raw) == created["size"]
     assert b"\r\nMessage-ID: <" in raw and b"\r\nDate: " in raw and b"\r\nMIME-Version: 1.0\r\n" in raw
+    zoned = s.ok("Email/set", create={"z": draft(s, sentAt="2026-12-03T10:00:00+01:00")})["created"]["z"]
+    assert b"\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n" in s.raw(zoned["id"])
+    assert s.ok("Email/get", ids=[zoned["id"]], properties=["sentAt"])["list"][0]["sentAt"] == "2026-12-03T09:00:00Z"
     got = s.ok("Email/get", ids=[created["id"]], properties=["subject", "from", "to", "keywords", "mailboxIds",
                                                             "textBody", "bodyValues", "messageId"],
                fetchTextBodyValues=True)["list"][0]

@@ -36,6 +36,8 @@ def test_headers_encoded_and_lines_short():
     assert addresses(header(raw, "From").encode()) == (("Jürgen Müller", "j@example.test"),)
     assert addresses(header(raw, "To").encode())[:2] == (("A, B", "a@example.test"), (None, "b@example.test"))
     assert header(raw, "Date").strip() == "Thu, 01 Jan 1970 00:00:00 +0000"
+    assert compose.date("Date", 0, -330) == "Date: Wed, 31 Dec 1969 18:30:00 -0530"
+    assert compose.date("Date", 86400, 60) == "Date: Fri, 02 Jan 1970 01:00:00 +0100"
     assert b"\n" not in raw.replace(b"\r\n", b"")
 
 
