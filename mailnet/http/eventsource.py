@@ -4,7 +4,9 @@ response open and writes a ``state`` event for each change of the user's
 accounts (from an :class:`~mailnet.jmap.push.IPushSource`), ``ping``
 events on the asked interval, and ends after the first ``state`` event
 with ``closeafter=state``.  Each ``state`` event has an ``id``, the
-pushState (RFC 8620 s7.1) of every state the stream has told; a client
+pushState (RFC 8620 s7.1) of every state the stream has told (a type
+never told is taken as changed at a resume, which costs the client one
+``/changes`` with nothing in it); a client
 that reconnects with it in ``Last-Event-ID`` gets at once a ``state``
 event for what changed since (everything, for an id it did not get from
 us), so nothing is missed while it was away.
@@ -72,15 +74,15 @@ class EventSource:
         stream = Stream(request, arguments, self.source, principal.username, self.clock, onClose)
         stream.start()
         currentStates = getattr(self.source, "currentStates", None)
-        if currentStates is None:
-            return
         lastEventId = request.getHeader(b"last-event-id")
+        if currentStates is None or lastEventId is None:
+            return  # a new client asks /changes itself; the pushState holds what the stream told
         try:
             current = await defer.maybeDeferred(currentStates, principal.username)
         except Exception:
             log.failure("jmap push: the current states could not be read")
             return
-        stream.baseline(current, None if lastEventId is None else lastEventId.decode("utf-8", "replace"))
+        stream.baseline(current, lastEventId.decode("utf-8", "replace"))
 
     def _closed(self, key):
         def closed():
@@ -104,7 +106,7 @@ class Stream:
         self.done = False
         self.unsubscribe = source.subscribe(username, self.changed)
         self.eventCount = 0
-        self.states = {}  # {accountId: {Type: state}} told (or current at the start): the pushState
+        self.states = {}  # {accountId: {Type: state}} told (and current at a resume): the pushState
 
     def start(self):
         request = self.request

@@ -231,7 +231,7 @@ def _condition(key, value, c):
             return True
         if c.text is None:
             return None
-        return c.text.addressContains("Bcc", value) or c.text.bodyContains(value)
+        return c.text.bodyContains(value) or c.text.addressContains("Bcc", value)
     if c.text is None:
         return None
     if key == "body":
@@ -346,6 +346,12 @@ class Reader:
     def __init__(self, store):
         self.store = store
         self.threads = {}  # threadId -> [keywords]
+        self.folders = {}  # folder name -> open IFolder (opened once per query; close() closes them)
+
+    def close(self):
+        for folder in self.folders.values():
+            folder.close()
+        self.folders.clear()
 
     async def summaries(self, ids):
         return await mailstore.wait(mailstore.need(self.store, "emailSummaries")(ids))
@@ -367,11 +373,10 @@ class Reader:
 
     async def loadText(self, c: Candidate):
         s = c.summary
-        folder = await mailstore.openFolder(self.store, s.folder)
-        try:
-            f = await mailstore.wait(folder.openMessage(s.uid))
-        finally:
-            folder.close()
+        folder = self.folders.get(s.folder)
+        if folder is None:
+            folder = self.folders[s.folder] = await mailstore.openFolder(self.store, s.folder)
+        f = await mailstore.wait(folder.openMessage(s.uid))
         try:
             # The decoded text of at most TEXT_LIMIT bytes; the rest of a huge message is not searched.
             c.text = MessageText(f.read(TEXT_LIMIT))
@@ -404,6 +409,13 @@ async def run(store, filter: Filter, sort: Sort, collapse, need=None):
     everything = await mailstore.wait(listEmails(inMailbox, 0, None, sort.newestFirst))
     ids = list(everything.ids)
     reader = Reader(store)
+    try:
+        return await _walk(reader, ids, filter, sort, collapse, need)
+    finally:
+        reader.close()
+
+
+async def _walk(reader, ids, filter, sort, collapse, need):
     streaming = sort.receivedAtOnly
     found, seen = [], set()
     for start in range(0, len(ids), CHUNK):

@@ -109,18 +109,21 @@ async def searchSnippetGet(call):
     store = account.backend
     reader = emailquery.Reader(store)
     unique = list(dict.fromkeys(ids))
-    found = await reader.summaries(unique) if unique else {}
     out = []
-    for emailId in unique:
-        summary = found.get(emailId)
-        if summary is None:
-            continue
-        snippet = {"emailId": emailId, "subject": highlight(summary.subject, subjectPattern), "preview": None}
-        if bodyPattern is not None:
-            c = emailquery.Candidate(summary)
-            await reader.loadText(c)
-            snippet["preview"] = preview(bodyText(c.text.data), bodyPattern)
-        out.append(snippet)
+    try:
+        found = await reader.summaries(unique) if unique else {}
+        for emailId in unique:
+            summary = found.get(emailId)
+            if summary is None:
+                continue
+            snippet = {"emailId": emailId, "subject": highlight(summary.subject, subjectPattern), "preview": None}
+            if bodyPattern is not None:
+                c = emailquery.Candidate(summary)
+                await reader.loadText(c)
+                snippet["preview"] = preview(bodyText(c.text.data), bodyPattern)
+            out.append(snippet)
+    finally:
+        reader.close()
     return {"accountId": account.id, "list": out, "notFound": [i for i in unique if i not in found]}
 
 

@@ -90,11 +90,19 @@ class MessageText:
 
     # The matches (needles casefolded; the message loaded)
 
+    def mayHave(self, name) -> bool:
+        """False when the header section surely has no field ``name`` (no parse: a byte search)."""
+        head = self.data[:min(self.bodyOffset(), MAX_HEADER)].lower()
+        key = name.lower().encode("ascii", "replace")
+        return head.startswith(key) or (b"\n" + key) in head
+
     def headerContains(self, name, needle) -> bool:
         """
         Field ``name`` (None: any field) contains ``needle`` in its decoded
         value; an empty needle matches every message with the field.
         """
+        if name is not None and not self.mayHave(name):
+            return False
         if name is None:
             values = [v for _, v in self.header().items()]
         else:
@@ -107,6 +115,8 @@ class MessageText:
 
     def addressContains(self, name, needle) -> bool:
         """An address field (From, To, Cc, Bcc) contains ``needle`` as :func:`addressText` writes it."""
+        if not self.mayHave(name):
+            return False
         values = self.header().get_all(name)
         if not values:
             return False

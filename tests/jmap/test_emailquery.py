@@ -362,3 +362,30 @@ def test_snippets_escape_html_and_cut_long_bodies():
     assert snippet["preview"] is None  # the script's text is not the body's
     [snippet] = s.ok("SearchSnippet/get", emailIds=[emailId], filter={"body": "big"})["list"]
     assert snippet["preview"] == "Hello <mark>big</mark> world"
+
+
+def test_mailbox_query_changes():
+    s = MailSession()
+    first = s.ok("Mailbox/query", sort=[{"property": "name"}])
+    assert first["canCalculateChanges"] is True
+    assert s.ok("Mailbox/query", filter={"isSubscribed": True})["canCalculateChanges"] is False
+    s.deliver(b"Subject: x\r\n\r\nx\r\n")  # counts only: nothing moves
+    same = s.ok("Mailbox/queryChanges", sort=[{"property": "name"}], sinceQueryState=first["queryState"])
+    assert same["removed"] == [] and same["added"] == [] and same["newQueryState"] != first["queryState"]
+    created = s.ok("Mailbox/set", create={"a": {"name": "Aardvark"}})["created"]["a"]["id"]
+    changes = s.ok("Mailbox/queryChanges", sort=[{"property": "name"}], sinceQueryState=first["queryState"],
+                   calculateTotal=True)
+    now = s.ok("Mailbox/query", sort=[{"property": "name"}])["ids"]
+    assert changes["added"] == [{"id": created, "index": now.index(created)}] and changes["total"] == len(now)
+    cached = list(first["ids"])
+    cached.insert(changes["added"][0]["index"], created)
+    assert cached == now
+    s.ok("Mailbox/set", update={created: {"name": "Zebra"}})
+    # Created and renamed since the first state: just created, now at its new place.
+    again = s.ok("Mailbox/queryChanges", sort=[{"property": "name"}], sinceQueryState=first["queryState"])
+    assert again["added"] == [{"id": created, "index": s.ok("Mailbox/query", sort=[{"property": "name"}])["ids"].index(created)}]
+    # Renamed since the second: other Mailboxes' names may have changed with it.
+    assert s.error("Mailbox/queryChanges", sinceQueryState=changes["newQueryState"]) == "cannotCalculateChanges"
+    assert s.error("Mailbox/queryChanges", sinceQueryState=changes["newQueryState"],
+                   filter={"isSubscribed": True}) == "cannotCalculateChanges"
+    assert s.error("Mailbox/queryChanges", sinceQueryState=1) == "invalidArguments"
