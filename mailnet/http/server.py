@@ -11,6 +11,7 @@ import os
 from twisted.internet import defer, task
 
 from mailnet import serving
+from mailnet.auth import IUserDirectory
 from mailnet.http import api, auth, blobstore, eventsource, session, site, userdata, webmail, websocket
 from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
@@ -67,8 +68,10 @@ class HTTPService(serving.ProtocolService):
         self.sessions = None
         if config.webmail.enabled:
             self.sessions = session.SessionStore(clock, config.webmail.session_idle, config.webmail.session_max)
+        users = getattr(context, "users", None)
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
-                                                config.auth.allow_plaintext, self.sessions)
+                                                config.auth.allow_plaintext, self.sessions,
+                                                users.exists if IUserDirectory.providedBy(users) else None)
         self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
         # Uploads first, then the store's messages and their parts (mailnet/jmap/mailblobs.py).
         self.storeBlobs = StoreBlobSource()
