@@ -320,7 +320,8 @@ class Submissions:
             raise SetError("invalidProperties", "only identityId, emailId and envelope can be set",
                            properties=unknown[:20])
         identities = await self.identities.records()
-        identity = identities.get(record.get("identityId"))
+        identityId = record.get("identityId")
+        identity = identities.get(identityId) if isinstance(identityId, str) else None
         if identity is None:
             raise SetError("invalidProperties", "no such Identity", properties=["identityId"])
         if not self.rules.mayUse(self.username, identity["email"]):
