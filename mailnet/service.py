@@ -356,6 +356,8 @@ class MailnetService(service.MultiService):
         if http and http["port"] is not None:
             host = http["host"] if ":" not in (http["host"] or "") else f"[{http['host']}]"
             log.info("jmap session: http://{host}:{port}/.well-known/jmap", host=host, port=http["port"])
+            if config.webmail.enabled:
+                log.info("webmail: http://{host}:{port}/", host=host, port=http["port"])
         if self.demoLogin:
             log.info("demo login: user {user} password {password}", user=self.demoLogin[0], password=self.demoLogin[1])
         log.info("mailnet ready: {hostname}, domains {domains}, data in {data}",

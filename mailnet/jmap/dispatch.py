@@ -38,6 +38,9 @@ MODULES = (
     "mailnet.jmap.searchsnippet",
     "mailnet.jmap.vacation",
     "mailnet.jmap.thread",
+    "mailnet.jmap.identity",
+    "mailnet.jmap.submission",
+    "mailnet.jmap.emailimport",
 )
 
 

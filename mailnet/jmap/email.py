@@ -17,7 +17,7 @@ import calendar
 import re
 import time
 
-from mailnet.jmap import emailbody, mailstore, standard
+from mailnet.jmap import emailbody, emailcreate, mailstore, standard
 from mailnet.jmap.errors import MethodError, SetError
 from mailnet.jmap.mailbox import MAIL
 
@@ -86,10 +86,11 @@ class Emails:
     properties = PROPERTIES
     defaultProperties = DEFAULT_PROPERTIES
 
-    def __init__(self, wanted=(), bodyOptions=None, resolveId=None):
+    def __init__(self, wanted=(), bodyOptions=None, resolveId=None, creator=None):
         self.wanted = set(wanted)
         self.bodyOptions = bodyOptions
         self.resolveId = resolveId  # "#creationId" of a Mailbox made earlier in the request
+        self.creator = creator  # drafts from parts: mailnet.jmap.emailcreate.Creator
 
     async def state(self, account):
         return await mailstore.currentState(account)
@@ -112,10 +113,12 @@ class Emails:
         return standard.Changes(c.oldState, c.newState, c.hasMoreChanges, list(c.created),
                                 list(c.updated), list(c.destroyed))
 
-    # /set (RFC 8621 s4.6): keywords, mailboxIds, destroy.  Creating is not supported yet.
+    # /set (RFC 8621 s4.6): create (emailcreate.py), keywords, mailboxIds, destroy.
 
-    def create(self, account, record):
-        raise SetError("forbidden", "creating Emails (drafts) is not supported yet")
+    async def create(self, account, record):
+        if self.creator is None:
+            raise SetError("forbidden", "creating Emails is not supported here")
+        return await self.creator.create(account, record)
 
     async def _locate(self, account, id):
         where = await mailstore.wait(mailstore.need(account, "findEmail")(id))
@@ -224,5 +227,5 @@ async def emailGet(call):
 def register(registry):
     registry.method("Email/get", emailGet, MAIL)
     registry.method("Email/changes", lambda call: standard.standardChanges(call, Emails()), MAIL)
-    registry.method("Email/set", lambda call: standard.standardSet(call, Emails(resolveId=call.resolveId)), MAIL,
-                    mutates=True)
+    registry.method("Email/set", lambda call: standard.standardSet(
+        call, Emails(resolveId=call.resolveId, creator=emailcreate.Creator(call))), MAIL, mutates=True)

@@ -218,7 +218,7 @@ def test_email_set_keywords_move_destroy_and_changes():
     assert answer["notUpdated"]["nope"]["type"] == "notFound"
     assert s.ok("Email/set", update={one: {"subject": "x"}})["notUpdated"][one]["type"] == "invalidProperties"
     assert s.ok("Email/set", update={one: {"mailboxIds": {}}})["notUpdated"][one]["type"] == "invalidProperties"
-    assert s.ok("Email/set", create={"k": {"subject": "draft"}})["notCreated"]["k"]["type"] == "forbidden"
+    assert s.ok("Email/set", create={"k": {"subject": "draft"}})["notCreated"]["k"]["type"] == "invalidProperties"
     state = s.ok("Email/get", ids=[])["state"]
     assert s.error("Email/set", ifInState="0.0", destroy=[one]) == "stateMismatch"
     answer = s.ok("Email/set", ifInState=state, destroy=[one, "nope"])
