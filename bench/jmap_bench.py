@@ -77,9 +77,17 @@ class JMAP:
     def call(self, *calls):
         body = json.dumps({"using": [CORE, MAIL], "methodCalls": [
             [name, dict(args, accountId=self.account), str(n)] for n, (name, args) in enumerate(calls)]})
-        self.connection.request("POST", "/jmap/api/", body, {"Content-Type": "application/json",
-                                                              "Authorization": self.auth})
-        response = self.connection.getresponse()
+        try:
+            self.connection.request("POST", "/jmap/api/", body, {"Content-Type": "application/json",
+                                                                  "Authorization": self.auth})
+            response = self.connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # Closed by the server's [http] idle_timeout while Dovecot was being set up: a new connection.
+            self.connection.close()
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+            self.connection.request("POST", "/jmap/api/", body, {"Content-Type": "application/json",
+                                                                  "Authorization": self.auth})
+            response = self.connection.getresponse()
         data = json.loads(response.read())
         assert response.status == 200, data
         for name, args, _ in data["methodResponses"]:
