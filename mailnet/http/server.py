@@ -1,6 +1,6 @@
 """
-The http listener's service: JMAP (RFC 8620) on twisted.web, and later the
-webmail's static files.  ``makeService(context)`` is what
+The http listener's service: JMAP (RFC 8620) on twisted.web, and the
+webmail (mailnet/http/webmail.py: its files, cookie logins, cleaned HTML).  ``makeService(context)`` is what
 :mod:`mailnet.service` calls, as for every protocol.
 """
 
@@ -11,7 +11,7 @@ import os
 from twisted.internet import task
 
 from mailnet import serving
-from mailnet.http import api, auth, blobstore, eventsource, site, websocket
+from mailnet.http import api, auth, blobstore, eventsource, session, site, webmail, websocket
 from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
@@ -60,8 +60,12 @@ class HTTPService(serving.ProtocolService):
         self.registry = defaultRegistry()
         if getattr(context, "metrics", None) is not None:
             self.registry.onCall = context.metrics.jmapCall
+        # The webmail's cookie sessions ([webmail]); None when the webmail is off.
+        self.sessions = None
+        if config.webmail.enabled:
+            self.sessions = session.SessionStore(clock, config.webmail.session_idle, config.webmail.session_max)
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
-                                                config.auth.allow_plaintext)
+                                                config.auth.allow_plaintext, self.sessions)
         self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
         # Uploads first, then the store's messages and their parts (mailnet/jmap/mailblobs.py).
         self.storeBlobs = StoreBlobSource()
@@ -74,6 +78,9 @@ class HTTPService(serving.ProtocolService):
         routes = dict(self.jmap.routes())
         routes.update(self.events.routes())
         routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
+        if self.sessions is not None:
+            self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max)
+            routes.update(self.webmail.routes())
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
                               requestDeadline=config.http.request_deadline,
                               minDataRate=config.limits.min_data_rate, idleTimeout=config.http.idle_timeout)
@@ -104,6 +111,8 @@ class HTTPService(serving.ProtocolService):
         self.sweeper.start(SWEEP_INTERVAL, now=True)
 
     def _sweep(self):
+        if self.sessions is not None:
+            self.sessions.sweep()
         return self.uploads.sweep().addErrback(lambda failure: log.failure("jmap: sweeping uploads failed", failure))
 
     def stopService(self):
