@@ -100,7 +100,7 @@ def test_compose_with_file_from_disk_progress_and_autocomplete(app, webmail, tmp
     page.fill("#compose-subject", "Numbers attached")
     page.fill("#compose-body", "Here are the numbers.")
     page.set_input_files("#compose-files", str(path))
-    page.wait_for_function("document.querySelector('.upload-progress') && document.querySelector('.upload-progress').value == 1")
+    page.wait_for_function("() => document.querySelector('.upload-progress') && document.querySelector('.upload-progress').value == 1")
     send(page)
     _, raw, _ = imapFind(webmail, BOB, "INBOX", "Numbers attached")
     parts = list(parse(raw).iter_attachments())
@@ -119,7 +119,7 @@ def test_draft_saved_automatically_and_resumed_after_reload(app, webmail):
     assert "#/compose/" in page.url
     page.reload()
     page.wait_for_selector("#compose-subject")
-    page.wait_for_function("document.querySelector('#compose-subject').value == 'Half-written thoughts'")
+    page.wait_for_function("() => document.querySelector('#compose-subject').value == 'Half-written thoughts'")
     assert page.input_value("#compose-body") == "First paragraph."
     assert page.input_value("#compose-to") == "someone@example.test"
     # One draft in Drafts (the autosave replaces the old one).
@@ -131,7 +131,7 @@ def test_draft_saved_automatically_and_resumed_after_reload(app, webmail):
     assert page.locator(".row:has-text('Half-written thoughts')").count() == 1
     openMessage(page, "Half-written thoughts")
     page.click("#edit-draft")
-    page.wait_for_function("document.querySelector('#compose-body') && document.querySelector('#compose-body').value == 'First paragraph. Second.'")
+    page.wait_for_function("() => document.querySelector('#compose-body') && document.querySelector('#compose-body').value == 'First paragraph. Second.'")
     page.click("#discard")
     page.wait_for_selector(".row:has-text('Half-written thoughts')", state="detached")
 
@@ -145,7 +145,7 @@ def test_undo_send_during_the_hold_and_errors_shown(app, webmail, tmp_path):
     send(page)
     page.click("#undo-bar .notice-action")
     page.wait_for_selector(".notice:has-text('Sending undone')")
-    page.wait_for_function("document.querySelector('#compose-subject') && document.querySelector('#compose-subject').value == 'Sent by mistake'")
+    page.wait_for_function("() => document.querySelector('#compose-subject') && document.querySelector('#compose-subject').value == 'Sent by mistake'")
     page.click("#discard")
     page.wait_for_timeout(2500)  # longer than the hold: had it been sent, it would be there
     with imap(webmail, BOB) as client:

@@ -70,11 +70,11 @@ def test_folders_and_list_markers_and_conversations(app, webmail):
     page.wait_for_selector(".row:has-text('Re: Thread start')")
     assert page.locator(".row .subject:text-matches('Thread start')").count() == 2
     page.check("#threads")
-    page.wait_for_function("document.querySelectorAll('.row .subject').length > 0 && "
+    page.wait_for_function("() => document.querySelectorAll('.row .subject').length > 0 && "
                            "[...document.querySelectorAll('.row .subject')].filter(n => n.textContent.includes('Thread start')).length == 1")
     assert page.locator(".row .subject:text-is('Re: Thread start')").count() == 1
     page.uncheck("#threads")
-    page.wait_for_function("[...document.querySelectorAll('.row .subject')].filter(n => n.textContent.includes('Thread start')).length == 2")
+    page.wait_for_function("() => [...document.querySelectorAll('.row .subject')].filter(n => n.textContent.includes('Thread start')).length == 2")
 
 
 def test_phone_layout_and_help_overlay(webmail, browser):

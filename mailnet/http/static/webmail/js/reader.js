@@ -48,7 +48,8 @@ async function remoteCount(url) {
 }
 
 function htmlPart(email, part) {
-  const frame = el("iframe", { sandbox: "", class: "html-body", title: "Message body", src: htmlUrl(email, part, false),
+  // No allow-scripts, no allow-same-origin: links may open (as ordinary pages of their own) in a new tab.
+  const frame = el("iframe", { sandbox: "allow-popups allow-popups-to-escape-sandbox", class: "html-body", title: "Message body", src: htmlUrl(email, part, false),
     referrerpolicy: "no-referrer", dataset: { partId: part.partId } });
   const holder = el("div", { class: "html-holder" });
   holder.append(frame);
