@@ -45,7 +45,7 @@ def message(subject, body="Hello.", sender="Bob Example <bob@elsewhere.test>", t
         headers = [f"Message-ID: {email.utils.make_msgid(domain='elsewhere.test')}", *headers]
     lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}", f"Date: {email.utils.formatdate()}",
              *headers, "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8", "", body]
+             "Content-Type: text/plain; charset=utf-8", "", body.replace("\r\n", "\n").replace("\n", "\r\n")]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 

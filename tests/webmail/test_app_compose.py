@@ -71,7 +71,7 @@ def test_forward_inline_with_attachment_and_as_attachment(app, webmail):
     parts = [p for p in parse(raw).iter_attachments()]
     assert [p.get_filename() for p in parts] == ["report.pdf"]
     assert parts[0].get_content().startswith(b"%PDF-1.4")
-    waitFor(lambda: b"$Forwarded" in imapFind(webmail, ALICE, "INBOX", "Report to pass on")[2], 15)
+    waitFor(lambda: b"$forwarded" in [f.lower() for f in imapFind(webmail, ALICE, "INBOX", "Report to pass on")[2]], 15)
 
     openMessage(page, "Report to pass on")
     page.click("#forward-attached")
@@ -90,13 +90,16 @@ def test_compose_with_file_from_disk_progress_and_autocomplete(app, webmail, tmp
     data = bytes(range(256)) * 400
     path = tmp_path / "numbers.bin"
     path.write_bytes(data)
+    # Autocomplete from recent correspondents: the recipients of the listed mail are among them.
+    deliver(webmail, message("Autocomplete source", to="alice@example.test, Bob Local <bob@example.test>"))
+    page.wait_for_selector(".row:has-text('Autocomplete source')")
     page.click("#compose-button")
     page.wait_for_selector("#compose-to")
     page.fill("#compose-to", "")
     page.type("#compose-to", "bob@exa")
     page.wait_for_selector(".suggestion:has-text('bob@example.test')")
     page.click(".suggestion:has-text('bob@example.test')")
-    assert page.input_value("#compose-to").startswith("bob@example.test")
+    assert "bob@example.test" in page.input_value("#compose-to")
     page.fill("#compose-subject", "Numbers attached")
     page.fill("#compose-body", "Here are the numbers.")
     page.set_input_files("#compose-files", str(path))
@@ -163,4 +166,5 @@ def test_undo_send_during_the_hold_and_errors_shown(app, webmail, tmp_path):
     page.fill("#compose-to", "not an address")
     page.click("#send")
     page.wait_for_selector(".notice.error:has-text('Sending failed')")
+    print(page.locator(".notice.error").last.text_content())
     page.click("#discard")

@@ -75,6 +75,7 @@ def test_folders_and_list_markers_and_conversations(app, webmail):
     assert page.locator(".row .subject:text-is('Re: Thread start')").count() == 1
     page.uncheck("#threads")
     page.wait_for_function("() => [...document.querySelectorAll('.row .subject')].filter(n => n.textContent.includes('Thread start')).length == 2")
+    shot(page, "inbox")
 
 
 def test_phone_layout_and_help_overlay(webmail, browser):
@@ -90,6 +91,7 @@ def test_phone_layout_and_help_overlay(webmail, browser):
     row(page, "Phone sized").click()
     page.wait_for_selector("#reader-subject:text-is('Phone sized')")
     assert page.locator("#list-pane").is_hidden()         # one pane at a time
+    shot(page, "phone")
     page.go_back()                                         # the back button returns to the list
     page.wait_for_selector("#list-pane:visible")
     context.close()

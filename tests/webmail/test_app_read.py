@@ -77,6 +77,7 @@ def test_html_in_sandboxed_iframe_with_remote_images_bar(app, webmail):
     inner = page.frame_locator("iframe.html-body")
     inner.locator("h1:text('Big news')").wait_for()
     page.wait_for_selector(".remote-bar:has-text('1 remote image')")
+    shot(page, "reader-html")
     assert not requests.outside(), requests.outside()
     page.route("http://tracker.invalid/**", lambda route: route.fulfill(status=204))
     page.click("#show-remote")

@@ -117,7 +117,12 @@ export function renderToolbar() {
     moveMenu(),
     el("label", { class: "threads-toggle", title: "Conversation view" },
       el("input", { type: "checkbox", id: "threads", checked: state.collapse,
-        onchange: (e) => { state.collapse = e.target.checked; localStorage.setItem("webmail.collapse", state.collapse ? "1" : ""); window.dispatchEvent(new HashChangeEvent("hashchange")); } }),
+        onchange: async (e) => {
+          state.collapse = e.target.checked;
+          localStorage.setItem("webmail.collapse", state.collapse ? "1" : "");
+          try { await loadMailboxes(); } catch (err) { showError("Loading the folders", err); }
+          window.dispatchEvent(new HashChangeEvent("hashchange"));
+        } }),
       " Conversations"));
 }
 

@@ -140,6 +140,7 @@ async function boot(session) {
   const jmap = new Jmap(session.csrf);
   jmap.onUnauthorized = () => showLogin("Your session ended: log in again.");
   state.jmap = jmap;
+  state.collapse = localStorage.getItem("webmail.collapse") === "1";
   try {
     await jmap.connect();
     await loadMailboxes();
@@ -151,7 +152,6 @@ async function boot(session) {
   $("login").hidden = true;
   $("app").hidden = false;
   $("user").textContent = jmap.username;
-  state.collapse = localStorage.getItem("webmail.collapse") === "1";
   whenDrawn(() => {
     performance.mark("inbox-drawn");
     if (performance.getEntriesByName("login-start").length) performance.measure("login-to-inbox", "login-start", "inbox-drawn");

@@ -7,7 +7,10 @@ import { Jmap } from "./jmap.js";
 import { remember, state } from "./state.js";
 
 export const ROW = 60;       // px, one row (the CSS says the same)
-const PAGE = 50;             // rows asked of the server at a time
+// Rows asked of the server at a time: one screenful (set from the list's height at start), so the
+// first Email/get is of the visible rows only.
+let PAGE = 20;
+const MARGIN = 4;            // rows drawn above and below the visible ones
 export const LIST_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "from", "to", "subject", "preview",
   "receivedAt", "hasAttachment", "size", "blobId"];
 
@@ -61,8 +64,8 @@ export async function refreshList() {
 
 function visibleRange() {
   const scroller = $("list");
-  const first = Math.max(0, Math.floor(scroller.scrollTop / ROW) - 5);
-  const last = Math.min(list.total, Math.ceil((scroller.scrollTop + (scroller.clientHeight || 600)) / ROW) + 5);
+  const first = Math.max(0, Math.floor(scroller.scrollTop / ROW) - MARGIN);
+  const last = Math.min(list.total, Math.ceil((scroller.scrollTop + (scroller.clientHeight || 600)) / ROW) + MARGIN);
   return [first, last];
 }
 
@@ -93,7 +96,7 @@ function loadPage(page, force) {
     }
     if (key !== list.key) return [];
     const ids = answer.q.ids;
-    for (const email of answer.g.list) { list.emails.set(email.id, email); remember(email.from); }
+    for (const email of answer.g.list) { list.emails.set(email.id, email); remember(email.from); remember(email.to); }
     ids.forEach((id, i) => { list.ids[page * PAGE + i] = id; });
     if (list.exact && typeof answer.q.total === "number") {
       list.total = answer.q.total;
@@ -212,6 +215,7 @@ export function updateLocal(ids, change) {
 
 export function initList() {
   const scroller = $("list");
+  PAGE = Math.max(10, Math.ceil((scroller.clientHeight || window.innerHeight) / ROW) + 2 * MARGIN);
   let pending = false;
   scroller.addEventListener("scroll", () => {
     if (pending) return;

@@ -24,12 +24,15 @@ export function emit(name, value) {
   for (const callback of state.listeners[name] || []) callback(value);
 }
 
-const MAILBOX_PROPERTIES = ["id", "name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails",
-  "totalThreads", "unreadThreads", "myRights"];
+const MAILBOX_PROPERTIES = ["id", "name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails", "myRights"];
+// Asked only in the conversation view: the server works out thread ids for them (0.44 s instead of
+// 0.15 s for a Mailbox/get of a 100,000-message account, measured once).
+const THREAD_COUNTS = ["totalThreads", "unreadThreads"];
 
 export async function loadMailboxes() {
   const { jmap } = state;
-  const answer = await jmap.call("Mailbox/get", { ids: null, properties: MAILBOX_PROPERTIES });
+  const properties = state.collapse ? MAILBOX_PROPERTIES.concat(THREAD_COUNTS) : MAILBOX_PROPERTIES;
+  const answer = await jmap.call("Mailbox/get", { ids: null, properties });
   const list = answer.list;
   const byId = {};
   for (const m of list) byId[m.id] = m;
