@@ -103,12 +103,19 @@ def test_compose_with_file_from_disk_progress_and_autocomplete(app, webmail, tmp
     page.fill("#compose-subject", "Numbers attached")
     page.fill("#compose-body", "Here are the numbers.")
     page.set_input_files("#compose-files", str(path))
-    page.wait_for_function("() => document.querySelector('.upload-progress') && document.querySelector('.upload-progress').value == 1")
+    # And one dropped on the form (a drop event carrying a file, as a drag from the desktop gives).
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["dropped bytes\\n"], "dropped.txt", {type: "text/plain"}));
+        document.getElementById("compose").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""")
+    page.wait_for_function("() => [...document.querySelectorAll('.upload-progress')].length == 2 && "
+                           "[...document.querySelectorAll('.upload-progress')].every(p => p.value == 1)")
     send(page)
     _, raw, _ = imapFind(webmail, BOB, "INBOX", "Numbers attached")
-    parts = list(parse(raw).iter_attachments())
-    assert parts[0].get_filename() == "numbers.bin"
-    assert parts[0].get_content() == data
+    parts = {p.get_filename(): p.get_content() for p in parse(raw).iter_attachments()}
+    assert parts["numbers.bin"] == data
+    assert parts["dropped.txt"].replace("\r\n", "\n") == "dropped bytes\n"
 
 
 def test_draft_saved_automatically_and_resumed_after_reload(app, webmail):
