@@ -98,6 +98,8 @@ class JMAPResource:
         self.uploadsInProgress = Counter()
         # Called with each Account a request uses (the store's blob source learns accountId -> account).
         self.accountHooks = []
+        # More services for the methods (Context.services): hostname, limits, submission...
+        self.services = {}
 
     def routes(self):
         return {
@@ -199,7 +201,7 @@ class JMAPResource:
         accounts = self.accountsOf(principal)
         sessionState = core.sessionObject(self.registry, principal.username, accounts, self.limits, base)["state"]
         context = Context(principal.username, {a.id: a for a in accounts}, self.limits,
-                          {"blobs": self.blobs, "clock": self.clock, "sessionState": sessionState})
+                          dict(self.services, blobs=self.blobs, clock=self.clock, sessionState=sessionState))
         return await processRequest(self.registry, parsed, context)
 
     # Upload (RFC 8620 s6.1)

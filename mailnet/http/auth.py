@@ -175,6 +175,9 @@ class CookieScheme:
     @defer.inlineCallbacks
     def authenticate(self, authenticator, request, sessionId, alive=None):
         session = self.sessions.find(sessionId)
+        if session is not None and authenticator.userExists is not None and not authenticator.userExists(session.username):
+            self.sessions.delete(sessionId)  # the user was removed: their sessions end with them
+            session = None
         if session is None:
             raise AuthRefused(401, "The session has ended; log in again.")
         checkCSRF(request, session)
@@ -210,13 +213,16 @@ class Authenticator:
     @param allowPlaintext: ``[auth] allow_plaintext``.
     @param sessions: the webmail's :class:`~mailnet.http.session.SessionStore`
         (None: no cookie sessions).
+    @param userExists: ``f(username) -> bool`` (the user directory's
+        ``exists``), asked on each cookie request; None: not asked.
     """
 
-    def __init__(self, login, trustedProxies=(), allowPlaintext=False, sessions=None):
+    def __init__(self, login, trustedProxies=(), allowPlaintext=False, sessions=None, userExists=None):
         self.login = login
         self.trustedProxies = list(trustedProxies)
         self.allowPlaintext = allowPlaintext
         self.sessions = sessions
+        self.userExists = userExists
         self.schemes = [BasicScheme()]
         if sessions is not None:
             self.schemes.append(CookieScheme(sessions))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import urllib.parse
 
 import nh3
 
@@ -53,11 +54,6 @@ TAGS = {
 DROPPED = {"script", "style", "title", "svg", "math", "iframe", "object", "embed", "template", "noscript",
            "textarea", "select", "applet", "frameset", "noembed", "noframes", "xmp", "head"}
 
-_PRESENTATION = {"align", "valign", "width", "height", "bgcolor", "background", "border", "cellpadding",
-                 "cellspacing", "colspan", "rowspan", "nowrap", "color", "face", "size", "dir", "lang", "title",
-                 "style", "class", "start", "type", "span", "scope", "alt", "src", "href", "hspace", "vspace",
-                 "headers", "cite", "datetime", "abbr"}
-
 ATTRIBUTES = {
     "*": {"style", "class", "dir", "lang", "title", "align", "valign", "width", "height", "bgcolor"},
     "a": {"href"},
@@ -71,7 +67,6 @@ ATTRIBUTES = {
     "blockquote": {"cite"}, "q": {"cite"}, "del": {"cite", "datetime"}, "ins": {"cite", "datetime"},
     "time": {"datetime"},
 }
-assert all(names <= _PRESENTATION for names in ATTRIBUTES.values())
 
 LINK_SCHEMES = ("http:", "https:", "mailto:")
 RASTER = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif")
@@ -165,8 +160,8 @@ def clean(html: str, images=None, remote: bool = False) -> Cleaned:
             return None
         if name == "background":
             return value.strip() if _scheme(value) in ("http:", "https:") else None
-        if name in ("src", "cite"):
-            return None if name == "src" else (value if _scheme(value) in ("http:", "https:") else None)
+        if name == "cite":  # a URL never fetched; kept only when it is an ordinary one
+            return value if _scheme(value) in ("http:", "https:") else None
         return value
 
     cleaned = nh3.clean(
@@ -189,8 +184,6 @@ def clean(html: str, images=None, remote: bool = False) -> Cleaned:
 
 
 def _unquoteCid(value: str) -> str:
-    import urllib.parse
-
     # RFC 2392 s2: the cid URL is the Content-ID, URL-encoded, without the angle brackets.
     return urllib.parse.unquote(value).strip().strip("<>")
 

@@ -219,3 +219,16 @@ def test_webmail_can_be_turned_off(tmp_path):
     # The cookie is no authentication then.
     assert http.request(b"GET", b"/.well-known/jmap", headers={b"cookie": b"mailnet_session=x"},
                         auth=False).status == 401
+
+
+def test_eventsource_with_the_cookie(http):
+    """A browser's EventSource cannot send Authorization: the cookie is how the app gets push (a GET: no token)."""
+    cookie, csrf = loggedIn(http)
+    connection = http.connect()
+    connection.send(b"GET", b"/jmap/eventsource/?types=*&closeafter=no&ping=0", headers={b"cookie": cookie},
+                    auth=False)
+    r = connection.response()
+    assert r.status == 200 and r.header("content-type").startswith("text/event-stream")
+    r = http.request(b"GET", b"/jmap/eventsource/?types=*&closeafter=no&ping=0",
+                     headers={b"cookie": cookie, b"sec-fetch-site": b"cross-site"}, auth=False)
+    assert r.status == 403

@@ -245,3 +245,22 @@ def test_hostile_html_cleaned_with_cid_inlined(web):
                 f"/webmail/html/{accountId}/nope/1"):
         assert request(web, "GET", bad, headers={"Cookie": session})[0].status == 404, bad
     assert request(web, "GET", path)[0].status == 401
+
+
+def test_startup_banner_names_the_webmail(web):
+    assert f"webmail: http://127.0.0.1:{web.port('http')}/" in web.log()
+
+
+def test_removing_a_user_ends_their_sessions(web):
+    carol = ("carol@example.test", "carol-pw-1")
+    web.addUser(*carol)
+    response, data = login(web, carol)
+    assert response.status == 200
+    session = response.getheader("Set-Cookie").split(";")[0]
+    assert request(web, "GET", "/.well-known/jmap", headers={"Cookie": session})[0].status == 200
+    web.mailnet("user", "del", carol[0])
+    for _ in range(50):  # the users file is read again when it changes
+        if request(web, "GET", "/.well-known/jmap", headers={"Cookie": session})[0].status == 401:
+            break
+        time.sleep(0.2)
+    assert request(web, "GET", "/.well-known/jmap", headers={"Cookie": session})[0].status == 401
