@@ -33,9 +33,13 @@ WEBMAIL_CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def webmail(tmp_path_factory):
-    """A real server per test module, with alice and bob (tests/conftest.py's users)."""
+    """
+    A real server with alice and bob (tests/conftest.py's users), one for the
+    app's tests of a session (each test uses subjects of its own): starting
+    mailnet is most of a browser test's time on a loaded machine.
+    """
     from tests.conftest import USERS
     from tests.harness import MailServer
 

@@ -146,6 +146,13 @@ def test_search_box(app, webmail):
     page.go_back()
     page.go_back()
     page.wait_for_selector(".row:has-text('Holiday plans')")
+    # The text of the body is searched too (JMAP's "text" filter).
+    page.fill("#search", "beach")
+    page.press("#search", "Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('.row .subject')].map(n => n.textContent).join('|') == 'Holiday plans'")
+    page.fill("#search", "nothing-matches-this")
+    page.press("#search", "Enter")
+    page.wait_for_selector(".empty:has-text('No message matches')")
 
 
 def test_move_archive_junk_delete_and_delete_for_good(app, webmail):
