@@ -6,6 +6,7 @@ hostile corpus (no script, no outside request), live arrival, search, move,
 archive, delete, folders.
 """
 
+from tests.http import hostilemail
 from tests.webmail.apphelp import (ALICE, Requests, deliver, imap, imapFind, message, openMessage, row, shot,
                                    swaks, waitFor)
 
@@ -109,7 +110,16 @@ def test_hostile_corpus_runs_no_script_and_fetches_nothing_outside(app, webmail)
         deliver(webmail, raw)
     # A Subject with markup is text, never markup.
     deliver(webmail, message("<img src=x onerror=alert(9)><b>Markup subject</b>", body="<script>alert(8)</script>"))
+    # And the server side's corpus (tests/http/hostile/) as one message, with markup in From and Subject.
+    deliver(webmail, hostilemail.hostileMessage(marker=" in the app"), sender="attacker@evil.example")
+    console = []
+    page.on("console", lambda m: console.append(m.text))
     page.wait_for_selector(".row:has-text('Markup subject')")
+    openMessage(page, hostilemail.SUBJECT + " in the app")
+    page.frame_locator("iframe.html-body").locator("img[alt=logo]").wait_for(state="attached")
+    assert page.locator(".row .sender:has-text('<img src=x onerror=alert(1)>')").count() == 1
+    page.wait_for_selector(f".remote-bar:has-text('{hostilemail.REMOTE_COUNT} remote images')")
+    assert not any("script executed" in line for line in console), console
     for subject, _ in HOSTILE:
         openMessage(page, subject)
         page.frame_locator("iframe.html-body").locator("body").wait_for(state="attached")
