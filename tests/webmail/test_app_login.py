@@ -75,6 +75,11 @@ def test_folders_and_list_markers_and_conversations(app, webmail):
     assert page.locator(".row .subject:text-is('Re: Thread start')").count() == 1
     page.uncheck("#threads")
     page.wait_for_function("() => [...document.querySelectorAll('.row .subject')].filter(n => n.textContent.includes('Thread start')).length == 2")
+    # The reader lists the conversation's messages (Thread/get).
+    row(page, "Re: Thread start").click()
+    page.wait_for_selector(".thread h3:has-text('In this conversation (2)')")
+    page.click(".thread-item a:has-text('Thread start')")
+    page.wait_for_selector("#reader-subject:text-is('Thread start')")
     shot(page, "inbox")
 
 

@@ -2,7 +2,9 @@
 // sandboxed iframe served cleaned by /webmail/html/..., the "show remote
 // images" bar, attachments, save as .eml; marks the message read on open.
 
-import { $, clear, el, formatAddresses, formatDate, formatSize, linkify, notice, showError } from "./ui.js";
+import { $, clear, el, formatAddresses, formatDate, formatSize, linkify, notice, shortAddresses, showError } from "./ui.js";
+import { Jmap } from "./jmap.js";
+import { rowHref } from "./list.js";
 import { mailboxOf, remember, roleId, state } from "./state.js";
 import { archive, remove, setKeyword, toggleKeyword } from "./actions.js";
 import { mailboxLabel } from "./folders.js";
@@ -138,6 +140,25 @@ export function renderEmail(email) {
   document.body.classList.add("reading");
 }
 
+// The other messages of the conversation (Thread/get, then Email/get of its ids by back-reference).
+async function showThread(email) {
+  let answer;
+  try {
+    answer = await state.jmap.request([
+      ["Thread/get", { ids: [email.threadId] }, "t"],
+      ["Email/get", { "#ids": Jmap.ref("t", "Thread/get", "/list/*/emailIds"), properties: ["id", "from", "subject", "receivedAt", "mailboxIds", "keywords"] }, "g"]]);
+  } catch (e) {
+    return; // the message itself is shown; its conversation is extra
+  }
+  const others = answer.g.list;
+  if (others.length < 2 || !state.open || state.open.id !== email.id) return;
+  const items = others.map((e) => el("li", { class: e.id === email.id ? "thread-item current" : "thread-item" },
+    e.id === email.id ? el("span", { text: `${shortAddresses(e.from)} — ${formatDate(e.receivedAt)} (this message)` })
+      : el("a", { href: rowHref(e.id), text: `${shortAddresses(e.from)} — ${e.subject || "(no subject)"} — ${formatDate(e.receivedAt)}` })));
+  $("reader").append(el("section", { class: "thread", "aria-label": "Conversation" },
+    el("h3", { text: `In this conversation (${others.length})` }), el("ol", { class: "thread-list" }, items)));
+}
+
 export async function openEmail(id) {
   if (state.open && state.open.id === id) return;
   let email;
@@ -156,5 +177,6 @@ export async function openEmail(id) {
   state.open = email;
   remember(email.from); remember(email.to); remember(email.cc);
   renderEmail(email);
+  if (email.threadId) showThread(email);
   if (!(email.keywords && email.keywords.$seen)) setKeyword("$seen", true, [email.id]);
 }
