@@ -101,6 +101,17 @@ def openMessage(page, subject, timeout=20000):
     page.wait_for_selector(f"#reader-subject:text-is('{subject}')", timeout=timeout)
 
 
+def expectOpen(page, subject, timeout=20000):
+    """Wait until the reader shows ``subject``; say what the page shows instead if it does not."""
+    try:
+        page.wait_for_selector(f"#reader-subject:text-is('{subject}')", timeout=timeout)
+    except Exception:
+        shown = page.locator("#reader-subject").all_text_contents()
+        rows = page.locator(".row .subject").all_text_contents()
+        notices = page.locator(".notice").all_text_contents()
+        raise AssertionError(f"{subject!r} not open: url {page.url}, reader {shown}, rows {rows}, notices {notices}") from None
+
+
 def shot(page, name):
     os.makedirs(SHOTS, exist_ok=True)
     page.screenshot(path=os.path.join(SHOTS, name + ".png"))

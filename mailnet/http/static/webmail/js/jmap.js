@@ -45,6 +45,22 @@ export class Jmap {
     this.csrf = csrf;
     this.session = null;
     this.accountId = null;
+    this.running = 0;   // API requests in flight
+    this.waiting = [];  // resolvers of requests waiting for a slot
+    this.maxConcurrent = 4;
+  }
+
+  // RFC 8620 maxConcurrentRequests: the app keeps to it (another tab of the
+  // same user shares it on the server, so a 429 is still retried below).
+  async slot() {
+    if (this.running >= this.maxConcurrent) await new Promise((resolve) => this.waiting.push(resolve));
+    this.running++;
+  }
+
+  release() {
+    this.running--;
+    const next = this.waiting.shift();
+    if (next) next();
   }
 
   async connect() {
@@ -54,6 +70,8 @@ export class Jmap {
     this.accountId = this.session.primaryAccounts[MAIL] || this.session.primaryAccounts[CORE];
     this.apiUrl = localPath(this.session.apiUrl);
     this.username = this.session.username;
+    const core = this.session.capabilities[CORE] || {};
+    this.maxConcurrent = Math.max(1, core.maxConcurrentRequests || 4);
     return this.session;
   }
 
@@ -68,17 +86,29 @@ export class Jmap {
     const using = [CORE, MAIL];
     if (this.has(SUBMISSION)) using.push(SUBMISSION);
     const methodCalls = calls.map(([name, args, id]) => [name, Object.assign({ accountId: this.accountId }, args), id]);
-    const response = await fetch(this.apiUrl, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": this.csrf },
-      body: JSON.stringify({ using, methodCalls }),
-    });
+    const body = JSON.stringify({ using, methodCalls });
+    let response;
+    for (let attempt = 0; ; attempt++) {
+      await this.slot();
+      try {
+        response = await fetch(this.apiUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": this.csrf },
+          body,
+        });
+      } finally {
+        this.release();
+      }
+      // 429: too many at once (another tab, or push-driven refreshes): wait a little and again.
+      if (response.status !== 429 || attempt >= 4) break;
+      await new Promise((resolve) => setTimeout(resolve, 250 * (attempt + 1)));
+    }
     if (response.status === 401 && this.onUnauthorized) this.onUnauthorized();
     if (!response.ok) throw await problem(response);
-    const body = await response.json();
+    const answer = await response.json();
     const out = {};
-    for (const [name, args, id] of body.methodResponses) {
+    for (const [name, args, id] of answer.methodResponses) {
       if (name === "error") {
         if (!allowErrors) throw new JmapError(args.type, args.description || "", 200);
         out[id] = Object.assign({ error: true }, args);
