@@ -175,3 +175,16 @@ def test_undo_send_during_the_hold_and_errors_shown(app, webmail, tmp_path):
     page.wait_for_selector(".notice.error:has-text('Sending failed')")
     print(page.locator(".notice.error").last.text_content())
     page.click("#discard")
+
+
+def test_reply_all_addresses_everyone_but_me(app, webmail):
+    page = app
+    deliver(webmail, message("Team meeting", to="alice@example.test, Carol <carol@example.test>",
+                             headers=["Cc: Dave <dave@example.test>, alice@example.test"]))
+    openMessage(page, "Team meeting")
+    page.keyboard.press("a")
+    page.wait_for_selector("#compose-to")
+    assert page.input_value("#compose-to") == "Bob Example <bob@elsewhere.test>, Carol <carol@example.test>"
+    assert page.input_value("#compose-cc") == "Dave <dave@example.test>"
+    assert page.input_value("#compose-subject") == "Re: Team meeting"
+    page.click("#discard")
