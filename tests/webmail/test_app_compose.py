@@ -118,20 +118,28 @@ def test_compose_with_file_from_disk_progress_and_autocomplete(app, webmail, tmp
     assert parts["dropped.txt"].replace("\r\n", "\n") == "dropped bytes\n"
 
 
-def test_draft_saved_automatically_and_resumed_after_reload(app, webmail):
+def test_draft_saved_automatically_and_resumed_after_reload(app, webmail, tmp_path):
     page = app
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"draft attachment\n")
     page.keyboard.press("c")
     page.wait_for_selector("#compose-to")
     page.fill("#compose-to", "someone@example.test")
     page.fill("#compose-subject", "Half-written thoughts")
+    page.set_input_files("#compose-files", str(notes))
     page.fill("#compose-body", "First paragraph.")
+    page.wait_for_function("() => document.querySelector('.upload-progress').value == 1")
+    # Saved by itself two seconds after the last change; "Save draft" makes sure this one has everything.
     page.wait_for_selector("#compose-status:has-text('Draft saved')", timeout=15000)
+    page.click("#save-draft")
+    page.wait_for_selector("#compose-status:has-text('Draft saved')")
     assert "#/compose/" in page.url
     page.reload()
     page.wait_for_selector("#compose-subject")
     page.wait_for_function("() => document.querySelector('#compose-subject').value == 'Half-written thoughts'")
     assert page.input_value("#compose-body") == "First paragraph."
     assert page.input_value("#compose-to") == "someone@example.test"
+    assert page.locator(".compose-attachment:has-text('notes.txt')").count() == 1
     # One draft in Drafts (the autosave replaces the old one).
     page.fill("#compose-body", "First paragraph. Second.")
     page.click("#save-draft")
@@ -142,7 +150,13 @@ def test_draft_saved_automatically_and_resumed_after_reload(app, webmail):
     openMessage(page, "Half-written thoughts")
     page.click("#edit-draft")
     page.wait_for_function("() => document.querySelector('#compose-body') && document.querySelector('#compose-body').value == 'First paragraph. Second.'")
-    page.click("#discard")
+    # Sent after two saves and a reload: the attachment (now a part of the saved draft) goes along.
+    page.fill("#compose-to", BOB[0])
+    send(page)
+    _, raw, _ = imapFind(webmail, BOB, "INBOX", "Half-written thoughts")
+    parts = {p.get_filename(): p.get_content() for p in parse(raw).iter_attachments()}
+    assert parts["notes.txt"].replace("\r\n", "\n") == "draft attachment\n"
+    page.click(".folder[data-role=drafts]")
     page.wait_for_selector(".row:has-text('Half-written thoughts')", state="detached")
 
 

@@ -286,8 +286,11 @@ function status(text) {
 export async function saveDraft(explicit) {
   if (!draft || draft.sent) return null;
   clearTimeout(draft.timer);
+  if (explicit) status("Saving\u2026");
   if (draft.saving) await draft.saving;
+  if (!draft || draft.sent) return null;
   if (!draft.dirty && draft.draftId && !explicit) return draft.draftId;
+  status("Saving\u2026");
   const current = draft;
   current.saving = (async () => {
     if (document.getElementById("compose-form")) readForm();
