@@ -37,6 +37,8 @@ export async function setKeyword(keyword, value, ids = targets()) {
     updateLocal(ids, (e) => { e.keywords = Object.assign({}, e.keywords); if (value) e.keywords[keyword] = true; else delete e.keywords[keyword]; });
     if (state.open && ids.includes(state.open.id)) {
       if (value) state.open.keywords[keyword] = true; else delete state.open.keywords[keyword];
+      const flag = $("reader-flag");
+      if (flag && keyword === "$flagged") flag.textContent = value ? "Unflag" : "Flag";
     }
     await afterChange(ids);
   } catch (e) {
@@ -44,8 +46,7 @@ export async function setKeyword(keyword, value, ids = targets()) {
   }
 }
 
-export async function toggleKeyword(keyword) {
-  const ids = targets();
+export async function toggleKeyword(keyword, ids = targets()) {
   if (!ids.length) return notice("Select a message first");
   const first = emailById(ids[0]) || state.open;
   const has = Boolean(first && first.keywords && first.keywords[keyword]);
@@ -67,11 +68,10 @@ export async function moveTo(mailboxId, ids = targets(), what = "Moving") {
   }
 }
 
-export const archive = () => moveTo(roleId("archive"), targets(), "Archiving");
-export const junk = () => moveTo(roleId("junk"), targets(), "Marking as junk");
+export const archive = (ids = targets()) => moveTo(roleId("archive"), ids, "Archiving");
+export const junk = (ids = targets()) => moveTo(roleId("junk"), ids, "Marking as junk");
 
-export async function remove() {
-  const ids = targets();
+export async function remove(ids = targets()) {
   if (!ids.length) return notice("Select a message first");
   const trash = roleId("trash");
   const inTrash = ids.every((id) => {
@@ -111,9 +111,9 @@ export function renderToolbar() {
     button("act-read", "Read", "Mark read", () => setKeyword("$seen", true)),
     button("act-unread", "Unread", "Mark unread", () => setKeyword("$seen", false)),
     button("act-flag", "Flag", "Flag / unflag", () => toggleKeyword("$flagged")),
-    button("act-archive", "Archive", "Archive (e)", archive),
-    button("act-junk", "Junk", "Mark as junk", junk),
-    button("act-delete", "Delete", "Delete (#)", remove),
+    button("act-archive", "Archive", "Archive (e)", () => archive()),
+    button("act-junk", "Junk", "Mark as junk", () => junk()),
+    button("act-delete", "Delete", "Delete (#)", () => remove()),
     moveMenu(),
     el("label", { class: "threads-toggle", title: "Conversation view" },
       el("input", { type: "checkbox", id: "threads", checked: state.collapse,

@@ -119,10 +119,10 @@ export function renderEmail(email) {
     button("reply-all", "Reply all", "Reply all (a)", () => { location.hash = `#/compose/replyall/${encodeURIComponent(email.id)}`; }),
     button("forward", "Forward", "Forward (f)", () => { location.hash = `#/compose/forward/${encodeURIComponent(email.id)}`; }),
     button("forward-attached", "Forward as attachment", "Forward as attachment", () => { location.hash = `#/compose/attach/${encodeURIComponent(email.id)}`; }),
-    button("reader-flag", email.keywords && email.keywords.$flagged ? "Unflag" : "Flag", "Flag", () => toggleKeyword("$flagged")),
+    button("reader-flag", email.keywords && email.keywords.$flagged ? "Unflag" : "Flag", "Flag", () => toggleKeyword("$flagged", [email.id])),
     button("reader-unread", "Mark unread", "Mark unread", () => setKeyword("$seen", false, [email.id])),
-    button("reader-archive", "Archive", "Archive (e)", archive),
-    button("reader-delete", "Delete", "Delete (#)", remove),
+    button("reader-archive", "Archive", "Archive (e)", () => archive([email.id])),
+    button("reader-delete", "Delete", "Delete (#)", () => remove([email.id])),
     el("a", { id: "save-eml", class: "button", href: state.jmap.downloadUrl(email.blobId, fileName(email.subject, ".eml"), "message/rfc822"),
       download: fileName(email.subject, ".eml"), text: "Save .eml" }));
   const parts = [actions,
