@@ -100,6 +100,11 @@ def test_phone_layout_and_help_overlay(webmail, browser):
     shot(page, "phone")
     page.go_back()                                         # the back button returns to the list
     page.wait_for_selector("#list-pane:visible")
+    page.click("#compose-button")                          # the form takes the screen
+    page.wait_for_selector("#compose-to:visible")
+    assert page.locator("#list-pane").is_hidden()
+    page.click("#discard")
+    page.wait_for_selector("#list-pane:visible")
     context.close()
 
 
