@@ -1,0 +1,424 @@
+// Compose, reply, reply all, forward (inline and as attachment): identities,
+// attachments uploaded as blobs with progress, autosave to Drafts (create the
+// new draft and destroy the old one in one Email/set), send through
+// EmailSubmission (Drafts -> Sent, no $draft) with an undo bar during the
+// server's hold, $answered / $forwarded on the original.
+
+import { $, clear, el, formatAddresses, formatDate, formatSize, notice, parseAddresses, showError } from "./ui.js";
+import { Jmap, SUBMISSION, checkSet } from "./jmap.js";
+import { loadMailboxes, remember, roleId, state } from "./state.js";
+import { loadEmail, fileName } from "./reader.js";
+import { refreshList } from "./list.js";
+
+const AUTOSAVE_MS = 2000;
+let draft = null; // the compose in progress
+
+export function composing() {
+  return draft;
+}
+
+async function identities() {
+  if (state.identities) return state.identities;
+  const { jmap } = state;
+  if (jmap.has(SUBMISSION)) {
+    try {
+      const answer = await jmap.request([["Identity/get", { accountId: jmap.session.primaryAccounts[SUBMISSION] || jmap.accountId, ids: null }, "i"]]);
+      state.identities = answer.i.list;
+    } catch (e) {
+      showError("Loading your identities", e);
+    }
+  }
+  if (!state.identities || !state.identities.length) state.identities = [{ id: null, name: "", email: jmap.username }];
+  return state.identities;
+}
+
+let recentLoaded = false;
+async function loadRecent() {
+  if (recentLoaded) return;
+  recentLoaded = true;
+  const sent = roleId("sent");
+  if (!sent) return;
+  try {
+    const answer = await state.jmap.request([
+      ["Email/query", { filter: { inMailbox: sent }, sort: [{ property: "receivedAt", isAscending: false }], limit: 100 }, "q"],
+      ["Email/get", { "#ids": Jmap.ref("q", "Email/query", "/ids"), properties: ["to", "cc"] }, "g"]]);
+    for (const e of answer.g.list.reverse()) { remember(e.cc); remember(e.to); }
+  } catch (e) { /* autocomplete is a convenience: a failure here is not worth a notice */ }
+}
+
+function subjectWith(prefix, subject) {
+  const s = (subject || "").trim();
+  const re = prefix === "Re:" ? /^re:/i : /^(fwd?|fw):/i;
+  return re.test(s) ? s : `${prefix} ${s}`.trim();
+}
+
+function originalText(email) {
+  const parts = email.textBody || [];
+  let text = parts.map((p) => (email.bodyValues && email.bodyValues[p.partId] ? email.bodyValues[p.partId].value : "")).join("\n");
+  if (parts.some((p) => p.type === "text/html")) {
+    // An HTML-only message: its text through an inert document (DOMParser runs nothing, loads nothing).
+    text = new DOMParser().parseFromString(text, "text/html").body.textContent || "";
+  }
+  return text;
+}
+
+function mine(address) {
+  const own = new Set((state.identities || []).map((i) => i.email.toLowerCase()).concat([state.jmap.username.toLowerCase()]));
+  return own.has((address.email || "").toLowerCase());
+}
+
+// The fields of a new message answering or forwarding `original`.
+function fromOriginal(mode, original) {
+  const ids = (original.messageId || []);
+  const references = (original.references || original.inReplyTo || []).concat(ids);
+  const date = formatDate(original.sentAt || original.receivedAt, true);
+  const text = originalText(original);
+  if (mode === "reply" || mode === "replyall") {
+    const to = (original.replyTo && original.replyTo.length ? original.replyTo : original.from) || [];
+    let cc = [];
+    let toAll = to.slice();
+    if (mode === "replyall") {
+      toAll = to.concat((original.to || []).filter((a) => !mine(a)));
+      cc = (original.cc || []).filter((a) => !mine(a));
+    }
+    const seen = new Set();
+    const unique = (list) => list.filter((a) => { const k = a.email.toLowerCase(); if (seen.has(k)) return false; seen.add(k); return true; });
+    const quoted = text.replace(/\n$/, "").split("\n").map((l) => "> " + l).join("\n");
+    return { to: unique(toAll), cc: unique(cc), subject: subjectWith("Re:", original.subject),
+      body: `\n\nOn ${date}, ${formatAddresses(original.from)} wrote:\n${quoted}\n`,
+      inReplyTo: ids.length ? ids : null, references: references.length ? references : null,
+      answers: { id: original.id, keyword: "$answered" }, attachments: [] };
+  }
+  const header = ["", "", "---------- Forwarded message ----------", `From: ${formatAddresses(original.from)}`,
+    `Date: ${date}`, `Subject: ${original.subject || ""}`, `To: ${formatAddresses(original.to)}`];
+  if (original.cc && original.cc.length) header.push(`Cc: ${formatAddresses(original.cc)}`);
+  const attachments = mode === "attach"
+    ? [{ blobId: original.blobId, type: "message/rfc822", name: fileName(original.subject, ".eml"), size: original.size }]
+    : (original.attachments || []).map((a) => ({ blobId: a.blobId, type: a.type, name: a.name || "attachment", size: a.size }));
+  return { to: [], cc: [], subject: subjectWith("Fwd:", original.subject),
+    body: mode === "attach" ? "\n" : header.join("\n") + "\n\n" + text,
+    inReplyTo: null, references: references.length ? references : null,
+    answers: { id: original.id, keyword: "$forwarded" }, attachments };
+}
+
+function metaKey(id) { return "webmail.draft." + id; }
+
+// Open the compose form: mode "new", "draft" (resume id), "reply", "replyall", "forward", "attach".
+export async function openCompose(mode, id) {
+  await flush();
+  const ids = await identities();
+  loadRecent();
+  let fields = { to: [], cc: [], bcc: [], subject: "", body: "", inReplyTo: null, references: null, answers: null, attachments: [] };
+  let draftId = null, identityId = ids[0].id, fromEmail = ids[0].email;
+  if (id) {
+    let original;
+    try { original = await loadEmail(id); } catch (e) { return showError("Opening the message", e); }
+    if (!original) return notice("That message is gone.");
+    if (mode === "draft") {
+      draftId = original.id;
+      let meta = {};
+      try { meta = JSON.parse(localStorage.getItem(metaKey(draftId)) || "{}"); } catch (e) { meta = {}; }
+      fields = { to: original.to || [], cc: original.cc || [], bcc: original.bcc || [], subject: original.subject || "",
+        body: originalText(original), inReplyTo: original.inReplyTo, references: original.references,
+        answers: meta.answers || null,
+        attachments: (original.attachments || []).map((a) => ({ blobId: a.blobId, type: a.type, name: a.name || "attachment", size: a.size })) };
+      const from = (original.from || [])[0];
+      const identity = from && ids.find((i) => i.email.toLowerCase() === from.email.toLowerCase());
+      if (identity) { identityId = identity.id; fromEmail = identity.email; }
+    } else {
+      fields = Object.assign(fields, fromOriginal(mode, original));
+    }
+  }
+  draft = { mode, draftId, identityId, fromEmail, fields, dirty: false, timer: null, saving: null, uploads: [], sent: false };
+  render();
+  if (mode !== "draft" && mode !== "new") changed();
+}
+
+function field(label, id, value, type = "text") {
+  const input = el("input", { id, type, value: value || "", autocomplete: "off", spellcheck: "false" });
+  input.addEventListener("input", changed);
+  return el("label", { class: "compose-field" }, el("span", { text: label }), input);
+}
+
+function addressField(label, id, list) {
+  const wrap = field(label, id, formatAddresses(list));
+  const input = wrap.querySelector("input");
+  const menu = el("ul", { class: "suggestions", hidden: true, role: "listbox" });
+  wrap.append(menu);
+  const pick = (address) => {
+    const parts = input.value.split(",");
+    parts[parts.length - 1] = " " + address;
+    input.value = parts.join(",").replace(/^\s+/, "") + ", ";
+    menu.hidden = true;
+    input.focus();
+    changed();
+  };
+  input.addEventListener("input", () => {
+    const token = input.value.split(",").pop().trim().toLowerCase();
+    clear(menu);
+    if (token.length < 1) { menu.hidden = true; return; }
+    const found = [];
+    for (const [email, name] of Array.from(state.recent.entries()).reverse()) {
+      if (email.toLowerCase().includes(token) || (name && name.toLowerCase().includes(token))) found.push(name ? `${name} <${email}>` : email);
+      if (found.length >= 8) break;
+    }
+    for (const text of found) menu.append(el("li", { role: "option", class: "suggestion", text, onmousedown: (e) => { e.preventDefault(); pick(text); } }));
+    menu.hidden = !found.length;
+  });
+  input.addEventListener("keydown", (e) => {
+    if (!menu.hidden && (e.key === "Tab" || e.key === "Enter") && menu.firstChild) { e.preventDefault(); pick(menu.firstChild.textContent); }
+    if (e.key === "Escape") menu.hidden = true;
+  });
+  input.addEventListener("blur", () => setTimeout(() => { menu.hidden = true; }, 150));
+  return wrap;
+}
+
+function attachmentRow(a) {
+  const progress = el("progress", { max: "1", value: a.blobId ? "1" : "0", class: "upload-progress" });
+  const row = el("li", { class: "compose-attachment", dataset: { name: a.name } },
+    el("span", { class: "attachment-name", text: a.name }), el("span", { class: "attachment-size", text: " " + formatSize(a.size) + " " }),
+    progress,
+    el("button", { type: "button", class: "remove-attachment", "aria-label": "Remove " + a.name, text: "\u00d7",
+      onclick: () => { draft.fields.attachments = draft.fields.attachments.filter((x) => x !== a); row.remove(); changed(); } }));
+  a.progress = progress;
+  return row;
+}
+
+function addFiles(files) {
+  const list = $("compose-attachments");
+  for (const file of files) {
+    const a = { name: file.name, type: file.type || "application/octet-stream", size: file.size, blobId: null };
+    draft.fields.attachments.push(a);
+    list.append(attachmentRow(a));
+    const upload = state.jmap.upload(file, (f) => { a.progress.value = f; })
+      .then((answer) => { a.blobId = answer.blobId; a.type = answer.type || a.type; changed(); })
+      .catch((e) => {
+        draft.fields.attachments = draft.fields.attachments.filter((x) => x !== a);
+        const row = list.querySelector(`li[data-name="${CSS.escape(a.name)}"]`);
+        if (row) row.remove();
+        showError(`Uploading ${a.name}`, e);
+      });
+    draft.uploads.push(upload);
+  }
+}
+
+function render() {
+  const box = clear($("compose"));
+  const f = draft.fields;
+  const from = el("select", { id: "compose-from", "aria-label": "From" },
+    state.identities.map((i) => el("option", { value: i.id || "", selected: i.id === draft.identityId, text: i.name ? `${i.name} <${i.email}>` : i.email })));
+  from.addEventListener("change", () => {
+    const i = state.identities.find((x) => (x.id || "") === from.value);
+    draft.identityId = i.id; draft.fromEmail = i.email; changed();
+  });
+  const picker = el("input", { type: "file", id: "compose-files", multiple: true, "aria-label": "Attach files" });
+  picker.addEventListener("change", () => { addFiles(Array.from(picker.files)); picker.value = ""; });
+  const text = el("textarea", { id: "compose-body", rows: "16", "aria-label": "Message text" });
+  text.value = f.body;
+  text.addEventListener("input", changed);
+  const form = el("form", { id: "compose-form", class: "compose-form" },
+    el("div", { class: "compose-head" }, el("h2", { text: draft.mode === "new" || draft.mode === "draft" ? "New message" : "" }),
+      el("span", { id: "compose-status", class: "compose-status", "aria-live": "polite" })),
+    el("label", { class: "compose-field" }, el("span", { text: "From" }), from),
+    addressField("To", "compose-to", f.to), addressField("Cc", "compose-cc", f.cc), addressField("Bcc", "compose-bcc", f.bcc),
+    field("Subject", "compose-subject", f.subject),
+    text,
+    el("div", { class: "dropzone", id: "dropzone" }, el("span", { text: "Drop files here or " }), picker),
+    el("ul", { id: "compose-attachments", class: "compose-attachments" }, f.attachments.map(attachmentRow)),
+    el("div", { class: "compose-actions" },
+      el("button", { type: "submit", id: "send", class: "primary", text: "Send" }),
+      el("button", { type: "button", id: "save-draft", text: "Save draft", onclick: () => saveDraft(true) }),
+      el("button", { type: "button", id: "discard", text: "Discard", onclick: discard })));
+  if (draft.mode !== "new" && draft.mode !== "draft") form.querySelector("h2").textContent = f.subject;
+  form.addEventListener("submit", (e) => { e.preventDefault(); send(); });
+  for (const type of ["dragenter", "dragover"]) box.addEventListener(type, (e) => { e.preventDefault(); box.classList.add("dragging"); });
+  box.addEventListener("dragleave", () => box.classList.remove("dragging"));
+  box.addEventListener("drop", (e) => {
+    e.preventDefault();
+    box.classList.remove("dragging");
+    if (e.dataTransfer && e.dataTransfer.files.length) addFiles(Array.from(e.dataTransfer.files));
+  });
+  box.append(form);
+  $("reader").hidden = true;
+  box.hidden = false;
+  document.body.classList.add("composing");
+  (f.to.length ? text : form.querySelector("#compose-to")).focus();
+  if (f.to.length) text.setSelectionRange(0, 0);
+}
+
+function changed() {
+  if (!draft) return;
+  draft.dirty = true;
+  clearTimeout(draft.timer);
+  draft.timer = setTimeout(() => saveDraft(false), AUTOSAVE_MS);
+}
+
+function readForm() {
+  const f = draft.fields;
+  f.to = parseAddresses($("compose-to").value);
+  f.cc = parseAddresses($("compose-cc").value);
+  f.bcc = parseAddresses($("compose-bcc").value);
+  f.subject = $("compose-subject").value;
+  f.body = $("compose-body").value;
+}
+
+function emailObject(mailboxId, keywords) {
+  const f = draft.fields;
+  const identity = state.identities.find((i) => i.id === draft.identityId) || state.identities[0];
+  const email = { mailboxIds: { [mailboxId]: true }, keywords,
+    from: [identity.name ? { name: identity.name, email: identity.email } : { email: identity.email }],
+    subject: f.subject,
+    bodyValues: { body: { value: f.body } }, textBody: [{ partId: "body", type: "text/plain" }] };
+  for (const key of ["to", "cc", "bcc"]) if (f[key].length) email[key] = f[key];
+  if (f.inReplyTo && f.inReplyTo.length) email.inReplyTo = f.inReplyTo;
+  if (f.references && f.references.length) email.references = f.references;
+  const ready = f.attachments.filter((a) => a.blobId);
+  if (ready.length) email.attachments = ready.map((a) => ({ blobId: a.blobId, type: a.type, name: a.name, disposition: "attachment" }));
+  return email;
+}
+
+function status(text) {
+  const node = $("compose-status");
+  if (node) node.textContent = text;
+}
+
+// Save the draft: create the new one, destroy the old, learn the new attachment blob ids.
+export async function saveDraft(explicit) {
+  if (!draft || draft.sent) return null;
+  clearTimeout(draft.timer);
+  if (explicit) status("Saving\u2026");
+  if (draft.saving) await draft.saving;
+  if (!draft || draft.sent) return null;
+  if (!draft.dirty && draft.draftId && !explicit) return draft.draftId;
+  status("Saving\u2026");
+  const current = draft;
+  current.saving = (async () => {
+    if (document.getElementById("compose-form")) readForm();
+    current.dirty = false;
+    const drafts = roleId("drafts");
+    const args = { create: { d: emailObject(drafts, { $draft: true, $seen: true }) } };
+    if (current.draftId) args.destroy = [current.draftId];
+    try {
+      const answer = await state.jmap.request([["Email/set", args, "s"],
+        ["Email/get", { ids: ["#d"], properties: ["id", "attachments"] }, "g"]], { allowErrors: true });
+      if (answer.s.error) throw Object.assign(new Error(answer.s.description || answer.s.type), answer.s);
+      checkSet(answer.s, "");
+      const old = current.draftId;
+      current.draftId = answer.s.created.d.id;
+      if (old) localStorage.removeItem(metaKey(old));
+      localStorage.setItem(metaKey(current.draftId), JSON.stringify({ answers: current.fields.answers }));
+      const saved = answer.g.list && answer.g.list[0];
+      const ready = current.fields.attachments.filter((a) => a.blobId);
+      if (saved && saved.attachments && saved.attachments.length === ready.length) ready.forEach((a, i) => { a.blobId = saved.attachments[i].blobId; });
+      if (draft === current && location.hash.startsWith("#/compose")) history.replaceState(null, "", `#/compose/${encodeURIComponent(current.draftId)}`);
+      status(`Draft saved ${new Date().toLocaleTimeString()}`);
+      loadMailboxes();
+      return current.draftId;
+    } catch (e) {
+      current.dirty = true;
+      status("Draft not saved");
+      showError("Saving the draft", e);
+      return null;
+    }
+  })();
+  try { return await current.saving; } finally { current.saving = null; }
+}
+
+// Save a changed draft before leaving the compose form.
+export async function flush() {
+  if (draft && draft.dirty && !draft.sent) await saveDraft(false);
+}
+
+export function closeCompose() {
+  $("compose").hidden = true;
+  $("reader").hidden = false;
+  document.body.classList.remove("composing");
+}
+
+export async function leaveCompose() {
+  await flush();
+  if (draft) clearTimeout(draft.timer);
+  draft = null;
+  closeCompose();
+}
+
+async function discard() {
+  const current = draft;
+  clearTimeout(current.timer);
+  current.sent = true;
+  if (current.saving) await current.saving;
+  if (current.draftId) {
+    try { checkSet(await state.jmap.call("Email/set", { destroy: [current.draftId] }), "Discarding the draft"); localStorage.removeItem(metaKey(current.draftId)); } catch (e) { showError("Discarding the draft", e); }
+  }
+  draft = null;
+  notice("Draft discarded");
+  closeCompose();
+  location.replace(state.lastListHash || "#/");
+}
+
+async function send() {
+  const current = draft;
+  readForm();
+  const f = current.fields;
+  if (!f.to.length && !f.cc.length && !f.bcc.length) return showError("Sending", { type: "noRecipients", description: "add at least one recipient" });
+  if (!state.jmap.has(SUBMISSION)) return showError("Sending", { type: "unknownCapability", description: "this server cannot send mail over JMAP yet" });
+  const button = $("send");
+  button.disabled = true;
+  status("Sending\u2026");
+  clearTimeout(current.timer);
+  try {
+    await Promise.all(current.uploads);
+    if (current.saving) await current.saving;
+    const drafts = roleId("drafts"), sent = roleId("sent");
+    const emailArgs = { create: { d: emailObject(drafts, { $draft: true, $seen: true }) } };
+    if (current.draftId) emailArgs.destroy = [current.draftId];
+    const answer = await state.jmap.request([
+      ["Email/set", emailArgs, "e"],
+      ["EmailSubmission/set", { create: { s: { identityId: current.identityId, emailId: "#d" } },
+        onSuccessUpdateEmail: { "#s": { mailboxIds: { [sent]: true }, "keywords/$draft": null, "keywords/$seen": true } } }, "s"],
+    ], { allowErrors: true });
+    if (answer.e.error) throw answer.e;
+    checkSet(answer.e, "Saving the message");
+    const oldDraft = current.draftId;
+    current.draftId = answer.e.created.d.id;
+    if (oldDraft) localStorage.removeItem(metaKey(oldDraft));
+    if (answer.s.error) throw answer.s;
+    checkSet(answer.s, "");
+    current.sent = true;
+    localStorage.removeItem(metaKey(current.draftId));
+    const submission = answer.s.created.s;
+    if (current.fields.answers) {
+      state.jmap.call("Email/set", { update: { [current.fields.answers.id]: { ["keywords/" + current.fields.answers.keyword]: true } } })
+        .then((a) => checkSet(a, "Marking the original")).catch((e) => showError("Marking the original", e));
+    }
+    draft = null;
+    closeCompose();
+    location.replace(state.lastListHash || "#/");
+    sentNotice(submission, current);
+    loadMailboxes().then(refreshList);
+  } catch (e) {
+    button.disabled = false;
+    status("Not sent");
+    showError("Sending", e.type ? e : { type: "", description: e.message });
+  }
+}
+
+function sentNotice(submission, sentDraft) {
+  if (submission.undoStatus !== "pending") return notice("Message sent");
+  const bar = notice("Sending\u2026", { kind: "undo", timeout: 10000, action: { label: "Undo", run: () => undo(submission, sentDraft) } });
+  bar.id = "undo-bar";
+}
+
+async function undo(submission, sentDraft) {
+  try {
+    const answer = await state.jmap.call("EmailSubmission/set", { update: { [submission.id]: { undoStatus: "canceled" } } });
+    checkSet(answer, "");
+    // Back to Drafts, and the form again.
+    checkSet(await state.jmap.call("Email/set", { update: { [sentDraft.draftId]: { mailboxIds: { [roleId("drafts")]: true }, "keywords/$draft": true } } }), "");
+    if (sentDraft.fields.answers) localStorage.setItem(metaKey(sentDraft.draftId), JSON.stringify({ answers: sentDraft.fields.answers }));
+    notice("Sending undone: the message is back in Drafts");
+    location.hash = `#/compose/${encodeURIComponent(sentDraft.draftId)}`;
+  } catch (e) {
+    showError("Undoing the send (it may be sent already)", e);
+  }
+}
