@@ -26,7 +26,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailnet.errors import DeliveryError
-from mailnet.localdelivery import LocalDelivery, diskProblem, storeFailure
+from mailnet.localdelivery import LocalDelivery, diskProblem, quotaRefusal, storeFailure
 from mailnet.metrics import DISCARD, reasonClass
 from mailnet.logs import Logger
 from mailnet.mail.codecs import encodeXtext
@@ -321,6 +321,15 @@ class MessageDelivery:
         return self._done(None)
 
     def _commitStore(self):
+        if self.failure is None and len(self.local) == 1 and not self.remote and self._store is not None:
+            # One mailbox, no one else: the quota answers for the whole
+            # message (452 4.2.2 over it, 552 5.2.2 larger than it), as
+            # Postfix with Dovecot's LMTP does.  With several recipients
+            # the 452 was given per recipient at RCPT, and what passed
+            # RCPT is delivered (docs/smtp.md "Quota").
+            refusal = quotaRefusal(self.context.store, self.local[0], self.size)
+            if refusal is not None:
+                self._fail(refusal, "storing")
         store, self._store = self._store, None
         if self.failure is None and store is not None:
             return store.commit().addCallbacks(self._commitSpool, self._storeFailed)

@@ -295,15 +295,19 @@ class MaildirStore:
         self._known.add(path)
 
     def quotaUsage(self, username):
-        """From maildirsize alone (no scan): None when it needs recounting."""
+        """From maildirsize alone (no scan): None without limits or when it needs recounting."""
         policy = policyOf(self)
         limits = policy.limitsFor(username)
+        if not limits.limited:
+            return None  # nothing to check: no stat on the delivery path
         try:
             path = self.accountPath(username)
         except StoreError:
             return None
         used = self.quota.cached(path, limits)
         if used is None:
+            if path not in self._known and not os.path.isdir(path):
+                return QuotaUsage(0, 0, limits, policy.warning, policy.grace)  # no account yet
             if limits.limited:
                 # Recount in the background: the next RCPT knows.
                 self.run(self.quota.usage, path, limits).addErrback(
