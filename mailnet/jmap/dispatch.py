@@ -35,6 +35,7 @@ MODULES = (
     "mailnet.jmap.mailbox",
     "mailnet.jmap.email",
     "mailnet.jmap.thread",
+    "mailnet.jmap.quota",
 )
 
 
