@@ -206,6 +206,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
     },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
+        "format": _o("choice", "text", "\"text\": twistd's classic lines; \"json\": one JSON object per line (time, level, text and the event's fields: id, stage...) for log shippers.", choices=("text", "json")),
     },
 }
 

@@ -196,6 +196,7 @@ class MessageDelivery:
                     envelope.sender, self.remote, envid=envelope.envid, ret=envelope.ret,
                     smtputf8=envelope.smtputf8, body=envelope.body,
                     client=f"{envelope.helo} [{envelope.peer}]", auth=envelope.auth,
+                    id=self.id,  # one id for the message in SMTP's, the queue's and the store's log lines
                 )
                 self._spool.write(trace)
         except Exception as e:
@@ -363,8 +364,9 @@ class MessageDelivery:
         metrics = getattr(self.context, "metrics", DISCARD)
         if self.failure is not None:
             metrics.messagesRejected.labels(reason=reasonClass(self.failure.code, self.failure.enhanced)).inc()
-            log.info("message {id} from <{sender}> [{peer}] refused: {error}",
-                     id=self.id, sender=envelope.sender, peer=envelope.peer, error=str(self.failure))
+            log.info("message {id} from <{sender}> [{peer}] refused: {error} stage=refused",
+                     id=self.id, sender=envelope.sender, peer=envelope.peer, error=str(self.failure),
+                     stage="refused")
             return Reply(self.failure.code, self.failure.enhanced, self.failure.message)
         # One line per delivery, formatted here (the fields go along for
         # other observers): the logger's own formatting costs more.
@@ -373,10 +375,13 @@ class MessageDelivery:
         queued = f", queued {queueId} for {len(self.remote)} recipient(s)" if queueId else ""
         if self.verdict is not None and self.verdict.summary:
             queued += f" ({self.verdict.summary})"
+        # The stage (docs/operations.md "Logs"): stored when local copies
+        # were made, received when it was only queued.
+        stage = "stored" if self.local else "received"
         log.info("{text}", text=f"message {self.id} from <{envelope.sender}> [{envelope.peer}]{auth} "
-                                f"size {self.size}: stored for {local}{queued}",
+                                f"size {self.size}: stored for {local}{queued} stage={stage}",
                  id=self.id, sender=envelope.sender, peer=envelope.peer, size=self.size, local=self.local,
-                 queueId=queueId)
+                 queueId=queueId, stage=stage)
         metrics.messagesAccepted.labels(origin="submission" if envelope.auth else "mx").inc()
         metrics.messageSize.observe(self.size)
         return Reply(250, "2.0.0", f"OK id {self.id}")
