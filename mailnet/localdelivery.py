@@ -51,6 +51,7 @@ class LocalDelivery:
     def __init__(self, store, usernames, sender: str, trace: bytes = b"", folder=None, metrics=None, source="smtp"):
         self._storeRef = store
         self._usernames = usernames
+        self._metrics = metrics
         if metrics is None:
             metrics = DISCARD
         self._latency = metrics.storeLatency.labels(source=source)
@@ -95,7 +96,7 @@ class LocalDelivery:
     def _committed(self, result):
         self._timer.done()
         for username in self._usernames:
-            maybeWarn(self._storeRef, username)
+            maybeWarn(self._storeRef, username, self._metrics)
         return result
 
     def _failed(self, failure):
@@ -151,7 +152,7 @@ def quotaRefusal(store, username, size=0, count=1) -> DeliveryError | None:
     return None
 
 
-def maybeWarn(store, username):
+def maybeWarn(store, username, metrics=None):
     """
     After a delivery: when the user is at the warning threshold of the
     quota and was not warned for this crossing (``IAccount.quotaWarning``,
@@ -179,6 +180,7 @@ def maybeWarn(store, username):
             _abortQuietly(delivery)
             raise
         yield delivery.commit()
+        (metrics or DISCARD).quotaWarnings.inc()
         log.info("quota warning delivered to {user} ({percent}% used)", user=username, percent=usage.percent)
 
     return warn().addErrback(lambda f: log.failure("quota warning for {user}", f, user=username))

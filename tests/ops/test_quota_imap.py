@@ -79,3 +79,19 @@ def test_user_without_limits_has_no_quota_root(server):
         c.append("INBOX", message(9000, "big"))  # no limits: taken
     finally:
         c.logout()
+
+
+def test_idle_sessions_gauge(server):
+    from tests.ops.quota_helpers import waitFor
+    from tests.ops.test_metrics_e2e import scrape, value
+
+    c = _login(server)
+    try:
+        c.select_folder("INBOX")
+        assert value(scrape(server), "mailnet_imap_idle_sessions") == 0
+        c.idle()
+        waitFor(lambda: value(scrape(server), "mailnet_imap_idle_sessions") == 1, what="the gauge at 1")
+        c.idle_done()
+        waitFor(lambda: value(scrape(server), "mailnet_imap_idle_sessions") == 0, what="the gauge at 0")
+    finally:
+        c.logout()

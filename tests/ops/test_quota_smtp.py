@@ -17,6 +17,7 @@ import subprocess
 import pytest
 
 from tests.ops.quota_helpers import QUOTA_USER, maildirsize, message, quotaServer, waitFor
+from tests.ops.test_metrics_e2e import moved, scrape
 
 
 def _send(port, rcpts, data, size=False):
@@ -43,6 +44,7 @@ def _inbox(server, user=QUOTA_USER):
 def test_smtp_quota_replies_and_warning(make_server):
     server = quotaServer(make_server, storage="3000")
     port = server.port("smtp")
+    before = scrape(server)
     # The first delivery makes the account (and the count).
     rcpts, end = _send(port, [QUOTA_USER], message(300, "first"))
     assert end[0] == 250
@@ -94,6 +96,12 @@ def test_smtp_quota_replies_and_warning(make_server):
     assert w.get_content_type() == "text/plain" and w["Auto-Submitted"] == "auto-generated"
     assert "full" in w.get_payload()
     assert server.log().count("quota warning delivered") == 1
+    # The metrics: the refusals by class, the one warning.
+    after = scrape(server)
+    assert moved(before, after, "mailnet_quota_warnings_total") == 1
+    # 452 4.2.2: at RCPT three times, once at the end of DATA; 552 5.2.2 twice.
+    assert moved(before, after, "mailnet_smtp_refusals_total", reason="temporary_mailbox") == 4
+    assert moved(before, after, "mailnet_smtp_refusals_total", reason="permanent_mailbox") == 2
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (scripts/test installs it)")
