@@ -31,7 +31,10 @@ def _send(server, listener, rcpt, login=False):
 
 
 def _server(make_server, fmt):
-    server = make_server(config={"log": {"format": fmt}, "auth": {"allow_plaintext": True}})
+    config = {"auth": {"allow_plaintext": True}}
+    if fmt != "text":  # text is the default
+        config["log"] = {"format": fmt}
+    server = make_server(config=config)
     for name, password in USERS.items():
         server.addUser(name, password)
     return server
