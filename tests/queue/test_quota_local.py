@@ -13,9 +13,28 @@ import email.policy
 from mailnet.store.memory import MemoryStore
 from mailnet.store.quota import QuotaPolicy
 from mailnet.store.testing import result
-from tests.queue.test_scheduler import MESSAGE, make, report_blocks  # noqa: F401 (make: the fixture)
+import pytest
+
+from tests.queue.test_scheduler import MESSAGE, Env, report_blocks
 
 BOB = "bob@example.test"
+
+
+@pytest.fixture
+def make(tmp_path):
+    """tests/queue/test_scheduler.py's environment (clock, spool, fake connector) over a real MemoryStore."""
+    made = []
+
+    def factory(**kw):
+        env = Env(tmp_path, **kw)
+        env.store = MemoryStore()
+        made.append(env)
+        return env
+
+    yield factory
+    for env in made:
+        if env.runner is not None and env.runner.running:
+            env.runner.stop()
 
 
 def _bobs(env):
@@ -36,7 +55,6 @@ def _fill(store, user, size):
 
 def test_full_mailbox_is_retried_then_delivered(make):
     env = make()
-    env.store = MemoryStore()
     env.store.quotaPolicy = QuotaPolicy(storage=1000, grace=0)
     _fill(env.store, BOB, 990)
     env.start()
@@ -53,7 +71,6 @@ def test_full_mailbox_is_retried_then_delivered(make):
 
 def test_message_larger_than_the_quota_bounces_at_once(make):
     env = make()
-    env.store = MemoryStore()
     env.store.quotaPolicy = QuotaPolicy(storage=len(MESSAGE) // 2)
     env.start()
     qid = env.queue(sender="someone@remote.test", rcpts=[BOB])
