@@ -533,9 +533,12 @@ class MemoryStore:
     quotaPolicy = None  # set by the service from [quota] (mailnet/store/quota.py)
 
     def quotaUsage(self, username):
+        policy = policyOf(self)
+        if not policy.limitsFor(username).limited:
+            return None  # nothing to check: no sum on the delivery path
         account = self._accounts.get(username)
         if account is None:
-            return policyOf(self).usage(username, 0, 0)
+            return policy.usage(username, 0, 0)
         return account.usage()
 
     def getAccount(self, username, create=True):
