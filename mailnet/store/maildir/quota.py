@@ -230,19 +230,23 @@ class MaildirQuota:
         if not storage and not messages:
             return
         filePath = os.path.join(path, FILE_NAME)
-        try:
-            fd = os.open(filePath, os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError:
-            return
-        except OSError:
-            log.warn("maildir quota: cannot open maildirsize of {account}", account=os.path.basename(path))
-            return
-        try:
-            os.write(fd, deltaLine(storage, messages))
-        except OSError:
-            log.warn("maildir quota: cannot append to maildirsize of {account}", account=os.path.basename(path))
-        finally:
-            os.close(fd)
+        # Under the account's lock: a recount of ours (tmp + rename) never
+        # loses a line of ours written meanwhile (another program's may be:
+        # the Maildir++ spec accepts that, the next recount fixes it).
+        with self._accountLock(path):
+            try:
+                fd = os.open(filePath, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                return
+            except OSError:
+                log.warn("maildir quota: cannot open maildirsize of {account}", account=os.path.basename(path))
+                return
+            try:
+                os.write(fd, deltaLine(storage, messages))
+            except OSError:
+                log.warn("maildir quota: cannot append to maildirsize of {account}", account=os.path.basename(path))
+            finally:
+                os.close(fd)
 
     def invalidate(self, path):
         """(Thread.)  A folder went away: recount next time."""
