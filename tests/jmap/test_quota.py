@@ -84,3 +84,24 @@ def test_over_quota_helper_for_email_writes():
     assert e.value.type == "overQuota"
     # A store without quotas allows everything.
     runSync(checkQuota(object(), 10 ** 9))
+
+
+def test_email_set_create_and_import_answer_over_quota():
+    from mailnet.jmap.blobs import BlobLookup
+    from mailnet.jmap.mailblobs import StoreBlobSource
+    from tests.jmap.test_emailcreate import DraftSession, draft
+
+    s = DraftSession()
+    store = StoreBlobSource()
+    store.remember(s.jmapAccount.id, s.account)
+    s.services["blobs"] = BlobLookup([s.uploads, store])
+    s.store.quotaPolicy = QuotaPolicy(storage=400, grace=0)
+    s.uploads.add("Gbig", b"From: a@example.net\r\nSubject: big\r\n\r\n" + b"x" * 500 + b"\r\n")
+    s.uploads.add("Gsmall", b"From: a@example.net\r\nSubject: small\r\n\r\nhi\r\n")
+    inbox = s.mailboxes()["INBOX"]["id"]
+    answer = s.ok("Email/import", emails={"a": {"blobId": "Gbig", "mailboxIds": {inbox: True}},
+                                          "b": {"blobId": "Gsmall", "mailboxIds": {inbox: True}}})
+    assert answer["notCreated"]["a"]["type"] == "overQuota" and "b" in answer["created"]
+    made = s.ok("Email/set", create={"d": draft(s, bodyValues={"t": {"value": "y" * 600}})})
+    assert made["notCreated"]["d"]["type"] == "overQuota"
+    assert len(s.ok("Email/query")["ids"]) == 1
