@@ -8,8 +8,9 @@ Users, aliases, local domains, and authentication through twisted.cred.
   plus a list of addresses.
 * :class:`UserDB`: the users file, in Dovecot passwd-file form
   (``user@domain:{SCHEME}hash`` and optional ``:uid:gid:gecos:home:shell:extra``
-  fields, ignored).  It is re-read when it changes on disk, so ``mailnet user
-  add`` takes effect on a running server at once.  It is an
+  fields; of the extra fields, only the quota rules are read:
+  ``userdb_quota_rule=*:storage=1G``).  It is re-read when it changes on
+  disk, so ``mailnet user add`` takes effect on a running server at once.  It is an
   :class:`IUserDirectory` and also an ``ICredentialsChecker`` for
   ``IUsernamePassword``.
 * :class:`AliasDB`: the aliases file (``address: target, target``;
@@ -42,6 +43,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from mailnet import passwords
 from mailnet.store.interfaces import IAccount
+from mailnet.store.quota import rulesFromFields
 
 log = Logger()
 
@@ -197,8 +199,11 @@ class UserDB(_WatchedFile):
         self._cache = {}
         self._dummy = None
 
+    _quotaRules = {}
+
     def _parse(self, lines):
         users = {}
+        rules = {}
         for number, line in enumerate(lines, 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
@@ -206,8 +211,36 @@ class UserDB(_WatchedFile):
             if not sep:
                 log.warn("{path}:{n}: no ':' after the user name; line ignored", path=self.path, n=number)
                 continue
-            users[normalize(name)] = rest.split(":", 1)[0]
+            fields = rest.split(":", 6)
+            users[normalize(name)] = fields[0]
+            if len(fields) == 7 and fields[6].strip():
+                self._extraFields(normalize(name), fields[6], number, rules)
+        self._quotaRules = rules
         return users
+
+    def _extraFields(self, user, extra, number, rules):
+        """
+        Dovecot's extra fields (the seventh field: ``key=value`` separated
+        by spaces): the quota rules (``userdb_quota_rule=*:storage=1G``,
+        mailnet/store/quota.py) are kept; the others are ignored.
+        """
+        fields = dict(part.partition("=")[::2] for part in extra.split() if "=" in part)
+        try:
+            found = rulesFromFields(fields)
+        except ValueError as e:
+            log.warn("{path}:{n}: {error}; quota rule ignored", path=self.path, n=number, error=str(e))
+            return
+        if found:
+            rules[user] = found
+
+    def quotaRules(self, username) -> dict | None:
+        """
+        The user's quota limits from the users file (``{"storage": bytes,
+        "messages": n}``, what is set), or None: the ``[quota]`` defaults
+        apply.  From memory, like :meth:`canonical`.
+        """
+        self.current()
+        return self._quotaRules.get(normalize(username))
 
     def changed(self):
         self._cache.clear()

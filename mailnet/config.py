@@ -112,6 +112,12 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "list_index_max_delay": _o("float", 30.0, "...but at the latest this many seconds after a delivery, however busy SMTP is (listing catches up on the spot anyway).", minimum=0),
         "list_index_keep_open": _o("int", 300, "Seconds a folder that the message list opened stays loaded, so that the next list does not load a large folder again (memory for speed); 0 = close at once.", minimum=0),
     },
+    "quota": {
+        "storage": _o("str", "", "Default storage limit per user (\"1G\", \"500M\"; empty = none), kept in each Maildir's maildirsize (Dovecot/Courier compatible); a users-file extra field userdb_quota_rule=*:storage=2G overrides it."),
+        "messages": _o("int", 0, "Default limit of messages per user (0 = none); userdb_quota_rule=*:messages=N overrides it.", minimum=0),
+        "warning": _o("int", 90, "Percent of a limit at which the user gets one warning message in INBOX (once per crossing); 0 = never.", minimum=0),
+        "grace": _o("int", 10, "Percent of the storage limit the last message may take the user past it (Dovecot's quota_grace): a user under the limit is not refused a message that only just does not fit.", minimum=0),
+    },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
         "smarthost_user": _o("str", "", "Login for the smarthost, if it wants AUTH."),
@@ -210,6 +216,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
     },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
+        "format": _o("choice", "text", "\"text\": twistd's classic lines; \"json\": one JSON object per line (time, level, text and the event's fields: id, stage...) for log shippers.", choices=("text", "json")),
     },
 }
 
@@ -411,6 +418,13 @@ def fromDict(raw: dict, source: str = "<dict>", base: str | None = None) -> Conf
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"{source}: [http] trusted_proxies: {proxy!r} is not an address or network")
+    if values["quota"]["storage"]:
+        from mailnet.store.quota import parseSize
+
+        try:
+            parseSize(values["quota"]["storage"])
+        except ValueError as e:
+            raise ConfigError(f"{source}: [quota] storage: {e}") from None
     return Config(values, None if source == "<defaults>" else source, base)
 
 

@@ -11,7 +11,9 @@ local sender; :func:`deliverFile`).
 
 from __future__ import annotations
 
+import email.utils
 import errno
+import secrets
 import weakref
 
 from twisted.internet import defer
@@ -19,7 +21,7 @@ from twisted.internet import defer
 from mailnet.errors import DeliveryError, temporaryFailure
 from mailnet.logs import Logger
 from mailnet.metrics import DISCARD, Timer
-from mailnet.store.interfaces import INBOX, NoSuchFolder, StorageFull, StoreError, TemporaryStoreError
+from mailnet.store.interfaces import INBOX, NoSuchFolder, OverQuota, StorageFull, StoreError, TemporaryStoreError
 
 log = Logger()
 
@@ -67,6 +69,9 @@ class LocalDelivery:
     """
 
     def __init__(self, store, usernames, sender: str, trace: bytes = b"", folder=None, metrics=None, source="smtp"):
+        self._storeRef = store
+        self._usernames = usernames
+        self._metrics = metrics
         if metrics is None:
             metrics = DISCARD
         self._latency = metrics.storeLatency.labels(source=source)
@@ -130,6 +135,8 @@ class LocalDelivery:
                 self._hook(self._usernames, self._sender, self._header)
             except Exception:
                 log.failure("local delivery: the delivery hook failed")
+        for username in self._usernames:
+            maybeWarn(self._storeRef, username, self._metrics)
         return result
 
     def _failed(self, failure):
@@ -161,6 +168,94 @@ def deliverFile(store, usernames, sender: str, openData, arrival=None, metrics=N
     except Exception:
         _abortQuietly(delivery)
         raise
+
+
+# RFC 3463 X.2.2 "mailbox full": 452 at RCPT or for a message that would
+# take the user past the quota (Postfix and Dovecot LMTP answer the same,
+# temporary); 552 (RFC 5321 s4.2.3, RFC 1870 s6.2) for a message larger
+# than the user's whole quota, which no retry can deliver.
+def quotaRefusal(store, username, size=0, count=1) -> DeliveryError | None:
+    """
+    The refusal of a message of ``size`` bytes for ``username`` by the
+    quota (``size`` 0: is the user over already?), or None.  From the
+    store's synchronous ``quotaUsage`` (memory, one small file): an
+    unknown usage (a recount in progress) refuses nothing.
+    """
+    quotaUsage = getattr(store, "quotaUsage", None)
+    usage = quotaUsage(username) if quotaUsage is not None else None
+    if usage is None or not usage.limits.limited:
+        return None
+    try:
+        usage.check(size, count)
+    except OverQuota as e:
+        return overQuotaError(e)
+    return None
+
+
+def maybeWarn(store, username, metrics=None):
+    """
+    After a delivery: when the user is at the warning threshold of the
+    quota and was not warned for this crossing (``IAccount.quotaWarning``,
+    durable), put one warning message into their INBOX.  In the
+    background; a failure is logged, never the delivery's.  Costs one
+    look at memory (and the small ``maildirsize``) when not due.
+    """
+    quotaUsage = getattr(store, "quotaUsage", None)
+    usage = quotaUsage(username) if quotaUsage is not None else None
+    if usage is None or not usage.warned:
+        return None
+
+    @defer.inlineCallbacks
+    def warn():
+        account = yield store.getAccount(username)
+        due = yield account.quotaWarning()
+        if not due:
+            return
+        usage = yield account.quota()
+        delivery = store.newDelivery()
+        try:
+            delivery.addRecipient(username, INBOX)
+            delivery.write(warningMessage(username, usage))
+        except Exception:
+            _abortQuietly(delivery)
+            raise
+        yield delivery.commit()
+        (metrics or DISCARD).quotaWarnings.inc()
+        log.info("quota warning delivered to {user} ({percent}% used)", user=username, percent=usage.percent)
+
+    return warn().addErrback(lambda f: log.failure("quota warning for {user}", f, user=username))
+
+
+def warningMessage(username, usage, now=None) -> bytes:
+    """The warning: plain text, From the postmaster of the user's domain (CRLF)."""
+    domain = username.rpartition("@")[2] or "localhost"
+    limits = usage.limits
+    lines = [f"Your mailbox {username} is {usage.percent}% full.", ""]
+    if limits.storage:
+        lines.append(f"Storage: {usage.storage} of {limits.storage} bytes used.")
+    if limits.messages:
+        lines.append(f"Messages: {usage.messages} of {limits.messages}.")
+    lines += ["", "When it is full, new mail is refused and senders are told to try again later.",
+              "Delete messages you do not need (and empty the Trash) to make room.", ""]
+    header = [
+        f"From: Mail system <postmaster@{domain}>",
+        f"To: <{username}>",
+        "Subject: Your mailbox is almost full",
+        "Date: " + email.utils.formatdate(now, localtime=True),
+        f"Message-ID: <quota.{secrets.token_hex(8)}@{domain}>",
+        "Auto-Submitted: auto-generated",  # RFC 3834 s5
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ]
+    return ("\r\n".join(header) + "\r\n\r\n" + "\r\n".join(lines)).encode("utf-8")
+
+
+def overQuotaError(e) -> DeliveryError:
+    """The :class:`DeliveryError` of an :class:`OverQuota`."""
+    if e.tooLarge:
+        return DeliveryError(552, "5.2.2", "Mailbox full: the message is larger than the mailbox quota", False)
+    return DeliveryError(452, "4.2.2", "Mailbox full (over quota); try again later", True)
 
 
 def _addRecipient(delivery, name, folder):
@@ -215,6 +310,8 @@ def storeFailure(e, perRecipient: bool = False) -> DeliveryError:
     """
     if isinstance(e, DeliveryError):
         return e
+    if isinstance(e, OverQuota):
+        return overQuotaError(e)
     if perRecipient:
         temporary = isinstance(e, (TemporaryStoreError, OSError)) or not isinstance(e, StoreError)
         if not temporary:

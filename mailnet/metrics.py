@@ -92,8 +92,25 @@ class Metrics:
         # JMAP (mailnet.jmap.dispatch)
         self.jmapCalls = Counter("mailnet_jmap_method_calls", "JMAP method calls, per method (\"unknown\" for "
                                  "names the server does not have).", ["method"], registry=r)
+        # SMTP replies that refuse (mailnet.smtp.server: every 4xx/5xx of a
+        # session, RCPT's unknown user, relay denied and full mailbox included).
+        self.smtpRefusals = Counter("mailnet_smtp_refusals", "SMTP replies 4xx/5xx sent in sessions (any command), "
+                                    "per reason class (temporary|permanent _ RFC 3463 subject).",
+                                    ["reason"], registry=r)
+        # Quota (mailnet.localdelivery, mailnet.smtp)
+        self.quotaWarnings = Counter("mailnet_quota_warnings", "Quota warning messages delivered to users.",
+                                     registry=r)
         self._queue = _QueueCollector()
         r.register(self._queue)
+        self._imap = _IdleCollector()
+        r.register(self._imap)
+
+    def watchImap(self, shared):
+        """Count ``shared``'s IMAP sessions in IDLE at scrape time (a :class:`~mailnet.imap.shared.Shared`)."""
+        self._imap.shared = shared
+
+    def smtpRefusal(self, code: int, enhanced: str | None):
+        self.smtpRefusals.labels(reason=reasonClass(code, enhanced)).inc()
 
     def watchQueue(self, runner):
         """Report ``runner``'s items (a :class:`~mailnet.queue.scheduler.QueueRunner`) from now on."""
@@ -109,6 +126,21 @@ class Metrics:
         """(body bytes, content type) of a scrape; OpenMetrics when ``accept`` asks for it."""
         encoder, contentType = choose_encoder(accept or "")
         return encoder(self.registry), contentType
+
+
+class _IdleCollector:
+    """IMAP sessions in IDLE now (RFC 2177), read at scrape time."""
+
+    def __init__(self):
+        self.shared = None
+
+    def describe(self):
+        return [GaugeMetricFamily("mailnet_imap_idle_sessions", "IMAP sessions in IDLE now.")]
+
+    def collect(self):
+        shared = self.shared
+        n = 0 if shared is None else sum(1 for s in list(shared.sessions) if getattr(s, "idling", False))
+        yield GaugeMetricFamily("mailnet_imap_idle_sessions", "IMAP sessions in IDLE now.", value=n)
 
 
 class _QueueCollector:

@@ -48,6 +48,7 @@ from mailnet.queue import service as queueService
 from mailnet.queue.spool import Spool, SpoolLock
 from mailnet.smtp import server as smtpServer
 from mailnet.store.interfaces import IMailStore
+from mailnet.store.quota import QuotaPolicy
 
 log = Logger()
 
@@ -185,6 +186,9 @@ class MailContext:
         self.metrics = metrics.Metrics()
         self.store = store if store is not None else makeStore(config)
         self.users = makeUsers(config, reactor, users, checkers)
+        # [quota] and the users file's per-user rules (mailnet/store/quota.py).
+        if hasattr(self.store, "quotaPolicy"):
+            self.store.quotaPolicy = QuotaPolicy.fromConfig(config, self.users)
         self.aliases = auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
         self.portal = auth.makePortal(self.store, self.users)

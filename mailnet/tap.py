@@ -40,6 +40,7 @@ class MailnetServiceMaker:
         try:
             conf = config.load(options["config"])
             logs.setLevel(conf.log.level)
+            logs.setFormat(conf.log.format)
             return service.makeService(conf, exitOnError=True)
         except config.ConfigError as e:
             print(f"mailnet: {e}", file=sys.stderr)

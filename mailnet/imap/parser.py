@@ -1229,6 +1229,30 @@ def _expunge(p, uid):
     return {}
 
 
+def _quotaRoot(p, uid):
+    """RFC 9208 s4.2 GETQUOTA quota-root (an astring)."""
+    p.sp()
+    return {"root": p.astring("a quota root")}
+
+
+def _setQuota(p, uid):
+    """RFC 9208 s4.4 SETQUOTA quota-root (resource limit ...): parsed, then refused."""
+    p.sp()
+    root = p.astring("a quota root")
+    p.sp()
+    p.expect(b"(")
+    limits = []
+    if not p.maybe(b")"):
+        while True:
+            name = p.atom("a resource name").upper()
+            p.sp()
+            limits.append((name.decode("ascii"), p.number("a limit")))
+            if p.maybe(b")"):
+                break
+            p.sp()
+    return {"root": root, "limits": limits}
+
+
 _BASE64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 _COMMANDS = {name: _noArgs for name in _NO_ARGS}
@@ -1257,4 +1281,7 @@ _COMMANDS.update({
     b"COPY": _copy,
     b"MOVE": _copy,
     b"EXPUNGE": _expunge,
+    b"GETQUOTA": _quotaRoot,  # RFC 9208
+    b"GETQUOTAROOT": _mailboxOnly,
+    b"SETQUOTA": _setQuota,
 })

@@ -238,6 +238,9 @@ class IMAPService(ProtocolService):
             self._shared = Shared(settings, context.portal, context.throttle, context.reactor,
                                   tlsAvailable=context.tlsOptions is not None, login=context.login)
             self._shared.tlsOptions = context.tlsOptions
+            metrics = getattr(context, "metrics", None)
+            if metrics is not None:
+                metrics.watchImap(self._shared)  # mailnet_imap_idle_sessions
         return self._shared
 
     def factory(self, listener):

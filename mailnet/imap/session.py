@@ -58,6 +58,8 @@ from mailnet.imap.commands.common import (
 from mailnet.imap.commands.fetch import FetchCommands
 from mailnet.imap.commands.folders import FolderCommands
 from mailnet.imap.commands.messages import MessageCommands
+from mailnet.imap.commands.quota import CAPABILITIES as QUOTA_CAPABILITIES
+from mailnet.imap.commands.quota import QuotaCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
@@ -96,7 +98,7 @@ PREAUTH_LITERAL = 8192
 
 
 class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
-                  ThreadCommands):
+                  ThreadCommands, QuotaCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -662,6 +664,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                  b"SORT", b"SORT=DISPLAY", b"ESORT",
                  b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID"]
         caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
+        caps += QUOTA_CAPABILITIES  # RFC 9208
         if self.compressAvailable:
             caps.append(b"COMPRESS=DEFLATE")  # RFC 4978; the runner does it
         return b" ".join(caps)
@@ -756,5 +759,8 @@ COMMANDS = {
     "STORE": (_SEL, IMAPSession.cmdStore),
     "COPY": (_SEL, IMAPSession.cmdCopy),
     "MOVE": (_SEL, IMAPSession.cmdMove),
+    "GETQUOTA": (_AUTH, IMAPSession.cmdGetquota),
+    "GETQUOTAROOT": (_AUTH, IMAPSession.cmdGetquotaroot),
+    "SETQUOTA": (_AUTH, IMAPSession.cmdSetquota),
 }
 COMMANDS = {name: (states, method, _kind(method)) for name, (states, method) in COMMANDS.items()}

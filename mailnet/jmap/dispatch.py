@@ -41,6 +41,7 @@ MODULES = (
     "mailnet.jmap.identity",
     "mailnet.jmap.submission",
     "mailnet.jmap.emailimport",
+    "mailnet.jmap.quota",
 )
 
 

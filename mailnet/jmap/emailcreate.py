@@ -18,6 +18,7 @@ import time
 
 from mailnet.jmap import emailbody, mailstore
 from mailnet.jmap.errors import MethodError, SetError
+from mailnet.jmap.quota import checkQuota
 from mailnet.mail import compose
 
 # RFC 8621 s4.6: what a client may give on create (plus header:X forms).
@@ -161,6 +162,7 @@ class Creator:
 
     async def create(self, account, record):
         data, folderName, flags, receivedAt = await self.message(account, record)
+        await checkQuota(account, len(data))  # overQuota (RFC 9425, docs/jmap.md "Quota")
         folder = await mailstore.openFolder(account, folderName)
         try:
             # Durable before the answer, like IMAP APPEND (IFolder.append).

@@ -25,6 +25,7 @@ from mailnet.jmap import emailbody, mailstore
 from mailnet.jmap.emailcreate import parseDate, readBlob
 from mailnet.jmap.email import MAIL
 from mailnet.jmap.errors import MethodError, SetError
+from mailnet.jmap.quota import checkQuota
 from mailnet.mail import mime
 from mailnet.mail.lines import toCRLF
 from mailnet.mail.summary import summarize
@@ -113,6 +114,7 @@ async def _importOne(call, account, spec, maxSize):
         _check(data)
     except ValueError as e:
         raise SetError("invalidEmail", f"not an email message ({e})"[:200]) from None
+    await checkQuota(account.backend, len(data))  # overQuota (RFC 9425, docs/jmap.md "Quota")
     folder = await mailstore.openFolder(account.backend, folderName)
     try:
         uid = await mailstore.wait(folder.append(data, flags, receivedAt))

@@ -200,22 +200,26 @@ class Outcomes:
             self.metrics.queueAttempts.labels(outcome=done.kind).inc()
             if done.kind == "sent":
                 self.stats["sent"] += 1
-                log.info("queue {id}: to=<{to}> via {host}: {action} ({reply})",
-                         id=item.id, to=address, host=where, action=action, reply=replies.get(address) or "ok")
+                # docs/operations.md "Logs": stage=relayed, or stored for the local ones.
+                stage = "relayed" if action == "relayed" else "stored"
+                log.info("queue {id}: to=<{to}> via {host}: {action} ({reply}) stage={stage}",
+                         id=item.id, to=address, host=where, action=action, reply=replies.get(address) or "ok",
+                         stage=stage)
             elif done.kind == "deferred":
                 self.stats["deferred"] += 1
-                log.info("queue {id}: to=<{to}> via {host}: deferred ({error}); next attempt in {wait:.0f}s at {when}",
+                log.info("queue {id}: to=<{to}> via {host}: deferred ({error}); next attempt in {wait:.0f}s at {when}"
+                         " stage=deferred",
                          id=item.id, to=address, host=where, error=str(error), wait=done.nextAttempt - now,
-                         when=_when(done.nextAttempt))
+                         when=_when(done.nextAttempt), stage="deferred")
             else:
                 self.stats["bounced"] += 1
                 if not env.sender:
                     # RFC 3461 s6.2 / RFC 5321 s4.5.5: never a DSN about a DSN.
-                    log.warn("queue {id}: to=<{to}> via {host}: undeliverable bounce dropped: {why}",
-                             id=item.id, to=address, host=where, why=done.why)
+                    log.warn("queue {id}: to=<{to}> via {host}: undeliverable bounce dropped: {why} stage=bounced",
+                             id=item.id, to=address, host=where, why=done.why, stage="bounced")
                 else:
-                    log.info("queue {id}: to=<{to}> via {host}: bounced: {why}", id=item.id, to=address, host=where,
-                             why=done.why)
+                    log.info("queue {id}: to=<{to}> via {host}: bounced: {why} stage=bounced", id=item.id, to=address,
+                             host=where, why=done.why, stage="bounced")
         # Written by _jobDone: at once if other jobs of the item still run,
         # else at the end of the round (or not at all when the item is done
         # and removed: its removal records that everything was sent).

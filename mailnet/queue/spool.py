@@ -140,19 +140,22 @@ class Spool:
         self._listeners = []
 
     def newMessage(self, sender, recipients, *, envid=None, ret=None, smtputf8=False,
-                   body="7BIT", client=None, auth=None, arrival=None):
+                   body="7BIT", client=None, auth=None, arrival=None, id=None):
         """
         Start a new item.
 
         @param sender: the reverse-path ("" for the null sender).
         @param recipients: list of dicts with ``address`` and optionally
             ``orcpt`` and ``notify`` (RFC 3461 parameters, as received).
+        @param id: the queue id (a :func:`newQueueId` the caller made: SMTP
+            gives its message id, so one id names the message in every log
+            line); a new one by default.
         @return: a :class:`SpoolWriter`; ``write`` the message (with trace
             headers), then ``commit`` or ``abort``.
         """
         now = time.time() if arrival is None else arrival
         envelope = Envelope(
-            id=newQueueId(), sender=sender, envid=envid, ret=ret, smtputf8=bool(smtputf8), body=body,
+            id=id or newQueueId(), sender=sender, envid=envid, ret=ret, smtputf8=bool(smtputf8), body=body,
             arrival=now, client=client, auth=auth,
             recipients=[
                 RecipientState(address=r["address"], orcpt=r.get("orcpt"), notify=r.get("notify"), next_attempt=now)

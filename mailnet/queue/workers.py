@@ -259,6 +259,17 @@ class Workers:
             remote = [a for a in resolution.remote if a.lower() != address.lower()]
             if remote:
                 expansions[address] = remote
+        if self.store is not None:
+            # The quota (RFC 3463 X.2.2): a recipient whose one mailbox is
+            # full gets 452 4.2.2 (retried, bounced at the end of the
+            # lifetime) or 552 5.2.2 (larger than the quota: bounced now).
+            size = job.item.envelope.size or 0
+            for address, names in list(users.items()):
+                if len(names) == 1:
+                    refusal = localdelivery.quotaRefusal(self.store, names[0], size)
+                    if refusal is not None:
+                        outcomes[address] = refusal
+                        del users[address]
         wanted = list(dict.fromkeys(u for names in users.values() for u in names))
         error = None
         if wanted:

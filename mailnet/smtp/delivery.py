@@ -26,7 +26,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailnet.errors import DeliveryError
-from mailnet.localdelivery import LocalDelivery, diskProblem, storeFailure
+from mailnet.localdelivery import LocalDelivery, diskProblem, quotaRefusal, storeFailure
 from mailnet.metrics import DISCARD, reasonClass
 from mailnet.logs import Logger
 from mailnet.mail.codecs import encodeXtext
@@ -196,6 +196,7 @@ class MessageDelivery:
                     envelope.sender, self.remote, envid=envelope.envid, ret=envelope.ret,
                     smtputf8=envelope.smtputf8, body=envelope.body,
                     client=f"{envelope.helo} [{envelope.peer}]", auth=envelope.auth,
+                    id=self.id,  # one id for the message in SMTP's, the queue's and the store's log lines
                 )
                 self._spool.write(trace)
         except Exception as e:
@@ -321,6 +322,15 @@ class MessageDelivery:
         return self._done(None)
 
     def _commitStore(self):
+        if self.failure is None and len(self.local) == 1 and not self.remote and self._store is not None:
+            # One mailbox, no one else: the quota answers for the whole
+            # message (452 4.2.2 over it, 552 5.2.2 larger than it), as
+            # Postfix with Dovecot's LMTP does.  With several recipients
+            # the 452 was given per recipient at RCPT, and what passed
+            # RCPT is delivered (docs/smtp.md "Quota").
+            refusal = quotaRefusal(self.context.store, self.local[0], self.size)
+            if refusal is not None:
+                self._fail(refusal, "storing")
         store, self._store = self._store, None
         if self.failure is None and store is not None:
             return store.commit().addCallbacks(self._commitSpool, self._storeFailed)
@@ -354,8 +364,9 @@ class MessageDelivery:
         metrics = getattr(self.context, "metrics", DISCARD)
         if self.failure is not None:
             metrics.messagesRejected.labels(reason=reasonClass(self.failure.code, self.failure.enhanced)).inc()
-            log.info("message {id} from <{sender}> [{peer}] refused: {error}",
-                     id=self.id, sender=envelope.sender, peer=envelope.peer, error=str(self.failure))
+            log.info("message {id} from <{sender}> [{peer}] refused: {error} stage=refused",
+                     id=self.id, sender=envelope.sender, peer=envelope.peer, error=str(self.failure),
+                     stage="refused")
             return Reply(self.failure.code, self.failure.enhanced, self.failure.message)
         # One line per delivery, formatted here (the fields go along for
         # other observers): the logger's own formatting costs more.
@@ -364,10 +375,13 @@ class MessageDelivery:
         queued = f", queued {queueId} for {len(self.remote)} recipient(s)" if queueId else ""
         if self.verdict is not None and self.verdict.summary:
             queued += f" ({self.verdict.summary})"
+        # The stage (docs/operations.md "Logs"): stored when local copies
+        # were made, received when it was only queued.
+        stage = "stored" if self.local else "received"
         log.info("{text}", text=f"message {self.id} from <{envelope.sender}> [{envelope.peer}]{auth} "
-                                f"size {self.size}: stored for {local}{queued}",
+                                f"size {self.size}: stored for {local}{queued} stage={stage}",
                  id=self.id, sender=envelope.sender, peer=envelope.peer, size=self.size, local=self.local,
-                 queueId=queueId)
+                 queueId=queueId, stage=stage)
         metrics.messagesAccepted.labels(origin="submission" if envelope.auth else "mx").inc()
         metrics.messageSize.observe(self.size)
         return Reply(250, "2.0.0", f"OK id {self.id}")

@@ -23,6 +23,7 @@ from mailnet.serving import ProtocolService
 from mailnet.auth import IAuthenticatedUser
 from mailnet.deadline import Deadlines
 from mailnet.logs import Logger
+from mailnet.metrics import DISCARD
 from mailnet.effects import Close, EffectRunner, Login, Send, StartTLS
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
@@ -65,6 +66,7 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
         self._login = False  # the login deadline runs
         self.loginSequence = factory.context.login
         self.deadlines = Deadlines(self.clock, self._deadlinePassed)
+        self._metrics = getattr(factory.context, "metrics", None) or DISCARD
 
     # IProtocol
 
@@ -168,6 +170,8 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
                 return
             if type(effect) is Reply:
                 out.append(effect.data)
+                if effect.code >= 400:
+                    self._metrics.smtpRefusal(effect.code, effect.enhanced)  # mailnet_smtp_refusals
             else:
                 _RUN[type(effect)](self, effect)
 
@@ -273,6 +277,8 @@ class SMTPServerProtocol(EffectRunner, protocol.Protocol):
 
     def runReply(self, reply):
         self._out.append(reply.data)
+        if reply.code >= 400:
+            self._metrics.smtpRefusal(reply.code, reply.enhanced)  # mailnet_smtp_refusals
 
     def closeConnection(self):
         self.transport.loseConnection()

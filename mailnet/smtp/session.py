@@ -113,6 +113,9 @@ class SMTPSettings:
     # [mailauth] local_spoofing = "reject": MAIL FROM in one of our local
     # domains (or a subdomain) without AUTH is refused (issue 16).
     refuseLocalSenders: bool = True
+    # quota(username, size) -> DeliveryError or None, from memory
+    # (mailnet.localdelivery.quotaRefusal over the store); None: no quota.
+    quota: object = None
 
     @property
     def greeting(self) -> Reply:
@@ -137,7 +140,16 @@ class SMTPSettings:
             tlsAvailable=context.tlsOptions is not None,
             postmasterDomain=config.domains.local[0],
             refuseLocalSenders=config.mailauth.local_spoofing == "reject",
+            quota=_quotaCheck(context.store),
         )
+
+
+def _quotaCheck(store):
+    if getattr(store, "quotaUsage", None) is None:
+        return None
+    from mailnet.localdelivery import quotaRefusal
+
+    return lambda username, size: quotaRefusal(store, username, size)
 
 
 @dataclasses.dataclass(slots=True)
@@ -728,6 +740,16 @@ class SMTPSession:
                 self._error(replies.UNKNOWN_USER.withText(f"<{address}>: no such user here"))
                 return
             local, remote = resolution.local, resolution.remote
+            if self.settings.quota is not None and len(local) == 1 and not remote:
+                # RFC 1870 s6.2, RFC 3463 X.2.2: a full mailbox is refused
+                # here, per recipient (452, the client retries that one
+                # later); 552 when the declared SIZE alone is above its
+                # quota.  An alias to several mailboxes is not refused for
+                # one of them (docs/smtp.md "Quota").
+                refusal = self.settings.quota(local[0], mail.size or 0)
+                if refusal is not None:
+                    self._emit(Reply(refusal.code, refusal.enhanced, f"<{address}>: {refusal.message}"))
+                    return
         elif self.user is None:
             # no open relay: other domains only for authenticated users
             self._error(replies.RELAY_DENIED.withText(f"<{address}>: relay access denied"))

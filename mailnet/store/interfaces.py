@@ -161,6 +161,23 @@ class StorageFull(TemporaryStoreError):
     """
 
 
+class OverQuota(StorageFull):
+    """
+    The user's quota (:mod:`mailnet.store.quota`) does not allow the save:
+    SMTP 452 4.2.2 (RFC 3463 X.2.2 "mailbox full"), or 552 5.2.2 when
+    ``tooLarge``; IMAP ``NO [OVERQUOTA]`` (RFC 9208 s5); JMAP ``overQuota``.
+
+    @ivar resource: ``"STORAGE"`` or ``"MESSAGE"`` (RFC 9208 s5 names).
+    @ivar tooLarge: the message alone is larger than the storage limit:
+        no retry can succeed.
+    """
+
+    def __init__(self, text="mailbox quota exceeded", resource="STORAGE", tooLarge=False):
+        super().__init__(text)
+        self.resource = resource
+        self.tooLarge = tooLarge
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MessageInfo:
     """
@@ -349,6 +366,15 @@ class IMailStore(Interface):
         per message.
 
         @return: an :class:`IDelivery` (synchronously).
+        """
+
+    def quotaUsage(username):
+        """
+        The :class:`mailnet.store.quota.QuotaUsage` of an account,
+        synchronously, for SMTP's RCPT check (answered from memory; a
+        backend may read one small file the first time), or None when it
+        is not known (the account does not exist yet, or its usage is being
+        recalculated).  Optional, like :meth:`IAccount.quota`.
         """
 
     def close():
@@ -560,6 +586,46 @@ class IAccount(Interface):
 
     def removeListener(listener):
         """Unregister an :class:`IAccountListener`; unknown ones are ignored."""
+
+    # Quota (mailnet/store/quota.py; docs/store.md "Quota").  Optional for
+    # third-party stores written before it existed (callers use getattr and
+    # treat a missing method as "no quota").
+
+    def quota():
+        """
+        The account's usage and limits.
+
+        Called by IMAP GETQUOTA/GETQUOTAROOT/STATUS SIZE, JMAP Quota/get,
+        the warning after a delivery.  A backend keeps the usage up to date
+        cheaply (Maildir: the ``maildirsize`` file, recalculated when it is
+        missing or stale).
+
+        @return: Deferred firing with a
+            :class:`mailnet.store.quota.QuotaUsage`.
+        """
+
+    def checkQuota(size, count=1):
+        """
+        May ``count`` messages of ``size`` bytes in all be saved now?
+
+        Called before a write that adds messages: IMAP APPEND, COPY, JMAP
+        Email/set create and Email/import (docs/jmap.md "Quota"), and the
+        local delivery.  The store's own writes (``append``, ``commit``) do
+        not check: a message accepted by SMTP is never lost to the quota.
+
+        @return: Deferred firing with None, or failing with
+            :class:`OverQuota`.
+        """
+
+    def quotaWarning():
+        """
+        The account is at or past the warning threshold and no warning was
+        given for this crossing: True once (the mark is durable); False
+        otherwise.  The mark goes when the usage drops below the threshold,
+        so the next crossing warns again.
+
+        @return: Deferred firing with a bool.
+        """
 
     def openFolder(name):
         """

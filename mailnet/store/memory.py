@@ -47,6 +47,7 @@ from mailnet.store.interfaces import (
     NoSuchMessage,
     StoreError,
 )
+from mailnet.store.quota import policyOf
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import AccountThreads, ThreadIndex
 
@@ -397,6 +398,37 @@ class MemoryAccount:
     def threadOf(self, emailIds):
         return self.threads.threadOf(self, emailIds)
 
+    # Quota (mailnet/store/quota.py): counted from the folders; the
+    # warning mark lives as long as the store.
+
+    quotaWarned = False
+    store = None
+
+    def usage(self):
+        policy = policyOf(self.store)
+        storage = sum(i.size for f in self.folders.values() for i in f.infos.values())
+        messages = sum(len(f.infos) for f in self.folders.values())
+        return policy.usage(self.username, storage, messages)
+
+    def quota(self):
+        return defer.maybeDeferred(self.usage)
+
+    def checkQuota(self, size, count=1):
+        return defer.maybeDeferred(lambda: self.usage().check(size, count))
+
+    def quotaWarning(self):
+        def claim():
+            usage = self.usage()
+            if not usage.warned:
+                self.quotaWarned = False
+                return False
+            if self.quotaWarned or not usage.limits.limited:
+                return False
+            self.quotaWarned = True
+            return True
+
+        return defer.maybeDeferred(claim)
+
     def openFolder(self, name):
         return defer.maybeDeferred(lambda: FolderHandle(self._folder(name)))
 
@@ -495,7 +527,19 @@ class MemoryStore:
             except ValueError as e:
                 raise NoSuchAccount(str(e)) from None
             account = self._accounts[username] = MemoryAccount(username, self.limits, self.changesKept)
+            account.store = self
         return account
+
+    quotaPolicy = None  # set by the service from [quota] (mailnet/store/quota.py)
+
+    def quotaUsage(self, username):
+        policy = policyOf(self)
+        if not policy.limitsFor(username).limited:
+            return None  # nothing to check: no sum on the delivery path
+        account = self._accounts.get(username)
+        if account is None:
+            return policy.usage(username, 0, 0)
+        return account.usage()
 
     def getAccount(self, username, create=True):
         return defer.maybeDeferred(self.accountFor, username, create)

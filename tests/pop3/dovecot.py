@@ -47,6 +47,7 @@ class Dovecot:
         self.key = key
         self.mail = os.path.join(base, "mail")
         self.users = {}
+        self.extraConfig = ""  # appended to dovecot.conf (plugins, as tests/ops/test_quota_dovecot.py)
         self.process = None
         self.owner = pwd.getpwnam("nobody") if os.getuid() == 0 else pwd.getpwuid(os.getuid())
         os.makedirs(self.mail, exist_ok=True)
@@ -131,7 +132,7 @@ namespace inbox {{
 {services}service anvil {{
   chroot =
 }}
-""")
+{self.extraConfig}""")
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", conf], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT)
         for port in (self.port, self.tlsPort, self.imapPort, self.imapsPort):

@@ -48,6 +48,8 @@ class MessageCommands:
                 if _eightBitHeader(m.message):
                     raise no(which + "has 8-bit characters in its header fields; ENABLE UTF8=ACCEPT first",
                              b"CANNOT")
+        # RFC 9208 s5: NO [OVERQUOTA] before anything is stored.
+        yield from self.checkQuota(sum(len(m.message) for m in messages), len(messages))
         folder = yield from self._openTarget(name)
         uids = []
         try:
@@ -124,6 +126,9 @@ class MessageCommands:
                 if pairs and not cmd.uid:
                     raise no("Some of the requested messages no longer exist", b"EXPUNGEISSUED")
                 return ("OK", "No messages to %s" % ("move" if move else "copy"), None)
+            if not move:  # a MOVE stays in the account: its usage does not change
+                infos = [view.folder.get(uid) for uid in uids]
+                yield from self.checkQuota(sum(i.size for i in infos if i is not None), len(uids))
             mapping = yield StoreCall(view.folder, "moveTo" if move else "copyTo", (uids, dest))
             validity = dest.uidValidity
         finally:

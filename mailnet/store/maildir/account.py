@@ -30,6 +30,7 @@ from mailnet.store.maildir.layout import (
     writeSubscriptions,
 )
 from mailnet.store.maildir.locate import EmailLocator
+from mailnet.store.quota import QuotaUsage, policyOf
 
 
 @implementer(IAccount)
@@ -131,6 +132,7 @@ class MaildirAccount:
             finally:
                 self.store.disks.forget(disk)
             shutil.rmtree(trash, ignore_errors=True)
+            self.store.quota.invalidate(self.path)  # maildirsize: recount next time
             return disk
 
     def renameFolder(self, oldName, newName):
@@ -269,6 +271,25 @@ class MaildirAccount:
 
     def removeListener(self, listener):
         self.store.journalAt(self).removeListener(listener)
+
+    # Quota (maildirsize: mailnet/store/maildir/quota.py)
+
+    def quota(self):
+        policy = policyOf(self.store)
+        limits = policy.limitsFor(self.username)
+        d = self.store.run(self.store.quota.usage, self.path, limits)
+        return d.addCallback(lambda used: QuotaUsage(used[0], used[1], limits, policy.warning, policy.grace))
+
+    def checkQuota(self, size, count=1):
+        return self.quota().addCallback(lambda usage: usage.check(size, count))
+
+    def quotaWarning(self):
+        def claim(usage):
+            if not usage.limits.limited:
+                return False
+            return self.store.run(self.store.quota.claimWarning, self.path, usage.warned)
+
+        return self.quota().addCallback(claim)
 
     def openFolder(self, name):
         return defer.maybeDeferred(self._folderPath, name).addCallback(

@@ -13,6 +13,7 @@ from mailnet.store.maildir.keywords import withoutKeywords
 from mailnet.store.maildir.locks import lockAll
 from mailnet.store.maildir.modlog import ModLog
 from mailnet.store.maildir.names import messageGuid, newBase, sizesFromBase, splitName
+from mailnet.store.maildir.quota import accountPathOf
 from mailnet.store.maildir.state import Batch, dirStamp, linkOrCopy
 
 
@@ -84,6 +85,7 @@ class FolderOperations:
             removed = []
             m = None
             token = self.checkpoint()
+            freed = 0
             for uid in uids:
                 rel = full.where.get(uid)
                 if rel is None:
@@ -92,6 +94,8 @@ class FolderOperations:
                     os.unlink(os.path.join(self.path, rel))
                 except FileNotFoundError:
                     pass
+                info = full.infos.get(uid)
+                freed += info.size if info is not None else 0
                 if m is None:
                     m = self.newModseq()
                 batch.dirs.add(os.path.join(self.path, rel[:3]))
@@ -104,6 +108,8 @@ class FolderOperations:
             if removed:
                 self.restamp(token)
             self.flush(batch)
+            if removed:  # maildirsize (quota.py): one line
+                self.store.quota.changed(accountPathOf(self.path), -freed, -len(removed))
             return removed, self.finish(delta)
 
     def opTransfer(self, dest, uids, move):
@@ -180,6 +186,10 @@ class FolderOperations:
                     self.flush(batch)
                 else:
                     dest.flush(dbatch)
+                    # A copy adds to the account's usage (maildirsize, quota.py).
+                    copied = {uid for uid, _, _ in pairs}
+                    self.store.quota.changed(accountPathOf(dest.path),
+                                             sum(i.size for i in items if i.uid in copied), len(pairs))
                 for d, token in tokens:
                     d.restamp(token)
             result = [(s, d) for s, d, _ in pairs]
@@ -247,6 +257,8 @@ class FolderOperations:
                 self.flush(batch)
                 if full is None:
                     self.blindStamps = self._dirStamps() if known else None
+                if out:  # maildirsize (quota.py): one line, no scan
+                    self.store.quota.changed(accountPathOf(self.path), sum(o[0].size for o in out), len(out))
             except BaseException:
                 if not batch.recorded:
                     # Nothing was given a UID: take the files back out.

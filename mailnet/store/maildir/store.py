@@ -32,6 +32,8 @@ from mailnet.store.maildir.layout import (
     writeFile,
 )
 from mailnet.store.maildir.listindex import folderStamps, readDelivered
+from mailnet.store.maildir.quota import MaildirQuota
+from mailnet.store.quota import QuotaUsage, policyOf
 from mailnet.store.summaries import FILE_NAME as LIST_FILE
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import FILE_NAME as THREADS_FILE
@@ -89,6 +91,10 @@ class MaildirStore:
         self.listIndexDelay = listIndexDelay
         self.listIndexKeepOpen = listIndexKeepOpen
         self.listIndexMaxDelay = listIndexMaxDelay
+        # Quota (quota.py): usage kept in each account's maildirsize; the
+        # service sets the policy (limits per user) from [quota].
+        self.quota = MaildirQuota()
+        self.quotaPolicy = None
 
     def schedule(self, f, delay=0):
         """Run ``f`` on the reactor in ``delay`` seconds (tests pass ``schedule``: at once)."""
@@ -287,6 +293,27 @@ class MaildirStore:
         if madeDomain:
             fsyncDir(self.root)
         self._known.add(path)
+
+    def quotaUsage(self, username):
+        """From maildirsize alone (no scan): None without limits or when it needs recounting."""
+        policy = policyOf(self)
+        limits = policy.limitsFor(username)
+        if not limits.limited:
+            return None  # nothing to check: no stat on the delivery path
+        try:
+            path = self.accountPath(username)
+        except StoreError:
+            return None
+        used = self.quota.cached(path, limits)
+        if used is None:
+            if path not in self._known and not os.path.isdir(path):
+                return QuotaUsage(0, 0, limits, policy.warning, policy.grace)  # no account yet
+            if limits.limited:
+                # Recount in the background: the next RCPT knows.
+                self.run(self.quota.usage, path, limits).addErrback(
+                    lambda f: log.failure("maildir quota: recounting", f))
+            return None
+        return QuotaUsage(used[0], used[1], limits, policy.warning, policy.grace)
 
     def newDelivery(self):
         self.tmp.cleanOnce()
