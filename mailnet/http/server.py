@@ -19,6 +19,7 @@ from mailnet.jmap.errors import PREFIX
 from mailnet.jmap.mailblobs import StoreBlobSource
 from mailnet.jmap.storepush import StorePushSource
 from mailnet.logs import Logger
+from mailnet.mailauth import mtastsserve
 
 log = Logger()
 
@@ -74,6 +75,7 @@ class HTTPService(serving.ProtocolService):
         routes = dict(self.jmap.routes())
         routes.update(self.events.routes())
         routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
+        routes.update(mtastsserve.routes(config))  # our MTA-STS policy, when [mtasts] serve_mode is on
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
                               requestDeadline=config.http.request_deadline,
                               minDataRate=config.limits.min_data_rate, idleTimeout=config.http.idle_timeout)

@@ -365,6 +365,9 @@ class Plan:
             log.info("mta-sts: {domain}: {kind} at {host}[{ip}] (mode {mode}): {e}", domain=self.domain, kind=kind,
                      host=host, ip=ip, mode=self.mode, e=error.message)
             self._report(kind, host, ip, error.message)
+            if self.mode == "enforce":
+                # The reason the mail waits (and, after the lifetime, the DSN's diagnostic) names the policy.
+                error.message = f"MTA-STS policy of {self.domain} (enforce): {error.message}"
 
 
 class Outbound:

@@ -203,7 +203,7 @@ def parseRecord(records) -> list[str]:
 def reportMessage(day, domain, report, hostname, to, now) -> bytes:
     """RFC 8460 s5.3: the report as a multipart/report message (CRLF)."""
     start = int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp())
-    msg = email.message.EmailMessage(policy=email.policy.SMTP)
+    msg = email.message.EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))  # an unfolded Subject
     msg["From"] = f"MAILER-DAEMON@{hostname}"
     msg["To"] = ", ".join(to)
     msg["Date"] = email.utils.formatdate(now)
