@@ -28,6 +28,8 @@ log = Logger()
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 UNLISTED = "MX host not listed in the MTA-STS policy"
+RETRY_FAILED = 300  # seconds a failed fetch is remembered, so that each connection does not wait for it again
+MAX_FAILED = 10000  # failed domains remembered at most (bounded memory)
 _DOMAIN_FILE = re.compile(r"[a-z0-9.-]{1,253}\Z")
 
 
@@ -168,6 +170,7 @@ class PolicyFetcher:
         self.addresses = addresses
         self.trustRoot = trustRoot
         self.cache = PolicyCache(os.path.join(config.server.data_dir, "mtasts"))
+        self.failed = {}  # (domain, id) -> (until, FetchError)
 
     @defer.inlineCallbacks
     def policyFor(self, domain):
@@ -199,12 +202,20 @@ class PolicyFetcher:
                 self._refresh(domain, policyId)
             return Lookup(policy, cached=True)
         try:
+            remembered = self.failed.get((domain, policyId))
+            if remembered is not None and remembered[0] > now:
+                raise remembered[1]
             policy = yield self.fetch(domain)
         except FetchError as e:
-            log.warn("mta-sts: the policy of {domain} could not be fetched: {e}", domain=domain, e=e.message)
+            if remembered is None or remembered[0] <= now:
+                log.warn("mta-sts: the policy of {domain} could not be fetched: {e}", domain=domain, e=e.message)
+                if len(self.failed) >= MAX_FAILED:
+                    self.failed.clear()
+                self.failed[(domain, policyId)] = (now + RETRY_FAILED, e)
             if cached is not None:
                 return Lookup(mtasts.parsePolicy(cached["text"]), cached=True, error=e.kind, reason=e.message)
             return Lookup(None, error=e.kind, reason=e.message)
+        self.failed.pop((domain, policyId), None)
         self.cache.save(domain, policyId, policy, now)
         log.info("mta-sts: policy of {domain} (id {id}): mode {mode}, mx {mx}, max_age {age}",
                  domain=domain, id=policyId, mode=policy.mode, mx=",".join(policy.mx), age=policy.max_age)
@@ -221,14 +232,23 @@ class PolicyFetcher:
         """Deferred firing with the :class:`~mailnet.mailauth.mtasts.Policy`, or failing with :class:`FetchError`."""
         d = self._fetch(domain)
         timeout = self.config.mtasts.fetch_timeout
+        expired = []
 
-        def timedOut(failure):
-            failure.trap(defer.CancelledError, defer.TimeoutError)
-            raise FetchError("sts-policy-fetch-error", f"no policy within {timeout} seconds")
+        def expire():
+            expired.append(True)
+            d.cancel()
 
-        d.addTimeout(timeout, self.reactor)
-        d.addErrback(timedOut)
-        return d
+        timer = self.reactor.callLater(timeout, expire)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            if expired and isinstance(result, Failure):
+                # Whatever the cancelled request failed with (the Agent wraps it): too slow.
+                return Failure(FetchError("sts-policy-fetch-error", f"no policy within {timeout} seconds"))
+            return result
+
+        return d.addBoth(done)
 
     @defer.inlineCallbacks
     def _fetch(self, domain):
@@ -395,12 +415,11 @@ def makeOutbound(reactor, config, mxResolver):
     return Outbound(fetcher, results)
 
 
-def makeReporter(reactor, config, resolver, spool):
-    """The daily TLS-RPT reports (``[mtasts] enabled`` and ``reports``), or None."""
-    if not (config.mtasts.enabled and config.mtasts.reports):
+def makeReporter(reactor, config, outbound, resolver, spool):
+    """The daily TLS-RPT reports of ``outbound``'s counts (``[mtasts] reports``), or None."""
+    if outbound is None or outbound.results is None:
         return None
     from mailnet.mailauth import tlsrpt
     from mailnet.mailauth.ownmail import OwnMailSigner
 
-    results = tlsrpt.TLSResults(os.path.join(config.server.data_dir, "tlsrpt"), reactor)
-    return tlsrpt.Reporter(reactor, config, results, resolver, spool, OwnMailSigner(config, reactor))
+    return tlsrpt.Reporter(reactor, config, outbound.results, resolver, spool, OwnMailSigner(config, reactor))

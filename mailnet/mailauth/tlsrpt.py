@@ -36,6 +36,7 @@ _DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json\Z")
 KEEP_DAYS = 7  # a day whose report could not be sent (DNS trouble) is retried this long
 MAX_FAILURE_ROWS = 1000  # failure-details rows per policy and day (bounded disk and memory)
 CHECK_SECONDS = 3600  # how often finished days are looked for
+FLUSH_SECONDS = 2.0  # counts are written at most this often (one durable write, not one per session)
 
 # RFC 8460 s4.3: the result types.
 RESULT_TYPES = ("starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
@@ -73,7 +74,9 @@ def dayOf(seconds) -> str:
 
 class TLSResults:
     """
-    The counts, one file per day (UTC).  Reactor thread only.
+    The counts, one file per day (UTC).  Reactor thread only.  Changes are
+    written within :data:`FLUSH_SECONDS` (and by :meth:`flush` at stop), so
+    a crash loses at most those seconds of statistics, never mail.
 
     @param directory: ``data_dir/tlsrpt``.
     @param clock: ``IReactorTime``.
@@ -82,6 +85,20 @@ class TLSResults:
     def __init__(self, directory, clock):
         self.directory = directory
         self.clock = clock
+        self._pending = {}  # day -> its counts, changed and not written yet
+        self._timer = None
+
+    def flush(self):
+        """Write the changed days now."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        pending, self._pending = self._pending, {}
+        for day, data in pending.items():
+            try:
+                self.save(day, data)
+            except OSError as e:
+                log.error("tls-rpt: cannot record TLS results: {e}", e=e.strerror)
 
     def _path(self, day):
         return os.path.join(self.directory, day + ".json")
@@ -124,7 +141,9 @@ class TLSResults:
 
     def _record(self, policy, success, detail=None):
         day = dayOf(self.clock.seconds())
-        data = self.load(day)
+        data = self._pending.get(day)
+        if data is None:
+            data = self._pending[day] = self.load(day)
         domain = policy["policy-domain"]
         key = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
         entry = data.setdefault(domain, {}).setdefault(key, {"policy": policy, "success": 0, "failure": 0, "details": []})
@@ -139,10 +158,8 @@ class TLSResults:
             else:
                 if len(entry["details"]) < MAX_FAILURE_ROWS:
                     entry["details"].append(dict(detail, **{"failed-session-count": 1}))
-        try:
-            self.save(day, data)
-        except OSError as e:
-            log.error("tls-rpt: cannot record a TLS result: {e}", e=e.strerror)
+        if self._timer is None:
+            self._timer = self.clock.callLater(FLUSH_SECONDS, self.flush)
 
     def success(self, policy):
         """One TLS session that met the policy (``policy``: :func:`policyEntry`)."""
@@ -245,10 +262,13 @@ class Reporter:
         self._loop.clock = self.reactor
         self._loop.start(CHECK_SECONDS, now=True).addErrback(lambda f: log.failure("tls-rpt: reporting failed", f))
 
+    @defer.inlineCallbacks
     def stop(self):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        return self._running or defer.succeed(None)
+        if self._running is not None and not self._running.called:
+            yield self._running
+        self.results.flush()
 
     def run(self):
         d = self._running = self._run()
@@ -257,6 +277,7 @@ class Reporter:
 
     @defer.inlineCallbacks
     def _run(self):
+        self.results.flush()
         today = dayOf(self.reactor.seconds())
         oldest = dayOf(self.reactor.seconds() - KEEP_DAYS * 86400)
         for day in self.results.days():

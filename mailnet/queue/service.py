@@ -69,7 +69,8 @@ class QueueService(service.Service):
             from mailnet.mailauth import mtastsfetch  # MTA-STS and TLS-RPT (issue 16)
 
             connector.sts = mtastsfetch.makeOutbound(context.reactor, config, connector.resolver)
-            self.reporter = mtastsfetch.makeReporter(context.reactor, config, connector.resolver.resolver, context.spool)
+            self.reporter = mtastsfetch.makeReporter(context.reactor, config, connector.sts, connector.resolver.resolver,
+                                                     context.spool)
         self.runner = QueueRunner(context.spool, config, context.reactor, connector,
                                   directory=context.directory, store=context.store, hostname=context.hostname,
                                   metrics=getattr(context, "metrics", None))

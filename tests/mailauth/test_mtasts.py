@@ -172,11 +172,21 @@ def test_cache_refetches_when_the_id_changes_and_keeps_a_policy_when_fetching_fa
     fetcher.served["a.test"] = mtastsfetch.FetchError("sts-policy-fetch-error", "connection refused")
     got = result(fetcher.policyFor("a.test"))
     assert got.policy.mx == ("mx2.a.test",) and got.cached and got.error == "sts-policy-fetch-error"
+    # the failure is remembered for a while: the next connections do not wait for the policy host again
+    fetched = len(fetcher.fetches)
+    clock.advance(mtastsfetch.RETRY_FAILED - 1)
+    assert result(fetcher.policyFor("a.test")).error == "sts-policy-fetch-error" and len(fetcher.fetches) == fetched
+    clock.advance(2)
+    fetcher.served["a.test"] = policyText("mx4.a.test")
+    assert result(fetcher.policyFor("a.test")).policy.mx == ("mx4.a.test",) and len(fetcher.fetches) == fetched + 1
+    resolver.txt["_mta-sts.a.test"] = "v=STSv1; id=four"
+    fetcher.served["a.test"] = mtastsfetch.FetchError("sts-policy-fetch-error", "connection refused")
+    assert result(fetcher.policyFor("a.test")).policy.mx == ("mx4.a.test",)
     # the TXT record gone or failing: the cached policy still applies
     resolver.txt["_mta-sts.a.test"] = dnserror.DNSServerError
-    assert result(fetcher.policyFor("a.test")).policy.mx == ("mx2.a.test",)
+    assert result(fetcher.policyFor("a.test")).policy.mx == ("mx4.a.test",)
     del resolver.txt["_mta-sts.a.test"]
-    assert result(fetcher.policyFor("a.test")).policy.mx == ("mx2.a.test",)
+    assert result(fetcher.policyFor("a.test")).policy.mx == ("mx4.a.test",)
     # ...until it expires
     clock.advance(86401)
     got = result(fetcher.policyFor("a.test"))

@@ -45,7 +45,10 @@ DOMAINS = {
     "sts-redirect": ("127.0.0.1", (302, "text/plain", "")),
     "sts-big": ("127.0.0.1", (200, "text/plain", "version: STSv1\nmode: enforce\nmx: mx.sts-big.test\nmax_age: 86400\n" + "x: " + "y" * 70000 + "\n")),
     "sts-ctype": ("127.0.0.1", (200, "text/html", "version: STSv1\nmode: enforce\nmx: mx.sts-ctype.test\nmax_age: 86400\n")),
+    "sts-slow": ("127.0.0.1", (200, "sleep", "version: STSv1\nmode: enforce\nmx: mx.sts-slow.test\nmax_age: 86400\n")),
+    "sts-badweb": ("127.0.0.1", (200, "text/plain", "version: STSv1\nmode: enforce\nmx: mx.sts-badweb.test\nmax_age: 86400\n")),
 }
+NOT_IN_THE_POLICY_CERT = {"sts-badweb"}
 
 
 def zone():
@@ -85,6 +88,7 @@ class PolicyServer:
     def __init__(self, certFile, keyFile, policies):
         self.policies = policies
         self.requests = []
+        self.stopped = threading.Event()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -92,6 +96,9 @@ class PolicyServer:
                 host = self.headers.get("Host", "").split(":")[0]
                 outer.requests.append((host, self.path))
                 status, contentType, body = outer.policies.get(host, (404, "text/plain", "no such policy"))
+                if contentType == "sleep":  # longer than [mtasts] fetch_timeout
+                    outer.stopped.wait(12)
+                    contentType = "text/plain"
                 self.send_response(status)
                 self.send_header("Content-Type", contentType)
                 if status in (301, 302):
@@ -113,6 +120,7 @@ class PolicyServer:
         self.thread.start()
 
     def stop(self):
+        self.stopped.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -140,7 +148,7 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("sts")
     caFile, caKeyFile = str(d / "ca.pem"), str(d / "ca.key")
     caCert, caKey = tls.makeDevelopmentCA(caFile, caKeyFile, "mailnet test CA")
-    leaf(str(d / "policy.pem"), str(d / "policy.key"), [f"mta-sts.{n}.test" for n in DOMAINS], caCert, caKey)
+    leaf(str(d / "policy.pem"), str(d / "policy.key"), [f"mta-sts.{n}.test" for n in DOMAINS if n not in NOT_IN_THE_POLICY_CERT], caCert, caKey)
     leaf(str(d / "mx.pem"), str(d / "mx.key"), ["mx.sts-ok.test", "mx.sts-redirect.test", "mx.sts-big.test",
                                                  "mx.sts-ctype.test", "mx.reports.test"], caCert, caKey)
     leaf(str(d / "other.pem"), str(d / "other.key"), ["mx.elsewhere.test"], caCert, caKey)
@@ -171,6 +179,10 @@ def world(tmp_path_factory):
     dns.stop()
 
 
+def tlsrptShow(world):
+    return world.server.mailnet("tlsrpt", "show").stdout
+
+
 def outcome(server, qid, rcpt):
     return server.waitForLog(f"queue {qid}: to=<{rcpt}>", timeout=30)
 
@@ -188,7 +200,7 @@ def test_enforce_with_a_listed_mx_and_valid_tls_delivers(world):
     line = world.server.waitForLog("mta-sts: policy of sts-ok.test")
     assert "mode enforce" in line and "mx.sts-ok.test" in line
     assert os.path.exists(os.path.join(world.server.dataDir, "mtasts", "sts-ok.test.json"))
-    assert re.search(r"sts-ok.test: \d+ successful, 0 failed", world.server.mailnet("tlsrpt", "show").stdout)
+    waitFor(lambda: re.search(r"sts-ok.test: \d+ successful, 0 failed", tlsrptShow(world)), what="counted")
 
 
 @pytest.mark.parametrize("domain, reason, reported", [
@@ -207,8 +219,8 @@ def test_enforce_defers_what_the_policy_does_not_allow(world, domain, reason, re
     assert "deferred" in line and reason in line, line
     assert not [m for m in world.handler.messages if rcpt in m["rcpts"]]
     # Counted for TLS-RPT (each flush of a later test tries the mail again: x1 or more).
-    shown = world.server.mailnet("tlsrpt", "show").stdout
-    assert re.search(rf"{domain}.test: 0 successful, \d+ failed", shown), shown
+    shown = waitFor(lambda: re.search(rf"{domain}.test: 0 successful, \d+ failed", s := tlsrptShow(world)) and s,
+                    what="counted")
     assert reported.replace("x1", "x") in re.sub(r" x\d+", " x", shown), shown
 
 
@@ -218,27 +230,29 @@ def test_testing_mode_delivers_and_records_the_failure(world):
     m = arrived(world, "c@sts-testing.test")
     assert m["tls"] is False  # the peer at 127.0.0.2, without STARTTLS
     assert qid
-    shown = waitFor(lambda: "starttls-not-supported" in (s := world.server.mailnet("tlsrpt", "show").stdout) and s,
-                    what="the TLS-RPT failure")
-    assert "sts-testing.test: 0 successful, 1 failed" in shown, shown
-    assert "starttls-not-supported mx.sts-testing.test x1" in shown, shown
+    shown = waitFor(lambda: "sts-testing.test: " in (s := tlsrptShow(world)) and s, what="the TLS-RPT failure")
+    assert re.search(r"sts-testing.test: 0 successful, [1-9]\d* failed", shown), shown
+    assert re.search(r"starttls-not-supported mx.sts-testing.test x[1-9]", shown), shown
 
 
 @pytest.mark.parametrize("domain, reason", [
     ("sts-redirect", "answered 302: a redirect (not followed, RFC 8461 s3.3)"),
     ("sts-big", "the policy is larger than 64 KB"),
     ("sts-ctype", "the policy's Content-Type is not text/plain (RFC 8461 s3.3): text/html"),
+    ("sts-slow", "no policy within 5 seconds"),
+    ("sts-badweb", "TLS with mta-sts.sts-badweb.test failed"),
 ])
 def test_a_bad_policy_fetch_is_an_error_and_mail_goes_as_before(world, domain, reason):
     rcpt = f"d@{domain}.test"
     put(world.server, [rcpt])
     ask(world.server, "flush")
-    line = world.server.waitForLog(f"mta-sts: the policy of {domain}.test could not be fetched")
+    line = world.server.waitForLog(f"mta-sts: the policy of {domain}.test could not be fetched", timeout=30)
     assert reason in line, line
     arrived(world, rcpt)  # RFC 8461 s4.1 (no cached policy): delivered as if the domain had none
     assert not os.path.exists(os.path.join(world.server.dataDir, "mtasts", f"{domain}.test.json"))
-    shown = world.server.mailnet("tlsrpt", "show").stdout
-    assert f"{domain}.test: 0 successful" in shown and "sts-policy-fetch-error" in shown, shown
+    kind = "sts-webpki-invalid" if domain == "sts-badweb" else "sts-policy-fetch-error"
+    shown = waitFor(lambda: f"{domain}.test: 0 successful" in (s := tlsrptShow(world)) and s, what="counted")
+    assert f"{kind}  x" in shown, shown
 
 
 def test_daily_report_is_mailed_to_the_rua(world):
@@ -246,7 +260,7 @@ def test_daily_report_is_mailed_to_the_rua(world):
     put(world.server, ["e@sts-testing.test"])
     ask(world.server, "flush")
     arrived(world, "e@sts-testing.test")
-    waitFor(lambda: "sts-testing.test: " in world.server.mailnet("tlsrpt", "show").stdout, what="counted")
+    waitFor(lambda: "sts-testing.test: " in tlsrptShow(world), what="counted")
     world.server.stop()
     directory = os.path.join(world.server.dataDir, "tlsrpt")
     today = datetime.datetime.now(datetime.timezone.utc).date()
@@ -274,5 +288,5 @@ def test_daily_report_is_mailed_to_the_rua(world):
     assert detail["result-type"] == "starttls-not-supported" and detail["receiving-mx-hostname"] == "mx.sts-testing.test"
     assert detail["receiving-ip"] == "127.0.0.2" and detail["failed-session-count"] >= 1
     # Reported domains are gone from the day's file; sts-ok.test (no _smtp._tls record) is dropped too.
-    shown = waitFor(lambda: yesterday not in (s := world.server.mailnet("tlsrpt", "show").stdout) and s, what="sent")
+    shown = waitFor(lambda: yesterday not in (s := tlsrptShow(world)) and s, what="sent")
     assert "sts-testing" not in shown

@@ -37,8 +37,10 @@ def test_counts_per_day_policy_and_failure_kind(tmp_path):
     for _ in range(3):
         store.failure(entry, "starttls-not-supported", "mx.b.test", "192.0.2.1", "no STARTTLS")
     store.failure(entry, "certificate-expired", "mx.b.test", "192.0.2.1")
+    assert store.days() == []  # written within FLUSH_SECONDS, not at each session
     clock.advance(DAY)
     store.failure(tlsrpt.policyEntry("no-policy-found", "c.test"), "sts-policy-fetch-error", reason="timeout")
+    clock.advance(tlsrpt.FLUSH_SECONDS)
     assert store.days() == ["1970-01-21", "1970-01-22"]
     [(key, day1)] = store.load("1970-01-21")["b.test"].items()
     assert (day1["success"], day1["failure"]) == (2, 4)
@@ -59,6 +61,7 @@ def test_a_damaged_day_file_is_set_aside(tmp_path):
     assert store.load("1970-01-21") == {}
     assert os.path.exists(tmp_path / "tlsrpt" / "1970-01-21.json.corrupt")
     store.success(tlsrpt.policyEntry("sts", "b.test", POLICY))  # and counting goes on
+    store.flush()
     assert store.load("1970-01-21")["b.test"]
 
 
