@@ -18,6 +18,7 @@ import os
 import re
 import ssl
 import threading
+import time
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -222,6 +223,20 @@ def test_enforce_defers_what_the_policy_does_not_allow(world, domain, reason, re
     shown = waitFor(lambda: re.search(rf"{domain}.test: 0 successful, \d+ failed", s := tlsrptShow(world)) and s,
                     what="counted")
     assert reported.replace("x1", "x") in re.sub(r" x\d+", " x", shown), shown
+
+
+def test_after_the_lifetime_the_bounce_says_why(world):
+    # An item older than [queue] lifetime (5 days) fails at its next attempt; its sender is remote
+    # (reports.test's peer), so the DSN arrives there.
+    qid = put(world.server, ["g@sts-badmx.test"], sender="sender@reports.test", arrival=time.time() - 6 * 86400)
+    ask(world.server, "flush")
+    line = outcome(world.server, qid, "g@sts-badmx.test")
+    assert "bounced: gave up after" in line and "MTA-STS policy of sts-badmx.test" in line, line
+    dsn = arrived(world, "sender@reports.test")
+    assert dsn["sender"] == ""
+    text = dsn["data"].decode()
+    assert "Action: failed" in text and "Status: 4.7.5" in text, text
+    assert "MTA-STS policy of sts-badmx.test (enforce) lists none of its MX hosts" in " ".join(text.split()), text
 
 
 def test_testing_mode_delivers_and_records_the_failure(world):
