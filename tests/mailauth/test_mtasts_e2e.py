@@ -305,3 +305,86 @@ def test_daily_report_is_mailed_to_the_rua(world):
     # Reported domains are gone from the day's file; sts-ok.test (no _smtp._tls record) is dropped too.
     shown = waitFor(lambda: yesterday not in (s := tlsrptShow(world)) and s, what="sent")
     assert "sts-testing" not in shown
+
+
+class PortZone:
+    """tests/queue/dnsserver.py on a port we choose, so that it can be restarted with other records."""
+
+    def __init__(self, directory, port):
+        self.directory, self.port, self.process = str(directory), port, None
+
+    def serve(self, zone):
+        import subprocess
+        import sys
+
+        from tests.mailauth.helpers import DNSSERVER
+
+        self.stop()
+        path = os.path.join(self.directory, "zone2.json")
+        with open(path, "w") as f:
+            json.dump(zone, f)
+        self.process = subprocess.Popen([sys.executable, DNSSERVER, path, str(self.port)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("PORT "), line + self.process.stdout.read()
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def test_cache_id_change_refetches_and_a_failed_fetch_keeps_the_cached_policy(tmp_path):
+    caFile, caKeyFile = str(tmp_path / "ca.pem"), str(tmp_path / "ca.key")
+    caCert, caKey = tls.makeDevelopmentCA(caFile, caKeyFile, "mailnet test CA")
+    leaf(str(tmp_path / "policy.pem"), str(tmp_path / "policy.key"), ["mta-sts.sts-ok.test"], caCert, caKey)
+    leaf(str(tmp_path / "mx.pem"), str(tmp_path / "mx.key"), ["mx.sts-ok.test"], caCert, caKey)
+    policies = {"mta-sts.sts-ok.test": (200, "text/plain", POLICY_OK)}
+    web = PolicyServer(str(tmp_path / "policy.pem"), str(tmp_path / "policy.key"), policies)
+    sink = HostSink("127.0.0.1", port=freePort(), certFile=str(tmp_path / "mx.pem"), keyFile=str(tmp_path / "mx.key")).start()
+    dns = PortZone(tmp_path, freePort())
+    server = None
+
+    def zoneWith(policyId):
+        records = {k: v for k, v in zone().items() if "sts-ok" in k}
+        records["_mta-sts.sts-ok.test"] = {"TXT": [f"v=STSv1; id={policyId}"]}
+        return records
+
+    def send(n):
+        rcpt = f"u{n}@sts-ok.test"
+        qid = put(server, [rcpt])
+        ask(server, "flush")
+        return outcome(server, qid, rcpt)
+
+    try:
+        dns.serve(zoneWith("one"))
+        server = MailServer(tmp_path / "mailnet", config={
+            "relay": {"mx_port": sink.port, "connect_timeout": 3, "reply_timeout": 10, "tls_ca_file": caFile},
+            "dns": {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2},
+            "queue": {"retry_initial": 600, "retry_max": 600, "delay_warning": 0},
+            "store": {"backend": "memory"},
+            "mtasts": {"enabled": True, "ca_file": caFile, "https_port": web.port, "fetch_timeout": 5},
+        }).start()
+        assert "relayed (250" in send(1) and len(web.requests) == 1
+        # The policy host now serves another policy, but the id is the same: the cache is used, nothing fetched.
+        policies["mta-sts.sts-ok.test"] = (200, "text/plain", POLICY_OK.replace("mx.sts-ok.test", "mx.other.test"))
+        assert "relayed (250" in send(2) and len(web.requests) == 1
+        # A new id: fetched again, and the new policy no longer lists the MX host.
+        dns.serve(zoneWith("two"))
+        line = send(3)
+        assert "deferred" in line and "lists none of its MX hosts (policy mx: mx.other.test)" in line, line
+        assert len(web.requests) == 2
+        # Another id whose fetch fails: the cached policy still applies (without it, the mail would go).
+        policies["mta-sts.sts-ok.test"] = (500, "text/plain", "")
+        dns.serve(zoneWith("three"))
+        line = send(4)
+        assert "deferred" in line and "lists none of its MX hosts (policy mx: mx.other.test)" in line, line
+        assert len(web.requests) == 3
+        assert "answered 500" in server.waitForLog("mta-sts: the policy of sts-ok.test could not be fetched")
+        assert [m["rcpts"] for m in sink.handler.messages] == [["u1@sts-ok.test"], ["u2@sts-ok.test"]]
+    finally:
+        if server is not None:
+            server.stop()
+        dns.stop()
+        sink.stop()
+        web.stop()
