@@ -337,7 +337,9 @@ class Plan:
             self.entry = tlsrpt.policyEntry("sts" if lookup.policy is not None else "no-policy-found", domain, lookup.policy)
         else:
             self.entry = None
-        if lookup.error:
+        if lookup.error and lookup.policy is None:
+            # A session with no policy because the fetch failed (RFC 8460 s4.3.2.2).  With a cached
+            # policy the session is judged by that one instead, so it is not counted twice.
             self._report(lookup.error, reason=lookup.reason)
         self.hosts = hosts
         if self.mode == "enforce":

@@ -270,6 +270,17 @@ def test_plan_testing_falls_back_and_reports():
     assert results.events == [("certificate-not-trusted", "mx.a.test"), ("validation-failure", "backup.b.test")]
 
 
+def test_plan_counts_a_fetch_error_once():
+    failed = mtastsfetch.Lookup(None, error="sts-policy-fetch-error", reason="timeout")
+    results = Results()
+    mtastsfetch.Plan("a.test", failed, [Host("mx.a.test", 10, ["127.0.0.1"])], results)
+    assert results.events == [("sts-policy-fetch-error", None)]
+    # with a cached policy, the session is judged by it (one result per session)
+    p, results = plan("enforce", ["mx.a.test"], error="sts-policy-fetch-error")
+    p.succeeded("mx.a.test", "127.0.0.1", "required")
+    assert results.events == [("ok", "a.test")]
+
+
 def test_plan_none_mode_is_no_policy():
     lookup = mtastsfetch.Lookup(mtasts.parsePolicy("version: STSv1\nmode: none\nmax_age: 5\n"))
     p = mtastsfetch.Plan("a.test", lookup, [Host("x.b.test", 10, ["127.0.0.1"])], Results())
