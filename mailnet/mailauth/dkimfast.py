@@ -16,7 +16,9 @@ dkimpy's own in tests/mailauth/test_dkim.py):
   text without a tab, two spaces in a row or a space at a line's end is
   not scanned by a regex at all;
 * the pattern that removes b= from the signature field, written without
-  nested optional groups per character (the same matches).
+  nested optional groups per character (the same matches);
+* splitting the message into fields and body without a regex split and
+  re-join of the whole body.
 
 :func:`install` is called by :mod:`.dkimsign` and :mod:`.dkimcheck`;
 calling it twice changes nothing.  It first checks that each name exists in
@@ -157,6 +159,48 @@ BTAG = re.compile(rb'([;\s]b\s*=)(?:\s*[a-zA-Z0-9+/=]+)*(?:\r?\n\Z)?')
 _pythonBtag = getattr(dkim, "RE_BTAG", None)
 
 
+# dkimpy splits the whole message into lines with a regex, header and body,
+# and joins the body's lines again with CRLF.  This reads the header lines
+# one by one and keeps the body as it is when all its line ends are CRLF
+# already (what SMTP gives us), which is the same bytes; the results and
+# the errors are dkimpy's (a Hypothesis test compares both).
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+_LINE_END = re.compile(rb"\r?\n")
+_pythonParse = getattr(dkim, "rfc822_parse", None)
+
+
+def rfc822Parse(message):
+    headers = []
+    pos, size = 0, len(message)
+    bodyStart = None
+    while pos <= size:
+        nl = message.find(b"\n", pos)
+        if nl < 0:
+            line, following = message[pos:], size + 1
+        else:
+            line, following = message[pos:nl], nl + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+        if not line:
+            bodyStart = following
+            break
+        if line[0] in (0x09, 0x20):
+            headers[-1][1] += line + b"\r\n"
+        else:
+            m = _FIELD_NAME.match(line)
+            if m is not None:
+                headers.append([m.group(1), line[m.end(0):] + b"\r\n"])
+            elif not line.startswith(b"From "):
+                raise dkim.MessageFormatError("Unexpected characters in RFC822 header: %s" % line)
+        pos = following
+    if bodyStart is None:
+        return headers, b""
+    body = message[bodyStart:]
+    if body.count(b"\n") != body.count(b"\r\n"):
+        body = _LINE_END.sub(b"\r\n", body)  # bare LF line ends, as dkimpy's join makes them
+    return headers, body
+
+
 # What install() replaces: (module, name, its parameters in dkimpy 1.1.x, ours);
 # for a compiled pattern, its pattern instead of parameters.
 def _replacements():
@@ -169,6 +213,7 @@ def _replacements():
         (dkim.canonicalization, "strip_trailing_whitespace", ("content",), stripTrailingWhitespace),
         (dkim.canonicalization, "unfold_header_value", ("content",), unfoldHeaderValue),
         (dkim, "RE_BTAG", _BTAG_PATTERN, BTAG),
+        (dkim, "rfc822_parse", ("message",), rfc822Parse),
     ]
 
 
@@ -177,6 +222,7 @@ _ORIGINALS = {"RSASSA_PKCS1_v1_5_sign": _pythonSign, "RSASSA_PKCS1_v1_5_verify":
               "parse_pem_private_key": getattr(dkim.crypto, "parse_pem_private_key", None),
               "evaluate_pk": _pythonEvaluate, "compress_whitespace": _pythonCompress,
               "strip_trailing_whitespace": _pythonStripTrailing, "RE_BTAG": _pythonBtag,
+              "rfc822_parse": _pythonParse,
               "unfold_header_value": _pythonUnfold}
 
 

@@ -202,6 +202,29 @@ def test_faster_canonicalization_is_dkimpys(data):
     assert dkimfast.stripTrailingWhitespace(data) == dkimfast._pythonStripTrailing(data)
 
 
+def _parsed(parse, message):
+    try:
+        return parse(message)
+    except Exception as e:
+        return (type(e), str(e))
+
+
+MESSAGE_BYTES = st.lists(st.sampled_from([b"From: a", b"Subject:x", b" folded", b"\tfolded", b"From x", b"bad line",
+                                          b"\r\n", b"\n", b"\r", b"body", b" ", b"", b":", b"X-A: \xff"]),
+                         max_size=30).map(b"".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(MESSAGE_BYTES)
+def test_faster_message_parse_is_dkimpys(message):
+    assert _parsed(dkimfast.rfc822Parse, message) == _parsed(dkimfast._pythonParse, message)
+
+
+def test_faster_message_parse_on_a_real_message():
+    for message in (MESSAGE, MESSAGE.replace(b"\r\n", b"\n"), MESSAGE + b"\r\n\r\n", MESSAGE.split(b"\r\n\r\n")[0]):
+        assert dkimfast.rfc822Parse(message) == dkimfast._pythonParse(message)
+
+
 FIELD_BYTES = st.lists(st.sampled_from([b"b", b"=", b";", b" ", b"\t", b"\r", b"\n", b"\r\n", b"A", b"z", b"9", b"+",
                                         b"/", b"-", b".", b"\x0b", b"bh=", b" b=", b"; b="]), max_size=60).map(b"".join)
 
