@@ -10,6 +10,7 @@ The ``mailnet`` command.
     mailnet cert make [--force] [--new-ca]   (re)make the development certificates
     mailnet dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519]
     mailnet dns DOMAIN                   the DNS records to publish for DOMAIN
+    mailnet tlsrpt show                  TLS-RPT counts of our deliveries not reported yet
     mailnet status                       listeners, queue, store, certificates (exit 1: a problem)
     mailnet --version
 
@@ -208,6 +209,12 @@ def cmdDns(args):
     return cli.dns(_load(args), args.domain)
 
 
+def cmdTlsrpt(args):
+    from mailnet.mailauth import cli
+
+    return cli.tlsrptShow(_load(args))
+
+
 def cmdQueue(args, rest):
     from mailnet.queue import cli
 
@@ -275,6 +282,9 @@ def parser():
     n = add_parser("dns", help="print the DNS records to publish for a domain (MX, SPF, DKIM, DMARC)")
     n.add_argument("domain")
 
+    r = add_parser("tlsrpt", help="the TLS-RPT (RFC 8460) counts of our deliveries not reported yet")
+    r.add_argument("action", choices=["show"])
+
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
     return p
@@ -324,7 +334,7 @@ def main(argv=None):
     if args.command == "queue":
         return cmdQueue(args, rest)
     handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert,
-               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus}[args.command]
+               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt}[args.command]
     status = handler(args)
     if args.command in ("dkim", "dns", "status") and status:
         raise SystemExit(status)

@@ -22,6 +22,7 @@ from mailnet.jmap.mailblobs import StoreBlobSource
 from mailnet.jmap.storepush import StorePushSource
 from mailnet.jmap.submission import Outbox, Outcome
 from mailnet.logs import Logger
+from mailnet.mailauth import mtastsserve
 from mailnet.queue import submit
 
 log = Logger()
@@ -91,6 +92,7 @@ class HTTPService(serving.ProtocolService):
         if self.sessions is not None:
             self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max)
             routes.update(self.webmail.routes())
+        routes.update(mtastsserve.routes(config))  # our MTA-STS policy, when [mtasts] serve_mode is on
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
                               requestDeadline=config.http.request_deadline,
                               minDataRate=config.limits.min_data_rate, idleTimeout=config.http.idle_timeout)

@@ -39,3 +39,10 @@ def dns(conf, domain):
         return 2
     print("\n".join(lines))
     return 0
+
+
+def tlsrptShow(conf):
+    """``mailnet tlsrpt show``: the TLS results not reported yet."""
+    from mailnet.mailauth import tlsrpt
+
+    return tlsrpt.show(conf, sys.stdout)

@@ -6,7 +6,7 @@ the DKIM keys under data_dir.
 
 from __future__ import annotations
 
-from mailnet.mailauth import keys as keysmod
+from mailnet.mailauth import keys as keysmod, mtasts, mtastsserve
 
 
 def _txt(name, value, comment=""):
@@ -48,10 +48,18 @@ def records(config, domain: str) -> list[str]:
     out.append("; start with p=none to watch the reports, then quarantine, then reject")
     out.append(_txt(f"_dmarc.{domain}", f"v=DMARC1; p=reject; adkim=r; aspf=r; rua=mailto:postmaster@{domain}"))
     out.append("")
-    out.append("; MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): NOT YET SUPPORTED by mailnet (no policy")
-    out.append("; is served and none is enforced); publish them only with a web server serving")
-    out.append(f"; https://mta-sts.{domain}/.well-known/mta-sts.txt containing:")
-    out.append(f";   version: STSv1 / mode: testing / mx: {host} / max_age: 86400")
-    out.append(f"; MTA-STS: {_txt(f'_mta-sts.{domain}', 'v=STSv1; id=1')}")
-    out.append(f"; TLS-RPT: {_txt(f'_smtp._tls.{domain}', f'v=TLSRPTv1; rua=mailto:postmaster@{domain}')}")
+    out.append("; TLS-RPT (RFC 8460): where other servers send their daily reports on TLS with us")
+    out.append(_txt(f"_smtp._tls.{domain}", f"v=TLSRPTv1; rua=mailto:postmaster@{domain}"))
+    out.append("")
+    policy = mtastsserve.servedPolicy(config)
+    if policy is None:
+        out.append("; MTA-STS (RFC 8461): [mtasts] serve_mode is off, so no policy is served and none is")
+        out.append("; published; set it to \"testing\" to serve one at /.well-known/mta-sts.txt")
+    else:
+        out.append("; MTA-STS (RFC 8461): the policy the http listener serves; it must be reached as")
+        out.append(f"; https://mta-sts.{domain}/.well-known/mta-sts.txt with a certificate valid for mta-sts.{domain}")
+        out.append(f"; (a TLS proxy in front), so mta-sts.{domain} needs an A/AAAA record. The policy:")
+        out += [f";   {line}" for line in policy.splitlines()]
+        out.append("; the id changes with the policy: publish this record again after changing [mtasts] serve_*")
+        out.append(_txt(f"_mta-sts.{domain}", f"v=STSv1; id={mtasts.policyId(policy)}"))
     return out

@@ -67,6 +67,7 @@ class SMTPConnector:
         self.resolver = resolver
         self._trust = None
         self._opportunistic = None
+        self.sts = None  # MTA-STS (mailnet.mailauth.mtastsfetch.Outbound), when [mtasts] enabled
 
     # TLS options
 
@@ -132,6 +133,13 @@ class SMTPConnector:
         else:
             hosts = yield self.resolver.hostsFor(destination)
             port = self.config.relay.mx_port
+        plan = None
+        if self.sts is not None and destination != SMARTHOST:
+            # RFC 8461 s5: the policy decides which MX hosts, and verified TLS for them.
+            plan = yield self.sts.plan(destination, hosts)
+            hosts = plan.hosts
+            if not hosts:
+                raise plan.noHost()
         errors = []
         tried = 0
         for host in hosts:
@@ -139,11 +147,23 @@ class SMTPConnector:
                 if tried >= MAX_ADDRESSES:
                     break
                 tried += 1
+                hostMode = plan.tlsMode(host, mode) if plan is not None else mode
                 try:
-                    session = yield self.open(host.name, ip, port, mode, auth)
+                    session = yield self.open(host.name, ip, port, hostMode, auth)
+                    if plan is not None:
+                        plan.succeeded(host.name, ip, hostMode)
                     return session
                 except DeliveryError as e:
-                    if getattr(e, "tlsFailed", False) and mode == "opportunistic":
+                    if plan is not None:
+                        plan.failed(host.name, ip, hostMode, e)
+                        if plan.fallBack(hostMode, e):  # testing mode: reported; deliver as before
+                            hostMode = mode
+                            try:
+                                session = yield self.open(host.name, ip, port, mode, auth)
+                                return session
+                            except DeliveryError as again:
+                                e = again
+                    if getattr(e, "tlsFailed", False) and hostMode == "opportunistic":
                         log.info("relay: TLS with {host}[{ip}] failed ({e}); trying again without STARTTLS", host=host.name, ip=ip, e=e)
                         try:
                             session = yield self.open(host.name, ip, port, "none", auth)

@@ -43,6 +43,7 @@ class QueueService(service.Service):
         self._retry = None
         self._port = None
         self._waitLogged = False
+        self.reporter = None
 
     def startService(self):
         super().startService()
@@ -65,12 +66,19 @@ class QueueService(service.Service):
         if connector is None:
             connector = SMTPConnector(context.reactor, config, mx.MXResolver(
                 self.resolver or mx.LazyResolver(lambda: mx.makeResolver(config, context.reactor))))
+            from mailnet.mailauth import mtastsfetch  # MTA-STS and TLS-RPT (issue 16)
+
+            connector.sts = mtastsfetch.makeOutbound(context.reactor, config, connector.resolver)
+            self.reporter = mtastsfetch.makeReporter(context.reactor, config, connector.sts, connector.resolver.resolver,
+                                                     context.spool)
         self.runner = QueueRunner(context.spool, config, context.reactor, connector,
                                   directory=context.directory, store=context.store, hostname=context.hostname,
                                   metrics=getattr(context, "metrics", None))
         if getattr(context, "metrics", None) is not None:
             context.metrics.watchQueue(self.runner)
         self.runner.start()
+        if self.reporter is not None:
+            self.reporter.start()
         self._listen()
         self.started.callback(self.runner)
 
@@ -97,6 +105,8 @@ class QueueService(service.Service):
             # an embedding application may stop us without a running reactor.
             port, self._port = self._port, None
             port.stopListening()
+        if self.reporter is not None:
+            yield self.reporter.stop()
         if self.runner is not None:
             yield self.runner.stop()
         self.lock.release()

@@ -37,5 +37,6 @@ def test_keygen_command(tmp_path):
     dns = subprocess.run(run + ["dns", "a.test"], capture_output=True, text=True, env=env)
     assert dns.returncode == 0
     for needle in ("IN MX 10", '"v=spf1 mx -all"', "s1._domainkey.a.test.", "e1._domainkey.a.test.",
-                   "_dmarc.a.test.", "; MTA-STS:", "; TLS-RPT:"):
+                   "_dmarc.a.test.", '_smtp._tls.a.test. 3600 IN TXT "v=TLSRPTv1; rua=mailto:postmaster@a.test"',
+                   "; MTA-STS (RFC 8461): [mtasts] serve_mode is off"):
         assert needle in dns.stdout, needle

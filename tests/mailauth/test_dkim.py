@@ -199,3 +199,48 @@ def test_openssl_rsa_verification_agrees_with_dkimpys_own(keyring, monkeypatch):
 def test_faster_canonicalization_is_dkimpys(data):
     assert dkimfast.compressWhitespace(data) == dkimfast._pythonCompress(data)
     assert dkimfast.unfoldHeaderValue(data) == dkimfast._pythonUnfold(data)
+    assert dkimfast.stripTrailingWhitespace(data) == dkimfast._pythonStripTrailing(data)
+
+
+def _parsed(parse, message):
+    try:
+        return parse(message)
+    except Exception as e:
+        return (type(e), str(e))
+
+
+MESSAGE_BYTES = st.lists(st.sampled_from([b"From: a", b"Subject:x", b" folded", b"\tfolded", b"From x", b"bad line",
+                                          b"\r\n", b"\n", b"\r", b"body", b" ", b"", b":", b"X-A: \xff"]),
+                         max_size=30).map(b"".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(MESSAGE_BYTES)
+def test_faster_message_parse_is_dkimpys(message):
+    assert _parsed(dkimfast.rfc822Parse, message) == _parsed(dkimfast._pythonParse, message)
+
+
+def test_faster_message_parse_on_a_real_message():
+    for message in (MESSAGE, MESSAGE.replace(b"\r\n", b"\n"), MESSAGE + b"\r\n\r\n", MESSAGE.split(b"\r\n\r\n")[0]):
+        assert dkimfast.rfc822Parse(message) == dkimfast._pythonParse(message)
+
+
+FIELD_BYTES = st.lists(st.sampled_from([b"b", b"=", b";", b" ", b"\t", b"\r", b"\n", b"\r\n", b"A", b"z", b"9", b"+",
+                                        b"/", b"-", b".", b"\x0b", b"bh=", b" b=", b"; b="]), max_size=60).map(b"".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(FIELD_BYTES)
+def test_faster_b_tag_removal_is_dkimpys(field):
+    assert dkimfast.BTAG.sub(b"\\1", field) == dkimfast._pythonBtag.sub(b"\\1", field)
+
+
+def test_faster_b_tag_removal_on_real_signatures(keyring):
+    _, found, _ = keyring
+    for key in found:
+        field = dkimsign.sign(MESSAGE, [key])
+        value = field.partition(b":")[2]
+        for variant in (value, value.replace(b"\r\n\t", b"\n "), value.rstrip(b"\r\n"), value + b" \r\n"):
+            removed = dkimfast.BTAG.sub(b"\\1", variant)
+            assert removed == dkimfast._pythonBtag.sub(b"\\1", variant)
+            assert b"b=;" in removed.replace(b" ", b"") or removed.rstrip().endswith(b"b=")

@@ -1,0 +1,351 @@
+"""
+SMTP TLS Reporting (RFC 8460) for the mail we send: per policy domain and
+day, the TLS sessions that worked and those that failed (with RFC 8460's
+result types), kept durably in ``data_dir/tlsrpt/<YYYY-MM-DD>.json``; once
+a day is over, one aggregate report per domain (JSON, gzip, s4 and s5)
+mailed through the queue to the ``rua=mailto:`` addresses of the domain's
+``_smtp._tls`` TXT record.
+
+Only domains with an MTA-STS policy (enforce or testing), or whose policy
+could not be fetched, are counted.  ``rua=https:`` is not supported (only
+mailto; logged).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.message
+import email.policy
+import email.utils
+import gzip
+import hashlib
+import json
+import os
+import re
+import time
+
+from twisted.internet import defer, task
+
+from mailnet import durable
+from mailnet.logs import Logger
+from mailnet.mailauth import dnsquery
+
+log = Logger()
+
+_DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json\Z")
+KEEP_DAYS = 7  # a day whose report could not be sent (DNS trouble) is retried this long
+MAX_FAILURE_ROWS = 1000  # failure-details rows per policy and day (bounded disk and memory)
+CHECK_SECONDS = 3600  # how often finished days are looked for
+FLUSH_SECONDS = 2.0  # counts are written at most this often (one durable write, not one per session)
+
+# RFC 8460 s4.3: the result types.
+RESULT_TYPES = ("starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+                "certificate-not-trusted", "validation-failure", "tlsa-invalid", "dnssec-invalid",
+                "dane-required", "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid")
+
+
+def resultType(error) -> str:
+    """The RFC 8460 s4.3 result type of a failed session's :class:`~mailnet.errors.DeliveryError`."""
+    text = error.message.lower()
+    if error.enhanced == "4.7.10" and "starttls" in text:
+        return "starttls-not-supported"
+    if error.enhanced == "4.7.5" or getattr(error, "tlsFailed", False):
+        if "expired" in text:
+            return "certificate-expired"
+        if "verificationerror" in text or "hostname" in text or "doesn't match" in text or "does not match" in text:
+            return "certificate-host-mismatch"
+        if "certificate verify failed" in text or "self-signed" in text or "unable to get" in text:
+            return "certificate-not-trusted"
+    return "validation-failure"
+
+
+def policyEntry(policyType, domain, policy=None):
+    """RFC 8460 s4.4's "policy" object."""
+    entry = {"policy-type": policyType, "policy-domain": domain}
+    if policy is not None:
+        entry["policy-string"] = policy.lines()
+        entry["mx-host"] = list(policy.mx)
+    return entry
+
+
+def dayOf(seconds) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+class TLSResults:
+    """
+    The counts, one file per day (UTC).  Reactor thread only.  Changes are
+    written within :data:`FLUSH_SECONDS` (and by :meth:`flush` at stop), so
+    a crash loses at most those seconds of statistics, never mail.
+
+    @param directory: ``data_dir/tlsrpt``.
+    @param clock: ``IReactorTime``.
+    """
+
+    def __init__(self, directory, clock):
+        self.directory = directory
+        self.clock = clock
+        self._pending = {}  # day -> its counts, changed and not written yet
+        self._timer = None
+
+    def flush(self):
+        """Write the changed days now."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        pending, self._pending = self._pending, {}
+        for day, data in pending.items():
+            try:
+                self.save(day, data)
+            except OSError as e:
+                log.error("tls-rpt: cannot record TLS results: {e}", e=e.strerror)
+
+    def _path(self, day):
+        return os.path.join(self.directory, day + ".json")
+
+    def load(self, day) -> dict:
+        """``{domain: {policyKey: {"policy", "success", "failure", "details"}}}``; damaged: logged, {}."""
+        try:
+            with open(self._path(day), "rb") as f:
+                data = json.loads(f.read())
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            return data
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            log.error("tls-rpt: {day}.json is damaged ({e}); set aside", day=day, e=e)
+            try:
+                os.replace(self._path(day), self._path(day) + ".corrupt")
+            except OSError:
+                pass
+            return {}
+
+    def save(self, day, data):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        if data:
+            durable.writeAtomically(self._path(day), json.dumps(data, indent=1, sort_keys=True).encode(), mode=0o600)
+        else:
+            try:
+                os.unlink(self._path(day))
+                durable.fsyncDirectory(self.directory)
+            except FileNotFoundError:
+                pass
+
+    def days(self) -> list[str]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(m.group(1) for m in map(_DAY_FILE.match, names) if m)
+
+    def _record(self, policy, success, detail=None):
+        day = dayOf(self.clock.seconds())
+        data = self._pending.get(day)
+        if data is None:
+            data = self._pending[day] = self.load(day)
+        domain = policy["policy-domain"]
+        key = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
+        entry = data.setdefault(domain, {}).setdefault(key, {"policy": policy, "success": 0, "failure": 0, "details": []})
+        if success:
+            entry["success"] += 1
+        else:
+            entry["failure"] += 1
+            for row in entry["details"]:
+                if all(row.get(k) == v for k, v in detail.items()):
+                    row["failed-session-count"] += 1
+                    break
+            else:
+                if len(entry["details"]) < MAX_FAILURE_ROWS:
+                    entry["details"].append(dict(detail, **{"failed-session-count": 1}))
+        if self._timer is None:
+            self._timer = self.clock.callLater(FLUSH_SECONDS, self.flush)
+
+    def success(self, policy):
+        """One TLS session that met the policy (``policy``: :func:`policyEntry`)."""
+        self._record(policy, True)
+
+    def failure(self, policy, kind, mxHost=None, ip=None, reason=""):
+        """One failed session: ``kind`` one of :data:`RESULT_TYPES`."""
+        detail = {"result-type": kind}
+        if mxHost:
+            detail["receiving-mx-hostname"] = mxHost
+        if ip:
+            detail["receiving-ip"] = ip
+        if reason:
+            detail["failure-reason-code"] = reason[:200]
+        self._record(policy, False, detail)
+
+
+def buildReport(day, domain, entries, hostname, reportId) -> dict:
+    """RFC 8460 s4.4: the aggregate report of one policy domain for one UTC day."""
+    policies = []
+    for entry in entries.values():
+        policies.append({
+            "policy": entry["policy"],
+            "summary": {"total-successful-session-count": entry["success"],
+                        "total-failure-session-count": entry["failure"]},
+            "failure-details": entry["details"],
+        })
+    return {
+        "organization-name": hostname,
+        "date-range": {"start-datetime": f"{day}T00:00:00Z", "end-datetime": f"{day}T23:59:59Z"},
+        "contact-info": f"postmaster@{hostname}",
+        "report-id": reportId,
+        "policies": policies,
+    }
+
+
+def parseRecord(records) -> list[str]:
+    """The ``mailto:`` addresses of a ``_smtp._tls`` TXT (RFC 8460 s3): ``v=TLSRPTv1; rua=...``."""
+    found = [r for r in records if r.startswith("v=TLSRPTv1")]
+    if len(found) != 1:
+        return []
+    addresses = []
+    for part in found[0].split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip() != "rua":
+            continue
+        for uri in value.split(","):
+            uri = uri.strip()
+            if uri.lower().startswith("mailto:"):
+                address = uri[7:].split("?")[0]
+                if "@" in address and not any(c in address for c in " <>\r\n"):
+                    addresses.append(address)
+            elif uri:
+                log.info("tls-rpt: rua {uri} is not supported (only mailto:)", uri=uri[:80])
+    return addresses
+
+
+def reportMessage(day, domain, report, hostname, to, now) -> bytes:
+    """RFC 8460 s5.3: the report as a multipart/report message (CRLF)."""
+    start = int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp())
+    msg = email.message.EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))  # an unfolded Subject
+    msg["From"] = f"MAILER-DAEMON@{hostname}"
+    msg["To"] = ", ".join(to)
+    msg["Date"] = email.utils.formatdate(now)
+    msg["Message-ID"] = email.utils.make_msgid(domain=hostname)
+    msg["Subject"] = f"Report Domain: {domain} Submitter: {hostname} Report-ID: <{report['report-id']}>"
+    msg["TLS-Report-Domain"] = domain
+    msg["TLS-Report-Submitter"] = hostname
+    msg.set_content(f"TLS report for {domain} for {day} (UTC) from {hostname} (RFC 8460).\n")
+    data = gzip.compress(json.dumps(report, indent=1).encode(), mtime=0)
+    name = f"{hostname}!{domain}!{start}!{start + 86399}.json.gz"
+    msg.add_attachment(data, maintype="application", subtype="tlsrpt+gzip", filename=name)
+    msg.replace_header("Content-Type", msg.get("Content-Type").replace("multipart/mixed", "multipart/report"))
+    msg.set_param("report-type", "tlsrpt")
+    return msg.as_bytes()
+
+
+class Reporter:
+    """
+    Sends the reports of finished days, at start and every hour.
+
+    @param spool: the queue's :class:`~mailnet.queue.spool.Spool`.
+    @param resolver: an ``IResolver`` (TXT).
+    @param signer: an :class:`~mailnet.mailauth.ownmail.OwnMailSigner` or None.
+    """
+
+    def __init__(self, reactor, config, results, resolver, spool, signer=None):
+        self.reactor = reactor
+        self.config = config
+        self.results = results
+        self.resolver = resolver
+        self.spool = spool
+        self.signer = signer
+        self.hostname = config.server.hostname.lower().rstrip(".")
+        self._loop = None
+        self._running = None
+
+    def start(self):
+        self._loop = task.LoopingCall(self.run)
+        self._loop.clock = self.reactor
+        self._loop.start(CHECK_SECONDS, now=True).addErrback(lambda f: log.failure("tls-rpt: reporting failed", f))
+
+    @defer.inlineCallbacks
+    def stop(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._running is not None and not self._running.called:
+            yield self._running
+        self.results.flush()
+
+    def run(self):
+        d = self._running = self._run()
+        d.addErrback(lambda f: log.failure("tls-rpt: sending reports failed", f))
+        return d
+
+    @defer.inlineCallbacks
+    def _run(self):
+        self.results.flush()
+        today = dayOf(self.reactor.seconds())
+        oldest = dayOf(self.reactor.seconds() - KEEP_DAYS * 86400)
+        for day in self.results.days():
+            if day >= today:
+                continue
+            data = self.results.load(day)
+            for domain in sorted(data):
+                if day < oldest:
+                    log.warn("tls-rpt: the report of {domain} for {day} could not be sent within {n} days; dropped",
+                             domain=domain, day=day, n=KEEP_DAYS)
+                    del data[domain]
+                    continue
+                try:
+                    done = yield self._send(day, domain, data[domain])
+                except Exception as e:
+                    log.warn("tls-rpt: the report of {domain} for {day} is not sent yet: {e}", domain=domain, day=day, e=e)
+                    done = False
+                if done:
+                    del data[domain]
+                    self.results.save(day, data)
+            self.results.save(day, data)
+
+    @defer.inlineCallbacks
+    def _send(self, day, domain, entries):
+        """True once the report is spooled (or none is wanted); False to try again later."""
+        try:
+            records = yield dnsquery.lookupTXT(self.resolver, f"_smtp._tls.{domain}", self.config.dns.timeout)
+        except dnsquery.DNSTemporary as e:
+            log.info("tls-rpt: _smtp._tls.{domain}: {e}; trying again later", domain=domain, e=e)
+            return False
+        to = parseRecord([r.decode("utf-8", "replace") for r in records])
+        if not to:
+            log.info("tls-rpt: {domain} publishes no mailto: TLS-RPT address; the report of {day} is dropped",
+                     domain=domain, day=day)
+            return True
+        reportId = f"{day}.{domain}.{hashlib.sha256(os.urandom(8)).hexdigest()[:12]}@{self.hostname}"
+        report = buildReport(day, domain, entries, self.hostname, reportId)
+        data = reportMessage(day, domain, report, self.hostname, to, time.time())
+        if self.signer is not None:
+            keys = self.signer.keysFor(self.hostname)
+            data = self.signer.sign(data, keys)  # one small message a day: on the reactor
+        writer = self.spool.newMessage("", [{"address": a} for a in to], body="7BIT", arrival=self.reactor.seconds())
+        try:
+            writer.write(data)
+            queueId = yield writer.commit()
+        except Exception:
+            writer.abort()
+            raise
+        log.info("tls-rpt: report of {domain} for {day} queued as {id}, to {to}", domain=domain, day=day,
+                 id=queueId, to=", ".join(to))
+        return True
+
+
+def show(config, out) -> int:
+    """``mailnet tlsrpt show``: the counts not reported yet."""
+    results = TLSResults(os.path.join(config.server.data_dir, "tlsrpt"), None)
+    days = results.days()
+    if not days:
+        print("no TLS results recorded (none pending)", file=out)
+        return 0
+    for day in days:
+        for domain, entries in sorted(results.load(day).items()):
+            success = sum(e["success"] for e in entries.values())
+            failure = sum(e["failure"] for e in entries.values())
+            print(f"{day} {domain}: {success} successful, {failure} failed", file=out)
+            for entry in entries.values():
+                for row in entry["details"]:
+                    where = row.get("receiving-mx-hostname", "")
+                    print(f"    {row['result-type']} {where} x{row['failed-session-count']}"
+                          + (f": {row['failure-reason-code']}" if row.get("failure-reason-code") else ""), file=out)
+    return 0
