@@ -96,6 +96,106 @@ class LoginError:
     temporary: bool = False
 
 
+# Concurrency: start now, wait later.
+
+
+class Handle:
+    """
+    A long effect started with :class:`Start`, whose outcome is not waited
+    for yet.  The session makes it and only passes it back (:class:`Wait`,
+    :class:`Discard`); the runner keeps the outcome in it.
+
+    @ivar outcome: the outcome once it came (a failure as the protocol's
+        ``Failed``), else :data:`PENDING`.
+    """
+
+    __slots__ = ("outcome", "waiter", "discarded")
+
+    def __init__(self):
+        self.outcome = PENDING
+        self.waiter = None  # the Wait effect the session is blocked on
+        self.discarded = False
+
+    def discard(self):
+        """Nobody will wait for it: close what it gives (a message file), now or when it comes."""
+        self.discarded = True
+        outcome, self.outcome = self.outcome, DISCARDED
+        if outcome is not PENDING and outcome is not DISCARDED:
+            closeOutcome(outcome)
+
+
+PENDING = object()
+DISCARDED = object()
+
+
+def closeOutcome(outcome):
+    """Close an outcome nobody will use (a file, a folder handle); anything else is dropped."""
+    close = getattr(outcome, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            pass
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Start(Effect):
+    """
+    Start the long ``effect`` now and go on without waiting for it: its
+    outcome goes into ``handle`` (:class:`Handle`), to be taken later with
+    :class:`Wait`.  Not long itself: nothing comes back.  (IMAP's FETCH and
+    SEARCH open the next messages, and read the next batch in a worker
+    thread, while they write the current one.)
+    """
+
+    effect: Effect
+    handle: Handle
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Wait(Effect):
+    """A long effect: the outcome of the effect :class:`Start` put into ``handle`` (at once if it came)."""
+
+    handle: Handle
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Discard(Effect):
+    """The started effects of ``handles`` will not be waited for: close what they give (see :meth:`Handle.discard`)."""
+
+    handles: tuple
+
+
+# Timers: the session asks, the runner owns the reactor's timer and tells
+# the session when it fires.
+
+
+@dataclasses.dataclass(slots=True)
+class StartTimer(Effect):
+    """
+    Have ``session.event(TimerFired(name))`` called in ``seconds``; a timer
+    of that name already running is moved to then.  Not long; order with
+    the other effects does not matter.
+    """
+
+    name: str
+    seconds: float
+
+
+@dataclasses.dataclass(slots=True)
+class CancelTimer(Effect):
+    """Stop the timer ``name`` if it runs."""
+
+    name: str
+
+
+@dataclasses.dataclass(slots=True)
+class TimerFired:
+    """An event for the session (not an effect): the timer ``name`` of :class:`StartTimer` fired."""
+
+    name: str
+
+
 class EffectRunner:
     """
     Runs a session's effects in order.  Meant to be mixed into the protocol

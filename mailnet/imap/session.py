@@ -3,23 +3,23 @@ The IMAP session: one per connection, a state machine over the parsed
 commands (RFC 3501 s3 / RFC 9051 s3: not authenticated, authenticated,
 selected, logout).
 
-The session owns no sockets and does no I/O of its own in the command
-areas converted to the protocol shape (docs/design.md): it is given bytes
-(:meth:`IMAPSession.feed`) and returns *effects* (:mod:`mailnet.effects`,
-:mod:`mailnet.imap.effects`): reply bytes (``Send``), ``Login``,
-``StartTLS``, ``Compress``, ``StoreCall``, ``InThread``, ``Drain``...; the
-runner (:mod:`mailnet.imap.runner`, mixed into the Twisted protocol) does
-them and answers the long ones through :meth:`IMAPSession.completed`, which
-returns the effects that follow.  A converted command is a generator that
-``yield``s its long effects (a plain function when it has none).
+The session owns no sockets, no timers and does no I/O (docs/design.md,
+"One protocol shape"): it is given bytes (:meth:`IMAPSession.feed`) and
+returns *effects* (:mod:`mailnet.effects`, :mod:`mailnet.imap.effects`):
+reply bytes (``Send``), ``Login``, ``StartTLS``, ``Compress``,
+``StoreCall``, ``InThread``, ``Drain``, ``Start``/``Wait``...; the runner
+(:mod:`mailnet.imap.runner`, mixed into the Twisted protocol) does them and
+answers the long ones through :meth:`IMAPSession.completed`, which returns
+the effects that follow.  A command is a generator that ``yield``s its long
+effects (a plain function when it has none).
 
-Commands of areas not converted yet are ``async def`` and run as one
-``Legacy`` effect; they (and the timers: autologout, deadlines, IDLE's
-wake-ups) still write through the *output* object (the Twisted protocol in
-:mod:`mailnet.imap.server`, or a test double) with ``write``, ``drained``
-(a Deferred while the transport wants us to wait, else None), ``close``,
-``pauseReading`` / ``resumeReading``, and the attributes ``secure`` and
-``peer``.
+Its timers (autologout, the deadlines of :mod:`mailnet.deadline`) are
+``StartTimer``/``CancelTimer`` effects; the runner answers with
+:meth:`IMAPSession.event` (``TimerFired(name)``).  What it reads of its
+connection (*out*: the Twisted protocol in :mod:`mailnet.imap.server`, or
+a test double) are the facts ``secure`` and ``peer``; the one call it
+makes there is ``wake()``, when a store event reaches its view outside its
+turn (IDLE): the runner hands it ``TimerFired("wake")`` on the next turn.
 
 Commands are executed strictly in order, one at a time (RFC 3501 s5.5
 allows some concurrency; in-order is simplest and correct).  The next
@@ -39,7 +39,6 @@ from __future__ import annotations
 import errno
 import inspect
 
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailnet.deadline import Deadlines
@@ -61,7 +60,23 @@ from mailnet.imap.commands.messages import MessageCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
-from mailnet.imap.effects import Close, CloseFolder, Drain, Failed, Legacy, ReadLine, Send, StoreCall
+from mailnet.imap.effects import (
+    CancelTimer,
+    Close,
+    CloseFolder,
+    Discard,
+    Drain,
+    Failed,
+    LONG,
+    Handle,
+    PauseReading,
+    ReadLine,
+    ResumeReading,
+    Send,
+    Start,
+    StartTimer,
+    StoreCall,
+)
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -124,22 +139,25 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.secure = out.secure
         self.compressAvailable = hasattr(out, "startCompression")  # RFC 4978 COMPRESS=DEFLATE
         self.compressed = False
-        # While the session computes effects (feed, completed, start): the
-        # bytes written so far and the effects; None in between, when the
-        # legacy commands and the timers write to the output object.
+        # While the session computes effects (feed, completed, event,
+        # start): the bytes written so far and the effects; None in between
+        # (the connection is gone: what is written then is dropped).
         self._outbox = None
         self._effects = None
         self._task = None  # the generator of the command in progress
         self._pumping = False
         self._waitedAt = 0.0  # when drain() last had to wait for the client
-        self._lineWaiter = None
+        self._lineWaiter = None  # ReadLine while a command waits for a raw line
         self._readingPaused = False
-        self._flushCall = None
+        self._wakeAsked = False  # out.wake() called, TimerFired("wake") not come yet
         self._polling = False  # the runner polls the folder for IDLE
-        self._timer = None
+        self._autologout = False  # the autologout timer runs
+        self._lastInput = 0.0  # when the client last sent something
         self._current = None
         self._lost = False
-        self.deadlines = Deadlines(self.clock, self._deadlinePassed)
+        # The deadlines' one timer is the runner's timer "deadlines".
+        self._deadlineTimer = None
+        self.deadlines = Deadlines(_TimerClock(self), self._deadlinePassed)
         # The dialogue at debug level (mailnet.imap.dialogue).  Off, the
         # output methods are the plain ones: nothing is paid per write.
         self._dialogue = None
@@ -165,9 +183,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return
         self._lost = True
         self.closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._autologout = False  # the runner has stopped its timers
         self.deadlines.cancel()
         self._stopIdle()
         self._deselect()
@@ -187,35 +203,87 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.reader.clear()
         self.shared.sessions.discard(self)
         if self._lineWaiter is not None:
-            waiter, self._lineWaiter = self._lineWaiter, None
-            if waiter is ReadLine:
-                # A command waiting for the client's next line: end it (its
-                # finally clauses close what it opened, at once).
-                self.abandon()
-                if self._current is not None:
-                    self._current.close()
-                    self._current = None
-            else:
-                waiter.errback(Failure(ConnectionError("connection lost")))
+            self._lineWaiter = None
+            # A command waiting for the client's next line: end it (its
+            # finally clauses close what it opened, at once).
+            self.abandon()
+            if self._current is not None:
+                self._current.close()
+                self._current = None
+
+    # Timers: effects for the runner (mailnet.effects.StartTimer), which
+    # answers with event(TimerFired(name)).
+
+    def _startTimer(self, name, seconds):
+        self._aside(StartTimer(name, seconds))
+
+    def _cancelTimer(self, name):
+        self._aside(CancelTimer(name))
+
+    def _aside(self, effect):
+        """
+        An effect whose order with the bytes does not matter (a timer, a
+        pause): before the long effect that ends the list, if one does.
+        """
+        effects = self._effects
+        if effects is None:
+            return  # the connection is gone: the runner has stopped everything
+        if effects and type(effects[-1]) in LONG:
+            effects.insert(len(effects) - 1, effect)
+        else:
+            effects.append(effect)
+
+    def event(self, event):
+        """
+        An event from the runner: ``TimerFired(name)`` of a timer asked for
+        ("autologout", "deadlines"), or "wake" (a store event reached the
+        view while idle).  Returns its effects.
+        """
+        self._begin()
+        name = event.name
+        if name == "wake":
+            self._wakeAsked = False
+            if self.idling:
+                self._flush()
+        elif name == "autologout":
+            self._autologout = False
+            self._timedOut()
+        elif name == "deadlines":
+            timer, self._deadlineTimer = self._deadlineTimer, None
+            if timer is not None and timer.running:
+                timer.running = False
+                timer.function()
+        return self._end()
+
+    def _timeout(self):
+        if self.state != NOT_AUTHENTICATED:
+            return self.settings.idleTimeout
+        return min(self.settings.idleTimeout, PREAUTH_TIMEOUT)
 
     def _resetTimer(self):
-        timeout = self.settings.idleTimeout if self.state != NOT_AUTHENTICATED else min(self.settings.idleTimeout, PREAUTH_TIMEOUT)
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(timeout)
-        else:
-            self._timer = self.clock.callLater(timeout, self._timedOut)
+        """The client said something: autologout counts from now (the timer moves when it fires)."""
+        self._lastInput = self.clock.seconds()
+        if not self._autologout:
+            self._autologout = True
+            self._startTimer("autologout", self._timeout())
 
     def _timedOut(self):
-        self._timer = None
-        if self.busy and not self.idling and not self.closed:
-            # A long command (a big FETCH to a slow client) is still going.
-            self._resetTimer()
+        if self.closed:
             return
-        if not self.closed:
-            log.info("imap: {peer}: autologout after {n}s without a command", peer=self.out.peer,
-                     n=self.settings.idleTimeout)
-            self.send(b"* BYE Autologout; idle for too long\r\n")
-            self._close()
+        if self.busy and not self.idling:
+            # A long command (a big FETCH to a slow client) is still going.
+            self._autologout = True
+            self._startTimer("autologout", self._timeout())
+            return
+        left = self._lastInput + self._timeout() - self.clock.seconds()
+        if left > 0:
+            # Input came since the timer was set: look again when it may be due.
+            self._autologout = True
+            self._startTimer("autologout", left)
+            return
+        log.info("imap: {peer}: autologout after {n}s without a command", peer=self.out.peer, n=self._timeout())
+        self.send(b"* BYE Autologout; idle for too long\r\n")
+        self._close()
 
     # Deadlines (slowloris): a command, with its literals, must end within
     # commandDeadline of its first byte plus 1 s per minDataRate bytes
@@ -260,8 +328,14 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             self.closed = True
             if self._effects is not None:
                 self.emit(Close())
-            else:
-                self.out.close()
+
+    def inputFailed(self, text):
+        """Nothing the client sends can be read any more (a broken COMPRESS stream): BYE and close; the effects."""
+        self._begin()
+        if not self.closed:
+            self.send(b"* BYE " + text.encode("ascii") + b"\r\n")
+            self._close()
+        return self._end()
 
     # Effects
 
@@ -293,6 +367,27 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         else:
             folder.close()
 
+    def startEffect(self, effect) -> Handle:
+        """
+        Start the long ``effect`` (a ``StoreCall``, an ``InThread``) without
+        waiting for it; ``yield Wait(handle)`` takes its outcome later
+        (mailnet.effects.Start).
+        """
+        handle = Handle()
+        self._effects.append(Start(effect, handle))  # in any order with the bytes
+        return handle
+
+    def discard(self, handles):
+        """Started effects nobody will wait for: what they give is closed (now when the connection is gone)."""
+        handles = tuple(handles)
+        if not handles:
+            return
+        if self._effects is not None:
+            self._effects.append(Discard(handles))
+        else:
+            for handle in handles:
+                handle.discard()
+
     # Output
 
     def send(self, data):
@@ -300,16 +395,12 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             box = self._outbox
             if box is not None:
                 box.append(data)
-            else:
-                self.out.write(data)
 
     def sendLines(self, lines):
         if lines and not self.closed:
             box = self._outbox
             if box is not None:
                 box.extend(lines)
-            else:
-                self.out.write(b"".join(lines))
 
     def sendPieces(self, pieces):
         """Write a few (large) pieces without joining them."""
@@ -317,8 +408,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             box = self._outbox
             if box is not None:
                 box.extend(pieces)
-            else:
-                self.out.writeSequence(pieces)
 
     def _sendLogged(self, data):
         if not self.closed:
@@ -344,14 +433,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.send(line + text.encode("utf-8", "replace") + b"\r\n")
 
     def drainEffect(self):
-        """(A converted command: ``yield from``.) Wait until the transport has room."""
+        """(A command: ``yield from``.) Wait until the transport has room."""
         if (yield Drain()):
-            self._waitedAt = self.clock.seconds()
-
-    async def drain(self):
-        d = self.out.drained()
-        if d is not None:
-            await d
             self._waitedAt = self.clock.seconds()
 
     # Input
@@ -413,10 +496,10 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             if self.busy and self.reader.buffered() > self.settings.maxLine + 65536:
                 if not self._readingPaused:
                     self._readingPaused = True
-                    self.out.pauseReading()
+                    self._aside(PauseReading())
             elif self._readingPaused:
                 self._readingPaused = False
-                self.out.resumeReading()
+                self._aside(ResumeReading())
         self._watchDeadlines()
 
     def _handle(self, event):
@@ -428,8 +511,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             self.reader.raw = False
             if waiter is ReadLine:
                 self._step(event.line)
-            elif waiter is not None:
-                waiter.callback(event.line)
             return
         if isinstance(event, NeedContinuation):
             # RFC 3501 s7.5: ready for the literal.
@@ -498,12 +579,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         if failure is not None:
             log.failure("imap: command {name} failed", failure, name=command.name)
 
-    def readLine(self):
-        """A Deferred firing with the client's next raw line (IDLE's DONE in the legacy path)."""
-        self.reader.raw = True
-        self._lineWaiter = d = defer.Deferred()
-        return d
-
     # Dispatch
 
     def _run(self, cmd):
@@ -548,8 +623,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                     self.sendLines(self.view.keywordLines())
             if kind is _GENERATOR:
                 result = yield from method(self, cmd)
-            elif kind is _LEGACY:
-                result = yield Legacy(method(self, cmd))
             else:
                 result = method(self, cmd)
         except CommandError as e:
@@ -635,14 +708,14 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             self.sendLines(view.flush(allowExpunge, self.condstore, self.qresync, self.rev2))
 
     def _wake(self):
-        """The store told our view of a change: in IDLE, say it at once."""
-        if self.idling and self._flushCall is None:
-            self._flushCall = self.clock.callLater(0, self._idleFlush)
-
-    def _idleFlush(self):
-        self._flushCall = None
-        if self.idling:
-            self._flush()
+        """
+        The store told our view of a change: in IDLE, say it at once.  This
+        comes outside the session's turn (another session's change, IDLE's
+        refresh): the runner is asked to hand us TimerFired("wake").
+        """
+        if self.idling and not self._wakeAsked and not self.closed:
+            self._wakeAsked = True
+            self.out.wake()
 
     # Capabilities
 
@@ -704,14 +777,53 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             raise bad(str(e))
 
 
-# How a command method runs: a generator of long effects, a plain function
-# (no long effect), or an ``async def`` of an area not converted yet.
-_GENERATOR, _PLAIN, _LEGACY = "generator", "plain", "legacy"
+class _TimerClock:
+    """
+    The clock :class:`mailnet.deadline.Deadlines` is given: the time from
+    the reactor's clock (reading it is no I/O), its one timer the runner's
+    timer "deadlines", asked for as an effect.
+    """
+
+    def __init__(self, session):
+        self.session = session
+        self.seconds = session.clock.seconds
+
+    def callLater(self, delay, function):
+        timer = self.session._deadlineTimer = _Timer(self.session, "deadlines", function)
+        timer.reset(delay)
+        return timer
+
+
+class _Timer:
+    """What Deadlines sees of its timer (a DelayedCall's active, reset, cancel)."""
+
+    __slots__ = ("session", "name", "function", "running")
+
+    def __init__(self, session, name, function):
+        self.session = session
+        self.name = name
+        self.function = function
+        self.running = False
+
+    def active(self):
+        return self.running
+
+    def reset(self, delay):
+        self.running = True
+        self.session._startTimer(self.name, delay)
+
+    def cancel(self):
+        if self.running:
+            self.running = False
+            self.session._cancelTimer(self.name)
+
+
+# How a command method runs: a generator of long effects, or a plain
+# function (no long effect).
+_GENERATOR, _PLAIN = "generator", "plain"
 
 
 def _kind(method):
-    if inspect.iscoroutinefunction(method):
-        return _LEGACY
     if inspect.isgeneratorfunction(method):
         return _GENERATOR
     return _PLAIN
