@@ -99,33 +99,52 @@ class LoginError:
 # Concurrency: start now, wait later.
 
 
-class Handle:
+PENDING = object()
+TAKEN = object()
+
+
+class Start(Effect):
     """
-    A long effect started with :class:`Start`, whose outcome is not waited
-    for yet.  The session makes it and only passes it back (:class:`Wait`,
-    :class:`Discard`); the runner keeps the outcome in it.
+    Start the long ``effect`` now and go on without waiting for it; the
+    ``Start`` is itself the handle of its outcome, which the runner puts in
+    :attr:`outcome` when it comes, to be taken later with :class:`Wait`
+    (or :meth:`take`).  Not long itself: nothing comes back.  (IMAP's FETCH
+    and SEARCH open the next messages, and read the next batch in a worker
+    thread, while they write the current one.)
+
+    A session may take an outcome that has come without a :class:`Wait`:
+    reading it is no I/O, and with a store that opens messages at once it
+    saves a round trip to the runner per message.
 
     @ivar outcome: the outcome once it came (a failure as the protocol's
-        ``Failed``), else :data:`PENDING`.
+        ``Failed``), :data:`PENDING` before, :data:`TAKEN` once taken or
+        discarded.
     """
 
-    __slots__ = ("outcome", "waiter", "discarded")
+    __slots__ = ("effect", "outcome", "waiter", "discarded")
 
-    def __init__(self):
+    def __init__(self, effect):
+        self.effect = effect
         self.outcome = PENDING
         self.waiter = None  # the Wait effect the session is blocked on
         self.discarded = False
 
+    def __repr__(self):
+        return f"Start({self.effect!r})"
+
+    def take(self):
+        """The outcome if it has come (it is then the caller's), else :data:`PENDING`."""
+        outcome = self.outcome
+        if outcome is not PENDING:
+            self.outcome = TAKEN
+        return outcome
+
     def discard(self):
         """Nobody will wait for it: close what it gives (a message file), now or when it comes."""
         self.discarded = True
-        outcome, self.outcome = self.outcome, DISCARDED
-        if outcome is not PENDING and outcome is not DISCARDED:
+        outcome, self.outcome = self.outcome, TAKEN
+        if outcome is not PENDING and outcome is not TAKEN:
             closeOutcome(outcome)
-
-
-PENDING = object()
-DISCARDED = object()
 
 
 def closeOutcome(outcome):
@@ -139,29 +158,15 @@ def closeOutcome(outcome):
 
 
 @dataclasses.dataclass(slots=True, eq=False)
-class Start(Effect):
-    """
-    Start the long ``effect`` now and go on without waiting for it: its
-    outcome goes into ``handle`` (:class:`Handle`), to be taken later with
-    :class:`Wait`.  Not long itself: nothing comes back.  (IMAP's FETCH and
-    SEARCH open the next messages, and read the next batch in a worker
-    thread, while they write the current one.)
-    """
-
-    effect: Effect
-    handle: Handle
-
-
-@dataclasses.dataclass(slots=True, eq=False)
 class Wait(Effect):
-    """A long effect: the outcome of the effect :class:`Start` put into ``handle`` (at once if it came)."""
+    """A long effect: the outcome of the started effect ``handle`` (a :class:`Start`; at once if it came)."""
 
-    handle: Handle
+    handle: Start
 
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Discard(Effect):
-    """The started effects of ``handles`` will not be waited for: close what they give (see :meth:`Handle.discard`)."""
+    """The started effects ``handles`` will not be waited for: close what they give (see :meth:`Start.discard`)."""
 
     handles: tuple
 

@@ -23,7 +23,6 @@ from mailnet.effects import (
     Close,
     Discard,
     Effect,
-    Handle,
     Login,
     LoginError,
     LoginOk,
@@ -36,8 +35,19 @@ from mailnet.effects import (
 )
 
 # used through this module too
-__all__ = ["CancelTimer", "Close", "Discard", "Effect", "Handle", "Login", "LoginError", "LoginOk", "Send", "Start",
+__all__ = ["CancelTimer", "Close", "Discard", "Effect", "Login", "LoginError", "LoginOk", "Send", "Start",
            "StartTimer", "StartTLS", "TimerFired", "Wait"]
+
+
+@dataclasses.dataclass(slots=True)
+class Write(Effect):
+    """
+    Write ``pieces`` (a list of bytes) as they are: FETCH responses with
+    message bodies, which the transport joins once (a ``Send`` of them
+    joined would copy each body once more).
+    """
+
+    pieces: list
 
 
 @dataclasses.dataclass(slots=True)

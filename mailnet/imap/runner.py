@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, task
 
-from mailnet.effects import DISCARDED, PENDING, EffectRunner, Login, closeOutcome
+from mailnet.effects import PENDING, TAKEN, EffectRunner, Login, closeOutcome
 from mailnet.imap.effects import (
     CancelTimer,
     CloseFolder,
@@ -51,6 +51,7 @@ from mailnet.imap.effects import (
     StoreCall,
     TimerFired,
     Wait,
+    Write,
 )
 from mailnet.logs import Logger
 from mailnet.store.interfaces import IAccount
@@ -72,7 +73,7 @@ class IMAPRunner(EffectRunner):
                          StartPolling: self.runStartPolling, StopPolling: self.runStopPolling,
                          Start: self.runStart, Discard: self.runDiscard, StartTimer: self.runStartTimer,
                          CancelTimer: self.runCancelTimer, PauseReading: self.runPauseReading,
-                         ResumeReading: self.runResumeReading})
+                         ResumeReading: self.runResumeReading, Write: self.runWrite})
         self._poller = None
         self._timers = {}  # name -> DelayedCall
         self._started = set()  # handles whose outcome has not come yet
@@ -82,8 +83,8 @@ class IMAPRunner(EffectRunner):
         # when it will resume us (self._await).
         self.longHandlers = {StoreCall: self.runStoreCall, InThread: self.runInThread, Drain: self.runDrain,
                              Wait: self.runWait, NextTurn: self.runNextTurn, Login: self.runLogin}
-        # What Start may start: the same, but each returns a Deferred (or a value).
-        self.startHandlers = {StoreCall: self.callStore, InThread: self.callInThread, Login: self.login}
+        # What Start may start besides a StoreCall: a handler returning a Deferred (or a value).
+        self.startHandlers = {InThread: self.callInThread}
 
     @property
     def loginSequence(self):
@@ -167,12 +168,6 @@ class IMAPRunner(EffectRunner):
             return self._await(effect, result)
         return result
 
-    def callStore(self, effect):
-        try:
-            return getattr(effect.target, effect.method)(*effect.args)
-        except Exception:
-            return defer.fail()
-
     def runInThread(self, effect):
         return self._await(effect, self.shared.inThread(effect.function, *effect.args))
 
@@ -191,20 +186,28 @@ class IMAPRunner(EffectRunner):
     def runLogin(self, effect):
         return self._await(effect, self.login(effect))
 
+    def runWrite(self, effect):
+        self.writeSequence(effect.pieces)
+
     # Start now, wait later (mailnet.effects.Start)
 
-    def runStart(self, effect):
-        handle = effect.handle
-        inner = effect.effect
-        result = self.startHandlers[type(inner)](inner)
+    def runStart(self, handle):
+        inner = handle.effect
+        if type(inner) is StoreCall:  # the usual one (FETCH's opens): no further call
+            try:
+                result = getattr(inner.target, inner.method)(*inner.args)
+            except Exception as e:
+                result = Failed(e)
+        else:
+            result = self.startHandlers[type(inner)](inner)
         if not isinstance(result, defer.Deferred):
-            self._arrived(result, handle)
+            handle.outcome = result  # not waited for yet, not discarded: nobody has it
         elif result.called and not result.paused:
             value = result.result
             if isinstance(value, defer.Failure):
                 result.addErrback(lambda f: None)  # handled: raised where it is waited for
                 value = Failed(value.value)
-            self._arrived(value, handle)
+            handle.outcome = value
         else:
             self._started.add(handle)
             result.addBoth(self._fired, handle)
@@ -222,7 +225,7 @@ class IMAPRunner(EffectRunner):
         waiter = handle.waiter
         if waiter is not None:
             handle.waiter = None
-            handle.outcome = DISCARDED  # taken
+            handle.outcome = TAKEN
             self._resumeLater(waiter, outcome)
 
     def runWait(self, effect):
@@ -232,7 +235,7 @@ class IMAPRunner(EffectRunner):
             handle.waiter = effect
             self.busy = True
             return _WAITING
-        handle.outcome = DISCARDED  # taken
+        handle.outcome = TAKEN
         return outcome
 
     def runDiscard(self, effect):

@@ -42,6 +42,7 @@ import inspect
 from twisted.python.failure import Failure
 
 from mailnet.deadline import Deadlines
+from mailnet.effects import PENDING
 from mailnet.imap import dialogue, serialize
 from mailnet.imap.commands.auth import AuthCommands
 from mailnet.imap.commands.common import (
@@ -68,7 +69,6 @@ from mailnet.imap.effects import (
     Drain,
     Failed,
     LONG,
-    Handle,
     PauseReading,
     ReadLine,
     ResumeReading,
@@ -76,6 +76,8 @@ from mailnet.imap.effects import (
     Start,
     StartTimer,
     StoreCall,
+    Wait,
+    Write,
 )
 from mailnet.imap.parser import (
     CommandReader,
@@ -144,6 +146,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         # (the connection is gone: what is written then is dropped).
         self._outbox = None
         self._effects = None
+        self._pieces = False  # the outbox holds message bytes (sendPieces)
         self._task = None  # the generator of the command in progress
         self._pumping = False
         self._waitedAt = 0.0  # when drain() last had to wait for the client
@@ -348,16 +351,27 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         box = self._outbox
         effects = self._effects
         if box:
-            effects.append(Send(b"".join(box)))
+            effects.append(self._sendEffect(box))
         self._outbox = self._effects = None
         return effects
+
+    def _sendEffect(self, box):
+        """The bytes written since the last effect: one ``Send``, or the pieces as they are when large (FETCH)."""
+        pieces, self._pieces = self._pieces, False
+        if len(box) == 1:
+            return Send(box[0])
+        if pieces:
+            # Message bytes: the transport joins what it writes, once; a
+            # join here would copy every body a second time.
+            return Write(box)
+        return Send(b"".join(box))
 
     def emit(self, effect):
         """An effect, after the bytes written so far."""
         box = self._outbox
         if box:
-            self._effects.append(Send(b"".join(box)))
-            box.clear()
+            self._effects.append(self._sendEffect(box))
+            self._outbox = []
         self._effects.append(effect)
 
     def closeFolder(self, folder):
@@ -367,15 +381,24 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         else:
             folder.close()
 
-    def startEffect(self, effect) -> Handle:
+    def startEffect(self, effect) -> Start:
         """
         Start the long ``effect`` (a ``StoreCall``, an ``InThread``) without
         waiting for it; ``yield Wait(handle)`` takes its outcome later
         (mailnet.effects.Start).
         """
-        handle = Handle()
-        self._effects.append(Start(effect, handle))  # in any order with the bytes
+        handle = Start(effect)
+        self._effects.append(handle)  # in any order with the bytes
         return handle
+
+    def waitFor(self, handle):
+        """(``yield from``) The outcome of a started effect: taken at once if it has come, else a ``Wait``."""
+        outcome = handle.take()
+        if outcome is PENDING:
+            return (yield Wait(handle))
+        if type(outcome) is Failed:
+            raise outcome.error
+        return outcome
 
     def discard(self, handles):
         """Started effects nobody will wait for: what they give is closed (now when the connection is gone)."""
@@ -408,6 +431,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             box = self._outbox
             if box is not None:
                 box.extend(pieces)
+                self._pieces = True
 
     def _sendLogged(self, data):
         if not self.closed:

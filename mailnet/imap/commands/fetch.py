@@ -32,6 +32,9 @@ log = Logger()
 # opens messages synchronously, and a client that reads as fast as we
 # write, would otherwise keep it for the whole command.)
 FETCH_TURN = 0.02
+# FETCH waits for the transport (flow control) after this many bytes of
+# responses; a large literal waits after each chunk it streams.
+FETCH_DRAIN = 128 * 1024
 
 _CONTENT_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]", "BINARY[]",
                  "BINARY.SIZE"}
@@ -129,6 +132,7 @@ class FetchCommands:
         error = None
         clock = self.clock
         turnStart = clock.seconds()
+        unflushed = 0
         for msn, uid in pairs:
             info = get(uid)
             if info is None:
@@ -145,7 +149,11 @@ class FetchCommands:
             except mime.UnknownEncoding as e:
                 error = ("NO", "Unknown Content-Transfer-Encoding %s" % str(e)[:40], b"UNKNOWN-CTE")
                 continue
-            if written:
+            unflushed += written + 256  # the literals, and about a line for the rest
+            if unflushed >= FETCH_DRAIN:
+                # Flow control every FETCH_DRAIN bytes, not every message:
+                # a round trip to the runner costs more than a small message.
+                unflushed = 0
                 yield from self.drainEffect()
             if clock.seconds() - max(turnStart, self._waitedAt) > FETCH_TURN:
                 yield NextTurn()

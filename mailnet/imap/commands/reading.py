@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import os
 
-from mailnet.imap.effects import StoreCall, Wait
+from mailnet.effects import PENDING
+from mailnet.imap.effects import Failed, StoreCall, Wait
 from mailnet.mail.lines import readHeaderBlock
 from mailnet.store.interfaces import messageBytes
 
@@ -26,7 +27,9 @@ class Opener:
     file since the last sync), and keeping several opens in flight hides
     that round trip (FETCH BODY[] and SEARCH TEXT over many messages).
     The opens are ``Start``-ed ``StoreCall`` effects of the session
-    (mailnet.effects.Start); :meth:`next` waits for one.
+    (mailnet.effects.Start); :meth:`next` takes one (a ``Wait`` when it has
+    not come yet: with a store that opens at once, one round trip to the
+    runner per window of messages).
     """
 
     WINDOW = 4
@@ -37,7 +40,7 @@ class Opener:
         self.uids = uids
         self.window = window
         self.position = 0
-        self.pending = {}  # uid -> Handle
+        self.pending = {}  # uid -> its Start
         self._fill()
 
     def _fill(self):
@@ -56,7 +59,12 @@ class Opener:
         if handle is None:
             handle = self.session.startEffect(StoreCall(self.folder, "openMessage", (uid,)))
         self._fill()
-        return (yield Wait(handle))
+        outcome = handle.take()
+        if outcome is PENDING:
+            return (yield Wait(handle))
+        if type(outcome) is Failed:
+            raise outcome.error
+        return outcome
 
     def close(self):
         """The opens not waited for: their files are closed when they come."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from mailnet.imap import search, serialize, sort
 from mailnet.imap.commands.common import no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
-from mailnet.imap.effects import InThread, NextTurn, StoreCall, Wait
+from mailnet.imap.effects import InThread, NextTurn, StoreCall
 from mailnet.logs import Logger
 from mailnet.store.interfaces import NoSuchMessage, StoreError, messageBytes
 
@@ -181,14 +181,14 @@ class SearchCommands:
                     batch.append((uid, internalDate, f))
                     if len(batch) >= SEARCH_BATCH:
                         if running is not None:
-                            found.update((yield Wait(running)))
+                            found.update((yield from self.waitFor(running)))
                             running = None
                         if self.closed:
                             raise ConnectionError("closed")
                         running = self.startEffect(InThread(_readRecords, (batch, keys)))
                         batch = []
                 if running is not None:
-                    found.update((yield Wait(running)))
+                    found.update((yield from self.waitFor(running)))
                     running = None
                 if batch:
                     found.update((yield InThread(_readRecords, (batch, keys))))
@@ -307,7 +307,7 @@ class SearchCommands:
                 batchBytes += c.info.size
                 if len(batch) >= SEARCH_BATCH or batchBytes >= SEARCH_BATCH_BYTES:
                     if running is not None:
-                        matched.extend((yield Wait(running)))
+                        matched.extend((yield from self.waitFor(running)))
                         running = None
                     if self.closed:
                         raise ConnectionError("closed")
@@ -315,7 +315,7 @@ class SearchCommands:
                     batch = []
                     batchBytes = 0
             if running is not None:
-                matched.extend((yield Wait(running)))
+                matched.extend((yield from self.waitFor(running)))
                 running = None
             if batch:
                 matched.extend((yield InThread(_matchBatch, (batch, content, match, program))))
