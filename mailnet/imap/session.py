@@ -28,8 +28,8 @@ pipelined bytes after STARTTLS are still raw in the reader when TLS starts,
 and are dropped (RFC 3207 s4.2 / RFC 9051 s11.1: nothing from before the
 handshake is trusted).
 
-This module is the core (input, output, timers and deadlines, dispatch,
-capabilities, mailbox names); the commands live in
+This module is the core (input, output, dispatch, capabilities, mailbox
+names); the timers are in :mod:`mailnet.imap.timers`; the commands live in
 :mod:`mailnet.imap.commands`, one mixin class per area, which
 :class:`IMAPSession` combines.
 """
@@ -62,7 +62,6 @@ from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
 from mailnet.imap.effects import (
-    CancelTimer,
     Close,
     CloseFolder,
     Discard,
@@ -74,7 +73,6 @@ from mailnet.imap.effects import (
     ResumeReading,
     Send,
     Start,
-    StartTimer,
     StoreCall,
     Wait,
     Write,
@@ -89,6 +87,7 @@ from mailnet.imap.parser import (
     parseCommand,
 )
 from mailnet.imap.shared import Shared
+from mailnet.imap.timers import SessionTimers, TimerClock
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
     INBOX,
@@ -106,14 +105,12 @@ log = Logger()
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
 _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
-# Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
-PREAUTH_TIMEOUT = 120
 # Largest literal accepted before login.
 PREAUTH_LITERAL = 8192
 
 
-class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
-                  ThreadCommands):
+class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands,
+                  FetchCommands, ThreadCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -160,7 +157,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self._lost = False
         # The deadlines' one timer is the runner's timer "deadlines".
         self._deadlineTimer = None
-        self.deadlines = Deadlines(_TimerClock(self), self._deadlinePassed)
+        self.deadlines = Deadlines(TimerClock(self), self._deadlinePassed)
         # The dialogue at debug level (mailnet.imap.dialogue).  Off, the
         # output methods are the plain ones: nothing is paid per write.
         self._dialogue = None
@@ -214,118 +211,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                 self._current.close()
                 self._current = None
 
-    # Timers: effects for the runner (mailnet.effects.StartTimer), which
-    # answers with event(TimerFired(name)).
-
-    def _startTimer(self, name, seconds):
-        self._aside(StartTimer(name, seconds))
-
-    def _cancelTimer(self, name):
-        self._aside(CancelTimer(name))
-
-    def _aside(self, effect):
-        """
-        An effect whose order with the bytes does not matter (a timer, a
-        pause): before the long effect that ends the list, if one does.
-        """
-        effects = self._effects
-        if effects is None:
-            return  # the connection is gone: the runner has stopped everything
-        if effects and type(effects[-1]) in LONG:
-            effects.insert(len(effects) - 1, effect)
-        else:
-            effects.append(effect)
-
-    def event(self, event):
-        """
-        An event from the runner: ``TimerFired(name)`` of a timer asked for
-        ("autologout", "deadlines"), or "wake" (a store event reached the
-        view while idle).  Returns its effects.
-        """
-        self._begin()
-        name = event.name
-        if name == "wake":
-            self._wakeAsked = False
-            if self.idling:
-                self._flush()
-        elif name == "autologout":
-            self._autologout = False
-            self._timedOut()
-        elif name == "deadlines":
-            timer, self._deadlineTimer = self._deadlineTimer, None
-            if timer is not None and timer.running:
-                timer.running = False
-                timer.function()
-        return self._end()
-
-    def _timeout(self):
-        if self.state != NOT_AUTHENTICATED:
-            return self.settings.idleTimeout
-        return min(self.settings.idleTimeout, PREAUTH_TIMEOUT)
-
-    def _resetTimer(self):
-        """The client said something: autologout counts from now (the timer moves when it fires)."""
-        self._lastInput = self.clock.seconds()
-        if not self._autologout:
-            self._autologout = True
-            self._startTimer("autologout", self._timeout())
-
-    def _timedOut(self):
-        if self.closed:
-            return
-        if self.busy and not self.idling:
-            # A long command (a big FETCH to a slow client) is still going.
-            self._autologout = True
-            self._startTimer("autologout", self._timeout())
-            return
-        left = self._lastInput + self._timeout() - self.clock.seconds()
-        if left > 0:
-            # Input came since the timer was set: look again when it may be due.
-            self._autologout = True
-            self._startTimer("autologout", left)
-            return
-        log.info("imap: {peer}: autologout after {n}s without a command", peer=self.out.peer, n=self._timeout())
-        self.send(b"* BYE Autologout; idle for too long\r\n")
-        self._close()
-
-    # Deadlines (slowloris): a command, with its literals, must end within
-    # commandDeadline of its first byte plus 1 s per minDataRate bytes
-    # received; a login within loginDeadline of connecting.  Idle timeouts
-    # after login (IDLE's 30 minutes included) are the timer above.
-
-    def _commandInProgress(self):
-        reader = self.reader
-        if self._lineWaiter is not None:  # IDLE's DONE, a SASL response
-            return reader.buffered() > 0
-        # not busy: every whole command has been taken, what is left is partial
-        return not self.busy and (reader.midCommand or reader.buffered() > 0)
-
-    def _watchDeadlines(self):
-        deadlines = self.deadlines
-        if self.closed:
-            deadlines.cancel()
-            return
-        if self._commandInProgress():
-            deadlines.start("command", self.settings.commandDeadline, rate=self.settings.minDataRate)
-        else:
-            deadlines.stop("command")
-        if self.state != NOT_AUTHENTICATED:
-            deadlines.stop("login")
-
-    def _deadlinePassed(self, name):
-        if self.closed:
-            return True
-        if self.busy and self._lineWaiter is None:
-            return False  # we are working (a password check): not the client's fault
-        if name == "login":
-            seconds, text = self.settings.loginDeadline, b"no login within %d seconds" % self.settings.loginDeadline
-        else:
-            seconds, text = self.settings.commandDeadline, b"command not completed in time"
-        log.info("imap: {peer}: {name} deadline passed ({s} s), closing", peer=self.out.peer, name=name, s=seconds)
-        self.send(b"* BYE Autologout; " + text + b"\r\n")
-        self._close()
-        return True
-
     def _close(self):
         if not self.closed:
             self.closed = True
@@ -373,6 +258,19 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             self._effects.append(self._sendEffect(box))
             self._outbox = []
         self._effects.append(effect)
+
+    def _aside(self, effect):
+        """
+        An effect whose order with the bytes does not matter (a timer, a
+        pause): before the long effect that ends the list, if one does.
+        """
+        effects = self._effects
+        if effects is None:
+            return  # the connection is gone: the runner has stopped everything
+        if effects and type(effects[-1]) in LONG:
+            effects.insert(len(effects) - 1, effect)
+        else:
+            effects.append(effect)
 
     def closeFolder(self, folder):
         """Close a folder handle: an effect, in order, while computing effects (else at once)."""
@@ -799,47 +697,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return self.view.resolve(seqset, uid)
         except ValueError as e:
             raise bad(str(e))
-
-
-class _TimerClock:
-    """
-    The clock :class:`mailnet.deadline.Deadlines` is given: the time from
-    the reactor's clock (reading it is no I/O), its one timer the runner's
-    timer "deadlines", asked for as an effect.
-    """
-
-    def __init__(self, session):
-        self.session = session
-        self.seconds = session.clock.seconds
-
-    def callLater(self, delay, function):
-        timer = self.session._deadlineTimer = _Timer(self.session, "deadlines", function)
-        timer.reset(delay)
-        return timer
-
-
-class _Timer:
-    """What Deadlines sees of its timer (a DelayedCall's active, reset, cancel)."""
-
-    __slots__ = ("session", "name", "function", "running")
-
-    def __init__(self, session, name, function):
-        self.session = session
-        self.name = name
-        self.function = function
-        self.running = False
-
-    def active(self):
-        return self.running
-
-    def reset(self, delay):
-        self.running = True
-        self.session._startTimer(self.name, delay)
-
-    def cancel(self):
-        if self.running:
-            self.running = False
-            self.session._cancelTimer(self.name)
 
 
 # How a command method runs: a generator of long effects, or a plain
