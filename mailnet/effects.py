@@ -96,6 +96,111 @@ class LoginError:
     temporary: bool = False
 
 
+# Concurrency: start now, wait later.
+
+
+PENDING = object()
+TAKEN = object()
+
+
+class Start(Effect):
+    """
+    Start the long ``effect`` now and go on without waiting for it; the
+    ``Start`` is itself the handle of its outcome, which the runner puts in
+    :attr:`outcome` when it comes, to be taken later with :class:`Wait`
+    (or :meth:`take`).  Not long itself: nothing comes back.  (IMAP's FETCH
+    and SEARCH open the next messages, and read the next batch in a worker
+    thread, while they write the current one.)
+
+    A session may take an outcome that has come without a :class:`Wait`:
+    reading it is no I/O, and with a store that opens messages at once it
+    saves a round trip to the runner per message.
+
+    @ivar outcome: the outcome once it came (a failure as the protocol's
+        ``Failed``), :data:`PENDING` before, :data:`TAKEN` once taken or
+        discarded.
+    """
+
+    __slots__ = ("effect", "outcome", "waiter", "discarded")
+
+    def __init__(self, effect):
+        self.effect = effect
+        self.outcome = PENDING
+        self.waiter = None  # the Wait effect the session is blocked on
+        self.discarded = False
+
+    def __repr__(self):
+        return f"Start({self.effect!r})"
+
+    def take(self):
+        """The outcome if it has come (it is then the caller's), else :data:`PENDING`."""
+        outcome = self.outcome
+        if outcome is not PENDING:
+            self.outcome = TAKEN
+        return outcome
+
+    def discard(self):
+        """Nobody will wait for it: close what it gives (a message file), now or when it comes."""
+        self.discarded = True
+        outcome, self.outcome = self.outcome, TAKEN
+        if outcome is not PENDING and outcome is not TAKEN:
+            closeOutcome(outcome)
+
+
+def closeOutcome(outcome):
+    """Close an outcome nobody will use (a file, a folder handle); anything else is dropped."""
+    close = getattr(outcome, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            pass
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Wait(Effect):
+    """A long effect: the outcome of the started effect ``handle`` (a :class:`Start`; at once if it came)."""
+
+    handle: Start
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Discard(Effect):
+    """The started effects ``handles`` will not be waited for: close what they give (see :meth:`Start.discard`)."""
+
+    handles: tuple
+
+
+# Timers: the session asks, the runner owns the reactor's timer and tells
+# the session when it fires.
+
+
+@dataclasses.dataclass(slots=True)
+class StartTimer(Effect):
+    """
+    Have ``session.event(TimerFired(name))`` called in ``seconds``; a timer
+    of that name already running is moved to then.  Not long; order with
+    the other effects does not matter.
+    """
+
+    name: str
+    seconds: float
+
+
+@dataclasses.dataclass(slots=True)
+class CancelTimer(Effect):
+    """Stop the timer ``name`` if it runs."""
+
+    name: str
+
+
+@dataclasses.dataclass(slots=True)
+class TimerFired:
+    """An event for the session (not an effect): the timer ``name`` of :class:`StartTimer` fired."""
+
+    name: str
+
+
 class EffectRunner:
     """
     Runs a session's effects in order.  Meant to be mixed into the protocol

@@ -4,7 +4,7 @@ IMAP's own effects (docs/design.md, "One protocol shape"): what an
 (:mod:`mailnet.imap.runner`) to do, besides the shared ones of
 :mod:`mailnet.effects` (``Send``, ``Close``, ``StartTLS``, ``Login``).
 
-A converted command is a generator: it ``yield``s one long effect at a
+A command is a generator: it ``yield``s one long effect at a
 time and gets its outcome back as the value of the ``yield`` (a failure is
 raised there, so the store's errors reach the one place that maps them to
 NO/BAD replies).  Its reply lines are collected by the session and leave as
@@ -18,9 +18,36 @@ from __future__ import annotations
 
 import dataclasses
 
-from mailnet.effects import Close, Effect, Login, LoginError, LoginOk, Send, StartTLS
+from mailnet.effects import (
+    CancelTimer,
+    Close,
+    Discard,
+    Effect,
+    Login,
+    LoginError,
+    LoginOk,
+    Send,
+    Start,
+    StartTimer,
+    StartTLS,
+    TimerFired,
+    Wait,
+)
 
-__all__ = ["Close", "Effect", "Login", "LoginError", "LoginOk", "Send", "StartTLS"]  # used through this module too
+# used through this module too
+__all__ = ["CancelTimer", "Close", "Discard", "Effect", "Login", "LoginError", "LoginOk", "Send", "Start",
+           "StartTimer", "StartTLS", "TimerFired", "Wait"]
+
+
+@dataclasses.dataclass(slots=True)
+class Write(Effect):
+    """
+    Write ``pieces`` (a list of bytes) as they are: FETCH responses with
+    message bodies, which the transport joins once (a ``Send`` of them
+    joined would copy each body once more).
+    """
+
+    pieces: list
 
 
 @dataclasses.dataclass(slots=True)
@@ -116,15 +143,23 @@ class ReadLine(Effect):
     """
 
 
-@dataclasses.dataclass(slots=True, eq=False)
-class Legacy(Effect):
+@dataclasses.dataclass(slots=True)
+class NextTurn(Effect):
     """
-    Run a command of an area not converted yet: ``coroutine`` is its
-    ``async def cmdX`` (it still awaits the store and writes through the
-    session's output object itself); the outcome is its result.
+    Let other connections have the reactor: the outcome (None) comes on its
+    next turn.  A long FETCH or SEARCH that waited for nothing yields this
+    every few milliseconds.
     """
 
-    coroutine: object
+
+@dataclasses.dataclass(slots=True)
+class PauseReading(Effect):
+    """Stop reading from the client (a command runs and much input is buffered already)."""
+
+
+@dataclasses.dataclass(slots=True)
+class ResumeReading(Effect):
+    """Read from the client again."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -135,4 +170,4 @@ class Failed:
 
 
 # The effects the runner waits for (the session stops after one of these).
-LONG = (StoreCall, InThread, Drain, Legacy, Login)
+LONG = (StoreCall, InThread, Drain, Wait, NextTurn, Login)

@@ -3,41 +3,55 @@ The IMAP effect runner: what an :class:`~mailnet.imap.session.IMAPSession`
 asks for, done (docs/design.md, "One protocol shape").  The shared effects
 (``Send``, ``Close``, ``StartTLS``) are run as :class:`mailnet.effects.EffectRunner`
 runs them, ``Login`` through its one login sequence (:mod:`mailnet.login`);
-IMAP's own (:mod:`mailnet.imap.effects`) are here: ``StoreCall``,
-``InThread``, ``Drain``, ``Compress``, ``CloseFolder``,
-``KeepFolder``/``ForgetFolder`` (the shared folder keeper),
-``StartPolling``/``StopPolling`` (IDLE's refreshes) and ``Legacy`` (a command of an area not converted
-yet).
+the general ``Start``/``Wait``/``Discard`` (start a long effect now, take its
+outcome later) and ``StartTimer``/``CancelTimer`` (the session's timers,
+answered with ``session.event(TimerFired(name))``) are here, with IMAP's own
+(:mod:`mailnet.imap.effects`): ``StoreCall``, ``InThread``, ``Drain``,
+``NextTurn``, ``Compress``, ``CloseFolder``, ``KeepFolder``/``ForgetFolder``
+(the shared folder keeper), ``StartPolling``/``StopPolling`` (IDLE's
+refreshes), ``PauseReading``/``ResumeReading``.
 
 :class:`IMAPRunner` is mixed into the Twisted protocol
 (:class:`mailnet.imap.server.IMAPServerProtocol`), which provides
 ``session``, ``shared``, ``peer``, ``write``, ``drained``, ``startTLS``,
-``startCompression`` and ``close``.
+``startCompression``, ``pauseReading``/``resumeReading`` and ``close``.
+It is the only one that touches the reactor for the session: timers,
+worker threads, the next turn.
 
 The session returns at most one long effect at a time, last in its list.
-When that effect's Deferred has fired already (a store that answers at
-once, a refresh with nothing new) the runner goes straight on with the
-session's next effects in the same loop: a client pipelining thousands of
-commands does not deepen the stack.
+When that effect's outcome is there already (a store that answers at
+once, a refresh with nothing new, a started open that has finished) the
+runner goes straight on with the session's next effects in the same loop,
+without a Deferred: a client pipelining thousands of commands does not
+deepen the stack.
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer, task
 
-from mailnet.effects import EffectRunner, Login
+from mailnet.effects import PENDING, TAKEN, EffectRunner, Login, closeOutcome
 from mailnet.imap.effects import (
+    CancelTimer,
     CloseFolder,
     Compress,
+    Discard,
     Drain,
     Failed,
     ForgetFolder,
     InThread,
     KeepFolder,
-    Legacy,
+    NextTurn,
+    PauseReading,
+    ResumeReading,
+    Start,
     StartPolling,
+    StartTimer,
     StopPolling,
     StoreCall,
+    TimerFired,
+    Wait,
+    Write,
 )
 from mailnet.logs import Logger
 from mailnet.store.interfaces import IAccount
@@ -56,12 +70,21 @@ class IMAPRunner(EffectRunner):
     def initIMAPRunner(self):
         self.initRunner({Compress: self.runCompress, KeepFolder: self.runKeepFolder,
                          ForgetFolder: self.runForgetFolder, CloseFolder: self.runCloseFolder,
-                         StartPolling: self.runStartPolling, StopPolling: self.runStopPolling})
+                         StartPolling: self.runStartPolling, StopPolling: self.runStopPolling,
+                         Start: self.runStart, Discard: self.runDiscard, StartTimer: self.runStartTimer,
+                         CancelTimer: self.runCancelTimer, PauseReading: self.runPauseReading,
+                         ResumeReading: self.runResumeReading, Write: self.runWrite})
         self._poller = None
+        self._timers = {}  # name -> DelayedCall
+        self._started = set()  # handles whose outcome has not come yet
+        self._wakeCall = None
         del self.handlers[Login]  # a long effect here (EffectRunner.login's Deferred, resumed by runEffects)
-        # The long effects: a handler returning a Deferred of the outcome.
+        # The long effects: a handler returning the outcome, or _WAITING
+        # when it will resume us (self._await).
         self.longHandlers = {StoreCall: self.runStoreCall, InThread: self.runInThread, Drain: self.runDrain,
-                             Legacy: self.runLegacy, Login: self.login}
+                             Wait: self.runWait, NextTurn: self.runNextTurn, Login: self.runLogin}
+        # What Start may start besides a StoreCall: a handler returning a Deferred (or a value).
+        self.startHandlers = {InThread: self.callInThread}
 
     @property
     def loginSequence(self):
@@ -82,15 +105,15 @@ class IMAPRunner(EffectRunner):
                 if handler is not None:
                     handler(effect)
                     continue
-                outcome = self._start(effect, longHandlers[kind](effect))
+                outcome = longHandlers[kind](effect)
                 if outcome is _WAITING:
                     return
                 follow = self.session.completed(effect, outcome)
                 break
             effects = follow
 
-    def _start(self, effect, d):
-        """The outcome of a long effect now if it has one, else _WAITING (it will resume us)."""
+    def _await(self, effect, d):
+        """The outcome of a long effect now if ``d`` has it, else _WAITING (it will resume us)."""
         if d.called and not d.paused:
             # Fired already (the usual refresh, a store that answers from
             # memory): take the result without building a callback.
@@ -126,11 +149,12 @@ class IMAPRunner(EffectRunner):
     def _discard(self, effects):
         """The connection is gone: run nothing more but closing handles; end what waits for us."""
         for effect in effects:
-            if type(effect) is CloseFolder:
+            kind = type(effect)
+            if kind is CloseFolder:
                 effect.folder.close()
-            elif type(effect) is Legacy:
-                effect.coroutine.close()
-            elif type(effect) in self.longHandlers:
+            elif kind is Discard:
+                self.runDiscard(effect)
+            elif kind in self.longHandlers:
                 self.session.abandon()
 
     # IMAP's effects
@@ -138,23 +162,130 @@ class IMAPRunner(EffectRunner):
     def runStoreCall(self, effect):
         try:
             result = getattr(effect.target, effect.method)(*effect.args)
-        except Exception:
-            return defer.fail()
+        except Exception as e:
+            return Failed(e)
         if isinstance(result, defer.Deferred):
-            return result
-        return defer.succeed(result)
+            return self._await(effect, result)
+        return result
 
     def runInThread(self, effect):
+        return self._await(effect, self.shared.inThread(effect.function, *effect.args))
+
+    def callInThread(self, effect):
         return self.shared.inThread(effect.function, *effect.args)
 
     def runDrain(self, effect):
         d = self.drained()
         if d is None:
-            return defer.succeed(False)
-        return d.addCallback(lambda _: True)
+            return False
+        return self._await(effect, d.addCallback(lambda _: True))
 
-    def runLegacy(self, effect):
-        return defer.ensureDeferred(effect.coroutine)
+    def runNextTurn(self, effect):
+        return self._await(effect, task.deferLater(self.shared.clock, 0, lambda: None))
+
+    def runLogin(self, effect):
+        return self._await(effect, self.login(effect))
+
+    def runWrite(self, effect):
+        self.writeSequence(effect.pieces)
+
+    # Start now, wait later (mailnet.effects.Start)
+
+    def runStart(self, handle):
+        inner = handle.effect
+        if type(inner) is StoreCall:  # the usual one (FETCH's opens): no further call
+            try:
+                result = getattr(inner.target, inner.method)(*inner.args)
+            except Exception as e:
+                result = Failed(e)
+        else:
+            result = self.startHandlers[type(inner)](inner)
+        if not isinstance(result, defer.Deferred):
+            handle.outcome = result  # not waited for yet, not discarded: nobody has it
+        elif result.called and not result.paused:
+            value = result.result
+            if isinstance(value, defer.Failure):
+                result.addErrback(lambda f: None)  # handled: raised where it is waited for
+                value = Failed(value.value)
+            handle.outcome = value
+        else:
+            self._started.add(handle)
+            result.addBoth(self._fired, handle)
+
+    def _fired(self, result, handle):
+        self._started.discard(handle)
+        self._arrived(Failed(result.value) if isinstance(result, defer.Failure) else result, handle)
+
+    def _arrived(self, outcome, handle):
+        if handle.discarded:
+            if type(outcome) is not Failed:
+                closeOutcome(outcome)
+            return
+        handle.outcome = outcome
+        waiter = handle.waiter
+        if waiter is not None:
+            handle.waiter = None
+            handle.outcome = TAKEN
+            self._resumeLater(waiter, outcome)
+
+    def runWait(self, effect):
+        handle = effect.handle
+        outcome = handle.outcome
+        if outcome is PENDING:
+            handle.waiter = effect
+            self.busy = True
+            return _WAITING
+        handle.outcome = TAKEN
+        return outcome
+
+    def runDiscard(self, effect):
+        for handle in effect.handles:
+            handle.discard()
+
+    # Timers (mailnet.effects.StartTimer): the session's, on the reactor
+
+    def runStartTimer(self, effect):
+        name = effect.name
+        call = self._timers.get(name)
+        if call is not None and call.active():
+            call.reset(effect.seconds)
+        else:
+            self._timers[name] = self.shared.clock.callLater(effect.seconds, self._timerFired, name)
+
+    def runCancelTimer(self, effect):
+        call = self._timers.pop(effect.name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _timerFired(self, name):
+        self._timers.pop(name, None)
+        if not self.stopped:
+            self._event(TimerFired(name))
+
+    def wake(self):
+        """
+        The session's one call on its runner: a store event reached its view
+        outside its turn (IDLE).  On the next turn it gets ``TimerFired("wake")``.
+        """
+        if self._wakeCall is None and not self.stopped:
+            self._wakeCall = self.shared.clock.callLater(0, self._woken)
+
+    def _woken(self):
+        self._wakeCall = None
+        if not self.stopped:
+            self._event(TimerFired("wake"))
+
+    def _event(self, event):
+        try:
+            self.runEffects(self.session.event(event))
+        except Exception:
+            log.failure("imap: {peer}: running the session's effects failed", peer=self.peer)
+
+    def runPauseReading(self, effect):
+        self.pauseReading()
+
+    def runResumeReading(self, effect):
+        self.resumeReading()
 
     def runCompress(self, effect):
         self.startCompression(effect.pending)
@@ -190,9 +321,22 @@ class IMAPRunner(EffectRunner):
             poller.stop()
 
     def stopRunner(self):
-        """The connection is gone: run nothing more, stop polling."""
+        """The connection is gone: run nothing more, stop polling and the timers, close what comes."""
         self.stopped = True
         self.runStopPolling(None)
+        timers, self._timers = self._timers, {}
+        for call in timers.values():
+            if call.active():
+                call.cancel()
+        if self._wakeCall is not None and self._wakeCall.active():
+            self._wakeCall.cancel()
+        self._wakeCall = None
+        # What was started and is not waited for is closed when it comes; a
+        # command waiting for one goes on when it comes, as after any long
+        # effect, and sees the connection closed.
+        for handle in self._started:
+            if handle.waiter is None:
+                handle.discard()
 
     # What EffectRunner's shared handlers call
 

@@ -1,14 +1,13 @@
 """
 The IMAP listener: a thin Twisted protocol around :class:`IMAPSession`.
 
-The protocol turns transport events into session calls, runs the effects
-the session returns (it mixes in :class:`mailnet.imap.runner.IMAPRunner`)
-and is the session's output object for what is not on the effects path
-yet (the legacy command areas, the timers): ``write``, ``drained`` (flow control: the
-protocol is registered as a streaming producer with its transport, so a
-FETCH of a large mailbox or message waits while the client is slow instead
-of piling up in memory), ``startTLS``, ``close``, ``pauseReading`` /
-``resumeReading``.
+The protocol turns transport events into session calls and runs the
+effects the session returns (it mixes in
+:class:`mailnet.imap.runner.IMAPRunner`) with what the runner needs:
+``write``, ``drained`` (flow control: the protocol is registered as a
+streaming producer with its transport, so a FETCH of a large mailbox or
+message waits while the client is slow instead of piling up in memory),
+``startTLS``, ``close``, ``pauseReading`` / ``resumeReading``.
 
 After ``COMPRESS DEFLATE`` (RFC 4978) the protocol deflates what the
 session writes and inflates what the client sends
@@ -189,8 +188,7 @@ class IMAPServerProtocol(IMAPRunner, protocol.Protocol):
                 except CompressionError as e:
                     log.info("imap: {peer}: closing: {e}", peer=self.peer, e=str(e))
                     # Nothing the client sends can be read any more.
-                    session.send(b"* BYE Cannot read the compressed input\r\n")
-                    session._close()
+                    self.runEffects(session.inputFailed("Cannot read the compressed input"))
                     return
                 if not data:
                     return

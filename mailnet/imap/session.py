@@ -3,23 +3,23 @@ The IMAP session: one per connection, a state machine over the parsed
 commands (RFC 3501 s3 / RFC 9051 s3: not authenticated, authenticated,
 selected, logout).
 
-The session owns no sockets and does no I/O of its own in the command
-areas converted to the protocol shape (docs/design.md): it is given bytes
-(:meth:`IMAPSession.feed`) and returns *effects* (:mod:`mailnet.effects`,
-:mod:`mailnet.imap.effects`): reply bytes (``Send``), ``Login``,
-``StartTLS``, ``Compress``, ``StoreCall``, ``InThread``, ``Drain``...; the
-runner (:mod:`mailnet.imap.runner`, mixed into the Twisted protocol) does
-them and answers the long ones through :meth:`IMAPSession.completed`, which
-returns the effects that follow.  A converted command is a generator that
-``yield``s its long effects (a plain function when it has none).
+The session owns no sockets, no timers and does no I/O (docs/design.md,
+"One protocol shape"): it is given bytes (:meth:`IMAPSession.feed`) and
+returns *effects* (:mod:`mailnet.effects`, :mod:`mailnet.imap.effects`):
+reply bytes (``Send``), ``Login``, ``StartTLS``, ``Compress``,
+``StoreCall``, ``InThread``, ``Drain``, ``Start``/``Wait``...; the runner
+(:mod:`mailnet.imap.runner`, mixed into the Twisted protocol) does them and
+answers the long ones through :meth:`IMAPSession.completed`, which returns
+the effects that follow.  A command is a generator that ``yield``s its long
+effects (a plain function when it has none).
 
-Commands of areas not converted yet are ``async def`` and run as one
-``Legacy`` effect; they (and the timers: autologout, deadlines, IDLE's
-wake-ups) still write through the *output* object (the Twisted protocol in
-:mod:`mailnet.imap.server`, or a test double) with ``write``, ``drained``
-(a Deferred while the transport wants us to wait, else None), ``close``,
-``pauseReading`` / ``resumeReading``, and the attributes ``secure`` and
-``peer``.
+Its timers (autologout, the deadlines of :mod:`mailnet.deadline`) are
+``StartTimer``/``CancelTimer`` effects; the runner answers with
+:meth:`IMAPSession.event` (``TimerFired(name)``).  What it reads of its
+connection (*out*: the Twisted protocol in :mod:`mailnet.imap.server`, or
+a test double) are the facts ``secure`` and ``peer``; the one call it
+makes there is ``wake()``, when a store event reaches its view outside its
+turn (IDLE): the runner hands it ``TimerFired("wake")`` on the next turn.
 
 Commands are executed strictly in order, one at a time (RFC 3501 s5.5
 allows some concurrency; in-order is simplest and correct).  The next
@@ -28,8 +28,8 @@ pipelined bytes after STARTTLS are still raw in the reader when TLS starts,
 and are dropped (RFC 3207 s4.2 / RFC 9051 s11.1: nothing from before the
 handshake is trusted).
 
-This module is the core (input, output, timers and deadlines, dispatch,
-capabilities, mailbox names); the commands live in
+This module is the core (input, output, dispatch, capabilities, mailbox
+names); the timers are in :mod:`mailnet.imap.timers`; the commands live in
 :mod:`mailnet.imap.commands`, one mixin class per area, which
 :class:`IMAPSession` combines.
 """
@@ -39,10 +39,10 @@ from __future__ import annotations
 import errno
 import inspect
 
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from mailnet.deadline import Deadlines
+from mailnet.effects import PENDING
 from mailnet.imap import dialogue, serialize
 from mailnet.imap.commands.auth import AuthCommands
 from mailnet.imap.commands.common import (
@@ -63,7 +63,22 @@ from mailnet.imap.commands.quota import QuotaCommands
 from mailnet.imap.commands.search import SearchCommands
 from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
-from mailnet.imap.effects import Close, CloseFolder, Drain, Failed, Legacy, ReadLine, Send, StoreCall
+from mailnet.imap.effects import (
+    Close,
+    CloseFolder,
+    Discard,
+    Drain,
+    Failed,
+    LONG,
+    PauseReading,
+    ReadLine,
+    ResumeReading,
+    Send,
+    Start,
+    StoreCall,
+    Wait,
+    Write,
+)
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -74,6 +89,7 @@ from mailnet.imap.parser import (
     parseCommand,
 )
 from mailnet.imap.shared import Shared
+from mailnet.imap.timers import SessionTimers, TimerClock
 from mailnet.logs import Logger
 from mailnet.store.interfaces import (
     INBOX,
@@ -91,14 +107,12 @@ log = Logger()
 # Commands that may not be interrupted by EXPUNGE (RFC 3501 s7.4.1).
 _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPEND"}
-# Before login the autologout timer is shorter (RFC 9051 s5.4 allows it).
-PREAUTH_TIMEOUT = 120
 # Largest literal accepted before login.
 PREAUTH_LITERAL = 8192
 
 
-class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands, FetchCommands,
-                  ThreadCommands, QuotaCommands):
+class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands,
+                  FetchCommands, ThreadCommands, QuotaCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -126,22 +140,26 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.secure = out.secure
         self.compressAvailable = hasattr(out, "startCompression")  # RFC 4978 COMPRESS=DEFLATE
         self.compressed = False
-        # While the session computes effects (feed, completed, start): the
-        # bytes written so far and the effects; None in between, when the
-        # legacy commands and the timers write to the output object.
+        # While the session computes effects (feed, completed, event,
+        # start): the bytes written so far and the effects; None in between
+        # (the connection is gone: what is written then is dropped).
         self._outbox = None
         self._effects = None
+        self._pieces = False  # the outbox holds message bytes (sendPieces)
         self._task = None  # the generator of the command in progress
         self._pumping = False
         self._waitedAt = 0.0  # when drain() last had to wait for the client
-        self._lineWaiter = None
+        self._lineWaiter = None  # ReadLine while a command waits for a raw line
         self._readingPaused = False
-        self._flushCall = None
+        self._wakeAsked = False  # out.wake() called, TimerFired("wake") not come yet
         self._polling = False  # the runner polls the folder for IDLE
-        self._timer = None
+        self._autologout = False  # the autologout timer runs
+        self._lastInput = 0.0  # when the client last sent something
         self._current = None
         self._lost = False
-        self.deadlines = Deadlines(self.clock, self._deadlinePassed)
+        # The deadlines' one timer is the runner's timer "deadlines".
+        self._deadlineTimer = None
+        self.deadlines = Deadlines(TimerClock(self), self._deadlinePassed)
         # The dialogue at debug level (mailnet.imap.dialogue).  Off, the
         # output methods are the plain ones: nothing is paid per write.
         self._dialogue = None
@@ -167,9 +185,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             return
         self._lost = True
         self.closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._autologout = False  # the runner has stopped its timers
         self.deadlines.cancel()
         self._stopIdle()
         self._deselect()
@@ -189,81 +205,27 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.reader.clear()
         self.shared.sessions.discard(self)
         if self._lineWaiter is not None:
-            waiter, self._lineWaiter = self._lineWaiter, None
-            if waiter is ReadLine:
-                # A command waiting for the client's next line: end it (its
-                # finally clauses close what it opened, at once).
-                self.abandon()
-                if self._current is not None:
-                    self._current.close()
-                    self._current = None
-            else:
-                waiter.errback(Failure(ConnectionError("connection lost")))
-
-    def _resetTimer(self):
-        timeout = self.settings.idleTimeout if self.state != NOT_AUTHENTICATED else min(self.settings.idleTimeout, PREAUTH_TIMEOUT)
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(timeout)
-        else:
-            self._timer = self.clock.callLater(timeout, self._timedOut)
-
-    def _timedOut(self):
-        self._timer = None
-        if self.busy and not self.idling and not self.closed:
-            # A long command (a big FETCH to a slow client) is still going.
-            self._resetTimer()
-            return
-        if not self.closed:
-            log.info("imap: {peer}: autologout after {n}s without a command", peer=self.out.peer,
-                     n=self.settings.idleTimeout)
-            self.send(b"* BYE Autologout; idle for too long\r\n")
-            self._close()
-
-    # Deadlines (slowloris): a command, with its literals, must end within
-    # commandDeadline of its first byte plus 1 s per minDataRate bytes
-    # received; a login within loginDeadline of connecting.  Idle timeouts
-    # after login (IDLE's 30 minutes included) are the timer above.
-
-    def _commandInProgress(self):
-        reader = self.reader
-        if self._lineWaiter is not None:  # IDLE's DONE, a SASL response
-            return reader.buffered() > 0
-        # not busy: every whole command has been taken, what is left is partial
-        return not self.busy and (reader.midCommand or reader.buffered() > 0)
-
-    def _watchDeadlines(self):
-        deadlines = self.deadlines
-        if self.closed:
-            deadlines.cancel()
-            return
-        if self._commandInProgress():
-            deadlines.start("command", self.settings.commandDeadline, rate=self.settings.minDataRate)
-        else:
-            deadlines.stop("command")
-        if self.state != NOT_AUTHENTICATED:
-            deadlines.stop("login")
-
-    def _deadlinePassed(self, name):
-        if self.closed:
-            return True
-        if self.busy and self._lineWaiter is None:
-            return False  # we are working (a password check): not the client's fault
-        if name == "login":
-            seconds, text = self.settings.loginDeadline, b"no login within %d seconds" % self.settings.loginDeadline
-        else:
-            seconds, text = self.settings.commandDeadline, b"command not completed in time"
-        log.info("imap: {peer}: {name} deadline passed ({s} s), closing", peer=self.out.peer, name=name, s=seconds)
-        self.send(b"* BYE Autologout; " + text + b"\r\n")
-        self._close()
-        return True
+            self._lineWaiter = None
+            # A command waiting for the client's next line: end it (its
+            # finally clauses close what it opened, at once).
+            self.abandon()
+            if self._current is not None:
+                self._current.close()
+                self._current = None
 
     def _close(self):
         if not self.closed:
             self.closed = True
             if self._effects is not None:
                 self.emit(Close())
-            else:
-                self.out.close()
+
+    def inputFailed(self, text):
+        """Nothing the client sends can be read any more (a broken COMPRESS stream): BYE and close; the effects."""
+        self._begin()
+        if not self.closed:
+            self.send(b"* BYE " + text.encode("ascii") + b"\r\n")
+            self._close()
+        return self._end()
 
     # Effects
 
@@ -276,17 +238,41 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         box = self._outbox
         effects = self._effects
         if box:
-            effects.append(Send(b"".join(box)))
+            effects.append(self._sendEffect(box))
         self._outbox = self._effects = None
         return effects
+
+    def _sendEffect(self, box):
+        """The bytes written since the last effect: one ``Send``, or the pieces as they are when large (FETCH)."""
+        pieces, self._pieces = self._pieces, False
+        if len(box) == 1:
+            return Send(box[0])
+        if pieces:
+            # Message bytes: the transport joins what it writes, once; a
+            # join here would copy every body a second time.
+            return Write(box)
+        return Send(b"".join(box))
 
     def emit(self, effect):
         """An effect, after the bytes written so far."""
         box = self._outbox
         if box:
-            self._effects.append(Send(b"".join(box)))
-            box.clear()
+            self._effects.append(self._sendEffect(box))
+            self._outbox = []
         self._effects.append(effect)
+
+    def _aside(self, effect):
+        """
+        An effect whose order with the bytes does not matter (a timer, a
+        pause): before the long effect that ends the list, if one does.
+        """
+        effects = self._effects
+        if effects is None:
+            return  # the connection is gone: the runner has stopped everything
+        if effects and type(effects[-1]) in LONG:
+            effects.insert(len(effects) - 1, effect)
+        else:
+            effects.append(effect)
 
     def closeFolder(self, folder):
         """Close a folder handle: an effect, in order, while computing effects (else at once)."""
@@ -295,6 +281,36 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         else:
             folder.close()
 
+    def startEffect(self, effect) -> Start:
+        """
+        Start the long ``effect`` (a ``StoreCall``, an ``InThread``) without
+        waiting for it; ``yield Wait(handle)`` takes its outcome later
+        (mailnet.effects.Start).
+        """
+        handle = Start(effect)
+        self._effects.append(handle)  # in any order with the bytes
+        return handle
+
+    def waitFor(self, handle):
+        """(``yield from``) The outcome of a started effect: taken at once if it has come, else a ``Wait``."""
+        outcome = handle.take()
+        if outcome is PENDING:
+            return (yield Wait(handle))
+        if type(outcome) is Failed:
+            raise outcome.error
+        return outcome
+
+    def discard(self, handles):
+        """Started effects nobody will wait for: what they give is closed (now when the connection is gone)."""
+        handles = tuple(handles)
+        if not handles:
+            return
+        if self._effects is not None:
+            self._effects.append(Discard(handles))
+        else:
+            for handle in handles:
+                handle.discard()
+
     # Output
 
     def send(self, data):
@@ -302,16 +318,12 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             box = self._outbox
             if box is not None:
                 box.append(data)
-            else:
-                self.out.write(data)
 
     def sendLines(self, lines):
         if lines and not self.closed:
             box = self._outbox
             if box is not None:
                 box.extend(lines)
-            else:
-                self.out.write(b"".join(lines))
 
     def sendPieces(self, pieces):
         """Write a few (large) pieces without joining them."""
@@ -319,8 +331,7 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             box = self._outbox
             if box is not None:
                 box.extend(pieces)
-            else:
-                self.out.writeSequence(pieces)
+                self._pieces = True
 
     def _sendLogged(self, data):
         if not self.closed:
@@ -346,14 +357,8 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         self.send(line + text.encode("utf-8", "replace") + b"\r\n")
 
     def drainEffect(self):
-        """(A converted command: ``yield from``.) Wait until the transport has room."""
+        """(A command: ``yield from``.) Wait until the transport has room."""
         if (yield Drain()):
-            self._waitedAt = self.clock.seconds()
-
-    async def drain(self):
-        d = self.out.drained()
-        if d is not None:
-            await d
             self._waitedAt = self.clock.seconds()
 
     # Input
@@ -415,10 +420,10 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             if self.busy and self.reader.buffered() > self.settings.maxLine + 65536:
                 if not self._readingPaused:
                     self._readingPaused = True
-                    self.out.pauseReading()
+                    self._aside(PauseReading())
             elif self._readingPaused:
                 self._readingPaused = False
-                self.out.resumeReading()
+                self._aside(ResumeReading())
         self._watchDeadlines()
 
     def _handle(self, event):
@@ -430,8 +435,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             self.reader.raw = False
             if waiter is ReadLine:
                 self._step(event.line)
-            elif waiter is not None:
-                waiter.callback(event.line)
             return
         if isinstance(event, NeedContinuation):
             # RFC 3501 s7.5: ready for the literal.
@@ -500,12 +503,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
         if failure is not None:
             log.failure("imap: command {name} failed", failure, name=command.name)
 
-    def readLine(self):
-        """A Deferred firing with the client's next raw line (IDLE's DONE in the legacy path)."""
-        self.reader.raw = True
-        self._lineWaiter = d = defer.Deferred()
-        return d
-
     # Dispatch
 
     def _run(self, cmd):
@@ -550,8 +547,6 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
                     self.sendLines(self.view.keywordLines())
             if kind is _GENERATOR:
                 result = yield from method(self, cmd)
-            elif kind is _LEGACY:
-                result = yield Legacy(method(self, cmd))
             else:
                 result = method(self, cmd)
         except CommandError as e:
@@ -637,14 +632,14 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             self.sendLines(view.flush(allowExpunge, self.condstore, self.qresync, self.rev2))
 
     def _wake(self):
-        """The store told our view of a change: in IDLE, say it at once."""
-        if self.idling and self._flushCall is None:
-            self._flushCall = self.clock.callLater(0, self._idleFlush)
-
-    def _idleFlush(self):
-        self._flushCall = None
-        if self.idling:
-            self._flush()
+        """
+        The store told our view of a change: in IDLE, say it at once.  This
+        comes outside the session's turn (another session's change, IDLE's
+        refresh): the runner is asked to hand us TimerFired("wake").
+        """
+        if self.idling and not self._wakeAsked and not self.closed:
+            self._wakeAsked = True
+            self.out.wake()
 
     # Capabilities
 
@@ -707,14 +702,12 @@ class IMAPSession(AuthCommands, FolderCommands, SelectCommands, MessageCommands,
             raise bad(str(e))
 
 
-# How a command method runs: a generator of long effects, a plain function
-# (no long effect), or an ``async def`` of an area not converted yet.
-_GENERATOR, _PLAIN, _LEGACY = "generator", "plain", "legacy"
+# How a command method runs: a generator of long effects, or a plain
+# function (no long effect).
+_GENERATOR, _PLAIN = "generator", "plain"
 
 
 def _kind(method):
-    if inspect.iscoroutinefunction(method):
-        return _LEGACY
     if inspect.isgeneratorfunction(method):
         return _GENERATOR
     return _PLAIN

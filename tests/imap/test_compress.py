@@ -342,6 +342,11 @@ class _Session:
     def _close(self):
         self.closed = True
 
+    def inputFailed(self, text):
+        self.send(b"* BYE " + text.encode("ascii") + b"\r\n")
+        self._close()
+        return []
+
 
 class _Shared:
     def __init__(self):

@@ -13,6 +13,7 @@ import pytest
 from twisted.internet import task
 
 from mailnet.imap.effects import (
+    CancelTimer,
     Close,
     CloseFolder,
     Compress,
@@ -24,6 +25,7 @@ from mailnet.imap.effects import (
     LoginOk,
     Send,
     StartPolling,
+    StartTimer,
     StartTLS,
     StopPolling,
     StoreCall,
@@ -47,9 +49,35 @@ class Out:
 
     writeSequence = close = startTLS = write
 
+    wakes = 0
+
+    def wake(self):
+        self.wakes += 1
+
 
 class Account:
     username = "alice@example.test"
+
+
+TIMERS = (StartTimer, CancelTimer)
+
+
+class Session(IMAPSession):
+    """
+    The session, with its timer effects set aside in ``timers`` (the tests
+    of the other effects compare whole lists; the timer tests read these).
+    """
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.timers = []
+
+    def _aside(self, effect):
+        if type(effect) in TIMERS:
+            if self._effects is not None:
+                self.timers.append(effect)
+            return
+        super()._aside(effect)
 
 
 def session(secure=True, compress=False, **settings):
@@ -57,7 +85,7 @@ def session(secure=True, compress=False, **settings):
     options = {"allowPlaintext": False, "idlePoll": 0}
     options.update(settings)
     shared = Shared(IMAPSettings(None, **options), None, None, clock, login=object())
-    s = IMAPSession(shared, Out(secure, compress))
+    s = Session(shared, Out(secure, compress))
     greeting = s.start()
     assert len(greeting) == 1 and greeting[0].data.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
     return s

@@ -2,16 +2,24 @@
 FETCH: index items as one line per message from fixed templates, content
 items (ENVELOPE, BODY[...], BINARY, RFC 3516) built from the scanned
 structure and streamed when large.
+
+On the protocol shape (docs/design.md): the commands are generators of
+effects.  Messages are opened a few ahead by ``Start``-ed ``StoreCall``s
+(:class:`~mailnet.imap.commands.reading.Opener`) while the current one is
+written; large structures are scanned in a worker thread (``InThread``);
+output waits for the transport (``Drain``) and a long FETCH lets other
+connections in (``NextTurn``).  The bytes go out as the store gives them:
+a file is read in ranges, a message the store holds in memory is written
+without a copy (``messageBytes``, the store contract).
 """
 
 from __future__ import annotations
-
-from twisted.internet import task
 
 from mailnet.imap import fetch, serialize
 from mailnet.imap.commands.common import ALREADY_ANSWERED, GONE, bad
 from mailnet.imap.commands.fetchlines import lineMaker, objectIdItem
 from mailnet.imap.commands.reading import INLINE_LITERAL, STREAM_CHUNK, Opener, readRange, seekable
+from mailnet.imap.effects import InThread, NextTurn, StoreCall
 from mailnet.imap.parser import FetchAtt
 from mailnet.mail import mime
 from mailnet.logs import Logger
@@ -24,6 +32,9 @@ log = Logger()
 # opens messages synchronously, and a client that reads as fast as we
 # write, would otherwise keep it for the whole command.)
 FETCH_TURN = 0.02
+# FETCH waits for the transport (flow control) after this many bytes of
+# responses; a large literal waits after each chunk it streams.
+FETCH_DRAIN = 128 * 1024
 
 _CONTENT_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]", "BINARY[]",
                  "BINARY.SIZE"}
@@ -37,7 +48,7 @@ class FetchCommands:
     # {uid: email id} of the FETCH in progress (EMAILID), looked up once for the whole UID set.
     _fetchEmailIds = {}
 
-    async def cmdFetch(self, cmd):
+    def cmdFetch(self, cmd):
         view = self.view
         pairs = self._resolve(cmd.seqset, cmd.uid)
         atts = _unique(cmd.atts)
@@ -73,7 +84,7 @@ class FetchCommands:
                 if info is not None and SEEN not in info.flags:
                     unseen.append(uid)
             if unseen:
-                changed, _ = await folder.setFlags(unseen, [SEEN], "add")
+                changed, _ = yield StoreCall(folder, "setFlags", (unseen, [SEEN], "add"))
                 seenNow = {i.uid for i in changed}
                 if "FLAGS" not in names:
                     atts.append(FetchAtt("FLAGS"))
@@ -86,10 +97,9 @@ class FetchCommands:
                 self._fetchEmailIds = emailIds([uid for _, uid in pairs])
         if "THREADID" in names:
             # RFC 8474 s5.2: the store's thread ids (it may read headers the first time).
-            threadIds = getattr(folder, "threadIds", None)
-            if threadIds is not None:
+            if getattr(folder, "threadIds", None) is not None:
                 try:
-                    self._fetchThreadIds = await threadIds([uid for _, uid in pairs])
+                    self._fetchThreadIds = yield StoreCall(folder, "threadIds", ([uid for _, uid in pairs],))
                 except (StoreError, OSError) as e:
                     # Advisory data: answered NIL rather than failing the FETCH.
                     log.warn("thread ids unavailable: {error}",
@@ -101,9 +111,9 @@ class FetchCommands:
         if content:
             todo = [uid for _, uid in pairs
                     if (i := get(uid)) is not None and (changedSince is None or i.modseq > changedSince)]
-            opener = Opener(folder, todo)
+            opener = Opener(self, folder, todo)
         try:
-            result = await self._fetchLoop(pairs, atts, names, content, changedSince, seenNow, opener)
+            result = yield from self._fetchLoop(pairs, atts, names, content, changedSince, seenNow, opener)
         finally:
             if opener is not None:
                 opener.close()
@@ -113,15 +123,16 @@ class FetchCommands:
             return None
         return result
 
-    async def _fetchLoop(self, pairs, atts, names, content, changedSince, seenNow, opener):
+    def _fetchLoop(self, pairs, atts, names, content, changedSince, seenNow, opener):
         if not content:
-            return await self._fetchMetadata(pairs, atts, names, changedSince)
+            return (yield from self._fetchMetadata(pairs, atts, names, changedSince))
         view = self.view
         get = view.folder.get
         missing = False
         error = None
         clock = self.clock
         turnStart = clock.seconds()
+        unflushed = 0
         for msn, uid in pairs:
             info = get(uid)
             if info is None:
@@ -130,18 +141,22 @@ class FetchCommands:
             if changedSince is not None and info.modseq <= changedSince:
                 continue
             try:
-                f = await opener.next(uid)
-                written = await self._fetchOne(f, msn, uid, info, atts, seenNow)
+                f = yield from opener.next(uid)
+                written = yield from self._fetchOne(f, msn, uid, info, atts, seenNow)
             except NoSuchMessage:
                 missing = True
                 continue
             except mime.UnknownEncoding as e:
                 error = ("NO", "Unknown Content-Transfer-Encoding %s" % str(e)[:40], b"UNKNOWN-CTE")
                 continue
-            if written:
-                await self.drain()
+            unflushed += written + 256  # the literals, and about a line for the rest
+            if unflushed >= FETCH_DRAIN:
+                # Flow control every FETCH_DRAIN bytes, not every message:
+                # a round trip to the runner costs more than a small message.
+                unflushed = 0
+                yield from self.drainEffect()
             if clock.seconds() - max(turnStart, self._waitedAt) > FETCH_TURN:
-                await task.deferLater(clock, 0, lambda: None)
+                yield NextTurn()
                 turnStart = clock.seconds()
             if self.closed:
                 return ALREADY_ANSWERED
@@ -152,7 +167,7 @@ class FetchCommands:
         if missing:
             return GONE
 
-    async def _fetchMetadata(self, pairs, atts, names, changedSince):
+    def _fetchMetadata(self, pairs, atts, names, changedSince):
         """FETCH of index data only (FLAGS, UID, sizes...): no I/O, one line per message."""
         view = self.view
         if "FLAGS" in names and view.pendingFlags:
@@ -182,7 +197,7 @@ class FetchCommands:
                 self.sendLines(batch)
                 batch.clear()
                 count = 0
-                await self.drain()
+                yield from self.drainEffect()
                 if self.closed:
                     return ALREADY_ANSWERED
         self.sendLines(batch)
@@ -223,7 +238,7 @@ class FetchCommands:
         cache.put(key, entry)
         return entry
 
-    async def _loadStructure(self, uid, f, size, full):
+    def _loadStructure(self, uid, f, size, full):
         """
         The structure, built before the response is: on the reactor thread
         while it is small work (fetch.INLINE_BUDGET), else in a worker
@@ -242,21 +257,20 @@ class FetchCommands:
             entry = fetch.build(f, size, full, settings.mimeParts, settings.mimeDepth, fetch.INLINE_BUDGET)
         except mime.OverBudget:
             f.seek(0)
-            entry = await self.shared.inThread(fetch.build, f, size, full, settings.mimeParts, settings.mimeDepth,
-                                               None, True)
+            entry = yield InThread(fetch.build, (f, size, full, settings.mimeParts, settings.mimeDepth, None, True))
             if self.closed:
                 raise ConnectionError("closed")
         cache.put(key, entry)
         return entry
 
-    async def _fetchOne(self, f, msn, uid, info, atts, seenNow):
+    def _fetchOne(self, f, msn, uid, info, atts, seenNow):
         """Write one FETCH response with content items; returns bytes written (roughly)."""
         f = seekable(f, info.size)
         try:
             need = _structureNeed(atts)
             loaded = None
             if need is not None:
-                loaded = await self._loadStructure(uid, f, info.size, need)
+                loaded = yield from self._loadStructure(uid, f, info.size, need)
             pieces = [b"* %d FETCH (" % msn]
             streams = []
             first = True
@@ -332,7 +346,7 @@ class FetchCommands:
             for index, stream in streams:
                 self.send(b"".join(pieces[position:index]))
                 position = index
-                await self._stream(f, *stream)
+                yield from self._stream(f, *stream)
                 if self.closed:
                     return total
             self.send(b"".join(pieces[position:]))
@@ -412,7 +426,7 @@ class FetchCommands:
         streams.append((len(pieces) - 1, (start, end - start, (enc, skip, length))))
         return length
 
-    async def _stream(self, f, start, length, decoding):
+    def _stream(self, f, start, length, decoding):
         """Write ``length`` bytes of the message (decoded if asked), waiting for the transport."""
         if decoding is None:
             position = start
@@ -425,7 +439,7 @@ class FetchCommands:
                     chunk = b" " * left
                 left -= len(chunk)
                 self.send(_literalSafe(chunk))
-                await self.drain()
+                yield from self.drainEffect()
             return
         enc, skip, want = decoding
         sent = 0
@@ -441,7 +455,7 @@ class FetchCommands:
                 break
             sent += len(chunk)
             self.send(chunk)
-            await self.drain()
+            yield from self.drainEffect()
             if self.closed or sent >= want:
                 break
         if sent < want and not self.closed:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 
+from mailnet.effects import PENDING
+from mailnet.imap.effects import Failed, StoreCall, Wait
 from mailnet.mail.lines import readHeaderBlock
 from mailnet.store.interfaces import messageBytes
 
@@ -24,35 +26,50 @@ class Opener:
     files in worker threads (Maildir: only when another program renamed the
     file since the last sync), and keeping several opens in flight hides
     that round trip (FETCH BODY[] and SEARCH TEXT over many messages).
+    The opens are ``Start``-ed ``StoreCall`` effects of the session
+    (mailnet.effects.Start); :meth:`next` takes one (a ``Wait`` when it has
+    not come yet: with a store that opens at once, one round trip to the
+    runner per window of messages).
     """
 
     WINDOW = 4
 
-    def __init__(self, folder, uids, window=WINDOW):
+    def __init__(self, session, folder, uids, window=WINDOW):
+        self.session = session
         self.folder = folder
         self.uids = uids
         self.window = window
         self.position = 0
-        self.pending = {}
+        self.pending = {}  # uid -> its Start
         self._fill()
 
     def _fill(self):
-        while self.position < len(self.uids) and len(self.pending) < self.window:
-            uid = self.uids[self.position]
+        uids = self.uids
+        pending = self.pending
+        start = self.session.startEffect
+        folder = self.folder
+        while self.position < len(uids) and len(pending) < self.window:
+            uid = uids[self.position]
             self.position += 1
-            self.pending[uid] = self.folder.openMessage(uid)
+            pending[uid] = start(StoreCall(folder, "openMessage", (uid,)))
 
-    async def next(self, uid):
-        d = self.pending.pop(uid, None)
-        if d is None:
-            d = self.folder.openMessage(uid)
+    def next(self, uid):
+        """(``yield from``) The opened message ``uid``; the store's error is raised."""
+        handle = self.pending.pop(uid, None)
+        if handle is None:
+            handle = self.session.startEffect(StoreCall(self.folder, "openMessage", (uid,)))
         self._fill()
-        return await d
+        outcome = handle.take()
+        if outcome is PENDING:
+            return (yield Wait(handle))
+        if type(outcome) is Failed:
+            raise outcome.error
+        return outcome
 
     def close(self):
+        """The opens not waited for: their files are closed when they come."""
         pending, self.pending = self.pending, {}
-        for d in pending.values():
-            d.addCallbacks(lambda f: f.close(), lambda failure: None)
+        self.session.discard(pending.values())
 
 
 def readRange(f, start, length):

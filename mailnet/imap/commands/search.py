@@ -3,15 +3,20 @@ SEARCH (with ESEARCH, RFC 4731, and SEARCHRES, RFC 5182): index keys on
 the reactor thread, content keys in worker threads.  SORT (RFC 5256,
 RFC 5957, ESORT of RFC 5267) on the same search, with the sort keys of
 mailnet.imap.sort.
+
+On the protocol shape (docs/design.md): generators of effects.  Messages
+are opened ahead (``Start``-ed ``StoreCall``s, the
+:class:`~mailnet.imap.commands.reading.Opener`) and each batch is read and
+matched in a worker thread (a ``Start``-ed ``InThread``) while the next
+batch is being opened; ``Wait`` takes the batch's matches.
 """
 
 from __future__ import annotations
 
-from twisted.internet import task
-
 from mailnet.imap import search, serialize, sort
 from mailnet.imap.commands.common import no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
+from mailnet.imap.effects import InThread, NextTurn, StoreCall
 from mailnet.logs import Logger
 from mailnet.store.interfaces import NoSuchMessage, StoreError, messageBytes
 
@@ -46,10 +51,10 @@ class SearchCommands:
             self._enableCondstore()
         return program, modseq
 
-    async def cmdSearch(self, cmd):
+    def cmdSearch(self, cmd):
         view = self.view
         program, modseq = self._searchProgram(cmd)
-        results = await self._runSearch(program)
+        results = yield from self._runSearch(program)
         returns = cmd.returns
         if returns is None and self.rev2:
             returns = ["ALL"]
@@ -79,7 +84,7 @@ class SearchCommands:
         self.send(esearchLine(cmd, options, numbers, [info for _, _, info in results], modseq,
                               serialize.seqset) + b"\r\n")
 
-    async def cmdSort(self, cmd):
+    def cmdSort(self, cmd):
         """
         SORT and UID SORT (RFC 5256 s3, RFC 5957 DISPLAYFROM/DISPLAYTO), and
         ESORT's RETURN (...) (RFC 5267 s3): the search program as for
@@ -88,7 +93,7 @@ class SearchCommands:
         """
         view = self.view
         program, modseq = self._searchProgram(cmd)
-        results = await self._runSearch(program)
+        results = yield from self._runSearch(program)
         criteria = sort.effective(cmd.criteria)
         cache = self.shared.sortKeys
         folderKey = (self.username, view.name, view.uidValidity)
@@ -98,7 +103,7 @@ class SearchCommands:
             complete = True
             keys = {key for key, _ in criteria} & sort.HEADER_KEYS
             if keys:
-                records, complete = await self._sortRecords(results, keys)
+                records, complete = yield from self._sortRecords(results, keys)
             else:
                 records = [sort.EMPTY] * len(results)
             positions = sort.order([info for _, _, info in results], records, criteria)
@@ -130,7 +135,7 @@ class SearchCommands:
                 return
         self.send(esearchLine(cmd, options, numbers, [e[2] for e in entries], modseq, sort.orderedSet) + b"\r\n")
 
-    async def _sortRecords(self, results, keys):
+    def _sortRecords(self, results, keys):
         """
         (records, complete): the sort records of ``results`` ([(msn, uid,
         info)]), in the same order, with ``keys`` made: from the shared
@@ -139,7 +144,7 @@ class SearchCommands:
         being opened; ``complete`` is false when a message could not be
         read (its keys are empty).
         """
-        records, complete = await self._loadRecords(results, keys)
+        records, complete = yield from self._loadRecords(results, keys)
         need = [r for r in records if not r.has(keys)]
         # Keys not made yet in cached records (a first SORT by another key):
         # made in worker threads too when there are many.
@@ -148,12 +153,12 @@ class SearchCommands:
             if len(need) <= COMPLETE_BATCH // 4:
                 _completeRecords(batch, keys)
             else:
-                await self.shared.inThread(_completeRecords, batch, keys)
+                yield InThread(_completeRecords, (batch, keys))
                 if self.closed:
                     raise ConnectionError("closed")
         return records, complete
 
-    async def _loadRecords(self, results, keys):
+    def _loadRecords(self, results, keys):
         """_sortRecords' first half: the records, read where the cache has none."""
         view = self.view
         cache = self.shared.sortKeys
@@ -164,31 +169,34 @@ class SearchCommands:
         missing = [(uid, info.internalDate) for _, uid, info in results if uid not in known]
         if missing:
             found = {}
-            opener = Opener(view.folder, [uid for uid, _ in missing], window=16)
+            opener = Opener(self, view.folder, [uid for uid, _ in missing], window=16)
             batch = []
             running = None
             try:
                 for uid, internalDate in missing:
                     try:
-                        f = await opener.next(uid)
+                        f = yield from opener.next(uid)
                     except NoSuchMessage:
                         continue
                     batch.append((uid, internalDate, f))
                     if len(batch) >= SEARCH_BATCH:
                         if running is not None:
-                            found.update(await running)
+                            found.update((yield from self.waitFor(running)))
+                            running = None
                         if self.closed:
                             raise ConnectionError("closed")
-                        running = self.shared.inThread(_readRecords, batch, keys)
+                        running = self.startEffect(InThread(_readRecords, (batch, keys)))
                         batch = []
                 if running is not None:
-                    found.update(await running)
+                    found.update((yield from self.waitFor(running)))
                     running = None
                 if batch:
-                    found.update(await self.shared.inThread(_readRecords, batch, keys))
+                    found.update((yield InThread(_readRecords, (batch, keys))))
                     batch = []
             finally:
                 opener.close()
+                if running is not None:
+                    self.discard((running,))
                 for _, _, f in batch:
                     f.close()
             cache.store(key, found)
@@ -200,7 +208,7 @@ class SearchCommands:
             return records, True
         return [known[uid] for _, uid, _ in results], True
 
-    async def _objectIdProgram(self, program):
+    def _objectIdProgram(self, program):
         """RFC 8474 s6: the program with its EMAILID / THREADID keys looked up once, for the whole mailbox."""
         kinds = search.objectIdKinds(program)
         if not kinds:
@@ -211,10 +219,9 @@ class SearchCommands:
         emailIds = getattr(folder, "emailIds", None)
         if "EMAILID" in kinds and emailIds is not None:
             ids["EMAILID"] = emailIds(uids)
-        threadIds = getattr(folder, "threadIds", None)
-        if "THREADID" in kinds and threadIds is not None:
+        if "THREADID" in kinds and getattr(folder, "threadIds", None) is not None:
             try:
-                ids["THREADID"] = await threadIds(uids)
+                ids["THREADID"] = yield StoreCall(folder, "threadIds", (uids,))
             except (StoreError, OSError) as e:
                 log.warn("thread ids unavailable: {error}",
                          error=(e.strerror if isinstance(e, OSError) else str(e))[:200])
@@ -223,9 +230,9 @@ class SearchCommands:
                 raise ConnectionError("closed")
         return search.resolveObjectIds(program, ids)
 
-    async def _runSearch(self, program):
-        """[(msn, uid, info)] of matching messages, ascending."""
-        program = await self._objectIdProgram(program)
+    def _runSearch(self, program):
+        """(``yield from``) [(msn, uid, info)] of matching messages, ascending."""
+        program = yield from self._objectIdProgram(program)
         view = self.view
         folder = view.folder
         get = folder.get
@@ -251,7 +258,7 @@ class SearchCommands:
         for msn, uid in enumerate(view.uids, 1):
             if not msn & 1023 and clock.seconds() - turnStart > SEARCH_TURN:
                 # Index keys over a large mailbox: let other sessions in.
-                await task.deferLater(clock, 0, lambda: None)
+                yield NextTurn()
                 turnStart = clock.seconds()
                 if self.closed:
                     raise ConnectionError("closed")
@@ -271,14 +278,14 @@ class SearchCommands:
             else:
                 results.append((msn, uid, info))
         if todo:
-            opener = Opener(folder, [c.uid for c in todo], window=16)
+            opener = Opener(self, folder, [c.uid for c in todo], window=16)
             try:
-                results = await self._searchContent(program, todo, content, match, opener)
+                results = yield from self._searchContent(program, todo, content, match, opener)
             finally:
                 opener.close()
         return results
 
-    async def _searchContent(self, program, todo, content, match, opener):
+    def _searchContent(self, program, todo, content, match, opener):
         """
         Read and match the candidates in a worker thread, 64 at a time (or
         1 MB), while the next ones are being opened: the reactor thread
@@ -293,29 +300,31 @@ class SearchCommands:
         try:
             for c in todo:
                 try:
-                    f = await opener.next(c.uid)
+                    f = yield from opener.next(c.uid)
                 except NoSuchMessage:
                     continue
                 batch.append((c, f))
                 batchBytes += c.info.size
                 if len(batch) >= SEARCH_BATCH or batchBytes >= SEARCH_BATCH_BYTES:
                     if running is not None:
-                        matched.extend(await running)
+                        matched.extend((yield from self.waitFor(running)))
                         running = None
                     if self.closed:
                         raise ConnectionError("closed")
-                    running = self.shared.inThread(_matchBatch, batch, content, match, program)
+                    running = self.startEffect(InThread(_matchBatch, (batch, content, match, program)))
                     batch = []
                     batchBytes = 0
             if running is not None:
-                matched.extend(await running)
+                matched.extend((yield from self.waitFor(running)))
                 running = None
             if batch:
-                matched.extend(await self.shared.inThread(_matchBatch, batch, content, match, program))
+                matched.extend((yield InThread(_matchBatch, (batch, content, match, program))))
                 batch = []
         finally:
             for _, f in batch:
                 f.close()
+            if running is not None:
+                self.discard((running,))
         return matched
 
 

@@ -10,7 +10,7 @@ made here; a handle or view given up is closed by a ``CloseFolder`` effect,
 in order.  IDLE waits for DONE with ``ReadLine`` (the session holds the
 input) and has the runner poll the folder (``StartPolling``/``StopPolling``);
 the changes other sessions make reach the view as store events, which the
-session's ``_wake`` timer writes out at once.
+session writes out at once (its ``_wake`` asks the runner for ``TimerFired("wake")``).
 """
 
 from __future__ import annotations
@@ -164,9 +164,6 @@ class SelectCommands:
             if self._effects is not None:
                 self.emit(StopPolling())
             # else the connection is gone: the runner has stopped polling
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
 
     # Selected state
 

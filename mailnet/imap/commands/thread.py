@@ -3,7 +3,8 @@ THREAD (RFC 5256): the messages that match the search criteria (the
 SEARCH code finds them), their headers read in worker threads, and the
 tree built by :mod:`mailnet.mail.threading` (ORDEREDSUBJECT, REFERENCES).
 The shape of the answer depends only on the algorithm, not on the
-store's thread ids (FETCH THREADID).
+store's thread ids (FETCH THREADID).  A generator of effects (docs/design.md):
+``StoreCall`` opens (ahead, through the Opener), ``InThread`` reads.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from mailnet.imap import search
 from mailnet.imap.commands.common import bad, no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes
+from mailnet.imap.effects import InThread
 from mailnet.mail import threading
 from mailnet.store.interfaces import NoSuchMessage
 
@@ -24,7 +26,7 @@ HEADER_LIMIT = 256 * 1024
 class ThreadCommands:
     """THREAD of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
-    async def cmdThread(self, cmd):
+    def cmdThread(self, cmd):
         algorithm = cmd.algorithm
         if algorithm not in THREAD_ALGORITHMS:
             # RFC 5256 s3: an algorithm the server does not advertise is an error.
@@ -38,35 +40,37 @@ class ThreadCommands:
             raise no(str(e), e.code)
         if search.usesModseq(program):
             self._enableCondstore()
-        results = await self._runSearch(program)
-        items = await self._threadItems(results, cmd.uid)
-        data = await self.shared.inThread(threading.thread, algorithm, items) if len(items) > 1000 \
-            else threading.thread(algorithm, items)
+        results = yield from self._runSearch(program)
+        items = yield from self._threadItems(results, cmd.uid)
+        if len(items) > 1000:
+            data = yield InThread(threading.thread, (algorithm, items))
+        else:
+            data = threading.thread(algorithm, items)
         if self.closed:
             raise ConnectionError("closed")
         self.send(b"* THREAD " + data + b"\r\n" if data else b"* THREAD\r\n")
 
-    async def _threadItems(self, results, byUid):
+    def _threadItems(self, results, byUid):
         """One :class:`threading.Item` per match (a message gone meanwhile is left out)."""
         folder = self.view.folder
-        opener = Opener(folder, [uid for _, uid, _ in results], window=16)
+        opener = Opener(self, folder, [uid for _, uid, _ in results], window=16)
         items = []
         batch = []
         try:
             for msn, uid, info in results:
                 try:
-                    f = await opener.next(uid)
+                    f = yield from opener.next(uid)
                 except NoSuchMessage:
                     continue
                 batch.append((uid if byUid else msn, info.internalDate, f))
                 if len(batch) >= THREAD_BATCH:
                     todo, batch = batch, []
-                    items.extend(await self.shared.inThread(_readItems, todo))
+                    items.extend((yield InThread(_readItems, (todo,))))
                     if self.closed:
                         raise ConnectionError("closed")
             if batch:
                 todo, batch = batch, []
-                items.extend(await self.shared.inThread(_readItems, todo))
+                items.extend((yield InThread(_readItems, (todo,))))
         finally:
             opener.close()
             for _, _, f in batch:
