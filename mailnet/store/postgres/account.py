@@ -1,0 +1,275 @@
+"""One account of the PostgreSQL store: its folders, subscriptions, ids and journal."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from mailnet.store.base import (
+    FolderHandle,
+    checkFolderCount,
+    checkNewFolderName,
+    normalizeFolderName,
+    parentsOf,
+)
+from mailnet.store.changes import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED, ChangeLog, Listeners
+from mailnet.store.interfaces import (
+    INBOX,
+    SPECIAL_USE,
+    FolderExists,
+    FolderInfo,
+    IAccount,
+    InvalidFolderName,
+    NoSuchFolder,
+)
+from mailnet.store.postgres import sql
+from mailnet.store.postgres.folder import PostgresFolder
+from mailnet.store.summaries import AccountSummaries, SummaryIndex
+from mailnet.store.threads import AccountThreads, ThreadIndex
+
+
+@implementer(IAccount)
+class PostgresAccount:
+    """
+    One user's mail.  Open folder indexes are kept by folder row id while a
+    handle is open.  The thread index, the change journal and the list
+    index are the builtin toolkit's (mailnet/store/threads.py,
+    changes.py, summaries.py), kept in memory by this process: see
+    docs/store.md for what that means across restarts and nodes.
+    """
+
+    def __init__(self, store, username, accountId):
+        self.store = store
+        self.db = store.db
+        self.username = username
+        self.accountId = accountId
+        self.limits = store.limits
+        self.open = {}  # folder row id -> PostgresFolder
+        self.lock = defer.DeferredLock()
+        run = store.runner
+        self.threads = AccountThreads(ThreadIndex(None), run)
+        self.changeLog = ChangeLog(None, store.changesKept)
+        self.accountListeners = Listeners()
+        self.threads.onIndexed = lambda: self.recordChanges([], [])
+        self.summaries = AccountSummaries(SummaryIndex(None), self, self._stamps, run, threads=self.threads)
+
+    def serial(self, f):
+        """Run ``f()`` (returning a Deferred) after the account's earlier writes."""
+        return self.lock.run(f)
+
+    # Change journal
+
+    def recordChanges(self, emails, mailboxes):
+        """
+        Journal ``emails`` ``(kind, emailId, moved)`` and ``mailboxes``
+        ``(kind, mailboxId, countsOnly)``, with thread rows; tell the
+        account listeners.  Deferred firing with the state.
+        """
+
+        def build(txn):
+            for kind, emailId, moved in emails:
+                if emailId is not None:
+                    txn.emit(kind, EMAIL, emailId, moved)
+            for kind, mailboxId, counts in mailboxes:
+                if mailboxId is not None:
+                    txn.emit(kind, MAILBOX, mailboxId, counts)
+
+        def isLive(_, emailId):
+            return self.db.call(sql.isLive, self.accountId, emailId)
+
+        def told(value):
+            state, types = value
+            self.accountListeners.tell(self, state, types)
+            return state
+
+        return self.store.runner(self.changeLog.record, build, self.threads.index, isLive).addCallback(told)
+
+    def currentState(self):
+        return self.recordChanges([], [])
+
+    def changesSince(self, state, maxChanges=None):
+        d = self.recordChanges([], [])
+        return d.addCallback(lambda _: self.store.runner(self.changeLog.changes, state, maxChanges))
+
+    def addListener(self, listener):
+        self.accountListeners.add(listener)
+
+    def removeListener(self, listener):
+        self.accountListeners.remove(listener)
+
+    # Folders
+
+    def listFolders(self):
+        def q(conn):
+            subs = {r[0] for r in conn.execute("SELECT name FROM subscriptions WHERE account = %s", (self.accountId,))}
+            names = sorted(sql.folderNames(conn, self.accountId), key=lambda n: (n != INBOX, n))
+            return [FolderInfo(n, SPECIAL_USE.get(n), n in subs) for n in names]
+
+        return self.db.run(q)
+
+    def listSubscriptions(self):
+        return self.db.run(lambda conn: sorted(r[0] for r in conn.execute(
+            "SELECT name FROM subscriptions WHERE account = %s", (self.accountId,))))
+
+    def setSubscribed(self, name, subscribed):
+        def q(conn, name):
+            if subscribed:
+                conn.execute("INSERT INTO subscriptions VALUES (%s, %s) ON CONFLICT DO NOTHING", (self.accountId, name))
+            else:
+                conn.execute("DELETE FROM subscriptions WHERE account = %s AND name = %s", (self.accountId, name))
+
+        return defer.maybeDeferred(normalizeFolderName, name).addCallback(lambda n: self.db.run(q, n))
+
+    def createFolder(self, name):
+        def q(conn, name):
+            conn.execute("SELECT id FROM accounts WHERE id = %s FOR UPDATE", (self.accountId,))
+            existing = set(sql.folderNames(conn, self.accountId))
+            if name in existing:
+                raise FolderExists(name)
+            checkNewFolderName(name, self.limits)
+            missing = [p for p in parentsOf(name) if p not in existing]
+            checkFolderCount(len(existing), len(missing) + 1, self.limits)
+            return [sql.makeFolder(conn, self.accountId, n)[2] for n in missing + [name]]
+
+        d = defer.maybeDeferred(normalizeFolderName, name).addCallback(lambda n: self.db.run(q, n))
+        return d.addCallback(lambda made: self.recordChanges([], [(CREATED, m, False) for m in made])).addCallback(
+            lambda _: None)
+
+    def deleteFolder(self, name):
+        def q(conn, name):
+            if name == INBOX:
+                raise InvalidFolderName("INBOX cannot be deleted")
+            row = sql.folderRow(conn, self.accountId, name)
+            sql.lockFolders(conn, [row[0]])
+            msgs = conn.execute("DELETE FROM messages WHERE folder = %s RETURNING email_id, body_hash",
+                                (row[0],)).fetchall()
+            conn.execute("DELETE FROM folders WHERE id = %s", (row[0],))
+            sql.dropBodies(conn, {h for _, h in msgs})
+            return row[0], row[2], [e for e, _ in msgs]
+
+        def done(value):
+            folderId, mailboxId, emails = value
+            index = self.open.pop(folderId, None)
+            if index is not None:
+                index.drop()
+            return self.recordChanges([(DESTROYED, e, False) for e in emails], [(DESTROYED, mailboxId, False)])
+
+        d = defer.maybeDeferred(normalizeFolderName, name).addCallback(lambda n: self.db.run(q, n))
+        return d.addCallback(done).addCallback(lambda _: None)
+
+    def renameFolder(self, oldName, newName):
+        return defer.maybeDeferred(lambda: (normalizeFolderName(oldName), normalizeFolderName(newName))).addCallback(
+            lambda names: self._rename(*names))
+
+    def _rename(self, old, new):
+        def q(conn):
+            conn.execute("SELECT id FROM accounts WHERE id = %s FOR UPDATE", (self.accountId,))
+            existing = set(sql.folderNames(conn, self.accountId))
+            if old not in existing:
+                raise NoSuchFolder(old)
+            if new in existing:
+                raise FolderExists(new)
+            if new.startswith(old + "/"):
+                raise InvalidFolderName(f"cannot rename {old!r} into itself")
+            checkNewFolderName(new, self.limits)
+            moves = [] if old == INBOX else sorted(n for n in existing if n == old or n.startswith(old + "/"))
+            for n in moves:
+                if n != old:
+                    checkNewFolderName(new + n[len(old):], self.limits)
+            missing = [p for p in parentsOf(new) if p not in existing]
+            checkFolderCount(len(existing), len(missing) + (old == INBOX), self.limits)
+            made = [sql.makeFolder(conn, self.accountId, p)[2] for p in missing]
+            if old == INBOX:
+                made.append(sql.makeFolder(conn, self.accountId, new)[2])
+                return made, []
+            renamed = []
+            for n in moves:
+                target = new + n[len(old):]
+                renamed.append(conn.execute("UPDATE folders SET name = %s WHERE account = %s AND name = %s "
+                                            "RETURNING id, mailbox_id, name", (target, self.accountId, n)).fetchone())
+                conn.execute("UPDATE subscriptions SET name = %s WHERE account = %s AND name = %s",
+                             (target, self.accountId, n))
+            return made, renamed
+
+        async def go():
+            made, renamed = await self.db.run(q)
+            for folderId, _, name in renamed:
+                index = self.open.get(folderId)
+                if index is not None:
+                    index.name = name
+            await self.recordChanges([], [(CREATED, m, False) for m in made]
+                                     + [(UPDATED, mb, False) for _, mb, _ in renamed])
+            if old == INBOX:
+                # RFC 3501 s6.3.5: the new folder gets INBOX's messages; INBOX
+                # stays, empty, and its children are not renamed.
+                source = await self.openFolder(INBOX)
+                target = await self.openFolder(new)
+                try:
+                    uids = [i.uid for i in source.messages()]
+                    if uids:
+                        await source.moveTo(uids, target)
+                finally:
+                    source.close()
+                    target.close()
+
+        return defer.ensureDeferred(go())
+
+    def openFolder(self, name):
+        async def go():
+            name_ = normalizeFolderName(name)
+            row = await self.db.run(sql.folderRow, self.accountId, name_)
+            index = self.open.get(row[0])
+            if index is None:
+                loaded = await self.db.run(sql.loadFolder, row[0])
+                if loaded is None:
+                    raise NoSuchFolder(name_)
+                index = self.open.get(row[0])  # opened meanwhile by another caller
+                if index is None:
+                    index = self.open[row[0]] = PostgresFolder(self, loaded)
+            return FolderHandle(index, self._release)
+
+        return defer.ensureDeferred(go())
+
+    def _release(self, index):
+        if self.open.get(index.folderId) is index:
+            del self.open[index.folderId]
+
+    def folderChanged(self, folderId, newRows):
+        """
+        A delivery in this process added messages to a folder: the open
+        index takes them in (listeners told), else the journal notes them.
+        Called under :meth:`serial`; returns a Deferred.
+        """
+        index = self.open.get(folderId)
+        if index is not None:
+            return index._refresh()
+        emails = [(CREATED, emailId, False) for emailId in newRows[1]]
+        return self.recordChanges(emails, [(UPDATED, newRows[0], True)])
+
+    # Ids, threads, the message list
+
+    def findEmail(self, emailId):
+        if not isinstance(emailId, str) or not emailId:
+            return defer.succeed(None)
+        return self.db.run(sql.findEmail, self.accountId, emailId).addCallback(
+            lambda row: None if row is None else (row[0], row[1]))
+
+    def threadEmails(self, threadId):
+        return self.threads.liveEmails(self, threadId)
+
+    def threadOf(self, emailIds):
+        return self.threads.threadOf(self, emailIds)
+
+    def _stamps(self):
+        return self.db.call(sql.stamps, self.accountId)
+
+    def emailSummaries(self, emailIds):
+        return self.summaries.emailSummaries(emailIds)
+
+    def listEmails(self, mailboxId=None, position=0, limit=None, newestFirst=True):
+        return self.summaries.listEmails(mailboxId, position, limit, newestFirst)
+
+    def close(self):
+        self.threads.close()
+        self.summaries.close()
+        self.changeLog.close()

@@ -1,0 +1,262 @@
+"""
+One open folder of the PostgreSQL store: the in-memory snapshot every
+handle shares (IFolder's metadata is synchronous), kept current from the
+database.
+
+Every operation is one transaction that locks the folder row, does its
+change, and reads back everything that changed in the folder since the
+snapshot's modseq (its own change and any other process's): the reactor
+then applies that *delta* to the snapshot, tells the listeners and writes
+the account's change journal.  :meth:`refresh` reads the same delta without
+a change.  Writes of one account are serialized in the process (a
+DeferredLock); between processes the folder row lock orders them, so
+modseqs and UIDs come out in commit order and a delta read with
+``modseq > known`` misses nothing.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailnet.store.base import SharedIndex, applyFlags
+from mailnet.store.changes import CREATED, DESTROYED, UPDATED
+from mailnet.store.interfaces import SEEN, MessageInfo, NoSuchMessage
+from mailnet.store.postgres import sql
+
+log = Logger()
+
+
+def _info(row):
+    uid, _, flags, date, size, modseq = row
+    return MessageInfo(uid=uid, flags=frozenset(flags), internalDate=date, size=size, modseq=modseq)
+
+
+class PostgresFolder(SharedIndex):
+    """The shared index of one folder (see the module docstring)."""
+
+    def __init__(self, account, loaded):
+        super().__init__()
+        self.account = account
+        self.db = account.db
+        row, msgs, gone = loaded
+        self.folderId = row[0]
+        self.name = row[1]
+        self.mailboxId = row[2]
+        self.uidValidity = row[3]
+        self.uidNext = row[4]
+        self.highestModSeq = row[5]
+        self.firstRecentUid = row[6]
+        self.deleted = False
+        self.infos = {r[0]: _info(r) for r in msgs}
+        self.ids = {r[0]: r[1] for r in msgs}
+        # QRESYNC: expunged (modseq, uid), and the modseq below which we cannot tell.
+        self.expunged = sorted(gone[:sql.EXPUNGED_KEPT])
+        self.expungedFloor = gone[sql.EXPUNGED_KEPT][0] if len(gone) > sql.EXPUNGED_KEPT else 0
+        self.gone = {uid for _, uid in self.expunged}
+
+    # Reading (synchronous, from the snapshot)
+
+    def messages(self):
+        return list(self.infos.values())
+
+    def get(self, uid):
+        return self.infos.get(uid)
+
+    def emailIds(self, uids):
+        ids = self.ids
+        return {uid: ids[uid] for uid in uids if uid in ids}
+
+    def threadIds(self, uids):
+        return self.account.threads.threadIds(self, uids)
+
+    def expungedSince(self, modseq):
+        if modseq < self.expungedFloor:
+            return None
+        return sorted(uid for m, uid in self.expunged if m > modseq)
+
+    def openMessage(self, uid):
+        if uid not in self.infos:
+            raise NoSuchMessage(uid)
+        return self.db.run(sql.readBody, self.folderId, uid)
+
+    def saveRecent(self):
+        d = self.db.run(_saveRecent, self.folderId, self.firstRecentUid)
+        d.addErrback(lambda f: log.warn("postgres: \\Recent of a folder not saved: {e}", e=f.getErrorMessage()))
+
+    # Changing: one locked transaction each, then the delta applied
+
+    def refresh(self):
+        return self.account.serial(self._refresh)
+
+    def _refresh(self):
+        return self.db.run(sql.delta, self.folderId, self.highestModSeq).addCallback(self.apply)
+
+    def append(self, source, flags, internalDate):
+        spool = sql.Spool.of(source)
+        date = _now() if internalDate is None else internalDate
+
+        def txn(conn, since):
+            h = sql.storeBody(conn, spool)
+            rows = sql.insertMessages(conn, self.folderId, self.account.accountId, [(h, spool.size, flags, date, None)])
+            return rows[0][0], sql.delta(conn, self.folderId, since, isolate=False)
+
+        def done(result):
+            spool.close()
+            return result
+
+        d = self.account.serial(lambda: self.db.run(txn, self.highestModSeq).addBoth(done).addCallback(self._applyThen))
+        return d
+
+    def setFlags(self, uids, flags, mode, unchangedSince):
+        def txn(conn, since):
+            sql.lockFolders(conn, [self.folderId])
+            rows = conn.execute("SELECT uid, flags, modseq FROM messages WHERE folder = %s AND uid = ANY(%s) "
+                                "ORDER BY uid", (self.folderId, uids)).fetchall()
+            todo, failed = [], []
+            for uid, old, modseq in rows:
+                if unchangedSince is not None and modseq > unchangedSince:
+                    failed.append(uid)
+                    continue
+                new = applyFlags(frozenset(old), flags, mode)
+                if new != frozenset(old):
+                    todo.append((uid, sorted(new)))
+            if todo:
+                modseq, _ = sql.bump(conn, self.folderId)
+                with conn.cursor() as cur:
+                    cur.executemany("UPDATE messages SET flags = %s, modseq = %s WHERE folder = %s AND uid = %s",
+                                    [(new, modseq, self.folderId, uid) for uid, new in todo])
+            return ([uid for uid, _ in todo], failed), sql.delta(conn, self.folderId, since, isolate=False)
+
+        def answer(value):
+            changed, failed = value
+            return [self.infos[u] for u in changed if u in self.infos], failed
+
+        return self.account.serial(
+            lambda: self.db.run(txn, self.highestModSeq).addCallback(self._applyThen).addCallback(answer))
+
+    def expunge(self, uids):
+        def txn(conn, since):
+            sql.lockFolders(conn, [self.folderId])
+            return sql.deleteMessages(conn, self.folderId, uids), sql.delta(conn, self.folderId, since, isolate=False)
+
+        return self.account.serial(lambda: self.db.run(txn, self.highestModSeq).addCallback(self._applyThen))
+
+    def copyTo(self, uids, dest, move=False):
+        present = [uid for uid in uids if uid in self.infos]
+        if not present:
+            return []
+
+        def txn(conn, since, destSince):
+            sql.lockFolders(conn, [self.folderId, dest.folderId])
+            rows = conn.execute("SELECT uid, body_hash, size, flags, internal_date, email_id FROM messages "
+                                "WHERE folder = %s AND uid = ANY(%s) ORDER BY uid", (self.folderId, present)).fetchall()
+            items = [(h, size, flags, date, emailId if move else None) for _, h, size, flags, date, emailId in rows]
+            pairs = []
+            if items:
+                new = sql.insertMessages(conn, dest.folderId, self.account.accountId, items)
+                pairs = [(r[0], n[0]) for r, n in zip(rows, new)]
+                if move:
+                    sql.deleteMessages(conn, self.folderId, [src for src, _ in pairs])
+            return (pairs, sql.delta(conn, self.folderId, since, isolate=False),
+                    sql.delta(conn, dest.folderId, destSince, isolate=False))
+
+        def applied(value):
+            pairs, mine, theirs = value
+            moved = {self.ids[src] for src, _ in pairs if src in self.ids} if move else set()
+            d = dest.apply(theirs, moved)
+            if move:
+                d.addCallback(lambda _: self.apply(mine, moved))
+            return d.addCallback(lambda _: pairs)
+
+        return self.account.serial(
+            lambda: self.db.run(txn, self.highestModSeq, dest.highestModSeq).addCallback(applied))
+
+    def moveTo(self, uids, dest):
+        return self.copyTo(uids, dest, move=True)
+
+    # Applying a delta
+
+    def _applyThen(self, value):
+        answer, found = value
+        return self.apply(found).addCallback(lambda _: answer)
+
+    def apply(self, found, moved=frozenset()):
+        """
+        Take in a delta (:func:`sql.delta`): update the snapshot, tell the
+        listeners, journal the account's changes.  ``moved``: email ids
+        that a MOVE carried (updated, not created or destroyed).  Returns a
+        Deferred (the journal write).
+        """
+        if found is None:
+            self.drop()
+            return defer.succeed(None)
+        row, msgs, gone = found
+        added, changed = [], []
+        seen = False
+        for r in msgs:
+            uid = r[0]
+            old = self.infos.get(uid)
+            info = _info(r)
+            if old is None:
+                if uid in self.gone:
+                    continue  # expunged meanwhile (a stale delta)
+                added.append(info)
+                self.ids[uid] = r[1]
+            elif info.modseq > old.modseq:
+                if info.flags != old.flags:
+                    changed.append(info)
+                    seen |= (SEEN in old.flags) != (SEEN in info.flags)
+            else:
+                continue
+            self.infos[uid] = info
+        removed = []
+        for modseq, uid in gone:
+            self.expunged.append((modseq, uid))
+            self.gone.add(uid)
+            if uid in self.infos:
+                removed.append(uid)
+        removed.sort()
+        removedIds = [(uid, self.ids.get(uid)) for uid in removed]
+        for uid in removed:
+            del self.infos[uid]
+            self.ids.pop(uid, None)
+        if added and self.infos and added[0].uid < max(self.infos):
+            self.infos = dict(sorted(self.infos.items()))
+        self.name = row[1]
+        self.uidNext = max(self.uidNext, row[4])
+        self.highestModSeq = max(self.highestModSeq, row[5])
+        self.firstRecentUid = max(self.firstRecentUid, row[6])
+        self.notify("messagesAdded", added)
+        self.notify("flagsChanged", changed)
+        self.notify("messagesExpunged", removed)
+        emails = []
+        for i in added:
+            e = self.ids[i.uid]
+            emails.append((UPDATED, e, True) if e in moved else (CREATED, e, False))
+        emails += [(UPDATED, self.ids[i.uid], False) for i in changed]
+        emails += [(UPDATED if e in moved else DESTROYED, e, e in moved) for _, e in removedIds if e is not None]
+        mailboxes = [(UPDATED, self.mailboxId, True)] if (added or removed or seen) else []
+        if not emails and not mailboxes:
+            return defer.succeed(None)
+        return self.account.recordChanges(emails, mailboxes)
+
+    def drop(self):
+        """The folder was deleted: tell open handles its messages are gone."""
+        if self.deleted:
+            return
+        self.deleted = True
+        uids = list(self.infos)
+        self.infos.clear()
+        self.ids.clear()
+        self.notify("messagesExpunged", uids)
+
+
+def _saveRecent(conn, folderId, first):
+    conn.execute("UPDATE folders SET first_recent = GREATEST(first_recent, %s) WHERE id = %s", (first, folderId))
+
+
+def _now():
+    import time
+
+    return time.time()
