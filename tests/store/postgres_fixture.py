@@ -8,9 +8,12 @@ Run as root (initdb refuses root), the server runs as the ``postgres`` user
 the Debian package makes (``runuser``).  fsync is off for the TEST server's
 speed only; mailnet's own durability setting (synchronous_commit) is on.
 
-Import the fixtures in a test module::
+A test module names the fixtures for pytest to find::
 
-    from tests.store.postgres_fixture import pgServer, pgDatabase  # noqa: F401
+    from tests.store import postgres_fixture
+
+    pgServer = postgres_fixture.pgServer
+    pgDatabase = postgres_fixture.pgDatabase
 """
 
 from __future__ import annotations

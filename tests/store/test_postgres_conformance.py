@@ -18,8 +18,11 @@ from mailnet.store.conformance_summaries import SummaryConformance
 from mailnet.store.postgres import PostgresStore
 from mailnet.store.postgres.db import Database
 from mailnet.store.testing import syncRunner
-from tests.store.postgres_fixture import pgDatabase, pgServer  # noqa: F401 (fixtures)
+from tests.store import postgres_fixture
 
+# The fixtures, for pytest to find in this module.
+pgServer = postgres_fixture.pgServer
+pgDatabase = postgres_fixture.pgDatabase
 _current = {}
 
 
@@ -30,7 +33,7 @@ def pgStore(limits=None, kept=None, dbname=None):
 
 
 @pytest.fixture(autouse=True)
-def _database(pgServer, pgDatabase):  # noqa: F811
+def _database(pgServer, pgDatabase):
     _current.update(server=pgServer, db=pgDatabase)
     yield
     _current.clear()
