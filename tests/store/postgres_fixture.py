@@ -47,8 +47,9 @@ def binDir():
 class PostgresServer:
     """One test server (see the module docstring)."""
 
-    def __init__(self, bindir):
+    def __init__(self, bindir, fsync=False):
         self.bindir = bindir
+        self.fsync = fsync  # off for tests; the benchmark turns it on
         self.dir = tempfile.mkdtemp(prefix="mailnet-pg-")
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
@@ -72,8 +73,9 @@ class PostgresServer:
         self.start()
 
     def start(self):
-        opts = (f"-k {self.dir} -c listen_addresses='' -p {self.port} -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200")
+        opts = f"-k {self.dir} -c listen_addresses='' -p {self.port} -c max_connections=200"
+        if not self.fsync:
+            opts += " -c fsync=off -c full_page_writes=off"
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", self.data, "-l", self.log, "-o", opts)
 
     def stop(self, mode="fast"):

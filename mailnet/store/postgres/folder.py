@@ -76,9 +76,10 @@ class PostgresFolder(SharedIndex):
         return sorted(uid for m, uid in self.expunged if m > modseq)
 
     def openMessage(self, uid):
-        if uid not in self.infos:
+        info = self.infos.get(uid)
+        if info is None:
             raise NoSuchMessage(uid)
-        return self.db.run(sql.readBody, self.folderId, uid)
+        return self.db.run(sql.readBody, self.folderId, uid, info.size)
 
     def saveRecent(self):
         d = self.db.run(_saveRecent, self.folderId, self.firstRecentUid)

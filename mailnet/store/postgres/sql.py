@@ -253,12 +253,20 @@ def bodyHashes(conn, folderId, uids):
                              (folderId, list(uids))).fetchall())
 
 
-def readBody(conn, folderId, uid):
+def readBody(conn, folderId, uid, size=None):
     """
     The message's bytes: ``io.BytesIO`` up to :data:`IN_MEMORY` bytes, else an
     unlinked temporary file filled one chunk at a time (never the whole body
-    in memory).
+    in memory).  ``size``: the size the folder's index has, if known (a
+    small message is then one query).
     """
+    if size is not None and 0 < size <= IN_MEMORY:
+        data = b"".join(bytes(r[0]) for r in conn.execute(
+            "SELECT c.data FROM messages m JOIN body_chunks c ON c.hash = m.body_hash "
+            "WHERE m.folder = %s AND m.uid = %s ORDER BY c.n", (folderId, uid)))
+        if not data:
+            raise NoSuchMessage(uid)
+        return io.BytesIO(data)
     row = conn.execute("SELECT b.hash, b.size, b.chunks FROM messages m JOIN bodies b ON b.hash = m.body_hash "
                        "WHERE m.folder = %s AND m.uid = %s", (folderId, uid)).fetchone()
     if row is None:
