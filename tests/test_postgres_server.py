@@ -20,6 +20,7 @@ import subprocess
 import imapclient
 import pytest
 
+from mailnet.store.postgres.schema import MIGRATIONS, VERSION
 from tests.harness import MailServer
 from tests.store import postgres_fixture
 
@@ -234,10 +235,10 @@ def test_a_database_without_the_schema_is_refused_then_made(pgServer, tmp_path):
         status = server.mailnet("db", "status", check=False)
         assert status.returncode == 1 and "no mailnet schema" in status.stdout
         made = server.mailnet("db", "init")
-        assert "schema version 0 -> 1" in made.stdout
+        assert f"schema version 0 -> {VERSION}" in made.stdout
         again = server.mailnet("db", "init", check=False)
         assert again.returncode == 1 and "already" in again.stderr
-        assert server.mailnet("db", "upgrade").stdout.strip() == "schema version 1: up to date"
+        assert server.mailnet("db", "upgrade").stdout.strip() == f"schema version {VERSION}: up to date"
         assert "up to date" in server.mailnet("db", "status").stdout
         server.start()
         server.addUser(*ALICE)
@@ -245,6 +246,23 @@ def test_a_database_without_the_schema_is_refused_then_made(pgServer, tmp_path):
         c = imap(server)
         assert c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 1
         c.logout()
+        server.stop()
+    finally:
+        pgServer.dropDatabase(name)
+
+
+def test_an_older_schema_is_refused_until_upgraded(pgServer, tmp_path):
+    name = pgServer.newDatabase(schema=False)
+    try:
+        with pgServer.connect(name) as conn:  # a database made by the previous mailnet
+            conn.execute(MIGRATIONS[0])
+            conn.execute("UPDATE mailnet_schema SET version = 1")
+        server = MailServer(tmp_path / "node", config=pgConfig(pgServer, name))
+        with pytest.raises(RuntimeError) as e:
+            server.start(timeout=30)
+        assert f"the database schema is version 1, this mailnet needs {VERSION}: run `mailnet db upgrade`" in str(e.value)
+        assert f"schema version 1 -> {VERSION}" in server.mailnet("db", "upgrade").stdout
+        server.start()
         server.stop()
     finally:
         pgServer.dropDatabase(name)

@@ -54,9 +54,8 @@ class TestPostgresChanges(ChangesConformance):
     def makeStoreKeeping(self, tmp_path, kept):
         return pgStore(kept=kept, dbname=_current["server"].newDatabase())
 
-    # No restartStore: the change journal lives in the process for now
-    # (docs/store.md); a restart gives a new epoch and old states answer
-    # cannotCalculateChanges, which the contract allows.
+    def restartStore(self, tmp_path, store):
+        return pgStore()
 
 
 class TestPostgresSummaries(SummaryConformance):

@@ -20,7 +20,7 @@ import pytest
 from mailnet.store.interfaces import INBOX, TemporaryStoreError, messageBytes
 from mailnet.store.postgres import PostgresStore
 from mailnet.store.postgres.db import Database
-from mailnet.store.postgres.schema import VERSION, SchemaError, checkVersion, currentVersion, upgrade
+from mailnet.store.postgres.schema import MIGRATIONS, VERSION, SchemaError, checkVersion, currentVersion, upgrade
 from mailnet.store.postgres.sql import CHUNK, IN_MEMORY
 from mailnet.store.testing import Recorder, failure, msg, result, syncRunner
 from tests.store import postgres_fixture
@@ -213,6 +213,33 @@ def test_two_nodes_on_one_database(pgServer, pgDatabase, store):
         other.close()
 
 
+def test_one_change_journal_for_every_node(pgServer, pgDatabase, store):
+    other = makeStore(pgServer, pgDatabase)
+    try:
+        accountA = result(store.getAccount(USER))
+        accountB = result(other.getAccount(USER))
+        s0 = result(accountB.currentState())
+        assert result(accountA.currentState()) == s0
+        a = result(accountA.openFolder(INBOX))
+        uid = result(a.append(msg(1)))
+        emailId = a.emailIds([uid])[uid]
+        result(accountA.createFolder("Projects"))
+        # Node B never opened a folder: the journal in the database has A's changes.
+        c = result(accountB.changesSince(s0))
+        assert c.emails.created == [emailId]
+        assert len(c.mailboxes.created) == 1 and c.mailboxes.updated == [a.mailboxId]
+        assert result(accountB.currentState()) == result(accountA.currentState())
+        # A delivery made through node B shows in A's answer.
+        s1 = result(accountA.currentState())
+        d = other.newDelivery()
+        d.addRecipient(USER)
+        d.write(msg(2))
+        result(d.commit())
+        assert len(result(accountA.changesSince(s1)).emails.created) == 1
+    finally:
+        other.close()
+
+
 def test_schema_versions(pgServer):
     name = pgServer.newDatabase(schema=False)
     try:
@@ -220,9 +247,17 @@ def test_schema_versions(pgServer):
             assert currentVersion(conn) == 0
             with pytest.raises(SchemaError, match="mailnet db init"):
                 checkVersion(conn)
-            assert upgrade(conn) == (0, VERSION)
+            # Version 1 with an account in it, upgraded: the account gets its journal.
+            conn.execute(MIGRATIONS[0])
+            conn.execute("UPDATE mailnet_schema SET version = 1")
+            conn.execute("INSERT INTO accounts (username) VALUES ('old@example.test')")
+            with pytest.raises(SchemaError, match="version 1, this mailnet needs .*: run `mailnet db upgrade`"):
+                checkVersion(conn)
+            assert upgrade(conn) == (1, VERSION)
+            assert conn.execute("SELECT count(*) FROM change_meta").fetchone()[0] == 1
             assert upgrade(conn) == (VERSION, VERSION)
             checkVersion(conn)
+            assert currentVersion(conn) == VERSION
             conn.execute("UPDATE mailnet_schema SET version = %s", (VERSION + 1,))
             with pytest.raises(SchemaError, match="newer than this mailnet"):
                 checkVersion(conn)

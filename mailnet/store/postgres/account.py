@@ -12,7 +12,7 @@ from mailnet.store.base import (
     normalizeFolderName,
     parentsOf,
 )
-from mailnet.store.changes import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED, ChangeLog, Listeners
+from mailnet.store.changes import Listeners
 from mailnet.store.interfaces import (
     INBOX,
     SPECIAL_USE,
@@ -22,7 +22,8 @@ from mailnet.store.interfaces import (
     InvalidFolderName,
     NoSuchFolder,
 )
-from mailnet.store.postgres import sql
+from mailnet.store.postgres import journal, sql
+from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.folder import PostgresFolder
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import AccountThreads, ThreadIndex
@@ -46,50 +47,69 @@ class PostgresAccount:
         self.limits = store.limits
         self.open = {}  # folder row id -> PostgresFolder
         self.lock = defer.DeferredLock()
+        self.keep = store.changesKept
         run = store.runner
         self.threads = AccountThreads(ThreadIndex(None), run)
-        self.changeLog = ChangeLog(None, store.changesKept)
+        self.threadMarks = {}  # this process's positions in its thread index (journal.writeThreads)
         self.accountListeners = Listeners()
-        self.threads.onIndexed = lambda: self.recordChanges([], [])
+        self.threads.onIndexed = self._indexed
         self.summaries = AccountSummaries(SummaryIndex(None), self, self._stamps, run, threads=self.threads)
 
     def serial(self, f):
         """Run ``f()`` (returning a Deferred) after the account's earlier writes."""
         return self.lock.run(f)
 
-    # Change journal
+    # Change journal (mailnet/store/postgres/journal.py)
 
-    def recordChanges(self, emails, mailboxes):
+    def changed(self, rows, told, extra=()):
         """
-        Journal ``emails`` ``(kind, emailId, moved)`` and ``mailboxes``
-        ``(kind, mailboxId, countsOnly)``, with thread rows; tell the
-        account listeners.  Deferred firing with the state.
+        After a change whose journal ``rows`` were written with ``told``
+        ``(state, types)`` (None: a refresh saw other writers' changes, or
+        threads were indexed): add the thread rows, tell the account
+        listeners.  Called under :meth:`serial`; Deferred firing with the
+        state.
         """
+        aid, keep = self.accountId, self.keep
 
-        def build(txn):
-            for kind, emailId, moved in emails:
-                if emailId is not None:
-                    txn.emit(kind, EMAIL, emailId, moved)
-            for kind, mailboxId, counts in mailboxes:
-                if mailboxId is not None:
-                    txn.emit(kind, MAILBOX, mailboxId, counts)
+        def txn(conn):
+            return journal.writeThreads(conn, aid, self.threadMarks, rows, self.threads.index,
+                                        lambda c, e: sql.isLive(c, aid, e), keep)
 
-        def isLive(_, emailId):
-            return self.db.call(sql.isLive, self.accountId, emailId)
-
-        def told(value):
-            state, types = value
+        def tell(value):
+            state, types, marks = value
+            self.threadMarks = marks
+            types = set(types) | set(extra)
+            if told is not None:
+                types |= told[1]
+            elif not extra:
+                types |= {"Email", "Mailbox"}  # another writer's change to an open folder
             self.accountListeners.tell(self, state, types)
             return state
 
-        return self.store.runner(self.changeLog.record, build, self.threads.index, isLive).addCallback(told)
+        return self.db.run(txn).addCallback(tell)
+
+    def _indexed(self):
+        d = self.serial(lambda: self.changed([], None, {"Thread"}))
+        d.addErrback(lambda f: None)  # the journal catches up at the next look
 
     def currentState(self):
-        return self.recordChanges([], [])
+        return self.serial(lambda: self.db.run(
+            lambda conn: journal.writeThreads(conn, self.accountId, self.threadMarks, [], self.threads.index,
+                                              lambda c, e: sql.isLive(c, self.accountId, e), self.keep)
+        ).addCallback(self._marked))
+
+    def _marked(self, value):
+        state, types, marks = value
+        self.threadMarks = marks
+        if types:
+            self.accountListeners.tell(self, state, types)
+        return state
 
     def changesSince(self, state, maxChanges=None):
-        d = self.recordChanges([], [])
-        return d.addCallback(lambda _: self.store.runner(self.changeLog.changes, state, maxChanges))
+        if maxChanges is not None and (not isinstance(maxChanges, int) or maxChanges < 1):
+            return defer.fail(ValueError("maxChanges must be a positive int or None"))
+        d = self.currentState()
+        return d.addCallback(lambda _: self.db.run(journal.changes, self.accountId, state, maxChanges))
 
     def addListener(self, listener):
         self.accountListeners.add(listener)
@@ -129,11 +149,17 @@ class PostgresAccount:
             checkNewFolderName(name, self.limits)
             missing = [p for p in parentsOf(name) if p not in existing]
             checkFolderCount(len(existing), len(missing) + 1, self.limits)
-            return [sql.makeFolder(conn, self.accountId, n)[2] for n in missing + [name]]
+            rows = []
+            for n in missing + [name]:
+                journal.row(rows, CREATED, MAILBOX, sql.makeFolder(conn, self.accountId, n)[2])
+            return rows, journal.write(conn, self.accountId, rows, self.keep)
 
         d = defer.maybeDeferred(normalizeFolderName, name).addCallback(lambda n: self.db.run(q, n))
-        return d.addCallback(lambda made: self.recordChanges([], [(CREATED, m, False) for m in made])).addCallback(
-            lambda _: None)
+        return d.addCallback(self._told)
+
+    def _told(self, value):
+        rows, told = value
+        return self.serial(lambda: self.changed(rows, told)).addCallback(lambda _: None)
 
     def deleteFolder(self, name):
         def q(conn, name):
@@ -145,17 +171,21 @@ class PostgresAccount:
                                 (row[0],)).fetchall()
             conn.execute("DELETE FROM folders WHERE id = %s", (row[0],))
             sql.dropBodies(conn, {h for _, h in msgs})
-            return row[0], row[2], [e for e, _ in msgs]
+            rows = []
+            for emailId, _ in msgs:
+                journal.row(rows, DESTROYED, EMAIL, emailId)
+            journal.row(rows, DESTROYED, MAILBOX, row[2])
+            return row[0], (rows, journal.write(conn, self.accountId, rows, self.keep))
 
         def done(value):
-            folderId, mailboxId, emails = value
+            folderId, told = value
             index = self.open.pop(folderId, None)
             if index is not None:
                 index.drop()
-            return self.recordChanges([(DESTROYED, e, False) for e in emails], [(DESTROYED, mailboxId, False)])
+            return self._told(told)
 
         d = defer.maybeDeferred(normalizeFolderName, name).addCallback(lambda n: self.db.run(q, n))
-        return d.addCallback(done).addCallback(lambda _: None)
+        return d.addCallback(done)
 
     def renameFolder(self, oldName, newName):
         return defer.maybeDeferred(lambda: (normalizeFolderName(oldName), normalizeFolderName(newName))).addCallback(
@@ -178,10 +208,9 @@ class PostgresAccount:
                     checkNewFolderName(new + n[len(old):], self.limits)
             missing = [p for p in parentsOf(new) if p not in existing]
             checkFolderCount(len(existing), len(missing) + (old == INBOX), self.limits)
-            made = [sql.makeFolder(conn, self.accountId, p)[2] for p in missing]
-            if old == INBOX:
-                made.append(sql.makeFolder(conn, self.accountId, new)[2])
-                return made, []
+            rows = []
+            for p in missing + ([new] if old == INBOX else []):
+                journal.row(rows, CREATED, MAILBOX, sql.makeFolder(conn, self.accountId, p)[2])
             renamed = []
             for n in moves:
                 target = new + n[len(old):]
@@ -189,16 +218,16 @@ class PostgresAccount:
                                             "RETURNING id, mailbox_id, name", (target, self.accountId, n)).fetchone())
                 conn.execute("UPDATE subscriptions SET name = %s WHERE account = %s AND name = %s",
                              (target, self.accountId, n))
-            return made, renamed
+                journal.row(rows, UPDATED, MAILBOX, renamed[-1][1])
+            return renamed, (rows, journal.write(conn, self.accountId, rows, self.keep))
 
         async def go():
-            made, renamed = await self.db.run(q)
+            renamed, told = await self.db.run(q)
             for folderId, _, name in renamed:
                 index = self.open.get(folderId)
                 if index is not None:
                     index.name = name
-            await self.recordChanges([], [(CREATED, m, False) for m in made]
-                                     + [(UPDATED, mb, False) for _, mb, _ in renamed])
+            await self._told(told)
             if old == INBOX:
                 # RFC 3501 s6.3.5: the new folder gets INBOX's messages; INBOX
                 # stays, empty, and its children are not renamed.
@@ -234,17 +263,19 @@ class PostgresAccount:
         if self.open.get(index.folderId) is index:
             del self.open[index.folderId]
 
-    def folderChanged(self, folderId, newRows):
+    def delivered(self, folderId, rows, told):
         """
-        A delivery in this process added messages to a folder: the open
-        index takes them in (listeners told), else the journal notes them.
-        Called under :meth:`serial`; returns a Deferred.
+        A delivery in this process added messages to a folder (``rows``
+        journalled with ``told``): the open index takes them in (listeners
+        told), the account listeners are told.  Returns a Deferred.
         """
-        index = self.open.get(folderId)
-        if index is not None:
-            return index._refresh()
-        emails = [(CREATED, emailId, False) for emailId in newRows[1]]
-        return self.recordChanges(emails, [(UPDATED, newRows[0], True)])
+        async def go():
+            index = self.open.get(folderId)
+            if index is not None:
+                await index.apply(await self.db.run(sql.delta, folderId, index.highestModSeq), own=True)
+            await self.changed(rows, told)
+
+        return self.serial(lambda: defer.ensureDeferred(go()))
 
     # Ids, threads, the message list
 
@@ -272,4 +303,3 @@ class PostgresAccount:
     def close(self):
         self.threads.close()
         self.summaries.close()
-        self.changeLog.close()

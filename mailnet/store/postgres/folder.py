@@ -4,11 +4,11 @@ handle shares (IFolder's metadata is synchronous), kept current from the
 database.
 
 Every operation is one transaction that locks the folder row, does its
-change, and reads back everything that changed in the folder since the
-snapshot's modseq (its own change and any other process's): the reactor
-then applies that *delta* to the snapshot, tells the listeners and writes
-the account's change journal.  :meth:`refresh` reads the same delta without
-a change.  Writes of one account are serialized in the process (a
+change, writes its rows of the account's change journal (journal.py), and
+reads back everything that changed in the folder since the snapshot's
+modseq (its own change and any other process's): the reactor then applies
+that *delta* to the snapshot and tells the folder's and the account's
+listeners.  :meth:`refresh` reads the same delta without a change.  Writes of one account are serialized in the process (a
 DeferredLock); between processes the folder row lock orders them, so
 modseqs and UIDs come out in commit order and a delta read with
 ``modseq > known`` misses nothing.
@@ -20,9 +20,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailnet.store.base import SharedIndex, applyFlags
-from mailnet.store.changes import CREATED, DESTROYED, UPDATED
 from mailnet.store.interfaces import SEEN, MessageInfo, NoSuchMessage
-from mailnet.store.postgres import sql
+from mailnet.store.postgres import journal, sql
+from mailnet.store.postgres.journal import EMAIL, MAILBOX, UPDATED
 
 log = Logger()
 
@@ -85,7 +85,8 @@ class PostgresFolder(SharedIndex):
         d = self.db.run(_saveRecent, self.folderId, self.firstRecentUid)
         d.addErrback(lambda f: log.warn("postgres: \\Recent of a folder not saved: {e}", e=f.getErrorMessage()))
 
-    # Changing: one locked transaction each, then the delta applied
+    # Changing: one locked transaction each (the change, its journal rows,
+    # the delta), then the delta applied on the reactor
 
     def refresh(self):
         return self.account.serial(self._refresh)
@@ -93,108 +94,124 @@ class PostgresFolder(SharedIndex):
     def _refresh(self):
         return self.db.run(sql.delta, self.folderId, self.highestModSeq).addCallback(self.apply)
 
+    def _write(self, change, *folders):
+        """
+        ``change(conn, rows)`` in one transaction with the journal write and
+        the deltas of ``folders`` (this one first); the deltas applied, the
+        account told; fires with what ``change`` returned.
+        """
+        folders = folders or (self,)
+        aid, keep = self.account.accountId, self.account.keep
+
+        def txn(conn, sinces):
+            rows = []
+            answer = change(conn, rows)
+            told = journal.write(conn, aid, rows, keep)
+            return answer, rows, told, [sql.delta(conn, f.folderId, since, isolate=False)
+                                        for f, since in zip(folders, sinces)]
+
+        async def go():
+            answer, rows, told, deltas = await self.db.run(txn, [f.highestModSeq for f in folders])
+            for f, found in zip(reversed(folders), reversed(deltas)):
+                await f.apply(found, own=True)
+            await self.account.changed(rows, told)
+            return answer
+
+        return self.account.serial(lambda: defer.ensureDeferred(go()))
+
     def append(self, source, flags, internalDate):
         spool = sql.Spool.of(source)
         date = _now() if internalDate is None else internalDate
 
-        def txn(conn, since):
+        def change(conn, rows):
             h = sql.storeBody(conn, spool)
-            rows = sql.insertMessages(conn, self.folderId, self.account.accountId, [(h, spool.size, flags, date, None)])
-            return rows[0][0], sql.delta(conn, self.folderId, since, isolate=False)
+            new = sql.insertMessages(conn, self.folderId, self.account.accountId,
+                                     [(h, spool.size, flags, date, None)], rows)
+            return new[0][0]
 
         def done(result):
             spool.close()
             return result
 
-        d = self.account.serial(lambda: self.db.run(txn, self.highestModSeq).addBoth(done).addCallback(self._applyThen))
-        return d
+        return self._write(change).addBoth(done)
 
     def setFlags(self, uids, flags, mode, unchangedSince):
-        def txn(conn, since):
+        def change(conn, journalRows):
             sql.lockFolders(conn, [self.folderId])
-            rows = conn.execute("SELECT uid, flags, modseq FROM messages WHERE folder = %s AND uid = ANY(%s) "
-                                "ORDER BY uid", (self.folderId, uids)).fetchall()
+            rows = conn.execute("SELECT uid, flags, modseq, email_id FROM messages WHERE folder = %s "
+                                "AND uid = ANY(%s) ORDER BY uid", (self.folderId, uids)).fetchall()
             todo, failed = [], []
-            for uid, old, modseq in rows:
+            seen = False
+            for uid, old, modseq, emailId in rows:
                 if unchangedSince is not None and modseq > unchangedSince:
                     failed.append(uid)
                     continue
-                new = applyFlags(frozenset(old), flags, mode)
-                if new != frozenset(old):
+                old = frozenset(old)
+                new = applyFlags(old, flags, mode)
+                if new != old:
                     todo.append((uid, sorted(new)))
+                    seen |= (SEEN in old) != (SEEN in new)
+                    journal.row(journalRows, UPDATED, EMAIL, emailId)
             if todo:
-                modseq, _ = sql.bump(conn, self.folderId)
+                modseq, _, mailboxId = sql.bump(conn, self.folderId)
+                if seen:
+                    journal.row(journalRows, UPDATED, MAILBOX, mailboxId, True)
                 with conn.cursor() as cur:
                     cur.executemany("UPDATE messages SET flags = %s, modseq = %s WHERE folder = %s AND uid = %s",
                                     [(new, modseq, self.folderId, uid) for uid, new in todo])
-            return ([uid for uid, _ in todo], failed), sql.delta(conn, self.folderId, since, isolate=False)
+            return [uid for uid, _ in todo], failed
 
         def answer(value):
             changed, failed = value
             return [self.infos[u] for u in changed if u in self.infos], failed
 
-        return self.account.serial(
-            lambda: self.db.run(txn, self.highestModSeq).addCallback(self._applyThen).addCallback(answer))
+        return self._write(change).addCallback(answer)
 
     def expunge(self, uids):
-        def txn(conn, since):
+        def change(conn, rows):
             sql.lockFolders(conn, [self.folderId])
-            return sql.deleteMessages(conn, self.folderId, uids), sql.delta(conn, self.folderId, since, isolate=False)
+            return sql.deleteMessages(conn, self.folderId, uids, rows)
 
-        return self.account.serial(lambda: self.db.run(txn, self.highestModSeq).addCallback(self._applyThen))
+        return self._write(change)
 
     def copyTo(self, uids, dest, move=False):
         present = [uid for uid in uids if uid in self.infos]
         if not present:
             return []
 
-        def txn(conn, since, destSince):
+        def change(conn, journalRows):
             sql.lockFolders(conn, [self.folderId, dest.folderId])
             rows = conn.execute("SELECT uid, body_hash, size, flags, internal_date, email_id FROM messages "
                                 "WHERE folder = %s AND uid = ANY(%s) ORDER BY uid", (self.folderId, present)).fetchall()
             items = [(h, size, flags, date, emailId if move else None) for _, h, size, flags, date, emailId in rows]
-            pairs = []
-            if items:
-                new = sql.insertMessages(conn, dest.folderId, self.account.accountId, items)
-                pairs = [(r[0], n[0]) for r, n in zip(rows, new)]
-                if move:
-                    sql.deleteMessages(conn, self.folderId, [src for src, _ in pairs])
-            return (pairs, sql.delta(conn, self.folderId, since, isolate=False),
-                    sql.delta(conn, dest.folderId, destSince, isolate=False))
-
-        def applied(value):
-            pairs, mine, theirs = value
-            moved = {self.ids[src] for src, _ in pairs if src in self.ids} if move else set()
-            d = dest.apply(theirs, moved)
+            if not items:
+                return []
+            new = sql.insertMessages(conn, dest.folderId, self.account.accountId, items, journalRows)
+            pairs = [(r[0], n[0]) for r, n in zip(rows, new)]
             if move:
-                d.addCallback(lambda _: self.apply(mine, moved))
-            return d.addCallback(lambda _: pairs)
+                sql.deleteMessages(conn, self.folderId, [src for src, _ in pairs], journalRows, moved=True)
+            return pairs
 
-        return self.account.serial(
-            lambda: self.db.run(txn, self.highestModSeq, dest.highestModSeq).addCallback(applied))
+        return self._write(change, self, dest)
 
     def moveTo(self, uids, dest):
         return self.copyTo(uids, dest, move=True)
 
     # Applying a delta
 
-    def _applyThen(self, value):
-        answer, found = value
-        return self.apply(found).addCallback(lambda _: answer)
-
-    def apply(self, found, moved=frozenset()):
+    def apply(self, found, own=False):
         """
         Take in a delta (:func:`sql.delta`): update the snapshot, tell the
-        listeners, journal the account's changes.  ``moved``: email ids
-        that a MOVE carried (updated, not created or destroyed).  Returns a
-        Deferred (the journal write).
+        listeners.  A delta read by :meth:`refresh` (``own`` false) may hold
+        other processes' changes: the account's listeners are told too (the
+        journal has them already: their writers wrote it).  Returns a
+        Deferred.
         """
         if found is None:
             self.drop()
             return defer.succeed(None)
         row, msgs, gone = found
         added, changed = [], []
-        seen = False
         for r in msgs:
             uid = r[0]
             old = self.infos.get(uid)
@@ -207,7 +224,6 @@ class PostgresFolder(SharedIndex):
             elif info.modseq > old.modseq:
                 if info.flags != old.flags:
                     changed.append(info)
-                    seen |= (SEEN in old.flags) != (SEEN in info.flags)
             else:
                 continue
             self.infos[uid] = info
@@ -218,7 +234,6 @@ class PostgresFolder(SharedIndex):
             if uid in self.infos:
                 removed.append(uid)
         removed.sort()
-        removedIds = [(uid, self.ids.get(uid)) for uid in removed]
         for uid in removed:
             del self.infos[uid]
             self.ids.pop(uid, None)
@@ -231,16 +246,9 @@ class PostgresFolder(SharedIndex):
         self.notify("messagesAdded", added)
         self.notify("flagsChanged", changed)
         self.notify("messagesExpunged", removed)
-        emails = []
-        for i in added:
-            e = self.ids[i.uid]
-            emails.append((UPDATED, e, True) if e in moved else (CREATED, e, False))
-        emails += [(UPDATED, self.ids[i.uid], False) for i in changed]
-        emails += [(UPDATED if e in moved else DESTROYED, e, e in moved) for _, e in removedIds if e is not None]
-        mailboxes = [(UPDATED, self.mailboxId, True)] if (added or removed or seen) else []
-        if not emails and not mailboxes:
+        if own or not (added or changed or removed):
             return defer.succeed(None)
-        return self.account.recordChanges(emails, mailboxes)
+        return self.account.changed([], None)
 
     def drop(self):
         """The folder was deleted: tell open handles its messages are gone."""

@@ -28,7 +28,10 @@ Tables (version 1; docs/store.md "The PostgreSQL backend"):
   delivery to many recipients) stores no second body.  A body goes in the
   transaction that removes its last message.
 * ``notify_log``: reserved for the cross-node change feed (LISTEN/NOTIFY;
-  see docs/scaling.md), unused in version 1.
+  see docs/scaling.md), unused yet.
+
+Version 2 adds the account change journal: ``change_meta`` and ``changes``
+(mailnet/store/postgres/journal.py).
 """
 
 from __future__ import annotations
@@ -107,6 +110,27 @@ MIGRATIONS = [
         payload text NOT NULL,
         at timestamptz NOT NULL DEFAULT now()
     );
+    """,
+    # 2: the account change journal (JMAP /changes), written in the
+    # transaction of each change (mailnet/store/postgres/journal.py).
+    """
+    CREATE TABLE change_meta (
+        account bigint PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        epoch text NOT NULL,
+        last bigint NOT NULL DEFAULT 0,
+        floor bigint NOT NULL DEFAULT 0
+    );
+    INSERT INTO change_meta (account, epoch) SELECT id, substr(md5(random()::text), 1, 8) FROM accounts;
+    CREATE TABLE changes (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        seq bigint NOT NULL,
+        type smallint NOT NULL,
+        id text NOT NULL,
+        kind smallint NOT NULL,
+        counts boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (account, seq)
+    );
+    CREATE INDEX changes_type ON changes (account, type, seq);
     """,
 ]
 

@@ -11,6 +11,8 @@ import io
 import tempfile
 
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, NoSuchAccount, NoSuchFolder, NoSuchMessage
+from mailnet.store.postgres import journal
+from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.schema import CHUNK
 
 MSG_COLS = "uid, email_id, flags, internal_date, size, modseq"
@@ -25,8 +27,11 @@ EXPUNGED_KEPT = 10_000
 # Accounts and folders
 
 
-def accountId(conn, username, create):
-    """The account's row id; made with INBOX and the special-use folders when ``create``."""
+def accountId(conn, username, create, keep=None):
+    """
+    The account's row id; made with INBOX and the special-use folders when
+    ``create`` (its journal too; ``keep``: the changes it keeps).
+    """
     row = conn.execute("SELECT id FROM accounts WHERE username = %s", (username,)).fetchone()
     if row is not None:
         return row[0]
@@ -37,9 +42,12 @@ def accountId(conn, username, create):
     if row is None:  # made meanwhile by another session or node
         return conn.execute("SELECT id FROM accounts WHERE username = %s", (username,)).fetchone()[0]
     aid = row[0]
+    journal.start(conn, aid)
+    rows = []
     for name in [INBOX, *SPECIAL_USE]:
-        makeFolder(conn, aid, name)
+        journal.row(rows, CREATED, MAILBOX, makeFolder(conn, aid, name)[2])
         conn.execute("INSERT INTO subscriptions VALUES (%s, %s) ON CONFLICT DO NOTHING", (aid, name))
+    journal.write(conn, aid, rows, keep or 100_000)
     return aid
 
 
@@ -124,12 +132,12 @@ def delta(conn, folderId, since, isolate=True):
 
 
 def bump(conn, folderId, uids=0):
-    """Lock the folder row, take a modseq and ``uids`` UIDs: ``(modseq, first uid)``."""
+    """Lock the folder row, take a modseq and ``uids`` UIDs: ``(modseq, first uid, mailbox id)``."""
     row = conn.execute("UPDATE folders SET highestmodseq = highestmodseq + 1, uidnext = uidnext + %s "
-                       "WHERE id = %s RETURNING highestmodseq, uidnext", (uids, folderId)).fetchone()
+                       "WHERE id = %s RETURNING highestmodseq, uidnext, mailbox_id", (uids, folderId)).fetchone()
     if row is None:
         raise NoSuchFolder(folderId)
-    return row[0], row[1] - uids
+    return row[0], row[1] - uids, row[2]
 
 
 def lockFolders(conn, folderIds):
@@ -141,36 +149,51 @@ def newEmailIds(conn, n):
     return ["M%d" % r[0] for r in conn.execute("SELECT nextval('email_ids') FROM generate_series(1, %s)", (n,))]
 
 
-def insertMessages(conn, folderId, aid, items):
+def insertMessages(conn, folderId, aid, items, rows):
     """
-    ``items``: ``(bodyHash, size, flags, internalDate, emailId or None)``.
-    Returns the new rows (as :data:`MSG_COLS`), one modseq for the batch.
+    ``items``: ``(bodyHash, size, flags, internalDate, emailId or None)``
+    (an email id given: a MOVE).  Returns the new rows (as
+    :data:`MSG_COLS`), one modseq for the batch; the journal rows go to
+    ``rows``.
     """
-    modseq, uid = bump(conn, folderId, len(items))
+    modseq, uid, mailboxId = bump(conn, folderId, len(items))
     fresh = iter(newEmailIds(conn, sum(1 for i in items if i[4] is None)))
-    rows = []
+    new = []
     for n, (h, size, flags, date, emailId) in enumerate(items):
-        rows.append((uid + n, emailId or next(fresh), sorted(flags), float(date), size, modseq))
+        new.append((uid + n, emailId or next(fresh), sorted(flags), float(date), size, modseq))
+        if emailId:
+            journal.row(rows, UPDATED, EMAIL, emailId, True)
+        else:
+            journal.row(rows, CREATED, EMAIL, new[-1][1])
+    journal.row(rows, UPDATED, MAILBOX, mailboxId, True)
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO messages (folder, account, body_hash, uid, email_id, flags, internal_date, size, "
                         "modseq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [(folderId, aid, item[0], *row) for item, row in zip(items, rows)])
-    return rows
+                        [(folderId, aid, item[0], *r) for item, r in zip(items, new)])
+    return new
 
 
-def deleteMessages(conn, folderId, uids):
-    """Remove messages (the folder row locked by the caller); the bodies nobody uses any more go too."""
-    modseq, _ = bump(conn, folderId)
-    gone = conn.execute("DELETE FROM messages WHERE folder = %s AND uid = ANY(%s) RETURNING uid, body_hash",
-                        (folderId, list(uids))).fetchall()
+def deleteMessages(conn, folderId, uids, rows, moved=False):
+    """
+    Remove messages (the folder row locked by the caller); the bodies nobody
+    uses any more go too.  Journal rows to ``rows``: destroyed, or updated
+    when ``moved`` (a MOVE's sources: the messages live on elsewhere).
+    """
+    gone = conn.execute("SELECT uid FROM messages WHERE folder = %s AND uid = ANY(%s)", (folderId, list(uids))).fetchall()
     if not gone:
         return []
+    modseq, _, mailboxId = bump(conn, folderId)
+    gone = conn.execute("DELETE FROM messages WHERE folder = %s AND uid = ANY(%s) RETURNING uid, body_hash, email_id",
+                        (folderId, list(uids))).fetchall()
+    for _, _, emailId in gone:
+        journal.row(rows, UPDATED if moved else DESTROYED, EMAIL, emailId, moved)
+    journal.row(rows, UPDATED, MAILBOX, mailboxId, True)
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO expunged (folder, uid, modseq) VALUES (%s, %s, %s) "
                         "ON CONFLICT (folder, uid) DO UPDATE SET modseq = EXCLUDED.modseq",
-                        [(folderId, uid, modseq) for uid, _ in gone])
-    dropBodies(conn, {h for _, h in gone})
-    return sorted(uid for uid, _ in gone)
+                        [(folderId, uid, modseq) for uid, _, _ in gone])
+    dropBodies(conn, {h for _, h, _ in gone})
+    return sorted(uid for uid, _, _ in gone)
 
 
 def dropBodies(conn, hashes):

@@ -20,7 +20,7 @@ from mailnet.store.interfaces import (
     StoreError,
     TemporaryStoreError,
 )
-from mailnet.store.postgres import sql
+from mailnet.store.postgres import journal, sql
 from mailnet.store.postgres.account import PostgresAccount
 from mailnet.store.postgres.db import Database
 
@@ -61,7 +61,7 @@ class PostgresStore:
             return self._accounts.setdefault(username, PostgresAccount(self, username, aid))
 
         d = defer.maybeDeferred(self._checkName, username)
-        d.addCallback(lambda _: self.db.run(sql.accountId, username, create))
+        d.addCallback(lambda _: self.db.run(sql.accountId, username, create, self.changesKept))
         return d.addCallback(made)
 
     def knownAccount(self, username):
@@ -72,19 +72,17 @@ class PostgresStore:
 
     def delivered(self, added):
         """
-        After a delivery committed: ``added`` is ``[(username, accountId,
-        folderId, mailboxId, emailId)]``; open folders and journals of
-        this process take them in.  Returns a Deferred.
+        After a delivery committed: ``added`` is ``[(username, folderId,
+        rows, told)]`` (the journal rows of that folder's copy, and the
+        account's ``(state, types)``); open folders and account listeners
+        of this process take them in.  Returns a Deferred.
         """
-        byFolder = {}
-        for username, aid, folderId, mailboxId, emailId in added:
+        ds = []
+        for username, folderId, rows, told in added:
             account = self._accounts.get(username)
             if account is None:
                 continue
-            byFolder.setdefault((username, folderId), (account, mailboxId, []))[2].append(emailId)
-        ds = []
-        for (_, folderId), (account, mailboxId, emails) in byFolder.items():
-            d = account.serial(lambda a=account, f=folderId, m=mailboxId, e=emails: a.folderChanged(f, (m, e)))
+            d = account.delivered(folderId, rows, told)
             d.addErrback(lambda f: log.warn("postgres: a delivery's notification failed: {e}", e=f.getErrorMessage()))
             ds.append(d)
         return defer.gatherResults(ds) if ds else defer.succeed(None)
@@ -149,20 +147,26 @@ class PostgresDelivery:
         spool = self._spool
         recipients = list(self._recipients)
 
+        keep = self._store.changesKept
+
         def txn(conn):
             h = sql.storeBody(conn, spool)
             targets = []
             for username, name in recipients:
-                aid = sql.accountId(conn, username, True)
+                aid = sql.accountId(conn, username, True, keep)
                 row = sql.folderRow(conn, aid, name)
-                targets.append((row[0], username, aid, name, row[2]))
+                targets.append((row[0], username, aid, name))
             sql.lockFolders(conn, [t[0] for t in targets])
-            out, added = [], []
-            for folderId, username, aid, name, mailboxId in targets:
-                [row] = sql.insertMessages(conn, folderId, aid, [(h, spool.size, flags, date, None)])
+            out, copies, byAccount = [], [], {}
+            for folderId, username, aid, name in targets:
+                rows = []
+                [row] = sql.insertMessages(conn, folderId, aid, [(h, spool.size, flags, date, None)], rows)
                 out.append((username, name, row[0]))
-                added.append((username, aid, folderId, mailboxId, row[1]))
-            return out, added
+                copies.append((username, aid, folderId, rows))
+                byAccount.setdefault(aid, []).extend(rows)
+            # The accounts' journals, in account order (two deliveries never deadlock).
+            told = {aid: journal.write(conn, aid, byAccount[aid], keep) for aid in sorted(byAccount)}
+            return out, [(username, folderId, rows, told[aid]) for username, aid, folderId, rows in copies]
 
         def done(value):
             out, added = value
