@@ -16,6 +16,7 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+import time
 
 import imapclient
 import pytest
@@ -266,3 +267,43 @@ def test_an_older_schema_is_refused_until_upgraded(pgServer, tmp_path):
         server.stop()
     finally:
         pgServer.dropDatabase(name)
+
+
+def test_idle_on_one_node_hears_a_change_made_on_another(pgServer, pgDatabase, tmp_path):
+    # No IDLE polling: only the database's notification can tell node b.
+    config = dict(pgConfig(pgServer, pgDatabase), limits={"imap_idle_poll": 0})
+    nodes = [MailServer(tmp_path / f"node{n}", config=config) for n in "ab"]
+    for node in nodes:
+        node.start()
+        node.addUser(*ALICE)
+    a, b = nodes
+    try:
+        watcher = imap(b)
+        watcher.select_folder("INBOX")
+        watcher.idle()
+        writer = imap(a)
+        start = time.monotonic()
+        writer.append("INBOX", message("from node a"))
+        seen = []
+        while time.monotonic() - start < 5 and not any(r[1] == b"EXISTS" for r in seen if len(r) > 1):
+            seen += watcher.idle_check(timeout=0.2)
+        elapsed = time.monotonic() - start
+        assert (1, b"EXISTS") in seen, seen
+        assert elapsed < 1.0 + 1.0, elapsed  # within 1 s of the APPEND's OK (a second of slack for load)
+        # A flag change and an expunge on node a: FETCH and EXPUNGE on node b.
+        writer.select_folder("INBOX")
+        [uid] = writer.search("ALL")
+        writer.add_flags([uid], [b"\\Flagged"])
+        writer.add_flags([uid], [b"\\Deleted"])
+        writer.expunge()
+        seen = []
+        start = time.monotonic()
+        while time.monotonic() - start < 5 and not any(r[1] == b"EXPUNGE" for r in seen if len(r) > 1):
+            seen += watcher.idle_check(timeout=0.2)
+        assert any(r[1] == b"FETCH" for r in seen if len(r) > 1) and (1, b"EXPUNGE") in seen, seen
+        watcher.idle_done()
+        watcher.logout()
+        writer.logout()
+    finally:
+        for node in nodes:
+            node.stop()

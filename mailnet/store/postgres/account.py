@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailnet.store.base import (
@@ -27,6 +28,8 @@ from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, U
 from mailnet.store.postgres.folder import PostgresFolder
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.threads import AccountThreads, ThreadIndex
+
+log = Logger()
 
 
 @implementer(IAccount)
@@ -87,6 +90,17 @@ class PostgresAccount:
             return state
 
         return self.db.run(txn).addCallback(tell)
+
+    def remoteChange(self):
+        """Another node changed this account (listen.py): open folders refresh, listeners are told."""
+
+        def failed(f):
+            log.warn("postgres: taking in another node's change failed: {e}", e=f.getErrorMessage())
+
+        for index in list(self.open.values()):
+            self.serial(index._refresh).addErrback(failed)
+        if not self.open and self.accountListeners:
+            self.serial(lambda: self.changed([], None)).addErrback(failed)
 
     def _indexed(self):
         d = self.serial(lambda: self.changed([], None, {"Thread"}))

@@ -26,6 +26,7 @@ Failures:
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import threading
 
 from twisted.logger import Logger
@@ -112,6 +113,8 @@ class Database:
         self._trigger = None
         self.runner = runner or self.poolRunner
         self.closed = False
+        # Names this store's connections (and its NOTIFYs: listen.py ignores its own).
+        self.applicationName = "mailnet-" + secrets.token_hex(4)
 
     # Connections
 
@@ -123,7 +126,7 @@ class Database:
         if self._connect is not None:
             conn = self._connect()
         else:
-            conn = psycopg.connect(**self.settings.connectArgs())
+            conn = psycopg.connect(**dict(self.settings.connectArgs(), application_name=self.applicationName))
         with self._allLock:
             self._all.add(conn)
         self._local.conn = conn

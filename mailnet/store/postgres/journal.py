@@ -60,6 +60,8 @@ def write(conn, aid, rows, keep):
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO changes (account, seq, type, id, kind, counts) VALUES (%s, %s, %s, %s, %s, %s)",
                         [(aid, first + n, t, i, k, bool(c)) for n, (t, i, k, c) in enumerate(rows)])
+    # Other nodes hear of it at the commit (listen.py); the sender is named so it can skip its own.
+    conn.execute("SELECT pg_notify('mailnet_changes', %s || ' ' || current_setting('application_name'))", (str(aid),))
     if last - floor > keep + keep // 10:
         floor = last - keep
         conn.execute("DELETE FROM changes WHERE account = %s AND seq <= %s", (aid, floor))

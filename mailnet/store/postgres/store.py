@@ -45,6 +45,28 @@ class PostgresStore:
         self.changesKept = changesKept
         self.runner = runner or db.runner
         self._accounts = {}  # username -> PostgresAccount (in this process)
+        self.listener = None
+
+    def listen(self, reactor=None):
+        """Hear other nodes' changes (LISTEN/NOTIFY, listen.py) in a thread of its own."""
+        from mailnet.store.postgres.listen import Listener
+
+        if reactor is None:
+            from twisted.internet import reactor
+        self.listener = Listener(self.db, reactor, self.remoteChange, self.resync)
+        self.listener.start()
+        return self.listener
+
+    def remoteChange(self, accountId):
+        """Another node changed the account: its open folders refresh, its listeners are told."""
+        for account in list(self._accounts.values()):
+            if account.accountId == accountId:
+                account.remoteChange()
+
+    def resync(self):
+        """Notifications may have been lost: every account of the process looks again."""
+        for account in list(self._accounts.values()):
+            account.remoteChange()
 
     def _checkName(self, username):
         try:
@@ -88,6 +110,9 @@ class PostgresStore:
         return defer.gatherResults(ds) if ds else defer.succeed(None)
 
     def close(self):
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         accounts, self._accounts = self._accounts, {}
         for account in accounts.values():
             account.close()
@@ -203,4 +228,6 @@ def makeStore(config):
         db.close()
         raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
     db._closeAll()  # the connection made on the main thread is not reused by the pool
-    return PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
+    store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
+    store.listen()
+    return store
