@@ -209,6 +209,16 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "push_ping_minimum": _o("int", 10, "Shortest EventSource ping interval a client may ask for, in seconds (RFC 8620 s7.3 allows a minimum of at most 30).", minimum=1),
         "push_connections_per_user": _o("int", 10, "EventSource connections one user may keep open.", minimum=1),
     },
+    "jmap": {
+        "submission_hold": _o("float", 5.0, "Seconds a JMAP EmailSubmission waits (undoStatus pending) before it is sent, so that the webmail can offer \"undo send\"; 0 = send at once.", minimum=0),
+        "vacation_period": _o("int", 7 * 86400, "Seconds before a sender gets another vacation auto-reply from the same user (RFC 3834 s2 suggests days; RFC 5230 defaults to 7 days).", minimum=3600),
+    },
+    "webmail": {
+        "enabled": _o("bool", True, "Serve the webmail (a JMAP client in the browser) at / of the http listener, with cookie logins at /webmail/; false leaves JMAP only."),
+        "session_idle": _o("int", 8 * 3600, "Seconds a webmail session lasts without a request (the user logs in again after).", minimum=60),
+        "session_max": _o("int", 7 * 86400, "Seconds a webmail session lasts at most after its login, used or not.", minimum=60),
+        "inline_image_max": _o("int", 2 * MB, "Largest cid: image part put into a shown HTML message as a data: URI (the sandboxed frame cannot fetch it); larger ones are left out.", minimum=0),
+    },
     "log": {
         "level": _o("choice", "info", "\"debug\" logs protocol dialogues (never passwords); \"info\" one line per event.", choices=("debug", "info", "warn", "error")),
     },

@@ -12,17 +12,40 @@ local sender; :func:`deliverFile`).
 from __future__ import annotations
 
 import errno
+import weakref
 
 from twisted.internet import defer
 
 from mailnet.errors import DeliveryError, temporaryFailure
+from mailnet.logs import Logger
 from mailnet.metrics import DISCARD, Timer
 from mailnet.store.interfaces import INBOX, NoSuchFolder, StorageFull, StoreError, TemporaryStoreError
+
+log = Logger()
 
 CHUNK = 64 * 1024  # bytes read from a spooled message at a time
 
 # RFC 3463 X.3.1 "mail system full"; the same text as smtp.replies.MAIL_SYSTEM_FULL.
 _FULL = (452, "4.3.1", "Mail system full; try again later")
+
+HOOK_HEADER = 64 * 1024  # bytes of the message a delivery hook is given (its header section)
+_hooks = weakref.WeakKeyDictionary()  # store -> hook
+
+
+def setDeliveryHook(store, hook):
+    """
+    Call ``hook(usernames, sender, header)`` after each local delivery into
+    ``store`` is durable (once the copies are safe; the reply to the client
+    does not wait for it, and its exceptions are logged, never raised):
+    ``usernames`` the users who got it, ``sender`` the envelope sender,
+    ``header`` the start of the message after the Return-Path and trace
+    fields (its own header section), at most :data:`HOOK_HEADER` bytes.  The vacation responder (mailnet/vacation.py)
+    is the one hook; None removes it.
+    """
+    if hook is None:
+        _hooks.pop(store, None)
+    else:
+        _hooks[store] = hook
 
 
 class LocalDelivery:
@@ -59,8 +82,23 @@ class LocalDelivery:
             _abortQuietly(delivery)
             raise
         self._delivery = delivery
-        # The store's own method: SMTP calls this for every piece of a body.
-        self.write = delivery.write
+        self._usernames = list(usernames)
+        self._sender = sender
+        try:
+            self._hook = _hooks.get(store)
+        except TypeError:  # a store that cannot be weakly referenced has no hook
+            self._hook = None
+        if self._hook is None:
+            # The store's own method: SMTP calls this for every piece of a body.
+            self.write = delivery.write
+        else:
+            self._header = b""
+
+    def write(self, data):
+        """(With a delivery hook: the header is kept for it as it passes.)"""
+        if len(self._header) < HOOK_HEADER and b"\r\n\r\n" not in self._header:
+            self._header += data[:HOOK_HEADER - len(self._header)]
+        self._delivery.write(data)
 
     def writeFile(self, f):
         """Copy the rest of the open file ``f`` in, :data:`CHUNK` bytes at a time."""
@@ -87,6 +125,11 @@ class LocalDelivery:
 
     def _committed(self, result):
         self._timer.done()
+        if self._hook is not None:
+            try:
+                self._hook(self._usernames, self._sender, self._header)
+            except Exception:
+                log.failure("local delivery: the delivery hook failed")
         return result
 
     def _failed(self, failure):

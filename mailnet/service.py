@@ -37,7 +37,7 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, task
 from mailnet.logs import Logger
 
-from mailnet import auth, login, metrics, net, tls
+from mailnet import auth, localdelivery, login, metrics, net, tls, vacation
 from mailnet.config import Config, ConfigError
 from mailnet.durable import writeAtomically
 from mailnet.http import metrics as metricsServer
@@ -201,6 +201,10 @@ class MailContext:
         if self.tlsOptions is not None:
             self.tlsOptions.onHandshake = self.metrics.tlsHandshake
         self.spool = Spool(config.spoolDir)
+        # RFC 8621 s8 / RFC 3834: vacation settings, and the auto-reply after each local delivery.
+        self.vacation = vacation.FileVacationStore(os.path.join(config.server.data_dir, "vacation"))
+        localdelivery.setDeliveryHook(self.store, vacation.Responder(self.vacation, self.spool,
+                                                                     config.jmap.vacation_period, self.hostname))
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
         self.messageFilter = makeFilter(config, reactor)
@@ -353,6 +357,8 @@ class MailnetService(service.MultiService):
         if http and http["port"] is not None:
             host = http["host"] if ":" not in (http["host"] or "") else f"[{http['host']}]"
             log.info("jmap session: http://{host}:{port}/.well-known/jmap", host=host, port=http["port"])
+            if config.webmail.enabled:
+                log.info("webmail: http://{host}:{port}/", host=host, port=http["port"])
         if self.demoLogin:
             log.info("demo login: user {user} password {password}", user=self.demoLogin[0], password=self.demoLogin[1])
         log.info("mailnet ready: {hostname}, domains {domains}, data in {data}",

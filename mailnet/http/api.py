@@ -63,11 +63,17 @@ class Counter:
             self.counts.pop(key, None)
 
 
-def contentDisposition(name: str) -> bytes:
-    """``attachment`` with the name (RFC 6266 s4.3: an ASCII fallback and filename*)."""
+# Types a browser may show in a tab (the webmail's image attachments): raster images, never
+# SVG or HTML (which could run script; their CSP sandbox stops it too).
+INLINE_TYPES = (b"image/png", b"image/jpeg", b"image/gif", b"image/webp")
+
+
+def contentDisposition(name: str, inline=False) -> bytes:
+    """``attachment`` (or ``inline``) with the name (RFC 6266 s4.3: an ASCII fallback and filename*)."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%/' else "_" for c in name)[:200] or "download"
     encoded = urllib.parse.quote(name[:200], safe="")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}".encode("ascii")
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}".encode("ascii")
 
 
 class JMAPResource:
@@ -92,6 +98,8 @@ class JMAPResource:
         self.uploadsInProgress = Counter()
         # Called with each Account a request uses (the store's blob source learns accountId -> account).
         self.accountHooks = []
+        # More services for the methods (Context.services): hostname, limits, submission...
+        self.services = {}
 
     def routes(self):
         return {
@@ -119,9 +127,9 @@ class JMAPResource:
         except AuthRefused as e:
             if not gone:
                 if e.status == 401:
-                    for challenge in self.auth.challenges():
+                    for challenge in self.auth.challenges(request):
                         request.responseHeaders.addRawHeader(b"www-authenticate", challenge)
-                problem(request, e.status, "about:blank", e.detail)
+                problem(request, e.status, e.type, e.detail)
         except RequestError as e:
             if not gone:
                 problem(request, e.status, PREFIX + e.type, e.detail,
@@ -193,7 +201,7 @@ class JMAPResource:
         accounts = self.accountsOf(principal)
         sessionState = core.sessionObject(self.registry, principal.username, accounts, self.limits, base)["state"]
         context = Context(principal.username, {a.id: a for a in accounts}, self.limits,
-                          {"blobs": self.blobs, "clock": self.clock, "sessionState": sessionState})
+                          dict(self.services, blobs=self.blobs, clock=self.clock, sessionState=sessionState))
         return await processRequest(self.registry, parsed, context)
 
     # Upload (RFC 8620 s6.1)
@@ -252,7 +260,7 @@ class JMAPResource:
         try:
             request.setHeader(b"content-type", contentType)
             request.setHeader(b"content-length", b"%d" % blob.size)
-            request.setHeader(b"content-disposition", contentDisposition(name))
+            request.setHeader(b"content-disposition", contentDisposition(name, contentType in INLINE_TYPES))
             # Never run by the browser: no sniffing, and a sandbox CSP even
             # when opened directly (RFC 8620 s8.6 warns of exactly this).
             request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")

@@ -12,9 +12,10 @@ AUTH.  ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from
 those proxies.
 
 Schemes are tried in order (:attr:`Authenticator.schemes`): the first whose
-``credentials(request)`` finds something authenticates the request.  The
-webmail's cookie session will be one more scheme (its ``authenticate``
-looks the session up instead of checking a password).
+``credentials(request)`` finds something authenticates the request: Basic,
+then the webmail's cookie session (:class:`CookieScheme`, which looks the
+session up instead of checking a password, and asks for the session's CSRF
+token on every request that may change something).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import ipaddress
 from twisted.internet import defer
 
 from mailnet.config import ConfigError
+from mailnet.http.session import cookieValue
 from mailnet.login import LoginAbandoned, LoginBusy, LoginFailed
 from mailnet.store.interfaces import IAccount
 
@@ -38,13 +40,22 @@ class AuthRefused(Exception):
     The request is not authenticated.
 
     @ivar status: 401 (no or bad credentials, or passwords not allowed
-        here), 429 (too many logins waiting), 503 (the check failed).
+        here), 403 (a cookie request without its CSRF token), 429 (too many
+        logins waiting), 503 (the check failed).
+    @ivar type: the problem type (RFC 7807) of the answer.
     """
 
-    def __init__(self, status, detail):
+    def __init__(self, status, detail, type="about:blank"):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.type = type
+
+
+CSRF_TYPE = "urn:mailnet:csrf"
+CSRF_DETAIL = "missing or wrong X-CSRF-Token"
+# Methods that only read (RFC 9110 s9.2.1): no CSRF token asked.
+SAFE_METHODS = (b"GET", b"HEAD")
 
 
 @dataclasses.dataclass
@@ -135,18 +146,86 @@ class BasicScheme:
         return principal
 
 
+class CookieScheme:
+    """
+    The webmail's session cookie (mailnet/http/session.py).  No password
+    is checked: the session was made by a login through the login sequence.
+
+    Cross-site request forgery is refused three ways: the cookie is
+    SameSite=Strict; a request that may change something (not GET/HEAD)
+    must carry the session's token in ``X-CSRF-Token``, which another site
+    cannot read nor send without a CORS preflight we never answer; and a
+    browser that says the request came from another site
+    (``Sec-Fetch-Site: cross-site`` or ``same-site``) is refused even for a
+    GET.  A WebSocket handshake cannot carry the header, so it must come
+    with an ``Origin`` naming the ``Host`` it was sent to.
+    """
+
+    name = "cookie"
+
+    def __init__(self, sessions):
+        self.sessions = sessions
+
+    def challenge(self):
+        return None
+
+    def credentials(self, request):
+        return cookieValue(request.getHeader(b"cookie"))
+
+    @defer.inlineCallbacks
+    def authenticate(self, authenticator, request, sessionId, alive=None):
+        session = self.sessions.find(sessionId)
+        if session is not None and authenticator.userExists is not None and not authenticator.userExists(session.username):
+            self.sessions.delete(sessionId)  # the user was removed: their sessions end with them
+            session = None
+        if session is None:
+            raise AuthRefused(401, "The session has ended; log in again.")
+        checkCSRF(request, session)
+        try:
+            account, logout = yield authenticator.avatarFor(session.username)
+        except Exception:
+            raise AuthRefused(503, "Cannot log in now; try again later.")
+        return Principal(session.username, account, logout, "cookie")
+
+
+def crossSite(request) -> bool:
+    """The browser says another site sent this request (Fetch Metadata: ``Sec-Fetch-Site``)."""
+    site = (request.getHeader(b"sec-fetch-site") or b"").strip().lower()
+    return site not in (b"", b"same-origin", b"none")
+
+
+def checkCSRF(request, session):
+    """AuthRefused(403) unless a cookie request is safe from forgery (see :class:`CookieScheme`)."""
+    if crossSite(request):
+        raise AuthRefused(403, CSRF_DETAIL, CSRF_TYPE)
+    if (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
+        origin = (request.getHeader(b"origin") or b"").partition(b"://")[2].lower()
+        if not origin or origin != (request.getHeader(b"host") or b"").lower():
+            raise AuthRefused(403, CSRF_DETAIL, CSRF_TYPE)
+    elif request.method not in SAFE_METHODS and not session.csrfMatches(request.getHeader(b"x-csrf-token")):
+        raise AuthRefused(403, CSRF_DETAIL, CSRF_TYPE)
+
+
 class Authenticator:
     """
     @param login: the :class:`~mailnet.login.LoginSequence`.
     @param trustedProxies: ``ip_network`` list (loopback is always trusted).
     @param allowPlaintext: ``[auth] allow_plaintext``.
+    @param sessions: the webmail's :class:`~mailnet.http.session.SessionStore`
+        (None: no cookie sessions).
+    @param userExists: ``f(username) -> bool`` (the user directory's
+        ``exists``), asked on each cookie request; None: not asked.
     """
 
-    def __init__(self, login, trustedProxies=(), allowPlaintext=False):
+    def __init__(self, login, trustedProxies=(), allowPlaintext=False, sessions=None, userExists=None):
         self.login = login
         self.trustedProxies = list(trustedProxies)
         self.allowPlaintext = allowPlaintext
+        self.sessions = sessions
+        self.userExists = userExists
         self.schemes = [BasicScheme()]
+        if sessions is not None:
+            self.schemes.append(CookieScheme(sessions))
 
     def _trusted(self, request):
         address = _address(getattr(request.getClientAddress(), "host", "") or "")
@@ -175,7 +254,18 @@ class Authenticator:
         proto = request.getHeader(b"x-forwarded-proto")
         return proto is None or proto.strip().lower() == b"https"
 
-    def challenges(self):
+    def overTLS(self, request) -> bool:
+        """The client reached us over TLS: directly, or through a trusted proxy that says so."""
+        if request.isSecure():
+            return True
+        return self._trusted(request) and (request.getHeader(b"x-forwarded-proto") or b"").strip().lower() == b"https"
+
+    def challenges(self, request=None):
+        """WWW-Authenticate values for a 401.  A request that came with the
+        webmail's cookie gets no Basic challenge: a browser would answer it
+        with its own login dialog instead of the app's."""
+        if request is not None and self.sessions is not None and cookieValue(request.getHeader(b"cookie")):
+            return [f'Cookie realm="{REALM}"'.encode()]
         return [c for c in (scheme.challenge() for scheme in self.schemes) if c]
 
     def authenticate(self, request, alive=None):
@@ -188,6 +278,12 @@ class Authenticator:
         except AuthRefused as e:
             return defer.fail(e)
         return defer.fail(AuthRefused(401, "Authentication required."))
+
+    def avatarFor(self, username):
+        """Deferred ``(account, logout)``: the store account of a user who
+        logged in earlier (a cookie session), from the realm, without a password."""
+        d = defer.maybeDeferred(self.login.portal.realm.requestAvatar, username, None, IAccount)
+        return d.addCallback(lambda result: (result[1], result[2]))
 
     @defer.inlineCallbacks
     def loginWithPassword(self, request, username, password, alive=None):

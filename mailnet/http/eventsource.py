@@ -3,18 +3,25 @@ Push over EventSource (RFC 8620 s7.3): ``GET eventSourceUrl`` keeps the
 response open and writes a ``state`` event for each change of the user's
 accounts (from an :class:`~mailnet.jmap.push.IPushSource`), ``ping``
 events on the asked interval, and ends after the first ``state`` event
-with ``closeafter=state``.
+with ``closeafter=state``.  Each ``state`` event has an ``id``, the
+pushState (RFC 8620 s7.1) of every state the stream has told (a type
+never told is taken as changed at a resume, which costs the client one
+``/changes`` with nothing in it); a client
+that reconnects with it in ``Last-Event-ID`` gets at once a ``state``
+event for what changed since (everything, for an id it did not get from
+us), so nothing is missed while it was away.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 
+from twisted.internet import defer
 from twisted.web import server
 
 from mailnet.http.site import allowMethods, notFound, problem
 from mailnet.jmap import core
-from mailnet.jmap.push import EventSourceArguments, eventPing, eventStateChange
+from mailnet.jmap.push import EventSourceArguments, eventPing, eventStateChange, parsePushState, pushStateOf
 from mailnet.logs import Logger
 
 log = Logger()
@@ -64,7 +71,18 @@ class EventSource:
             closed()
             principal.done()
 
-        Stream(request, arguments, self.source, principal.username, self.clock, onClose).start()
+        stream = Stream(request, arguments, self.source, principal.username, self.clock, onClose)
+        stream.start()
+        currentStates = getattr(self.source, "currentStates", None)
+        lastEventId = request.getHeader(b"last-event-id")
+        if currentStates is None or lastEventId is None:
+            return  # a new client asks /changes itself; the pushState holds what the stream told
+        try:
+            current = await defer.maybeDeferred(currentStates, principal.username)
+        except Exception:
+            log.failure("jmap push: the current states could not be read")
+            return
+        stream.baseline(current, lastEventId.decode("utf-8", "replace"))
 
     def _closed(self, key):
         def closed():
@@ -88,6 +106,7 @@ class Stream:
         self.done = False
         self.unsubscribe = source.subscribe(username, self.changed)
         self.eventCount = 0
+        self.states = {}  # {accountId: {Type: state}} told (and current at a resume): the pushState
 
     def start(self):
         request = self.request
@@ -114,6 +133,26 @@ class Stream:
         self.request.write(eventPing(self.arguments.ping))
         self._arm()
 
+    def baseline(self, current, lastEventId):
+        """
+        The states when the stream began (what the pushState starts from);
+        with ``lastEventId`` (RFC 8620 s7.3 resume), a ``state`` event now
+        for each state that differs from the ones that id carries.
+        """
+        if self.done:
+            return
+        current = self.arguments.filter(current)
+        known = None if lastEventId is None else (parsePushState(lastEventId) or {})
+        missed = {}
+        for accountId, types in current.items():
+            mine = self.states.setdefault(accountId, {})
+            for name, state in types.items():
+                mine.setdefault(name, state)  # an event since the subscription is newer
+                if known is not None and known.get(accountId, {}).get(name) != mine[name]:
+                    missed.setdefault(accountId, {})[name] = mine[name]
+        if missed:
+            self.changed(missed)
+
     def changed(self, changed):
         if self.done:
             return
@@ -121,7 +160,9 @@ class Stream:
         if not changed:
             return
         self.eventCount += 1
-        self.request.write(eventStateChange(changed))
+        for accountId, types in changed.items():
+            self.states.setdefault(accountId, {}).update(types)
+        self.request.write(eventStateChange(changed, pushStateOf(self.states)))
         if self.arguments.closeAfterState:
             self.close()
             return

@@ -1,6 +1,6 @@
 """
-The http listener's service: JMAP (RFC 8620) on twisted.web, and later the
-webmail's static files.  ``makeService(context)`` is what
+The http listener's service: JMAP (RFC 8620) on twisted.web, and the
+webmail (mailnet/http/webmail.py: its files, cookie logins, cleaned HTML).  ``makeService(context)`` is what
 :mod:`mailnet.service` calls, as for every protocol.
 """
 
@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from mailnet import serving
-from mailnet.http import api, auth, blobstore, eventsource, site, websocket
+from mailnet.auth import IUserDirectory
+from mailnet.http import api, auth, blobstore, eventsource, session, site, userdata, webmail, websocket
 from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
 from mailnet.jmap.errors import PREFIX
+from mailnet.jmap.identity import SendRules
 from mailnet.jmap.mailblobs import StoreBlobSource
 from mailnet.jmap.storepush import StorePushSource
+from mailnet.jmap.submission import Outbox, Outcome
 from mailnet.logs import Logger
+from mailnet.queue import submit
 
 log = Logger()
 
@@ -60,8 +64,14 @@ class HTTPService(serving.ProtocolService):
         self.registry = defaultRegistry()
         if getattr(context, "metrics", None) is not None:
             self.registry.onCall = context.metrics.jmapCall
+        # The webmail's cookie sessions ([webmail]); None when the webmail is off.
+        self.sessions = None
+        if config.webmail.enabled:
+            self.sessions = session.SessionStore(clock, config.webmail.session_idle, config.webmail.session_max)
+        users = getattr(context, "users", None)
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
-                                                config.auth.allow_plaintext)
+                                                config.auth.allow_plaintext, self.sessions,
+                                                users.exists if IUserDirectory.providedBy(users) else None)
         self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
         # Uploads first, then the store's messages and their parts (mailnet/jmap/mailblobs.py).
         self.storeBlobs = StoreBlobSource()
@@ -69,15 +79,43 @@ class HTTPService(serving.ProtocolService):
         self.push = push if push is not None else StorePushSource(context.store)
         self.jmap = api.JMAPResource(self.registry, self.limits, self.authenticator, self.blobs, self.uploads, clock)
         self.jmap.accountHooks.append(lambda account: self.storeBlobs.remember(account.id, account.backend))
+        self.jmap.services.update(hostname=config.server.hostname, messageSize=config.limits.message_size)
+        self._services(context)
+        # RFC 8621 s8: VacationResponse reads and writes the users' vacation settings (mailnet/vacation.py).
+        self.jmap.services["vacation"] = getattr(context, "vacation", None)
         self.events = eventsource.EventSource(self.jmap, self.push, clock, config.http.push_ping_minimum,
                                               config.http.push_connections_per_user)
         routes = dict(self.jmap.routes())
         routes.update(self.events.routes())
         routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
+        if self.sessions is not None:
+            self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max)
+            routes.update(self.webmail.routes())
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
                               requestDeadline=config.http.request_deadline,
                               minDataRate=config.limits.min_data_rate, idleTimeout=config.http.idle_timeout)
         self.sweeper = None
+
+    def _services(self, context):
+        """Identity and EmailSubmission: the submission rules, user data, the outbox (SMTP's path)."""
+        directory = getattr(context, "directory", None)
+        if directory is None or getattr(context, "spool", None) is None:
+            return  # an embedding without the mail side: Identity and EmailSubmission are forbidden
+        config = context.config
+        self.userData = userdata.JSONUserData(os.path.join(config.server.data_dir, "jmap"))
+        self.outbox = Outbox(self._send, context.reactor, hold=config.jmap.submission_hold,
+                             maxRecipients=config.limits.smtp_recipients, messageSize=config.limits.message_size,
+                             resolve=lambda a: submit.resolveRecipient(directory, a) if "@" in a else None,
+                             runner=self._run)
+        self.jmap.services.update(sendRules=SendRules(directory), userData=self.userData, outbox=self.outbox)
+
+    def _send(self, username, mailFrom, rcptTo, data):
+        d = submit.submit(self.context, username, mailFrom, rcptTo, data)
+        return d.addCallback(lambda s: Outcome(s.code, f"{s.enhanced} {s.text}".strip(), s.local))
+
+    def _run(self, coroutine):
+        d = defer.ensureDeferred(coroutine)
+        d.addErrback(lambda failure: log.failure("jmap: sending a held submission failed", failure))
 
     def bodyLimit(self, path: bytes) -> int:
         if path.startswith(core.API_PATH.encode()):
@@ -104,6 +142,8 @@ class HTTPService(serving.ProtocolService):
         self.sweeper.start(SWEEP_INTERVAL, now=True)
 
     def _sweep(self):
+        if self.sessions is not None:
+            self.sessions.sweep()
         return self.uploads.sweep().addErrback(lambda failure: log.failure("jmap: sweeping uploads failed", failure))
 
     def stopService(self):

@@ -16,14 +16,12 @@ bytes directly (the same result, without building a MIME tree).
 from __future__ import annotations
 
 import datetime
-import email
-import email.policy
 import email.utils
-import re
 import time
 
-from mailnet.mail.headers import decodeHeader, decodeWords, headerString, parseAddresses
-from mailnet.mail.mime import MAX_HEADER, MAX_PARTS, TooComplex, mimeText, quickText
+from mailnet.mail.headers import decodeHeader
+from mailnet.mail.mime import MAX_HEADER, MAX_PARTS
+from mailnet.mail.textsearch import MessageText, addressText
 from mailnet.store.interfaces import SEEN
 
 # Messages larger than this are searched in their raw form, chunk by chunk,
@@ -35,6 +33,9 @@ _CHUNK = 1024 * 1024
 # header costs no more than a 256 KB one.  The text of at most MAX_PARTS
 # MIME parts is decoded ([limits] mime_parts); the rest of the message is
 # matched as raw text.  (Both from mailnet.mail.mime.)
+
+# The caps are mailnet.mail.mime's (MAX_HEADER, MAX_PARTS); named here too, where tests read them.
+__all__ = ["Candidate", "Searcher", "SearchError", "DECODE_LIMIT", "MAX_HEADER", "MAX_PARTS"]
 
 _CONTENT_OPS = {"HEADER", "ADDRESS", "BODY", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"}
 
@@ -142,78 +143,18 @@ def _utcDate(seconds):
     return datetime.date(t.tm_year, t.tm_mon, t.tm_mday)
 
 
-class Candidate:
-    """One message being searched: metadata, and content loaded on demand."""
+class Candidate(MessageText):
+    """One message being searched: metadata, and content loaded on demand (:class:`MessageText`)."""
 
-    __slots__ = ("msn", "uid", "info", "recent", "data", "huge", "_header", "_bodyText", "_allText", "_fast",
-                 "_bodyOffset")
+    __slots__ = ("msn", "uid", "info", "recent", "huge")
 
     def __init__(self, msn, uid, info, recent):
+        super().__init__(None)  # data: bytes of the message (only the header for huge ones)
         self.msn = msn
         self.uid = uid
         self.info = info
         self.recent = recent
-        self.data = None  # bytes of the message (only the header for huge ones)
         self.huge = None  # for huge messages: the set of needles found in the raw bytes
-        self._header = None
-        self._bodyText = None
-        self._allText = None
-        self._fast = None
-        self._bodyOffset = None
-
-    # Content helpers (data must be loaded)
-
-    def bodyOffset(self):
-        if self._bodyOffset is None:
-            i = self.data.find(b"\r\n\r\n")
-            j = self.data.find(b"\n\n")
-            if i < 0 and j < 0:
-                self._bodyOffset = len(self.data)
-            elif i < 0 or (0 <= j < i):
-                self._bodyOffset = j + 2
-            else:
-                self._bodyOffset = i + 4
-        return self._bodyOffset
-
-    def header(self):
-        if self._header is None:
-            end = min(self.bodyOffset(), MAX_HEADER)
-            self._header = email.message_from_bytes(self.data[:end], policy=email.policy.compat32)
-        return self._header
-
-    def fast(self):
-        """Whether raw bytes can stand for the decoded text: 7-bit, no encodings, single part."""
-        if self._fast is None:
-            data = self.data
-            if not data.isascii():
-                self._fast = False
-            else:
-                low = data.lower()
-                self._fast = (b"content-transfer-encoding" not in low or _ONLY_7BIT.search(low) is None) \
-                    and b"=?" not in data and b"multipart/" not in low and b"message/rfc822" not in low
-                if self._fast:
-                    self._allText = low
-        return self._fast
-
-    def headerValues(self, name):
-        values = self.header().get_all(name) or []
-        return [decodeHeader(v) for v in values]
-
-    def bodyText(self, maxParts=MAX_PARTS):
-        if self._bodyText is None:
-            try:
-                self._bodyText = "\n".join(quickText(self.data, maxParts=[maxParts])).casefold()
-            except TooComplex:
-                if self.data.count(b"\n--") > maxParts:
-                    # Too many parts for the email package (seconds of work):
-                    # the whole message as raw text.
-                    self._bodyText = self.data.decode("utf-8", "replace").casefold()
-                else:
-                    self._bodyText = mimeText(self.data)
-        return self._bodyText
-
-
-_ONLY_7BIT = re.compile(rb"content-transfer-encoding:\s*(base64|quoted-printable)")
 
 
 class Searcher:
@@ -370,35 +311,6 @@ class Searcher:
                     if needle in decodeHeader(value):
                         return True
         return needle in c.bodyText(self.maxParts)
-
-
-def addressText(value) -> str:
-    """
-    An address-list field as SEARCH matches it: each address ``Name
-    <mailbox@host>`` (or ``mailbox@host``), a group ``Name: ...;``, joined
-    by ``, ``; casefolded.  A field with no address in it is matched as
-    its decoded text.
-    """
-    text = re.sub(r"\r?\n[ \t]", " ", headerString(value))
-    out = []
-    for item in parseAddresses(text):
-        if item[0] == "group" and len(item) == 3:
-            members = ", ".join(_oneAddress(m) for m in item[2])
-            out.append("%s: %s;" % (decodeWords(item[1]) if item[1] else "", members))
-        else:
-            out.append(_oneAddress(item))
-    if not out:
-        return decodeHeader(text)
-    return ", ".join(out).casefold()
-
-
-def _oneAddress(item):
-    name, _, mailbox, host = item
-    address = (mailbox or "") + ("@" + host if host else "")
-    if name:
-        name = decodeWords(name) if "=?" in name else name
-        return "%s <%s>" % (name, address)
-    return address
 
 
 def _compareDate(op, date, target):

@@ -34,7 +34,13 @@ MODULES = (
     "mailnet.jmap.websocket",
     "mailnet.jmap.mailbox",
     "mailnet.jmap.email",
+    "mailnet.jmap.emailquery",
+    "mailnet.jmap.searchsnippet",
+    "mailnet.jmap.vacation",
     "mailnet.jmap.thread",
+    "mailnet.jmap.identity",
+    "mailnet.jmap.submission",
+    "mailnet.jmap.emailimport",
 )
 
 

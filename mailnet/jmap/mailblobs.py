@@ -17,7 +17,7 @@ import io
 
 from zope.interface import implementer
 
-from mailnet.jmap import emailbody, mailstore
+from mailnet.jmap import emailbody, emailimport, mailstore
 from mailnet.jmap.blobs import Blob, IBlobSource
 from mailnet.mail import mime
 
@@ -58,10 +58,15 @@ class StoreBlobSource:
             folder.close()
         try:
             structure = emailbody.Structure(emailId, mime.scan(f))
-            leaf = structure.leaves.get(part[1])
+            leaf, source = structure.leaves.get(part[1]), f
             if leaf is None:
-                return None
-            data = b"".join(mime.decodedChunks(f, leaf.bodyStart, leaf.end, leaf.encoding))
+                # A part of an attached message ("2.1"; Email/parse gives these ids).
+                f.seek(0)
+                found = emailimport.nestedPart(f.read(), part[1])
+                if found is None:
+                    return None
+                leaf, source = found[0], io.BytesIO(found[1])
+            data = b"".join(mime.decodedChunks(source, leaf.bodyStart, leaf.end, leaf.encoding))
         except (mime.OverBudget, mime.UnknownEncoding, ValueError):
             return None
         finally:

@@ -37,7 +37,8 @@ def accountCapability(username=None) -> dict:
         "maxMailboxDepth": limits.depth,
         "maxSizeMailboxName": limits.nameLength,
         "maxSizeAttachmentsPerEmail": 35_000_000,
-        "emailQuerySortOptions": ["receivedAt"],
+        "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "from", "to", "subject", "hasKeyword",
+                                  "allInThreadHaveKeyword", "someInThreadHaveKeyword"],  # jmap/emailquery.py
         "mayCreateTopLevelMailbox": True,
     }
 
@@ -325,11 +326,61 @@ async def mailboxSet(call):
     return await standard.standardSet(call, Mailboxes(remove, resolveId=call.resolveId))
 
 
+def _usesSubscribed(filter) -> bool:
+    if not isinstance(filter, dict):
+        return False
+    if "operator" in filter:
+        return any(_usesSubscribed(c) for c in filter.get("conditions") or [])
+    return "isSubscribed" in filter
+
+
+async def mailboxQuery(call):
+    answer = await standard.standardQuery(call, Mailboxes(cached=True))
+    # Subscription changes are not journaled by the store: no /queryChanges with that filter.
+    answer["canCalculateChanges"] = not _usesSubscribed(call.arguments.get("filter"))
+    return answer
+
+
+async def mailboxQueryChanges(call):
+    """
+    RFC 8620 s5.6 from the account's Mailbox changes: counts-only updates
+    (the store's updatedProperties) move nothing; created Mailboxes are
+    added at their index; a rename or a destroy (which may change other
+    Mailboxes' name and parentId) and the isSubscribed filter are
+    cannotCalculateChanges.
+    """
+    account = call.account()
+    args = call.arguments
+    filter, sort, calculateTotal = standard._queryArguments(call)
+    since = args.get("sinceQueryState")
+    if not isinstance(since, str):
+        raise MethodError("invalidArguments", "sinceQueryState must be a string")
+    maxChanges = standard._unsigned(args, "maxChanges", None, minimum=1)
+    upToId = args.get("upToId")
+    if upToId is not None and not isinstance(upToId, str):
+        raise MethodError("invalidArguments", "upToId must be an id")
+    if _usesSubscribed(filter):
+        raise MethodError("cannotCalculateChanges", "subscriptions are not journaled; query again")
+    changes = (await mailstore.changesSince(account.backend, since, None)).mailboxes
+    renamed = changes.updated if changes.updatedProperties is None else []
+    if changes.hasMoreChanges or changes.destroyed or renamed:
+        raise MethodError("cannotCalculateChanges", "Mailboxes were renamed or destroyed; query again")
+    _, ids = await Mailboxes(cached=True).query(account.backend, filter, sort)
+    removed, added = standard.queryChangesFromUpdates(ids, changes.created, [], [])
+    if maxChanges is not None and len(removed) + len(added) > maxChanges:
+        raise MethodError("tooManyChanges")
+    answer = {"accountId": account.id, "oldQueryState": since, "newQueryState": changes.newState,
+              "removed": removed, "added": added}
+    if calculateTotal:
+        answer["total"] = len(ids)
+    return answer
+
+
 def register(registry):
     # RFC 8621 s1.3.1: the session value is empty; the account's carries the limits.
     registry.capability(MAIL, {}, accountValue=accountCapability)
     registry.method("Mailbox/get", mailboxGet, MAIL)
     registry.method("Mailbox/changes", mailboxChanges, MAIL)
-    registry.method("Mailbox/query", lambda call: standard.standardQuery(call, Mailboxes(cached=True)), MAIL)
-    registry.method("Mailbox/queryChanges", lambda call: standard.standardQueryChanges(call, TYPE), MAIL)
+    registry.method("Mailbox/query", mailboxQuery, MAIL)
+    registry.method("Mailbox/queryChanges", mailboxQueryChanges, MAIL)
     registry.method("Mailbox/set", mailboxSet, MAIL, mutates=True)

@@ -10,6 +10,8 @@ an embedding application) publish into.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 
 from zope.interface import Interface, implementer
@@ -23,6 +25,13 @@ class IPushSource(Interface):
         (RFC 8620 s7.1 TypeState).  Returns a callable that unsubscribes.
         """
 
+    def currentStates(username):
+        """
+        Optional: every account of ``username`` with the state of each type
+        (``{accountId: {TypeName: state}}``), or a Deferred firing with it:
+        what an EventSource that resumes (``Last-Event-ID``) is sent at once.
+        """
+
 
 @implementer(IPushSource)
 class MemoryPushSource:
@@ -30,6 +39,10 @@ class MemoryPushSource:
 
     def __init__(self):
         self.subscribers: dict[str, list] = {}
+        self.states: dict[str, dict] = {}  # username -> every state published
+
+    def currentStates(self, username):
+        return {a: dict(t) for a, t in self.states.get(username.lower(), {}).items()}
 
     def subscribe(self, username, callback):
         key = username.lower()
@@ -45,6 +58,9 @@ class MemoryPushSource:
         return unsubscribe
 
     def publish(self, username, changed: dict):
+        states = self.states.setdefault(username.lower(), {})
+        for accountId, types in changed.items():
+            states.setdefault(accountId, {}).update(types)
         for callback in list(self.subscribers.get(username.lower(), ())):
             callback(changed)
 
@@ -112,19 +128,55 @@ class EventSourceArguments:
         return out
 
 
-def stateChange(changed: dict) -> dict:
-    """RFC 8620 s7.1 StateChange."""
-    return {"@type": "StateChange", "changed": changed}
+def stateChange(changed: dict, pushState=None) -> dict:
+    """RFC 8620 s7.1 StateChange (``pushState`` when given)."""
+    out = {"@type": "StateChange", "changed": changed}
+    if pushState is not None:
+        out["pushState"] = pushState
+    return out
 
 
 def eventStateChange(changed: dict, eventId=None) -> bytes:
-    """An EventSource ``state`` event (RFC 8620 s7.3) carrying a StateChange."""
+    """
+    An EventSource ``state`` event (RFC 8620 s7.3) carrying a StateChange;
+    ``eventId`` (the pushState) is the event's ``id`` and the StateChange's
+    ``pushState``, which a client resuming sends back as ``Last-Event-ID``.
+    """
     lines = []
     if eventId is not None:
         lines.append(f"id: {eventId}")
     lines.append("event: state")
-    lines.append("data: " + json.dumps(stateChange(changed), separators=(",", ":")))
+    lines.append("data: " + json.dumps(stateChange(changed, eventId), separators=(",", ":")))
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def pushStateOf(states: dict) -> str:
+    """
+    RFC 8620 s7.1 pushState: every state the client has been told,
+    ``{accountId: {Type: state}}``, as one opaque string (base64url of
+    compact JSON: no new line, no colon, so it is a valid event id).
+    """
+    data = json.dumps(states, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+MAX_PUSH_STATE = 8192  # characters of a Last-Event-ID looked at
+
+
+def parsePushState(text) -> dict | None:
+    """:func:`pushStateOf` back, or None for anything else (an old server's id, garbage)."""
+    if not isinstance(text, str) or not text or len(text) > MAX_PUSH_STATE:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(a, str) and isinstance(t, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                               for k, v in t.items())
+            for a, t in value.items()):
+        return None
+    return value
 
 
 def eventPing(interval: int) -> bytes:

@@ -325,6 +325,26 @@ def _longestIncreasing(items, key):
     return out[::-1]
 
 
+def queryChangesFromUpdates(newIds, created, updated, destroyed, upToId=None):
+    """
+    RFC 8620 s5.6 without the old result: from what changed since
+    (``created``, ``updated``, ``destroyed`` ids of the type), when a
+    record's place in the result changes only when the record itself does.
+    ``removed``: every updated or destroyed id (some may not have been in
+    the old result, which s5.6 allows); ``added``: every created or
+    updated id in ``newIds`` with its index, up to ``upToId`` when given.
+    """
+    touched = set(created) | set(updated)
+    removed = list(dict.fromkeys(list(updated) + list(destroyed)))
+    added = []
+    for index, i in enumerate(newIds):
+        if i in touched:
+            added.append({"id": i, "index": index})
+        if upToId is not None and i == upToId:
+            break
+    return removed, added
+
+
 async def standardQueryChanges(call, dataType) -> dict:
     """RFC 8620 s5.6 ``/queryChanges``."""
     account = call.account()

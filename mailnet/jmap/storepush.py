@@ -78,6 +78,15 @@ class StorePushSource:
 
         return unsubscribe
 
+    async def currentStates(self, username):
+        """Every type's state of the user's account (one account state for all, docs/jmap.md)."""
+        account = await self.store.getAccount(username)
+        currentState = getattr(account, "currentState", None)
+        if currentState is None:
+            return {}
+        state = await currentState()
+        return {accountIdFor(username.lower()): {t: state for t in ("Email", "EmailDelivery", "Mailbox", "Thread")}}
+
     def count(self, username=None) -> int:
         if username is None:
             return sum(len(u.callbacks) for u in self.users.values())

@@ -9,22 +9,30 @@ from mailnet.jmap.push import EventSourceArguments
 from tests.http.inprocess import HTTP, basic
 
 
-def events(data: bytes):
+def events(data: bytes, withIds=False):
+    """(event, data) of each event; the pushState (tested on its own) left out unless ``withIds``."""
     out = []
     for block in data.decode().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":") and ": " in line)
         if fields:
-            out.append((fields.get("event"), json.loads(fields["data"])))
+            value = json.loads(fields["data"])
+            if withIds:
+                out.append((fields.get("event"), value, fields.get("id")))
+            else:
+                value.pop("pushState", None)
+                out.append((fields.get("event"), value))
     return out
 
 
-def open_stream(http, query=b"types=*&closeafter=no&ping=0", user="alice@example.test"):
+def open_stream(http, query=b"types=*&closeafter=no&ping=0", user="alice@example.test", headers=None):
     connection = http.connect()
-    connection.send(b"GET", b"/jmap/eventsource/?" + query, auth=basic(user))
+    connection.send(b"GET", b"/jmap/eventsource/?" + query, headers=headers, auth=basic(user))
     head = connection.transport.value()
     assert b" 200 " in head.split(b"\r\n", 1)[0], head
     assert b"text/event-stream" in head
     connection.transport.clear()
+    if headers:
+        connection.transport.write(head.split(b"\r\n\r\n", 1)[1])  # events sent at once stay for body()
     return connection
 
 
@@ -94,3 +102,28 @@ def test_arguments():
     assert EventSourceArguments.parse({"ping": ["1"]}, 100).ping == 30
     assert EventSourceArguments.parse({"ping": ["100000"]}, 10, maximumPing=60).ping == 300
     assert parsed.filter({"a": {"Email": "1", "Thread": "2"}, "b": {"Thread": "3"}}) == {"a": {"Email": "1"}}
+
+
+def test_push_state_and_resume_with_last_event_id(tmp_path):
+    from mailnet.jmap.push import parsePushState
+
+    http = HTTP(tmp_path)
+    account = http.accountId()
+    http.service.push.publish("alice@example.test", {account: {"Email": "1", "Mailbox": "1"}})
+    connection = open_stream(http)
+    assert events(body(connection)) == []  # no Last-Event-ID: nothing at once (the client calls /changes)
+    http.service.push.publish("alice@example.test", {account: {"Email": "2"}})
+    [(kind, data, eventId)] = events(body(connection), withIds=True)
+    # RFC 8620 s7.1: the pushState is every state the stream told, the event's id the same.
+    assert data["pushState"] == eventId and parsePushState(eventId) == {account: {"Email": "2"}}
+    connection.protocol.connectionLost(failure.Failure(ConnectionDone()))
+    http.service.push.publish("alice@example.test", {account: {"Mailbox": "3"}})  # while away
+    again = open_stream(http, headers={b"last-event-id": eventId.encode()})
+    [(kind, data, newId)] = events(body(again), withIds=True)
+    assert kind == "state" and data["changed"] == {account: {"Mailbox": "3"}}  # only what was missed
+    assert parsePushState(newId) == {account: {"Email": "2", "Mailbox": "3"}}
+    uptodate = open_stream(http, headers={b"last-event-id": newId.encode()})
+    assert events(body(uptodate)) == []
+    stranger = open_stream(http, b"types=Email&closeafter=state&ping=0", headers={b"last-event-id": b"junk:\x01"})
+    assert events(body(stranger)) == [("state", {"@type": "StateChange", "changed": {account: {"Email": "2"}}})]
+    assert parsePushState("junk") is None and parsePushState("e30") == {}

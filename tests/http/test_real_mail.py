@@ -204,8 +204,8 @@ def test_changes_after_smtp_delivery_and_imap_store(server):
 def test_errors_over_http(server):
     account = accountId(server)
     answers = api(server,
-                  ("Email/query", {"accountId": account, "filter": {"text": "x"}}),
-                  ("Email/query", {"accountId": account, "sort": [{"property": "size"}]}),
+                  ("Email/query", {"accountId": account, "filter": {"bogus": "x"}}),
+                  ("Email/query", {"accountId": account, "sort": [{"property": "bogus"}]}),
                   ("Email/query", {"accountId": account, "anchor": "nope"}),
                   ("Email/changes", {"accountId": account, "sinceState": "nope"}),
                   ("Email/set", {"accountId": account, "ifInState": "nope", "destroy": []}),

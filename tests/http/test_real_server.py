@@ -148,7 +148,9 @@ def test_upload_and_download_with_curl(jmap, tmp_path):
                          capture_output=True, check=True)
     assert target.read_bytes() == source.read_bytes()
     headers = out.stdout.decode().lower()
-    assert "content-disposition: attachment" in headers and "x-content-type-options: nosniff" in headers
+    # A raster image may be shown in a tab (docs/webmail.md "Downloads"); anything else is an attachment.
+    assert "content-disposition: inline" in headers and "x-content-type-options: nosniff" in headers
+    assert "content-security-policy: default-src 'none'; sandbox" in headers
     out = subprocess.run([curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "alice@example.test:wrong",
                           jmap.url("/.well-known/jmap")], capture_output=True)
     assert out.stdout == b"401"

@@ -23,7 +23,7 @@ def test_session_capability_and_mailbox_get():
     s.deliver(message("one"))
     s.deliver(message("two"), flags=("\\Seen",))
     cap = s.jmapAccount.capabilities["urn:ietf:params:jmap:mail"]
-    assert cap["maxMailboxesPerEmail"] == 1 and cap["emailQuerySortOptions"] == ["receivedAt"]
+    assert cap["maxMailboxesPerEmail"] == 1 and "subject" in cap["emailQuerySortOptions"]
     boxes = s.mailboxes()
     inbox = boxes["INBOX"]
     assert inbox["role"] == "inbox" and inbox["parentId"] is None and inbox["isSubscribed"] is True
@@ -120,9 +120,8 @@ def test_email_query_sort_filters_and_paging():
     assert names(filter={"from": "bob@example"}) == newest
     assert names(filter={"inMailbox": inbox}, anchor=page["ids"][0], anchorOffset=-1, limit=2) == ["m5", "m4"]
     assert names(position=-2) == ["m2", "m1"]
-    for bad, error in (({"filter": {"text": "x"}}, "unsupportedFilter"),
-                       ({"filter": {"body": "x"}}, "unsupportedFilter"),
-                       ({"sort": [{"property": "subject"}]}, "unsupportedSort"),
+    for bad, error in (({"filter": {"snippet": "x"}}, "unsupportedFilter"),
+                       ({"sort": [{"property": "id"}]}, "unsupportedSort"),
                        ({"anchor": "nope"}, "anchorNotFound"),
                        ({"filter": {"before": "yesterday"}}, "invalidArguments"),
                        ({"filter": {"minSize": -1}}, "invalidArguments"),
@@ -130,7 +129,7 @@ def test_email_query_sort_filters_and_paging():
                        ({"collapseThreads": "yes"}, "invalidArguments"),
                        ({"limit": -1}, "invalidArguments")):
         assert s.error("Email/query", **bad) == error, bad
-    assert s.error("Email/queryChanges", sinceQueryState="x") == "cannotCalculateChanges"
+    assert s.error("Email/queryChanges", sinceQueryState="x") == "cannotCalculateChanges"  # an unknown state
 
 
 def test_email_query_collapse_threads():
@@ -219,7 +218,7 @@ def test_email_set_keywords_move_destroy_and_changes():
     assert answer["notUpdated"]["nope"]["type"] == "notFound"
     assert s.ok("Email/set", update={one: {"subject": "x"}})["notUpdated"][one]["type"] == "invalidProperties"
     assert s.ok("Email/set", update={one: {"mailboxIds": {}}})["notUpdated"][one]["type"] == "invalidProperties"
-    assert s.ok("Email/set", create={"k": {"subject": "draft"}})["notCreated"]["k"]["type"] == "forbidden"
+    assert s.ok("Email/set", create={"k": {"subject": "draft"}})["notCreated"]["k"]["type"] == "invalidProperties"
     state = s.ok("Email/get", ids=[])["state"]
     assert s.error("Email/set", ifInState="0.0", destroy=[one]) == "stateMismatch"
     answer = s.ok("Email/set", ifInState=state, destroy=[one, "nope"])
@@ -302,7 +301,7 @@ def test_creation_ids_in_parent_and_mailbox_ids():
 
 
 def test_a_filtered_query_reads_only_what_the_page_needs(monkeypatch):
-    from mailnet.jmap import email
+    from mailnet.jmap import emailquery as email
 
     s = MailSession()
     for n in range(10):

@@ -1,0 +1,211 @@
+"""RFC 8621 Identity (s6) and EmailSubmission (s7) in-process: memory store, a task.Clock, a recording send."""
+
+from twisted.internet import task
+
+from mailnet.auth import AliasDB, Directory
+from mailnet.jmap.dispatch import runSync
+from mailnet.jmap.identity import MemoryUserData, SendRules, identityId
+from mailnet.jmap.submission import Outbox, Outcome
+from tests.jmap.mailhelp import USER
+from tests.jmap.test_emailcreate import DraftSession, draft
+
+SUBMISSION = "urn:ietf:params:jmap:submission"
+
+
+class Users:
+    def __init__(self, *names):
+        self.names = {n.lower() for n in names}
+
+    def canonical(self, address):
+        return address.lower() if address.lower() in self.names else None
+
+    def exists(self, address):
+        return address.lower() in self.names
+
+
+class Sent:
+    def __init__(self):
+        self.messages = []
+        self.reply = Outcome(250, "2.0.0 OK")
+
+    def __call__(self, username, mailFrom, rcptTo, data):
+        self.messages.append((username, mailFrom, list(rcptTo), data))
+        return self.reply
+
+
+def session(tmp_path, hold=0.0, maxRecipients=100, aliases="sales@example.test: alice@example.test\n"
+                                                            "@example.test: alice@example.test\n"):
+    (tmp_path / "aliases").write_text(aliases)
+    directory = Directory(["example.test"], Users(USER, "bob@example.test"), AliasDB(str(tmp_path / "aliases")))
+    clock = task.Clock()
+    sent = Sent()
+    outbox = Outbox(sent, clock, hold=hold, maxRecipients=maxRecipients, messageSize=100_000,
+                    resolve=directory.resolve, runner=runSync)
+    s = DraftSession(sendRules=SendRules(directory), userData=MemoryUserData(), outbox=outbox, clock=clock)
+    s.clock, s.sent, s.outbox = clock, sent, outbox
+    return s
+
+
+def request(s, *calls):
+    from mailnet.jmap.dispatch import CORE, Context, processRequest
+    from mailnet.jmap.mailbox import MAIL
+    from mailnet.jmap.request import Request
+
+    context = Context(USER, {s.jmapAccount.id: s.jmapAccount}, s.limits, dict(s.services))
+    methodCalls = []
+    for n, (name, args) in enumerate(calls):
+        args = dict(args)
+        args.setdefault("accountId", s.jmapAccount.id)
+        methodCalls.append([name, args, str(n)])
+    return runSync(processRequest(s.registry, Request([CORE, MAIL, SUBMISSION], methodCalls, None),
+                                  context))["methodResponses"]
+
+
+def ok(s, name, **args):
+    answer = request(s, (name, args))
+    assert answer[0][0] == name, answer
+    return answer[0][1]
+
+
+def test_identities_from_the_submission_rules(tmp_path):
+    s = session(tmp_path)
+    got = ok(s, "Identity/get", ids=None)
+    assert [i["email"] for i in got["list"]] == [USER, "sales@example.test"]  # not the catch-all
+    assert all(i["mayDelete"] is False for i in got["list"])
+    assert got["list"][0]["id"] == identityId(USER)
+    state = got["state"]
+    mine = got["list"][0]["id"]
+    answer = ok(s, "Identity/set", update={mine: {"name": "Alice", "textSignature": "-- \nAlice"}},
+                create={"t": {"email": "alice+news@example.test", "name": "News"},
+                        "x": {"email": "bob@example.test"}, "y": {"email": "alice@elsewhere.test"}},
+                destroy=[mine])
+    assert answer["updated"] == {mine: None}
+    assert answer["created"]["t"]["mayDelete"] is True
+    assert answer["notCreated"]["x"]["type"] == "forbiddenFrom" and answer["notCreated"]["y"]["type"] == "forbiddenFrom"
+    assert answer["notDestroyed"][mine]["type"] == "forbidden"
+    changes = ok(s, "Identity/changes", sinceState=state)
+    assert changes["created"] == [answer["created"]["t"]["id"]] and changes["updated"] == [mine]
+    got = {i["email"]: i for i in ok(s, "Identity/get", ids=None)["list"]}
+    assert got[USER]["name"] == "Alice" and got[USER]["textSignature"] == "-- \nAlice"
+    assert got["alice+news@example.test"]["name"] == "News"
+    bad = ok(s, "Identity/set", update={mine: {"email": "x@example.test"}, "nope": {"name": "x"}})
+    assert bad["notUpdated"][mine]["type"] == "invalidProperties" and bad["notUpdated"]["nope"]["type"] == "notFound"
+    assert ok(s, "Identity/set", destroy=[answer["created"]["t"]["id"]])["destroyed"] == [answer["created"]["t"]["id"]]
+    # The aliases file changes: the state does, and /changes across it cannot be answered.
+    state = ok(s, "Identity/get", ids=[])["state"]
+    (tmp_path / "aliases").write_text("")
+    import os
+    os.utime(tmp_path / "aliases", (1, 1))
+    assert ok(s, "Identity/get", ids=[])["state"] != state
+    assert request(s, ("Identity/changes", {"sinceState": state}))[0][1]["type"] == "cannotCalculateChanges"
+
+
+def make(s, **extra):
+    return ok(s, "Email/set", create={"d": draft(s, **extra)})["created"]["d"]["id"]
+
+
+def test_submit_at_once_with_on_success_update(tmp_path):
+    s = session(tmp_path)
+    boxes = s.mailboxes()
+    emailId = make(s, cc=[{"email": "bob@example.test"}], bcc=[{"email": "hidden@example.net"}])
+    answer = request(s, ("EmailSubmission/set", {
+        "create": {"k": {"identityId": identityId(USER), "emailId": emailId}},
+        "onSuccessUpdateEmail": {"#k": {"mailboxIds/" + boxes["Drafts"]["id"]: None,
+                                        "mailboxIds/" + boxes["Sent"]["id"]: True, "keywords/$draft": None}}}))
+    assert [a[0] for a in answer] == ["EmailSubmission/set", "Email/set"]
+    created = answer[0][1]["created"]["k"]
+    assert created["undoStatus"] == "final"
+    assert created["envelope"] == {"mailFrom": {"email": USER, "parameters": None},
+                                   "rcptTo": [{"email": "bob@example.net", "parameters": None},
+                                              {"email": "bob@example.test", "parameters": None},
+                                              {"email": "hidden@example.net", "parameters": None}]}
+    assert answer[1][1]["updated"] == {emailId: None}
+    (user, mailFrom, rcptTo, data), = s.sent.messages
+    assert user == USER and mailFrom == USER and b"\r\nBcc:" not in data and b"hidden@" not in data
+    assert b"\r\nCc: bob@example.test\r\n" in data
+    got = ok(s, "Email/get", ids=[emailId], properties=["mailboxIds", "keywords"])["list"][0]
+    assert got["mailboxIds"] == {boxes["Sent"]["id"]: True} and got["keywords"] == {"$seen": True}
+    sub = ok(s, "EmailSubmission/get", ids=[created["id"]])["list"][0]
+    assert sub["deliveryStatus"]["bob@example.test"]["delivered"] == "queued"
+    assert ok(s, "EmailSubmission/query", filter={"undoStatus": "final"})["ids"] == [created["id"]]
+    # onSuccessDestroyEmail
+    other = make(s)
+    answer = request(s, ("EmailSubmission/set", {
+        "create": {"k2": {"identityId": identityId(USER), "emailId": other,
+                          "envelope": {"mailFrom": {"email": "sales@example.test"},
+                                       "rcptTo": [{"email": "carol@example.net"}]}}},
+        "onSuccessDestroyEmail": ["#k2"]}))
+    assert answer[1][1]["destroyed"] == [other]
+    assert s.sent.messages[-1][1:3] == ("sales@example.test", ["carol@example.net"])
+
+
+def test_submission_errors(tmp_path):
+    s = session(tmp_path, maxRecipients=2)
+    me = identityId(USER)
+    records = {
+        "noident": {"identityId": "Inope", "emailId": make(s)},
+        "noemail": {"identityId": me, "emailId": "Mnope"},
+        "from": {"identityId": me, "emailId": make(s, **{"from": [{"email": "bob@example.test"}]})},
+        "mailfrom": {"identityId": me, "emailId": make(s), "envelope": {
+            "mailFrom": {"email": "bob@example.test"}, "rcptTo": [{"email": "x@example.net"}]}},
+        "none": {"identityId": me, "emailId": make(s, to=None)},
+        "many": {"identityId": me, "emailId": make(s, cc=[{"email": "c@example.net"}, {"email": "d@example.net"}])},
+        "invalid": {"identityId": me, "emailId": make(s, to=[{"email": "nobody@local.test"}]), "envelope": {
+            "mailFrom": {"email": USER}, "rcptTo": [{"email": "not an address"}]}},
+        "params": {"identityId": me, "emailId": make(s), "envelope": {
+            "mailFrom": {"email": USER, "parameters": {"HOLDFOR": "5"}}, "rcptTo": [{"email": "x@example.net"}]}},
+        "nofrom": {"identityId": me, "emailId": make(s, **{"from": None})},
+    }
+    answer = ok(s, "EmailSubmission/set", create=records)
+    assert {k: v["type"] for k, v in answer["notCreated"].items()} == {
+        "noident": "invalidProperties", "noemail": "invalidProperties", "from": "forbiddenFrom",
+        "mailfrom": "forbiddenMailFrom", "none": "noRecipients", "many": "tooManyRecipients",
+        "invalid": "invalidRecipients", "params": "invalidProperties", "nofrom": "invalidEmail"}
+    assert answer["notCreated"]["invalid"]["invalidRecipients"] == ["not an address"]
+    assert answer["notCreated"]["many"]["maxRecipients"] == 2
+    assert s.sent.messages == []
+    # A refusal by the delivery (5xx) is forbiddenToSend.
+    s.sent.reply = Outcome(554, "5.7.1 refused")
+    refused = ok(s, "EmailSubmission/set", create={"r": {"identityId": me, "emailId": make(s)}})
+    assert refused["notCreated"]["r"]["type"] == "forbiddenToSend"
+    # Too large: over the outbox's messageSize.
+    big = make(s, bodyValues={"t": {"value": "x" * 150_000}})
+    assert ok(s, "EmailSubmission/set", create={"b": {"identityId": me, "emailId": big}}
+              )["notCreated"]["b"]["type"] == "tooLarge"
+
+
+def test_undo_within_the_hold_and_final_after_it(tmp_path):
+    s = session(tmp_path, hold=5)
+    me = identityId(USER)
+    first = ok(s, "EmailSubmission/set", create={"a": {"identityId": me, "emailId": make(s)}})["created"]["a"]
+    second = ok(s, "EmailSubmission/set", create={"b": {"identityId": me, "emailId": make(s)}})["created"]["b"]
+    assert first["undoStatus"] == "pending" and s.sent.messages == []
+    state = ok(s, "EmailSubmission/get", ids=[])["state"]
+    s.clock.advance(2)
+    assert ok(s, "EmailSubmission/set", update={first["id"]: {"undoStatus": "canceled"}})["updated"] == {
+        first["id"]: None}
+    s.clock.advance(4)
+    assert len(s.sent.messages) == 1  # only the second
+    got = {g["id"]: g for g in ok(s, "EmailSubmission/get", ids=None)["list"]}
+    assert got[first["id"]]["undoStatus"] == "canceled" and got[second["id"]]["undoStatus"] == "final"
+    late = ok(s, "EmailSubmission/set", update={second["id"]: {"undoStatus": "canceled"}})
+    assert late["notUpdated"][second["id"]]["type"] == "cannotUnsend"
+    changes = ok(s, "EmailSubmission/changes", sinceState=state)
+    assert set(changes["updated"]) == {first["id"], second["id"]}
+
+
+def test_pending_and_kept_submissions_are_bounded(tmp_path, monkeypatch):
+    from mailnet.jmap import submission
+
+    monkeypatch.setattr(submission, "MAX_PENDING", 2)
+    monkeypatch.setattr(submission, "MAX_KEPT", 3)
+    s = session(tmp_path, hold=5)
+    me = identityId(USER)
+    answer = ok(s, "EmailSubmission/set", create={str(n): {"identityId": me, "emailId": make(s)} for n in range(3)})
+    assert len(answer["created"]) == 2 and answer["notCreated"]["2"]["type"] == "forbiddenToSend"
+    s.clock.advance(6)
+    for n in range(3):
+        ok(s, "EmailSubmission/set", create={"x": {"identityId": me, "emailId": make(s)}})
+        s.clock.advance(6)
+    assert len(s.sent.messages) == 5
+    assert len(ok(s, "EmailSubmission/get", ids=None)["list"]) == 3  # the oldest final ones went
