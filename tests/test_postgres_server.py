@@ -307,3 +307,83 @@ def test_idle_on_one_node_hears_a_change_made_on_another(pgServer, pgDatabase, t
     finally:
         for node in nodes:
             node.stop()
+
+
+# The other real-client tests' clients, against a node on PostgreSQL.
+
+
+@pytest.mark.skipif(shutil.which("msmtp") is None, reason="msmtp not installed")
+def test_msmtp_submission(mail, tmp_path):
+    from tests.smtp.e2e import run, write_private
+
+    conf = tmp_path / "msmtprc"
+    write_private(conf, f"""defaults
+tls on
+tls_starttls on
+tls_trust_file {mail.certFile}
+logfile {tmp_path}/msmtp.log
+
+account mailnet
+host 127.0.0.1
+port {mail.port("submission")}
+from alice@example.test
+auth plain
+user alice@example.test
+password alice-pw
+
+account default : mailnet
+""")
+    text = "From: alice@example.test\nTo: bob@example.test\nSubject: msmtp\n\nsent with msmtp\n"
+    result = run(["msmtp", "-C", str(conf), "bob@example.test"], input=text.encode())
+    assert result.returncode == 0, result.stderr.decode()
+    c = imap(mail, BOB)
+    c.select_folder("INBOX")
+    [uid] = c.search("ALL")
+    assert c.fetch([uid], ["RFC822"])[uid][b"RFC822"].endswith(b"\r\n\r\nsent with msmtp\r\n")
+    c.logout()
+
+
+def _appendAll(server, user, messages):
+    c = imap(server, user)
+    for m in messages:
+        c.append("INBOX", m)
+    c.logout()
+
+
+def _count(server, user):
+    c = imap(server, user)
+    n = c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"]
+    c.logout()
+    return n
+
+
+@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed")
+def test_fetchmail_keep_then_delete(mail, tmp_path):
+    from tests.pop3.clients import mimeMessage
+    from tests.pop3.test_clients import runFetchmail, withoutReceived
+
+    sent = [mimeMessage(f"fetch {i}") for i in range(3)]
+    _appendAll(mail, ALICE, sent)
+    proc, got = runFetchmail(tmp_path, mail, *ALICE, "ssl", keep=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(withoutReceived(m) for m in got) == sorted(m.replace(b"\r\n", b"\n") for m in sent)
+    proc, got = runFetchmail(tmp_path, mail, *ALICE, "ssl", keep=True)
+    assert proc.returncode == 1 and got == [], proc.stdout + proc.stderr  # UIDL: nothing new
+    # "nokeep flush": nothing new to fetch (status 1), the fetched ones deleted.
+    proc, got = runFetchmail(tmp_path, mail, *ALICE, "ssl", keep=False)
+    assert proc.returncode == 1 and "3 messages deleted, 0 left" in proc.stdout + proc.stderr
+    assert _count(mail, ALICE) == 0
+
+
+@pytest.mark.skipif(shutil.which("getmail") is None, reason="getmail not installed")
+def test_getmail_pop3s_with_delete(mail, tmp_path, request):
+    from tests.pop3.clients import mimeMessage
+    from tests.pop3.test_clients import delivered, getmailSetup, runGetmail
+
+    sent = [mimeMessage(f"getmail {i}") for i in range(3)]
+    _appendAll(mail, ALICE, sent)
+    gdir, dest = getmailSetup(tmp_path, mail, *ALICE, True, request)
+    proc = runGetmail(gdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert delivered(dest) == sorted(m.replace(b"\r\n", b"\n") for m in sent)
+    assert _count(mail, ALICE) == 0
