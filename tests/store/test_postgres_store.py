@@ -263,3 +263,22 @@ def test_schema_versions(pgServer):
                 checkVersion(conn)
     finally:
         pgServer.dropDatabase(name)
+
+
+def test_expunged_uids_kept_in_memory_are_bounded(store, monkeypatch):
+    from mailnet.store.postgres import sql
+
+    monkeypatch.setattr(sql, "EXPUNGED_KEPT", 3)
+    inbox = result(result(store.getAccount(USER)).openFolder(INBOX))
+    uids = [result(inbox.append(msg(n))) for n in range(10)]
+    marks = []
+    for uid in uids:
+        marks.append(inbox.highestModSeq)
+        result(inbox.expunge([uid]))
+    assert inbox.expungedSince(marks[-2]) == uids[-2:]
+    assert inbox.expungedSince(marks[-3]) == uids[-3:]
+    assert inbox.expungedSince(0) is None  # forgotten: the client resyncs
+    # A new handle after a restart reads the last ones from the database, the same way.
+    store._accounts.clear()
+    again = result(result(store.getAccount(USER)).openFolder(INBOX))
+    assert again.expungedSince(marks[-3]) == uids[-3:] and again.expungedSince(0) is None

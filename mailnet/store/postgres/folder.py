@@ -234,6 +234,13 @@ class PostgresFolder(SharedIndex):
             if uid in self.infos:
                 removed.append(uid)
         removed.sort()
+        if len(self.expunged) > 2 * sql.EXPUNGED_KEPT:
+            # QRESYNC memory stays bounded: older expunges answer "cannot tell".
+            self.expunged.sort()
+            cut = len(self.expunged) - sql.EXPUNGED_KEPT
+            self.expungedFloor = max(self.expungedFloor, self.expunged[cut - 1][0])
+            del self.expunged[:cut]
+            self.gone = {u for _, u in self.expunged}
         for uid in removed:
             del self.infos[uid]
             self.ids.pop(uid, None)
