@@ -5,7 +5,9 @@ of a database outage to the store contract's temporary error.
 
 Nothing here runs on the reactor thread except :meth:`Database.call` made
 from :meth:`~mailnet.store.postgres.store.PostgresDelivery.addRecipient`
-(one indexed query, only for a delivery to a folder other than INBOX).
+(one indexed query, only for a delivery to a folder other than INBOX; it
+fails at once for a few seconds after any call found the database down, so
+an outage does not make the reactor wait for a connect timeout per message).
 Every other query runs in a worker thread through ``run`` (a
 ``runner(f, *args) -> Deferred``: by default :meth:`Database.poolRunner`,
 in tests a synchronous runner).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
+import time
 
 from twisted.logger import Logger
 
@@ -36,6 +39,9 @@ from mailnet.store.interfaces import StorageFull, TemporaryStoreError
 log = Logger()
 
 RETRIES = 3
+# After a failure, calls made on the reactor thread (failFast) fail at once
+# for this many seconds instead of waiting for a connect timeout each.
+FAIL_FAST = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +121,7 @@ class Database:
         self.closed = False
         # Names this store's connections (and its NOTIFYs: listen.py ignores its own).
         self.applicationName = "mailnet-" + secrets.token_hex(4)
+        self.downUntil = 0.0
 
     # Connections
 
@@ -143,8 +150,14 @@ class Database:
             except Exception:
                 pass
 
-    def call(self, f, *args):
-        """``f(conn, *args)`` in one committed transaction (blocking)."""
+    def call(self, f, *args, failFast=False):
+        """
+        ``f(conn, *args)`` in one committed transaction (blocking).
+        ``failFast`` (a call on the reactor thread): while the database was
+        found down in the last :data:`FAIL_FAST` seconds, fail at once.
+        """
+        if failFast and time.monotonic() < self.downUntil:
+            raise TemporaryStoreError("the database is unavailable; try again later")
         psycopg = _psycopg()
         errors = psycopg.errors
         for attempt in range(RETRIES):
@@ -162,6 +175,7 @@ class Database:
             except psycopg.Error as e:
                 if isTemporary(e):
                     self._drop()
+                    self.downUntil = time.monotonic() + FAIL_FAST
                     log.warn("postgres: {what}; answering temporary errors until it is back",
                              what=_describe(e))
                     raise TemporaryStoreError("the database is unavailable; try again later") from None

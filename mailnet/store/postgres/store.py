@@ -144,10 +144,7 @@ class PostgresDelivery:
         if name != INBOX:
             # One indexed query on the reactor thread, for a folder other
             # than INBOX only (an address extension, a Sieve-like rule).
-            try:
-                exists = self._store.db.call(sql.folderExists, username, name)
-            except TemporaryStoreError:
-                raise
+            exists = self._store.db.call(sql.folderExists, username, name, failFast=True)
             if exists is None:
                 exists = name in SPECIAL_USE  # made with the account
             if not exists:
