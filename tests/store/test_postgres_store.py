@@ -287,3 +287,29 @@ def test_expunged_uids_kept_in_memory_are_bounded(store, monkeypatch):
     store._accounts.clear()
     again = result(result(store.getAccount(USER)).openFolder(INBOX))
     assert again.expungedSince(marks[-3]) == uids[-3:] and again.expungedSince(0) is None
+
+
+def test_every_node_gives_a_conversation_the_same_thread_id(pgServer, pgDatabase, store):
+    from mailnet.store.conformance_threads import mail
+
+    other = makeStore(pgServer, pgDatabase)
+    try:
+        a = result(result(store.getAccount(USER)).openFolder(INBOX))
+        accountB = result(other.getAccount(USER))
+        b = result(accountB.openFolder(INBOX))
+        s0 = result(accountB.currentState())
+        first = result(a.append(mail("n-a")))
+        reply = result(b.append(mail("n-b", "Re: Plans", refs=["n-a"])))
+        result(a.refresh())
+        result(b.refresh())
+        # Node A works out the first message's thread, node B the reply's
+        # only: with an index per node, B would start a thread of its own.
+        ta = result(a.threadIds([first]))
+        tb = result(b.threadIds([reply]))
+        assert tb[reply] == ta[first]
+        assert result(a.threadIds([first, reply])) == result(b.threadIds([first, reply]))
+        # The Thread was journalled once, whichever node looked.
+        c = result(accountB.changesSince(s0))
+        assert c.threads.created == [ta[first]] and c.threads.updated == []
+    finally:
+        other.close()

@@ -27,7 +27,8 @@ from mailnet.store.postgres import journal, sql
 from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.folder import PostgresFolder
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
-from mailnet.store.threads import AccountThreads, ThreadIndex
+from mailnet.store.postgres.threadindex import PostgresThreadIndex
+from mailnet.store.threads import AccountThreads
 
 log = Logger()
 
@@ -36,10 +37,10 @@ log = Logger()
 class PostgresAccount:
     """
     One user's mail.  Open folder indexes are kept by folder row id while a
-    handle is open.  The thread index, the change journal and the list
-    index are the builtin toolkit's (mailnet/store/threads.py,
-    changes.py, summaries.py), kept in memory by this process: see
-    docs/store.md for what that means across restarts and nodes.
+    handle is open.  The change journal (journal.py) and the thread index
+    (threadindex.py, driven by the toolkit's AccountThreads) are in the
+    database; the message list index is the toolkit's (summaries.py), kept
+    in memory by this process and caught up from the folders' stamps.
     """
 
     def __init__(self, store, username, accountId):
@@ -52,8 +53,7 @@ class PostgresAccount:
         self.lock = defer.DeferredLock()
         self.keep = store.changesKept
         run = store.runner
-        self.threads = AccountThreads(ThreadIndex(None), run)
-        self.threadMarks = {}  # this process's positions in its thread index (journal.writeThreads)
+        self.threads = AccountThreads(PostgresThreadIndex(self.db, accountId), run)
         self.accountListeners = Listeners()
         self.threads.onIndexed = self._indexed
         self.summaries = AccountSummaries(SummaryIndex(None), self, self._stamps, run, threads=self.threads)
@@ -75,12 +75,10 @@ class PostgresAccount:
         aid, keep = self.accountId, self.keep
 
         def txn(conn):
-            return journal.writeThreads(conn, aid, self.threadMarks, rows, self.threads.index,
-                                        lambda c, e: sql.isLive(c, aid, e), keep)
+            return journal.writeThreads(conn, aid, rows, self.threads.index, lambda c, e: sql.isLive(c, aid, e), keep)
 
         def tell(value):
-            state, types, marks = value
-            self.threadMarks = marks
+            state, types = value
             types = set(types) | set(extra)
             if told is not None:
                 types |= told[1]
@@ -108,13 +106,12 @@ class PostgresAccount:
 
     def currentState(self):
         return self.serial(lambda: self.db.run(
-            lambda conn: journal.writeThreads(conn, self.accountId, self.threadMarks, [], self.threads.index,
+            lambda conn: journal.writeThreads(conn, self.accountId, [], self.threads.index,
                                               lambda c, e: sql.isLive(c, self.accountId, e), self.keep)
         ).addCallback(self._marked))
 
     def _marked(self, value):
-        state, types, marks = value
-        self.threadMarks = marks
+        state, types = value
         if types:
             self.accountListeners.tell(self, state, types)
         return state

@@ -9,9 +9,10 @@ and the same netting as the builtin toolkit's SQLite journal
 Email and Mailbox rows are written in the transaction that makes the
 change (:func:`write`), by whichever process or node makes it: the journal
 holds every writer's changes, a state never goes backwards, and it
-survives a restart.  Thread rows come from the process's thread index
-(mailnet/store/threads.py, in memory for now) and are added after the
-change, by the process that works the threads out (:func:`writeThreads`).
+survives a restart.  Thread rows come from the thread index (shared, in the
+database: threadindex.py) and are added after the change, by the first
+process that looks (:func:`writeThreads`; the marks of what the journal
+took in are in ``change_meta``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def state(conn, aid):
 
 
 class _ThreadTxn(Txn):
-    """The toolkit's journal transaction, for :func:`threadRows`; its marks live in the process."""
+    """The toolkit's journal transaction, for :func:`threadRows`; the marks are change_meta's."""
 
     def __init__(self, conn, marks, rows):
         super().__init__(conn, marks)
@@ -86,17 +87,21 @@ class _ThreadTxn(Txn):
         self.meta[key] = value
 
 
-def writeThreads(conn, aid, marks, emailRows, threads, isLive, keep):
+def writeThreads(conn, aid, emailRows, threads, isLive, keep):
     """
-    The Thread rows (and merged Emails') the thread index has for changes
-    since ``marks`` (this process's positions in its thread index: a dict,
-    not changed), and for the Emails of ``emailRows`` moved or destroyed:
-    written to the journal.  Returns ``(state, types, newMarks)``.
+    The Thread rows (and merged Emails') for what the thread index (shared,
+    threadindex.py) took in since the journal's marks, and for the Emails of
+    ``emailRows`` moved or destroyed: written to the journal, the marks
+    moved on.  Returns ``(state, types)``.
     """
-    txn = _ThreadTxn(conn, dict(marks), emailRows)
+    seq, mseq = conn.execute("SELECT thread_seq, merge_seq FROM change_meta WHERE account = %s FOR UPDATE",
+                             (aid,)).fetchone()
+    txn = _ThreadTxn(conn, {"threadSeq": seq, "mergeSeq": mseq}, emailRows)
     threadRows(txn, threads, lambda _, emailId: isLive(conn, emailId))
-    state, types = write(conn, aid, txn.rows[txn.given:], keep)
-    return state, types, txn.meta
+    if (txn.meta["threadSeq"], txn.meta["mergeSeq"]) != (seq, mseq):
+        conn.execute("UPDATE change_meta SET thread_seq = %s, merge_seq = %s WHERE account = %s",
+                     (int(txn.meta["threadSeq"]), int(txn.meta["mergeSeq"]), aid))
+    return write(conn, aid, txn.rows[txn.given:], keep)
 
 
 def changes(conn, aid, since, maxChanges):

@@ -31,7 +31,9 @@ Tables (version 1; docs/store.md "The PostgreSQL backend"):
   see docs/scaling.md), unused yet.
 
 Version 2 adds the account change journal: ``change_meta`` and ``changes``
-(mailnet/store/postgres/journal.py).
+(mailnet/store/postgres/journal.py); version 3 the thread index:
+``thread_emails``, ``thread_refs``, ``thread_merges``
+(mailnet/store/postgres/threadindex.py).
 """
 
 from __future__ import annotations
@@ -131,6 +133,40 @@ MIGRATIONS = [
         PRIMARY KEY (account, seq)
     );
     CREATE INDEX changes_type ON changes (account, type, seq);
+    """,
+    # 3: the thread index (mailnet/store/postgres/threadindex.py), shared by
+    # every node; the journal's marks in it move from each process to change_meta.
+    """
+    CREATE TABLE thread_emails (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        seq bigserial NOT NULL,
+        email text NOT NULL,
+        thread text NOT NULL,
+        msgid text,
+        subject text NOT NULL,
+        reply boolean NOT NULL,
+        PRIMARY KEY (account, email)
+    );
+    CREATE INDEX thread_emails_seq ON thread_emails (account, seq);
+    CREATE INDEX thread_emails_thread ON thread_emails (account, thread, seq);
+    CREATE INDEX thread_emails_msgid ON thread_emails (account, msgid);
+    CREATE INDEX thread_emails_subject ON thread_emails (account, subject, seq);
+    CREATE TABLE thread_refs (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        email text NOT NULL,
+        ref text NOT NULL
+    );
+    CREATE INDEX thread_refs_ref ON thread_refs (account, ref);
+    CREATE TABLE thread_merges (
+        seq bigserial PRIMARY KEY,
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        email text NOT NULL,
+        absorbed text NOT NULL,
+        thread text NOT NULL
+    );
+    CREATE INDEX thread_merges_account ON thread_merges (account, seq);
+    ALTER TABLE change_meta ADD COLUMN thread_seq bigint NOT NULL DEFAULT 0,
+                            ADD COLUMN merge_seq bigint NOT NULL DEFAULT 0;
     """,
 ]
 
