@@ -21,7 +21,7 @@ from twisted.web import server
 
 from mailnet.http.site import allowMethods, notFound, problem
 from mailnet.jmap import core
-from mailnet.jmap.push import EventSourceArguments, eventPing, eventStateChange, parsePushState, pushStateOf
+from mailnet.jmap.push import EventSourceArguments, eventPing, eventStateChange, pushStateOf, resume
 from mailnet.logs import Logger
 
 log = Logger()
@@ -141,15 +141,7 @@ class Stream:
         """
         if self.done:
             return
-        current = self.arguments.filter(current)
-        known = None if lastEventId is None else (parsePushState(lastEventId) or {})
-        missed = {}
-        for accountId, types in current.items():
-            mine = self.states.setdefault(accountId, {})
-            for name, state in types.items():
-                mine.setdefault(name, state)  # an event since the subscription is newer
-                if known is not None and known.get(accountId, {}).get(name) != mine[name]:
-                    missed.setdefault(accountId, {})[name] = mine[name]
+        missed = resume(self.arguments.filter(current), self.states, lastEventId)
         if missed:
             self.changed(missed)
 

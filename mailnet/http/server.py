@@ -98,6 +98,7 @@ class HTTPService(serving.ProtocolService):
 
     def _services(self, context):
         """Identity and EmailSubmission: the submission rules, user data, the outbox (SMTP's path)."""
+        self.outbox = None
         directory = getattr(context, "directory", None)
         if directory is None or getattr(context, "spool", None) is None:
             return  # an embedding without the mail side: Identity and EmailSubmission are forbidden
@@ -106,7 +107,8 @@ class HTTPService(serving.ProtocolService):
         self.outbox = Outbox(self._send, context.reactor, hold=config.jmap.submission_hold,
                              maxRecipients=config.limits.smtp_recipients, messageSize=config.limits.message_size,
                              resolve=lambda a: submit.resolveRecipient(directory, a) if "@" in a else None,
-                             runner=self._run)
+                             runner=self._run,
+                             journal=userdata.OutboxJournal(os.path.join(config.server.data_dir, "jmap", "outbox")))
         self.jmap.services.update(sendRules=SendRules(directory), userData=self.userData, outbox=self.outbox)
 
     def _send(self, username, mailFrom, rcptTo, data):
@@ -137,6 +139,11 @@ class HTTPService(serving.ProtocolService):
 
     def startService(self):
         super().startService()
+        if self.outbox is not None:
+            # Held submissions of before a restart (undo send): pending again, sent when due.
+            d = self.outbox.journal.load().addCallback(self.outbox.restore)
+            d.addCallback(lambda n: n and log.info("jmap: {n} held submission(s) restored", n=n))
+            d.addErrback(lambda failure: log.failure("jmap: restoring held submissions failed", failure))
         self.sweeper = task.LoopingCall(self._sweep)
         self.sweeper.clock = self.context.reactor
         self.sweeper.start(SWEEP_INTERVAL, now=True)

@@ -71,6 +71,7 @@ class SessionStore:
         self.perUser = perUser
         self.token = token
         self._sessions: collections.OrderedDict = collections.OrderedDict()  # sha256(id) -> Session
+        self._byUser: dict = {}  # username -> {sha256(id): None}, oldest first
 
     def __len__(self):
         return len(self._sessions)
@@ -81,13 +82,26 @@ class SessionStore:
         now = self.clock.seconds()
         sessionId = self.token()
         session = Session(username, self.token(), now, now)
-        mine = [key for key, value in self._sessions.items() if value.username == username]
-        for key in mine[:max(0, len(mine) - self.perUser + 1)]:
-            del self._sessions[key]
-        self._sessions[_key(sessionId)] = session
+        mine = self._byUser.setdefault(username, {})
+        while len(mine) >= self.perUser:
+            self._drop(next(iter(mine)))
+        key = _key(sessionId)
+        self._sessions[key] = session
+        self._byUser.setdefault(username, {})[key] = None
         while len(self._sessions) > self.maxSessions:
-            self._sessions.popitem(last=False)
+            self._drop(next(iter(self._sessions)))
         return sessionId, session
+
+    def _drop(self, key):
+        session = self._sessions.pop(key, None)
+        if session is None:
+            return False
+        mine = self._byUser.get(session.username)
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._byUser[session.username]
+        return True
 
     def find(self, sessionId):
         """The live session with this id (its idle time restarts), or None."""
@@ -99,7 +113,7 @@ class SessionStore:
             return None
         now = self.clock.seconds()
         if now - session.lastSeen > self.idle or now - session.created > self.maximum:
-            del self._sessions[key]
+            self._drop(key)
             return None
         session.lastSeen = now
         self._sessions.move_to_end(key)
@@ -109,7 +123,7 @@ class SessionStore:
         """End a session (logout); False if there was none."""
         if not sessionId:
             return False
-        return self._sessions.pop(_key(sessionId), None) is not None
+        return self._drop(_key(sessionId))
 
     def sweep(self) -> int:
         """Forget expired sessions; how many."""
@@ -117,7 +131,7 @@ class SessionStore:
         expired = [key for key, s in self._sessions.items()
                    if now - s.lastSeen > self.idle or now - s.created > self.maximum]
         for key in expired:
-            del self._sessions[key]
+            self._drop(key)
         return len(expired)
 
 

@@ -1,6 +1,6 @@
 """
 Small per-user JSON documents of the JMAP data types (Identity's fields
-the user sets): :class:`~mailnet.jmap.identity.IUserData` on disk, one
+the user sets), and the journal of held submissions (:class:`OutboxJournal`): :class:`~mailnet.jmap.identity.IUserData` on disk, one
 file per user and document under ``<data_dir>/jmap/<accountId>/``, written
 atomically and fsynced (mailnet/durable.py) in a worker thread, one change
 at a time per user.  A file that cannot be read as JSON is set aside
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from twisted.internet import defer, threads
 from zope.interface import implementer
 
-from mailnet.durable import writeAtomically
+from mailnet.durable import fsyncDirectory, writeAtomically
 from mailnet.jmap.core import accountIdFor
 from mailnet.jmap.identity import IUserData
+from mailnet.jmap.submission import IOutboxJournal
 from mailnet.logs import Logger
 
 log = Logger()
@@ -84,3 +86,86 @@ class JSONUserData:
             return result
 
         return lock.run(lambda: defer.ensureDeferred(run())).addBoth(release)
+
+
+_SUBMISSION_ID = re.compile(r"S[0-9a-f]{20}\Z")
+
+
+@implementer(IOutboxJournal)
+class OutboxJournal:
+    """
+    Held JMAP submissions on disk (undo send survives a restart):
+    ``<data_dir>/jmap/outbox/<id>.msg`` (the bytes to send) and
+    ``<id>.json`` (who, envelope, when due, the EmailSubmission), each
+    written atomically and fsynced, the message first: an entry exists once
+    its ``.json`` does.  Removal takes the ``.json`` first.  An entry that
+    cannot be read is set aside in ``corrupt/`` and logged.
+    """
+
+    def __init__(self, root, runInThread=None):
+        self.root = root
+        self.runInThread = runInThread or threads.deferToThread
+
+    def _path(self, submissionId, suffix):
+        if not _SUBMISSION_ID.match(submissionId):
+            raise ValueError("bad submission id")
+        return os.path.join(self.root, submissionId + suffix)
+
+    def save(self, submissionId, entry, data):
+        return self.runInThread(self._save, submissionId, entry, data)
+
+    def _save(self, submissionId, entry, data):
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        writeAtomically(self._path(submissionId, ".msg"), data, mode=0o600)
+        writeAtomically(self._path(submissionId, ".json"), json.dumps(entry, sort_keys=True).encode(), mode=0o600)
+
+    def remove(self, submissionId):
+        return self.runInThread(self._remove, submissionId)
+
+    def _remove(self, submissionId):
+        for suffix in (".json", ".msg"):
+            try:
+                os.unlink(self._path(submissionId, suffix))
+            except FileNotFoundError:
+                pass
+        fsyncDirectory(self.root)
+
+    def load(self):
+        return self.runInThread(self._load)
+
+    def _load(self):
+        out = []
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            submissionId, _, suffix = name.partition(".")
+            if suffix != "json" or not _SUBMISSION_ID.match(submissionId):
+                continue
+            try:
+                with open(self._path(submissionId, ".json"), "rb") as f:
+                    entry = json.loads(f.read(MAX_FILE))
+                with open(self._path(submissionId, ".msg"), "rb") as f:
+                    data = f.read()
+                if not (isinstance(entry, dict) and isinstance(entry.get("username"), str)
+                        and isinstance(entry.get("mailFrom"), str) and isinstance(entry.get("rcptTo"), list)
+                        and isinstance(entry.get("due"), (int, float)) and isinstance(entry.get("record"), dict)
+                        and entry["record"].get("id") == submissionId):
+                    raise ValueError("not a held submission")
+            except (OSError, ValueError) as e:
+                self._setAside(submissionId)
+                log.error("jmap: held submission {id} unreadable ({why}); set aside", id=submissionId,
+                          why=str(e)[:100])
+                continue
+            out.append((entry, data))
+        return out
+
+    def _setAside(self, submissionId):
+        corrupt = os.path.join(self.root, "corrupt")
+        os.makedirs(corrupt, mode=0o700, exist_ok=True)
+        for suffix in (".json", ".msg"):
+            try:
+                os.replace(self._path(submissionId, suffix), os.path.join(corrupt, submissionId + suffix))
+            except FileNotFoundError:
+                pass

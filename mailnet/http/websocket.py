@@ -23,7 +23,7 @@ from wsproto.utilities import RemoteProtocolError
 from mailnet.http.api import HTTPError
 from mailnet.http.site import allowMethods, notFound
 from mailnet.jmap import websocket as messages
-from mailnet.jmap.push import EventSourceArguments
+from mailnet.jmap.push import EventSourceArguments, pushStateOf, resume
 from mailnet.logs import Logger
 
 log = Logger()
@@ -165,7 +165,22 @@ class JMAPSocket:
     def _startPush(self, message):
         self._stopPush()
         self.push = EventSourceArguments(message.dataTypes, False, 0)
+        self.pushStates = {}  # what this push told: the pushState (RFC 8620 s7.1)
         self.unsubscribe = self.source.subscribe(self.principal.username, self._changed)
+        currentStates = getattr(self.source, "currentStates", None)
+        if message.pushState is not None and currentStates is not None:
+            # RFC 8887 s4.3.5.1: with a pushState, the changes since it are sent at once.
+            push = self.push
+            d = defer.maybeDeferred(currentStates, self.principal.username)
+            d.addCallback(lambda current: self._resumed(push, current, message.pushState))
+            d.addErrback(lambda failure: log.failure("jmap push: the current states could not be read", failure))
+
+    def _resumed(self, push, current, pushState):
+        if self.push is not push or self.closed:
+            return  # disabled or enabled again meanwhile
+        missed = resume(push.filter(current), self.pushStates, pushState)
+        if missed:
+            self._send(messages.encodeStateChange(missed, pushStateOf(self.pushStates)))
 
     def _stopPush(self):
         if self.unsubscribe is not None:
@@ -178,7 +193,9 @@ class JMAPSocket:
             return
         changed = self.push.filter(changed)
         if changed:
-            self._send(messages.encodeStateChange(changed))
+            for accountId, types in changed.items():
+                self.pushStates.setdefault(accountId, {}).update(types)
+            self._send(messages.encodeStateChange(changed, pushStateOf(self.pushStates)))
 
     def _send(self, text):
         if not self.closed and self.transport is not None:

@@ -426,7 +426,9 @@ async def _walk(reader, ids, filter, sort, collapse, need):
             if summary is None:
                 continue
             c = Candidate(summary)
-            if not await reader.matches(filter, c):
+            matched = await reader.matches(filter, c)
+            c.text = None  # the message's bytes are not kept past its test (a sort needs only the list fields)
+            if not matched:
                 continue
             if streaming and collapse:
                 thread = summary.threadId or i

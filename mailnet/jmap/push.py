@@ -182,3 +182,23 @@ def parsePushState(text) -> dict | None:
 def eventPing(interval: int) -> bytes:
     """RFC 8620 s7.3: a ``ping`` event, data ``{"interval": N}``, no new id."""
     return f"event: ping\ndata: {{\"interval\":{interval}}}\n\n".encode("ascii")
+
+
+def resume(current: dict, told: dict, lastPushState) -> dict:
+    """
+    A client resumes (EventSource ``Last-Event-ID``, RFC 8887
+    ``WebSocketPushEnable.pushState``): ``current`` is every state now;
+    each is added to ``told`` (the stream's states, which an event since
+    the subscription may already have newer) and returned when it differs
+    from what ``lastPushState`` carries (everything for an id that is not
+    one of ours).
+    """
+    known = parsePushState(lastPushState) or {}
+    missed = {}
+    for accountId, types in current.items():
+        mine = told.setdefault(accountId, {})
+        for name, state in types.items():
+            mine.setdefault(name, state)
+            if known.get(accountId, {}).get(name) != mine[name]:
+                missed.setdefault(accountId, {})[name] = mine[name]
+    return missed

@@ -12,11 +12,13 @@ with ``undoStatus`` ``pending``; an update to ``canceled`` in that time
 stops it; then it is sent and ``final``.  The bytes to send are read when
 the submission is created (Bcc removed), so moving or destroying the Email
 (``onSuccessUpdateEmail``/``onSuccessDestroyEmail``, applied at once as
-the RFC asks) does not change what is sent.  Submissions are kept in memory
-for ``keep`` seconds after they are final; a restart forgets them, and a
-submission still held at a restart is not sent (its Email was already
-moved by onSuccessUpdateEmail: the client shows it in Sent; see
-docs/jmap.md).
+the RFC asks) does not change what is sent.  A held submission is written
+to a journal (:class:`IOutboxJournal`, durable) before the /set answers, and
+taken out once it is sent or canceled; at start the server restores what
+the journal holds, so a restart or crash during the hold loses nothing
+(a crash just after the send may send it twice, like SMTP).  Final
+submissions are kept in memory for ``keep`` seconds; a restart forgets
+those.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ import dataclasses
 import secrets
 import time
 
+from zope.interface import Interface
+
 from mailnet.jmap import email as emailType
 from mailnet.jmap import mailstore, standard
 from mailnet.jmap.dispatch import Call
-from mailnet.jmap.errors import MethodError, SetError
+from mailnet.jmap.errors import MethodError, ServerUnavailable, SetError
 from mailnet.jmap.identity import SUBMISSION, Identities
 from mailnet.jmap.mailbox import MAIL, checkFilter, evaluate
 from mailnet.mail import compose
 from mailnet.mail.summary import addresses as parseAddresses
+from mailnet.logs import Logger
+
+log = Logger()
 
 PROPERTIES = ("id", "identityId", "emailId", "threadId", "envelope", "sendAt", "undoStatus", "deliveryStatus",
               "dsnBlobIds", "mdnBlobIds")
@@ -57,6 +64,22 @@ class Outcome:
     @property
     def ok(self):
         return 200 <= self.code < 300
+
+
+class IOutboxJournal(Interface):
+    """Where held submissions wait durably (the server's: mailnet/http/userdata.py ``OutboxJournal``)."""
+
+    def save(submissionId, entry, data):
+        """
+        Keep ``entry`` (a JSON-able dict) and the message ``data`` under
+        ``submissionId``; a Deferred firing once both are on stable storage.
+        """
+
+    def remove(submissionId):
+        """Forget one (a Deferred); unknown ids are ignored."""
+
+    def load():
+        """A Deferred firing with ``[(entry, data)]``: what was saved and not removed."""
 
 
 @dataclasses.dataclass
@@ -85,7 +108,7 @@ class Outbox:
     """
 
     def __init__(self, send, clock, hold=5.0, maxRecipients=100, messageSize=35_000_000, resolve=None,
-                 keep=86400, runner=None):
+                 keep=86400, runner=None, journal=None):
         self.send = send
         self.clock = clock
         self.hold = hold
@@ -96,6 +119,7 @@ class Outbox:
         self.users = {}  # username -> {"counter", "records": {id: Pending}, "changes": [[n, id, kind]]}
         # How a held submission's send is run (a Deferred-aware runner: ensureDeferred).
         self.runner = runner
+        self.journal = journal  # IOutboxJournal, or None (held submissions in memory only)
 
     def user(self, username):
         return self.users.setdefault(username.lower(), {"counter": 0, "records": {}, "changes": []})
@@ -122,6 +146,8 @@ class Outbox:
 
     async def sendNow(self, username, pending):
         """Send one submission; its record becomes final with the delivery status."""
+        # Final from now on: the message is on its way, a cancel now is cannotUnsend.
+        pending.record["undoStatus"] = "final"
         try:
             outcome = self.send(username, pending.mailFrom, pending.rcptTo, pending.data)
             if hasattr(outcome, "__await__") or hasattr(outcome, "addCallback"):
@@ -140,15 +166,49 @@ class Outbox:
         record["_finalAt"] = self.clock.seconds()
         pending.data = b""
         self.changed(username, record["id"], "updated")
+        self._forget(record["id"])  # after the outcome: the copies are durable (or refused)
         return outcome
 
-    def schedule(self, username, pending):
+    async def hold_(self, username, pending):
+        """Keep a new submission for ``hold`` seconds: in the journal first (durable), then a timer."""
+        if self.journal is not None:
+            entry = {"username": username, "mailFrom": pending.mailFrom, "rcptTo": pending.rcptTo,
+                     "due": self.clock.seconds() + self.hold, "record": _public(pending.record)}
+            try:
+                await _await(self.journal.save(pending.record["id"], entry, pending.data))
+            except Exception as e:
+                log.error("jmap: a held submission could not be saved: {why}", why=str(e)[:200])
+                raise ServerUnavailable("the outbox cannot be written") from None
+        self.schedule(username, pending, self.hold)
+
+    def schedule(self, username, pending, delay):
         def due():
             pending.timer = None
             if pending.record["undoStatus"] == "pending":
                 self.runner(self.sendNow(username, pending))
 
-        pending.timer = self.clock.callLater(self.hold, due)
+        pending.timer = self.clock.callLater(max(0, delay), due)
+
+    def restore(self, entries):
+        """What the journal held at start (``[(entry, data)]``): pending again, sent when due."""
+        now = self.clock.seconds()
+        for entry, data in entries:
+            username, record = entry["username"], dict(entry["record"])
+            pending = Pending(record, entry["mailFrom"], list(entry["rcptTo"]), data)
+            self.user(username)["records"][record["id"]] = pending
+            self.changed(username, record["id"], "created")
+            self.schedule(username, pending, entry["due"] - now)
+        return len(entries)
+
+    def _forget(self, submissionId):
+        """Take a submission out of the journal; returns what to await (None without a journal)."""
+        if self.journal is None:
+            return None
+        d = self.journal.remove(submissionId)
+        if hasattr(d, "addErrback"):
+            d.addErrback(lambda f: log.error("jmap: a submission could not be taken out of the outbox "
+                                             "journal: {why}", why=str(f.value)[:200]))
+        return d
 
     def cancel(self, username, pending):
         if pending.timer is not None and pending.timer.active():
@@ -157,6 +217,13 @@ class Outbox:
         pending.data = b""
         pending.record["undoStatus"] = "canceled"
         pending.record["_finalAt"] = self.clock.seconds()
+        return self._forget(pending.record["id"])
+
+
+async def _await(value):
+    if hasattr(value, "__await__") or hasattr(value, "addCallback"):
+        return await value
+    return value
 
 
 def _public(record):
@@ -253,7 +320,8 @@ class Submissions:
             raise SetError("invalidProperties", "only identityId, emailId and envelope can be set",
                            properties=unknown[:20])
         identities = await self.identities.records()
-        identity = identities.get(record.get("identityId"))
+        identityId = record.get("identityId")
+        identity = identities.get(identityId) if isinstance(identityId, str) else None
         if identity is None:
             raise SetError("invalidProperties", "no such Identity", properties=["identityId"])
         if not self.rules.mayUse(self.username, identity["email"]):
@@ -297,11 +365,13 @@ class Submissions:
                "dsnBlobIds": [], "mdnBlobIds": []}
         # RFC 8621 s7.5: Bcc is not sent (its recipients are in the envelope).
         pending = Pending(rec, mailFrom, rcptTo, compose.stripFields(data, ["Bcc"]))
-        self._user()["records"][i] = pending
-        outbox.changed(self.username, i, "created")
         if outbox.hold > 0:
-            outbox.schedule(self.username, pending)
+            await outbox.hold_(self.username, pending)
+            self._user()["records"][i] = pending
+            outbox.changed(self.username, i, "created")
         else:
+            self._user()["records"][i] = pending
+            outbox.changed(self.username, i, "created")
             outcome = await outbox.sendNow(self.username, pending)
             if not outcome.ok and outcome.code >= 500:
                 del self._user()["records"][i]
@@ -358,7 +428,7 @@ class Submissions:
                 rcptTo.append(a["email"])
         return envelope["mailFrom"]["email"], rcptTo
 
-    def update(self, account, i, patch):
+    async def update(self, account, i, patch):
         pending = self._user()["records"].get(i)
         if pending is None:
             raise SetError("notFound")
@@ -368,18 +438,20 @@ class Submissions:
         if pending.record["undoStatus"] != "pending":
             # RFC 8621 s7.5: too late to cancel.
             raise SetError("cannotUnsend", "the message has been sent")
-        self.outbox.cancel(self.username, pending)
+        # Out of the journal before the answer: a canceled message never comes back after a crash.
+        forgotten = self.outbox.cancel(self.username, pending)
         self.outbox.changed(self.username, i, "updated")
+        await _await(forgotten)
         return None
 
-    def destroy(self, account, i):
+    async def destroy(self, account, i):
         records = self._user()["records"]
         pending = records.get(i)
         if pending is None:
             raise SetError("notFound")
         if pending.record["undoStatus"] == "pending":
-            self.outbox.cancel(self.username, pending)
-        del records[i]
+            await _await(self.outbox.cancel(self.username, pending))
+        records.pop(i, None)
         self.outbox.changed(self.username, i, "destroyed")
 
 

@@ -104,5 +104,8 @@ def encodeError(error: RequestError) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
-def encodeStateChange(changed: dict) -> str:
-    return json.dumps({"@type": "StateChange", "changed": changed}, separators=(",", ":"))
+def encodeStateChange(changed: dict, pushState=None) -> str:
+    out = {"@type": "StateChange", "changed": changed}
+    if pushState is not None:
+        out["pushState"] = pushState  # RFC 8887 s4.3.5: what WebSocketPushEnable may send back
+    return json.dumps(out, separators=(",", ":"))

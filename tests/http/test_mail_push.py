@@ -47,6 +47,7 @@ def test_a_flag_change_reaches_the_websocket(tmp_path):
     uid = folder[0].messages()[0].uid
     folder[0].setFlags([uid], ["\\Flagged"], "add")
     folder[0].close()
-    assert client.received() == [{"@type": "StateChange", "changed": {http.accountId(): {"Email": currentState(http)}}}]
+    [change] = client.received()
+    assert change["@type"] == "StateChange" and change["changed"] == {http.accountId(): {"Email": currentState(http)}}
     client.connection.protocol.connectionLost(failure.Failure(ConnectionDone()))
     assert http.service.push.count() == 0

@@ -401,3 +401,32 @@ def test_import_parse_and_download_a_part_of_an_attached_message(server):
     connection.close()
     copy = api(server, ("Email/copy", {"fromAccountId": accountIdFor(ALICE[0]), "create": {"c": {"id": emailId}}}))
     assert copy[0][:2] == ["error", {"type": "invalidArguments", "description": copy[0][1]["description"]}]
+
+
+def test_held_submissions_survive_kill_9_and_a_canceled_one_stays_canceled(tmp_path, sink):
+    server = makeServer(tmp_path / "heldcrash", sink, jmap={"submission_hold": 3})
+    try:
+        me = identity(server)
+        kept = one(server, "Email/set", create={"k": draft(server, subject="held across a crash")})["created"]["k"]
+        gone = one(server, "Email/set", create={"g": draft(server, subject="canceled before a crash")})["created"]
+        answers = api(server, ("EmailSubmission/set", {"create": {
+                          "k": {"identityId": me, "emailId": kept["id"]},
+                          "g": {"identityId": me, "emailId": gone["g"]["id"]}}}),
+                      ("EmailSubmission/set", {"update": {"#g": {"undoStatus": "canceled"}}}))
+        keptId = answers[0][1]["created"]["k"]["id"]
+        server.kill()  # SIGKILL within the hold
+        assert sinkMessages(sink, "held across a crash") == []
+        server.start()
+        # Restored and sent when due (already past after the restart).
+        waitFor(lambda: sinkMessages(sink, "held across a crash"), timeout=40, what="the held message")
+        assert waitFor(lambda: one(server, "EmailSubmission/get", ids=[keptId])["list"][0]["undoStatus"] == "final",
+                       timeout=20)
+        # The one canceled before the crash is not sent: the next message sent arrives, it does not.
+        later = one(server, "Email/set", create={"l": draft(server, subject="after the crash")})["created"]["l"]
+        one(server, "EmailSubmission/set", create={"l": {"identityId": me, "emailId": later["id"]}})
+        waitFor(lambda: sinkMessages(sink, "after the crash"), timeout=40, what="the later message")
+        assert sinkMessages(sink, "canceled before a crash") == []
+        assert len(sinkMessages(sink, "held across a crash")) == 1
+        assert os.listdir(os.path.join(server.dataDir, "jmap", "outbox")) == []
+    finally:
+        server.stop()

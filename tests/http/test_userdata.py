@@ -59,3 +59,30 @@ def test_updates_of_one_user_run_one_at_a_time(tmp_path):
         d.callback(f(*args))
     assert result(first) == {"n": 1} and result(second) == {"n": 2}
     assert data.locks == {}
+
+
+def test_outbox_journal_saves_loads_removes_and_sets_aside(tmp_path):
+    from mailnet.http.userdata import OutboxJournal
+
+    journal = OutboxJournal(str(tmp_path / "outbox"), runInThread=now)
+    assert result(journal.load()) == []
+    i = "S" + "0" * 20
+    entry = {"username": "alice@example.test", "mailFrom": "alice@example.test", "rcptTo": ["b@x.test"],
+             "due": 12.5, "record": {"id": i, "undoStatus": "pending"}}
+    result(journal.save(i, entry, b"Subject: x\r\n\r\nbody\r\n"))
+    assert oct(os.stat(tmp_path / "outbox" / (i + ".msg")).st_mode & 0o777) == "0o600"
+    assert result(journal.load()) == [(entry, b"Subject: x\r\n\r\nbody\r\n")]
+    broken = "S" + "1" * 20
+    (tmp_path / "outbox" / (broken + ".json")).write_bytes(b'{"username": 1}')
+    (tmp_path / "outbox" / (broken + ".msg")).write_bytes(b"x")
+    assert result(journal.load()) == [(entry, b"Subject: x\r\n\r\nbody\r\n")]
+    assert sorted(os.listdir(tmp_path / "outbox" / "corrupt")) == [broken + ".json", broken + ".msg"]
+    result(journal.remove(i))
+    result(journal.remove(i))  # twice: nothing to do
+    assert result(journal.load()) == [] and sorted(os.listdir(tmp_path / "outbox")) == ["corrupt"]
+    try:
+        result(journal.save("../../etc", entry, b""))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a bad id was accepted")

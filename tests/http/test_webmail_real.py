@@ -232,6 +232,10 @@ def test_hostile_html_cleaned_with_cid_inlined(web):
     for needle in ("<script", "onerror", "javascript:", "<iframe", "<form", "<meta http", "<base", "<svg", "url("):
         assert needle not in text.lower(), needle
     assert "script executed" not in text.replace('ipt&gt;console.log("script executed")', "")
+    # HEAD gives the same count without the body (the app asks it before it shows the frame).
+    response, data = request(web, "HEAD", path, headers={"Cookie": session})
+    assert response.status == 200 and data == b""
+    assert response.getheader("X-Mailnet-Remote-Content") == str(REMOTE_COUNT)
     # remote=1: the images are shown, the CSP lets them load.
     response, data = request(web, "GET", path + "?remote=1", headers={"Cookie": session})
     assert response.getheader("X-Mailnet-Remote-Content") == "0"

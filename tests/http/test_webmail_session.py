@@ -96,3 +96,24 @@ def test_set_cookie_attributes():
     assert setCookie("abc", secure=True).decode().endswith("; Secure")
     cleared = clearCookie(False).decode()
     assert cleared.startswith("mailnet_session=;") and "Max-Age=0" in cleared
+
+
+def test_the_per_user_index_stays_in_step():
+    clock, sessions = store(idle=100, maxSessions=6, perUser=2)
+    ids = {name: [sessions.create(f"{name}@example.test")[0] for _ in range(3)] for name in ("a", "b", "c", "d")}
+    assert len(sessions) == 6
+    sessions.delete(ids["d"][2])
+    clock.advance(101)
+    sessions.sweep()
+    assert len(sessions) == 0 and sessions._byUser == {}
+
+
+def test_a_login_costs_the_same_with_many_sessions():
+    # Each login looks at its own user's sessions only (not all of them): 20,000 logins stay fast.
+    import time
+
+    clock, sessions = store()
+    start = time.process_time()
+    for i in range(20_000):
+        sessions.create(f"user{i}@example.test")
+    assert time.process_time() - start < 20  # quadratic would be minutes

@@ -79,7 +79,8 @@ def test_push_enable_and_disable(tmp_path):
     client = Client(http)
     assert client.send({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]}) == []
     http.service.push.publish("alice@example.test", {"a1": {"Email": "5", "Mailbox": "6"}})
-    assert client.received() == [{"@type": "StateChange", "changed": {"a1": {"Email": "5"}}}]
+    [change] = client.received()
+    assert change["@type"] == "StateChange" and change["changed"] == {"a1": {"Email": "5"}}
     client.send({"@type": "WebSocketPushDisable"})
     http.service.push.publish("alice@example.test", {"a1": {"Email": "7"}})
     assert client.received() == []
@@ -117,3 +118,24 @@ def test_an_upgrade_without_host_is_a_400(tmp_path):
                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                    b"Sec-WebSocket-Protocol: jmap\r\n\r\n")
     assert connection.response().status == 400
+
+
+def test_push_state_and_resume(tmp_path):
+    """RFC 8887 s4.3.5: each StateChange has a pushState; WebSocketPushEnable with one gets what changed since."""
+    from mailnet.jmap.push import parsePushState
+
+    http = HTTP(tmp_path)
+    client = Client(http)
+    client.send({"@type": "WebSocketPushEnable", "dataTypes": None})
+    http.service.push.publish("alice@example.test", {"a1": {"Email": "5", "Mailbox": "6"}})
+    [change] = client.received()
+    assert parsePushState(change["pushState"]) == {"a1": {"Email": "5", "Mailbox": "6"}}
+    client.send({"@type": "WebSocketPushDisable"})
+    http.service.push.publish("alice@example.test", {"a1": {"Email": "7"}})  # missed
+    [resumed] = client.send({"@type": "WebSocketPushEnable", "dataTypes": ["Email", "Mailbox"],
+                             "pushState": change["pushState"]})
+    assert resumed["changed"] == {"a1": {"Email": "7"}}
+    assert parsePushState(resumed["pushState"]) == {"a1": {"Email": "7", "Mailbox": "6"}}
+    assert client.send({"@type": "WebSocketPushEnable", "dataTypes": None, "pushState": resumed["pushState"]}) == []
+    [everything] = client.send({"@type": "WebSocketPushEnable", "dataTypes": ["Mailbox"], "pushState": "not ours"})
+    assert everything["changed"] == {"a1": {"Mailbox": "6"}}

@@ -209,3 +209,59 @@ def test_pending_and_kept_submissions_are_bounded(tmp_path, monkeypatch):
         s.clock.advance(6)
     assert len(s.sent.messages) == 5
     assert len(ok(s, "EmailSubmission/get", ids=None)["list"]) == 3  # the oldest final ones went
+
+
+class MemoryJournal:
+    def __init__(self):
+        self.entries = {}
+
+    def save(self, i, entry, data):
+        self.entries[i] = (entry, data)
+
+    def remove(self, i):
+        self.entries.pop(i, None)
+
+    def load(self):
+        return list(self.entries.values())
+
+
+def test_held_submissions_are_journaled_and_restored(tmp_path):
+    s = session(tmp_path, hold=5)
+    journal = s.outbox.journal = MemoryJournal()
+    me = identityId(USER)
+    kept = ok(s, "EmailSubmission/set", create={"k": {"identityId": me, "emailId": make(s)}})["created"]["k"]["id"]
+    gone = ok(s, "EmailSubmission/set", create={"g": {"identityId": me, "emailId": make(s)}})["created"]["g"]["id"]
+    assert set(journal.entries) == {kept, gone}
+    entry, data = journal.entries[kept]
+    assert entry["username"] == USER and entry["rcptTo"] == ["bob@example.net"] and b"Subject: Hello" in data
+    ok(s, "EmailSubmission/set", update={gone: {"undoStatus": "canceled"}})
+    assert set(journal.entries) == {kept}  # a cancel leaves the journal before the answer
+    # A restart: a new outbox, restored from the journal; the kept one is sent when due.
+    clock, sent = task.Clock(), Sent()
+    clock.advance(s.clock.seconds() + 2)
+    restarted = Outbox(sent, clock, hold=5, resolve=None, runner=runSync, journal=journal)
+    assert restarted.restore(journal.load()) == 1
+    assert restarted.user(USER)["records"][kept].record["undoStatus"] == "pending"
+    clock.advance(2.9)
+    assert sent.messages == []
+    clock.advance(0.2)
+    [(user, mailFrom, rcptTo, message)] = sent.messages
+    assert (user, rcptTo, message) == (USER, ["bob@example.net"], data)
+    assert journal.entries == {} and restarted.user(USER)["records"][kept].record["undoStatus"] == "final"
+
+
+def test_a_cancel_while_sending_is_too_late(tmp_path):
+    from twisted.internet import defer
+
+    s = session(tmp_path, hold=5)
+    waiting = defer.Deferred()
+    s.outbox.send = lambda *a: waiting
+    s.outbox.runner = defer.ensureDeferred
+    me = identityId(USER)
+    i = ok(s, "EmailSubmission/set", create={"k": {"identityId": me, "emailId": make(s)}})["created"]["k"]["id"]
+    s.clock.advance(6)  # due: the send has started and waits for the store
+    late = ok(s, "EmailSubmission/set", update={i: {"undoStatus": "canceled"}})
+    assert late["notUpdated"][i]["type"] == "cannotUnsend"
+    waiting.callback(Outcome(250, "2.0.0 OK"))
+    assert ok(s, "EmailSubmission/get", ids=[i])["list"][0]["deliveryStatus"]["bob@example.net"]["delivered"] == \
+        "queued"
