@@ -12,6 +12,7 @@ The ``mailnet`` command.
     mailnet dns DOMAIN                   the DNS records to publish for DOMAIN
     mailnet tlsrpt show                  TLS-RPT counts of our deliveries not reported yet
     mailnet status                       listeners, queue, store, certificates (exit 1: a problem)
+    mailnet db init|upgrade|status       the PostgreSQL store's schema ([store] backend = "postgres")
     mailnet --version
 
 ``--config FILE`` goes before or after the command.  Without it (or
@@ -231,6 +232,12 @@ def cmdStatus(args):
     return status.report(_load(args), sys.stdout)
 
 
+def cmdDb(args):
+    from mailnet.store.postgres import cli
+
+    return cli.main(_load(args), args.action)
+
+
 def _version():
     import platform
 
@@ -287,6 +294,8 @@ def parser():
 
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
+    d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema ([postgres] settings)")
+    d.add_argument("action", choices=["init", "upgrade", "status"])
     return p
 
 
@@ -329,14 +338,14 @@ def main(argv=None):
         return cli.main(None, rest)  # usage: no data directory needed
     if args.command == "user" and args.action != "list" and not args.name:
         _die(f"user {args.action}: which user?", 2)
-    if args.command not in ("config", "run"):
+    if args.command not in ("config", "run", "db"):
         _checkDataDir(args)
     if args.command == "queue":
         return cmdQueue(args, rest)
     handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert,
-               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt}[args.command]
+               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt, "db": cmdDb}[args.command]
     status = handler(args)
-    if args.command in ("dkim", "dns", "status") and status:
+    if args.command in ("dkim", "dns", "status", "db") and status:
         raise SystemExit(status)
     return status
 

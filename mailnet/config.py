@@ -103,7 +103,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "cache_seconds": _o("int", 300, "Remember a verified password this long (in memory only) so clients that log in often do not pay for argon2 each time; 0 = off.", minimum=0),
     },
     "store": {
-        "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), or \"package.module:factory\" for a third-party store."),
+        "backend": _o("str", "maildir", "\"maildir\", \"memory\" (lost at exit), \"postgres\" (settings in [postgres]), or \"package.module:factory\" for a third-party store."),
         "mail_dir": _o("path", "", "Root of the Maildirs (one per user, <root>/<domain>/<user>); empty = data_dir/mail."),
         "changes_kept": _o("int", 100_000, "Changes (one per Email, Mailbox or Thread changed) each account's journal remembers for JMAP /changes; a client with an older state resyncs. Bounds the journal's disk and the work of one answer.", minimum=100),
         "changes_poll": _o("float", 30.0, "Seconds between looks for another program's writes (an MDA, Dovecot, mutt) to an account that has listeners (push); our own changes are told at once. 0 = only when the state is asked.", minimum=0),
@@ -117,6 +117,17 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "messages": _o("int", 0, "Default limit of messages per user (0 = none); userdb_quota_rule=*:messages=N overrides it.", minimum=0),
         "warning": _o("int", 90, "Percent of a limit at which the user gets one warning message in INBOX (once per crossing); 0 = never.", minimum=0),
         "grace": _o("int", 10, "Percent of the storage limit the last message may take the user past it (Dovecot's quota_grace): a user under the limit is not refused a message that only just does not fit.", minimum=0),
+    },
+    "postgres": {
+        "dsn": _o("str", "", "[store] backend = \"postgres\": a libpq connection string (\"host=db1 dbname=mailnet\"); empty = the options below. Put no password here: use password_file."),
+        "host": _o("str", "", "Server host name, or the directory of its Unix socket (\"/var/run/postgresql\"); empty = libpq's default (the local socket)."),
+        "port": _o("int", 5432, "Server port (also names the Unix socket).", minimum=1),
+        "dbname": _o("str", "mailnet", "Database that `mailnet db init` made."),
+        "user": _o("str", "mailnet", "Database role."),
+        "password_file": _o("path", "", "File holding the role's password (read at start, kept out of the config and the logs); empty = none (peer or trust authentication, or ~/.pgpass)."),
+        "pool_size": _o("int", 8, "Worker threads, each with one connection: queries in flight at once (the reactor never waits on the database).", minimum=1),
+        "connect_timeout": _o("float", 5.0, "Seconds to wait for a connection before answering a temporary error (SMTP 451, IMAP NO, POP3 -ERR).", minimum=1),
+        "statement_timeout": _o("float", 30.0, "Seconds one query may run before it is cancelled and answered as a temporary error.", minimum=1),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
@@ -508,8 +519,8 @@ def checkEnvironment(config: Config):
     ca = config.relay.tls_ca_file
     if ca and not os.access(ca, os.R_OK):
         raise ConfigError(f"{where}: [relay] tls_ca_file: cannot read {ca}")
-    if config.store.backend not in ("maildir", "memory") and ":" not in config.store.backend:
-        raise ConfigError(f'{where}: [store] backend: expected "maildir", "memory" or "package.module:factory", got "{config.store.backend}"')
+    if config.store.backend not in ("maildir", "memory", "postgres") and ":" not in config.store.backend:
+        raise ConfigError(f'{where}: [store] backend: expected "maildir", "memory", "postgres" or "package.module:factory", got "{config.store.backend}"')
 
 
 def example() -> str:

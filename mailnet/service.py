@@ -65,6 +65,7 @@ EXTRA_SERVICES = [queueService]
 BUILTIN_STORES = {
     "maildir": "mailnet.store.maildir:makeStore",
     "memory": "mailnet.store.memory:makeStore",
+    "postgres": "mailnet.store.postgres:makeStore",
 }
 
 

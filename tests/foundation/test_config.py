@@ -66,7 +66,7 @@ def test_file_values_and_relative_paths(tmp_path):
         ("[tls]\ncert = \"c.pem\"\n", "[tls] key: cert and key must be given together"),
         ("[tls]\nrsa_cert = \"c.pem\"\n", "[tls] rsa_key: rsa_cert and rsa_key must be given together"),
         ("[tls]\nrsa_cert = \"c.pem\"\nrsa_key = \"c.pem\"\n", "[tls] rsa_cert: needs [tls] cert and key too"),
-        ("[store]\nbackend = \"nosuch\"\n", '[store] backend: expected "maildir", "memory" or "package.module:factory"'),
+        ("[store]\nbackend = \"nosuch\"\n", '[store] backend: expected "maildir", "memory", "postgres" or "package.module:factory"'),
         ("[server\n", "not valid TOML"),
         ("[server]\ndata_dir = \"/dev/null/x\"\n", "[server] data_dir: /dev/null is not a directory"),
     ],

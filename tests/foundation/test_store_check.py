@@ -24,7 +24,7 @@ CASES = {
     "no factory": ("mystore:makeStor", GOOD, "",
                    "mailnet.toml: [store] backend: mystore has no makeStor"),
     "no colon": ("mystore", GOOD, "",
-                 'mailnet.toml: [store] backend: expected "maildir", "memory" or "package.module:factory", got "mystore"'),
+                 'mailnet.toml: [store] backend: expected "maildir", "memory", "postgres" or "package.module:factory", got "mystore"'),
     "not callable": ("mystore:NAME", GOOD + "NAME = 'x'\n", "",
                      "mailnet.toml: [store] backend: mystore:NAME is not callable"),
     "not a store": ("mystore:makeStore", "def makeStore(config):\n    return object()\n", "",

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""
+The PostgreSQL store beside the Maildir store, same run, same clients.
+
+    /work/main/.venv/bin/python bench/postgres_vs_maildir.py [--messages 600] [--sessions 8] [--repeat 3]
+
+Starts its own PostgreSQL (initdb in a temporary directory, Unix socket
+only, **fsync on**: a commit is on disk before the 250, as a Maildir
+delivery is fsynced) and two mailnet servers, one per backend, and runs
+alternately (maildir, postgres, maildir, ...):
+
+* SMTP durable acceptance: ``--sessions`` smtplib clients in threads, each
+  sending its share of ``--messages`` 4 KB messages over one connection;
+  messages/s.
+* IMAP FETCH over implicit TLS on a folder of those messages: one
+  ``UID FETCH 1:* (FLAGS RFC822.SIZE)`` (index only), one
+  ``UID FETCH 1:* BODY.PEEK[]`` (every body), and ``BODY.PEEK[]`` one
+  message per command for 200 messages (a round trip to the store each).
+
+Prints medians and the postgres/maildir ratio (above 1: postgres is slower
+for times, faster for rates) as a Markdown table.  Everything started here
+is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import smtplib
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.harness import MailServer  # noqa: E402
+from tests.store.postgres_fixture import PostgresServer, binDir  # noqa: E402
+
+USER = ("alice@example.test", "alice-pw")
+BODY = (b"x" * 70 + b"\r\n") * 56  # about 4 KB
+
+
+def message(i):
+    return (b"From: Load <load@remote.test>\r\nTo: alice@example.test\r\nSubject: bench %d\r\n"
+            b"Message-ID: <bench.%d@remote.test>\r\n\r\n" % (i, i)) + BODY
+
+
+def smtpRun(server, messages, sessions):
+    per = messages // sessions
+    errors = []
+
+    def client(k):
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=120) as s:
+                for i in range(per):
+                    s.sendmail("load@remote.test", [USER[0]], message(k * per + i))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(sessions)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"SMTP clients failed: {errors[0]!r}")
+    return per * sessions / elapsed
+
+
+def imapRun(server):
+    ctx = ssl.create_default_context(cafile=server.certFile)
+    m = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=ctx, timeout=300)
+    m.login(*USER)
+    m.select("INBOX", readonly=True)
+    out = {}
+    start = time.perf_counter()
+    m.uid("FETCH", "1:*", "(FLAGS RFC822.SIZE)")
+    out["fetch flags"] = time.perf_counter() - start
+    start = time.perf_counter()
+    m.uid("FETCH", "1:*", "BODY.PEEK[]")
+    out["fetch bodies"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for n in range(1, 201):
+        m.fetch(str(n), "BODY.PEEK[]")
+    out["200 x fetch one"] = time.perf_counter() - start
+    m.logout()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=600)
+    ap.add_argument("--sessions", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    bindir = binDir()
+    if bindir is None:
+        sys.exit("PostgreSQL server binaries not found (apt-get install postgresql)")
+    pg = PostgresServer(bindir, fsync=True)
+    scratch = tempfile.mkdtemp(prefix="mailnet-bench-pg-")
+    results = {"maildir": {}, "postgres": {}}
+    try:
+        pg.init()
+        pg.makeTemplate()
+        for r in range(args.repeat):
+            for backend in ("maildir", "postgres"):
+                config = {"limits": {"connections_per_ip": 1000}}
+                dbname = None
+                if backend == "postgres":
+                    dbname = pg.newDatabase()
+                    config.update({"store": {"backend": "postgres"},
+                                   "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname}})
+                server = MailServer(os.path.join(scratch, f"{backend}{r}"), config=config)
+                server.start()
+                try:
+                    server.addUser(*USER)
+                    rate = smtpRun(server, args.messages, args.sessions)
+                    results[backend].setdefault("smtp msgs/s", []).append(rate)
+                    for key, value in imapRun(server).items():
+                        results[backend].setdefault(key + " (s)", []).append(value)
+                    print(f"run {r + 1} {backend}: {rate:.0f} msgs/s", file=sys.stderr, flush=True)
+                finally:
+                    server.stop()
+                    if dbname:
+                        pg.dropDatabase(dbname)
+    finally:
+        pg.destroy()
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\n{args.messages} messages of 4 KB, {args.sessions} SMTP sessions, median of {args.repeat}\n")
+    print("| measure | maildir | postgres | postgres / maildir |")
+    print("|---|---|---|---|")
+    for key in results["maildir"]:
+        a = statistics.median(results["maildir"][key])
+        b = statistics.median(results["postgres"][key])
+        print(f"| {key} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

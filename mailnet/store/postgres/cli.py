@@ -1,0 +1,52 @@
+"""
+``mailnet db init|upgrade|status``: the PostgreSQL store's schema
+(mailnet/store/postgres/schema.py), with the ``[postgres]`` settings of
+the config.  One line of output; exit status 1 when the database cannot be
+reached or the schema does not match.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mailnet.store.postgres import schema
+from mailnet.store.postgres.db import Settings, _describe
+
+
+def main(conf, action, out=sys.stdout):
+    import psycopg
+
+    settings = Settings.fromConfig(conf)
+    try:
+        kw = settings.connectArgs()
+    except OSError as e:
+        print(f"mailnet: [postgres] password_file: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
+        with psycopg.connect(**kw) as conn:
+            if action == "status":
+                version = schema.currentVersion(conn)
+                state = ("up to date" if version == schema.VERSION else
+                         "no mailnet schema: run `mailnet db init`" if version == 0 else
+                         "older than this mailnet: run `mailnet db upgrade`" if version < schema.VERSION else
+                         "newer than this mailnet")
+                print(f"schema version {version}, this mailnet {schema.VERSION}: {state}", file=out)
+                return 0 if version == schema.VERSION else 1
+            before = schema.currentVersion(conn)
+            if action == "init" and before != 0:
+                print(f"mailnet: the database has a mailnet schema already (version {before}); "
+                      "`mailnet db upgrade` brings it up to date", file=sys.stderr)
+                return 1
+            if action == "upgrade" and before == 0:
+                print("mailnet: the database has no mailnet schema: run `mailnet db init`", file=sys.stderr)
+                return 1
+            before, after = schema.upgrade(conn)
+            print(f"schema version {before} -> {after}" if before != after else f"schema version {after}: up to date",
+                  file=out)
+            return 0
+    except schema.SchemaError as e:
+        print(f"mailnet: {e}", file=sys.stderr)
+        return 1
+    except psycopg.Error as e:
+        print(f"mailnet: the database cannot be used: {_describe(e)}", file=sys.stderr)
+        return 1

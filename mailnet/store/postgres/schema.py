@@ -1,0 +1,217 @@
+"""
+The PostgreSQL schema, versioned in code: :data:`MIGRATIONS` is a list of
+SQL scripts, the N-th bringing a database from version N-1 to N.
+``mailnet db init`` makes the tables (every migration in order), ``mailnet
+db upgrade`` runs the ones a database lacks, ``mailnet db status`` says
+where it stands.  A server refuses to start on a database whose version is
+older (or newer) than the code's (:func:`checkVersion`, one line).
+
+Tables (version 1; docs/store.md "The PostgreSQL backend"):
+
+* ``accounts``: one row per user (``username`` as the directory gives it).
+* ``folders``: one row per folder: name, ``mailbox_id`` (never reused: a
+  sequence), ``uidvalidity`` (a sequence that starts at the epoch second the
+  schema was made: strictly increasing across every node), ``uidnext`` and
+  ``highestmodseq`` (bumped in the transaction that adds or changes
+  messages: ``UPDATE ... RETURNING`` under the row lock, so no two writers,
+  in one process or on two nodes, ever hand out the same UID),
+  ``first_recent`` (\\Recent), ``subscribed``.
+* ``subscriptions``: names subscribed, existing or not (RFC 3501 s6.3.9).
+* ``messages``: (folder, uid) -> ``email_id`` (a sequence; kept across a
+  MOVE), flags (text[], system flags and keywords), internal date, size,
+  modseq, ``body_hash``.
+* ``expunged``: (folder, uid, modseq) of removed messages (QRESYNC
+  VANISHED, and other processes' refresh).
+* ``bodies`` + ``body_chunks``: the message bytes, content-addressed by
+  SHA-256, in chunks of :data:`CHUNK` bytes, so that neither a delivery nor a
+  FETCH ever holds a whole body in the client's memory, and a COPY (or one
+  delivery to many recipients) stores no second body.  A body goes in the
+  transaction that removes its last message.
+* ``notify_log``: reserved for the cross-node change feed (LISTEN/NOTIFY;
+  see docs/scaling.md), unused yet.
+
+Version 2 adds the account change journal: ``change_meta`` and ``changes``
+(mailnet/store/postgres/journal.py); version 3 the thread index:
+``thread_emails``, ``thread_refs``, ``thread_merges``
+(mailnet/store/postgres/threadindex.py).
+"""
+
+from __future__ import annotations
+
+CHUNK = 256 * 1024
+
+MIGRATIONS = [
+    # 1: the store.
+    """
+    CREATE TABLE mailnet_schema (version integer NOT NULL);
+    INSERT INTO mailnet_schema VALUES (0);
+    CREATE SEQUENCE mailbox_ids;
+    CREATE SEQUENCE email_ids;
+    CREATE SEQUENCE uidvalidities;
+    SELECT setval('uidvalidities', GREATEST(1, extract(epoch FROM now())::bigint));
+    CREATE TABLE accounts (
+        id bigserial PRIMARY KEY,
+        username text NOT NULL UNIQUE,
+        created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE folders (
+        id bigserial PRIMARY KEY,
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name text NOT NULL,
+        mailbox_id text NOT NULL UNIQUE,
+        uidvalidity bigint NOT NULL,
+        uidnext bigint NOT NULL DEFAULT 1,
+        highestmodseq bigint NOT NULL DEFAULT 1,
+        first_recent bigint NOT NULL DEFAULT 1,
+        UNIQUE (account, name)
+    );
+    CREATE TABLE subscriptions (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name text NOT NULL,
+        PRIMARY KEY (account, name)
+    );
+    CREATE TABLE bodies (
+        hash bytea PRIMARY KEY,
+        size bigint NOT NULL,
+        chunks integer NOT NULL
+    );
+    CREATE TABLE body_chunks (
+        hash bytea NOT NULL REFERENCES bodies(hash) ON DELETE CASCADE,
+        n integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (hash, n)
+    );
+    -- Mail hardly compresses further once base64-encoded; stored as is, a
+    -- chunk is read without decompressing anything.
+    ALTER TABLE body_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE messages (
+        folder bigint NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        account bigint NOT NULL,
+        email_id text NOT NULL,
+        flags text[] NOT NULL DEFAULT '{}',
+        internal_date double precision NOT NULL,
+        size bigint NOT NULL,
+        modseq bigint NOT NULL,
+        body_hash bytea NOT NULL REFERENCES bodies(hash),
+        PRIMARY KEY (folder, uid)
+    );
+    CREATE INDEX messages_modseq ON messages (folder, modseq);
+    CREATE INDEX messages_email ON messages (account, email_id);
+    CREATE INDEX messages_body ON messages (body_hash);
+    CREATE TABLE expunged (
+        folder bigint NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        modseq bigint NOT NULL,
+        PRIMARY KEY (folder, uid)
+    );
+    CREATE INDEX expunged_modseq ON expunged (folder, modseq);
+    CREATE TABLE notify_log (
+        seq bigserial PRIMARY KEY,
+        account bigint NOT NULL,
+        payload text NOT NULL,
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+    # 2: the account change journal (JMAP /changes), written in the
+    # transaction of each change (mailnet/store/postgres/journal.py).
+    """
+    CREATE TABLE change_meta (
+        account bigint PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        epoch text NOT NULL,
+        last bigint NOT NULL DEFAULT 0,
+        floor bigint NOT NULL DEFAULT 0
+    );
+    INSERT INTO change_meta (account, epoch) SELECT id, substr(md5(random()::text), 1, 8) FROM accounts;
+    CREATE TABLE changes (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        seq bigint NOT NULL,
+        type smallint NOT NULL,
+        id text NOT NULL,
+        kind smallint NOT NULL,
+        counts boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (account, seq)
+    );
+    CREATE INDEX changes_type ON changes (account, type, seq);
+    """,
+    # 3: the thread index (mailnet/store/postgres/threadindex.py), shared by
+    # every node; the journal's marks in it move from each process to change_meta.
+    """
+    CREATE TABLE thread_emails (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        seq bigserial NOT NULL,
+        email text NOT NULL,
+        thread text NOT NULL,
+        msgid text,
+        subject text NOT NULL,
+        reply boolean NOT NULL,
+        PRIMARY KEY (account, email)
+    );
+    CREATE INDEX thread_emails_seq ON thread_emails (account, seq);
+    CREATE INDEX thread_emails_thread ON thread_emails (account, thread, seq);
+    CREATE INDEX thread_emails_msgid ON thread_emails (account, msgid);
+    CREATE INDEX thread_emails_subject ON thread_emails (account, subject, seq);
+    CREATE TABLE thread_refs (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        email text NOT NULL,
+        ref text NOT NULL
+    );
+    CREATE INDEX thread_refs_ref ON thread_refs (account, ref);
+    CREATE TABLE thread_merges (
+        seq bigserial PRIMARY KEY,
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        email text NOT NULL,
+        absorbed text NOT NULL,
+        thread text NOT NULL
+    );
+    CREATE INDEX thread_merges_account ON thread_merges (account, seq);
+    ALTER TABLE change_meta ADD COLUMN thread_seq bigint NOT NULL DEFAULT 0,
+                            ADD COLUMN merge_seq bigint NOT NULL DEFAULT 0;
+    """,
+]
+
+VERSION = len(MIGRATIONS)
+
+
+class SchemaError(Exception):
+    """The database's schema does not match the code (one line for the operator)."""
+
+
+def currentVersion(conn):
+    """The schema version of the database (0: no mailnet tables)."""
+    row = conn.execute("SELECT to_regclass('mailnet_schema')").fetchone()
+    if row[0] is None:
+        return 0
+    return conn.execute("SELECT version FROM mailnet_schema").fetchone()[0]
+
+
+def upgrade(conn):
+    """
+    Run the migrations the database lacks, each in its own transaction
+    (an advisory lock keeps two nodes from upgrading at once).  Returns
+    ``(before, after)``.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7239001)")
+        before = version = currentVersion(conn)
+        if version > VERSION:
+            raise SchemaError(f"the database schema is version {version}, newer than this mailnet ({VERSION})")
+        while version < VERSION:
+            with conn.transaction():
+                conn.execute(MIGRATIONS[version])
+                version += 1
+                conn.execute("UPDATE mailnet_schema SET version = %s", (version,))
+    return before, version
+
+
+def checkVersion(conn):
+    """Raise :class:`SchemaError` unless the database is at :data:`VERSION`."""
+    version = currentVersion(conn)
+    if version == 0:
+        raise SchemaError("the database has no mailnet schema: run `mailnet db init`")
+    if version < VERSION:
+        raise SchemaError(f"the database schema is version {version}, this mailnet needs {VERSION}: "
+                          "run `mailnet db upgrade`")
+    if version > VERSION:
+        raise SchemaError(f"the database schema is version {version}, newer than this mailnet ({VERSION}): "
+                          "upgrade mailnet")

@@ -1,0 +1,230 @@
+"""The PostgreSQL store and its deliveries."""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailnet.store.base import FolderLimits, normalizeFlags, normalizeFolderName, parseUsername
+from mailnet.store.changes import DEFAULT_KEEP
+from mailnet.store.interfaces import (
+    INBOX,
+    SPECIAL_USE,
+    IDelivery,
+    IMailStore,
+    NoSuchAccount,
+    NoSuchFolder,
+    StoreError,
+    TemporaryStoreError,
+)
+from mailnet.store.postgres import journal, sql
+from mailnet.store.postgres.account import PostgresAccount
+from mailnet.store.postgres.db import Database
+
+log = Logger()
+
+
+@implementer(IMailStore)
+class PostgresStore:
+    """
+    Accounts in a PostgreSQL database (mailnet/store/postgres/schema.py).
+
+    @param db: a :class:`~mailnet.store.postgres.db.Database`.
+    @param runner: ``runner(f, *args) -> Deferred`` for blocking work that
+        is not a query (the toolkit's in-memory indexes); by default the
+        database's thread pool.  Tests pass a synchronous runner (and give
+        the Database the same one).
+    """
+
+    def __init__(self, db: Database, limits=None, changesKept=DEFAULT_KEEP, runner=None):
+        self.db = db
+        self.limits = limits or FolderLimits()
+        self.changesKept = changesKept
+        self.runner = runner or db.runner
+        self._accounts = {}  # username -> PostgresAccount (in this process)
+        self.listener = None
+
+    def listen(self, reactor=None):
+        """Hear other nodes' changes (LISTEN/NOTIFY, listen.py) in a thread of its own."""
+        from mailnet.store.postgres.listen import Listener
+
+        if reactor is None:
+            from twisted.internet import reactor
+        self.listener = Listener(self.db, reactor, self.remoteChange, self.resync)
+        self.listener.start()
+        return self.listener
+
+    def remoteChange(self, accountId):
+        """Another node changed the account: its open folders refresh, its listeners are told."""
+        for account in list(self._accounts.values()):
+            if account.accountId == accountId:
+                account.remoteChange()
+
+    def resync(self):
+        """Notifications may have been lost: every account of the process looks again."""
+        for account in list(self._accounts.values()):
+            account.remoteChange()
+
+    def _checkName(self, username):
+        try:
+            parseUsername(username)
+        except ValueError as e:
+            raise NoSuchAccount(str(e)) from None
+
+    def getAccount(self, username, create=True):
+        account = self._accounts.get(username)
+        if account is not None:
+            return defer.succeed(account)
+
+        def made(aid):
+            return self._accounts.setdefault(username, PostgresAccount(self, username, aid))
+
+        d = defer.maybeDeferred(self._checkName, username)
+        d.addCallback(lambda _: self.db.run(sql.accountId, username, create, self.changesKept))
+        return d.addCallback(made)
+
+    def knownAccount(self, username):
+        return self._accounts.get(username)
+
+    def newDelivery(self):
+        return PostgresDelivery(self)
+
+    def delivered(self, added):
+        """
+        After a delivery committed: ``added`` is ``[(username, folderId,
+        rows, told)]`` (the journal rows of that folder's copy, and the
+        account's ``(state, types)``); open folders and account listeners
+        of this process take them in.  Returns a Deferred.
+        """
+        ds = []
+        for username, folderId, rows, told in added:
+            account = self._accounts.get(username)
+            if account is None:
+                continue
+            d = account.delivered(folderId, rows, told)
+            d.addErrback(lambda f: log.warn("postgres: a delivery's notification failed: {e}", e=f.getErrorMessage()))
+            ds.append(d)
+        return defer.gatherResults(ds) if ds else defer.succeed(None)
+
+    def close(self):
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+        accounts, self._accounts = self._accounts, {}
+        for account in accounts.values():
+            account.close()
+        self.db.close()
+
+
+@implementer(IDelivery)
+class PostgresDelivery:
+    """
+    One message for one or more mailboxes: spooled (hashed as it comes, in
+    memory up to 1 MiB, in an unlinked temporary file beyond), then one
+    transaction stores the body once and a message row per mailbox.
+    """
+
+    def __init__(self, store):
+        self._store = store
+        self._recipients = []
+        self._spool = sql.Spool()
+        self._done = False
+
+    def addRecipient(self, username, folder=INBOX):
+        if self._done:
+            raise StoreError("delivery already committed or aborted")
+        name = normalizeFolderName(folder)
+        try:
+            parseUsername(username)
+        except ValueError as e:
+            raise NoSuchAccount(str(e)) from None
+        if name != INBOX:
+            # One indexed query on the reactor thread, for a folder other
+            # than INBOX only (an address extension, a Sieve-like rule).
+            exists = self._store.db.call(sql.folderExists, username, name, failFast=True)
+            if exists is None:
+                exists = name in SPECIAL_USE  # made with the account
+            if not exists:
+                raise NoSuchFolder(folder)
+        if (username, name) not in self._recipients:
+            self._recipients.append((username, name))
+
+    def write(self, data):
+        if self._done:
+            raise StoreError("delivery already committed or aborted")
+        try:
+            self._spool.write(bytes(data))
+        except OSError as e:
+            raise TemporaryStoreError(f"spooling the message failed: {e.strerror}") from None
+
+    def commit(self, internalDate=None, flags=()):
+        if self._done:
+            return defer.fail(StoreError("delivery already committed or aborted"))
+        self._done = True
+        flags = normalizeFlags(flags)
+        date = time.time() if internalDate is None else internalDate
+        spool = self._spool
+        recipients = list(self._recipients)
+
+        keep = self._store.changesKept
+
+        def txn(conn):
+            h = sql.storeBody(conn, spool)
+            targets = []
+            for username, name in recipients:
+                aid = sql.accountId(conn, username, True, keep)
+                row = sql.folderRow(conn, aid, name)
+                targets.append((row[0], username, aid, name))
+            sql.lockFolders(conn, [t[0] for t in targets])
+            out, copies, byAccount = [], [], {}
+            for folderId, username, aid, name in targets:
+                rows = []
+                [row] = sql.insertMessages(conn, folderId, aid, [(h, spool.size, flags, date, None)], rows)
+                out.append((username, name, row[0]))
+                copies.append((username, aid, folderId, rows))
+                byAccount.setdefault(aid, []).extend(rows)
+            # The accounts' journals, in account order (two deliveries never deadlock).
+            told = {aid: journal.write(conn, aid, byAccount[aid], keep) for aid in sorted(byAccount)}
+            return out, [(username, folderId, rows, told[aid]) for username, aid, folderId, rows in copies]
+
+        def done(value):
+            out, added = value
+            return self._store.delivered(added).addCallback(lambda _: out)
+
+        def cleanup(result):
+            spool.close()
+            return result
+
+        return self._store.db.run(txn).addBoth(cleanup).addCallback(done)
+
+    def abort(self):
+        if not self._done:
+            self._done = True
+            self._spool.close()
+
+
+def makeStore(config):
+    """The ``postgres`` backend factory (``[store] backend = "postgres"``): refuses an old schema."""
+    from mailnet.config import ConfigError
+    from mailnet.store.postgres.db import Settings
+    from mailnet.store.postgres.schema import SchemaError, checkVersion
+
+    db = Database(Settings.fromConfig(config))
+    try:
+        db.call(checkVersion)
+    except SchemaError as e:
+        db.close()
+        raise ConfigError(f"[postgres] {e}") from None
+    except TemporaryStoreError:
+        db.close()
+        raise ConfigError("[postgres] the database cannot be reached; check [postgres] and that the server runs") from None
+    except OSError as e:
+        db.close()
+        raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
+    db._closeAll()  # the connection made on the main thread is not reused by the pool
+    store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
+    store.listen()
+    return store
