@@ -207,8 +207,12 @@ class MailContext:
         self.spool = Spool(config.spoolDir)
         # RFC 8621 s8 / RFC 3834: vacation settings, and the auto-reply after each local delivery.
         self.vacation = vacation.FileVacationStore(os.path.join(config.server.data_dir, "vacation"))
+        from mailnet.mailauth.ownmail import OwnMailSigner
+
         localdelivery.setDeliveryHook(self.store, vacation.Responder(self.vacation, self.spool,
-                                                                     config.jmap.vacation_period, self.hostname))
+                                                                     config.jmap.vacation_period, self.hostname,
+                                                                     directory=self.directory,
+                                                                     signer=OwnMailSigner(config, reactor)))
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
         self.messageFilter = makeFilter(config, reactor)

@@ -13,7 +13,11 @@ auto-reply it sends (RFC 3834) after a local delivery.
   durably in the store (the 250 is not waiting for it), it decides with
   :mod:`mailnet.mail.autoreply` and puts the reply in the outbound queue
   (null sender, RFC 3834 s3.3), at most once per sender per
-  ``[jmap] vacation_period``.
+  ``[jmap] vacation_period``, only when the message names one of the
+  user's addresses (their own, ``user+tag``, or an alias of the aliases file
+  that delivers to them; not a catch-all) in To/Cc/Bcc or their Resent-
+  forms (RFC 5230 s4.5), and DKIM-signed with the keys of the user's
+  domain, once, before it is spooled (:mod:`mailnet.mailauth.ownmail`).
 """
 
 from __future__ import annotations
@@ -177,14 +181,20 @@ class Responder:
     @param store: an :class:`IVacationStore`.
     @param spool: the outbound :class:`~mailnet.queue.spool.Spool`.
     @param period: seconds between two replies to one sender (``[jmap] vacation_period``).
+    @param directory: the :class:`~mailnet.auth.Directory` (the user's aliases), or None (only their own address).
+    @param signer: an :class:`~mailnet.mailauth.ownmail.OwnMailSigner`, or None (unsigned).
+    @param runInThread: ``f(callable, *args) -> Deferred`` for the signing (tests: at once).
     """
 
-    def __init__(self, store, spool, period, hostname, clock=None):
+    def __init__(self, store, spool, period, hostname, clock=None, directory=None, signer=None, runInThread=None):
         self.store = store
         self.spool = spool
         self.period = period
         self.hostname = hostname
         self.clock = clock or time
+        self.directory = directory
+        self.signer = signer
+        self.runInThread = runInThread or threads.deferToThread
         self.pending = set()  # the Deferreds of replies being worked out (tests wait on them)
 
     def __call__(self, usernames, sender, header):
@@ -200,12 +210,34 @@ class Responder:
             self.pending.add(d)
             d.addBoth(lambda result, d=d: self.pending.discard(d))
 
+    def isOwn(self, username, address) -> bool:
+        """
+        Whether ``address`` is one of ``username``'s: their own, with or
+        without a ``+tag``, or an address of the aliases file that delivers
+        to them.  Not a domain's catch-all: mail to any made-up address
+        would get a reply.
+        """
+        address, username = address.strip().lower(), username.lower()
+        if address == username:
+            return True
+        directory = self.directory
+        if directory is None:
+            return False
+        local, _, domain = address.rpartition("@")
+        separator = directory.separator
+        base = local.split(separator, 1)[0] + "@" + domain if separator and separator in local else address
+        if base == username:
+            return True
+        if not (directory.aliases.get(address) or directory.aliases.get(base)):
+            return False
+        return directory.mayUseSender(username, address)
+
     async def _one(self, username, sender, found):
         settings = await self.store.get(username)
         now = self.clock.time()
         if not active(settings, now):
             return
-        why = autoreply.refusal(sender, found, ownAddresses=(username,))
+        why = autoreply.refusal(sender, found, isOwn=lambda address: self.isOwn(username, address))
         if why is not None:
             log.debug("vacation: no auto-reply for {user}: {why}", user=username, why=why)
             return
@@ -214,6 +246,12 @@ class Responder:
             return
         data = autoreply.buildReply(username, sender, found, settings.get("subject"), settings.get("textBody"),
                                     settings.get("htmlBody"), self.hostname, now)
+        if self.signer is not None:
+            # Issue 16: From the user, so signed with the keys of the user's domain (or its nearest
+            # parent with keys), like their own mail; once, here, so the queue's retries send these bytes.
+            keys = self.signer.keysFor(username.rpartition("@")[2])
+            if keys:
+                data = await self.runInThread(self.signer.sign, data, keys)
         # RFC 3834 s3.3: the null reverse-path, so that nothing answers the answer.
         writer = self.spool.newMessage("", [{"address": sender}], smtputf8=not sender.isascii(),
                                        body="8BITMIME" if any(b >= 0x80 for b in data) else "7BIT")

@@ -3,7 +3,8 @@ The vacation auto-reply without I/O: whether a delivered message gets one
 (RFC 3834 s2, RFC 5230 s4-5, RFC 8621 s8) and the reply's bytes.
 
 :func:`refusal` looks only at the envelope sender and the message's header
-section; the caller (mailnet/vacation.py) checks the settings, the dates
+section (one of the user's addresses must be in To/Cc/Bcc or their Resent-
+forms, RFC 5230 s4.5); the caller (mailnet/vacation.py) checks the settings, the dates
 and "once per sender per period" around it.
 """
 
@@ -22,8 +23,10 @@ HEADER_LIMIT = 64 * 1024  # bytes of a header section looked at
 # RFC 2369 / RFC 2919 list fields: mail from a list never gets an auto-reply (RFC 3834 s2).
 LIST_FIELDS = (b"list-id", b"list-help", b"list-unsubscribe", b"list-subscribe", b"list-post", b"list-owner",
                b"list-archive")
-FIELDS = LIST_FIELDS + (b"auto-submitted", b"precedence", b"x-auto-response-suppress", b"subject", b"message-id",
-                        b"references")
+# RFC 5230 s4.5 / RFC 3834 s2: the fields that must name one of the user's addresses.
+RECIPIENT_FIELDS = (b"to", b"cc", b"bcc", b"resent-to", b"resent-cc", b"resent-bcc")
+FIELDS = LIST_FIELDS + RECIPIENT_FIELDS + (b"auto-submitted", b"precedence", b"x-auto-response-suppress", b"subject",
+                                           b"message-id", b"references")
 # RFC 5230 s4.6 / RFC 3834 s2: addresses that are machines, not people.
 _MACHINE_LOCALPARTS = ("mailer-daemon", "listserv", "majordomo", "noreply", "no-reply",
                        "do-not-reply", "donotreply")
@@ -41,19 +44,40 @@ def _str(value) -> str:
     return " ".join(value.split())
 
 
-def refusal(sender: str, found: dict, ownAddresses=()) -> str | None:
+def recipients(found: dict) -> list[str]:
+    """The addresses (lower case) in the recipient fields of ``found`` (:func:`fields`):
+    To, Cc, Bcc and their Resent- forms (the first of each field)."""
+    out = []
+    for name in RECIPIENT_FIELDS:
+        value = found.get(name)
+        if value is None:
+            continue
+        # Undecoded: an encoded word (RFC 2047) holds a display name, never an address.
+        for _, address in email.utils.getaddresses([_str(value)]):
+            address = address.strip().lower()
+            if "@" in address and address not in out:
+                out.append(address)
+    return out
+
+
+def refusal(sender: str, found: dict, ownAddresses=(), isOwn=None) -> str | None:
     """
     Why no auto-reply may be sent for a message from envelope sender
     ``sender`` with header ``found`` (:func:`fields`), or None when one may.
-    ``ownAddresses``: the user's (no reply to oneself).
+    ``ownAddresses``: the user's (no reply to oneself, and one of them must
+    be a recipient); ``isOwn(address) -> bool``, when given, says instead
+    whether an address is the user's (their aliases, ``user+tag``).
     """
+    if isOwn is None:
+        own = {a.lower() for a in ownAddresses}
+        isOwn = lambda address: address.lower() in own  # noqa: E731
     if not sender:
         return "null sender"  # RFC 3834 s2: bounces and other automatic mail
     local = sender.rpartition("@")[0].lower() if "@" in sender else sender.lower()
     if local in _MACHINE_LOCALPARTS or local.startswith("owner-") or local.endswith("-request") \
             or local.endswith("-bounces") or local.startswith("bounce"):
         return "machine sender"  # RFC 5230 s4.6
-    if sender.lower() in {a.lower() for a in ownAddresses}:
+    if isOwn(sender):
         return "own address"
     auto = found.get(b"auto-submitted")
     if auto is not None and _str(auto).strip().split(";")[0].strip().lower() != "no":
@@ -67,6 +91,11 @@ def refusal(sender: str, found: dict, ownAddresses=()) -> str | None:
     suppress = found.get(b"x-auto-response-suppress")
     if suppress is not None and any(w in _str(suppress).lower() for w in ("all", "oof", "autoreply")):
         return "auto-response suppressed"  # Microsoft's field, honoured by most responders
+    # RFC 5230 s4.5, RFC 3834 s2: only mail that names the user (To, Cc, Bcc or
+    # their Resent- forms) is answered; mail that reached them as a Bcc of a
+    # list or an alias they are not told of gets no reply.
+    if not any(isOwn(address) for address in recipients(found)):
+        return "not addressed to the user"
     return None
 
 

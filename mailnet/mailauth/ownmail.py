@@ -6,7 +6,8 @@ mail of ours: each is signed with the keys of the hostname's domain (or the
 nearest parent domain that has keys, which DMARC's relaxed alignment
 accepts), once, before it is spooled, so the queue's retries send the same
 signed bytes.  ``[mailauth] sign = false`` turns it off, as for our users'
-mail.
+mail.  Vacation auto-replies (mailnet/vacation.py) are signed the same way,
+with the keys of the user's domain (their From).
 """
 
 from __future__ import annotations

@@ -200,3 +200,93 @@ def test_a_failing_hook_does_not_fail_the_delivery(tmp_path):
         assert len(s.ok("Email/query")["ids"]) == 1
     finally:
         localdelivery.setDeliveryHook(s.store, None)
+
+
+class Aliases:
+    def __init__(self, table):
+        self.table = table
+
+    def get(self, address):
+        return self.table.get(address.lower())
+
+
+def directory():
+    from mailnet.auth import CheckerUsers, Directory
+    from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
+    users = CheckerUsers(InMemoryUsernamePasswordDatabaseDontUse(), [USER, "bob@example.test"])
+    return Directory(["example.test"], users, Aliases({
+        "sales@example.test": ["alice@example.test", "bob@example.test"],
+        "bob-only@example.test": ["bob@example.test"],
+        "@example.test": ["alice@example.test"],  # a catch-all: not one of her addresses for vacation
+    }))
+
+
+def addressed(to, extra="", sender="carol@elsewhere.test"):
+    data = (f"From: Carol <{sender}>\r\nTo: {to}\r\nSubject: s\r\n{extra}\r\nHi.\r\n").encode()
+    responder = vacation.Responder(None, None, 1, "mx.example.test", directory=directory())
+    return autoreply.refusal(sender, autoreply.fields(data), isOwn=lambda a: responder.isOwn(USER, a))
+
+
+@pytest.mark.parametrize("to, extra, why", [
+    (USER, "", None),
+    ("Alice <ALICE@Example.Test>", "", None),
+    ("\"Smith, Al\" <x@elsewhere.test>, alice+holiday@example.test", "", None),  # RFC 5233 subaddress
+    ("sales@example.test", "", None),  # an alias that delivers to her
+    ("friends@lists.elsewhere.test", "Cc: Alice <alice@example.test>\r\n", None),
+    ("friends@lists.elsewhere.test", "Resent-To: alice@example.test\r\n", None),
+    ("friends@lists.elsewhere.test", "Resent-Cc: sales@example.test\r\n", None),
+    # RFC 5230 s4.5: Bcc'd (her address nowhere in the header): no reply.
+    ("friends@lists.elsewhere.test", "", "not addressed to the user"),
+    ("undisclosed-recipients:;", "", "not addressed to the user"),
+    ("bob-only@example.test", "", "not addressed to the user"),  # an alias of someone else
+    ("whatever@example.test", "", "not addressed to the user"),  # reached her through the catch-all only
+    ("=?utf-8?q?alice=40example=2Etest?= <x@elsewhere.test>", "", "not addressed to the user"),
+])
+def test_only_mail_that_names_one_of_her_addresses_is_answered(to, extra, why):
+    assert addressed(to, extra) == why
+
+
+def test_her_alias_as_sender_is_her_own_address():
+    assert addressed(USER, sender="sales@example.test") == "own address"
+    assert addressed(USER, sender="alice+x@example.test") == "own address"
+
+
+def test_without_a_directory_only_her_own_address_counts():
+    data = f"To: sales@example.test, {USER}\r\n\r\n".encode()
+    assert autoreply.refusal("c@x.test", autoreply.fields(data), ownAddresses=(USER,)) is None
+    data = b"To: sales@example.test\r\n\r\n"
+    assert autoreply.refusal("c@x.test", autoreply.fields(data), ownAddresses=(USER,)) == "not addressed to the user"
+    responder = vacation.Responder(None, None, 1, "mx.example.test")
+    assert responder.isOwn(USER, USER.upper()) and not responder.isOwn(USER, "alice+x@example.test")
+
+
+class RecordingSigner:
+    """An OwnMailSigner's interface: keys by domain; the signature a marker field."""
+
+    def __init__(self, keys):
+        self.keys = keys
+        self.asked = []
+
+    def keysFor(self, domain):
+        self.asked.append(domain)
+        return self.keys
+
+    def sign(self, message, keys):
+        return b"DKIM-Signature: v=1; d=example.test; test\r\n" + message
+
+
+@pytest.mark.parametrize("keys", [["a key"], []])
+def test_the_reply_is_signed_once_before_it_is_spooled(tmp_path, keys):
+    store = vacation.FileVacationStore(str(tmp_path / "vacation"), runInThread=sync)
+    spool = Spool(str(tmp_path / "queue"), runInThread=sync)
+    signer = RecordingSigner(keys)
+    responder = vacation.Responder(store, spool, 86400, "mx.example.test", Clock(), signer=signer, runInThread=sync)
+    runSync(_await(store.set(USER, dict(vacation.DEFAULT, isEnabled=True, textBody="Gone."))))
+    responder([USER], "bob@elsewhere.test", header())
+    assert not responder.pending and signer.asked == ["example.test"]  # the user's domain: the From's
+    [queued] = spool.ids()
+    with spool.openData(queued) as f:
+        data = f.read()
+    assert data.count(b"DKIM-Signature:") == (1 if keys else 0)
+    assert data.startswith(b"DKIM-Signature:") == bool(keys)
