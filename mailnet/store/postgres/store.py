@@ -53,6 +53,7 @@ class PostgresStore:
         self.runner = runner or db.runner
         self._accounts = {}  # username -> PostgresAccount (in this process)
         self._usage = {}  # username -> (storage, messages, when read): quotaUsage's cache
+        self.quotaPolicy = None  # set by the service from [quota] (mailnet/store/quota.py)
         self.listener = None
 
     def listen(self, reactor=None):
