@@ -162,3 +162,25 @@ def test_one_warning_across_nodes(pgServer, pgDatabase):
     finally:
         a.close()
         b.close()
+
+
+def test_maildrop_lock_across_nodes(pgServer, pgDatabase):
+    # Not wired into POP3 yet (maildroplock.py): the store's half, on two nodes.
+    a, b = makeStore(pgServer, pgDatabase), makeStore(pgServer, pgDatabase)
+    try:
+        held = result(a.maildropLock(USER))
+        assert held is not None and held.held
+        assert result(b.maildropLock(USER)) is None  # node B: in use
+        assert result(a.maildropLock(USER)) is None  # and on node A by another session
+        other = result(b.maildropLock("bob@example.test"))  # another user's maildrop is free
+        assert other is not None
+        held.release()
+        again = result(b.maildropLock(USER))
+        assert again is not None
+        # A session that dies without releasing (its connection closed) gives it back too.
+        again._conn.close()
+        result(a.maildropLock(USER)).release()
+        other.release()
+    finally:
+        a.close()
+        b.close()

@@ -103,6 +103,18 @@ class PostgresStore:
     def newDelivery(self):
         return PostgresDelivery(self)
 
+    def maildropLock(self, username):
+        """
+        The POP3 maildrop lock of ``username`` across every node
+        (maildroplock.py): Deferred firing with a held
+        :class:`~mailnet.store.postgres.maildroplock.MaildropLock` (its
+        ``release()`` is blocking and quick), or None when another session
+        holds it; fails with TemporaryStoreError when the database is down.
+        """
+        from mailnet.store.postgres.maildroplock import tryLock
+
+        return self.runner(tryLock, self.db, username, self.changesKept)
+
     # Quota (mailnet/store/postgres/quota.py; docs/store.md "Quota")
 
     def setUsage(self, username, used):
