@@ -187,7 +187,8 @@ def deleteMessages(conn, folderId, uids, rows, moved=False):
     modseq, _, mailboxId = bump(conn, folderId)
     gone = conn.execute("DELETE FROM messages WHERE folder = %s AND uid = ANY(%s) "
                         "RETURNING uid, body_hash, email_id, account, size", (folderId, list(uids))).fetchall()
-    quota.add(conn, gone[0][3], -sum(r[4] for r in gone), -len(gone))
+    if gone:
+        quota.add(conn, gone[0][3], -sum(r[4] for r in gone), -len(gone))
     for _, _, emailId, _, _ in gone:
         journal.row(rows, UPDATED if moved else DESTROYED, EMAIL, emailId, moved)
     journal.row(rows, UPDATED, MAILBOX, mailboxId, True)
