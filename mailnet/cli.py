@@ -13,6 +13,7 @@ The ``mailnet`` command.
     mailnet tlsrpt show                  TLS-RPT counts of our deliveries not reported yet
     mailnet status                       listeners, queue, store, certificates (exit 1: a problem)
     mailnet db init|upgrade|status       the PostgreSQL store's schema ([store] backend = "postgres")
+    mailnet db recount                   recount every account's quota usage from its messages
     mailnet --version
 
 ``--config FILE`` goes before or after the command.  Without it (or
@@ -295,7 +296,7 @@ def parser():
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
     d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema ([postgres] settings)")
-    d.add_argument("action", choices=["init", "upgrade", "status"])
+    d.add_argument("action", choices=["init", "upgrade", "status", "recount"])
     return p
 
 

@@ -387,3 +387,53 @@ def test_getmail_pop3s_with_delete(mail, tmp_path, request):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert delivered(dest) == sorted(m.replace(b"\r\n", b"\n") for m in sent)
     assert _count(mail, ALICE) == 0
+
+
+def test_quota_over_smtp_and_imap(pgServer, pgDatabase, tmp_path):
+    # The quota on a postgres node: the usage is the database's counter row.
+    from tests.ops.quota_helpers import QUOTA_PW, QUOTA_USER, message as sized, setRule
+
+    config = dict(pgConfig(pgServer, pgDatabase), quota={"grace": 0, "warning": 90})
+    server = MailServer(tmp_path / "node", config=config)
+    server.start()
+    try:
+        server.addUser(QUOTA_USER, QUOTA_PW)
+        server.addUser(*ALICE)
+        setRule(server, QUOTA_USER, "userdb_quota_rule=*:storage=4K userdb_quota_rule2=*:messages=3")
+        port = server.port("smtp")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.sendmail("someone@remote.test", [QUOTA_USER], sized(1500, "one"))
+            # Larger than the whole quota: 552 5.2.2 at RCPT (SIZE=).
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+                s.sendmail("someone@remote.test", [QUOTA_USER], sized(5000))
+            code, text = e.value.recipients[QUOTA_USER]
+            assert code == 552 and text.startswith(b"5.2.2"), text
+            s.sendmail("someone@remote.test", [QUOTA_USER], sized(2000, "two"))
+            # About 3900 of 4096 bytes: the next 1000 would go past; at RCPT for this one recipient.
+            refused = s.sendmail("someone@remote.test", [QUOTA_USER, ALICE[0]], sized(1000, "three"))
+            assert refused[QUOTA_USER][0] == 452 and refused[QUOTA_USER][1].startswith(b"4.2.2"), refused
+        server.waitForLog("quota warning delivered to carol@example.test")
+        # Two messages and the warning; the counter row is the messages' sum.
+        counter = rows(pgServer, pgDatabase, "SELECT q.storage, q.messages FROM quota_usage q "
+                       "JOIN accounts a ON a.id = q.account WHERE a.username = 'carol@example.test'")
+        assert counter == rows(pgServer, pgDatabase, "SELECT SUM(size), COUNT(*) FROM messages m JOIN accounts a "
+                               "ON a.id = m.account WHERE a.username = 'carol@example.test'")
+        assert counter[0][1] == 3
+        c = imapclient.IMAPClient("127.0.0.1", port=server.port("imaps"), ssl=True, ssl_context=tls(server),
+                                  timeout=20)
+        try:
+            c.login(QUOTA_USER, QUOTA_PW)
+            _, quotas = c.get_quota_root("INBOX")
+            got = {(q.resource, q.usage, q.limit) for q in quotas}
+            assert ("MESSAGE", 3, 3) in got  # two messages and the warning
+            with pytest.raises(imapclient.exceptions.IMAPClientError) as e:
+                c.append("INBOX", sized(100, "four"))
+            assert "OVERQUOTA" in str(e.value)
+            c.select_folder("INBOX")
+            c.delete_messages([1])
+            c.expunge()
+            c.append("INBOX", sized(100, "four"))
+        finally:
+            c.logout()
+    finally:
+        server.stop()

@@ -14,6 +14,7 @@ import pytest
 
 from mailnet.store.conformance import StoreConformance
 from mailnet.store.conformance_changes import ChangesConformance
+from mailnet.store.conformance_quota import QuotaConformance
 from mailnet.store.conformance_summaries import SummaryConformance
 from mailnet.store.postgres import PostgresStore
 from mailnet.store.postgres.db import Database
@@ -59,6 +60,14 @@ class TestPostgresChanges(ChangesConformance):
 
 
 class TestPostgresSummaries(SummaryConformance):
+    def makeStore(self, tmp_path):
+        return pgStore()
+
+    def restartStore(self, tmp_path, store):
+        return pgStore()
+
+
+class TestPostgresQuota(QuotaConformance):
     def makeStore(self, tmp_path):
         return pgStore()
 

@@ -24,10 +24,12 @@ from mailnet.store.interfaces import (
     NoSuchFolder,
 )
 from mailnet.store.postgres import journal, sql
+from mailnet.store.postgres import quota as pgquota
 from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.folder import PostgresFolder
 from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.postgres.threadindex import PostgresThreadIndex
+from mailnet.store.quota import QuotaUsage, policyOf
 from mailnet.store.threads import AccountThreads
 
 log = Logger()
@@ -128,6 +130,29 @@ class PostgresAccount:
     def removeListener(self, listener):
         self.accountListeners.remove(listener)
 
+    # Quota (mailnet/store/postgres/quota.py; docs/store.md "Quota")
+
+    def quota(self):
+        policy = policyOf(self.store)
+        limits = policy.limitsFor(self.username)
+
+        def got(used):
+            self.store.setUsage(self.username, used)
+            return QuotaUsage(used[0], used[1], limits, policy.warning, policy.grace)
+
+        return self.db.run(pgquota.usage, self.accountId).addCallback(got)
+
+    def checkQuota(self, size, count=1):
+        return self.quota().addCallback(lambda usage: usage.check(size, count))
+
+    def quotaWarning(self):
+        def claim(usage):
+            if not usage.limits.limited:
+                return False
+            return self.db.run(pgquota.claimWarning, self.accountId, usage.warned)
+
+        return self.quota().addCallback(claim)
+
     # Folders
 
     def listFolders(self):
@@ -178,12 +203,13 @@ class PostgresAccount:
                 raise InvalidFolderName("INBOX cannot be deleted")
             row = sql.folderRow(conn, self.accountId, name)
             sql.lockFolders(conn, [row[0]])
-            msgs = conn.execute("DELETE FROM messages WHERE folder = %s RETURNING email_id, body_hash",
+            msgs = conn.execute("DELETE FROM messages WHERE folder = %s RETURNING email_id, body_hash, size",
                                 (row[0],)).fetchall()
             conn.execute("DELETE FROM folders WHERE id = %s", (row[0],))
-            sql.dropBodies(conn, {h for _, h in msgs})
+            pgquota.add(conn, self.accountId, -sum(r[2] for r in msgs), -len(msgs))
+            sql.dropBodies(conn, {r[1] for r in msgs})
             rows = []
-            for emailId, _ in msgs:
+            for emailId, *_ in msgs:
                 journal.row(rows, DESTROYED, EMAIL, emailId)
             journal.row(rows, DESTROYED, MAILBOX, row[2])
             return row[0], (rows, journal.write(conn, self.accountId, rows, self.keep))

@@ -1,7 +1,8 @@
 """
 ``mailnet db init|upgrade|status``: the PostgreSQL store's schema
 (mailnet/store/postgres/schema.py), with the ``[postgres]`` settings of
-the config.  One line of output; exit status 1 when the database cannot be
+the config; ``mailnet db recount``: every account's quota counter from its
+messages (mailnet/store/postgres/quota.py).  One line of output; exit status 1 when the database cannot be
 reached or the schema does not match.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from mailnet.store.postgres import schema
+from mailnet.store.postgres import quota, schema
 from mailnet.store.postgres.db import Settings, _describe
 
 
@@ -32,6 +33,12 @@ def main(conf, action, out=sys.stdout):
                          "newer than this mailnet")
                 print(f"schema version {version}, this mailnet {schema.VERSION}: {state}", file=out)
                 return 0 if version == schema.VERSION else 1
+            if action == "recount":
+                schema.checkVersion(conn)
+                with conn.transaction():
+                    n = quota.recountAll(conn)
+                print(f"quota usage recounted for {n} account(s)", file=out)
+                return 0
             before = schema.currentVersion(conn)
             if action == "init" and before != 0:
                 print(f"mailnet: the database has a mailnet schema already (version {before}); "

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from mailnet.store.base import SharedIndex, applyFlags
 from mailnet.store.interfaces import SEEN, MessageInfo, NoSuchMessage
-from mailnet.store.postgres import journal, sql
+from mailnet.store.postgres import journal, quota, sql
 from mailnet.store.postgres.journal import EMAIL, MAILBOX, UPDATED
 
 log = Logger()
@@ -108,10 +108,11 @@ class PostgresFolder(SharedIndex):
             answer = change(conn, rows)
             told = journal.write(conn, aid, rows, keep)
             return answer, rows, told, [sql.delta(conn, f.folderId, since, isolate=False)
-                                        for f, since in zip(folders, sinces)]
+                                        for f, since in zip(folders, sinces)], quota.usage(conn, aid)
 
         async def go():
-            answer, rows, told, deltas = await self.db.run(txn, [f.highestModSeq for f in folders])
+            answer, rows, told, deltas, used = await self.db.run(txn, [f.highestModSeq for f in folders])
+            self.account.store.setUsage(self.account.username, used)
             for f, found in zip(reversed(folders), reversed(deltas)):
                 await f.apply(found, own=True)
             await self.account.changed(rows, told)

@@ -33,7 +33,8 @@ Tables (version 1; docs/store.md "The PostgreSQL backend"):
 Version 2 adds the account change journal: ``change_meta`` and ``changes``
 (mailnet/store/postgres/journal.py); version 3 the thread index:
 ``thread_emails``, ``thread_refs``, ``thread_merges``
-(mailnet/store/postgres/threadindex.py).
+(mailnet/store/postgres/threadindex.py); version 4 the quota counters:
+``quota_usage`` (mailnet/store/postgres/quota.py).
 """
 
 from __future__ import annotations
@@ -167,6 +168,20 @@ MIGRATIONS = [
     CREATE INDEX thread_merges_account ON thread_merges (account, seq);
     ALTER TABLE change_meta ADD COLUMN thread_seq bigint NOT NULL DEFAULT 0,
                             ADD COLUMN merge_seq bigint NOT NULL DEFAULT 0;
+    """,
+    # 4: the quota usage (mailnet/store/postgres/quota.py): a counter per
+    # account kept by the transactions that add or remove messages, and the
+    # warning mark; counted once here from the messages there are.
+    """
+    CREATE TABLE quota_usage (
+        account bigint PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        storage bigint NOT NULL DEFAULT 0,
+        messages bigint NOT NULL DEFAULT 0,
+        warned boolean NOT NULL DEFAULT false
+    );
+    INSERT INTO quota_usage (account, storage, messages)
+        SELECT a.id, COALESCE(SUM(m.size), 0), COUNT(m.uid) FROM accounts a
+        LEFT JOIN messages m ON m.account = a.id GROUP BY a.id;
     """,
 ]
 

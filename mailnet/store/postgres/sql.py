@@ -11,7 +11,7 @@ import io
 import tempfile
 
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, NoSuchAccount, NoSuchFolder, NoSuchMessage
-from mailnet.store.postgres import journal
+from mailnet.store.postgres import journal, quota
 from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.schema import CHUNK
 
@@ -43,6 +43,7 @@ def accountId(conn, username, create, keep=None):
         return conn.execute("SELECT id FROM accounts WHERE username = %s", (username,)).fetchone()[0]
     aid = row[0]
     journal.start(conn, aid)
+    conn.execute("INSERT INTO quota_usage (account) VALUES (%s)", (aid,))
     rows = []
     for name in [INBOX, *SPECIAL_USE]:
         journal.row(rows, CREATED, MAILBOX, makeFolder(conn, aid, name)[2])
@@ -170,6 +171,7 @@ def insertMessages(conn, folderId, aid, items, rows):
         cur.executemany("INSERT INTO messages (folder, account, body_hash, uid, email_id, flags, internal_date, size, "
                         "modseq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         [(folderId, aid, item[0], *r) for item, r in zip(items, new)])
+    quota.add(conn, aid, sum(item[1] for item in items), len(items))
     return new
 
 
@@ -183,17 +185,19 @@ def deleteMessages(conn, folderId, uids, rows, moved=False):
     if not gone:
         return []
     modseq, _, mailboxId = bump(conn, folderId)
-    gone = conn.execute("DELETE FROM messages WHERE folder = %s AND uid = ANY(%s) RETURNING uid, body_hash, email_id",
-                        (folderId, list(uids))).fetchall()
-    for _, _, emailId in gone:
+    gone = conn.execute("DELETE FROM messages WHERE folder = %s AND uid = ANY(%s) "
+                        "RETURNING uid, body_hash, email_id, account, size", (folderId, list(uids))).fetchall()
+    if gone:
+        quota.add(conn, gone[0][3], -sum(r[4] for r in gone), -len(gone))
+    for _, _, emailId, _, _ in gone:
         journal.row(rows, UPDATED if moved else DESTROYED, EMAIL, emailId, moved)
     journal.row(rows, UPDATED, MAILBOX, mailboxId, True)
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO expunged (folder, uid, modseq) VALUES (%s, %s, %s) "
                         "ON CONFLICT (folder, uid) DO UPDATE SET modseq = EXCLUDED.modseq",
-                        [(folderId, uid, modseq) for uid, _, _ in gone])
-    dropBodies(conn, {h for _, h, _ in gone})
-    return sorted(uid for uid, _, _ in gone)
+                        [(folderId, uid, modseq) for uid, *_ in gone])
+    dropBodies(conn, {r[1] for r in gone})
+    return sorted(r[0] for r in gone)
 
 
 def dropBodies(conn, hashes):

@@ -20,11 +20,18 @@ from mailnet.store.interfaces import (
     StoreError,
     TemporaryStoreError,
 )
-from mailnet.store.postgres import journal, sql
+from mailnet.store.postgres import journal, quota, sql
 from mailnet.store.postgres.account import PostgresAccount
 from mailnet.store.postgres.db import Database
+from mailnet.store.quota import QuotaUsage, policyOf
 
 log = Logger()
+
+# quotaUsage's cache: an entry is read again after this many seconds (another
+# node's delivery to an account this process has not loaded is seen then),
+# and the cache is emptied when it holds this many users.
+USAGE_FRESH = 30.0
+USAGE_CACHED = 10_000
 
 
 @implementer(IMailStore)
@@ -45,6 +52,8 @@ class PostgresStore:
         self.changesKept = changesKept
         self.runner = runner or db.runner
         self._accounts = {}  # username -> PostgresAccount (in this process)
+        self._usage = {}  # username -> (storage, messages, when read): quotaUsage's cache
+        self.quotaPolicy = None  # set by the service from [quota] (mailnet/store/quota.py)
         self.listener = None
 
     def listen(self, reactor=None):
@@ -61,10 +70,12 @@ class PostgresStore:
         """Another node changed the account: its open folders refresh, its listeners are told."""
         for account in list(self._accounts.values()):
             if account.accountId == accountId:
+                self._usage.pop(account.username, None)
                 account.remoteChange()
 
     def resync(self):
         """Notifications may have been lost: every account of the process looks again."""
+        self._usage.clear()
         for account in list(self._accounts.values()):
             account.remoteChange()
 
@@ -91,6 +102,48 @@ class PostgresStore:
 
     def newDelivery(self):
         return PostgresDelivery(self)
+
+    def maildropLock(self, username):
+        """
+        The POP3 maildrop lock of ``username`` across every node
+        (maildroplock.py): Deferred firing with a held
+        :class:`~mailnet.store.postgres.maildroplock.MaildropLock` (its
+        ``release()`` is blocking and quick), or None when another session
+        holds it; fails with TemporaryStoreError when the database is down.
+        """
+        from mailnet.store.postgres.maildroplock import tryLock
+
+        return self.runner(tryLock, self.db, username, self.changesKept)
+
+    # Quota (mailnet/store/postgres/quota.py; docs/store.md "Quota")
+
+    def setUsage(self, username, used):
+        """A transaction of this process read the account's counter: quotaUsage's cache takes it."""
+        if len(self._usage) >= USAGE_CACHED and username not in self._usage:
+            self._usage.clear()
+        self._usage[username] = (used[0], used[1], time.monotonic())
+
+    def quotaUsage(self, username):
+        """
+        For SMTP's RCPT check, synchronously: from the cache this process's
+        writes keep (another node's change drops the entry, and an entry is
+        read again after :data:`USAGE_FRESH` seconds); a miss is one indexed
+        query on the reactor thread.  None without limits or when the
+        database cannot answer now (the delivery checks nothing then).
+        """
+        policy = policyOf(self)
+        limits = policy.limitsFor(username)
+        if not limits.limited:
+            return None
+        entry = self._usage.get(username)
+        if entry is None or time.monotonic() - entry[2] > USAGE_FRESH:
+            try:
+                self.setUsage(username, self.db.call(quota.usageOf, username, failFast=True))
+            except (StoreError, OSError) as e:
+                log.warn("postgres: reading the quota usage failed: {e}", e=str(e))
+                return None
+            entry = self._usage[username]
+        return QuotaUsage(entry[0], entry[1], limits, policy.warning, policy.grace)
 
     def delivered(self, added):
         """
@@ -179,6 +232,7 @@ class PostgresDelivery:
                 row = sql.folderRow(conn, aid, name)
                 targets.append((row[0], username, aid, name))
             sql.lockFolders(conn, [t[0] for t in targets])
+            quota.lock(conn, [t[2] for t in targets])  # the counters, in account order
             out, copies, byAccount = [], [], {}
             for folderId, username, aid, name in targets:
                 rows = []
@@ -188,10 +242,13 @@ class PostgresDelivery:
                 byAccount.setdefault(aid, []).extend(rows)
             # The accounts' journals, in account order (two deliveries never deadlock).
             told = {aid: journal.write(conn, aid, byAccount[aid], keep) for aid in sorted(byAccount)}
-            return out, [(username, folderId, rows, told[aid]) for username, aid, folderId, rows in copies]
+            used = {username: quota.usage(conn, aid) for _, username, aid, _ in targets}
+            return out, [(username, folderId, rows, told[aid]) for username, aid, folderId, rows in copies], used
 
         def done(value):
-            out, added = value
+            out, added, used = value
+            for username, counted in used.items():
+                self._store.setUsage(username, counted)
             return self._store.delivered(added).addCallback(lambda _: out)
 
         def cleanup(result):
