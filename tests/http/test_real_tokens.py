@@ -136,7 +136,7 @@ def test_bearer_follows_the_plaintext_rule(tmp_path):
         server.stop()
 
 
-def test_token_is_an_app_password_for_basic_imap_pop3_and_smtp(jmap):
+def test_token_is_an_app_password_for_basic_imap_pop3_smtp_and_webmail(jmap):
     token = newToken(jmap, user=BOB[0], name="mailapp")
     basic = base64.b64encode(f"{BOB[0]}:{token}".encode()).decode()
     response, _ = call(jmap, "GET", "/.well-known/jmap", headers={"Authorization": "Basic " + basic})
@@ -151,6 +151,9 @@ def test_token_is_an_app_password_for_basic_imap_pop3_and_smtp(jmap):
     with smtplib.SMTP("127.0.0.1", jmap.port("submission"), timeout=30) as smtp:
         smtp.ehlo()
         assert smtp.login(BOB[0], token)[0] == 235
+    response, data = call(jmap, "POST", "/webmail/login", json.dumps({"username": BOB[0], "password": token}),
+                          {"Content-Type": "application/json"})
+    assert response.status == 200 and "mailnet_session=" in response.getheader("Set-Cookie"), data
     # Someone else's token is not Bob's password.
     other = newToken(jmap, user=ALICE[0])
     imap = imaplib.IMAP4("127.0.0.1", jmap.port("imap"), timeout=30)
