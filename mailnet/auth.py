@@ -187,8 +187,10 @@ class UserDB(_WatchedFile):
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
-    def __init__(self, path, scheme="argon2id", cacheSeconds=300, clock=None, runInThread=None):
+    def __init__(self, path, scheme="argon2id", cacheSeconds=300, clock=None, runInThread=None, tokens=None):
         super().__init__(path)
+        # App passwords (mailnet/tokens.py TokenDB): a user's token is accepted as their password.
+        self.tokens = tokens
         self.runInThread = runInThread or threads.deferToThread
         self.scheme = scheme
         self.cacheSeconds = cacheSeconds
@@ -328,6 +330,8 @@ class UserDB(_WatchedFile):
                 password = password.decode("utf-8")
             except UnicodeDecodeError:
                 return defer.fail(error.UnauthorizedLogin("unknown user or bad password"))
+        if stored is not None and self.tokens is not None and self.tokens.check(key, password):
+            return defer.succeed(key)  # an app password: one SHA-256, no thread (mailnet/tokens.py)
         token = hmac.new(self._cacheKey, f"{key}\0{stored}\0{password}".encode(), hashlib.sha256).digest()
         hit = self._cache.get(key) if stored is not None else None
         if hit and hit[1] > self.clock.seconds() and hmac.compare_digest(hit[0], token):

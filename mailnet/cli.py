@@ -140,6 +140,10 @@ def cmdUser(args):
             print(f"changed the password of {args.name.lower()}")
         elif args.action == "del":
             users.remove(args.name)
+            if os.path.exists(conf.tokensFile):
+                from mailnet.tokens import TokenDB
+
+                TokenDB(conf.tokensFile).removeUser(args.name)  # a user made again later gets none of these
             print(f"removed {args.name.lower()} (their mail is kept under {conf.mailDir})")
     except (ValueError, KeyError) as e:
         _die(e.args[0] if e.args else str(e))
@@ -162,6 +166,33 @@ def cmdAlias(args):
                 _die("alias del ADDRESS", 2)
             aliases.remove(args.address)
             print(f"removed {args.address.lower()}")
+    except (ValueError, KeyError) as e:
+        _die(e.args[0] if e.args else str(e))
+
+
+def cmdToken(args):
+    """App passwords (mailnet/tokens.py): the token is printed once, only its hash is kept."""
+    import datetime
+
+    from mailnet.tokens import TokenDB
+
+    conf = _load(args)
+    users = _users(conf)
+    tokens = TokenDB(conf.tokensFile)
+    try:
+        if not users.exists(args.user):
+            _die(f"no user {args.user.lower()}")
+        if args.action == "add":
+            print(tokens.add(args.user, args.tokenName or args.name))
+        elif args.action == "list":
+            for name, created in tokens.list(args.user):
+                when = datetime.datetime.fromtimestamp(int(created), datetime.timezone.utc)
+                print(f"{name}  created {when:%Y-%m-%d %H:%M:%S} UTC")
+        elif args.action == "revoke":
+            if not args.name:
+                _die("token revoke USER NAME", 2)
+            tokens.revoke(args.user, args.name)
+            print(f"revoked {args.name} of {args.user.lower()}")
     except (ValueError, KeyError) as e:
         _die(e.args[0] if e.args else str(e))
 
@@ -270,6 +301,12 @@ def parser():
     a.add_argument("address", nargs="?")
     a.add_argument("targets", nargs="*")
 
+    tk = add_parser("token", help="app passwords: bearer tokens for JMAP, also accepted as the user's password")
+    tk.add_argument("action", choices=["add", "list", "revoke"])
+    tk.add_argument("user")
+    tk.add_argument("name", nargs="?", help="revoke: the token's name")
+    tk.add_argument("--name", dest="tokenName", help="add: a name for the token (default: token-<random>)")
+
     c = add_parser("config", help="check a config file or print the documented example")
     c.add_argument("action", choices=["check", "example"])
     c.add_argument("file", nargs="?")
@@ -343,7 +380,7 @@ def main(argv=None):
         _checkDataDir(args)
     if args.command == "queue":
         return cmdQueue(args, rest)
-    handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "cert": cmdCert,
+    handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "token": cmdToken, "cert": cmdCert,
                "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt, "db": cmdDb}[args.command]
     status = handler(args)
     if args.command in ("dkim", "dns", "status", "db") and status:

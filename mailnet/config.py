@@ -211,6 +211,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "http_request_size": _o("int", 35 * MB, "Largest HTTP request body (JMAP upload, webmail compose).", minimum=1),
     },
     "http": {
+        "cors_origins": _o("strlist", [], "Origins (\"https://app.example.org\", exact match) whose web pages may call the JMAP API with an Authorization header (CORS preflight answered); empty = no cross-origin access. The webmail's cookie is never usable cross-origin."),
         "trusted_proxies": _o("strlist", [], "Addresses or networks (\"10.0.0.5\", \"10.0.0.0/24\") of the TLS proxies in front of the http listener: their X-Forwarded-For and X-Forwarded-Proto are believed; loopback is always trusted. Passwords are taken only from loopback, these, or with [auth] allow_plaintext."),
         "idle_timeout": _o("int", 120, "Seconds a kept-alive HTTP connection may wait for its next request.", minimum=5),
         "request_deadline": _o("int", 60, "Seconds a request's head and body may take to arrive, plus 1 s per [limits] min_data_rate bytes (slowloris): bytes do not restart it.", minimum=5),
@@ -378,6 +379,11 @@ class Config:
     @property
     def usersFile(self):
         return self.path("auth", "users_file", "users")
+
+    @property
+    def tokensFile(self):
+        """App passwords (mailnet/tokens.py), beside the users file."""
+        return self.usersFile + ".tokens"
 
     @property
     def aliasesFile(self):

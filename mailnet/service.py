@@ -49,6 +49,7 @@ from mailnet.queue.spool import Spool, SpoolLock
 from mailnet.smtp import server as smtpServer
 from mailnet.store.interfaces import IMailStore
 from mailnet.store.quota import QuotaPolicy
+from mailnet.tokens import TokenDB
 
 log = Logger()
 
@@ -231,7 +232,8 @@ def makeUsers(config: Config, reactor, users=None, checkers=None):
             raise TypeError(f"makeService: users= must provide mailnet.auth.IUserDirectory, "
                             f"got {type(users).__name__} (or wrap a cred checker in mailnet.auth.CheckerUsers)")
         return users
-    fileUsers = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor)
+    fileUsers = auth.UserDB(config.usersFile, config.auth.hash, config.auth.cache_seconds, clock=reactor,
+                            tokens=TokenDB(config.tokensFile))
     if checkers:
         return auth.CheckerUsers(checkers, addresses=fileUsers)
     return fileUsers

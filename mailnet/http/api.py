@@ -201,7 +201,8 @@ class JMAPResource:
         accounts = self.accountsOf(principal)
         sessionState = core.sessionObject(self.registry, principal.username, accounts, self.limits, base)["state"]
         context = Context(principal.username, {a.id: a for a in accounts}, self.limits,
-                          dict(self.services, blobs=self.blobs, clock=self.clock, sessionState=sessionState))
+                          dict(self.services, blobs=self.blobs, clock=self.clock, sessionState=sessionState,
+                               clientAddress=getattr(principal, "address", "") or "127.0.0.1"))
         return await processRequest(self.registry, parsed, context)
 
     # Upload (RFC 8620 s6.1)

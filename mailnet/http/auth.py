@@ -13,7 +13,7 @@ those proxies.
 
 Schemes are tried in order (:attr:`Authenticator.schemes`): the first whose
 ``credentials(request)`` finds something authenticates the request: Basic,
-then the webmail's cookie session (:class:`CookieScheme`, which looks the
+then Bearer (an app password from ``mailnet token add``, RFC 6750), then the webmail's cookie session (:class:`CookieScheme`, which looks the
 session up instead of checking a password, and asks for the session's CSRF
 token on every request that may change something).
 """
@@ -73,6 +73,7 @@ class Principal:
     logout: object
     scheme: str = "basic"
     kept: bool = False  # set by a handler that outlives the request (push, WebSocket)
+    address: str = ""  # the client's address (Authenticator.clientAddress): Received of a submission
     _done: bool = False
 
     def done(self):
@@ -146,6 +147,52 @@ class BasicScheme:
         return principal
 
 
+class BearerScheme:
+    """
+    ``Authorization: Bearer <token>`` (RFC 6750 s2.1): an app password made
+    with ``mailnet token add`` (mailnet/tokens.py).  It is a password to us:
+    taken only where Basic is (TLS or a trusted proxy or loopback, or
+    ``allow_plaintext``), and checked through the same login sequence
+    (throttle, logging) with the token's owner as the account, so that
+    failures count as Basic's do.  A token nobody owns is checked as the
+    unknown account ``(bearer token)``: counted against the client address.
+    """
+
+    name = "bearer"
+    UNKNOWN = "(bearer token)"
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def challenge(self) -> bytes:
+        return f'Bearer realm="{REALM}"'.encode()
+
+    def credentials(self, request):
+        header = request.getHeader(b"authorization")
+        if header is None:
+            return None
+        scheme, _, value = header.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return None
+        try:
+            token = value.strip().decode("ascii")
+        except UnicodeDecodeError:
+            token = ""
+        # RFC 6750 s2.1: b64token syntax; anything else is malformed.
+        if not token or len(token) > 200 or any(c.isspace() for c in token):
+            raise AuthRefused(401, "Malformed Bearer credentials.")
+        return token
+
+    @defer.inlineCallbacks
+    def authenticate(self, authenticator, request, token, alive=None):
+        if not authenticator.passwordsAllowed(request):
+            raise AuthRefused(401, "Tokens are only accepted over TLS (through the TLS proxy).")
+        username = self.tokens.owner(token) or self.UNKNOWN
+        principal = yield authenticator.loginWithPassword(request, username, token, alive)
+        principal.scheme = "bearer"
+        return principal
+
+
 class CookieScheme:
     """
     The webmail's session cookie (mailnet/http/session.py).  No password
@@ -215,15 +262,20 @@ class Authenticator:
         (None: no cookie sessions).
     @param userExists: ``f(username) -> bool`` (the user directory's
         ``exists``), asked on each cookie request; None: not asked.
+    @param tokens: the :class:`~mailnet.tokens.TokenDB` of app passwords
+        (Bearer); None: no Bearer scheme.
     """
 
-    def __init__(self, login, trustedProxies=(), allowPlaintext=False, sessions=None, userExists=None):
+    def __init__(self, login, trustedProxies=(), allowPlaintext=False, sessions=None, userExists=None,
+                 tokens=None):
         self.login = login
         self.trustedProxies = list(trustedProxies)
         self.allowPlaintext = allowPlaintext
         self.sessions = sessions
         self.userExists = userExists
         self.schemes = [BasicScheme()]
+        if tokens is not None:
+            self.schemes.append(BearerScheme(tokens))
         if sessions is not None:
             self.schemes.append(CookieScheme(sessions))
 
@@ -274,10 +326,15 @@ class Authenticator:
             for scheme in self.schemes:
                 creds = scheme.credentials(request)
                 if creds is not None:
-                    return scheme.authenticate(self, request, creds, alive)
+                    d = scheme.authenticate(self, request, creds, alive)
+                    return d.addCallback(self._located, request)
         except AuthRefused as e:
             return defer.fail(e)
         return defer.fail(AuthRefused(401, "Authentication required."))
+
+    def _located(self, principal, request):
+        principal.address = self.clientAddress(request)
+        return principal
 
     def avatarFor(self, username):
         """Deferred ``(account, logout)``: the store account of a user who

@@ -12,7 +12,7 @@ from twisted.internet import defer, task
 
 from mailnet import serving
 from mailnet.auth import IUserDirectory
-from mailnet.http import api, auth, blobstore, eventsource, session, site, userdata, webmail, websocket
+from mailnet.http import api, auth, blobstore, cors, eventsource, session, site, userdata, webmail, websocket
 from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
@@ -72,7 +72,8 @@ class HTTPService(serving.ProtocolService):
         users = getattr(context, "users", None)
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
                                                 config.auth.allow_plaintext, self.sessions,
-                                                users.exists if IUserDirectory.providedBy(users) else None)
+                                                users.exists if IUserDirectory.providedBy(users) else None,
+                                                getattr(users, "tokens", None))
         self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
         # Uploads first, then the store's messages and their parts (mailnet/jmap/mailblobs.py).
         self.storeBlobs = StoreBlobSource()
@@ -88,6 +89,8 @@ class HTTPService(serving.ProtocolService):
                                               config.http.push_connections_per_user)
         routes = dict(self.jmap.routes())
         routes.update(self.events.routes())
+        # [http] cors_origins: other origins' pages may call these with an Authorization header.
+        routes = cors.CORS(config.http.cors_origins).apply(routes, set(routes))
         routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
         if self.sessions is not None:
             self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max)
@@ -113,8 +116,8 @@ class HTTPService(serving.ProtocolService):
                              journal=userdata.OutboxJournal(os.path.join(config.server.data_dir, "jmap", "outbox")))
         self.jmap.services.update(sendRules=SendRules(directory), userData=self.userData, outbox=self.outbox)
 
-    def _send(self, username, mailFrom, rcptTo, data):
-        d = submit.submit(self.context, username, mailFrom, rcptTo, data)
+    def _send(self, username, mailFrom, rcptTo, data, peer="127.0.0.1"):
+        d = submit.submit(self.context, username, mailFrom, rcptTo, data, peer=peer)
         return d.addCallback(lambda s: Outcome(s.code, f"{s.enhanced} {s.text}".strip(), s.local))
 
     def _run(self, coroutine):

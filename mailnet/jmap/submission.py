@@ -89,6 +89,7 @@ class Pending:
     rcptTo: list
     data: bytes
     timer: object = None
+    peer: str | None = None  # the client's address, for the Received field (None: the sender's default)
 
 
 class Outbox:
@@ -98,6 +99,7 @@ class Outbox:
 
     @param send: ``send(username, mailFrom, rcptTo, data)`` -> (a Deferred
         of) an :class:`Outcome`; the server's goes through SMTP's path.
+        Given ``peer=`` too (the client's address) when the request had one.
     @param clock: ``callLater``/``seconds`` (the reactor).
     @param hold: seconds a submission stays ``pending`` (undo send).
     @param maxRecipients: RCPTs of one submission (``[limits] smtp_recipients``).
@@ -149,7 +151,8 @@ class Outbox:
         # Final from now on: the message is on its way, a cancel now is cannotUnsend.
         pending.record["undoStatus"] = "final"
         try:
-            outcome = self.send(username, pending.mailFrom, pending.rcptTo, pending.data)
+            extra = {"peer": pending.peer} if pending.peer else {}
+            outcome = self.send(username, pending.mailFrom, pending.rcptTo, pending.data, **extra)
             if hasattr(outcome, "__await__") or hasattr(outcome, "addCallback"):
                 outcome = await outcome
         except Exception as e:  # a store or spool failure: reported in deliveryStatus
@@ -173,6 +176,7 @@ class Outbox:
         """Keep a new submission for ``hold`` seconds: in the journal first (durable), then a timer."""
         if self.journal is not None:
             entry = {"username": username, "mailFrom": pending.mailFrom, "rcptTo": pending.rcptTo,
+                     "peer": pending.peer,
                      "due": self.clock.seconds() + self.hold, "record": _public(pending.record)}
             try:
                 await _await(self.journal.save(pending.record["id"], entry, pending.data))
@@ -194,7 +198,7 @@ class Outbox:
         now = self.clock.seconds()
         for entry, data in entries:
             username, record = entry["username"], dict(entry["record"])
-            pending = Pending(record, entry["mailFrom"], list(entry["rcptTo"]), data)
+            pending = Pending(record, entry["mailFrom"], list(entry["rcptTo"]), data, peer=entry.get("peer"))
             self.user(username)["records"][record["id"]] = pending
             self.changed(username, record["id"], "created")
             self.schedule(username, pending, entry["due"] - now)
@@ -364,7 +368,8 @@ class Submissions:
                "sendAt": utcDate(now + outbox.hold), "undoStatus": "pending", "deliveryStatus": None,
                "dsnBlobIds": [], "mdnBlobIds": []}
         # RFC 8621 s7.5: Bcc is not sent (its recipients are in the envelope).
-        pending = Pending(rec, mailFrom, rcptTo, compose.stripFields(data, ["Bcc"]))
+        pending = Pending(rec, mailFrom, rcptTo, compose.stripFields(data, ["Bcc"]),
+                          peer=self.call.context.services.get("clientAddress"))
         if outbox.hold > 0:
             await outbox.hold_(self.username, pending)
             self._user()["records"][i] = pending

@@ -122,3 +122,35 @@ def test_a_second_server_on_the_same_data_directory_refuses(tmp_path):
         assert json.load(open(listeners))["pid"] == first.process.pid
     finally:
         first.stop()
+
+
+def test_token_add_list_revoke(tmp_path):
+    server = MailServer(tmp_path / "s", config={"store": {"backend": "memory"}})
+    conf = server.configPath
+    assert mailnet("user", "add", "-c", conf, "bob@example.test", "pw", cwd=tmp_path).returncode == 0
+    r = mailnet("token", "add", "-c", conf, "Bob@example.test", "--name", "phone", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert r.stdout == token + "\n" and token.startswith("mn_") and len(token) == 46
+    second = mailnet("token", "add", "-c", conf, "bob@example.test", cwd=tmp_path).stdout.strip()
+    assert second != token
+    r = mailnet("token", "list", "-c", conf, "bob@example.test", cwd=tmp_path)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 2 and lines[0].startswith("phone  created 20")
+    assert token not in r.stdout and second not in r.stdout
+    stored = open(os.path.join(server.dataDir, "users.tokens")).read()
+    assert token not in stored and second not in stored  # hashed at rest
+    # Errors: a name taken, a bad name, an unknown user, an unknown token.
+    for args, message in ((["add", "bob@example.test", "--name", "phone"], "has a token named phone already"),
+                          (["add", "bob@example.test", "--name", "a:b"], "a token name is"),
+                          (["add", "nobody@example.test"], "no user nobody@example.test"),
+                          (["revoke", "bob@example.test", "tablet"], "has no token named tablet"),
+                          (["revoke", "bob@example.test"], "token revoke USER NAME")):
+        r = mailnet("token", "-c", conf, *args, cwd=tmp_path)
+        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
+    r = mailnet("token", "revoke", "-c", conf, "bob@example.test", "phone", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "revoked phone of bob@example.test\n"), r.stderr
+    assert len(mailnet("token", "list", "-c", conf, "bob@example.test", cwd=tmp_path).stdout.splitlines()) == 1
+    # A user removed takes their tokens along (a user made again later does not inherit them).
+    assert mailnet("user", "del", "-c", conf, "bob@example.test", cwd=tmp_path).returncode == 0
+    assert open(os.path.join(server.dataDir, "users.tokens")).read() == ""
