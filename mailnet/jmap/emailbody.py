@@ -255,6 +255,13 @@ def _strip(part, bodyProperties):
 
 
 def _bodyValue(f, part, maxBytes):
+    """RFC 8621 s4.1.4 EmailBodyValue with the value a plain str (for code that reads the text)."""
+    out = lazyBodyValue(f, part, maxBytes)
+    out["value"] = str(out["value"])
+    return out
+
+
+def lazyBodyValue(f, part, maxBytes):
     """
     RFC 8621 s4.1.4 EmailBodyValue: decoded text, cut at maxBodyValueBytes (0: whole).
 
@@ -365,7 +372,7 @@ async def fromMessage(account, summary, wanted, options):
                 values = {}
                 for p in chosen:
                     if p["type"].startswith("text/") and p["partId"] not in values:
-                        values[p["partId"]] = _bodyValue(f, structure.leaves[p["partId"]],
+                        values[p["partId"]] = lazyBodyValue(f, structure.leaves[p["partId"]],
                                                          options.get("maxBodyValueBytes") or 0)
                 out["bodyValues"] = values
         return out

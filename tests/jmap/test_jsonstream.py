@@ -1,10 +1,11 @@
 """
 The streamed JSON of the API (mailnet/jmap/jsonstream.py) and the body
-values decoded in pieces (emailbody._bodyValue): byte for byte the answer
+values decoded in pieces (emailbody.lazyBodyValue): byte for byte the answer
 the old code gave (one decode of the whole part, one json.dumps).
 """
 
 import base64
+import io
 import json
 import quopri
 
@@ -105,7 +106,7 @@ def test_answers_are_the_old_bytes(session, args, monkeypatch):
     calls = [("Email/get", dict(args, ids=ids)), ("Email/get", dict(args, ids=ids[1:3])),
              ("Core/echo", {"hello": "\x00lazy-not-a-marker \U0001F600"})]
     new = s.request(*calls)
-    monkeypatch.setattr(emailbody, "_bodyValue", oldBodyValue)
+    monkeypatch.setattr(emailbody, "lazyBodyValue", oldBodyValue)
     old = s.request(*calls)
     reference = json.dumps(old, separators=(",", ":")).encode()
     assert streamed(new) == reference
@@ -138,3 +139,13 @@ def test_no_lazy_value_is_one_piece():
 def test_what_cannot_be_encoded_fails_before_the_first_piece():
     with pytest.raises(TypeError):
         encodePieces({"a": LazyText(["x"]), "b": object()})
+
+
+def test_the_plain_form_is_a_str(session):
+    # htmlpart and Email/parse read the text: _bodyValue still gives them a str.
+    s, ids = session
+    f = io.BytesIO(CORPUS[1][1])
+    root = mime.scan(f)
+    value = emailbody._bodyValue(f, root, 0)
+    assert type(value["value"]) is str and value == oldBodyValue(f, root, 0)
+    assert isinstance(emailbody.lazyBodyValue(f, root, 0)["value"], LazyText)
