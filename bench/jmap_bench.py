@@ -31,6 +31,12 @@ What it does:
 3. idle (after huge): mailnet restarted (fresh memory), ``--idle`` EventSource streams
    opened and left idle; the growth of mailnet's RSS per stream, beside the
    growth of Dovecot's summed PSS per IMAP IDLE connection.
+5. ``--peer DIR`` (issue 14, the streamed answer): instead of the above,
+   two mailnets side by side, this checkout and the one in DIR (e.g. the
+   code before, ``git archive c40acdc | tar -x -C DIR``), each with Big
+   (``--big``) and Huge; in ``--runs`` rounds alternating which goes first,
+   the list (as above) and the Huge Email/get's peak RSS growth (the server
+   restarted before the huge rounds), medians and ratios.
 4. huge (before idle, in the fresh process): mailnet's peak RSS (VmHWM,
    reset through /proc/PID/clear_refs) over an ``Email/get`` of the Huge
    message's bodyValues (the whole text, ``maxBodyValueBytes`` 0) and over
@@ -188,6 +194,83 @@ def eventStreams(port, count):
     return out
 
 
+def peakOfGet(jmap, pid, hugeId):
+    rss = status(pid, "VmRSS")
+    resetPeak(pid)
+    answer = jmap.call(("Email/get", {"ids": [hugeId], "properties": ["bodyValues", "textBody"],
+                                      "fetchTextBodyValues": True}))
+    got = sum(len(v["value"]) for v in answer[0]["list"][0]["bodyValues"].values())
+    return status(pid, "VmHWM") - rss, got
+
+
+def peerRun(args):
+    """``--peer``: this checkout against the one in args.peer, the list and the huge Email/get (see the top)."""
+    run = tempfile.mkdtemp(prefix="jmapbench-")
+    os.chmod(run, 0o755)
+    print("run directory:", run)
+    print("machine: %d CPUs, load average %.2f %.2f %.2f" % ((os.cpu_count(),) + os.getloadavg()))
+    config = {"store": {"backend": "maildir"}, "auth": {"allow_plaintext": True, "failure_delay": 0.05}}
+    servers = {"new": MailServer(os.path.join(run, "new"), config=config),
+               "peer": MailServer(os.path.join(run, "peer"), config=config,
+                                  env={"PYTHONPATH": os.path.abspath(args.peer)})}
+    try:
+        for server in servers.values():
+            server.start()
+            server.addUser(USER, PASSWORD)
+            c = Client(server.port("imap"))
+            c.login()
+            for folder in (b"Big", b"Huge"):
+                c.command(b"CREATE " + folder)
+            c.close()
+            writeFolder(server.maildir(USER, "Big"), args.big, smallMessage, 1)
+            writeFolder(server.maildir(USER, "Huge"), 1, lambda rng, i: hugeMessage(args.huge_mb), 3, flags=False)
+        clients, boxes = {}, {}
+        for name, server in servers.items():
+            clients[name] = JMAP(server.port("http"))
+            boxes[name] = clients[name].mailboxes()
+            listPage(clients[name], boxes[name]["Big"])  # indexing, not timed
+        samples = {}
+        for n in range(args.runs):
+            for name in (("new", "peer") if n % 2 == 0 else ("peer", "new")):
+                elapsed, answer = listPage(clients[name], boxes[name]["Big"])
+                assert len(answer[1]["list"]) == 50
+                samples.setdefault("list_" + name, []).append(elapsed)
+        hugeIds = {}
+        for name, server in servers.items():
+            server.stop()
+            server.start()
+            clients[name] = JMAP(server.port("http"))
+            [hugeIds[name]] = clients[name].call(("Email/query", {"filter": {"inMailbox": boxes[name]["Huge"]}}))[0]["ids"]
+        for n in range(3):
+            for name in (("new", "peer") if n % 2 == 0 else ("peer", "new")):
+                t = time.perf_counter()
+                peak, got = peakOfGet(clients[name], servers[name].process.pid, hugeIds[name])
+                samples.setdefault("huge_" + name, []).append(peak)
+                samples.setdefault("hugetime_" + name, []).append(time.perf_counter() - t)
+                samples["chars_" + name] = got
+    finally:
+        for server in servers.values():
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(run, ignore_errors=True)
+    assert samples["chars_new"] == samples["chars_peer"]
+    for k, v in samples.items():
+        if isinstance(v, list):
+            print("  %s runs: %s" % (k, " ".join("%.4f" % x for x in v)))
+    med = {k: statistics.median(v) for k, v in samples.items() if isinstance(v, list)}
+    print()
+    print("load average at the end: %.2f %.2f %.2f" % os.getloadavg())
+    print("| measurement | this checkout | peer (%s) | ratio (this / peer) |" % args.peer)
+    print("|---|---|---|---|")
+    print("| newest 50 of %d: Email/query + Email/get | %.1f ms | %.1f ms | %.2f |"
+          % (args.big, med["list_new"] * 1e3, med["list_peer"] * 1e3, med["list_new"] / med["list_peer"]))
+    print("| Email/get bodyValues of a %d MB body (%d characters): peak RSS growth | %.1f MB | %.1f MB | %.2f |"
+          % (args.huge_mb, samples["chars_new"], med["huge_new"] / 1e6, med["huge_peer"] / 1e6,
+             med["huge_new"] / med["huge_peer"]))
+    print("| the same: time | %.2f s | %.2f s | %.2f |"
+          % (med["hugetime_new"], med["hugetime_peer"], med["hugetime_new"] / med["hugetime_peer"]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--big", type=int, default=100000)
@@ -197,7 +280,10 @@ def main():
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     parser.add_argument("--only", default="list,search,idle,huge")
+    parser.add_argument("--peer", help="another checkout to run beside this one (list and huge only)")
     args = parser.parse_args()
+    if args.peer:
+        return peerRun(args)
     only = set(args.only.split(","))
     if shutil.which("dovecot") is None:
         sys.exit("dovecot is not installed (apt-get install dovecot-imapd)")

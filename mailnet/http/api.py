@@ -17,7 +17,7 @@ from twisted.web import server
 
 from mailnet.http.auth import AuthRefused
 from mailnet.http.site import allowMethods, notFound, problem, writeJSON
-from mailnet.jmap import core
+from mailnet.jmap import core, jsonstream
 from mailnet.jmap.dispatch import Context, processRequest
 from mailnet.jmap.errors import PREFIX, RequestError
 from mailnet.jmap.request import parseRequest
@@ -74,6 +74,71 @@ def contentDisposition(name: str, inline=False) -> bytes:
     encoded = urllib.parse.quote(name[:200], safe="")
     kind = "inline" if inline else "attachment"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}".encode("ascii")
+
+
+class JSONProducer:
+    """
+    A push producer (IPushProducer) writing the pieces of a JSON answer
+    while the transport lets it: TCP pauses it once its buffer is past its
+    size and resumes it when drained, so a slow client holds the server to
+    about that buffer plus one piece (a piece is at most a few hundred KB).
+    """
+
+    def __init__(self, request, pieces):
+        self.request = request
+        self.pieces = jsonstream.iterBytes(pieces)
+        self.done = defer.Deferred()
+        self.paused = False
+        self.writing = False
+
+    def resumeProducing(self):
+        self.paused = False
+        if self.writing or self.done.called:
+            return  # called from within our own write: the loop below goes on
+        self.writing = True
+        try:
+            while not self.paused and not self.done.called:
+                piece = next(self.pieces, None)
+                if piece is None:
+                    self.request.unregisterProducer()
+                    self.done.callback(True)
+                else:
+                    self.request.write(piece)  # may pause us (the transport's buffer is full)
+        finally:
+            self.writing = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def stopProducing(self):
+        if not self.done.called:
+            self.done.callback(False)
+
+
+async def writeStreamed(request, value):
+    """
+    The API's 200 answer: small ones in one write (Content-Length), large
+    ones (with a :class:`~mailnet.jmap.jsonstream.LazyText`) in pieces with
+    chunked transfer coding and flow control.  The whole of ``value`` is
+    computed and its JSON checked (:func:`~mailnet.jmap.jsonstream.encodePieces`)
+    before the status line goes out, so nothing can fail half way.
+    """
+    pieces = jsonstream.encodePieces(value)
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"application/json")
+    if len(pieces) == 1:
+        request.setHeader(b"content-length", b"%d" % len(pieces[0]))
+        request.write(pieces[0])
+        request.finish()
+        return
+    if request._disconnected:
+        return
+    producer = JSONProducer(request, pieces)
+    request.notifyFinish().addBoth(lambda _: producer.stopProducing())  # the client went away: stop
+    request.registerProducer(producer, True)
+    producer.resumeProducing()
+    if await producer.done and not request._disconnected:
+        request.finish()
 
 
 class JMAPResource:
@@ -194,7 +259,7 @@ class JMAPResource:
             response = await self.answer(principal, parsed, self.base(request))
         finally:
             self.requests.give(key)
-        writeJSON(request, 200, response)
+        await writeStreamed(request, response)
 
     async def answer(self, principal, parsed, base):
         """The response object to a checked request (the API and the WebSocket share it)."""

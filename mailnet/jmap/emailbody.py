@@ -9,9 +9,10 @@ the parts); bodyValues decode only the parts asked for, up to
 
 from __future__ import annotations
 
+import codecs
 import re
 
-from mailnet.jmap import mailstore
+from mailnet.jmap import jsonstream, mailstore
 from mailnet.jmap.errors import MethodError
 from mailnet.mail import mime
 from mailnet.mail.headers import decodeWords, paramValue, parseParams
@@ -254,32 +255,66 @@ def _strip(part, bodyProperties):
 
 
 def _bodyValue(f, part, maxBytes):
-    """RFC 8621 s4.1.4 EmailBodyValue: decoded text, cut at maxBodyValueBytes (0: whole)."""
+    """RFC 8621 s4.1.4 EmailBodyValue with the value a plain str (for code that reads the text)."""
+    out = lazyBodyValue(f, part, maxBytes)
+    out["value"] = str(out["value"])
+    return out
+
+
+def lazyBodyValue(f, part, maxBytes):
+    """
+    RFC 8621 s4.1.4 EmailBodyValue: decoded text, cut at maxBodyValueBytes (0: whole).
+
+    Decoded a chunk at a time into pieces that are never joined (a long text
+    is a :class:`~mailnet.jmap.jsonstream.LazyText`, written to the client a
+    slice at a time): the one decoded text is all a large value costs.  The
+    result is the text a decode of the whole part would give (tests/jmap/test_jsonstream.py).
+    """
     problem = False
-    chunks, kept = [], 0
+    charset = (paramValue(part.params, "charset") or "us-ascii").strip().strip('"') or "us-ascii"
+    try:
+        if not codecs.lookup(charset)._is_text_encoding:  # base64, rot13...: bytes.decode refuses them too
+            raise LookupError(charset)
+        dec = codecs.getincrementaldecoder(charset)("replace")
+    except LookupError:
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        problem = True
+    pieces, carry, kept = [], "", 0
+
+    def add(text):
+        nonlocal carry, problem
+        text = carry + text
+        # CRLF -> LF; a CR at the end waits for the next piece (it may be the half of a CRLF).
+        carry = "\r" if text.endswith("\r") else ""
+        text = (text[:-1] if carry else text).replace("\r\n", "\n")
+        problem = problem or "\ufffd" in text
+        if text:
+            pieces.append(text)
+
     try:
         for chunk in mime.decodedChunks(f, part.bodyStart, part.end, part.encoding):
-            chunks.append(chunk)
+            add(dec.decode(chunk))
             kept += len(chunk)
             if maxBytes and kept > maxBytes + 4:
                 break
     except (mime.UnknownEncoding, ValueError):
         problem = True
-    data = b"".join(chunks)
-    charset = (paramValue(part.params, "charset") or "us-ascii").strip().strip('"') or "us-ascii"
-    try:
-        text = data.decode(charset, "replace" if not problem else "replace")
-        problem = problem or "\ufffd" in text
-    except LookupError:
-        text = data.decode("utf-8", "replace")
-        problem = True
-    text = text.replace("\r\n", "\n")
+    add(dec.decode(b"", True))
+    if carry:
+        pieces.append(carry)
     truncated = False
-    if maxBytes and len(text.encode("utf-8")) > maxBytes:
-        # Cut at a character boundary within maxBodyValueBytes octets of UTF-8.
-        text = text.encode("utf-8")[:maxBytes].decode("utf-8", "ignore")
-        truncated = True
-    return {"value": text, "isEncodingProblem": problem, "isTruncated": truncated}
+    if maxBytes:
+        size = 0
+        for n, piece in enumerate(pieces):
+            size += len(piece.encode("utf-8"))
+            if size > maxBytes:
+                # Cut at a character boundary within maxBodyValueBytes octets of UTF-8.
+                over = size - maxBytes
+                raw = piece.encode("utf-8")
+                pieces[n:] = [raw[:len(raw) - over].decode("utf-8", "ignore")]
+                truncated = True
+                break
+    return {"value": jsonstream.textValue(pieces), "isEncodingProblem": problem, "isTruncated": truncated}
 
 
 async def openMessage(account, folderName, uid):
@@ -337,7 +372,7 @@ async def fromMessage(account, summary, wanted, options):
                 values = {}
                 for p in chosen:
                     if p["type"].startswith("text/") and p["partId"] not in values:
-                        values[p["partId"]] = _bodyValue(f, structure.leaves[p["partId"]],
+                        values[p["partId"]] = lazyBodyValue(f, structure.leaves[p["partId"]],
                                                          options.get("maxBodyValueBytes") or 0)
                 out["bodyValues"] = values
         return out

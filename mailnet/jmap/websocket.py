@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from mailnet.jmap import jsonstream
 from mailnet.jmap.dispatch import Registry
 from mailnet.jmap.errors import PREFIX, RequestError
 from mailnet.jmap.request import Request, checkRequest, loadJSON
@@ -90,7 +91,7 @@ def encodeResponse(response: dict, requestId=None) -> str:
     if requestId is not None:
         out["requestId"] = requestId
     out.update(response)
-    return json.dumps(out, separators=(",", ":"))
+    return json.dumps(out, separators=(",", ":"), default=jsonstream.plain)  # a long bodyValue joined
 
 
 def encodeError(error: RequestError) -> str:
