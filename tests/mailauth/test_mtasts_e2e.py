@@ -359,7 +359,10 @@ def test_cache_id_change_refetches_and_a_failed_fetch_keeps_the_cached_policy(tm
     try:
         dns.serve(zoneWith("one"))
         server = MailServer(tmp_path / "mailnet", config={
-            "relay": {"mx_port": sink.port, "connect_timeout": 3, "reply_timeout": 10, "tls_ca_file": caFile},
+            # One message per connection: a kept session was opened under the policy of its time, and the
+            # test is about the policy each new delivery looks up.
+            "relay": {"mx_port": sink.port, "connect_timeout": 3, "reply_timeout": 10, "tls_ca_file": caFile,
+                      "messages_per_connection": 1},
             "dns": {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2},
             "queue": {"retry_initial": 600, "retry_max": 600, "delay_warning": 0},
             "store": {"backend": "memory"},
