@@ -256,38 +256,12 @@ class ChangeLog:
         return AccountChanges(state, *parts)
 
     def _typeChanges(self, db, type_, state, since, last, maxChanges):
-        first, lastKind, countsOnly = {}, {}, {}
-        newSeq = last
-        more = False
         cur = db.execute("SELECT seq, id, kind, counts FROM log WHERE type=? AND seq>? ORDER BY seq", (type_, since))
-        prev = since
-        for seq, id_, kind, counts in cur:
-            if id_ not in first:
-                if maxChanges is not None and len(first) >= maxChanges:
-                    newSeq, more = prev, True
-                    break
-                first[id_] = kind
-                countsOnly[id_] = True
-            lastKind[id_] = kind
-            if kind != UPDATED or not counts:
-                countsOnly[id_] = False
-            prev = seq
-        cur.close()
-        created, updated, destroyed = [], [], []
-        for id_, k in first.items():
-            before = k != CREATED
-            after = lastKind[id_] != DESTROYED
-            if before and after:
-                updated.append(id_)
-            elif after:
-                created.append(id_)
-            elif before:
-                destroyed.append(id_)
-        props = None
-        if type_ == MAILBOX and updated and all(countsOnly[i] for i in updated):
-            props = list(COUNT_PROPERTIES)
-        return TypeChanges(state, self._stateOf(newSeq), more, sorted(created), sorted(updated),
-                           sorted(destroyed), props)
+        try:
+            newSeq, more, created, updated, destroyed, props = netChanges(cur, type_, since, last, maxChanges)
+        finally:
+            cur.close()
+        return TypeChanges(state, self._stateOf(newSeq), more, created, updated, destroyed, props)
 
     # Writing
 
@@ -421,3 +395,42 @@ def dumps(value):
 
 def loads(text):
     return json.loads(text)
+
+
+def netChanges(rows, type_, since, last, maxChanges):
+    """
+    The net effect of a type's journal rows ``(seq, id, kind, counts)`` in
+    seq order after ``since`` (RFC 8620 s5.2): an id created and destroyed
+    in between is left out, created-then-updated is created, and so on; at
+    most ``maxChanges`` ids, stopping before the first row of one more.
+    Returns ``(newSeq, hasMore, created, updated, destroyed, properties)``,
+    ``properties`` being the count properties when every updated Mailbox
+    changed only its counts.  Shared by every backend that keeps a journal.
+    """
+    first, lastKind, countsOnly = {}, {}, {}
+    newSeq, more, prev = last, False, since
+    for seq, id_, kind, counts in rows:
+        if id_ not in first:
+            if maxChanges is not None and len(first) >= maxChanges:
+                newSeq, more = prev, True
+                break
+            first[id_] = kind
+            countsOnly[id_] = True
+        lastKind[id_] = kind
+        if kind != UPDATED or not counts:
+            countsOnly[id_] = False
+        prev = seq
+    created, updated, destroyed = [], [], []
+    for id_, k in first.items():
+        before = k != CREATED
+        after = lastKind[id_] != DESTROYED
+        if before and after:
+            updated.append(id_)
+        elif after:
+            created.append(id_)
+        elif before:
+            destroyed.append(id_)
+    props = None
+    if type_ == MAILBOX and updated and all(countsOnly[i] for i in updated):
+        props = list(COUNT_PROPERTIES)
+    return newSeq, more, sorted(created), sorted(updated), sorted(destroyed), props

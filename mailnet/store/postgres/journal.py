@@ -18,7 +18,6 @@ took in are in ``change_meta``).
 from __future__ import annotations
 
 from mailnet.store.changes import (
-    COUNT_PROPERTIES,
     CREATED,
     DESTROYED,
     EMAIL,
@@ -27,6 +26,7 @@ from mailnet.store.changes import (
     TYPE_NAMES,
     UPDATED,
     Txn,
+    netChanges,
     threadRows,
 )
 from mailnet.store.interfaces import AccountChanges, CannotCalculateChanges, TypeChanges
@@ -122,34 +122,10 @@ def changes(conn, aid, since, maxChanges):
 
 
 def _typeChanges(conn, aid, epoch, type_, state, since, last, maxChanges):
-    # The netting of mailnet/store/changes.py's ChangeLog._typeChanges.
-    first, lastKind, countsOnly = {}, {}, {}
-    newSeq, more, prev = last, False, since
     cur = conn.execute("SELECT seq, id, kind, counts FROM changes WHERE account = %s AND type = %s AND seq > %s "
                        "AND seq <= %s ORDER BY seq", (aid, type_, since, last))
-    for seq, id_, kind, counts in cur:
-        if id_ not in first:
-            if maxChanges is not None and len(first) >= maxChanges:
-                newSeq, more = prev, True
-                break
-            first[id_] = kind
-            countsOnly[id_] = True
-        lastKind[id_] = kind
-        if kind != UPDATED or not counts:
-            countsOnly[id_] = False
-        prev = seq
-    cur.close()
-    created, updated, destroyed = [], [], []
-    for id_, k in first.items():
-        before = k != CREATED
-        after = lastKind[id_] != DESTROYED
-        if before and after:
-            updated.append(id_)
-        elif after:
-            created.append(id_)
-        elif before:
-            destroyed.append(id_)
-    props = None
-    if type_ == MAILBOX and updated and all(countsOnly[i] for i in updated):
-        props = list(COUNT_PROPERTIES)
-    return TypeChanges(state, f"{epoch}.{newSeq}", more, sorted(created), sorted(updated), sorted(destroyed), props)
+    try:
+        newSeq, more, created, updated, destroyed, props = netChanges(cur, type_, since, last, maxChanges)
+    finally:
+        cur.close()
+    return TypeChanges(state, f"{epoch}.{newSeq}", more, created, updated, destroyed, props)
