@@ -53,7 +53,8 @@ class WebSocketEndpoint:
         headers = [(name, value) for name, values in request.requestHeaders.getAllRawHeaders() for value in values]
         try:
             handshake.initiate_upgrade_connection(headers, request.path)
-        except (RemoteProtocolError, h11.ProtocolError):  # h11 also refuses a request without Host
+        # h11 also refuses a request without Host; wsproto decodes Host with idna (UnicodeError on bad bytes).
+        except (RemoteProtocolError, h11.ProtocolError, UnicodeError):
             raise HTTPError(400, "Not a WebSocket handshake.")
         header = request.getHeader(b"sec-websocket-protocol") or b""
         wanted = [p.strip() for p in header.decode("latin-1").split(",")]

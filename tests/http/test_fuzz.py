@@ -2,7 +2,7 @@
 
 import json
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from twisted.logger import globalLogPublisher
 
 from tests.http.inprocess import HTTP, basic
@@ -31,6 +31,7 @@ def failures():
        body=st.binary(max_size=200) | st.builds(lambda v: json.dumps(v).encode(),
                                                  st.dictionaries(st.sampled_from(["using", "methodCalls", "createdIds"]),
                                                                  st.lists(st.text(max_size=5), max_size=3))))
+@example(method=b"GET", path=b"/jmap/ws/", headers=[(b"host", b"\x80")], body=b"")  # wsproto's idna decode of Host
 def test_requests_never_raise(tmp_path_factory, method, path, headers, body):
     http = HTTP(tmp_path_factory.mktemp("fuzz"))
     seen, observer = failures()
