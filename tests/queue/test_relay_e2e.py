@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 
 import pytest
 from twisted.internet import defer
@@ -283,7 +284,11 @@ def _tally(messages):
 
 
 def test_operator_commands_on_a_running_server(relay):
-    server = relay(freePort())  # nobody listens: mail stays queued
+    # Nobody listens: mail stays queued.  The port is held bound (not listening) for the whole test, so that no
+    # other test's server can take it in between (a free port number alone could be reused by a parallel worker).
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    server = relay(closed.getsockname()[1])
     qid = put(server, ["bob@ok.test"])
     server.mailnet("queue", "flush")
     server.waitForLog(f"queue {qid}: to=<bob@ok.test>")
