@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -124,3 +125,27 @@ def fileStamp(path):
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def readJSONObject(path, maxSize):
+    """
+    The JSON object kept in ``path`` (a dict), or None when there is no
+    file.  A file that is not one (larger than ``maxSize`` bytes, not JSON,
+    not an object) is set aside as ``path.corrupt`` and ValueError is
+    raised for the caller to log: a damaged file is reported, never a crash.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(maxSize + 1)
+    except FileNotFoundError:
+        return None
+    try:
+        if len(data) > maxSize:
+            raise ValueError("too large")
+        value = json.loads(data)
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        return value
+    except ValueError:
+        os.replace(path, path + ".corrupt")
+        raise

@@ -31,7 +31,7 @@ import time
 from twisted.internet import defer, threads
 from zope.interface import Interface, implementer
 
-from mailnet.durable import writeAtomically
+from mailnet.durable import readJSONObject, writeAtomically
 from mailnet.logs import Logger
 from mailnet.mail import autoreply
 
@@ -105,19 +105,8 @@ class FileVacationStore:
 
     def _read(self, path):
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE + 1)
-        except FileNotFoundError:
-            return {}
-        try:
-            if len(data) > MAX_FILE:
-                raise ValueError("too large")
-            value = json.loads(data)
-            if not isinstance(value, dict):
-                raise ValueError("not an object")
-            return value
+            return readJSONObject(path, MAX_FILE) or {}
         except ValueError as e:
-            os.replace(path, path + ".corrupt")
             log.error("vacation: a settings file was unreadable ({why}); set aside as .corrupt", why=str(e)[:100])
             return {}
 

@@ -16,7 +16,7 @@ import re
 from twisted.internet import defer, threads
 from zope.interface import implementer
 
-from mailnet.durable import fsyncDirectory, writeAtomically
+from mailnet.durable import fsyncDirectory, readJSONObject, writeAtomically
 from mailnet.jmap.core import accountIdFor
 from mailnet.jmap.identity import IUserData
 from mailnet.jmap.submission import IOutboxJournal
@@ -47,19 +47,8 @@ class JSONUserData:
 
     def _read(self, path):
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE + 1)
-        except FileNotFoundError:
-            return None
-        try:
-            if len(data) > MAX_FILE:
-                raise ValueError("too large")
-            value = json.loads(data)
-            if not isinstance(value, dict):
-                raise ValueError("not an object")
-            return value
+            return readJSONObject(path, MAX_FILE)
         except ValueError as e:
-            os.replace(path, path + ".corrupt")
             log.error("jmap: a user data file was unreadable ({why}); set aside as .corrupt", why=str(e)[:100])
             return None
 
