@@ -163,21 +163,10 @@ class Identities:
         digest = self._digest(self._derived())
         now = f"{doc['counter']}-{digest}"
         counter, _, oldDigest = sinceState.partition("-")
-        if not counter.isdigit() or oldDigest != digest or int(counter) > doc["counter"]:
+        if not counter.isdigit() or oldDigest != digest:
             raise MethodError("cannotCalculateChanges")
-        since = int(counter)
-        log = doc["changes"]
-        if since < doc["counter"] and (not log or log[0][0] > since + 1):
-            raise MethodError("cannotCalculateChanges")
-        kinds = {}
-        for n, i, kind in log:
-            if n > since:
-                if kind == "created" or kinds.get(i) == "created":
-                    kinds[i] = "gone" if kind == "destroyed" else "created"
-                else:
-                    kinds[i] = kind
-        pick = lambda k: sorted(i for i, v in kinds.items() if v == k)  # noqa: E731
-        return standard.Changes(sinceState, now, False, pick("created"), pick("updated"), pick("destroyed"))
+        created, updated, destroyed = standard.changesFromLog(doc["changes"], int(counter), doc["counter"])
+        return standard.Changes(sinceState, now, False, created, updated, destroyed)
 
     # /set
 

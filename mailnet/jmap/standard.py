@@ -51,6 +51,26 @@ async def _call(value):
     return value
 
 
+def changesFromLog(log, since, counter):
+    """
+    ``(created, updated, destroyed)`` ids since change ``since`` of a small
+    per-user log of ``(n, id, kind)`` entries numbered up to ``counter``
+    (RFC 8620 s5.2: an id created then destroyed in between is left out,
+    created then updated is created).  cannotCalculateChanges when ``since``
+    is ahead of ``counter`` or older than the oldest entry the log kept.
+    """
+    if since > counter or (since < counter and (not log or log[0][0] > since + 1)):
+        raise MethodError("cannotCalculateChanges")
+    kinds = {}
+    for n, i, kind in log:
+        if n > since:
+            if kind == "created" or kinds.get(i) == "created":
+                kinds[i] = "gone" if kind == "destroyed" else "created"
+            else:
+                kinds[i] = kind
+    return tuple(sorted(i for i, v in kinds.items() if v == k) for k in ("created", "updated", "destroyed"))
+
+
 def _bad(description):
     return MethodError("invalidArguments", description)
 

@@ -266,22 +266,10 @@ class Submissions:
 
     def changes(self, account, sinceState, maxChanges):
         u = self._user()
-        if not sinceState.isdigit() or int(sinceState) > u["counter"]:
+        if not sinceState.isdigit():
             raise MethodError("cannotCalculateChanges")
-        since = int(sinceState)
-        log = u["changes"]
-        if since < u["counter"] and (not log or log[0][0] > since + 1):
-            raise MethodError("cannotCalculateChanges")
-        kinds = {}
-        for n, i, kind in log:
-            if n > since:
-                if kind == "created" or kinds.get(i) == "created":
-                    kinds[i] = "gone" if kind == "destroyed" else "created"
-                else:
-                    kinds[i] = kind
-        pick = lambda k: sorted(i for i, v in kinds.items() if v == k)  # noqa: E731
-        return standard.Changes(sinceState, str(u["counter"]), False, pick("created"), pick("updated"),
-                                pick("destroyed"))
+        created, updated, destroyed = standard.changesFromLog(u["changes"], int(sinceState), u["counter"])
+        return standard.Changes(sinceState, str(u["counter"]), False, created, updated, destroyed)
 
     def query(self, account, filter, sort):
         checkFilter(filter, FILTERS)
