@@ -16,7 +16,7 @@ from twisted.protocols.basic import FileSender
 from twisted.web import server
 
 from mailnet.http.auth import AuthRefused
-from mailnet.http.site import allowMethods, notFound, problem, writeJSON
+from mailnet.http.site import allowMethods, notFound, pathSegments, problem, writeJSON
 from mailnet.jmap import core, jsonstream
 from mailnet.jmap.dispatch import Context, processRequest
 from mailnet.jmap.errors import PREFIX, RequestError
@@ -302,16 +302,10 @@ class JMAPResource:
     def download(self, request, rest):
         if not allowMethods(request, b"GET", b"HEAD"):
             return server.NOT_DONE_YET
-        parts = rest.split(b"/")
-        if len(parts) != 3:
-            notFound(request)
+        segments = pathSegments(request, rest, 3)
+        if segments is None:
             return server.NOT_DONE_YET
-        try:
-            accountId, blobId, name = (urllib.parse.unquote_to_bytes(p).decode("utf-8") for p in parts)
-        except UnicodeDecodeError:
-            notFound(request)
-            return server.NOT_DONE_YET
-        return self.serve(request, self._download, accountId, blobId, name)
+        return self.serve(request, self._download, *segments)
 
     async def _download(self, request, principal, accountId, blobId, name):
         accounts = {a.id for a in self.accountsOf(principal)}

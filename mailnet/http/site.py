@@ -12,6 +12,7 @@ anything else a 404 that does not repeat the path.
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 from twisted.web import http, server
 from twisted.web.resource import Resource
@@ -52,6 +53,22 @@ def problem(request, status, type, detail, **extra):
 def notFound(request):
     """404 that repeats nothing of the path."""
     problem(request, 404, "about:blank", "Not found.")
+
+
+def pathSegments(request, rest, count, encoding="utf-8"):
+    """
+    The ``count`` percent-decoded segments of ``rest`` (the path after a
+    route), or None with a 404 sent when there are not that many or one
+    does not decode.
+    """
+    parts = rest.split(b"/")
+    if len(parts) == count:
+        try:
+            return tuple(urllib.parse.unquote_to_bytes(p).decode(encoding) for p in parts)
+        except UnicodeDecodeError:
+            pass
+    notFound(request)
+    return None
 
 
 def allowMethods(request, *allowed):

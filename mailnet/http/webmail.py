@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import urllib.parse
 
 from twisted.web import server
 
@@ -25,7 +24,7 @@ from mailnet.http import sanitize
 from mailnet.http.htmlpart import loadHTMLPart
 from mailnet.http.auth import CSRF_TYPE, AuthRefused, checkCSRF, crossSite
 from mailnet.http.session import clearCookie, cookieValue, setCookie
-from mailnet.http.site import allowMethods, notFound, problem, writeJSON
+from mailnet.http.site import allowMethods, notFound, pathSegments, problem, writeJSON
 from mailnet.logs import Logger
 
 log = Logger()
@@ -312,17 +311,11 @@ class Webmail:
     def html(self, request, rest):
         if not allowMethods(request, b"GET", b"HEAD"):
             return server.NOT_DONE_YET
-        parts = rest.split(b"/")
-        if len(parts) != 3:
-            notFound(request)
-            return server.NOT_DONE_YET
-        try:
-            accountId, emailId, partId = (urllib.parse.unquote_to_bytes(p).decode("ascii") for p in parts)
-        except UnicodeDecodeError:
-            notFound(request)
+        segments = pathSegments(request, rest, 3, "ascii")
+        if segments is None:
             return server.NOT_DONE_YET
         remote = (request.args.get(b"remote") or [b""])[0] == b"1"
-        return self.jmap.serve(request, self._html, accountId, emailId, partId, remote)
+        return self.jmap.serve(request, self._html, *segments, remote)
 
     async def _html(self, request, principal, accountId, emailId, partId, remote):
         accounts = {a.id: a for a in self.jmap.accountsOf(principal)}
