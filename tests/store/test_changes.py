@@ -304,3 +304,38 @@ def test_another_programs_write_is_heard_at_the_next_poll(tmp_path):
     account.removeListener(heard)
     assert not clock.getDelayedCalls()  # the poll stops with the last listener
     result(store.close())
+
+
+def test_a_look_between_a_deliverys_uidlist_record_and_its_log_line(tmp_path, monkeypatch):
+    # A delivery appends the uidlist record, then the modseq log line.  A
+    # reader in another process that looks in between reads the record
+    # (for an earlier message) but not the line; at its next look the
+    # uidlist has not grown, and the message must still be taken in.
+    from mailnet.store.maildir.modlog import ModLog
+
+    writer, reader = maildirStore(tmp_path / "mail"), maildirStore(tmp_path / "mail")
+    w, r = result(writer.getAccount(USER)), result(reader.getAccount(USER))
+    s0 = _state(r)
+    _deliver(writer, 0)
+    appendLines = ModLog.append
+    looked = []
+
+    def append(self, lines):
+        if not looked and any(line.startswith("a ") for line in lines):
+            # Another message's line is in the log but not yet read: the
+            # look (its ingest step: the writer holds the folder's lock)
+            # reads the uidlist past this delivery's record.
+            looked.append(reader.journalAt(r).ingest())
+        return appendLines(self, lines)
+
+    monkeypatch.setattr(ModLog, "append", append)
+    _deliver(writer, 1)
+    monkeypatch.setattr(ModLog, "append", appendLines)
+    assert looked
+    inbox = result(w.openFolder(INBOX))
+    ids = set(inbox.emailIds([i.uid for i in inbox.messages()]).values())
+    inbox.close()
+    assert len(ids) == 2
+    assert set(result(r.changesSince(s0)).emails.created) == ids
+    result(writer.close())
+    result(reader.close())

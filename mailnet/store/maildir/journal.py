@@ -116,6 +116,7 @@ class AccountJournal:
         self._lastPoke = 0.0
         self._poll = None
         self.retry = False
+        self.firstTry = True
         self.closed = False
         self.syncs = 0  # for tests: folders synced because of what the probe found
 
@@ -153,6 +154,7 @@ class AccountJournal:
                 self.syncs += 1
                 await self._sync(name)
             self.retry = False
+            self.firstTry = attempt == 0
             state, types = await self.store.run(self.ingest)
             self.listeners.tell(self.account, state, types)
             if not self.retry:
@@ -297,6 +299,7 @@ class _Ingest:
         self.counts = set()  # mailbox ids whose counts changed
         self.emails = set()  # email ids touched
         self._ulReader = None
+        self.unread = False  # a log line whose uidlist record is not there
 
     def run(self):
         db = self.db
@@ -378,7 +381,10 @@ class _Ingest:
             # tell that it is complete: sync the folder and look again.
             j.retry = True
             return mailbox
+        self.unread = False
         self._lines(mailbox, fpath, entries, replaced, pos)
+        if self.unread:
+            return mailbox
         newPos = {"ml": ml.ino, "mlOff": ml.offset, "ul": pos.get("ul") if pos.get("ulId") == ulId else None,
                   "ulOff": pos.get("ulOff", 0), "ulId": ulId, "mlId": mlId,
                   "stamps": stamps if verified else None}
@@ -391,6 +397,7 @@ class _Ingest:
     def _lines(self, mailbox, fpath, entries, replaced, pos):
         db = self.db
         self._ulReader = None
+        self.unread = False  # a log line whose uidlist record is not there
         if replaced:
             rows = {u: (e, m, s) for u, e, m, s in
                     db.execute("SELECT uid, email, modseq, seen FROM live WHERE mailbox=?", (mailbox,))}
@@ -453,7 +460,17 @@ class _Ingest:
             for uid, (m, seen) in pending.items():
                 email = ids.get(uid)
                 if email is None:
-                    continue  # no record (cannot happen: records come first)
+                    # Records come before lines (Disk.flush), so a line
+                    # without one is a uidlist made anew under us: keep
+                    # the old positions and look again.  A record lost
+                    # for good (a damaged uidlist) must not stop the
+                    # folder's changes: the second look goes past it.
+                    if self.journal.firstTry:
+                        self.journal.retry = True
+                        self.unread = True
+                    else:
+                        log.warn("maildir journal: uid {uid} of a folder has no uidlist record; left out", uid=uid)
+                    continue
                 self.adds.append((mailbox, uid, email, m, seen))
                 self.emails.add(email)
                 self.counts.add(mailbox)
@@ -462,7 +479,10 @@ class _Ingest:
         """{uid: email id} from the uidlist: appended records first, else all of it."""
         ul = UidList(fpath)
         if pos.get("ul") is not None and pos.get("ulId") == self._ulId:
-            ul.ino, ul.offset = pos["ul"], pos["ulOff"]
+            # Known to exist; a reader left unchanged since then reads
+            # nothing new (and stays "existing": the whole file is read
+            # below for records read at an earlier look than their lines).
+            ul.ino, ul.offset, ul.exists = pos["ul"], pos["ulOff"], True
         out = {}
         try:
             _, records = ul.readNew()
