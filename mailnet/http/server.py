@@ -93,7 +93,9 @@ class HTTPService(serving.ProtocolService):
         routes = cors.CORS(config.http.cors_origins).apply(routes, set(routes))
         routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
         if self.sessions is not None:
-            self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max)
+            self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max,
+                                           userData=getattr(self, "userData", None),
+                                           composeHTMLMax=config.webmail.compose_html_max)
             routes.update(self.webmail.routes())
         routes.update(mtastsserve.routes(config))  # our MTA-STS policy, when [mtasts] serve_mode is on
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
