@@ -131,6 +131,8 @@ class HTTPService(serving.ProtocolService):
             return self.limits.maxSizeRequest
         if path.startswith(core.UPLOAD_PATH.encode()):
             return self.limits.maxSizeUpload
+        if path.startswith(b"/webmail/compose-html"):
+            return min(self.context.config.webmail.compose_html_max, self.context.config.limits.http_request_size)
         return min(64 * 1024, self.context.config.limits.http_request_size)
 
     def tooLargeProblem(self, path: bytes, limit: int) -> dict:
@@ -139,6 +141,8 @@ class HTTPService(serving.ProtocolService):
             body.update(type=PREFIX + "limit", limit="maxSizeRequest")
         elif path.startswith(core.UPLOAD_PATH.encode()):
             body.update(type=PREFIX + "limit", limit="maxSizeUpload")
+        elif path.startswith(b"/webmail/compose-html"):
+            body["detail"] += " ([webmail] compose_html_max)"
         return body
 
     def factory(self, listener):

@@ -359,14 +359,15 @@ class Webmail:
         return self.jmap.serve(request, self._composeHTML)
 
     async def _composeHTML(self, request, principal):
-        body = _jsonBody(request, self.composeHTMLMax + 4096)
+        # The body's size is bounded before this runs (server.py bodyLimit: [webmail] compose_html_max).
+        body = _jsonBody(request, self.composeHTMLMax)
         source = body.get("html") if isinstance(body, dict) else None
-        if not isinstance(source, str) and body is not TOO_LARGE:
-            problem(request, 400, "urn:mailnet:badRequest", 'Send {"html": "..."}.')
+        if body is TOO_LARGE:
+            problem(request, 413, "about:blank", f"The body is larger than {self.composeHTMLMax} bytes."
+                    " ([webmail] compose_html_max)")
             return
-        if body is TOO_LARGE or len(source) > self.composeHTMLMax:
-            problem(request, 413, "urn:mailnet:tooLarge",
-                    f"The message's HTML is over {self.composeHTMLMax} characters ([webmail] compose_html_max).")
+        if not isinstance(source, str):
+            problem(request, 400, "urn:mailnet:badRequest", 'Send {"html": "..."}.')
             return
         cleaned = htmltext.cleanOutgoing(source)
         writeJSON(request, 200, {"html": cleaned, "text": htmltext.toText(cleaned)})

@@ -355,3 +355,27 @@ def test_style_blocks_keep_the_look_and_hostile_css_fetches_nothing(app, webmail
     shot(page, "reader-styled")
     assert counter.hits == [] and requests.outside() == [] and dialogs == []
     assert not [u for u in requests.urls if counter.url in u]
+
+
+def test_rich_draft_keeps_its_html_after_a_reload(app, webmail):
+    page = app
+    setPlainText(page, False)
+    page.click("#compose-button")
+    area = editor(page)
+    page.fill("#compose-subject", "Rich draft")
+    area.click()
+    page.keyboard.press("Control+Home")
+    page.keyboard.type("Draft with ")
+    page.click("#editor-bold")
+    page.keyboard.type("weight")
+    page.click("#save-draft")
+    page.wait_for_selector("#compose-status:has-text('Draft saved')")
+    page.wait_for_function("() => /^#\\/compose\\/./.test(location.hash)")
+    _, raw, flags = imapFind(webmail, ALICE, "Drafts", "Rich draft")
+    got = parse(raw)
+    assert got.get_content_type() == "multipart/alternative" and "<b>weight</b>" in body(got, "html")
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")
+    editor(page).locator("b", has_text="weight").wait_for()
+    assert "Draft with weight" in page.locator("#compose-editor").inner_text()
+    page.click("#discard")
