@@ -269,8 +269,11 @@ function render() {
   const from = el("select", { id: "compose-from", "aria-label": "From" },
     state.identities.map((i) => el("option", { value: i.id || "", selected: i.id === draft.identityId, text: i.name ? `${i.name} <${i.email}>` : i.email })));
   from.addEventListener("change", () => {
+    const before = state.identities.find((x) => x.id === draft.identityId);
     const i = state.identities.find((x) => (x.id || "") === from.value);
-    draft.identityId = i.id; draft.fromEmail = i.email; changed();
+    draft.identityId = i.id; draft.fromEmail = i.email;
+    swapSignature(before, i);
+    changed();
   });
   const picker = el("input", { type: "file", id: "compose-files", multiple: true, "aria-label": "Attach files" });
   picker.addEventListener("change", () => { addFiles(Array.from(picker.files)); picker.value = ""; });
@@ -316,6 +319,22 @@ function render() {
   document.body.classList.add("composing");
   (f.to.length ? text : form.querySelector("#compose-to")).focus();
   if (f.to.length && !draft.rich) text.setSelectionRange(0, 0);
+}
+
+// The From identity changed: its signature replaces the one of the identity before (when still there).
+function swapSignature(before, after) {
+  if (draft.rich && draft.editor) {
+    const old = draft.editor.area.querySelector(".signature");
+    const fresh = signatureNodes(after);
+    if (old && fresh) old.replaceWith(fresh);
+    else if (old) old.remove();
+    else if (fresh && draft.mode !== "forward" && draft.mode !== "attach") draft.editor.area.insertBefore(fresh, draft.editor.area.children[1] || null);
+    return;
+  }
+  const text = $("compose-body");
+  const old = signatureText(before).replace(/\n$/, "");
+  if (!text) return;
+  if (old && text.value.includes(old)) text.value = text.value.replace(old, signatureText(after).replace(/\n$/, ""));
 }
 
 // This message in the other kind: rich -> the server's text of it; plain -> its lines.
