@@ -118,8 +118,9 @@ def test_html_compose_sends_multipart_alternative_cleaned(app, webmail, counter)
     page.fill("#editor-link-url", "https://example.test/page")
     page.press("#editor-link-url", "Enter")
     shot(page, "compose-html")
-    # What a paste or a bug could put in the editor: the server must clean it before it is sent, and the
-    # page's CSP must not let it run or fetch anything.
+    # What a paste or a bug could put in the editor: the app writes out only allowed elements and the server
+    # cleans again (tests/http/test_webmail_compose.py checks that layer alone), and the page's CSP must not
+    # let any of it run or fetch anything meanwhile.
     page.evaluate("""(url) => {
         const area = document.getElementById("compose-editor");
         const p = document.createElement("p");

@@ -3,7 +3,8 @@
 // the safe import of HTML into it (quoted mail, signatures): parsed in an
 // inert DOMParser document, then rebuilt element by element from an
 // allow-list with createElement (no markup is ever assigned).  What it holds
-// is cleaned again on the server before it is sent (/webmail/compose-html).
+// is written out element by element (serialize) and cleaned again on the
+// server before it is sent (/webmail/compose-html).
 
 import { el } from "./ui.js";
 
@@ -35,6 +36,27 @@ function rebuild(from, to) {
     to.append(copy);
   }
   return to;
+}
+
+const VOID = new Set(["br", "hr", "img", "wbr"]);
+const escapeText = (t) => t.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/\u00a0/g, "&nbsp;");
+const escapeAttribute = (t) => escapeText(t).replace(/"/g, "&quot;");
+
+// The editor's content as HTML text, written element by element (the page never reads or writes markup
+// through innerHTML); attributes other than a safe href, colspan, rowspan and start are left out.
+export function serialize(node) {
+  let out = "";
+  for (const child of node.childNodes) {
+    if (child.nodeType === Node.TEXT_NODE) { out += escapeText(child.data); continue; }
+    if (child.nodeType !== Node.ELEMENT_NODE) continue;
+    const tag = child.localName;
+    if (!/^[a-z][a-z0-9]*$/.test(tag) || SKIP.has(tag)) continue;
+    let attributes = "";
+    if (tag === "a" && safeHref(child.getAttribute("href"))) attributes += ` href="${escapeAttribute(child.getAttribute("href"))}"`;
+    for (const name of ["colspan", "rowspan", "start"]) if (child.hasAttribute(name)) attributes += ` ${name}="${escapeAttribute(child.getAttribute(name))}"`;
+    out += `<${tag}${attributes}>` + (VOID.has(tag) ? "" : serialize(child) + `</${tag}>`);
+  }
+  return out;
 }
 
 // HTML text (of a cleaned part, a signature) as a fragment of allowed elements.
@@ -108,5 +130,5 @@ export function makeEditor(content, changed) {
     changed();
   });
   const box = el("div", { class: "editor-box" }, bar, linkRow, area);
-  return { box, area, html: () => area.innerHTML };
+  return { box, area, html: () => serialize(area) };
 }
