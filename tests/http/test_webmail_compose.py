@@ -9,11 +9,14 @@ import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 
 from mailnet.http import htmltext
 from mailnet.http.userdata import JSONUserData
 from tests.http.inprocess import HTTP
+from tests.http.test_sanitize import CORPUS, PIECES, assertSafe
 from tests.http.test_webmail_inprocess import JSON, loggedIn
 
 
@@ -112,3 +115,28 @@ def test_settings_without_a_user_data_store(http):
     r = http.request(b"PUT", b"/webmail/settings", b'{"plainText": true}',
                      {b"cookie": cookie, b"x-csrf-token": csrf, **JSON}, auth=False)
     assert r.status == 403
+
+
+def assertSafeOutgoing(cleaned):
+    # sanitize.py's rules for what is shown, but for links: an outgoing message does not force a new tab.
+    assert "target=" not in cleaned
+    assertSafe(cleaned.replace(' rel="noopener noreferrer"', ' rel="noopener noreferrer" target="_blank"'),
+               remote=True, corpus=False)
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_the_hostile_corpus_written_in_the_editor_is_made_harmless(path):
+    cleaned = htmltext.cleanOutgoing(path.read_text())
+    assertSafeOutgoing(cleaned)
+    for needle in ("javascript:", "vbscript:", "data:text/html"):
+        assert needle not in cleaned.lower()
+    htmltext.toText(cleaned)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(PIECES + ["<ul>", "<ol>", "<li>", "<blockquote>", "</blockquote>", "<pre>", "<br>"]),
+                max_size=40))
+def test_arbitrary_markup_is_cleaned_and_has_a_text(pieces):
+    cleaned = htmltext.cleanOutgoing("".join(pieces))
+    assertSafeOutgoing(cleaned)
+    assert isinstance(htmltext.toText(cleaned), str)

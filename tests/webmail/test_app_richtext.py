@@ -1,7 +1,8 @@
 """
 The webmail app in Chromium, rich text and settings: an HTML message
 written with the toolbar arrives as multipart/alternative (checked over
-IMAP), cleaned by the server; a reply to HTML mail quotes its HTML; an
+IMAP), cleaned by the server; a reply to HTML mail quotes its HTML, a
+forward carries it; an
 identity edited in Settings signs the next message (and sets its name and
 Reply-To); the "compose in plain text" setting is kept on the server; the
 vacation responder form; a message's <style> block keeps its look while
@@ -187,6 +188,19 @@ def test_reply_to_html_mail_quotes_its_html(app, webmail, counter):
     assert text.startswith("Thanks, noted.")
     assert "> Dear Alice," in text and "> Important read more <https://example.test/more>" in text
     assert got["In-Reply-To"] == "<Styled.news@elsewhere.test>"
+    # Forwarded inline, the HTML comes along under the forward header.
+    openMessage(page, "Styled news")
+    page.click("#forward")
+    area = editor(page)
+    area.locator("b", has_text="Important").wait_for()
+    page.fill("#compose-to", BOB[0])
+    send(page)
+    _, raw, _ = imapFind(webmail, BOB, "INBOX", "Fwd: Styled news")
+    got = parse(raw)
+    html = body(got, "html")
+    assert html.index("Forwarded message") < html.index("<b>Important</b>")
+    assert "Subject: Styled news" in body(got, "plain") and "Important read more" in body(got, "plain")
+    assert "<script" not in html.lower() and counter.url not in html
     assert counter.hits == [] and requests.outside() == []
 
 
