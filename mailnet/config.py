@@ -234,6 +234,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "enabled": _o("bool", True, "Serve the webmail (a JMAP client in the browser) at / of the http listener, with cookie logins at /webmail/; false leaves JMAP only."),
         "session_idle": _o("int", 8 * 3600, "Seconds a webmail session lasts without a request (the user logs in again after).", minimum=60),
         "session_max": _o("int", 7 * 86400, "Seconds a webmail session lasts at most after its login, used or not.", minimum=60),
+        "compose_html_max": _o("int", 1 * MB, "Largest request (bytes, the JSON around the HTML included) of a message written in the webmail that the server cleans for sending (/webmail/compose-html); a larger one is refused with 413. Also bounded by [limits] http_request_size.", minimum=1024),
         "inline_image_max": _o("int", 2 * MB, "Largest cid: image part put into a shown HTML message as a data: URI (the sandboxed frame cannot fetch it); larger ones are left out.", minimum=0),
     },
     "log": {

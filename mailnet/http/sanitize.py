@@ -27,19 +27,24 @@ What comes out:
   of a raster type kept; remote (``http:``/``https:``) ones kept only with
   ``remote=True``, else moved to ``data-remote-src`` and counted; the
   ``background`` attribute the same way; anything else removed;
-- ``style`` attributes without ``url()``, ``image-set()``, ``@import``,
-  ``expression()``, ``behavior``, ``-moz-binding`` or CSS escapes (the
-  declaration holding one is dropped; a backslash drops the attribute).
+- ``style`` attributes and ``<style>`` blocks through the CSS allow-list
+  of mailnet/http/sanitizecss.py (properties, no ``url()``, no
+  ``@import``, no ``position: fixed``...); the blocks' rules are scoped to
+  the element holding the message and put in the frame document's head
+  (:attr:`Cleaned.css`).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import html.parser
 import re
 import urllib.parse
 
 import nh3
+
+from mailnet.http.sanitizecss import SCOPE, cleanStyleAttribute, cleanStyleSheet
 
 TAGS = {
     "a", "abbr", "acronym", "address", "article", "aside", "b", "bdi", "bdo", "big", "blockquote", "br", "caption",
@@ -72,11 +77,6 @@ LINK_SCHEMES = ("http:", "https:", "mailto:")
 RASTER = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif")
 _DATA_IMAGE = re.compile(r"data:(image/(?:png|jpeg|gif|webp|bmp|avif));base64,[A-Za-z0-9+/=\s]*\Z", re.I)
 
-# CSS that fetches or runs something (CSS Values 4 url(), image-set(); CSS Cascade @import; old IE).
-_CSS_FETCH = re.compile(r"url\s*\(|image-set\s*\(|image\s*\(|@import|expression\s*\(|behavior|-moz-binding"
-                        r"|javascript:|src\s*\(", re.I)
-_CSS_COMMENT = re.compile(r"/\*.*?(\*/|\Z)", re.S)
-
 # An <img> tag as nh3 writes it: attributes always double-quoted, a raw " never inside a value.
 _IMG_TAG = re.compile(r'<img((?:\s+[^\s="<>/]+(?:="[^"]*")?)*)\s*/?>')
 _REMOTE_SRC = re.compile(r'(\s)src="(https?:[^"]*)"', re.I)
@@ -88,8 +88,9 @@ DOCUMENT = (
     '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">'
     "<style>body{margin:8px;font-family:sans-serif;overflow-wrap:anywhere}"
     "img{max-width:100%;height:auto}pre{white-space:pre-wrap}</style>"
-    "</head><body>\n{body}\n</body></html>\n"
+    "{css}</head><body><div class=\"" + SCOPE[1:] + "\">\n{body}\n</div></body></html>\n"
 )
+MAX_STYLE_BLOCKS = 50
 
 
 @dataclasses.dataclass
@@ -99,24 +100,57 @@ class Cleaned:
     @ivar remote: how many remote resources were blocked (images and
         backgrounds that ``remote=True`` would show).
     @ivar inlined: how many ``cid:`` images became ``data:`` URIs.
+    @ivar css: the message's ``<style>`` blocks, cleaned and scoped ("" when none).
     """
 
     html: str
     remote: int = 0
     inlined: int = 0
+    css: str = ""
 
     def document(self) -> str:
         """A whole HTML document (UTF-8) with the fragment as its body."""
-        return DOCUMENT.replace("{body}", self.html)
+        # sanitizecss never lets "<" through, so the sheet cannot close its <style> element.
+        css = f"<style>{self.css}</style>" if self.css else ""
+        return DOCUMENT.replace("{css}", css).replace("{body}", self.html)
 
 
 def cleanStyle(value: str) -> str | None:
     """A ``style`` attribute without anything that fetches or runs; None to drop it."""
-    if "\\" in value or "<" in value or "&" in value:
-        return None  # CSS escapes (u\rl) or entity tricks: not worth untangling
-    value = _CSS_COMMENT.sub(" ", value)
-    kept = [d.strip() for d in value.split(";") if d.strip() and ":" in d and not _CSS_FETCH.search(d)]
-    return "; ".join(kept) or None
+    return cleanStyleAttribute(value)
+
+
+class _StyleBlocks(html.parser.HTMLParser):
+    """The text of each ``<style>`` element (the parser reads it as raw text, like a browser)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.blocks, self.inside = [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.inside = tag == "style"
+        if self.inside:
+            self.blocks.append("")
+
+    def handle_endtag(self, tag):
+        self.inside = False
+
+    def handle_data(self, data):
+        if self.inside and self.blocks:
+            self.blocks[-1] += data
+
+
+def styleSheet(html_: str) -> str:
+    """The ``<style>`` blocks of a message, cleaned and scoped (mailnet/http/sanitizecss.py)."""
+    if "<style" not in html_.lower():
+        return ""
+    parser = _StyleBlocks()
+    try:
+        parser.feed(html_)
+        parser.close()
+    except Exception:  # html.parser is lenient; a surprise costs the message its look, nothing else
+        return ""
+    return "\n".join(filter(None, (cleanStyleSheet(b) for b in parser.blocks[:MAX_STYLE_BLOCKS])))
 
 
 def dataImage(contentType: str, data: bytes) -> str:
@@ -180,6 +214,7 @@ def clean(html: str, images=None, remote: bool = False) -> Cleaned:
         cleaned, count = _blockRemote(cleaned)
         result.remote = count
     result.html = cleaned
+    result.css = styleSheet(html)
     return result
 
 

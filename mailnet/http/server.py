@@ -93,7 +93,9 @@ class HTTPService(serving.ProtocolService):
         routes = cors.CORS(config.http.cors_origins).apply(routes, set(routes))
         routes.update(websocket.WebSocketEndpoint(self.jmap, self.push).routes())
         if self.sessions is not None:
-            self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max)
+            self.webmail = webmail.Webmail(self.jmap, self.sessions, config.webmail.inline_image_max,
+                                           userData=getattr(self, "userData", None),
+                                           composeHTMLMax=config.webmail.compose_html_max)
             routes.update(self.webmail.routes())
         routes.update(mtastsserve.routes(config))  # our MTA-STS policy, when [mtasts] serve_mode is on
         self.site = site.Site(site.Router(routes), clock, self.bodyLimit, self.tooLargeProblem,
@@ -129,6 +131,8 @@ class HTTPService(serving.ProtocolService):
             return self.limits.maxSizeRequest
         if path.startswith(core.UPLOAD_PATH.encode()):
             return self.limits.maxSizeUpload
+        if path.startswith(b"/webmail/compose-html"):
+            return min(self.context.config.webmail.compose_html_max, self.context.config.limits.http_request_size)
         return min(64 * 1024, self.context.config.limits.http_request_size)
 
     def tooLargeProblem(self, path: bytes, limit: int) -> dict:
@@ -137,6 +141,8 @@ class HTTPService(serving.ProtocolService):
             body.update(type=PREFIX + "limit", limit="maxSizeRequest")
         elif path.startswith(core.UPLOAD_PATH.encode()):
             body.update(type=PREFIX + "limit", limit="maxSizeUpload")
+        elif path.startswith(b"/webmail/compose-html"):
+            body["detail"] += " ([webmail] compose_html_max)"
         return body
 
     def factory(self, listener):

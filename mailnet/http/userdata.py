@@ -25,7 +25,7 @@ from mailnet.logs import Logger
 log = Logger()
 
 MAX_FILE = 4 * 1024 * 1024
-NAME = frozenset({"identities"})
+NAME = frozenset({"identities", "webmail"})  # webmail: the app's settings (mailnet/http/webmail.py)
 
 
 @implementer(IUserData)

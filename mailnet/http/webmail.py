@@ -1,8 +1,11 @@
 """
 The webmail's server side (docs/webmail.md "Server side"): the app's
 static files at ``/`` and ``/webmail/static/``, cookie logins
-(``/webmail/login``, ``/webmail/session``, ``/webmail/logout``), and HTML
-body parts cleaned for a sandboxed frame (``/webmail/html/...``).
+(``/webmail/login``, ``/webmail/session``, ``/webmail/logout``), HTML
+body parts cleaned for a sandboxed frame (``/webmail/html/...``), the
+HTML a user wrote cleaned before it is sent (``/webmail/compose-html``,
+mailnet/http/htmltext.py), and the app's per-user settings
+(``/webmail/settings``).
 
 The app is a JMAP client: everything else it does goes through the JMAP
 resources, which take the session cookie (mailnet/http/auth.py
@@ -20,7 +23,7 @@ import re
 
 from twisted.web import server
 
-from mailnet.http import sanitize
+from mailnet.http import htmltext, sanitize
 from mailnet.http.htmlpart import loadHTMLPart
 from mailnet.http.auth import CSRF_TYPE, AuthRefused, checkCSRF, crossSite
 from mailnet.http.session import clearCookie, cookieValue, setCookie
@@ -183,14 +186,20 @@ class Webmail:
     @param jmap: the :class:`~mailnet.http.api.JMAPResource` (authentication, accounts).
     @param sessions: the :class:`~mailnet.http.session.SessionStore`.
     @param inlineImageMax: ``[webmail] inline_image_max``.
+    @param userData: the :class:`~mailnet.jmap.identity.IUserData` keeping the
+        settings (None: the settings are the defaults and cannot change).
+    @param composeHTMLMax: ``[webmail] compose_html_max``.
     """
 
-    def __init__(self, jmap, sessions, inlineImageMax=2 * 1024 * 1024, static=None):
+    def __init__(self, jmap, sessions, inlineImageMax=2 * 1024 * 1024, static=None, userData=None,
+                 composeHTMLMax=1024 * 1024):
         self.jmap = jmap
         self.auth = jmap.auth
         self.sessions = sessions
         self.inlineImageMax = inlineImageMax
         self.static = static or StaticFiles()
+        self.userData = userData
+        self.composeHTMLMax = composeHTMLMax
 
     def routes(self):
         return {
@@ -200,6 +209,8 @@ class Webmail:
             b"/webmail/session": self.session,
             b"/webmail/logout": self.logout,
             b"/webmail/html/": self.html,
+            b"/webmail/compose-html": self.composeHTML,
+            b"/webmail/settings": self.settings,
         }
 
     # The app's files
@@ -338,3 +349,81 @@ class Webmail:
         if request.method != b"HEAD":
             request.write(body)
         request.finish()
+
+    # The HTML a user wrote, cleaned before it is sent
+
+    def composeHTML(self, request, rest):
+        appHeaders(request)
+        if rest or not allowMethods(request, b"POST"):
+            return server.NOT_DONE_YET
+        return self.jmap.serve(request, self._composeHTML)
+
+    async def _composeHTML(self, request, principal):
+        # The body's size is bounded before this runs (server.py bodyLimit: [webmail] compose_html_max).
+        body = _jsonBody(request, self.composeHTMLMax)
+        source = body.get("html") if isinstance(body, dict) else None
+        if body is TOO_LARGE:
+            problem(request, 413, "about:blank", f"The body is larger than {self.composeHTMLMax} bytes."
+                    " ([webmail] compose_html_max)")
+            return
+        if not isinstance(source, str):
+            problem(request, 400, "urn:mailnet:badRequest", 'Send {"html": "..."}.')
+            return
+        cleaned = htmltext.cleanOutgoing(source)
+        writeJSON(request, 200, {"html": cleaned, "text": htmltext.toText(cleaned)})
+
+    # Per-user settings of the app (RFC 8621 has no place for them)
+
+    def settings(self, request, rest):
+        appHeaders(request)
+        if rest or not allowMethods(request, b"GET", b"PUT"):
+            return server.NOT_DONE_YET
+        return self.jmap.serve(request, self._settings)
+
+    async def _settings(self, request, principal):
+        current = dict(SETTINGS)
+        if request.method == b"GET":
+            if self.userData is not None:
+                current.update(_validSettings(await self.userData.load(principal.username, "webmail")))
+            writeJSON(request, 200, current)
+            return
+        change = _jsonBody(request, 64 * 1024)
+        if not isinstance(change, dict) or not change or _validSettings(change) != change:
+            problem(request, 400, "urn:mailnet:badRequest",
+                    "Send an object of settings: " + ", ".join(f"{k} ({type(v).__name__})" for k, v in SETTINGS.items()))
+            return
+        if self.userData is None:
+            problem(request, 403, "urn:mailnet:forbidden", "This server keeps no settings.")
+            return
+        # Written atomically and fsynced (mailnet/http/userdata.py) before the answer.
+        saved = await self.userData.update(principal.username, "webmail",
+                                           lambda old: dict(_validSettings(old), **change))
+        current.update(_validSettings(saved))
+        writeJSON(request, 200, current)
+
+
+# The app's settings and their defaults.
+SETTINGS = {"plainText": False}
+
+
+def _validSettings(value) -> dict:
+    """The known settings of a stored or sent object, each of the right type."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if k in SETTINGS and type(v) is type(SETTINGS[k])}
+
+
+def _jsonBody(request, limit):
+    contentType = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if contentType != b"application/json":
+        return None
+    data = request.content.read(limit + 1)
+    if len(data) > limit:
+        return TOO_LARGE
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+TOO_LARGE = object()

@@ -91,6 +91,16 @@ def login(page, server, user=ALICE):
     page.wait_for_selector("#app:not([hidden])")
 
 
+def setPlainText(page, plain: bool):
+    """The user's "compose in plain text" setting, through /webmail/settings from the page (before a compose)."""
+    status = page.evaluate("""async (plain) => {
+        const session = await (await fetch("/webmail/session")).json();
+        const r = await fetch("/webmail/settings", { method: "PUT", headers: { "Content-Type": "application/json",
+            "X-CSRF-Token": session.csrf }, body: JSON.stringify({ plainText: plain }) });
+        return r.status; }""", plain)
+    assert status == 200, status
+
+
 def row(page, subject):
     """The list row whose subject is ``subject``."""
     return page.locator(".row", has=page.locator(".subject", has_text=subject))

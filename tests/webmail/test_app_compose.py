@@ -9,12 +9,20 @@ autocomplete, and the server's refusals shown in the page.
 import email
 import email.policy
 
-from tests.webmail.apphelp import ALICE, BOB, deliver, imap, imapFind, message, openMessage, shot, waitFor
+import pytest
+
+from tests.webmail.apphelp import ALICE, BOB, deliver, imap, imapFind, message, openMessage, setPlainText, shot, waitFor
 from tests.webmail.test_app_read import ATTACHED
 
 
 def parse(raw):
     return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+@pytest.fixture(autouse=True)
+def plainText(app):
+    """These tests write plain text (the "compose in plain text" setting; rich text: test_app_richtext.py)."""
+    setPlainText(app, True)
 
 
 def send(page):

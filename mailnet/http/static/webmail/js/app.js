@@ -9,6 +9,7 @@ import { renderToolbar } from "./actions.js";
 import { closeReader, openEmail } from "./reader.js";
 import { leaveCompose, openCompose } from "./compose.js";
 import { initKeys, toggleHelp } from "./keys.js";
+import { closeSettings, openSettings } from "./settings.js";
 
 let events = null;
 let textSearch = null; // whether Email/query takes the "text" filter
@@ -67,6 +68,7 @@ function parseRoute(hash) {
     if (parts.length === 2) return { view: "compose", mode: "draft", id: parts[1] };
     return { view: "compose", mode: parts[1], id: parts[2] };
   }
+  if (parts[0] === "settings") return { view: "settings" };
   if (parts[0] === "search" && parts[1]) return { view: "search", search: parts[1], emailId: parts[3] || null };
   if (parts[0] === "mailbox" && parts[1] && state.byId[parts[1]]) return { view: "mailbox", mailboxId: parts[1], emailId: parts[3] || null };
   return { view: "mailbox", mailboxId: inbox, emailId: null };
@@ -92,10 +94,22 @@ async function route() {
       showList({ inMailbox: state.route.mailboxId }, "Inbox");
     }
     state.route = Object.assign({}, state.route, { view: "compose", emailId: null });
+    closeSettings();
     document.body.classList.add("composing");
     return openCompose(r.mode, r.id);
   }
   await leaveCompose();
+  if (r.view === "settings") {
+    if (!state.lastListHash) {
+      state.route = { view: "mailbox", mailboxId: roleId("inbox"), emailId: null };
+      state.lastListHash = `#/mailbox/${encodeURIComponent(state.route.mailboxId)}`;
+      renderFolders();
+      showList({ inMailbox: state.route.mailboxId }, "Inbox");
+    }
+    state.route = Object.assign({}, state.route, { view: "settings", emailId: null });
+    return openSettings();
+  }
+  closeSettings();
   state.route = r;
   state.lastListHash = r.view === "search" ? `#/search/${encodeURIComponent(r.search)}` : `#/mailbox/${encodeURIComponent(r.mailboxId)}`;
   renderFolders();
@@ -165,6 +179,7 @@ async function start() {
   $("logout").addEventListener("click", logout);
   $("compose-button").addEventListener("click", () => { location.hash = "#/compose"; });
   $("help-button").addEventListener("click", () => toggleHelp());
+  $("settings-button").addEventListener("click", () => { location.hash = "#/settings"; });
   $("menu-toggle").addEventListener("click", () => document.body.classList.toggle("folders-open"));
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();

@@ -2,13 +2,19 @@
 // attachments uploaded as blobs with progress, autosave to Drafts (create the
 // new draft and destroy the old one in one Email/set), send through
 // EmailSubmission (Drafts -> Sent, no $draft) with an undo bar during the
-// server's hold, $answered / $forwarded on the original.
+// server's hold, $answered / $forwarded on the original.  Rich text (the
+// default; "compose in plain text" is a setting) is written in editor.js,
+// cleaned by the server (/webmail/compose-html, which also gives the
+// text/plain alternative) and sent as multipart/alternative; the identity's
+// signature goes into new messages and replies.
 
 import { $, clear, el, formatAddresses, formatDate, formatSize, notice, parseAddresses, showError } from "./ui.js";
 import { Jmap, SUBMISSION, checkSet } from "./jmap.js";
 import { loadMailboxes, remember, roleId, state } from "./state.js";
-import { loadEmail, fileName } from "./reader.js";
+import { loadEmail, fileName, htmlUrl } from "./reader.js";
 import { refreshList } from "./list.js";
+import { importHTML, makeEditor, textToNodes } from "./editor.js";
+import { loadSettings } from "./settings.js";
 
 const AUTOSAVE_MS = 2000;
 let draft = null; // the compose in progress
@@ -17,7 +23,7 @@ export function composing() {
   return draft;
 }
 
-async function identities() {
+export async function identities() {
   if (state.identities) return state.identities;
   const { jmap } = state;
   if (jmap.has(SUBMISSION)) {
@@ -86,6 +92,7 @@ function fromOriginal(mode, original) {
     const quoted = text.replace(/\n$/, "").split("\n").map((l) => "> " + l).join("\n");
     return { to: unique(toAll), cc: unique(cc), subject: subjectWith("Re:", original.subject),
       body: `\n\nOn ${date}, ${formatAddresses(original.from)} wrote:\n${quoted}\n`,
+      intro: [`On ${date}, ${formatAddresses(original.from)} wrote:`],
       inReplyTo: ids.length ? ids : null, references: references.length ? references : null,
       answers: { id: original.id, keyword: "$answered" }, attachments: [] };
   }
@@ -97,21 +104,66 @@ function fromOriginal(mode, original) {
     : (original.attachments || []).map((a) => ({ blobId: a.blobId, type: a.type, name: a.name || "attachment", size: a.size }));
   return { to: [], cc: [], subject: subjectWith("Fwd:", original.subject),
     body: mode === "attach" ? "\n" : header.join("\n") + "\n\n" + text,
+    intro: mode === "attach" ? null : header.slice(2),
     inReplyTo: null, references: references.length ? references : null,
     answers: { id: original.id, keyword: "$forwarded" }, attachments };
 }
 
 function metaKey(id) { return "webmail.draft." + id; }
 
+// The original's HTML part, cleaned by the server, as allowed elements (null when it has none or it fails).
+async function originalHTML(email) {
+  const part = (email.htmlBody || []).find((p) => p.type === "text/html");
+  if (!part) return null;
+  try {
+    const response = await fetch(htmlUrl(email, part, false), { credentials: "same-origin" });
+    if (!response.ok) return null;
+    return importHTML(await response.text());
+  } catch (e) {
+    return null;
+  }
+}
+
+function signatureText(identity) {
+  return identity && identity.textSignature ? `\n\n-- \n${identity.textSignature.replace(/\n$/, "")}\n` : "";
+}
+
+function signatureNodes(identity) {
+  if (!identity || !(identity.htmlSignature || identity.textSignature)) return null;
+  const box = el("div", { class: "signature" }, el("div", {}, "-- "));
+  box.append(identity.htmlSignature ? importHTML(identity.htmlSignature) : textToNodes(identity.textSignature));
+  return box;
+}
+
+// The editor's first content: a blank line, the signature, then the quote or the forwarded message.
+async function richContent(mode, fields, identity, original) {
+  const frag = document.createDocumentFragment();
+  frag.append(el("div", {}, el("br")));
+  if (mode !== "forward" && mode !== "attach") {
+    const signature = signatureNodes(identity);
+    if (signature) frag.append(signature);
+  }
+  if (original && fields.intro) {
+    frag.append(el("div", {}, el("br")));
+    for (const line of fields.intro) frag.append(el("div", {}, line));
+    const html = await originalHTML(original);
+    const body = html || textToNodes(originalText(original));
+    if (mode === "reply" || mode === "replyall") frag.append(el("blockquote", { type: "cite" }, body));
+    else frag.append(el("div", {}, el("br")), body);
+  }
+  return frag;
+}
+
 // Open the compose form: mode "new", "draft" (resume id), "reply", "replyall", "forward", "attach".
 export async function openCompose(mode, id) {
   await flush();
   const ids = await identities();
+  const settings = await loadSettings();
   loadRecent();
   let fields = { to: [], cc: [], bcc: [], subject: "", body: "", inReplyTo: null, references: null, answers: null, attachments: [] };
   let draftId = null, identityId = ids[0].id, fromEmail = ids[0].email;
+  let rich = !settings.plainText, content = null, original = null;
   if (id) {
-    let original;
     try { original = await loadEmail(id); } catch (e) { return showError("Opening the message", e); }
     if (!original) return notice("That message is gone.");
     if (mode === "draft") {
@@ -125,11 +177,20 @@ export async function openCompose(mode, id) {
       const from = (original.from || [])[0];
       const identity = from && ids.find((i) => i.email.toLowerCase() === from.email.toLowerCase());
       if (identity) { identityId = identity.id; fromEmail = identity.email; }
+      // A draft keeps its kind: rich when it has an HTML alternative.
+      rich = (original.htmlBody || []).some((p) => p.type === "text/html");
+      if (rich) content = (await originalHTML(original)) || textToNodes(fields.body);
     } else {
       fields = Object.assign(fields, fromOriginal(mode, original));
     }
   }
-  draft = { mode, draftId, identityId, fromEmail, fields, dirty: false, timer: null, saving: null, uploads: [], sent: false };
+  const identity = ids.find((i) => i.id === identityId) || ids[0];
+  if (mode !== "draft") {
+    if (rich) content = await richContent(mode, fields, identity, original);
+    else if (mode === "new") fields.body = signatureText(identity);
+    else if (mode === "reply" || mode === "replyall") fields.body = signatureText(identity).replace(/\n$/, "") + fields.body;
+  }
+  draft = { mode, draftId, identityId, fromEmail, fields, rich, content, editor: null, dirty: false, timer: null, saving: null, uploads: [], sent: false };
   render();
   if (mode !== "draft" && mode !== "new") changed();
 }
@@ -208,27 +269,41 @@ function render() {
   const from = el("select", { id: "compose-from", "aria-label": "From" },
     state.identities.map((i) => el("option", { value: i.id || "", selected: i.id === draft.identityId, text: i.name ? `${i.name} <${i.email}>` : i.email })));
   from.addEventListener("change", () => {
+    const before = state.identities.find((x) => x.id === draft.identityId);
     const i = state.identities.find((x) => (x.id || "") === from.value);
-    draft.identityId = i.id; draft.fromEmail = i.email; changed();
+    draft.identityId = i.id; draft.fromEmail = i.email;
+    swapSignature(before, i);
+    changed();
   });
   const picker = el("input", { type: "file", id: "compose-files", multiple: true, "aria-label": "Attach files" });
   picker.addEventListener("change", () => { addFiles(Array.from(picker.files)); picker.value = ""; });
-  const text = el("textarea", { id: "compose-body", rows: "16", "aria-label": "Message text" });
-  text.value = f.body;
-  text.addEventListener("input", changed);
+  let text, bodyBox;
+  if (draft.rich) {
+    draft.editor = makeEditor(draft.content || textToNodes(f.body), changed);
+    draft.content = null;
+    text = draft.editor.area;
+    bodyBox = draft.editor.box;
+  } else {
+    draft.editor = null;
+    text = bodyBox = el("textarea", { id: "compose-body", rows: "16", "aria-label": "Message text" });
+    text.value = f.body;
+    text.addEventListener("input", changed);
+  }
   const form = el("form", { id: "compose-form", class: "compose-form" },
     el("div", { class: "compose-head" }, el("h2", { text: draft.mode === "new" || draft.mode === "draft" ? "New message" : "" }),
       el("span", { id: "compose-status", class: "compose-status", "aria-live": "polite" })),
     el("label", { class: "compose-field" }, el("span", { text: "From" }), from),
     addressField("To", "compose-to", f.to), addressField("Cc", "compose-cc", f.cc), addressField("Bcc", "compose-bcc", f.bcc),
     field("Subject", "compose-subject", f.subject),
-    text,
+    bodyBox,
     el("div", { class: "dropzone", id: "dropzone" }, el("span", { text: "Drop files here or " }), picker),
     el("ul", { id: "compose-attachments", class: "compose-attachments" }, f.attachments.map(attachmentRow)),
     el("div", { class: "compose-actions" },
       el("button", { type: "submit", id: "send", class: "primary", text: "Send" }),
       el("button", { type: "button", id: "save-draft", text: "Save draft", onclick: () => saveDraft(true) }),
-      el("button", { type: "button", id: "discard", text: "Discard", onclick: discard })));
+      el("button", { type: "button", id: "discard", text: "Discard", onclick: discard }),
+      el("button", { type: "button", id: "switch-mode", class: "switch-mode", text: draft.rich ? "Plain text" : "Rich text",
+        title: draft.rich ? "Write this message in plain text" : "Write this message with formatting", onclick: switchMode })));
   if (draft.mode !== "new" && draft.mode !== "draft") form.querySelector("h2").textContent = f.subject;
   form.addEventListener("submit", (e) => { e.preventDefault(); send(); });
   for (const type of ["dragenter", "dragover"]) box.addEventListener(type, (e) => { e.preventDefault(); box.classList.add("dragging"); });
@@ -243,7 +318,59 @@ function render() {
   box.hidden = false;
   document.body.classList.add("composing");
   (f.to.length ? text : form.querySelector("#compose-to")).focus();
-  if (f.to.length) text.setSelectionRange(0, 0);
+  if (f.to.length && !draft.rich) text.setSelectionRange(0, 0);
+}
+
+// The From identity changed: its signature replaces the one of the identity before (when still there).
+function swapSignature(before, after) {
+  if (draft.rich && draft.editor) {
+    const old = draft.editor.area.querySelector(".signature");
+    const fresh = signatureNodes(after);
+    if (old && fresh) old.replaceWith(fresh);
+    else if (old) old.remove();
+    else if (fresh && draft.mode !== "forward" && draft.mode !== "attach") draft.editor.area.insertBefore(fresh, draft.editor.area.children[1] || null);
+    return;
+  }
+  const text = $("compose-body");
+  const old = signatureText(before).replace(/\n$/, "");
+  if (!text) return;
+  if (old && text.value.includes(old)) text.value = text.value.replace(old, signatureText(after).replace(/\n$/, ""));
+}
+
+// This message in the other kind: rich -> the server's text of it; plain -> its lines.
+async function switchMode() {
+  readForm();
+  if (draft.rich) {
+    try {
+      const cleaned = await cleanHTML(draft.fields.html);
+      draft.fields.body = cleaned.text;
+    } catch (e) { return showError("Switching to plain text", e); }
+    draft.rich = false;
+  } else {
+    draft.content = textToNodes(draft.fields.body);
+    draft.rich = true;
+  }
+  render();
+  changed();
+}
+
+// The user's HTML cleaned by the server, with its text/plain alternative: {html, text}.
+async function cleanHTML(html) {
+  const response = await fetch("/webmail/compose-html", { method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": state.jmap.csrf }, body: JSON.stringify({ html }) });
+  if (!response.ok) {
+    let error = {};
+    try { error = await response.json(); } catch (e) { error = {}; }
+    throw { type: (error.type || "").replace(/^urn:mailnet:/, "") || String(response.status), description: error.detail || error.description || response.statusText };
+  }
+  return response.json();
+}
+
+const HTML_DOCUMENT = (body) => `<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>${body}</body></html>\n`;
+
+// The rich body cleaned (before an Email/set): fields.cleaned = {html, text}.
+async function prepareBody(current) {
+  if (current.rich) current.fields.cleaned = await cleanHTML(current.fields.html);
 }
 
 function changed() {
@@ -259,7 +386,8 @@ function readForm() {
   f.cc = parseAddresses($("compose-cc").value);
   f.bcc = parseAddresses($("compose-bcc").value);
   f.subject = $("compose-subject").value;
-  f.body = $("compose-body").value;
+  if (draft.rich && draft.editor) f.html = draft.editor.html();
+  else if ($("compose-body")) f.body = $("compose-body").value;
 }
 
 function emailObject(mailboxId, keywords) {
@@ -269,7 +397,14 @@ function emailObject(mailboxId, keywords) {
     from: [identity.name ? { name: identity.name, email: identity.email } : { email: identity.email }],
     subject: f.subject,
     bodyValues: { body: { value: f.body } }, textBody: [{ partId: "body", type: "text/plain" }] };
+  if (draft.rich && f.cleaned) {
+    // RFC 2046 s5.1.4: multipart/alternative, the plainer text first (the server builds it from both).
+    email.bodyValues = { text: { value: f.cleaned.text }, html: { value: HTML_DOCUMENT(f.cleaned.html) } };
+    email.textBody = [{ partId: "text", type: "text/plain" }];
+    email.htmlBody = [{ partId: "html", type: "text/html" }];
+  }
   for (const key of ["to", "cc", "bcc"]) if (f[key].length) email[key] = f[key];
+  if (identity.replyTo && identity.replyTo.length) email.replyTo = identity.replyTo;
   if (f.inReplyTo && f.inReplyTo.length) email.inReplyTo = f.inReplyTo;
   if (f.references && f.references.length) email.references = f.references;
   const ready = f.attachments.filter((a) => a.blobId);
@@ -296,6 +431,7 @@ export async function saveDraft(explicit) {
     if (document.getElementById("compose-form")) readForm();
     current.dirty = false;
     const drafts = roleId("drafts");
+    try { await prepareBody(current); } catch (e) { current.dirty = true; status("Draft not saved"); showError("Saving the draft", e); return null; }
     const args = { create: { d: emailObject(drafts, { $draft: true, $seen: true }) } };
     if (current.draftId) args.destroy = [current.draftId];
     try {
@@ -369,6 +505,7 @@ async function send() {
   try {
     await Promise.all(current.uploads);
     if (current.saving) await current.saving;
+    await prepareBody(current);
     const drafts = roleId("drafts"), sent = roleId("sent");
     const emailArgs = { create: { d: emailObject(drafts, { $draft: true, $seen: true }) } };
     if (current.draftId) emailArgs.destroy = [current.draftId];

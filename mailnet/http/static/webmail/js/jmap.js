@@ -6,6 +6,7 @@
 export const CORE = "urn:ietf:params:jmap:core";
 export const MAIL = "urn:ietf:params:jmap:mail";
 export const SUBMISSION = "urn:ietf:params:jmap:submission";
+export const VACATION = "urn:ietf:params:jmap:vacationresponse";
 
 // An error the server gave: a request-level problem (RFC 8620 s3.6.1), a
 // method error (s3.6.2) or a SetError (s5.3).  `type` is the JMAP type
@@ -85,6 +86,7 @@ export class Jmap {
   async request(calls, { allowErrors = false } = {}) {
     const using = [CORE, MAIL];
     if (this.has(SUBMISSION)) using.push(SUBMISSION);
+    if (this.has(VACATION)) using.push(VACATION);
     const methodCalls = calls.map(([name, args, id]) => [name, Object.assign({ accountId: this.accountId }, args), id]);
     const body = JSON.stringify({ using, methodCalls });
     let response;

@@ -30,7 +30,7 @@ export function fileName(subject, ext) {
   return base + ext;
 }
 
-function htmlUrl(email, part, remote) {
+export function htmlUrl(email, part, remote) {
   const { jmap } = state;
   return `/webmail/html/${encodeURIComponent(jmap.accountId)}/${encodeURIComponent(email.id)}/${encodeURIComponent(part.partId)}` + (remote ? "?remote=1" : "");
 }

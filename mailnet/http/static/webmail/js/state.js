@@ -12,6 +12,7 @@ export const state = {
   selected: new Set(), // email ids ticked in the list
   open: null,          // the Email shown in the reader (full object)
   identities: null,
+  settings: null,      // the app's per-user settings (/webmail/settings)
   recent: new Map(),   // address -> name of recent correspondents (autocomplete)
   listeners: {},       // name -> [callbacks]
 };
