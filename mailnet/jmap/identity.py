@@ -165,8 +165,11 @@ class Identities:
         counter, _, oldDigest = sinceState.partition("-")
         if not counter.isdigit() or oldDigest != digest:
             raise MethodError("cannotCalculateChanges")
-        created, updated, destroyed = standard.changesFromLog(doc["changes"], int(counter), doc["counter"])
-        return standard.Changes(sinceState, now, False, created, updated, destroyed)
+        created, updated, destroyed, upTo = standard.changesFromLog(doc["changes"], int(counter), doc["counter"],
+                                                                    maxChanges)
+        # RFC 8620 s5.2: cut by maxChanges, newState is the intermediate state reached.
+        newState = now if upTo == doc["counter"] else f"{upTo}-{digest}"
+        return standard.Changes(sinceState, newState, upTo < doc["counter"], created, updated, destroyed)
 
     # /set
 

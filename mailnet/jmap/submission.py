@@ -268,8 +268,10 @@ class Submissions:
         u = self._user()
         if not sinceState.isdigit():
             raise MethodError("cannotCalculateChanges")
-        created, updated, destroyed = standard.changesFromLog(u["changes"], int(sinceState), u["counter"])
-        return standard.Changes(sinceState, str(u["counter"]), False, created, updated, destroyed)
+        created, updated, destroyed, upTo = standard.changesFromLog(u["changes"], int(sinceState), u["counter"],
+                                                                    maxChanges)
+        # RFC 8620 s5.2: cut by maxChanges, newState is the intermediate state reached.
+        return standard.Changes(sinceState, str(upTo), upTo < u["counter"], created, updated, destroyed)
 
     def query(self, account, filter, sort):
         checkFilter(filter, FILTERS)

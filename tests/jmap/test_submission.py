@@ -265,3 +265,48 @@ def test_a_cancel_while_sending_is_too_late(tmp_path):
     waiting.callback(Outcome(250, "2.0.0 OK"))
     assert ok(s, "EmailSubmission/get", ids=[i])["list"][0]["deliveryStatus"]["bob@example.net"]["delivered"] == \
         "queued"
+
+
+def _allChanges(s, name, state, maxChanges):
+    """Follow /changes with maxChanges until hasMoreChanges is false; every page within the limit."""
+    seen = {"created": set(), "updated": set(), "destroyed": set()}
+    pages = 0
+    while True:
+        page = ok(s, name, sinceState=state, maxChanges=maxChanges)
+        assert page["oldState"] == state
+        assert len(page["created"]) + len(page["updated"]) + len(page["destroyed"]) <= maxChanges
+        for k in seen:
+            seen[k] |= set(page[k])
+        pages += 1
+        if not page["hasMoreChanges"]:
+            return seen, pages, page["newState"]
+        assert page["newState"] != state  # an intermediate state, never the same one
+        state = page["newState"]
+
+
+def test_identity_changes_honour_max_changes(tmp_path):
+    # RFC 8620 s5.2: at most maxChanges ids, hasMoreChanges and an intermediate newState.
+    s = session(tmp_path)
+    start = ok(s, "Identity/get", ids=[])["state"]
+    made = ok(s, "Identity/set", create={str(n): {"email": f"alice+{n}@example.test"} for n in range(5)})
+    ids = {c["id"] for c in made["created"].values()}
+    first = ok(s, "Identity/changes", sinceState=start, maxChanges=2)
+    assert first["hasMoreChanges"] is True and len(first["created"]) == 2
+    seen, pages, final = _allChanges(s, "Identity/changes", start, 2)
+    assert seen["created"] == ids and pages == 3
+    assert final == ok(s, "Identity/get", ids=[])["state"]
+    whole = ok(s, "Identity/changes", sinceState=start)
+    assert whole["hasMoreChanges"] is False and set(whole["created"]) == ids
+
+
+def test_submission_changes_honour_max_changes(tmp_path):
+    s = session(tmp_path, hold=5)
+    me = identityId(USER)
+    start = ok(s, "EmailSubmission/get", ids=[])["state"]
+    made = ok(s, "EmailSubmission/set", create={str(n): {"identityId": me, "emailId": make(s)} for n in range(3)})
+    ids = {c["id"] for c in made["created"].values()}
+    first = ok(s, "EmailSubmission/changes", sinceState=start, maxChanges=1)
+    assert first["hasMoreChanges"] is True and len(first["created"]) == 1
+    seen, pages, final = _allChanges(s, "EmailSubmission/changes", start, 1)
+    assert seen["created"] == ids and pages == 3
+    assert final == ok(s, "EmailSubmission/get", ids=[])["state"]
