@@ -228,6 +228,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
     },
     "jmap": {
         "submission_hold": _o("float", 5.0, "Seconds a JMAP EmailSubmission waits (undoStatus pending) before it is sent, so that the webmail can offer \"undo send\"; 0 = send at once.", minimum=0),
+        "max_delayed_send": _o("int", 7 * 86400, "Seconds ahead a JMAP EmailSubmission may ask to be sent (RFC 8621 maxDelayedSend, FUTURERELEASE HOLDFOR/HOLDUNTIL of RFC 4865); the held message waits in the outbox journal and, at most 100 per user, in memory; 0 = no delayed send.", minimum=0),
         "vacation_period": _o("int", 7 * 86400, "Seconds before a sender gets another vacation auto-reply from the same user (RFC 3834 s2 suggests days; RFC 5230 defaults to 7 days).", minimum=3600),
     },
     "webmail": {

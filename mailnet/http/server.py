@@ -17,7 +17,7 @@ from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
 from mailnet.jmap.errors import PREFIX
-from mailnet.jmap.identity import SendRules
+from mailnet.jmap.identity import SUBMISSION, SendRules, submissionCapability
 from mailnet.jmap.mailblobs import StoreBlobSource
 from mailnet.jmap.storepush import StorePushSource
 from mailnet.jmap.submission import Outbox, Outcome
@@ -112,9 +112,10 @@ class HTTPService(serving.ProtocolService):
         self.outbox = Outbox(self._send, context.reactor, hold=config.jmap.submission_hold,
                              maxRecipients=config.limits.smtp_recipients, messageSize=config.limits.message_size,
                              resolve=lambda a: submit.resolveRecipient(directory, a) if "@" in a else None,
-                             runner=self._run,
+                             runner=self._run, maxDelayedSend=config.jmap.max_delayed_send,
                              journal=userdata.OutboxJournal(os.path.join(config.server.data_dir, "jmap", "outbox")))
         self.jmap.services.update(sendRules=SendRules(directory), userData=self.userData, outbox=self.outbox)
+        self.registry.accountCapabilities[SUBMISSION] = submissionCapability(config.jmap.max_delayed_send)
 
     def _send(self, username, mailFrom, rcptTo, data, peer="127.0.0.1"):
         d = submit.submit(self.context, username, mailFrom, rcptTo, data, peer=peer)

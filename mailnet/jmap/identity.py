@@ -247,10 +247,21 @@ class Identities:
         await self._change(i, "destroyed", lambda identities: identities.pop(i, None))
 
 
+def submissionCapability(maxDelayedSend=0) -> dict:
+    """
+    RFC 8621 s1.3.2: the account's submission capability.  With
+    ``maxDelayedSend`` > 0 the FUTURERELEASE extension (RFC 4865) is listed
+    with its maximum interval (its EHLO keyword's second argument, the
+    latest date-time, is left out: it would change the session every second).
+    """
+    extensions = {"FUTURERELEASE": [str(maxDelayedSend)]} if maxDelayedSend > 0 else {}
+    return {"maxDelayedSend": maxDelayedSend, "submissionExtensions": extensions}
+
+
 def register(registry):
-    # RFC 8621 s1.3.2: the submission capability; maxDelayedSend 0 (no
-    # FUTURERELEASE: the server's own hold gives "undo send", see submission.py).
-    registry.capability(SUBMISSION, {}, accountValue={"maxDelayedSend": 0, "submissionExtensions": {}})
+    # RFC 8621 s1.3.2: the submission capability; the server sets maxDelayedSend
+    # ([jmap] max_delayed_send, mailnet/http/server.py).
+    registry.capability(SUBMISSION, {}, accountValue=submissionCapability(0))
     registry.method("Identity/get", lambda call: standard.standardGet(call, Identities(call)), SUBMISSION)
     registry.method("Identity/changes", lambda call: standard.standardChanges(call, Identities(call)), SUBMISSION)
     registry.method("Identity/set", lambda call: standard.standardSet(call, Identities(call)), SUBMISSION,

@@ -9,6 +9,7 @@ created draft survives kill -9.
 """
 
 import base64
+import calendar
 import email
 import email.policy
 import http.client
@@ -284,7 +285,8 @@ def test_errors_over_http(server):
     session = json.loads(connection.getresponse().read())
     connection.close()
     value = session["accounts"][accountIdFor(ALICE[0])]["accountCapabilities"][SUBMISSION]
-    assert value == {"maxDelayedSend": 0, "submissionExtensions": {}}
+    # [jmap] max_delayed_send (default a week): delayed send with FUTURERELEASE (RFC 4865).
+    assert value == {"maxDelayedSend": 7 * 86400, "submissionExtensions": {"FUTURERELEASE": [str(7 * 86400)]}}
     assert session["primaryAccounts"][SUBMISSION] == accountIdFor(ALICE[0])
 
 
@@ -428,5 +430,37 @@ def test_held_submissions_survive_kill_9_and_a_canceled_one_stays_canceled(tmp_p
         assert sinkMessages(sink, "canceled before a crash") == []
         assert len(sinkMessages(sink, "held across a crash")) == 1
         assert os.listdir(os.path.join(server.dataDir, "jmap", "outbox")) == []
+    finally:
+        server.stop()
+
+
+def test_delayed_send_survives_kill_9_and_is_sent_once_at_its_time(tmp_path, sink):
+    # RFC 8621 s7 sendAt with FUTURERELEASE's HOLDFOR: pending, durable across kill -9, sent once when due.
+    server = makeServer(tmp_path / "delayed", sink, jmap={"max_delayed_send": 3600})
+    try:
+        me = identity(server)
+        emailId = one(server, "Email/set", create={"e": draft(server, subject="see you later")})["created"]["e"]["id"]
+        before = time.time()
+        answer = one(server, "EmailSubmission/set", create={"s": {
+            "identityId": me, "emailId": emailId,
+            "envelope": {"mailFrom": {"email": ALICE[0], "parameters": {"HOLDFOR": "8"}},
+                         "rcptTo": [{"email": "carol@remote.test", "parameters": None}]}}})
+        created = answer["created"]["s"]
+        assert created["undoStatus"] == "pending"
+        sendAt = calendar.timegm(time.strptime(created["sendAt"], "%Y-%m-%dT%H:%M:%SZ"))
+        assert before + 7 <= sendAt <= time.time() + 9
+        too = one(server, "EmailSubmission/set", create={"t": {
+            "identityId": me, "emailId": emailId,
+            "envelope": {"mailFrom": {"email": ALICE[0], "parameters": {"HOLDFOR": "3601"}},
+                         "rcptTo": [{"email": "carol@remote.test", "parameters": None}]}}})
+        assert too["notCreated"]["t"]["type"] == "invalidProperties"
+        server.kill()
+        server.start()
+        got = one(server, "EmailSubmission/get", ids=[created["id"]])["list"][0]
+        assert got["sendAt"] == created["sendAt"]
+        waitFor(lambda: sinkMessages(sink, "see you later"), timeout=60, what="the delayed message")
+        waitFor(lambda: one(server, "EmailSubmission/get", ids=[created["id"]])["list"][0]["undoStatus"] == "final",
+                timeout=30, what="final")
+        assert len(sinkMessages(sink, "see you later")) == 1
     finally:
         server.stop()

@@ -310,3 +310,60 @@ def test_submission_changes_honour_max_changes(tmp_path):
     seen, pages, final = _allChanges(s, "EmailSubmission/changes", start, 1)
     assert seen["created"] == ids and pages == 3
     assert final == ok(s, "EmailSubmission/get", ids=[])["state"]
+
+
+def _delayed(s, emailId, **parameters):
+    return {"identityId": identityId(USER), "emailId": emailId,
+            "envelope": {"mailFrom": {"email": USER, "parameters": parameters},
+                         "rcptTo": [{"email": "bob@example.net", "parameters": None}]}}
+
+
+def test_delayed_send_with_holdfor_and_holduntil(tmp_path):
+    # RFC 8621 s7 sendAt / RFC 4865 FUTURERELEASE: pending until the release, cancelable, then sent.
+    from mailnet.jmap.submission import utcDate
+
+    s = session(tmp_path, hold=0)
+    s.outbox.maxDelayedSend = 3600
+    s.outbox.journal = journal = MemoryJournal()
+    start = s.clock.seconds()
+    later = ok(s, "EmailSubmission/set", create={"a": _delayed(s, make(s), HOLDFOR="600")})["created"]["a"]
+    assert later["undoStatus"] == "pending" and later["sendAt"] == utcDate(start + 600)
+    until = utcDate(start + 1200)
+    kept = ok(s, "EmailSubmission/set", create={"b": _delayed(s, make(s), HOLDUNTIL=until)})["created"]["b"]
+    assert kept["sendAt"] == until and set(journal.entries) == {later["id"], kept["id"]}
+    assert journal.entries[kept["id"]][0]["due"] == start + 1200
+    got = ok(s, "EmailSubmission/get", ids=[later["id"]])["list"][0]
+    assert got["envelope"]["mailFrom"]["parameters"] == {"HOLDFOR": "600"}
+    s.clock.advance(599)
+    assert s.sent.messages == []
+    s.clock.advance(2)
+    assert len(s.sent.messages) == 1
+    assert ok(s, "EmailSubmission/get", ids=[later["id"]])["list"][0]["undoStatus"] == "final"
+    # The second is canceled before its release: never sent.
+    assert ok(s, "EmailSubmission/set", update={kept["id"]: {"undoStatus": "canceled"}})["updated"] == {
+        kept["id"]: None}
+    s.clock.advance(3600)
+    assert len(s.sent.messages) == 1 and journal.entries == {}
+
+
+def test_delayed_send_refusals(tmp_path):
+    s = session(tmp_path, hold=0)
+    emailId = make(s)
+
+    def refused(**parameters):
+        answer = ok(s, "EmailSubmission/set", create={"x": _delayed(s, emailId, **parameters)})
+        return answer["notCreated"]["x"]
+
+    # maxDelayedSend 0: no parameters at all.
+    assert refused(HOLDFOR="60")["type"] == "invalidProperties"
+    s.outbox.maxDelayedSend = 3600
+    assert "3600" in refused(HOLDFOR="3601")["description"]  # beyond maxDelayedSend
+    assert refused(HOLDFOR="-1")["type"] == "invalidProperties"
+    assert refused(HOLDUNTIL="tomorrow")["type"] == "invalidProperties"
+    assert refused(HOLDUNTIL="2030-01-01T00:00:00")["type"] == "invalidProperties"  # no offset
+    assert refused(HOLDFOR="60", HOLDUNTIL="2030-01-01T00:00:00Z")["type"] == "invalidProperties"
+    assert refused(SIZE="100")["type"] == "invalidProperties"
+    assert s.sent.messages == []
+    # A release already past goes at once.
+    past = ok(s, "EmailSubmission/set", create={"p": _delayed(s, emailId, HOLDUNTIL="1970-01-01T00:00:00Z")})
+    assert past["created"]["p"]["undoStatus"] == "final" and len(s.sent.messages) == 1
