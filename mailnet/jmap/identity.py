@@ -60,6 +60,9 @@ class MemoryUserData:
     def load(self, username, name):
         return self.docs.get((username.lower(), name))
 
+    def loadAll(self, name):
+        return [(u, doc) for (u, n), doc in self.docs.items() if n == name]
+
     def update(self, username, name, change):
         new = change(self.docs.get((username.lower(), name)))
         self.docs[(username.lower(), name)] = new

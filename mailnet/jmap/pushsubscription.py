@@ -73,7 +73,8 @@ def public(stored: dict) -> dict:
 
 def checkURL(url, httpAllowed=()) -> str:
     """``https:`` with a host, or a prefix of ``httpAllowed``; ValueError with the reason otherwise."""
-    if not isinstance(url, str) or not url or len(url) > MAX_URL or any(c in url for c in " \r\n\t\x00"):
+    if not isinstance(url, str) or not url or len(url) > MAX_URL or not url.isascii() or \
+            any(c in url for c in " \r\n\t\x00"):
         raise ValueError(f"url must be an absolute URL of at most {MAX_URL} characters")
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
