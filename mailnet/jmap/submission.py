@@ -250,6 +250,9 @@ class Submissions:
     name = "EmailSubmission"
     properties = PROPERTIES
     defaultProperties = PROPERTIES
+    # /queryChanges is always cannotCalculateChanges (queryAt keeps no old results), so /query says so
+    # (RFC 8620 s5.5 canCalculateChanges).
+    canCalculateQueryChanges = False
 
     def __init__(self, call):
         self.call = call
@@ -503,7 +506,7 @@ def _release(parameters, maxDelayedSend):
         raise SetError("invalidProperties", "HOLDFOR and HOLDUNTIL cannot both be given", properties=["envelope"])
     if "HOLDFOR" in names:
         value = names["HOLDFOR"]
-        if not isinstance(value, str) or not value.isdigit() or len(value) > 10:
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 10:
             raise SetError("invalidProperties", "HOLDFOR must be a number of seconds", properties=["envelope"])
         return ("for", int(value))
     when = _rfc3339(names["HOLDUNTIL"])
@@ -520,11 +523,11 @@ def _rfc3339(value):
         return None
     try:
         when = datetime.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
+        if when.tzinfo is None:
+            return None  # RFC 3339 s5.6: an offset is required
+        return when.timestamp()
+    except (ValueError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None  # RFC 3339 s5.6: an offset is required
-    return when.timestamp()
 
 
 def _plausible(address):

@@ -367,3 +367,13 @@ def test_delayed_send_refusals(tmp_path):
     # A release already past goes at once.
     past = ok(s, "EmailSubmission/set", create={"p": _delayed(s, emailId, HOLDUNTIL="1970-01-01T00:00:00Z")})
     assert past["created"]["p"]["undoStatus"] == "final" and len(s.sent.messages) == 1
+
+
+def test_submission_query_says_it_cannot_calculate_changes(tmp_path):
+    # RFC 8620 s5.5: canCalculateChanges true promises a /queryChanges answer; ours is always
+    # cannotCalculateChanges (jmapc's EmailSubmissionQuery said true, then its QueryChanges failed).
+    s = session(tmp_path)
+    answer = ok(s, "EmailSubmission/query")
+    assert answer["canCalculateChanges"] is False
+    assert request(s, ("EmailSubmission/queryChanges", {"sinceQueryState": answer["queryState"]})
+                   )[0][1]["type"] == "cannotCalculateChanges"
