@@ -117,7 +117,9 @@ class HTTPService(serving.ProtocolService):
                              runner=self._run, maxDelayedSend=config.jmap.max_delayed_send,
                              journal=userdata.OutboxJournal(os.path.join(config.server.data_dir, "jmap", "outbox")))
         self.jmap.services.update(sendRules=SendRules(directory), userData=self.userData, outbox=self.outbox)
-        self.registry.accountCapabilities[SUBMISSION] = submissionCapability(config.jmap.max_delayed_send)
+        clock, maxDelay = context.reactor, config.jmap.max_delayed_send
+        self.registry.accountCapabilities[SUBMISSION] = lambda username: submissionCapability(maxDelay,
+                                                                                              clock.seconds())
         # RFC 8620 s7.2 PushSubscription: the per-user documents, POSTed by the push client.
         jmap = config.jmap
         client = pushclient.PushClient(context.reactor, jmap.push_timeout, jmap.push_ca_file, jmap.push_http_allowed)

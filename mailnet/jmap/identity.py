@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import time
 
 from zope.interface import Interface
 
@@ -250,15 +251,23 @@ class Identities:
         await self._change(i, "destroyed", lambda identities: identities.pop(i, None))
 
 
-def submissionCapability(maxDelayedSend=0) -> dict:
+def submissionCapability(maxDelayedSend=0, now=None) -> dict:
     """
     RFC 8621 s1.3.2: the account's submission capability.  With
-    ``maxDelayedSend`` > 0 the FUTURERELEASE extension (RFC 4865) is listed
-    with its maximum interval (its EHLO keyword's second argument, the
-    latest date-time, is left out: it would change the session every second).
+    ``maxDelayedSend`` > 0 the FUTURERELEASE extension (RFC 4865 s3: the
+    EHLO keyword's arguments, the longest interval and the latest
+    date-time) is listed; the date-time is counted from the start of
+    today (UTC), so it never promises more than ``maxDelayedSend`` from
+    now and the session (and its state) changes once a day, not every
+    second.
     """
-    extensions = {"FUTURERELEASE": [str(maxDelayedSend)]} if maxDelayedSend > 0 else {}
-    return {"maxDelayedSend": maxDelayedSend, "submissionExtensions": extensions}
+    if maxDelayedSend <= 0:
+        return {"maxDelayedSend": 0, "submissionExtensions": {}}
+    arguments = [str(maxDelayedSend)]
+    if now is not None:
+        day = int(now) - int(now) % 86400
+        arguments.append(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day + maxDelayedSend)))
+    return {"maxDelayedSend": maxDelayedSend, "submissionExtensions": {"FUTURERELEASE": arguments}}
 
 
 def register(registry):
