@@ -231,7 +231,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "max_delayed_send": _o("int", 7 * 86400, "Seconds ahead a JMAP EmailSubmission may ask to be sent (RFC 8621 maxDelayedSend, FUTURERELEASE HOLDFOR/HOLDUNTIL of RFC 4865); the held message waits in the outbox journal and, at most 100 per user, in memory; 0 = no delayed send.", minimum=0),
         "push_subscriptions_per_user": _o("int", 10, "JMAP PushSubscriptions (RFC 8620 s7.2) one user may have.", minimum=0),
         "push_expires_max": _o("int", 7 * 86400, "Seconds ahead a PushSubscription's expires may be (RFC 8620 s7.2: the server may cap it; null is given this).", minimum=60),
-        "push_http_allowed": _o("strlist", [], "URL prefixes a PushSubscription may use over plain http (e.g. \"http://127.0.0.1:\" in tests); every other URL must be https."),
+        "push_allowed_prefixes": _o("strlist", [], "URL prefixes a PushSubscription may use although they are plain http or name a loopback, private or link-local address (e.g. \"http://127.0.0.1:\" in tests); every other push URL must be https to a public host."),
         "push_ca_file": _o("path", "", "A PEM CA certificate push URLs' servers are checked against instead of the system's trust store (a private push service, tests); empty = the system's."),
         "push_timeout": _o("float", 30.0, "Seconds one push POST may take (connect, send, answer).", minimum=1),
         "push_ttl": _o("int", 86400, "The TTL header of push messages (RFC 8030 s5.2): seconds the push service may keep one for an offline device.", minimum=0),

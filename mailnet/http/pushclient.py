@@ -4,7 +4,7 @@ for :class:`~mailnet.jmap.pushsender.PushSender`, on twisted.web's Agent.
 
 * https with the certificate checked (the platform's trust store, or only
   ``[jmap] push_ca_file`` when set); ``http:`` only for URLs under a prefix
-  of ``[jmap] push_http_allowed``, checked again here;
+  of ``[jmap] push_allowed_prefixes``, checked again here;
 * no redirects followed, no connection kept, at most ``timeout`` seconds
   for the whole exchange; the answer's body is read up to 64 KB and
   dropped; the status is the result.
@@ -43,13 +43,13 @@ class PushClient:
     @param reactor: the reactor.
     @param timeout: seconds for one POST (connect, send, answer).
     @param caFile: a PEM CA certificate to trust instead of the platform's ('' = the platform's).
-    @param httpAllowed: URL prefixes allowed over plain http.
+    @param allowedPrefixes: URL prefixes allowed over plain http.
     """
 
-    def __init__(self, reactor, timeout=30.0, caFile="", httpAllowed=()):
+    def __init__(self, reactor, timeout=30.0, caFile="", allowedPrefixes=()):
         self.reactor = reactor
         self.timeout = timeout
-        self.httpAllowed = tuple(httpAllowed)
+        self.allowedPrefixes = tuple(allowedPrefixes)
         trustRoot = None
         if caFile:
             with open(caFile, "rb") as f:
@@ -60,7 +60,7 @@ class PushClient:
 
     def post(self, url, headers, body):
         try:
-            checkURL(url, self.httpAllowed)
+            checkURL(url, self.allowedPrefixes)
         except ValueError as e:
             return defer.fail(e)
         h = Headers({k.encode("ascii"): [v.encode("ascii")] for k, v in headers.items()})

@@ -122,12 +122,12 @@ class HTTPService(serving.ProtocolService):
                                                                                               clock.seconds())
         # RFC 8620 s7.2 PushSubscription: the per-user documents, POSTed by the push client.
         jmap = config.jmap
-        client = pushclient.PushClient(context.reactor, jmap.push_timeout, jmap.push_ca_file, jmap.push_http_allowed)
+        client = pushclient.PushClient(context.reactor, jmap.push_timeout, jmap.push_ca_file, jmap.push_allowed_prefixes)
         self.pushSender = PushSender(
             client.post, context.reactor, self.push, self.userData, self._runPush, ttl=jmap.push_ttl,
             coalesce=jmap.push_coalesce, attempts=jmap.push_attempts, backoff=jmap.push_retry_initial,
             maxBackoff=jmap.push_retry_max, perUser=jmap.push_subscriptions_per_user,
-            maxExpires=jmap.push_expires_max, httpAllowed=jmap.push_http_allowed)
+            maxExpires=jmap.push_expires_max, allowedPrefixes=jmap.push_allowed_prefixes)
         self.jmap.services["pushSender"] = self.pushSender
 
     def _send(self, username, mailFrom, rcptTo, data, peer="127.0.0.1"):

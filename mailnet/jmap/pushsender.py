@@ -71,7 +71,7 @@ class PushSender:
     """
 
     def __init__(self, post, clock, source, userData, runner, *, ttl=86400, coalesce=1.0, attempts=5,
-                 backoff=10.0, maxBackoff=600.0, perUser=10, maxExpires=7 * 86400, httpAllowed=()):
+                 backoff=10.0, maxBackoff=600.0, perUser=10, maxExpires=7 * 86400, allowedPrefixes=()):
         self.post = post
         self.clock = clock
         self.source = source
@@ -84,7 +84,7 @@ class PushSender:
         self.maxBackoff = maxBackoff
         self.perUser = perUser
         self.maxExpires = maxExpires
-        self.httpAllowed = tuple(httpAllowed)
+        self.allowedPrefixes = tuple(allowedPrefixes)
         self.subs = {}  # username -> {id: _Sub}
         self.listening = {}  # username -> unsubscribe callable
 

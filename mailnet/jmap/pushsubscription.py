@@ -13,8 +13,9 @@ deliveries are the :class:`~mailnet.jmap.pushsender.PushSender`'s
   ``verificationCode`` to the URL; the subscription gets nothing else until
   the client sets that code with ``/set`` update (a wrong one is
   ``invalidProperties``).
-* ``url`` must be ``https:`` (or start with a prefix of ``[jmap]
-  push_http_allowed``, for tests on loopback); ``keys`` (``p256dh`` and
+* ``url`` must be ``https:`` and not name a loopback, private or
+  link-local address (or start with a prefix of ``[jmap]
+  push_allowed_prefixes``, for tests on loopback); ``keys`` (``p256dh`` and
   ``auth``, RFC 8291) make every message encrypted; ``expires`` is capped
   at ``[jmap] push_expires_max`` seconds ahead (and set to that when
   null), the capped value returned; ``types`` null = every type.
@@ -24,6 +25,7 @@ deliveries are the :class:`~mailnet.jmap.pushsender.PushSender`'s
 from __future__ import annotations
 
 import calendar
+import ipaddress
 import secrets
 import time
 import urllib.parse
@@ -71,19 +73,40 @@ def public(stored: dict) -> dict:
             "types": stored.get("types")}
 
 
-def checkURL(url, httpAllowed=()) -> str:
-    """``https:`` with a host, or a prefix of ``httpAllowed``; ValueError with the reason otherwise."""
+def checkURL(url, allowedPrefixes=()) -> str:
+    """
+    ``https:`` to a host that is not an address of this machine or a private
+    network, or under a prefix of ``allowedPrefixes``; ValueError with the
+    reason otherwise.
+    """
     if not isinstance(url, str) or not url or len(url) > MAX_URL or not url.isascii() or \
             any(c in url for c in " \r\n\t\x00"):
         raise ValueError(f"url must be an absolute URL of at most {MAX_URL} characters")
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise ValueError("url must carry no user name or password")
-    if parts.scheme == "https" and parts.hostname:
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("url must be https:")
+    if any(url.startswith(p) for p in allowedPrefixes if p):
         return url
-    if parts.scheme == "http" and parts.hostname and any(url.startswith(p) for p in httpAllowed if p):
-        return url
-    raise ValueError("url must be https:")
+    if parts.scheme != "https":
+        raise ValueError("url must be https:")
+    if _local(parts.hostname):
+        # The server makes the request: not to itself or its own network unless the operator allows it.
+        raise ValueError("url must not name a loopback, private or link-local address")
+    return url
+
+
+def _local(host) -> bool:
+    """A host that names this machine or a private network by itself (an address literal, localhost)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 class Subscriptions:
@@ -173,7 +196,7 @@ class Subscriptions:
         if not isinstance(device, str) or not device or len(device) > MAX_DEVICE_ID:
             raise SetError("invalidProperties", "deviceClientId must be a string", properties=["deviceClientId"])
         try:
-            url = checkURL(record.get("url"), self.sender.httpAllowed)
+            url = checkURL(record.get("url"), self.sender.allowedPrefixes)
         except ValueError as e:
             raise SetError("invalidProperties", str(e), properties=["url"]) from None
         keys = record.get("keys")

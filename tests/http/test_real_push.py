@@ -1,7 +1,7 @@
 """
 RFC 8620 s7.2 PushSubscription on the real server (tests/harness.py): a
 Web Push receiver on 127.0.0.1 (https with the development CA, and plain
-http through [jmap] push_http_allowed) gets the PushVerification, then
+http through [jmap] push_allowed_prefixes) gets the PushVerification, then
 StateChanges after SMTP deliveries, encrypted (RFC 8291) for the keys the
 test made with jmaplib (which reads each push); the subscription outlives kill -9; one that keeps failing is
 dropped.
@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("jmappush")
     server = MailServer(directory, config={
         "auth": {"allow_plaintext": True},
-        "jmap": {"push_http_allowed": ["http://127.0.0.1:"], "push_coalesce": 0.2, "push_attempts": 3,
+        "jmap": {"push_allowed_prefixes": ["http://127.0.0.1:", "https://127.0.0.1:"], "push_coalesce": 0.2, "push_attempts": 3,
                  "push_retry_initial": 0.3, "push_retry_max": 1.0,
                  "push_ca_file": os.path.join(str(directory), "data", "tls", "dev-ca.pem")}})
     server.start()
@@ -115,6 +115,9 @@ def test_http_only_when_allowed_and_a_failing_subscription_is_dropped(server):
                                                                 "url": "http://localhost:9/push"}})
     assert refused["notCreated"]["p"]["type"] == "invalidProperties"
     assert refused["notCreated"]["p"]["properties"] == ["url"]
+    # https, but to this machine without the operator's prefix: refused too (the server makes the request).
+    local = api(server, "PushSubscription/set", create={"p": {"deviceClientId": "d", "url": "https://[::1]:9/push"}})
+    assert local["notCreated"]["p"]["type"] == "invalidProperties"
     receiver = PushReceiver()
     try:
         i = api(server, "PushSubscription/set", create={"p": {"deviceClientId": "d", "url": receiver.url()}}

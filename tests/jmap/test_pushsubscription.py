@@ -41,7 +41,7 @@ class World:
         self.data = data or MemoryUserData()
         self.source = MemoryPushSource()
         self.posts = Posts()
-        options.setdefault("httpAllowed", ("http://127.0.0.1:",))
+        options.setdefault("allowedPrefixes", ("http://127.0.0.1:",))
         self.sender = PushSender(self.posts, self.clock, self.source, self.data, runSync, coalesce=1.0,
                                  attempts=3, backoff=10, maxBackoff=25, perUser=3, maxExpires=86400, **options)
         self.registry = defaultRegistry()
@@ -126,6 +126,11 @@ def test_get_and_set_rules():
         "http": {"deviceClientId": "d", "url": "http://push.example.test/x"},
         "ftp": {"deviceClientId": "d", "url": "ftp://push.example.test/x"},
         "userinfo": {"deviceClientId": "d", "url": "https://u:p@push.example.test/x"},
+        "loopback": {"deviceClientId": "d", "url": "https://127.0.0.2/x"},
+        "v6": {"deviceClientId": "d", "url": "https://[::1]/x"},
+        "private": {"deviceClientId": "d", "url": "https://10.1.2.3/x"},
+        "linklocal": {"deviceClientId": "d", "url": "https://169.254.169.254/latest"},
+        "localhost": {"deviceClientId": "d", "url": "https://localhost:8443/x"},
         "keys": {"deviceClientId": "d", "url": URL, "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
         "code": {"deviceClientId": "d", "url": URL, "verificationCode": "x"},
         "device": {"url": URL},
