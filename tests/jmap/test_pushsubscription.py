@@ -222,3 +222,45 @@ def test_subscriptions_outlive_a_restart():
     [(url, headers, body)] = again.posts.requests
     assert json.loads(body)["changed"] == {"A1": {"Email": "9"}}
     assert {s["id"] for s in again.ok("PushSubscription/get")["list"]} == {i, unverified}
+
+
+PUSH_KEYS = ["deviceClientId", "url", "keys", "p256dh", "auth", "expires", "types", "verificationCode", "id",
+             "accountId", "ifInState", "ids", "properties", "create", "update", "destroy"]
+
+
+def _json():
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=12)
+        | st.sampled_from([URL, "http://127.0.0.1:9/", "https://[::1]/", "Email", "Mailbox/x", "2030-01-01T00:00:00Z",
+                           "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+                           "BTBZMqHH6r4Tts7J_aSIgg", "#c", "é\r\n"]),
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(PUSH_KEYS), children,
+                                                                           max_size=5),
+        max_leaves=12)
+
+
+def test_arbitrary_arguments_get_an_answer_or_an_rfc_error():
+    # Hypothesis: /get and /set with arbitrary JSON arguments and records: never serverFail.
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    w = World()
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(args=st.dictionaries(st.sampled_from(PUSH_KEYS), _json(), max_size=4),
+           record=st.dictionaries(st.sampled_from(PUSH_KEYS), _json(), max_size=5))
+    def check(args, record):
+        for name, arguments in (("PushSubscription/get", args), ("PushSubscription/set", args),
+                                ("PushSubscription/set", {"create": {"c": dict({"deviceClientId": "d", "url": URL},
+                                                                              **record)}})):
+            got, answer, _ = w.call(name, arguments)
+            if got == "error":
+                assert answer["type"] != "serverFail", (arguments, answer)
+            for key in ("notCreated", "notUpdated", "notDestroyed"):
+                for error in (answer.get(key) or {}).values():
+                    assert error["type"] != "serverFail"
+            w.data.docs.clear()  # keep under the per-user limit
+            w.clock.advance(1)
+
+    check()
