@@ -26,6 +26,7 @@ on the server) gives (a Deferred of) the HTTP status, or fails.
 
 from __future__ import annotations
 
+import inspect
 import json
 
 from mailnet.jmap import pushsubscription as model
@@ -40,9 +41,9 @@ class _Sub:
     def __init__(self, username, stored):
         self.username = username
         self.id = stored["id"]
-        self.update(stored)
         self.pending = {}  # accountId -> {Type: state}: what the next StateChange carries
-        self.verification = None  # the code still to send, or None
+        self.verification = None  # True while the PushVerification is still to be sent
+        self.update(stored)
         self.failures = 0
         self.timer = None
         self.inflight = False
@@ -54,6 +55,14 @@ class _Sub:
         self.types = stored.get("types")
         self.expires = stored.get("expires")
         self.verified = bool(stored.get("verified"))
+        if self.verified:
+            self.verification = None  # the client has the code: a retry of the verification is moot
+
+
+async def _value(v):
+    if inspect.isawaitable(v):
+        return await v
+    return v
 
 
 def _merge(into, changed):
@@ -168,7 +177,7 @@ class PushSender:
     async def _message(self, sub):
         """(kind, object) of the next POST, or None."""
         if sub.verification:
-            doc = await model.standard._call(self.userData.load(sub.username, model.DATA))
+            doc = await _value(self.userData.load(sub.username, model.DATA))
             stored = (doc or {}).get("subscriptions", {}).get(sub.id) if model.validDoc(doc) else None
             if stored is None:
                 return None
@@ -203,7 +212,7 @@ class PushSender:
             headers["Content-Encoding"] = "aes128gcm"
         sub.inflight = True
         try:
-            status = await model.standard._call(self.post(sub.url, headers, data))
+            status = await _value(self.post(sub.url, headers, data))
             why = None if 200 <= status < 300 else f"HTTP {status}"
         except Exception as e:
             status, why = None, type(e).__name__
@@ -250,6 +259,6 @@ class PushSender:
             return doc
 
         try:
-            await model.standard._call(self.userData.update(sub.username, model.DATA, change))
+            await _value(self.userData.update(sub.username, model.DATA, change))
         except Exception as e:
             log.error("jmap push: a dropped subscription could not be written: {why}", why=str(e)[:200])
