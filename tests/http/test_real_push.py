@@ -79,9 +79,11 @@ def test_https_push_encrypted_verified_and_kept_across_kill_9(server):
     keys = PushKeyPair.generate()
     try:
         record = new_subscription("phone-1", receiver.url(), keys=keys.keys, types=["Email", "Thread"])
+        started = time.monotonic()
         created = api(server, "PushSubscription/set", create={"p": record})
         i = created["created"]["p"]["id"]
         waitFor(lambda: receiver.received, timeout=30, what="the PushVerification")
+        print(f"verification POST received {time.monotonic() - started:.3f} s after the create was sent")
         path, headers, body = receiver.received[0]
         assert headers["content-encoding"] == "aes128gcm" and headers["content-type"] == "application/json"
         assert int(headers["ttl"]) > 0
@@ -89,8 +91,12 @@ def test_https_push_encrypted_verified_and_kept_across_kill_9(server):
         assert isinstance(verification, PushVerification) and verification.push_subscription_id == i
         code = verification.verification_code
         assert api(server, "PushSubscription/set", update={i: {"verificationCode": code}})["updated"] == {i: None}
+        started = time.monotonic()
         send(server, "pushed")
+        sent = time.monotonic()
         waitFor(lambda: len(receiver.received) > 1, timeout=30, what="a StateChange")
+        print(f"SMTP session {sent - started:.3f} s; push POST received {time.monotonic() - sent:.3f} s after "
+              "it ended (push_coalesce 0.2 s)")
         path, headers, body = receiver.received[1]
         change = read_push(body, keys)
         assert isinstance(change, StateChange) and headers["urgency"] == "normal"
