@@ -76,3 +76,46 @@ def test_every_jmapc_method_parses(tmp_path, sink):
     finally:
         proxy.close()
         server.stop()
+
+
+def test_every_jmaplib_standard_method_parses(tmp_path, sink):
+    # jmaplib validates each answer with its own models (pydantic): /get, /changes, /query, /queryChanges
+    # of every type we serve, and PushSubscription/get without an account.
+    pytest.importorskip("jmap", reason="jmaplib is in the test extra (pyproject.toml)")
+    import ssl
+
+    import httpx
+    from jmap.client import JMAPClient
+
+    server = makeServer(tmp_path / "jmaplib", sink)
+    proxy = TLSProxy(server.port("http"), server.certFile, os.path.join(server.dataDir, "tls", "key.pem"))
+    verify = ssl.create_default_context(cafile=os.path.join(server.dataDir, "tls", "dev-ca.pem"))
+    client = JMAPClient.connect(f"https://localhost:{proxy.port}/.well-known/jmap", auth=httpx.BasicAuth(*ALICE),
+                                http=httpx.Client(verify=verify, timeout=30))
+    try:
+        emailId = one(server, "Email/set", create={"e": draft(server)})["created"]["e"]["id"]
+
+        def run(build):
+            with client.batch() as batch:
+                handle = build(batch)
+            return handle.result
+
+        for namespace, name, ids in (("mail", "mailbox", None), ("mail", "email", [emailId]),
+                                     ("mail", "thread", ["T" + emailId]), ("submission", "identity", None),
+                                     ("submission", "email_submission", None)):
+            entity = lambda batch: getattr(getattr(batch, namespace), name)  # noqa: E731
+            got = run(lambda batch: entity(batch).get(ids=ids))
+            assert got.state
+            assert run(lambda batch: entity(batch).changes(since_state=got.state)).has_more_changes is False
+        for name in ("mailbox", "email"):
+            query = run(lambda batch: getattr(batch.mail, name).query())
+            run(lambda batch: getattr(batch.mail, name).query_changes(since_query_state=query.query_state))
+        assert run(lambda batch: batch.submission.email_submission.query()).can_calculate_changes is False
+        assert run(lambda batch: batch.vacation.vacation_response.get(ids=None)).items
+        run(lambda batch: batch.quota.quota.get(ids=None))
+        assert run(lambda batch: batch.mail.search_snippet.get(email_ids=[emailId], filter={"text": "Hello"})).items
+        assert run(lambda batch: batch.core.push_subscription.get(ids=None)).items == []
+    finally:
+        client.close()
+        proxy.close()
+        server.stop()
