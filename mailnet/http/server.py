@@ -122,7 +122,8 @@ class HTTPService(serving.ProtocolService):
                                                                                               clock.seconds())
         # RFC 8620 s7.2 PushSubscription: the per-user documents, POSTed by the push client.
         jmap = config.jmap
-        client = pushclient.PushClient(context.reactor, jmap.push_timeout, jmap.push_ca_file, jmap.push_allowed_prefixes)
+        client = pushclient.PushClient(context.reactor, jmap.push_timeout, jmap.push_ca_file,
+                                       jmap.push_allowed_prefixes)
         self.pushSender = PushSender(
             client.post, context.reactor, self.push, self.userData, self._runPush, ttl=jmap.push_ttl,
             coalesce=jmap.push_coalesce, attempts=jmap.push_attempts, backoff=jmap.push_retry_initial,

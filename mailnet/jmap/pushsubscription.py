@@ -253,7 +253,8 @@ class Subscriptions:
         if code != current["verificationCode"]:
             if code is None or code != stored["code"]:
                 # s7.2.2: the code must be the one the server sent.
-                raise SetError("invalidProperties", "verificationCode is not the one sent", properties=["verificationCode"])
+                raise SetError("invalidProperties", "verificationCode is not the one sent",
+                               properties=["verificationCode"])
             fields["verified"] = True
         serverSet = {}
         if new.get("expires") != current["expires"]:
