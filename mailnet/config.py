@@ -228,6 +228,17 @@ SCHEMA: dict[str, dict[str, Option]] = {
     },
     "jmap": {
         "submission_hold": _o("float", 5.0, "Seconds a JMAP EmailSubmission waits (undoStatus pending) before it is sent, so that the webmail can offer \"undo send\"; 0 = send at once.", minimum=0),
+        "max_delayed_send": _o("int", 7 * 86400, "Seconds ahead a JMAP EmailSubmission may ask to be sent (RFC 8621 maxDelayedSend, FUTURERELEASE HOLDFOR/HOLDUNTIL of RFC 4865); the held message waits in the outbox journal and, at most 100 per user, in memory; 0 = no delayed send.", minimum=0),
+        "push_subscriptions_per_user": _o("int", 10, "JMAP PushSubscriptions (RFC 8620 s7.2) one user may have.", minimum=0),
+        "push_expires_max": _o("int", 7 * 86400, "Seconds ahead a PushSubscription's expires may be (RFC 8620 s7.2: the server may cap it; null is given this).", minimum=60),
+        "push_allowed_prefixes": _o("strlist", [], "URL prefixes a PushSubscription may use although they are plain http or name a loopback, private or link-local address (e.g. \"http://127.0.0.1:\" in tests); every other push URL must be https to a public host."),
+        "push_ca_file": _o("path", "", "A PEM CA certificate push URLs' servers are checked against instead of the system's trust store (a private push service, tests); empty = the system's."),
+        "push_timeout": _o("float", 30.0, "Seconds one push POST may take (connect, send, answer).", minimum=1),
+        "push_ttl": _o("int", 86400, "The TTL header of push messages (RFC 8030 s5.2): seconds the push service may keep one for an offline device.", minimum=0),
+        "push_coalesce": _o("float", 1.0, "Seconds changes are gathered into one StateChange per subscription.", minimum=0),
+        "push_attempts": _o("int", 5, "Failed POSTs in a row after which a PushSubscription is dropped.", minimum=1),
+        "push_retry_initial": _o("float", 10.0, "Seconds before a failed push is retried; doubled each time up to push_retry_max.", minimum=0.1),
+        "push_retry_max": _o("float", 600.0, "Longest wait between push retries, in seconds.", minimum=0.1),
         "vacation_period": _o("int", 7 * 86400, "Seconds before a sender gets another vacation auto-reply from the same user (RFC 3834 s2 suggests days; RFC 5230 defaults to 7 days).", minimum=3600),
     },
     "webmail": {

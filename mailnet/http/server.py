@@ -12,13 +12,15 @@ from twisted.internet import defer, task
 
 from mailnet import serving
 from mailnet.auth import IUserDirectory
-from mailnet.http import api, auth, blobstore, cors, eventsource, session, site, userdata, webmail, websocket
+from mailnet.http import (api, auth, blobstore, cors, eventsource, pushclient, session, site, userdata, webmail,
+                          websocket)
 from mailnet.jmap import core
 from mailnet.jmap.blobs import BlobLookup
 from mailnet.jmap.dispatch import Limits, defaultRegistry
 from mailnet.jmap.errors import PREFIX
-from mailnet.jmap.identity import SendRules
+from mailnet.jmap.identity import SUBMISSION, SendRules, submissionCapability
 from mailnet.jmap.mailblobs import StoreBlobSource
+from mailnet.jmap.pushsender import PushSender
 from mailnet.jmap.storepush import StorePushSource
 from mailnet.jmap.submission import Outbox, Outcome
 from mailnet.logs import Logger
@@ -114,13 +116,30 @@ class HTTPService(serving.ProtocolService):
         self.outbox = Outbox(self._send, context.reactor, hold=config.jmap.submission_hold,
                              maxRecipients=config.limits.smtp_recipients, messageSize=config.limits.message_size,
                              resolve=lambda a: submit.resolveRecipient(directory, a) if "@" in a else None,
-                             runner=self._run,
+                             runner=self._run, maxDelayedSend=config.jmap.max_delayed_send,
                              journal=userdata.OutboxJournal(os.path.join(config.server.data_dir, "jmap", "outbox")))
         self.jmap.services.update(sendRules=SendRules(directory), userData=self.userData, outbox=self.outbox)
+        clock, maxDelay = context.reactor, config.jmap.max_delayed_send
+        self.registry.accountCapabilities[SUBMISSION] = lambda username: submissionCapability(maxDelay,
+                                                                                              clock.seconds())
+        # RFC 8620 s7.2 PushSubscription: the per-user documents, POSTed by the push client.
+        jmap = config.jmap
+        client = pushclient.PushClient(context.reactor, jmap.push_timeout, jmap.push_ca_file,
+                                       jmap.push_allowed_prefixes)
+        self.pushSender = PushSender(
+            client.post, context.reactor, self.push, self.userData, self._runPush, ttl=jmap.push_ttl,
+            coalesce=jmap.push_coalesce, attempts=jmap.push_attempts, backoff=jmap.push_retry_initial,
+            maxBackoff=jmap.push_retry_max, perUser=jmap.push_subscriptions_per_user,
+            maxExpires=jmap.push_expires_max, allowedPrefixes=jmap.push_allowed_prefixes)
+        self.jmap.services["pushSender"] = self.pushSender
 
     def _send(self, username, mailFrom, rcptTo, data, peer="127.0.0.1"):
         d = submit.submit(self.context, username, mailFrom, rcptTo, data, peer=peer)
         return d.addCallback(lambda s: Outcome(s.code, f"{s.enhanced} {s.text}".strip(), s.local))
+
+    def _runPush(self, coroutine):
+        d = defer.ensureDeferred(coroutine)
+        d.addErrback(lambda failure: log.failure("jmap push: a delivery failed", failure))
 
     def _run(self, coroutine):
         d = defer.ensureDeferred(coroutine)
@@ -155,6 +174,10 @@ class HTTPService(serving.ProtocolService):
             d = self.outbox.journal.load().addCallback(self.outbox.restore)
             d.addCallback(lambda n: n and log.info("jmap: {n} held submission(s) restored", n=n))
             d.addErrback(lambda failure: log.failure("jmap: restoring held submissions failed", failure))
+            # Push subscriptions of before a restart.
+            p = self.userData.loadAll("pushsubscriptions").addCallback(self.pushSender.load)
+            p.addCallback(lambda n: n and log.info("jmap: {n} push subscription(s) loaded", n=n))
+            p.addErrback(lambda failure: log.failure("jmap: loading push subscriptions failed", failure))
         self.sweeper = task.LoopingCall(self._sweep)
         self.sweeper.clock = self.context.reactor
         self.sweeper.start(SWEEP_INTERVAL, now=True)

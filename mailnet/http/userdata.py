@@ -25,7 +25,7 @@ from mailnet.logs import Logger
 log = Logger()
 
 MAX_FILE = 4 * 1024 * 1024
-NAME = frozenset({"identities", "webmail"})  # webmail: the app's settings (mailnet/http/webmail.py)
+NAME = frozenset({"identities", "pushsubscriptions", "webmail"})  # webmail: the app's settings (mailnet/http/webmail.py)
 
 
 @implementer(IUserData)
@@ -58,6 +58,32 @@ class JSONUserData:
 
     def load(self, username, name):
         return self.runInThread(self._read, self._path(username, name))
+
+    def loadAll(self, name):
+        """
+        A Deferred of ``[(username, doc)]``: every user's document ``name``
+        that names its user (``doc["username"]``, as PushSubscription's do):
+        what the server needs at start.
+        """
+        if name not in NAME:
+            raise ValueError("unknown document")
+        return self.runInThread(self._loadAll, name)
+
+    def _loadAll(self, name):
+        out = []
+        try:
+            accounts = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return out
+        for account in accounts:
+            path = os.path.join(self.root, account, name + ".json")
+            if not os.path.exists(path):
+                continue
+            doc = self._read(path)
+            username = doc.get("username") if isinstance(doc, dict) else None
+            if isinstance(username, str) and accountIdFor(username) == account:
+                out.append((username, doc))
+        return out
 
     def update(self, username, name, change):
         path = self._path(username, name)

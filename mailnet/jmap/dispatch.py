@@ -42,6 +42,7 @@ MODULES = (
     "mailnet.jmap.submission",
     "mailnet.jmap.emailimport",
     "mailnet.jmap.quota",
+    "mailnet.jmap.pushsubscription",
 )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import time
 
 from zope.interface import Interface
 
@@ -59,6 +60,9 @@ class MemoryUserData:
 
     def load(self, username, name):
         return self.docs.get((username.lower(), name))
+
+    def loadAll(self, name):
+        return [(u, doc) for (u, n), doc in self.docs.items() if n == name]
 
     def update(self, username, name, change):
         new = change(self.docs.get((username.lower(), name)))
@@ -165,8 +169,11 @@ class Identities:
         counter, _, oldDigest = sinceState.partition("-")
         if not counter.isdigit() or oldDigest != digest:
             raise MethodError("cannotCalculateChanges")
-        created, updated, destroyed = standard.changesFromLog(doc["changes"], int(counter), doc["counter"])
-        return standard.Changes(sinceState, now, False, created, updated, destroyed)
+        created, updated, destroyed, upTo = standard.changesFromLog(doc["changes"], int(counter), doc["counter"],
+                                                                    maxChanges)
+        # RFC 8620 s5.2: cut by maxChanges, newState is the intermediate state reached.
+        newState = now if upTo == doc["counter"] else f"{upTo}-{digest}"
+        return standard.Changes(sinceState, newState, upTo < doc["counter"], created, updated, destroyed)
 
     # /set
 
@@ -244,10 +251,29 @@ class Identities:
         await self._change(i, "destroyed", lambda identities: identities.pop(i, None))
 
 
+def submissionCapability(maxDelayedSend=0, now=None) -> dict:
+    """
+    RFC 8621 s1.3.2: the account's submission capability.  With
+    ``maxDelayedSend`` > 0 the FUTURERELEASE extension (RFC 4865 s3: the
+    EHLO keyword's arguments, the longest interval and the latest
+    date-time) is listed; the date-time is counted from the start of
+    today (UTC), so it never promises more than ``maxDelayedSend`` from
+    now and the session (and its state) changes once a day, not every
+    second.
+    """
+    if maxDelayedSend <= 0:
+        return {"maxDelayedSend": 0, "submissionExtensions": {}}
+    arguments = [str(maxDelayedSend)]
+    if now is not None:
+        day = int(now) - int(now) % 86400
+        arguments.append(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(day + maxDelayedSend)))
+    return {"maxDelayedSend": maxDelayedSend, "submissionExtensions": {"FUTURERELEASE": arguments}}
+
+
 def register(registry):
-    # RFC 8621 s1.3.2: the submission capability; maxDelayedSend 0 (no
-    # FUTURERELEASE: the server's own hold gives "undo send", see submission.py).
-    registry.capability(SUBMISSION, {}, accountValue={"maxDelayedSend": 0, "submissionExtensions": {}})
+    # RFC 8621 s1.3.2: the submission capability; the server sets maxDelayedSend
+    # ([jmap] max_delayed_send, mailnet/http/server.py).
+    registry.capability(SUBMISSION, {}, accountValue=submissionCapability(0))
     registry.method("Identity/get", lambda call: standard.standardGet(call, Identities(call)), SUBMISSION)
     registry.method("Identity/changes", lambda call: standard.standardChanges(call, Identities(call)), SUBMISSION)
     registry.method("Identity/set", lambda call: standard.standardSet(call, Identities(call)), SUBMISSION,

@@ -51,24 +51,38 @@ async def _call(value):
     return value
 
 
-def changesFromLog(log, since, counter):
+def changesFromLog(log, since, counter, maxChanges=None):
     """
-    ``(created, updated, destroyed)`` ids since change ``since`` of a small
+    ``(created, updated, destroyed, upTo)`` since change ``since`` of a small
     per-user log of ``(n, id, kind)`` entries numbered up to ``counter``
     (RFC 8620 s5.2: an id created then destroyed in between is left out,
     created then updated is created).  cannotCalculateChanges when ``since``
     is ahead of ``counter`` or older than the oldest entry the log kept.
+
+    ``maxChanges`` (RFC 8620 s5.2): at most that many ids; the log is read in
+    order and stops before the entry that would name one id too many, so
+    ``upTo`` (the change number the answer reaches: its ``newState``) is
+    less than ``counter`` exactly when there are more changes
+    (``hasMoreChanges``).  The changes of one entry are never split.
     """
     if since > counter or (since < counter and (not log or log[0][0] > since + 1)):
         raise MethodError("cannotCalculateChanges")
     kinds = {}
+    upTo = since
     for n, i, kind in log:
-        if n > since:
-            if kind == "created" or kinds.get(i) == "created":
-                kinds[i] = "gone" if kind == "destroyed" else "created"
-            else:
-                kinds[i] = kind
-    return tuple(sorted(i for i, v in kinds.items() if v == k) for k in ("created", "updated", "destroyed"))
+        if n <= since:
+            continue
+        if maxChanges is not None and i not in kinds and len(kinds) >= maxChanges:
+            break
+        if kind == "created" or kinds.get(i) == "created":
+            kinds[i] = "gone" if kind == "destroyed" else "created"
+        else:
+            kinds[i] = kind
+        upTo = n
+    else:
+        upTo = counter
+    out = tuple(sorted(i for i, v in kinds.items() if v == k) for k in ("created", "updated", "destroyed"))
+    return out + (upTo,)
 
 
 def _bad(description):

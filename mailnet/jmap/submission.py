@@ -16,7 +16,15 @@ the RFC asks) does not change what is sent.  A held submission is written
 to a journal (:class:`IOutboxJournal`, durable) before the /set answers, and
 taken out once it is sent or canceled; at start the server restores what
 the journal holds, so a restart or crash during the hold loses nothing
-(a crash just after the send may send it twice, like SMTP).  Final
+(a crash just after the send may send it twice, like SMTP).
+
+Delayed send (RFC 8621 s7, FUTURERELEASE of RFC 4865): the envelope's
+``mailFrom`` may carry ``HOLDFOR`` (seconds) or ``HOLDUNTIL`` (an RFC 3339
+date-time) when ``maxDelayedSend`` (``[jmap] max_delayed_send``) is above
+0; the submission is then held the same way, with ``sendAt`` the release
+time, ``pending`` (cancelable) until then, at most ``maxDelayedSend``
+seconds ahead.  The parameters are not passed on: mailnet releases the
+message itself, then it goes as any other.  Final
 submissions are kept in memory for ``keep`` seconds; a restart forgets
 those.
 """
@@ -110,7 +118,7 @@ class Outbox:
     """
 
     def __init__(self, send, clock, hold=5.0, maxRecipients=100, messageSize=35_000_000, resolve=None,
-                 keep=86400, runner=None, journal=None):
+                 keep=86400, runner=None, journal=None, maxDelayedSend=0):
         self.send = send
         self.clock = clock
         self.hold = hold
@@ -122,6 +130,7 @@ class Outbox:
         # How a held submission's send is run (a Deferred-aware runner: ensureDeferred).
         self.runner = runner
         self.journal = journal  # IOutboxJournal, or None (held submissions in memory only)
+        self.maxDelayedSend = maxDelayedSend  # seconds a FUTURERELEASE may hold a submission (0: none)
 
     def user(self, username):
         return self.users.setdefault(username.lower(), {"counter": 0, "records": {}, "changes": []})
@@ -172,18 +181,19 @@ class Outbox:
         self._forget(record["id"])  # after the outcome: the copies are durable (or refused)
         return outcome
 
-    async def hold_(self, username, pending):
-        """Keep a new submission for ``hold`` seconds: in the journal first (durable), then a timer."""
+    async def hold_(self, username, pending, delay=None):
+        """Keep a new submission ``delay`` seconds (default ``hold``): in the journal first (durable), then a timer."""
+        delay = self.hold if delay is None else delay
         if self.journal is not None:
             entry = {"username": username, "mailFrom": pending.mailFrom, "rcptTo": pending.rcptTo,
                      "peer": pending.peer,
-                     "due": self.clock.seconds() + self.hold, "record": _public(pending.record)}
+                     "due": self.clock.seconds() + delay, "record": _public(pending.record)}
             try:
                 await _await(self.journal.save(pending.record["id"], entry, pending.data))
             except Exception as e:
                 log.error("jmap: a held submission could not be saved: {why}", why=str(e)[:200])
                 raise ServerUnavailable("the outbox cannot be written") from None
-        self.schedule(username, pending, self.hold)
+        self.schedule(username, pending, delay)
 
     def schedule(self, username, pending, delay):
         def due():
@@ -240,6 +250,9 @@ class Submissions:
     name = "EmailSubmission"
     properties = PROPERTIES
     defaultProperties = PROPERTIES
+    # /queryChanges is always cannotCalculateChanges (queryAt keeps no old results), so /query says so
+    # (RFC 8620 s5.5 canCalculateChanges).
+    canCalculateQueryChanges = False
 
     def __init__(self, call):
         self.call = call
@@ -268,8 +281,10 @@ class Submissions:
         u = self._user()
         if not sinceState.isdigit():
             raise MethodError("cannotCalculateChanges")
-        created, updated, destroyed = standard.changesFromLog(u["changes"], int(sinceState), u["counter"])
-        return standard.Changes(sinceState, str(u["counter"]), False, created, updated, destroyed)
+        created, updated, destroyed, upTo = standard.changesFromLog(u["changes"], int(sinceState), u["counter"],
+                                                                    maxChanges)
+        # RFC 8620 s5.2: cut by maxChanges, newState is the intermediate state reached.
+        return standard.Changes(sinceState, str(upTo), upTo < u["counter"], created, updated, destroyed)
 
     def query(self, account, filter, sort):
         checkFilter(filter, FILTERS)
@@ -332,7 +347,7 @@ class Submissions:
         if bad:
             # RFC 8621 s7.5: forbiddenFrom, a From the user may not use.
             raise SetError("forbiddenFrom", f"you may not send as {bad[0][:200]}")
-        mailFrom, rcptTo = self._envelope(record.get("envelope"), header, senders)
+        mailFrom, rcptTo, release = self._envelope(record.get("envelope"), header, senders)
         if not self.rules.mayUse(self.username, mailFrom):
             raise SetError("forbiddenMailFrom", f"you may not use {mailFrom[:200]} as the envelope sender")
         if not rcptTo:
@@ -345,21 +360,26 @@ class Submissions:
         if invalid:
             raise SetError("invalidRecipients", "these recipients cannot receive mail", invalidRecipients=invalid)
         outbox = self.outbox
-        if outbox.hold > 0 and outbox.pending(self.username) >= MAX_PENDING:
-            raise SetError("forbiddenToSend", f"{MAX_PENDING} messages are waiting to be sent; try again shortly")
         now = outbox.clock.seconds()
+        delay = outbox.hold
+        if release is not None:
+            delay = self._delay(release, now)
+        if delay > 0 and outbox.pending(self.username) >= MAX_PENDING:
+            raise SetError("forbiddenToSend", f"{MAX_PENDING} messages are waiting to be sent; try again shortly")
         i = "S" + secrets.token_hex(10)
         rec = {"id": i, "identityId": identity["id"], "emailId": emailId,
                "threadId": summary.threadId or emailId,
                "envelope": {"mailFrom": {"email": mailFrom, "parameters": None},
                             "rcptTo": [{"email": r, "parameters": None} for r in rcptTo]},
-               "sendAt": utcDate(now + outbox.hold), "undoStatus": "pending", "deliveryStatus": None,
+               "sendAt": utcDate(now + delay), "undoStatus": "pending", "deliveryStatus": None,
                "dsnBlobIds": [], "mdnBlobIds": []}
         # RFC 8621 s7.5: Bcc is not sent (its recipients are in the envelope).
         pending = Pending(rec, mailFrom, rcptTo, compose.stripFields(data, ["Bcc"]),
                           peer=self.call.context.services.get("clientAddress"))
-        if outbox.hold > 0:
-            await outbox.hold_(self.username, pending)
+        if release is not None:
+            rec["envelope"]["mailFrom"]["parameters"] = record["envelope"]["mailFrom"]["parameters"]
+        if delay > 0:
+            await outbox.hold_(self.username, pending, delay)
             self._user()["records"][i] = pending
             outbox.changed(self.username, i, "created")
         else:
@@ -405,21 +425,36 @@ class Submissions:
                 for _, a in parseAddresses(header.get(name, b"")):
                     if a and a.lower() not in {r.lower() for r in rcptTo}:
                         rcptTo.append(a)
-            return mailFrom, rcptTo
+            return mailFrom, rcptTo, None
         if not isinstance(envelope, dict) or not isinstance(envelope.get("mailFrom"), dict) or \
                 not isinstance(envelope.get("rcptTo"), list):
             raise SetError("invalidProperties", "envelope must have mailFrom and rcptTo", properties=["envelope"])
         addresses = [envelope["mailFrom"]] + envelope["rcptTo"]
         for a in addresses:
-            if not isinstance(a, dict) or not isinstance(a.get("email"), str) or a.get("parameters"):
-                # submissionExtensions is empty: no SMTP parameters.
-                raise SetError("invalidProperties", "envelope addresses are {email, parameters: null}",
+            if not isinstance(a, dict) or not isinstance(a.get("email"), str):
+                raise SetError("invalidProperties", "envelope addresses are {email, parameters}",
                                properties=["envelope"])
+        for a in envelope["rcptTo"]:
+            if a.get("parameters"):
+                # submissionExtensions has no RCPT parameter.
+                raise SetError("invalidProperties", "rcptTo addresses take no parameters", properties=["envelope"])
+        release = _release(envelope["mailFrom"].get("parameters"), self.outbox.maxDelayedSend)
         rcptTo = []
         for a in envelope["rcptTo"]:
             if a["email"].lower() not in {r.lower() for r in rcptTo}:
                 rcptTo.append(a["email"])
-        return envelope["mailFrom"]["email"], rcptTo
+        return envelope["mailFrom"]["email"], rcptTo, release
+
+    def _delay(self, release, now):
+        """Seconds to hold for a FUTURERELEASE (``("for", seconds)`` or ``("until", epoch)``)."""
+        kind, value = release
+        delay = value if kind == "for" else value - now
+        if delay > self.outbox.maxDelayedSend:
+            # RFC 4865 s4: a release beyond the maximum interval is refused.
+            raise SetError("invalidProperties", f"the release is more than {self.outbox.maxDelayedSend} seconds ahead "
+                           "(maxDelayedSend)", properties=["envelope"])
+        # Never less than the undo hold; a HOLDUNTIL in the past releases after it (RFC 4865 s4: at once).
+        return max(delay, self.outbox.hold)
 
     async def update(self, account, i, patch):
         pending = self._user()["records"].get(i)
@@ -446,6 +481,53 @@ class Submissions:
             await _await(self.outbox.cancel(self.username, pending))
         records.pop(i, None)
         self.outbox.changed(self.username, i, "destroyed")
+
+
+def _release(parameters, maxDelayedSend):
+    """
+    The FUTURERELEASE parameters of a mailFrom (RFC 4865 s3: ``HOLDFOR`` delta
+    seconds or ``HOLDUNTIL`` an RFC 3339 date-time, not both): None when none,
+    else ``("for", seconds)`` or ``("until", epoch seconds)``.
+    """
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                                   for k, v in parameters.items()):
+        raise SetError("invalidProperties", "parameters must map names to strings or null", properties=["envelope"])
+    names = {k.upper(): v for k, v in parameters.items()}
+    unknown = set(names) - {"HOLDFOR", "HOLDUNTIL"}
+    if unknown or (names and maxDelayedSend <= 0):
+        raise SetError("invalidProperties", "the only mailFrom parameters are HOLDFOR and HOLDUNTIL (FUTURERELEASE)"
+                       if maxDelayedSend > 0 else "this server takes no SMTP parameters (maxDelayedSend is 0)",
+                       properties=["envelope"])
+    if not names:
+        return None
+    if len(names) > 1:
+        raise SetError("invalidProperties", "HOLDFOR and HOLDUNTIL cannot both be given", properties=["envelope"])
+    if "HOLDFOR" in names:
+        value = names["HOLDFOR"]
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 10:
+            raise SetError("invalidProperties", "HOLDFOR must be a number of seconds", properties=["envelope"])
+        return ("for", int(value))
+    when = _rfc3339(names["HOLDUNTIL"])
+    if when is None:
+        raise SetError("invalidProperties", "HOLDUNTIL must be an RFC 3339 date-time", properties=["envelope"])
+    return ("until", when)
+
+
+def _rfc3339(value):
+    """Epoch seconds of an RFC 3339 date-time (``Z`` or an offset), or None."""
+    import datetime
+
+    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            return None  # RFC 3339 s5.6: an offset is required
+        return when.timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def _plausible(address):

@@ -9,6 +9,7 @@ created draft survives kill -9.
 """
 
 import base64
+import calendar
 import email
 import email.policy
 import http.client
@@ -284,7 +285,13 @@ def test_errors_over_http(server):
     session = json.loads(connection.getresponse().read())
     connection.close()
     value = session["accounts"][accountIdFor(ALICE[0])]["accountCapabilities"][SUBMISSION]
-    assert value == {"maxDelayedSend": 0, "submissionExtensions": {}}
+    # [jmap] max_delayed_send (default a week): delayed send with FUTURERELEASE (RFC 4865 s3: the
+    # longest interval, and the latest date-time, counted from the start of the day).
+    week = 7 * 86400
+    assert value["maxDelayedSend"] == week
+    interval, latest = value["submissionExtensions"]["FUTURERELEASE"]
+    latest = calendar.timegm(time.strptime(latest, "%Y-%m-%dT%H:%M:%SZ"))
+    assert interval == str(week) and time.time() + week - 86400 - 60 <= latest <= time.time() + week
     assert session["primaryAccounts"][SUBMISSION] == accountIdFor(ALICE[0])
 
 
@@ -429,4 +436,57 @@ def test_held_submissions_survive_kill_9_and_a_canceled_one_stays_canceled(tmp_p
         assert len(sinkMessages(sink, "held across a crash")) == 1
         assert os.listdir(os.path.join(server.dataDir, "jmap", "outbox")) == []
     finally:
+        server.stop()
+
+
+def test_delayed_send_survives_kill_9_and_is_sent_once_at_its_time(tmp_path, sink):
+    # RFC 8621 s7 sendAt with FUTURERELEASE's HOLDFOR, sent by jmaplib (which checks the hold against the
+    # advertised maxDelayedSend): pending, durable across kill -9, sent once when due.
+    pytest.importorskip("jmap", reason="jmaplib is in the test extra (pyproject.toml)")
+    import ssl
+
+    import httpx
+    from jmap.client import JMAPClient
+    from jmap.core.errors import JMAPError
+
+    server = makeServer(tmp_path / "delayed", sink, jmap={"max_delayed_send": 3600})
+    proxy = TLSProxy(server.port("http"), server.certFile, os.path.join(server.dataDir, "tls", "key.pem"))
+    verify = ssl.create_default_context(cafile=os.path.join(server.dataDir, "tls", "dev-ca.pem"))
+    client = JMAPClient.connect(f"https://localhost:{proxy.port}/.well-known/jmap", auth=httpx.BasicAuth(*ALICE),
+                                http=httpx.Client(verify=verify, timeout=30))
+    try:
+        me = identity(server)
+        emailId = one(server, "Email/set", create={"e": draft(server, subject="see you later")})["created"]["e"]["id"]
+
+        def submission(hold):
+            return {"identityId": me, "emailId": emailId,
+                    "envelope": {"mailFrom": {"email": ALICE[0], "parameters": {"HOLDFOR": hold}},
+                                 "rcptTo": [{"email": "carol@remote.test", "parameters": None}]}}
+
+        # jmaplib read maxDelayedSend from the session and refuses a longer hold itself.
+        with pytest.raises(JMAPError):
+            with client.batch() as batch:
+                batch.submission.email_submission.set(create={"t": submission("3601")})
+        before = time.time()
+        with client.batch() as batch:
+            handle = batch.submission.email_submission.set(create={"s": submission("8")})
+        created = handle.result.created["s"]
+        created = created if isinstance(created, dict) else created.model_dump(by_alias=True, mode="json")
+        assert created["undoStatus"] == "pending"
+        sendAt = calendar.timegm(time.strptime(created["sendAt"], "%Y-%m-%dT%H:%M:%SZ"))
+        assert before + 7 <= sendAt <= time.time() + 9
+        # The server refuses it too, for a client that does not check.
+        too = one(server, "EmailSubmission/set", create={"t": submission("3601")})
+        assert too["notCreated"]["t"]["type"] == "invalidProperties"
+        server.kill()
+        server.start()
+        got = one(server, "EmailSubmission/get", ids=[created["id"]])["list"][0]
+        assert got["sendAt"] == created["sendAt"]
+        waitFor(lambda: sinkMessages(sink, "see you later"), timeout=60, what="the delayed message")
+        waitFor(lambda: one(server, "EmailSubmission/get", ids=[created["id"]])["list"][0]["undoStatus"] == "final",
+                timeout=30, what="final")
+        assert len(sinkMessages(sink, "see you later")) == 1
+    finally:
+        client.close()
+        proxy.close()
         server.stop()

@@ -265,3 +265,115 @@ def test_a_cancel_while_sending_is_too_late(tmp_path):
     waiting.callback(Outcome(250, "2.0.0 OK"))
     assert ok(s, "EmailSubmission/get", ids=[i])["list"][0]["deliveryStatus"]["bob@example.net"]["delivered"] == \
         "queued"
+
+
+def _allChanges(s, name, state, maxChanges):
+    """Follow /changes with maxChanges until hasMoreChanges is false; every page within the limit."""
+    seen = {"created": set(), "updated": set(), "destroyed": set()}
+    pages = 0
+    while True:
+        page = ok(s, name, sinceState=state, maxChanges=maxChanges)
+        assert page["oldState"] == state
+        assert len(page["created"]) + len(page["updated"]) + len(page["destroyed"]) <= maxChanges
+        for k in seen:
+            seen[k] |= set(page[k])
+        pages += 1
+        if not page["hasMoreChanges"]:
+            return seen, pages, page["newState"]
+        assert page["newState"] != state  # an intermediate state, never the same one
+        state = page["newState"]
+
+
+def test_identity_changes_honour_max_changes(tmp_path):
+    # RFC 8620 s5.2: at most maxChanges ids, hasMoreChanges and an intermediate newState.
+    s = session(tmp_path)
+    start = ok(s, "Identity/get", ids=[])["state"]
+    made = ok(s, "Identity/set", create={str(n): {"email": f"alice+{n}@example.test"} for n in range(5)})
+    ids = {c["id"] for c in made["created"].values()}
+    first = ok(s, "Identity/changes", sinceState=start, maxChanges=2)
+    assert first["hasMoreChanges"] is True and len(first["created"]) == 2
+    seen, pages, final = _allChanges(s, "Identity/changes", start, 2)
+    assert seen["created"] == ids and pages == 3
+    assert final == ok(s, "Identity/get", ids=[])["state"]
+    whole = ok(s, "Identity/changes", sinceState=start)
+    assert whole["hasMoreChanges"] is False and set(whole["created"]) == ids
+
+
+def test_submission_changes_honour_max_changes(tmp_path):
+    s = session(tmp_path, hold=5)
+    me = identityId(USER)
+    start = ok(s, "EmailSubmission/get", ids=[])["state"]
+    made = ok(s, "EmailSubmission/set", create={str(n): {"identityId": me, "emailId": make(s)} for n in range(3)})
+    ids = {c["id"] for c in made["created"].values()}
+    first = ok(s, "EmailSubmission/changes", sinceState=start, maxChanges=1)
+    assert first["hasMoreChanges"] is True and len(first["created"]) == 1
+    seen, pages, final = _allChanges(s, "EmailSubmission/changes", start, 1)
+    assert seen["created"] == ids and pages == 3
+    assert final == ok(s, "EmailSubmission/get", ids=[])["state"]
+
+
+def _delayed(s, emailId, **parameters):
+    return {"identityId": identityId(USER), "emailId": emailId,
+            "envelope": {"mailFrom": {"email": USER, "parameters": parameters},
+                         "rcptTo": [{"email": "bob@example.net", "parameters": None}]}}
+
+
+def test_delayed_send_with_holdfor_and_holduntil(tmp_path):
+    # RFC 8621 s7 sendAt / RFC 4865 FUTURERELEASE: pending until the release, cancelable, then sent.
+    from mailnet.jmap.submission import utcDate
+
+    s = session(tmp_path, hold=0)
+    s.outbox.maxDelayedSend = 3600
+    s.outbox.journal = journal = MemoryJournal()
+    start = s.clock.seconds()
+    later = ok(s, "EmailSubmission/set", create={"a": _delayed(s, make(s), HOLDFOR="600")})["created"]["a"]
+    assert later["undoStatus"] == "pending" and later["sendAt"] == utcDate(start + 600)
+    until = utcDate(start + 1200)
+    kept = ok(s, "EmailSubmission/set", create={"b": _delayed(s, make(s), HOLDUNTIL=until)})["created"]["b"]
+    assert kept["sendAt"] == until and set(journal.entries) == {later["id"], kept["id"]}
+    assert journal.entries[kept["id"]][0]["due"] == start + 1200
+    got = ok(s, "EmailSubmission/get", ids=[later["id"]])["list"][0]
+    assert got["envelope"]["mailFrom"]["parameters"] == {"HOLDFOR": "600"}
+    s.clock.advance(599)
+    assert s.sent.messages == []
+    s.clock.advance(2)
+    assert len(s.sent.messages) == 1
+    assert ok(s, "EmailSubmission/get", ids=[later["id"]])["list"][0]["undoStatus"] == "final"
+    # The second is canceled before its release: never sent.
+    assert ok(s, "EmailSubmission/set", update={kept["id"]: {"undoStatus": "canceled"}})["updated"] == {
+        kept["id"]: None}
+    s.clock.advance(3600)
+    assert len(s.sent.messages) == 1 and journal.entries == {}
+
+
+def test_delayed_send_refusals(tmp_path):
+    s = session(tmp_path, hold=0)
+    emailId = make(s)
+
+    def refused(**parameters):
+        answer = ok(s, "EmailSubmission/set", create={"x": _delayed(s, emailId, **parameters)})
+        return answer["notCreated"]["x"]
+
+    # maxDelayedSend 0: no parameters at all.
+    assert refused(HOLDFOR="60")["type"] == "invalidProperties"
+    s.outbox.maxDelayedSend = 3600
+    assert "3600" in refused(HOLDFOR="3601")["description"]  # beyond maxDelayedSend
+    assert refused(HOLDFOR="-1")["type"] == "invalidProperties"
+    assert refused(HOLDUNTIL="tomorrow")["type"] == "invalidProperties"
+    assert refused(HOLDUNTIL="2030-01-01T00:00:00")["type"] == "invalidProperties"  # no offset
+    assert refused(HOLDFOR="60", HOLDUNTIL="2030-01-01T00:00:00Z")["type"] == "invalidProperties"
+    assert refused(SIZE="100")["type"] == "invalidProperties"
+    assert s.sent.messages == []
+    # A release already past goes at once.
+    past = ok(s, "EmailSubmission/set", create={"p": _delayed(s, emailId, HOLDUNTIL="1970-01-01T00:00:00Z")})
+    assert past["created"]["p"]["undoStatus"] == "final" and len(s.sent.messages) == 1
+
+
+def test_submission_query_says_it_cannot_calculate_changes(tmp_path):
+    # RFC 8620 s5.5: canCalculateChanges true promises a /queryChanges answer; ours is always
+    # cannotCalculateChanges (jmapc's EmailSubmissionQuery said true, then its QueryChanges failed).
+    s = session(tmp_path)
+    answer = ok(s, "EmailSubmission/query")
+    assert answer["canCalculateChanges"] is False
+    assert request(s, ("EmailSubmission/queryChanges", {"sinceQueryState": answer["queryState"]})
+                   )[0][1]["type"] == "cannotCalculateChanges"
