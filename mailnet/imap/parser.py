@@ -1276,6 +1276,7 @@ _COMMANDS.update({
     b"SEARCH": searchkeys.search,
     b"SORT": searchkeys.sort,
     b"THREAD": searchkeys.thread,
+    b"CANCELUPDATE": searchkeys.cancelUpdate,  # RFC 5267 s4.3.5
     b"FETCH": _fetch,
     b"STORE": _store,
     b"COPY": _copy,
