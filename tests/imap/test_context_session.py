@@ -50,19 +50,27 @@ def test_partial_search_and_sort(world):
     assert esearch(a.cmd("SORT RETURN (PARTIAL 1:3) (REVERSE ARRIVAL) UTF-8 ALL", "p6"), "p6") == [" PARTIAL (1:3 6,5,4)"]
 
 
-@pytest.mark.parametrize("command", [
-    "SEARCH RETURN (PARTIAL 1:5 ALL) ALL",
-    "SEARCH RETURN (PARTIAL 0:5) ALL",
-    "SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:7) ALL",
-    "SEARCH RETURN (PARTIAL -1:5) ALL",
-    "SEARCH RETURN (PARTIAL 1) ALL",
-    "SORT RETURN (PARTIAL x:y) (DATE) UTF-8 ALL",
-    "CANCELUPDATE",
-    "CANCELUPDATE tag",
+@pytest.mark.parametrize("command, error", [
+    ("SEARCH RETURN (PARTIAL 1:5 ALL) ALL", "PARTIAL and ALL cannot be used together"),
+    ("SEARCH RETURN (ALL PARTIAL 1:5) ALL", "PARTIAL and ALL cannot be used together"),
+    ("SEARCH RETURN (PARTIAL 0:5) ALL", "Invalid PARTIAL range"),
+    ("SEARCH RETURN (PARTIAL 1:5 PARTIAL 6:7) ALL", "PARTIAL given twice"),
+    ("SEARCH RETURN (PARTIAL -1:5) ALL", "Invalid PARTIAL range"),
+    ("SEARCH RETURN (PARTIAL 1) ALL", "Invalid PARTIAL range"),
+    ("SORT RETURN (PARTIAL x:y) (DATE) UTF-8 ALL", "Invalid PARTIAL range"),
+    ("SEARCH RETURN (UPDATE UPDATE) ALL", "UPDATE given twice"),
+    ("CANCELUPDATE", "CANCELUPDATE needs the tag"),
+    ("CANCELUPDATE tag", "CANCELUPDATE takes quoted tags"),
 ])
-def test_bad_syntax(command):
-    with pytest.raises(ParseError):
+def test_bad_syntax(command, error):
+    with pytest.raises(ParseError, match=error):
         parseCommand(b"t1 " + command.encode())
+
+
+def test_good_syntax():
+    cmd = parseCommand(b't1 UID SORT RETURN (CONTEXT UPDATE PARTIAL -1:-20 COUNT) (DATE) UTF-8 ALL')
+    assert cmd.returns == ["CONTEXT", "UPDATE", "PARTIAL", "COUNT"] and cmd.partial == (-1, -20)
+    assert parseCommand(b'c CANCELUPDATE "a" "b"').tags == ["a", "b"]
 
 
 def test_update_search_flags_and_new_messages(world):
