@@ -90,11 +90,10 @@ class Context:
         return self.criteria is not None
 
     def _summary(self, number):
+        # MIN and MAX: the first and last of the result (in sort order for SORT, RFC 5267 s3.1).
         uids = self.uids
         if not uids:
             return (None, None, 0)
-        if self.sorted:
-            return (number(uids[0]), number(uids[-1]), len(uids))
         return (number(uids[0]), number(uids[-1]), len(uids))
 
     def remember(self, number):

@@ -206,3 +206,28 @@ def test_idle_gets_updates(world):
     assert b"* 3 EXISTS" in reply and esearch(reply, "o1") == [" UID ADDTO (1 3)"]
     reply = a.feed(b"DONE\r\n")
     assert b"i1 OK" in reply
+
+
+def test_a_message_not_yet_announced_when_the_context_starts(world):
+    a = selected(world, 2)
+    world.deliver(message("came before the search"))
+    # SEARCH does not announce it first (no EXISTS before a non-UID SEARCH):
+    # the result is of the two known messages; the third is added later.
+    reply = a.cmd("SEARCH RETURN (UPDATE) ALL", "s1")
+    assert esearch(reply, "s1") == [" ALL 1:2"] and b"* 3 EXISTS" in reply
+    assert esearch(a.ok("NOOP"), "s1") == [" ADDTO (0 3)"]
+
+
+def test_store_by_this_session_and_uid_store(world):
+    a = selected(world, 3)
+    a.cmd("SEARCH RETURN (UPDATE) SEEN", "s1")
+    # STORE may not carry it (RFC 3501 s7.4.1 as for EXPUNGE); UID STORE may.
+    assert esearch(a.ok("STORE 1 +FLAGS (\\Seen)"), "s1") == []
+    assert esearch(a.ok("UID STORE 2 +FLAGS (\\Seen)"), "s1") == [" ADDTO (0 1:2)"]
+    # EXPUNGE of this session's own messages: REMOVEFROM first.
+    a.ok("STORE 1 +FLAGS (\\Deleted)")
+    reply = a.ok("EXPUNGE")
+    assert esearch(reply, "s1") == [" REMOVEFROM (0 1)"] and reply.index(b"ESEARCH") < reply.index(b"* 1 EXPUNGE")
+    # The context is gone with the mailbox.
+    a.ok("SELECT INBOX")
+    assert b"BAD" in a.cmd('CANCELUPDATE "s1"')

@@ -48,6 +48,9 @@ class ContextCommands:
                       % cmd.tag)
         if view.changed is None:
             view.changed = set()
+        # Messages that came before and are not announced yet are not in
+        # the result (the search looks at the known ones): looked at later.
+        view.changed.update(view.pendingNew)
 
     def _keepContext(self, cmd, program, criteria, options, uids):
         """Keep the result of ``cmd`` up to date, or say why not (``* NO [NOUPDATE "tag"]``, RFC 5267 s4.3.1)."""
@@ -133,9 +136,12 @@ class ContextCommands:
                     line = ctx.searchUpdate(checked, {uid for _, uid, _ in matched}, self._numberOf(ctx))
             except ConnectionError:
                 return
-            except (StoreError, OSError, CommandError) as e:
-                log.warn("imap: {user}: search context {tag} dropped: {error}", user=self.username, tag=ctx.tag,
-                         error=getattr(e, "text", None) or type(e).__name__)
+            except Exception as e:
+                if isinstance(e, (StoreError, OSError, CommandError)):
+                    log.warn("imap: {user}: search context {tag} dropped: {error}", user=self.username, tag=ctx.tag,
+                             error=getattr(e, "text", None) or type(e).__name__)
+                else:
+                    log.failure("imap: {user}: search context {tag} dropped", user=self.username, tag=ctx.tag)
                 view.contexts.pop(ctx.tag, None)
                 self.send(b'* NO [NOUPDATE "' + _quotedTag(ctx.tag) + b'"] This result cannot be kept up to date now\r\n')
                 continue
