@@ -83,22 +83,10 @@ class Context:
         self.options = options
         self.uids = list(uids)
         self.members = set(self.uids)
-        self.sent = None  # the (MIN, MAX, COUNT) last told, once an update needs it
 
     @property
     def sorted(self):
         return self.criteria is not None
-
-    def _summary(self, number):
-        # MIN and MAX: the first and last of the result (in sort order for SORT, RFC 5267 s3.1).
-        uids = self.uids
-        if not uids:
-            return (None, None, 0)
-        return (number(uids[0]), number(uids[-1]), len(uids))
-
-    def remember(self, number):
-        """Note the MIN/MAX/COUNT the client has now (after the first answer)."""
-        self.sent = self._summary(number)
 
     # Changes
 
@@ -165,8 +153,8 @@ class Context:
 
     def line(self, removed, added, number):
         """
-        ``* ESEARCH (TAG "t") [UID] REMOVEFROM (...) ADDTO (...)``, plus the
-        MIN, MAX and COUNT the context asked for when they changed.
+        ``* ESEARCH (TAG "t") [UID] REMOVEFROM (...) ADDTO (...)`` (as
+        Dovecot, no new MIN, MAX or COUNT: the client works them out).
         ``removed`` and ``added`` are [(position, uid)] in the order the
         client is to apply them; ``number`` maps a UID to what the client
         is told (itself, or its sequence number).
@@ -178,16 +166,6 @@ class Context:
             parts.append(b"REMOVEFROM (" + self._groups(removed, number, True) + b")")
         if added:
             parts.append(b"ADDTO (" + self._groups(added, number, False) + b")")
-        summary = self._summary(number)
-        if self.sent is not None and summary != self.sent:
-            low, high, count = summary
-            if low is not None and "MIN" in self.options:
-                parts.append(b"MIN %d" % low)
-            if high is not None and "MAX" in self.options:
-                parts.append(b"MAX %d" % high)
-            if "COUNT" in self.options:
-                parts.append(b"COUNT %d" % count)
-        self.sent = summary
         return b" ".join(parts) + b"\r\n"
 
     def _groups(self, items, number, removal):

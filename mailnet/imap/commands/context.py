@@ -64,12 +64,6 @@ class ContextCommands:
             return
         view.contexts[cmd.tag] = Context(cmd.tag, cmd.uid, program, criteria, options, uids)
 
-    def _rememberContext(self, cmd):
-        """After the ESEARCH answer: the MIN, MAX and COUNT the client now has."""
-        ctx = self.view.contexts.get(cmd.tag) if self.view is not None else None
-        if ctx is not None and ctx.sent is None:
-            ctx.remember(self._numberOf(ctx))
-
     def _numberOf(self, ctx):
         if ctx.uid:
             return int
@@ -156,8 +150,11 @@ class ContextCommands:
         """(``yield from``) A SORT context: its new order over the old result and the messages looked at again."""
         view = self.view
         checkedSet = set(checked)
+        matchedSet = {uid for _, uid, _ in matched}
+        if all((uid in matchedSet) == (uid in ctx.members) for uid in checkedSet):
+            return None  # the same messages (re-flagged, still matching): the order stands
         members = {uid for uid in ctx.uids if uid not in checkedSet}
-        members.update(uid for _, uid, _ in matched)
+        members.update(matchedSet)
         get = view.folder.get
         results = []
         for uid in sorted(members):

@@ -86,7 +86,6 @@ class SearchCommands:
                 view.savedSearch = [uid for _, uid, _ in results]
         self.send(esearchLine(cmd, options, numbers, [info for _, _, info in results], modseq,
                               serialize.seqset) + b"\r\n")
-        self._rememberContext(cmd)
 
     def cmdSort(self, cmd):
         """
@@ -142,7 +141,6 @@ class SearchCommands:
             if options == {"SAVE"}:
                 return
         self.send(esearchLine(cmd, options, numbers, [e[2] for e in entries], modseq, sort.orderedSet) + b"\r\n")
-        self._rememberContext(cmd)
 
     def _sortRecords(self, results, keys):
         """
