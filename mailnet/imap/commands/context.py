@@ -110,11 +110,16 @@ class ContextCommands:
         if not self._contextsDirty():
             return
         pending = view.pendingExpunged
+        coming = set(view.pendingNew)
         known = []
+        done = []
         for uid in sorted(view.changed):
             msn = view.msnOf(uid)
             if msn is not None and uid not in pending:
                 known.append((msn, uid))
+            elif uid not in coming:
+                done.append(uid)  # gone (its REMOVEFROM goes with its EXPUNGE) or never shown
+        view.changed.difference_update(done)
         if not known:
             return
         view.changed.difference_update(uid for _, uid in known)
