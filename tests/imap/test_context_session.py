@@ -233,3 +233,22 @@ def test_store_by_this_session_and_uid_store(world):
     # The context is gone with the mailbox.
     a.ok("SELECT INBOX")
     assert b"BAD" in a.cmd('CANCELUPDATE "s1"')
+
+
+def test_noupdate_when_the_store_fails(world):
+    a = selected(world, 2)
+    a.cmd("SEARCH RETURN (UPDATE) BODY needle", "s1")
+    a.cmd("SEARCH RETURN (UPDATE) FLAGGED", "s2")
+    world.deliver(message("new", body="a needle\r\n"), flags=("\\Flagged",))
+    folder = a.session.view.folder
+
+    def broken(uid):
+        raise OSError(5, "Input/output error")
+
+    folder.openMessage = broken
+    reply = a.ok("NOOP")
+    # The content context cannot read the new message: dropped, with NOUPDATE (RFC 5267 s4.3.1);
+    # the other goes on, and the session too.
+    assert b'* NO [NOUPDATE "s1"]' in reply and esearch(reply, "s2") == [" ADDTO (0 3)"]
+    del folder.openMessage
+    assert b"BAD" in a.cmd('CANCELUPDATE "s1"') and b"OK" in a.cmd('CANCELUPDATE "s2"')
