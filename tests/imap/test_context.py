@@ -198,3 +198,31 @@ def test_idle_updates_and_wire_order(imap_server, user):
     assert a.read(b"i1").endswith(b"i1 OK IDLE terminated\r\n")
     a.close()
     b.logout()
+
+
+def test_smtp_delivery_reaches_a_sort_context_in_idle(imap_server, user):
+    import smtplib
+
+    a = RawIMAP(imap_server.port("imap")).login(user, "pw")
+    c = connect(imap_server, user)
+    for subject in ("b", "d"):
+        c.append("INBOX", "", None, _message(subject))
+    c.logout()
+    assert b"t2 OK" in a.cmd(b"SELECT INBOX")
+    reply = a.cmd(b'UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 SUBJECT "c"')
+    assert b'* ESEARCH (TAG "t3") UID\r\n' in reply
+    reply = a.cmd(b"UID SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL")
+    assert b'* ESEARCH (TAG "t4") UID ALL 1:2\r\n' in reply
+    a.send(b"i1 IDLE\r\n")
+    assert a.f.readline().startswith(b"+ ")
+    with smtplib.SMTP("127.0.0.1", imap_server.port("smtp"), timeout=30) as smtp:
+        smtp.sendmail("bob@example.org", [user], _message("c").replace(b"bob@example.test", b"bob@example.org"))
+    seen = b""
+    while seen.count(b"ADDTO") < 2:
+        seen += a.f.readline()
+    # A content key (SUBJECT) read in a worker thread; c sorts between b and d.
+    assert b'* ESEARCH (TAG "t3") UID ADDTO (1 3)\r\n' in seen, seen
+    assert b'* ESEARCH (TAG "t4") UID ADDTO (2 3)\r\n' in seen, seen
+    a.send(b"DONE\r\n")
+    assert a.read(b"i1").endswith(b"i1 OK IDLE terminated\r\n")
+    a.close()
