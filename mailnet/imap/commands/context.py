@@ -186,3 +186,8 @@ class ContextCommands:
                 self._flush()
         finally:
             self._updatingContexts = False
+        if self.idling and self._contextsDirty() and not self._wakeAsked and not self.closed:
+            # Changes kept coming: the rest at the next turn (wake-ups were
+            # ignored while this ran).
+            self._wakeAsked = True
+            self.out.wake()
