@@ -8,7 +8,10 @@ tests/imap/test_context.py.
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailnet.imap.context import Context
 from mailnet.imap.parser import ParseError, parseCommand
 from tests.imap.helpers import World, message
 
@@ -252,3 +255,43 @@ def test_noupdate_when_the_store_fails(world):
     assert b'* NO [NOUPDATE "s1"]' in reply and esearch(reply, "s2") == [" ADDTO (0 3)"]
     del folder.openMessage
     assert b"BAD" in a.cmd('CANCELUPDATE "s1"') and b"OK" in a.cmd('CANCELUPDATE "s2"')
+
+
+def _items(text):
+    """[(position, [numbers])] of an ADDTO/REMOVEFROM list."""
+    words = text.split()
+    out = []
+    for position, spec in zip(words[0::2], words[1::2]):
+        numbers = []
+        for part in spec.split(","):
+            lo, _, hi = part.partition(":")
+            numbers.extend(range(int(lo), int(hi or lo) + 1))
+        out.append((int(position), numbers))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.permutations(list(range(1, 16))), st.sets(st.integers(1, 15)), st.sets(st.integers(1, 15)))
+def test_sort_updates_replayed_by_a_client_give_the_new_order(order, old, new):
+    # The messages in some sort order; the old and new results are subsets of it.
+    oldOrder = [u for u in order if u in old]
+    newOrder = [u for u in order if u in new]
+    ctx = Context("t", True, None, (("ARRIVAL", False),), {"ALL"}, oldOrder)
+    line = ctx.sortUpdate(newOrder, int)
+    if old == new:
+        assert line is None
+        return
+    m = re.match(rb'\* ESEARCH \(TAG "t"\) UID(?: REMOVEFROM \(([^)]*)\))?(?: ADDTO \(([^)]*)\))?\r\n$', line)
+    assert m, line
+    replay = list(oldOrder)
+    # RFC 5267 s4.3.2: the client applies the items in order; REMOVEFROM's
+    # position is where the message is when it is removed, ADDTO's where it goes.
+    for position, numbers in _items((m.group(1) or b"").decode()):
+        for uid in numbers:
+            assert replay[position - 1] == uid
+            del replay[position - 1]
+    for position, numbers in _items((m.group(2) or b"").decode()):
+        for i, uid in enumerate(numbers):
+            replay.insert(position - 1 + i, uid)
+    assert replay == newOrder
+    assert ctx.uids == newOrder
