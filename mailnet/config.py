@@ -203,6 +203,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "folders": _o("int", 1000, "Folders per user, INBOX included (CREATE beyond it: NO [LIMIT]); bounds LIST and disk use.", minimum=10),
         "folder_name_length": _o("int", 200, "Longest folder name in characters (Maildir stores it as one directory name).", minimum=16),
         "folder_depth": _o("int", 16, "Most levels of a folder name (a/b/c is 3).", minimum=1),
+        "imap_search_contexts": _o("int", 10, "SEARCH/SORT results one IMAP session may have kept up to date (RFC 5267 RETURN (UPDATE)); past it the answer says NOUPDATE and gives the result once.", minimum=0),
         "imap_idle_poll": _o("float", 2.0, "Seconds between checks for changes made by other programs while an IMAP client is in IDLE (0 = never).", minimum=0),
         "mime_parts": _o("int", 10000, "MIME parts of one message IMAP shows (Dovecot's limit); the last one's body runs to the end, so a message of 100,000 parts costs no more.", minimum=1),
         "mime_depth": _o("int", 100, "Nesting levels of MIME parts IMAP opens (Dovecot's limit); a multipart or message part at the last level is shown as one application/octet-stream part.", minimum=1),

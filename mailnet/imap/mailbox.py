@@ -234,6 +234,11 @@ class SelectedMailbox:
         self.pendingExpunged = set()  # known uids gone from the store
         self.pendingFlags = {}  # uid -> None: ordered set of uids with changed flags
         self.savedSearch = None  # RFC 5182 $: list of UIDs
+        # RFC 5267 contexts (mailnet.imap.context): tag -> Context, and the
+        # UIDs added or re-flagged since they were last brought up to date
+        # (None while no context is kept: nothing is recorded).
+        self.contexts = {}
+        self.changed = None
         self.lastExists = len(self.uids)
         self.lastRecent = len(self.recent)
         self.sentKeywords = frozenset(keywords)
@@ -293,6 +298,8 @@ class SelectedMailbox:
     # IFolderListener: record only; the session announces.
 
     def messagesAdded(self, folder, infos):
+        if self.changed is not None:
+            self.changed.update(info.uid for info in infos)
         top = self.pendingNew[-1] if self.pendingNew else self.maxUid()
         for info in infos:
             if info.uid > top:
@@ -309,8 +316,11 @@ class SelectedMailbox:
             self.wake()
 
     def flagsChanged(self, folder, infos):
+        changed = self.changed
         for info in infos:
             self.pendingFlags[info.uid] = None
+            if changed is not None:
+                changed.add(info.uid)
             for f in info.flags:
                 if f[0] != "\\":
                     self.keywords.add(f)
@@ -319,6 +329,8 @@ class SelectedMailbox:
 
     def messagesExpunged(self, folder, uids):
         pendingNew = self.pendingNew
+        if self.changed is not None:
+            self.changed.difference_update(uids)
         for uid in uids:
             if pendingNew and uid >= pendingNew[0]:
                 try:

@@ -13,7 +13,8 @@ Two layers, no I/O in either:
 * :func:`parseCommand` turns one framed command into a :class:`Command`, or
   raises :class:`ParseError` (answered with BAD).  The SEARCH key grammar
   and the arguments of SEARCH, SORT and THREAD are in
-  :mod:`mailnet.imap.searchkeys`.
+  :mod:`mailnet.imap.searchkeys`; the FETCH items and sections in
+  :mod:`mailnet.imap.fetchitems`.
 
 Large literals (APPEND) are spooled to an anonymous temporary file, not kept
 in memory.
@@ -24,8 +25,13 @@ from __future__ import annotations
 import re
 import tempfile
 
-from mailnet.imap import searchkeys
+from mailnet.imap import fetchitems, searchkeys
+from mailnet.imap.fetchitems import FETCH_NAME_CHARS as _FETCH_NAME_CHARS
 from mailnet.imap.serialize import ASTRING_CHARS, ATOM_CHARS, MONTHS, dateTimeToEpoch
+
+# The FETCH item classes, formerly defined here (imported from here by others).
+FetchAtt = fetchitems.FetchAtt
+Section = fetchitems.Section
 
 # Literals larger than this go to a temporary file.
 SPOOL_THRESHOLD = 256 * 1024
@@ -424,85 +430,7 @@ class SeqSet:
 STAR = -1
 
 
-class Section:
-    """
-    A body section (RFC 3501 s6.4.5): ``part`` is a tuple of part numbers,
-    ``text`` one of None, "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT",
-    "TEXT", "MIME"; ``fields`` the header names (bytes, as the client gave
-    them).
-    """
-
-    __slots__ = ("part", "text", "fields")
-
-    def __init__(self, part=(), text=None, fields=()):
-        self.part = part
-        self.text = text
-        self.fields = fields
-
-    def spec(self) -> bytes:
-        """The section as it appears in the response: ``1.HEADER.FIELDS (A B)``."""
-        from mailnet.imap.serialize import astring
-
-        out = b".".join(b"%d" % p for p in self.part)
-        if self.text:
-            out += (b"." if out else b"") + self.text.encode()
-            if self.fields:
-                out += b" (" + b" ".join(astring(f) for f in self.fields) + b")"
-        return out
-
-    def __eq__(self, other):
-        return isinstance(other, Section) and (self.part, self.text, self.fields) == (other.part, other.text, other.fields)
-
-    def __hash__(self):
-        return hash((self.part, self.text, self.fields))
-
-    def __repr__(self):
-        return f"Section({self.spec()!r})"
-
-
-class FetchAtt:
-    """
-    One FETCH data item.  ``name`` is one of UID FLAGS INTERNALDATE
-    RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE RFC822 RFC822.HEADER RFC822.TEXT
-    MODSEQ BINARY.SIZE, or BODY[] / BINARY[] for sections (with
-    ``section``, ``peek`` and ``partial`` (start, count) or None).
-    """
-
-    __slots__ = ("name", "section", "peek", "partial")
-
-    def __init__(self, name, section=None, peek=False, partial=None):
-        self.name = name
-        self.section = section
-        self.peek = peek
-        self.partial = partial
-
-    def __eq__(self, other):
-        return isinstance(other, FetchAtt) and (self.name, self.section, self.peek, self.partial) == (
-            other.name, other.section, other.peek, other.partial)
-
-    def __hash__(self):
-        return hash((self.name, self.section, self.peek, self.partial))
-
-    def __repr__(self):
-        extra = ""
-        if self.section is not None:
-            extra = "[%s]" % self.section.spec().decode("ascii", "replace")
-        if self.partial:
-            extra += "<%d.%d>" % self.partial
-        return f"FetchAtt({self.name}{' PEEK' if self.peek else ''}{extra})"
-
-
 _MONTH_NUMBERS = {m.upper(): i + 1 for i, m in enumerate(MONTHS)}
-
-_FETCH_SIMPLE = {
-    b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODYSTRUCTURE",
-    b"RFC822", b"RFC822.HEADER", b"RFC822.TEXT", b"MODSEQ", b"SAVEDATE", b"EMAILID", b"THREADID",
-}
-_FETCH_MACROS = {
-    b"ALL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"),
-    b"FAST": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"),
-    b"FULL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY"),
-}
 
 _STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ", b"SIZE", b"DELETED", b"APPENDLIMIT"}
 _STATUS_ITEMS.add(b"MAILBOXID")  # RFC 8474 s4.2
@@ -749,88 +677,10 @@ class _Parser:
                 return out
             self.sp()
 
-    # Fetch
-
-    def fetchAtts(self):
-        if self.peek() == 0x28:
-            return self.parenList(self.fetchAtt), False
-        save = self.i
-        word = self._run(ATOM_CHARS).upper()
-        if word in _FETCH_MACROS:
-            return [FetchAtt(n.decode()) for n in _FETCH_MACROS[word]], True
-        self.i = save
-        return [self.fetchAtt()], False
-
-    def fetchAtt(self):
-        word = self._run(_FETCH_NAME_CHARS).upper()
-        if word in (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"):
-            if self.peek() != 0x5B:  # '['
-                if word == b"BODY":
-                    return FetchAtt("BODY")
-                self.fail("Expected '[' after %s" % word.decode())
-            self.i += 1
-            binary = word.startswith(b"BINARY")
-            section = self.section(binary)
-            self.expect(b"]")
-            partial = None
-            if word != b"BINARY.SIZE" and self.maybe(b"<"):
-                start = self.number("a partial start")
-                self.expect(b".", "'.' in <start.count>")
-                count = self.number("a partial count", nz=True)
-                self.expect(b">")
-                partial = (start, count)
-            if word == b"BINARY.SIZE":
-                return FetchAtt("BINARY.SIZE", section)
-            return FetchAtt("BINARY[]" if binary else "BODY[]", section, peek=word.endswith(b".PEEK"), partial=partial)
-        if word in _FETCH_SIMPLE:
-            return FetchAtt(word.decode())
-        if not word:
-            self.fail("Expected a FETCH item")
-        self.fail("Unknown FETCH item %s" % word.decode("ascii", "replace"))
-
-    def section(self, binary=False):
-        part = []
-        while True:
-            n = self._run(_DIGITS)
-            if not n:
-                break
-            if len(n) > 9 or int(n) == 0:
-                self.fail("Bad section part number")
-            part.append(int(n))
-            if not self.maybe(b"."):
-                return Section(tuple(part))
-        if binary:
-            if self.peek() != 0x5D:
-                self.fail("BINARY sections are part numbers only")
-            return Section(tuple(part))
-        word = self._run(_SECTION_CHARS).upper()
-        if not word:
-            if part:
-                self.fail("Expected a section part number or text")
-            return Section()
-        if word in (b"HEADER", b"TEXT"):
-            return Section(tuple(part), word.decode())
-        if word == b"MIME":
-            if not part:
-                self.fail("MIME needs a part number")
-            return Section(tuple(part), "MIME")
-        if word in (b"HEADER.FIELDS", b"HEADER.FIELDS.NOT"):
-            self.sp()
-            fields = self.parenList(lambda: self.astring("a header field name"))
-            if not fields:
-                self.fail("Expected at least one header field name")
-            for f in fields:
-                if not f or any(c <= 32 or c >= 127 or c == 58 for c in f):
-                    self.fail("Bad header field name")
-            return Section(tuple(part), word.decode(), tuple(fields))
-        self.fail("Unknown section %s" % word.decode("ascii", "replace"))
-
 
 
 _DIGITS = frozenset(b"0123456789")
 _LIST_CHARS = ASTRING_CHARS | {ord("%"), ord("*")}
-_FETCH_NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
-_SECTION_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.")
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 _DATE_TIME = re.compile(rb'"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
 _SYSTEM_FLAG_NAMES = {"seen": "\\Seen", "answered": "\\Answered", "flagged": "\\Flagged", "deleted": "\\Deleted",
@@ -1154,34 +1004,6 @@ def _append(p, uid):
             "message": first.message}
 
 
-def _fetch(p, uid):
-    p.sp()
-    seqset = p.seqSet()
-    p.sp()
-    atts, macro = p.fetchAtts()
-    changedSince = None
-    vanished = False
-    if p.peek() == 0x20:
-        # RFC 7162 s3.1.4 / s3.2.6: (CHANGEDSINCE n [VANISHED])
-        p.sp()
-        p.expect(b"(", "'(' before FETCH modifiers")
-        while True:
-            word = p.atom("a FETCH modifier").upper()
-            if word == b"CHANGEDSINCE":
-                p.sp()
-                changedSince = p.number("a mod-sequence")
-            elif word == b"VANISHED":
-                vanished = True
-            else:
-                p.fail("Unknown FETCH modifier %s" % word.decode("ascii", "replace"))
-            if p.maybe(b")"):
-                break
-            p.sp()
-        if vanished and (not uid or changedSince is None):
-            p.fail("VANISHED needs UID FETCH with CHANGEDSINCE")
-    return {"seqset": seqset, "atts": atts, "macro": macro, "changedSince": changedSince, "vanished": vanished}
-
-
 def _store(p, uid):
     p.sp()
     seqset = p.seqSet()
@@ -1276,7 +1098,8 @@ _COMMANDS.update({
     b"SEARCH": searchkeys.search,
     b"SORT": searchkeys.sort,
     b"THREAD": searchkeys.thread,
-    b"FETCH": _fetch,
+    b"CANCELUPDATE": searchkeys.cancelUpdate,  # RFC 5267 s4.3.5
+    b"FETCH": fetchitems.fetch,
     b"STORE": _store,
     b"COPY": _copy,
     b"MOVE": _copy,

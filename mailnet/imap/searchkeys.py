@@ -117,18 +117,77 @@ def search(p, uid):
     p.sp()
     returns = None
     charset = None
+    partial = None
     if p.maybeCI(b"RETURN "):
-        # RFC 4731 s3: RETURN (options)
-        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
-        for r in returns:
-            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                p.fail("Unknown SEARCH RETURN option %s" % r)
+        # RFC 4731 s3: RETURN (options); RFC 5267 s4: CONTEXT, UPDATE, PARTIAL
+        returns, partial = returnOptions(p, "SEARCH")
         p.sp()
     if p.maybeCI(b"CHARSET "):
         charset = p.astring("a charset").decode("ascii", "replace").upper()
         p.sp()
     keys = searchKeys(p)
-    return {"returns": returns, "charset": charset, "keys": keys}
+    return {"returns": returns, "partial": partial, "charset": charset, "keys": keys}
+
+
+RETURN_OPTIONS = frozenset(("MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"))
+
+
+def returnOptions(p, command):
+    """
+    The list of a RETURN (...) (RFC 4731 s3, RFC 5267 s4.1): (option names
+    upper case, the PARTIAL range or None).  A range is (first, last) of
+    1-based positions in the result, or of positions counted from its end
+    when negative (RFC 9394 s4.4: ``-1:-100`` is the last hundred).
+    """
+    p.expect(b"(")
+    options = []
+    partial = None
+    while not p.maybe(b")"):
+        if options:
+            p.sp()
+        word = p.atom("a RETURN option").upper().decode("ascii", "replace")
+        if word not in RETURN_OPTIONS:
+            p.fail("Unknown %s RETURN option %s" % (command, word))
+        if word in options:
+            # RFC 5267 s4.4: not more than one PARTIAL (nor any option twice)
+            p.fail("RETURN option %s given twice" % word)
+        if word == "PARTIAL":
+            p.sp()
+            partial = partialRange(p)
+        options.append(word)
+    if "PARTIAL" in options and "ALL" in options:
+        # RFC 5267 s4.4: PARTIAL and ALL are mutually exclusive
+        p.fail("RETURN options PARTIAL and ALL cannot be used together")
+    return options, partial
+
+
+def partialRange(p):
+    """RFC 5267 s4.4 partial-range (``1:100``), RFC 9394 s4.4 also ``-1:-100``: (first, last), first <= last in size."""
+    raw = p.atom("a PARTIAL range")
+    first, colon, last = raw.partition(b":")
+    try:
+        a, b = int(first), int(last)
+    except ValueError:
+        a = b = 0
+    if not colon or a == 0 or b == 0 or (a < 0) != (b < 0) or not first.lstrip(b"-").isdigit() \
+            or not last.lstrip(b"-").isdigit() or abs(a) > 0xFFFFFFFF or abs(b) > 0xFFFFFFFF:
+        p.fail("Invalid PARTIAL range (expected n:m or -n:-m)")
+    if abs(a) > abs(b):
+        a, b = b, a
+    return a, b
+
+
+def cancelUpdate(p, uid):
+    """RFC 5267 s4.3.5: CANCELUPDATE 1*(SP quoted): the tags."""
+    tags = []
+    while p.peek() == 0x20:
+        p.sp()
+        if p.peek() != 0x22:
+            p.fail("CANCELUPDATE takes quoted tags")
+        tags.append(p.quoted().decode("utf-8", "replace"))
+    if not tags:
+        p.fail("CANCELUPDATE needs the tag of a search or sort, quoted")
+    return {"tags": tags}
 
 
 _SORT_KEYS = frozenset((b"ARRIVAL", b"CC", b"DATE", b"FROM", b"SIZE", b"SUBJECT", b"TO", b"DISPLAYFROM", b"DISPLAYTO"))
@@ -140,11 +199,9 @@ def sort(p, uid):
     # RFC 5957: DISPLAYFROM, DISPLAYTO.
     p.sp()
     returns = None
+    partial = None
     if p.maybeCI(b"RETURN "):
-        returns = [w.upper().decode("ascii") for w in p.parenList(lambda: p.atom("a RETURN option"))]
-        for r in returns:
-            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                p.fail("Unknown SORT RETURN option %s" % r)
+        returns, partial = returnOptions(p, "SORT")
         p.sp()
 
     def criterion():
@@ -165,7 +222,7 @@ def sort(p, uid):
     if p.peek() != 0x20:
         p.fail("Expected a charset, then the search keys")
     p.sp()
-    return {"returns": returns, "criteria": criteria, "charset": charset, "keys": searchKeys(p)}
+    return {"returns": returns, "partial": partial, "criteria": criteria, "charset": charset, "keys": searchKeys(p)}
 
 
 def thread(p, uid):

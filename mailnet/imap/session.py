@@ -55,6 +55,7 @@ from mailnet.imap.commands.common import (
     no,
     reasonOf,
 )
+from mailnet.imap.commands.context import ContextCommands
 from mailnet.imap.commands.fetch import FetchCommands
 from mailnet.imap.commands.folders import FolderCommands
 from mailnet.imap.commands.messages import MessageCommands
@@ -112,7 +113,7 @@ PREAUTH_LITERAL = 8192
 
 
 class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands,
-                  FetchCommands, ThreadCommands, QuotaCommands):
+                  FetchCommands, ThreadCommands, QuotaCommands, ContextCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -491,6 +492,10 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
             # Input, not an effect: the session holds it (pump hands the line back).
             self.reader.raw = True
             self._lineWaiter = ReadLine
+            if not self._pumping and self.reader.buffered():
+                # The line may have come while the command worked (IDLE
+                # bringing RFC 5267 contexts up to date): hand it over.
+                self.pump()
             return
         self.emit(effect)
 
@@ -617,6 +622,11 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
         if self.closed or result is ALREADY_ANSWERED:
             return
         self._flush(cmd)
+        if self._contextsDirty() and self._expungeAllowed(cmd):
+            # RFC 5267 s4.3: kept search results, where an EXPUNGE could go.
+            yield from self._contextUpdates()
+            if self.closed:
+                return
         if result is None:
             result = ("OK", "%s completed" % cmd.name, None)
         kind, text, code = result
@@ -627,9 +637,17 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
         view = self.view
         if view is None or self.closed:
             return
-        allowExpunge = cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE
+        allowExpunge = self._expungeAllowed(cmd)
         if view.hasPending(allowExpunge):
+            if allowExpunge and view.pendingExpunged and view.contexts:
+                # RFC 5267 s4.3.4: REMOVEFROM before the EXPUNGE, in the numbers it ends.
+                self.sendLines(self._contextExpunges())
             self.sendLines(view.flush(allowExpunge, self.condstore, self.qresync, self.rev2))
+
+    @staticmethod
+    def _expungeAllowed(cmd):
+        """RFC 3501 s7.4.1: whether an EXPUNGE may be sent now (no command: IDLE)."""
+        return cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE
 
     def _wake(self):
         """
@@ -656,7 +674,7 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
             return b" ".join(caps)
         caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
-                 b"SORT", b"SORT=DISPLAY", b"ESORT",
+                 b"SORT", b"SORT=DISPLAY", b"ESORT", b"CONTEXT=SEARCH", b"CONTEXT=SORT",
                  b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID"]
         caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
         caps += QUOTA_CAPABILITIES  # RFC 9208
@@ -748,6 +766,7 @@ COMMANDS = {
     "SEARCH": (_SEL, IMAPSession.cmdSearch),
     "SORT": (_SEL, IMAPSession.cmdSort),
     "THREAD": (_SEL, IMAPSession.cmdThread),
+    "CANCELUPDATE": (_SEL, IMAPSession.cmdCancelupdate),
     "FETCH": (_SEL, IMAPSession.cmdFetch),
     "STORE": (_SEL, IMAPSession.cmdStore),
     "COPY": (_SEL, IMAPSession.cmdCopy),

@@ -31,6 +31,8 @@ class IMAPSettings:
         # MIME structure caps (fetch.MAX_PARTS: beyond them a message is shown flatter).
         self.mimeParts = getattr(limits, "mime_parts", fetch.MAX_PARTS) if limits else fetch.MAX_PARTS
         self.mimeDepth = getattr(limits, "mime_depth", fetch.MAX_DEPTH) if limits else fetch.MAX_DEPTH
+        # RFC 5267 s4.3.1: live SEARCH/SORT results (RETURN (UPDATE)) one session may keep.
+        self.searchContexts = getattr(limits, "imap_search_contexts", 10) if limits else 10
         self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
         self.hostname = config.server.hostname if config is not None else "localhost"
         # Recently used folders stay open this long (seconds), at most this many.

@@ -12,6 +12,7 @@ its runner for a turn (``out.wake()``).
 from __future__ import annotations
 
 from mailnet.imap.commands.common import NOT_AUTHENTICATED
+from mailnet.imap.commands.context import WAKE
 from mailnet.imap.effects import CancelTimer, StartTimer
 from mailnet.logs import Logger
 
@@ -40,8 +41,13 @@ class SessionTimers:
         name = event.name
         if name == "wake":
             self._wakeAsked = False
-            if self.idling:
+            if self.idling and not self._updatingContexts:
                 self._flush()
+                if self._lineWaiter is not None and self._contextsDirty():
+                    # RFC 5267 s4.3: IDLE looks at the changed messages for
+                    # the kept search results (commands/context.py).
+                    self._lineWaiter = None
+                    self._step(WAKE)
         elif name == "autologout":
             self._autologout = False
             self._timedOut()

@@ -228,7 +228,7 @@ def test_parse_sort():
     assert cmd.criteria == [("DATE", True), ("SUBJECT", False), ("DISPLAYFROM", False)]
     assert cmd.keys == parseCommand(b"a SEARCH SEEN FROM x").keys  # SEARCH's program
     for bad in (b"a SORT () UTF-8 ALL", b"a SORT (DATE) ALL", b"a SORT (NAME) UTF-8 ALL", b"a SORT DATE UTF-8 ALL",
-                b"a SORT (REVERSE) UTF-8 ALL", b"a SORT RETURN (PARTIAL 1:5) (DATE) UTF-8 ALL", b"a SORT (DATE) UTF-8"):
+                b"a SORT (REVERSE) UTF-8 ALL", b"a SORT RETURN (PARTIAL 1:5 ALL) (DATE) UTF-8 ALL", b"a SORT (DATE) UTF-8"):
         with pytest.raises(ParseError):
             parseCommand(bad)
 

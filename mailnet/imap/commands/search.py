@@ -13,7 +13,7 @@ batch is being opened; ``Wait`` takes the batch's matches.
 
 from __future__ import annotations
 
-from mailnet.imap import search, serialize, sort
+from mailnet.imap import context, search, serialize, sort
 from mailnet.imap.commands.common import no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
 from mailnet.imap.effects import InThread, NextTurn, StoreCall
@@ -54,6 +54,7 @@ class SearchCommands:
     def cmdSearch(self, cmd):
         view = self.view
         program, modseq = self._searchProgram(cmd)
+        self._checkUpdate(cmd)
         results = yield from self._runSearch(program)
         returns = cmd.returns
         if returns is None and self.rev2:
@@ -66,13 +67,15 @@ class SearchCommands:
                 line += b" (MODSEQ %d)" % max(info.modseq for _, _, info in results)
             self.send(line + b"\r\n")
             return
-        # RFC 4731 ESEARCH / RFC 5182 SAVE
-        options = set(returns) or {"ALL"}
+        # RFC 4731 ESEARCH / RFC 5182 SAVE / RFC 5267 s4 PARTIAL, UPDATE
+        options = context.dataOptions(returns)
+        if "UPDATE" in returns:
+            self._keepContext(cmd, program, None, options, [uid for _, uid, _ in results])
         if options == {"SAVE"}:
             view.savedSearch = [uid for _, uid, _ in results]
             return
         if "SAVE" in options:
-            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"}:
+            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT", "PARTIAL"}:
                 chosen = []
                 if results and "MIN" in options:
                     chosen.append(results[0][1])
@@ -93,6 +96,7 @@ class SearchCommands:
         """
         view = self.view
         program, modseq = self._searchProgram(cmd)
+        self._checkUpdate(cmd)
         results = yield from self._runSearch(program)
         criteria = sort.effective(cmd.criteria)
         cache = self.shared.sortKeys
@@ -119,10 +123,13 @@ class SearchCommands:
             self.send(line + b"\r\n")
             return
         # RFC 5267 s3.1 (ESORT): MIN and MAX are the first and last in sort order.
-        options = set(cmd.returns) or {"ALL"}
+        options = context.dataOptions(cmd.returns)
+        if "UPDATE" in cmd.returns:
+            # RFC 5267 s4.3 (CONTEXT=SORT)
+            self._keepContext(cmd, program, tuple(cmd.criteria), options, [e[1] for e in entries])
         if "SAVE" in options:
             # RFC 5182: the saved result is a set (ascending UIDs), whatever the order.
-            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"} and entries:
+            if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT", "PARTIAL"} and entries:
                 chosen = set()
                 if "MIN" in options:
                     chosen.add(entries[0][1])
@@ -230,19 +237,24 @@ class SearchCommands:
                 raise ConnectionError("closed")
         return search.resolveObjectIds(program, ids)
 
-    def _runSearch(self, program):
-        """(``yield from``) [(msn, uid, info)] of matching messages, ascending."""
+    def _runSearch(self, program, only=None):
+        """
+        (``yield from``) [(msn, uid, info)] of matching messages, ascending;
+        of the mailbox, or of ``only`` ([(msn, uid)], ascending: the
+        messages an RFC 5267 context looks at again).
+        """
         program = yield from self._objectIdProgram(program)
         view = self.view
         folder = view.folder
         get = folder.get
         meta, content = search.split(program)
         meta = [key for key in meta if key != ("ALL",)]
+        messages = enumerate(view.uids, 1) if only is None else only
         if not meta and not content:
             # SEARCH ALL, SORT ... ALL (a webmail's list view): no key to
             # evaluate, only the messages still there.
             results = []
-            for msn, uid in enumerate(view.uids, 1):
+            for msn, uid in messages:
                 info = get(uid)
                 if info is not None:
                     results.append((msn, uid, info))
@@ -255,7 +267,7 @@ class SearchCommands:
         match = searcher.match
         clock = self.clock
         turnStart = clock.seconds()
-        for msn, uid in enumerate(view.uids, 1):
+        for msn, uid in messages:
             if not msn & 1023 and clock.seconds() - turnStart > SEARCH_TURN:
                 # Index keys over a large mailbox: let other sessions in.
                 yield NextTurn()
@@ -353,10 +365,14 @@ def esearchLine(cmd, options, numbers, infos, modseq, formatAll):
             parts.append(b"MAX %d" % numbers[-1])
         if "ALL" in options:
             parts.append(b"ALL " + formatAll(numbers))
+    partial = getattr(cmd, "partial", None)
+    if partial is not None:
+        # RFC 5267 s4.4: the window of the result (in sort order for SORT)
+        parts.append(context.partialItem(partial, numbers, formatAll))
     if "COUNT" in options:
         parts.append(b"COUNT %d" % len(numbers))
     if modseq and numbers:
-        if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"}:
+        if options & {"MIN", "MAX"} and not options & {"ALL", "COUNT", "PARTIAL"}:
             # RFC 4731 s3.2: with MIN and/or MAX alone, the mod-sequence of
             # the message(s) returned, not of every match.
             returned = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from mailnet.imap import serialize
 from mailnet.imap.commands.common import AUTHENTICATED, SELECTED, bad, no
+from mailnet.imap.commands.context import WAKE
 from mailnet.imap.commands.fetchlines import isObjectId
 from mailnet.imap.effects import KeepFolder, ReadLine, StartPolling, StopPolling, StoreCall
 from mailnet.imap.mailbox import SelectedMailbox
@@ -150,7 +151,13 @@ class SelectCommands:
             self._polling = True
             self.emit(StartPolling(self.view.folder, self.settings.idlePoll))
         try:
-            line = yield ReadLine()
+            yield from self._idleContexts()
+            while True:
+                line = yield ReadLine()
+                if line is not WAKE:
+                    break
+                # Store events reached kept search results (RFC 5267 s4.3).
+                yield from self._idleContexts()
         finally:
             self._stopIdle()
         if line.strip().upper() != b"DONE":
