@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import tempfile
 
-from mailnet.imap import searchkeys
+from mailnet.imap import notifyspec, searchkeys
 from mailnet.imap.serialize import ASTRING_CHARS, ATOM_CHARS, MONTHS, dateTimeToEpoch
 
 # Literals larger than this go to a temporary file.
@@ -1284,4 +1284,5 @@ _COMMANDS.update({
     b"GETQUOTA": _quotaRoot,  # RFC 9208
     b"GETQUOTAROOT": _mailboxOnly,
     b"SETQUOTA": _setQuota,
+    b"NOTIFY": notifyspec.parse,  # RFC 5465
 })

@@ -31,6 +31,9 @@ class IMAPSettings:
         # MIME structure caps (fetch.MAX_PARTS: beyond them a message is shown flatter).
         self.mimeParts = getattr(limits, "mime_parts", fetch.MAX_PARTS) if limits else fetch.MAX_PARTS
         self.mimeDepth = getattr(limits, "mime_depth", fetch.MAX_DEPTH) if limits else fetch.MAX_DEPTH
+        # NOTIFY (RFC 5465): mailboxes one session may watch, mailbox events that may wait for it.
+        self.notifyMailboxes = getattr(limits, "imap_notify_mailboxes", 200) if limits else 200
+        self.notifyQueue = getattr(limits, "imap_notify_queue", 1000) if limits else 1000
         self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
         self.hostname = config.server.hostname if config is not None else "localhost"
         # Recently used folders stay open this long (seconds), at most this many.

@@ -40,8 +40,14 @@ class SessionTimers:
         name = event.name
         if name == "wake":
             self._wakeAsked = False
+            if self.notify is not None:
+                self._notifyOpens()
             if self.idling:
                 self._flush()
+            elif self.notify is not None and not self.busy and self.state != NOT_AUTHENTICATED:
+                self._flush(between=True)
+        elif name == "looked":
+            self._notifyLooked(event)
         elif name == "autologout":
             self._autologout = False
             self._timedOut()
