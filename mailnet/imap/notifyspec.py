@@ -255,6 +255,11 @@ class NotifyState:
         self.maxPending = maxPending
         self.watches = {}  # name -> (folder, MailboxWatch)
         self.opening = set()  # names whose folder is to be opened for a watch
+        self.accountWatch = None  # the IAccountListener while mailbox events are asked for
+        self.listDirty = False  # the account's mailboxes changed: list them again
+        self.listing = False  # a listFolders is on its way
+        self.listStale = False  # that listFolders started before a change told another way
+        self.subscribedOnly = set()  # names told subscribed that had no mailbox
         self.pendingStatus = {}  # name -> None, in order of change
         self.pendingLines = []  # LIST responses (bytes)
         self.lastStatus = {}  # name -> the values last sent
@@ -269,6 +274,9 @@ class NotifyState:
         """s5.3 / s6: SELECTED with MessageExpunge tells of expunges also between commands; SELECTED-DELAYED not."""
         s = self.selected
         return s is not None and s.filter == "SELECTED" and "MessageExpunge" in s.events
+
+    def wantsMailboxEvents(self):
+        return any(g.events & {"MailboxName", "SubscriptionChange"} for _, _, g in self.others)
 
     def wantsMailboxEvent(self, name, event):
         group = groupFor(self.others, name, self.known.get(name, False))

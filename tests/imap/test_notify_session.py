@@ -122,3 +122,33 @@ def test_own_session_changes_are_not_told_as_mailbox_events():
     reply = a.ok("CREATE Mine")
     turn(world)
     assert b"* LIST" not in reply + a.take()
+
+
+def test_mailbox_changes_made_outside_imap_come_from_the_account_listener():
+    # JMAP, the webmail or another program change the mailboxes through the
+    # store, not through an IMAP session: the account listener says so and
+    # the session lists the mailboxes again.
+    world = World()
+    a = world.client(login="alice@example.test")
+    a.ok("NOTIFY SET (PERSONAL (MessageNew MessageExpunge MailboxName SubscriptionChange))")
+    account = world.account()
+    account.createFolder("Elsewhere")
+    turn(world)
+    assert lines(a.take()) == [b'* LIST () "/" Elsewhere']
+    # ... and watches it for message events from then on.
+    world.deliver(message("there"), folder="Elsewhere")
+    turn(world)
+    assert lines(a.take()) == [b"* STATUS Elsewhere (MESSAGES 1 UIDNEXT 2 UNSEEN 1)"]
+    account.setSubscribed("Elsewhere", True)
+    account.deleteFolder("Elsewhere")
+    turn(world)
+    reply = lines(a.take())
+    assert b'* LIST (\\NonExistent) "/" Elsewhere' in reply, reply
+    # Its own changes are still not news to it, also through the listener.
+    a.ok("CREATE Mine")
+    turn(world)
+    assert b"* LIST" not in a.take()
+    # Deliveries change the account too, but not its mailboxes' names: nothing to say.
+    world.deliver(message("plain"))
+    turn(world)
+    assert lines(a.take()) == [b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UNSEEN 1)"]

@@ -34,7 +34,7 @@ from mailnet.imap import notifyspec
 from mailnet.imap.commands.common import CommandError, no
 from mailnet.imap.commands.fetchlines import lineMaker
 from mailnet.imap.effects import Failed, Look, StoreCall
-from mailnet.store.interfaces import IFolderListener, NoSuchFolder
+from mailnet.store.interfaces import IAccountListener, IFolderListener, NoSuchFolder
 
 
 @implementer(IFolderListener)
@@ -55,6 +55,22 @@ class MailboxWatch:
     def flagsChanged(self, folder, infos):
         if self.flags:
             self.changed(self.name)
+
+
+@implementer(IAccountListener)
+class AccountWatch:
+    """
+    The account listener of a session whose NOTIFY asks for mailbox events:
+    the account's mailboxes changed (maybe through JMAP, the webmail or
+    another program), so the session lists them again on its next turn.
+    """
+
+    def __init__(self, changed):
+        self.changed = changed
+
+    def accountChanged(self, account, state, types):
+        if "Mailbox" in types:
+            self.changed()
 
 
 class NotifyCommands:
@@ -95,6 +111,9 @@ class NotifyCommands:
             if self.notify is state:
                 self._endNotify()
             raise
+        if state.wantsMailboxEvents() and getattr(self.account, "addListener", None) is not None:
+            state.accountWatch = AccountWatch(self._notifyAccountChanged)
+            self.account.addListener(state.accountWatch)
         if cmd.status:
             # s3: STATUS for each mailbox of the message-event groups, now.
             out = []
@@ -136,6 +155,9 @@ class NotifyCommands:
     def _endNotify(self):
         state, self.notify = self.notify, None
         if state is not None:
+            if state.accountWatch is not None:
+                self.account.removeListener(state.accountWatch)
+                state.accountWatch = None
             for name in list(state.watches):
                 self._dropWatch(state, name)
 
@@ -145,13 +167,31 @@ class NotifyCommands:
             state.pendingStatus[name] = None
             self._wake()
 
+    def _notifyAccountChanged(self):
+        state = self.notify
+        if state is not None:
+            state.listDirty = True
+            self._wake(force=True)
+
     def _notifyLooked(self, event):
-        """A folder opened for a watch (a :class:`Look` ``("open", name)``) has come."""
-        name = event.key[1]
+        """A folder opened for a watch (a :class:`Look` ``("open", name)``), or the mailbox list, has come."""
         outcome = event.outcome
+        state = self.notify
+        if event.key[0] == "list":
+            if state is not None:
+                state.listing = False
+                if state.listStale:
+                    # Changes came meanwhile another way: list again.
+                    state.listStale = False
+                    state.listDirty = True
+                elif type(outcome) is not Failed:
+                    self._notifyListed(state, outcome)
+                if state.listDirty:
+                    self._wake(force=True)
+            return
+        name = event.key[1]
         if type(outcome) is Failed:
             return
-        state = self.notify
         if state is None or self.closed:
             outcome.close()
             return
@@ -161,16 +201,31 @@ class NotifyCommands:
 
     def _tellMailboxEvent(self, kind, name, old=None):
         """This session changed the user's mailboxes: tell the user's other sessions that set NOTIFY."""
+        if self.notify is not None:
+            # Not told to itself, but known from now on (its account
+            # listener will not make it news).
+            self._mailboxEvent(kind, name, old, tell=False)
         for session in list(self.shared.sessions):
             if session is not self and session.notify is not None and session.username == self.username:
                 session._mailboxEvent(kind, name, old)
 
-    def _mailboxEvent(self, kind, name, old):
+    def _mailboxEvent(self, kind, name, old, tell=True, listed=False):
+        """
+        A change of the user's mailboxes: told (``tell``) as a LIST
+        response when the client asked for it, and the watches follow.
+        ``listed``: found by listing the mailboxes, else handed over by an
+        IMAP session (a listing on its way is then out of date).
+        """
         state = self.notify
+        if not listed and state.listing:
+            state.listStale = True
+        if not tell:
+            state = _Quiet(state)
         known = state.known
         enc = self.encodeName
         if kind == "created":
-            known[name] = False
+            known[name] = known.get(name, False)
+            state.subscribedOnly.discard(name)
             if state.wantsMailboxEvent(name, "MailboxName"):
                 state.addLine(b'* LIST () "/" ' + enc(name) + b"\r\n")
         elif kind == "deleted":
@@ -193,10 +248,13 @@ class NotifyCommands:
                     self._dropWatch(state, n)
         elif kind in ("subscribed", "unsubscribed"):
             # A name may be subscribed without a mailbox (RFC 3501 s6.3.6).
+            if name not in known:
+                state.subscribedOnly.add(name)
             known[name] = kind == "subscribed"
             if state.wantsMailboxEvent(name, "SubscriptionChange"):
                 attrs = b"(\\Subscribed)" if kind == "subscribed" else b"()"
                 state.addLine(b"* LIST " + attrs + b' "/" ' + enc(name) + b"\r\n")
+        state = self.notify
         # Which mailboxes are watched may have changed (a new one, SUBSCRIBED).
         for n in [n for n in state.watches if self._watchWanted(state, n) is None or n not in known]:
             self._dropWatch(state, n)
@@ -206,10 +264,37 @@ class NotifyCommands:
                     state.opening.add(n)
         self._wake(force=True)
 
+    def _notifyListed(self, state, folders):
+        """
+        The account's mailboxes as listed after a change told by the account
+        listener: what this session was not told by another IMAP session
+        (a change made through JMAP, the webmail, another program).  A
+        rename is seen as a deletion and a creation.
+        """
+        listed = {f.name: f.subscribed for f in folders}
+        known = state.known
+        for name in [n for n in known if n not in listed and n not in state.subscribedOnly]:
+            self._mailboxEvent("deleted", name, None, listed=True)
+            if self.notify is not state:
+                return
+        for name, subscribed in listed.items():
+            if name not in known:
+                self._mailboxEvent("created", name, None, listed=True)
+            if self.notify is not state:
+                return
+            if known.get(name, False) != subscribed:
+                self._mailboxEvent("subscribed" if subscribed else "unsubscribed", name, None, listed=True)
+
     def _notifyOpens(self):
-        """Open the folders of new watches (on the session's turn: the runner does the I/O)."""
+        """Open the folders of new watches, list the mailboxes again (on the session's turn: the runner does the I/O)."""
         state = self.notify
-        if state is None or not state.opening:
+        if state is None:
+            return
+        if state.listDirty and not state.listing:
+            state.listDirty = False
+            state.listing = True
+            self._aside(Look(self.account, "listFolders", (), ("list",)))
+        if not state.opening:
             return
         names, state.opening = state.opening, set()
         for name in sorted(names):
@@ -253,3 +338,19 @@ class NotifyCommands:
             if msn is not None and info is not None:
                 out.append(make(msn, info))
         return out
+
+
+class _Quiet:
+    """A NotifyState seen by a session's own mailbox change: it learns, but tells nothing."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def __getattr__(self, name):
+        return getattr(self._state, name)
+
+    def addLine(self, line):
+        return True
+
+    def wantsMailboxEvent(self, name, event):
+        return False
