@@ -152,3 +152,15 @@ def test_mailbox_changes_made_outside_imap_come_from_the_account_listener():
     world.deliver(message("plain"))
     turn(world)
     assert lines(a.take()) == [b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UNSEEN 1)"]
+
+
+def test_mail_that_comes_before_a_new_mailbox_is_watched_is_told():
+    world = World()
+    a = world.client(login="alice@example.test")
+    b = world.client(login="alice@example.test")
+    a.ok("NOTIFY SET (PERSONAL (MessageNew MessageExpunge MailboxName))")
+    b.ok("CREATE Quick")
+    # Delivered before the session's turn, i.e. before it watches the mailbox.
+    world.deliver(message("quick"), folder="Quick")
+    turn(world)
+    assert lines(a.take()) == [b'* LIST () "/" Quick', b"* STATUS Quick (MESSAGES 1 UIDNEXT 2 UNSEEN 1)"]

@@ -196,6 +196,13 @@ class NotifyCommands:
             outcome.close()
             return
         self._attachWatch(state, name, outcome)
+        values = state.lastStatus.get(name)
+        if values is not None and values[0]:
+            # Messages came before the watch was in place (or the mailbox
+            # was renamed here with its messages): say how it stands.
+            del state.lastStatus[name]
+            state.pendingStatus[name] = None
+            self._wake()
 
     # Mailbox events of the user's other sessions
 
