@@ -266,3 +266,39 @@ def test_a_mailbox_created_later_is_watched(server):
     finally:
         other.logout()
         c.logout()
+
+
+def jmap(server, method, path, body=None):
+    import base64
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port("http"), timeout=30)
+    auth = base64.b64encode(("%s:%s" % (ALICE, USERS[ALICE])).encode()).decode()
+    connection.request(method, path, json.dumps(body).encode() if body is not None else None,
+                       {"Authorization": "Basic " + auth, "Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = json.loads(response.read())
+    connection.close()
+    assert response.status == 200, data
+    return data
+
+
+def test_mailbox_made_through_jmap_is_told(server):
+    # Not an IMAP session's change: the store's account listener tells the
+    # NOTIFY session, which lists the mailboxes again.
+    mail = "urn:ietf:params:jmap:mail"
+    accountId = jmap(server, "GET", "/.well-known/jmap")["primaryAccounts"][mail]
+    c = connect(server)
+    try:
+        typ, _ = notify(c, "SET (PERSONAL (MessageNew MessageExpunge MailboxName))")
+        assert typ == "OK"
+        answer = jmap(server, "POST", "/jmap/api/", {"using": ["urn:ietf:params:jmap:core", mail], "methodCalls": [
+            ["Mailbox/set", {"accountId": accountId, "create": {"n": {"name": "FromJmap"}}}, "0"]]})
+        created = answer["methodResponses"][0][1]["created"]["n"]["id"]
+        assert waitFor(c, rb"^\* LIST ") == b'* LIST () "/" FromJmap'
+        jmap(server, "POST", "/jmap/api/", {"using": ["urn:ietf:params:jmap:core", mail], "methodCalls": [
+            ["Mailbox/set", {"accountId": accountId, "destroy": [created]}, "0"]]})
+        assert waitFor(c, rb"^\* LIST ") == b'* LIST (\\NonExistent) "/" FromJmap'
+    finally:
+        c.logout()
