@@ -205,6 +205,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "folder_depth": _o("int", 16, "Most levels of a folder name (a/b/c is 3).", minimum=1),
         "imap_search_contexts": _o("int", 10, "SEARCH/SORT results one IMAP session may have kept up to date (RFC 5267 RETURN (UPDATE)); past it the answer says NOUPDATE and gives the result once.", minimum=0),
         "imap_idle_poll": _o("float", 2.0, "Seconds between checks for changes made by other programs while an IMAP client is in IDLE (0 = never).", minimum=0),
+        "imap_notify_mailboxes": _o("int", 200, "Mailboxes one IMAP session's NOTIFY (RFC 5465) may watch for message events, each an open folder handle; a NOTIFY that would watch more is NO [LIMIT].", minimum=1),
+        "imap_notify_queue": _o("int", 1000, "Mailbox events (new, deleted, renamed, (un)subscribed mailboxes) that may wait for one NOTIFY session that does not read; past it the session gets [NOTIFICATIONOVERFLOW] and its NOTIFY ends (RFC 5465 s5.8).", minimum=10),
         "mime_parts": _o("int", 10000, "MIME parts of one message IMAP shows (Dovecot's limit); the last one's body runs to the end, so a message of 100,000 parts costs no more.", minimum=1),
         "mime_depth": _o("int", 100, "Nesting levels of MIME parts IMAP opens (Dovecot's limit); a multipart or message part at the last level is shown as one application/octet-stream part.", minimum=1),
         "pop3_idle_timeout": _o("int", 600, "Seconds a POP3 session may stay silent (RFC 1939: at least 10 minutes).", minimum=600),

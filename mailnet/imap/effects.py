@@ -64,6 +64,30 @@ class StoreCall(Effect):
 
 
 @dataclasses.dataclass(slots=True)
+class Look(Effect):
+    """
+    Call ``target.method(*args)`` like a :class:`StoreCall`, but outside
+    any command and without waiting: the outcome comes back later as the
+    event :class:`Looked` (``session.event``) with ``key``.  (NOTIFY opens
+    the folder of a mailbox to watch when another session creates it.)
+    """
+
+    target: object
+    method: str
+    args: tuple
+    key: tuple
+
+
+@dataclasses.dataclass(slots=True)
+class Looked:
+    """The outcome of a :class:`Look` (a :class:`Failed` when it failed), given to ``session.event``."""
+
+    key: tuple
+    outcome: object
+    name: str = "looked"
+
+
+@dataclasses.dataclass(slots=True)
 class InThread(Effect):
     """Run the blocking ``function(*args)`` in a worker thread; the outcome is its result."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import tempfile
 
-from mailnet.imap import fetchitems, searchkeys
+from mailnet.imap import fetchitems, notifyspec, searchkeys
 from mailnet.imap.fetchitems import FETCH_NAME_CHARS as _FETCH_NAME_CHARS
 from mailnet.imap.serialize import ASTRING_CHARS, ATOM_CHARS, MONTHS, dateTimeToEpoch
 
@@ -1107,4 +1107,5 @@ _COMMANDS.update({
     b"GETQUOTA": _quotaRoot,  # RFC 9208
     b"GETQUOTAROOT": _mailboxOnly,
     b"SETQUOTA": _setQuota,
+    b"NOTIFY": notifyspec.parse,  # RFC 5465
 })

@@ -41,6 +41,8 @@ from mailnet.imap.effects import (
     ForgetFolder,
     InThread,
     KeepFolder,
+    Look,
+    Looked,
     NextTurn,
     PauseReading,
     ResumeReading,
@@ -73,11 +75,12 @@ class IMAPRunner(EffectRunner):
                          StartPolling: self.runStartPolling, StopPolling: self.runStopPolling,
                          Start: self.runStart, Discard: self.runDiscard, StartTimer: self.runStartTimer,
                          CancelTimer: self.runCancelTimer, PauseReading: self.runPauseReading,
-                         ResumeReading: self.runResumeReading, Write: self.runWrite})
+                         ResumeReading: self.runResumeReading, Write: self.runWrite, Look: self.runLook})
         self._poller = None
         self._timers = {}  # name -> DelayedCall
         self._started = set()  # handles whose outcome has not come yet
         self._wakeCall = None
+        self._wakeWhenDrained = False  # a wake-up waits for the transport to have room
         del self.handlers[Login]  # a long effect here (EffectRunner.login's Deferred, resumed by runEffects)
         # The long effects: a handler returning the outcome, or _WAITING
         # when it will resume us (self._await).
@@ -272,8 +275,35 @@ class IMAPRunner(EffectRunner):
 
     def _woken(self):
         self._wakeCall = None
-        if not self.stopped:
-            self._event(TimerFired("wake"))
+        if self.stopped:
+            return
+        drained = self.drained()
+        if drained is not None:
+            # The client is not reading: what waits stays with the session
+            # (merged, bounded) until the transport has room, rather than
+            # growing the transport's buffer (NOTIFY, IDLE).
+            if not self._wakeWhenDrained:
+                self._wakeWhenDrained = True
+                drained.addCallback(self._drainedWake)
+            return
+        self._event(TimerFired("wake"))
+
+    def _drainedWake(self, _):
+        self._wakeWhenDrained = False
+        self.wake()
+
+    def runLook(self, effect):
+        """Call the store now; the outcome goes to the session as the event ``Looked`` when it comes."""
+
+        def arrived(result):
+            outcome = Failed(result.value) if isinstance(result, defer.Failure) else result
+            if self.stopped:
+                if type(outcome) is not Failed:
+                    closeOutcome(outcome)
+                return
+            self._event(Looked(effect.key, outcome))
+
+        defer.maybeDeferred(getattr(effect.target, effect.method), *effect.args).addBoth(arrived)
 
     def _event(self, event):
         try:

@@ -59,6 +59,7 @@ from mailnet.imap.commands.context import ContextCommands
 from mailnet.imap.commands.fetch import FetchCommands
 from mailnet.imap.commands.folders import FolderCommands
 from mailnet.imap.commands.messages import MessageCommands
+from mailnet.imap.commands.notify import NotifyCommands
 from mailnet.imap.commands.quota import CAPABILITIES as QUOTA_CAPABILITIES
 from mailnet.imap.commands.quota import QuotaCommands
 from mailnet.imap.commands.search import SearchCommands
@@ -113,7 +114,7 @@ PREAUTH_LITERAL = 8192
 
 
 class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands,
-                  FetchCommands, ThreadCommands, QuotaCommands, ContextCommands):
+                  FetchCommands, ThreadCommands, QuotaCommands, ContextCommands, NotifyCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -136,6 +137,7 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
         self.busy = False
         self.closed = False
         self.idling = False
+        self.notify = None  # NOTIFY SET in force (mailnet.imap.notifyspec.NotifyState)
         self.authFailures = 0
         # Facts the session keeps itself (its effects change them).
         self.secure = out.secure
@@ -189,6 +191,7 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
         self._autologout = False  # the runner has stopped its timers
         self.deadlines.cancel()
         self._stopIdle()
+        self._endNotify()
         self._deselect()
         if self.username is not None:
             left = self.shared.userSessions.get(self.username, 1) - 1
@@ -632,30 +635,54 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
         kind, text, code = result
         self.tagged(cmd.tag, kind, text, code)
 
-    def _flush(self, cmd=None):
-        """Announce pending mailbox changes that may be announced now."""
+    def _flush(self, cmd=None, between=False):
+        """
+        Announce pending mailbox changes that may be announced now: at a
+        command (``cmd``), in IDLE (neither), or between commands
+        (``between``: NOTIFY, RFC 5465 s5).
+        """
+        if self.closed:
+            return
+        notify = self.notify
+        if notify is not None and notify.hasPending():
+            self.sendLines(self._notifyLines())
+            notify = self.notify
         view = self.view
-        if view is None or self.closed:
+        if view is None:
             return
         allowExpunge = self._expungeAllowed(cmd)
+        if between:
+            if notify is None or not notify.selectedEvents():
+                return  # the selected mailbox is not in the NOTIFY: as RFC 3501, at commands
+            allowExpunge = notify.expungeAnyTime()
         if view.hasPending(allowExpunge):
             if allowExpunge and view.pendingExpunged and view.contexts:
                 # RFC 5267 s4.3.4: REMOVEFROM before the EXPUNGE, in the numbers it ends.
                 self.sendLines(self._contextExpunges())
-            self.sendLines(view.flush(allowExpunge, self.condstore, self.qresync, self.rev2))
+            new = None
+            if notify is not None and notify.fetchNames and view.pendingNew and "MessageNew" in notify.selectedEvents():
+                new = list(view.pendingNew)
+            lines = view.flush(allowExpunge, self.condstore, self.qresync, self.rev2)
+            if new:
+                lines += self._notifyNewLines(view, new)
+            self.sendLines(lines)
 
     @staticmethod
     def _expungeAllowed(cmd):
         """RFC 3501 s7.4.1: whether an EXPUNGE may be sent now (no command: IDLE)."""
         return cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE
 
-    def _wake(self):
+    def _wake(self, force=False):
         """
-        The store told our view of a change: in IDLE, say it at once.  This
-        comes outside the session's turn (another session's change, IDLE's
+        The store told our view (or a NOTIFY watch) of a change: in IDLE,
+        or between commands under NOTIFY, say it at once.  This comes
+        outside the session's turn (another session's change, IDLE's
         refresh): the runner is asked to hand us TimerFired("wake").
+        ``force``: a turn is wanted whatever the state (NOTIFY has folders
+        to open).
         """
-        if self.idling and not self._wakeAsked and not self.closed:
+        wanted = force or self.idling or (self.notify is not None and not self.busy)
+        if wanted and not self._wakeAsked and not self.closed:
             self._wakeAsked = True
             self.out.wake()
 
@@ -675,7 +702,7 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
         caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"SORT", b"SORT=DISPLAY", b"ESORT", b"CONTEXT=SEARCH", b"CONTEXT=SORT",
-                 b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID"]
+                 b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID", b"NOTIFY"]
         caps += [b"THREAD=" + a.encode("ascii") for a in THREAD_ALGORITHMS]
         caps += QUOTA_CAPABILITIES  # RFC 9208
         if self.compressAvailable:
@@ -774,5 +801,6 @@ COMMANDS = {
     "GETQUOTA": (_AUTH, IMAPSession.cmdGetquota),
     "GETQUOTAROOT": (_AUTH, IMAPSession.cmdGetquotaroot),
     "SETQUOTA": (_AUTH, IMAPSession.cmdSetquota),
+    "NOTIFY": (_AUTH, IMAPSession.cmdNotify),  # RFC 5465
 }
 COMMANDS = {name: (states, method, _kind(method)) for name, (states, method) in COMMANDS.items()}

@@ -33,6 +33,9 @@ class IMAPSettings:
         self.mimeDepth = getattr(limits, "mime_depth", fetch.MAX_DEPTH) if limits else fetch.MAX_DEPTH
         # RFC 5267 s4.3.1: live SEARCH/SORT results (RETURN (UPDATE)) one session may keep.
         self.searchContexts = getattr(limits, "imap_search_contexts", 10) if limits else 10
+        # NOTIFY (RFC 5465): mailboxes one session may watch, mailbox events that may wait for it.
+        self.notifyMailboxes = getattr(limits, "imap_notify_mailboxes", 200) if limits else 200
+        self.notifyQueue = getattr(limits, "imap_notify_queue", 1000) if limits else 1000
         self.allowPlaintext = config.auth.allow_plaintext if config is not None else False
         self.hostname = config.server.hostname if config is not None else "localhost"
         # Recently used folders stay open this long (seconds), at most this many.

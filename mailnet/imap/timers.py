@@ -41,13 +41,20 @@ class SessionTimers:
         name = event.name
         if name == "wake":
             self._wakeAsked = False
-            if self.idling and not self._updatingContexts:
-                self._flush()
-                if self._lineWaiter is not None and self._contextsDirty():
-                    # RFC 5267 s4.3: IDLE looks at the changed messages for
-                    # the kept search results (commands/context.py).
-                    self._lineWaiter = None
-                    self._step(WAKE)
+            if self.notify is not None:
+                self._notifyOpens()
+            if self.idling:
+                if not self._updatingContexts:
+                    self._flush()
+                    if self._lineWaiter is not None and self._contextsDirty():
+                        # RFC 5267 s4.3: IDLE looks at the changed messages for
+                        # the kept search results (commands/context.py).
+                        self._lineWaiter = None
+                        self._step(WAKE)
+            elif self.notify is not None and not self.busy and self.state != NOT_AUTHENTICATED:
+                self._flush(between=True)
+        elif name == "looked":
+            self._notifyLooked(event)
         elif name == "autologout":
             self._autologout = False
             self._timedOut()

@@ -449,6 +449,9 @@ class Protocol(IMAPRunner):
     def writeSequence(self, pieces):
         self.written.append(b"".join(pieces))
 
+    def drained(self):
+        return None  # the transport always has room
+
 
 class Target:
     def __init__(self):

@@ -31,6 +31,7 @@ class FolderCommands:
             raise no("Mailbox exists already", b"ALREADYEXISTS")
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        self._tellMailboxEvent("created", name)  # RFC 5465 MailboxName
         # RFC 8474 s4.1: the new mailbox's id in the tagged OK (none from a store without ids).
         mailboxId = yield from self._mailboxIdOf(name)
         if mailboxId is not None:
@@ -57,6 +58,7 @@ class FolderCommands:
             yield StoreCall(self.account, "deleteFolder", (name,))
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        self._tellMailboxEvent("deleted", name)  # RFC 5465 MailboxName
 
     def cmdRename(self, cmd):
         old = self.decodeName(cmd.old)
@@ -68,6 +70,7 @@ class FolderCommands:
             raise no("Target mailbox exists already", b"ALREADYEXISTS")
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        self._tellMailboxEvent("renamed", new, old)  # RFC 5465 MailboxName
 
     def cmdSubscribe(self, cmd):
         name = self.decodeName(cmd.mailbox)
@@ -75,6 +78,8 @@ class FolderCommands:
             yield StoreCall(self.account, "setSubscribed", (name, cmd.name == "SUBSCRIBE"))
         except InvalidFolderName as e:
             raise no("Invalid mailbox name: %s" % reasonOf(e), b"CANNOT")
+        # RFC 5465 SubscriptionChange
+        self._tellMailboxEvent("subscribed" if cmd.name == "SUBSCRIBE" else "unsubscribed", name)
 
     def cmdList(self, cmd):
         yield from self._list(cmd, lsub=False)
