@@ -11,6 +11,7 @@ command itself is :mod:`mailnet.imap.commands.notify`.
 
 from __future__ import annotations
 
+from mailnet.imap import fetchitems
 from mailnet.store.interfaces import INBOX, SEEN
 
 # The events of RFC 5465 s5, by their upper-case name -> canonical name.
@@ -131,7 +132,7 @@ def _events(p):
             event = raw.decode("ascii", "replace")  # event-ext: NO [BADEVENT] later
         if event == "MessageNew" and p.peek() == 0x20 and p.s[p.i + 1:p.i + 2] == b"(":
             p.sp()
-            fetchAtts = p.parenList(p.fetchAtt)
+            fetchAtts = p.parenList(lambda: fetchitems.fetchAtt(p))
             if not fetchAtts:
                 p.fail("Expected at least one fetch attribute after MessageNew")
         events.append(event)

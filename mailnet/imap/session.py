@@ -469,6 +469,15 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
                 else:
                     self.send(b"* BAD " + code + (what + str(e)).encode("utf-8", "replace") + b"\r\n")
                 return
+            except Exception:
+                # A defect in a command's grammar: this command fails, the
+                # session (and the server) goes on.
+                log.failure("imap: parsing a command failed", Failure())
+                for part in event.parts[1::2]:
+                    part.close()
+                tag = event.tag.encode("ascii") if event.tag else b"*"
+                self.send(tag + b" BAD [SERVERBUG] The server could not parse this command\r\n")
+                return
             self._start(command)
 
     def _start(self, command):

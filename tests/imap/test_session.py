@@ -792,3 +792,21 @@ def test_long_fetch_lets_other_sessions_in(monkeypatch):
         w.clock.advance(0)
         out += a.take()
     assert out.count(b" FETCH (") == 5 and b"Subject: m4" in out and b"f1 OK FETCH completed" in out
+
+
+def test_a_defect_in_a_commands_grammar_fails_that_command_only(world, monkeypatch):
+    # A grammar function that raises something other than a ParseError (a
+    # defect of ours) must not loop on the buffered command nor end the
+    # session: that command is BAD [SERVERBUG], the next one runs.
+    from mailnet.imap import parser
+
+    def broken(p, uid):
+        raise AttributeError("no such grammar")
+
+    c = world.client()
+    c.login()
+    monkeypatch.setitem(parser._COMMANDS, b"NOOP", broken)
+    reply = c.cmd("NOOP")
+    assert tagged(reply).endswith(b"BAD [SERVERBUG] The server could not parse this command")
+    monkeypatch.undo()
+    assert b"OK" in tagged(c.cmd("NOOP"))
