@@ -241,6 +241,8 @@ def test_toobig_counts_the_whole(make_imap_server):
         # Each part is under the limit; together they are not.
         reply = raw.catenate(b"Big", [[(b"URL", b"/Big/;UID=1"), (b"URL", b"/Big/;UID=1/;SECTION=TEXT")]])
         assert re.match(rb"t\d+ NO \[TOOBIG\] ", _tagged(reply)), reply
+        reply = raw.catenate(b"Big", [[(b"URL", b"/Big/;UID=1"), (b"TEXT", b"x" * 12000)]], sync=False)
+        assert re.match(rb"t\d+ NO \[TOOBIG\] ", _tagged(reply)), reply
         reply = raw.catenate(b"Big", [[(b"TEXT", b"x" * 12000), (b"TEXT", b"x" * 12000)]], sync=False)
         assert re.match(rb"t\d+ NO \[TOOBIG\] ", _tagged(reply)), reply
         assert _status(raw, b"Big") == before

@@ -95,8 +95,10 @@ class CatenateCommands:
         if texts > limit:
             raise no(which + "too big (limit %d bytes)" % limit, b"TOOBIG")
         built = m.message = Built(binary=any(p.literal is not None and p.literal.binary for p in parts))
+        textLeft = texts  # of the TEXT parts not yet copied: they count before each URL part
         for part in parts:
             if part.literal is not None:
+                textLeft -= len(part.literal)
                 src = part.literal.open()
                 while True:
                     chunk = src.read(STREAM_CHUNK)
@@ -104,10 +106,10 @@ class CatenateCommands:
                         break
                     built.write(chunk)
                 continue
-            yield from self._catenateUrl(part.url, built, limit, which)
+            yield from self._catenateUrl(part.url, built, limit - textLeft, which, limit)
         return built
 
-    def _catenateUrl(self, url, built, limit, which):
+    def _catenateUrl(self, url, built, room, which, limit):
         try:
             ref = imapurl.parse(url, self.username)
         except imapurl.BadURL as e:
@@ -156,7 +158,7 @@ class CatenateCommands:
                         start = min(end, start + offset)
                         end = end if want is None else min(end, start + want)
                     length = end - start
-                if built.size + length > limit:
+                if built.size + length > room:
                     raise no(which + "too big (limit %d bytes)" % limit, b"TOOBIG")
                 if start is None:
                     built.write(data)
