@@ -11,6 +11,7 @@ are parsed by :mod:`mailnet.mail.headers`.
 
 from __future__ import annotations
 
+import base64
 import collections
 import re
 
@@ -65,42 +66,101 @@ def _bstr(value):
     return None if value is None else value.encode("utf-8", "surrogateescape")
 
 
-def _addressList(part, name):
+def _addressList(part, name, ascii=False):
     raw = _headerValue(part, name)
     if raw is None:
         return None
     items = parseAddresses(raw.decode("utf-8", "surrogateescape"))
+    s = _downgrade if ascii else _bstr
     out = []
     for item in items:
         if item[0] == "group" and len(item) == 3:
-            out.append(plist([b"NIL", b"NIL", nstring(_bstr(item[1])), b"NIL"]))
-            for name_, adl, local, host in item[2]:
-                out.append(plist([nstring(_bstr(name_)), nstring(_bstr(adl)), nstring(_bstr(local)), nstring(_bstr(host))]))
+            out.append(plist([b"NIL", b"NIL", nstring(s(item[1])), b"NIL"]))
+            for address in item[2]:
+                out.append(_address(address, ascii))
             out.append(b"(NIL NIL NIL NIL)")
         else:
-            name_, adl, local, host = item
-            out.append(plist([nstring(_bstr(name_)), nstring(_bstr(adl)), nstring(_bstr(local)), nstring(_bstr(host))]))
+            out.append(_address(item, ascii))
     if not out:
         return None
     return b"(" + b"".join(out) + b")"
 
 
-def envelope(part: Part) -> bytes:
-    """ENVELOPE of a message Part (RFC 3501 s7.4.2)."""
-    frm = _addressList(part, "From")
-    sender = _addressList(part, "Sender") or frm
-    replyTo = _addressList(part, "Reply-To") or frm
+def _address(address, ascii):
+    name_, adl, local, host = address
+    if not ascii:
+        return plist([nstring(_bstr(name_)), nstring(_bstr(adl)), nstring(_bstr(local)), nstring(_bstr(host))])
+    if local is not None and not local.isascii():
+        # RFC 6858 s3: an address a legacy client cannot take becomes an
+        # empty group named by the encoded original.
+        whole = "%s@%s" % (local, host) if host else local
+        if name_:
+            whole = "%s <%s>" % (name_, whole)
+        return plist([b"NIL", b"NIL", nstring(_encodedWords(whole)), b"NIL"]) + b"(NIL NIL NIL NIL)"
+    if host is not None and not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")  # the same domain, in A-labels
+        except UnicodeError:
+            whole = "%s@%s" % (local, host)
+            return plist([b"NIL", b"NIL", nstring(_encodedWords(whole)), b"NIL"]) + b"(NIL NIL NIL NIL)"
+    return plist([nstring(_downgrade(name_)), nstring(_bstr(adl)), nstring(_bstr(local)), nstring(_bstr(host))])
+
+
+def _encodedWords(text: str) -> bytes:
+    """``text`` as RFC 2047 encoded words (UTF-8, base64; each under 76 characters)."""
+    data = text.encode("utf-8", "surrogateescape")
+    words = []
+    start = 0
+    while start < len(data):
+        end = min(len(data), start + 45)
+        while end < len(data) and (data[end] & 0xC0) == 0x80:
+            end -= 1  # not inside a UTF-8 sequence
+        words.append(b"=?utf-8?b?" + base64.b64encode(data[start:end]) + b"?=")
+        start = end
+    return b" ".join(words)
+
+
+def _downgrade(value):
+    """An ENVELOPE string for a client without UTF8=ACCEPT: 8-bit text as RFC 2047 encoded words."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        if value.isascii():
+            return value
+        value = value.decode("utf-8", "surrogateescape")
+    elif value.isascii():
+        return value.encode("ascii")
+    return _encodedWords(value)
+
+
+def _same(value):
+    return value
+
+
+def envelope(part: Part, utf8=True) -> bytes:
+    """
+    ENVELOPE of a message Part (RFC 3501 s7.4.2).  Without ``utf8`` (a
+    session that enabled neither UTF8=ACCEPT nor IMAP4rev2), 8-bit header
+    text is downgraded (RFC 6855 s5, RFC 6858 s3): encoded words, IDN
+    domains in A-labels, an address with an 8-bit local part an empty group
+    named by the encoded address.
+    """
+    ascii = not utf8 and not (part.header or b"").isascii()
+    s = _downgrade if ascii else _same
+    frm = _addressList(part, "From", ascii)
+    sender = _addressList(part, "Sender", ascii) or frm
+    replyTo = _addressList(part, "Reply-To", ascii) or frm
     items = [
-        nstring(_headerValue(part, "Date")),
-        nstring(_headerValue(part, "Subject")),
+        nstring(s(_headerValue(part, "Date"))),
+        nstring(s(_headerValue(part, "Subject"))),
         frm or b"NIL",
         sender or b"NIL",
         replyTo or b"NIL",
-        _addressList(part, "To") or b"NIL",
-        _addressList(part, "Cc") or b"NIL",
-        _addressList(part, "Bcc") or b"NIL",
-        nstring(_headerValue(part, "In-Reply-To")),
-        nstring(_headerValue(part, "Message-ID")),
+        _addressList(part, "To", ascii) or b"NIL",
+        _addressList(part, "Cc", ascii) or b"NIL",
+        _addressList(part, "Bcc", ascii) or b"NIL",
+        nstring(s(_headerValue(part, "In-Reply-To"))),
+        nstring(s(_headerValue(part, "Message-ID"))),
     ]
     return plist(items)
 
@@ -326,16 +386,23 @@ def _weight(entry):
 class Structure:
     """A scanned message with lazily built ENVELOPE / BODY / BODYSTRUCTURE bytes."""
 
-    __slots__ = ("root", "full", "_envelope", "_body", "_bodystructure")
+    __slots__ = ("root", "full", "_envelope", "_envelopeAscii", "_body", "_bodystructure")
 
     def __init__(self, root, full=True):
         self.root = root
         self.full = full
         self._envelope = None
+        self._envelopeAscii = None
         self._body = None
         self._bodystructure = None
 
-    def envelope(self):
+    def envelope(self, utf8=True):
+        if not utf8:
+            # RFC 6855 s5: downgraded for a session without UTF8=ACCEPT (the
+            # same bytes when the header is ASCII).
+            if self._envelopeAscii is None:
+                self._envelopeAscii = envelope(self.root, utf8=False)
+            return self._envelopeAscii
         if self._envelope is None:
             self._envelope = envelope(self.root)
         return self._envelope

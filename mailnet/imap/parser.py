@@ -372,7 +372,13 @@ class Command:
             items = value if isinstance(value, list) else (value,)
             for item in items:
                 if isinstance(item, AppendMessage):
-                    item = item.message
+                    # A CATENATE message's TEXT literals, and the message
+                    # built from its parts (set by the session), if any.
+                    for lit in item.literals():
+                        if id(lit) not in seen:
+                            seen.add(id(lit))
+                            yield lit
+                    continue
                 if isinstance(item, Literal) and id(item) not in seen:
                     seen.add(id(item))
                     yield item
@@ -949,18 +955,88 @@ class AppendMessage:
     """
     One message of an APPEND: its flags, its date-time (or None), the
     :class:`Literal`, and whether it came as RFC 6855's ``UTF8 (~{n})``.
+    A CATENATE message (RFC 4469) has ``message`` None until the session
+    builds it, and ``parts``: a list of :class:`CatPart`.
     """
 
-    __slots__ = ("flags", "date", "message", "utf8")
+    __slots__ = ("flags", "date", "message", "utf8", "parts")
 
-    def __init__(self, flags, date, message, utf8=False):
+    def __init__(self, flags, date, message, utf8=False, parts=None):
         self.flags = flags
         self.date = date
         self.message = message
         self.utf8 = utf8
+        self.parts = parts
+
+    def literals(self):
+        if self.message is not None:
+            yield self.message
+        for part in self.parts or ():
+            if part.literal is not None:
+                yield part.literal
 
     def __repr__(self):
+        if self.parts is not None:
+            return f"<AppendMessage {self.flags} {self.date} CATENATE {self.parts!r}>"
         return f"<AppendMessage {self.flags} {self.date} {self.message!r}>"
+
+
+class CatPart:
+    """
+    One part of a CATENATE (RFC 4469 s5): ``literal`` for ``TEXT {n}`` (with
+    ``utf8`` for RFC 6855's ``UTF8 (~{n})``), else ``url`` (bytes, as sent).
+    """
+
+    __slots__ = ("literal", "url", "utf8")
+
+    def __init__(self, literal=None, url=None, utf8=False):
+        self.literal = literal
+        self.url = url
+        self.utf8 = utf8
+
+    def __repr__(self):
+        return f"<CatPart {self.literal!r}>" if self.literal is not None else f"<CatPart URL {self.url!r}>"
+
+
+def _utf8Literal(p):
+    # RFC 6855 s4: "UTF8" SP "(" literal8 ")", after "UTF8 (" was read.
+    if not p.atLiteral():
+        p.fail("Expected a literal8 after UTF8 (")
+    message = p.takeLiteral()
+    if not message.binary:
+        message.close()
+        p.fail("APPEND UTF8 needs a literal8 (~{n})")
+    p.expect(b")", "')' after the UTF8 message")
+    return message
+
+
+def _catenate(p):
+    # RFC 4469 s5: "CATENATE" SP "(" cat-part *(SP cat-part) ")", after
+    # "CATENATE (" was read; cat-part = text-literal / url;
+    # text-literal = "TEXT" SP literal (literal8 taken too, as with
+    # BINARY's append-data); url = "URL" SP astring; RFC 6855 s4:
+    # cat-part =/ "UTF8" SP "(" literal8 ")".
+    parts = []
+    try:
+        while True:
+            if p.maybeCI(b"TEXT "):
+                if not p.atLiteral():
+                    p.fail("Expected a literal after TEXT")
+                parts.append(CatPart(literal=p.takeLiteral()))
+            elif p.maybeCI(b"URL "):
+                parts.append(CatPart(url=p.astring("a URL")))
+            elif p.maybeCI(b"UTF8 ("):
+                parts.append(CatPart(literal=_utf8Literal(p), utf8=True))
+            else:
+                p.fail("Expected TEXT, URL or UTF8 in CATENATE")
+            if p.maybe(b")"):
+                return parts
+            p.sp()
+    except ParseError:
+        for part in parts:
+            if part.literal is not None:
+                part.literal.close()
+        raise
 
 
 def _append(p, uid):
@@ -981,18 +1057,11 @@ def _append(p, uid):
         if p.peek() == 0x22:
             date = p.dateTime()
             p.sp()
-        utf8 = False
         if p.maybeCI(b"UTF8 ("):
-            # RFC 6855 s4: append-data =/ "UTF8" SP "(" literal8 ")"
-            if not p.atLiteral():
-                p.fail("Expected a literal8 after UTF8 (")
-            message = p.takeLiteral()
-            messages.append(AppendMessage(flags, date, message, utf8=True))
-            if not message.binary:
-                p.fail("APPEND UTF8 needs a literal8 (~{n})")
-            p.expect(b")", "')' after the UTF8 message")
-            utf8 = True
-        if not utf8:
+            messages.append(AppendMessage(flags, date, _utf8Literal(p), utf8=True))
+        elif p.maybeCI(b"CATENATE ("):
+            messages.append(AppendMessage(flags, date, None, parts=_catenate(p)))
+        else:
             if not p.atLiteral():
                 p.fail("Expected the message as a literal")
             messages.append(AppendMessage(flags, date, p.takeLiteral()))
@@ -1002,6 +1071,18 @@ def _append(p, uid):
     first = messages[0]
     return {"mailbox": mailbox, "messages": messages, "flags": first.flags, "date": first.date,
             "message": first.message}
+
+
+def parseUrlSection(text: bytes):
+    """
+    The :class:`Section` of an IMAP URL's ``;SECTION=`` (RFC 5092 s3, the
+    part in brackets of ``BODY[...]``, percent-decoded already) for
+    CATENATE; raises ParseError.
+    """
+    p = _Parser([text])
+    section = fetchitems.section(p)
+    p.end()
+    return section
 
 
 def _store(p, uid):

@@ -45,6 +45,7 @@ from mailnet.deadline import Deadlines
 from mailnet.effects import PENDING
 from mailnet.imap import dialogue, serialize
 from mailnet.imap.commands.auth import AuthCommands
+from mailnet.imap.commands.catenate import CatenateCommands
 from mailnet.imap.commands.common import (
     ALREADY_ANSWERED,
     AUTHENTICATED,
@@ -113,8 +114,8 @@ _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPE
 PREAUTH_LITERAL = 8192
 
 
-class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, SearchCommands,
-                  FetchCommands, ThreadCommands, QuotaCommands, ContextCommands, NotifyCommands):
+class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, CatenateCommands,
+                  SearchCommands, FetchCommands, ThreadCommands, QuotaCommands, ContextCommands, NotifyCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -708,7 +709,7 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
             else:
                 caps.append(b"LOGINDISABLED")
             return b" ".join(caps)
-        caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
+        caps += [b"NAMESPACE", b"UIDPLUS", b"MULTIAPPEND", b"CATENATE", b"MOVE", b"UNSELECT", b"CHILDREN", b"SPECIAL-USE", b"LIST-EXTENDED",
                  b"LIST-STATUS", b"ESEARCH", b"SEARCHRES", b"CONDSTORE", b"QRESYNC", b"BINARY", b"STATUS=SIZE",
                  b"SORT", b"SORT=DISPLAY", b"ESORT", b"CONTEXT=SEARCH", b"CONTEXT=SORT",
                  b"APPENDLIMIT=%d" % self.appendLimit(), b"UTF8=ACCEPT", b"OBJECTID", b"NOTIFY"]

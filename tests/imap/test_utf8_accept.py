@@ -178,3 +178,106 @@ def test_parser_utf8_append_forms():
                   [b"a APPEND box UTF8 ", lit(b"x", True), b""]):     # no "("
         with pytest.raises(ParseError):
             parseCommand(parts)
+
+
+# RFC 6855 s3 (erratum 4029), s5, and UTF-8 credentials
+
+
+INTL = ("From: Jörg Müller <joerg@bücher.example>\r\nTo: 用户@例子.test, Plain <plain@example.test>\r\n"
+        "Subject: Grüße aus Köln\r\nMessage-ID: <intl-1@example.test>\r\n\r\nHallo\r\n").encode("utf-8")
+
+
+def _intlMailbox(raw, name):
+    raw.cmd(b"ENABLE UTF8=ACCEPT")
+    raw.cmd(b"CREATE " + name)
+    assert b"APPENDUID" in _tagged(_append(raw, name, INTL))
+
+
+def test_charset_after_enable_is_bad(raw):
+    raw.cmd(b"CREATE Charsets")
+    raw.cmd(b"SELECT Charsets")
+    # Before ENABLE, a CHARSET is fine.
+    assert b" OK " in _tagged(raw.cmd(b"SEARCH CHARSET UTF-8 ALL"))
+    raw.cmd(b"UNSELECT")
+    raw.cmd(b"ENABLE UTF8=ACCEPT")
+    raw.cmd(b"SELECT Charsets")
+    for command in (b"SEARCH CHARSET UTF-8 ALL", b"SEARCH CHARSET US-ASCII ALL", b"UID SEARCH CHARSET UTF-8 ALL",
+                    b"SORT (SUBJECT) US-ASCII ALL", b"THREAD REFERENCES US-ASCII ALL"):
+        reply = raw.cmd(command)
+        assert b" BAD " in _tagged(reply) and b"RFC 6855" in reply, (command, reply)
+    for command in (b"SEARCH ALL", b"SORT (SUBJECT) UTF-8 ALL", b"THREAD REFERENCES UTF-8 ALL"):
+        assert b" OK " in _tagged(raw.cmd(command)), command
+
+
+def test_legacy_client_gets_a_downgraded_envelope(imap_server, raw):
+    """RFC 6855 s5: a client that did not enable UTF8=ACCEPT gets ENVELOPE in ASCII (RFC 6858 s3)."""
+    import email.header
+
+    import imapclient
+
+    _intlMailbox(raw, b"Intl")
+    c = imapclient.IMAPClient("127.0.0.1", port=imap_server.port("imap"), ssl=False)
+    try:
+        c.login(USER, PASSWORD)
+        c.select_folder("Intl", readonly=True)
+        env = c.fetch("1", ["ENVELOPE"])[1][b"ENVELOPE"]
+        raw_reply = c._imap.uid("FETCH", "1", "(ENVELOPE)")[1]
+    finally:
+        c.logout()
+    assert all(isinstance(x, bytes) and x.isascii() for part in raw_reply for x in (part if isinstance(part, tuple) else (part,)))
+
+    def decoded(value):
+        return str(email.header.make_header(email.header.decode_header(value.decode("ascii"))))
+
+    assert decoded(env.subject) == "Grüße aus Köln"
+    sender = env.from_[0]
+    assert decoded(sender.name) == "Jörg Müller"
+    assert (sender.mailbox, sender.host) == (b"joerg", "bücher.example".encode("idna"))
+    # The address with an 8-bit local part: an empty group named by it.
+    to = env.to
+    assert to[0].mailbox is not None and decoded(to[0].mailbox) == "用户@例子.test" and to[0].host is None
+    assert (to[1].mailbox, to[1].host) == (None, None)  # the end of the group
+    assert (to[2].name, to[2].mailbox, to[2].host) == (b"Plain", b"plain", b"example.test")
+    assert env.message_id == b"<intl-1@example.test>"
+    # The session that enabled it gets the UTF-8 as it is.
+    raw.cmd(b"EXAMINE Intl")
+    reply = raw.cmd(b"FETCH 1 ENVELOPE")
+    assert "Grüße aus Köln".encode() in reply and "用户".encode() in reply and "bücher".encode() in reply, reply
+
+
+def test_utf8_login_and_authenticate(imap_server):
+    import base64
+
+    imap_server.addUser("jörg@example.test", "pässwört")
+    c = Raw(imap_server.port("imap"))
+    try:
+        reply = c.cmd('LOGIN "jörg@example.test" "pässwört"'.encode("utf-8"))
+        assert b" OK " in _tagged(reply), reply
+        c.cmd(b"LOGOUT")
+    finally:
+        c.sock.close()
+    c = Raw(imap_server.port("imap"))
+    try:
+        user = "jörg@example.test".encode()
+        # A literal works the same.
+        c.n += 1
+        c.sock.sendall(b"t%d LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\n" % (c.n, len(user), user, len("pässwört".encode()),
+                                                                    "pässwört".encode()))
+        assert b" OK " in _tagged(c.readUntil(b"t%d" % c.n))
+    finally:
+        c.close()
+    c = Raw(imap_server.port("imap"))
+    try:
+        token = base64.b64encode("\0jörg@example.test\0pässwört".encode())
+        reply = c.cmd(b"AUTHENTICATE PLAIN " + token)
+        assert b" OK " in _tagged(reply), reply
+    finally:
+        c.close()
+    c = Raw(imap_server.port("imap"))
+    try:
+        assert b" NO " in _tagged(c.cmd('LOGIN "jörg@example.test" "pässwort"'.encode("utf-8")))
+        # Bytes that are not UTF-8 in a quoted string: BAD, and the session goes on.
+        assert b" BAD " in _tagged(c.cmd(b'LOGIN "j\xf6rg@example.test" "x"'))
+        assert b" OK " in _tagged(c.cmd(b"NOOP"))
+    finally:
+        c.sock.close()

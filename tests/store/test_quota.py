@@ -129,6 +129,24 @@ def test_no_file_for_users_without_limits(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_no_account_scan_to_check_a_user_without_limits(tmp_path, monkeypatch):
+    # IMAP asks checkQuota at every APPEND and COPY, local delivery
+    # quotaWarning at every message: without limits neither may count the
+    # whole account (a scan of every folder, per message).
+    from mailnet.store.maildir import quota as maildirQuota
+
+    store, account, path = _setup(tmp_path, limits=(0, 0))
+    deliver(store, msg(1))
+    scans = []
+    original = maildirQuota.scanAccount
+    monkeypatch.setattr(maildirQuota, "scanAccount", lambda p: scans.append(p) or original(p))
+    assert result(account.checkQuota(10 ** 12, 10 ** 6)) is None
+    assert result(account.quotaWarning()) is False
+    assert scans == []
+    assert result(account.quota()).messages == 1  # the usage itself still counts
+    assert len(scans) == 1
+
+
 def test_our_file_as_dovecot_reads_it(tmp_path):
     # Dovecot's maildir quota reads the header limits and sums the lines.
     store, account, path = _setup(tmp_path)

@@ -216,3 +216,21 @@ def test_flag_change_after_another_programs_change_goes_to_a_worker(tmp_path):
     assert runner.calls == ["opSetFlags"]
     assert [i.uid for i in changed] == [uids[1]]
     assert folder.get(uids[1]).flags == {"\\Seen"}
+
+
+def test_open_of_a_loaded_unchanged_folder_needs_no_worker(tmp_path):
+    # IMAP opens the target folder of every APPEND (and SELECT opens its
+    # folder): a folder loaded already and unchanged on disk is shared at
+    # once; one changed by another program is still caught up.
+    runner, folder, uids, account = setup(tmp_path, 3)
+    acct = result(folder._index.store.getAccount(USER))
+    runner.calls.clear()
+    again = result(acct.openFolder(INBOX))
+    assert runner.calls == []
+    assert [i.uid for i in again.messages()] == uids
+    again.close()
+    drop(account, "1700000000.M1P1.other")
+    again = result(acct.openFolder(INBOX))
+    assert runner.calls == ["refresh"]
+    assert len(again.messages()) == 4
+    again.close()

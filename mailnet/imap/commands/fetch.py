@@ -283,7 +283,8 @@ class FetchCommands:
                     pieces.append(self._simpleItem(name, info))
                     continue
                 if name == "ENVELOPE":
-                    pieces.append(b"ENVELOPE " + self._structure(uid, f, info.size, False, loaded).envelope())
+                    pieces.append(b"ENVELOPE " + self._structure(uid, f, info.size, False, loaded).envelope(
+                        self.utf8 or self.rev2))
                     continue
                 if name == "BODY":
                     pieces.append(b"BODY " + self._structure(uid, f, info.size, True, loaded).body())

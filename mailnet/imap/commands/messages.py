@@ -1,5 +1,6 @@
 """
-Commands that add or change messages: APPEND (with MULTIAPPEND, RFC 3502), COPY, MOVE (RFC 6851),
+Commands that add or change messages: APPEND (with MULTIAPPEND, RFC 3502, and CATENATE, RFC 4469:
+commands/catenate.py), COPY, MOVE (RFC 6851),
 STORE (with CONDSTORE's UNCHANGEDSINCE, RFC 7162 s3.1.3).
 
 On the protocol shape (docs/design.md): the store's methods are yielded
@@ -35,6 +36,9 @@ class MessageCommands:
         limit = self.appendLimit()
         for n, m in enumerate(messages, 1):
             which = "Message %d " % n if len(messages) > 1 else "Message "
+            if m.parts is not None:
+                # RFC 4469: CATENATE; built here, checked below like any message.
+                yield from self.buildCatenated(m, limit, which)
             if len(m.message) > limit:
                 raise no(which + "too big (limit %d bytes)" % limit, b"TOOBIG")
             if len(m.message) == 0:

@@ -14,7 +14,7 @@ batch is being opened; ``Wait`` takes the batch's matches.
 from __future__ import annotations
 
 from mailnet.imap import context, search, serialize, sort
-from mailnet.imap.commands.common import no
+from mailnet.imap.commands.common import bad, no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes, readRange, seekable
 from mailnet.imap.effects import InThread, NextTurn, StoreCall
 from mailnet.logs import Logger
@@ -34,12 +34,27 @@ SEARCH_TURN = 0.02
 COMPLETE_BATCH = 512
 
 
+def checkUtf8Charset(session, charset, mandatory):
+    """
+    RFC 6855 s3 and its erratum 4029: after ENABLE UTF8=ACCEPT, a SEARCH
+    names no charset, and SORT and THREAD (whose charset is mandatory)
+    name UTF-8; either is BAD (the strings are UTF-8, whatever the label).
+    """
+    if not session.utf8 or charset is None:
+        return
+    if not mandatory:
+        raise bad("No CHARSET in SEARCH after ENABLE UTF8=ACCEPT (RFC 6855 s3)")
+    if charset not in ("UTF-8", "UTF8"):
+        raise bad("Charset %s after ENABLE UTF8=ACCEPT; only UTF-8 (RFC 6855 s3)" % charset[:40])
+
+
 class SearchCommands:
     """Search commands of :class:`mailnet.imap.session.IMAPSession` (a mixin)."""
 
     def _searchProgram(self, cmd):
         """(program, uses MODSEQ) of a SEARCH or SORT command: charset checked, strings decoded."""
         charset = cmd.charset
+        checkUtf8Charset(self, charset, cmd.name != "SEARCH")
         if charset is not None and charset not in ("UTF-8", "US-ASCII", "UTF8"):
             raise no("Charset %s is not supported" % charset, b"BADCHARSET (UTF-8 US-ASCII)")
         try:

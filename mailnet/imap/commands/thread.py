@@ -12,6 +12,7 @@ from __future__ import annotations
 from mailnet.imap import search
 from mailnet.imap.commands.common import bad, no
 from mailnet.imap.commands.reading import Opener, readHeaderBytes
+from mailnet.imap.commands.search import checkUtf8Charset
 from mailnet.imap.effects import InThread
 from mailnet.mail import threading
 from mailnet.store.interfaces import NoSuchMessage
@@ -32,6 +33,7 @@ class ThreadCommands:
             # RFC 5256 s3: an algorithm the server does not advertise is an error.
             raise bad("Unknown threading algorithm %s" % algorithm[:40])
         charset = cmd.charset
+        checkUtf8Charset(self, charset, True)
         if charset not in ("UTF-8", "US-ASCII", "UTF8"):
             raise no("Charset %s is not supported" % charset[:40], b"BADCHARSET (UTF-8 US-ASCII)")
         try:

@@ -281,9 +281,17 @@ class MaildirAccount:
         return d.addCallback(lambda used: QuotaUsage(used[0], used[1], limits, policy.warning, policy.grace))
 
     def checkQuota(self, size, count=1):
+        if not policyOf(self.store).limitsFor(self.username).limited:
+            # Nothing to check against: no usage (for a user without
+            # limits that is a scan of the whole account in a worker
+            # thread, at every APPEND and COPY).
+            return defer.succeed(None)
         return self.quota().addCallback(lambda usage: usage.check(size, count))
 
     def quotaWarning(self):
+        if not policyOf(self.store).limitsFor(self.username).limited:
+            return defer.succeed(False)  # no limit, no warning (and no scan)
+
         def claim(usage):
             if not usage.limits.limited:
                 return False

@@ -329,6 +329,12 @@ class MaildirStore:
             index = disk.index
             if index is not None and not index.deleted:
                 # Loaded already: catch up with the disk, share the index.
+                # In its turn of the queue the deltas of the operations
+                # before it are in, so when a few stats show nothing
+                # changed on disk the index is current: no thread-pool
+                # round trip (IMAP opens the target of every APPEND).
+                if disk.unchanged():
+                    return index
                 d = self.run(disk.refresh)
                 d.addCallback(lambda delta: index.applyDelta(delta))
                 d.addCallback(lambda _: index)
