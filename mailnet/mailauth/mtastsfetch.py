@@ -424,4 +424,9 @@ def makeReporter(reactor, config, outbound, resolver, spool):
     from mailnet.mailauth import tlsrpt
     from mailnet.mailauth.ownmail import OwnMailSigner
 
-    return tlsrpt.Reporter(reactor, config, outbound.results, resolver, spool, OwnMailSigner(config, reactor))
+    from mailnet.mailauth.tlsrptpost import ReportPoster
+
+    fetcher = outbound.fetcher
+    # rua=https: the receiver's address from the same resolver, its certificate checked like a policy host's
+    poster = ReportPoster(reactor, fetcher.addresses, fetcher.trustRoot, config.mtasts.fetch_timeout)
+    return tlsrpt.Reporter(reactor, config, outbound.results, resolver, spool, OwnMailSigner(config, reactor), poster)
