@@ -7,8 +7,9 @@ mailed through the queue to the ``rua=mailto:`` addresses of the domain's
 ``_smtp._tls`` TXT record, and POSTed to its ``rua=https:`` URIs
 (:mod:`.tlsrptpost`).
 
-Only domains with an MTA-STS policy (enforce or testing), or whose policy
-could not be fetched, are counted.
+Every session the relay opens to a domain's MX hosts is counted: under
+the domain's MTA-STS policy (enforce or testing), or as "no-policy-found"
+when it has none or its policy could not be fetched.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = Logger()
 _DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json\Z")
 KEEP_DAYS = 7  # a day whose report could not be sent (DNS trouble) is retried this long
 MAX_FAILURE_ROWS = 1000  # failure-details rows per policy and day (bounded disk and memory)
+MAX_NO_POLICY_DOMAINS = 10000  # domains without a policy counted per day (every domain we send to could be one)
 CHECK_SECONDS = 3600  # how often finished days are looked for
 FLUSH_SECONDS = 2.0  # counts are written at most this often (one durable write, not one per session)
 
@@ -145,6 +147,8 @@ class TLSResults:
         if data is None:
             data = self._pending[day] = self.load(day)
         domain = policy["policy-domain"]
+        if domain not in data and policy["policy-type"] == "no-policy-found" and len(data) >= MAX_NO_POLICY_DOMAINS:
+            return  # bounded: the day's file does not grow with every domain ever mailed
         key = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
         entry = data.setdefault(domain, {}).setdefault(key, {"policy": policy, "success": 0, "failure": 0, "details": []})
         if success:

@@ -63,6 +63,9 @@ def zone(webPort):
     records["_smtp._tls.sts-testing.test"] = {"TXT": [
         f"v=TLSRPTv1; rua=mailto:tls-reports@reports.test,https://tlsrpt.reports.test:{webPort}/v1/tlsrpt"]}
     records["tlsrpt.reports.test"] = {"A": ["127.0.0.1"]}
+    # no MTA-STS record at all; its MX offers no STARTTLS
+    records["nopolicy.test"] = {"MX": [[10, "mx.nopolicy.test"]]}
+    records["mx.nopolicy.test"] = {"A": ["127.0.0.2"]}
     # only an https: destination whose certificate is not valid for its name: never posted there
     records["_smtp._tls.sts-ok.test"] = {"TXT": [f"v=TLSRPTv1; rua=https://mta-sts.sts-badweb.test:{webPort}/v1/tlsrpt"]}
     records["reports.test"] = {"MX": [[10, "mx.reports.test"]]}
@@ -282,6 +285,15 @@ def test_a_bad_policy_fetch_is_an_error_and_mail_goes_as_before(world, domain, r
     kind = "sts-webpki-invalid" if domain == "sts-badweb" else "sts-policy-fetch-error"
     shown = waitFor(lambda: f"{domain}.test: 0 successful" in (s := tlsrptShow(world)) and s, what="counted")
     assert f"{kind}  x" in shown, shown
+
+
+def test_sessions_to_a_domain_without_a_policy_are_counted(world):
+    # RFC 8460 s4.4 "no-policy-found": delivered as before (no TLS offered), and counted.
+    put(world.server, ["n@nopolicy.test"])
+    ask(world.server, "flush")
+    assert arrived(world, "n@nopolicy.test")["tls"] is False
+    shown = waitFor(lambda: "nopolicy.test: " in (s := tlsrptShow(world)) and s, what="counted")
+    assert "nopolicy.test: 0 successful, 1 failed\n    starttls-not-supported mx.nopolicy.test x1" in shown, shown
 
 
 def test_daily_report_is_mailed_to_the_rua(world):

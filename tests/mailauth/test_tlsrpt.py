@@ -192,3 +192,19 @@ def test_reporter_posts_to_https_and_tries_a_refused_report_again(tmp_path):
     reporter.run()
     assert store.days() == [] and len(spool.items) == 1
     assert [uri for uri, _ in poster.posts].count("https://r.c.test/tlsrpt") == 3  # c twice, d once
+
+
+def test_domains_without_a_policy_are_counted_up_to_a_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(tlsrpt, "MAX_NO_POLICY_DOMAINS", 3)
+    store, clock = results(tmp_path)
+    store.success(tlsrpt.policyEntry("sts", "b.test", POLICY))
+    for n in range(5):
+        store.success(tlsrpt.policyEntry("no-policy-found", f"n{n}.test"))
+    store.failure(tlsrpt.policyEntry("no-policy-found", "n0.test"), "starttls-not-supported", "mx.n0.test")
+    store.success(tlsrpt.policyEntry("sts", "c.test", POLICY))  # sessions under a policy are always counted
+    store.flush()
+    data = store.load(tlsrpt.dayOf(clock.seconds()))
+    assert sorted(data) == ["b.test", "c.test", "n0.test", "n1.test"]
+    [entry] = data["n0.test"].values()
+    assert entry["policy"] == {"policy-type": "no-policy-found", "policy-domain": "n0.test"}
+    assert (entry["success"], entry["failure"]) == (1, 1)
