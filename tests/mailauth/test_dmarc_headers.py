@@ -84,3 +84,38 @@ def test_results_field():
     import authres
     parsed = authres.AuthenticationResultsHeader.parse(field.decode().replace("\r\n\t", " ").strip())
     assert parsed.authserv_id == "mx.b.test" and [r.method for r in parsed.results] == ["spf", "dkim", "dmarc"]
+
+
+def test_the_public_suffix_list_is_parsed_once_when_two_threads_ask(monkeypatch):
+    """The server parses the list in a thread at start; a check meanwhile waits for it, not parsing it again."""
+    import threading
+
+    import publicsuffixlist
+
+    from mailnet.mailauth import dmarc
+
+    monkeypatch.setattr(dmarc, "_psl", None)
+    dmarc.orgDomain.cache_clear()
+    made, second = [], threading.Event()
+    real = publicsuffixlist.PublicSuffixList.__init__
+
+    def init(self, *args, **kw):
+        made.append(self)
+        if len(made) == 1:
+            second.wait(2)  # a slow parse: room for the other thread to ask (a second parse would end the wait)
+        else:
+            second.set()
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(publicsuffixlist.PublicSuffixList, "__init__", init)
+    out = []
+    first = threading.Thread(target=lambda: out.append(dmarc.orgDomain("mail.example.com")))
+    first.start()
+    while not made:
+        threading.Event().wait(0.01)
+    other = threading.Thread(target=lambda: out.append(dmarc.orgDomain("a.b.example.org")))
+    other.start()
+    first.join(10)
+    other.join(10)
+    dmarc.orgDomain.cache_clear()
+    assert sorted(out) == ["example.com", "example.org"] and len(made) == 1
