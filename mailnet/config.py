@@ -169,10 +169,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
     },
     "mtasts": {
         "enabled": _o("bool", False, "MTA-STS (RFC 8461) for the mail we relay by MX: fetch each domain's policy over HTTPS and, in enforce mode, deliver only to the MX hosts it lists, over verified TLS; off in the development defaults (no DNS there), on in production.", example=True),
-        "ca_file": _o("path", "", "PEM CA certificates that check the policy hosts (https://mta-sts.<domain>); empty = the system's trust store. MX certificates are checked with [relay] tls_ca_file."),
-        "fetch_timeout": _o("int", 20, "Seconds for the _mta-sts TXT lookup and for fetching a policy; a slow policy host delays the mail that long, then it goes without a new policy (a cached one still applies).", minimum=1),
+        "ca_file": _o("path", "", "PEM CA certificates that check the policy hosts (https://mta-sts.<domain>) and the TLS-RPT report receivers (rua=https:); empty = the system's trust store. MX certificates are checked with [relay] tls_ca_file."),
+        "fetch_timeout": _o("int", 20, "Seconds for the _mta-sts TXT lookup and for fetching a policy; a slow policy host delays the mail that long, then it goes without a new policy (a cached one still applies). Also the limit of one TLS-RPT report POST.", minimum=1),
         "https_port": _o("int", 443, "Port of the policy hosts (RFC 8461 s3.3: 443; tests point it elsewhere).", minimum=1),
-        "reports": _o("bool", True, "Count our TLS sessions to MTA-STS domains (data_dir/tlsrpt) and mail each domain's _smtp._tls rua a daily report (RFC 8460)."),
+        "reports": _o("bool", True, "Count our TLS sessions by MX (data_dir/tlsrpt; domains without a policy as no-policy-found) and send each domain's _smtp._tls rua (mailto: and https:) a daily report (RFC 8460)."),
         "serve_mode": _o("choice", "off", "Our own policy at /.well-known/mta-sts.txt on the http listener: \"off\", \"testing\" (start here), \"enforce\" or \"none\" (withdrawing a policy); the http listener must be reached as https://mta-sts.<domain> through the TLS proxy.", choices=("off", "testing", "enforce", "none")),
         "serve_mx": _o("strlist", [], "The mx lines of our policy (\"*.example.org\" allowed); empty = [server] hostname."),
         "serve_max_age": _o("int", 604800, "max_age of our policy in seconds (one week; RFC 8461 s3.2 allows up to 31557600).", minimum=86400),

@@ -23,6 +23,7 @@ from mailnet.mailauth.dnsquery import BlockingDNS, CacheMiss, CacheOnlyDNS, DNST
 log = Logger()
 
 JUNK = "Junk"
+SPF_RESULTS = 10000  # SPF results kept (bounded memory): _rememberSPF
 
 
 @dataclasses.dataclass
@@ -58,6 +59,7 @@ class Checker:
         self.localDomains = [d.lower() for d in config.domains.local]
         self.dnsTimeout = config.dns.timeout
         self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
+        self.spfResults = {}  # (ip, sender, helo) -> (expiry, (mail from result, helo result)): _rememberSPF
 
     def _inThread(self, f, *args):
         d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
@@ -65,7 +67,8 @@ class Checker:
 
     def _limited(self, d, fallback):
         """``d``, or ``fallback()`` once the per-message limit passes or on an error."""
-        d.addTimeout(self.settings.check_timeout, self.reactor)
+        if not d.called:  # an answer already there (from the caches) needs no timer
+            d.addTimeout(self.settings.check_timeout, self.reactor)
 
         def failed(failure):
             if not failure.check(defer.TimeoutError, defer.CancelledError, DNSTemporary):
@@ -114,13 +117,18 @@ class Checker:
             return mailFrom, helo
 
         spfD = None
-        if hasattr(self.resolver, "peek"):
+        spfKey = (ip, envelope.sender, envelope.helo)
+        known = self.spfResults.get(spfKey)
+        if known is not None and known[0] > self.reactor.seconds():
+            spfD = defer.succeed(known[1])
+        elif hasattr(self.resolver, "peek"):
             # every answer cached (a sender seen lately): pyspf here, no thread
             cached = CacheOnlyDNS(self.resolver)
             try:
                 found = spfWork(cached)
                 if not cached.missed:
                     spfD = defer.succeed(found)
+                    self._rememberSPF(spfKey, cached.expires, found)
             except CacheMiss:
                 pass
         if spfD is None:
@@ -158,6 +166,20 @@ class Checker:
             dmarcResult = dmarc.DMARCResult("permerror", ",".join(froms)[:60], "none", "several From domains")
         field = results.header(self.authservId, spf, helo, dkims, dmarcResult, ip)
         return self._policy(field, dmarcResult, spf, dkims)
+
+    def _rememberSPF(self, key, expires, found):
+        """
+        The SPF results of (client address, MAIL FROM, HELO) are a function
+        of the DNS answers pyspf read, so they are kept until the first of
+        those answers leaves the cache (a sender sending again and again
+        costs pyspf's evaluation once per TTL).  Results that hit a
+        time or lookup limit are not kept.
+        """
+        if expires is None or any(r is not None and r.result == "temperror" for r in found):
+            return
+        if len(self.spfResults) >= SPF_RESULTS:
+            self.spfResults.pop(next(iter(self.spfResults)))
+        self.spfResults[key] = (expires, found)
 
     def _dmarc(self, fromDomain, answers, names, spf, dkims):
         first = answers.get(names[0])

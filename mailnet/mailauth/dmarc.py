@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 _psl = None
+# The list takes about a second to parse.  The server starts parsing it in a
+# thread; a first message checked meanwhile waits for that parse rather than
+# parsing it a second time on the reactor thread (which it did, stalling the
+# reactor for that second).
+_pslLock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -19,9 +25,11 @@ def orgDomain(domain: str) -> str:
     """RFC 7489 s3.2: the organizational domain (public suffix + one label)."""
     global _psl
     if _psl is None:
-        from publicsuffixlist import PublicSuffixList
+        with _pslLock:
+            if _psl is None:
+                from publicsuffixlist import PublicSuffixList
 
-        _psl = PublicSuffixList()
+                _psl = PublicSuffixList()
     domain = domain.lower().rstrip(".")
     return _psl.privatesuffix(domain) or domain
 

@@ -75,6 +75,11 @@ def prefetchTXT(resolver, names, timeout: float) -> defer.Deferred:
     all asked at once.
     """
     names = list(dict.fromkeys(names))
+    if hasattr(resolver, "peekEntry"):
+        # Every answer cached (a sender seen lately): the dictionary now, without a Deferred per name.
+        found = cachedTXT(resolver, names)
+        if found is not None:
+            return defer.succeed(found)
 
     def one(name):
         return lookupTXT(resolver, name, timeout).addErrback(lambda f: f.value if f.check(DNSTemporary)
@@ -83,6 +88,20 @@ def prefetchTXT(resolver, names, timeout: float) -> defer.Deferred:
     d = defer.gatherResults([one(n) for n in names])
     d.addCallback(lambda values: dict(zip(names, values)))
     return d
+
+
+def cachedTXT(cache, names):
+    """What :func:`prefetchTXT` would give for ``names`` from a :class:`CachingResolver`'s
+    cache alone, or None when one of them is not cached."""
+    out = {}
+    for name in names:
+        try:
+            result = cache.peek("lookupText", name)
+        except KeyError:
+            return None
+        # only answers and kept "no such name" failures are cached (never a temporary failure)
+        out[name] = [] if isinstance(result, Failure) else _texts(result, name)
+    return out
 
 
 _LOOKUPS = {
@@ -199,6 +218,7 @@ class CacheOnlyDNS:
         self.cache = cache
         self.missed = False
         self.lookups = 0
+        self.expires = None  # when the first of the answers given out expires (None: none given)
 
     def __call__(self, name, qtype, strict=True, timeout=None):
         method = _LOOKUPS.get(qtype)
@@ -206,7 +226,9 @@ class CacheOnlyDNS:
             return []
         self.lookups += 1
         try:
-            result = self.cache.peek(method, name)
+            expiry, result = self.cache.peekEntry(method, name)
+            if self.expires is None or expiry < self.expires:
+                self.expires = expiry
         except KeyError:
             self.missed = True
             raise CacheMiss(name)
@@ -256,11 +278,15 @@ class CachingResolver:
 
     def peek(self, method, name):
         """The cached answer (or kept "no such name" Failure) now; KeyError if none."""
+        return self.peekEntry(method, name)[1]
+
+    def peekEntry(self, method, name):
+        """``(expiry, answer)`` of :meth:`peek`: until when the cache keeps it."""
         key = (method, name.lower().rstrip(".") if isinstance(name, str) else name)
         hit = self.entries.get(key)
         if hit is None or hit[0] <= self.clock.seconds():
             raise KeyError(key)
-        return hit[1]
+        return hit
 
     def _remember(self, result, key, now):
         if isinstance(result, Failure):

@@ -331,10 +331,18 @@ class Plan:
         self.policy = lookup.policy if lookup.policy is not None and lookup.policy.mode != "none" else None
         self.mode = self.policy.mode if self.policy is not None else None
         self.results = results
+        self.noPolicy = False  # counted as RFC 8460's no-policy-found: TLS or not, as it happened
         if results is not None and (self.policy is not None or lookup.error):
             from mailnet.mailauth import tlsrpt
 
             self.entry = tlsrpt.policyEntry("sts" if lookup.policy is not None else "no-policy-found", domain, lookup.policy)
+        elif results is not None and lookup.policy is None:
+            # RFC 8460 s4.4: sessions to a domain without a policy are reported too ("no-policy-found"),
+            # so that a domain publishing only a _smtp._tls record learns how its mail arrives.
+            from mailnet.mailauth import tlsrpt
+
+            self.entry = tlsrpt.policyEntry("no-policy-found", domain)
+            self.noPolicy = True
         else:
             self.entry = None
         if lookup.error and lookup.policy is None:
@@ -370,7 +378,14 @@ class Plan:
         return self.mode == "testing" and mode == "required" and (
             error.enhanced in ("4.7.10", "4.7.5") or getattr(error, "tlsFailed", False))
 
-    def succeeded(self, host, ip, mode):
+    def succeeded(self, host, ip, mode, tls=None):
+        """A session is set up with ``host``; ``tls``: whether it went over TLS (None: unknown)."""
+        if self.noPolicy:
+            if tls:
+                self.results.success(self.entry)
+            elif tls is not None:
+                self._report("starttls-not-supported", host, ip, "no STARTTLS offered; delivered without TLS")
+            return
         if self.entry is None or self.policy is None:
             return
         if not self.policy.matches(host):
@@ -379,6 +394,12 @@ class Plan:
             self.results.success(self.entry)
 
     def failed(self, host, ip, mode, error):
+        if self.noPolicy and mode == "opportunistic" and getattr(error, "tlsFailed", False):
+            # opportunistic TLS failed (the relay then goes on without it): counted by its kind
+            from mailnet.mailauth import tlsrpt
+
+            self._report(tlsrpt.resultType(error), host, ip, error.message)
+            return
         if mode == "required" and self.policy is not None and (error.enhanced in ("4.7.10", "4.7.5")
                                                                or getattr(error, "tlsFailed", False)):
             from mailnet.mailauth import tlsrpt
@@ -424,4 +445,9 @@ def makeReporter(reactor, config, outbound, resolver, spool):
     from mailnet.mailauth import tlsrpt
     from mailnet.mailauth.ownmail import OwnMailSigner
 
-    return tlsrpt.Reporter(reactor, config, outbound.results, resolver, spool, OwnMailSigner(config, reactor))
+    from mailnet.mailauth.tlsrptpost import ReportPoster
+
+    fetcher = outbound.fetcher
+    # rua=https: the receiver's address from the same resolver, its certificate checked like a policy host's
+    poster = ReportPoster(reactor, fetcher.addresses, fetcher.trustRoot, config.mtasts.fetch_timeout)
+    return tlsrpt.Reporter(reactor, config, outbound.results, resolver, spool, OwnMailSigner(config, reactor), poster)

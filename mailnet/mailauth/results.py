@@ -4,6 +4,10 @@ The Authentication-Results header field (RFC 8601) with ``authres``.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import secrets
+
 import authres
 import authres.dmarc
 
@@ -13,7 +17,47 @@ def _clean(text: str) -> str:
     return "".join(c for c in text if c.isprintable() and c not in '"\\()')[:100]
 
 
+# authres builds the field from objects and regular expressions: about a sixth
+# of a whole check.  The same sender gets the same results again and again, so
+# the field is kept per results, with each signature's header.b (the only part
+# that differs from message to message) left as a marker that authres writes
+# unchanged, then replaced by the value authres would write (its own quoting).
+_MARK = "zq" + secrets.token_hex(8) + "b"  # never seen by a client; cannot be guessed
+
+
+@functools.lru_cache(maxsize=1024)
+def _field(authservId, spf, helo, dkims, dmarc, ip) -> str:
+    def unpack(kind, t):
+        return None if t is None else kind(*t)
+
+    from mailnet.mailauth.dkimcheck import DKIMResult
+    from mailnet.mailauth.dmarc import DMARCResult
+    from mailnet.mailauth.spfcheck import SPFResult
+
+    return _build(authservId, unpack(SPFResult, spf), unpack(SPFResult, helo),
+                  [DKIMResult(*d) for d in dkims], unpack(DMARCResult, dmarc), ip)
+
+
 def header(authservId: str, spf=None, helo=None, dkims=(), dmarc=None, ip: str = "") -> bytes:
+    """
+    :func:`_build`, kept per results (:func:`_field`): the same field, byte
+    for byte.
+    """
+    def fields(x):
+        return None if x is None else tuple(getattr(x, f.name) for f in dataclasses.fields(x))
+
+    try:
+        marked = tuple(fields(dataclasses.replace(d, b=f"{_MARK}{i}" if d.b else "")) for i, d in enumerate(dkims))
+        text = _field(authservId, fields(spf), fields(helo), marked, fields(dmarc), ip)
+    except TypeError:  # not the dataclasses (tests, callers with other objects): no cache
+        return _build(authservId, spf, helo, dkims, dmarc, ip)
+    for i in reversed(range(len(dkims))):  # reversed: mark 1 is not a prefix of mark 10's place
+        if dkims[i].b:
+            text = text.replace(f"{_MARK}{i}", authres.core.QuotableValue(dkims[i].b).quote_if_needed())
+    return text.encode("utf-8")
+
+
+def _build(authservId: str, spf=None, helo=None, dkims=(), dmarc=None, ip: str = "") -> str:
     """
     One ``Authentication-Results:`` field, folded at the results, CRLF-ended:
 
@@ -44,4 +88,4 @@ def header(authservId: str, spf=None, helo=None, dkims=(), dmarc=None, ip: str =
     made = authres.AuthenticationResultsHeader(authserv_id=authservId, results=results)
     value = made.header_value()
     parts = value.split("; ")
-    return ("Authentication-Results: " + ";\r\n\t".join(parts) + "\r\n").encode("utf-8")
+    return "Authentication-Results: " + ";\r\n\t".join(parts) + "\r\n"

@@ -4,11 +4,12 @@ day, the TLS sessions that worked and those that failed (with RFC 8460's
 result types), kept durably in ``data_dir/tlsrpt/<YYYY-MM-DD>.json``; once
 a day is over, one aggregate report per domain (JSON, gzip, s4 and s5)
 mailed through the queue to the ``rua=mailto:`` addresses of the domain's
-``_smtp._tls`` TXT record.
+``_smtp._tls`` TXT record, and POSTed to its ``rua=https:`` URIs
+(:mod:`.tlsrptpost`).
 
-Only domains with an MTA-STS policy (enforce or testing), or whose policy
-could not be fetched, are counted.  ``rua=https:`` is not supported (only
-mailto; logged).
+Every session the relay opens to a domain's MX hosts is counted: under
+the domain's MTA-STS policy (enforce or testing), or as "no-policy-found"
+when it has none or its policy could not be fetched.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = Logger()
 _DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json\Z")
 KEEP_DAYS = 7  # a day whose report could not be sent (DNS trouble) is retried this long
 MAX_FAILURE_ROWS = 1000  # failure-details rows per policy and day (bounded disk and memory)
+MAX_NO_POLICY_DOMAINS = 10000  # domains without a policy counted per day (every domain we send to could be one)
 CHECK_SECONDS = 3600  # how often finished days are looked for
 FLUSH_SECONDS = 2.0  # counts are written at most this often (one durable write, not one per session)
 
@@ -145,6 +147,8 @@ class TLSResults:
         if data is None:
             data = self._pending[day] = self.load(day)
         domain = policy["policy-domain"]
+        if domain not in data and policy["policy-type"] == "no-policy-found" and len(data) >= MAX_NO_POLICY_DOMAINS:
+            return  # bounded: the day's file does not grow with every domain ever mailed
         key = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:16]
         entry = data.setdefault(domain, {}).setdefault(key, {"policy": policy, "success": 0, "failure": 0, "details": []})
         if success:
@@ -198,10 +202,21 @@ def buildReport(day, domain, entries, hostname, reportId) -> dict:
 
 def parseRecord(records) -> list[str]:
     """The ``mailto:`` addresses of a ``_smtp._tls`` TXT (RFC 8460 s3): ``v=TLSRPTv1; rua=...``."""
+    return parseDestinations(records)[0]
+
+
+def parseDestinations(records) -> tuple[list[str], list[str]]:
+    """
+    ``(mailto addresses, https URIs)`` of a ``_smtp._tls`` TXT (RFC 8460 s3):
+    ``v=TLSRPTv1; rua=mailto:...,https://...``.  Exactly one record starting
+    with ``v=TLSRPTv1`` counts; other schemes are logged and left out.
+    """
+    from mailnet.mailauth.tlsrptpost import parseURI
+
     found = [r for r in records if r.startswith("v=TLSRPTv1")]
     if len(found) != 1:
-        return []
-    addresses = []
+        return [], []
+    addresses, uris = [], []
     for part in found[0].split(";"):
         key, _, value = part.strip().partition("=")
         if key.strip() != "rua":
@@ -212,9 +227,16 @@ def parseRecord(records) -> list[str]:
                 address = uri[7:].split("?")[0]
                 if "@" in address and not any(c in address for c in " <>\r\n"):
                     addresses.append(address)
+            elif uri.lower().startswith("https:") and parseURI(uri) is not None:
+                uris.append(uri)
             elif uri:
-                log.info("tls-rpt: rua {uri} is not supported (only mailto:)", uri=uri[:80])
-    return addresses
+                log.info("tls-rpt: rua {uri} is not supported (only mailto: and https:)", uri=uri[:80])
+    return addresses, uris
+
+
+def reportData(report) -> bytes:
+    """The report as sent: JSON, gzip (RFC 8460 s5.3, application/tlsrpt+gzip)."""
+    return gzip.compress(json.dumps(report, indent=1).encode(), mtime=0)
 
 
 def reportMessage(day, domain, report, hostname, to, now) -> bytes:
@@ -229,7 +251,7 @@ def reportMessage(day, domain, report, hostname, to, now) -> bytes:
     msg["TLS-Report-Domain"] = domain
     msg["TLS-Report-Submitter"] = hostname
     msg.set_content(f"TLS report for {domain} for {day} (UTC) from {hostname} (RFC 8460).\n")
-    data = gzip.compress(json.dumps(report, indent=1).encode(), mtime=0)
+    data = reportData(report)
     name = f"{hostname}!{domain}!{start}!{start + 86399}.json.gz"
     msg.add_attachment(data, maintype="application", subtype="tlsrpt+gzip", filename=name)
     msg.replace_header("Content-Type", msg.get("Content-Type").replace("multipart/mixed", "multipart/report"))
@@ -244,15 +266,18 @@ class Reporter:
     @param spool: the queue's :class:`~mailnet.queue.spool.Spool`.
     @param resolver: an ``IResolver`` (TXT).
     @param signer: an :class:`~mailnet.mailauth.ownmail.OwnMailSigner` or None.
+    @param poster: a :class:`~mailnet.mailauth.tlsrptpost.ReportPoster` for
+        ``rua=https:`` URIs, or None (then only mailto: is served).
     """
 
-    def __init__(self, reactor, config, results, resolver, spool, signer=None):
+    def __init__(self, reactor, config, results, resolver, spool, signer=None, poster=None):
         self.reactor = reactor
         self.config = config
         self.results = results
         self.resolver = resolver
         self.spool = spool
         self.signer = signer
+        self.poster = poster
         self.hostname = config.server.hostname.lower().rstrip(".")
         self._loop = None
         self._running = None
@@ -308,13 +333,36 @@ class Reporter:
         except dnsquery.DNSTemporary as e:
             log.info("tls-rpt: _smtp._tls.{domain}: {e}; trying again later", domain=domain, e=e)
             return False
-        to = parseRecord([r.decode("utf-8", "replace") for r in records])
-        if not to:
-            log.info("tls-rpt: {domain} publishes no mailto: TLS-RPT address; the report of {day} is dropped",
+        to, uris = parseDestinations([r.decode("utf-8", "replace") for r in records])
+        if self.poster is None and uris:
+            log.info("tls-rpt: {domain}: https: rua not served here; only mailto:", domain=domain)
+            uris = []
+        if not to and not uris:
+            log.info("tls-rpt: {domain} publishes no TLS-RPT address we can use; the report of {day} is dropped",
                      domain=domain, day=day)
             return True
         reportId = f"{day}.{domain}.{hashlib.sha256(os.urandom(8)).hexdigest()[:12]}@{self.hostname}"
         report = buildReport(day, domain, entries, self.hostname, reportId)
+        delivered = False
+        if to:
+            yield self._spool(day, domain, report, to)
+            delivered = True
+        for uri in uris:
+            # RFC 8460 s5.3: POST application/tlsrpt+gzip, the receiver's certificate checked.
+            try:
+                code = yield self.poster.post(uri, reportData(report))
+            except Exception as e:
+                log.warn("tls-rpt: the report of {domain} for {day} was not accepted: {e}", domain=domain, day=day, e=e)
+                continue
+            log.info("tls-rpt: report of {domain} for {day} posted to {uri} ({code})", domain=domain, day=day,
+                     uri=uri.split("?", 1)[0][:100], code=code)
+            delivered = True
+        # Done once one destination has it; only when every https: POST failed (and no mailto:) is
+        # the report tried again at the next run (up to KEEP_DAYS), so a mailto: copy is never sent twice.
+        return delivered
+
+    @defer.inlineCallbacks
+    def _spool(self, day, domain, report, to):
         data = reportMessage(day, domain, report, self.hostname, to, time.time())
         if self.signer is not None:
             keys = self.signer.keysFor(self.hostname)
@@ -328,7 +376,6 @@ class Reporter:
             raise
         log.info("tls-rpt: report of {domain} for {day} queued as {id}, to {to}", domain=domain, day=day,
                  id=queueId, to=", ".join(to))
-        return True
 
 
 def show(config, out) -> int:

@@ -151,7 +151,7 @@ class SMTPConnector:
                 try:
                     session = yield self.open(host.name, ip, port, hostMode, auth)
                     if plan is not None:
-                        plan.succeeded(host.name, ip, hostMode)
+                        plan.succeeded(host.name, ip, hostMode, session.machine.tlsActive)
                     return session
                 except DeliveryError as e:
                     if plan is not None:

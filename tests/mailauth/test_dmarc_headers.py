@@ -84,3 +84,69 @@ def test_results_field():
     import authres
     parsed = authres.AuthenticationResultsHeader.parse(field.decode().replace("\r\n\t", " ").strip())
     assert parsed.authserv_id == "mx.b.test" and [r.method for r in parsed.results] == ["spf", "dkim", "dmarc"]
+
+
+def test_the_public_suffix_list_is_parsed_once_when_two_threads_ask(monkeypatch):
+    """The server parses the list in a thread at start; a check meanwhile waits for it, not parsing it again."""
+    import threading
+
+    import publicsuffixlist
+
+    from mailnet.mailauth import dmarc
+
+    monkeypatch.setattr(dmarc, "_psl", None)
+    dmarc.orgDomain.cache_clear()
+    made, second = [], threading.Event()
+    real = publicsuffixlist.PublicSuffixList.__init__
+
+    def init(self, *args, **kw):
+        made.append(self)
+        if len(made) == 1:
+            second.wait(2)  # a slow parse: room for the other thread to ask (a second parse would end the wait)
+        else:
+            second.set()
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(publicsuffixlist.PublicSuffixList, "__init__", init)
+    out = []
+    first = threading.Thread(target=lambda: out.append(dmarc.orgDomain("mail.example.com")))
+    first.start()
+    while not made:
+        threading.Event().wait(0.01)
+    other = threading.Thread(target=lambda: out.append(dmarc.orgDomain("a.b.example.org")))
+    other.start()
+    first.join(10)
+    other.join(10)
+    dmarc.orgDomain.cache_clear()
+    assert sorted(out) == ["example.com", "example.org"] and len(made) == 1
+
+
+def test_the_field_is_kept_per_results_and_equal_to_authres_own(monkeypatch):
+    """The same results again: authres is not asked again, and each message's header.b is its own."""
+    import authres
+
+    made = []
+    real = authres.AuthenticationResultsHeader
+
+    def counted(*args, **kw):
+        made.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(authres, "AuthenticationResultsHeader", counted)
+    results._field.cache_clear()
+    spf, helo = SPFResult("pass", "a.test", "x"), SPFResult("none", "client.example")
+    dm = dmarc.DMARCResult("pass", "a.test", "reject", "SPF aligned")
+    bs = ["AbCdEfGh", "ab/cd+ef", 'q"u\\o@t', "", "x=y", "zz", "b1", "b2", "b3", "b4", "b5", "b6"]
+    seen = []
+    for n, b in enumerate(bs):
+        dkims = [DKIMResult("pass", "a.test", "rsa1", "", b, "rsa-sha256")]
+        if n >= 5:  # eleven signatures: marks 1 and 10 must not mix
+            dkims = [DKIMResult("fail", "a.test", f"s{i}", "body hash mismatch", (bs[(n + i) % len(bs)] or "e") + str(i),
+                                "rsa-sha256")
+                     for i in range(11)]
+        field = results.header("mx.b.test", spf, helo, dkims, dm, "192.0.2.1")
+        assert field == results._build("mx.b.test", spf, helo, dkims, dm, "192.0.2.1").encode()
+        seen.append(field)
+    assert len(set(seen)) == len(seen)
+    # authres made the field once per distinct results without header.b (the _build checks above add theirs)
+    assert len(made) - len(bs) == 3  # with b, without b (""), and the eleven signatures

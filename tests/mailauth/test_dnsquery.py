@@ -124,3 +124,49 @@ def test_cache_only_adapter_for_inline_spf():
     assert spfcheck.checkSPF("192.0.2.9", "x@a.test", "a.test", again).result == "fail"
     assert not again.missed and len(fake.asked) == 2
     assert again("none.test", "TXT") == []  # a kept "no such name"
+
+
+def test_spf_results_are_kept_as_long_as_the_answers_they_came_from():
+    """A sender seen again: its SPF results without running pyspf, until an answer they used expires."""
+    import types
+
+    from mailnet.config import fromDict
+    from mailnet.mailauth import checks, spfcheck
+
+    clock = task.Clock()
+    clock.advance(1000)
+    fake = FakeResolver({"a.test": [["v=spf1 ip4:192.0.2.1 -all"]], "_dmarc.a.test": [["v=DMARC1; p=none"]]}, ttl=60)
+    cache = dnsquery.CachingResolver(fake, clock)
+    config = fromDict({"domains": {"local": ["b.test"]}, "server": {"hostname": "mx.b.test"}, "mailauth": {"inbound": True}})
+    checker = checks.Checker(config, clock, cache, pool=None)
+    for name in ("a.test", "_dmarc.a.test"):
+        _result(dnsquery.lookupTXT(cache, name, 1))  # as a first, threaded check would have
+    runs = []
+    real = spfcheck.checkSPF
+
+    def counted(*args, **kw):
+        runs.append(args[1])
+        return real(*args, **kw)
+
+    checks.spfcheck.checkSPF = counted
+    try:
+        header = b"From: x@a.test\r\nSubject: s\r\n\r\n"
+        envelope = types.SimpleNamespace(peer="192.0.2.1", sender="x@a.test", helo="a.test", auth=None)
+
+        def check(peer="192.0.2.1"):
+            envelope.peer = peer
+            return _result(checker.check(envelope, header, lambda: header + b"body\r\n", inline=True))
+
+        first = check()
+        assert b"spf=pass" in first.header and len(runs) == 2  # MAIL FROM and HELO
+        assert check().header == first.header and len(runs) == 2  # the same results, pyspf not run again
+        assert b"spf=fail" in check("192.0.2.9").header and len(runs) == 4  # another client: its own
+        # The record changes; once the answer expires (60 s), the new one decides.
+        fake.records["a.test"] = [["v=spf1 -all"]]
+        clock.advance(30)
+        assert b"spf=pass" in check().header and len(runs) == 4
+        clock.advance(31)
+        _result(dnsquery.lookupTXT(cache, "a.test", 1))
+        assert b"spf=fail" in check().header and len(runs) == 6
+    finally:
+        checks.spfcheck.checkSPF = real

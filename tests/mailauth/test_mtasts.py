@@ -296,3 +296,21 @@ def test_result_types_rfc8460_s4_3():
     assert kind("4.7.5", "TLS with x failed: [('SSL routines', '', 'certificate verify failed')]") == "certificate-not-trusted"
     assert kind("4.7.5", "TLS with x failed: certificate has expired") == "certificate-expired"
     assert kind("4.7.5", "TLS with x failed: handshake failure") == "validation-failure"
+
+
+def test_plan_counts_sessions_to_a_domain_without_a_policy():
+    # RFC 8460 s4.4 "no-policy-found": how mail reaches a domain that has only a _smtp._tls record
+    results = Results()
+    p = mtastsfetch.Plan("a.test", mtastsfetch.Lookup(None), [Host("mx.a.test", 10, ["127.0.0.1"])], results)
+    assert p.tlsMode(p.hosts[0], "opportunistic") == "opportunistic" and p.entry["policy-type"] == "no-policy-found"
+    p.succeeded("mx.a.test", "127.0.0.1", "opportunistic", tls=True)
+    p.succeeded("mx.a.test", "127.0.0.1", "opportunistic", tls=False)
+    error = DeliveryError(421, "4.7.5", "TLS with mx.a.test failed: certificate has expired", True)
+    error.tlsFailed = True
+    p.failed("mx.a.test", "127.0.0.1", "opportunistic", error)
+    p.failed("mx.a.test", "127.0.0.1", "opportunistic", DeliveryError(451, "4.4.1", "connection refused", True))
+    assert results.events == [("ok", "a.test"), ("starttls-not-supported", "mx.a.test"),
+                              ("certificate-expired", "mx.a.test")]
+    # reports off: nothing counted
+    p = mtastsfetch.Plan("a.test", mtastsfetch.Lookup(None), [Host("mx.a.test", 10, ["127.0.0.1"])], None)
+    p.succeeded("mx.a.test", "127.0.0.1", "opportunistic", tls=True)

@@ -52,14 +52,22 @@ DOMAINS = {
 NOT_IN_THE_POLICY_CERT = {"sts-badweb"}
 
 
-def zone():
+def zone(webPort):
     records = {}
     for name, (ip, _) in DOMAINS.items():
         records[f"{name}.test"] = {"MX": [[10, f"mx.{name}.test"]]}
         records[f"mx.{name}.test"] = {"A": [ip]}
         records[f"_mta-sts.{name}.test"] = {"TXT": ["v=STSv1; id=20261203a"]}
         records[f"mta-sts.{name}.test"] = {"A": ["127.0.0.1"]}
-    records["_smtp._tls.sts-testing.test"] = {"TXT": ["v=TLSRPTv1; rua=mailto:tls-reports@reports.test"]}
+    # RFC 8460 s3: a mailto: and an https: destination; the https: host's certificate is valid (test CA)
+    records["_smtp._tls.sts-testing.test"] = {"TXT": [
+        f"v=TLSRPTv1; rua=mailto:tls-reports@reports.test,https://tlsrpt.reports.test:{webPort}/v1/tlsrpt"]}
+    records["tlsrpt.reports.test"] = {"A": ["127.0.0.1"]}
+    # no MTA-STS record at all; its MX offers no STARTTLS
+    records["nopolicy.test"] = {"MX": [[10, "mx.nopolicy.test"]]}
+    records["mx.nopolicy.test"] = {"A": ["127.0.0.2"]}
+    # only an https: destination whose certificate is not valid for its name: never posted there
+    records["_smtp._tls.sts-ok.test"] = {"TXT": [f"v=TLSRPTv1; rua=https://mta-sts.sts-badweb.test:{webPort}/v1/tlsrpt"]}
     records["reports.test"] = {"MX": [[10, "mx.reports.test"]]}
     records["mx.reports.test"] = {"A": ["127.0.0.1"]}
     return records
@@ -84,11 +92,13 @@ def leaf(certPath, keyPath, names, caCert, caKey):
 
 
 class PolicyServer:
-    """HTTPS on 127.0.0.1 serving ``/.well-known/mta-sts.txt`` per Host header."""
+    """HTTPS on 127.0.0.1 serving ``/.well-known/mta-sts.txt`` per Host header, and
+    taking TLS-RPT reports by POST (kept in ``posts``)."""
 
     def __init__(self, certFile, keyFile, policies):
         self.policies = policies
         self.requests = []
+        self.posts = []  # (host, path, content type, body)
         self.stopped = threading.Event()
         outer = self
 
@@ -108,6 +118,13 @@ class PolicyServer:
                     self.send_header("Content-Length", str(len(body.encode())))
                 self.end_headers()
                 self.wfile.write(body.encode())
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.posts.append((self.headers.get("Host", ""), self.path, self.headers.get("Content-Type"), body))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -149,13 +166,13 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("sts")
     caFile, caKeyFile = str(d / "ca.pem"), str(d / "ca.key")
     caCert, caKey = tls.makeDevelopmentCA(caFile, caKeyFile, "mailnet test CA")
-    leaf(str(d / "policy.pem"), str(d / "policy.key"), [f"mta-sts.{n}.test" for n in DOMAINS if n not in NOT_IN_THE_POLICY_CERT], caCert, caKey)
+    leaf(str(d / "policy.pem"), str(d / "policy.key"), [f"mta-sts.{n}.test" for n in DOMAINS if n not in NOT_IN_THE_POLICY_CERT] + ["tlsrpt.reports.test"], caCert, caKey)
     leaf(str(d / "mx.pem"), str(d / "mx.key"), ["mx.sts-ok.test", "mx.sts-redirect.test", "mx.sts-big.test",
                                                  "mx.sts-ctype.test", "mx.reports.test"], caCert, caKey)
     leaf(str(d / "other.pem"), str(d / "other.key"), ["mx.elsewhere.test"], caCert, caKey)
     policies = {f"mta-sts.{n}.test": p for n, (_, p) in DOMAINS.items()}
     web = PolicyServer(str(d / "policy.pem"), str(d / "policy.key"), policies)
-    dns = ZoneServer(d, zone())
+    dns = ZoneServer(d, zone(web.port))
     port = freePort()
     handler = SinkHandler()  # one handler: every peer's messages in one list
     sinks = [HostSink("127.0.0.1", port=port, handler=handler, certFile=str(d / "mx.pem"), keyFile=str(d / "mx.key")),
@@ -270,6 +287,15 @@ def test_a_bad_policy_fetch_is_an_error_and_mail_goes_as_before(world, domain, r
     assert f"{kind}  x" in shown, shown
 
 
+def test_sessions_to_a_domain_without_a_policy_are_counted(world):
+    # RFC 8460 s4.4 "no-policy-found": delivered as before (no TLS offered), and counted.
+    put(world.server, ["n@nopolicy.test"])
+    ask(world.server, "flush")
+    assert arrived(world, "n@nopolicy.test")["tls"] is False
+    shown = waitFor(lambda: "nopolicy.test: " in (s := tlsrptShow(world)) and s, what="counted")
+    assert "nopolicy.test: 0 successful, 1 failed\n    starttls-not-supported mx.nopolicy.test x1" in shown, shown
+
+
 def test_daily_report_is_mailed_to_the_rua(world):
     # A session counted today (testing mode, no STARTTLS); a report is sent once the day is over.
     put(world.server, ["e@sts-testing.test"])
@@ -302,9 +328,17 @@ def test_daily_report_is_mailed_to_the_rua(world):
     detail = policy["failure-details"][0]
     assert detail["result-type"] == "starttls-not-supported" and detail["receiving-mx-hostname"] == "mx.sts-testing.test"
     assert detail["receiving-ip"] == "127.0.0.2" and detail["failed-session-count"] >= 1
-    # Reported domains are gone from the day's file; sts-ok.test (no _smtp._tls record) is dropped too.
-    shown = waitFor(lambda: yesterday not in (s := tlsrptShow(world)) and s, what="sent")
-    assert "sts-testing" not in shown
+    # The same report, POSTed to the https: rua (RFC 8460 s5.3), over TLS checked with the test CA.
+    [(host, path, contentType, body)] = [p for p in world.web.posts if p[0].startswith("tlsrpt.reports.test")]
+    assert (host, path, contentType) == (f"tlsrpt.reports.test:{world.web.port}", "/v1/tlsrpt", "application/tlsrpt+gzip")
+    assert json.loads(gzip.decompress(body)) == report
+    # sts-ok.test's only rua is an https: host whose certificate is for other names: nothing is posted
+    # there, and its report stays for the next run.
+    world.server.waitForLog("tls-rpt: the report of sts-ok.test for", timeout=30)
+    assert not [p for p in world.web.posts if "badweb" in p[0]]
+    # Reported domains are gone from the day's file (those without a _smtp._tls record are dropped).
+    shown = waitFor(lambda: "sts-testing" not in (s := tlsrptShow(world)) and s, what="sent")
+    assert f"{yesterday} sts-ok.test: " in shown, shown
 
 
 class PortZone:
@@ -346,7 +380,7 @@ def test_cache_id_change_refetches_and_a_failed_fetch_keeps_the_cached_policy(tm
     server = None
 
     def zoneWith(policyId):
-        records = {k: v for k, v in zone().items() if "sts-ok" in k}
+        records = {k: v for k, v in zone(web.port).items() if "sts-ok" in k}
         records["_mta-sts.sts-ok.test"] = {"TXT": [f"v=STSv1; id={policyId}"]}
         return records
 

@@ -145,3 +145,66 @@ def test_reporter_sends_finished_days_keeps_failed_lookups_and_drops_old_ones(tm
     clock.advance(tlsrpt.KEEP_DAYS * DAY)
     reporter.run()
     assert store.days() == [] and len(spool.items) == 2  # the 22nd sent; c.test dropped after KEEP_DAYS
+
+
+def test_rua_https_uris():
+    record = ["v=TLSRPTv1; rua=mailto:a@b.test,https://r.test/x, https://s.test:8443/y?k=1 ,http://t.test/z,https://"]
+    assert tlsrpt.parseDestinations(record) == (["a@b.test"], ["https://r.test/x", "https://s.test:8443/y?k=1"])
+    assert tlsrpt.parseDestinations(["v=TLSRPTv1; rua=https://user:pw@r.test/x"]) == ([], [])
+
+
+class FakePoster:
+    def __init__(self, answers):
+        self.answers = answers  # uri -> status, or an exception to fail with
+        self.posts = []
+
+    def post(self, uri, data):
+        self.posts.append((uri, data))
+        answer = self.answers.get(uri, 200)
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
+
+
+def test_reporter_posts_to_https_and_tries_a_refused_report_again(tmp_path):
+    from mailnet.mailauth.tlsrptpost import PostError
+
+    store, clock = results(tmp_path)
+    for domain in ("b.test", "c.test", "d.test"):
+        store.success(tlsrpt.policyEntry("sts", domain, POLICY))
+    clock.advance(DAY)
+    resolver = FakeResolver({"_smtp._tls.b.test": "v=TLSRPTv1; rua=https://r.b.test/tlsrpt",
+                             "_smtp._tls.c.test": "v=TLSRPTv1; rua=https://r.c.test/tlsrpt",
+                             "_smtp._tls.d.test": "v=TLSRPTv1; rua=mailto:r@d.test,https://r.c.test/tlsrpt"})
+    poster = FakePoster({"https://r.c.test/tlsrpt": PostError("r.c.test answered 500")})
+    spool = FakeSpool()
+    config = types.SimpleNamespace(server=types.SimpleNamespace(hostname="mx.a.test"), dns=types.SimpleNamespace(timeout=2))
+    reporter = tlsrpt.Reporter(clock, config, store, resolver, spool, poster=poster)
+    reporter.run()
+    posted = {uri: json.loads(gzip.decompress(data)) for uri, data in poster.posts}
+    report = posted["https://r.b.test/tlsrpt"]
+    assert report["policies"][0]["policy"]["policy-domain"] == "b.test"
+    assert report["policies"][0]["summary"]["total-successful-session-count"] == 1
+    # d.test: mailed (its https: copy refused): done; c.test: only a refused https: copy, kept for later.
+    assert [to for _, to, _ in spool.items] == [["r@d.test"]]
+    assert sorted(store.load("1970-01-21")) == ["c.test"]
+    poster.answers = {}
+    reporter.run()
+    assert store.days() == [] and len(spool.items) == 1
+    assert [uri for uri, _ in poster.posts].count("https://r.c.test/tlsrpt") == 3  # c twice, d once
+
+
+def test_domains_without_a_policy_are_counted_up_to_a_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(tlsrpt, "MAX_NO_POLICY_DOMAINS", 3)
+    store, clock = results(tmp_path)
+    store.success(tlsrpt.policyEntry("sts", "b.test", POLICY))
+    for n in range(5):
+        store.success(tlsrpt.policyEntry("no-policy-found", f"n{n}.test"))
+    store.failure(tlsrpt.policyEntry("no-policy-found", "n0.test"), "starttls-not-supported", "mx.n0.test")
+    store.success(tlsrpt.policyEntry("sts", "c.test", POLICY))  # sessions under a policy are always counted
+    store.flush()
+    data = store.load(tlsrpt.dayOf(clock.seconds()))
+    assert sorted(data) == ["b.test", "c.test", "n0.test", "n1.test"]
+    [entry] = data["n0.test"].values()
+    assert entry["policy"] == {"policy-type": "no-policy-found", "policy-domain": "n0.test"}
+    assert (entry["success"], entry["failure"]) == (1, 1)
