@@ -160,6 +160,8 @@ class PostgresSpool:
         self.lockPath = os.path.join(path, "lock")
         self._listeners = []
         self._held = {}  # id -> envelope bytes as claimed or written: the items this node delivers
+        self._unsaved = set()  # ids whose last write failed (database away): written again
+        self._unremoved = set()  # ids done whose removal failed: removed again
         self._runner = None
         self._loop = None
         self._busy = False
@@ -232,13 +234,26 @@ class PostgresSpool:
                                (data, envelope.size, nextTry(envelope), self.lease, envelope.id, self.node))
             return cur.rowcount
 
-        if not self.db.call(txn):
+        try:
+            n = self.db.call(txn)
+        except TemporaryStoreError:
+            self._unsaved.add(envelope.id)  # written again from the runner once the database is back
+            raise
+        self._unsaved.discard(envelope.id)
+        if not n:
             raise LeaseLost(envelope.id)
 
     def remove(self, queueId):
         """Delete the item (its chunks and commands go with it), fenced like :meth:`save`."""
-        n = self.db.call(lambda conn: conn.execute("DELETE FROM queue_items WHERE id = %s AND owner = %s",
-                                                   (queueId, self.node)).rowcount)
+        try:
+            n = self.db.call(lambda conn: conn.execute("DELETE FROM queue_items WHERE id = %s AND owner = %s",
+                                                       (queueId, self.node)).rowcount)
+        except TemporaryStoreError:
+            # Kept (its lease renewed) and removed once the database is back:
+            # dropping it would let another node send it again.
+            self._unremoved.add(queueId)
+            raise
+        self._unremoved.discard(queueId)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.dataPath(queueId))
         self._held.pop(queueId, None)
@@ -336,6 +351,7 @@ class PostgresSpool:
             yield self._renew()
         if self._runner is None:
             return
+        yield self._retry()
         try:
             commands = yield self.db.run(takeCommands, self.node)
         except TemporaryStoreError:
@@ -376,6 +392,24 @@ class PostgresSpool:
         os.replace(tmp, self.dataPath(queueId))
 
     @defer.inlineCallbacks
+    def _retry(self):
+        """Writes that failed while the database was away, done again (removals here, saves by the runner)."""
+        for queueId in sorted(self._unremoved):
+            try:
+                yield self.runInThread(self.remove, queueId)
+            except LeaseLost:
+                pass
+            except TemporaryStoreError:
+                return
+        for queueId in sorted(self._unsaved):
+            item = self._runner.items.get(queueId) if self._runner is not None else None
+            if item is None or queueId not in self._held:
+                self._unsaved.discard(queueId)
+                continue
+            item.dirty = True
+            yield self._runner.save(item)
+
+    @defer.inlineCallbacks
     def _renew(self):
         held = list(self._held)
         try:
@@ -397,6 +431,8 @@ class PostgresSpool:
 
     def _lose(self, queueId):
         self._held.pop(queueId, None)
+        self._unsaved.discard(queueId)
+        self._unremoved.discard(queueId)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.dataPath(queueId))
         if self._runner is not None:
