@@ -242,6 +242,8 @@ class PostgresSpool:
         self._unsaved.discard(envelope.id)
         if not n:
             raise LeaseLost(envelope.id)
+        if envelope.id in self._held:
+            self._held[envelope.id] = data  # what load() gives: the state last written
 
     def remove(self, queueId):
         """Delete the item (its chunks and commands go with it), fenced like :meth:`save`."""
@@ -316,9 +318,25 @@ class PostgresSpool:
         held = list(self._held)
         if not held:
             return defer.succeed(None)
-        d = self.db.run(lambda conn: conn.execute(
-            "UPDATE queue_items SET owner = NULL, lease_until = NULL WHERE owner = %s AND id = ANY(%s)",
-            (self.node, held)))
+        done = sorted(self._unremoved)
+
+        def txn(conn):
+            # Items done whose removal failed earlier go now; never released to be sent again.
+            conn.execute("DELETE FROM queue_items WHERE owner = %s AND id = ANY(%s)", (self.node, done))
+            conn.execute("UPDATE queue_items SET owner = NULL, lease_until = NULL WHERE owner = %s AND id = ANY(%s)",
+                         (self.node, held))
+
+        d = self.db.run(txn)
+
+        def released(_):
+            self._unremoved.clear()
+            self._unsaved.clear()
+            for queueId in held:
+                self._held.pop(queueId, None)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dataPath(queueId))
+
+        d.addCallback(released)
         d.addErrback(lambda f: log.warn("queue: could not release the items held at stop ({e}); "
                                         "others take them over after the lease", e=f.getErrorMessage()))
         return d

@@ -125,6 +125,7 @@ def test_two_nodes_claiming_at_once_never_get_the_same_row(nodes, pgServer, pgDa
         with c1.transaction():
             first = claim(c1, "B", 60, 4, 1)
             with c2.transaction():
+                c2.execute("SET LOCAL lock_timeout = '5s'")  # a claim that waited would fail, not hang
                 second = claim(c2, "C", 60, 4, 1)  # does not wait for B's locked rows
     assert len(first) == 4 and len(second) == 2
     assert {r[0] for r in first} | {r[0] for r in second} == ids
