@@ -382,18 +382,29 @@ class PostgresSpool:
             rows = yield self.db.run(claim, self.node, self.lease, self.batch, self.claimInterval)
         except TemporaryStoreError:
             return
+        # The messages copied in one trip to a pool thread (one query per chunk).
+        copied = yield self.runInThread(self._fetchAll, [r[0] for r in rows])
         for queueId, data, previous in rows:
-            try:
-                yield self.runInThread(self._fetch, queueId)
-            except Exception as e:
-                log.warn("queue {id}: cannot copy the message from the database ({e}); left for later",
-                         id=queueId, e=type(e).__name__)
+            if queueId not in copied:
                 continue
             if previous:
                 log.info("queue {id}: taken over from node {node} (its lease ran out)", id=queueId, node=previous)
             self._held[queueId] = bytes(data)
             if self._runner is not None:
                 self._runner.claimed(queueId)
+
+    def _fetchAll(self, ids):
+        """:meth:`_fetch` each; the set of those copied (the others are left for their lease to run out)."""
+        copied = set()
+        for queueId in ids:
+            try:
+                self._fetch(queueId)
+            except Exception as e:
+                log.warn("queue {id}: cannot copy the message from the database ({e}); left for later",
+                         id=queueId, e=type(e).__name__)
+                continue
+            copied.add(queueId)
+        return copied
 
     def _fetch(self, queueId):
         """Copy the item's message into its local file, one chunk per query."""
