@@ -120,11 +120,16 @@ def run(config, command, queueId=None):
     """``mailnet queue COMMAND [ID]`` on the shared queue of ``config``."""
     from mailnet.store.postgres.db import Database, Settings
 
+    import psycopg
+
     db = Database(Settings.fromConfig(config))
     try:
         return db.call(handle, command, queueId)
     except TemporaryStoreError as e:
         raise AdminError(str(e)) from None
+    except psycopg.errors.UndefinedTable:
+        raise AdminError("the database has no queue tables (schema older than version 5): "
+                         "run `mailnet db upgrade`") from None
     except OSError as e:
         raise AdminError(f"[postgres] password_file: {e.strerror}") from None
     finally:
