@@ -285,6 +285,8 @@ def main():
     p.add_argument("--postgres", action="store_true",
                    help="also mailnet with the queue shared in PostgreSQL (a server started here, fsync on)")
     p.add_argument("--reuse-only", action="store_true", help="only the runs with connection reuse on")
+    p.add_argument("--pg-fsync-off", action="store_true",
+                   help="diagnosis only: the PostgreSQL server without fsync (are commit flushes the bound?)")
     args = p.parse_args()
     if not shutil.which("smtp-sink"):
         sys.exit("smtp-sink not found (apt-get install postfix)")
@@ -296,7 +298,7 @@ def main():
     if args.postgres:
         from tests.store.postgres_fixture import PostgresServer, binDir
 
-        pg = PostgresServer(binDir(), fsync=True)
+        pg = PostgresServer(binDir(), fsync=not args.pg_fsync_off)
         pg.init()
         pg.makeTemplate()
     try:

@@ -531,6 +531,13 @@ def openQueue(config, reactor=None):
         db.close()
         raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
     db._closeAll()
+    with contextlib.suppress(OSError):
+        left = [n for n in os.listdir(config.spoolDir) if n.endswith(".json")]
+        if left:
+            # A node moved from the spool directory to the shared queue: those are not imported.
+            log.warn("queue: {n} item(s) left in the spool directory are not delivered by the shared queue; "
+                     "run this node once with [queue] backend = \"spool\" until `mailnet queue list` is empty",
+                     n=len(left))
     q = config.queue
     return PostgresSpool(db, config.spoolDir, reactor=reactor, lease=q.lease, claimInterval=q.claim_interval,
                          batch=q.claim_batch, node=f"{config.server.hostname}/{os.getpid()}/{secrets.token_hex(3)}")
