@@ -27,6 +27,7 @@ Not a test: nothing is asserted; it prints a table.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import socket
@@ -87,6 +88,51 @@ class SmtpSink:
 
 def sync(f, *a, **kw):
     return defer.maybeDeferred(f, *a, **kw)
+
+
+def benchMailnetPostgres(directory, sink, count, size, reuse, pg):
+    """
+    The same with the queue shared in PostgreSQL (one node): the rows are
+    written first, unclaimed and not due; the clock starts when they are
+    made due and stops when the table is empty (claimed in batches, each
+    message copied to the node, relayed, its row deleted).
+    """
+    from mailnet.queue.envelope import Envelope, RecipientState
+    from mailnet.queue.pgspool import insertItem
+    from mailnet.queue.spool import newQueueId
+
+    dbname = pg.newDatabase()
+    server = MailServer(os.path.join(directory, f"mailnet-pg-{'reuse' if reuse else 'noreuse'}"), config={
+        "relay": {"smarthost": f"127.0.0.1:{sink.port}", "smarthost_tls": "opportunistic",
+                  "max_connections_per_destination": 4, "messages_per_connection": 100 if reuse else 1},
+        "store": {"backend": "memory"},
+        "queue": {"delay_warning": 0, "backend": "postgres", "claim_interval": 0.1, "claim_batch": 500},
+        "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname, "user": "mailnet"},
+        "log": {"level": "info"},
+    })
+    with pg.connect(dbname) as conn:
+        for n in range(count):
+            data = messageBytes(size, n)
+            env = Envelope(id=newQueueId(), sender="sender@example.test", arrival=time.time(), size=len(data),
+                           recipients=[RecipientState(address=f"rcpt{n}@remote.test", next_attempt=time.time())])
+            with conn.transaction():
+                insertItem(conn, env, env.serialize(), io.BytesIO(data), None, 0)
+        conn.execute("UPDATE queue_items SET next_try = 1e12")  # not due yet
+    server.start()
+    try:
+        before = sink.counters()
+        with pg.connect(dbname) as conn:
+            t0 = time.perf_counter()
+            conn.execute("UPDATE queue_items SET next_try = 0")
+            while conn.execute("SELECT count(*) FROM queue_items").fetchone()[0]:
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - t0
+    finally:
+        server.stop()
+    time.sleep(0.3)
+    after = sink.counters()
+    pg.dropDatabase(dbname)
+    return elapsed, after["mesg"] - before["mesg"], after["sess"] - before["sess"]
 
 
 def benchMailnet(directory, sink, count, size, reuse):
@@ -236,6 +282,11 @@ def main():
     p.add_argument("--messages", type=int, default=2000)
     p.add_argument("--size", type=int, default=2048, help="bytes per message")
     p.add_argument("--no-postfix", action="store_true")
+    p.add_argument("--postgres", action="store_true",
+                   help="also mailnet with the queue shared in PostgreSQL (a server started here, fsync on)")
+    p.add_argument("--reuse-only", action="store_true", help="only the runs with connection reuse on")
+    p.add_argument("--pg-fsync-off", action="store_true",
+                   help="diagnosis only: the PostgreSQL server without fsync (are commit flushes the bound?)")
     args = p.parse_args()
     if not shutil.which("smtp-sink"):
         sys.exit("smtp-sink not found (apt-get install postfix)")
@@ -243,9 +294,19 @@ def main():
     os.chmod(directory, 0o755)  # Postfix daemons run as the postfix user
     sink = SmtpSink(directory)
     rows = []
+    pg = None
+    if args.postgres:
+        from tests.store.postgres_fixture import PostgresServer, binDir
+
+        pg = PostgresServer(binDir(), fsync=not args.pg_fsync_off)
+        pg.init()
+        pg.makeTemplate()
     try:
-        for reuse in (True, False):
+        for reuse in (True,) if args.reuse_only else (True, False):
             rows.append(("mailnet", reuse, *benchMailnet(directory, sink, args.messages, args.size, reuse)))
+            if pg is not None:
+                rows.append(("mailnet-pg", reuse, *benchMailnetPostgres(directory, sink, args.messages, args.size,
+                                                                        reuse, pg)))
             if not args.no_postfix and shutil.which("postfix"):
                 try:
                     rows.append(("postfix", reuse, *benchPostfix(directory, sink, args.messages, args.size, reuse)))
@@ -253,17 +314,25 @@ def main():
                     print(f"postfix run failed: {e}", file=sys.stderr)
     finally:
         sink.stop()
+        if pg is not None:
+            pg.destroy()
     print(f"\n{args.messages} messages of {args.size} bytes, one recipient each, to smtp-sink on 127.0.0.1\n")
-    print(f"{'MTA':8} {'reuse':6} {'seconds':>8} {'msg/s':>8} {'delivered':>9} {'connections':>11}")
+    print(f"{'MTA':10} {'reuse':6} {'seconds':>8} {'msg/s':>8} {'delivered':>9} {'connections':>11}")
     rates = {}
     for mta, reuse, elapsed, delivered, sessions in rows:
         rate = args.messages / elapsed
         rates[(mta, reuse)] = rate
-        print(f"{mta:8} {'on' if reuse else 'off':6} {elapsed:8.2f} {rate:8.0f} {delivered:9} {sessions:11}")
+        print(f"{mta:10} {'on' if reuse else 'off':6} {elapsed:8.2f} {rate:8.0f} {delivered:9} {sessions:11}")
     for reuse in (True, False):
         if ("postfix", reuse) in rates:
             print(f"mailnet/postfix, reuse {'on' if reuse else 'off'}: {rates[('mailnet', reuse)] / rates[('postfix', reuse)]:.2f}")
-    if ("mailnet", True) in rates:
+        if ("mailnet-pg", reuse) in rates:
+            print(f"mailnet-pg/mailnet (spool), reuse {'on' if reuse else 'off'}: "
+                  f"{rates[('mailnet-pg', reuse)] / rates[('mailnet', reuse)]:.2f}")
+            if ("postfix", reuse) in rates:
+                print(f"mailnet-pg/postfix, reuse {'on' if reuse else 'off'}: "
+                      f"{rates[('mailnet-pg', reuse)] / rates[('postfix', reuse)]:.2f}")
+    if ("mailnet", True) in rates and ("mailnet", False) in rates:
         print(f"mailnet reuse on/off: {rates[('mailnet', True)] / rates[('mailnet', False)]:.2f}")
     shutil.rmtree(directory, ignore_errors=True)
 

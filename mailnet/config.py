@@ -151,6 +151,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "delay_warning": _o("int", 4 * 3600, "Send one delay DSN after this many seconds (0 = never).", minimum=0),
         "bounce_size_limit": _o("int", 50_000, "Bytes of the original message a DSN returns at most; a larger message is returned as its header, cut to this size (Postfix's default).", minimum=1024),
         "mx_notify": _o("choice", "failure", "NOTIFY=SUCCESS/DELAY from unauthenticated (MX) clients: \"failure\" treats them as the default (failure reports only), so strangers cannot have reports mailed to any address; \"all\" honours them.", choices=("failure", "all")),
+        "backend": _o("choice", "auto", "Where the outbound queue lives: \"spool\" (files under data_dir/queue, one node), \"postgres\" (the queue_items table in [postgres], shared by every node: docs/scaling.md), or \"auto\" (postgres when [store] backend = \"postgres\", else spool).", choices=("auto", "spool", "postgres")),
+        "lease": _o("float", 120.0, "Shared queue: seconds a node holds the items it claimed without renewing its lease (renewed every third of it); a node dead (or cut off from the database) longer than this has its items taken over by the others.", minimum=1),
+        "claim_interval": _o("float", 5.0, "Shared queue: seconds between two looks for items due and unclaimed (left by a dead node, or waiting) and for operator commands.", minimum=0.1),
+        "claim_batch": _o("int", 200, "Shared queue: items one look claims at most (a node takes its share, not the whole queue).", minimum=1),
     },
     "mailauth": {
         "sign": _o("bool", True, "DKIM-sign mail from our authenticated users (submission, and their local deliveries) once, before it is stored or spooled, with every key of its domain made by `mailnet dkim keygen` (no key: no signature)."),
@@ -411,6 +415,14 @@ class Config:
     @property
     def spoolDir(self):
         return os.path.join(self.server.data_dir, "queue")
+
+    @property
+    def queueBackend(self):
+        """``"spool"`` or ``"postgres"``: ``[queue] backend`` with ``auto`` resolved."""
+        backend = self.queue.backend
+        if backend == "auto":
+            return "postgres" if self.store.backend == "postgres" else "spool"
+        return backend
 
     @property
     def runDir(self):

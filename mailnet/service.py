@@ -133,6 +133,19 @@ def makeStore(config: Config):
     return store
 
 
+def makeSpool(config: Config, reactor=None):
+    """
+    The outbound queue's storage named by ``[queue] backend``: the spool
+    directory (one node) or the queue table shared by every node on the
+    PostgreSQL database (mailnet/queue/pgspool.py, docs/scaling.md).
+    """
+    if config.queueBackend == "postgres":
+        from mailnet.queue.pgspool import openQueue
+
+        return openQueue(config, reactor)
+    return Spool(config.spoolDir)
+
+
 def checkStore(config: Config):
     """
     What ``mailnet config check`` does for ``[store]``: a third-party
@@ -205,7 +218,7 @@ class MailContext:
         self.tlsOptions = tls.serverOptions(config)
         if self.tlsOptions is not None:
             self.tlsOptions.onHandshake = self.metrics.tlsHandshake
-        self.spool = Spool(config.spoolDir)
+        self.spool = makeSpool(config, reactor)
         # RFC 8621 s8 / RFC 3834: vacation settings, and the auto-reply after each local delivery.
         self.vacation = vacation.FileVacationStore(os.path.join(config.server.data_dir, "vacation"))
         from mailnet.mailauth.ownmail import OwnMailSigner

@@ -55,6 +55,8 @@ def formatItem(envelope, out):
         out.write(f"{envelope.get('id')}  CORRUPT: {envelope['corrupt']}\n")
         return
     flags = " (held)" if envelope.get("held") else ""
+    if envelope.get("node"):
+        flags += f"  [node {envelope['node']}]"  # the shared queue: who delivers it
     sender = envelope.get("sender") or "<>"
     out.write(f"{envelope['id']}  {envelope.get('size', 0):>9}  {_when(envelope.get('arrival'))}  {sender}{flags}\n")
     for r in envelope.get("recipients", []):

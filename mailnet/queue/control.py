@@ -275,6 +275,11 @@ def run(config, command, queueId=None, wait=5.0):
     @raise AdminError: the command failed, or the server holds the lock but
         does not answer.
     """
+    if config.queueBackend == "postgres":
+        # The queue shared by the nodes: on the database, from any node.
+        from mailnet.queue import pgadmin
+
+        return pgadmin.run(config, command, queueId)
     spool = Spool(config.spoolDir)
     path = socketPath(config)
     deadline = time.monotonic() + wait

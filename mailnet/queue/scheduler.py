@@ -61,7 +61,7 @@ from mailnet.metrics import DISCARD
 from mailnet.queue.bounces import Bounces
 from mailnet.queue.envelope import Envelope, EnvelopeError
 from mailnet.queue.outcomes import ACTIVE, Outcomes
-from mailnet.queue.spool import Spool, problem
+from mailnet.queue.spool import LeaseLost, Spool, problem
 from mailnet.queue.workers import LOCAL, SMARTHOST, Destination, Job, Workers
 
 log = Logger()
@@ -156,14 +156,42 @@ class QueueRunner(Workers, Outcomes, Bounces):
         for item in list(self.items.values()):
             # A crash may have left final recipients unreported: report now.
             self._finishRound(item)
-        log.info("queue: {n} items in the spool", n=len(self.items))
+        if not self.spool.shared:
+            log.info("queue: {n} items in the spool", n=len(self.items))
         self.wake()
+        self.spool.attach(self)
+
+    def claimed(self, queueId):
+        """
+        A shared queue handed us an item (claimed from the database: left by
+        a dead node, or due): loaded, finished if a crash left it unreported,
+        scheduled.
+        """
+        if self.stopping or queueId in self.items:
+            return
+        item = self._load(queueId)
+        if item is not None:
+            self._finishRound(item)
+            self._arm()
+
+    def lost(self, queueId):
+        """
+        A shared queue's item is no longer ours (another node holds it now):
+        forgotten here without writing anything; deliveries of it still
+        running finish, and their outcomes are not written (the other node
+        has the item's state).
+        """
+        item = self.items.pop(queueId, None)
+        if item is not None:
+            item.deleted = True
+        self.spool.lost(queueId)
 
     @defer.inlineCallbacks
     def stop(self):
         """Stop dispatching, let running transactions finish briefly, close."""
         self.stopping = True
         self.spool.removeListener(self.added)
+        self.spool.detach()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         for dest in self.destinations.values():
@@ -178,6 +206,7 @@ class QueueRunner(Workers, Outcomes, Bounces):
             if grace.active():
                 grace.cancel()
         yield defer.DeferredList([_follow(item.chain) for item in self.items.values()] + list(self._io))
+        yield self.spool.release()
         self.running = False
 
     def _abortAll(self):
@@ -356,6 +385,10 @@ class QueueRunner(Workers, Outcomes, Bounces):
             return self.runInThread(self.spool.save, item.envelope, data)
 
         def failed(f):
+            if f.check(LeaseLost):
+                log.warn("queue {id}: another node took the item over; dropped here", id=item.id)
+                self.lost(item.id)
+                return
             log.failure("queue {id}: cannot write the envelope", f, id=item.id)
 
         item.chain.addCallback(run)
@@ -372,7 +405,13 @@ class QueueRunner(Workers, Outcomes, Bounces):
             return self.runInThread(self.spool.remove, item.id)
 
         item.chain.addCallback(run)
-        item.chain.addErrback(lambda f: log.failure("queue {id}: cannot remove the item", f, id=item.id))
+        def failed(f):
+            if f.check(LeaseLost):
+                log.warn("queue {id}: another node took the item over before its removal", id=item.id)
+                return
+            log.failure("queue {id}: cannot remove the item", f, id=item.id)
+
+        item.chain.addErrback(failed)
         done = _follow(item.chain)
         self._io.add(done)
 

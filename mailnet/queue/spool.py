@@ -68,7 +68,16 @@ from mailnet.queue.envelope import MAX_FILE, Envelope, EnvelopeError, RecipientS
 
 MAX_REASON = 4096
 
-__all__ = ["Spool", "SpoolLock", "SpoolWriter", "newQueueId", "validId", "matchOwner", "EnvelopeError", "problem"]
+__all__ = ["Spool", "SpoolLock", "SpoolWriter", "newQueueId", "validId", "matchOwner", "EnvelopeError", "problem",
+           "LeaseLost"]
+
+
+class LeaseLost(Exception):
+    """
+    A shared queue's item is no longer this node's (another node took it
+    over after our lease ran out): raised by ``save``/``remove`` of
+    :class:`~mailnet.queue.pgspool.PostgresSpool`; the runner drops the item.
+    """
 
 
 def newQueueId() -> str:
@@ -163,6 +172,27 @@ class Spool:
             ],
         )
         return SpoolWriter(self, envelope)
+
+    # The queue storage interface (this class, and mailnet/queue/pgspool.py's
+    # PostgresSpool for the queue shared by several nodes): newMessage,
+    # addListener/removeListener, ids, exists, load, hasData, openData,
+    # encode, save, remove, setAside, corruptItems, removeCorrupt, cleanup,
+    # lockPath; and attach/detach/release, which a spool directory (one
+    # node, every item its own) does not need.
+    shared = False
+
+    def attach(self, runner):
+        """The runner started (a shared queue starts claiming work for it here)."""
+
+    def detach(self):
+        """The runner stops."""
+
+    def release(self):
+        """At a clean stop: let other nodes have our items (nothing to do here)."""
+        return None
+
+    def lost(self, queueId):
+        """The runner dropped an item another node took over (never here)."""
 
     def addListener(self, callback):
         """``callback(queueId)`` is called after each new item is durable."""

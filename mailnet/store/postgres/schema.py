@@ -34,7 +34,9 @@ Version 2 adds the account change journal: ``change_meta`` and ``changes``
 (mailnet/store/postgres/journal.py); version 3 the thread index:
 ``thread_emails``, ``thread_refs``, ``thread_merges``
 (mailnet/store/postgres/threadindex.py); version 4 the quota counters:
-``quota_usage`` (mailnet/store/postgres/quota.py).
+``quota_usage`` (mailnet/store/postgres/quota.py); version 5 the shared
+outbound queue: ``queue_items``, ``queue_chunks``, ``queue_commands``
+(mailnet/queue/pgspool.py).
 """
 
 from __future__ import annotations
@@ -182,6 +184,38 @@ MIGRATIONS = [
     INSERT INTO quota_usage (account, storage, messages)
         SELECT a.id, COALESCE(SUM(m.size), 0), COUNT(m.uid) FROM accounts a
         LEFT JOIN messages m ON m.account = a.id GROUP BY a.id;
+    """,
+    # 5: the outbound queue shared by every node (mailnet/queue/pgspool.py):
+    # one row per item (the JSON envelope with its per-recipient state, the
+    # earliest due time, the node holding it and its lease), the message in
+    # chunks of its own, and the operator's commands for the holding node.
+    """
+    CREATE TABLE queue_items (
+        id text PRIMARY KEY,
+        envelope bytea NOT NULL,
+        size bigint NOT NULL,
+        chunks integer NOT NULL,
+        next_try double precision,
+        owner text,
+        lease_until double precision,
+        corrupt text,
+        created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX queue_items_due ON queue_items (next_try) WHERE corrupt IS NULL;
+    CREATE INDEX queue_items_owner ON queue_items (owner);
+    CREATE TABLE queue_chunks (
+        id text NOT NULL REFERENCES queue_items(id) ON DELETE CASCADE,
+        n integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (id, n)
+    );
+    ALTER TABLE queue_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE queue_commands (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL REFERENCES queue_items(id) ON DELETE CASCADE,
+        command text NOT NULL
+    );
+    CREATE INDEX queue_commands_id ON queue_commands (id);
     """,
 ]
 

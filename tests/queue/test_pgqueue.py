@@ -1,0 +1,168 @@
+"""
+The queue shared in PostgreSQL (mailnet/queue/pgspool.py), in process, on
+the real test PostgreSQL (tests/store/postgres_fixture.py): two
+``PostgresSpool`` objects are two nodes.  Database work runs synchronously
+(the runner given to Database), so no test waits on a clock: a lease that
+ran out is made by moving ``lease_until`` into the past.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer, task
+
+from mailnet.queue import pgadmin
+from mailnet.queue.control import AdminError
+from mailnet.queue.envelope import parse
+from mailnet.queue.pgspool import PostgresSpool, claim
+from mailnet.queue.spool import LeaseLost
+from mailnet.store.postgres.db import Database
+from tests.store import postgres_fixture
+
+pgServer = postgres_fixture.pgServer
+pgDatabase = postgres_fixture.pgDatabase
+
+
+def sync(f, *a):
+    return defer.maybeDeferred(f, *a)
+
+
+class FakeRunner:
+    stopping = False
+
+    def __init__(self):
+        self.items = {}
+        self.claims = []
+        self.losses = []
+
+    def claimed(self, queueId):
+        self.claims.append(queueId)
+
+    def lost(self, queueId):
+        self.losses.append(queueId)
+
+
+@pytest.fixture
+def nodes(pgServer, pgDatabase, tmp_path):
+    made = []
+
+    def make(name):
+        db = Database(pgServer.settings(pgDatabase), runner=sync)
+        spool = PostgresSpool(db, str(tmp_path / name), reactor=task.Clock(), lease=60, claimInterval=1,
+                              batch=10, node=name, runInThread=sync)
+        made.append(db)
+        return spool
+
+    yield make
+    for db in made:
+        db.close()
+
+
+def put(spool, rcpts=("bob@ok.test",), body=b"Subject: hi\r\n\r\nbody\r\n"):
+    writer = spool.newMessage("alice@example.test", [{"address": r} for r in rcpts])
+    writer.write(body)
+    out = []
+    writer.commit().addBoth(out.append)
+    assert isinstance(out[0], str), out
+    return out[0]
+
+
+def sql(pgServer, pgDatabase, query, args=()):
+    with pgServer.connect(pgDatabase) as conn:
+        cur = conn.execute(query, args)
+        return cur.fetchall() if cur.description else None
+
+
+def result(d):
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def test_a_new_item_is_a_committed_row_held_by_the_node_that_took_it(nodes, pgServer, pgDatabase):
+    a = nodes("A")
+    body = b"Subject: big\r\n\r\n" + b"x" * (600 * 1024) + b"\r\n"
+    qid = put(a, body=body)
+    [(owner, size, chunks)] = sql(pgServer, pgDatabase, "SELECT owner, size, chunks FROM queue_items")
+    assert (owner, size, chunks) == ("A", len(body), 3)  # 256 KiB chunks
+    assert b"".join(bytes(r[0]) for r in sql(pgServer, pgDatabase,
+                                             "SELECT data FROM queue_chunks ORDER BY n")) == body
+    assert a.ids() == [qid] and a.load(qid).recipients[0].address == "bob@ok.test"
+    with a.openData(qid) as f:
+        assert f.read() == body
+
+
+def test_claims_skip_live_leases_and_take_over_a_dead_nodes_items(nodes, pgServer, pgDatabase):
+    a, b = nodes("A"), nodes("B")
+    body = b"Subject: t\r\n\r\n" + b"y" * (300 * 1024)
+    qid = put(a, body=body)
+    runner = FakeRunner()
+    b.attach(runner)  # one look at once
+    assert runner.claims == [] and b.ids() == []  # A's lease is alive
+    sql(pgServer, pgDatabase, "UPDATE queue_items SET lease_until = 0")  # A died long ago
+    b._tick()
+    assert runner.claims == [qid] and b.ids() == [qid]
+    with b.openData(qid) as f:
+        assert f.read() == body  # copied chunk by chunk
+    assert sql(pgServer, pgDatabase, "SELECT owner FROM queue_items") == [("B",)]
+    # A comes back: every write of the item is fenced.
+    envelope = a.load(qid)
+    envelope.recipients[0].status = "sent"
+    with pytest.raises(LeaseLost):
+        a.save(envelope)
+    with pytest.raises(LeaseLost):
+        a.remove(qid)
+    assert parse(bytes(sql(pgServer, pgDatabase, "SELECT envelope FROM queue_items")[0][0]), qid) \
+        .recipients[0].status == "pending"
+    b.detach()
+
+
+def test_two_nodes_claiming_at_once_never_get_the_same_row(nodes, pgServer, pgDatabase):
+    a = nodes("A")
+    ids = {put(a) for _ in range(6)}
+    sql(pgServer, pgDatabase, "UPDATE queue_items SET owner = NULL, lease_until = NULL")
+    with pgServer.connect(pgDatabase) as c1, pgServer.connect(pgDatabase) as c2:
+        with c1.transaction():
+            first = claim(c1, "B", 60, 4, 1)
+            with c2.transaction():
+                c2.execute("SET LOCAL lock_timeout = '5s'")  # a claim that waited would fail, not hang
+                second = claim(c2, "C", 60, 4, 1)  # does not wait for B's locked rows
+    assert len(first) == 4 and len(second) == 2
+    assert {r[0] for r in first} | {r[0] for r in second} == ids
+    assert not {r[0] for r in first} & {r[0] for r in second}
+
+
+def test_renewal_finds_an_item_taken_over_and_drops_it(nodes, pgServer, pgDatabase):
+    a = nodes("A")
+    qid = put(a)
+    runner = FakeRunner()
+    a.attach(runner)
+    sql(pgServer, pgDatabase, "UPDATE queue_items SET owner = 'B'")
+    result(a._renew())
+    assert runner.losses == [qid] and a.ids() == []
+    a.detach()
+
+
+def test_commands_from_any_node(nodes, pgServer, pgDatabase):
+    a = nodes("A")
+    qid = put(a)
+    other = put(a, rcpts=("carol@ok.test", "dave@ok.test"))
+    sql(pgServer, pgDatabase, "UPDATE queue_items SET owner = NULL, lease_until = NULL WHERE id = %s", (other,))
+    with pgServer.connect(pgDatabase) as conn:
+        listed = pgadmin.handle(conn, "list")
+        assert [(e["id"], e["node"]) for e in listed] == sorted([(qid, "A"), (other, None)])
+        shown = pgadmin.handle(conn, "show", qid)
+        assert shown["header"] == "Subject: hi\n" and shown["envelope"]["node"] == "A"
+        # Held by a live node: the command goes to that node.
+        assert pgadmin.handle(conn, "hold", qid) == {"server": True, "node": "A"}
+        assert pgadmin.handle(conn, "flush")["recipients"] == 3
+        # Held by nobody: changed here.
+        pgadmin.handle(conn, "hold", other)
+        assert parse(bytes(conn.execute("SELECT envelope FROM queue_items WHERE id = %s", (other,))
+                           .fetchone()[0]), other).held
+        assert conn.execute("SELECT next_try FROM queue_items WHERE id = %s", (other,)).fetchone()[0] is None
+        pgadmin.handle(conn, "delete", other)
+        with pytest.raises(AdminError, match="no queue item"):
+            pgadmin.handle(conn, "show", other)
+    assert sql(pgServer, pgDatabase, "SELECT id, command FROM queue_commands ORDER BY seq") == [
+        (qid, "hold"), (qid, "flush")]
