@@ -165,7 +165,7 @@ def test_one_warning_across_nodes(pgServer, pgDatabase):
 
 
 def test_maildrop_lock_across_nodes(pgServer, pgDatabase):
-    # Not wired into POP3 yet (maildroplock.py): the store's half, on two nodes.
+    # The store's half of the POP3 lock, on two nodes (POP3 itself: tests/test_postgres_nodes.py).
     a, b = makeStore(pgServer, pgDatabase), makeStore(pgServer, pgDatabase)
     try:
         held = result(a.maildropLock(USER))
@@ -178,7 +178,7 @@ def test_maildrop_lock_across_nodes(pgServer, pgDatabase):
         again = result(b.maildropLock(USER))
         assert again is not None
         # A session that dies without releasing (its connection closed) gives it back too.
-        again._conn.close()
+        again._held._conn.close()
         result(a.maildropLock(USER)).release()
         other.release()
     finally:
