@@ -197,7 +197,8 @@ class MailContext:
         self.throttle = login.AuthThrottle(reactor, baseDelay=config.auth.failure_delay,
                                            maxEntries=config.auth.throttle_entries,
                                            parallelPerAddress=config.auth.login_parallel_per_ip,
-                                           maxWaiting=config.auth.login_queue)
+                                           maxWaiting=config.auth.login_queue,
+                                           shared=sharedFailures(config, self.store))
         self.login = login.LoginSequence(self.portal, self.throttle, reactor, self.metrics)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
@@ -217,6 +218,15 @@ class MailContext:
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
         self.messageFilter = makeFilter(config, reactor)
+
+
+def sharedFailures(config: Config, store):
+    """The login throttle's counts shared by every node: PostgreSQL's table with that store, else None."""
+    if config.store.backend == "postgres" and getattr(store, "db", None) is not None:
+        from mailnet.store.postgres.throttle import PostgresFailures
+
+        return PostgresFailures(store.db)
+    return None
 
 
 def makeUsers(config: Config, reactor, users=None, checkers=None):

@@ -4,6 +4,7 @@ docs/scaling.md "What is shared now"): two real server processes on one
 database, driven by poplib/imaplib/smtplib.
 
 * The POP3 maildrop lock (RFC 1939 s8) holds across nodes.
+* The login failure throttle counts in one table for every node.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def pgConfig(pgServer, dbname, **extra):
     for section, values in extra.items():
         config.setdefault(section, {}).update(values)
     return config
+
+
+def failures(pgServer, dbname):
+    with pgServer.connect(dbname) as conn:
+        return {(kind, key): count for kind, key, count in conn.execute("SELECT kind, key, count FROM login_failures")}
 
 
 @pytest.fixture
@@ -82,3 +88,21 @@ def test_pop3_maildrop_lock_holds_across_nodes(nodes):
             assert e.args[0].startswith(b"-ERR [IN-USE]") and time.monotonic() < deadline, e.args
             time.sleep(0.1)
     third.quit()
+
+
+def test_login_failures_count_across_nodes(nodes, pgServer, pgDatabase):
+    a, b = nodes
+    for node in (a, a, b):
+        with pytest.raises(poplib.error_proto):
+            pop3(node, (ALICE[0], "wrong"))
+    table = failures(pgServer, pgDatabase)
+    assert table[("account", ALICE[0])] == 3, table  # two on node a, one on node b
+    assert table[("ip", "127.0.0.1")] == 3, table
+    # A good login on node a clears the account for every node, and trusts the address.
+    pop3(a).quit()
+    deadline = time.monotonic() + 20  # the clearing is not waited for by the login
+    while ("account", ALICE[0]) in failures(pgServer, pgDatabase) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    table = failures(pgServer, pgDatabase)
+    assert ("account", ALICE[0]) not in table and ("ip", "127.0.0.1") not in table, table
+    assert table[("trusted", "127.0.0.1 " + ALICE[0])] == 0, table

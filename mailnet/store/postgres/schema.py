@@ -34,7 +34,10 @@ Version 2 adds the account change journal: ``change_meta`` and ``changes``
 (mailnet/store/postgres/journal.py); version 3 the thread index:
 ``thread_emails``, ``thread_refs``, ``thread_merges``
 (mailnet/store/postgres/threadindex.py); version 4 the quota counters:
-``quota_usage`` (mailnet/store/postgres/quota.py).
+``quota_usage`` (mailnet/store/postgres/quota.py); version 5 the
+cluster-wide state: ``login_failures`` (throttle.py), ``users``,
+``aliases`` and ``directory_serial`` (directory.py), ``migrated``
+(migrate.py).
 """
 
 from __future__ import annotations
@@ -182,6 +185,40 @@ MIGRATIONS = [
     INSERT INTO quota_usage (account, storage, messages)
         SELECT a.id, COALESCE(SUM(m.size), 0), COUNT(m.uid) FROM accounts a
         LEFT JOIN messages m ON m.account = a.id GROUP BY a.id;
+    """,
+    # 5: cluster-wide state (docs/scaling.md): the login failure throttle
+    # (mailnet/store/postgres/throttle.py), users and aliases
+    # (mailnet/store/postgres/directory.py, with a serial the nodes poll),
+    # and what `mailnet migrate maildir-to-postgres` copied
+    # (mailnet/store/postgres/migrate.py).
+    """
+    CREATE TABLE login_failures (
+        kind text NOT NULL,
+        key text NOT NULL,
+        count integer NOT NULL,
+        last double precision NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX login_failures_last ON login_failures (last);
+    CREATE TABLE directory_serial (serial bigint NOT NULL);
+    INSERT INTO directory_serial VALUES (0);
+    CREATE TABLE users (
+        username text PRIMARY KEY,
+        hash text NOT NULL,
+        extra text NOT NULL DEFAULT '',
+        changed timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE aliases (
+        address text PRIMARY KEY,
+        targets text[] NOT NULL
+    );
+    CREATE TABLE migrated (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        source text NOT NULL,
+        folder bigint NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        PRIMARY KEY (account, source)
+    );
     """,
 ]
 
