@@ -93,15 +93,30 @@ def _readPassword(given):
     return password
 
 
+def _directoryTables(conf):
+    """``[auth] directory = "postgres"``: (users, aliases) over the database's tables."""
+    from mailnet.config import ConfigError
+    from mailnet.service import makeDirectoryTables
+
+    try:
+        return makeDirectoryTables(conf)
+    except ConfigError as e:
+        _die(str(e))
+
+
 def _users(conf):
     from mailnet import auth
 
+    if conf.auth.directory == "postgres":
+        return _directoryTables(conf)[0]
     return auth.UserDB(conf.usersFile, conf.auth.hash, 0)
 
 
 def _aliases(conf):
     from mailnet import auth
 
+    if conf.auth.directory == "postgres":
+        return _directoryTables(conf)[1]
     return auth.AliasDB(conf.aliasesFile)
 
 
@@ -144,7 +159,8 @@ def cmdUser(args):
                 from mailnet.tokens import TokenDB
 
                 TokenDB(conf.tokensFile).removeUser(args.name)  # a user made again later gets none of these
-            print(f"removed {args.name.lower()} (their mail is kept under {conf.mailDir})")
+            where = "in the database" if conf.store.backend == "postgres" else f"under {conf.mailDir}"
+            print(f"removed {args.name.lower()} (their mail is kept {where})")
     except (ValueError, KeyError) as e:
         _die(e.args[0] if e.args else str(e))
 

@@ -5,11 +5,16 @@ database, driven by poplib/imaplib/smtplib.
 
 * The POP3 maildrop lock (RFC 1939 s8) holds across nodes.
 * The login failure throttle counts in one table for every node.
+* Users and aliases in tables: ``mailnet user``/``alias`` on node A, a
+  login or a delivery on node B.
 """
 
 from __future__ import annotations
 
+import imaplib
+import os
 import poplib
+import smtplib
 import ssl
 import time
 
@@ -106,3 +111,92 @@ def test_login_failures_count_across_nodes(nodes, pgServer, pgDatabase):
     table = failures(pgServer, pgDatabase)
     assert ("account", ALICE[0]) not in table and ("ip", "127.0.0.1") not in table, table
     assert table[("trusted", "127.0.0.1 " + ALICE[0])] == 0, table
+
+
+# Users and aliases in the database ([auth] directory = "postgres").
+
+
+@pytest.fixture
+def tableNodes(pgServer, pgDatabase, tmp_path):
+    """Two nodes, a and b, with users and aliases in the database (and no users files)."""
+    config = pgConfig(pgServer, pgDatabase, auth={"directory": "postgres", "directory_refresh": 0.5})
+    started = []
+    try:
+        for name in "ab":
+            node = MailServer(tmp_path / f"node{name}", config=config)
+            node.start()
+            started.append(node)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def imapLogin(server, user):
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"),
+                          ssl_context=ssl.create_default_context(cafile=server.certFile), timeout=20)
+    try:
+        c.login(*user)
+    except imaplib.IMAP4.error:
+        c.shutdown()
+        return None
+    return c
+
+
+def eventually(check, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not within %s s" % seconds
+        time.sleep(0.1)
+
+
+def test_a_user_added_by_node_a_cli_logs_in_on_node_b(tableNodes, pgServer, pgDatabase):
+    a, b = tableNodes
+    assert "added alice@example.test" in a.mailnet("user", "add", ALICE[0], ALICE[1]).stdout
+    c = imapLogin(b, ALICE)  # at once: node b reads the table for a user it does not know
+    assert c is not None
+    c.logout()
+    pop3(b).quit()
+    with pgServer.connect(pgDatabase) as conn:
+        [(stored,)] = conn.execute("SELECT hash FROM users WHERE username = %s", (ALICE[0],)).fetchall()
+    assert stored.startswith("{ARGON2ID}$argon2id$") and ALICE[1] not in stored  # a hash, never the password
+    assert not os.path.exists(os.path.join(a.dataDir, "users"))  # no users file written
+    assert b.mailnet("user", "list").stdout.split() == [ALICE[0]]
+    # A second add of the same user is refused, wherever.
+    assert "exists already" in b.mailnet("user", "add", ALICE[0], "x", check=False).stderr
+    # A new password set on node b: node a takes the new one, not the old one.
+    b.mailnet("user", "passwd", ALICE[0], "new-pw")
+    eventually(lambda: imapLogin(a, (ALICE[0], ALICE[1])) is None)
+    c = imapLogin(a, (ALICE[0], "new-pw"))
+    assert c is not None
+    c.logout()
+    # Removed on node a: no login on node b any more.
+    a.mailnet("user", "del", ALICE[0])
+    eventually(lambda: imapLogin(b, (ALICE[0], "new-pw")) is None)
+    assert b.mailnet("user", "list").stdout.split() == []
+
+
+def test_an_alias_added_by_node_a_cli_delivers_on_node_b(tableNodes):
+    a, b = tableNodes
+    a.mailnet("user", "add", ALICE[0], ALICE[1])
+    assert "sales@example.test: alice@example.test" in a.mailnet("alias", "add", "sales@example.test",
+                                                                 ALICE[0]).stdout
+
+    def accepted():
+        with smtplib.SMTP("127.0.0.1", b.port("smtp"), timeout=20) as s:
+            try:
+                s.sendmail("someone@remote.test", ["sales@example.test"],
+                           b"From: someone@remote.test\r\nSubject: for sales\r\n\r\nHello\r\n")
+            except smtplib.SMTPRecipientsRefused:
+                return False
+            return True
+
+    eventually(accepted)  # node b's snapshot catches up within [auth] directory_refresh
+    c = imapLogin(b, ALICE)
+    c.select("INBOX")
+    typ, data = c.search(None, "SUBJECT", '"for sales"')
+    assert typ == "OK" and len(data[0].split()) == 1
+    c.logout()
+    assert b.mailnet("alias", "list").stdout.strip() == "sales@example.test: alice@example.test"
+    b.mailnet("alias", "del", "sales@example.test")
+    eventually(lambda: not accepted())

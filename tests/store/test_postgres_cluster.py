@@ -1,12 +1,14 @@
 """
 Cluster-wide state on PostgreSQL in process (two "nodes" are two objects
 on one database): the login failure throttle's shared counts
-(mailnet/store/postgres/throttle.py).  The real servers:
+(mailnet/store/postgres/throttle.py), users and aliases in tables
+(mailnet/store/postgres/directory.py).  The real servers:
 tests/test_postgres_nodes.py.
 """
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet import task
 
 from mailnet.login import AuthThrottle
@@ -101,3 +103,44 @@ def test_the_table_down_counts_on_this_node(pgServer, pgDatabase):
     finally:
         with pgServer.connect() as conn:
             conn.execute(f"ALTER DATABASE {pgDatabase}_away RENAME TO {pgDatabase}")
+
+
+# Users and aliases in tables (mailnet/store/postgres/directory.py)
+
+
+def directory(pgServer, dbname, clock):
+    from types import SimpleNamespace
+
+    from mailnet.store.postgres.directory import makeDirectory
+
+    config = SimpleNamespace(auth=SimpleNamespace(directory_refresh=5.0, hash="argon2id", cache_seconds=300))
+    db = Database(pgServer.settings(dbname), runner=syncRunner)
+    return makeDirectory(db, config, clock=clock, background=False)
+
+
+def test_users_and_aliases_of_one_node_reach_another(pgServer, pgDatabase):
+    clock = task.Clock()
+    usersA, aliasesA = directory(pgServer, pgDatabase, clock)
+    usersB, aliasesB = directory(pgServer, pgDatabase, clock)
+    usersB.runInThread = syncRunner
+    usersA.add(USER, "pw")
+    assert usersA.canonical(USER) == USER and usersB.canonical(USER) is None  # b: its snapshot
+    assert result(usersB.authenticate(USER, "pw")) == USER  # a login of an unknown user reads the table
+    assert usersB.canonical(USER) == USER and usersB.list() == [USER]
+    aliasesA.add("sales@example.test", [USER])
+    assert aliasesB.get("sales@example.test") is None
+    clock.advance(5)
+    result(usersB.snapshot.update())  # what the background look does
+    assert aliasesB.get("sales@example.test") == [USER]
+    usersA.setPassword(USER, "new")
+    clock.advance(5)  # b's snapshot is stale: the next login reads the table first
+    assert result(usersB.authenticate(USER, "new")) == USER
+    usersA.remove(USER)
+    aliasesA.remove("sales@example.test")
+    clock.advance(5)
+    result(usersB.snapshot.update())
+    assert usersB.canonical(USER) is None and aliasesB.get("sales@example.test") is None
+    with pytest.raises(ValueError):
+        usersA.add("not a user", "pw")
+    with pytest.raises(KeyError):
+        usersA.remove(USER)
