@@ -62,6 +62,7 @@ class _Snapshot:
         self.watchers = []
         self._waiters = []
         self._timer = None
+        self._down = False
 
     def _take(self, loaded):
         serial, users, aliases = loaded
@@ -108,11 +109,18 @@ class _Snapshot:
     def _tick(self):
         self._timer = None
 
-        def failed(failure):
-            log.warn("users table: cannot read it ({why}); answering from what was read before",
-                     why=failure.getErrorMessage())
+        def read(_):
+            if self._down:
+                self._down = False
+                log.info("users table: read again")
 
-        self.update().addErrback(failed).addBoth(lambda _: self.start())
+        def failed(failure):
+            if not self._down:  # once per outage, not every look
+                self._down = True
+                log.warn("users table: cannot read it ({why}); answering from what was read before",
+                         why=failure.getErrorMessage())
+
+        self.update().addCallbacks(read, failed).addBoth(lambda _: self.start())
 
     def stop(self):
         timer, self._timer = self._timer, None
