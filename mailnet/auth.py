@@ -379,7 +379,9 @@ class AliasDB(_WatchedFile):
     def list(self) -> dict[str, list[str]]:
         return dict(sorted(self.current().items()))
 
-    def add(self, address, targets):
+    @staticmethod
+    def _checked(address, targets) -> str:
+        """The key of a new alias; ValueError for a bad address or target."""
         key = normalize(address)
         local, domain = splitAddress(key)
         if not domain or any(c in key for c in " \t:,"):
@@ -387,6 +389,10 @@ class AliasDB(_WatchedFile):
         for t in targets:
             if "@" not in t or any(c in t for c in " \t:,"):
                 raise ValueError(f"{t!r} is not an address")
+        return key
+
+    def add(self, address, targets):
+        key = self._checked(address, targets)
         with self.editing() as lines:
             lines[:] = [line for line in lines if normalize(line.partition(":")[0]) != key]
             lines.append(f"{key}: {', '.join(targets)}")

@@ -4,6 +4,7 @@ The ``mailnet`` command.
     mailnet run                          start the server in the foreground
     mailnet user add|passwd|del|list ...
     mailnet alias add|del|list ...
+    mailnet migrate maildir-to-postgres USER...|--all
     mailnet queue ...                    (see ``mailnet queue --help``)
     mailnet config check [FILE]          validate a config file
     mailnet config example               print etc/mailnet.toml
@@ -93,15 +94,30 @@ def _readPassword(given):
     return password
 
 
+def _directoryTables(conf):
+    """``[auth] directory = "postgres"``: (users, aliases) over the database's tables."""
+    from mailnet.config import ConfigError
+    from mailnet.service import makeDirectoryTables
+
+    try:
+        return makeDirectoryTables(conf)
+    except ConfigError as e:
+        _die(str(e))
+
+
 def _users(conf):
     from mailnet import auth
 
+    if conf.auth.directory == "postgres":
+        return _directoryTables(conf)[0]
     return auth.UserDB(conf.usersFile, conf.auth.hash, 0)
 
 
 def _aliases(conf):
     from mailnet import auth
 
+    if conf.auth.directory == "postgres":
+        return _directoryTables(conf)[1]
     return auth.AliasDB(conf.aliasesFile)
 
 
@@ -144,7 +160,8 @@ def cmdUser(args):
                 from mailnet.tokens import TokenDB
 
                 TokenDB(conf.tokensFile).removeUser(args.name)  # a user made again later gets none of these
-            print(f"removed {args.name.lower()} (their mail is kept under {conf.mailDir})")
+            where = "in the database" if conf.store.backend == "postgres" else f"under {conf.mailDir}"
+            print(f"removed {args.name.lower()} (their mail is kept {where})")
     except (ValueError, KeyError) as e:
         _die(e.args[0] if e.args else str(e))
 
@@ -270,6 +287,15 @@ def cmdDb(args):
     return cli.main(_load(args), args.action)
 
 
+def cmdMigrate(args):
+    """Copy Maildir accounts into the PostgreSQL store (mailnet/store/postgres/migrate.py)."""
+    from mailnet.store.postgres import migrate
+
+    if bool(args.all) == bool(args.users):
+        _die("migrate maildir-to-postgres: give USER... or --all", 2)
+    return migrate.main(_load(args), args.users, everyone=args.all, maildirRoot=args.maildir)
+
+
 def _version():
     import platform
 
@@ -334,6 +360,11 @@ def parser():
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
     d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema ([postgres] settings)")
     d.add_argument("action", choices=["init", "upgrade", "status", "recount"])
+    m = add_parser("migrate", help="copy Maildir accounts into the PostgreSQL store (resumable, verified)")
+    m.add_argument("action", choices=["maildir-to-postgres"])
+    m.add_argument("users", nargs="*", metavar="USER")
+    m.add_argument("--all", action="store_true", help="every account of the Maildir store")
+    m.add_argument("--maildir", help="the Maildir store's root (default: [store] mail_dir)")
     return p
 
 
@@ -376,14 +407,15 @@ def main(argv=None):
         return cli.main(None, rest)  # usage: no data directory needed
     if args.command == "user" and args.action != "list" and not args.name:
         _die(f"user {args.action}: which user?", 2)
-    if args.command not in ("config", "run", "db"):
+    if args.command not in ("config", "run", "db", "migrate"):
         _checkDataDir(args)
     if args.command == "queue":
         return cmdQueue(args, rest)
     handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "token": cmdToken, "cert": cmdCert,
-               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt, "db": cmdDb}[args.command]
+               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt, "db": cmdDb,
+               "migrate": cmdMigrate}[args.command]
     status = handler(args)
-    if args.command in ("dkim", "dns", "status", "db") and status:
+    if args.command in ("dkim", "dns", "status", "db", "migrate") and status:
         raise SystemExit(status)
     return status
 

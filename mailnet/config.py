@@ -94,6 +94,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
     "auth": {
         "users_file": _o("path", "", "Users, one per line in Dovecot passwd-file form; empty = data_dir/users."),
         "aliases_file": _o("path", "", "Aliases, 'address: target, target'; empty = data_dir/aliases."),
+        "directory": _o("choice", "file", "Where users and aliases live: \"file\" (users_file and aliases_file: one node) or \"postgres\" (tables in the [postgres] database, shared by every node; `mailnet user`/`mailnet alias` write there; schema version 6).", choices=("file", "postgres")),
+        "directory_refresh": _o("float", 5.0, "[auth] directory = \"postgres\": seconds between looks for users and aliases changed by another node (a login of a user this node does not know looks at once); a removed user or changed password is seen within this.", minimum=0.5),
         "hash": _o("choice", "argon2id", "Hash for new passwords (Dovecot schemes are all accepted when checking).", choices=("argon2id", "bcrypt", "sha512-crypt")),
         "allow_plaintext": _o("bool", False, "Accept passwords on connections without TLS (never on the public Internet)."),
         "failure_delay": _o("float", 1.0, "Seconds a login waits, before its password is checked, after a failed one from the same client address or for the same account (the failure's answer waits too); doubles per failure, up to 30.", minimum=0),

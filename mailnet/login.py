@@ -104,10 +104,20 @@ class AuthThrottle:
 
     Memory: at most ``maxEntries`` addresses, accounts and address-account
     pairs each; the least recently failed are forgotten first.
+
+    Several nodes (``shared``, an :class:`ISharedFailures` such as the
+    PostgreSQL table of mailnet/store/postgres/throttle.py): the counts and
+    trusts are kept there too, and that table is the truth.  Before a
+    check, :meth:`catchUp` reads the address's and the account's rows into
+    the tables here; :meth:`recordFailure` counts a failure there before it
+    is answered, :meth:`recordSuccess` clears there.  When the table cannot
+    be reached the throttle goes on with this node's counts alone.
     """
 
     def __init__(self, clock, baseDelay=1.0, maxDelay=30.0, window=900, maxEntries=100_000,
-                 parallelPerAddress=1, maxWaiting=20, trustSeconds=7 * 86400):
+                 parallelPerAddress=1, maxWaiting=20, trustSeconds=7 * 86400, shared=None):
+        self.shared = shared
+        self._sharedDown = False
         self.clock = clock
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay
@@ -194,6 +204,77 @@ class AuthThrottle:
             self._accounts.pop(account, None)
             self._bump(self._trusted, (ip, account), self.clock.seconds())
 
+    # Shared by several nodes (``shared``)
+
+    @staticmethod
+    def _pairKey(ip, account):
+        return f"{ip} {account or ''}"
+
+    def _rows(self, ip, account):
+        """(kind, key) -> (local table, local key) of the rows a check looks at."""
+        rows = {("ip", ip): (self._addresses, ip)}
+        if account is not None:
+            rows[("account", account)] = (self._accounts, account)
+            rows[("trusted", self._pairKey(ip, account))] = (self._trusted, (ip, account))
+        return rows
+
+    def _merge(self, rows, found):
+        """The shared table's rows (``found``: (kind, key) -> (count, last)) replace ours."""
+        self._sharedUp()
+        for name, (table, key) in rows.items():
+            value = found.get(name)
+            if value is None:
+                table.pop(key, None)
+            elif table is self._trusted:
+                self._bump(table, key, value[1])
+            else:
+                self._bump(table, key, [value[0], value[1]])
+
+    def _sharedFailed(self, failure):
+        if not self._sharedDown:
+            self._sharedDown = True
+            log.warn("login throttle: the shared failure counts cannot be reached ({why}); "
+                     "counting on this node only until they can", why=failure.getErrorMessage())
+        return None
+
+    def _sharedUp(self):
+        if self._sharedDown:
+            self._sharedDown = False
+            log.info("login throttle: the shared failure counts are back")
+
+    def catchUp(self, ip, account=None) -> defer.Deferred:
+        """Deferred: the other nodes' counts for this address and account read in (now, without ``shared``)."""
+        if self.shared is None:
+            return defer.succeed(None)
+        rows = self._rows(addressKey(ip), account)
+        d = self.shared.read(list(rows))
+        d.addCallback(lambda found: self._merge(rows, found))
+        return d.addErrback(self._sharedFailed)
+
+    def recordFailure(self, ip, account=None) -> defer.Deferred:
+        """:meth:`failed`, counted in the shared table too: Deferred firing with the seconds to wait."""
+        after = self.failed(ip, account)
+        if self.shared is None:
+            return defer.succeed(after)
+        ip = addressKey(ip)
+        rows = self._rows(ip, account)
+        counted = [("ip", ip), ("pair", self._pairKey(ip, account))]
+        if account is not None:
+            counted.append(("account", account))
+        d = self.shared.failed(counted, list(rows), self.clock.seconds(), self.window)
+        d.addCallback(lambda found: self._merge(rows, found))
+        d.addErrback(self._sharedFailed)
+        return d.addCallback(lambda _: self.wait(ip, account))
+
+    def recordSuccess(self, ip, account=None):
+        """:meth:`succeeded`, cleared in the shared table too (not waited for)."""
+        self.succeeded(ip, account)
+        if self.shared is not None:
+            ip = addressKey(ip)
+            d = self.shared.succeeded(ip, account, self._pairKey(ip, account), self.clock.seconds(),
+                                      self.window, self.trustSeconds)
+            d.addCallback(lambda _: self._sharedUp()).addErrback(self._sharedFailed)
+
     def delay(self, ip, seconds):
         """A Deferred that fires after ``seconds`` (now if 0)."""
         if seconds <= 0:
@@ -254,6 +335,25 @@ class AuthThrottle:
         return take()
 
 
+class ISharedFailures:
+    """
+    (Documentation only.)  Where several nodes keep :class:`AuthThrottle`'s
+    counts.  Rows are named ``(kind, key)``: ``("ip", address)``,
+    ``("account", name)``, ``("pair", "address name")`` (failures of an
+    address on an account), ``("trusted", "address name")`` (the last good
+    login; its count is 0).  Each method returns a Deferred.
+
+    * ``read(names)``: ``{(kind, key): (count, last)}`` of the rows there are
+      (none older than the window).
+    * ``failed(counted, names, now, window)``: add one failure at ``now`` to
+      each row of ``counted`` (a row older than ``window`` starts again at
+      one), then as ``read(names)``.
+    * ``succeeded(address, account, pair, now, window, trustSeconds)``: drop
+      the account's row and the pair's, take the pair's count off the
+      address's row, and trust the pair from ``now``.
+    """
+
+
 class LoginSequence:
     """
     One login, the same way for every protocol (see the module docstring).
@@ -310,6 +410,8 @@ class LoginSequence:
             raise
         after = None
         try:
+            # Other nodes' failures for this address or account (a shared throttle).
+            yield throttle.catchUp(peer, account)
             # Wait in short steps, so that a client that hangs up gives its
             # turn back soon instead of holding it for the whole delay.
             wait = throttle.wait(peer, account)
@@ -321,13 +423,13 @@ class LoginSequence:
             try:
                 _, avatar, logout = yield self.portal.login(UsernamePassword(username, password), None, interface)
             except (UnauthorizedLogin, UnhandledCredentials):
-                after = throttle.failed(peer, account)
+                after = yield throttle.recordFailure(peer, account)
             except Exception:
                 log.failure("{protocol}: {peer}: error checking the login of {user!r}",
                             protocol=protocol, peer=peer, user=shown)
                 raise
             else:
-                throttle.succeeded(peer, account)
+                throttle.recordSuccess(peer, account)
         finally:
             release()
         self.attempts.labels(protocol=protocol, outcome="failure" if after is not None else "success").inc()
@@ -371,5 +473,6 @@ class LoginSequence:
         log.info("{protocol}: {peer}: login for {user!r} refused: {why}", protocol=protocol, peer=peer,
                  user=account[:100], why=why)
         self.attempts.labels(protocol=protocol, outcome="failure").inc()
-        yield self.throttle.delay(peer, self.throttle.failed(peer, account))
+        after = yield self.throttle.recordFailure(peer, account)
+        yield self.throttle.delay(peer, after)
         raise LoginFailed()

@@ -200,17 +200,21 @@ class MailContext:
         self.hostname = config.server.hostname
         self.metrics = metrics.Metrics()
         self.store = store if store is not None else makeStore(config)
-        self.users = makeUsers(config, reactor, users, checkers)
+        tables = None
+        if config.auth.directory == "postgres" and users is None and not checkers:
+            tables = makeDirectoryTables(config, reactor, self.store, background=True)
+        self.users = tables[0] if tables else makeUsers(config, reactor, users, checkers)
         # [quota] and the users file's per-user rules (mailnet/store/quota.py).
         if hasattr(self.store, "quotaPolicy"):
             self.store.quotaPolicy = QuotaPolicy.fromConfig(config, self.users)
-        self.aliases = auth.AliasDB(config.aliasesFile)
+        self.aliases = tables[1] if tables else auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
         self.portal = auth.makePortal(self.store, self.users)
         self.throttle = login.AuthThrottle(reactor, baseDelay=config.auth.failure_delay,
                                            maxEntries=config.auth.throttle_entries,
                                            parallelPerAddress=config.auth.login_parallel_per_ip,
-                                           maxWaiting=config.auth.login_queue)
+                                           maxWaiting=config.auth.login_queue,
+                                           shared=sharedFailures(config, self.store))
         self.login = login.LoginSequence(self.portal, self.throttle, reactor, self.metrics)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
@@ -230,6 +234,30 @@ class MailContext:
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
         self.messageFilter = makeFilter(config, reactor)
+
+
+def sharedFailures(config: Config, store):
+    """The login throttle's counts shared by every node: PostgreSQL's table with that store, else None."""
+    if config.store.backend == "postgres" and getattr(store, "db", None) is not None:
+        from mailnet.store.postgres.throttle import PostgresFailures
+
+        return PostgresFailures(store.db)
+    return None
+
+
+def makeDirectoryTables(config: Config, reactor=None, store=None, background=False):
+    """
+    ``[auth] directory = "postgres"``: (users, aliases) over the database's
+    tables (mailnet/store/postgres/directory.py), on the PostgreSQL store's
+    connections when that is the store, else on connections of their own.
+    """
+    from mailnet.store.postgres.db import Database, Settings
+    from mailnet.store.postgres.directory import makeDirectory
+
+    db = getattr(store, "db", None) if config.store.backend == "postgres" else None
+    if db is None:
+        db = Database(Settings.fromConfig(config), reactor=reactor)
+    return makeDirectory(db, config, clock=reactor, tokens=TokenDB(config.tokensFile), background=background)
 
 
 def makeUsers(config: Config, reactor, users=None, checkers=None):

@@ -126,8 +126,9 @@ class POP3Runner(EffectRunner):
     """
     Runs a POP3 session's effects (mixed into the connection's protocol).
 
-    @ivar locks: the :class:`~mailnet.pop3.server.MaildropLocks` shared by
-        the POP3 listeners.
+    @ivar locks: the per-process maildrop locks shared by the POP3
+        listeners, for a store without ``maildropLock``
+        (:meth:`~mailnet.store.interfaces.IMailStore.maildropLock`).
     """
 
     protocolName = "pop3"
@@ -139,7 +140,7 @@ class POP3Runner(EffectRunner):
         self.logout = None
         self.folder = None
         self.watcher = None
-        self.locked = None  # username whose maildrop lock we hold
+        self.locked = None  # the maildrop lock we hold (its release())
         self._seenPending: set[int] = set()
         self._seenFlush = None  # Deferred of the setFlags in flight
         self._seenWaiters: list[defer.Deferred] = []
@@ -163,9 +164,10 @@ class POP3Runner(EffectRunner):
                 self.watcher = None
             # Let a pending \Seen update finish on the handle first.
             self._seenFlushed().addBoth(lambda _: folder.close())
-        if self.locked is not None:
-            self.locks.release(self.locked)
-            self.locked = None
+        locked, self.locked = self.locked, None
+        if locked is not None:
+            defer.maybeDeferred(locked.release).addErrback(
+                lambda f: log.failure("pop3: {ip}: releasing the maildrop lock failed", f, ip=self._ip))
         logout, self.logout = self.logout, None
         if logout is not None:
             try:
@@ -181,11 +183,23 @@ class POP3Runner(EffectRunner):
     @defer.inlineCallbacks
     def _openMaildrop(self, effect):
         username, account, logout = effect.username, effect.account, effect.logout
-        if not self.locks.acquire(username):
+        # RFC 1939 s8: the store's lock (across nodes on a shared store), else this process's.
+        acquire = getattr(self.context.store, "maildropLock", None) or self.locks.acquire
+        try:
+            lock = yield acquire(username)
+        except Exception:
+            log.failure("pop3: {ip}: {user}: cannot take the maildrop lock", ip=self._ip, user=username)
+            logout()
+            return "temp"
+        if lock is None:
             logout()
             log.info("pop3: {ip}: {user}: maildrop in use by another POP3 session", ip=self._ip, user=username)
             return "in-use"
-        self.locked = username
+        self.locked = lock
+        if self.disconnected:
+            self.logout = logout
+            self._release()
+            return None
         self.account = account
         self.logout = logout
         folder = None

@@ -19,6 +19,7 @@ from mailnet.net import peerHost
 from mailnet.pop3 import protocol as pop3
 from mailnet.pop3.runner import POP3Runner
 from mailnet.serving import ProtocolService
+from mailnet.store.interfaces import ProcessMaildropLocks
 
 log = Logger()
 
@@ -32,28 +33,13 @@ MAX_PENDING_INPUT = 256 * 1024
 OUTPUT_BATCH = 256 * 1024
 
 
-class MaildropLocks:
-    """
-    RFC 1939 s8: one POP3 session per maildrop at a time.  Owned by the
-    :class:`POP3Service`, shared by its listeners.  IMAP sessions do not
-    take it.
-    """
-
-    def __init__(self):
-        self.held: set[str] = set()
-
-    def acquire(self, username) -> bool:
-        if username in self.held:
-            return False
-        self.held.add(username)
-        return True
-
-    def release(self, username):
-        self.held.discard(username)
-
-
 class POP3Service(ProtocolService):
-    """The POP3 listeners; owns the :class:`MaildropLocks` both share."""
+    """
+    The POP3 listeners.  RFC 1939 s8 (one POP3 session per maildrop): the
+    store's ``maildropLock`` (across nodes on PostgreSQL); for a store
+    without it, a per-process lock both listeners share.  IMAP sessions do
+    not take it.
+    """
 
     name = "pop3"
     listeners = ("pop3", "pop3s")
@@ -62,7 +48,7 @@ class POP3Service(ProtocolService):
 
     def __init__(self, context):
         super().__init__(context)
-        self.locks = MaildropLocks()
+        self.locks = ProcessMaildropLocks()
 
     def factory(self, listener):
         return POP3Factory(self.context, self.locks, implicitTLS=(listener in self.implicitTLS))

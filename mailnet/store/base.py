@@ -15,6 +15,7 @@ Names and flags:
   does a ``setFlags`` mode, :func:`flagChanges` a whole ``setFlags`` call.
 * :func:`newUidValidity`; :func:`parseUsername` (``local@domain`` as two
   safe path components).
+* :func:`moveInboxMessages`: the second half of renaming INBOX.
 
 Open folders:
 
@@ -227,6 +228,28 @@ def parseUsername(username: str):
         ):
             raise ValueError(f"bad username {username!r}")
     return domain, local
+
+
+@defer.inlineCallbacks
+def moveInboxMessages(account, newName):
+    """
+    RFC 3501 s6.3.5: renaming INBOX moves its messages to the new folder
+    (made already); INBOX stays, empty, and its children are not renamed.
+    Deferred firing when the move is durable.
+    """
+    inbox = yield account.openFolder(INBOX)
+    try:
+        target = yield account.openFolder(newName)
+    except BaseException:
+        inbox.close()
+        raise
+    try:
+        uids = [info.uid for info in inbox.messages()]
+        if uids:
+            yield inbox.moveTo(uids, target)
+    finally:
+        inbox.close()
+        target.close()
 
 
 class SharedIndex:

@@ -82,6 +82,7 @@ from __future__ import annotations
 import dataclasses
 import io
 
+from twisted.internet import defer
 from zope.interface import Attribute, Interface
 
 SEEN = "\\Seen"
@@ -377,12 +378,53 @@ class IMailStore(Interface):
         recalculated).  Optional, like :meth:`IAccount.quota`.
         """
 
+    def maildropLock(username):
+        """
+        RFC 1939 s8: the POP3 maildrop lock of ``username``, held for one
+        POP3 session.  Called by POP3 after a good login.  A backend shared
+        by several processes (PostgreSQL) locks across all of them; a
+        per-process backend uses :class:`ProcessMaildropLocks`.  Optional:
+        POP3 keeps a per-process lock for a store without it.
+
+        @return: Deferred firing with a held lock (its ``release()`` gives
+            it back without blocking, once; may return a Deferred), or None
+            when another session holds it; may fail with
+            :class:`TemporaryStoreError`.
+        """
+
     def close():
         """
         Release resources (open files, timers) at service shutdown.
 
         @return: None or a Deferred.
         """
+
+
+class ProcessMaildropLocks:
+    """
+    The maildrop lock of a store used by one process (Maildir, memory) and
+    POP3's own for a store without :meth:`IMailStore.maildropLock`: a set
+    of usernames.  ``acquire(username)`` is that method.
+    """
+
+    def __init__(self):
+        self.held: set[str] = set()
+
+    def acquire(self, username):
+        if username in self.held:
+            return defer.succeed(None)
+        self.held.add(username)
+        return defer.succeed(_HeldName(self.held, username))
+
+
+class _HeldName:
+    def __init__(self, held, username):
+        self._held, self._username = held, username
+
+    def release(self):
+        held, self._held = self._held, None
+        if held is not None:
+            held.discard(self._username)
 
 
 class IDelivery(Interface):

@@ -45,6 +45,7 @@ from mailnet.store.interfaces import (
     NoSuchAccount,
     NoSuchFolder,
     NoSuchMessage,
+    ProcessMaildropLocks,
     StoreError,
 )
 from mailnet.store.quota import policyOf
@@ -511,6 +512,7 @@ class MemoryStore:
         self._accounts = {}
         self.limits = limits or FolderLimits()
         self.changesKept = changesKept
+        self.maildropLock = ProcessMaildropLocks().acquire  # one process: RFC 1939 s8's lock in memory
 
     def knownAccount(self, username):
         """The account if it exists, else None."""

@@ -77,6 +77,7 @@ def test_upgrading_to_version_4_counts_the_messages_there_are(pgServer, pgDataba
     with pgServer.connect(pgDatabase) as conn:
         conn.execute("DROP TABLE quota_usage")
         conn.execute("DROP TABLE queue_commands, queue_chunks, queue_items")  # version 5 (the shared queue)
+        conn.execute("DROP TABLE login_failures, directory_serial, users, aliases, migrated")  # version 6's
         conn.execute("UPDATE mailnet_schema SET version = 3")
         conn.commit()
         assert upgrade(conn) == (3, VERSION)
@@ -166,7 +167,7 @@ def test_one_warning_across_nodes(pgServer, pgDatabase):
 
 
 def test_maildrop_lock_across_nodes(pgServer, pgDatabase):
-    # Not wired into POP3 yet (maildroplock.py): the store's half, on two nodes.
+    # The store's half of the POP3 lock, on two nodes (POP3 itself: tests/test_postgres_nodes.py).
     a, b = makeStore(pgServer, pgDatabase), makeStore(pgServer, pgDatabase)
     try:
         held = result(a.maildropLock(USER))
@@ -179,7 +180,7 @@ def test_maildrop_lock_across_nodes(pgServer, pgDatabase):
         again = result(b.maildropLock(USER))
         assert again is not None
         # A session that dies without releasing (its connection closed) gives it back too.
-        again._conn.close()
+        again._held._conn.close()
         result(a.maildropLock(USER)).release()
         other.release()
     finally:

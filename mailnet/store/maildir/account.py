@@ -10,7 +10,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from mailnet.durable import fsyncDir
-from mailnet.store.base import checkFolderCount, checkNewFolderName, normalizeFolderName, parentsOf
+from mailnet.store.base import checkFolderCount, checkNewFolderName, moveInboxMessages, normalizeFolderName, parentsOf
 from mailnet.store.interfaces import (
     INBOX,
     SPECIAL_USE,
@@ -213,20 +213,7 @@ class MaildirAccount:
 
     def _renameInbox(self, newName, newPath):
         """RFC 3501 s6.3.5: a new folder gets INBOX's messages."""
-        @defer.inlineCallbacks
-        def go():
-            yield self.createFolder(newName)
-            inbox = yield self.openFolder(INBOX)
-            target = yield self.openFolder(newName)
-            try:
-                uids = [i.uid for i in inbox.messages()]
-                if uids:
-                    yield inbox.moveTo(uids, target)
-            finally:
-                inbox.close()
-                target.close()
-
-        return go()
+        return self.createFolder(newName).addCallback(lambda _: moveInboxMessages(self, newName))
 
     def setSubscribed(self, name, subscribed):
         return defer.maybeDeferred(normalizeFolderName, name).addCallback(

@@ -15,7 +15,7 @@ from zope.interface import implementer
 from mailnet.durable import fsyncDir
 from mailnet.store.base import FolderHandle, FolderLimits, parseUsername
 from mailnet.store.changes import DEFAULT_KEEP
-from mailnet.store.interfaces import INBOX, SPECIAL_USE, IMailStore, NoSuchAccount, StoreError
+from mailnet.store.interfaces import INBOX, SPECIAL_USE, IMailStore, NoSuchAccount, ProcessMaildropLocks, StoreError
 from mailnet.store.maildir.account import MaildirAccount
 from mailnet.store.maildir.commit import Committer
 from mailnet.store.maildir.delivery import MaildirDelivery, TmpPool
@@ -95,6 +95,8 @@ class MaildirStore:
         # service sets the policy (limits per user) from [quota].
         self.quota = MaildirQuota()
         self.quotaPolicy = None
+        # RFC 1939 s8: one POP3 session per maildrop, in this process (one node).
+        self.maildropLock = ProcessMaildropLocks().acquire
 
     def schedule(self, f, delay=0):
         """Run ``f`` on the reactor in ``delay`` seconds (tests pass ``schedule``: at once)."""

@@ -10,6 +10,7 @@ from mailnet.store.base import (
     FolderHandle,
     checkFolderCount,
     checkNewFolderName,
+    moveInboxMessages,
     normalizeFolderName,
     parentsOf,
 )
@@ -266,17 +267,7 @@ class PostgresAccount:
                     index.name = name
             await self._told(told)
             if old == INBOX:
-                # RFC 3501 s6.3.5: the new folder gets INBOX's messages; INBOX
-                # stays, empty, and its children are not renamed.
-                source = await self.openFolder(INBOX)
-                target = await self.openFolder(new)
-                try:
-                    uids = [i.uid for i in source.messages()]
-                    if uids:
-                        await source.moveTo(uids, target)
-                finally:
-                    source.close()
-                    target.close()
+                await moveInboxMessages(self, new)  # the folder was made above
 
         return defer.ensureDeferred(go())
 

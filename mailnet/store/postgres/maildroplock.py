@@ -5,10 +5,9 @@ account id)``, on a connection of its own held for the POP3 session, so a
 second session on any node is refused at once and a node that dies (or
 loses its connection) gives the lock back with the connection.
 
-Not wired into POP3 yet: mailnet/pop3/server.py's ``MaildropLocks`` is per
-process and the store contract has no lock hook (docs/scaling.md "Not
-shared yet").  :meth:`PostgresStore.maildropLock` is the piece the hook
-would call.
+POP3 takes it through the store contract's lock hook
+(:meth:`~mailnet.store.interfaces.IMailStore.maildropLock`,
+:meth:`PostgresStore.maildropLock`), after a good login.
 """
 
 from __future__ import annotations

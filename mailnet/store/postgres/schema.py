@@ -36,7 +36,10 @@ Version 2 adds the account change journal: ``change_meta`` and ``changes``
 (mailnet/store/postgres/threadindex.py); version 4 the quota counters:
 ``quota_usage`` (mailnet/store/postgres/quota.py); version 5 the shared
 outbound queue: ``queue_items``, ``queue_chunks``, ``queue_commands``
-(mailnet/queue/pgspool.py).
+(mailnet/queue/pgspool.py); version 6 the
+cluster-wide state: ``login_failures`` (throttle.py), ``users``,
+``aliases`` and ``directory_serial`` (directory.py), ``migrated``
+(migrate.py).
 """
 
 from __future__ import annotations
@@ -216,6 +219,40 @@ MIGRATIONS = [
         command text NOT NULL
     );
     CREATE INDEX queue_commands_id ON queue_commands (id);
+    """,
+    # 6: cluster-wide state (docs/scaling.md): the login failure throttle
+    # (mailnet/store/postgres/throttle.py), users and aliases
+    # (mailnet/store/postgres/directory.py, with a serial the nodes poll),
+    # and what `mailnet migrate maildir-to-postgres` copied
+    # (mailnet/store/postgres/migrate.py).
+    """
+    CREATE TABLE login_failures (
+        kind text NOT NULL,
+        key text NOT NULL,
+        count integer NOT NULL,
+        last double precision NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX login_failures_last ON login_failures (last);
+    CREATE TABLE directory_serial (serial bigint NOT NULL);
+    INSERT INTO directory_serial VALUES (0);
+    CREATE TABLE users (
+        username text PRIMARY KEY,
+        hash text NOT NULL,
+        extra text NOT NULL DEFAULT '',
+        changed timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE aliases (
+        address text PRIMARY KEY,
+        targets text[] NOT NULL
+    );
+    CREATE TABLE migrated (
+        account bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        source text NOT NULL,
+        folder bigint NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        PRIMARY KEY (account, source)
+    );
     """,
 ]
 

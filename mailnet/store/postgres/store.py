@@ -106,14 +106,15 @@ class PostgresStore:
     def maildropLock(self, username):
         """
         The POP3 maildrop lock of ``username`` across every node
-        (maildroplock.py): Deferred firing with a held
-        :class:`~mailnet.store.postgres.maildroplock.MaildropLock` (its
-        ``release()`` is blocking and quick), or None when another session
-        holds it; fails with TemporaryStoreError when the database is down.
+        (maildroplock.py, :meth:`IMailStore.maildropLock`): Deferred firing
+        with a held lock whose ``release()`` closes its connection in a
+        worker thread, or None when another session on any node holds it;
+        fails with TemporaryStoreError when the database is down.
         """
         from mailnet.store.postgres.maildroplock import tryLock
 
-        return self.runner(tryLock, self.db, username, self.changesKept)
+        d = self.runner(tryLock, self.db, username, self.changesKept)
+        return d.addCallback(lambda held: None if held is None else _HeldMaildrop(held, self.runner))
 
     # Quota (mailnet/store/postgres/quota.py; docs/store.md "Quota")
 
@@ -285,3 +286,20 @@ def makeStore(config):
     store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
     store.listen()
     return store
+
+
+class _HeldMaildrop:
+    """A held :class:`~mailnet.store.postgres.maildroplock.MaildropLock` released off the reactor."""
+
+    def __init__(self, held, runner):
+        self._held, self._runner = held, runner
+
+    @property
+    def held(self):
+        return self._held is not None and self._held.held
+
+    def release(self):
+        held, self._held = self._held, None
+        if held is None:
+            return defer.succeed(None)
+        return self._runner(held.release)
