@@ -58,6 +58,13 @@ class ObjectSettings:
                    pg.s3_prefix, pg.s3_timeout, pg.pool_size)
 
 
+def fromConfig(config):
+    """The ObjectStore ``[postgres] bodies = "s3"`` describes, or None (bodies in the database)."""
+    if config.postgres.bodies != "s3":
+        return None
+    return ObjectStore(ObjectSettings.fromConfig(config))
+
+
 class ObjectStore:
     """Bodies as objects (blocking calls: run them in the worker pool)."""
 

@@ -272,10 +272,10 @@ def makeStore(config):
 
     objects = None
     if config.postgres.bodies == "s3":
-        from mailnet.store.postgres.objects import ObjectSettings, ObjectStore
+        from mailnet.store.postgres import objects as s3
 
         try:
-            objects = ObjectStore(ObjectSettings.fromConfig(config))
+            objects = s3.fromConfig(config)
             objects.check()
         except ImportError:
             raise ConfigError('[postgres] bodies = "s3" needs boto3 (pip install mailnet[s3])') from None
