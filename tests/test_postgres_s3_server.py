@@ -128,3 +128,19 @@ def test_a_missing_bucket_is_refused_at_start(pgServer, pgDatabase, s3Server, tm
         assert "object store cannot be reached or has no bucket 'no-such-bucket'" in server.log()
     finally:
         server.stop()
+
+
+def test_migrate_from_maildir_puts_the_bodies_in_s3(pgServer, pgDatabase, s3Server, prefix, tmp_path):
+    from tests.test_postgres_migrate import handMade
+
+    mail = tmp_path / "mail"
+    bodies = [message("migrated one"), message("migrated two")]
+    for n, body in enumerate(bodies):
+        handMade(str(mail / "example.test" / "alice"), f"cur/160000000{n}.M{n}P{n}.host:2,S", body)
+    config = s3Config(pgServer, pgDatabase, s3Server, prefix)
+    config["store"]["mail_dir"] = str(mail)
+    node = MailServer(tmp_path / "node", config=config)
+    r = node.mailnet("migrate", "maildir-to-postgres", ALICE[0], check=False)
+    assert r.returncode == 0 and "2 copied" in r.stdout and "verified" in r.stdout, (r.stdout, r.stderr)
+    assert sorted(s3Server.keys(prefix)) == sorted(prefix + hashlib.sha256(b).hexdigest() for b in bodies)
+    assert rows(pgServer, pgDatabase, "SELECT count(*) FROM body_chunks") == [(0,)]
