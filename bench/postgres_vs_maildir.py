@@ -2,7 +2,7 @@
 """
 The PostgreSQL store beside the Maildir store, same run, same clients.
 
-    /work/main/.venv/bin/python bench/postgres_vs_maildir.py [--messages 600] [--sessions 8] [--repeat 3]
+    /work/main/.venv/bin/python bench/postgres_vs_maildir.py [--messages 600] [--sessions 8] [--repeat 3] [--s3]
 
 Starts its own PostgreSQL (initdb in a temporary directory, Unix socket
 only, **fsync on**: a commit is on disk before the 250, as a Maildir
@@ -16,6 +16,10 @@ alternately (maildir, postgres, maildir, ...):
   ``UID FETCH 1:* (FLAGS RFC822.SIZE)`` (index only), one
   ``UID FETCH 1:* BODY.PEEK[]`` (every body), and ``BODY.PEEK[]`` one
   message per command for 200 messages (a round trip to the store each).
+
+``--s3``: a third server, PostgreSQL with ``[postgres] bodies = "s3"``
+against moto's S3 server (a Python test server on 127.0.0.1, much slower
+than a real object store: the ratio is an upper bound of the cost).
 
 Prints medians and the postgres/maildir ratio (above 1: postgres is slower
 for times, faster for rates) as a Markdown table.  Everything started here
@@ -99,24 +103,35 @@ def main():
     ap.add_argument("--messages", type=int, default=600)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--s3", action="store_true", help="also PostgreSQL with bodies in moto's S3 server")
     args = ap.parse_args()
     bindir = binDir()
     if bindir is None:
         sys.exit("PostgreSQL server binaries not found (apt-get install postgresql)")
     pg = PostgresServer(bindir, fsync=True)
     scratch = tempfile.mkdtemp(prefix="mailnet-bench-pg-")
-    results = {"maildir": {}, "postgres": {}}
+    backends = ("maildir", "postgres") + (("postgres+s3",) if args.s3 else ())
+    results = {b: {} for b in backends}
+    s3 = None
     try:
         pg.init()
         pg.makeTemplate()
+        if args.s3:
+            from tests.store.s3_fixture import BUCKET, S3Server
+
+            s3 = S3Server()
+            s3.start()
+            s3.client().create_bucket(Bucket=BUCKET)
         for r in range(args.repeat):
-            for backend in ("maildir", "postgres"):
+            for backend in backends:
                 config = {"limits": {"connections_per_ip": 1000}}
                 dbname = None
-                if backend == "postgres":
+                if backend.startswith("postgres"):
                     dbname = pg.newDatabase()
                     config.update({"store": {"backend": "postgres"},
                                    "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname}})
+                    if backend == "postgres+s3":
+                        config["postgres"].update(s3.config(f"run{r}/"), s3_timeout=30)
                 server = MailServer(os.path.join(scratch, f"{backend}{r}"), config=config)
                 server.start()
                 try:
@@ -131,18 +146,20 @@ def main():
                     if dbname:
                         pg.dropDatabase(dbname)
     finally:
+        if s3 is not None:
+            s3.stop()
         pg.destroy()
         import shutil
 
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{args.messages} messages of 4 KB, {args.sessions} SMTP sessions, median of {args.repeat}\n")
-    print("| measure | maildir | postgres | postgres / maildir |")
-    print("|---|---|---|---|")
+    others = backends[1:]
+    print("| measure | " + " | ".join(backends) + " | " + " | ".join(f"{b} / maildir" for b in others) + " |")
+    print("|---" * (len(backends) + len(others) + 1) + "|")
     for key in results["maildir"]:
-        a = statistics.median(results["maildir"][key])
-        b = statistics.median(results["postgres"][key])
-        print(f"| {key} | {a:.3f} | {b:.3f} | {b / a:.2f} |")
-
+        m = {b: statistics.median(results[b][key]) for b in backends}
+        print(f"| {key} | " + " | ".join(f"{m[b]:.3f}" for b in backends) + " | "
+              + " | ".join(f"{m[b] / m['maildir']:.2f}" for b in others) + " |")
 
 if __name__ == "__main__":
     main()

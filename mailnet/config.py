@@ -130,6 +130,14 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "pool_size": _o("int", 8, "Worker threads, each with one connection: queries in flight at once (the reactor never waits on the database).", minimum=1),
         "connect_timeout": _o("float", 5.0, "Seconds to wait for a connection before answering a temporary error (SMTP 451, IMAP NO, POP3 -ERR).", minimum=1),
         "statement_timeout": _o("float", 30.0, "Seconds one query may run before it is cancelled and answered as a temporary error.", minimum=1),
+        "bodies": _o("choice", "database", "Where message bodies go: \"database\" (body_chunks rows) or \"s3\" (one object per distinct message in an S3-compatible object store, named by its SHA-256; needs boto3: pip install mailnet[s3]).  Every node must say the same.", choices=("database", "s3")),
+        "s3_endpoint": _o("str", "", "bodies = \"s3\": the object store's URL (\"https://s3.example.net\", a MinIO server); empty = AWS S3 of s3_region."),
+        "s3_bucket": _o("str", "", "bodies = \"s3\": the bucket (made beforehand; checked at start)."),
+        "s3_region": _o("str", "us-east-1", "bodies = \"s3\": the region the requests are signed for."),
+        "s3_access_key_id": _o("str", "", "bodies = \"s3\": access key id; empty = boto3's own credential chain (environment, instance role)."),
+        "s3_secret_file": _o("path", "", "bodies = \"s3\": file holding the secret access key (read at start, kept out of the config and the logs)."),
+        "s3_prefix": _o("str", "", "bodies = \"s3\": put before every object's name (\"mailnet/\"); the name is the hex SHA-256 of the message."),
+        "s3_timeout": _o("float", 10.0, "bodies = \"s3\": seconds to wait to connect or for a read before answering a temporary error (SMTP 451, IMAP NO, POP3 -ERR).", minimum=1),
     },
     "relay": {
         "smarthost": _o("hostport", "", "\"host:port\" to send all outgoing mail through; empty = deliver by MX."),
@@ -554,6 +562,11 @@ def checkEnvironment(config: Config):
     ca = config.relay.tls_ca_file
     if ca and not os.access(ca, os.R_OK):
         raise ConfigError(f"{where}: [relay] tls_ca_file: cannot read {ca}")
+    if config.postgres.bodies == "s3" and not config.postgres.s3_bucket:
+        raise ConfigError(f'{where}: [postgres] bodies = "s3" needs s3_bucket')
+    secret = config.postgres.s3_secret_file
+    if config.postgres.bodies == "s3" and secret and not os.access(secret, os.R_OK):
+        raise ConfigError(f"{where}: [postgres] s3_secret_file: cannot read {secret}")
     if config.store.backend not in ("maildir", "memory", "postgres") and ":" not in config.store.backend:
         raise ConfigError(f'{where}: [store] backend: expected "maildir", "memory", "postgres" or "package.module:factory", got "{config.store.backend}"')
 

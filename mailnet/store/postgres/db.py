@@ -108,8 +108,10 @@ class Database:
     ``run(f, *args)`` does that in the pool and returns a Deferred.
     """
 
-    def __init__(self, settings: Settings, runner=None, reactor=None, connect=None):
+    def __init__(self, settings: Settings, runner=None, reactor=None, connect=None, objects=None):
         self.settings = settings
+        # Where bodies go: None = body_chunks; an objects.ObjectStore = S3.
+        self.objects = objects
         self._local = threading.local()
         self._all = set()
         self._allLock = threading.Lock()

@@ -79,7 +79,7 @@ class PostgresFolder(SharedIndex):
         info = self.infos.get(uid)
         if info is None:
             raise NoSuchMessage(uid)
-        return self.db.run(sql.readBody, self.folderId, uid, info.size)
+        return self.db.run(sql.readBody, self.folderId, uid, info.size, self.db.objects)
 
     def saveRecent(self):
         d = self.db.run(_saveRecent, self.folderId, self.firstRecentUid)
@@ -125,7 +125,7 @@ class PostgresFolder(SharedIndex):
         date = _now() if internalDate is None else internalDate
 
         def change(conn, rows):
-            h = sql.storeBody(conn, spool)
+            h = sql.storeBody(conn, spool, self.db.objects)
             new = sql.insertMessages(conn, self.folderId, self.account.accountId,
                                      [(h, spool.size, flags, date, None)], rows)
             return new[0][0]

@@ -180,6 +180,7 @@ def main(conf, users, everyone=False, maildirRoot=None, out=None):
 
     from mailnet.store.base import FolderLimits
     from mailnet.store.maildir.store import MaildirStore
+    from mailnet.store.postgres import objects
     from mailnet.store.postgres.db import Database, Settings
     from mailnet.store.postgres.schema import SchemaError, checkVersion
     from mailnet.store.postgres.store import PostgresStore
@@ -195,7 +196,8 @@ def main(conf, users, everyone=False, maildirRoot=None, out=None):
     if not os.path.isdir(root):
         print(f"mailnet: no Maildir store at {root}", file=sys.stderr)
         return 1
-    db = Database(Settings.fromConfig(conf), runner=sync)
+    # Bodies go where the nodes put them ([postgres] bodies).
+    db = Database(Settings.fromConfig(conf), runner=sync, objects=objects.fromConfig(conf))
     try:
         try:
             db.call(checkVersion)

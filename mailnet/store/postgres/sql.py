@@ -259,16 +259,24 @@ class Spool:
         self.file.close()
 
 
-def storeBody(conn, spool):
-    """The body's row (made unless the same bytes are stored already); returns its hash."""
+def storeBody(conn, spool, objects=None):
+    """
+    The body's row (made unless the same bytes are stored already); returns
+    its hash.  ``objects`` (an :class:`~mailnet.store.postgres.objects.ObjectStore`):
+    the bytes go there, before this transaction commits, instead of
+    ``body_chunks`` (the row then has ``chunks = 0``).
+    """
     h = spool.digest()
-    chunks = -(-spool.size // CHUNK)
+    chunks = 0 if objects is not None else -(-spool.size // CHUNK)
     # DO UPDATE (not NOTHING): it locks an existing row, so a concurrent
     # dropBodies waits for this transaction and then sees its message.
     inserted = conn.execute("INSERT INTO bodies (hash, size, chunks) VALUES (%s, %s, %s) "
                             "ON CONFLICT (hash) DO UPDATE SET size = EXCLUDED.size RETURNING (xmax = 0)",
                             (h, spool.size, chunks)).fetchone()[0]
-    if inserted:
+    if inserted and objects is not None:
+        if spool.size:
+            objects.put(h, spool)
+    elif inserted:
         with conn.cursor() as cur:
             for n, piece in enumerate(spool.chunks()):
                 cur.execute("INSERT INTO body_chunks (hash, n, data) VALUES (%s, %s, %s)", (h, n, piece))
@@ -280,14 +288,15 @@ def bodyHashes(conn, folderId, uids):
                              (folderId, list(uids))).fetchall())
 
 
-def readBody(conn, folderId, uid, size=None):
+def readBody(conn, folderId, uid, size=None, objects=None):
     """
     The message's bytes: ``io.BytesIO`` up to :data:`IN_MEMORY` bytes, else an
     unlinked temporary file filled one chunk at a time (never the whole body
     in memory).  ``size``: the size the folder's index has, if known (a
-    small message is then one query).
+    small message is then one query).  ``objects``: bodies whose row has
+    no chunks are read from that object store (streamed).
     """
-    if size is not None and 0 < size <= IN_MEMORY:
+    if objects is None and size is not None and 0 < size <= IN_MEMORY:
         data = b"".join(bytes(r[0]) for r in conn.execute(
             "SELECT c.data FROM messages m JOIN body_chunks c ON c.hash = m.body_hash "
             "WHERE m.folder = %s AND m.uid = %s ORDER BY c.n", (folderId, uid)))
@@ -299,6 +308,10 @@ def readBody(conn, folderId, uid, size=None):
     if row is None:
         raise NoSuchMessage(uid)
     h, size, chunks = row
+    if chunks == 0 and size > 0:
+        if objects is None:
+            raise NoSuchMessage(uid)  # stored by a node with [postgres] bodies = "s3"
+        return objects.read(h, size, IN_MEMORY, CHUNK)
     if size <= IN_MEMORY:
         data = b"".join(bytes(r[0]) for r in conn.execute(
             "SELECT data FROM body_chunks WHERE hash = %s ORDER BY n", (h,)))

@@ -226,7 +226,7 @@ class PostgresDelivery:
         keep = self._store.changesKept
 
         def txn(conn):
-            h = sql.storeBody(conn, spool)
+            h = sql.storeBody(conn, spool, self._store.db.objects)
             targets = []
             for username, name in recipients:
                 aid = sql.accountId(conn, username, True, keep)
@@ -270,7 +270,21 @@ def makeStore(config):
     from mailnet.store.postgres.db import Settings
     from mailnet.store.postgres.schema import SchemaError, checkVersion
 
-    db = Database(Settings.fromConfig(config))
+    objects = None
+    if config.postgres.bodies == "s3":
+        from mailnet.store.postgres import objects as s3
+
+        try:
+            objects = s3.fromConfig(config)
+            objects.check()
+        except ImportError:
+            raise ConfigError('[postgres] bodies = "s3" needs boto3 (pip install mailnet[s3])') from None
+        except OSError as e:
+            raise ConfigError(f"[postgres] s3_secret_file: {e.strerror}") from None
+        except TemporaryStoreError:
+            raise ConfigError("[postgres] the object store cannot be reached or has no bucket "
+                              f"{config.postgres.s3_bucket!r}; check s3_endpoint, s3_bucket and the key") from None
+    db = Database(Settings.fromConfig(config), objects=objects)
     try:
         db.call(checkVersion)
     except SchemaError as e:
