@@ -352,6 +352,23 @@ def memory(pids):
     return rss, pss
 
 
+def createFolders(port, *names):
+    """Log in to the IMAP server on ``port`` as USER and CREATE the folders (bytes)."""
+    c = Client(port)
+    c.login()
+    for name in names:
+        c.command(b"CREATE " + name)
+    c.close()
+
+
+def dovecotOnCopy(run, server):
+    """A :class:`Dovecot` (not started yet) under ``run`` serving a copy of USER's Maildir of mailnet ``server``."""
+    mailCopy = os.path.join(run, "dovecot-mail")
+    os.makedirs(mailCopy)
+    shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
+    return Dovecot(os.path.join(run, "dovecot"), mailCopy)
+
+
 # Measurements
 
 
@@ -443,11 +460,7 @@ def main():
         server.start()
         server.addUser(USER, PASSWORD)
         port = server.port("imap")
-        c = Client(port)
-        c.login()
-        for folder in (b"Big", b"Search", b"Bodies"):
-            c.command(b"CREATE " + folder)
-        c.close()
+        createFolders(port, b"Big", b"Search", b"Bodies")
         t = time.time()
         sizes = {
             "Big": writeFolder(server.maildir(USER, "Big"), args.big, smallMessage, 1),
@@ -463,10 +476,7 @@ def main():
 
         # The same Maildir for Dovecot.
         local, domain = USER.split("@")
-        mailCopy = os.path.join(run, "dovecot-mail")
-        os.makedirs(mailCopy)
-        shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
-        dovecot = Dovecot(os.path.join(run, "dovecot"), mailCopy)
+        dovecot = dovecotOnCopy(run, server)
         dovecot.start()
         first = {}
         for folder in (b"Big", b"Search", b"Bodies"):

@@ -32,7 +32,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.imap_bench import PASSWORD, USER, Client, Dovecot, writeFolder  # noqa: E402
+from bench.imap_bench import PASSWORD, USER, Client, createFolders, dovecotOnCopy, writeFolder  # noqa: E402
 from bench.imap_sort_bench import sortMessage  # noqa: E402
 from tests.harness import MailServer  # noqa: E402
 
@@ -131,15 +131,9 @@ def main():
         server.start()
         server.addUser(USER, PASSWORD)
         port = server.port("imap")
-        c = Client(port)
-        c.login()
-        c.command(b"CREATE Ctx")
-        c.close()
+        createFolders(port, b"Ctx")
         writeFolder(server.maildir(USER, "Ctx"), args.count, sortMessage, 7)
-        mailCopy = os.path.join(run, "dovecot-mail")
-        os.makedirs(mailCopy)
-        shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
-        dovecot = Dovecot(os.path.join(run, "dovecot"), mailCopy)
+        dovecot = dovecotOnCopy(run, server)
         dovecot.start()
         servers = [("mailnet", port), ("dovecot", dovecot.port)]
         for name, p in servers:

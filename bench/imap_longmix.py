@@ -64,7 +64,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from imap_bench import PASSWORD, USER, Client, Dovecot, smallMessage, timeSelect, writeFolder  # noqa: E402
+from imap_bench import (PASSWORD, USER, Client, createFolders, dovecotOnCopy, smallMessage,  # noqa: E402
+                        timeSelect, writeFolder)
 
 from tests.harness import MailServer  # noqa: E402
 
@@ -303,10 +304,7 @@ def main():
         server.start()
         server.addUser(USER, PASSWORD)
         port = server.port("imap")
-        c = Client(port)
-        c.login()
-        c.command(b"CREATE " + FOLDER)
-        c.close()
+        createFolders(port, FOLDER)
         writeFolder(server.maildir(USER, FOLDER.decode()), args.messages, smallMessage, 1)
         timeSelect(port, FOLDER)  # mailnet indexes the folder
 
@@ -314,10 +312,7 @@ def main():
         if "mailnet" in only:
             servers.append(("mailnet", port, lambda: [server.process.pid]))
         if "dovecot" in only:
-            mailCopy = os.path.join(run, "dovecot-mail")
-            os.makedirs(mailCopy)
-            shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
-            dovecot = Dovecot(os.path.join(run, "dovecot"), mailCopy)
+            dovecot = dovecotOnCopy(run, server)
             conf = os.path.join(dovecot.run, "dovecot.conf")
             with open(conf) as f:
                 text = f.read()

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from imap_bench import PASSWORD, USER, Client, Dovecot  # noqa: E402
+from imap_bench import PASSWORD, USER, Client, createFolders, dovecotOnCopy  # noqa: E402
 
 from tests.harness import MailServer  # noqa: E402
 
@@ -126,14 +126,8 @@ def main():
     try:
         server.start()
         server.addUser(USER, PASSWORD)
-        c = Client(server.port("imap"))
-        c.login()
-        c.command(b"CREATE Side")
-        c.close()
-        mailCopy = os.path.join(run, "dovecot-mail")
-        os.makedirs(mailCopy)
-        shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
-        dovecot = Dovecot(os.path.join(run, "dovecot"), mailCopy)
+        createFolders(server.port("imap"), b"Side")
+        dovecot = dovecotOnCopy(run, server)
         with open(os.path.join(dovecot.run, "dovecot.conf"), "a") as f:
             f.write("mailbox_list_index = yes\n")
         dovecot.start()

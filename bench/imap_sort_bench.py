@@ -36,7 +36,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.imap_bench import PASSWORD, USER, WORDS, Client, Dovecot, text, writeFolder  # noqa: E402
+from bench.imap_bench import (PASSWORD, USER, WORDS, Client, createFolders, dovecotOnCopy, text,  # noqa: E402
+                              writeFolder)
 from tests.harness import MailServer  # noqa: E402
 
 NAMES = ["Alice Archer", "bob", "Chloé Dupont", "=?utf-8?q?J=C3=B6rg_M=C3=BCller?=", '"Smith, Jane"', "", "zed"]
@@ -110,16 +111,10 @@ def main():
         server.start()
         server.addUser(USER, PASSWORD)
         port = server.port("imap")
-        c = Client(port)
-        c.login()
-        c.command(b"CREATE Sort")
-        c.close()
+        createFolders(port, b"Sort")
         writeFolder(server.maildir(USER, "Sort"), args.count, sortMessage, 7)
         timeSort(port, b"NOOP")  # mailnet indexes the folder at its first SELECT
-        mailCopy = os.path.join(run, "dovecot-mail")
-        os.makedirs(mailCopy)
-        shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
-        dovecot = Dovecot(os.path.join(run, "dovecot"), mailCopy)
+        dovecot = dovecotOnCopy(run, server)
         dovecot.start()
         timeSort(dovecot.port, b"NOOP")
         servers = [("mailnet", port), ("dovecot", dovecot.port)]

@@ -61,8 +61,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.imap_bench import (NEEDLE, PASSWORD, USER, Client, Dovecot, idleClients, memory, searchMessage,  # noqa: E402
-                              smallMessage, writeFolder)
+from bench.imap_bench import (NEEDLE, PASSWORD, USER, Client, createFolders, dovecotOnCopy, idleClients,  # noqa: E402
+                              memory, searchMessage, smallMessage, writeFolder)
 from tests.harness import MailServer  # noqa: E402
 
 CORE = "urn:ietf:params:jmap:core"
@@ -302,11 +302,7 @@ def main():
     try:
         server.start()
         server.addUser(USER, PASSWORD)
-        c = Client(server.port("imap"))
-        c.login()
-        for folder in (b"Big", b"Search", b"Huge"):
-            c.command(b"CREATE " + folder)
-        c.close()
+        createFolders(server.port("imap"), b"Big", b"Search", b"Huge")
         t = time.time()
         writeFolder(server.maildir(USER, "Big"), args.big, smallMessage, 1)
         writeFolder(server.maildir(USER, "Search"), args.search, searchMessage, 2)
@@ -321,10 +317,7 @@ def main():
         jmap.call(("Email/query", {"filter": {"inMailbox": boxes["Huge"]}}))
 
         local, domain = USER.split("@")
-        mailCopy = os.path.join(run, "dovecot-mail")
-        os.makedirs(mailCopy)
-        shutil.copytree(server.maildir(USER), os.path.join(mailCopy, USER), symlinks=True)
-        dovecot = Dovecot(os.path.join(run, "dovecot"), mailCopy)
+        dovecot = dovecotOnCopy(run, server)
         dovecot.start()
         t = time.perf_counter()
         imapPage(dovecot.port, True)

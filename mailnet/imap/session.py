@@ -28,8 +28,9 @@ pipelined bytes after STARTTLS are still raw in the reader when TLS starts,
 and are dropped (RFC 3207 s4.2 / RFC 9051 s11.1: nothing from before the
 handshake is trusted).
 
-This module is the core (input, output, dispatch, capabilities, mailbox
-names); the timers are in :mod:`mailnet.imap.timers`; the commands live in
+This module is the core (input, dispatch, capabilities, mailbox names);
+the output (outbox and effects) is in :mod:`mailnet.imap.output`, the
+timers in :mod:`mailnet.imap.timers`; the commands live in
 :mod:`mailnet.imap.commands`, one mixin class per area, which
 :class:`IMAPSession` combines.
 """
@@ -42,7 +43,6 @@ import inspect
 from twisted.python.failure import Failure
 
 from mailnet.deadline import Deadlines
-from mailnet.effects import PENDING
 from mailnet.imap import dialogue, serialize
 from mailnet.imap.commands.auth import AuthCommands
 from mailnet.imap.commands.catenate import CatenateCommands
@@ -68,20 +68,13 @@ from mailnet.imap.commands.select import SelectCommands
 from mailnet.imap.commands.thread import THREAD_ALGORITHMS, ThreadCommands
 from mailnet.imap.effects import (
     Close,
-    CloseFolder,
-    Discard,
-    Drain,
     Failed,
-    LONG,
     PauseReading,
     ReadLine,
     ResumeReading,
-    Send,
-    Start,
     StoreCall,
-    Wait,
-    Write,
 )
+from mailnet.imap.output import SessionOutput
 from mailnet.imap.parser import (
     CommandReader,
     Frame,
@@ -114,8 +107,9 @@ _PREFLUSH = {"NOOP", "CHECK", "COPY", "MOVE", "EXPUNGE", "STATUS", "LIST", "APPE
 PREAUTH_LITERAL = 8192
 
 
-class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands, CatenateCommands,
-                  SearchCommands, FetchCommands, ThreadCommands, QuotaCommands, ContextCommands, NotifyCommands):
+class IMAPSession(SessionOutput, SessionTimers, AuthCommands, FolderCommands, SelectCommands, MessageCommands,
+                  CatenateCommands, SearchCommands, FetchCommands, ThreadCommands, QuotaCommands, ContextCommands,
+                  NotifyCommands):
     """One IMAP connection's state machine (see the module docstring)."""
 
     def __init__(self, shared: Shared, out, implicitTLS=False):
@@ -231,140 +225,6 @@ class IMAPSession(SessionTimers, AuthCommands, FolderCommands, SelectCommands, M
             self.send(b"* BYE " + text.encode("ascii") + b"\r\n")
             self._close()
         return self._end()
-
-    # Effects
-
-    def _begin(self):
-        self._outbox = []
-        self._effects = []
-
-    def _end(self):
-        """The effects computed since _begin (the bytes written as one Send)."""
-        box = self._outbox
-        effects = self._effects
-        if box:
-            effects.append(self._sendEffect(box))
-        self._outbox = self._effects = None
-        return effects
-
-    def _sendEffect(self, box):
-        """The bytes written since the last effect: one ``Send``, or the pieces as they are when large (FETCH)."""
-        pieces, self._pieces = self._pieces, False
-        if len(box) == 1:
-            return Send(box[0])
-        if pieces:
-            # Message bytes: the transport joins what it writes, once; a
-            # join here would copy every body a second time.
-            return Write(box)
-        return Send(b"".join(box))
-
-    def emit(self, effect):
-        """An effect, after the bytes written so far."""
-        box = self._outbox
-        if box:
-            self._effects.append(self._sendEffect(box))
-            self._outbox = []
-        self._effects.append(effect)
-
-    def _aside(self, effect):
-        """
-        An effect whose order with the bytes does not matter (a timer, a
-        pause): before the long effect that ends the list, if one does.
-        """
-        effects = self._effects
-        if effects is None:
-            return  # the connection is gone: the runner has stopped everything
-        if effects and type(effects[-1]) in LONG:
-            effects.insert(len(effects) - 1, effect)
-        else:
-            effects.append(effect)
-
-    def closeFolder(self, folder):
-        """Close a folder handle: an effect, in order, while computing effects (else at once)."""
-        if self._effects is not None:
-            self.emit(CloseFolder(folder))
-        else:
-            folder.close()
-
-    def startEffect(self, effect) -> Start:
-        """
-        Start the long ``effect`` (a ``StoreCall``, an ``InThread``) without
-        waiting for it; ``yield Wait(handle)`` takes its outcome later
-        (mailnet.effects.Start).
-        """
-        handle = Start(effect)
-        self._effects.append(handle)  # in any order with the bytes
-        return handle
-
-    def waitFor(self, handle):
-        """(``yield from``) The outcome of a started effect: taken at once if it has come, else a ``Wait``."""
-        outcome = handle.take()
-        if outcome is PENDING:
-            return (yield Wait(handle))
-        if type(outcome) is Failed:
-            raise outcome.error
-        return outcome
-
-    def discard(self, handles):
-        """Started effects nobody will wait for: what they give is closed (now when the connection is gone)."""
-        handles = tuple(handles)
-        if not handles:
-            return
-        if self._effects is not None:
-            self._effects.append(Discard(handles))
-        else:
-            for handle in handles:
-                handle.discard()
-
-    # Output
-
-    def send(self, data):
-        if not self.closed:
-            box = self._outbox
-            if box is not None:
-                box.append(data)
-
-    def sendLines(self, lines):
-        if lines and not self.closed:
-            box = self._outbox
-            if box is not None:
-                box.extend(lines)
-
-    def sendPieces(self, pieces):
-        """Write a few (large) pieces without joining them."""
-        if pieces and not self.closed:
-            box = self._outbox
-            if box is not None:
-                box.extend(pieces)
-                self._pieces = True
-
-    def _sendLogged(self, data):
-        if not self.closed:
-            self._dialogue.response(data)
-            IMAPSession.send(self, data)
-
-    def _sendLinesLogged(self, lines):
-        if lines and not self.closed:
-            data = b"".join(lines)
-            self._dialogue.response(data)
-            IMAPSession.send(self, data)
-
-    def _sendPiecesLogged(self, pieces):
-        if pieces and not self.closed:
-            for piece in pieces:
-                self._dialogue.response(piece)
-            IMAPSession.sendPieces(self, pieces)
-
-    def tagged(self, tag, kind, text, code=None):
-        line = tag.encode("ascii") + b" " + kind.encode("ascii") + b" "
-        if code:
-            line += b"[" + code + b"] "
-        self.send(line + text.encode("utf-8", "replace") + b"\r\n")
-
-    def drainEffect(self):
-        """(A command: ``yield from``.) Wait until the transport has room."""
-        if (yield Drain()):
-            self._waitedAt = self.clock.seconds()
 
     # Input
 

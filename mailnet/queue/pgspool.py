@@ -54,8 +54,8 @@ import time
 from twisted.internet import defer
 
 from mailnet.logs import Logger
-from mailnet.queue.envelope import Envelope, EnvelopeError, RecipientState, parse, validId
-from mailnet.queue.spool import LeaseLost, newQueueId
+from mailnet.queue.envelope import Envelope, EnvelopeError, parse, validId
+from mailnet.queue.spool import LeaseLost, QueueStorage, TempWriter, newEnvelope
 from mailnet.store.interfaces import TemporaryStoreError
 
 log = Logger()
@@ -85,20 +85,12 @@ def insertItem(conn, envelope: Envelope, data: bytes, f, owner, lease):
             cur.execute("INSERT INTO queue_chunks (id, n, data) VALUES (%s, %s, %s)", (envelope.id, n, f.read(CHUNK)))
 
 
-class PostgresWriter:
+class PostgresWriter(TempWriter):
     """One message being written into the shared queue; see :meth:`PostgresSpool.newMessage`."""
 
-    def __init__(self, spool, envelope: Envelope):
-        self.spool = spool
-        self.envelope = envelope
-        self.id = envelope.id
-        self.tmpPath = os.path.join(spool.tmpDir, self.id)
-        self._file = os.fdopen(os.open(self.tmpPath, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "w+b")
-        self.size = 0
-
-    def write(self, data: bytes):
-        self._file.write(data)
-        self.size += len(data)
+    # read back in chunks by insertItem
+    fileFlags = os.O_RDWR
+    fileMode = "w+b"
 
     def _commit(self):
         f = self._file
@@ -126,14 +118,8 @@ class PostgresWriter:
 
         return d.addCallbacks(committed, failed)
 
-    def abort(self):
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmpPath)
 
-
-class PostgresSpool:
+class PostgresSpool(QueueStorage):
     """
     The queue's storage in PostgreSQL (see the module docstring).
 
@@ -173,26 +159,8 @@ class PostgresSpool:
 
     def newMessage(self, sender, recipients, *, envid=None, ret=None, smtputf8=False,
                    body="7BIT", client=None, auth=None, arrival=None, id=None):
-        now = time.time() if arrival is None else arrival
-        envelope = Envelope(
-            id=id or newQueueId(), sender=sender, envid=envid, ret=ret, smtputf8=bool(smtputf8), body=body,
-            arrival=now, client=client, auth=auth,
-            recipients=[RecipientState(address=r["address"], orcpt=r.get("orcpt"), notify=r.get("notify"),
-                                       next_attempt=now) for r in recipients],
-        )
-        return PostgresWriter(self, envelope)
-
-    def addListener(self, callback):
-        self._listeners.append(callback)
-
-    def removeListener(self, callback):
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
-
-    def _added(self, queueId):
-        for callback in list(self._listeners):
-            callback(queueId)
-        return queueId
+        return PostgresWriter(self, newEnvelope(sender, recipients, envid=envid, ret=ret, smtputf8=smtputf8,
+                                                body=body, client=client, auth=auth, arrival=arrival, id=id))
 
     def ids(self):
         """The items this node holds, oldest first."""
@@ -209,19 +177,6 @@ class PostgresSpool:
         if not self.hasData(queueId):
             raise EnvelopeError("the node's copy of the message is missing")
         return envelope
-
-    def dataPath(self, queueId) -> str:
-        return os.path.join(self.path, queueId + ".msg")
-
-    def hasData(self, queueId) -> bool:
-        return os.path.exists(self.dataPath(queueId))
-
-    def openData(self, queueId):
-        return open(self.dataPath(queueId), "rb")
-
-    @staticmethod
-    def encode(envelope: Envelope) -> bytes:
-        return envelope.serialize()
 
     def save(self, envelope: Envelope, data: bytes | None = None):
         """Write the envelope (in a thread), fenced by ownership: :class:`LeaseLost` if another node has it."""

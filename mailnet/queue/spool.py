@@ -69,7 +69,7 @@ from mailnet.queue.envelope import MAX_FILE, Envelope, EnvelopeError, RecipientS
 MAX_REASON = 4096
 
 __all__ = ["Spool", "SpoolLock", "SpoolWriter", "newQueueId", "validId", "matchOwner", "EnvelopeError", "problem",
-           "LeaseLost"]
+           "LeaseLost", "QueueStorage", "TempWriter", "newEnvelope"]
 
 
 class LeaseLost(Exception):
@@ -86,20 +86,89 @@ def newQueueId() -> str:
     return f"{int(now):x}{int(now % 1 * 1e6):05x}{secrets.token_hex(4)}"
 
 
-class SpoolWriter:
-    """One message being written into the spool; see :meth:`Spool.newMessage`."""
+def newEnvelope(sender, recipients, *, envid=None, ret=None, smtputf8=False, body="7BIT", client=None, auth=None,
+                arrival=None, id=None) -> Envelope:
+    """The envelope of a new item: the arguments of :meth:`Spool.newMessage`."""
+    now = time.time() if arrival is None else arrival
+    return Envelope(
+        id=id or newQueueId(), sender=sender, envid=envid, ret=ret, smtputf8=bool(smtputf8), body=body,
+        arrival=now, client=client, auth=auth,
+        recipients=[
+            RecipientState(address=r["address"], orcpt=r.get("orcpt"), notify=r.get("notify"), next_attempt=now)
+            for r in recipients
+        ],
+    )
+
+
+class TempWriter:
+    """
+    What every queue's writer shares (:class:`SpoolWriter`,
+    :class:`~mailnet.queue.pgspool.PostgresWriter`): the message goes to a
+    new file ``spool.tmpDir/<id>`` (opened with ``fileFlags`` and
+    ``fileMode``), ``abort`` closes and removes it; a subclass commits.
+    """
+
+    fileFlags = os.O_WRONLY
+    fileMode = "wb"
 
     def __init__(self, spool, envelope: Envelope):
         self.spool = spool
         self.envelope = envelope
         self.id = envelope.id
         self.tmpPath = os.path.join(spool.tmpDir, self.id)
-        self._file = os.fdopen(os.open(self.tmpPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+        self._file = os.fdopen(os.open(self.tmpPath, self.fileFlags | os.O_CREAT | os.O_EXCL, 0o600), self.fileMode)
         self.size = 0
 
     def write(self, data: bytes):
         self._file.write(data)
         self.size += len(data)
+
+    def abort(self):
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmpPath)
+
+
+class QueueStorage:
+    """
+    What both queue storages share (:class:`Spool`,
+    :class:`~mailnet.queue.pgspool.PostgresSpool`): the new-item listeners,
+    and the message files ``<path>/<id>.msg``.
+    """
+
+    def addListener(self, callback):
+        """``callback(queueId)`` is called after each new item is durable."""
+        self._listeners.append(callback)
+
+    def removeListener(self, callback):
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def _added(self, queueId):
+        for callback in list(self._listeners):
+            callback(queueId)
+        return queueId
+
+    def dataPath(self, queueId) -> str:
+        return os.path.join(self.path, queueId + ".msg")
+
+    def hasData(self, queueId) -> bool:
+        """Whether the item's message file is there."""
+        return os.path.exists(self.dataPath(queueId))
+
+    def openData(self, queueId):
+        """The message, as a binary file object (the caller closes it)."""
+        return open(self.dataPath(queueId), "rb")
+
+    @staticmethod
+    def encode(envelope: Envelope) -> bytes:
+        """The envelope as the bytes of its file (indented JSON, UTF-8)."""
+        return envelope.serialize()
+
+
+class SpoolWriter(TempWriter):
+    """One message being written into the spool; see :meth:`Spool.newMessage`."""
 
     def _commit(self):
         f = self._file
@@ -123,14 +192,8 @@ class SpoolWriter:
         d.addCallback(self.spool._added)
         return d
 
-    def abort(self):
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmpPath)
 
-
-class Spool:
+class Spool(QueueStorage):
     """
     The spool directory.  The SMTP server writes new items through
     :meth:`newMessage`; the queue scheduler registers with
@@ -162,16 +225,8 @@ class Spool:
         @return: a :class:`SpoolWriter`; ``write`` the message (with trace
             headers), then ``commit`` or ``abort``.
         """
-        now = time.time() if arrival is None else arrival
-        envelope = Envelope(
-            id=id or newQueueId(), sender=sender, envid=envid, ret=ret, smtputf8=bool(smtputf8), body=body,
-            arrival=now, client=client, auth=auth,
-            recipients=[
-                RecipientState(address=r["address"], orcpt=r.get("orcpt"), notify=r.get("notify"), next_attempt=now)
-                for r in recipients
-            ],
-        )
-        return SpoolWriter(self, envelope)
+        return SpoolWriter(self, newEnvelope(sender, recipients, envid=envid, ret=ret, smtputf8=smtputf8, body=body,
+                                             client=client, auth=auth, arrival=arrival, id=id))
 
     # The queue storage interface (this class, and mailnet/queue/pgspool.py's
     # PostgresSpool for the queue shared by several nodes): newMessage,
@@ -194,22 +249,9 @@ class Spool:
     def lost(self, queueId):
         """The runner dropped an item another node took over (never here)."""
 
-    def addListener(self, callback):
-        """``callback(queueId)`` is called after each new item is durable."""
-        self._listeners.append(callback)
-
-    def _added(self, queueId):
-        for callback in list(self._listeners):
-            callback(queueId)
-        return queueId
-
     def ids(self):
         """Ids of the complete items, oldest first."""
         return sorted(name[:-5] for name in os.listdir(self.path) if name.endswith(".json") and validId(name[:-5]))
-
-    def removeListener(self, callback):
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
 
     def exists(self, queueId) -> bool:
         return validId(queueId) and os.path.exists(self.envelopePath(queueId))
@@ -308,22 +350,6 @@ class Spool:
 
     def envelopePath(self, queueId) -> str:
         return os.path.join(self.path, queueId + ".json")
-
-    def dataPath(self, queueId) -> str:
-        return os.path.join(self.path, queueId + ".msg")
-
-    def hasData(self, queueId) -> bool:
-        """Whether the item's message file is there."""
-        return os.path.exists(self.dataPath(queueId))
-
-    def openData(self, queueId):
-        """The message, as a binary file object (the caller closes it)."""
-        return open(self.dataPath(queueId), "rb")
-
-    @staticmethod
-    def encode(envelope: Envelope) -> bytes:
-        """The envelope as the bytes of its file (indented JSON, UTF-8)."""
-        return envelope.serialize()
 
     def save(self, envelope: Envelope, data: bytes | None = None):
         """

@@ -45,11 +45,9 @@ from mailnet.store.interfaces import (
     COUNT_PROPERTIES,
     AccountChanges,
     CannotCalculateChanges,
-    StorageFull,
-    TemporaryStoreError,
     TypeChanges,
 )
-from mailnet.store.sqlitefile import dropSidecars, setAside
+from mailnet.store.sqlitefile import SQLiteFile, connect, createPrivate, dropSidecars, setAside
 
 log = Logger()
 
@@ -95,7 +93,7 @@ class Txn:
         self.metaChanged[key] = str(value)
 
 
-class ChangeLog:
+class ChangeLog(SQLiteFile):
     """
     The journal of one account.  Every method may be called from any
     thread (one lock).  ``path`` None keeps it in memory.  A database that
@@ -105,6 +103,9 @@ class ChangeLog:
     same way.  ``rebuilt`` counts how often that happened (the backend
     then takes its baseline again).
     """
+
+    what = "the change journal"
+    passThrough = (sqlite3.OperationalError, sqlite3.IntegrityError)
 
     def __init__(self, path=None, keep=DEFAULT_KEEP):
         self.path = path
@@ -129,27 +130,14 @@ class ChangeLog:
                 self._close()
                 if ino is None:
                     dropSidecars(self.path)
-        if self.db is None:
-            try:
-                self.db = self._connect()
-            except (sqlite3.OperationalError, sqlite3.IntegrityError):
-                raise
-            except sqlite3.DatabaseError:
-                self._setAside()
-                self.db = self._connect()
-        return self.db
+        return SQLiteFile._open(self)
 
     def _connect(self):
         if self.path:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            self.ino = os.fstat(fd).st_ino
-            os.close(fd)
-        db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None)
+            self.ino = createPrivate(self.path)
+        # FULL: a state is on disk before anyone is told of it.
+        db = connect(self.path, "FULL")
         try:
-            if self.path:
-                db.execute("PRAGMA journal_mode=WAL")
-                # FULL: a state is on disk before anyone is told of it.
-                db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
@@ -171,14 +159,6 @@ class ChangeLog:
         self.meta = meta
         return db
 
-    def _close(self):
-        if self.db is not None:
-            try:
-                self.db.close()
-            except sqlite3.Error:
-                pass
-            self.db = None
-
     def _setAside(self):
         log.warn("change journal {name} is corrupt; set aside and made again (old states: cannot "
                  "calculate changes)", name=FILE_NAME)
@@ -186,23 +166,6 @@ class ChangeLog:
         if not self.path:
             return
         setAside(self.path)
-
-    def _guarded(self, f, *args):
-        with self.lock:
-            try:
-                try:
-                    return f(self._open(), *args)
-                except (sqlite3.OperationalError, sqlite3.IntegrityError):
-                    raise
-                except sqlite3.DatabaseError:
-                    # SQLITE_CORRUPT, SQLITE_NOTADB: the file is damaged.
-                    self._setAside()
-                    return f(self._open(), *args)
-            except sqlite3.OperationalError as e:
-                code = getattr(e, "sqlite_errorname", "") or "error"
-                if code == "SQLITE_FULL":
-                    raise StorageFull("the change journal cannot grow: the disk is full") from None
-                raise TemporaryStoreError("the change journal cannot be used (%s)" % code) from None
 
     def close(self):
         with self.lock:

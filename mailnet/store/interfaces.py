@@ -4,6 +4,10 @@ The mail store contract.
 Every access protocol (SMTP delivery, IMAP, POP3, JMAP) talks to mail only
 through the interfaces in this module.  Only :mod:`mailnet.service` names a
 concrete backend; protocol packages never import ``maildir`` or ``memory``.
+The errors, the records (:class:`MessageInfo`, :class:`AccountChanges`...)
+and :class:`ProcessMaildropLocks` are defined in :mod:`mailnet.store.errors`,
+:mod:`mailnet.store.records` and :mod:`mailnet.store.locks` and re-exported
+here; import them from here.
 
 Conventions that hold for every method below:
 
@@ -79,11 +83,16 @@ Conventions that hold for every method below:
 
 from __future__ import annotations
 
-import dataclasses
-import io
-
-from twisted.internet import defer
 from zope.interface import Attribute, Interface
+
+# Re-exported: part of the contract, imported from here by every caller.
+from mailnet.store.errors import (
+    CannotCalculateChanges, FolderExists, FolderLimitExceeded, FolderNotEmpty, InvalidFolderName,
+    NoSuchAccount, NoSuchFolder, NoSuchMessage, OverQuota, StorageFull, StoreError, TemporaryStoreError)
+from mailnet.store.locks import ProcessMaildropLocks
+from mailnet.store.records import (
+    COUNT_PROPERTIES, AccountChanges, EmailList, EmailSummary, FolderInfo, MessageInfo, TypeChanges,
+    messageBytes)
 
 SEEN = "\\Seen"
 ANSWERED = "\\Answered"
@@ -103,238 +112,18 @@ SPECIAL_USE = {
 
 INBOX = "INBOX"
 
-
-class StoreError(Exception):
-    """Base class of every error a store reports to a protocol."""
-
-
-class NoSuchAccount(StoreError):
-    """The account does not exist and was not asked to be created."""
-
-
-class NoSuchFolder(StoreError):
-    """The named folder does not exist."""
-
-
-class FolderExists(StoreError):
-    """A folder of that name exists already."""
-
-
-class InvalidFolderName(StoreError):
-    """The name cannot be stored (bad characters, escapes the account...)."""
-
-
-class FolderLimitExceeded(StoreError):
-    """
-    CREATE or RENAME would pass a configured limit: folders per account
-    (``[limits] folders``), name length (``folder_name_length``) or depth
-    (``folder_depth``).  IMAP answers ``NO [LIMIT]`` (RFC 5530).
-    """
-
-
-class FolderNotEmpty(StoreError):
-    """Raised where a backend cannot delete a folder that has children."""
-
-
-class NoSuchMessage(StoreError):
-    """The UID is not (or no longer) in the folder: expunged meanwhile."""
-
-
-class TemporaryStoreError(StoreError):
-    """Disk full, I/O error, lock timeout: the caller may retry later (SMTP 451)."""
-
-
-class CannotCalculateChanges(StoreError):
-    """
-    :meth:`IAccount.changesSince` cannot tell what changed since that
-    state: it is older than the history the store keeps, from before the
-    account's change journal was rebuilt, or not a state of this account.
-    The client must resync (JMAP ``cannotCalculateChanges``, RFC 8620 s5.2).
-    """
-
-
-class StorageFull(TemporaryStoreError):
-    """
-    The disk (or quota) under the store is full (ENOSPC, EDQUOT): SMTP
-    answers 452 4.3.1, IMAP ``NO [OVERQUOTA]`` (RFC 5530).  Nothing of the
-    failed operation is kept.  Operations may also fail with the plain
-    ``OSError``; callers treat an ENOSPC/EDQUOT one the same way.
-    """
-
-
-class OverQuota(StorageFull):
-    """
-    The user's quota (:mod:`mailnet.store.quota`) does not allow the save:
-    SMTP 452 4.2.2 (RFC 3463 X.2.2 "mailbox full"), or 552 5.2.2 when
-    ``tooLarge``; IMAP ``NO [OVERQUOTA]`` (RFC 9208 s5); JMAP ``overQuota``.
-
-    @ivar resource: ``"STORAGE"`` or ``"MESSAGE"`` (RFC 9208 s5 names).
-    @ivar tooLarge: the message alone is larger than the storage limit:
-        no retry can succeed.
-    """
-
-    def __init__(self, text="mailbox quota exceeded", resource="STORAGE", tooLarge=False):
-        super().__init__(text)
-        self.resource = resource
-        self.tooLarge = tooLarge
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MessageInfo:
-    """
-    What an index knows of one message without reading it.
-
-    @ivar uid: unique id in the folder, ascending with arrival, never reused
-        while ``uidValidity`` stays the same.
-    @ivar flags: frozenset of flag strings.
-    @ivar internalDate: arrival time, seconds since the epoch (float).
-    @ivar size: size in bytes of the canonical (CRLF) message.
-    @ivar modseq: the folder's modification sequence at the message's last
-        change (RFC 7162); at least 1.
-    """
-
-    uid: int
-    flags: frozenset
-    internalDate: float
-    size: int
-    modseq: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FolderInfo:
-    """
-    One entry of :meth:`IAccount.listFolders`.
-
-    @ivar name: the folder name, ``/``-separated.
-    @ivar specialUse: ``"\\\\Sent"`` and the like (RFC 6154), or None.
-    @ivar subscribed: whether the folder is in the subscription list.
-    """
-
-    name: str
-    specialUse: str | None = None
-    subscribed: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TypeChanges:
-    """
-    What changed for one type of object (``"Email"``, ``"Mailbox"`` or
-    ``"Thread"``) between two account states: one part of
-    :class:`AccountChanges`, shaped like a JMAP ``Foo/changes`` answer
-    (RFC 8620 s5.2).
-
-    @ivar oldState: the state asked about.
-    @ivar newState: the state this answer brings the caller to: the
-        account's current state, or, when ``hasMoreChanges``, an
-        intermediate one to ask from next.
-    @ivar hasMoreChanges: ``maxChanges`` cut the answer short.
-    @ivar created: ids created since ``oldState`` (sorted lists of str).
-    @ivar updated: ids changed since ``oldState``.
-    @ivar destroyed: ids gone since ``oldState``.  An id is in one list at
-        most; one created and destroyed in between is left out.
-    @ivar updatedProperties: Mailbox only: ``COUNT_PROPERTIES`` when every
-        updated mailbox changed only in its counts (messages added,
-        removed, ``\\Seen`` changed), else None (anything may have changed:
-        a rename).  None for the other types.
-    """
-
-    oldState: str
-    newState: str
-    hasMoreChanges: bool
-    created: list
-    updated: list
-    destroyed: list
-    updatedProperties: list | None = None
-
-
-# RFC 8621 s2: the Mailbox properties that change with its messages alone.
-COUNT_PROPERTIES = ["totalEmails", "unreadEmails", "totalThreads", "unreadThreads"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AccountChanges:
-    """
-    The answer of :meth:`IAccount.changesSince`: ``emails``,
-    ``mailboxes`` and ``threads`` are :class:`TypeChanges`, each paged on
-    its own by ``maxChanges``.
-    """
-
-    oldState: str
-    emails: TypeChanges
-    mailboxes: TypeChanges
-    threads: TypeChanges
-
-
-def messageBytes(f):
-    """
-    The whole message as ``bytes``, without reading or copying, when the
-    reader that :meth:`IFolder.openMessage` gave holds it in memory; else
-    None, and the caller reads ``f`` as a file.
-
-    A backend that has the message in memory returns ``io.BytesIO(data)``
-    (exactly that class: a subclass may read differently, so it gets no
-    fast path); a ``BytesIO`` made from ``bytes`` shares them until written
-    to, so this costs no copy.  Protocols use it on their hot paths (IMAP
-    FETCH and SEARCH; POP3 RETR may) instead of testing for the type
-    themselves.  Does not move the file position.
-    """
-    if type(f) is io.BytesIO:
-        return f.getvalue()
-    return None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EmailSummary:
-    """
-    One message as a message list shows it: :meth:`IAccount.emailSummaries`
-    (JMAP Email/get's list properties, RFC 8621 s4.1).  Everything but
-    ``flags`` comes from the account's list index, not from the message
-    file; ``flags`` from the folder's index.
-
-    @ivar emailId: the email id.
-    @ivar mailboxId: the mailbox id of its folder; ``folder`` its name and
-        ``uid`` its UID there.
-    @ivar receivedAt: internal date (epoch seconds); ``size`` as
-        :attr:`MessageInfo.size`.
-    @ivar threadId: the thread id, or None if it could not be worked out.
-    @ivar subject: decoded (RFC 2047), unfolded; ``""`` when absent.
-    @ivar sender: From as a tuple of ``(name, email)`` pairs (name None when
-        absent); ``to`` and ``cc`` likewise.
-    @ivar sentAt: the Date field in epoch seconds, None if absent or unparsable.
-    @ivar messageId: the first Message-ID, without angle brackets, or None.
-    @ivar hasAttachment: a part is an attachment (see mailnet.mail.summary).
-    @ivar preview: up to 256 characters of the first text part (RFC 8621 s4.1.4).
-    """
-
-    emailId: str
-    mailboxId: str
-    folder: str
-    uid: int
-    receivedAt: float
-    size: int
-    flags: frozenset
-    threadId: str | None
-    subject: str
-    sender: tuple
-    to: tuple
-    cc: tuple
-    sentAt: float | None
-    messageId: str | None
-    hasAttachment: bool
-    preview: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EmailList:
-    """
-    One page of :meth:`IAccount.listEmails`: ``ids`` (email ids), the
-    ``position`` of the first in the whole list, and ``total`` (the length
-    of the whole list).
-    """
-
-    ids: list
-    position: int
-    total: int
+__all__ = [
+    "SEEN", "ANSWERED", "FLAGGED", "DELETED", "DRAFT", "SYSTEM_FLAGS", "SPECIAL_USE", "INBOX",
+    # errors.py
+    "StoreError", "NoSuchAccount", "NoSuchFolder", "FolderExists", "InvalidFolderName", "FolderLimitExceeded",
+    "FolderNotEmpty", "NoSuchMessage", "TemporaryStoreError", "CannotCalculateChanges", "StorageFull", "OverQuota",
+    # records.py
+    "MessageInfo", "FolderInfo", "TypeChanges", "COUNT_PROPERTIES", "AccountChanges", "messageBytes", "EmailSummary",
+    "EmailList",
+    # locks.py
+    "ProcessMaildropLocks",
+    "IMailStore", "IDelivery", "IAccount", "IFolder", "IAccountListener", "IFolderListener",
+]
 
 
 class IMailStore(Interface):
@@ -398,33 +187,6 @@ class IMailStore(Interface):
 
         @return: None or a Deferred.
         """
-
-
-class ProcessMaildropLocks:
-    """
-    The maildrop lock of a store used by one process (Maildir, memory) and
-    POP3's own for a store without :meth:`IMailStore.maildropLock`: a set
-    of usernames.  ``acquire(username)`` is that method.
-    """
-
-    def __init__(self):
-        self.held: set[str] = set()
-
-    def acquire(self, username):
-        if username in self.held:
-            return defer.succeed(None)
-        self.held.add(username)
-        return defer.succeed(_HeldName(self.held, username))
-
-
-class _HeldName:
-    def __init__(self, held, username):
-        self._held, self._username = held, username
-
-    def release(self):
-        held, self._held = self._held, None
-        if held is not None:
-            held.discard(self._username)
 
 
 class IDelivery(Interface):

@@ -8,13 +8,11 @@ index" in docs/store.md.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading as _threading
 import time
 
 from mailnet.logs import Logger
-from mailnet.store.interfaces import StorageFull, TemporaryStoreError
-from mailnet.store.sqlitefile import setAside
+from mailnet.store.sqlitefile import SQLiteFile, createPrivate, openVersioned, setAside
 
 log = Logger()
 
@@ -53,7 +51,7 @@ def _chunks(items):
         yield items[i:i + _CHUNK]
 
 
-class SummaryIndex:
+class SummaryIndex(SQLiteFile):
     """
     The SQLite side.  Every method may be called from any thread (one
     lock).  ``path`` None keeps the database in memory.  A database that
@@ -63,6 +61,8 @@ class SummaryIndex:
     rebuilt from the folders by the next catch-up.
     """
 
+    what = "the message list index"
+
     def __init__(self, path=None):
         self.path = path
         self.lock = _threading.Lock()
@@ -70,52 +70,14 @@ class SummaryIndex:
         self.ino = None
         self.rebuilds = 0  # for tests and the bench
 
-    def _open(self):
-        if self.db is None:
-            try:
-                self.db = self._connect()
-            except sqlite3.OperationalError:
-                raise
-            except sqlite3.DatabaseError:
-                self._setAside()
-                self.db = self._connect()
-        return self.db
-
     def _connect(self):
         if self.path:
             # Subjects, addresses and previews are private: 0600 like the messages.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                self.ino = os.fstat(fd).st_ino
-            finally:
-                os.close(fd)
-        db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None)
-        try:
-            if self.path:
-                # WAL, no fsync per commit: kill -9 loses nothing; a power cut
-                # may lose the last commits, which the next catch-up redoes.
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError("unknown schema version")
-            db.execute("SELECT count(*) FROM folders").fetchone()
-            db.execute("SELECT email FROM emails LIMIT 1").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _close(self):
-        if self.db is not None:
-            try:
-                self.db.close()
-            except sqlite3.Error:
-                pass
-            self.db = None
+            self.ino = createPrivate(self.path)
+        # WAL, no fsync per commit: kill -9 loses nothing; a power cut may
+        # lose the last commits, which the next catch-up redoes.
+        return openVersioned(self.path, "NORMAL", _SCHEMA, SCHEMA_VERSION,
+                             "SELECT count(*) FROM folders", "SELECT email FROM emails LIMIT 1")
 
     def _setAside(self):
         log.warn("message list index {name} is corrupt; set aside and rebuilt", name=FILE_NAME)
@@ -124,22 +86,6 @@ class SummaryIndex:
         if not self.path:
             return
         setAside(self.path)
-
-    def _guarded(self, f, *args):
-        with self.lock:
-            try:
-                try:
-                    return f(self._open(), *args)
-                except sqlite3.OperationalError:
-                    raise
-                except sqlite3.DatabaseError:
-                    self._setAside()  # SQLITE_CORRUPT, SQLITE_NOTADB
-                    return f(self._open(), *args)
-            except sqlite3.OperationalError as e:
-                code = getattr(e, "sqlite_errorname", "") or "error"
-                if code == "SQLITE_FULL":
-                    raise StorageFull("the message list index cannot grow: the disk is full") from None
-                raise TemporaryStoreError("the message list index cannot be used (%s)" % code) from None
 
     def check(self):
         """(Blocking.)  A file deleted or replaced under us is opened again (empty: rebuilt)."""

@@ -21,8 +21,6 @@ docs/store.md for the rules; in short:
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import threading as _threading
 
 from twisted.internet import defer
@@ -30,8 +28,8 @@ from twisted.internet import defer
 from mailnet.logs import Logger
 from mailnet.mail import threading
 from mailnet.mail.lines import readHeaderBlock
-from mailnet.store.interfaces import StorageFull, StoreError, TemporaryStoreError, messageBytes
-from mailnet.store.sqlitefile import setAside
+from mailnet.store.interfaces import StoreError, messageBytes
+from mailnet.store.sqlitefile import SQLiteFile, createPrivate, openVersioned, setAside
 
 log = Logger()
 
@@ -93,7 +91,7 @@ def readHeader(f, limit=HEADER_LIMIT) -> bytes:
         f.close()
 
 
-class ThreadIndex:
+class ThreadIndex(SQLiteFile):
     """
     The SQLite side: email id -> thread id, and the keys that link them.
     Every method may be called from any thread (one lock).  ``path`` None
@@ -103,79 +101,30 @@ class ThreadIndex:
     for.
     """
 
+    what = "the thread index"
+
     def __init__(self, path=None):
         self.path = path
         self.lock = _threading.Lock()
         self.db = None
         self.generation = 0  # bumped when ids may have changed (a merge, a rebuild)
 
-    def _open(self):
-        if self.db is not None:
-            return self.db
-        try:
-            self.db = self._connect()
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError:
-            self._setAside()
-            self.db = self._connect()
-        return self.db
-
     def _connect(self):
         if self.path:
-            # Subjects and Message-IDs are private: 0600 like the messages
-            # (SQLite gives the -wal and -shm files the database's mode).
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None)
-        try:
-            if self.path:
-                # WAL: a commit is one append; NORMAL: no fsync per commit (a
-                # power cut may lose the last commits, which are worked out
-                # again from the messages; kill -9 loses nothing).
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError("unknown schema version")
-            db.execute("SELECT count(*) FROM emails WHERE seq < 0").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        return db
+            # Subjects and Message-IDs are private: 0600 like the messages.
+            createPrivate(self.path)
+        # WAL: a commit is one append; NORMAL: no fsync per commit (a power
+        # cut may lose the last commits, which are worked out again from the
+        # messages; kill -9 loses nothing).
+        return openVersioned(self.path, "NORMAL", _SCHEMA, SCHEMA_VERSION, "SELECT count(*) FROM emails WHERE seq < 0")
 
     def _setAside(self):
         log.warn("thread index {name} is corrupt; set aside and rebuilt", name=FILE_NAME)
-        if self.db is not None:
-            try:
-                self.db.close()
-            except sqlite3.Error:
-                pass
-            self.db = None
+        self._close()
         self.generation += 1
         if not self.path:
             return
         setAside(self.path)
-
-    def _guarded(self, f, *args):
-        with self.lock:
-            try:
-                try:
-                    return f(self._open(), *args)
-                except sqlite3.OperationalError:
-                    raise
-                except sqlite3.DatabaseError:
-                    # SQLITE_CORRUPT, SQLITE_NOTADB: the file is damaged.
-                    self._setAside()
-                    return f(self._open(), *args)
-            except sqlite3.OperationalError as e:
-                # A full disk, an I/O error, a lock: worth a retry, nothing to set aside.
-                code = getattr(e, "sqlite_errorname", "") or "error"
-                if code == "SQLITE_FULL":
-                    raise StorageFull("the thread index cannot grow: the disk is full") from None
-                raise TemporaryStoreError("the thread index cannot be used (%s)" % code) from None
 
     def close(self):
         with self.lock:
