@@ -123,7 +123,10 @@ class PushSender:
         self._listen(key)
 
     def _listen(self, key):
-        wanted = any(s.verified for s in self.subs.get(key, {}).values())
+        # From the create on, not only once verified: the store's first look
+        # at a new account is its silent baseline, and it should be taken
+        # before the client, verified, makes the first change it wants told.
+        wanted = bool(self.subs.get(key))
         if wanted and key not in self.listening:
             self.listening[key] = self.source.subscribe(key, lambda changed, key=key: self.accountChanged(key, changed))
         elif not wanted and key in self.listening:

@@ -339,3 +339,16 @@ def test_a_look_between_a_deliverys_uidlist_record_and_its_log_line(tmp_path, mo
     assert set(result(r.changesSince(s0)).emails.created) == ids
     result(writer.close())
     result(reader.close())
+
+
+def test_a_listener_of_a_new_account_hears_its_first_delivery(tmp_path):
+    # A push client (EventSource, PushSubscription) that subscribes before
+    # the account has ever been looked at: the first delivery is an Email
+    # change, told at once, not folded into the journal's first look.
+    store, account, path = _setup(tmp_path)
+    heard = Heard()
+    account.addListener(heard)
+    heard.calls.clear()
+    _deliver(store, 1)  # no state was asked: the client only listens
+    assert heard.calls and heard.calls[-1][1] >= {"Email", "Mailbox"}
+    result(store.close())

@@ -117,6 +117,7 @@ class AccountJournal:
         self._poll = None
         self.retry = False
         self.firstTry = True
+        self.looked = False  # an ingest ran in this process (the baseline is taken)
         self.closed = False
         self.syncs = 0  # for tests: folders synced because of what the probe found
 
@@ -156,6 +157,7 @@ class AccountJournal:
             self.retry = False
             self.firstTry = attempt == 0
             state, types = await self.store.run(self.ingest)
+            self.looked = True
             self.listeners.tell(self.account, state, types)
             if not self.retry:
                 break
@@ -199,7 +201,13 @@ class AccountJournal:
             log.failure("change journal of {account}", failure, account=self.account.username)
 
     def addListener(self, listener):
+        first = not self.listeners
         self.listeners.add(listener)
+        if first and not self.looked:
+            # The journal's first look takes what is there as its baseline,
+            # silently: look now, so that a change made after a listener
+            # came (the first delivery to a new account) is told as one.
+            self.update().addErrback(self._failed)
         interval = self.store.changesPoll
         if self._poll is None and interval > 0:
             from twisted.internet import task
