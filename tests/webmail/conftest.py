@@ -28,8 +28,8 @@ def browser(playwright):
 WEBMAIL_CONFIG = {
     # Small enough that a test can upload past it (the refusal shown in the page).
     "http": {"max_size_upload": 200_000},
-    # Short, so that the undo test is quick; long enough to click "Undo".
-    "jmap": {"submission_hold": 1.5},
+    # Short, so that the undo test is quick; long enough to click "Undo" on a loaded machine.
+    "jmap": {"submission_hold": 4.0},
 }
 
 
