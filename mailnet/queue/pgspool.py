@@ -469,23 +469,9 @@ def claim(conn, node, lease, batch, ahead):
 
 def openQueue(config, reactor=None):
     """The ``postgres`` queue of ``config`` (the wiring's factory); refuses a schema without the queue tables."""
-    from mailnet.config import ConfigError
-    from mailnet.store.postgres.db import Database, Settings
-    from mailnet.store.postgres.schema import SchemaError, checkVersion
+    from mailnet.store.postgres.db import openChecked
 
-    db = Database(Settings.fromConfig(config), reactor=reactor)
-    try:
-        db.call(checkVersion)
-    except SchemaError as e:
-        db.close()
-        raise ConfigError(f"[postgres] {e}") from None
-    except TemporaryStoreError:
-        db.close()
-        raise ConfigError("[postgres] the database cannot be reached; check [postgres] and that the server runs") from None
-    except OSError as e:
-        db.close()
-        raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
-    db._closeAll()
+    db = openChecked(config, reactor=reactor)
     with contextlib.suppress(OSError):
         left = [n for n in os.listdir(config.spoolDir) if n.endswith(".json")]
         if left:

@@ -230,6 +230,32 @@ class Database:
             self._closeAll()
 
 
+def openChecked(config, **kwargs) -> Database:
+    """
+    A :class:`Database` for ``config`` whose schema is the code's (the
+    wiring's factories: the store, the shared queue); every refusal is a
+    :class:`~mailnet.config.ConfigError` of one line.  ``kwargs`` go to
+    :class:`Database` (``objects``, ``reactor``).
+    """
+    from mailnet.config import ConfigError
+    from mailnet.store.postgres.schema import SchemaError, checkVersion
+
+    db = Database(Settings.fromConfig(config), **kwargs)
+    try:
+        db.call(checkVersion)
+    except SchemaError as e:
+        db.close()
+        raise ConfigError(f"[postgres] {e}") from None
+    except TemporaryStoreError:
+        db.close()
+        raise ConfigError("[postgres] the database cannot be reached; check [postgres] and that the server runs") from None
+    except OSError as e:
+        db.close()
+        raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
+    db._closeAll()  # the connection made on this thread is not reused by the pool
+    return db
+
+
 def _describe(e):
     """A psycopg error without the connection string (no host names or passwords in the log)."""
     return "%s (%s)" % (type(e).__name__, getattr(getattr(e, "diag", None), "sqlstate", None) or "no sqlstate")

@@ -267,8 +267,7 @@ class PostgresDelivery:
 def makeStore(config):
     """The ``postgres`` backend factory (``[store] backend = "postgres"``): refuses an old schema."""
     from mailnet.config import ConfigError
-    from mailnet.store.postgres.db import Settings
-    from mailnet.store.postgres.schema import SchemaError, checkVersion
+    from mailnet.store.postgres.db import openChecked
 
     objects = None
     if config.postgres.bodies == "s3":
@@ -284,19 +283,7 @@ def makeStore(config):
         except TemporaryStoreError:
             raise ConfigError("[postgres] the object store cannot be reached or has no bucket "
                               f"{config.postgres.s3_bucket!r}; check s3_endpoint, s3_bucket and the key") from None
-    db = Database(Settings.fromConfig(config), objects=objects)
-    try:
-        db.call(checkVersion)
-    except SchemaError as e:
-        db.close()
-        raise ConfigError(f"[postgres] {e}") from None
-    except TemporaryStoreError:
-        db.close()
-        raise ConfigError("[postgres] the database cannot be reached; check [postgres] and that the server runs") from None
-    except OSError as e:
-        db.close()
-        raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
-    db._closeAll()  # the connection made on the main thread is not reused by the pool
+    db = openChecked(config, objects=objects)
     store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
     store.listen()
     return store
