@@ -157,7 +157,7 @@ def cmdUser(args):
             print(f"changed the password of {args.name.lower()}")
         elif args.action == "del":
             users.remove(args.name)
-            if os.path.exists(conf.tokensFile):
+            if conf.auth.directory != "postgres" and os.path.exists(conf.tokensFile):  # (the table: they go with the user)
                 from mailnet.tokens import TokenDB
 
                 TokenDB(conf.tokensFile).removeUser(args.name)  # a user made again later gets none of these
@@ -196,7 +196,8 @@ def cmdToken(args):
 
     conf = _load(args)
     users = _users(conf)
-    tokens = TokenDB(conf.tokensFile)
+    # [auth] directory = "postgres": the tokens table, shared by every node; else the file beside the users file.
+    tokens = users.tokens if conf.auth.directory == "postgres" else TokenDB(conf.tokensFile)
     try:
         if not users.exists(args.user):
             _die(f"no user {args.user.lower()}")

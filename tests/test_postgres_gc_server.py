@@ -11,13 +11,15 @@ logs its counts.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import time
 
 import pytest
 
 from tests.harness import MailServer
 from tests.store import postgres_fixture, s3_fixture
-from tests.test_postgres_s3_server import prefix, s3Config  # noqa: F401 (the prefix fixture)
+from tests.test_postgres_s3_server import s3Config
 from tests.test_postgres_server import ALICE, imap, send
 
 pgServer = postgres_fixture.pgServer
@@ -25,6 +27,12 @@ pgDatabase = postgres_fixture.pgDatabase
 s3Server = s3_fixture.s3Server
 
 pytestmark = pytest.mark.slow
+_prefixes = itertools.count(1)
+
+
+@pytest.fixture
+def prefix():
+    return f"gcsrv{os.getpid()}-{next(_prefixes)}/"
 
 
 def node(tmp_path, pgServer, pgDatabase, s3Server, prefix, **postgres):
