@@ -360,7 +360,7 @@ def parser():
 
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
-    d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema ([postgres] settings)")
+    d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema; recount quotas; gc unreferenced bodies")
     d.add_argument("action", choices=["init", "upgrade", "status", "recount", "gc"])
     d.add_argument("--dry-run", action="store_true", help="gc: count what would go, remove nothing")
     d.add_argument("--grace", type=float, metavar="SECONDS",

@@ -85,7 +85,10 @@ def _gc(conf, out, dryRun, grace):
     except ConfigError as e:
         print(f"mailnet: {e}", file=sys.stderr)
         return 1
-    except (TemporaryStoreError, OSError):
+    except OSError as e:
+        print(f"mailnet: [postgres] s3_secret_file: {e.strerror}", file=sys.stderr)
+        return 1
+    except TemporaryStoreError:
         print("mailnet: [postgres] the object store cannot be reached or has no bucket "
               f"{conf.postgres.s3_bucket!r}", file=sys.stderr)
         return 1
