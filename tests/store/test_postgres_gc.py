@@ -172,4 +172,5 @@ def test_one_sweep_at_a_time(env):
     with env.connect() as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s)", (gc.SWEEP_LOCK,)).fetchone()[0]
         assert sweep(store) is None  # another node is sweeping
+        other.execute("SELECT pg_advisory_unlock(%s)", (gc.SWEEP_LOCK,))  # (a close frees it a moment later)
     assert sweep(store) is not None
