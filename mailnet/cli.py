@@ -15,6 +15,7 @@ The ``mailnet`` command.
     mailnet status                       listeners, queue, store, certificates (exit 1: a problem)
     mailnet db init|upgrade|status       the PostgreSQL store's schema ([store] backend = "postgres")
     mailnet db recount                   recount every account's quota usage from its messages
+    mailnet db gc [--dry-run] [--grace S] remove bodies no message refers to (rows; S3 objects older than S)
     mailnet --version
 
 ``--config FILE`` goes before or after the command.  Without it (or
@@ -156,7 +157,7 @@ def cmdUser(args):
             print(f"changed the password of {args.name.lower()}")
         elif args.action == "del":
             users.remove(args.name)
-            if os.path.exists(conf.tokensFile):
+            if conf.auth.directory != "postgres" and os.path.exists(conf.tokensFile):  # (the table: they go with the user)
                 from mailnet.tokens import TokenDB
 
                 TokenDB(conf.tokensFile).removeUser(args.name)  # a user made again later gets none of these
@@ -195,7 +196,8 @@ def cmdToken(args):
 
     conf = _load(args)
     users = _users(conf)
-    tokens = TokenDB(conf.tokensFile)
+    # [auth] directory = "postgres": the tokens table, shared by every node; else the file beside the users file.
+    tokens = users.tokens if conf.auth.directory == "postgres" else TokenDB(conf.tokensFile)
     try:
         if not users.exists(args.user):
             _die(f"no user {args.user.lower()}")
@@ -284,7 +286,7 @@ def cmdStatus(args):
 def cmdDb(args):
     from mailnet.store.postgres import cli
 
-    return cli.main(_load(args), args.action)
+    return cli.main(_load(args), args.action, dryRun=args.dry_run, grace=args.grace)
 
 
 def cmdMigrate(args):
@@ -358,8 +360,11 @@ def parser():
 
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
-    d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema ([postgres] settings)")
-    d.add_argument("action", choices=["init", "upgrade", "status", "recount"])
+    d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema; recount quotas; gc unreferenced bodies")
+    d.add_argument("action", choices=["init", "upgrade", "status", "recount", "gc"])
+    d.add_argument("--dry-run", action="store_true", help="gc: count what would go, remove nothing")
+    d.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="gc: objects younger than this are kept (default: [postgres] gc_grace)")
     m = add_parser("migrate", help="copy Maildir accounts into the PostgreSQL store (resumable, verified)")
     m.add_argument("action", choices=["maildir-to-postgres"])
     m.add_argument("users", nargs="*", metavar="USER")

@@ -257,7 +257,7 @@ def makeDirectoryTables(config: Config, reactor=None, store=None, background=Fal
     db = getattr(store, "db", None) if config.store.backend == "postgres" else None
     if db is None:
         db = Database(Settings.fromConfig(config), reactor=reactor)
-    return makeDirectory(db, config, clock=reactor, tokens=TokenDB(config.tokensFile), background=background)
+    return makeDirectory(db, config, clock=reactor, background=background)  # app passwords: the tokens table
 
 
 def makeUsers(config: Config, reactor, users=None, checkers=None):

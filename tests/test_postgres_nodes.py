@@ -7,10 +7,13 @@ database, driven by poplib/imaplib/smtplib.
 * The login failure throttle counts in one table for every node.
 * Users and aliases in tables: ``mailnet user``/``alias`` on node A, a
   login or a delivery on node B.
+* App passwords in the tokens table: ``mailnet token add`` on node A, an
+  IMAP and an SMTP AUTH login on node B; revoked on B, refused on A.
 """
 
 from __future__ import annotations
 
+import hashlib
 import imaplib
 import os
 import poplib
@@ -200,3 +203,39 @@ def test_an_alias_added_by_node_a_cli_delivers_on_node_b(tableNodes):
     assert b.mailnet("alias", "list").stdout.strip() == "sales@example.test: alice@example.test"
     b.mailnet("alias", "del", "sales@example.test")
     eventually(lambda: not accepted())
+
+
+def smtpLogin(server, user):
+    """SMTP AUTH on the submission port after STARTTLS: whether it was accepted."""
+    with smtplib.SMTP("127.0.0.1", server.port("submission"), timeout=20) as s:
+        s.starttls(context=ssl.create_default_context(cafile=server.certFile))
+        try:
+            s.login(*user)
+        except smtplib.SMTPAuthenticationError:
+            return False
+        return True
+
+
+def test_an_app_password_made_on_node_a_logs_in_on_node_b_and_a_revoke_on_b_holds_on_a(tableNodes, pgServer,
+                                                                                         pgDatabase):
+    a, b = tableNodes
+    a.mailnet("user", "add", ALICE[0], ALICE[1])
+    token = a.mailnet("token", "add", ALICE[0], "phone").stdout.strip()
+    assert token.startswith("mn_")
+    # Node b: IMAP and SMTP AUTH with the token at once (a token login reads the table first).
+    c = imapLogin(b, (ALICE[0], token))
+    assert c is not None
+    c.logout()
+    assert smtpLogin(b, (ALICE[0], token))
+    assert "phone" in b.mailnet("token", "list", ALICE[0]).stdout
+    with pgServer.connect(pgDatabase) as conn:
+        stored = conn.execute("SELECT digest, username, name FROM tokens").fetchall()
+    assert [(d == hashlib.sha256(token.encode()).hexdigest(), u, n) for d, u, n in stored] == [
+        (True, ALICE[0], "phone")]  # its hash at rest, never the token
+    assert not os.path.exists(os.path.join(a.dataDir, "users.tokens"))
+    # Revoked on node b: refused on node a at once, IMAP and SMTP; the password still works.
+    assert "revoked phone" in b.mailnet("token", "revoke", ALICE[0], "phone").stdout
+    assert imapLogin(a, (ALICE[0], token)) is None
+    assert not smtpLogin(a, (ALICE[0], token))
+    assert smtpLogin(a, ALICE)
+    assert a.mailnet("token", "list", ALICE[0]).stdout.strip() == ""

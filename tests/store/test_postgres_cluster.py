@@ -1,12 +1,14 @@
 """
 Cluster-wide state on PostgreSQL in process (two "nodes" are two objects
 on one database): the login failure throttle's shared counts
-(mailnet/store/postgres/throttle.py), users and aliases in tables
+(mailnet/store/postgres/throttle.py), users, aliases and app passwords in tables
 (mailnet/store/postgres/directory.py).  The real servers:
 tests/test_postgres_nodes.py.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 from twisted.internet import task
@@ -14,7 +16,7 @@ from twisted.internet import task
 from mailnet.login import AuthThrottle
 from mailnet.store.postgres.db import Database
 from mailnet.store.postgres.throttle import PostgresFailures
-from mailnet.store.testing import result, syncRunner
+from mailnet.store.testing import failure, result, syncRunner
 from tests.store import postgres_fixture
 
 pgServer = postgres_fixture.pgServer
@@ -144,3 +146,34 @@ def test_users_and_aliases_of_one_node_reach_another(pgServer, pgDatabase):
         usersA.add("not a user", "pw")
     with pytest.raises(KeyError):
         usersA.remove(USER)
+
+
+def test_app_passwords_of_one_node_reach_another(pgServer, pgDatabase):
+    from twisted.cred.error import UnauthorizedLogin
+
+    clock = task.Clock()
+    usersA, _ = directory(pgServer, pgDatabase, clock)
+    usersB, _ = directory(pgServer, pgDatabase, clock)
+    usersA.runInThread = usersB.runInThread = syncRunner
+    usersA.add(USER, "pw")
+    result(usersB.authenticate(USER, "pw"))  # b knows the user now (a fresh snapshot)
+    token = usersA.tokens.add(USER, "phone")
+    # b's snapshot is fresh but the password looks like a token: b reads the table first.
+    assert result(usersB.authenticate(USER, token)) == USER
+    assert usersB.tokens.owner(token) == USER and [n for n, _ in usersB.tokens.list(USER)] == ["phone"]
+    with pytest.raises(ValueError):
+        usersB.tokens.add(USER, "phone")  # one name once, wherever it was made
+    with pytest.raises(KeyError):
+        usersB.tokens.add("nobody@example.test")
+    usersB.tokens.revoke(USER, "phone")
+    assert isinstance(failure(usersA.authenticate(USER, token)), UnauthorizedLogin)  # at once on a
+    with pytest.raises(KeyError):
+        usersA.tokens.revoke(USER, "phone")
+    # At rest: the SHA-256 only; a user's tokens go with the user.
+    other = usersA.tokens.add(USER, "laptop")
+    with pgServer.connect(pgDatabase) as conn:
+        stored = conn.execute("SELECT digest FROM tokens").fetchall()
+    assert stored == [(hashlib.sha256(other.encode()).hexdigest(),)] and other not in str(stored)
+    usersB.remove(USER)
+    with pgServer.connect(pgDatabase) as conn:
+        assert conn.execute("SELECT count(*) FROM tokens").fetchall() == [(0,)]

@@ -14,8 +14,11 @@ from mailnet.store.postgres import quota, schema
 from mailnet.store.postgres.db import Settings, _describe
 
 
-def main(conf, action, out=sys.stdout):
+def main(conf, action, out=sys.stdout, dryRun=False, grace=None):
     import psycopg
+
+    if action == "gc":
+        return _gc(conf, out, dryRun, conf.postgres.gc_grace if grace is None else grace)
 
     settings = Settings.fromConfig(conf)
     try:
@@ -57,3 +60,48 @@ def main(conf, action, out=sys.stdout):
     except psycopg.Error as e:
         print(f"mailnet: the database cannot be used: {_describe(e)}", file=sys.stderr)
         return 1
+
+
+def _gc(conf, out, dryRun, grace):
+    from mailnet.config import ConfigError
+    from mailnet.store.interfaces import TemporaryStoreError
+    from mailnet.store.postgres import gc
+    from mailnet.store.postgres.db import openChecked
+
+    if grace < 0:
+        print("mailnet: --grace: a number of seconds, 0 or more", file=sys.stderr)
+        return 2
+    objects = None
+    try:
+        if conf.postgres.bodies == "s3":
+            from mailnet.store.postgres import objects as s3
+
+            objects = s3.fromConfig(conf)
+            objects.check()
+        db = openChecked(conf, objects=objects)
+    except ImportError:
+        print('mailnet: [postgres] bodies = "s3" needs boto3 (pip install mailnet[s3])', file=sys.stderr)
+        return 1
+    except ConfigError as e:
+        print(f"mailnet: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"mailnet: [postgres] s3_secret_file: {e.strerror}", file=sys.stderr)
+        return 1
+    except TemporaryStoreError:
+        print("mailnet: [postgres] the object store cannot be reached or has no bucket "
+              f"{conf.postgres.s3_bucket!r}", file=sys.stderr)
+        return 1
+    try:
+        report = gc.sweep(db, objects, grace, dryRun=dryRun)
+    except TemporaryStoreError as e:
+        print(f"mailnet: {e}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    if report is None:
+        print("mailnet: a sweep is running already (on this or another node); try again later", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line, file=out)
+    return 0

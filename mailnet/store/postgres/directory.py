@@ -8,6 +8,9 @@ the single-node default.
   never a password), ``extra`` (Dovecot's extra fields, as the users file's
   seventh field: ``userdb_quota_rule=*:storage=2G``).
 * ``aliases``: ``address`` (or ``@domain``) and its ``targets``.
+* ``tokens`` (schema version 8): app passwords (``mailnet token``): the
+  token's SHA-256 (hex), its user (the row goes with the user), its name
+  and when it was made; never the token itself (mailnet/tokens.py).
 * ``directory_serial``: one number, bumped by every change in the same
   transaction.
 
@@ -22,6 +25,13 @@ does not know or whose snapshot is older than that.  So a user added on
 node A logs in on node B at once; a removed user or a changed password
 is seen by every node within that many seconds (the password cache of
 ``[auth] cache_seconds`` is emptied when the snapshot changes).
+
+:class:`TableTokens` is :class:`mailnet.tokens.TokenDB` over the tokens
+table, from the same snapshot.  A login whose password looks like a token
+(IMAP, POP3, SMTP AUTH, HTTP Basic) reads the serial first (one small
+query), so a token made or revoked on any node counts at once there; a
+Bearer token on the http listener is checked from memory (each request,
+no query), so a revoke reaches it within ``[auth] directory_refresh``.
 """
 
 from __future__ import annotations
@@ -29,7 +39,10 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailnet import auth, passwords
+import secrets
+import time
+
+from mailnet import auth, passwords, tokens
 
 log = Logger()
 
@@ -39,13 +52,14 @@ def _bump(conn):
 
 
 def _load(conn, known):
-    """(serial, users rows, alias rows), or (serial, None, None) when the serial is ``known``."""
+    """(serial, users, aliases, tokens rows), or (serial, None, None, None) when the serial is ``known``."""
     serial = conn.execute("SELECT serial FROM directory_serial").fetchone()[0]
     if serial == known:
-        return serial, None, None
+        return serial, None, None, None
     users = conn.execute("SELECT username, hash, extra FROM users").fetchall()
     aliases = conn.execute("SELECT address, targets FROM aliases").fetchall()
-    return serial, users, aliases
+    found = conn.execute("SELECT digest, username, name, created FROM tokens").fetchall()
+    return serial, users, aliases, found
 
 
 class _Snapshot:
@@ -58,6 +72,7 @@ class _Snapshot:
         self.serial = None
         self.users = []
         self.aliases = []
+        self.tokens = []
         self.readAt = None
         self.watchers = []
         self._waiters = []
@@ -65,11 +80,11 @@ class _Snapshot:
         self._down = False
 
     def _take(self, loaded):
-        serial, users, aliases = loaded
+        serial, users, aliases, found = loaded
         if self.clock is not None:
             self.readAt = self.clock.seconds()
         if users is not None:
-            self.serial, self.users, self.aliases = serial, users, aliases
+            self.serial, self.users, self.aliases, self.tokens = serial, users, aliases, found
             for watcher in self.watchers:
                 watcher()
 
@@ -156,8 +171,9 @@ class TableUsers(auth.UserDB):
             key = auth.normalize(username.decode("utf-8") if isinstance(username, bytes) else username)
         except UnicodeDecodeError:
             key = None
-        if key is not None and (key not in self._data or self.snapshot.stale()):
-            # A user added (or a password changed) on another node: read the table first.
+        if key is not None and (key not in self._data or self.snapshot.stale() or _isToken(password)):
+            # A user added (or a password changed, a token made or revoked)
+            # on another node: read the table first.
             d = self.snapshot.update()
             d.addErrback(lambda failure: log.warn("users table: cannot read it ({why}); "
                                                   "checking against what was read before",
@@ -207,6 +223,75 @@ class TableUsers(auth.UserDB):
         self.snapshot.loadNow()
 
 
+def _isToken(password):
+    if isinstance(password, bytes):
+        password = password.decode("ascii", "replace")
+    return tokens.looksLikeToken(password)
+
+
+class TableTokens(tokens.TokenDB):
+    """:class:`mailnet.tokens.TokenDB` over the ``tokens`` table (see the module docstring)."""
+
+    def __init__(self, snapshot):
+        super().__init__(None)
+        self.snapshot = snapshot
+        self._data = {}
+        snapshot.watchers.append(self._reparse)
+        self._reparse()
+
+    def _reparse(self):
+        self._data = {digest: (auth.normalize(user), name, str(created))
+                      for digest, user, name, created in self.snapshot.tokens}
+
+    def current(self):
+        return self._data
+
+    # Changes (the CLI; blocking): one transaction each, the serial bumped in it.
+
+    def add(self, username, name=None, clock=time.time):
+        key = auth.normalize(username)
+        if name is None:
+            name = "token-" + secrets.token_hex(3)
+        if not tokens.NAME_RE.fullmatch(name):
+            raise ValueError(f"{name!r}: a token name is 1-64 letters, digits, '.', '_' or '-'")
+        token = tokens.makeToken()
+
+        def insert(conn):
+            if conn.execute("SELECT 1 FROM users WHERE username = %s", (key,)).fetchone() is None:
+                raise KeyError(f"no user {key}")
+            if conn.execute("INSERT INTO tokens (digest, username, name, created) VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT (username, name) DO NOTHING RETURNING digest",
+                            (tokens.digest(token), key, name, int(clock()))).fetchone() is None:
+                raise ValueError(f"{key} has a token named {name} already")
+            _bump(conn)
+
+        self.snapshot.db.call(insert)
+        self.snapshot.loadNow()
+        return token
+
+    def revoke(self, username, name):
+        key = auth.normalize(username)
+
+        def delete(conn):
+            if conn.execute("DELETE FROM tokens WHERE username = %s AND name = %s RETURNING digest",
+                            (key, name)).fetchone() is None:
+                raise KeyError(f"{key} has no token named {name}")
+            _bump(conn)
+
+        self.snapshot.db.call(delete)
+        self.snapshot.loadNow()
+
+    def removeUser(self, username):
+        key = auth.normalize(username)
+
+        def delete(conn):
+            if conn.execute("DELETE FROM tokens WHERE username = %s RETURNING digest", (key,)).fetchall():
+                _bump(conn)
+
+        self.snapshot.db.call(delete)
+        self.snapshot.loadNow()
+
+
 class TableAliases(auth.AliasDB):
     """:class:`mailnet.auth.AliasDB` over the ``aliases`` table (see the module docstring)."""
 
@@ -246,9 +331,10 @@ class TableAliases(auth.AliasDB):
         self.snapshot.loadNow()
 
 
-def makeDirectory(db, config, clock=None, tokens=None, background=False):
+def makeDirectory(db, config, clock=None, background=False):
     """
-    (users, aliases) over the tables, read once now (blocking; a
+    (users, aliases) over the tables, the users' app passwords
+    (``users.tokens``) over the tokens table, read once now (blocking; a
     :class:`~mailnet.config.ConfigError` of one line when the database or
     the tables are not there).  ``background`` (the server): look for
     changes every ``[auth] directory_refresh`` seconds on ``clock``, and
@@ -267,14 +353,14 @@ def makeDirectory(db, config, clock=None, tokens=None, background=False):
     except OSError as e:
         raise ConfigError(f"[postgres] password_file: {e.strerror}") from None
     except _psycopg().errors.UndefinedTable:
-        raise ConfigError(f"{where}: the database has no users table (schema older than version 6): "
+        raise ConfigError(f"{where}: the database has no users or tokens table (schema older than version 8): "
                           "run `mailnet db upgrade` (or `mailnet db init`)") from None
     except _psycopg().Error as e:
         raise ConfigError(f"{where}: the database cannot be used: {_describe(e)}") from None
     finally:
         db._drop()  # this thread's connection: the pool's threads have their own
     users = TableUsers(snapshot, config.auth.hash, config.auth.cache_seconds if background else 0, clock=clock,
-                       tokens=tokens)
+                       tokens=TableTokens(snapshot))
     aliases = TableAliases(snapshot)
     if background:
         snapshot.start()

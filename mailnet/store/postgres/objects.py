@@ -19,15 +19,18 @@ A failed PUT or GET (server down, timeout, 5xx, a missing object) is
 POP3 -ERR) and rolls the transaction back.  Reads stream the object into
 an unlinked temporary file one chunk at a time past ``IN_MEMORY`` bytes.
 
-Objects are never deleted here (a concurrent delivery of the same bytes
-could race a delete): objects whose ``bodies`` row is gone are garbage for
-a later sweep (docs/store.md).
+Objects are not deleted when their row goes (a concurrent delivery of the
+same bytes could race a delete): objects whose ``bodies`` row is gone are
+removed by the sweep (gc.py: ``mailnet db gc``, ``[postgres]
+gc_interval``), which uses :meth:`ObjectStore.listing` and
+:meth:`ObjectStore.delete`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import tempfile
 
 from twisted.logger import Logger
@@ -140,6 +143,29 @@ class ObjectStore:
 
         return self._call("reading a body", get)
 
+    def listing(self):
+        """
+        The objects under the prefix that are ours (the prefix and 64 hex
+        digits), one list per page of the listing: ``[(hash bytes,
+        LastModified as Unix seconds, size)]``.  Other names are left alone.
+        """
+        pages = self._call("listing the bucket", lambda: iter(self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix)))
+        while True:
+            page = self._call("listing the bucket", lambda: next(pages, None))
+            if page is None:
+                return
+            out = []
+            for o in page.get("Contents", []):
+                name = o["Key"][len(self.prefix):]
+                if _HEX.fullmatch(name):
+                    out.append((bytes.fromhex(name), o["LastModified"].timestamp(), o.get("Size", 0)))
+            yield out
+
+    def delete(self, h):
+        """Remove the object for hash ``h`` (the sweep, under the body's lock)."""
+        self._call("deleting an object", lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key(h)))
+
     def _call(self, what, f):
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -153,6 +179,9 @@ class ObjectStore:
             # No endpoint or key in the log: the exception's class only.
             log.warn("s3: {what} failed: {kind}", what=what, kind=type(e).__name__)
             raise TemporaryStoreError(UNAVAILABLE) from None
+
+
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class _Short(Exception):

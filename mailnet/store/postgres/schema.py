@@ -39,7 +39,8 @@ outbound queue: ``queue_items``, ``queue_chunks``, ``queue_commands``
 (mailnet/queue/pgspool.py); version 6 the
 cluster-wide state: ``login_failures`` (throttle.py), ``users``,
 ``aliases`` and ``directory_serial`` (directory.py), ``migrated``
-(migrate.py).
+(migrate.py); version 8 ``tokens``, the app passwords of the users table
+(directory.py).  (Version 7 is reserved here for the message list index.)
 """
 
 from __future__ import annotations
@@ -252,6 +253,23 @@ MIGRATIONS = [
         folder bigint NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
         uid bigint NOT NULL,
         PRIMARY KEY (account, source)
+    );
+    """,
+    # 7: RESERVED for the pgindex branch's migration (the message list index
+    # table); this placeholder goes when that branch merges (it does nothing).
+    """
+    SELECT 1;
+    """,
+    # 8: app passwords (`mailnet token`) shared by every node with
+    # [auth] directory = "postgres" (mailnet/store/postgres/directory.py):
+    # the token's SHA-256 only, never the token; they go with their user.
+    """
+    CREATE TABLE tokens (
+        digest text PRIMARY KEY,
+        username text NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+        name text NOT NULL,
+        created bigint NOT NULL,
+        UNIQUE (username, name)
     );
     """,
 ]

@@ -11,7 +11,7 @@ import io
 import tempfile
 
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, NoSuchAccount, NoSuchFolder, NoSuchMessage
-from mailnet.store.postgres import journal, quota
+from mailnet.store.postgres import gc, journal, quota
 from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.schema import CHUNK
 
@@ -268,6 +268,10 @@ def storeBody(conn, spool, objects=None):
     """
     h = spool.digest()
     chunks = 0 if objects is not None else -(-spool.size // CHUNK)
+    if objects is not None:
+        # Before looking for the row: the sweep (gc.py) deletes no object
+        # of this body until this transaction has ended.
+        gc.shareObject(conn, h)
     # DO UPDATE (not NOTHING): it locks an existing row, so a concurrent
     # dropBodies waits for this transaction and then sees its message.
     inserted = conn.execute("INSERT INTO bodies (hash, size, chunks) VALUES (%s, %s, %s) "

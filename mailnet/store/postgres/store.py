@@ -55,6 +55,7 @@ class PostgresStore:
         self._usage = {}  # username -> (storage, messages, when read): quotaUsage's cache
         self.quotaPolicy = None  # set by the service from [quota] (mailnet/store/quota.py)
         self.listener = None
+        self.sweeper = None  # gc.Sweeper: [postgres] gc_interval
 
     def listen(self, reactor=None):
         """Hear other nodes' changes (LISTEN/NOTIFY, listen.py) in a thread of its own."""
@@ -164,6 +165,9 @@ class PostgresStore:
         return defer.gatherResults(ds) if ds else defer.succeed(None)
 
     def close(self):
+        if self.sweeper is not None:
+            self.sweeper.stop()
+            self.sweeper = None
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
@@ -286,6 +290,13 @@ def makeStore(config):
     db = openChecked(config, objects=objects)
     store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
     store.listen()
+    if config.postgres.gc_interval > 0:
+        from twisted.internet import reactor
+
+        from mailnet.store.postgres.gc import Sweeper
+
+        store.sweeper = Sweeper(db, objects, config.postgres.gc_interval, config.postgres.gc_grace, reactor)
+        store.sweeper.start()
     return store
 
 
