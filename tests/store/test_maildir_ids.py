@@ -12,36 +12,15 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from mailnet.store.interfaces import INBOX
-from mailnet.store.maildir import MaildirStore
 from mailnet.store.maildir.names import emailIdOf
-from tests.store.helpers import msg, result, syncRunner
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USER = "carol@example.test"
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "mail")
-
-
-def newStore(root):
-    return MaildirStore(root, runner=syncRunner)
-
-
-def acct(root):
-    return os.path.join(root, "example.test", "carol")
+from tests.store.helpers import msg, result
+from tests.store.maildir_helpers import ROOT, USER, acct, newStore, openf
+from tests.store.maildir_helpers import root  # noqa: F401 (a fixture)
 
 
 def account(store):
     return result(store.getAccount(USER))
-
-
-def openf(store, name=INBOX):
-    return result(account(store).openFolder(name))
 
 
 def fileOf(folderPath, uid, folder):
