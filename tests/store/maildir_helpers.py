@@ -18,6 +18,7 @@ from mailnet.store.maildir import MaildirStore, tuning
 from mailnet.store.maildir.files import UidList
 from tests.store.helpers import result, syncRunner
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USER = "carol@example.test"
 
@@ -71,6 +72,7 @@ def uidlistRecords(path):
     assert uids == sorted(uids), "uidlist records must ascend"
     return ul, {base: uid for uid, base, _ in records}
 
+
 LF_BODY = b"From: a@example.test\nSubject: lf\n\nline one\nline two\n"
 CRLF_BODY = LF_BODY.replace(b"\n", b"\r\n")
 
@@ -86,7 +88,9 @@ def write(path, data, mtime=None):
     if mtime is not None:
         os.utime(path, (mtime, mtime))
 
+
 def child(*args):
+    """A process delivering through tests/store/_deliver_proc.py (``args``: its command line), to kill."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.store._deliver_proc", *args],
