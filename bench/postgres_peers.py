@@ -29,11 +29,9 @@ import argparse
 import imaplib
 import os
 import shutil
-import smtplib
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,41 +40,19 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import imap_bench  # noqa: E402
 import smtp_bench  # noqa: E402
-from tests.harness import MailServer  # noqa: E402
+from benchlib import loadavg, loadMessage, mailnetNode, smtpLoad  # noqa: E402
 from tests.store.postgres_fixture import PostgresServer, binDir  # noqa: E402
 
 USER = ("alice@example.test", "alice-pw")
-BODY = (b"x" * 70 + b"\r\n") * 56  # about 4 KB
 
 
 def message(i):
-    word = b"needle" if i % 10 == 0 else b"hay"
-    return (b"From: Load <load@remote.test>\r\nTo: someone@example.test\r\nSubject: bench %d\r\n"
-            b"Message-ID: <bench.%d@remote.test>\r\n\r\n%s\r\n" % (i, i, word)) + BODY
+    return loadMessage(i, to=b"someone@example.test", word=b"needle" if i % 10 == 0 else b"hay")
 
 
 def smtpRun(port, rcpt, messages, sessions):
-    per = messages // sessions
-    errors = []
-
-    def client(k):
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=120) as s:
-                for i in range(per):
-                    s.sendmail("load@remote.test", [rcpt], message(k * per + i))
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(sessions)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise RuntimeError(f"SMTP clients failed: {errors[0]!r}")
-    return per * sessions / elapsed
+    sent, seconds = smtpLoad(port, rcpt, messages, sessions, message)
+    return sent / seconds
 
 
 def imapRun(port, user, password, expect):
@@ -104,11 +80,6 @@ def imapRun(port, user, password, expect):
     timed("search subject", "SEARCH", "SUBJECT", '"bench 7"')
     m.logout()
     return out
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def main():
@@ -156,25 +127,13 @@ def main():
                     print(f"run {r + 1} postfix: {rate:.0f} msgs/s", file=sys.stderr, flush=True)
                     continue
                 config = {"limits": {"connections_per_ip": 1000}, "auth": {"allow_plaintext": True}}
-                dbname = None
-                if name == "postgres":
-                    dbname = pg.newDatabase()
-                    config.update({"store": {"backend": "postgres"},
-                                   "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname}})
-                server = MailServer(os.path.join(scratch, f"{name}{r}"), config=config)
-                server.start()
-                try:
-                    server.addUser(*USER)
+                with mailnetNode(os.path.join(scratch, f"{name}{r}"), config, pg=pg if name == "postgres" else None,
+                                 user=USER, remove=True) as server:
                     rate = smtpRun(server.port("smtp"), USER[0], args.messages, args.sessions)
                     results[name].setdefault("smtp msgs/s", []).append(rate)
                     for key, value in imapRun(server.port("imap"), *USER, count).items():
                         results[name].setdefault(key + " (s)", []).append(value)
                     print(f"run {r + 1} {name}: {rate:.0f} msgs/s", file=sys.stderr, flush=True)
-                finally:
-                    server.stop()
-                    if dbname:
-                        pg.dropDatabase(dbname)
-                    shutil.rmtree(os.path.join(scratch, f"{name}{r}"), ignore_errors=True)
     finally:
         loads.append(loadavg())
         if dovecot:

@@ -31,51 +31,29 @@ from __future__ import annotations
 import argparse
 import imaplib
 import os
-import smtplib
 import ssl
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from tests.harness import MailServer  # noqa: E402
+from benchlib import loadMessage, mailnetNode, smtpLoad  # noqa: E402
 from tests.store.postgres_fixture import PostgresServer, binDir  # noqa: E402
 
 USER = ("alice@example.test", "alice-pw")
-BODY = (b"x" * 70 + b"\r\n") * 56  # about 4 KB
 
 
 def message(i):
-    return (b"From: Load <load@remote.test>\r\nTo: alice@example.test\r\nSubject: bench %d\r\n"
-            b"Message-ID: <bench.%d@remote.test>\r\n\r\n" % (i, i)) + BODY
+    return loadMessage(i)
 
 
 def smtpRun(server, messages, sessions):
-    per = messages // sessions
-    errors = []
-
-    def client(k):
-        try:
-            with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=120) as s:
-                for i in range(per):
-                    s.sendmail("load@remote.test", [USER[0]], message(k * per + i))
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(sessions)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise RuntimeError(f"SMTP clients failed: {errors[0]!r}")
-    return per * sessions / elapsed
+    sent, seconds = smtpLoad(server.port("smtp"), USER[0], messages, sessions, message)
+    return sent / seconds
 
 
 def imapRun(server):
@@ -124,27 +102,15 @@ def main():
             s3.client().create_bucket(Bucket=BUCKET)
         for r in range(args.repeat):
             for backend in backends:
-                config = {"limits": {"connections_per_ip": 1000}}
-                dbname = None
-                if backend.startswith("postgres"):
-                    dbname = pg.newDatabase()
-                    config.update({"store": {"backend": "postgres"},
-                                   "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname}})
-                    if backend == "postgres+s3":
-                        config["postgres"].update(s3.config(f"run{r}/"), s3_timeout=30)
-                server = MailServer(os.path.join(scratch, f"{backend}{r}"), config=config)
-                server.start()
-                try:
-                    server.addUser(*USER)
+                on = pg if backend.startswith("postgres") else None
+                extra = dict(s3.config(f"run{r}/"), s3_timeout=30) if backend == "postgres+s3" else None
+                with mailnetNode(os.path.join(scratch, f"{backend}{r}"), {"limits": {"connections_per_ip": 1000}},
+                                 pg=on, postgres=extra, user=USER) as server:
                     rate = smtpRun(server, args.messages, args.sessions)
                     results[backend].setdefault("smtp msgs/s", []).append(rate)
                     for key, value in imapRun(server).items():
                         results[backend].setdefault(key + " (s)", []).append(value)
                     print(f"run {r + 1} {backend}: {rate:.0f} msgs/s", file=sys.stderr, flush=True)
-                finally:
-                    server.stop()
-                    if dbname:
-                        pg.dropDatabase(dbname)
     finally:
         if s3 is not None:
             s3.stop()

@@ -1,7 +1,8 @@
 """
 The real server with ``[store] backend = "postgres"`` on a real PostgreSQL
 (tests/store/postgres_fixture.py), driven by clients we did not write:
-smtplib, imapclient, poplib, swaks, mbsync.  Also: kill -9 right after a
+smtplib, imapclient, poplib, swaks, fetchmail (msmtp, getmail6 and mbsync:
+tests/test_clients_on_both_stores.py).  Also: kill -9 right after a
 250 loses nothing; PostgreSQL stopped under open sessions gives temporary
 errors (SMTP 451, IMAP NO, POP3 -ERR), no crash, and the same sessions
 work again once it is back; a database without the schema is refused at
@@ -10,7 +11,6 @@ start with one line, and ``mailnet db`` makes it.
 
 from __future__ import annotations
 
-import os
 import poplib
 import shutil
 import smtplib
@@ -145,31 +145,6 @@ def test_swaks_delivery(mail):
     c.select_folder("INBOX")
     [uid] = c.search("ALL")
     assert b"Subject: by swaks" in c.fetch([uid], ["RFC822"])[uid][b"RFC822"]
-    c.logout()
-
-
-@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) not installed")
-def test_mbsync_pull_and_push(mail, tmp_path):
-    from tests.imap.test_mbsync import maildir_messages, mbsync, write_config
-
-    c = imap(mail)
-    c.create_folder("Lists")
-    c.append("INBOX", message("one"), flags=[b"\\Seen"])
-    c.append("Lists", message("two"))
-    local = tmp_path / "local"
-    local.mkdir()
-    config = str(tmp_path / "mbsyncrc")
-    write_config(config, mail, ALICE, str(local))
-    mbsync(config)
-    assert set(maildir_messages(str(local / "INBOX"))) == {"Subject: one"}
-    assert set(maildir_messages(str(local / "Lists"))) == {"Subject: two"}
-    # Push a local change: the message in Lists marked seen.
-    path, info = maildir_messages(str(local / "Lists"))["Subject: two"]
-    os.rename(path, path.split(":2,")[0] + ":2,S")
-    mbsync(config)
-    c.select_folder("Lists")
-    [uid] = c.search("ALL")
-    assert b"\\Seen" in c.get_flags([uid])[uid]
     c.logout()
 
 
@@ -309,38 +284,8 @@ def test_idle_on_one_node_hears_a_change_made_on_another(pgServer, pgDatabase, t
             node.stop()
 
 
-# The other real-client tests' clients, against a node on PostgreSQL.
-
-
-@pytest.mark.skipif(shutil.which("msmtp") is None, reason="msmtp not installed")
-def test_msmtp_submission(mail, tmp_path):
-    from tests.smtp.e2e import run, write_private
-
-    conf = tmp_path / "msmtprc"
-    write_private(conf, f"""defaults
-tls on
-tls_starttls on
-tls_trust_file {mail.certFile}
-logfile {tmp_path}/msmtp.log
-
-account mailnet
-host 127.0.0.1
-port {mail.port("submission")}
-from alice@example.test
-auth plain
-user alice@example.test
-password alice-pw
-
-account default : mailnet
-""")
-    text = "From: alice@example.test\nTo: bob@example.test\nSubject: msmtp\n\nsent with msmtp\n"
-    result = run(["msmtp", "-C", str(conf), "bob@example.test"], input=text.encode())
-    assert result.returncode == 0, result.stderr.decode()
-    c = imap(mail, BOB)
-    c.select_folder("INBOX")
-    [uid] = c.search("ALL")
-    assert c.fetch([uid], ["RFC822"])[uid][b"RFC822"].endswith(b"\r\n\r\nsent with msmtp\r\n")
-    c.logout()
+# fetchmail's flush with nothing new, against a node on PostgreSQL (the
+# real-client scenarios run on both stores in test_clients_on_both_stores.py).
 
 
 def _appendAll(server, user, messages):
@@ -360,7 +305,7 @@ def _count(server, user):
 @pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed")
 def test_fetchmail_keep_then_delete(mail, tmp_path):
     from tests.pop3.clients import mimeMessage
-    from tests.pop3.test_clients import runFetchmail, withoutReceived
+    from tests.pop3.clients import runFetchmail, withoutReceived
 
     sent = [mimeMessage(f"fetch {i}") for i in range(3)]
     _appendAll(mail, ALICE, sent)
@@ -372,20 +317,6 @@ def test_fetchmail_keep_then_delete(mail, tmp_path):
     # "nokeep flush": nothing new to fetch (status 1), the fetched ones deleted.
     proc, got = runFetchmail(tmp_path, mail, *ALICE, "ssl", keep=False)
     assert proc.returncode == 1 and "3 messages deleted, 0 left" in proc.stdout + proc.stderr
-    assert _count(mail, ALICE) == 0
-
-
-@pytest.mark.skipif(shutil.which("getmail") is None, reason="getmail not installed")
-def test_getmail_pop3s_with_delete(mail, tmp_path, request):
-    from tests.pop3.clients import mimeMessage
-    from tests.pop3.test_clients import delivered, getmailSetup, runGetmail
-
-    sent = [mimeMessage(f"getmail {i}") for i in range(3)]
-    _appendAll(mail, ALICE, sent)
-    gdir, dest = getmailSetup(tmp_path, mail, *ALICE, True, request)
-    proc = runGetmail(gdir)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert delivered(dest) == sorted(m.replace(b"\r\n", b"\n") for m in sent)
     assert _count(mail, ALICE) == 0
 
 

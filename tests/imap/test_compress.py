@@ -452,7 +452,7 @@ def test_mbsync_syncs_compressed(imap_server, tmp_path):
     """mbsync (isync) turns COMPRESS on by itself when it is advertised."""
     import subprocess
 
-    from .test_mbsync import write_config
+    from .mbsync import write_config
 
     c = _login(imap_server.port("imap"))
     c.create("MbsyncZ")

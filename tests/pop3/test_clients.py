@@ -1,6 +1,8 @@
 """
 A real mailnet process on 127.0.0.1, driven by clients we did not write:
-poplib, fetchmail, getmail6; raw sockets for what they cannot send.
+poplib, getmail6; raw sockets for what they cannot send.  fetchmail's and
+getmail6's plain runs are in tests/test_clients_on_both_stores.py (on the
+Maildir and the PostgreSQL store; their helpers in clients.py).
 
 Mail gets into the maildrop the way an external delivery agent puts it
 there: a file written in the Maildir's tmp/ and renamed into new/.
@@ -8,18 +10,15 @@ there: a file written in the Maildir's tmp/ and renamed into new/.
 
 import os
 import poplib
-import shlex
 import shutil
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
-from tests.pop3.clients import Raw, mimeMessage, newUser, pop3s, pop3stls, putMessage, retr, tlsContext
+from tests.pop3.clients import (Raw, delivered, getmailSetup, mimeMessage, newUser, pop3s, pop3stls, putMessage, retr,
+                                runGetmail, tlsContext)
 
 pytest.importorskip("mailnet.store.maildir", reason="the maildir store is not on this branch yet")
 
@@ -259,184 +258,7 @@ def test_too_many_connections(make_server):
     c.close()
 
 
-# fetchmail and getmail
-
-
-def runFetchmail(tmp_path, server, name, pw, mode, keep):
-    home = tmp_path / "fetchmail"
-    out = tmp_path / "fetched"
-    home.mkdir(exist_ok=True)
-    out.mkdir(exist_ok=True)
-    port = server.port("pop3s" if mode == "ssl" else "pop3")
-    tls = "ssl" if mode == "ssl" else "sslproto tls1.2+"
-    rc = home / "fetchmailrc"
-    rc.write_text(textwrap.dedent(f"""\
-        set no bouncemail
-        poll localhost via 127.0.0.1 proto pop3 port {port} uidl
-          user "{name}" there with password "{pw}" is "nobody" here
-          {tls} sslcertck sslcommonname "localhost" sslcertfile "{server.certFile}"
-          {"keep" if keep else "nokeep flush"}
-          mda "/bin/sh -c 'cat > {out}/msg.$$'"
-        """))
-    rc.chmod(0o600)
-    env = dict(os.environ, HOME=str(home), FETCHMAILHOME=str(home))
-    # Its own lock file: as root fetchmail would use /var/run/fetchmail.pid
-    # (FETCHMAILHOME or not), and one running elsewhere (another xdist
-    # worker's test) makes it exit 8, "another foreground fetchmail is running".
-    command = ["fetchmail", "-v", "--nosyslog", "--pidfile", str(home / "fetchmail.pid"), "-f", str(rc)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    messages = [(p.read_bytes()) for p in sorted(out.iterdir())]
-    for p in out.iterdir():
-        p.unlink()
-    return proc, messages
-
-
-def withoutReceived(lfMessage: bytes) -> bytes:
-    """fetchmail adds a Received: header (folded) at the top; drop it."""
-    lines = lfMessage.split(b"\n")
-    assert lines[0].startswith(b"Received: ")
-    i = 1
-    while lines[i][:1] in (b" ", b"\t"):
-        i += 1
-    return b"\n".join(lines[i:])
-
-
-@pytest.mark.parametrize("mode", ["ssl", "stls"])
-def test_fetchmail_keep_then_delete(tmp_path, server, mode):
-    if not shutil.which("fetchmail"):
-        pytest.skip("fetchmail is not installed")
-    name, pw = newUser(server)
-    sent = [mimeMessage(f"fetch {mode} {i}") for i in range(3)]
-    for m in sent:
-        putMessage(server, name, m)
-    proc, got = runFetchmail(tmp_path, server, name, pw, mode, keep=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    if mode == "stls":
-        assert "upgrade to TLS succeeded" in proc.stderr + proc.stdout
-    assert sorted(withoutReceived(m) for m in got) == sorted(m.replace(b"\r\n", b"\n") for m in sent)
-    assert len(server.messageFiles(name)) == 3
-    # Keep mode with UIDL: a second run fetches nothing new.
-    proc, got = runFetchmail(tmp_path, server, name, pw, mode, keep=True)
-    assert proc.returncode == 1 and got == [], proc.stdout + proc.stderr  # 1: no mail
-    # One more message; delete mode ("nokeep flush": fetch what is new,
-    # delete what was fetched before too) empties the maildrop.
-    extra = mimeMessage("late")
-    putMessage(server, name, extra)
-    proc, got = runFetchmail(tmp_path, server, name, pw, mode, keep=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [withoutReceived(m) for m in got] == [extra.replace(b"\r\n", b"\n")]
-    assert server.messageFiles(name) == []
-
-
-GETMAIL_REAPED = os.path.join(os.path.dirname(__file__), "getmail_reaped.py")
-
-# In the getmail process: the parent sleeps a moment after each fork(), as
-# when the scheduler runs the child first on a loaded machine.
-SLOW_PARENT = """\
-import os, runpy, sys, time
-fork = os.fork
-def slowFork():
-    pid = fork()
-    if pid:
-        time.sleep(0.5)
-    return pid
-os.fork = slowFork
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def getmailCommand(*args, slowParent=False):
-    """
-    The installed getmail, run through getmail_reaped.py: getmail 6.18 can
-    miss the end of its delivery child and stall (see that file).
-    """
-    getmail = shutil.which("getmail")
-    with open(getmail) as f:
-        first = f.readline()
-    python = shlex.split(first[2:]) if first.startswith("#!") else [sys.executable]
-    shim = ["-c", SLOW_PARENT] if slowParent else []
-    return [*python, *shim, GETMAIL_REAPED, getmail, *args]
-
-
-def getmailSetup(tmp_path, server, name, pw, delete, request):
-    """A getmailrc fetching ``name``'s maildrop over POP3S into a fresh
-    Maildir; returns (getmail's directory, the Maildir)."""
-    deliverAs = ""
-    if os.geteuid() == 0:
-        # getmail refuses to deliver as root; it switches to "user" for the
-        # delivery, which must be able to reach the Maildir (pytest's
-        # tmp_path is private to root).
-        import pathlib
-        import pwd
-        import tempfile
-
-        nobody = pwd.getpwnam("nobody")
-        dest = pathlib.Path(tempfile.mkdtemp(prefix="getmail-dest-", dir="/tmp")) / "Maildir"
-        request.addfinalizer(lambda: shutil.rmtree(dest.parent, ignore_errors=True))
-        for sub in ("tmp", "new", "cur"):
-            (dest / sub).mkdir(parents=True)
-        for d in (dest.parent, dest, dest / "tmp", dest / "new", dest / "cur"):
-            os.chown(d, nobody.pw_uid, nobody.pw_gid)
-        deliverAs = "user = nobody"
-    else:
-        dest = tmp_path / "Maildir"
-        for sub in ("tmp", "new", "cur"):
-            (dest / sub).mkdir(parents=True)
-    gdir = tmp_path / "getmail"
-    gdir.mkdir()
-    (gdir / "getmailrc").write_text(textwrap.dedent(f"""\
-        [retriever]
-        type = SimplePOP3SSLRetriever
-        server = 127.0.0.1
-        port = {server.port("pop3s")}
-        username = {name}
-        password = {pw}
-        ca_certs = {server.certFile}
-        ssl_cert_hostname = localhost
-
-        [destination]
-        type = Maildir
-        path = {dest}/
-        {deliverAs}
-
-        [options]
-        read_all = false
-        delete = {str(delete).lower()}
-        received = false
-        delivered_to = false
-        verbose = 2
-        """))
-    return gdir, dest
-
-
-def runGetmail(gdir, slowParent=False):
-    return subprocess.run(getmailCommand("--getmaildir", str(gdir), "--rcfile", "getmailrc", slowParent=slowParent),
-                          capture_output=True, text=True, timeout=60)
-
-
-def delivered(dest):
-    # getmail puts a Return-Path: (the envelope sender, unknown to POP3) on top.
-    return sorted(p.read_bytes().removeprefix(b"Return-Path: <unknown>\n") for p in (dest / "new").iterdir())
-
-
-@pytest.mark.parametrize("delete", [False, True])
-def test_getmail_pop3s_to_maildir(tmp_path, server, delete, request):
-    if not shutil.which("getmail"):
-        pytest.skip("getmail is not installed")
-    name, pw = newUser(server)
-    sent = [mimeMessage(f"getmail {i}") for i in range(3)]
-    for m in sent:
-        putMessage(server, name, m)
-    gdir, dest = getmailSetup(tmp_path, server, name, pw, delete, request)
-    proc = runGetmail(gdir)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert delivered(dest) == sorted(m.replace(b"\r\n", b"\n") for m in sent)
-    assert len(server.messageFiles(name)) == (0 if delete else 3)
-    # Again: nothing new (getmail remembers UIDLs; with delete, nothing is left).
-    proc = runGetmail(gdir)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(list((dest / "new").iterdir())) == 3
+# getmail6 (its plain runs and fetchmail's: tests/test_clients_on_both_stores.py)
 
 
 def test_getmail_with_a_slow_parent_after_fork(tmp_path, server, request):

@@ -1,18 +1,18 @@
 """The real server (twistd plugin, Maildir store) driven by clients we did
-not write: smtplib, swaks, msmtp, and raw sockets for what they refuse to
-send."""
+not write: smtplib, swaks, and raw sockets for what they refuse to send.
+swaks's and msmtp's submissions are in tests/test_clients_on_both_stores.py
+(on the Maildir and the PostgreSQL store)."""
 
 import email.policy
 import os
 import smtplib
-import subprocess
 from email.message import EmailMessage
 
 import pytest
 
 from tests.conftest import USERS
 from tests.harness import MailServer
-from tests.smtp.e2e import Raw, canonical, newest, run, strip_trace, unverified, write_private
+from tests.smtp.e2e import Raw, canonical, newest, run, strip_trace, unverified
 
 pytestmark = pytest.mark.slow
 
@@ -154,62 +154,6 @@ def test_submissions_implicit_tls_relays_to_the_spool(mx):
                    rcpt_options=["NOTIFY=FAILURE"])
     line = mx.waitForLog("queued")
     assert "for 1 recipient(s)" in line
-
-
-def test_swaks_starttls_auth_pipelining(mx):
-    before = files(mx, "bob@example.test")
-    result = run(["swaks", "--server", "127.0.0.1", "--port", str(mx.port("submission")), "--tls",
-                  "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw",
-                  "--from", "alice@example.test", "--to", "bob@example.test", "--pipeline",
-                  "--header", "Subject: swaks pipelined", "--body", "over STARTTLS"])
-    out = result.stdout.decode()
-    assert result.returncode == 0, out
-    assert "<~  250 2.0.0 OK id" in out and "PIPELINING" in out
-    assert b"Subject: swaks pipelined" in newest(mx, "bob@example.test", before)
-
-
-def test_swaks_implicit_tls_login(mx):
-    before = files(mx, "bob@example.test")
-    result = run(["swaks", "--server", "127.0.0.1", "--port", str(mx.port("submissions")), "--tls-on-connect",
-                  "--auth", "LOGIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw",
-                  "--from", "alice@example.test", "--to", "bob@example.test"])
-    assert result.returncode == 0, result.stdout.decode()
-    assert len(files(mx, "bob@example.test")) == len(before) + 1
-
-
-def test_swaks_wrong_password(mx):
-    result = run(["swaks", "--server", "127.0.0.1", "--port", str(mx.port("submission")), "--tls",
-                  "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "nope",
-                  "--from", "alice@example.test", "--to", "bob@example.test"])
-    assert result.returncode != 0
-    assert "535 5.7.8" in result.stdout.decode()
-
-
-def test_msmtp_submission(mx, tmp_path):
-    conf = tmp_path / "msmtprc"
-    write_private(conf, f"""defaults
-tls on
-tls_starttls on
-tls_trust_file {mx.certFile}
-logfile {tmp_path}/msmtp.log
-
-account mailnet
-host 127.0.0.1
-port {mx.port("submission")}
-from alice@example.test
-auth plain
-user alice@example.test
-password alice-pw
-
-account default : mailnet
-""")
-    before = files(mx, "bob@example.test")
-    message = "From: alice@example.test\nTo: bob@example.test\nSubject: msmtp\n\nsent with msmtp, ünïcode\n"
-    result = run(["msmtp", "-C", str(conf), "bob@example.test"], input=message.encode())
-    assert result.returncode == 0, result.stderr.decode()
-    data = canonical(strip_trace(newest(mx, "bob@example.test", before)))
-    # msmtp adds Date (and Message-ID) headers in front; the rest is as sent
-    assert data.endswith(message.encode().replace(b"\n", b"\r\n"))
 
 
 def test_smuggling_refused(mx):

@@ -16,7 +16,7 @@ import pytest
 from mailnet.store.interfaces import INBOX
 from mailnet.store.maildir import MaildirStore
 from mailnet.store.testing import result, syncRunner
-from tests.store.test_maildir import child
+from tests.store.maildir_helpers import child
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 
 from mailnet.store.interfaces import FLAGGED, INBOX, SEEN
 from tests.store.helpers import failure, result
-from tests.store.test_maildir import USER, acct, deliver, newStore, openf, read, root, settle  # noqa: F401 (root: fixture)
+from tests.store.maildir_helpers import USER, acct, deliver, newStore, openf, read, root, settle  # noqa: F401 (root: fixture)
 
 CRLF = b"Subject: hi\r\n\r\nbody\r\n"
 

@@ -9,39 +9,16 @@ from __future__ import annotations
 import builtins
 import os
 import signal
-import subprocess
-import sys
-
-import pytest
 
 from mailnet.store.interfaces import INBOX
-from mailnet.store.maildir import MaildirStore
 from mailnet.store.maildir.names import emailIdOf
-from tests.store.helpers import msg, result, syncRunner
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USER = "carol@example.test"
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "mail")
-
-
-def newStore(root):
-    return MaildirStore(root, runner=syncRunner)
-
-
-def acct(root):
-    return os.path.join(root, "example.test", "carol")
+from tests.store.helpers import msg, result
+from tests.store.maildir_helpers import USER, acct, child, newStore, openf
+from tests.store.maildir_helpers import root  # noqa: F401 (a fixture)
 
 
 def account(store):
     return result(store.getAccount(USER))
-
-
-def openf(store, name=INBOX):
-    return result(account(store).openFolder(name))
 
 
 def fileOf(folderPath, uid, folder):
@@ -196,16 +173,6 @@ def test_find_email_opens_no_message_file(root, monkeypatch):
     for _, emailId in emailIds:
         result(acc.findEmail(emailId))
     assert locator.uidlistReads == reads
-
-
-def child(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.store._deliver_proc", *args],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 def test_email_ids_survive_kill_9(root):

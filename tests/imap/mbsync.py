@@ -1,21 +1,18 @@
 """
-mbsync (isync) doing a two-way sync of one user against the real server,
-over STARTTLS with the server's certificate: pull everything; change the
-local Maildir (new folder, a moved message, flags) and push; change the
-server and pull again.
+mbsync (isync) doing a two-way sync of one user against a real server, over
+STARTTLS with the server's certificate: pull everything; change the local
+Maildir (new folder, a moved message, flags) and push; change the server and
+pull again.  Run on the Maildir and the PostgreSQL store by
+tests/test_clients_on_both_stores.py.
 """
 
 import os
-import shutil
 import subprocess
 
 import imapclient
-import pytest
 
 from tests.imap.conftest import tls_context
 from tests.imap.test_clients import fresh_user, message
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) not installed")]
 
 
 def write_config(path, server, user, local):
@@ -70,10 +67,10 @@ def maildir_messages(folder):
     return out
 
 
-def test_two_way_sync(imap_server, tmp_path):
-    user = fresh_user(imap_server)
-    c = imapclient.IMAPClient("127.0.0.1", port=imap_server.port("imaps"), ssl=True,
-                              ssl_context=tls_context(imap_server), timeout=20)
+def twoWaySync(server, tmp_path):
+    user = fresh_user(server)
+    c = imapclient.IMAPClient("127.0.0.1", port=server.port("imaps"), ssl=True,
+                              ssl_context=tls_context(server), timeout=20)
     c.login(*user)
     c.create_folder("Lists/python")
     c.append("INBOX", message("first"), flags=[b"\\Seen"])
@@ -82,7 +79,7 @@ def test_two_way_sync(imap_server, tmp_path):
     local = tmp_path / "local"
     local.mkdir()
     config = str(tmp_path / "mbsyncrc")
-    write_config(config, imap_server, user, local)
+    write_config(config, server, user, local)
 
     # 1. Pull.
     mbsync(config)
