@@ -39,7 +39,10 @@ outbound queue: ``queue_items``, ``queue_chunks``, ``queue_commands``
 (mailnet/queue/pgspool.py); version 6 the
 cluster-wide state: ``login_failures`` (throttle.py), ``users``,
 ``aliases`` and ``directory_serial`` (directory.py), ``migrated``
-(migrate.py).
+(migrate.py); version 7 the message list index: ``body_summaries`` and
+the indexes ``messages_received``, ``messages_folder_received``
+(mailnet/store/postgres/listindex.py), filled from the stored bodies by
+the upgrade (:data:`FILLS`).
 """
 
 from __future__ import annotations
@@ -254,9 +257,32 @@ MIGRATIONS = [
         PRIMARY KEY (account, source)
     );
     """,
+    # 7: the message list index (mailnet/store/postgres/listindex.py): the
+    # list fields per body, written with the body; the message rows sorted
+    # by received date (per account, per folder).  FILLS[7] summarises the
+    # bodies stored before.
+    """
+    CREATE TABLE body_summaries (
+        hash bytea PRIMARY KEY REFERENCES bodies(hash) ON DELETE CASCADE,
+        fields text NOT NULL
+    );
+    CREATE INDEX messages_received ON messages (account, internal_date, email_id COLLATE "C");
+    CREATE INDEX messages_folder_received ON messages (folder, internal_date, email_id COLLATE "C");
+    """,
 ]
 
 VERSION = len(MIGRATIONS)
+
+
+def _fillSummaries(conn, objects):
+    from mailnet.store.postgres import listindex
+
+    return listindex.fill(conn, objects)
+
+
+# Version -> f(conn, objects): what a migration computes in Python, in its
+# transaction (after its SQL).
+FILLS = {7: _fillSummaries}
 
 
 class SchemaError(Exception):
@@ -271,11 +297,12 @@ def currentVersion(conn):
     return conn.execute("SELECT version FROM mailnet_schema").fetchone()[0]
 
 
-def upgrade(conn):
+def upgrade(conn, objects=None):
     """
     Run the migrations the database lacks, each in its own transaction
-    (an advisory lock keeps two nodes from upgrading at once).  Returns
-    ``(before, after)``.
+    (an advisory lock keeps two nodes from upgrading at once), with their
+    :data:`FILLS` (``objects``: the object store bodies may be in, or
+    None).  Returns ``(before, after)``.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7239001)")
@@ -286,6 +313,8 @@ def upgrade(conn):
             with conn.transaction():
                 conn.execute(MIGRATIONS[version])
                 version += 1
+                if version in FILLS:
+                    FILLS[version](conn, objects)
                 conn.execute("UPDATE mailnet_schema SET version = %s", (version,))
     return before, version
 
