@@ -277,11 +277,12 @@ VERSION = len(MIGRATIONS)
 def _fillSummaries(conn, objects):
     from mailnet.store.postgres import listindex
 
-    return listindex.fill(conn, objects)
+    n, seconds = listindex.fill(conn, objects)
+    return f"message list index: the list fields of {n} bodies made in {seconds:.1f} s"
 
 
-# Version -> f(conn, objects): what a migration computes in Python, in its
-# transaction (after its SQL).
+# Version -> f(conn, objects) -> a line for the operator: what a migration
+# computes in Python, in its transaction (after its SQL).
 FILLS = {7: _fillSummaries}
 
 
@@ -297,12 +298,12 @@ def currentVersion(conn):
     return conn.execute("SELECT version FROM mailnet_schema").fetchone()[0]
 
 
-def upgrade(conn, objects=None):
+def upgrade(conn, objects=None, notes=None):
     """
     Run the migrations the database lacks, each in its own transaction
     (an advisory lock keeps two nodes from upgrading at once), with their
     :data:`FILLS` (``objects``: the object store bodies may be in, or
-    None).  Returns ``(before, after)``.
+    None; their lines go to the list ``notes``).  Returns ``(before, after)``.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7239001)")
@@ -314,7 +315,9 @@ def upgrade(conn, objects=None):
                 conn.execute(MIGRATIONS[version])
                 version += 1
                 if version in FILLS:
-                    FILLS[version](conn, objects)
+                    line = FILLS[version](conn, objects)
+                    if notes is not None:
+                        notes.append(line)
                 conn.execute("UPDATE mailnet_schema SET version = %s", (version,))
     return before, version
 
