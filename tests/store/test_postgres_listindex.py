@@ -118,6 +118,7 @@ def _downgrade(conn):
 
 
 def test_upgrade_from_version_6_fills_the_index(pgServer, pgDatabase, monkeypatch):
+    monkeypatch.setattr("mailnet.store.postgres.listindex.FILL_BATCH", 1)  # one transaction per body
     store = makeStore(pgServer, pgDatabase)
     for n in range(5):
         deliver(store, PLAIN if n % 2 else HTML, 1000 + n)
@@ -127,9 +128,17 @@ def test_upgrade_from_version_6_fills_the_index(pgServer, pgDatabase, monkeypatc
     with pgServer.connect(pgDatabase) as conn:
         with conn.transaction():
             _downgrade(conn)
-        assert upgrade(conn) == (6, VERSION)
+        notes = []
+        assert upgrade(conn, notes=notes) == (6, VERSION)
         assert currentVersion(conn) == VERSION
         assert conn.execute("SELECT count(*) FROM body_summaries").fetchone()[0] == 2
+        assert len(notes) == 1 and "list fields of 2 bodies" in notes[0]
+        # A body without fields (one stored by an old node meanwhile): the next upgrade summarises it.
+        conn.execute("DELETE FROM body_summaries WHERE hash = (SELECT hash FROM body_summaries ORDER BY hash LIMIT 1)")
+        notes = []
+        assert upgrade(conn, notes=notes) == (VERSION, VERSION)
+        assert len(notes) == 1 and "list fields of 1 bodies" in notes[0]
+        assert upgrade(conn, notes=notes) == (VERSION, VERSION) and len(notes) == 1
     reads = refuseBodyReads(monkeypatch)
     restarted = makeStore(pgServer, pgDatabase)
     try:

@@ -39,6 +39,7 @@ def main(conf, action, out=sys.stdout):
         return 1
     try:
         with psycopg.connect(**kw) as conn:
+            conn.autocommit = True  # each migration, each batch of a fill: a transaction of its own
             if action == "status":
                 version = schema.currentVersion(conn)
                 state = ("up to date" if version == schema.VERSION else

@@ -126,32 +126,38 @@ def build(conn, hashes, objects=None):
     return out
 
 
-def fill(conn, objects=None, batch=FILL_BATCH):
+def fill(conn, objects=None, batch=None):
     """
-    The migration to version 7: fields for every stored body (read once
-    each, ``batch`` at a time).  Bodies in an object store that
-    ``objects`` is None for are left to :func:`build`.  Returns
+    ``mailnet db upgrade`` to version 7 (and every upgrade after it):
+    fields for every stored body that has none, each read once, ``batch``
+    bodies per transaction of their own (no long lock: deliveries go on;
+    interrupted, the next upgrade carries on).  Bodies in an object store
+    that ``objects`` is None for are left to :func:`build`.  Returns
     ``(bodies summarised, seconds)``.
     """
+    batch = batch or FILL_BATCH
     start = time.monotonic()
     done = 0
     last = b""
     while True:
-        found = conn.execute("SELECT b.hash, b.size, b.chunks FROM bodies b WHERE b.hash > %s AND NOT EXISTS "
-                             "(SELECT 1 FROM body_summaries s WHERE s.hash = b.hash) ORDER BY b.hash LIMIT %s",
-                             (last, batch)).fetchall()
-        if not found:
-            break
-        made = []
-        for h, size, chunks in found:
-            try:
-                data = _head(conn, h, size, chunks, objects)
-            except StoreError:
-                data = None  # the object store did not answer: left to build()
-            if data is not None:
-                made.append((h, fieldsOf(data)))
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO body_summaries (hash, fields) VALUES (%s, %s) ON CONFLICT DO NOTHING", made)
+        with conn.transaction():
+            found = conn.execute("SELECT b.hash, b.size, b.chunks FROM bodies b WHERE b.hash > %s AND NOT EXISTS "
+                                 "(SELECT 1 FROM body_summaries s WHERE s.hash = b.hash) ORDER BY b.hash LIMIT %s",
+                                 (last, batch)).fetchall()
+            if not found:
+                break
+            made = []
+            for h, size, chunks in found:
+                try:
+                    data = _head(conn, h, size, chunks, objects)
+                except StoreError:
+                    data = None  # the object store did not answer: left to build()
+                if data is not None:
+                    made.append((h, fieldsOf(data)))
+            with conn.cursor() as cur:
+                # A body dropped meanwhile has no row to refer to: its fields are not written.
+                cur.executemany("INSERT INTO body_summaries (hash, fields) SELECT hash, %s FROM bodies "
+                                "WHERE hash = %s ON CONFLICT DO NOTHING", [(f, h) for h, f in made])
         done += len(made)
         last = found[-1][0]
     return done, time.monotonic() - start

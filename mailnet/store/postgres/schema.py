@@ -42,7 +42,7 @@ cluster-wide state: ``login_failures`` (throttle.py), ``users``,
 (migrate.py); version 7 the message list index: ``body_summaries`` and
 the indexes ``messages_received``, ``messages_folder_received``
 (mailnet/store/postgres/listindex.py), filled from the stored bodies by
-the upgrade (:data:`FILLS`).
+the upgrade (:data:`FILLS`, after the migration commits).
 """
 
 from __future__ import annotations
@@ -278,11 +278,13 @@ def _fillSummaries(conn, objects):
     from mailnet.store.postgres import listindex
 
     n, seconds = listindex.fill(conn, objects)
-    return f"message list index: the list fields of {n} bodies made in {seconds:.1f} s"
+    if not n:
+        return None
+    return f"message list index: the list fields of {n} bodies made in {seconds:.2f} s"
 
 
-# Version -> f(conn, objects) -> a line for the operator: what a migration
-# computes in Python, in its transaction (after its SQL).
+# Version -> f(conn, objects) -> a line for the operator (None: nothing done): what a migration
+# computes in Python, after its SQL (see upgrade()).
 FILLS = {7: _fillSummaries}
 
 
@@ -301,9 +303,13 @@ def currentVersion(conn):
 def upgrade(conn, objects=None, notes=None):
     """
     Run the migrations the database lacks, each in its own transaction
-    (an advisory lock keeps two nodes from upgrading at once), with their
-    :data:`FILLS` (``objects``: the object store bodies may be in, or
-    None; their lines go to the list ``notes``).  Returns ``(before, after)``.
+    (an advisory lock keeps two nodes from upgrading at once); then, out
+    of those transactions (no lock held while it reads bodies), the
+    :data:`FILLS` of every version the database is at or past: each looks
+    for what is still missing, in batches of their own transactions, so
+    an interrupted or repeated upgrade carries on (``objects``: the object
+    store bodies may be in, or None; their lines go to the list
+    ``notes``).  Returns ``(before, after)``.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7239001)")
@@ -314,11 +320,12 @@ def upgrade(conn, objects=None, notes=None):
             with conn.transaction():
                 conn.execute(MIGRATIONS[version])
                 version += 1
-                if version in FILLS:
-                    line = FILLS[version](conn, objects)
-                    if notes is not None:
-                        notes.append(line)
                 conn.execute("UPDATE mailnet_schema SET version = %s", (version,))
+    for v in sorted(FILLS):
+        if v <= version:
+            line = FILLS[v](conn, objects)
+            if notes is not None and line:
+                notes.append(line)
     return before, version
 
 
