@@ -94,7 +94,7 @@ def page(conn, aid, mailboxId, position, limit, newestFirst):
             return [], 0
         total = conn.execute("SELECT count(*) FROM messages WHERE folder = %s", (row[0],)).fetchone()[0]
         where, args = "m.folder = %s", [row[0]]
-    if limit == 0 or position >= total:
+    if limit == 0:
         return [], total
     ids = [r[0] for r in conn.execute(
         "SELECT m.email_id FROM messages m WHERE %s ORDER BY m.internal_date %s, m.email_id COLLATE \"C\" %s "
