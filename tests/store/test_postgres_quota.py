@@ -79,6 +79,8 @@ def test_upgrading_to_version_4_counts_the_messages_there_are(pgServer, pgDataba
         conn.execute("DROP TABLE queue_commands, queue_chunks, queue_items")  # version 5 (the shared queue)
         conn.execute("DROP TABLE tokens")  # version 8's
         conn.execute("DROP TABLE login_failures, directory_serial, users, aliases, migrated")  # version 6's
+        conn.execute("DROP TABLE body_summaries")  # version 7's (the message list index)
+        conn.execute("DROP INDEX messages_received, messages_folder_received")
         conn.execute("UPDATE mailnet_schema SET version = 3")
         conn.commit()
         assert upgrade(conn) == (3, VERSION)

@@ -8,6 +8,8 @@ docs/scaling.md.
   database outage as :class:`~mailnet.store.interfaces.TemporaryStoreError`.
 * :mod:`.sql`: the queries; bodies content-addressed and chunked.
 * :mod:`.folder`: an open folder's shared snapshot, kept current by deltas.
+* :mod:`.listindex`, :mod:`.emaillist`: the message list index in the
+  database (list fields per body, written with the body) and its reader.
 * :mod:`.account`, :mod:`.store`: IAccount, IMailStore, IDelivery.
 """
 

@@ -27,8 +27,8 @@ from mailnet.store.interfaces import (
 from mailnet.store.postgres import journal, sql
 from mailnet.store.postgres import quota as pgquota
 from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
+from mailnet.store.postgres.emaillist import PostgresEmailList
 from mailnet.store.postgres.folder import PostgresFolder
-from mailnet.store.summaries import AccountSummaries, SummaryIndex
 from mailnet.store.postgres.threadindex import PostgresThreadIndex
 from mailnet.store.quota import QuotaUsage, policyOf
 from mailnet.store.threads import AccountThreads
@@ -42,8 +42,8 @@ class PostgresAccount:
     One user's mail.  Open folder indexes are kept by folder row id while a
     handle is open.  The change journal (journal.py) and the thread index
     (threadindex.py, driven by the toolkit's AccountThreads) are in the
-    database; the message list index is the toolkit's (summaries.py), kept
-    in memory by this process and caught up from the folders' stamps.
+    database, and so is the message list index (listindex.py, read by
+    emaillist.py), written with the messages.
     """
 
     def __init__(self, store, username, accountId):
@@ -59,7 +59,7 @@ class PostgresAccount:
         self.threads = AccountThreads(PostgresThreadIndex(self.db, accountId), run)
         self.accountListeners = Listeners()
         self.threads.onIndexed = self._indexed
-        self.summaries = AccountSummaries(SummaryIndex(None), self, self._stamps, run, threads=self.threads)
+        self.summaries = PostgresEmailList(self)
 
     def serial(self, f):
         """Run ``f()`` (returning a Deferred) after the account's earlier writes."""
@@ -318,9 +318,6 @@ class PostgresAccount:
 
     def threadOf(self, emailIds):
         return self.threads.threadOf(self, emailIds)
-
-    def _stamps(self):
-        return self.db.call(sql.stamps, self.accountId)
 
     def emailSummaries(self, emailIds):
         return self.summaries.emailSummaries(emailIds)

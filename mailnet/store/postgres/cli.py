@@ -14,6 +14,20 @@ from mailnet.store.postgres import quota, schema
 from mailnet.store.postgres.db import Settings, _describe
 
 
+def _objects(conf):
+    """The object store bodies may be in (``[postgres] bodies = "s3"``), for a migration that reads bodies; or None."""
+    if conf.postgres.bodies != "s3":
+        return None
+    try:
+        from mailnet.store.postgres import objects
+
+        return objects.fromConfig(conf)
+    except (ImportError, OSError) as e:
+        print(f"mailnet: the object store cannot be used ({type(e).__name__}); bodies there are "
+              "summarised for the message list when first listed", file=sys.stderr)
+        return None
+
+
 def main(conf, action, out=sys.stdout, dryRun=False, grace=None):
     import psycopg
 
@@ -28,6 +42,7 @@ def main(conf, action, out=sys.stdout, dryRun=False, grace=None):
         return 1
     try:
         with psycopg.connect(**kw) as conn:
+            conn.autocommit = True  # each migration, each batch of a fill: a transaction of its own
             if action == "status":
                 version = schema.currentVersion(conn)
                 state = ("up to date" if version == schema.VERSION else
@@ -50,7 +65,10 @@ def main(conf, action, out=sys.stdout, dryRun=False, grace=None):
             if action == "upgrade" and before == 0:
                 print("mailnet: the database has no mailnet schema: run `mailnet db init`", file=sys.stderr)
                 return 1
-            before, after = schema.upgrade(conn)
+            notes = []
+            before, after = schema.upgrade(conn, _objects(conf) if before else None, notes)
+            for line in notes:
+                print(line, file=out)
             print(f"schema version {before} -> {after}" if before != after else f"schema version {after}: up to date",
                   file=out)
             return 0

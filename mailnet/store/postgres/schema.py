@@ -39,8 +39,11 @@ outbound queue: ``queue_items``, ``queue_chunks``, ``queue_commands``
 (mailnet/queue/pgspool.py); version 6 the
 cluster-wide state: ``login_failures`` (throttle.py), ``users``,
 ``aliases`` and ``directory_serial`` (directory.py), ``migrated``
-(migrate.py); version 8 ``tokens``, the app passwords of the users table
-(directory.py).  (Version 7 is reserved here for the message list index.)
+(migrate.py); version 7 the message list index: ``body_summaries`` and
+the indexes ``messages_received``, ``messages_folder_received``
+(mailnet/store/postgres/listindex.py), filled from the stored bodies by
+the upgrade (:data:`FILLS`, after the migration commits); version 8
+``tokens``, the app passwords of the users table (directory.py).
 """
 
 from __future__ import annotations
@@ -255,10 +258,17 @@ MIGRATIONS = [
         PRIMARY KEY (account, source)
     );
     """,
-    # 7: RESERVED for the pgindex branch's migration (the message list index
-    # table); this placeholder goes when that branch merges (it does nothing).
+    # 7: the message list index (mailnet/store/postgres/listindex.py): the
+    # list fields per body, written with the body; the message rows sorted
+    # by received date (per account, per folder).  FILLS[7] summarises the
+    # bodies stored before.
     """
-    SELECT 1;
+    CREATE TABLE body_summaries (
+        hash bytea PRIMARY KEY REFERENCES bodies(hash) ON DELETE CASCADE,
+        fields text NOT NULL
+    );
+    CREATE INDEX messages_received ON messages (account, internal_date, email_id COLLATE "C");
+    CREATE INDEX messages_folder_received ON messages (folder, internal_date, email_id COLLATE "C");
     """,
     # 8: app passwords (`mailnet token`) shared by every node with
     # [auth] directory = "postgres" (mailnet/store/postgres/directory.py):
@@ -277,6 +287,20 @@ MIGRATIONS = [
 VERSION = len(MIGRATIONS)
 
 
+def _fillSummaries(conn, objects):
+    from mailnet.store.postgres import listindex
+
+    n, seconds = listindex.fill(conn, objects)
+    if not n:
+        return None
+    return f"message list index: the list fields of {n} bodies made in {seconds:.2f} s"
+
+
+# Version -> f(conn, objects) -> a line for the operator (None: nothing done): what a migration
+# computes in Python, after its SQL (see upgrade()).
+FILLS = {7: _fillSummaries}
+
+
 class SchemaError(Exception):
     """The database's schema does not match the code (one line for the operator)."""
 
@@ -289,11 +313,16 @@ def currentVersion(conn):
     return conn.execute("SELECT version FROM mailnet_schema").fetchone()[0]
 
 
-def upgrade(conn):
+def upgrade(conn, objects=None, notes=None):
     """
     Run the migrations the database lacks, each in its own transaction
-    (an advisory lock keeps two nodes from upgrading at once).  Returns
-    ``(before, after)``.
+    (an advisory lock keeps two nodes from upgrading at once); then, out
+    of those transactions (no lock held while it reads bodies), the
+    :data:`FILLS` of every version the database is at or past: each looks
+    for what is still missing, in batches of their own transactions, so
+    an interrupted or repeated upgrade carries on (``objects``: the object
+    store bodies may be in, or None; their lines go to the list
+    ``notes``).  Returns ``(before, after)``.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7239001)")
@@ -305,6 +334,11 @@ def upgrade(conn):
                 conn.execute(MIGRATIONS[version])
                 version += 1
                 conn.execute("UPDATE mailnet_schema SET version = %s", (version,))
+    for v in sorted(FILLS):
+        if v <= version:
+            line = FILLS[v](conn, objects)
+            if notes is not None and line:
+                notes.append(line)
     return before, version
 
 

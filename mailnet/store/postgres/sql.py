@@ -11,7 +11,7 @@ import io
 import tempfile
 
 from mailnet.store.interfaces import INBOX, SPECIAL_USE, NoSuchAccount, NoSuchFolder, NoSuchMessage
-from mailnet.store.postgres import gc, journal, quota
+from mailnet.store.postgres import gc, journal, listindex, quota
 from mailnet.store.postgres.journal import CREATED, DESTROYED, EMAIL, MAILBOX, UPDATED
 from mailnet.store.postgres.schema import CHUNK
 
@@ -78,12 +78,6 @@ def folderExists(conn, username, name):
     if row is None:
         return None
     return row[1] is not None
-
-
-def stamps(conn, aid):
-    """The list index's folder stamps (mailnet.store.summaries): exact, from the folder rows."""
-    return {name: "%s:%d:%d:%d" % (mb, v, n, m) for name, mb, v, n, m in conn.execute(
-        "SELECT name, mailbox_id, uidvalidity, uidnext, highestmodseq FROM folders WHERE account = %s", (aid,))}
 
 
 def findEmail(conn, aid, emailId):
@@ -264,7 +258,8 @@ def storeBody(conn, spool, objects=None):
     The body's row (made unless the same bytes are stored already); returns
     its hash.  ``objects`` (an :class:`~mailnet.store.postgres.objects.ObjectStore`):
     the bytes go there, before this transaction commits, instead of
-    ``body_chunks`` (the row then has ``chunks = 0``).
+    ``body_chunks`` (the row then has ``chunks = 0``).  A new body's list
+    fields go in with it (listindex.py).
     """
     h = spool.digest()
     chunks = 0 if objects is not None else -(-spool.size // CHUNK)
@@ -284,6 +279,8 @@ def storeBody(conn, spool, objects=None):
         with conn.cursor() as cur:
             for n, piece in enumerate(spool.chunks()):
                 cur.execute("INSERT INTO body_chunks (hash, n, data) VALUES (%s, %s, %s)", (h, n, piece))
+    if inserted:
+        listindex.putFields(conn, h, listindex.spoolFields(spool))
     return h
 
 
