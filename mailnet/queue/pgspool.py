@@ -26,8 +26,15 @@ Who holds what:
 * Every ``claim_interval`` seconds each node claims items that are due and
   not held by a live lease (left by a dead node, or never claimed) with
   ``SELECT ... FOR UPDATE SKIP LOCKED`` (two nodes never claim the same
-  row), at most ``claim_batch`` at a time, copies each message into its
-  local file chunk by chunk, and hands the item to its scheduler.
+  row), at most ``claim_batch`` at a time, copies the messages into local
+  files (:data:`FETCH_ITEMS` at a time: messages of one chunk many per
+  query, longer ones chunk by chunk) and hands each slice to its scheduler
+  as soon as it is copied.
+* A finished item's removal is its record; the runner asks for it with
+  :meth:`PostgresSpool.removeItem`, and the removals asked while one
+  transaction of removals commits go together in the next (group commit,
+  each row fenced on its own).  A crash before that commit sends the
+  message again (docs/queue.md says how long that window is).
 * A node renews the leases of the items it holds every third of ``lease``.
   Every write of an item (an outcome, a removal) is fenced: ``WHERE owner
   = me``; a row another node took over is dropped from memory at once
