@@ -228,7 +228,8 @@ def postfixMasterCf(base, smtpdPort):
 
 
 def benchPostfix(directory, sink, count, size, reuse):
-    base = os.path.join(directory, f"postfix-{'reuse' if reuse else 'noreuse'}")
+    base = tempfile.mkdtemp(prefix=f"postfix-{'reuse' if reuse else 'noreuse'}-", dir=directory)  # one per round
+    os.chmod(base, 0o755)  # Postfix daemons run as the postfix user
     etc = os.path.join(base, "etc")
     os.makedirs(etc)
     os.makedirs(os.path.join(base, "data"))
