@@ -169,6 +169,7 @@ class PostgresSpool(QueueStorage):
         self._runner = None
         self._loop = None
         self._busy = False
+        self._claimedFull = False  # the last claim got a whole batch: more may be waiting
         self._lastRenew = None
         self._renewedAt = time.monotonic()
         self.shared = True
@@ -257,6 +258,7 @@ class PostgresSpool(QueueStorage):
             self._removing = False
             if self._toRemove:
                 self._removeNext()
+            self._claimSoon()
 
         self.runInThread(self._removeMany, [queueId for queueId, _ in batch]).addBoth(done).addBoth(again)
 
@@ -377,6 +379,20 @@ class PostgresSpool(QueueStorage):
 
         d.addBoth(done)
 
+    def _claimSoon(self):
+        """
+        After a claim that got a whole batch, look again as soon as this
+        node holds less than half a batch (it delivered what it took),
+        instead of waiting for ``claim_interval``: a backlog left by a dead
+        node drains at the nodes' delivery rate, each node taking a batch at
+        a time.
+        """
+        if (self._claimedFull and self._runner is not None and not self._busy
+                and len(self._held) < self.batch / 2 and self._loop is not None and self._loop.active()):
+            self._claimedFull = False
+            self._loop.cancel()
+            self._tick()
+
     def _schedule(self):
         if self._runner is not None and (self._loop is None or not self._loop.active()):
             self._loop = self.reactor.callLater(self.claimInterval, self._tick)
@@ -401,6 +417,7 @@ class PostgresSpool(QueueStorage):
             rows = yield self.db.run(claim, self.node, self.lease, self.batch, self.claimInterval)
         except TemporaryStoreError:
             return
+        self._claimedFull = len(rows) >= self.batch
         # The messages copied FETCH_ITEMS at a time in one trip to a pool
         # thread (small ones many per query), each slice handed to the
         # runner as soon as it is copied: delivery starts before the whole

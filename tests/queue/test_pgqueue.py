@@ -258,3 +258,28 @@ def test_a_claimed_message_missing_a_chunk_is_not_handed_over_cut_short(nodes, p
     b.attach(runner)
     assert runner.claims == [] and b.ids() == [] and not b.hasData(qid)
     b.detach()
+
+
+def test_after_a_full_claim_a_node_that_delivered_it_claims_again_without_waiting(nodes, pgServer, pgDatabase):
+    a = nodes("A")
+    ids = [put(a) for _ in range(25)]
+    sql(pgServer, pgDatabase, "UPDATE queue_items SET owner = NULL, lease_until = NULL")  # a dead node's backlog
+    b = nodes("B")  # claims 10 at a time (the fixture's batch)
+    runner = FakeRunner()
+    b.attach(runner)
+    assert len(runner.claims) == 10
+    first = list(runner.claims)
+    for qid in first[:3]:
+        result(b.removeItem(qid))
+    assert len(runner.claims) == 10  # still holds 7: no look before claim_interval
+    for qid in first[3:6]:
+        result(b.removeItem(qid))
+    # Holds 4, less than half a batch: it looks again at once (the clock has not moved).
+    assert len(runner.claims) == 20 and set(runner.claims) <= set(ids)
+    for qid in runner.claims[6:]:
+        result(b.removeItem(qid))
+    assert len(runner.claims) == 25 and sorted(runner.claims) == sorted(ids)  # the last, partial claim
+    for qid in runner.claims[20:]:
+        result(b.removeItem(qid))
+    assert len(runner.claims) == 25  # a claim short of a batch: back to claim_interval
+    b.detach()
