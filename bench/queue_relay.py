@@ -92,7 +92,7 @@ def sync(f, *a, **kw):
     return defer.maybeDeferred(f, *a, **kw)
 
 
-def benchMailnetPostgres(directory, sink, count, size, reuse, pg, tree=None, label="pg"):
+def benchMailnetPostgres(directory, sink, count, size, reuse, pg, tree=None, label="pg", claim=(0.1, 500)):
     """
     The same with the queue shared in PostgreSQL (one node): the rows are
     written first, unclaimed and not due; the clock starts when they are
@@ -113,7 +113,7 @@ def benchMailnetPostgres(directory, sink, count, size, reuse, pg, tree=None, lab
         "relay": {"smarthost": f"127.0.0.1:{sink.port}", "smarthost_tls": "opportunistic",
                   "max_connections_per_destination": 4, "messages_per_connection": 100 if reuse else 1},
         "store": {"backend": "memory"},
-        "queue": {"delay_warning": 0, "backend": "postgres", "claim_interval": 0.1, "claim_batch": 500},
+        "queue": {"delay_warning": 0, "backend": "postgres", "claim_interval": claim[0], "claim_batch": claim[1]},
         "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname, "user": "mailnet"},
         "log": {"level": "info"},
     })
@@ -297,6 +297,9 @@ def main():
     p.add_argument("--old-tree", metavar="DIR",
                    help="with --postgres: also the shared queue of the mailnet in DIR (e.g. a git archive of main), "
                         "alternated with this one in each round")
+    p.add_argument("--pg-claim-defaults", action="store_true",
+                   help="the shared queue with the default claim_interval and claim_batch (5 s, 200) instead of "
+                        "0.1 s and 500: how fast a backlog the node did not accept (a dead node's) drains")
     p.add_argument("--rounds", type=int, default=1, help="rounds of every run, alternated; medians reported")
     p.add_argument("--reuse-only", action="store_true", help="only the runs with connection reuse on")
     p.add_argument("--pg-fsync-off", action="store_true",
@@ -320,11 +323,13 @@ def main():
             for reuse in (True,) if args.reuse_only else (True, False):
                 runs = [("mailnet", lambda: benchMailnet(directory, sink, args.messages, args.size, reuse))]
                 if pg is not None:
+                    claim = (5.0, 200) if args.pg_claim_defaults else (0.1, 500)
                     runs.append(("mailnet-pg", lambda: benchMailnetPostgres(directory, sink, args.messages,
-                                                                            args.size, reuse, pg)))
+                                                                            args.size, reuse, pg, claim=claim)))
                     if args.old_tree:
                         runs.append(("old-pg", lambda: benchMailnetPostgres(
-                            directory, sink, args.messages, args.size, reuse, pg, tree=args.old_tree, label="old")))
+                            directory, sink, args.messages, args.size, reuse, pg, tree=args.old_tree, label="old",
+                            claim=claim)))
                 if not args.no_postfix and shutil.which("postfix"):
                     runs.append(("postfix", lambda: benchPostfix(directory, sink, args.messages, args.size, reuse)))
                 if r % 2:
