@@ -31,6 +31,7 @@ import io
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from twisted.internet import defer  # noqa: E402
 
@@ -90,23 +92,28 @@ def sync(f, *a, **kw):
     return defer.maybeDeferred(f, *a, **kw)
 
 
-def benchMailnetPostgres(directory, sink, count, size, reuse, pg):
+def benchMailnetPostgres(directory, sink, count, size, reuse, pg, tree=None, label="pg", claim=(0.1, 500)):
     """
     The same with the queue shared in PostgreSQL (one node): the rows are
     written first, unclaimed and not due; the clock starts when they are
     made due and stops when the table is empty (claimed in batches, each
-    message copied to the node, relayed, its row deleted).
+    message copied to the node, relayed, its row deleted).  ``tree``: run
+    the node from that source tree (another version of mailnet, e.g. a
+    ``git archive`` of main) instead of this one.  Also returns the CPU
+    seconds of the node process and of the PostgreSQL processes.
     """
     from mailnet.queue.envelope import Envelope, RecipientState
     from mailnet.queue.pgspool import insertItem
     from mailnet.queue.spool import newQueueId
+    from postgres_nodes import cpuOf, postgresCpu
 
     dbname = pg.newDatabase()
-    server = MailServer(os.path.join(directory, f"mailnet-pg-{'reuse' if reuse else 'noreuse'}"), config={
+    server = MailServer(os.path.join(directory, f"mailnet-{label}-{'reuse' if reuse else 'noreuse'}-{dbname}"),
+                        env={"PYTHONPATH": tree} if tree else None, config={
         "relay": {"smarthost": f"127.0.0.1:{sink.port}", "smarthost_tls": "opportunistic",
                   "max_connections_per_destination": 4, "messages_per_connection": 100 if reuse else 1},
         "store": {"backend": "memory"},
-        "queue": {"delay_warning": 0, "backend": "postgres", "claim_interval": 0.1, "claim_batch": 500},
+        "queue": {"delay_warning": 0, "backend": "postgres", "claim_interval": claim[0], "claim_batch": claim[1]},
         "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname, "user": "mailnet"},
         "log": {"level": "info"},
     })
@@ -122,17 +129,19 @@ def benchMailnetPostgres(directory, sink, count, size, reuse, pg):
     try:
         before = sink.counters()
         with pg.connect(dbname) as conn:
+            node0, db0 = cpuOf(server.process.pid), postgresCpu(pg)
             t0 = time.perf_counter()
             conn.execute("UPDATE queue_items SET next_try = 0")
-            while conn.execute("SELECT count(*) FROM queue_items").fetchone()[0]:
+            while conn.execute("SELECT EXISTS (SELECT 1 FROM queue_items)").fetchone()[0]:
                 time.sleep(0.005)
             elapsed = time.perf_counter() - t0
+            nodeCpu, dbCpu = cpuOf(server.process.pid) - node0, postgresCpu(pg) - db0
     finally:
         server.stop()
     time.sleep(0.3)
     after = sink.counters()
     pg.dropDatabase(dbname)
-    return elapsed, after["mesg"] - before["mesg"], after["sess"] - before["sess"]
+    return elapsed, after["mesg"] - before["mesg"], after["sess"] - before["sess"], nodeCpu, dbCpu
 
 
 def benchMailnet(directory, sink, count, size, reuse):
@@ -219,7 +228,8 @@ def postfixMasterCf(base, smtpdPort):
 
 
 def benchPostfix(directory, sink, count, size, reuse):
-    base = os.path.join(directory, f"postfix-{'reuse' if reuse else 'noreuse'}")
+    base = tempfile.mkdtemp(prefix=f"postfix-{'reuse' if reuse else 'noreuse'}-", dir=directory)  # one per round
+    os.chmod(base, 0o755)  # Postfix daemons run as the postfix user
     etc = os.path.join(base, "etc")
     os.makedirs(etc)
     os.makedirs(os.path.join(base, "data"))
@@ -284,6 +294,13 @@ def main():
     p.add_argument("--no-postfix", action="store_true")
     p.add_argument("--postgres", action="store_true",
                    help="also mailnet with the queue shared in PostgreSQL (a server started here, fsync on)")
+    p.add_argument("--old-tree", metavar="DIR",
+                   help="with --postgres: also the shared queue of the mailnet in DIR (e.g. a git archive of main), "
+                        "alternated with this one in each round")
+    p.add_argument("--pg-claim-defaults", action="store_true",
+                   help="the shared queue with the default claim_interval and claim_batch (5 s, 200) instead of "
+                        "0.1 s and 500: how fast a backlog the node did not accept (a dead node's) drains")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of every run, alternated; medians reported")
     p.add_argument("--reuse-only", action="store_true", help="only the runs with connection reuse on")
     p.add_argument("--pg-fsync-off", action="store_true",
                    help="diagnosis only: the PostgreSQL server without fsync (are commit flushes the bound?)")
@@ -302,38 +319,55 @@ def main():
         pg.init()
         pg.makeTemplate()
     try:
-        for reuse in (True,) if args.reuse_only else (True, False):
-            rows.append(("mailnet", reuse, *benchMailnet(directory, sink, args.messages, args.size, reuse)))
-            if pg is not None:
-                rows.append(("mailnet-pg", reuse, *benchMailnetPostgres(directory, sink, args.messages, args.size,
-                                                                        reuse, pg)))
-            if not args.no_postfix and shutil.which("postfix"):
-                try:
-                    rows.append(("postfix", reuse, *benchPostfix(directory, sink, args.messages, args.size, reuse)))
-                except Exception as e:
-                    print(f"postfix run failed: {e}", file=sys.stderr)
+        for r in range(args.rounds):
+            for reuse in (True,) if args.reuse_only else (True, False):
+                runs = [("mailnet", lambda: benchMailnet(directory, sink, args.messages, args.size, reuse))]
+                if pg is not None:
+                    claim = (5.0, 200) if args.pg_claim_defaults else (0.1, 500)
+                    runs.append(("mailnet-pg", lambda: benchMailnetPostgres(directory, sink, args.messages,
+                                                                            args.size, reuse, pg, claim=claim)))
+                    if args.old_tree:
+                        runs.append(("old-pg", lambda: benchMailnetPostgres(
+                            directory, sink, args.messages, args.size, reuse, pg, tree=args.old_tree, label="old",
+                            claim=claim)))
+                if not args.no_postfix and shutil.which("postfix"):
+                    runs.append(("postfix", lambda: benchPostfix(directory, sink, args.messages, args.size, reuse)))
+                if r % 2:
+                    runs.reverse()  # alternate the order from round to round
+                for mta, run in runs:
+                    try:
+                        result = run()
+                    except Exception as e:
+                        print(f"{mta} run failed: {e}", file=sys.stderr)
+                        continue
+                    rows.append((r, mta, reuse, *result))
+                    print(f"round {r + 1}: {mta} reuse {'on' if reuse else 'off'}: "
+                          f"{args.messages / result[0]:.0f} msg/s", file=sys.stderr, flush=True)
     finally:
         sink.stop()
         if pg is not None:
             pg.destroy()
-    print(f"\n{args.messages} messages of {args.size} bytes, one recipient each, to smtp-sink on 127.0.0.1\n")
-    print(f"{'MTA':10} {'reuse':6} {'seconds':>8} {'msg/s':>8} {'delivered':>9} {'connections':>11}")
+    print(f"\n{args.messages} messages of {args.size} bytes, one recipient each, to smtp-sink on 127.0.0.1; "
+          f"load average {os.getloadavg()[0]:.1f} at the end\n")
+    print(f"{'round':5} {'MTA':10} {'reuse':6} {'seconds':>8} {'msg/s':>8} {'delivered':>9} {'connections':>11} "
+          f"{'node CPU ms/msg':>15} {'db CPU ms/msg':>13}")
     rates = {}
-    for mta, reuse, elapsed, delivered, sessions in rows:
+    for r, mta, reuse, elapsed, delivered, sessions, *cpu in rows:
         rate = args.messages / elapsed
-        rates[(mta, reuse)] = rate
-        print(f"{mta:10} {'on' if reuse else 'off':6} {elapsed:8.2f} {rate:8.0f} {delivered:9} {sessions:11}")
+        rates.setdefault((mta, reuse), []).append(rate)
+        cpuText = f"{cpu[0] / args.messages * 1000:15.2f} {cpu[1] / args.messages * 1000:13.2f}" if cpu else ""
+        print(f"{r + 1:5} {mta:10} {'on' if reuse else 'off':6} {elapsed:8.2f} {rate:8.0f} {delivered:9} "
+              f"{sessions:11} {cpuText}")
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    print("\nmedians (msg/s): " + ", ".join(f"{mta} reuse {'on' if reuse else 'off'} {rate:.0f}"
+                                             for (mta, reuse), rate in median.items()))
     for reuse in (True, False):
-        if ("postfix", reuse) in rates:
-            print(f"mailnet/postfix, reuse {'on' if reuse else 'off'}: {rates[('mailnet', reuse)] / rates[('postfix', reuse)]:.2f}")
-        if ("mailnet-pg", reuse) in rates:
-            print(f"mailnet-pg/mailnet (spool), reuse {'on' if reuse else 'off'}: "
-                  f"{rates[('mailnet-pg', reuse)] / rates[('mailnet', reuse)]:.2f}")
-            if ("postfix", reuse) in rates:
-                print(f"mailnet-pg/postfix, reuse {'on' if reuse else 'off'}: "
-                      f"{rates[('mailnet-pg', reuse)] / rates[('postfix', reuse)]:.2f}")
-    if ("mailnet", True) in rates and ("mailnet", False) in rates:
-        print(f"mailnet reuse on/off: {rates[('mailnet', True)] / rates[('mailnet', False)]:.2f}")
+        for a, b in (("mailnet", "postfix"), ("mailnet-pg", "mailnet"), ("mailnet-pg", "postfix"),
+                     ("old-pg", "mailnet"), ("old-pg", "postfix"), ("mailnet-pg", "old-pg")):
+            if (a, reuse) in median and (b, reuse) in median:
+                print(f"{a}/{b}, reuse {'on' if reuse else 'off'}: {median[(a, reuse)] / median[(b, reuse)]:.2f}")
+    if ("mailnet", True) in median and ("mailnet", False) in median:
+        print(f"mailnet reuse on/off: {median[('mailnet', True)] / median[('mailnet', False)]:.2f}")
     shutil.rmtree(directory, ignore_errors=True)
 
 

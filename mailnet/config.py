@@ -165,7 +165,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "mx_notify": _o("choice", "failure", "NOTIFY=SUCCESS/DELAY from unauthenticated (MX) clients: \"failure\" treats them as the default (failure reports only), so strangers cannot have reports mailed to any address; \"all\" honours them.", choices=("failure", "all")),
         "backend": _o("choice", "auto", "Where the outbound queue lives: \"spool\" (files under data_dir/queue, one node), \"postgres\" (the queue_items table in [postgres], shared by every node: docs/scaling.md), or \"auto\" (postgres when [store] backend = \"postgres\", else spool).", choices=("auto", "spool", "postgres")),
         "lease": _o("float", 120.0, "Shared queue: seconds a node holds the items it claimed without renewing its lease (renewed every third of it); a node dead (or cut off from the database) longer than this has its items taken over by the others.", minimum=1),
-        "claim_interval": _o("float", 5.0, "Shared queue: seconds between two looks for items due and unclaimed (left by a dead node, or waiting) and for operator commands.", minimum=0.1),
+        "claim_interval": _o("float", 5.0, "Shared queue: seconds between two looks for items due and unclaimed (left by a dead node, or waiting) and for operator commands; sooner after a look that claimed a whole claim_batch, once the node holds less than half a batch.", minimum=0.1),
         "claim_batch": _o("int", 200, "Shared queue: items one look claims at most (a node takes its share, not the whole queue).", minimum=1),
     },
     "mailauth": {

@@ -26,8 +26,15 @@ Who holds what:
 * Every ``claim_interval`` seconds each node claims items that are due and
   not held by a live lease (left by a dead node, or never claimed) with
   ``SELECT ... FOR UPDATE SKIP LOCKED`` (two nodes never claim the same
-  row), at most ``claim_batch`` at a time, copies each message into its
-  local file chunk by chunk, and hands the item to its scheduler.
+  row), at most ``claim_batch`` at a time, copies the messages into local
+  files (:data:`FETCH_ITEMS` at a time: messages of one chunk many per
+  query, longer ones chunk by chunk) and hands each slice to its scheduler
+  as soon as it is copied.
+* A finished item's removal is its record; the runner asks for it with
+  :meth:`PostgresSpool.removeItem`, and the removals asked while one
+  transaction of removals commits go together in the next (group commit,
+  each row fenced on its own).  A crash before that commit sends the
+  message again (docs/queue.md says how long that window is).
 * A node renews the leases of the items it holds every third of ``lease``.
   Every write of an item (an outcome, a removal) is fenced: ``WHERE owner
   = me``; a row another node took over is dropped from memory at once
@@ -63,6 +70,15 @@ log = Logger()
 CHUNK = 256 * 1024
 ACTIVE = ("pending", "delayed")
 NOW = "extract(epoch FROM clock_timestamp())"
+REMOVE_BATCH = 500  # removals committed in one transaction at most
+FETCH_ITEMS = 100  # claimed items copied in one trip to a thread, then handed to the runner
+FETCH_BYTES = 8 * 1024 * 1024  # bodies copied in one query at most (claimed items of one chunk)
+
+
+def deleteItems(conn, ids, node):
+    """Delete the rows of ``ids`` this node owns (chunks and commands cascade); the ids deleted."""
+    return [r[0] for r in conn.execute("DELETE FROM queue_items WHERE id = ANY(%s) AND owner = %s RETURNING id",
+                                       (ids, node))]
 
 
 def nextTry(envelope: Envelope):
@@ -148,9 +164,12 @@ class PostgresSpool(QueueStorage):
         self._held = {}  # id -> envelope bytes as claimed or written: the items this node delivers
         self._unsaved = set()  # ids whose last write failed (database away): written again
         self._unremoved = set()  # ids done whose removal failed: removed again
+        self._toRemove = []  # (id, Deferred): removals waiting for the next group commit
+        self._removing = False  # a transaction of removals is in flight
         self._runner = None
         self._loop = None
         self._busy = False
+        self._claimedFull = False  # the last claim got a whole batch: more may be waiting
         self._lastRenew = None
         self._renewedAt = time.monotonic()
         self.shared = True
@@ -201,21 +220,68 @@ class PostgresSpool(QueueStorage):
             self._held[envelope.id] = data  # what load() gives: the state last written
 
     def remove(self, queueId):
-        """Delete the item (its chunks and commands go with it), fenced like :meth:`save`."""
+        """Delete the item (its chunks and commands go with it), fenced like :meth:`save`; blocking."""
+        outcome = self._removeMany([queueId])[queueId]
+        if outcome is not None:
+            raise outcome
+
+    def removeItem(self, queueId, runInThread=None):
+        """
+        Deferred: :meth:`remove` without blocking, the way the runner
+        removes a finished item.  Removals asked while one transaction of
+        removals is being committed wait for it and then go together in the
+        next one (group commit, at most :data:`REMOVE_BATCH`): a node
+        relaying at full speed commits many removals at a time instead of
+        one each, and at most one such transaction is in flight.  Each
+        Deferred fires once its own removal is committed, or fails as
+        :meth:`remove` raises (:class:`LeaseLost`, ``TemporaryStoreError``).
+        """
+        d = defer.Deferred()
+        self._toRemove.append((queueId, d))
+        if not self._removing:
+            self._removeNext()
+        return d
+
+    def _removeNext(self):
+        batch, self._toRemove = self._toRemove[:REMOVE_BATCH], self._toRemove[REMOVE_BATCH:]
+        self._removing = True
+
+        def done(outcomes):
+            for queueId, d in batch:
+                outcome = outcomes[queueId] if isinstance(outcomes, dict) else outcomes
+                if outcome is None:
+                    d.callback(None)
+                else:
+                    d.errback(outcome)
+
+        def again(_):
+            self._removing = False
+            if self._toRemove:
+                self._removeNext()
+            self._claimSoon()
+
+        self.runInThread(self._removeMany, [queueId for queueId, _ in batch]).addBoth(done).addBoth(again)
+
+    def _removeMany(self, ids):
+        """
+        One transaction deleting the rows of ``ids`` this node owns (in a
+        thread); ``{id: None (removed) or the exception to raise}``.
+        """
         try:
-            n = self.db.call(lambda conn: conn.execute("DELETE FROM queue_items WHERE id = %s AND owner = %s",
-                                                       (queueId, self.node)).rowcount)
-        except TemporaryStoreError:
-            # Kept (its lease renewed) and removed once the database is back:
-            # dropping it would let another node send it again.
-            self._unremoved.add(queueId)
-            raise
-        self._unremoved.discard(queueId)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.dataPath(queueId))
-        self._held.pop(queueId, None)
-        if not n:
-            raise LeaseLost(queueId)
+            gone = set(self.db.call(deleteItems, ids, self.node))
+        except TemporaryStoreError as e:
+            # Kept (their leases renewed) and removed once the database is
+            # back: dropping them would let another node send them again.
+            self._unremoved.update(ids)
+            return {queueId: TemporaryStoreError(str(e)) for queueId in ids}
+        outcomes = {}
+        for queueId in ids:
+            self._unremoved.discard(queueId)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.dataPath(queueId))
+            self._held.pop(queueId, None)
+            outcomes[queueId] = None if queueId in gone else LeaseLost(queueId)
+        return outcomes
 
     def setAside(self, queueId, reason: str):
         """Mark the row corrupt (in the background) and let it go; shown by ``mailnet queue list``."""
@@ -313,6 +379,20 @@ class PostgresSpool(QueueStorage):
 
         d.addBoth(done)
 
+    def _claimSoon(self):
+        """
+        After a claim that got a whole batch, look again as soon as this
+        node holds less than half a batch (it delivered what it took),
+        instead of waiting for ``claim_interval``: a backlog left by a dead
+        node drains at the nodes' delivery rate, each node taking a batch at
+        a time.
+        """
+        if (self._claimedFull and self._runner is not None and not self._busy
+                and len(self._held) < self.batch / 2 and self._loop is not None and self._loop.active()):
+            self._claimedFull = False
+            self._loop.cancel()
+            self._tick()
+
     def _schedule(self):
         if self._runner is not None and (self._loop is None or not self._loop.active()):
             self._loop = self.reactor.callLater(self.claimInterval, self._tick)
@@ -337,43 +417,94 @@ class PostgresSpool(QueueStorage):
             rows = yield self.db.run(claim, self.node, self.lease, self.batch, self.claimInterval)
         except TemporaryStoreError:
             return
-        # The messages copied in one trip to a pool thread (one query per chunk).
-        copied = yield self.runInThread(self._fetchAll, [r[0] for r in rows])
-        for queueId, data, previous in rows:
-            if queueId not in copied:
-                continue
-            if previous:
-                log.info("queue {id}: taken over from node {node} (its lease ran out)", id=queueId, node=previous)
-            self._held[queueId] = bytes(data)
-            if self._runner is not None:
-                self._runner.claimed(queueId)
+        self._claimedFull = len(rows) >= self.batch
+        # The messages copied FETCH_ITEMS at a time in one trip to a pool
+        # thread (small ones many per query), each slice handed to the
+        # runner as soon as it is copied: delivery starts before the whole
+        # claim is copied.
+        for start in range(0, len(rows), FETCH_ITEMS):
+            part = rows[start:start + FETCH_ITEMS]
+            copied = yield self.runInThread(self._fetchAll, [(r[0], r[3], r[4]) for r in part])
+            for queueId, data, previous, _, _ in part:
+                if queueId not in copied:
+                    continue
+                if previous:
+                    log.info("queue {id}: taken over from node {node} (its lease ran out)", id=queueId, node=previous)
+                self._held[queueId] = bytes(data)
+                if self._runner is not None:
+                    self._runner.claimed(queueId)
 
-    def _fetchAll(self, ids):
-        """:meth:`_fetch` each; the set of those copied (the others are left for their lease to run out)."""
+    def _fetchAll(self, items):
+        """
+        Copy the messages of ``items`` (``(id, chunks, size)``) into their
+        local files; the set of ids copied (the others are left for their
+        lease to run out).  Messages of one chunk come many per query (at
+        most :data:`FETCH_BYTES` at a time); longer ones one chunk per query.
+        """
         copied = set()
-        for queueId in ids:
-            try:
-                self._fetch(queueId)
-            except Exception as e:
-                log.warn("queue {id}: cannot copy the message from the database ({e}); left for later",
-                         id=queueId, e=type(e).__name__)
+        group, groupBytes = [], 0
+        for queueId, chunks, size in items:
+            if chunks > 1:
+                if self._copy(queueId, self._fetch, queueId, chunks):
+                    copied.add(queueId)
                 continue
-            copied.add(queueId)
+            if group and groupBytes + size > FETCH_BYTES:
+                copied |= self._fetchGroup(group)
+                group, groupBytes = [], 0
+            group.append((queueId, chunks))
+            groupBytes += size
+        if group:
+            copied |= self._fetchGroup(group)
         return copied
 
-    def _fetch(self, queueId):
-        """Copy the item's message into its local file, one chunk per query."""
+    def _copy(self, queueId, f, *args):
+        try:
+            f(*args)
+        except Exception as e:
+            log.warn("queue {id}: cannot copy the message from the database ({e}); left for later",
+                     id=queueId, e=type(e).__name__)
+            return False
+        return True
+
+    def _fetchGroup(self, group):
+        """Messages of at most one chunk, in one query; the set of ids copied."""
+        ids = [queueId for queueId, chunks in group if chunks]
+        try:
+            rows = dict(self.db.call(lambda conn: conn.execute(
+                "SELECT id, data FROM queue_chunks WHERE n = 0 AND id = ANY(%s)", (ids,)).fetchall())) if ids else {}
+        except Exception as e:
+            log.warn("queue: cannot copy {n} message(s) from the database ({e}); left for later",
+                     n=len(group), e=type(e).__name__)
+            return set()
+        copied = set()
+        for queueId, chunks in group:
+            data = rows.get(queueId, b"" if not chunks else None)
+            if data is None:
+                log.warn("queue {id}: the message is missing in the database; left for later", id=queueId)
+                continue
+            if self._copy(queueId, self._write, queueId, [data]):
+                copied.add(queueId)
+        return copied
+
+    def _write(self, queueId, parts):
         tmp = os.path.join(self.tmpDir, queueId + ".fetch")
         with open(tmp, "wb") as out:
-            n = 0
-            while True:
+            for part in parts:
+                out.write(part)
+        os.replace(tmp, self.dataPath(queueId))
+
+    def _fetch(self, queueId, chunks):
+        """Copy a long message into its local file, one chunk per query (never whole in memory)."""
+
+        def parts():
+            for n in range(chunks):
                 row = self.db.call(lambda conn: conn.execute(
                     "SELECT data FROM queue_chunks WHERE id = %s AND n = %s", (queueId, n)).fetchone())
                 if row is None:
-                    break
-                out.write(row[0])
-                n += 1
-        os.replace(tmp, self.dataPath(queueId))
+                    raise EnvelopeError(f"chunk {n} of the message is missing")
+                yield row[0]
+
+        self._write(queueId, parts())
 
     @defer.inlineCallbacks
     def _retry(self):
@@ -456,14 +587,15 @@ def claim(conn, node, lease, batch, ahead):
     """
     Claim up to ``batch`` items due within ``ahead`` seconds whose lease is
     gone (or that nobody held): ``FOR UPDATE SKIP LOCKED``, so that nodes
-    claiming at once each get other rows.  ``[(id, envelope, previous owner)]``.
+    claiming at once each get other rows.
+    ``[(id, envelope, previous owner, chunks, size)]``.
     """
     return conn.execute(
         f"UPDATE queue_items q SET owner = %s, lease_until = {NOW} + %s "
         f"FROM (SELECT id, owner FROM queue_items WHERE corrupt IS NULL AND next_try IS NOT NULL "
         f"      AND next_try <= {NOW} + %s AND (owner IS NULL OR lease_until < {NOW}) "
         f"      ORDER BY next_try LIMIT %s FOR UPDATE SKIP LOCKED) c "
-        f"WHERE q.id = c.id RETURNING q.id, q.envelope, c.owner",
+        f"WHERE q.id = c.id RETURNING q.id, q.envelope, c.owner, q.chunks, q.size",
         (node, lease, ahead, batch)).fetchall()
 
 

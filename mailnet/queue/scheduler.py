@@ -402,7 +402,7 @@ class QueueRunner(Workers, Outcomes, Bounces):
         self._removing.add(item.id)
 
         def run(_):
-            return self.runInThread(self.spool.remove, item.id)
+            return self.spool.removeItem(item.id, self.runInThread)
 
         item.chain.addCallback(run)
         def failed(f):

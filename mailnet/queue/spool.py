@@ -153,6 +153,14 @@ class QueueStorage:
     def dataPath(self, queueId) -> str:
         return os.path.join(self.path, queueId + ".msg")
 
+    def removeItem(self, queueId, runInThread):
+        """
+        Deferred: ``remove(queueId)`` run with ``runInThread`` (how the
+        runner removes a finished item).  The shared queue overrides it to
+        commit the removals of one moment together.
+        """
+        return runInThread(self.remove, queueId)
+
     def hasData(self, queueId) -> bool:
         """Whether the item's message file is there."""
         return os.path.exists(self.dataPath(queueId))
