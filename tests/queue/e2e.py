@@ -120,10 +120,11 @@ class SinkHandler:
 
 
 class Sink:
-    """An aiosmtpd server on 127.0.0.1:port (optionally STARTTLS, AUTH)."""
+    """An aiosmtpd server on host:port, 127.0.0.1 by default (optionally STARTTLS, AUTH)."""
 
-    def __init__(self, port=None, handler=None, certFile=None, keyFile=None, auth=None):
-        self.port = port or freePort()
+    def __init__(self, port=None, handler=None, certFile=None, keyFile=None, auth=None, host="127.0.0.1"):
+        self.host = host
+        self.port = port or freePort(host)
         self.handler = handler or SinkHandler()
         self.certFile, self.keyFile, self.auth = certFile, keyFile, auth
         self.controller = None
@@ -144,7 +145,7 @@ class Sink:
                 return AuthResult(success=ok, handled=False)
 
             kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
+        self.controller = Controller(self.handler, hostname=self.host, port=self.port, decode_data=False,
                                      enable_SMTPUTF8=True, **kwargs)
         self.controller.start()
         return self
