@@ -254,8 +254,9 @@ def test_mbsync_against_node_a_then_node_b_sees_one_mailbox(pgNodes, tmp_path):
     mbsync(viaA)
     assert localFiles(local) == after and len(after) == 3
     inbox = fetchAll(a)
-    assert inbox == fetchAll(b) and sorted(flags for flags, _ in inbox.values()) == [{b"\\Seen"}, {b"\\Seen"}]
-    assert not any(b"Subject: one" in body for _, body in inbox.values())
+    assert inbox == fetchAll(b)
+    bySubject = {re.search(rb"Subject: ([^\r]*)", body).group(1): flags for flags, body in inbox.values()}
+    assert bySubject == {b"two": {b"\\Seen"}, b"written locally": set()}, bySubject
 
 
 # SMTP under load: kill -9 of a node, PostgreSQL restarted
@@ -315,7 +316,8 @@ def test_kill9_of_a_node_under_smtp_load_loses_nothing_and_the_survivors_deliver
     try:
         nodes = pgNodes(3, relayConfig(pgServer, pgDatabase, handler, sinks))
         a = nodes[0]
-        accepted, lock, stop = {}, threading.Lock(), threading.Event()
+        accepted, lock, stop, killed = {}, threading.Lock(), threading.Event(), threading.Event()
+        failed = []
         counter = iter(range(1, 1000000))
 
         def client(i, barrier):
@@ -328,26 +330,34 @@ def test_kill9_of_a_node_under_smtp_load_loses_nothing_and_the_survivors_deliver
                 try:
                     submit(node, n)
                 except (smtplib.SMTPServerDisconnected, OSError) as e:
-                    if node.process.poll() is None:
+                    if not killed.is_set() or node is not a:
                         raise AssertionError(f"node {node.host} alive and dropped the session: {e!r}")
                     order.pop(0)  # this one died: the message was not accepted
                     continue
                 with lock:
                     accepted[f"<load.{n}@example.test>"] = node.sections["server"]["hostname"]
 
-        worker = threading.Thread(target=together, args=(6, client))
+        def load():
+            try:
+                together(6, client)
+            except BaseException as e:  # noqa: B902 (checked below)
+                failed.append(e)
+
+        worker = threading.Thread(target=load)
         worker.start()
         try:
             handler.wait(6, timeout=60)  # deliveries under way
             eventually(lambda: list(accepted.values()).count("nodea.example.test") >= 10, seconds=60,
                        what="node A accepting")
+            killed.set()
             a.kill()
             left = set(queued(pgServer, pgDatabase))  # node A's among them: not delivered yet at the crash
             eventually(lambda: len(accepted) >= 60, seconds=120, what="the survivors accepting")
         finally:
             stop.set()
             worker.join(300)
-        assert not worker.is_alive() and left
+        assert not worker.is_alive() and not failed, failed
+        assert left
         handler.slow = 0
         eventually(lambda: set(accepted) <= set(tally(handler.messages)), seconds=120,
                    what="every accepted message delivered")
@@ -364,3 +374,85 @@ def test_kill9_of_a_node_under_smtp_load_loses_nothing_and_the_survivors_deliver
     finally:
         for sink in sinks:
             sink.stop()
+
+
+def test_postgres_restarted_under_load_gives_temporary_errors_and_loses_nothing(pgNodes, pgServer, pgDatabase):
+    nodes = pgNodes(3)
+    accepted, refused, failed = set(), set(), []
+    lock, stop, restarted = threading.Lock(), threading.Event(), threading.Event()
+    tempErrors, acceptedAfter = set(), set()  # which clients saw a temporary error / an acceptance after the restart
+    counter = iter(range(1, 1000000))
+
+    def outcome(client, subject, ok):
+        with lock:
+            (accepted if ok else refused).add(subject)
+            if not ok:
+                tempErrors.add(client)
+            elif restarted.is_set():
+                acceptedAfter.add(client)
+
+    def smtpClient(i):
+        while not stop.is_set():
+            with lock:
+                subject = f"smtp {next(counter)}"
+            try:
+                with smtp(nodes[i]) as s:
+                    s.sendmail("someone@remote.test", [ALICE[0]], message(subject))
+                outcome(i, subject, True)
+            except smtplib.SMTPResponseException as e:
+                assert 400 <= e.smtp_code < 500, e  # a temporary answer, never a 5xx
+                outcome(i, subject, False)
+            except smtplib.SMTPRecipientsRefused as e:
+                assert all(400 <= code < 500 for code, _ in e.recipients.values()), e.recipients
+                outcome(i, subject, False)
+
+    session = imap(nodes[2])  # one session all along: it stays usable
+
+    def imapClient(c=session):
+        while not stop.is_set():
+            with lock:
+                subject = f"imap {next(counter)}"
+            try:
+                c.append("INBOX", message(subject))
+                outcome("imap", subject, True)
+            except imaplib.IMAP4.abort:
+                raise
+            except imapclient.exceptions.IMAPClientError as e:
+                assert "NO" in str(e) or "try again" in str(e).lower(), e
+                outcome("imap", subject, False)
+                time.sleep(0.1)
+        c.logout()
+
+    def guarded(target, *args):
+        try:
+            target(*args)
+        except BaseException as e:  # noqa: B902 (checked below)
+            failed.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=guarded, args=(smtpClient, i)) for i in range(3)]
+    threads.append(threading.Thread(target=guarded, args=(imapClient,)))
+    for t in threads:
+        t.start()
+    clients = {0, 1, 2, "imap"}
+    try:
+        eventually(lambda: len(accepted) >= 12 or failed, seconds=60, what="load accepted")
+        pgServer.stop("fast")
+        try:
+            eventually(lambda: tempErrors >= clients or failed, seconds=60, what="every client told to retry")
+        finally:
+            pgServer.start()
+        restarted.set()
+        eventually(lambda: acceptedAfter >= clients or failed, seconds=60, what="every client accepted again")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert not failed, failed
+    assert all(node.process.poll() is None for node in nodes)  # no node crashed
+    views = [fetchAll(node) for node in nodes]
+    assert views[0] == views[1] == views[2]
+    subjects = [re.search(rb"Subject: ([^\r]*)", body).group(1).decode() for _, body in views[0].values()]
+    assert accepted <= set(subjects), sorted(accepted - set(subjects))  # nothing accepted is lost
+    assert len(subjects) == len(set(subjects))  # none twice
+    assert set(subjects) <= accepted | refused
