@@ -280,7 +280,8 @@ def relayConfig(pgServer, pgDatabase, handler, sinks):
                         server={"hostname": f"node{'abc'[i]}.example.test"},
                         postgres={"statement_timeout": 10},
                         queue={"retry_initial": 60, "retry_max": 120, "delay_warning": 0, "lease": 3,
-                               "claim_interval": 0.3},
+                               # small claims, often: the survivors race for node A's items
+                               "claim_interval": 0.1, "claim_batch": 2},
                         relay={"smarthost": f"{hosts.gateway}:{sinks[0].port}", "smarthost_tls": "opportunistic",
                                "max_connections_per_destination": 2, "connect_timeout": 3, "reply_timeout": 10})
     return config
