@@ -56,6 +56,12 @@ def pgConfig(pgServer, dbname, **extra):
     return config
 
 
+def queued(pgServer, dbname, what="id"):
+    """A column of the shared queue's items (tests/queue/test_pgqueue_nodes_e2e.py and the three-node tests)."""
+    with pgServer.connect(dbname) as conn:
+        return [r[0] for r in conn.execute(f"SELECT {what} FROM queue_items ORDER BY id").fetchall()]
+
+
 def eventually(check, seconds=20, what="the condition"):
     deadline = time.monotonic() + seconds
     while not check():

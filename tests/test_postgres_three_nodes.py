@@ -32,8 +32,13 @@ import time
 import imapclient
 import pytest
 
-from tests.pgnodes import ALICE, eventually, imap, pgConfig, pgDatabase, pgNodes, pgServer, pop3, smtp  # noqa: F401
-from tests.queue.e2e import Sink, SinkHandler
+from tests import pgnodes
+from tests.pgnodes import ALICE, eventually, imap, pgConfig, pop3, queued, smtp
+from tests.queue.e2e import NodeSink, Sink, tally
+
+pgServer = pgnodes.pgServer
+pgDatabase = pgnodes.pgDatabase
+pgNodes = pgnodes.pgNodes
 
 pytestmark = [pytest.mark.slow, pytest.mark.nodes]
 
@@ -274,15 +279,6 @@ def test_mbsync_against_node_a_then_node_b_sees_one_mailbox(pgNodes, tmp_path):
 # SMTP under load: kill -9 of a node, PostgreSQL restarted
 
 
-class NodeSink(SinkHandler):
-    """Records, with each message, the EHLO name of the node that brought it."""
-
-    async def handle_DATA(self, server, session, envelope):
-        reply = await super().handle_DATA(server, session, envelope)
-        self.messages[-1]["helo"] = session.host_name  # no await since the append: the last record is ours
-        return reply
-
-
 def relayConfig(pgServer, pgDatabase, handler, sinks):
     """Node i's config, relaying through an aiosmtpd smarthost on the address every node reaches."""
     def config(i, hosts):
@@ -309,18 +305,6 @@ def submit(node, n):
         client.quit()
     finally:
         client.close()
-
-
-def queued(pgServer, pgDatabase):
-    with pgServer.connect(pgDatabase) as conn:
-        return [r[0] for r in conn.execute("SELECT id FROM queue_items ORDER BY id").fetchall()]
-
-
-def tally(messages):
-    counts = {}
-    for m in list(messages):
-        counts.setdefault(m["message"]["Message-ID"], []).append(m["helo"])
-    return counts
 
 
 def test_kill9_of_a_node_under_smtp_load_loses_nothing_and_the_survivors_deliver_once(

@@ -119,6 +119,24 @@ class SinkHandler:
             return list(self.messages)
 
 
+class NodeSink(SinkHandler):
+    """Records, with each message, the EHLO name of the node that brought it (tests with several nodes)."""
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        # No await since the append: the last record is this one.
+        self.messages[-1]["helo"] = session.host_name
+        return reply
+
+
+def tally(messages):
+    """``{Message-ID: [EHLO name of each node that delivered it, in order]}``."""
+    counts = {}
+    for m in list(messages):
+        counts.setdefault(m["message"]["Message-ID"], []).append(m["helo"])
+    return counts
+
+
 class Sink:
     """An aiosmtpd server on host:port, 127.0.0.1 by default (optionally STARTTLS, AUTH)."""
 
