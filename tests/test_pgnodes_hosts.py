@@ -16,7 +16,8 @@ import pytest
 
 from tests import pgnodes
 
-canMakeNamespaces = os.geteuid() == 0 and pgnodes.shutil.which("ip") is not None
+canMakeNamespaces = (os.geteuid() == 0 and pgnodes.shutil.which("ip") is not None
+                     and os.environ.get("MAILNET_TEST_NETNS", "1") != "0")
 
 
 def namespaces():
@@ -35,7 +36,7 @@ def connectFrom(hosts, i, address, port):
                           capture_output=True, text=True, timeout=30).stdout.strip()
 
 
-@pytest.mark.skipif(not canMakeNamespaces, reason="needs root and iproute2 (elsewhere the loopback fallback runs)")
+@pytest.mark.skipif(not canMakeNamespaces, reason="needs root and iproute2, and MAILNET_TEST_NETNS not 0 (elsewhere the loopback fallback runs)")
 def test_each_node_has_a_namespace_of_its_own_and_all_of_it_goes_away():
     hosts = pgnodes.NodeHosts(3).setup()
     try:
@@ -64,7 +65,7 @@ def test_each_node_has_a_namespace_of_its_own_and_all_of_it_goes_away():
         assert name not in listed and f" {veth}@" not in links, (name, veth)
 
 
-@pytest.mark.skipif(not canMakeNamespaces, reason="needs root and iproute2")
+@pytest.mark.skipif(not canMakeNamespaces, reason="needs root and iproute2, and MAILNET_TEST_NETNS not 0")
 def test_the_namespaces_of_a_test_process_that_died_are_removed():
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
