@@ -308,8 +308,8 @@ def submit(node, n):
 
 
 def test_kill9_of_a_node_under_smtp_load_loses_nothing_and_the_survivors_deliver_once(
-        pgNodes, pgServer, pgDatabase):
-    handler, sinks = NodeSink(slow=0.2), []
+        pgNodes, pgServer, pgDatabase, record_property):
+    handler, sinks = NodeSink(slow=0.5), []  # slow: node A has a backlog when it dies
     try:
         nodes = pgNodes(3, relayConfig(pgServer, pgDatabase, handler, sinks))
         a = nodes[0]
@@ -368,12 +368,16 @@ def test_kill9_of_a_node_under_smtp_load_loses_nothing_and_the_survivors_deliver
         assert len(twice) <= 2, twice
         assert all(len(helos) == 2 and helos[0] == "nodea.example.test" != helos[1] for helos in twice.values()), twice
         assert all(len(counts[m]) == 1 for m in set(accepted) - fromA), counts  # the survivors' own: once
+        record_property("kill9", {"accepted": len(accepted), "accepted_by_a": len(fromA),
+                                  "taken_over": sum(1 for m in fromA if counts[m][-1] != "nodea.example.test"),
+                                  "twice": len(twice)})
     finally:
         for sink in sinks:
             sink.stop()
 
 
-def test_postgres_restarted_under_load_gives_temporary_errors_and_loses_nothing(pgNodes, pgServer, pgDatabase):
+def test_postgres_restarted_under_load_gives_temporary_errors_and_loses_nothing(pgNodes, pgServer, pgDatabase,
+                                                                              record_property):
     nodes = pgNodes(3)
     accepted, refused, failed = set(), set(), []
     lock, stop, restarted = threading.Lock(), threading.Event(), threading.Event()
@@ -453,3 +457,5 @@ def test_postgres_restarted_under_load_gives_temporary_errors_and_loses_nothing(
     assert accepted <= set(subjects), sorted(accepted - set(subjects))  # nothing accepted is lost
     assert len(subjects) == len(set(subjects))  # none twice
     assert set(subjects) <= accepted | refused
+    record_property("restart", {"accepted": len(accepted), "temporary_errors": len(refused),
+                                "refused_but_stored": len(set(subjects) & refused)})
