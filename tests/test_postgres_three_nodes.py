@@ -403,9 +403,11 @@ def test_postgres_restarted_under_load_gives_temporary_errors_and_loses_nothing(
             except smtplib.SMTPResponseException as e:
                 assert 400 <= e.smtp_code < 500, e  # a temporary answer, never a 5xx
                 outcome(i, subject, False)
+                time.sleep(0.05)
             except smtplib.SMTPRecipientsRefused as e:
                 assert all(400 <= code < 500 for code, _ in e.recipients.values()), e.recipients
                 outcome(i, subject, False)
+                time.sleep(0.05)
 
     session = imap(nodes[2])  # one session all along: it stays usable
 
