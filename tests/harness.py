@@ -2,7 +2,8 @@
 Start the real server (``python -m mailnet run``, i.e. twistd with our
 plugin) in a temporary directory and talk to it from tests.
 
-Every listener binds port 0 on 127.0.0.1; the server reports what it bound
+Every listener binds port 0 on 127.0.0.1 (or the ``host`` given: a node
+of tests/pgnodes.py in its own network namespace); the server reports what it bound
 in ``<data_dir>/run/listeners.json`` and logs ``mailnet ready``, which
 :meth:`MailServer.start` waits for (an event, not a sleep).
 
@@ -42,11 +43,11 @@ def _killLeftovers():
 LISTENERS = ["smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "metrics"]
 
 
-def freePort():
-    """A TCP port on 127.0.0.1 that was free a moment ago (for peers that
+def freePort(host="127.0.0.1"):
+    """A TCP port on ``host`` that was free a moment ago (for peers that
     cannot report the port they bound, like aiosmtpd or Dovecot)."""
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    s.bind((host, 0))
     port = s.getsockname()[1]
     s.close()
     return port
@@ -82,15 +83,17 @@ class MailServer:
         domain ``example.test``, fast auth failure delays).
     """
 
-    def __init__(self, directory, config=None, env=None):
+    def __init__(self, directory, config=None, env=None, host="127.0.0.1", prefix=()):
         self.directory = str(directory)
+        self.host = host  # every listener's address (tests/pgnodes.py: one per node)
+        self.prefix = list(prefix)  # argv before python, e.g. ["ip", "netns", "exec", NAME]
         os.makedirs(self.directory, exist_ok=True)
         self.dataDir = os.path.join(self.directory, "data")
         self.configPath = os.path.join(self.directory, "mailnet.toml")
         sections = {
             "server": {"hostname": "mx.example.test", "data_dir": self.dataDir},
             "domains": {"local": ["example.test"]},
-            "listen": {name: "tcp:0:interface=127.0.0.1" for name in LISTENERS},
+            "listen": {name: f"tcp:0:interface={host}" for name in LISTENERS},
             "auth": {"failure_delay": 0.05},
             # Tests never reach past 127.0.0.1: a resolver on a closed
             # loopback port makes remote domains a temporary failure (the
@@ -120,7 +123,7 @@ class MailServer:
         env.update(self.env or {})
         self.output = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mailnet", "--config", self.configPath, "run"],
+            self.prefix + [sys.executable, "-m", "mailnet", "--config", self.configPath, "run"],
             cwd=self.directory,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -187,8 +190,8 @@ class MailServer:
         return self.info["listeners"][listener]["port"]
 
     def url(self, path="/"):
-        """``http://127.0.0.1:<http port><path>``: the JMAP/webmail listener."""
-        return f"http://127.0.0.1:{self.port('http')}{path}"
+        """``http://<host>:<http port><path>``: the JMAP/webmail listener."""
+        return f"http://{self.host}:{self.port('http')}{path}"
 
     @property
     def certFile(self):

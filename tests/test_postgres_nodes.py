@@ -23,24 +23,16 @@ import time
 
 import pytest
 
+from tests import pgnodes
 from tests.harness import MailServer
-from tests.store import postgres_fixture
+from tests.pgnodes import eventually, pgConfig
 
-pgServer = postgres_fixture.pgServer
-pgDatabase = postgres_fixture.pgDatabase
+pgServer = pgnodes.pgServer
+pgDatabase = pgnodes.pgDatabase
 
 pytestmark = pytest.mark.slow
 
 ALICE = ("alice@example.test", "alice-pw")
-
-
-def pgConfig(pgServer, dbname, **extra):
-    config = {"store": {"backend": "postgres"},
-              "postgres": {"host": pgServer.dir, "port": pgServer.port, "dbname": dbname, "user": "mailnet",
-                           "connect_timeout": 2, "statement_timeout": 5}}
-    for section, values in extra.items():
-        config.setdefault(section, {}).update(values)
-    return config
 
 
 def failures(pgServer, dbname):
@@ -144,13 +136,6 @@ def imapLogin(server, user):
         c.shutdown()
         return None
     return c
-
-
-def eventually(check, seconds=20):
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "not within %s s" % seconds
-        time.sleep(0.1)
 
 
 def test_a_user_added_by_node_a_cli_logs_in_on_node_b(tableNodes, pgServer, pgDatabase):

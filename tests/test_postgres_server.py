@@ -22,11 +22,12 @@ import imapclient
 import pytest
 
 from mailnet.store.postgres.schema import MIGRATIONS, VERSION
+from tests import pgnodes
 from tests.harness import MailServer
-from tests.store import postgres_fixture
+from tests.pgnodes import pgConfig
 
-pgServer = postgres_fixture.pgServer
-pgDatabase = postgres_fixture.pgDatabase
+pgServer = pgnodes.pgServer
+pgDatabase = pgnodes.pgDatabase
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +38,6 @@ BOB = ("bob@example.test", "bob-pw")
 def message(subject, body="Hello\r\n"):
     return ("From: Someone <someone@remote.test>\r\nTo: alice@example.test\r\nSubject: %s\r\n"
             "Message-ID: <%s@example.test>\r\n\r\n%s" % (subject, subject.replace(" ", "."), body)).encode()
-
-
-def pgConfig(pgServer, dbname):
-    return {"store": {"backend": "postgres"},
-            "postgres": {"host": pgServer.dir, "port": pgServer.port, "dbname": dbname, "user": "mailnet",
-                         "connect_timeout": 2, "statement_timeout": 5}}
 
 
 @pytest.fixture

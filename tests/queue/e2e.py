@@ -119,11 +119,30 @@ class SinkHandler:
             return list(self.messages)
 
 
-class Sink:
-    """An aiosmtpd server on 127.0.0.1:port (optionally STARTTLS, AUTH)."""
+class NodeSink(SinkHandler):
+    """Records, with each message, the EHLO name of the node that brought it (tests with several nodes)."""
 
-    def __init__(self, port=None, handler=None, certFile=None, keyFile=None, auth=None):
-        self.port = port or freePort()
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        # No await since the append: the last record is this one.
+        self.messages[-1]["helo"] = session.host_name
+        return reply
+
+
+def tally(messages):
+    """``{Message-ID: [EHLO name of each node that delivered it, in order]}``."""
+    counts = {}
+    for m in list(messages):
+        counts.setdefault(m["message"]["Message-ID"], []).append(m["helo"])
+    return counts
+
+
+class Sink:
+    """An aiosmtpd server on host:port, 127.0.0.1 by default (optionally STARTTLS, AUTH)."""
+
+    def __init__(self, port=None, handler=None, certFile=None, keyFile=None, auth=None, host="127.0.0.1"):
+        self.host = host
+        self.port = port or freePort(host)
         self.handler = handler or SinkHandler()
         self.certFile, self.keyFile, self.auth = certFile, keyFile, auth
         self.controller = None
@@ -144,7 +163,7 @@ class Sink:
                 return AuthResult(success=ok, handled=False)
 
             kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
+        self.controller = Controller(self.handler, hostname=self.host, port=self.port, decode_data=False,
                                      enable_SMTPUTF8=True, **kwargs)
         self.controller.start()
         return self

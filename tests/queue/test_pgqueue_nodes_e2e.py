@@ -22,24 +22,15 @@ import ssl
 
 import pytest
 
+from tests import pgnodes
 from tests.harness import MailServer
-from tests.queue.e2e import DNSServer, Sink, SinkHandler, waitFor
-from tests.store import postgres_fixture
+from tests.pgnodes import pgConfig, queued
+from tests.queue.e2e import DNSServer, NodeSink, Sink, tally, waitFor
 
-pgServer = postgres_fixture.pgServer
-pgDatabase = postgres_fixture.pgDatabase
+pgServer = pgnodes.pgServer
+pgDatabase = pgnodes.pgDatabase
 
 pytestmark = pytest.mark.slow
-
-
-class NodeSink(SinkHandler):
-    """Records, with each message, the EHLO name of the node that sent it."""
-
-    async def handle_DATA(self, server, session, envelope):
-        reply = await super().handle_DATA(server, session, envelope)
-        # No await since the append: the last record is this one.
-        self.messages[-1]["helo"] = session.host_name
-        return reply
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +48,14 @@ def cluster(tmp_path, dns, pgServer, pgDatabase):
     def make(port, lease=3, **relay):
         nodes = []
         for name in ("a", "b"):
-            config = {
-                "server": {"hostname": f"node{name}.example.test"},
-                "store": {"backend": "postgres"},
-                "postgres": {"host": pgServer.dir, "port": pgServer.port, "dbname": pgDatabase, "user": "mailnet",
-                             "connect_timeout": 2, "statement_timeout": 10},
-                "queue": {"retry_initial": 60, "retry_max": 120, "delay_warning": 0, "lease": lease,
-                          "claim_interval": 0.3},
-                "relay": dict({"mx_port": port, "connect_timeout": 3, "reply_timeout": 10}, **relay),
-                "dns": {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2},
-            }
+            config = pgConfig(
+                pgServer, pgDatabase,
+                server={"hostname": f"node{name}.example.test"},
+                postgres={"statement_timeout": 10},
+                queue={"retry_initial": 60, "retry_max": 120, "delay_warning": 0, "lease": lease,
+                       "claim_interval": 0.3},
+                relay=dict({"mx_port": port, "connect_timeout": 3, "reply_timeout": 10}, **relay),
+                dns={"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2})
             node = MailServer(tmp_path / f"node{name}", config=config)
             made.append(node)
             node.start()
@@ -92,18 +81,6 @@ def submit(node, items):
     for n, rcpt in items:
         client.sendmail("alice@example.test", [rcpt], message(n, rcpt))
     client.quit()
-
-
-def queued(pgServer, pgDatabase, what="id"):
-    with pgServer.connect(pgDatabase) as conn:
-        return [r[0] for r in conn.execute(f"SELECT {what} FROM queue_items ORDER BY id").fetchall()]
-
-
-def tally(messages):
-    counts = {}
-    for m in list(messages):
-        counts.setdefault(m["message"]["Message-ID"], []).append(m["helo"])
-    return counts
 
 
 def test_two_nodes_deliver_each_message_once_and_see_each_others_queue(cluster, pgServer, pgDatabase):
