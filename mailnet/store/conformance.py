@@ -334,6 +334,25 @@ class StoreConformance(IdConformance, RecentConformance, ThreadConformance):
         failure(folder.openMessage(uid + 100), NoSuchMessage)
         folder.close()
 
+    def test_prefetch_then_open_gives_each_message(self, account):
+        # IFolder.prefetch is a hint: whatever a backend reads ahead, every
+        # open gives that message's bytes; gone and unknown UIDs are no harm.
+        folder = openf(account)
+        datas = [msg(i, b"line %d\r\n" % i * (i * 37 + 1)) for i in range(12)]
+        datas.append(datas[3])  # the same bytes twice
+        datas.append(msg(99, b"y" * 1_100_000))  # over 1 MiB
+        uids = [result(folder.append(d)) for d in datas]
+        result(folder.expunge([uids[5]]))
+        assert folder.prefetch(list(reversed(uids)) + [uids[-1] + 100]) is None
+        for uid, data in zip(uids, datas):
+            if uid == uids[5]:
+                failure(folder.openMessage(uid), NoSuchMessage)
+            else:
+                assert body(folder, uid) == data
+        folder.prefetch(uids)
+        assert [body(folder, uid) for uid in uids[:3]] == datas[:3]
+        folder.close()
+
     def test_append_file_object_and_default_date(self, account):
         import io
         import time

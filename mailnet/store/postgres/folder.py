@@ -23,6 +23,7 @@ from mailnet.store.base import SharedIndex, applyFlags
 from mailnet.store.interfaces import SEEN, MessageInfo, NoSuchMessage
 from mailnet.store.postgres import journal, quota, sql
 from mailnet.store.postgres.journal import EMAIL, MAILBOX, UPDATED
+from mailnet.store.postgres.reader import FolderReader
 
 log = Logger()
 
@@ -54,6 +55,8 @@ class PostgresFolder(SharedIndex):
         self.expunged = sorted(gone[:sql.EXPUNGED_KEPT])
         self.expungedFloor = gone[sql.EXPUNGED_KEPT][0] if len(gone) > sql.EXPUNGED_KEPT else 0
         self.gone = {uid for _, uid in self.expunged}
+        store = account.store
+        self.reader = FolderReader(self.db, store.bodies, self.folderId, store.readAhead)
 
     # Reading (synchronous, from the snapshot)
 
@@ -79,7 +82,12 @@ class PostgresFolder(SharedIndex):
         info = self.infos.get(uid)
         if info is None:
             raise NoSuchMessage(uid)
-        return self.db.run(sql.readBody, self.folderId, uid, info.size, self.db.objects)
+        return self.reader.open(uid, info.size)
+
+    def prefetch(self, uids):
+        """Read the small bodies of ``uids`` ahead, a batch per query (reader.py)."""
+        infos = self.infos
+        self.reader.prefetch([infos[uid] for uid in uids if uid in infos])
 
     def saveRecent(self):
         d = self.db.run(_saveRecent, self.folderId, self.firstRecentUid)
@@ -245,6 +253,7 @@ class PostgresFolder(SharedIndex):
         for uid in removed:
             del self.infos[uid]
             self.ids.pop(uid, None)
+        self.reader.forget(removed)
         if added and self.infos and added[0].uid < max(self.infos):
             self.infos = dict(sorted(self.infos.items()))
         self.name = row[1]
