@@ -67,6 +67,11 @@ def folderRow(conn, aid, name):
     return row
 
 
+def folderById(conn, folderId):
+    """The folder's row (:data:`FOLDER_COLS`), or None when it is gone."""
+    return conn.execute("SELECT " + FOLDER_COLS + " FROM folders WHERE id = %s", (folderId,)).fetchone()
+
+
 def folderNames(conn, aid):
     return [r[0] for r in conn.execute("SELECT name FROM folders WHERE account = %s", (aid,))]
 
