@@ -4,7 +4,7 @@ a batch read gives each message its own bytes in one query, a second open
 is served from the cache without a query, bodies over 1 MiB are still
 streamed and never cached, the cache stays within its bytes, a failed
 batch falls back to single reads, and with the cache off every open is
-a query again.
+a query again.  Also the cheap refresh: one statement when nothing changed.
 """
 
 from __future__ import annotations
@@ -282,4 +282,30 @@ def test_read_bodies_agrees_with_read_one(pgServer, pgDatabase, size):
     assert [(u, d) for u, _, d in found] == [(uids[0], data), (uids[1], msg(1))]
     assert f.getvalue() == data
     assert found[0][1] == h == hashlib.sha256(data).digest()
+    store.close()
+
+
+def test_refresh_with_nothing_changed_is_one_statement_outside_a_transaction(pgServer, pgDatabase, monkeypatch):
+    datas = distinct(3)
+    uids = filled(pgServer, pgDatabase, datas)
+    store = makeStore(pgServer, pgDatabase)
+    inbox = openInbox(store)
+    calls = []
+    real = Database.call
+
+    def call(self, f, *args, **kw):
+        calls.append((f.__name__, kw.get("transaction", True)))
+        return real(self, f, *args, **kw)
+
+    monkeypatch.setattr(Database, "call", call)
+    result(inbox.refresh())
+    assert calls == [("folderById", False)]
+    # Another node changes the folder: the next refresh reads the delta and sees it.
+    other = makeStore(pgServer, pgDatabase)
+    result(openInbox(other).setFlags([uids[1]], ["\\Seen"], "add"))
+    other.close()
+    calls.clear()
+    result(inbox.refresh())
+    assert calls[0] == ("folderById", False) and ("delta", True) in calls
+    assert inbox.get(uids[1]).flags == {"\\Seen"}
     store.close()
