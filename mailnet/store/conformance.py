@@ -38,6 +38,7 @@ from zope.interface.verify import verifyObject
 
 from mailnet.store.base import FolderLimits
 from mailnet.store.conformance_ids import IdConformance
+from mailnet.store.conformance_read import ReadConformance
 from mailnet.store.conformance_recent import RecentConformance
 from mailnet.store.conformance_threads import ThreadConformance
 from mailnet.store.interfaces import (
@@ -98,7 +99,7 @@ BAD_NAMES = ["..", "a/..", "../a", "/abs", "a\0b", "a//b", "", "a/", "a\\b", "a/
 FLAG_POOL = [SEEN, ANSWERED, FLAGGED, DELETED, DRAFT, "$Forwarded", "k1", "k2"]
 
 
-class StoreConformance(IdConformance, RecentConformance, ThreadConformance):
+class StoreConformance(IdConformance, ReadConformance, RecentConformance, ThreadConformance):
     """
     The suite, as a pytest test class: subclass it (name the subclass
     ``Test...``) and define :meth:`makeStore` (and, for a backend whose
@@ -332,25 +333,6 @@ class StoreConformance(IdConformance, RecentConformance, ThreadConformance):
         assert body(folder, uid) == data
         assert folder.get(uid + 100) is None
         failure(folder.openMessage(uid + 100), NoSuchMessage)
-        folder.close()
-
-    def test_prefetch_then_open_gives_each_message(self, account):
-        # IFolder.prefetch is a hint: whatever a backend reads ahead, every
-        # open gives that message's bytes; gone and unknown UIDs are no harm.
-        folder = openf(account)
-        datas = [msg(i, b"line %d\r\n" % i * (i * 37 + 1)) for i in range(12)]
-        datas.append(datas[3])  # the same bytes twice
-        datas.append(msg(99, b"y" * 1_100_000))  # over 1 MiB
-        uids = [result(folder.append(d)) for d in datas]
-        result(folder.expunge([uids[5]]))
-        assert folder.prefetch(list(reversed(uids)) + [uids[-1] + 100]) is None
-        for uid, data in zip(uids, datas):
-            if uid == uids[5]:
-                failure(folder.openMessage(uid), NoSuchMessage)
-            else:
-                assert body(folder, uid) == data
-        folder.prefetch(uids)
-        assert [body(folder, uid) for uid in uids[:3]] == datas[:3]
         folder.close()
 
     def test_append_file_object_and_default_date(self, account):
