@@ -70,14 +70,15 @@ def smtpLoad(ports, rcpt, messages, sessions, message, sender="load@remote.test"
 
 
 @contextlib.contextmanager
-def mailnetNode(directory, config, pg=None, postgres=None, user=None, remove=False):
+def mailnetNode(directory, config, pg=None, postgres=None, user=None, remove=False, env=None):
     """
     A mailnet server (tests/harness.py) in ``directory`` with ``config``;
     with ``pg`` (tests/store/postgres_fixture.py) on a new database of it,
     ``[store] backend = "postgres"`` and ``postgres`` added to its
     ``[postgres]`` settings.  ``user``: (name, password) added first.  On
     exit the server stops, the database is dropped and, with ``remove``, the
-    directory is removed.
+    directory is removed.  ``env``: extra environment of the server (e.g.
+    ``PYTHONPATH`` of an older checkout).
     """
     from tests.harness import MailServer
 
@@ -87,7 +88,7 @@ def mailnetNode(directory, config, pg=None, postgres=None, user=None, remove=Fal
         dbname = pg.newDatabase()
         config.update({"store": {"backend": "postgres"},
                        "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname, **(postgres or {})}})
-    server = MailServer(directory, config=config)
+    server = MailServer(directory, config=config, env=env)
     server.start()
     try:
         if user is not None:

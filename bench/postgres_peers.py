@@ -19,7 +19,10 @@ one run, same clients, as ratios.
 
 Rounds alternate (maildir, postgres, postfix/dovecot, ...); medians and
 the ratios postgres/maildir and postgres/peer are printed as a Markdown
-table, with the load average before and after.  Everything started here
+table, with the load average before and after.  ``--old DIR`` (a checkout
+of older code, e.g. ``git archive main | tar -x -C DIR``) adds a PostgreSQL
+node running that code to every round (after the new one), and its ratios
+to the table: before and after from the same run.  Everything started here
 is stopped at the end.
 """
 
@@ -88,6 +91,7 @@ def main():
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--postfix-port", type=int, default=12135)
+    ap.add_argument("--old", help="a checkout of older code: its PostgreSQL node runs in every round too")
     args = ap.parse_args()
     count = args.messages // args.sessions * args.sessions
     bindir = binDir()
@@ -99,7 +103,8 @@ def main():
     # Postfix in this run's own scratch dir and port (other benchmarks may use the defaults).
     smtp_bench.SCRATCH = os.path.join(scratch, "smtp")
     smtp_bench.PORTS["postfix"] = args.postfix_port
-    results = {name: {} for name in ("maildir", "postgres", "peer")}
+    names = ("maildir", "postgres", "postgres-old", "peer") if args.old else ("maildir", "postgres", "peer")
+    results = {name: {} for name in names}
     loads = [loadavg()]
     dovecot = None
     try:
@@ -117,7 +122,7 @@ def main():
         dovecot = imap_bench.Dovecot(os.path.join(scratch, "dovecot-run"), mail)
         dovecot.start()
         for r in range(args.repeat):
-            for name in ("maildir", "postgres", "peer"):
+            for name in names:
                 if name == "peer":
                     smtp_bench.emptyMaildir(smtp_bench.maildirFor("postfix", None))
                     rate = smtpRun(smtp_bench.PORTS["postfix"], smtp_bench.RCPT, args.messages, args.sessions)
@@ -127,8 +132,10 @@ def main():
                     print(f"run {r + 1} postfix: {rate:.0f} msgs/s", file=sys.stderr, flush=True)
                     continue
                 config = {"limits": {"connections_per_ip": 1000}, "auth": {"allow_plaintext": True}}
-                with mailnetNode(os.path.join(scratch, f"{name}{r}"), config, pg=pg if name == "postgres" else None,
-                                 user=USER, remove=True) as server:
+                env = {"PYTHONPATH": os.path.abspath(args.old)} if name == "postgres-old" else None
+                with mailnetNode(os.path.join(scratch, f"{name}{r}"), config,
+                                 pg=pg if name.startswith("postgres") else None,
+                                 user=USER, remove=True, env=env) as server:
                     rate = smtpRun(server.port("smtp"), USER[0], args.messages, args.sessions)
                     results[name].setdefault("smtp msgs/s", []).append(rate)
                     for key, value in imapRun(server.port("imap"), *USER, count).items():
@@ -143,6 +150,15 @@ def main():
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{count} messages of 4 KB, {args.sessions} persistent SMTP sessions, median of {args.repeat};"
           f" load average {loads[0]} before, {loads[1]} after\n")
+    if args.old:
+        print("| measure | mailnet Maildir | PostgreSQL old | PostgreSQL new | Postfix / Dovecot "
+              "| old / Maildir | new / Maildir | old / peer | new / peer |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for key in results["maildir"]:
+            a, o, b, c = (statistics.median(results[n][key]) for n in ("maildir", "postgres-old", "postgres", "peer"))
+            print(f"| {key} | {a:.3f} | {o:.3f} | {b:.3f} | {c:.3f} | {o / a:.2f} | {b / a:.2f} "
+                  f"| {o / c:.2f} | {b / c:.2f} |")
+        return
     print("| measure | mailnet Maildir | mailnet PostgreSQL | Postfix / Dovecot | PostgreSQL / Maildir | PostgreSQL / peer |")
     print("|---|---|---|---|---|---|")
     for key in results["maildir"]:

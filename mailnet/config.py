@@ -130,6 +130,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "pool_size": _o("int", 8, "Worker threads, each with one connection: queries in flight at once (the reactor never waits on the database).", minimum=1),
         "connect_timeout": _o("float", 5.0, "Seconds to wait for a connection before answering a temporary error (SMTP 451, IMAP NO, POP3 -ERR).", minimum=1),
         "statement_timeout": _o("float", 30.0, "Seconds one query may run before it is cancelled and answered as a temporary error.", minimum=1),
+        "body_cache_bytes": _o("int", 32 * 1024 * 1024, "Bytes of recently read message bodies (each up to 1 MiB; larger ones are always streamed from the database) kept in memory by each node, keyed by their SHA-256 so they never go stale; 0 = no cache and no read-ahead.", minimum=0),
+        "read_ahead": _o("int", 64, "Messages whose bodies one query reads ahead when IMAP FETCH, SEARCH or THREAD goes over many (at most 4 MiB per query, into the body cache); 0 = one query per message.", minimum=0),
         "bodies": _o("choice", "database", "Where message bodies go: \"database\" (body_chunks rows) or \"s3\" (one object per distinct message in an S3-compatible object store, named by its SHA-256; needs boto3: pip install mailnet[s3]).  Every node must say the same.", choices=("database", "s3")),
         "s3_endpoint": _o("str", "", "bodies = \"s3\": the object store's URL (\"https://s3.example.net\", a MinIO server); empty = AWS S3 of s3_region."),
         "s3_bucket": _o("str", "", "bodies = \"s3\": the bucket (made beforehand; checked at start)."),

@@ -262,7 +262,9 @@ class SharedIndex:
     to, with the arguments already checked: ``messages()``, ``get(uid)``,
     ``expungedSince(modseq)`` (plain values), optionally ``mailboxId``,
     ``emailIds(uids)`` and ``threadIds(uids)`` (a Deferred; see
-    :mod:`mailnet.store.threads`) (else the handle has none), and ``refresh()``,
+    :mod:`mailnet.store.threads`) (else the handle has none), optionally
+    ``prefetch(uids)`` (a hint, in the caller's order; else nothing is
+    done), and ``refresh()``,
     ``openMessage(uid)``, ``append(source, flags, internalDate)``,
     ``setFlags(uids, flags, mode, unchangedSince)``, ``expunge(uids)``,
     ``copyTo(uids, destIndex)``, ``moveTo(uids, destIndex)`` (values or
@@ -394,6 +396,17 @@ class FolderHandle:
 
     def openMessage(self, uid):
         return defer.maybeDeferred(lambda: self._live().openMessage(uid))
+
+    def prefetch(self, uids):
+        # Optional for an index (a hint): nothing when the backend has no use for it.
+        prefetch = getattr(self._index, "prefetch", None)
+        if prefetch is None or self.closed or self._index.deleted:
+            return None
+        try:
+            prefetch([int(u) for u in uids])
+        except Exception:
+            log.failure("store prefetch failed")
+        return None
 
     def append(self, source, flags=(), internalDate=None):
         return defer.maybeDeferred(

@@ -38,6 +38,7 @@ from zope.interface.verify import verifyObject
 
 from mailnet.store.base import FolderLimits
 from mailnet.store.conformance_ids import IdConformance
+from mailnet.store.conformance_read import ReadConformance
 from mailnet.store.conformance_recent import RecentConformance
 from mailnet.store.conformance_threads import ThreadConformance
 from mailnet.store.interfaces import (
@@ -98,7 +99,7 @@ BAD_NAMES = ["..", "a/..", "../a", "/abs", "a\0b", "a//b", "", "a/", "a\\b", "a/
 FLAG_POOL = [SEEN, ANSWERED, FLAGGED, DELETED, DRAFT, "$Forwarded", "k1", "k2"]
 
 
-class StoreConformance(IdConformance, RecentConformance, ThreadConformance):
+class StoreConformance(IdConformance, ReadConformance, RecentConformance, ThreadConformance):
     """
     The suite, as a pytest test class: subclass it (name the subclass
     ``Test...``) and define :meth:`makeStore` (and, for a backend whose

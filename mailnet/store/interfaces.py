@@ -590,6 +590,18 @@ class IFolder(Interface):
             without a copy through :func:`messageBytes`.
         """
 
+    def prefetch(uids):
+        """
+        A hint: the messages ``uids`` (in this order) will be opened soon
+        (IMAP FETCH, SEARCH and THREAD over many messages).  A backend may
+        read them ahead, in bounded batches (the PostgreSQL store reads
+        many small bodies per query); the built-in Maildir and memory
+        stores do nothing.  Returns None at once; never fails (a read ahead
+        that fails is retried by the ``openMessage`` that needs it).
+        :class:`mailnet.store.base.FolderHandle` provides it (calling its
+        index's ``prefetch`` if the index has one).
+        """
+
     def append(source, flags=(), internalDate=None):
         """
         Add a message (IMAP APPEND, saving a sent message...).

@@ -379,7 +379,7 @@ class AccountSummaries:
             chunk = infos[start:start + BATCH]
             ids = folder.emailIds([i.uid for i in chunk])
             rows = await self.run(self.index.rows, list(ids.values()))
-            moves, read = [], []
+            moves, read, toRead = [], [], []
             for info in chunk:
                 emailId = ids.get(info.uid)
                 if emailId is None:
@@ -389,6 +389,9 @@ class AccountSummaries:
                     if (row[0], row[1]) != (mailbox, info.uid):
                         moves.append((emailId, info.uid, info.internalDate, info.size))
                     continue
+                toRead.append((info, emailId))
+            _prefetch(folder, [info.uid for info, _ in toRead])
+            for info, emailId in toRead:
                 try:
                     f = await defer.maybeDeferred(folder.openMessage, info.uid)
                 except Exception:
@@ -518,3 +521,10 @@ class AccountSummaries:
         if fix:
             await self.run(self.index.setThreads, fix)
         return stray
+
+
+def _prefetch(folder, uids):
+    """IFolder.prefetch (a hint: a store may read the bodies in batches), when the folder has it."""
+    prefetch = getattr(folder, "prefetch", None)
+    if prefetch is not None and len(uids) > 1:
+        prefetch(uids)

@@ -285,6 +285,9 @@ class AccountThreads:
         missing.sort(key=lambda u: ((folder.get(u) or _NONE).internalDate, u))
         for start in range(0, len(missing), BATCH):
             batch = []
+            prefetch = getattr(folder, "prefetch", None)
+            if prefetch is not None and len(missing) > start + 1:
+                prefetch(missing[start:start + BATCH])  # a hint: a store may read them in batches
             for uid in missing[start:start + BATCH]:
                 try:
                     f = await defer.maybeDeferred(folder.openMessage, uid)

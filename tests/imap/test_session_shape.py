@@ -263,6 +263,9 @@ def test_fetch_opens_ahead_and_writes_the_bodies_as_pieces():
     expected = b"".join(b"* %d FETCH (BODY[] {%d}\r\n%s)\r\n" % (n, len(m), m) for n, m in enumerate(bodies, 1))
     assert reply == expected + b"f OK FETCH completed\r\n"
     starts = [e for e in r.ran if type(e) is Start]
+    # First the folder is told which messages come (IFolder.prefetch, a hint).
+    assert starts[0].effect == StoreCall(folder, "prefetch", (list(range(1, 11)),))
+    starts = starts[1:]
     # Every message opened through a Start, none twice, in order.
     assert [e.effect for e in starts] == [StoreCall(folder, "openMessage", (uid,)) for uid in range(1, 11)]
     # Opens run ahead of their use: the first batch is started before anything is written.
@@ -273,6 +276,25 @@ def test_fetch_opens_ahead_and_writes_the_bodies_as_pieces():
     assert all(f.closed for f in folder.opened) and len(folder.opened) == 10
     # Outcomes that had come were taken without a Wait: fewer round trips than messages.
     assert sum(type(e) is Wait for e in r.ran) < 10
+
+
+def test_fetch_tells_the_folder_what_comes_64_at_a_time_ahead_of_the_opens():
+    bodies = [message(n, b"m%d" % n) for n in range(1, 151)]
+    s, r, folder, _ = selected(bodies)
+    reply = r.feed(b"f FETCH 1:* BODY.PEEK[HEADER]\r\n")
+    assert reply.endswith(b"f OK FETCH completed\r\n")
+    calls = [e.effect for e in r.ran if type(e) is Start]
+    hints = [(i, c.args[0]) for i, c in enumerate(calls) if c.method == "prefetch"]
+    assert [uids for _, uids in hints] == [list(range(1, 65)), list(range(65, 129)), list(range(129, 151))]
+    opens = [c.args[0] for c in calls if c.method == "openMessage"]
+    assert opens == list(range(1, 151))
+    # Each hint comes before the opens of its messages, about half a hint ahead.
+    for i, uids in hints:
+        assert all(c.method == "prefetch" or c.args[0] < uids[0] for c in calls[:i])
+    # A single message: no hint.
+    r.ran.clear()
+    r.feed(b"g FETCH 7 BODY.PEEK[]\r\n")
+    assert [e.effect.method for e in r.ran if type(e) is Start] == ["openMessage"]
 
 
 def test_fetch_waits_for_an_open_that_has_not_come():

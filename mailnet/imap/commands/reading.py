@@ -33,6 +33,11 @@ class Opener:
     """
 
     WINDOW = 4
+    # Beyond the window, the folder is told which messages come next
+    # (IFolder.prefetch, a hint), this many at a time, again when half of
+    # them are used: a store may read them in a batch (PostgreSQL: one
+    # query for many small bodies).
+    AHEAD = 64
 
     def __init__(self, session, folder, uids, window=WINDOW):
         self.session = session
@@ -41,10 +46,20 @@ class Opener:
         self.window = window
         self.position = 0
         self.pending = {}  # uid -> its Start
+        self.told = 0 if len(uids) > 1 else len(uids)  # uids[:told] were hinted
         self._fill()
+
+    def _hint(self):
+        """Tell the folder the next AHEAD messages (a started StoreCall nobody waits for)."""
+        first = max(self.told, self.position)
+        self.told = min(len(self.uids), first + self.AHEAD)
+        hint = self.session.startEffect(StoreCall(self.folder, "prefetch", (self.uids[first:self.told],)))
+        self.session.discard((hint,))
 
     def _fill(self):
         uids = self.uids
+        if self.told < len(uids) and self.position + self.AHEAD // 2 >= self.told:
+            self._hint()
         pending = self.pending
         start = self.session.startEffect
         folder = self.folder

@@ -152,11 +152,14 @@ class Database:
             except Exception:
                 pass
 
-    def call(self, f, *args, failFast=False):
+    def call(self, f, *args, failFast=False, transaction=True):
         """
         ``f(conn, *args)`` in one committed transaction (blocking).
         ``failFast`` (a call on the reactor thread): while the database was
         found down in the last :data:`FAIL_FAST` seconds, fail at once.
+        ``transaction`` false: each statement of ``f`` on its own
+        (autocommit; no BEGIN and COMMIT round trips), for reads whose
+        statements need no common snapshot (reader.py's body reads).
         """
         if failFast and time.monotonic() < self.downUntil:
             raise TemporaryStoreError("the database is unavailable; try again later")
@@ -165,6 +168,8 @@ class Database:
         for attempt in range(RETRIES):
             try:
                 conn = self.connection()
+                if not transaction:
+                    return f(conn, *args)
                 with conn.transaction():
                     return f(conn, *args)
             except (errors.SerializationFailure, errors.DeadlockDetected, errors.ForeignKeyViolation) as e:
@@ -186,6 +191,13 @@ class Database:
     def run(self, f, *args):
         """Deferred: :meth:`call` in a worker thread (or the test's runner)."""
         return self.runner(self.call, f, *args)
+
+    def read(self, f, *args):
+        """Deferred: :meth:`call` without a transaction in a worker thread (or the test's runner)."""
+        return self.runner(self._callRead, f, *args)
+
+    def _callRead(self, f, *args):
+        return self.call(f, *args, transaction=False)
 
     # The thread pool
 

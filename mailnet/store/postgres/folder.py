@@ -23,6 +23,7 @@ from mailnet.store.base import SharedIndex, applyFlags
 from mailnet.store.interfaces import SEEN, MessageInfo, NoSuchMessage
 from mailnet.store.postgres import journal, quota, sql
 from mailnet.store.postgres.journal import EMAIL, MAILBOX, UPDATED
+from mailnet.store.postgres.reader import FolderReader
 
 log = Logger()
 
@@ -54,6 +55,8 @@ class PostgresFolder(SharedIndex):
         self.expunged = sorted(gone[:sql.EXPUNGED_KEPT])
         self.expungedFloor = gone[sql.EXPUNGED_KEPT][0] if len(gone) > sql.EXPUNGED_KEPT else 0
         self.gone = {uid for _, uid in self.expunged}
+        store = account.store
+        self.reader = FolderReader(self.db, store.bodies, self.folderId, store.readAhead)
 
     # Reading (synchronous, from the snapshot)
 
@@ -79,7 +82,12 @@ class PostgresFolder(SharedIndex):
         info = self.infos.get(uid)
         if info is None:
             raise NoSuchMessage(uid)
-        return self.db.run(sql.readBody, self.folderId, uid, info.size, self.db.objects)
+        return self.reader.open(uid, info.size)
+
+    def prefetch(self, uids):
+        """Read the small bodies of ``uids`` ahead, a batch per query (reader.py)."""
+        infos = self.infos
+        self.reader.prefetch([infos[uid] for uid in uids if uid in infos])
 
     def saveRecent(self):
         d = self.db.run(_saveRecent, self.folderId, self.firstRecentUid)
@@ -89,7 +97,16 @@ class PostgresFolder(SharedIndex):
     # the delta), then the delta applied on the reactor
 
     def refresh(self):
-        return self.account.serial(self._refresh)
+        # Before every IMAP command: mostly nothing changed, which the
+        # folder row alone says (one statement, no transaction, not queued
+        # behind the account's writes); else the delta, in turn.
+        def look(row):
+            if (row is not None and row[1] == self.name and row[4] <= self.uidNext
+                    and row[5] <= self.highestModSeq and row[6] <= self.firstRecentUid):
+                return None
+            return self.account.serial(self._refresh)
+
+        return self.db.read(sql.folderById, self.folderId).addCallback(look)
 
     def _refresh(self):
         return self.db.run(sql.delta, self.folderId, self.highestModSeq).addCallback(self.apply)
@@ -245,6 +262,7 @@ class PostgresFolder(SharedIndex):
         for uid in removed:
             del self.infos[uid]
             self.ids.pop(uid, None)
+        self.reader.forget(removed)
         if added and self.infos and added[0].uid < max(self.infos):
             self.infos = dict(sorted(self.infos.items()))
         self.name = row[1]

@@ -67,6 +67,11 @@ def folderRow(conn, aid, name):
     return row
 
 
+def folderById(conn, folderId):
+    """The folder's row (:data:`FOLDER_COLS`), or None when it is gone."""
+    return conn.execute("SELECT " + FOLDER_COLS + " FROM folders WHERE id = %s", (folderId,)).fetchone()
+
+
 def folderNames(conn, aid):
     return [r[0] for r in conn.execute("SELECT name FROM folders WHERE account = %s", (aid,))]
 
@@ -290,37 +295,45 @@ def bodyHashes(conn, folderId, uids):
 
 
 def readBody(conn, folderId, uid, size=None, objects=None):
+    """The message's bytes as a file (:func:`readOne` without the hash)."""
+    return readOne(conn, folderId, uid, size, objects)[1]
+
+
+def readOne(conn, folderId, uid, size=None, objects=None):
     """
-    The message's bytes: ``io.BytesIO`` up to :data:`IN_MEMORY` bytes, else an
-    unlinked temporary file filled one chunk at a time (never the whole body
-    in memory).  ``size``: the size the folder's index has, if known (a
-    small message is then one query).  ``objects``: bodies whose row has
-    no chunks are read from that object store (streamed).
+    ``(body hash, the message's bytes)``: ``io.BytesIO`` up to
+    :data:`IN_MEMORY` bytes, else an unlinked temporary file filled one
+    chunk at a time (never the whole body in memory).  ``size``: the size
+    the folder's index has, if known (a small message is then one query).
+    ``objects``: bodies whose row has no chunks are read from that object
+    store (streamed).  Needs no transaction (reader.py runs it without).
     """
     if objects is None and size is not None and 0 < size <= IN_MEMORY:
-        data = b"".join(bytes(r[0]) for r in conn.execute(
-            "SELECT c.data FROM messages m JOIN body_chunks c ON c.hash = m.body_hash "
-            "WHERE m.folder = %s AND m.uid = %s ORDER BY c.n", (folderId, uid)))
-        if not data:
+        rows = conn.execute(
+            "SELECT m.body_hash, c.data FROM messages m JOIN body_chunks c ON c.hash = m.body_hash "
+            "WHERE m.folder = %s AND m.uid = %s ORDER BY c.n", (folderId, uid), binary=True).fetchall()
+        if not rows:
             raise NoSuchMessage(uid)
-        return io.BytesIO(data)
+        return bytes(rows[0][0]), io.BytesIO(b"".join(bytes(r[1]) for r in rows))
     row = conn.execute("SELECT b.hash, b.size, b.chunks FROM messages m JOIN bodies b ON b.hash = m.body_hash "
-                       "WHERE m.folder = %s AND m.uid = %s", (folderId, uid)).fetchone()
+                       "WHERE m.folder = %s AND m.uid = %s", (folderId, uid), binary=True).fetchone()
     if row is None:
         raise NoSuchMessage(uid)
     h, size, chunks = row
+    h = bytes(h)
     if chunks == 0 and size > 0:
         if objects is None:
             raise NoSuchMessage(uid)  # stored by a node with [postgres] bodies = "s3"
-        return objects.read(h, size, IN_MEMORY, CHUNK)
+        return h, objects.read(h, size, IN_MEMORY, CHUNK)
     if size <= IN_MEMORY:
         data = b"".join(bytes(r[0]) for r in conn.execute(
-            "SELECT data FROM body_chunks WHERE hash = %s ORDER BY n", (h,)))
-        return io.BytesIO(data)
+            "SELECT data FROM body_chunks WHERE hash = %s ORDER BY n", (h,), binary=True))
+        return h, io.BytesIO(data)
     out = tempfile.TemporaryFile()
     try:
         for n in range(chunks):
-            piece = conn.execute("SELECT data FROM body_chunks WHERE hash = %s AND n = %s", (h, n)).fetchone()
+            piece = conn.execute("SELECT data FROM body_chunks WHERE hash = %s AND n = %s", (h, n),
+                                 binary=True).fetchone()
             if piece is None:
                 raise NoSuchMessage(uid)
             out.write(piece[0])
@@ -328,4 +341,35 @@ def readBody(conn, folderId, uid, size=None, objects=None):
     except BaseException:
         out.close()
         raise
+    return h, out
+
+
+def readBodies(conn, folderId, uids, objects=None):
+    """
+    The small bodies (up to :data:`IN_MEMORY` bytes) of several messages in
+    one query: ``[(uid, body hash, bytes)]``; messages gone, or with larger
+    bodies, are left out.  Bodies in the object store (``objects``) are
+    fetched one after another here, in this worker.
+    """
+    rows = conn.execute(
+        "SELECT m.uid, b.hash, b.size, b.chunks, c.data FROM messages m JOIN bodies b ON b.hash = m.body_hash "
+        "LEFT JOIN body_chunks c ON c.hash = b.hash "
+        "WHERE m.folder = %s AND m.uid = ANY(%s) AND b.size <= %s ORDER BY m.uid, c.n",
+        (folderId, list(uids), IN_MEMORY), binary=True).fetchall()
+    out = []
+    pieces = []
+    for i, (uid, h, size, chunks, data) in enumerate(rows):
+        if data is not None:
+            pieces.append(data)
+        if i + 1 < len(rows) and rows[i + 1][0] == uid:
+            continue
+        h = bytes(h)
+        if chunks == 0 and size > 0:
+            if objects is not None:
+                out.append((uid, h, objects.read(h, size, IN_MEMORY, CHUNK).getvalue()))
+        else:
+            body = b"".join(bytes(p) for p in pieces)
+            if len(body) == size:
+                out.append((uid, h, body))
+        pieces = []
     return out

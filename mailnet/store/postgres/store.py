@@ -23,6 +23,7 @@ from mailnet.store.interfaces import (
 from mailnet.store.postgres import journal, quota, sql
 from mailnet.store.postgres.account import PostgresAccount
 from mailnet.store.postgres.db import Database
+from mailnet.store.postgres.reader import BodyCache
 from mailnet.store.quota import QuotaUsage, policyOf
 
 log = Logger()
@@ -32,6 +33,9 @@ log = Logger()
 # and the cache is emptied when it holds this many users.
 USAGE_FRESH = 30.0
 USAGE_CACHED = 10_000
+# The defaults of [postgres] body_cache_bytes and read_ahead (mailnet/config.py).
+BODY_CACHE_BYTES = 32 * 1024 * 1024
+READ_AHEAD = 64
 
 
 @implementer(IMailStore)
@@ -44,10 +48,16 @@ class PostgresStore:
         is not a query (the toolkit's in-memory indexes); by default the
         database's thread pool.  Tests pass a synchronous runner (and give
         the Database the same one).
+    @param bodyCacheBytes: ``[postgres] body_cache_bytes`` (reader.py).
+    @param readAhead: ``[postgres] read_ahead`` (reader.py).
     """
 
-    def __init__(self, db: Database, limits=None, changesKept=DEFAULT_KEEP, runner=None):
+    def __init__(self, db: Database, limits=None, changesKept=DEFAULT_KEEP, runner=None,
+                 bodyCacheBytes=BODY_CACHE_BYTES, readAhead=READ_AHEAD):
         self.db = db
+        # Small bodies recently read, and batch reads ahead (reader.py).
+        self.bodies = BodyCache(bodyCacheBytes)
+        self.readAhead = readAhead
         self.limits = limits or FolderLimits()
         self.changesKept = changesKept
         self.runner = runner or db.runner
@@ -288,7 +298,8 @@ def makeStore(config):
             raise ConfigError("[postgres] the object store cannot be reached or has no bucket "
                               f"{config.postgres.s3_bucket!r}; check s3_endpoint, s3_bucket and the key") from None
     db = openChecked(config, objects=objects)
-    store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept)
+    store = PostgresStore(db, FolderLimits.fromConfig(config), changesKept=config.store.changes_kept,
+                          bodyCacheBytes=config.postgres.body_cache_bytes, readAhead=config.postgres.read_ahead)
     store.listen()
     if config.postgres.gc_interval > 0:
         from twisted.internet import reactor
