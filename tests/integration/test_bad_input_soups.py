@@ -124,11 +124,15 @@ def _popMultiline(line: bytes, reply: bytes, state: str) -> bool:
     body (RFC 1939, RFC 2449)."""
     if not reply.startswith(b"+OK"):
         return False
-    words = line.rstrip(b"\r").split(b" ")
-    keyword = words[0].upper()
-    if keyword in _POP_MULTI or (keyword == b"AUTH" and len(words) == 1):
+    # as the server splits a command (mailnet/pop3/protocol.py): the keyword
+    # up to the first space, then arguments split on whitespace, so
+    # "UIDL " is UIDL without an argument, a listing
+    keyword, _, rest = line.rstrip(b"\r").partition(b" ")
+    keyword = keyword.upper()
+    noArgument = not rest.split()
+    if keyword in _POP_MULTI or (keyword == b"AUTH" and noArgument):
         return True
-    return state == "trans" and keyword in (b"LIST", b"UIDL") and len(words) == 1
+    return state == "trans" and keyword in (b"LIST", b"UIDL") and noArgument
 
 
 @pytest.mark.parametrize("state", ["none", "trans"])
