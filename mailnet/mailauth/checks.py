@@ -109,16 +109,8 @@ class Checker:
         refusal = self.localSpoof(envelope, header)
         if refusal is not None:
             return defer.succeed(Verdict(reply=refusal, summary="refused: local domain without login"))
-        froms = sorted(set(headers.fromDomains(header)))
-        fromDomain = froms[0] if len(froms) == 1 else None
         s = self.settings
-        names = [] if tooLarge else dkimcheck.keyNames(header, s.dkim_signatures)
-        dmarcNames = []
-        if fromDomain:
-            dmarcNames.append("_dmarc." + fromDomain)
-            org = dmarc.orgDomain(fromDomain)
-            if org != fromDomain:
-                dmarcNames.append("_dmarc." + org)
+        froms, fromDomain, names, dmarcNames = prepared = self._prepare(header, tooLarge)
         if (inline or not names) and not tooLarge and hasattr(self.resolver, "peekEntry"):
             # The common case, a sender seen lately: its SPF results kept and every DKIM key and
             # DMARC record in the cache.  The verdict now, with the same steps as _check but
@@ -131,7 +123,20 @@ class Checker:
                     spf, helo = known[1]
                     return defer.succeed(self._conclude(envelope.peer, froms, fromDomain, dmarcNames, answers,
                                                         spf, helo, dkims))
-        return self._check(envelope, header, readMessage, tooLarge, inline, froms, fromDomain, names, dmarcNames)
+        return self._check(envelope, header, readMessage, tooLarge, inline, *prepared)
+
+    def _prepare(self, header, tooLarge):
+        """The From domains, the one From domain (or None), the DKIM key names and the DMARC names."""
+        froms = sorted(set(headers.fromDomains(header)))
+        fromDomain = froms[0] if len(froms) == 1 else None
+        names = [] if tooLarge else dkimcheck.keyNames(header, self.settings.dkim_signatures)
+        dmarcNames = []
+        if fromDomain:
+            dmarcNames.append("_dmarc." + fromDomain)
+            org = dmarc.orgDomain(fromDomain)
+            if org != fromDomain:
+                dmarcNames.append("_dmarc." + org)
+        return froms, fromDomain, names, dmarcNames
 
     @defer.inlineCallbacks
     def _check(self, envelope, header, readMessage, tooLarge, inline, froms, fromDomain, names, dmarcNames):
