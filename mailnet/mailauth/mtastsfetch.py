@@ -360,10 +360,7 @@ class Plan:
     def _report(self, kind, host=None, ip=None, reason="", source=None):
         """One failed session; ``source``: our address on the connection (RFC 8460 s4.3 sending-mta-ip)."""
         if self.entry is not None:
-            if source:
-                self.results.failure(self.entry, kind, host, ip, reason, sendingIp=source)
-            else:
-                self.results.failure(self.entry, kind, host, ip, reason)
+            self.results.failure(self.entry, kind, host, ip, reason, sendingIp=source)
 
     def noHost(self):
         from mailnet.errors import DeliveryError
