@@ -12,6 +12,8 @@ From or Subject, a Reply-To slipped in) breaks the signature.
 
 from __future__ import annotations
 
+import functools
+
 import dkim
 
 from mailnet.mailauth import dkimfast, dkimown
@@ -42,15 +44,25 @@ def signedFields(header: bytes) -> list[bytes]:
     always, even absent it must be signed: s5.4)."""
     counts = {}
     for name in fieldNames(header):
-        if name in SIGN:
+        if name in _SIGNED:
             counts[name] = counts.get(name, 0) + 1
+    return list(_listFor(tuple(sorted(counts.items()))))
+
+
+_SIGNED = frozenset(SIGN)
+
+
+@functools.lru_cache(maxsize=256)
+def _listFor(counts: tuple) -> tuple:
+    """The ``h=`` list for these (name, count) pairs: the same few header shapes come again and again."""
+    counts = dict(counts)
     out = []
     for name in SIGN:
         n = counts.get(name, 0)
         if name in OVERSIGN and (n or name in ("from", "subject", "date", "to", "cc", "reply-to")):
             n += 1
         out += [name.encode("ascii")] * n
-    return out
+    return tuple(out)
 
 
 def sign(message: bytes, keys, identity=None) -> bytes:

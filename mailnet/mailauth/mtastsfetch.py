@@ -357,9 +357,10 @@ class Plan:
                 for host in hosts:
                     self._report("validation-failure", host.name, reason=UNLISTED)
 
-    def _report(self, kind, host=None, ip=None, reason=""):
+    def _report(self, kind, host=None, ip=None, reason="", source=None):
+        """One failed session; ``source``: our address on the connection (RFC 8460 s4.3 sending-mta-ip)."""
         if self.entry is not None:
-            self.results.failure(self.entry, kind, host, ip, reason)
+            self.results.failure(self.entry, kind, host, ip, reason, sendingIp=source)
 
     def noHost(self):
         from mailnet.errors import DeliveryError
@@ -378,27 +379,32 @@ class Plan:
         return self.mode == "testing" and mode == "required" and (
             error.enhanced in ("4.7.10", "4.7.5") or getattr(error, "tlsFailed", False))
 
-    def succeeded(self, host, ip, mode, tls=None):
-        """A session is set up with ``host``; ``tls``: whether it went over TLS (None: unknown)."""
+    def succeeded(self, host, ip, mode, tls=None, source=None):
+        """
+        A session is set up with ``host``; ``tls``: whether it went over TLS
+        (None: unknown); ``source``: the address we connected from.
+        """
         if self.noPolicy:
             if tls:
                 self.results.success(self.entry)
             elif tls is not None:
-                self._report("starttls-not-supported", host, ip, "no STARTTLS offered; delivered without TLS")
+                self._report("starttls-not-supported", host, ip, "no STARTTLS offered; delivered without TLS", source)
             return
         if self.entry is None or self.policy is None:
             return
         if not self.policy.matches(host):
-            self._report("validation-failure", host, ip, UNLISTED)  # testing: delivered to an unlisted MX
+            self._report("validation-failure", host, ip, UNLISTED, source)  # testing: delivered to an unlisted MX
         elif mode == "required":
             self.results.success(self.entry)
 
     def failed(self, host, ip, mode, error):
+        """A session with ``host`` failed; ``error.sendingIp``: the address we connected from, if we did."""
+        source = getattr(error, "sendingIp", None)
         if self.noPolicy and mode == "opportunistic" and getattr(error, "tlsFailed", False):
             # opportunistic TLS failed (the relay then goes on without it): counted by its kind
             from mailnet.mailauth import tlsrpt
 
-            self._report(tlsrpt.resultType(error), host, ip, error.message)
+            self._report(tlsrpt.resultType(error), host, ip, error.message, source)
             return
         if mode == "required" and self.policy is not None and (error.enhanced in ("4.7.10", "4.7.5")
                                                                or getattr(error, "tlsFailed", False)):
@@ -407,7 +413,7 @@ class Plan:
             kind = tlsrpt.resultType(error)
             log.info("mta-sts: {domain}: {kind} at {host}[{ip}] (mode {mode}): {e}", domain=self.domain, kind=kind,
                      host=host, ip=ip, mode=self.mode, e=error.message)
-            self._report(kind, host, ip, error.message)
+            self._report(kind, host, ip, error.message, source)
             if self.mode == "enforce":
                 # The reason the mail waits (and, after the lifetime, the DSN's diagnostic) names the policy.
                 error.message = f"MTA-STS policy of {self.domain} (enforce): {error.message}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import secrets
 
 import authres
@@ -38,17 +39,40 @@ def _field(authservId, spf, helo, dkims, dmarc, ip) -> str:
                   [DKIMResult(*d) for d in dkims], unpack(DMARCResult, dmarc), ip)
 
 
+_getters = {}  # dataclass -> (attrgetter of its fields in order, the index of "b" or None)
+
+
+def _getter(cls):
+    got = _getters.get(cls)
+    if got is None:
+        names = [f.name for f in dataclasses.fields(cls)]  # TypeError for a class that is not a dataclass
+        get = operator.attrgetter(*names)
+        got = _getters[cls] = (get if len(names) > 1 else lambda x: (get(x),), names.index("b") if "b" in names else None)
+    return got
+
+
+def _fields(x):
+    """The field values of a result, in order (None stays None)."""
+    return None if x is None else _getter(type(x))[0](x)
+
+
+def _marked(d, i):
+    """A DKIM result's field values with ``b`` replaced by mark ``i`` (an empty one stays empty)."""
+    get, where = _getter(type(d))
+    if where is None:
+        raise TypeError("no b field")
+    values = get(d)
+    return values[:where] + (f"{_MARK}{i}" if d.b else "",) + values[where + 1:]
+
+
 def header(authservId: str, spf=None, helo=None, dkims=(), dmarc=None, ip: str = "") -> bytes:
     """
     :func:`_build`, kept per results (:func:`_field`): the same field, byte
     for byte.
     """
-    def fields(x):
-        return None if x is None else tuple(getattr(x, f.name) for f in dataclasses.fields(x))
-
     try:
-        marked = tuple(fields(dataclasses.replace(d, b=f"{_MARK}{i}" if d.b else "")) for i, d in enumerate(dkims))
-        text = _field(authservId, fields(spf), fields(helo), marked, fields(dmarc), ip)
+        marked = tuple(_marked(d, i) for i, d in enumerate(dkims))
+        text = _field(authservId, _fields(spf), _fields(helo), marked, _fields(dmarc), ip)
     except TypeError:  # not the dataclasses (tests, callers with other objects): no cache
         return _build(authservId, spf, helo, dkims, dmarc, ip)
     for i in reversed(range(len(dkims))):  # reversed: mark 1 is not a prefix of mark 10's place

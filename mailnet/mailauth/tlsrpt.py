@@ -169,9 +169,16 @@ class TLSResults:
         """One TLS session that met the policy (``policy``: :func:`policyEntry`)."""
         self._record(policy, True)
 
-    def failure(self, policy, kind, mxHost=None, ip=None, reason=""):
-        """One failed session: ``kind`` one of :data:`RESULT_TYPES`."""
+    def failure(self, policy, kind, mxHost=None, ip=None, reason="", sendingIp=None):
+        """
+        One failed session: ``kind`` one of :data:`RESULT_TYPES`; ``ip``
+        the receiving MX's address, ``sendingIp`` ours, the address the
+        queue connected from (RFC 8460 s4.3 ``sending-mta-ip``; None when
+        no connection was made, as for a policy fetch failure).
+        """
         detail = {"result-type": kind}
+        if sendingIp:
+            detail["sending-mta-ip"] = sendingIp
         if mxHost:
             detail["receiving-mx-hostname"] = mxHost
         if ip:

@@ -691,6 +691,7 @@ class SMTPClientProtocol(protocol.Protocol):
         self._result = None
         self._timer = None
         self._lost = False
+        self.localAddress = None  # the address we connected from (TLS-RPT's sending-mta-ip)
 
     @property
     def alive(self) -> bool:
@@ -700,6 +701,10 @@ class SMTPClientProtocol(protocol.Protocol):
 
     def connectionMade(self):
         self.connected = True
+        try:
+            self.localAddress = getattr(self.transport.getHost(), "host", None)
+        except Exception:  # a test transport without addresses
+            self.localAddress = None
         # Commands are small and each waits for a reply: no Nagle delays.
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:

@@ -151,7 +151,8 @@ class SMTPConnector:
                 try:
                     session = yield self.open(host.name, ip, port, hostMode, auth)
                     if plan is not None:
-                        plan.succeeded(host.name, ip, hostMode, session.machine.tlsActive)
+                        plan.succeeded(host.name, ip, hostMode, session.machine.tlsActive,
+                                       getattr(session, "localAddress", None))
                     return session
                 except DeliveryError as e:
                     if plan is not None:
@@ -202,5 +203,10 @@ class SMTPConnector:
             raise DeliveryError(451, "4.4.1", f"connect to {label}: timed out", True)
         except Exception as e:
             raise DeliveryError(451, "4.4.1", f"connect to {label}: {e}", True)
-        session = yield proto.ready
+        try:
+            session = yield proto.ready
+        except DeliveryError as e:
+            if proto.localAddress and not getattr(e, "sendingIp", None):
+                e.sendingIp = proto.localAddress  # RFC 8460 s4.3 sending-mta-ip, for TLS-RPT
+            raise
         return session

@@ -231,12 +231,14 @@ def test_damaged_cache_file_is_removed_not_fatal(tmp_path):
 class Results:
     def __init__(self):
         self.events = []
+        self.sources = []
 
     def success(self, entry):
         self.events.append(("ok", entry["policy-domain"]))
 
-    def failure(self, entry, kind, host=None, ip=None, reason=""):
+    def failure(self, entry, kind, host=None, ip=None, reason="", sendingIp=None):
         self.events.append((kind, host))
+        self.sources.append(sendingIp)
 
 
 def plan(mode, hosts, error=None):
@@ -268,6 +270,19 @@ def test_plan_testing_falls_back_and_reports():
     assert p.tlsMode(p.hosts[1], "opportunistic") == "opportunistic"
     p.succeeded("backup.b.test", "127.0.0.1", "opportunistic")
     assert results.events == [("certificate-not-trusted", "mx.a.test"), ("validation-failure", "backup.b.test")]
+
+
+def test_plan_reports_the_address_we_connected_from():
+    # RFC 8460 s4.3 sending-mta-ip: from the failed session's error, or the session set up
+    p, results = plan("testing", ["mx.a.test", "backup.b.test"])
+    error = DeliveryError(421, "4.7.5", "TLS with mx.a.test failed: certificate has expired", True)
+    error.sendingIp = "127.0.0.5"
+    p.failed("mx.a.test", "127.0.0.1", "required", error)
+    p.succeeded("backup.b.test", "127.0.0.1", "opportunistic", source="127.0.0.6")
+    p.failed("mx.a.test", "127.0.0.1", "required", DeliveryError(451, "4.7.10", "no STARTTLS", True))
+    assert results.events == [("certificate-expired", "mx.a.test"), ("validation-failure", "backup.b.test"),
+                              ("starttls-not-supported", "mx.a.test")]
+    assert results.sources == ["127.0.0.5", "127.0.0.6", None]
 
 
 def test_plan_counts_a_fetch_error_once():

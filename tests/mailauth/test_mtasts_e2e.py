@@ -328,6 +328,7 @@ def test_daily_report_is_mailed_to_the_rua(world):
     detail = policy["failure-details"][0]
     assert detail["result-type"] == "starttls-not-supported" and detail["receiving-mx-hostname"] == "mx.sts-testing.test"
     assert detail["receiving-ip"] == "127.0.0.2" and detail["failed-session-count"] >= 1
+    assert detail["sending-mta-ip"] == "127.0.0.1"  # s4.3: where the queue connected from
     # The same report, POSTed to the https: rua (RFC 8460 s5.3), over TLS checked with the test CA.
     [(host, path, contentType, body)] = [p for p in world.web.posts if p[0].startswith("tlsrpt.reports.test")]
     assert (host, path, contentType) == (f"tlsrpt.reports.test:{world.web.port}", "/v1/tlsrpt", "application/tlsrpt+gzip")

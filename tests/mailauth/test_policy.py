@@ -67,3 +67,78 @@ def test_local_domain_without_login():
     assert c.localSpoof(envelope(""), b"From: x@a.test\r\n") is None  # bounces
     assert c.localSpoof(envelope("bob@b.test", auth="bob@b.test"), b"From: bob@b.test\r\n") is None
     assert checker(local_spoofing="label").localSpoof(envelope("bob@b.test"), b"") is None
+
+
+# -- A sender seen lately: the check without Deferreds, the same verdict ------
+
+
+class _Zone:
+    """twisted.names-shaped TXT answers from a dictionary, at once."""
+
+    def __init__(self, zone):
+        self.zone = zone
+
+    def lookupText(self, name, timeout=None):
+        from twisted.internet import defer
+        from twisted.names import dns, error
+
+        texts = self.zone.get(name.lower())
+        if texts is None:
+            return defer.fail(error.DomainError(name))
+        return defer.succeed(([dns.RRHeader(name, dns.TXT, ttl=300, payload=dns.Record_TXT(t, ttl=300))
+                               for t in texts], [], []))
+
+
+def test_a_sender_seen_lately_gets_the_same_verdict_without_the_general_path(tmp_path):
+    from twisted.internet import task
+
+    from mailnet.mailauth import keys
+    from mailnet.mailauth.dkimsign import sign
+    from mailnet.mailauth.dnsquery import CachingResolver
+
+    keys.make(str(tmp_path), "a.test", "rsa1", "rsa")
+    keys.make(str(tmp_path), "a.test", "ed1", "ed25519")
+    found = keys.loadAll(str(tmp_path))["a.test"]
+    zone = {f"{k.selector}._domainkey.a.test": [keys.txtValue(k.algorithm, keys.publicKey(k.algorithm, k.private)).encode()]
+            for k in found}
+    zone["_dmarc.a.test"] = [b"v=DMARC1; p=reject"]
+    zone["_dmarc.q.test"] = [b"v=DMARC1; p=quarantine"]
+    clock = task.Clock()
+    clock.advance(1000)
+    c = checker()
+    c.reactor, c.resolver = clock, CachingResolver(_Zone(zone), clock)
+    for name in list(zone) + ["_dmarc.none.test"]:
+        c.resolver.lookupText(name).addErrback(lambda f: None)  # cached, as after a first message
+    plain = (b"From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: hi\r\n"
+             b"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <1@a.test>\r\n\r\nHello.\r\n")
+    signed = sign(plain, found) + plain
+    messages = [signed, signed.replace(b"Hello.", b"Hullo."),  # dkim=fail: the SPF fail then decides DMARC
+                plain.replace(b"a.test>", b"q.test>"), plain.replace(b"a.test>", b"none.test>"),
+                b"From: a@a.test, b@q.test\r\n\r\nx\r\n", b"Subject: no From\r\n\r\nx\r\n"]
+    summaries = []
+    for spf in ("pass", "fail"):
+        sender = "alice@a.test"
+        c.spfResults[("192.0.2.1", sender, "client.test")] = (2000, (SPFResult(spf, "a.test", "why"),
+                                                                       SPFResult("none", "client.test")))
+        for message in messages:
+            header = message.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+            general = []
+            c._check(envelope(sender), header, lambda: message, False, True, *c._prepare(header, False)) \
+                .addCallback(general.append)
+            taken = []
+            real, c._check = c._check, None  # the general path is not taken
+            try:
+                c.check(envelope(sender), header, lambda: message, inline=True).addCallback(taken.append)
+            finally:
+                c._check = real
+            assert taken == general and general[0].header.startswith(b"Authentication-Results: mx.b.test;")
+            summaries.append((general[0].summary, general[0].folder, general[0].reply and general[0].reply.code))
+    assert summaries[:6] == [
+        ("spf=pass dkim=pass,pass dmarc=pass", None, None), ("spf=pass dkim=fail,fail dmarc=pass", None, None),
+        ("spf=pass dkim=none dmarc=fail", "Junk", None), ("spf=pass dkim=none dmarc=none", None, None),
+        ("spf=pass dkim=none dmarc=permerror", None, None), ("spf=pass dkim=none dmarc=none", None, None)]
+    assert summaries[7] == ("spf=fail dkim=fail,fail dmarc=fail", None, 550)
+    refused = []
+    c.check(envelope("alice@a.test"), signed.replace(b"Hello.", b"Hullo.").split(b"\r\n\r\n")[0] + b"\r\n",
+            lambda: signed.replace(b"Hello.", b"Hullo."), inline=True).addCallback(refused.append)
+    assert refused[0].reply.code == 550 and b"dkim=fail" in refused[0].header

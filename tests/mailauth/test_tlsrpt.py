@@ -54,6 +54,25 @@ def test_counts_per_day_policy_and_failure_kind(tmp_path):
     assert "1970-01-22 c.test: 0 successful, 1 failed" in out.getvalue()
 
 
+def test_failure_details_name_the_sending_mta_ip(tmp_path):
+    # RFC 8460 s4.3: sending-mta-ip, the address the sending MTA connected from; rows differ by it
+    store, clock = results(tmp_path)
+    entry = tlsrpt.policyEntry("sts", "b.test", POLICY)
+    store.failure(entry, "certificate-expired", "mx.b.test", "192.0.2.1", "expired", sendingIp="198.51.100.7")
+    store.failure(entry, "certificate-expired", "mx.b.test", "192.0.2.1", "expired", sendingIp="198.51.100.7")
+    store.failure(entry, "certificate-expired", "mx.b.test", "192.0.2.1", "expired", sendingIp="2001:db8::7")
+    store.failure(entry, "sts-policy-fetch-error", reason="timeout")  # no connection: no sending address
+    clock.advance(tlsrpt.FLUSH_SECONDS)
+    [(key, day)] = store.load("1970-01-21")["b.test"].items()
+    report = tlsrpt.buildReport("1970-01-21", "b.test", {key: day}, "mx.a.test", "id")
+    details = report["policies"][0]["failure-details"]
+    assert details[0] == {"result-type": "certificate-expired", "sending-mta-ip": "198.51.100.7",
+                          "receiving-mx-hostname": "mx.b.test", "receiving-ip": "192.0.2.1",
+                          "failure-reason-code": "expired", "failed-session-count": 2}
+    assert details[1]["sending-mta-ip"] == "2001:db8::7" and details[1]["failed-session-count"] == 1
+    assert "sending-mta-ip" not in details[2]
+
+
 def test_a_damaged_day_file_is_set_aside(tmp_path):
     store, clock = results(tmp_path)
     os.makedirs(tmp_path / "tlsrpt")
