@@ -11,7 +11,8 @@ class PushReceiver:
     answers ``status``; ``certFile``/``keyFile`` make it https.
     """
 
-    def __init__(self, certFile=None, keyFile=None):
+    def __init__(self, certFile=None, keyFile=None, host="127.0.0.1"):
+        self.host = host  # another address of this machine: e.g. the test's side of a node's namespace
         self.received = []
         self.status = 201
         receiver = self
@@ -28,7 +29,7 @@ class PushReceiver:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.scheme = "http"
         if certFile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -40,7 +41,7 @@ class PushReceiver:
         self.thread.start()
 
     def url(self, path="/push/1"):
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def stop(self):
         self.server.shutdown()

@@ -75,6 +75,10 @@ class PostgresStore:
             from twisted.internet import reactor
         self.listener = Listener(self.db, reactor, self.remoteChange, self.resync)
         self.listener.start()
+        # Which connections in pg_stat_activity are this node's (an operator
+        # ending a stuck one; the lost-LISTEN test ends this node's).
+        log.info("postgres: this node's connections are named {name}; change notifications on {name}-listen",
+                 name=self.db.applicationName)
         return self.listener
 
     def remoteChange(self, accountId):
