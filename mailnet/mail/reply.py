@@ -1,7 +1,7 @@
 """
 One SMTP reply (RFC 5321 s4.2), whichever side it is on: what our server
 sends (the constants in :mod:`mailnet.smtp.replies`) and what a peer sent
-our client (built by :class:`mailnet.queue.client.ReplyParser`).
+our client (built by :class:`mailnet.queue.replyparser.ReplyParser`).
 
 RFC 2034 s4: every 2xx, 4xx and 5xx reply carries an RFC 3463 enhanced
 status code, except the greeting and the replies to HELO/EHLO; 3xx replies

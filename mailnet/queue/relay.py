@@ -37,7 +37,8 @@ from twisted.internet import defer, endpoints, error as ierror, ssl
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
 from mailnet.queue import mx
-from mailnet.queue.client import ClientFactory, ClientMachine, SMTPClientProtocol
+from mailnet.queue.client import ClientFactory, SMTPClientProtocol
+from mailnet.queue.clientmachine import ClientMachine
 from mailnet.queue.scheduler import SMARTHOST
 
 log = Logger()

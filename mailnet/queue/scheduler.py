@@ -107,7 +107,7 @@ class QueueRunner(Workers, Outcomes, Bounces):
     @param clock: ``IReactorTime`` (a ``task.Clock`` in tests).
     @param connector: opens remote sessions: ``connect(destination)`` ->
         Deferred firing with a session (``deliver(Transaction)`` ->
-        Deferred[:class:`~mailnet.queue.client.Result`], ``quit()``,
+        Deferred[:class:`~mailnet.queue.clientmachine.Result`], ``quit()``,
         ``abort()``, ``alive``, ``host``, ``closed``) or failing with
         :class:`DeliveryError`.  See :class:`~mailnet.queue.relay.SMTPConnector`.
     @param directory: :class:`~mailnet.auth.Directory` (local domains, aliases).

@@ -16,7 +16,7 @@ import dataclasses
 from twisted.internet import defer
 
 from mailnet.smtp.delivery import MessageDelivery
-from mailnet.smtp.session import AcceptedRecipient, IncomingEnvelope
+from mailnet.smtp.transaction import AcceptedRecipient, IncomingEnvelope
 
 
 @dataclasses.dataclass

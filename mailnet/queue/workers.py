@@ -15,7 +15,7 @@ from twisted.internet import defer
 from mailnet import localdelivery
 from mailnet.errors import DeliveryError
 from mailnet.logs import Logger
-from mailnet.queue.client import Recipient, Transaction
+from mailnet.queue.clientmachine import Recipient, Transaction
 
 if TYPE_CHECKING:
     from mailnet.queue.scheduler import Item

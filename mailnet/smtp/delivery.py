@@ -123,7 +123,7 @@ class MessageDelivery:
 
     @param context: the :class:`~mailnet.service.MailContext` (``store``,
         ``spool``, ``hostname``).
-    @param envelope: the session's :class:`~mailnet.smtp.session.IncomingEnvelope`.
+    @param envelope: the session's :class:`~mailnet.smtp.transaction.IncomingEnvelope`.
     """
 
     def __init__(self, context, envelope, tlsInfo=None):

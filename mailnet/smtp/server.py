@@ -28,8 +28,10 @@ from mailnet.effects import Close, EffectRunner, Login, Send, StartTLS
 from mailnet.smtp import replies
 from mailnet.smtp.delivery import MessageDelivery
 from mailnet.smtp.replies import Reply
-from mailnet.smtp.session import (ENDED, MID_LINE, RECEIVING, SMTP, SUBMISSIONS, AbortMessage, CommitMessage,
-                                  MessageData, OpenMessage, SMTPSession, SMTPSettings)
+from mailnet.smtp.session import SMTPSession
+from mailnet.smtp.settings import SMTP, SUBMISSIONS, SMTPSettings
+from mailnet.smtp.states import ENDED, MID_LINE, RECEIVING
+from mailnet.smtp.transaction import AbortMessage, CommitMessage, MessageData, OpenMessage
 
 log = Logger()
 

@@ -25,63 +25,38 @@ BDAT are framed by bytes, not lines), so its runner needs no command pump.
 
 Policy questions go to ``directory`` (:class:`mailnet.auth.Directory`:
 ``isLocalDomain``, ``resolve``, ``mayUseSender``), which answers from memory.
+
+Around this module, by concern (all without I/O): :mod:`mailnet.smtp.settings`
+(``SMTPSettings``, the roles), :mod:`mailnet.smtp.states` (the states and
+deadline flags), :mod:`mailnet.smtp.transaction` (the envelope and the
+message effects), :mod:`mailnet.smtp.sasl` (AUTH, mixed into the session).
+Their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from mailnet.effects import Close, Effect, Login, LoginOk, StartTLS
+from mailnet.effects import Close, LoginOk, StartTLS
 from mailnet.smtp import parser, replies
 from mailnet.smtp.parser import BodyReader, ParseError
 from mailnet.smtp.replies import Reply
+from mailnet.smtp.sasl import AuthCommands
+from mailnet.smtp.settings import SMTP, SUBMISSION, SUBMISSIONS, SMTPSettings
+from mailnet.smtp.states import AUTH, BDAT, CLOSED, COMMAND, DATA, DISCARD_LINE, ENDED, MID_LINE, RECEIVING
+from mailnet.smtp.transaction import (AbortMessage, AcceptedRecipient, CommitMessage, IncomingEnvelope, MessageData,
+                                      OpenMessage)
 
-SMTP, SUBMISSION, SUBMISSIONS = "smtp", "submission", "submissions"
-
-# states
-COMMAND = "command"  # reading command lines
-DATA = "data"  # reading a DATA body
-BDAT = "bdat"  # reading a BDAT chunk
-AUTH = "auth"  # reading a SASL response line
-DISCARD_LINE = "discard"  # skipping the rest of an over-long command line
+# The names this module has always offered (settings, states, the envelope
+# and the effects now live in their own modules).
+__all__ = [
+    "SMTPSession", "COMMANDS", "BDAT_SLACK",
+    "SMTP", "SUBMISSION", "SUBMISSIONS", "SMTPSettings",
+    "AUTH", "BDAT", "CLOSED", "COMMAND", "DATA", "DISCARD_LINE", "ENDED", "MID_LINE", "RECEIVING",
+    "AbortMessage", "AcceptedRecipient", "CommitMessage", "IncomingEnvelope", "MessageData", "OpenMessage",
+]
 
 # A BDAT chunk bigger than the message size limit by more than this is not
 # read: the session answers 552 and closes.
 BDAT_SLACK = 1 << 20
-CLOSED = "closed"
-
-# SMTPSession.deadlineFlags
-MID_LINE = 1  # a command line has begun and not ended
-RECEIVING = 2  # a message is being received
-ENDED = 4  # the session is closed
-
-
-# SMTP's own effects (the shared ones are in mailnet.effects)
-
-
-@dataclasses.dataclass(slots=True)
-class OpenMessage(Effect):
-    """A message begins: DATA was accepted, or the first BDAT chunk came."""
-
-    envelope: object
-
-
-@dataclasses.dataclass(slots=True)
-class MessageData(Effect):
-    """The next decoded piece of the message (starts at a line start)."""
-
-    data: bytes
-
-
-@dataclasses.dataclass(slots=True)
-class AbortMessage(Effect):
-    """Forget the message being received; nothing of it may become visible."""
-
-
-@dataclasses.dataclass(slots=True)
-class CommitMessage(Effect):
-    """Store the message durably (long); the outcome is the Reply to send."""
-
 
 # The effects without fields are values: one object each.
 _START_TLS = StartTLS()
@@ -90,112 +65,7 @@ _ABORT = AbortMessage()
 _COMMIT = CommitMessage()
 
 
-@dataclasses.dataclass
-class SMTPSettings:
-    """
-    What a session needs to know of the server and its limits.
-
-    @ivar role: ``"smtp"`` (MX: mail for our domains, AUTH optional),
-        ``"submission"`` (STARTTLS then AUTH before MAIL) or
-        ``"submissions"`` (implicit TLS, AUTH before MAIL).
-    """
-
-    hostname: str = "localhost"
-    role: str = SMTP
-    maxSize: int = 35 * 1024 * 1024
-    maxLine: int = 1000
-    maxRecipients: int = 100
-    maxErrors: int = 20
-    maxAuthFailures: int = 5
-    allowPlaintext: bool = False
-    tlsAvailable: bool = True
-    postmasterDomain: str = "localhost"
-    # [mailauth] local_spoofing = "reject": MAIL FROM in one of our local
-    # domains (or a subdomain) without AUTH is refused (issue 16).
-    refuseLocalSenders: bool = True
-    # quota(username, size) -> DeliveryError or None, from memory
-    # (mailnet.localdelivery.quotaRefusal over the store); None: no quota.
-    quota: object = None
-
-    @property
-    def greeting(self) -> Reply:
-        reply = self.__dict__.get("_greeting")
-        if reply is None or reply.lines[0].split()[0] != self.hostname:
-            reply = self.__dict__["_greeting"] = replies.greeting(self.hostname)
-        return reply
-
-    @classmethod
-    def fromContext(cls, context, role):
-        config = context.config
-        limits = config.limits
-        return cls(
-            hostname=context.hostname,
-            role=role,
-            maxSize=limits.message_size,
-            maxLine=limits.smtp_line_length,
-            maxRecipients=limits.smtp_recipients,
-            maxErrors=limits.smtp_errors,
-            maxAuthFailures=limits.auth_failures,
-            allowPlaintext=config.auth.allow_plaintext,
-            tlsAvailable=context.tlsOptions is not None,
-            postmasterDomain=config.domains.local[0],
-            refuseLocalSenders=config.mailauth.local_spoofing == "reject",
-            quota=_quotaCheck(context.store),
-        )
-
-
-def _quotaCheck(store):
-    if getattr(store, "quotaUsage", None) is None:
-        return None
-    from mailnet.localdelivery import quotaRefusal
-
-    return lambda username, size: quotaRefusal(store, username, size)
-
-
-@dataclasses.dataclass(slots=True)
-class AcceptedRecipient:
-    """
-    One accepted RCPT.
-
-    @ivar address: as the client gave it (canonical syntax).
-    @ivar orcpt: RFC 3461 ORCPT as received (``"rfc822;a+40b"``), or None.
-    @ivar notify: RFC 3461 NOTIFY as a list (``["SUCCESS", "FAILURE"]``,
-        ``["NEVER"]``) or None.
-    @ivar local: local usernames it resolves to.
-    @ivar remote: remote addresses it resolves to (itself for a remote
-        domain, alias targets elsewhere).
-    """
-
-    address: str
-    orcpt: str | None
-    notify: list | None
-    local: list
-    remote: list
-
-
-@dataclasses.dataclass(slots=True)
-class IncomingEnvelope:
-    """One mail transaction: what the store and the spool are told."""
-
-    sender: str  # "" for the null reverse-path
-    recipients: list
-    helo: str
-    peer: str
-    tls: bool
-    auth: str | None
-    esmtp: bool
-    smtputf8: bool = False
-    body: str = "7BIT"
-    size: int | None = None  # declared with SIZE=
-    ret: str | None = None
-    envid: str | None = None
-    # The sender passed our checks (SPF/DMARC, issue 16; nothing sets it
-    # yet): then NOTIFY=SUCCESS/DELAY is honoured from an MX client too
-    # (see mailnet.smtp.delivery.honouredNotify).
-    senderVerified: bool = False
-
-
-class SMTPSession:
+class SMTPSession(AuthCommands):
     """
     One SMTP connection's state.
 
@@ -509,10 +379,6 @@ class SMTPSession:
             cache[key] = reply
         return reply
 
-    def _authAllowed(self):
-        # RFC 4954 s4 / RFC 8314: passwords only over TLS unless configured
-        return self.tls or self.settings.allowPlaintext
-
     def cmdEhlo(self, arg):
         helo = parser.parseHelo(arg)
         self._resetTransaction()  # RFC 5321 s4.1.4: EHLO also resets
@@ -568,101 +434,6 @@ class SMTPSession:
         self._dropInput = True
         self.tls = True
         self._emit(_START_TLS)
-
-    def cmdAuth(self, arg):
-        if self.helo is None or not self.esmtp:
-            # RFC 4954 s4: AUTH follows EHLO
-            self._error(replies.NEED_HELO.withText("Send EHLO first"))
-            return
-        if self.user is not None:
-            self._error(replies.ALREADY_AUTHENTICATED)
-            return
-        if self.mail is not None:
-            self._error(replies.AUTH_IN_TRANSACTION)
-            return
-        if not self._authAllowed():
-            # RFC 3207 s4: 530 5.7.0 Must issue a STARTTLS command first
-            self._error(replies.NEED_TLS)
-            return
-        parts = arg.split()
-        if not 1 <= len(parts) <= 2:
-            raise ParseError(replies.SYNTAX.withText("Syntax: AUTH <mechanism> [initial-response]"))
-        mechanism = parts[0].upper()
-        initial = parts[1] if len(parts) == 2 else None
-        if mechanism == "PLAIN":
-            if initial is None:
-                self._auth = ("PLAIN", 0, None)
-                self.state = AUTH
-                self._emit(Reply(334, "", ""))
-            else:
-                self._plain(initial)
-        elif mechanism == "LOGIN":
-            if initial is None:
-                self._auth = ("LOGIN", 0, None)
-                self.state = AUTH
-                self._emit(Reply(334, "", "VXNlcm5hbWU6"))  # "Username:"
-            else:
-                self._authLogin(0, initial)
-        else:
-            self._error(replies.BAD_MECHANISM)
-
-    def _authLine(self, line: bytes):
-        mechanism, step, username = self._auth
-        self._auth = None
-        self.state = COMMAND
-        if self.trace is not None:
-            self.trace("**** (SASL response)")
-        text = line.decode("ascii", "replace").strip()
-        if text == "*":
-            # RFC 4954 s4: the client cancels
-            self._error(replies.AUTH_CANCELLED)
-            return
-        try:
-            if mechanism == "PLAIN":
-                self._plain(text)
-            else:
-                self._authLogin(step, text, username)
-        except ParseError as e:
-            self._error(e.reply)
-
-    def _authLogin(self, step, text, username=None):
-        value = parser.decodeBase64(text)
-        if step == 0:
-            self._auth = ("LOGIN", 1, value)
-            self.state = AUTH
-            self._emit(Reply(334, "", "UGFzc3dvcmQ6"))  # "Password:"
-        else:
-            self._check(username, value)
-
-    def _plain(self, text):
-        # RFC 4616 s2: [authzid] NUL authcid NUL passwd
-        message = parser.decodeBase64(text)
-        parts = message.split(b"\0")
-        if len(parts) != 3:
-            raise ParseError(replies.SYNTAX.withText("Malformed PLAIN response (RFC 4616)"))
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
-            # acting for another identity is not offered
-            self._check(None, None)
-            return
-        self._check(authcid, password)
-
-    def _check(self, username, password):
-        try:
-            username = username.decode("utf-8") if username else ""
-            password = password.decode("utf-8") if password else ""
-        except UnicodeDecodeError:
-            username = password = ""
-        self.waiting = True
-        self._emit(Login(username, password))
-
-    def _needAuth(self):
-        """The reply when MAIL needs AUTH first (submission), or None."""
-        if self.user is not None or self.settings.role == SMTP:
-            return None
-        if not self._authAllowed():
-            return replies.NEED_TLS
-        return replies.NEED_AUTH
 
     def cmdMail(self, arg):
         if self.helo is None:
