@@ -189,6 +189,8 @@ class MailContext:
         and implicit TLS), or None if TLS is unavailable.
     @ivar spool: the outbound :class:`~mailnet.queue.spool.Spool`.
     @ivar metrics: the :class:`~mailnet.metrics.Metrics` of this server.
+    @ivar sharedUserData: the IUserData of the JMAP documents shared by the
+        nodes (PostgreSQL), or None (the node's files keep them).
     """
 
     def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
@@ -216,6 +218,8 @@ class MailContext:
                                            maxWaiting=config.auth.login_queue,
                                            shared=sharedFailures(config, self.store))
         self.login = login.LoginSequence(self.portal, self.throttle, reactor, self.metrics)
+        # JMAP documents every node must see alike (identities, webmail settings), or None: the node's files.
+        self.sharedUserData = sharedUserData(config, self.store)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
             log.warn("{warning}", warning=warning)
@@ -242,6 +246,19 @@ def sharedFailures(config: Config, store):
         from mailnet.store.postgres.throttle import PostgresFailures
 
         return PostgresFailures(store.db)
+    return None
+
+
+def sharedUserData(config: Config, store):
+    """
+    The IUserData of the JMAP documents every node must see alike
+    (identities, the webmail's settings): PostgreSQL's table with that
+    store, else None (the node's files keep them).
+    """
+    if config.store.backend == "postgres" and getattr(store, "db", None) is not None:
+        from mailnet.store.postgres.userdata import PostgresUserData
+
+        return PostgresUserData(store.db)
     return None
 
 

@@ -113,6 +113,10 @@ class HTTPService(serving.ProtocolService):
             return  # an embedding without the mail side: Identity and EmailSubmission are forbidden
         config = context.config
         self.userData = userdata.JSONUserData(os.path.join(config.server.data_dir, "jmap"))
+        shared = getattr(context, "sharedUserData", None)  # several nodes: the database's (mailnet/service.py)
+        if shared is not None:
+            # Identities and the webmail's settings shared; PushSubscriptions stay this node's (docs/scaling.md).
+            self.userData = userdata.RoutedUserData(shared, self.userData, ("identities", "webmail"))
         self.outbox = Outbox(self._send, context.reactor, hold=config.jmap.submission_hold,
                              maxRecipients=config.limits.smtp_recipients, messageSize=config.limits.message_size,
                              resolve=lambda a: submit.resolveRecipient(directory, a) if "@" in a else None,

@@ -4,7 +4,10 @@ the user sets), and the journal of held submissions (:class:`OutboxJournal`): :c
 file per user and document under ``<data_dir>/jmap/<accountId>/``, written
 atomically and fsynced (mailnet/durable.py) in a worker thread, one change
 at a time per user.  A file that cannot be read as JSON is set aside
-(``<name>.json.corrupt``), logged, and read as empty.
+(``<name>.json.corrupt``), logged, and read as empty.  With several nodes
+(``[store] backend = "postgres"``) :class:`RoutedUserData` sends the
+documents every node must see alike to the database's IUserData
+(mailnet/store/postgres/userdata.py, chosen by mailnet/service.py).
 """
 
 from __future__ import annotations
@@ -101,6 +104,34 @@ class JSONUserData:
             return result
 
         return lock.run(lambda: defer.ensureDeferred(run())).addBoth(release)
+
+
+@implementer(IUserData)
+class RoutedUserData:
+    """
+    An :class:`~mailnet.jmap.identity.IUserData` that sends the documents
+    ``sharedNames`` to ``shared`` (with several nodes: the database's, so
+    every node sees the same identities and settings) and every other one
+    to ``local`` (the node's files: ``pushsubscriptions``, which one node
+    sends; docs/scaling.md).
+    """
+
+    def __init__(self, shared, local, sharedNames):
+        self.shared = shared
+        self.local = local
+        self.sharedNames = frozenset(sharedNames)
+
+    def _for(self, name):
+        return self.shared if name in self.sharedNames else self.local
+
+    def load(self, username, name):
+        return self._for(name).load(username, name)
+
+    def loadAll(self, name):
+        return self._for(name).loadAll(name)
+
+    def update(self, username, name, change):
+        return self._for(name).update(username, name, change)
 
 
 _SUBMISSION_ID = re.compile(r"S[0-9a-f]{20}\Z")

@@ -29,6 +29,7 @@ from mailnet.http.auth import CSRF_TYPE, AuthRefused, checkCSRF, crossSite
 from mailnet.http.session import clearCookie, cookieValue, setCookie
 from mailnet.http.site import allowMethods, notFound, pathSegments, problem, writeJSON
 from mailnet.logs import Logger
+from mailnet.store.interfaces import TemporaryStoreError
 
 log = Logger()
 
@@ -381,6 +382,12 @@ class Webmail:
         return self.jmap.serve(request, self._settings)
 
     async def _settings(self, request, principal):
+        try:
+            await self._settingsOf(request, principal)
+        except TemporaryStoreError:  # the database's outage (several nodes): try again, no 500
+            problem(request, 503, "urn:mailnet:unavailable", "The settings cannot be reached now; try again later.")
+
+    async def _settingsOf(self, request, principal):
         current = dict(SETTINGS)
         if request.method == b"GET":
             if self.userData is not None:

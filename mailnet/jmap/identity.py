@@ -26,7 +26,8 @@ import time
 from zope.interface import Interface
 
 from mailnet.jmap import standard
-from mailnet.jmap.errors import MethodError, SetError
+from mailnet.jmap.errors import MethodError, ServerUnavailable, SetError
+from mailnet.store.interfaces import TemporaryStoreError
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
 DATA = "identities"  # the IUserData name
@@ -98,9 +99,13 @@ def identityId(address: str) -> str:
 
 
 async def _value(v):
-    if inspect.isawaitable(v):
-        return await v
-    return v
+    """Await an IUserData answer; a store outage (the database's) is serverUnavailable."""
+    try:
+        if inspect.isawaitable(v):
+            return await v
+        return v
+    except TemporaryStoreError as e:
+        raise ServerUnavailable(str(e)) from None
 
 
 def _emptyDoc():

@@ -43,7 +43,8 @@ cluster-wide state: ``login_failures`` (throttle.py), ``users``,
 the indexes ``messages_received``, ``messages_folder_received``
 (mailnet/store/postgres/listindex.py), filled from the stored bodies by
 the upgrade (:data:`FILLS`, after the migration commits); version 8
-``tokens``, the app passwords of the users table (directory.py).
+``tokens``, the app passwords of the users table (directory.py); version 9
+``user_documents``, a user's JMAP documents (userdata.py).
 """
 
 from __future__ import annotations
@@ -280,6 +281,16 @@ MIGRATIONS = [
         name text NOT NULL,
         created bigint NOT NULL,
         UNIQUE (username, name)
+    );
+    """,
+    # 9: a user's JMAP documents shared by every node (identities, the
+    # webmail's settings: mailnet/store/postgres/userdata.py).
+    """
+    CREATE TABLE user_documents (
+        username text NOT NULL,
+        name text NOT NULL,
+        doc jsonb NOT NULL,
+        PRIMARY KEY (username, name)
     );
     """,
 ]
