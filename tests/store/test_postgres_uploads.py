@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
+import tracemalloc
 
 import pytest
 
 from mailnet.store.interfaces import TemporaryStoreError
 from mailnet.store.postgres.db import Database
 from mailnet.store.postgres.schema import CHUNK
-from mailnet.store.postgres.uploads import PostgresUploadStore
+from mailnet.store.postgres.uploads import SPOOL, PostgresUploadStore
 from mailnet.store.testing import failure, result, syncRunner
 from tests.store import postgres_fixture
 
@@ -80,6 +82,36 @@ def test_saved_in_chunks_and_found_by_another_node(pgServer, pgDatabase, uploads
         assert got == data and blob.size == len(data) and blob.type == "image/png" and blob.blobId == blobId
     finally:
         other.db.close()
+
+
+def test_a_large_upload_is_never_whole_in_memory(uploads):
+    piece = os.urandom(CHUNK)
+    digest = hashlib.sha256()
+    with tempfile.TemporaryFile() as source:  # as twisted.web keeps a large request body
+        for _ in range(40):  # 10 MB
+            source.write(piece)
+            digest.update(piece)
+        source.seek(0)
+        tracemalloc.start()
+        try:
+            blobId, size = result(uploads.save(ALICE, source))
+            _, peakIn = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            blob = result(uploads.find(ALICE, blobId))
+            f = result(blob.open())
+            got = hashlib.sha256()
+            while True:
+                data = f.read(CHUNK)
+                if not data:
+                    break
+                got.update(data)
+            f.close()
+            _, peakOut = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert blobId == "G" + digest.hexdigest() and size == 40 * CHUNK and got.digest() == digest.digest()
+    assert peakIn < 4 * CHUNK, peakIn  # a chunk or two, not the 10 MB
+    assert peakOut < SPOOL + 4 * CHUNK, peakOut
 
 
 def test_another_account_cannot_read_it(uploads):
