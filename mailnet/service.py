@@ -191,6 +191,8 @@ class MailContext:
     @ivar metrics: the :class:`~mailnet.metrics.Metrics` of this server.
     @ivar sharedUserData: the IUserData of the JMAP documents shared by the
         nodes (PostgreSQL), or None (the node's files keep them).
+    @ivar uploads: JMAP uploads shared by the nodes
+        (:class:`~mailnet.store.postgres.uploads.PostgresUploadStore`), or None.
     """
 
     def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
@@ -212,6 +214,8 @@ class MailContext:
         self.aliases = tables[1] if tables else auth.AliasDB(config.aliasesFile)
         self.directory = auth.Directory(config.domains.local, self.users, self.aliases, config.domains.subaddress_separator)
         self.portal = auth.makePortal(self.store, self.users)
+        # JMAP uploads every node finds (PostgreSQL), or None: the http service keeps them in data_dir.
+        self.uploads = sharedUploads(config, self.store)
         self.throttle = login.AuthThrottle(reactor, baseDelay=config.auth.failure_delay,
                                            maxEntries=config.auth.throttle_entries,
                                            parallelPerAddress=config.auth.login_parallel_per_ip,
@@ -259,6 +263,15 @@ def sharedUserData(config: Config, store):
         from mailnet.store.postgres.userdata import PostgresUserData
 
         return PostgresUserData(store.db)
+    return None
+
+
+def sharedUploads(config: Config, store):
+    """JMAP uploads shared by every node: PostgreSQL's tables with that store, else None."""
+    if config.store.backend == "postgres" and getattr(store, "db", None) is not None:
+        from mailnet.store.postgres.uploads import PostgresUploadStore
+
+        return PostgresUploadStore(store.db, config.http.blob_expiry)
     return None
 
 

@@ -22,6 +22,7 @@ from mailnet.jmap.dispatch import Context, processRequest
 from mailnet.jmap.errors import PREFIX, RequestError
 from mailnet.jmap.request import parseRequest
 from mailnet.logs import Logger
+from mailnet.store.interfaces import TemporaryStoreError
 
 log = Logger()
 
@@ -291,7 +292,11 @@ class JMAPResource:
             if not MEDIA_TYPE.match(contentType):
                 contentType = b"application/octet-stream"
             request.content.seek(0)
-            blobId, size = await self.uploads.save(accountId, request.content)
+            try:
+                blobId, size = await self.uploads.save(accountId, request.content, type=contentType.decode("ascii"))
+            except TemporaryStoreError:
+                # Shared uploads (PostgreSQL) while the database is away: try again later.
+                raise HTTPError(503, "The upload cannot be stored now; try again later.") from None
         finally:
             self.uploadsInProgress.give(key)
         writeJSON(request, 201, {"accountId": accountId, "blobId": blobId,
@@ -309,14 +314,17 @@ class JMAPResource:
 
     async def _download(self, request, principal, accountId, blobId, name):
         accounts = {a.id for a in self.accountsOf(principal)}
-        blob = await self.blobs.find(accountId, blobId) if accountId in accounts else None
-        if blob is None:
-            raise HTTPError(404, "No such blob.")
+        try:
+            blob = await self.blobs.find(accountId, blobId) if accountId in accounts else None
+            if blob is None:
+                raise HTTPError(404, "No such blob.")
+            opened = blob.open()
+            if isinstance(opened, defer.Deferred):
+                opened = await opened
+        except TemporaryStoreError:
+            raise HTTPError(503, "The blob cannot be read now; try again later.") from None
         wanted = (request.args.get(b"type") or [b""])[0]
         contentType = wanted if MEDIA_TYPE.match(wanted) else b"application/octet-stream"
-        opened = blob.open()
-        if isinstance(opened, defer.Deferred):
-            opened = await opened
         try:
             request.setHeader(b"content-type", contentType)
             request.setHeader(b"content-length", b"%d" % blob.size)

@@ -61,11 +61,13 @@ class UploadStore:
 
     # Saving
 
-    def save(self, accountId, source):
+    def save(self, accountId, source, type=None):
         """
         Copy the readable binary file ``source`` (from its current position)
         into the account's blobs, durably.  Deferred firing with
-        ``(blobId, size)``.
+        ``(blobId, size)``.  ``type`` (the upload's Content-Type) is not
+        kept here: a found blob is ``application/octet-stream`` (the
+        PostgreSQL store, mailnet/store/postgres/uploads.py, keeps it).
         """
         return self.runInThread(self._save, accountId, source)
 

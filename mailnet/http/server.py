@@ -50,7 +50,8 @@ class HTTPService(serving.ProtocolService):
     @ivar jmap: the :class:`~mailnet.http.api.JMAPResource`.
     @ivar push: the push source: the store's account changes
         (:class:`~mailnet.jmap.storepush.StorePushSource`) unless one is given.
-    @ivar uploads: the :class:`~mailnet.http.blobstore.UploadStore`.
+    @ivar uploads: the context's ``uploads`` (the PostgreSQL store's, shared
+        by the nodes) or a :class:`~mailnet.http.blobstore.UploadStore`.
     @ivar blobs: the :class:`~mailnet.jmap.blobs.BlobLookup`: uploads first;
         the store's blobs plug in with ``blobs.add(source)``.
     """
@@ -76,7 +77,9 @@ class HTTPService(serving.ProtocolService):
                                                 config.auth.allow_plaintext, self.sessions,
                                                 users.exists if IUserDirectory.providedBy(users) else None,
                                                 getattr(users, "tokens", None))
-        self.uploads = blobstore.UploadStore(os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
+        # The wiring's shared uploads (PostgreSQL: every node finds them), else this node's files.
+        self.uploads = getattr(context, "uploads", None) or blobstore.UploadStore(
+            os.path.join(config.server.data_dir, "blobs"), config.http.blob_expiry)
         # Uploads first, then the store's messages and their parts (mailnet/jmap/mailblobs.py).
         self.storeBlobs = StoreBlobSource()
         self.blobs = BlobLookup([self.uploads, self.storeBlobs])

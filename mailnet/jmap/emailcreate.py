@@ -12,7 +12,6 @@ Errors per record (SetError): ``invalidProperties`` naming the property,
 
 from __future__ import annotations
 
-import inspect
 import re
 import time
 
@@ -360,7 +359,8 @@ class Creator:
             self.used.add(partId)
             return compose.Part(type, content=text.encode("utf-8"), charset="utf-8", **common)
         blobId = spec["blobId"]
-        blob = await self.blobs.find(self.call.account().id, blobId) if self.blobs is not None else None
+        # A shared upload store that cannot be reached (the database is away): serverUnavailable.
+        blob = await mailstore.wait(self.blobs.find(self.call.account().id, blobId)) if self.blobs is not None else None
         if blob is None:
             self.missing.append(blobId)
             return compose.Part("application/octet-stream", content=b"", **common)
@@ -381,9 +381,7 @@ class Creator:
 
 
 async def readBlob(blob, limit) -> bytes:
-    opened = blob.open()
-    if inspect.isawaitable(opened):
-        opened = await opened
+    opened = await mailstore.wait(blob.open())
     try:
         return opened.read(limit + 1)
     finally:

@@ -52,7 +52,7 @@ def _check(data: bytes):
 
 async def _blobBytes(call, accountId, blobId, limit):
     lookup = call.context.services.get("blobs")
-    blob = await lookup.find(accountId, blobId) if lookup is not None and isinstance(blobId, str) else None
+    blob = await mailstore.wait(lookup.find(accountId, blobId)) if lookup is not None and isinstance(blobId, str) else None
     if blob is None:
         return None
     if blob.size > limit:

@@ -111,7 +111,9 @@ def test_two_nodes_share_one_index(pgServer, pgDatabase):
 
 
 def _downgrade(conn):
-    """The database as version 6 had it: no list index (and no version 8 tokens table)."""
+    """The database as version 6 had it: no list index (and no version 8 tokens table, no version 10 uploads)."""
+    conn.execute("DROP TABLE upload_chunks, uploads")
+    conn.execute("DROP TABLE user_documents")
     conn.execute("DROP TABLE tokens")
     conn.execute("DROP TABLE body_summaries")
     conn.execute("DROP INDEX messages_received")

@@ -44,7 +44,8 @@ the indexes ``messages_received``, ``messages_folder_received``
 (mailnet/store/postgres/listindex.py), filled from the stored bodies by
 the upgrade (:data:`FILLS`, after the migration commits); version 8
 ``tokens``, the app passwords of the users table (directory.py); version 9
-``user_documents``, a user's JMAP documents (userdata.py).
+``user_documents``, a user's JMAP documents (userdata.py); version 10
+the JMAP uploads: ``uploads`` and ``upload_chunks`` (uploads.py).
 """
 
 from __future__ import annotations
@@ -292,6 +293,30 @@ MIGRATIONS = [
         doc jsonb NOT NULL,
         PRIMARY KEY (username, name)
     );
+    """,
+    # 10: JMAP uploads (RFC 8620 s6.1) shared by every node
+    # (mailnet/store/postgres/uploads.py): one row per (account, blob id),
+    # the bytes in chunks of CHUNK bytes; ``created`` in epoch seconds,
+    # expired after [http] blob_expiry and swept by any node.
+    """
+    CREATE TABLE uploads (
+        id bigserial PRIMARY KEY,
+        account text NOT NULL,
+        blob_id text NOT NULL,
+        size bigint NOT NULL DEFAULT 0,
+        type text NOT NULL DEFAULT 'application/octet-stream',
+        created double precision NOT NULL,
+        chunks integer NOT NULL DEFAULT 0,
+        UNIQUE (account, blob_id)
+    );
+    CREATE INDEX uploads_created ON uploads (created);
+    CREATE TABLE upload_chunks (
+        upload bigint NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+        n integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (upload, n)
+    );
+    ALTER TABLE upload_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
     """,
 ]
 
