@@ -97,11 +97,16 @@ def _read(conn, upload, chunks):
 
 
 def _copy(conn, fromAccountId, toAccountId, blobId, oldest, now):
+    # Both locks (in one order: two opposite copies cannot deadlock) before
+    # looking: a save of the same bytes to the source replaces its row and
+    # chunk rows, and a copy that found the old row before that commit
+    # would copy no chunks.
+    for account in sorted({fromAccountId, toAccountId}):
+        _lock(conn, account, blobId)
     found = _find(conn, fromAccountId, blobId, oldest)
     if found is None:
         return False
     upload, size, type, chunks = found
-    _lock(conn, toAccountId, blobId)
     touched = conn.execute("UPDATE uploads SET created = %s WHERE account = %s AND blob_id = %s RETURNING id",
                            (now, toAccountId, blobId)).fetchone()
     if touched is not None:
