@@ -19,10 +19,13 @@ from mailnet.store.postgres import uploads as uploadsModule
 from mailnet.store.postgres.schema import CHUNK
 from mailnet.store.testing import result
 from tests.store import postgres_fixture
-from tests.store.test_postgres_uploads import ALICE, BOB, clock, makeUploads, read, uploads  # noqa: F401
+from tests.store import test_postgres_uploads as base
 
 pgServer = postgres_fixture.pgServer
 pgDatabase = postgres_fixture.pgDatabase
+clock = base.clock
+uploads = base.uploads
+ALICE, BOB, read = base.ALICE, base.BOB, base.read
 
 
 class _AfterFind:
