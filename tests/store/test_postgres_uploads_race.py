@@ -6,7 +6,9 @@ copy that found the old row before that save committed, and copied its
 chunk rows after, made a row in the target account whose chunks are
 missing: the copied blob could never be read.  The copy now holds the
 source's lock before it looks, so it waits for the save and copies the
-new row.
+new row.  Likewise a blob found, then uploaded again to the account,
+then opened: the open read the replaced row's chunks (LookupError);
+it now reads the account's current row of that blob id (the same bytes).
 """
 
 from __future__ import annotations
@@ -89,3 +91,20 @@ def test_a_copy_racing_a_new_save_of_the_same_bytes_copies_every_chunk(pgServer,
     assert outcome == [True]
     got = read(uploads, BOB, blobId)
     assert got is not None and got[1] == data
+
+
+def test_a_blob_found_then_uploaded_again_still_opens(uploads):
+    # Found (a download, an Email/set that uses the blob), then the same
+    # bytes uploaded again to the account before it is opened: the save
+    # replaced the row the Blob was found with.  Open reads the current row
+    # (the same bytes: the same blob id), not "removed while it was read".
+    data = bytes(range(256)) * (2 * CHUNK // 256 + 10)
+    blobId, _ = result(uploads.save(ALICE, io.BytesIO(data)))
+    blob = result(uploads.find(ALICE, blobId))
+    result(uploads.save(ALICE, io.BytesIO(data)))
+    f = result(blob.open())
+    try:
+        assert f.read() == data
+    finally:
+        f.close()
+
