@@ -42,7 +42,7 @@ def main(conf, action, out=sys.stdout, dryRun=False, grace=None):
         return 1
     try:
         with psycopg.connect(**kw) as conn:
-            conn.autocommit = True  # each migration, each batch of a fill: a transaction of its own
+            conn.autocommit = True  # the migrations one transaction, each batch of a fill one of its own
             if action == "status":
                 version = schema.currentVersion(conn)
                 state = ("up to date" if version == schema.VERSION else

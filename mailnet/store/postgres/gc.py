@@ -210,12 +210,16 @@ class Sweeper:
         self.reactor = reactor
         self._timer = None
         self.running = None
+        self._stopped = False
 
     def start(self):
+        self._stopped = False
         if self.interval > 0 and self._timer is None:
             self._timer = self.reactor.callLater(self.interval, self._tick)
 
     def stop(self):
+        # A sweep running now still ends, but does not start the timer again.
+        self._stopped = True
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
@@ -224,7 +228,7 @@ class Sweeper:
         self._timer = None
         self.running = d = self.db.runner(sweep, self.db, self.objects, self.grace)
         d.addCallbacks(self._done, self._failed)
-        d.addBoth(lambda _: self.start())
+        d.addBoth(lambda _: None if self._stopped else self.start())
 
     def _done(self, report):
         if report is None:

@@ -351,8 +351,11 @@ def currentVersion(conn):
 
 def upgrade(conn, objects=None, notes=None):
     """
-    Run the migrations the database lacks, each in its own transaction
-    (an advisory lock keeps two nodes from upgrading at once); then, out
+    Run the migrations the database lacks, all in one transaction (each
+    a savepoint of it: a failed migration leaves the database at the
+    version it had before this call; an advisory lock keeps two nodes
+    from upgrading at once, and the tables a migration alters stay
+    locked until the last one has run); then, out
     of those transactions (no lock held while it reads bodies), the
     :data:`FILLS` of every version the database is at or past: each looks
     for what is still missing, in batches of their own transactions, so

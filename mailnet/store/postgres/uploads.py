@@ -80,28 +80,50 @@ def _find(conn, accountId, blobId, oldest):
         (accountId, blobId, oldest)).fetchone()
 
 
-def _read(conn, upload, chunks):
+def _read(conn, upload, chunks, accountId=None, blobId=None):
+    """
+    The upload's bytes, a chunk per query, into a spooled file.  A save of
+    the same bytes to the account since it was found replaced its row (a
+    new id): then the current row of ``(accountId, blobId)`` is read
+    instead (the same bytes), once.  LookupError when it is gone (swept).
+    """
     out = tempfile.SpooledTemporaryFile(max_size=SPOOL)
     try:
-        for n in range(chunks):
-            row = conn.execute("SELECT data FROM upload_chunks WHERE upload = %s AND n = %s",
-                               (upload, n)).fetchone()
-            if row is None:
-                raise LookupError("the upload was removed while it was read")
-            out.write(row[0])
-        out.seek(0)
+        for attempt in range(2):
+            out.seek(0)
+            out.truncate()
+            for n in range(chunks):
+                row = conn.execute("SELECT data FROM upload_chunks WHERE upload = %s AND n = %s",
+                                   (upload, n)).fetchone()
+                if row is None:
+                    break
+                out.write(row[0])
+            else:
+                out.seek(0)
+                return out
+            current = None if accountId is None or attempt else conn.execute(
+                "SELECT id, chunks FROM uploads WHERE account = %s AND blob_id = %s",
+                (accountId, blobId)).fetchone()
+            if current is None:
+                break
+            upload, chunks = current
+        raise LookupError("the upload was removed while it was read")
     except BaseException:
         out.close()
         raise
-    return out
 
 
 def _copy(conn, fromAccountId, toAccountId, blobId, oldest, now):
+    # Both locks (in one order: two opposite copies cannot deadlock) before
+    # looking: a save of the same bytes to the source replaces its row and
+    # chunk rows, and a copy that found the old row before that commit
+    # would copy no chunks.
+    for account in sorted({fromAccountId, toAccountId}):
+        _lock(conn, account, blobId)
     found = _find(conn, fromAccountId, blobId, oldest)
     if found is None:
         return False
     upload, size, type, chunks = found
-    _lock(conn, toAccountId, blobId)
     touched = conn.execute("UPDATE uploads SET created = %s WHERE account = %s AND blob_id = %s RETURNING id",
                            (now, toAccountId, blobId)).fetchone()
     if touched is not None:
@@ -145,13 +167,13 @@ class PostgresUploadStore:
         if not (isId(accountId) and isId(blobId) and blobId.startswith("G")):
             return None
         d = self.db.read(_find, accountId, blobId, self.now() - self.expiry)
-        return d.addCallback(self._blob, blobId)
+        return d.addCallback(self._blob, accountId, blobId)
 
-    def _blob(self, row, blobId):
+    def _blob(self, row, accountId, blobId):
         if row is None:
             return None
         upload, size, type, chunks = row
-        return Blob(blobId, size, type, lambda: self.db.read(_read, upload, chunks))
+        return Blob(blobId, size, type, lambda: self.db.read(_read, upload, chunks, accountId, blobId))
 
     def copy(self, fromAccountId, toAccountId, blobId):
         if not (isId(fromAccountId) and isId(toAccountId) and isId(blobId) and blobId.startswith("G")):
