@@ -48,7 +48,8 @@ class Session:
         return hmac.compare_digest(token.strip().encode("latin-1", "replace"), self.csrf.encode("ascii"))
 
 
-def _key(sessionId) -> bytes:
+def sessionKey(sessionId) -> bytes:
+    """What is kept of a session id: its SHA-256 (here and in PostgreSQL's ``webmail_sessions``)."""
     if isinstance(sessionId, str):
         sessionId = sessionId.encode("latin-1", "replace")
     return hashlib.sha256(sessionId).digest()
@@ -85,7 +86,7 @@ class SessionStore:
         mine = self._byUser.setdefault(username, {})
         while len(mine) >= self.perUser:
             self._drop(next(iter(mine)))
-        key = _key(sessionId)
+        key = sessionKey(sessionId)
         self._sessions[key] = session
         self._byUser.setdefault(username, {})[key] = None
         while len(self._sessions) > self.maxSessions:
@@ -107,7 +108,7 @@ class SessionStore:
         """The live session with this id (its idle time restarts), or None."""
         if not sessionId:
             return None
-        key = _key(sessionId)
+        key = sessionKey(sessionId)
         session = self._sessions.get(key)
         if session is None:
             return None
@@ -123,7 +124,7 @@ class SessionStore:
         """End a session (logout); False if there was none."""
         if not sessionId:
             return False
-        return self._drop(_key(sessionId))
+        return self._drop(sessionKey(sessionId))
 
     def sweep(self) -> int:
         """Forget expired sessions; how many."""
