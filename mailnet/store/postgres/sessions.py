@@ -107,7 +107,8 @@ class PostgresSessionStore:
         """Deferred: the live session with this id (its idle time restarts), or None."""
         if not sessionId:
             return defer.succeed(None)
-        return self.db.run(_find, _key(sessionId), self.clock.seconds(), self.idle, self.maximum, self.touch)
+        # Each statement on its own (no BEGIN/COMMIT round trips): a read, and now and then one write.
+        return self.db.read(_find, _key(sessionId), self.clock.seconds(), self.idle, self.maximum, self.touch)
 
     def delete(self, sessionId):
         """Deferred bool: a session ended (logout), on every node."""
