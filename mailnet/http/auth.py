@@ -271,7 +271,8 @@ class Authenticator:
     @param trustedProxies: ``ip_network`` list (loopback is always trusted).
     @param allowPlaintext: ``[auth] allow_plaintext``.
     @param sessions: the webmail's :class:`~mailnet.http.session.SessionStore`
-        (None: no cookie sessions).
+        or the PostgreSQL store's (methods returning Deferreds); None: no
+        cookie sessions.
     @param userExists: ``f(username) -> bool`` (the user directory's
         ``exists``), asked on each cookie request; None: not asked.
     @param tokens: the :class:`~mailnet.tokens.TokenDB` of app passwords

@@ -8,7 +8,9 @@ has its own CSRF token (256 random bits) that the app sends back in
 ``X-CSRF-Token`` on every change.  A session ends after ``idle`` seconds
 without a request or ``maximum`` seconds after login, whichever comes
 first, and at logout.  Sessions live in memory: a restart logs everyone
-out (the app asks for the login again).
+out (the app asks for the login again).  With the PostgreSQL store the
+wiring gives the http service mailnet/store/postgres/sessions.py instead
+(the same methods, returning Deferreds; shared by the nodes).
 
 Memory is bounded: at most ``maxSessions`` sessions (the least recently
 used is dropped first) and ``perUser`` per user (that user's oldest first).

@@ -186,7 +186,8 @@ def _acceptsGzip(header) -> bool:
 class Webmail:
     """
     @param jmap: the :class:`~mailnet.http.api.JMAPResource` (authentication, accounts).
-    @param sessions: the :class:`~mailnet.http.session.SessionStore`.
+    @param sessions: the :class:`~mailnet.http.session.SessionStore`, or the
+        PostgreSQL store's shared one (its methods return Deferreds).
     @param inlineImageMax: ``[webmail] inline_image_max``.
     @param userData: the :class:`~mailnet.jmap.identity.IUserData` keeping the
         settings (None: the settings are the defaults and cannot change).
