@@ -193,6 +193,8 @@ class MailContext:
         nodes (PostgreSQL), or None (the node's files keep them).
     @ivar uploads: JMAP uploads shared by the nodes
         (:class:`~mailnet.store.postgres.uploads.PostgresUploadStore`), or None.
+    @ivar webSessions: the webmail's cookie sessions shared by the nodes
+        (:class:`~mailnet.store.postgres.sessions.PostgresSessionStore`), or None.
     """
 
     def __init__(self, config: Config, reactor=None, store=None, checkers=None, users=None):
@@ -216,6 +218,8 @@ class MailContext:
         self.portal = auth.makePortal(self.store, self.users)
         # JMAP uploads every node finds (PostgreSQL), or None: the http service keeps them in data_dir.
         self.uploads = sharedUploads(config, self.store)
+        # The webmail's cookie sessions every node accepts (PostgreSQL), or None: the http service's memory.
+        self.webSessions = sharedSessions(config, self.store, reactor)
         self.throttle = login.AuthThrottle(reactor, baseDelay=config.auth.failure_delay,
                                            maxEntries=config.auth.throttle_entries,
                                            parallelPerAddress=config.auth.login_parallel_per_ip,
@@ -272,6 +276,15 @@ def sharedUploads(config: Config, store):
         from mailnet.store.postgres.uploads import PostgresUploadStore
 
         return PostgresUploadStore(store.db, config.http.blob_expiry)
+    return None
+
+
+def sharedSessions(config: Config, store, clock):
+    """The webmail's cookie sessions every node accepts: PostgreSQL's table with that store, else None."""
+    if config.webmail.enabled and config.store.backend == "postgres" and getattr(store, "db", None) is not None:
+        from mailnet.store.postgres.sessions import PostgresSessionStore
+
+        return PostgresSessionStore(store.db, clock, config.webmail.session_idle, config.webmail.session_max)
     return None
 
 

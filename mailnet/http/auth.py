@@ -30,7 +30,10 @@ from twisted.internet import defer
 from mailnet.config import ConfigError
 from mailnet.http.session import cookieValue
 from mailnet.login import LoginAbandoned, LoginBusy, LoginFailed
-from mailnet.store.interfaces import IAccount
+from mailnet.logs import Logger
+from mailnet.store.interfaces import IAccount, TemporaryStoreError
+
+log = Logger()
 
 REALM = "mailnet"
 
@@ -221,10 +224,19 @@ class CookieScheme:
 
     @defer.inlineCallbacks
     def authenticate(self, authenticator, request, sessionId, alive=None):
-        session = self.sessions.find(sessionId)
-        if session is not None and authenticator.userExists is not None and not authenticator.userExists(session.username):
-            self.sessions.delete(sessionId)  # the user was removed: their sessions end with them
-            session = None
+        # The store answers at once (memory) or with a Deferred (PostgreSQL,
+        # shared by the nodes); a database outage is a 503, not a logout.
+        try:
+            session = yield defer.maybeDeferred(self.sessions.find, sessionId)
+            if (session is not None and authenticator.userExists is not None
+                    and not authenticator.userExists(session.username)):
+                yield defer.maybeDeferred(self.sessions.delete, sessionId)  # the user was removed: their sessions end
+                session = None
+        except TemporaryStoreError:  # the database said why in its own log line
+            raise AuthRefused(503, "Cannot check the session now; try again later.")
+        except Exception:
+            log.failure("http: the session could not be checked")
+            raise AuthRefused(503, "Cannot check the session now; try again later.")
         if session is None:
             raise AuthRefused(401, "The session has ended; log in again.")
         checkCSRF(request, session)
@@ -259,7 +271,8 @@ class Authenticator:
     @param trustedProxies: ``ip_network`` list (loopback is always trusted).
     @param allowPlaintext: ``[auth] allow_plaintext``.
     @param sessions: the webmail's :class:`~mailnet.http.session.SessionStore`
-        (None: no cookie sessions).
+        or the PostgreSQL store's (methods returning Deferreds); None: no
+        cookie sessions.
     @param userExists: ``f(username) -> bool`` (the user directory's
         ``exists``), asked on each cookie request; None: not asked.
     @param tokens: the :class:`~mailnet.tokens.TokenDB` of app passwords

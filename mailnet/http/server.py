@@ -68,10 +68,13 @@ class HTTPService(serving.ProtocolService):
         self.registry = defaultRegistry()
         if getattr(context, "metrics", None) is not None:
             self.registry.onCall = context.metrics.jmapCall
-        # The webmail's cookie sessions ([webmail]); None when the webmail is off.
+        # The webmail's cookie sessions ([webmail]); None when the webmail is off.  Several
+        # nodes: the database's (mailnet/service.py sharedSessions), else this node's memory.
         self.sessions = None
         if config.webmail.enabled:
-            self.sessions = session.SessionStore(clock, config.webmail.session_idle, config.webmail.session_max)
+            self.sessions = getattr(context, "webSessions", None)
+            if self.sessions is None:
+                self.sessions = session.SessionStore(clock, config.webmail.session_idle, config.webmail.session_max)
         users = getattr(context, "users", None)
         self.authenticator = auth.Authenticator(context.login, auth.parseProxies(config.http.trusted_proxies),
                                                 config.auth.allow_plaintext, self.sessions,
@@ -191,7 +194,8 @@ class HTTPService(serving.ProtocolService):
 
     def _sweep(self):
         if self.sessions is not None:
-            self.sessions.sweep()
+            d = defer.maybeDeferred(self.sessions.sweep)
+            d.addErrback(lambda failure: log.failure("webmail: sweeping sessions failed", failure))
         return self.uploads.sweep().addErrback(lambda failure: log.failure("jmap: sweeping uploads failed", failure))
 
     def stopService(self):

@@ -8,7 +8,9 @@ has its own CSRF token (256 random bits) that the app sends back in
 ``X-CSRF-Token`` on every change.  A session ends after ``idle`` seconds
 without a request or ``maximum`` seconds after login, whichever comes
 first, and at logout.  Sessions live in memory: a restart logs everyone
-out (the app asks for the login again).
+out (the app asks for the login again).  With the PostgreSQL store the
+wiring gives the http service mailnet/store/postgres/sessions.py instead
+(the same methods, returning Deferreds; shared by the nodes).
 
 Memory is bounded: at most ``maxSessions`` sessions (the least recently
 used is dropped first) and ``perUser`` per user (that user's oldest first).
@@ -48,7 +50,8 @@ class Session:
         return hmac.compare_digest(token.strip().encode("latin-1", "replace"), self.csrf.encode("ascii"))
 
 
-def _key(sessionId) -> bytes:
+def sessionKey(sessionId) -> bytes:
+    """What is kept of a session id: its SHA-256 (here and in PostgreSQL's ``webmail_sessions``)."""
     if isinstance(sessionId, str):
         sessionId = sessionId.encode("latin-1", "replace")
     return hashlib.sha256(sessionId).digest()
@@ -85,7 +88,7 @@ class SessionStore:
         mine = self._byUser.setdefault(username, {})
         while len(mine) >= self.perUser:
             self._drop(next(iter(mine)))
-        key = _key(sessionId)
+        key = sessionKey(sessionId)
         self._sessions[key] = session
         self._byUser.setdefault(username, {})[key] = None
         while len(self._sessions) > self.maxSessions:
@@ -107,7 +110,7 @@ class SessionStore:
         """The live session with this id (its idle time restarts), or None."""
         if not sessionId:
             return None
-        key = _key(sessionId)
+        key = sessionKey(sessionId)
         session = self._sessions.get(key)
         if session is None:
             return None
@@ -123,7 +126,7 @@ class SessionStore:
         """End a session (logout); False if there was none."""
         if not sessionId:
             return False
-        return self._drop(_key(sessionId))
+        return self._drop(sessionKey(sessionId))
 
     def sweep(self) -> int:
         """Forget expired sessions; how many."""

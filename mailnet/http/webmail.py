@@ -21,6 +21,7 @@ import json
 import os
 import re
 
+from twisted.internet import defer
 from twisted.web import server
 
 from mailnet.http import htmltext, sanitize
@@ -185,7 +186,8 @@ def _acceptsGzip(header) -> bool:
 class Webmail:
     """
     @param jmap: the :class:`~mailnet.http.api.JMAPResource` (authentication, accounts).
-    @param sessions: the :class:`~mailnet.http.session.SessionStore`.
+    @param sessions: the :class:`~mailnet.http.session.SessionStore`, or the
+        PostgreSQL store's shared one (its methods return Deferreds).
     @param inlineImageMax: ``[webmail] inline_image_max``.
     @param userData: the :class:`~mailnet.jmap.identity.IUserData` keeping the
         settings (None: the settings are the defaults and cannot change).
@@ -267,10 +269,26 @@ class Webmail:
     def _loggedIn(self, principal, request, gone):
         principal.done()  # the session keeps the name only; each request gets its own avatar
         if gone:
+            return None
+        # The memory store answers at once; PostgreSQL's once the row is committed.
+        d = defer.maybeDeferred(self.sessions.create, principal.username)
+        d.addCallbacks(self._created, self._sessionsDown, callbackArgs=(request, gone),
+                       errbackArgs=(request, gone, "Cannot log in now; try again later."))
+        return d
+
+    def _created(self, result, request, gone):
+        if gone:
             return
-        sessionId, session = self.sessions.create(principal.username)
+        sessionId, session = result
         request.setHeader(b"set-cookie", setCookie(sessionId, self.auth.overTLS(request)))
         writeJSON(request, 200, {"username": session.username, "csrf": session.csrf})
+
+    def _sessionsDown(self, failure, request, gone, message):
+        """The sessions could not be read or written (the database is down): 503, nothing ended."""
+        if not failure.check(TemporaryStoreError):
+            log.failure("webmail: the sessions failed", failure)
+        if not gone:
+            fail(request, 503, message)
 
     def _loginFailed(self, failure, request, gone):
         failure.trap(AuthRefused)
@@ -279,44 +297,64 @@ class Webmail:
         e = failure.value
         fail(request, e.status, "Login failed" if e.status == 401 else e.detail)
 
-    def _current(self, request):
-        return self.sessions.find(cookieValue(request.getHeader(b"cookie")))
+    def _answer(self, request, f, *args):
+        """``f(request, *args)`` for a request that may end before it runs (a Deferred of the sessions)."""
+        gone = []
+        request.notifyFinish().addErrback(lambda failure: gone.append(True))
+        d = defer.maybeDeferred(f, request, *args)
+        d.addErrback(self._sessionsDown, request, gone, "Cannot check the session now; try again later.")
+        d.addErrback(request.processingFailed)
+        return server.NOT_DONE_YET
 
     def session(self, request, rest):
         appHeaders(request)
         if not allowMethods(request, b"GET"):
             return server.NOT_DONE_YET
-        current = self._current(request) if not crossSite(request) else None
+        return self._answer(request, self._session)
+
+    @defer.inlineCallbacks
+    def _session(self, request):
+        current = None
+        if not crossSite(request):
+            current = yield defer.maybeDeferred(self.sessions.find, cookieValue(request.getHeader(b"cookie")))
+        if request._disconnected:
+            return
         if current is None:
             request.setHeader(b"www-authenticate", b'Cookie realm="mailnet"')
             fail(request, 401, "Not logged in.")
         else:
             writeJSON(request, 200, {"username": current.username, "csrf": current.csrf})
-        return server.NOT_DONE_YET
 
     def logout(self, request, rest):
         appHeaders(request)
         if not allowMethods(request, b"POST"):
             return server.NOT_DONE_YET
+        return self._answer(request, self._logout)
+
+    @defer.inlineCallbacks
+    def _logout(self, request):
         sessionId = cookieValue(request.getHeader(b"cookie"))
-        current = self.sessions.find(sessionId)
+        current = yield defer.maybeDeferred(self.sessions.find, sessionId)
         secure = self.auth.overTLS(request)
         if current is None:
-            request.setHeader(b"set-cookie", clearCookie(secure))
-            request.setHeader(b"www-authenticate", b'Cookie realm="mailnet"')
-            fail(request, 401, "Not logged in.")
-            return server.NOT_DONE_YET
+            if not request._disconnected:
+                request.setHeader(b"set-cookie", clearCookie(secure))
+                request.setHeader(b"www-authenticate", b'Cookie realm="mailnet"')
+                fail(request, 401, "Not logged in.")
+            return
         try:
             checkCSRF(request, current)
         except AuthRefused as e:
             problem(request, e.status, CSRF_TYPE, e.detail)
-            return server.NOT_DONE_YET
-        self.sessions.delete(sessionId)
+            return
+        # Ended on every node (PostgreSQL) once this fires; the answer follows.
+        yield defer.maybeDeferred(self.sessions.delete, sessionId)
         log.info("http: {user} logged out of the webmail", user=current.username)
+        if request._disconnected:
+            return
         request.setHeader(b"set-cookie", clearCookie(secure))
         request.setResponseCode(204)
         request.finish()
-        return server.NOT_DONE_YET
 
     # HTML body parts
 

@@ -111,7 +111,9 @@ def test_two_nodes_share_one_index(pgServer, pgDatabase):
 
 
 def _downgrade(conn):
-    """The database as version 6 had it: no list index (and no version 8 tokens table, no version 10 uploads)."""
+    """The database as version 6 had it: no list index (and no version 8 tokens table, no version 10
+    uploads, no version 11 webmail sessions)."""
+    conn.execute("DROP TABLE webmail_sessions")
     conn.execute("DROP TABLE upload_chunks, uploads")
     conn.execute("DROP TABLE user_documents")
     conn.execute("DROP TABLE tokens")

@@ -77,6 +77,7 @@ def test_upgrading_to_version_4_counts_the_messages_there_are(pgServer, pgDataba
     with pgServer.connect(pgDatabase) as conn:
         conn.execute("DROP TABLE quota_usage")
         conn.execute("DROP TABLE queue_commands, queue_chunks, queue_items")  # version 5 (the shared queue)
+        conn.execute("DROP TABLE webmail_sessions")  # version 11's (webmail sessions)
         conn.execute("DROP TABLE upload_chunks, uploads")  # version 10's (JMAP uploads)
         conn.execute("DROP TABLE user_documents")  # version 9's (JMAP documents)
         conn.execute("DROP TABLE tokens")  # version 8's

@@ -45,7 +45,8 @@ the indexes ``messages_received``, ``messages_folder_received``
 the upgrade (:data:`FILLS`, after the migration commits); version 8
 ``tokens``, the app passwords of the users table (directory.py); version 9
 ``user_documents``, a user's JMAP documents (userdata.py); version 10
-the JMAP uploads: ``uploads`` and ``upload_chunks`` (uploads.py).
+the JMAP uploads: ``uploads`` and ``upload_chunks`` (uploads.py); version
+11 ``webmail_sessions``, the webmail's cookie sessions (sessions.py).
 """
 
 from __future__ import annotations
@@ -317,6 +318,20 @@ MIGRATIONS = [
         PRIMARY KEY (upload, n)
     );
     ALTER TABLE upload_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    """,
+    # 11: the webmail's cookie sessions shared by every node
+    # (mailnet/store/postgres/sessions.py): the SHA-256 of the session id,
+    # never the id; times in epoch seconds.
+    """
+    CREATE TABLE webmail_sessions (
+        id_hash bytea PRIMARY KEY,
+        username text NOT NULL,
+        csrf text NOT NULL,
+        created double precision NOT NULL,
+        last_seen double precision NOT NULL
+    );
+    CREATE INDEX webmail_sessions_user ON webmail_sessions (username, created);
+    CREATE INDEX webmail_sessions_seen ON webmail_sessions (last_seen);
     """,
 ]
 
