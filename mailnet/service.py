@@ -226,7 +226,7 @@ class MailContext:
                                            maxWaiting=config.auth.login_queue,
                                            shared=sharedFailures(config, self.store))
         self.login = login.LoginSequence(self.portal, self.throttle, reactor, self.metrics)
-        # JMAP documents every node must see alike (identities, webmail settings), or None: the node's files.
+        # JMAP documents every node must see alike (identities, webmail settings, push subscriptions), or None: files.
         self.sharedUserData = sharedUserData(config, self.store)
         tls.ensureCertificate(config)
         for warning in tls.checkCertificates(config):
@@ -260,13 +260,13 @@ def sharedFailures(config: Config, store):
 def sharedUserData(config: Config, store):
     """
     The IUserData of the JMAP documents every node must see alike
-    (identities, the webmail's settings): PostgreSQL's table with that
+    (identities, the webmail's settings, PushSubscriptions): PostgreSQL's table with that
     store, else None (the node's files keep them).
     """
     if config.store.backend == "postgres" and getattr(store, "db", None) is not None:
         from mailnet.store.postgres.userdata import PostgresUserData
 
-        return PostgresUserData(store.db)
+        return PostgresUserData(store.db, store)
     return None
 
 

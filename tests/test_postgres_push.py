@@ -8,14 +8,17 @@ after a reconnect) can tell a node of another node's change.
 * An EventSource (RFC 8620 s7.3, read as a plain ``text/event-stream``
   over a socket) on node B gets a StateChange naming Email and Mailbox
   after an SMTP delivery on node A, and Email after an IMAP STORE on A.
-* A PushSubscription (RFC 8620 s7.2) created through node A is POSTed a
-  StateChange for an SMTP delivery made on node B: the subscription stays
-  on the node it was made on, and that node hears B's change by
-  LISTEN/NOTIFY.
+* PushSubscriptions (RFC 8620 s7.2) are shared: one made through node A
+  is listed, verified and destroyed through node B; a delivery on either
+  node is POSTed exactly once (by the node that made the change; the
+  POSTs counted over a wait well past ``push_coalesce``); destroyed
+  through B, a change on A is POSTed nothing; node A stopped, a delivery
+  on B still reaches the receiver.
 * Node B's listening connection ended with ``pg_terminate_backend``, an
   APPEND made on node A while it is down: B's IMAP IDLE gets ``EXISTS``,
-  B's EventSource a StateChange and a PushSubscription made through B a
-  POST once B listens again (late, never missed).
+  B's EventSource a StateChange once B listens again (late, never
+  missed), and a PushSubscription made through B its POST (from A, which
+  made the change).
 
 Latencies are printed and recorded (``push_latency_s``), not asserted
 beyond a generous bound.
@@ -194,22 +197,70 @@ def stateChangesAfter(receiver, seen):
             if json.loads(body)["@type"] == "StateChange"]
 
 
-def test_push_subscription_made_on_node_a_hears_a_change_on_node_b(pgNodes, pgServer, pgDatabase, record_property):
+def pushedOnce(receiver, seen, node, what, settle=3.0):
+    """Exactly one StateChange POSTed since ``seen`` (waited for, then ``settle`` seconds more); returns it."""
+    eventually(lambda: stateChangesAfter(receiver, seen), BOUND, f"a StateChange for {what}")
+    time.sleep(settle)  # push_coalesce is 0.2 s: a second POST for the same change would have come by now
+    changes = stateChangesAfter(receiver, seen)
+    assert len(changes) == 1, (what, changes)
+    change = changes[0]
+    assert set(change["changed"][accountId()]) == {"Email", "Mailbox"}  # the types asked for
+    assert change["changed"][accountId()]["Email"] == api(node, "Email/get", accountId=accountId(), ids=[])["state"]
+    return change
+
+
+def test_a_subscription_is_shared_by_the_nodes_and_each_change_pushed_once(pgNodes, pgServer, pgDatabase,
+                                                                             record_property):
     a, b = pgNodes(2, config(pgServer, pgDatabase))
     receiver = PushReceiver(host=pgNodes.hosts.gateway)
     try:
-        subscribe(a, receiver)
+        made = api(a, "PushSubscription/set", create={"p": {"deviceClientId": "phone", "url": receiver.url(),
+                                                            "types": ["Email", "Mailbox"]}})
+        i = made["created"]["p"]["id"]
+        # Made through A: listed through B at once (the same document), without url and keys (s7.2.1).
+        listed = api(b, "PushSubscription/get")["list"]
+        assert [s["id"] for s in listed] == [i] and listed[0]["verificationCode"] is None
+        # The creating node sends the verification, once.
+        eventually(lambda: receiver.received, BOUND, "the PushVerification")
+        time.sleep(1)
+        assert len(receiver.received) == 1
+        code = json.loads(receiver.received[0][2])["verificationCode"]
+        # Verified through B; A hears of it (its NOTIFY) and pushes A's changes.
+        assert api(b, "PushSubscription/set", update={i: {"verificationCode": code}})["updated"] == {i: None}
+        assert api(a, "PushSubscription/get", ids=[i])["list"][0]["verificationCode"] == code
         seen = len(receiver.received)
         sent = deliver(b, "delivered on node b")
-        eventually(lambda: len(receiver.received) > seen, BOUND, "a StateChange POSTed by node A")
+        eventually(lambda: stateChangesAfter(receiver, seen), BOUND, "a StateChange for the delivery on B")
         latency = time.monotonic() - sent
-        change = json.loads(receiver.received[seen][2])
-        assert change["@type"] == "StateChange"
-        assert set(change["changed"][accountId()]) == {"Email", "Mailbox"}  # the types asked for
-        assert change["changed"][accountId()]["Email"] == api(b, "Email/get", accountId=accountId(), ids=[])["state"]
-        print(f"PushSubscription on A: POST received {latency:.3f} s after the 250 to DATA on B "
-              "(push_coalesce 0.2 s)")
+        pushedOnce(receiver, seen, b, "the delivery on B")
+        seen = len(receiver.received)
+        deliver(a, "delivered on node a")
+        pushedOnce(receiver, seen, a, "the delivery on A")
+        print(f"PushSubscription made on A, verified on B: one POST per delivery on either node; the POST for "
+              f"B's seen {latency:.3f} s after its 250 to DATA (push_coalesce 0.2 s)")
         record_property("push_latency_s", round(latency, 3))
+        # Destroyed through B: A forgets it too, and a change on A is POSTed nothing.
+        assert api(b, "PushSubscription/set", destroy=[i])["destroyed"] == [i]
+        assert api(a, "PushSubscription/get")["list"] == []
+        seen = len(receiver.received)
+        time.sleep(1)  # A's listener hears of the destroy
+        deliver(a, "after the destroy")
+        time.sleep(3)
+        assert receiver.received[seen:] == []
+    finally:
+        receiver.stop()
+
+
+def test_node_a_stopped_a_change_on_node_b_still_reaches_its_subscription(pgNodes, pgServer, pgDatabase):
+    a, b = pgNodes(2, config(pgServer, pgDatabase))
+    receiver = PushReceiver(host=pgNodes.hosts.gateway)
+    try:
+        subscribe(a, receiver)  # made and verified through A
+        time.sleep(1)  # B hears of the verification
+        a.stop()
+        seen = len(receiver.received)
+        deliver(b, "delivered on node b while node a is down")
+        pushedOnce(receiver, seen, b, "the delivery on B, node A down")
     finally:
         receiver.stop()
 
@@ -269,9 +320,9 @@ def test_a_lost_listen_connection_resyncs_idle_and_eventsource(pgNodes, pgServer
         when, change = stream.wait(start, {"Email", "Mailbox"})
         state = api(b, "Email/get", accountId=accountId(), ids=[])["state"]
         assert change["changed"][accountId()]["Email"] == state
-        # B's PushSubscription is told too (the same account listeners).
+        # The PushSubscription made through B is POSTed by A, which made the change (B only heard of it).
         eventually(lambda: any(c["changed"][accountId()].get("Email") == state
-                               for c in stateChangesAfter(receiver, pushed)), BOUND, "a StateChange POSTed by B")
+                               for c in stateChangesAfter(receiver, pushed)), BOUND, "a StateChange POSTed by A")
         postedAt = time.monotonic()
         assert listenBackend(pgServer, pgDatabase, name) is not None  # B listens again
         assert "change notifications lost" in b.log() and "listening again" in b.log()
@@ -284,7 +335,7 @@ def test_a_lost_listen_connection_resyncs_idle_and_eventsource(pgNodes, pgServer
             stream.close()
             receiver.stop()
     print(f"after the lost LISTEN: IDLE on B {idleAt - appended:.3f} s, EventSource on B {when - appended:.3f} s, "
-          f"B's push POST seen by {postedAt - appended:.3f} s after the APPEND on A was answered "
+          f"the push POST seen by {postedAt - appended:.3f} s after the APPEND on A was answered "
           "(the listener retries after 2 s)")
     record_property("resync_latency_s", {"idle": round(idleAt - appended, 3), "eventsource": round(when - appended, 3),
                                          "push_post_by": round(postedAt - appended, 3)})

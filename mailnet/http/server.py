@@ -30,6 +30,8 @@ from mailnet.queue import submit
 log = Logger()
 
 SWEEP_INTERVAL = 3600
+# The JMAP documents every node must see alike, with several nodes (docs/scaling.md).
+SHARED_DOCUMENTS = ("identities", "pushsubscriptions", "webmail")
 
 
 def limitsFrom(config) -> Limits:
@@ -121,8 +123,8 @@ class HTTPService(serving.ProtocolService):
         self.userData = userdata.JSONUserData(os.path.join(config.server.data_dir, "jmap"))
         shared = getattr(context, "sharedUserData", None)  # several nodes: the database's (mailnet/service.py)
         if shared is not None:
-            # Identities and the webmail's settings shared; PushSubscriptions stay this node's (docs/scaling.md).
-            self.userData = userdata.RoutedUserData(shared, self.userData, ("identities", "webmail"))
+            # Identities, the webmail's settings and PushSubscriptions shared (docs/scaling.md).
+            self.userData = userdata.RoutedUserData(shared, self.userData, SHARED_DOCUMENTS)
         self.outbox = Outbox(self._send, context.reactor, hold=config.jmap.submission_hold,
                              maxRecipients=config.limits.smtp_recipients, messageSize=config.limits.message_size,
                              resolve=lambda a: submit.resolveRecipient(directory, a) if "@" in a else None,
@@ -142,6 +144,11 @@ class HTTPService(serving.ProtocolService):
             maxBackoff=jmap.push_retry_max, perUser=jmap.push_subscriptions_per_user,
             maxExpires=jmap.push_expires_max, allowedPrefixes=jmap.push_allowed_prefixes)
         self.jmap.services["pushSender"] = self.pushSender
+        watch = getattr(shared, "watch", None)
+        if watch is not None:
+            # Another node made, verified, changed or dropped a subscription: this node reads the user's again.
+            watch("pushsubscriptions", lambda username: self.pushSender.resync() if username is None
+                  else self.pushSender.reload(username))
 
     def _send(self, username, mailFrom, rcptTo, data, peer="127.0.0.1"):
         d = submit.submit(self.context, username, mailFrom, rcptTo, data, peer=peer)

@@ -111,9 +111,8 @@ class RoutedUserData:
     """
     An :class:`~mailnet.jmap.identity.IUserData` that sends the documents
     ``sharedNames`` to ``shared`` (with several nodes: the database's, so
-    every node sees the same identities and settings) and every other one
-    to ``local`` (the node's files: ``pushsubscriptions``, which one node
-    sends; docs/scaling.md).
+    every node sees the same identities, settings and push subscriptions;
+    docs/scaling.md) and every other one to ``local`` (the node's files).
     """
 
     def __init__(self, shared, local, sharedNames):

@@ -25,6 +25,11 @@ class IPushSource(Interface):
         (RFC 8620 s7.1 TypeState).  Returns a callable that unsubscribes.
         """
 
+    # Optional: subscribeOwn(username, callback), as subscribe but told
+    # only of the changes this process made itself (with several nodes,
+    # not another node's): what PushSubscriptions are POSTed
+    # (mailnet/jmap/storepush.py).  Without it, subscribe is used.
+
     def currentStates(username):
         """
         Optional: every account of ``username`` with the state of each type
@@ -56,6 +61,8 @@ class MemoryPushSource:
                 self.subscribers.pop(key, None)
 
         return unsubscribe
+
+    subscribeOwn = subscribe  # one process: every change published is its own
 
     def publish(self, username, changed: dict):
         states = self.states.setdefault(username.lower(), {})

@@ -21,7 +21,13 @@ on the server) gives (a Deferred of) the HTTP status, or fails.
 * The subscriptions come from the users' documents
   (:meth:`load` at start, :meth:`changed` after every /set), so they
   outlive a restart; a push source subscription (:class:`IPushSource`) is
-  held per user with at least one verified subscription.
+  held per user with at least one subscription.
+* Several nodes on one database (docs/scaling.md): the documents are
+  shared; :meth:`reload` reads a user's again when another node changed it
+  (its NOTIFY), :meth:`resync` every user's after notifications may have
+  been lost.  Only the changes this process made are pushed (the source's
+  ``subscribeOwn``), so each change is POSTed once, by the node that made
+  it; retries and failure counts are each node's own.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class PushSender:
         self.allowedPrefixes = tuple(allowedPrefixes)
         self.subs = {}  # username -> {id: _Sub}
         self.listening = {}  # username -> unsubscribe callable
+        self.rereading = {}  # username -> True: read the document again (a read is running)
 
     # what the subscriptions are
 
@@ -109,6 +116,45 @@ class PushSender:
     def changed(self, username, doc):
         """The user's document now (after a /set, or at start): subscriptions added, changed, gone."""
         key = username.lower()
+        if key in self.rereading:
+            self.rereading[key] = True  # a read of before this write is running: its answer is not the newest
+        self._apply(key, doc)
+
+    def reload(self, username):
+        """
+        Another node changed the user's document: read it again.  An answer
+        is taken only when nothing changed while it was read (else it is
+        read again), so the last one taken is never older than a write
+        already seen.
+        """
+        key = username.lower()
+        if key in self.rereading:
+            self.rereading[key] = True
+            return
+        self.rereading[key] = True
+        self.runner(self._reread(key))
+
+    async def _reread(self, key):
+        try:
+            while self.rereading.get(key):
+                self.rereading[key] = False
+                doc = await _value(self.userData.load(key, model.DATA))
+                if not self.rereading.get(key):
+                    self._apply(key, doc)
+        finally:
+            self.rereading.pop(key, None)
+
+    def resync(self):
+        """Notifications of other nodes' changes may have been lost: every user's document is read again."""
+
+        async def go():
+            docs = await _value(self.userData.loadAll(model.DATA))
+            for username in set(self.subs) | {u.lower() for u, _ in docs}:
+                self.reload(username)
+
+        self.runner(go())
+
+    def _apply(self, key, doc):
         mine = self.subs.setdefault(key, {})
         stored = doc.get("subscriptions", {}) if model.validDoc(doc) else {}
         for i in [i for i in mine if i not in stored]:
@@ -128,7 +174,9 @@ class PushSender:
         # before the client, verified, makes the first change it wants told.
         wanted = bool(self.subs.get(key))
         if wanted and key not in self.listening:
-            self.listening[key] = self.source.subscribe(key, lambda changed, key=key: self.accountChanged(key, changed))
+            # Only this process's own changes: another node pushes its own (the module docstring).
+            subscribe = getattr(self.source, "subscribeOwn", self.source.subscribe)
+            self.listening[key] = subscribe(key, lambda changed, key=key: self.accountChanged(key, changed))
         elif not wanted and key in self.listening:
             self.listening.pop(key)()
 
@@ -262,6 +310,7 @@ class PushSender:
             return doc
 
         try:
-            await _value(self.userData.update(sub.username, model.DATA, change))
+            doc = await _value(self.userData.update(sub.username, model.DATA, change))
+            self.changed(sub.username, doc)  # after a read of another node's change that was running
         except Exception as e:
             log.error("jmap push: a dropped subscription could not be written: {why}", why=str(e)[:200])

@@ -6,6 +6,11 @@ becomes ``{accountId: {Type: state}}`` for the types the store names
 (Email, Mailbox, Thread), told to every EventSource and WebSocket
 subscriber of that user; the store tells after the change is durable.
 One store listener per user with subscribers, removed with the last one.
+
+:meth:`StorePushSource.subscribeOwn` tells only the changes this process
+made itself (the store's optional ``ownChange``, IAccountListener): what a
+PushSubscription is POSTed, so that with several nodes on one database
+each change is pushed once, by the node that made it (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -26,19 +31,31 @@ class _UserListener:
         self.source = source
         self.key = key
         self.callbacks = []
+        self.ownCallbacks = []  # subscribeOwn's
         self.account = None
         self.closed = False
 
-    def accountChanged(self, account, state, types):
+    def _changed(self, state, types):
         changed = {accountIdFor(self.key): {t: state for t in sorted(types)}}
         if "Email" in types:
             # RFC 8621 s1.5: EmailDelivery, for clients that only want to hear of new mail.
             changed[accountIdFor(self.key)]["EmailDelivery"] = state
-        for callback in list(self.callbacks):
+        return changed
+
+    def _tell(self, callbacks, changed):
+        for callback in list(callbacks):
             try:
                 callback(changed)
             except Exception:
                 log.failure("jmap push: a subscriber failed")
+
+    def accountChanged(self, account, state, types):
+        if self.callbacks:
+            self._tell(self.callbacks, self._changed(state, types))
+
+    def ownChange(self, account, state, types):
+        if self.ownCallbacks:
+            self._tell(self.ownCallbacks, self._changed(state, types))
 
 
 @implementer(IPushSource)
@@ -48,6 +65,13 @@ class StorePushSource:
         self.users = {}  # lower-cased username -> _UserListener
 
     def subscribe(self, username, callback):
+        return self._subscribe(username, callback, "callbacks")
+
+    def subscribeOwn(self, username, callback):
+        """As :meth:`subscribe`, but only the changes this process made (see the module docstring)."""
+        return self._subscribe(username, callback, "ownCallbacks")
+
+    def _subscribe(self, username, callback, kind):
         key = username.lower()
         listener = self.users.get(key)
         if listener is None:
@@ -64,12 +88,13 @@ class StorePushSource:
 
             d.addCallback(attach)
             d.addErrback(lambda failure: log.failure("jmap push: cannot watch an account", failure))
-        listener.callbacks.append(callback)
+        callbacks = getattr(listener, kind)
+        callbacks.append(callback)
 
         def unsubscribe():
-            if callback in listener.callbacks:
-                listener.callbacks.remove(callback)
-            if not listener.callbacks and self.users.get(key) is listener:
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not listener.callbacks and not listener.ownCallbacks and self.users.get(key) is listener:
                 del self.users[key]
                 listener.closed = True
                 remove = getattr(listener.account, "removeListener", None)

@@ -340,13 +340,22 @@ class Listeners:
         if listener in self.items:
             self.items.remove(listener)
 
-    def tell(self, account, state, types):
+    def tell(self, account, state, types, own=None):
+        """
+        ``types`` changed, of which ``own`` (default: all) by this process's
+        own writes: every listener's ``accountChanged``, then the optional
+        ``ownChange`` of those that have it (IAccountListener).
+        """
         if not types:
             return
         types = frozenset(types)
+        own = types if own is None else frozenset(own)
         for listener in list(self.items):
             try:
                 listener.accountChanged(account, state, types)
+                ownChange = getattr(listener, "ownChange", None)
+                if own and ownChange is not None:
+                    ownChange(account, state, own)
             except Exception:
                 log.failure("account listener failed")
 

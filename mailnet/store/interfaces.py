@@ -693,6 +693,15 @@ class IAccountListener(Interface):
         ``"Thread"``.  Several changes may be told as one.
         """
 
+    # Optional: ownChange(account, state, types), called after
+    # accountChanged with the types of the change that this process made
+    # itself (its own journal writes), never with a change only heard of
+    # (another node's, told by LISTEN/NOTIFY, or seen by a refresh).  JMAP
+    # PushSubscriptions push from it, so that with several nodes exactly
+    # one node, the one that made a change, POSTs it (docs/scaling.md).
+    # A store whose every change is its own (Memory, Maildir) tells every
+    # change here too.
+
 
 class IFolderListener(Interface):
     """

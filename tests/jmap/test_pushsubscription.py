@@ -224,6 +224,89 @@ def test_subscriptions_outlive_a_restart():
     assert {s["id"] for s in again.ok("PushSubscription/get")["list"]} == {i, unverified}
 
 
+def test_two_nodes_share_the_documents_and_push_only_their_own_changes():
+    # Two senders over one document store (the PostgreSQL table of several nodes), each told by its node of
+    # another node's write (reload), each source telling own changes apart (StorePushSource.subscribeOwn).
+    from mailnet.jmap.storepush import StorePushSource
+    from mailnet.store.changes import Listeners
+
+    class Account:
+        def __init__(self):
+            self.listeners = Listeners()
+
+        def addListener(self, listener):
+            self.listeners.add(listener)
+
+    class Store:
+        def __init__(self):
+            self.account = Account()
+
+        def getAccount(self, username):
+            from twisted.internet import defer
+
+            return defer.succeed(self.account)
+
+    a = World()
+    b = World(data=a.data, clock=a.clock)
+    for w in (a, b):
+        w.store = Store()
+        w.sender.source = StorePushSource(w.store)
+    made = a.create(types=["Email", "Mailbox"])["created"]["c"]["id"]
+    a.clock.advance(0)
+    code = a.body(0)["verificationCode"]
+    b.sender.reload(USER)  # A's write, heard of by B
+    assert b.sender.count() == 1 and b.ok("PushSubscription/get")["list"][0]["id"] == made
+    assert b.ok("PushSubscription/set", update={made: {"verificationCode": code}})["updated"] == {made: None}
+    a.sender.reload(USER)
+    # A change B made is pushed by B; A, which only heard of it (own = nothing), pushes nothing.
+    b.store.account.listeners.tell(b.store.account, "5", {"Email", "Mailbox"})
+    a.store.account.listeners.tell(a.store.account, "5", {"Email", "Mailbox"}, own=())
+    a.clock.advance(1)
+    assert len(a.posts.requests) == 1 and len(b.posts.requests) == 1
+    from mailnet.jmap.core import accountIdFor
+
+    assert b.body(0)["changed"] == {accountIdFor(USER): {"Email": "5", "Mailbox": "5"}}
+    # Destroyed through B: A, told, forgets it; a change A makes is pushed nowhere.
+    assert b.ok("PushSubscription/set", destroy=[made])["destroyed"] == [made]
+    a.sender.reload(USER)
+    assert a.sender.count() == 0
+    a.store.account.listeners.tell(a.store.account, "6", {"Email"})
+    a.clock.advance(5)
+    assert len(a.posts.requests) == 1 and len(b.posts.requests) == 1
+
+
+def test_a_reload_running_during_a_local_write_is_read_again():
+    from twisted.internet import defer
+
+    w = World()
+    i = verified(w)
+    waiting = []
+
+    class Slow:
+        """The documents, whose loads wait until the test lets them answer."""
+
+        def load(self, username, name):
+            d = defer.Deferred()
+            waiting.append((d, w.data.load(username, name)))
+            return d
+
+        def update(self, username, name, change):
+            return w.data.update(username, name, change)
+
+    w.sender.userData = Slow()
+    w.sender.runner = lambda coroutine: defer.ensureDeferred(coroutine)
+    w.sender.reload(USER)  # reads the document with the subscription
+    old = waiting.pop()
+    w.data.update(USER, "pushsubscriptions", lambda doc: dict(doc, subscriptions={}))
+    w.sender.changed(USER, w.data.load(USER, "pushsubscriptions"))  # a local destroy meanwhile
+    old[0].callback(old[1])  # the older answer comes last: not taken, read again
+    assert w.sender.count() == 0 and len(waiting) == 1
+    again = waiting.pop()
+    again[0].callback(again[1])
+    assert w.sender.count() == 0 and not w.sender.rereading
+    assert i
+
+
 PUSH_KEYS = ["deviceClientId", "url", "keys", "p256dh", "auth", "expires", "types", "verificationCode", "id",
              "accountId", "ifInState", "ids", "properties", "create", "update", "destroy"]
 

@@ -2,8 +2,8 @@
 A user's JMAP documents in PostgreSQL (mailnet/store/postgres/userdata.py,
 schema version 9), against the real test server: two instances on one
 database (two nodes) see each other's update; concurrent updates from two
-nodes of one document both land (the row lock); the router keeps
-PushSubscriptions in the node's files; an outage is a temporary error, and
+nodes of one document both land (the row lock); PushSubscriptions are
+shared too and each update is told by NOTIFY; an outage is a temporary error, and
 Identity/get answers serverUnavailable on it.
 """
 
@@ -87,17 +87,22 @@ def test_concurrent_updates_from_two_nodes_both_land(nodes):
     assert sorted(items) == ["a"] * n + ["b"] * n
 
 
-def test_push_subscriptions_stay_in_the_nodes_files(nodes, pgServer, pgDatabase, tmp_path):
+def test_push_subscriptions_are_shared_and_their_updates_notified(nodes, pgServer, pgDatabase, tmp_path):
+    # The wiring's routing (mailnet/http/server.py): PushSubscriptions in the table with the identities.
+    from mailnet.http import server
+
     files = JSONUserData(str(tmp_path / "jmap"), runInThread=lambda f, *a: _now(f, *a))
-    routed = RoutedUserData(nodes[0], files, ("identities", "webmail"))
-    result(routed.update(USER, "pushsubscriptions", lambda old: {"username": USER, "subscriptions": {}}))
-    result(routed.update(USER, "identities", lambda old: {"version": 1}))
-    assert result(files.load(USER, "pushsubscriptions")) == {"username": USER, "subscriptions": {}}
-    assert result(files.load(USER, "identities")) is None
-    assert result(nodes[1].load(USER, "identities")) == {"version": 1}
-    assert result(routed.loadAll("pushsubscriptions")) == [(USER, {"username": USER, "subscriptions": {}})]
-    with pgServer.connect(pgDatabase) as conn:
-        assert conn.execute("SELECT name FROM user_documents ORDER BY name").fetchall() == [("identities",)]
+    routed = RoutedUserData(nodes[0], files, server.SHARED_DOCUMENTS)
+    doc = {"version": 1, "username": USER, "subscriptions": {}}
+    with pgServer.connect(pgDatabase) as listener:
+        listener.execute("LISTEN mailnet_documents")
+        result(routed.update(USER, "pushsubscriptions", lambda old: doc))
+        # Another node hears of the update (document, sender's name, user) at the commit.
+        [note] = list(listener.notifies(timeout=10, stop_after=1))
+    assert note.payload == f"pushsubscriptions {nodes[0].db.applicationName} {USER}"
+    assert result(files.load(USER, "pushsubscriptions")) is None
+    assert result(nodes[1].load(USER, "pushsubscriptions")) == doc
+    assert result(nodes[1].loadAll("pushsubscriptions")) == [(USER, doc)]
 
 
 def _now(f, *args):

@@ -82,12 +82,16 @@ class PostgresAccount:
 
         def tell(value):
             state, types = value
-            types = set(types) | set(extra)
+            # What this process wrote (the change's rows, the Thread rows of
+            # this transaction, the threads it indexed) is its own; the rest
+            # it only heard of (pushed by the node that made it).
+            own = set(types) | set(extra)
             if told is not None:
-                types |= told[1]
-            elif not extra:
+                own |= told[1]
+            types = set(own)
+            if told is None and not extra:
                 types |= {"Email", "Mailbox"}  # another writer's change to an open folder
-            self.accountListeners.tell(self, state, types)
+            self.accountListeners.tell(self, state, types, own)
             return state
 
         return self.db.run(txn).addCallback(tell)

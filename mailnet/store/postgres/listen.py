@@ -11,6 +11,10 @@ hear of the change) and its account listeners (JMAP push) are told.  A
 store ignores its own notifications (its process told its listeners
 already): ``application_name`` is ``mailnet-<random>`` per store.
 
+The same connection listens on ``mailnet_documents`` too: a change to a
+user's shared JMAP document (userdata.py: ``'<name> <application_name>
+<username>'``), handed to the store's document watchers.
+
 Notifications sent while the listening connection is down are lost, so
 after a reconnect every open folder refreshes from the modseq it knows
 (:meth:`PostgresStore.resync`): nothing is missed, only late.
@@ -26,15 +30,17 @@ from twisted.logger import Logger
 log = Logger()
 
 CHANNEL = "mailnet_changes"
+DOCUMENTS = "mailnet_documents"
 
 
 class Listener:
     """The listening thread of one store."""
 
-    def __init__(self, db, reactor, onChange, onResync, poll=1.0, backoff=2.0):
+    def __init__(self, db, reactor, onChange, onResync, poll=1.0, backoff=2.0, onDocument=None):
         self.db = db
         self.reactor = reactor
         self.onChange = onChange  # (accountId) on the reactor
+        self.onDocument = onDocument  # (name, username) on the reactor
         self.onResync = onResync  # () on the reactor, after a reconnect
         self.poll = poll
         self.backoff = backoff
@@ -62,6 +68,7 @@ class Listener:
                 args["application_name"] = me + "-listen"
                 with psycopg.connect(**args) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {DOCUMENTS}")
                     if lost:
                         log.info("postgres: change notifications listening again; open folders resync")
                         self.reactor.callFromThread(self.onResync)
@@ -69,6 +76,11 @@ class Listener:
                     self.ready.set()
                     while not self.stopping.is_set():
                         for note in conn.notifies(timeout=self.poll):
+                            if note.channel == DOCUMENTS:
+                                name, sender, username = (note.payload.split(" ", 2) + ["", ""])[:3]
+                                if sender != me and username and self.onDocument is not None:
+                                    self.reactor.callFromThread(self.onDocument, name, username)
+                                continue
                             aid, _, sender = note.payload.partition(" ")
                             if sender != me and aid.isdigit():
                                 self.reactor.callFromThread(self.onChange, int(aid))

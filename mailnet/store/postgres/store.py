@@ -65,6 +65,7 @@ class PostgresStore:
         self._usage = {}  # username -> (storage, messages, when read): quotaUsage's cache
         self.quotaPolicy = None  # set by the service from [quota] (mailnet/store/quota.py)
         self.listener = None
+        self.documentWatchers = []  # callback(name, username): another node changed a shared document; (None, None): resync
         self.sweeper = None  # gc.Sweeper: [postgres] gc_interval
 
     def listen(self, reactor=None):
@@ -73,7 +74,7 @@ class PostgresStore:
 
         if reactor is None:
             from twisted.internet import reactor
-        self.listener = Listener(self.db, reactor, self.remoteChange, self.resync)
+        self.listener = Listener(self.db, reactor, self.remoteChange, self.resync, onDocument=self.documentChanged)
         self.listener.start()
         # Which connections in pg_stat_activity are this node's (an operator
         # ending a stuck one; the lost-LISTEN test ends this node's).
@@ -93,6 +94,19 @@ class PostgresStore:
         self._usage.clear()
         for account in list(self._accounts.values()):
             account.remoteChange()
+        self.documentChanged(None, None)
+
+    def watchDocuments(self, callback):
+        """``callback(name, username)`` when another node changed a shared JMAP document (userdata.py);
+        ``callback(None, None)`` when such notifications may have been lost (read every one again)."""
+        self.documentWatchers.append(callback)
+
+    def documentChanged(self, name, username):
+        for callback in list(self.documentWatchers):
+            try:
+                callback(name, username)
+            except Exception:
+                log.failure("postgres: a document watcher failed")
 
     def _checkName(self, username):
         try:

@@ -5,8 +5,14 @@ version 9, ``user_documents``): an
 ``(username, name)`` (the username lowercased, as the file backend's
 account ids are), the document as ``jsonb``.  The wiring
 (mailnet/service.py) gives it the documents every node must see alike:
-``identities`` (Identity's fields) and ``webmail`` (the app's settings);
-``pushsubscriptions`` stay in the node's files (docs/scaling.md).
+``identities`` (Identity's fields), ``webmail`` (the app's settings) and
+``pushsubscriptions`` (RFC 8620 s7.2, docs/scaling.md).
+
+Each update also sends ``NOTIFY mailnet_documents, '<name>
+<application_name> <username>'`` in its transaction: the other nodes'
+listeners (listen.py) hear of it at the commit, and :meth:`watch` tells the
+node's watchers of a document (the push sender reads the user's
+subscriptions again).
 
 ``update`` is one transaction in the store's worker thread: the row is
 made if missing, then read ``FOR UPDATE`` (another node's update of the
@@ -24,7 +30,7 @@ from zope.interface import implementer
 
 from mailnet.jmap.identity import IUserData
 
-NAMES = frozenset({"identities", "webmail"})
+NAMES = frozenset({"identities", "pushsubscriptions", "webmail"})
 
 
 def _check(name):
@@ -56,6 +62,9 @@ def _update(conn, username, name, change):
     new = change(row[0])
     conn.execute("UPDATE user_documents SET doc = %s WHERE username = %s AND name = %s",
                  (Jsonb(new), username, name))
+    # The other nodes hear of it at the commit (listen.py); the sender is named so it can skip its own.
+    conn.execute("SELECT pg_notify('mailnet_documents', %s || ' ' || current_setting('application_name') || ' ' || %s)",
+                 (name, username))
     return new
 
 
@@ -63,8 +72,26 @@ def _update(conn, username, name, change):
 class PostgresUserData:
     """The documents :data:`NAMES` in ``user_documents`` (see the module docstring)."""
 
-    def __init__(self, db):
+    def __init__(self, db, store=None):
         self.db = db
+        self.store = store  # its listener tells of other nodes' updates (watch)
+
+    def watch(self, name, callback):
+        """
+        ``callback(username)`` on the reactor when another node changed the
+        user's document ``name``; ``callback(None)`` when such notifications
+        may have been lost (the listening connection came back): every
+        user's may have changed.
+        """
+        _check(name)
+        if self.store is None:
+            return
+
+        def told(changedName, username):
+            if changedName is None or changedName == name:
+                callback(username)
+
+        self.store.watchDocuments(told)
 
     def load(self, username, name):
         _check(name)
