@@ -16,6 +16,7 @@ export const LIST_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "fro
 
 const list = {
   key: null,        // what the list shows (filter + collapse), to drop stale answers
+  generation: 0,    // bumped by every (re)load: an answer to an older one is stale even for the same key
   filter: null,
   total: 0,         // rows (known, or known so far when the total is not asked)
   exact: true,      // total is the server's
@@ -36,6 +37,7 @@ export function showList(filter, title) {
   $("list-title").textContent = title || "";
   if (key === list.key) return refreshList();
   list.key = key;
+  list.generation++;
   list.filter = filter;
   const onlyMailbox = filter && Object.keys(filter).length === 1 && filter.inMailbox;
   const box = onlyMailbox ? state.byId[filter.inMailbox] : null;
@@ -59,6 +61,8 @@ export async function refreshList() {
     if (box) list.total = (state.collapse ? box.totalThreads : box.totalEmails) || 0;
   }
   list.pages = new Map();
+  // A page asked before this refresh may be answered after it (from before a change): drop it.
+  list.generation++;
   await fetchVisible(true);
 }
 
@@ -79,7 +83,7 @@ async function fetchVisible(force) {
 
 function loadPage(page, force) {
   if (list.pages.has(page) && !force) return list.pages.get(page);
-  const key = list.key;
+  const key = list.key, generation = list.generation;
   const promise = (async () => {
     const query = { filter: list.filter, sort: [{ property: "receivedAt", isAscending: false }],
       collapseThreads: state.collapse, position: page * PAGE, limit: PAGE, calculateTotal: list.exact };
@@ -90,11 +94,11 @@ function loadPage(page, force) {
         ["Email/get", { "#ids": Jmap.ref("q", "Email/query", "/ids"), properties: LIST_PROPERTIES }, "g"],
       ]);
     } catch (e) {
-      list.pages.delete(page);
+      if (list.pages.get(page) === promise) list.pages.delete(page);
       showError("Loading the messages", e);
       return [];
     }
-    if (key !== list.key) return [];
+    if (key !== list.key || generation !== list.generation) return [];
     const ids = answer.q.ids;
     for (const email of answer.g.list) { list.emails.set(email.id, email); remember(email.from); remember(email.to); }
     ids.forEach((id, i) => { list.ids[page * PAGE + i] = id; });
