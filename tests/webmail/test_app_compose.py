@@ -210,3 +210,65 @@ def test_reply_all_addresses_everyone_but_me(app, webmail):
     assert page.input_value("#compose-cc") == "Dave <dave@example.test>"
     assert page.input_value("#compose-subject") == "Re: Team meeting"
     page.click("#discard")
+
+
+# Counts the Email/set calls the page sends, how many are unanswered, and, for each Email/query of a
+# folder, how many Email/set calls were unanswered when it was sent.
+COUNT_SETS = """() => {
+  window.__sets = { sent: 0, open: 0, queries: [] };
+  const original = window.fetch;
+  window.fetch = async (url, init) => {
+    const body = init && typeof init.body === "string" ? init.body : "";
+    const isSet = body.includes('"Email/set"');
+    const query = body.match(/"Email\\/query",\\{[^]*?"inMailbox":"([^"]+)"/);
+    if (query) window.__sets.queries.push({ mailbox: query[1], open: window.__sets.open });
+    if (isSet) { window.__sets.sent++; window.__sets.open++; }
+    try { return await original(url, init); } finally { if (isSet) window.__sets.open--; }
+  };
+}"""
+
+
+def test_save_draft_clicked_during_an_autosave_waits_for_it(app):
+    # The flake of test_draft_saved_automatically_and_resumed_after_reload under load: "Save draft"
+    # clicked while the autosave's Email/set was on its way showed "Draft saved" (the autosave's)
+    # and then saved the same draft once more; leaving for Drafts did not wait for that save, so
+    # the list was asked while the draft was being replaced.
+    page = app
+    held = []
+
+    def hold(route):
+        if '"Email/set"' in (route.request.post_data or "") and not held:
+            held.append(route)  # the autosave's, answered once "Save draft" is clicked
+        else:
+            route.continue_()
+
+    page.keyboard.press("c")
+    page.wait_for_selector("#compose-to")
+    page.evaluate(COUNT_SETS)
+    page.route("**/jmap/api/**", hold)
+    page.fill("#compose-to", "someone@example.test")
+    page.fill("#compose-subject", "Saved during an autosave")
+    page.fill("#compose-body", "Everything is in the autosave.")
+    page.wait_for_selector("#compose-status:has-text('Saving')", timeout=15000)
+    for _ in range(300):
+        if held:
+            break
+        page.wait_for_timeout(50)  # (the route's handler runs while Playwright is waited on)
+    assert held, "the autosave's Email/set was not sent"
+    page.click("#save-draft")
+    held[0].continue_()
+    page.wait_for_selector("#compose-status:has-text('Draft saved')")
+    page.click(".folder[data-role=drafts]")
+    page.wait_for_selector(".row:has-text('Saved during an autosave')")
+    drafts = page.evaluate("() => document.querySelector('.folder[data-role=drafts]').dataset.id")
+    counts = page.evaluate("() => window.__sets")
+    # One save had everything; the Drafts list was asked once no save was on its way.
+    assert counts["sent"] == 1, counts
+    opened = [q["open"] for q in counts["queries"] if q["mailbox"] == drafts]  # (a push may refresh it again)
+    assert opened and not any(opened), counts
+    page.unroute("**/jmap/api/**")
+    openMessage(page, "Saved during an autosave")
+    page.click("#edit-draft")
+    page.wait_for_selector("#discard")
+    page.click("#discard")
+    page.wait_for_selector(".notice:has-text('Draft discarded')")

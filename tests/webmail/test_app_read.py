@@ -218,3 +218,54 @@ def test_folder_create_rename_delete(app, webmail):
     page.once("dialog", lambda d: d.accept("Archive"))
     page.click("#folder-new")
     page.wait_for_selector(".notice.error:has-text('Creating the folder failed')")
+
+
+# Counts the Email/query answers the list has taken in: a task after the answer's JSON is read runs
+# after the promise callbacks that take it in and draw it.
+COUNT_QUERY_ANSWERS = """() => {
+  window.__queryAnswers = 0;
+  const original = window.fetch;
+  window.fetch = async (url, init) => {
+    const response = await original(url, init);
+    if (init && typeof init.body === "string" && init.body.includes('"Email/query"')) {
+      const json = response.json.bind(response);
+      response.json = async () => {
+        const value = await json();
+        setTimeout(() => { window.__queryAnswers++; }, 0);
+        return value;
+      };
+    }
+    return response;
+  };
+}"""
+
+
+def test_an_older_answer_of_the_list_does_not_undo_a_newer_one(app, webmail):
+    # A list refresh answered after a later one (from before a change) used to put the older rows back.
+    page = app
+    deliver(webmail, message("There before the refresh"))
+    page.wait_for_selector(".row:has-text('There before the refresh')")
+    page.evaluate(COUNT_QUERY_ANSWERS)
+    held = []
+
+    def hold(route):
+        if not held and '"Email/query"' in (route.request.post_data or ""):
+            held.append((route, route.fetch()))  # answered now, given to the page later
+        else:
+            route.continue_()
+
+    page.route("**/jmap/api/**", hold)
+    page.click(".folder[data-role=inbox]")  # the list asked again: this answer is held
+    for _ in range(300):
+        if held:
+            break
+        page.wait_for_timeout(50)  # (the route's handler runs while Playwright is waited on)
+    assert held, "the list's Email/query was not sent"
+    deliver(webmail, message("Arrived during a refresh"))
+    page.wait_for_selector(".row:has-text('Arrived during a refresh')")  # the push's refresh
+    before = page.evaluate("() => window.__queryAnswers")
+    route, response = held[0]
+    route.fulfill(response=response)
+    page.wait_for_function(f"() => window.__queryAnswers > {before}")
+    page.unroute("**/jmap/api/**")
+    assert row(page, "Arrived during a refresh").count() == 1

@@ -190,7 +190,7 @@ export async function openCompose(mode, id) {
     else if (mode === "new") fields.body = signatureText(identity);
     else if (mode === "reply" || mode === "replyall") fields.body = signatureText(identity).replace(/\n$/, "") + fields.body;
   }
-  draft = { mode, draftId, identityId, fromEmail, fields, rich, content, editor: null, dirty: false, timer: null, saving: null, uploads: [], sent: false };
+  draft = { mode, draftId, identityId, fromEmail, fields, rich, content, editor: null, dirty: false, timer: null, saving: null, waiting: 0, savedText: "", uploads: [], sent: false };
   render();
   if (mode !== "draft" && mode !== "new") changed();
 }
@@ -422,9 +422,21 @@ export async function saveDraft(explicit) {
   if (!draft || draft.sent) return null;
   clearTimeout(draft.timer);
   if (explicit) status("Saving\u2026");
-  if (draft.saving) await draft.saving;
+  let waited = false;
+  if (draft.saving) {
+    // One save at a time.  While this one waits, the one on its way must not say "Draft saved".
+    const before = draft;
+    before.waiting++;
+    try { await before.saving; } finally { before.waiting--; }
+    waited = true;
+  }
   if (!draft || draft.sent) return null;
-  if (!draft.dirty && draft.draftId && !explicit) return draft.draftId;
+  // Nothing changed since the save just done read the form: it has everything ("Save draft"
+  // clicked during an autosave does not write the same draft again).
+  if (!draft.dirty && draft.draftId && (!explicit || waited)) {
+    if (waited) status(draft.savedText);
+    return draft.draftId;
+  }
   status("Saving\u2026");
   const current = draft;
   current.saving = (async () => {
@@ -447,7 +459,8 @@ export async function saveDraft(explicit) {
       const ready = current.fields.attachments.filter((a) => a.blobId);
       if (saved && saved.attachments && saved.attachments.length === ready.length) ready.forEach((a, i) => { a.blobId = saved.attachments[i].blobId; });
       if (draft === current && location.hash.startsWith("#/compose")) history.replaceState(null, "", `#/compose/${encodeURIComponent(current.draftId)}`);
-      status(`Draft saved ${new Date().toLocaleTimeString()}`);
+      current.savedText = `Draft saved ${new Date().toLocaleTimeString()}`;
+      if (!current.waiting) status(current.savedText);
       loadMailboxes();
       return current.draftId;
     } catch (e) {
@@ -460,8 +473,10 @@ export async function saveDraft(explicit) {
   try { return await current.saving; } finally { current.saving = null; }
 }
 
-// Save a changed draft before leaving the compose form.
+// Save a changed draft before leaving the compose form, and let a save on its way end first
+// (a list asked meanwhile could show the draft it replaces).
 export async function flush() {
+  if (draft && draft.saving) await draft.saving.catch(() => null);
   if (draft && draft.dirty && !draft.sent) await saveDraft(false);
 }
 

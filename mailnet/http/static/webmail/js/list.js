@@ -16,6 +16,8 @@ export const LIST_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "fro
 
 const list = {
   key: null,        // what the list shows (filter + collapse), to drop stale answers
+  generation: 0,    // bumped by every (re)load of the same key
+  applied: new Map(), // page -> generation of the answer drawn: an older answer coming later is dropped
   filter: null,
   total: 0,         // rows (known, or known so far when the total is not asked)
   exact: true,      // total is the server's
@@ -36,6 +38,8 @@ export function showList(filter, title) {
   $("list-title").textContent = title || "";
   if (key === list.key) return refreshList();
   list.key = key;
+  list.generation++;
+  list.applied = new Map();
   list.filter = filter;
   const onlyMailbox = filter && Object.keys(filter).length === 1 && filter.inMailbox;
   const box = onlyMailbox ? state.byId[filter.inMailbox] : null;
@@ -59,6 +63,9 @@ export async function refreshList() {
     if (box) list.total = (state.collapse ? box.totalThreads : box.totalEmails) || 0;
   }
   list.pages = new Map();
+  // A page asked before this refresh may be answered after it (from before a change): then it is
+  // dropped (answers still come in while pushes keep refreshing: only older ones are left out).
+  list.generation++;
   await fetchVisible(true);
 }
 
@@ -79,7 +86,7 @@ async function fetchVisible(force) {
 
 function loadPage(page, force) {
   if (list.pages.has(page) && !force) return list.pages.get(page);
-  const key = list.key;
+  const key = list.key, generation = list.generation;
   const promise = (async () => {
     const query = { filter: list.filter, sort: [{ property: "receivedAt", isAscending: false }],
       collapseThreads: state.collapse, position: page * PAGE, limit: PAGE, calculateTotal: list.exact };
@@ -90,11 +97,12 @@ function loadPage(page, force) {
         ["Email/get", { "#ids": Jmap.ref("q", "Email/query", "/ids"), properties: LIST_PROPERTIES }, "g"],
       ]);
     } catch (e) {
-      list.pages.delete(page);
+      if (list.pages.get(page) === promise) list.pages.delete(page);
       showError("Loading the messages", e);
       return [];
     }
-    if (key !== list.key) return [];
+    if (key !== list.key || generation < (list.applied.get(page) || 0)) return [];
+    list.applied.set(page, generation);
     const ids = answer.q.ids;
     for (const email of answer.g.list) { list.emails.set(email.id, email); remember(email.from); remember(email.to); }
     ids.forEach((id, i) => { list.ids[page * PAGE + i] = id; });
