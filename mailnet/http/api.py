@@ -318,9 +318,13 @@ class JMAPResource:
             blob = await self.blobs.find(accountId, blobId) if accountId in accounts else None
             if blob is None:
                 raise HTTPError(404, "No such blob.")
-            opened = blob.open()
-            if isinstance(opened, defer.Deferred):
-                opened = await opened
+            try:
+                opened = blob.open()
+                if isinstance(opened, defer.Deferred):
+                    opened = await opened
+            except (LookupError, FileNotFoundError):
+                # Swept (it expired) between the look-up and the open: gone, as if never found.
+                raise HTTPError(404, "No such blob.") from None
         except TemporaryStoreError:
             raise HTTPError(503, "The blob cannot be read now; try again later.") from None
         wanted = (request.args.get(b"type") or [b""])[0]

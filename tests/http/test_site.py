@@ -216,6 +216,26 @@ def test_upload_and_download(tmp_path):
     assert response.json()["methodResponses"][0][1]["type"] == "fromAccountNotFound"
 
 
+def test_a_blob_swept_between_its_look_up_and_its_open_is_a_404(tmp_path):
+    from mailnet.jmap.blobs import Blob
+
+    http = HTTP(tmp_path)
+    account = http.accountId()
+
+    def gone(kind):
+        def opener():
+            raise kind("removed while it was read")
+        return opener
+
+    for kind in (FileNotFoundError, LookupError):
+        http.service.jmap.blobs.find = lambda accountId, blobId, kind=kind: defer.succeed(
+            Blob(blobId, 5, "application/octet-stream", gone(kind)))
+        response = http.request(b"GET", b"/jmap/download/%s/Gswept/x.bin" % account.encode())
+        assert response.status == 404, response.raw[:200]
+    # and the server goes on
+    assert http.request(b"GET", b"/.well-known/jmap").status in (200, 301, 302, 307, 308)
+
+
 def test_upload_over_the_limit(tmp_path):
     http = HTTP(tmp_path, http={"max_size_upload": 100})
     response = http.request(b"POST", b"/jmap/upload/%s/" % http.accountId().encode(), b"x" * 101)
