@@ -138,7 +138,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "s3_region": _o("str", "us-east-1", "bodies = \"s3\": the region the requests are signed for."),
         "s3_access_key_id": _o("str", "", "bodies = \"s3\": access key id; empty = boto3's own credential chain (environment, instance role)."),
         "s3_secret_file": _o("path", "", "bodies = \"s3\": file holding the secret access key (read at start, kept out of the config and the logs)."),
-        "s3_prefix": _o("str", "", "bodies = \"s3\": put before every object's name (\"mailnet/\"); the name is the hex SHA-256 of the message."),
+        "s3_prefix": _o("str", "", "bodies = \"s3\": put before every object's name (\"mailnet/\"); the name is the hex SHA-256 of the message. One prefix per database: the sweep of unreferenced bodies (mailnet db gc) removes objects under it that this database does not know."),
         "s3_timeout": _o("float", 10.0, "bodies = \"s3\": seconds to wait to connect or for a read before answering a temporary error (SMTP 451, IMAP NO, POP3 -ERR).", minimum=1),
         "gc_grace": _o("float", 86400.0, "bodies = \"s3\": the sweep (`mailnet db gc`, gc_interval) deletes an object without a body row only when it is older than this many seconds: longer than any upload-to-commit window and any clock skew between the object store and the nodes (docs/store.md \"Removing unreferenced bodies\").", minimum=0),
         "gc_interval": _o("float", 86400.0, "Seconds between sweeps of unreferenced bodies (rows without a message; with bodies = \"s3\", objects without a row older than gc_grace) on a running node; one node at a time does it (an advisory lock), the counts go to the log. 0 = only `mailnet db gc`.", minimum=0),
