@@ -51,6 +51,13 @@ def _bump(conn):
     conn.execute("UPDATE directory_serial SET serial = serial + 1")
 
 
+def _deleteOne(conn, query, args, missing):
+    """``DELETE ... RETURNING``: KeyError(``missing``) when no row went, else the serial bumped."""
+    if conn.execute(query, args).fetchone() is None:
+        raise KeyError(missing)
+    _bump(conn)
+
+
 def _load(conn, known):
     """(serial, users, aliases, tokens rows), or (serial, None, None, None) when the serial is ``known``."""
     serial = conn.execute("SELECT serial FROM directory_serial").fetchone()[0]
@@ -91,6 +98,11 @@ class _Snapshot:
     def loadNow(self):
         """(Blocking.)  Read the tables: at start and in the CLI."""
         self._take(self.db.call(_load, self.serial))
+
+    def change(self, write):
+        """(Blocking: the CLI.)  ``write(conn)`` in one transaction, then the tables read again."""
+        self.db.call(write)
+        self.loadNow()
 
     def stale(self):
         return self.readAt is None or self.clock is None or self.clock.seconds() - self.readAt >= self.refresh
@@ -195,8 +207,7 @@ class TableUsers(auth.UserDB):
                 raise ValueError(f"user {key} exists already")
             _bump(conn)
 
-        self.snapshot.db.call(insert)
-        self.snapshot.loadNow()
+        self.snapshot.change(insert)
 
     def setPassword(self, username, password):
         key = auth.normalize(username)
@@ -208,19 +219,15 @@ class TableUsers(auth.UserDB):
                 raise KeyError(f"no user {key}")
             _bump(conn)
 
-        self.snapshot.db.call(change)
-        self.snapshot.loadNow()
+        self.snapshot.change(change)
 
     def remove(self, username):
         key = auth.normalize(username)
 
         def delete(conn):
-            if conn.execute("DELETE FROM users WHERE username = %s RETURNING username", (key,)).fetchone() is None:
-                raise KeyError(f"no user {key}")
-            _bump(conn)
+            _deleteOne(conn, "DELETE FROM users WHERE username = %s RETURNING username", (key,), f"no user {key}")
 
-        self.snapshot.db.call(delete)
-        self.snapshot.loadNow()
+        self.snapshot.change(delete)
 
 
 def _isToken(password):
@@ -265,21 +272,17 @@ class TableTokens(tokens.TokenDB):
                 raise ValueError(f"{key} has a token named {name} already")
             _bump(conn)
 
-        self.snapshot.db.call(insert)
-        self.snapshot.loadNow()
+        self.snapshot.change(insert)
         return token
 
     def revoke(self, username, name):
         key = auth.normalize(username)
 
         def delete(conn):
-            if conn.execute("DELETE FROM tokens WHERE username = %s AND name = %s RETURNING digest",
-                            (key, name)).fetchone() is None:
-                raise KeyError(f"{key} has no token named {name}")
-            _bump(conn)
+            _deleteOne(conn, "DELETE FROM tokens WHERE username = %s AND name = %s RETURNING digest", (key, name),
+                       f"{key} has no token named {name}")
 
-        self.snapshot.db.call(delete)
-        self.snapshot.loadNow()
+        self.snapshot.change(delete)
 
     def removeUser(self, username):
         key = auth.normalize(username)
@@ -288,8 +291,7 @@ class TableTokens(tokens.TokenDB):
             if conn.execute("DELETE FROM tokens WHERE username = %s RETURNING digest", (key,)).fetchall():
                 _bump(conn)
 
-        self.snapshot.db.call(delete)
-        self.snapshot.loadNow()
+        self.snapshot.change(delete)
 
 
 class TableAliases(auth.AliasDB):
@@ -316,19 +318,15 @@ class TableAliases(auth.AliasDB):
                          " ON CONFLICT (address) DO UPDATE SET targets = EXCLUDED.targets", (key, list(targets)))
             _bump(conn)
 
-        self.snapshot.db.call(upsert)
-        self.snapshot.loadNow()
+        self.snapshot.change(upsert)
 
     def remove(self, address):
         key = auth.normalize(address)
 
         def delete(conn):
-            if conn.execute("DELETE FROM aliases WHERE address = %s RETURNING address", (key,)).fetchone() is None:
-                raise KeyError(f"no alias {key}")
-            _bump(conn)
+            _deleteOne(conn, "DELETE FROM aliases WHERE address = %s RETURNING address", (key,), f"no alias {key}")
 
-        self.snapshot.db.call(delete)
-        self.snapshot.loadNow()
+        self.snapshot.change(delete)
 
 
 def makeDirectory(db, config, clock=None, background=False):
