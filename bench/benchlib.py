@@ -106,3 +106,46 @@ def loadavg():
     """The 1, 5 and 15 minute load averages, as /proc/loadavg has them."""
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def withRoot(root, f, *args):
+    """Run ``f`` with the harness's code root at ``root`` (an older checkout's servers and commands)."""
+    import tests.harness as harness
+
+    saved, harness.ROOT = harness.ROOT, root
+    try:
+        return f(*args)
+    finally:
+        harness.ROOT = saved
+
+
+@contextlib.contextmanager
+def postgresNode(pg, directory, config, old=None, user=None):
+    """
+    A mailnet node on a new database of ``pg`` (tests/store/postgres_fixture.py),
+    ``[store] backend = "postgres"`` and the database added to ``config``'s
+    ``[postgres]``; with ``old`` (a checkout of older code, e.g. ``git archive
+    main``) the node runs that code, which makes its own schema (``mailnet db
+    init``); ``server.dbname`` is its database.  ``user``: (name, password)
+    added first.  On exit the server stops and the database is dropped.
+    """
+    import os
+
+    from tests.harness import ROOT, MailServer
+
+    dbname = pg.newDatabase(schema=old is None)
+    config = dict(config, store={"backend": "postgres"},
+                  postgres=dict(config.get("postgres", {}), host=pg.dir, port=pg.port, dbname=dbname))
+    root = os.path.abspath(old) if old else ROOT
+    server = MailServer(directory, config=config)
+    server.dbname = dbname
+    if old:
+        withRoot(root, server.mailnet, "db", "init")
+    withRoot(root, server.start)
+    try:
+        if user is not None:
+            server.addUser(*user)
+        yield server
+    finally:
+        server.stop()
+        pg.dropDatabase(dbname)

@@ -35,20 +35,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import tests.harness as harness  # noqa: E402
+from bench.benchlib import postgresNode  # noqa: E402
 from bench.postgres_vs_maildir import USER, smtpRun  # noqa: E402
-from tests.harness import MailServer  # noqa: E402
 from tests.store.postgres_fixture import PostgresServer, binDir  # noqa: E402
 from tests.store.s3_fixture import BUCKET, S3Server  # noqa: E402
-
-
-def withRoot(root, f, *args):
-    """Run ``f`` with the harness's code root at ``root`` (the old code's servers and commands)."""
-    saved, harness.ROOT = harness.ROOT, root
-    try:
-        return f(*args)
-    finally:
-        harness.ROOT = saved
 
 
 def expungeAll(server):
@@ -120,33 +110,22 @@ def main():
         s3.client().create_bucket(Bucket=BUCKET)
         for r in range(args.repeat):
             for which in ("old", "new"):
-                root = os.path.abspath(args.old) if which == "old" else ROOT
-                dbname = pg.newDatabase(schema=(which == "new"))
+                old = args.old if which == "old" else None
                 prefix = f"{which}{r}/"
-                config = {"limits": {"connections_per_ip": 1000}, "store": {"backend": "postgres"},
-                          "postgres": dict(s3.config(prefix), host=pg.dir, port=pg.port, dbname=dbname,
-                                           s3_timeout=30)}
-                server = MailServer(os.path.join(scratch, f"{which}{r}"), config=config)
-                if which == "old":
-                    withRoot(root, server.mailnet, "db", "init")
-                withRoot(root, server.start)
-                try:
-                    server.addUser(*USER)
+                config = {"limits": {"connections_per_ip": 1000}, "postgres": dict(s3.config(prefix), s3_timeout=30)}
+                with postgresNode(pg, os.path.join(scratch, f"{which}{r}"), config, old=old, user=USER) as server:
                     rate = smtpRun(server, args.messages, args.sessions)
                     res[f"{which} smtp"].append(rate)
                     line = f"run {r + 1} {which}: {rate:.0f} msgs/s"
                     if which == "new":
                         expungeAll(server)
                         n = len(s3.keys(prefix))
-                        elapsed = timedSweep(pg, dbname, s3, prefix)
+                        elapsed = timedSweep(pg, server.dbname, s3, prefix)
                         assert not s3.keys(prefix)
                         res["gc"].append(n / elapsed)
                         res["bare"].append(bareSweep(s3, f"bare{r}/", n, b"x" * 4096))
                         line += f"; gc {n / elapsed:.0f} objects/s, bare boto3 {res['bare'][-1]:.0f}/s"
                     print(line, file=sys.stderr, flush=True)
-                finally:
-                    server.stop()
-                    pg.dropDatabase(dbname)
         load.append(os.getloadavg()[0])
     finally:
         s3.stop()

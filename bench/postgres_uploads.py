@@ -30,19 +30,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import tests.harness as harness  # noqa: E402
-from tests.harness import MailServer  # noqa: E402
+from bench.benchlib import postgresNode  # noqa: E402
 from tests.store.postgres_fixture import PostgresServer, binDir  # noqa: E402
 
 USER = ("alice@example.test", "alice-pw")
-
-
-def withRoot(root, f, *args):
-    saved, harness.ROOT = harness.ROOT, root
-    try:
-        return f(*args)
-    finally:
-        harness.ROOT = saved
 
 
 def auth():
@@ -99,24 +90,14 @@ def main():
         pg.makeTemplate()
         for r in range(args.repeat):
             for which in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                root = os.path.abspath(args.old) if which == "old" else ROOT
-                dbname = pg.newDatabase(schema=(which == "new"))
-                config = {"store": {"backend": "postgres"}, "auth": {"allow_plaintext": True},
-                          "postgres": {"host": pg.dir, "port": pg.port, "dbname": dbname}}
-                server = MailServer(os.path.join(scratch, f"{which}{r}"), config=config)
-                if which == "old":
-                    withRoot(root, server.mailnet, "db", "init")
-                withRoot(root, server.start)
-                try:
-                    server.addUser(*USER)
+                old = args.old if which == "old" else None
+                config = {"auth": {"allow_plaintext": True}}
+                with postgresNode(pg, os.path.join(scratch, f"{which}{r}"), config, old=old, user=USER) as server:
                     up, down = run(server, args.count, args.size)
                     res[f"{which} up"].append(up)
                     res[f"{which} down"].append(down)
                     print(f"run {r + 1} {which}: {up:.1f} uploads/s, {down:.1f} downloads/s", file=sys.stderr,
                           flush=True)
-                finally:
-                    server.stop()
-                    pg.dropDatabase(dbname)
             load.append(os.getloadavg()[0])
     finally:
         pg.destroy()
