@@ -153,6 +153,22 @@ class NodeHosts:
 
 
 @pytest.fixture
+def loopbackNodes(pgServer, pgDatabase, tmp_path):
+    """Two nodes, a and b, on one database, both on 127.0.0.1; alice in each node's users file."""
+    started = []
+    try:
+        for name in "ab":
+            node = MailServer(tmp_path / f"node{name}", config=pgConfig(pgServer, pgDatabase))
+            node.start()
+            started.append(node)
+            node.addUser(*ALICE)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.fixture
 def pgNodes(pgServer, pgDatabase, tmp_path):
     """
     ``pgNodes(count, config=None, users=(ALICE,))``: ``count`` started

@@ -40,20 +40,7 @@ def failures(pgServer, dbname):
         return {(kind, key): count for kind, key, count in conn.execute("SELECT kind, key, count FROM login_failures")}
 
 
-@pytest.fixture
-def nodes(pgServer, pgDatabase, tmp_path):
-    """Two nodes, a and b, on one database; alice in each node's users file."""
-    started = []
-    try:
-        for name in "ab":
-            node = MailServer(tmp_path / f"node{name}", config=pgConfig(pgServer, pgDatabase))
-            node.start()
-            started.append(node)
-            node.addUser(*ALICE)
-        yield started
-    finally:
-        for node in started:
-            node.stop()
+nodes = pgnodes.loopbackNodes  # two nodes on 127.0.0.1 (tests/pgnodes.py)
 
 
 def pop3(server, user=ALICE):

@@ -21,8 +21,7 @@ import ssl
 import pytest
 
 from tests import pgnodes
-from tests.harness import MailServer
-from tests.pgnodes import ALICE, pgConfig
+from tests.pgnodes import ALICE
 
 pgServer = pgnodes.pgServer
 pgDatabase = pgnodes.pgDatabase
@@ -32,20 +31,7 @@ pytestmark = pytest.mark.slow
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 
 
-@pytest.fixture
-def nodes(pgServer, pgDatabase, tmp_path):
-    """Two nodes, a and b, on one database; alice in each node's users file."""
-    started = []
-    try:
-        for name in "ab":
-            node = MailServer(tmp_path / f"node{name}", config=pgConfig(pgServer, pgDatabase))
-            node.start()
-            started.append(node)
-            node.addUser(*ALICE)
-        yield started
-    finally:
-        for node in started:
-            node.stop()
+nodes = pgnodes.loopbackNodes  # two nodes on 127.0.0.1 (tests/pgnodes.py)
 
 
 def headers(**extra):
