@@ -25,7 +25,6 @@ import re
 import shutil
 import smtplib
 import ssl
-import subprocess
 import threading
 import time
 
@@ -33,6 +32,8 @@ import imapclient
 import pytest
 
 from tests import pgnodes
+from tests.imap import mbsync as imapMbsync
+from tests.imap.mbsync import write_config
 from tests.pgnodes import ALICE, eventually, imap, pgConfig, pop3, queued, smtp
 from tests.queue.e2e import NodeSink, Sink, tally
 
@@ -177,40 +178,12 @@ def test_idle_on_node_c_hears_changes_made_on_node_a(pgNodes, pgServer, pgDataba
 
 
 def mbsyncConfig(path, node, local):
-    with open(path, "w") as f:
-        f.write(f"""IMAPAccount node
-Host {node.host}
-Port {node.port("imaps")}
-User {ALICE[0]}
-Pass {ALICE[1]}
-SSLType IMAPS
-CertificateFile {node.certFile}
-AuthMechs PLAIN
-
-IMAPStore remote
-Account node
-
-MaildirStore local
-Path {local}/
-Inbox {local}/INBOX
-SubFolders Verbatim
-
-Channel sync
-Far :remote:
-Near :local:
-Patterns *
-Create Both
-Remove Both
-Expunge Both
-SyncState *
-""")
+    write_config(path, node, ALICE, local, host=node.host, implicitTLS=True)
     return str(path)
 
 
 def mbsync(config):
-    result = subprocess.run(["mbsync", "-V", "-c", config, "-a"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return imapMbsync.mbsync(config, timeout=60)
 
 
 def localFiles(local):

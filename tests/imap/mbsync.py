@@ -15,14 +15,17 @@ from tests.imap.conftest import tls_context
 from tests.imap.test_clients import fresh_user, message
 
 
-def write_config(path, server, user, local):
+def write_config(path, server, user, local, host="localhost", implicitTLS=False):
+    """An mbsync config syncing ``user`` on ``server`` (STARTTLS on its imap port, or ``implicitTLS``
+    on imaps) both ways with the Maildir ``local``."""
+    port, sslType = (server.port("imaps"), "IMAPS") if implicitTLS else (server.port("imap"), "STARTTLS")
     with open(path, "w") as f:
         f.write(f"""IMAPAccount test
-Host localhost
-Port {server.port("imap")}
+Host {host}
+Port {port}
 User {user[0]}
 Pass {user[1]}
-SSLType STARTTLS
+SSLType {sslType}
 CertificateFile {server.certFile}
 AuthMechs PLAIN
 
@@ -45,9 +48,9 @@ SyncState *
 """)
 
 
-def mbsync(config):
+def mbsync(config, timeout=30):
     try:
-        result = subprocess.run(["mbsync", "-V", "-c", config, "-a"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(["mbsync", "-V", "-c", config, "-a"], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise AssertionError("mbsync hung:\n" + (e.stdout or b"")[-4000:].decode(errors="replace"))
     assert result.returncode == 0, result.stdout + result.stderr
