@@ -37,32 +37,39 @@ class ReplyParser:
         self._code = None
 
     def feed(self, data: bytes) -> list[Reply]:
-        self._buffer += data
+        # Lines are read in place, by position, and the rest kept once at the
+        # end: cutting the buffer after each line copied what followed it, so
+        # a large multi-line reply in one read cost time quadratic in its size.
+        buffer = self._buffer + data if self._buffer else data
         replies = []
-        while True:
-            at = self._buffer.find(b"\n")
-            if at < 0:
-                if len(self._buffer) > self.maxLine:
+        start = 0
+        try:
+            while True:
+                at = buffer.find(b"\n", start)
+                if at < 0:
+                    if len(buffer) - start > self.maxLine:
+                        raise ProtocolError(f"reply line longer than {self.maxLine} bytes")
+                    return replies
+                line = buffer[start:at]
+                start = at + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > self.maxLine:
                     raise ProtocolError(f"reply line longer than {self.maxLine} bytes")
-                return replies
-            line, self._buffer = self._buffer[:at], self._buffer[at + 1:]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > self.maxLine:
-                raise ProtocolError(f"reply line longer than {self.maxLine} bytes")
-            m = _LINE.match(line)
-            if not m:
-                raise ProtocolError(f"not an SMTP reply: {line[:80]!r}")
-            code = int(m.group(1))
-            if self._code is None:
-                self._code = code
-            elif code != self._code:
-                raise ProtocolError(f"reply code changed within a reply: {self._code} then {code}")
-            self._lines.append(m.group(3).decode("utf-8", "replace"))
-            if len(self._lines) > self.maxLines:
-                raise ProtocolError(f"reply longer than {self.maxLines} lines")
-            if m.group(2) != b"-":
-                replies.append(Reply.received(self._code, tuple(self._lines)))
-                self._lines = []
-                self._code = None
-
+                m = _LINE.match(line)
+                if not m:
+                    raise ProtocolError(f"not an SMTP reply: {line[:80]!r}")
+                code = int(m.group(1))
+                if self._code is None:
+                    self._code = code
+                elif code != self._code:
+                    raise ProtocolError(f"reply code changed within a reply: {self._code} then {code}")
+                self._lines.append(m.group(3).decode("utf-8", "replace"))
+                if len(self._lines) > self.maxLines:
+                    raise ProtocolError(f"reply longer than {self.maxLines} lines")
+                if m.group(2) != b"-":
+                    replies.append(Reply.received(self._code, tuple(self._lines)))
+                    self._lines = []
+                    self._code = None
+        finally:
+            self._buffer = buffer[start:]

@@ -561,3 +561,16 @@ def test_protocol_timeouts_per_stage():
     assert not outcome
     clock.advance(2)  # RFC 5321 s4.5.3.2.2: 2 minutes for the 354
     assert outcome and outcome[0].outcomes["bob@remote.test"].enhanced == "4.4.2"
+
+
+def test_a_reply_at_both_limits_in_one_read():
+    """1,000 lines of 4,096 bytes in one read (the limits), then the next reply's first bytes."""
+    line = b"x" * (4096 - 4)
+    wire = b"".join(b"250-" + line + b"\r\n" for _ in range(999)) + b"250 " + line + b"\r\n" + b"220 par"
+    p = ReplyParser()
+    [r] = p.feed(wire)
+    assert len(r.lines) == 1000 and r.lines[-1] == line.decode()
+    [r] = p.feed(b"tial\r\n")
+    assert (r.code, r.lines) == (220, ("partial",))
+    with pytest.raises(ProtocolError):
+        ReplyParser().feed(b"250-" + line + b"\r\n" * 1 + wire)  # 1,001 lines
