@@ -16,27 +16,35 @@ Workloads (``--only``):
   mail from its InternalHosts (127.0.0.1), so Postfix's clients do not.
 * ``verify``: mail signed by a.test (RSA-2048) arriving for bob@b.test.
   Postfix: OpenDKIM verifies the signature (DKIM only) and adds
-  Authentication-Results.  mailnet: its ``mx`` workload, SPF + DKIM +
-  DMARC (``[mailauth] inbound``): more work than OpenDKIM's.
+  Authentication-Results, the public key read from a file (OpenDKIM's
+  TestPublicKeys: no DNS query, as with a cached answer; ``--opendkim-dns
+  unbound`` asks the test DNS server instead, through libunbound, which
+  crashed OpenDKIM here, see opendkimConf).  mailnet: its ``mx`` workload,
+  SPF + DKIM + DMARC (``[mailauth] inbound``), more work than OpenDKIM's,
+  its records from the test DNS server (cached after the warm-up).
 
 Off = Postfix without a milter, mailnet with the workload's feature off
 (no key; ``inbound = false``); on = Postfix with OpenDKIM
 (``smtpd_milters``; a unix socket, or ``--milter inet``), mailnet with it on.
 
-CPU: every process of each server is in a cpuacct cgroup of its own (v1
+CPU: every process of each server is in a cpuacct cgroup (v1
 ``cpuacct.usage`` or v2 ``cpu.stat``): for Postfix master, smtpd, cleanup,
 qmgr, trivial-rewrite, virtual, tlsmgr, anvil, postlogd and any short-lived
-daemon, plus opendkim; for mailnet its one process.  Counted from after a
+daemon, plus opendkim in a cgroup of its own (its share is printed); for
+mailnet its one process.  Counted from after a
 warm-up until every message is delivered (Postfix delivers after the 250:
 the bench waits for the Maildir), divided by the messages.  Delivery is
-local on both (Postfix virtual(8) to a Maildir).  The DNS server
-(tests/queue/dnsserver.py) runs outside the cgroups, as a real resolver
-would; OpenDKIM's libunbound and mailnet's resolver are inside.  Both use
-the same ECDSA P-256 certificate for STARTTLS.  Needs root (cgroups,
+local on both (Postfix virtual(8) to a Maildir, mailnet its own store).
+The DNS server (tests/queue/dnsserver.py) runs outside the cgroups, as a
+real resolver would.  Both servers use the same ECDSA P-256 certificate
+for STARTTLS.  Postfix runs from a private config_directory and
+queue_directory under the scratch directory, listening on 127.0.0.1 only;
+its log goes to a file there (postlogd, counted).  Needs root (cgroups,
 postfix).
 
     /work/main/.venv/bin/python bench/mailauth_peer.py [--messages 500] [--repeat 3]
         [--shapes persistent,connection,starttls] [--only sign,sign-ed25519,verify] [--milter unix|inet]
+        [--opendkim-dns keys-file|unbound] [--keep]
 """
 
 from __future__ import annotations
@@ -181,17 +189,26 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def opendkimConf(d, workload, keyDir, dnsPort, socket):
-    """OpenDKIM's config for ``workload``: KeyTable and SigningTable files for signing, the test DNS server for verifying."""
+def opendkimConf(d, workload, keyDir, ctx, socket, dnsMode):
+    """OpenDKIM's config for ``workload``: KeyTable and SigningTable files for signing; for verifying, the
+    public keys from a file (TestPublicKeys: what a resolver with the answers cached gives) or, with
+    ``dnsMode`` "unbound", from the test DNS server through libunbound."""
     lines = ["Syslog no", "LogWhy yes", "UMask 000", f"Socket {socket}", f"PidFile {d}/opendkim.pid",
-             "Canonicalization relaxed/relaxed", "RequireSafeKeys no", "AuthservID mx.peer.test",
-             f"ResolverConfiguration {d}/unbound.conf"]
-    # OpenDKIM resolves with libunbound, which by default does not query 127.0.0.1 and answers
-    # NXDOMAIN itself for the RFC 6761 name test. (Nameservers takes no port.)
-    with open(os.path.join(d, "unbound.conf"), "w") as f:
-        f.write('server:\n  do-not-query-localhost: no\n  local-zone: "test." nodefault\n'
-                'forward-zone:\n  name: "."\n'
-                f"  forward-addr: 127.0.0.1@{dnsPort}\n")
+             "Canonicalization relaxed/relaxed", "RequireSafeKeys no", "AuthservID mx.peer.test"]
+    if workload == "verify" and dnsMode == "unbound":
+        # libunbound by default neither queries 127.0.0.1 nor looks up the RFC 6761 name "test" (it
+        # answers NXDOMAIN itself), and Nameservers takes no port.  OpenDKIM 2.11 parses this file again
+        # for new milter connections, in several threads at once: with 4 clients it crashed (SIGSEGV,
+        # "fatal flex scanner internal error") within the first second, in 3 runs of 3.
+        lines.append(f"ResolverConfiguration {d}/unbound.conf")
+        with open(os.path.join(d, "unbound.conf"), "w") as f:
+            f.write('server:\n  do-not-query-localhost: no\n  local-zone: "test." nodefault\n'
+                    f'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@{ctx["dnsPort"]}\n')
+    elif workload == "verify":
+        lines.append(f"TestPublicKeys {d}/publickeys")
+        with open(os.path.join(d, "publickeys"), "w") as f:
+            f.writelines(f"{name} {''.join(records['TXT'])}\n" for name, records in ctx["zone"].items()
+                         if "._domainkey." in name)
     if workload == "verify":
         lines += ["Mode v", "InternalHosts 192.0.2.1"]  # 127.0.0.1 must count as outside, to be verified
     else:
@@ -254,22 +271,22 @@ def sendFor(workload, signed):
                 data=message(1).replace(b"bob@b.test", b"bob@a.test"))
 
 
-def measure(group, port, send, args, shape, maildir=None):
-    """Warm up, then CPU µs per message of ``group`` while ``args.messages`` go through (and, given a
-    ``maildir``, are delivered to it: Postfix delivers after its 250; mailnet before)."""
+def measure(groups, port, send, args, shape, maildir=None):
+    """Warm up, then CPU µs per message of each of ``groups`` while ``args.messages`` go through (and,
+    given a ``maildir``, are delivered to it: Postfix delivers after its 250; mailnet before)."""
     warm = args.sessions * 10
     load(port, warm, args.sessions, shape=shape, **send)
     if maildir:
         waitDelivered(maildir, warm)
-    before, started = group.usage(), time.monotonic()
+    before, started = [g.usage() for g in groups], time.monotonic()
     sent = load(port, args.messages, args.sessions, shape=shape, **send)
     if maildir:
         waitDelivered(maildir, warm + sent)
-    used, took = group.usage() - before, time.monotonic() - started
-    return used / sent * 1e6, sent / took, sent + warm
+    used = [(g.usage() - b) / sent * 1e6 for g, b in zip(groups, before)]
+    return used, sent / (time.monotonic() - started), sent + warm
 
 
-def runMailnet(group, workload, mode, shape, ctx, args, n):
+def runMailnet(groups, workload, mode, shape, ctx, args, n):
     directory = os.path.join(ctx["scratch"], f"mailnet-{shape}-{workload}-{mode}-{n}")
     common = {"dns": {"nameservers": [f"127.0.0.1:{ctx['dnsPort']}"], "timeout": 2},
               "tls": {"cert": ctx["cert"], "key": ctx["key"]}}
@@ -279,6 +296,7 @@ def runMailnet(group, workload, mode, shape, ctx, args, n):
     else:
         config = {"server": {"hostname": "mx.a.test"}, "domains": {"local": ["a.test"]},
                   "auth": {"allow_plaintext": True, "cache_seconds": 300}, **common}
+    group, = groups
     server = MailServer(directory, config=config, prefix=group.prefix)
     if workload != "verify" and mode == "on":
         target = os.path.join(server.dataDir, "dkim", "a.test")
@@ -297,19 +315,20 @@ def runMailnet(group, workload, mode, shape, ctx, args, n):
             server.addUser("alice@a.test", "alice-pw")
             server.addUser("bob@a.test", "bob-pw")
             port = server.port("submission")
-        us, rate, total = measure(group, port, send, args, shape)
+        (us,), rate, total = measure(groups, port, send, args, shape)
         files = server.messageFiles(send["rcpt"])
         assert len(files) == total, (len(files), total)
         if mode == "on":
             head = lastHead(files)
             assert MARKERS[workload] in head, head[:1500]
-        return us, rate
+        return us, rate, None
     finally:
         server.stop()
         group.empty()
 
 
-def runPostfix(group, workload, mode, shape, ctx, args, n):
+def runPostfix(groups, workload, mode, shape, ctx, args, n):
+    group, milterGroup = groups
     d = os.path.join(ctx["scratch"], f"postfix-{shape}-{workload}-{mode}-{n}")
     for sub in ("etc", "queue", "data", "maildir/new", "maildir/cur", "maildir/tmp"):
         os.makedirs(os.path.join(d, sub))
@@ -328,9 +347,9 @@ def runPostfix(group, workload, mode, shape, ctx, args, n):
             os.makedirs(sockDir)
             os.chmod(sockDir, 0o755)
             socket, milters = f"local:{sockDir}/opendkim.sock", f"smtpd_milters = unix:{sockDir}/opendkim.sock"
-        conf = opendkimConf(d, workload, ctx["keyDir"], ctx["dnsPort"], socket)
+        conf = opendkimConf(d, workload, ctx["keyDir"], ctx, socket, args.opendkim_dns)
         log = open(os.path.join(d, "opendkim.log"), "w")
-        opendkim = subprocess.Popen(group.prefix + ["/usr/sbin/opendkim", "-f", "-x", conf],
+        opendkim = subprocess.Popen(milterGroup.prefix + ["/usr/sbin/opendkim", "-f", "-x", conf],
                                     stdout=log, stderr=subprocess.STDOUT)
         waitFor(lambda: os.path.exists(socket.split(":", 1)[1]) if args.milter != "inet" else portOpen(mport),
                 f"opendkim did not open {socket}", opendkim)
@@ -347,13 +366,18 @@ def runPostfix(group, workload, mode, shape, ctx, args, n):
         send = sendFor(workload, ctx["signed"])
         send["login"] = None  # OpenDKIM signs for InternalHosts: no SASL in this Postfix
         maildir = os.path.join(d, "maildir")
-        us, rate, total = measure(group, port, send, args, shape, maildir)
+        (us, milterUs), rate, total = measure(groups, port, send, args, shape, maildir)
         files = [os.path.join(maildir, "new", x) for x in os.listdir(os.path.join(maildir, "new"))]
         assert len(files) == total, (len(files), total)
         if mode == "on":
             head = lastHead(files)
             assert MARKERS[workload] in head, head[:1500]
-        return us, rate
+        return us + milterUs, rate, milterUs
+    except Exception:
+        with open(os.path.join(d, "maillog"), errors="replace") as f:
+            print(f"opendkim: {'none' if opendkim is None else opendkim.poll()}; postfix's log, its warnings:", *[x for x in f if "warning" in x or "milter" in x][-20:],
+                  sep="\n", file=sys.stderr)
+        raise
     finally:
         subprocess.run(["postfix", "-c", f"{d}/etc", "stop"], capture_output=True)
         if opendkim:
@@ -361,6 +385,7 @@ def runPostfix(group, workload, mode, shape, ctx, args, n):
             opendkim.wait(10)
             log.close()
         group.empty()
+        milterGroup.empty()
 
 
 def _uid(name):
@@ -401,6 +426,8 @@ def main():
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--only", default=",".join(WORKLOADS))
     p.add_argument("--milter", choices=("unix", "inet"), default="unix")
+    p.add_argument("--opendkim-dns", choices=("keys-file", "unbound"), default="keys-file",
+                   help="where OpenDKIM finds public keys to verify: a TestPublicKeys file, or the test DNS server")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, Maildirs)")
     args = p.parse_args()
     shapes, workloads = args.shapes.split(","), args.only.split(",")
@@ -415,10 +442,10 @@ def main():
         keyDir, zone = makeKeys(scratch)
         cert, key = makeCert(scratch)
         dns = ZoneServer(scratch, zone)
-        ctx = dict(scratch=scratch, keyDir=keyDir, signed=signedMessage(keyDir), dnsPort=dns.port, cert=cert, key=key)
+        ctx = dict(scratch=scratch, keyDir=keyDir, zone=zone, signed=signedMessage(keyDir), dnsPort=dns.port, cert=cert, key=key)
         tag = f"mailauth-peer-{os.getpid()}"
-        groups = [Cgroup(f"{tag}-mailnet"), Cgroup(f"{tag}-postfix")]
-        runners = {"mailnet": (groups[0], runMailnet), "postfix": (groups[1], runPostfix)}
+        groups = [Cgroup(f"{tag}-mailnet"), Cgroup(f"{tag}-postfix"), Cgroup(f"{tag}-opendkim")]
+        runners = {"mailnet": (groups[:1], runMailnet), "postfix": (groups[1:], runPostfix)}
         results = {}
         loads = [os.getloadavg()[0]]
         print(f"message: {len(ctx['signed'])} bytes signed ({len(message(0))} before); {args.messages} messages over "
@@ -429,11 +456,14 @@ def main():
             for shape in shapes:
                 for w in workloads:
                     for server, mode in order if n % 2 == 0 else order[::-1]:
-                        group, runner = runners[server]
-                        us, rate = runner(group, w, mode, shape, ctx, args, n)
+                        cgroups, runner = runners[server]
+                        us, rate, milterUs = runner(cgroups, w, mode, shape, ctx, args, n)
                         results.setdefault((shape, w, server, mode), []).append(us)
-                        print(f"  {shape:10} {w:12} {server:7} {mode:3} round {n + 1}: {us:6.0f} µs CPU/msg, "
-                              f"{rate:5.0f} msg/s (load {os.getloadavg()[0]:.1f})", flush=True)
+                        if milterUs is not None and mode == "on":
+                            results.setdefault((shape, w, "opendkim"), []).append(milterUs)
+                        print(f"  {shape:10} {w:12} {server:7} {mode:3} round {n + 1}: {us:6.0f} µs CPU/msg"
+                              + (f" ({milterUs:4.0f} in opendkim)" if mode == "on" and milterUs is not None else "")
+                              + f", {rate:5.0f} msg/s (load {os.getloadavg()[0]:.1f})", flush=True)
             loads.append(os.getloadavg()[0])
     finally:
         if dns:
@@ -446,8 +476,9 @@ def main():
             shutil.rmtree(scratch, ignore_errors=True)
     print(f"\nmedians of {args.repeat} rounds of {args.messages} messages over {args.sessions} clients; "
           f"load average (1 min) {min(loads):.1f} to {max(loads):.1f}; CPU µs per message of all the server's processes")
-    print("| shape | workload | Postfix off | on | on/off | extra µs | mailnet off | on | on/off | extra µs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| shape | workload | Postfix off | on | on/off | extra µs | of which opendkim |"
+          " mailnet off | on | on/off | extra µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         for w in workloads:
             row = [shape, w + (" (mailnet: SPF+DKIM+DMARC)" if w == "verify" else "")]
@@ -455,6 +486,8 @@ def main():
                 off = statistics.median(results[(shape, w, server, "off")])
                 on = statistics.median(results[(shape, w, server, "on")])
                 row += [f"{off:.0f}", f"{on:.0f}", f"{on / off:.2f}", f"{on - off:.0f}"]
+                if server == "postfix":
+                    row.append(f"{statistics.median(results[(shape, w, 'opendkim')]):.0f}")
             print("| " + " | ".join(row) + " |")
 
 
