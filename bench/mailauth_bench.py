@@ -26,10 +26,10 @@ the server's CPU accounting; ``--shape``: ``persistent`` sessions (the
 default), a new ``connection`` per message (EHLO, MAIL, RCPT, DATA, QUIT)
 or ``starttls`` per message (a new connection, EHLO, STARTTLS, EHLO), on
 the smtp listener's development certificate; with AUTH for the signing
-workloads (on the submission listener).  Each round runs every workload off and on
-(the order alternating from round to round); the on/off ratio is given per
-round and as the median of the rounds' ratios, next to the ratio of the
-medians.
+workloads (on the submission listener).  Each round runs every workload
+off and on (the order alternating from round to round); the on/off ratio
+is given per round and as the median of the rounds' ratios, next to the
+ratio of the medians.
 
 Before and after the server runs, the breakdown (bench/mailauth_parts.py):
 the RSA-2048 operation (``openssl speed`` and ``cryptography``), Ed25519,
@@ -38,7 +38,8 @@ Authentication-Results field, the whole check with cached answers), each
 in µs of CPU in this process.  For the signing workloads the floor that
 the signature operations alone set is printed: (off + operations) / off.
 
-    /work/main/.venv/bin/python bench/mailauth_bench.py [--messages 1000] [--sessions 4] [--repeat 3] [--shape persistent|connection|starttls]
+    /work/main/.venv/bin/python bench/mailauth_bench.py [--messages 1000] [--sessions 4] [--repeat 3]
+        [--shape persistent|connection|starttls]
 """
 
 from __future__ import annotations
