@@ -21,11 +21,15 @@ CPU is the server process's (all its threads: reactor, store, mailauth
 pool) from /proc, measured after a warm-up, divided by the messages sent;
 the reactor thread's share is given apart (the checks and signing of a
 4 KB message run there, the store's writes and fsyncs in its threads).
-Clients are separate processes (persistent sessions) so they do not share
-the server's CPU accounting.  Each round runs every workload off and on
-(the order alternating from round to round); the on/off ratio is given per
-round and as the median of the rounds' ratios, next to the ratio of the
-medians.
+Clients are separate processes (bench/smtpshapes.py) so they do not share
+the server's CPU accounting; ``--shape``: ``persistent`` sessions (the
+default), a new ``connection`` per message (EHLO, MAIL, RCPT, DATA, QUIT)
+or ``starttls`` per message (a new connection, EHLO, STARTTLS, EHLO), on
+the smtp listener's development certificate; with AUTH for the signing
+workloads (on the submission listener).  Each round runs every workload
+off and on (the order alternating from round to round); the on/off ratio
+is given per round and as the median of the rounds' ratios, next to the
+ratio of the medians.
 
 Before and after the server runs, the breakdown (bench/mailauth_parts.py):
 the RSA-2048 operation (``openssl speed`` and ``cryptography``), Ed25519,
@@ -35,15 +39,14 @@ in µs of CPU in this process.  For the signing workloads the floor that
 the signature operations alone set is printed: (off + operations) / off.
 
     /work/main/.venv/bin/python bench/mailauth_bench.py [--messages 1000] [--sessions 4] [--repeat 3]
+        [--shape persistent|connection|starttls]
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shutil
-import smtplib
 import statistics
 import sys
 import tempfile
@@ -56,6 +59,7 @@ from tests.harness import MailServer  # noqa: E402
 from tests.mailauth.helpers import ZoneServer, txtOf  # noqa: E402
 
 from mailauth_parts import breakdown  # noqa: E402 (bench/)
+from smtpshapes import SHAPES, load  # noqa: E402 (bench/)
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -77,22 +81,6 @@ def message(n):
     return (f"From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: bench {n}\r\n"
             f"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{n}@a.test>\r\n"
             f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n" + body4k()).encode()
-
-
-def _client(args):
-    port, count, login, sender, rcpt, data = args
-    with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
-        if login:
-            c.login(*login)
-        for _ in range(count):
-            c.sendmail(sender, [rcpt], data)
-    return count
-
-
-def load(port, messages, sessions, login, sender, rcpt, data):
-    per = messages // sessions
-    with multiprocessing.Pool(sessions) as pool:
-        return sum(pool.map(_client, [(port, per, login, sender, rcpt, data)] * sessions))
 
 
 def makeKeys(scratch):
@@ -151,9 +139,9 @@ def run(workload, mode, scratch, keyDir, dnsPort, signed, args, n):
                         data=message(1).replace(b"bob@b.test", b"bob@a.test"))
             port = server.port("submission")
         pid = server.process.pid
-        load(port, args.sessions * 10, args.sessions, **send)  # warm-up (imports, pools, caches)
+        load(port, args.sessions * 10, args.sessions, shape=args.shape, **send)  # warm-up (imports, pools, caches)
         before, reactorBefore, started = cpu(pid), cpu(pid, pid), time.monotonic()
-        sent = load(port, args.messages, args.sessions, **send)
+        sent = load(port, args.messages, args.sessions, shape=args.shape, **send)
         used, took = cpu(pid) - before, time.monotonic() - started
         reactor = cpu(pid, pid) - reactorBefore
         stored = len(server.messageFiles(send["rcpt"]))
@@ -167,6 +155,11 @@ def run(workload, mode, scratch, keyDir, dnsPort, signed, args, n):
         return used / sent * 1e6, sent / took, reactor / sent * 1e6
     finally:
         server.stop()
+
+
+def sessionsOf(shape):
+    return {"persistent": "persistent sessions", "connection": "clients, a connection per message",
+            "starttls": "clients, a connection and STARTTLS per message"}[shape]
 
 
 def printParts(parts, title):
@@ -183,6 +176,8 @@ def main():
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", default="mx,sign,sign-ed25519,sign-both")
+    p.add_argument("--shape", choices=SHAPES, default="persistent",
+                   help="persistent sessions, a connection per message, or a connection and STARTTLS per message")
     p.add_argument("--no-parts", action="store_true", help="leave out the in-process breakdown")
     args = p.parse_args()
     scratch = tempfile.mkdtemp(prefix="mailauth-bench-")
@@ -219,7 +214,7 @@ def main():
     finally:
         dns.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\nmedians of {args.repeat} rounds, {args.messages} messages over {args.sessions} persistent sessions; "
+    print(f"\nmedians of {args.repeat} rounds, {args.messages} messages over {args.sessions} {sessionsOf(args.shape)}; "
           f"load average (1 min) {min(loads):.1f} to {max(loads):.1f}")
     print("| workload | CPU µs/msg off | on | on - off | on/off (medians) | on/off per round | median of rounds |"
           " reactor thread µs/msg off | on | msg/s off | on |")
