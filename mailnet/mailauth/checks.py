@@ -60,6 +60,7 @@ class Checker:
         self.dnsTimeout = config.dns.timeout
         self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
         self.spfResults = {}  # (ip, sender, helo) -> (expiry, (mail from result, helo result)): _rememberSPF
+        self.sample = dmarc.sampled  # RFC 7489 pct= sampling: sample(pct) -> bool (tests give their own)
 
     def _inThread(self, f, *args):
         d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
@@ -214,21 +215,23 @@ class Checker:
     def _dmarc(self, fromDomain, answers, names, spf, dkims):
         first = answers.get(names[0])
         if isinstance(first, DNSTemporary):
-            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True)
+            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True, sample=self.sample)
         policy = dmarc.recordFrom(first or [])
         isSub = False
         if policy is None and len(names) > 1:  # RFC 7489 s6.6.3: the organizational domain's record
             org = answers.get(names[1])
             if isinstance(org, DNSTemporary):
-                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True)
+                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True, sample=self.sample)
             policy = dmarc.recordFrom(org or [])
             isSub = policy is not None
-        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims)
+        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims, sample=self.sample)
 
     def _policy(self, field, result, spf, dkims) -> Verdict:
         s = self.settings
         dkimText = ",".join(d.result for d in dkims) or "none"
         summary = f"spf={spf.result} dkim={dkimText} dmarc={result.result if result else 'none'}"
+        if result is not None and result.requested:  # RFC 7489 s6.6.4: not sampled, the weaker policy
+            summary += f" (p={result.requested} pct={result.pct} not sampled: {result.policy})"
         verdict = Verdict(header=field, summary=summary)
         if result is None:
             return verdict

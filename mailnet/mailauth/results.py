@@ -106,8 +106,12 @@ def _build(authservId: str, spf=None, helo=None, dkims=(), dmarc=None, ip: str =
         if d.b:
             results[-1].properties.append(authres.core.AuthenticationResultProperty("header", "b", d.b))
     if dmarc is not None:
+        # RFC 7489 s6.6.4 (pct=): policy.dmarc is the policy applied; a failure not sampled says which
+        # policy was asked for, in a comment as OpenDMARC does (p= ... dis=)
+        notSampled = getattr(dmarc, "requested", "")
         results.append(authres.dmarc.DMARCAuthenticationResult(
             result=dmarc.result, reason=_clean(dmarc.reason) or None, header_from=dmarc.domain or None,
+            result_comment=f"p={notSampled} dis={dmarc.policy} pct={dmarc.pct} not sampled" if notSampled else None,
             policy=dmarc.policy if dmarc.result in ("pass", "fail") else None))
     made = authres.AuthenticationResultsHeader(authserv_id=authservId, results=results)
     value = made.header_value()

@@ -1,0 +1,61 @@
+"""
+The real server (b.test, [mailauth] inbound on) and the test DNS server,
+driven with smtplib and swaks:
+
+* DMARC pct= (RFC 7489 s6.6.4): p=reject with pct=0 is never applied, the
+  next weaker policy is: the message is accepted into Junk, not refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import MailServer
+from tests.mailauth.helpers import ZoneServer
+from tests.mailauth.test_inbound_e2e import _results, _swaks, _waitFor
+
+pytestmark = pytest.mark.slow
+
+
+def _zone():
+    return {
+        "b.test": {"MX": [[10, "mx.b.test"]], "TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+        "mx.b.test": {"A": ["127.0.0.1"]},
+        "pct0.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
+        "_dmarc.pct0.test": {"TXT": ["v=DMARC1; p=reject; pct=0"]},
+    }
+
+
+@pytest.fixture(scope="module")
+def mx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mx")
+    dns = ZoneServer(root, _zone())
+    server = MailServer(root / "b", config={
+        "server": {"hostname": "mx.b.test"},
+        "domains": {"local": ["b.test"]},
+        "mailauth": {"inbound": True},
+        "dns": {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2},
+    })
+    try:
+        server.start()
+        server.addUser("bob@b.test", "bob-pw")
+        yield server, dns
+    finally:
+        server.stop()
+        dns.stop()
+
+
+def test_dmarc_pct_0_quarantines_instead_of_rejecting(mx):
+    """p=reject, pct=0, SPF fail and no DKIM: accepted into Junk (s6.6.4), labelled as not sampled."""
+    server, dns = mx
+    junk = len(server.messageFiles("bob@b.test", "Junk"))
+    for n in range(3):  # pct=0 is never applied, whatever the draw
+        status, out = _swaks(server, "--from", "x@pct0.test", "--to", "bob@b.test", "--h-From", "x@pct0.test",
+                             "--h-Subject", f"pct zero {n}")
+        assert status == 0 and "550" not in out, out
+        message = _waitFor(server, "bob@b.test", junk + n + 1, folder="Junk", marker=f"pct zero {n}".encode())
+        [field] = _results(message)
+        assert "dmarc=fail (p=reject dis=quarantine pct=0 not sampled)" in field, field
+        assert "policy.dmarc=quarantine" in field, field
+    server.waitForLog("dmarc=fail (p=reject pct=0 not sampled: quarantine)")
+    assert not any(b"pct zero" in open(f, "rb").read() for f in server.messageFiles("bob@b.test"))
