@@ -181,6 +181,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "threads": _o("int", 2, "Worker threads for pyspf's lookups and DKIM hashing; more messages wait their turn (bounded CPU and memory).", minimum=1),
         "spf_time_limit": _o("int", 20, "Seconds one SPF evaluation may spend on DNS, then temperror (RFC 7208 s4.6.4: at least 20).", minimum=1),
         "check_timeout": _o("int", 30, "Seconds all checks of one message may take (waiting for a thread included); after it the missing results are temperror.", minimum=1),
+        "arc": _o("bool", True, "Validate the ARC chain (RFC 8617) of mail received without login and add arc=pass/fail/none to Authentication-Results (a label only: it never overrides DMARC). At most 50 ARC sets; keys fetched like DKIM's."),
         "dkim_signatures": _o("int", 5, "DKIM signatures verified per message, the first ones (RFC 6376 s6.1 lets a verifier limit them); bounds work per message.", minimum=1),
         "inline_size": _o("int", 64 * KB, "Messages up to this size are signed and DKIM-verified on the reactor thread (under a millisecond: less CPU than a thread round trip, and Python threads would not run it in parallel); larger ones in the worker threads.", minimum=0),
         "max_size": _o("int", 35 * MB, "Largest message signed or verified (dkimpy hashes a message in memory); larger ones are passed unsigned or labelled dkim=neutral.", minimum=1024),

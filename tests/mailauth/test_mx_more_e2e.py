@@ -4,21 +4,31 @@ driven with smtplib and swaks:
 
 * DMARC pct= (RFC 7489 s6.6.4): p=reject with pct=0 is never applied, the
   next weaker policy is: the message is accepted into Junk, not refused.
+* ARC (RFC 8617): a chain of two sets sealed by dkimpy's arc_sign, its
+  keys in the test DNS server, gets arc=pass in our field; the same chain
+  with its body changed arc=fail; a message without ARC fields arc=none.
 """
 
 from __future__ import annotations
 
+import smtplib
+
 import pytest
 
 from tests.harness import MailServer
+from tests.mailauth.arcchain import Sealer, chain
 from tests.mailauth.helpers import ZoneServer
 from tests.mailauth.test_inbound_e2e import _results, _swaks, _waitFor
 
 pytestmark = pytest.mark.slow
 
 
+SEALERS = (Sealer("fwd.test"), Sealer("list.test", "s2"))
+
+
 def _zone():
     return {
+        **{sealer.name: {"TXT": [sealer.record]} for sealer in SEALERS},
         "b.test": {"MX": [[10, "mx.b.test"]], "TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
         "mx.b.test": {"A": ["127.0.0.1"]},
         "pct0.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
@@ -59,3 +69,36 @@ def test_dmarc_pct_0_quarantines_instead_of_rejecting(mx):
         assert "policy.dmarc=quarantine" in field, field
     server.waitForLog("dmarc=fail (p=reject pct=0 not sampled: quarantine)")
     assert not any(b"pct zero" in open(f, "rb").read() for f in server.messageFiles("bob@b.test"))
+
+
+def _ours(message: bytes) -> str:
+    """Our Authentication-Results field (the sealers added theirs too)."""
+    [field] = [f for f in _results(message) if f.startswith("Authentication-Results: mx.b.test;")]
+    return field
+
+
+def _send(server, message: bytes, sender="x@fwd.test"):
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as c:
+        c.sendmail(sender, ["bob@b.test"], message)
+
+
+def test_arc_pass_fail_none(mx):
+    server, dns = mx
+    inbox = len(server.messageFiles("bob@b.test"))
+    sealed = chain(SEALERS, b"From: Alice <alice@a.test>\r\nTo: list@fwd.test\r\nSubject: arc sealed\r\n\r\n"
+                            b"Hello.\r\n")
+    _send(server, sealed)
+    message = _waitFor(server, "bob@b.test", inbox + 1, marker=b"arc sealed")
+    field = _ours(message)
+    assert "arc=pass (i=2 d=list.test) smtp.remote-ip=127.0.0.1" in field, field
+    server.waitForLog("arc=pass")
+
+    _send(server, sealed.replace(b"Hello.", b"Hello!"))
+    message = _waitFor(server, "bob@b.test", inbox + 2, marker=b"Hello!")
+    field = _ours(message)
+    assert "arc=fail (i=2)" in field and "ARC-Message-Signature did not validate" in field, field
+
+    _send(server, b"From: x@fwd.test\r\nSubject: no arc here\r\n\r\nplain\r\n")
+    message = _waitFor(server, "bob@b.test", inbox + 3, marker=b"no arc here")
+    field = _ours(message)
+    assert "arc=none" in field, field
