@@ -110,7 +110,6 @@ class Checker:
         refusal = self.localSpoof(envelope, header)
         if refusal is not None:
             return defer.succeed(Verdict(reply=refusal, summary="refused: local domain without login"))
-        s = self.settings
         froms, fromDomain, names, dmarcNames, arcNames, arcHere = prepared = self._prepare(header, tooLarge)
         if (inline or not (names or arcHere)) and not tooLarge and hasattr(self.resolver, "peekEntry"):
             # The common case, a sender seen lately: its SPF results kept and every DKIM key and
