@@ -34,6 +34,9 @@ class Verdict:
     reply: Reply | None = None  # a refusal (the message is not stored)
     folder: str | None = None  # None = INBOX; "Junk" for quarantine
     summary: str = ""  # for the delivery's log line
+    # SPF passed for the MAIL FROM identity: the return path is the client's to use (RFC 7208),
+    # so SMTP honours its NOTIFY=SUCCESS/DELAY (a report there is not backscatter)
+    senderVerified: bool = False
 
 
 def _isLocal(domain, localDomains):
@@ -249,7 +252,7 @@ class Checker:
         summary = f"spf={spf.result} dkim={dkimText} dmarc={result.result if result else 'none'}"
         if result is not None and result.requested:  # RFC 7489 s6.6.4: not sampled, the weaker policy
             summary += f" (p={result.requested} pct={result.pct} not sampled: {result.policy})"
-        verdict = Verdict(header=field, summary=summary)
+        verdict = Verdict(header=field, summary=summary, senderVerified=spf is not None and spf.result == "pass")
         if result is None:
             return verdict
         if result.result == "fail":

@@ -7,11 +7,17 @@ driven with smtplib and swaks:
 * ARC (RFC 8617): a chain of two sets sealed by dkimpy's arc_sign, its
   keys in the test DNS server, gets arc=pass in our field; the same chain
   with its body changed arc=fail; a message without ARC fields arc=none.
+* NOTIFY=SUCCESS from an MX client (RFC 3461; docs/smtp.md): honoured when
+  SPF passed for the MAIL FROM domain (a "delivered" DSN comes back to the
+  sender), still treated as failures-only after SPF fail or none.  The
+  senders are local users so that the DSN lands where the test can see it
+  (hence ``local_spoofing = "label"``, as in tests/queue's backscatter test).
 """
 
 from __future__ import annotations
 
 import smtplib
+import time
 
 import pytest
 
@@ -31,6 +37,7 @@ def _zone():
         **{sealer.name: {"TXT": [sealer.record]} for sealer in SEALERS},
         "b.test": {"MX": [[10, "mx.b.test"]], "TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
         "mx.b.test": {"A": ["127.0.0.1"]},
+        # c.test: no SPF record (spf=none)
         "pct0.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
         "_dmarc.pct0.test": {"TXT": ["v=DMARC1; p=reject; pct=0"]},
     }
@@ -42,13 +49,15 @@ def mx(tmp_path_factory):
     dns = ZoneServer(root, _zone())
     server = MailServer(root / "b", config={
         "server": {"hostname": "mx.b.test"},
-        "domains": {"local": ["b.test"]},
-        "mailauth": {"inbound": True},
+        "domains": {"local": ["b.test", "c.test"]},
+        "mailauth": {"inbound": True, "local_spoofing": "label"},
+        "queue": {"retry_initial": 1, "retry_max": 2},
         "dns": {"nameservers": [f"127.0.0.1:{dns.port}"], "timeout": 2},
     })
     try:
         server.start()
-        server.addUser("bob@b.test", "bob-pw")
+        for user in ("bob@b.test", "alice@b.test", "carol@c.test"):
+            server.addUser(user, "pw")
         yield server, dns
     finally:
         server.stop()
@@ -102,3 +111,30 @@ def test_arc_pass_fail_none(mx):
     message = _waitFor(server, "bob@b.test", inbox + 3, marker=b"no arc here")
     field = _ours(message)
     assert "arc=none" in field, field
+
+
+def _notifying(server, sender, envid, source="127.0.0.1"):
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60, source_address=(source, 0)) as c:
+        c.sendmail(sender, ["bob@b.test"], f"From: {sender}\r\nSubject: notify {envid}\r\n\r\nhi\r\n".encode(),
+                   mail_options=[f"ENVID={envid}"], rcpt_options=["NOTIFY=SUCCESS"])
+
+
+def test_notify_success_is_honoured_after_spf_pass_only(mx):
+    server, dns = mx
+    inbox = len(server.messageFiles("bob@b.test"))
+    # SPF fail (b.test allows 127.0.0.1 only) and SPF none (c.test has no record): failures only,
+    # so bob's copy is stored at once and there is no spool item that could report success
+    _notifying(server, "alice@b.test", "SPFFAIL", source="127.0.0.2")
+    _notifying(server, "carol@c.test", "SPFNONE")
+    _waitFor(server, "bob@b.test", inbox + 1, marker=b"notify SPFFAIL")
+    _waitFor(server, "bob@b.test", inbox + 2, marker=b"notify SPFNONE")
+    # SPF pass: the "delivered" DSN (RFC 3464) comes back to alice
+    _notifying(server, "alice@b.test", "SPFPASS")
+    _waitFor(server, "bob@b.test", inbox + 3, marker=b"notify SPFPASS")
+    report = _waitFor(server, "alice@b.test", 1, marker=b"SPFPASS")
+    assert b"Action: delivered" in report and b"Original-Envelope-Id: SPFPASS" in report, report[:3000]
+    assert b"multipart/report" in report and b"report-type=delivery-status" in report.replace(b'"', b"")
+    server.waitForLog("success DSN for 1 recipient(s) queued as")
+    time.sleep(2)  # a report for the others would have been made by now (same queue, earlier)
+    assert len(server.messageFiles("alice@b.test")) == 1
+    assert server.messageFiles("carol@c.test") == []
