@@ -114,6 +114,8 @@ class Checker:
         if refusal is not None:
             return defer.succeed(Verdict(reply=refusal, summary="refused: local domain without login"))
         froms, fromDomain, names, dmarcNames, arcNames, arcHere = prepared = self._prepare(header, tooLarge)
+        if inline and arcHere and arccheck.heavy(header):
+            inline = False  # a long ARC chain: verified in a worker thread
         if (inline or not (names or arcHere)) and not tooLarge and hasattr(self.resolver, "peekEntry"):
             # The common case, a sender seen lately: its SPF results kept and every DKIM key and
             # DMARC record in the cache.  The verdict now, with the same steps as _check but

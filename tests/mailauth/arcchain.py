@@ -18,9 +18,10 @@ MESSAGE = (b"From: Alice <alice@a.test>\r\nTo: list@fwd.test\r\nSubject: through
 class Sealer:
     """One ADMD that seals: its key, selector and domain."""
 
-    def __init__(self, domain: str, selector: str = "arc1"):
+    def __init__(self, domain: str, selector: str = "arc1", key=None):
+        """``key``: (private, public) of :func:`mailnet.mailauth.keys.generate`, to share one."""
         self.domain, self.selector = domain, selector
-        self.private, public = keys.generate("rsa")
+        self.private, public = key or keys.generate("rsa")
         self.name = f"{selector}._domainkey.{domain}"
         self.record = keys.txtValue("rsa", public)
 

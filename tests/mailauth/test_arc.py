@@ -80,6 +80,20 @@ def test_keys_missing_or_not_fetched(sealers):
     assert arccheck.verify(sealed, {}).result == "fail"
 
 
+def test_50_sets_pass_and_go_to_a_thread():
+    """The limit itself (s4.2.1) passes; a chain that long is too slow for the reactor thread."""
+    from mailnet.mailauth import keys
+
+    key = keys.generate("rsa")
+    sealers = [Sealer(f"f{i}.test", key=key) for i in range(50)]
+    sealed = chain(sealers)
+    header = sealed.split(b"\r\n\r\n")[0] + b"\r\n"
+    r = arccheck.verify(sealed, answers(*sealers))
+    assert (r.result, r.instance, r.domain) == ("pass", 50, "f49.test"), r
+    assert arccheck.heavy(header) and len(arccheck.keyNames(header)) == 50
+    assert not arccheck.heavy(chain(sealers[:3]).split(b"\r\n\r\n")[0])
+
+
 def test_more_than_50_sets_fail_without_a_lookup():
     sets = b"".join(b"ARC-Seal: i=%d; a=rsa-sha256; cv=none; d=x.test; s=s; b=AA==\r\n"
                     b"ARC-Message-Signature: i=%d; a=rsa-sha256; d=x.test; s=s; h=from; bh=AA==; b=AA==\r\n"
@@ -141,3 +155,20 @@ def test_the_checker_labels_and_does_not_change_the_verdict(sealers):
     off = checker(arc=False)
     assert off._prepare(header, False)[4:] == ([], False)
     assert off._verify(lambda: sealed, {}, [], False) == ([], None)
+
+
+def test_a_long_chain_is_not_verified_on_the_reactor_thread(sealers):
+    import types
+
+    from tests.mailauth.test_policy import checker
+
+    fwd, lst = sealers
+    c = checker()
+    seen = []
+    c._check = lambda envelope, header, read, tooLarge, inline, *prepared: seen.append(inline)
+    envelope = types.SimpleNamespace(sender="x@fwd.test", auth=None, helo="h", peer="192.0.2.1")
+    short = chain([fwd, lst])
+    long = chain([fwd, lst, fwd, lst])
+    for message in (short, long, MESSAGE):
+        c._start(envelope, message.split(b"\r\n\r\n")[0] + b"\r\n", lambda: message, False, True)
+    assert seen == [True, False, True]
