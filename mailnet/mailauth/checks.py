@@ -17,7 +17,7 @@ from twisted.internet import defer, threads
 
 from mailnet.logs import Logger
 from mailnet.mail.reply import Reply
-from mailnet.mailauth import dkimcheck, dmarc, headers, results, spfcheck
+from mailnet.mailauth import arccheck, dkimcheck, dmarc, headers, results, spfcheck
 from mailnet.mailauth.dnsquery import BlockingDNS, CacheMiss, CacheOnlyDNS, DNSTemporary, cachedTXT, prefetchTXT
 
 log = Logger()
@@ -34,6 +34,9 @@ class Verdict:
     reply: Reply | None = None  # a refusal (the message is not stored)
     folder: str | None = None  # None = INBOX; "Junk" for quarantine
     summary: str = ""  # for the delivery's log line
+    # SPF passed for the MAIL FROM identity: the return path is the client's to use (RFC 7208),
+    # so SMTP honours its NOTIFY=SUCCESS/DELAY (a report there is not backscatter)
+    senderVerified: bool = False
 
 
 def _isLocal(domain, localDomains):
@@ -60,6 +63,7 @@ class Checker:
         self.dnsTimeout = config.dns.timeout
         self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
         self.spfResults = {}  # (ip, sender, helo) -> (expiry, (mail from result, helo result)): _rememberSPF
+        self.sample = dmarc.sampled  # RFC 7489 pct= sampling: sample(pct) -> bool (tests give their own)
 
     def _inThread(self, f, *args):
         d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
@@ -109,24 +113,35 @@ class Checker:
         refusal = self.localSpoof(envelope, header)
         if refusal is not None:
             return defer.succeed(Verdict(reply=refusal, summary="refused: local domain without login"))
-        s = self.settings
-        froms, fromDomain, names, dmarcNames = prepared = self._prepare(header, tooLarge)
-        if (inline or not names) and not tooLarge and hasattr(self.resolver, "peekEntry"):
+        froms, fromDomain, names, dmarcNames, arcNames, arcHere = prepared = self._prepare(header, tooLarge)
+        if inline and arcHere and arccheck.heavy(header):
+            inline = False  # a long ARC chain: verified in a worker thread
+        if (inline or not (names or arcHere)) and not tooLarge and hasattr(self.resolver, "peekEntry"):
             # The common case, a sender seen lately: its SPF results kept and every DKIM key and
             # DMARC record in the cache.  The verdict now, with the same steps as _check but
             # without its Deferreds and time limits (nothing here waits).
             known = self.spfResults.get((envelope.peer, envelope.sender, envelope.helo))
             if known is not None and known[0] > self.reactor.seconds():
-                answers = cachedTXT(self.resolver, list(dict.fromkeys(names + dmarcNames)))
+                answers = cachedTXT(self.resolver, list(dict.fromkeys(names + dmarcNames + arcNames)))
                 if answers is not None:
-                    dkims = dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures) if names else []
+                    dkims, arc = self._verify(readMessage, answers, names, arcHere)
                     spf, helo = known[1]
                     return defer.succeed(self._conclude(envelope.peer, froms, fromDomain, dmarcNames, answers,
-                                                        spf, helo, dkims))
+                                                        spf, helo, dkims, arc))
         return self._check(envelope, header, readMessage, tooLarge, inline, *prepared)
 
+    def _verify(self, readMessage, answers, names, arcHere):
+        """The DKIM results and the ARC result (None: ARC off), from the fetched answers (blocking)."""
+        message = readMessage() if names or arcHere else b""
+        dkims = dkimcheck.verifyAll(message, answers, self.settings.dkim_signatures) if names else []
+        arc = None
+        if self.settings.arc:
+            arc = arccheck.verify(message, answers) if arcHere else arccheck.ARCResult("none")
+        return dkims, arc
+
     def _prepare(self, header, tooLarge):
-        """The From domains, the one From domain (or None), the DKIM key names and the DMARC names."""
+        """The From domains, the one From domain (or None), the DKIM key names, the DMARC names,
+        the ARC key names and whether the message has ARC fields (to verify)."""
         froms = sorted(set(headers.fromDomains(header)))
         fromDomain = froms[0] if len(froms) == 1 else None
         names = [] if tooLarge else dkimcheck.keyNames(header, self.settings.dkim_signatures)
@@ -136,10 +151,13 @@ class Checker:
             org = dmarc.orgDomain(fromDomain)
             if org != fromDomain:
                 dmarcNames.append("_dmarc." + org)
-        return froms, fromDomain, names, dmarcNames
+        arcHere = self.settings.arc and not tooLarge and arccheck.present(header)
+        arcNames = arccheck.keyNames(header) if arcHere else []
+        return froms, fromDomain, names, dmarcNames, arcNames, arcHere
 
     @defer.inlineCallbacks
-    def _check(self, envelope, header, readMessage, tooLarge, inline, froms, fromDomain, names, dmarcNames):
+    def _check(self, envelope, header, readMessage, tooLarge, inline, froms, fromDomain, names, dmarcNames,
+               arcNames, arcHere):
         ip = envelope.peer
         s = self.settings
 
@@ -170,32 +188,37 @@ class Checker:
             spfD = self._limited(self._inThread(spfWork), lambda: (
                 spfcheck.SPFResult("temperror", senderDomain, "time limit"), None))
 
-        prefetch = self._limited(prefetchTXT(self.resolver, names + dmarcNames, self.dnsTimeout),
-                                 lambda: {n: DNSTemporary("time limit") for n in names + dmarcNames})
+        wanted = list(dict.fromkeys(names + dmarcNames + arcNames))
+        prefetch = self._limited(prefetchTXT(self.resolver, wanted, self.dnsTimeout),
+                                 lambda: {n: DNSTemporary("time limit") for n in wanted})
         answers = yield prefetch
         if tooLarge:
             dkims = [dkimcheck.DKIMResult("neutral", reason="message too large to verify")] if \
                 dkimcheck.signatures(header, 1) else []
-        elif names and inline:
-            dkims = dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures)
-        elif names:
-            dkims = yield self._limited(
-                self._inThread(lambda: dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures)),
-                lambda: [dkimcheck.DKIMResult("temperror", reason="time limit")])
+            # ARC: a chain there is not verified, so no result (fail would say it is broken)
+            arc = arccheck.ARCResult("none") if s.arc and not arccheck.present(header) else None
+        elif (names or arcHere) and not inline:
+            dkims, arc = yield self._limited(
+                self._inThread(self._verify, readMessage, answers, names, arcHere),
+                lambda: ([dkimcheck.DKIMResult("temperror", reason="time limit")] if names else [],
+                         arccheck.ARCResult("fail", "time limit") if arcHere else None))
         else:
-            dkims = []
+            dkims, arc = self._verify(readMessage, answers, names, arcHere)
         spf, helo = yield spfD
-        return self._conclude(ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims)
+        return self._conclude(ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, arc)
 
-    def _conclude(self, ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims) -> Verdict:
+    def _conclude(self, ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, arc=None) -> Verdict:
         """DMARC, the Authentication-Results field and the policy, from every other result."""
         dmarcResult = None
         if fromDomain:
             dmarcResult = self._dmarc(fromDomain, answers, dmarcNames, spf, dkims)
         elif froms:
             dmarcResult = dmarc.DMARCResult("permerror", ",".join(froms)[:60], "none", "several From domains")
-        field = results.header(self.authservId, spf, helo, dkims, dmarcResult, ip)
-        return self._policy(field, dmarcResult, spf, dkims)
+        field = results.header(self.authservId, spf, helo, dkims, dmarcResult, ip, arc)
+        verdict = self._policy(field, dmarcResult, spf, dkims)
+        if arc is not None and arc.result != "none":
+            verdict.summary += f" arc={arc.result}"
+        return verdict
 
     def _rememberSPF(self, key, expires, found):
         """
@@ -214,22 +237,24 @@ class Checker:
     def _dmarc(self, fromDomain, answers, names, spf, dkims):
         first = answers.get(names[0])
         if isinstance(first, DNSTemporary):
-            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True)
+            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True, sample=self.sample)
         policy = dmarc.recordFrom(first or [])
         isSub = False
         if policy is None and len(names) > 1:  # RFC 7489 s6.6.3: the organizational domain's record
             org = answers.get(names[1])
             if isinstance(org, DNSTemporary):
-                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True)
+                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True, sample=self.sample)
             policy = dmarc.recordFrom(org or [])
             isSub = policy is not None
-        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims)
+        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims, sample=self.sample)
 
     def _policy(self, field, result, spf, dkims) -> Verdict:
         s = self.settings
         dkimText = ",".join(d.result for d in dkims) or "none"
         summary = f"spf={spf.result} dkim={dkimText} dmarc={result.result if result else 'none'}"
-        verdict = Verdict(header=field, summary=summary)
+        if result is not None and result.requested:  # RFC 7489 s6.6.4: not sampled, the weaker policy
+            summary += f" (p={result.requested} pct={result.pct} not sampled: {result.policy})"
+        verdict = Verdict(header=field, summary=summary, senderVerified=spf is not None and spf.result == "pass")
         if result is None:
             return verdict
         if result.result == "fail":

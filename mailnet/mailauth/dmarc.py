@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import secrets
 import threading
 
 _psl = None
@@ -99,9 +100,25 @@ class DMARCResult:
     domain: str  # the RFC5322.From domain
     policy: str = "none"  # the policy that applies: none, quarantine, reject
     reason: str = ""
+    requested: str = ""  # a failure not sampled (pct=): the policy the record asked for ("" = sampled)
+    pct: int = 100  # the record's pct= (kept for the field's comment and the log line)
 
 
-def evaluate(fromDomain: str, policy: Policy | None, isSubdomain: bool, spf, dkims, temporary=False) -> DMARCResult:
+WEAKER = {"reject": "quarantine", "quarantine": "none"}  # RFC 7489 s6.6.4: the next weaker policy
+
+
+def sampled(pct: int) -> bool:
+    """
+    Whether this failing message is one of the pct percent to which the
+    policy applies (RFC 7489 s6.3 pct, s6.6.4): pct=100 always, pct=0
+    never, otherwise a uniform draw.  ``secrets``, so a sender cannot
+    predict which of its messages slip through.
+    """
+    return pct >= 100 or secrets.randbelow(100) < pct
+
+
+def evaluate(fromDomain: str, policy: Policy | None, isSubdomain: bool, spf, dkims, temporary=False,
+             sample=sampled) -> DMARCResult:
     """
     The DMARC result (RFC 7489 s4.2): pass when SPF passed for an aligned
     MAIL FROM domain or a DKIM signature of an aligned domain verified.
@@ -111,6 +128,8 @@ def evaluate(fromDomain: str, policy: Policy | None, isSubdomain: bool, spf, dki
     @param spf: the MAIL FROM :class:`~.spfcheck.SPFResult`.
     @param dkims: the :class:`~.dkimcheck.DKIMResult` list.
     @param temporary: the record lookup failed for now.
+    @param sample: ``sample(pct)`` -> whether a failing message gets the
+        policy (:func:`sampled`; tests give their own).
     """
     if temporary:
         return DMARCResult("temperror", fromDomain, "none", "DNS error fetching the DMARC record")
@@ -122,4 +141,9 @@ def evaluate(fromDomain: str, policy: Policy | None, isSubdomain: bool, spf, dki
         if d.result == "pass" and aligned(d.domain, fromDomain, policy.adkim):
             return DMARCResult("pass", fromDomain, policy.p, "DKIM aligned")
     applied = (policy.sp or policy.p) if isSubdomain else policy.p
-    return DMARCResult("fail", fromDomain, applied, "no aligned SPF or DKIM pass")
+    reason = "no aligned SPF or DKIM pass"
+    if applied in WEAKER and policy.pct < 100 and not sample(policy.pct):
+        # RFC 7489 s6.6.4: a message not sampled gets the next weaker policy
+        # (reject -> quarantine, quarantine -> none), not no policy at all
+        return DMARCResult("fail", fromDomain, WEAKER[applied], reason, requested=applied, pct=policy.pct)
+    return DMARCResult("fail", fromDomain, applied, reason, pct=policy.pct)

@@ -106,9 +106,11 @@ def honouredNotify(notify, envelope, policy="failure"):
     for us means failure reports only; NEVER and FAILURE are kept.
     Authenticated senders (submission) get what they ask for.
 
-    Hook: a sender that passed our checks (issue 16: SPF/DMARC) may be
-    trusted like an authenticated one; ``envelope.senderVerified`` is where
-    that result goes, and nothing sets it yet.
+    A sender whose MAIL FROM domain passed SPF on our MX
+    (``envelope.senderVerified``, set by :meth:`MessageDelivery._filtered`
+    from the checks' verdict) is trusted like an authenticated one: the
+    domain itself says the client may use that return path, so a report
+    sent there goes back to the sender, not to a forged victim.
     """
     if not notify or envelope.auth or policy == "all" or envelope.senderVerified:
         return notify
@@ -139,9 +141,37 @@ class MessageDelivery:
         # RFC 6409 s8.3: a submission server may add a missing Date and
         # Message-ID (some receivers refuse mail without a Message-ID).
         self._fixups = {b"date", b"message-id"} if envelope.auth else None
+        self._plan()
+        trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)
+        # Issue 16's hook (mailnet.mailauth.filter): a message filter that
+        # signs or checks the message holds it until its verdict; the store
+        # and the spool are opened then (_filtered).
+        self.verdict = None
+        messageFilter = getattr(context, "messageFilter", None)
+        self._filter = messageFilter(envelope) if messageFilter is not None else None
+        # A check of the header section alone (the From rule with [mailauth]
+        # inbound off): the message streams as usual and is aborted on refusal.
+        self._headerCheck = None
+        if self._filter is None and messageFilter is not None and not envelope.auth:
+            self._headerCheck = messageFilter.headerCheck(envelope)
+            self._headerSeen = b""
+        if self._filter is not None:
+            self._trace = trace
+        else:
+            self._open(trace)
+
+    def _plan(self):
+        """
+        ``self.local`` (the mailboxes to store into now) and ``self.remote``
+        (the spool's recipients), from the envelope and the NOTIFY we honour.
+        Made again at the verdict when the checks verified the sender
+        (:meth:`_filtered`): a NOTIFY=SUCCESS then sends a local recipient
+        through the spool, which writes the "delivered" DSN.
+        """
+        envelope = self.envelope
         local = []
         remote = {}
-        config = getattr(context, "config", None)
+        config = getattr(self.context, "config", None)
         policy = config.queue.mx_notify if config is not None else "failure"
         for rcpt in envelope.recipients:
             notify = honouredNotify(rcpt.notify, envelope, policy)
@@ -167,23 +197,6 @@ class MessageDelivery:
                 remote[address.lower()] = {"address": address, "orcpt": orcpt, "notify": notify}
         self.local = local
         self.remote = list(remote.values())
-        trace = receivedHeader(envelope, context.hostname, self.id, tlsInfo)
-        # Issue 16's hook (mailnet.mailauth.filter): a message filter that
-        # signs or checks the message holds it until its verdict; the store
-        # and the spool are opened then (_filtered).
-        self.verdict = None
-        messageFilter = getattr(context, "messageFilter", None)
-        self._filter = messageFilter(envelope) if messageFilter is not None else None
-        # A check of the header section alone (the From rule with [mailauth]
-        # inbound off): the message streams as usual and is aborted on refusal.
-        self._headerCheck = None
-        if self._filter is None and messageFilter is not None and not envelope.auth:
-            self._headerCheck = messageFilter.headerCheck(envelope)
-            self._headerSeen = b""
-        if self._filter is not None:
-            self._trace = trace
-        else:
-            self._open(trace)
 
     def _open(self, trace, folder=None):
         context, envelope, local = self.context, self.envelope, self.local
@@ -310,6 +323,12 @@ class MessageDelivery:
             run.abort()
             self.failure = DeliveryError(verdict.reply.code, verdict.reply.enhanced, verdict.reply.text)
             return self._done(None)
+        if getattr(verdict, "senderVerified", False) and self.envelope.sender and not self.envelope.senderVerified:
+            # SPF passed for the MAIL FROM domain: its NOTIFY=SUCCESS/DELAY is
+            # honoured (honouredNotify); the store and the spool are not open
+            # yet, so the recipients are planned again.
+            self.envelope.senderVerified = True
+            self._plan()
         self._open(self._trace + verdict.header, verdict.folder)
         self.size, self._inHeader = 0, False
         for piece in run.replay():

@@ -75,7 +75,8 @@ class IncomingEnvelope:
     size: int | None = None  # declared with SIZE=
     ret: str | None = None
     envid: str | None = None
-    # The sender passed our checks (SPF/DMARC, issue 16; nothing sets it
-    # yet): then NOTIFY=SUCCESS/DELAY is honoured from an MX client too
+    # The sender passed our checks: SPF pass for the MAIL FROM domain, set
+    # at the end of DATA from the mail checks' verdict (Verdict.senderVerified);
+    # then NOTIFY=SUCCESS/DELAY is honoured from an MX client too
     # (see mailnet.smtp.delivery.honouredNotify).
     senderVerified: bool = False

@@ -142,3 +142,11 @@ def test_a_sender_seen_lately_gets_the_same_verdict_without_the_general_path(tmp
     c.check(envelope("alice@a.test"), signed.replace(b"Hello.", b"Hullo.").split(b"\r\n\r\n")[0] + b"\r\n",
             lambda: signed.replace(b"Hello.", b"Hullo."), inline=True).addCallback(refused.append)
     assert refused[0].reply.code == 550 and b"dkim=fail" in refused[0].header
+
+
+def test_the_verdict_says_whether_spf_verified_the_sender():
+    """SPF pass for MAIL FROM marks the sender verified (SMTP then honours its NOTIFY=SUCCESS)."""
+    c = checker()
+    for spf, verified in (("pass", True), ("fail", False), ("none", False), ("softfail", False)):
+        v = c._policy(b"", None, SPFResult(spf, "a.test"), [])
+        assert v.senderVerified is verified, spf

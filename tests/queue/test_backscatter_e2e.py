@@ -122,7 +122,7 @@ def test_mx_notify_all_returns_at_most_the_size_limit(make_server):
     (None, None, "failure", False, None),
     (["SUCCESS"], "alice@example.test", "failure", False, ["SUCCESS"]),
     (["SUCCESS", "DELAY"], None, "all", False, ["SUCCESS", "DELAY"]),
-    (["SUCCESS"], None, "failure", True, ["SUCCESS"]),  # the hook for SPF/DMARC (issue 16)
+    (["SUCCESS"], None, "failure", True, ["SUCCESS"]),  # SPF pass for MAIL FROM on the MX (tests/mailauth/test_mx_more_e2e.py)
 ])
 def test_honoured_notify(notify, auth, policy, verified, expected):
     from mailnet.smtp.delivery import honouredNotify
