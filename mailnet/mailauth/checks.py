@@ -34,6 +34,7 @@ class Verdict:
     reply: Reply | None = None  # a refusal (the message is not stored)
     folder: str | None = None  # None = INBOX; "Junk" for quarantine
     summary: str = ""  # for the delivery's log line
+    seal: bytes = b""  # an ARC set for the spool's copy alone (forwarded mail: arcseal.py)
 
 
 def _isLocal(domain, localDomains):

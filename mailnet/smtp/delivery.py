@@ -185,7 +185,7 @@ class MessageDelivery:
         else:
             self._open(trace)
 
-    def _open(self, trace, folder=None):
+    def _open(self, trace, folder=None, spoolHead=b""):
         context, envelope, local = self.context, self.envelope, self.local
         try:
             if local:
@@ -198,7 +198,8 @@ class MessageDelivery:
                     client=f"{envelope.helo} [{envelope.peer}]", auth=envelope.auth,
                     id=self.id,  # one id for the message in SMTP's, the queue's and the store's log lines
                 )
-                self._spool.write(trace)
+                # spoolHead: the ARC set of a forwarded copy, on top (RFC 8617 s5.1)
+                self._spool.write(spoolHead + trace)
         except Exception as e:
             self._fail(e, "opening")
 
@@ -310,7 +311,7 @@ class MessageDelivery:
             run.abort()
             self.failure = DeliveryError(verdict.reply.code, verdict.reply.enhanced, verdict.reply.text)
             return self._done(None)
-        self._open(self._trace + verdict.header, verdict.folder)
+        self._open(self._trace + verdict.header, verdict.folder, getattr(verdict, "seal", b""))
         self.size, self._inHeader = 0, False
         for piece in run.replay():
             self.write(piece)
