@@ -99,8 +99,9 @@ def seal(message: bytes, key, authservId: str, timestamp: int | None = None) -> 
     than 50 sets, or a chain without our arc= result).  Blocking (RSA).
     """
     header = message.split(b"\r\n\r\n", 1)[0] + b"\r\n"
-    include = [h for h in signedFields(header)]
-    include += [b"dkim-signature"] * sum(1 for n in fieldNames(header) if n == "dkim-signature")
+    # the fields our DKIM signatures cover (dkimsign.py); dkimpy refuses to
+    # put DKIM-Signature or Authentication-Results in an AMS
+    include = signedFields(header)
     lines = dkim.arc_sign(message, key.selector.encode("ascii"), key.domain.encode("ascii"), key.private,
                           authservId.encode("ascii"), include_headers=include, timestamp=timestamp)
     return b"".join(line if line.endswith(b"\r\n") else line + b"\r\n" for line in lines)
