@@ -15,7 +15,6 @@ the original sender; a non-bounce or a forged address is refused.
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import smtplib
