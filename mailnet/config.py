@@ -186,6 +186,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "inline_size": _o("int", 64 * KB, "Messages up to this size are signed and DKIM-verified on the reactor thread (under a millisecond: less CPU than a thread round trip, and Python threads would not run it in parallel); larger ones in the worker threads.", minimum=0),
         "max_size": _o("int", 35 * MB, "Largest message signed or verified (dkimpy hashes a message in memory); larger ones are passed unsigned or labelled dkim=neutral.", minimum=1024),
     },
+    "srs": {
+        "enabled": _o("choice", "auto", "Sender Rewriting Scheme for mail we forward (an alias to another domain): the queue sends it with MAIL FROM SRS0=hash=time=domain=user@<domain> so SPF at the next hop checks us, and takes bounces to such addresses back to the sender. \"auto\": mail received without login (the MX) whose sender is not of a local domain; \"on\": also our authenticated users' mail from a sender of another domain; \"off\": never (bounces to SRS addresses are then refused too).", choices=("auto", "on", "off")),
+        "domain": _o("str", "", "The domain of our SRS addresses: it must reach us (MX) and its SPF must allow us; empty = the first [domains] local domain."),
+        "max_age": _o("int", 21, "Days an SRS address stays valid for bounces (postsrsd: 21; the timestamp wraps after 1024 days, so at most 1000).", minimum=1),
+    },
     "mtasts": {
         "enabled": _o("bool", False, "MTA-STS (RFC 8461) for the mail we relay by MX: fetch each domain's policy over HTTPS and, in enforce mode, deliver only to the MX hosts it lists, over verified TLS; off in the development defaults (no DNS there), on in production.", example=True),
         "ca_file": _o("path", "", "PEM CA certificates that check the policy hosts (https://mta-sts.<domain>) and the TLS-RPT report receivers (rua=https:); empty = the system's trust store. MX certificates are checked with [relay] tls_ca_file."),
@@ -487,6 +492,9 @@ def fromDict(raw: dict, source: str = "<dict>", base: str | None = None) -> Conf
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"{source}: [http] trusted_proxies: {proxy!r} is not an address or network")
+    if values["srs"]["max_age"] > 1000:
+        raise ConfigError(f"{source}: [srs] max_age: at most 1000 days (the SRS timestamp wraps after 1024)")
+    values["srs"]["domain"] = values["srs"]["domain"].lower().rstrip(".")
     if values["quota"]["storage"]:
         from mailnet.store.quota import parseSize
 

@@ -243,6 +243,9 @@ class MailContext:
                                                                      config.jmap.vacation_period, self.hostname,
                                                                      directory=self.directory,
                                                                      signer=OwnMailSigner(config, reactor)))
+        # [srs]: the MAIL FROM of forwarded mail (the queue) and bounces to it (SMTP's RCPT)
+        from mailnet.mailauth.forwarding import SRSRewriter
+        self.srs = SRSRewriter(config, reactor) if config.srs.enabled != "off" else None
         # DKIM signing and the inbound checks (issue 16), called by SMTP's delivery
         from mailnet.mailauth.filter import makeFilter
         self.messageFilter = makeFilter(config, reactor)

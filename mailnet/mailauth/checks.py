@@ -37,6 +37,7 @@ class Verdict:
     # SPF passed for the MAIL FROM identity: the return path is the client's to use (RFC 7208),
     # so SMTP honours its NOTIFY=SUCCESS/DELAY (a report there is not backscatter)
     senderVerified: bool = False
+    seal: bytes = b""  # an ARC set for the spool's copy alone (forwarded mail: arcseal.py)
 
 
 def _isLocal(domain, localDomains):

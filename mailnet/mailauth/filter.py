@@ -18,6 +18,8 @@ message, and ``replay()``, the message to write after it; or ``abort()``.
   ``inbound`` off, the local-domain rule alone on the From field (it needs
   no DNS): :meth:`MessageFilter.headerCheck`, which SMTP's delivery runs
   on the header section while the message streams to the store.
+* Mail without login that an alias sends on to another domain: its spool
+  copy ARC-sealed (:mod:`.arcseal`) after the checks.
 
 The body is held in memory up to :data:`MEMORY`, beyond that in a
 temporary file under data_dir/tmp.  dkimpy needs the message whole: up to
@@ -36,8 +38,9 @@ from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 from mailnet.logs import Logger
-from mailnet.mailauth import dkimsign, headers, keys as keysmod
+from mailnet.mailauth import arcseal, dkimsign, headers, keys as keysmod
 from mailnet.mailauth.checks import Checker, Verdict
+from mailnet.mailauth.dnsquery import prefetchTXT
 
 log = Logger()
 
@@ -186,8 +189,56 @@ class CheckRun(_Run):
         head, removed = headers.withoutOurResults(buffer.head, self.owner.checker.authservId)
         if removed:
             self.head = head
-        return self.owner.checker.check(self.envelope, buffer.head, self._read, buffer.tooLarge,
-                                        inline=buffer.size <= self.owner.settings.inline_size)
+        d = self.owner.checker.check(self.envelope, buffer.head, self._read, buffer.tooLarge,
+                                     inline=buffer.size <= self.owner.settings.inline_size)
+        if any(r.remote for r in self.envelope.recipients):
+            d.addCallback(self._seal)
+        return d
+
+    def _seal(self, verdict):
+        """
+        A copy goes on to another domain (an alias): ARC-seal it (RFC 8617),
+        once, before it is spooled.  The previous sets are verified first;
+        their result goes into our Authentication-Results (``arc=``) and is
+        the seal's ``cv=``.  Only the spool's copy carries the set
+        (``verdict.seal``).
+        """
+        owner = self.owner
+        if verdict.reply is not None or not verdict.header or self.buffer.tooLarge:
+            return verdict
+        key = owner.sealKey()
+        if key is None:
+            return verdict
+        head = self.buffer.head if self.head is None else self.head
+        names = arcseal.keyNames(head) if arcseal.hasChain(head) else []
+        checker = owner.checker
+        d = defer.succeed({})
+        if names:  # no key in time: the chain fails (dkimpy sees no key)
+            d = checker._limited(prefetchTXT(checker.resolver, names, checker.dnsTimeout), dict)
+        inline = self.buffer.size <= owner.settings.inline_size
+
+        def work(answers):
+            message = self._read()
+            if head is not self.buffer.head:
+                message = head + message[len(self.buffer.head):]
+            cv = arcseal.chainResult(message, answers)
+            header = arcseal.withArcResult(verdict.header, cv)
+            return header, arcseal.seal(header + message, key, checker.authservId, int(owner.reactor.seconds()))
+
+        def run(answers):
+            if inline:
+                return work(answers)
+            return threads.deferToThreadPool(owner.reactor, owner.pool, work, answers)
+
+        def sealed(result):
+            verdict.header, verdict.seal = result
+            verdict.summary += f" ARC-sealed d={key.domain}"
+            return verdict
+
+        def failed(failure):
+            log.failure("ARC sealing failed; the forwarded copy goes unsealed", failure)
+            return verdict
+        return d.addCallback(run).addCallbacks(sealed, failed)
 
 
 class MessageFilter:
@@ -203,6 +254,7 @@ class MessageFilter:
         self._started = False
         self.checker = Checker(config, reactor, resolver, self.pool)
         self.ring = keysmod.KeyRing(self.dataDir, reactor, log)
+        self._sealWarned = False
 
     def _start(self):
         if not self._started:
@@ -212,6 +264,15 @@ class MessageFilter:
             # Threads waiting for DNS stop waiting first, so that joining them cannot hang.
             self.reactor.addSystemEventTrigger("before", "shutdown", self.checker.stopping.set)
             self.reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
+
+    def sealKey(self):
+        """The key that ARC-seals forwarded mail (:func:`.arcseal.sealKey`), or None (logged once)."""
+        key = arcseal.sealKey(self.ring, self.config.server.hostname, self.config.domains.local)
+        if key is None and not self._sealWarned:
+            self._sealWarned = True
+            log.warn("forwarded mail is not ARC-sealed: no RSA DKIM key for {host} or a local domain "
+                     "(mailnet dkim keygen)", host=self.config.server.hostname)
+        return key
 
     def keys(self) -> dict:
         """The DKIM keys by domain (looked for again every few seconds: :class:`~.keys.KeyRing`)."""

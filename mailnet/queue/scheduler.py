@@ -112,11 +112,13 @@ class QueueRunner(Workers, Outcomes, Bounces):
         :class:`DeliveryError`.  See :class:`~mailnet.queue.relay.SMTPConnector`.
     @param directory: :class:`~mailnet.auth.Directory` (local domains, aliases).
     @param store: ``IMailStore`` for local recipients.
+    @param srs: :class:`~mailnet.mailauth.forwarding.SRSRewriter` or None.
     """
 
     def __init__(self, spool: Spool, config, clock, connector, directory=None, store=None,
-                 hostname=None, rng=None, runInThread=None, metrics=None):
+                 hostname=None, rng=None, runInThread=None, metrics=None, srs=None):
         self.spool = spool
+        self.srs = srs  # [srs]: SRSRewriter, the MAIL FROM of forwarded mail (workers._transaction); None: off
         self.metrics = metrics if metrics is not None else DISCARD
         self.config = config
         self.clock = clock

@@ -73,7 +73,7 @@ class QueueService(service.Service):
                                                      context.spool)
         self.runner = QueueRunner(context.spool, config, context.reactor, connector,
                                   directory=context.directory, store=context.store, hostname=context.hostname,
-                                  metrics=getattr(context, "metrics", None))
+                                  metrics=getattr(context, "metrics", None), srs=getattr(context, "srs", None))
         if getattr(context, "metrics", None) is not None:
             context.metrics.watchQueue(self.runner)
         self.runner.start()

@@ -212,8 +212,16 @@ class Workers:
                 continue
             seen.add(r.address)
             recipients.append(Recipient(r.address, r.notify, r.orcpt))
+        sender = env.sender
+        if self.srs is not None:
+            # Forwarded mail: MAIL FROM in SRS form, so that SPF at the next
+            # hop checks our domain and bounces come back through us.
+            try:
+                sender = self.srs.relaySender(sender, env.auth)
+            except Exception:  # the secret cannot be made (a full disk): sent as it was
+                log.failure("queue {id}: SRS rewriting failed; relayed with the original sender", id=job.item.id)
         return Transaction(
-            sender=env.sender, recipients=recipients, size=env.size,
+            sender=sender, recipients=recipients, size=env.size,
             body=env.body or "7BIT", smtputf8=env.smtputf8,
             envid=env.envid, ret=env.ret,
             open=lambda: self.spool.openData(job.item.id), tag=job,

@@ -198,7 +198,7 @@ class MessageDelivery:
         self.local = local
         self.remote = list(remote.values())
 
-    def _open(self, trace, folder=None):
+    def _open(self, trace, folder=None, spoolHead=b""):
         context, envelope, local = self.context, self.envelope, self.local
         try:
             if local:
@@ -211,7 +211,8 @@ class MessageDelivery:
                     client=f"{envelope.helo} [{envelope.peer}]", auth=envelope.auth,
                     id=self.id,  # one id for the message in SMTP's, the queue's and the store's log lines
                 )
-                self._spool.write(trace)
+                # spoolHead: the ARC set of a forwarded copy, on top (RFC 8617 s5.1)
+                self._spool.write(spoolHead + trace)
         except Exception as e:
             self._fail(e, "opening")
 
@@ -329,7 +330,7 @@ class MessageDelivery:
             # yet, so the recipients are planned again.
             self.envelope.senderVerified = True
             self._plan()
-        self._open(self._trace + verdict.header, verdict.folder)
+        self._open(self._trace + verdict.header, verdict.folder, getattr(verdict, "seal", b""))
         self.size, self._inHeader = 0, False
         for piece in run.replay():
             self.write(piece)

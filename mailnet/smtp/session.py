@@ -505,7 +505,23 @@ class SMTPSession(AuthCommands):
         if address == "postmaster":
             address = "postmaster@" + self.settings.postmasterDomain
         domain = address.rpartition("@")[2]
-        if not domain.startswith("[") and self.directory.isLocalDomain(domain):
+        srs = self.settings.srs
+        if srs is not None and srs.isOurs(address):
+            # A bounce to an address our queue wrote in MAIL FROM when it
+            # forwarded (SRS): back to the original sender, checked first
+            # (a catch-all must not swallow it).
+            original, refusal = srs.inbound(address, mail.sender)
+            if refusal is not None:
+                self._error(refusal)
+                return
+            local, remote = [], [original]
+            if self.directory.isLocalDomain(original.rpartition("@")[2]):
+                resolution = self.directory.resolve(original)
+                if resolution is None:
+                    self._error(replies.UNKNOWN_USER.withText(f"<{address}>: no such user here"))
+                    return
+                local, remote = resolution.local, resolution.remote
+        elif not domain.startswith("[") and self.directory.isLocalDomain(domain):
             resolution = self.directory.resolve(address)
             if resolution is None:
                 self._error(replies.UNKNOWN_USER.withText(f"<{address}>: no such user here"))

@@ -41,6 +41,9 @@ class SMTPSettings:
     # quota(username, size) -> DeliveryError or None, from memory
     # (mailnet.localdelivery.quotaRefusal over the store); None: no quota.
     quota: object = None
+    # [srs]: the :class:`~mailnet.mailauth.forwarding.SRSRewriter` (isOurs,
+    # inbound) for RCPT TO an SRS address of ours; None: SRS off.
+    srs: object = None
 
     @property
     def greeting(self) -> Reply:
@@ -66,6 +69,7 @@ class SMTPSettings:
             postmasterDomain=config.domains.local[0],
             refuseLocalSenders=config.mailauth.local_spoofing == "reject",
             quota=_quotaCheck(context.store),
+            srs=getattr(context, "srs", None),
         )
 
 
