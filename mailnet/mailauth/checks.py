@@ -17,7 +17,7 @@ from twisted.internet import defer, threads
 
 from mailnet.logs import Logger
 from mailnet.mail.reply import Reply
-from mailnet.mailauth import dkimcheck, dmarc, headers, results, spfcheck
+from mailnet.mailauth import dkimcheck, dmarc, dmarcrows, headers, results, spfcheck
 from mailnet.mailauth.dnsquery import BlockingDNS, CacheMiss, CacheOnlyDNS, DNSTemporary, cachedTXT, prefetchTXT
 
 log = Logger()
@@ -60,6 +60,9 @@ class Checker:
         self.dnsTimeout = config.dns.timeout
         self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
         self.spfResults = {}  # (ip, sender, helo) -> (expiry, (mail from result, helo result)): _rememberSPF
+        # DMARC aggregate reports (RFC 7489 s7.2): a :class:`~.dmarcrpt.DMARCRows` that records
+        # one row per message whose From domain's record asks for them (rua=), or None.
+        self.recorder = None
 
     def _inThread(self, f, *args):
         d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
@@ -122,7 +125,7 @@ class Checker:
                     dkims = dkimcheck.verifyAll(readMessage(), answers, s.dkim_signatures) if names else []
                     spf, helo = known[1]
                     return defer.succeed(self._conclude(envelope.peer, froms, fromDomain, dmarcNames, answers,
-                                                        spf, helo, dkims))
+                                                        spf, helo, dkims, envelope))
         return self._check(envelope, header, readMessage, tooLarge, inline, *prepared)
 
     def _prepare(self, header, tooLarge):
@@ -185,17 +188,23 @@ class Checker:
         else:
             dkims = []
         spf, helo = yield spfD
-        return self._conclude(ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims)
+        return self._conclude(ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, envelope)
 
-    def _conclude(self, ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims) -> Verdict:
+    def _conclude(self, ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, envelope=None) -> Verdict:
         """DMARC, the Authentication-Results field and the policy, from every other result."""
-        dmarcResult = None
+        dmarcResult = policy = None
         if fromDomain:
-            dmarcResult = self._dmarc(fromDomain, answers, dmarcNames, spf, dkims)
+            dmarcResult, policy, policyDomain = self._dmarc(fromDomain, answers, dmarcNames, spf, dkims)
         elif froms:
             dmarcResult = dmarc.DMARCResult("permerror", ",".join(froms)[:60], "none", "several From domains")
         field = results.header(self.authservId, spf, helo, dkims, dmarcResult, ip)
-        return self._policy(field, dmarcResult, spf, dkims)
+        verdict = self._policy(field, dmarcResult, spf, dkims)
+        if self.recorder is not None and policy is not None and policy.rua and envelope is not None:
+            # RFC 7489 s7.2: a row of the policy domain's aggregate report (stored in batches, no wait)
+            applied = dmarcrows.disposition(verdict, dmarcResult, JUNK)
+            self.recorder.record(dmarcrows.row(self.reactor.seconds(), envelope, fromDomain, policyDomain, policy,
+                                               spf, dkims, applied))
+        return verdict
 
     def _rememberSPF(self, key, expires, found):
         """
@@ -212,18 +221,21 @@ class Checker:
         self.spfResults[key] = (expires, found)
 
     def _dmarc(self, fromDomain, answers, names, spf, dkims):
+        """(the :class:`~.dmarc.DMARCResult`, the policy found or None, the domain it was found at)."""
         first = answers.get(names[0])
         if isinstance(first, DNSTemporary):
-            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True)
+            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True), None, None
         policy = dmarc.recordFrom(first or [])
         isSub = False
+        where = fromDomain
         if policy is None and len(names) > 1:  # RFC 7489 s6.6.3: the organizational domain's record
             org = answers.get(names[1])
             if isinstance(org, DNSTemporary):
-                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True)
+                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True), None, None
             policy = dmarc.recordFrom(org or [])
             isSub = policy is not None
-        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims)
+            where = names[1][len("_dmarc."):]
+        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims), policy, where
 
     def _policy(self, field, result, spf, dkims) -> Verdict:
         s = self.settings

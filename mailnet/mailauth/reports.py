@@ -71,14 +71,17 @@ class DailyReporter:
     def stopped(self):
         """After :meth:`stop`: write what is held in memory (a subclass's)."""
 
-    def run(self):
-        """One run now (the loop's, or an operator's); a run already going is waited for first."""
+    def run(self, work=None):
+        """
+        One run of ``work`` (default :meth:`sendDue`) now: the loop's, or an
+        operator's; a run already going is waited for first.
+        """
         previous = self._running
         if previous is not None and not previous.called:
             d = defer.Deferred()
-            previous.addBoth(lambda _: self.run().chainDeferred(d))
+            previous.addBoth(lambda _: self.run(work).chainDeferred(d))
             return d
-        d = self._running = defer.maybeDeferred(self.sendDue)
+        d = self._running = defer.maybeDeferred(work or self.sendDue)
         d.addErrback(lambda f: log.failure("{name}: sending reports failed", f, name=self.logName))
         return d
 
