@@ -30,7 +30,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from mailnet.logs import Logger
 from mailnet.mailauth import dnsquery, reports
@@ -216,30 +216,42 @@ class Reporter(reports.DailyReporter):
         oldest = reports.dayOf(now - KEEP_DAYS * reports.DAY)
         sent = 0
         for name, day, end in self.rows.ready(now):
-            begin, rows, dropped = self.rows.load(name)
+            # a day's rows can be many (up to dmarc_rows_per_day): read and grouped in a thread
+            begin, byDomain, dropped = yield self._inThread(self._prepare, name)
             begin = begin if begin is not None else reports.dayStart(day)
             if dropped:
                 log.warn("dmarc: {n} rows of {day} were left out by the limits", n=dropped, day=day)
-            byDomain = {}
-            for r in rows:
-                byDomain.setdefault(r["policy_domain"], []).append(r)
             left = []
             for domain in sorted(byDomain):
                 if day < oldest:
                     log.warn("dmarc: the report of {domain} for {day} could not be sent within {n} days; dropped",
                              domain=domain, day=day, n=KEEP_DAYS)
                     continue
+                domainRows, grouped = byDomain[domain]
                 try:
-                    done = yield self._send(domain, byDomain[domain], begin, end)
+                    done = yield self._send(domain, len(domainRows), grouped, begin, end)
                 except Exception as e:
                     log.warn("dmarc: the report of {domain} for {day} is not sent yet: {e}", domain=domain, day=day, e=e)
                     done = False
                 if done is False:
-                    left += byDomain[domain]
+                    left += domainRows
                 elif done:
                     sent += 1
-            self.rows.rewrite(name, begin, left)
+            yield self._inThread(self.rows.rewrite, name, begin, left)
         return sent
+
+    def _inThread(self, f, *args):
+        if hasattr(self.reactor, "getThreadPool"):
+            return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+        return defer.maybeDeferred(f, *args)  # a test clock
+
+    def _prepare(self, name):
+        """(begin or None, {domain: (rows, groupRows(rows))}, dropped) of a file."""
+        begin, rows, dropped = self.rows.load(name)
+        byDomain = {}
+        for r in rows:
+            byDomain.setdefault(r["policy_domain"], []).append(r)
+        return begin, {d: (rs, groupRows(rs)) for d, rs in byDomain.items()}, dropped
 
     @defer.inlineCallbacks
     def _txt(self, name):
@@ -252,7 +264,7 @@ class Reporter(reports.DailyReporter):
         return [r.decode("utf-8", "replace") for r in records]
 
     @defer.inlineCallbacks
-    def _send(self, domain, rows, begin, end):
+    def _send(self, domain, count, grouped, begin, end):
         """True once the report is queued; None when none is wanted; False to try again later."""
         records = yield self._txt(f"_dmarc.{domain}")
         if records is None:
@@ -275,7 +287,6 @@ class Reporter(reports.DailyReporter):
                              "{where} record); not sent there", where=where, domain=domain)
                     continue
             to.append((address, limit))
-        grouped = groupRows(rows)
         errors = []
         if len(grouped) > self.maxRecords:
             log.warn("dmarc: the report of {domain} has {n} records; the {m} most frequent are sent",
@@ -301,7 +312,7 @@ class Reporter(reports.DailyReporter):
             return None
         queueId = yield self.spoolMessage(message, [a for a, _ in to])
         log.info("dmarc: report of {domain} ({n} messages, {r} records) queued as {id}, to {to}", domain=domain,
-                 n=len(rows), r=len(grouped), id=queueId, to=", ".join(a for a, _ in to))
+                 n=count, r=len(grouped), id=queueId, to=", ".join(a for a, _ in to))
         return True
 
 
