@@ -12,6 +12,8 @@ The ``mailnet`` command.
     mailnet dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519]
     mailnet dns DOMAIN                   the DNS records to publish for DOMAIN
     mailnet tlsrpt show                  TLS-RPT counts of our deliveries not reported yet
+    mailnet dmarc show [DAY]             DMARC report rows of the mail we received, not reported yet
+    mailnet dmarc report --now           send the DMARC reports due, today's so far included (server running)
     mailnet status                       listeners, queue, store, certificates (exit 1: a problem)
     mailnet db init|upgrade|status       the PostgreSQL store's schema ([store] backend = "postgres")
     mailnet db recount                   recount every account's quota usage from its messages
@@ -267,6 +269,12 @@ def cmdTlsrpt(args):
     return cli.tlsrptShow(_load(args))
 
 
+def cmdDmarc(args):
+    from mailnet.mailauth import cli
+
+    return cli.dmarc(_load(args), args.action, args.day, args.now)
+
+
 def cmdQueue(args, rest):
     from mailnet.queue import cli
 
@@ -358,6 +366,12 @@ def parser():
     r = add_parser("tlsrpt", help="the TLS-RPT (RFC 8460) counts of our deliveries not reported yet")
     r.add_argument("action", choices=["show"])
 
+    r = add_parser("dmarc", help="DMARC aggregate reports (RFC 7489 s7.2) of the mail we received: show the rows "
+                                 "not reported yet, or send the reports now")
+    r.add_argument("action", choices=["show", "report"])
+    r.add_argument("day", nargs="?", help="show: only this UTC day (YYYY-MM-DD)")
+    r.add_argument("--now", action="store_true", help="report: send every report due, today's rows so far included")
+
     add_parser("queue", help="list, show, flush, delete, hold, release queued mail", add_help=False)
     add_parser("status", help="listeners, queue, store and certificates at a glance; exit 1 when something is wrong")
     d = add_parser("db", help="make, upgrade or check the PostgreSQL store's schema; recount quotas; gc unreferenced bodies")
@@ -417,10 +431,11 @@ def main(argv=None):
     if args.command == "queue":
         return cmdQueue(args, rest)
     handler = {"run": cmdRun, "user": cmdUser, "alias": cmdAlias, "config": cmdConfig, "token": cmdToken, "cert": cmdCert,
-               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt, "db": cmdDb,
+               "dkim": cmdDkim, "dns": cmdDns, "status": cmdStatus, "tlsrpt": cmdTlsrpt, "dmarc": cmdDmarc,
+               "db": cmdDb,
                "migrate": cmdMigrate}[args.command]
     status = handler(args)
-    if args.command in ("dkim", "dns", "status", "db", "migrate") and status:
+    if args.command in ("dkim", "dns", "status", "db", "migrate", "dmarc") and status:
         raise SystemExit(status)
     return status
 

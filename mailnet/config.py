@@ -185,6 +185,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "dkim_signatures": _o("int", 5, "DKIM signatures verified per message, the first ones (RFC 6376 s6.1 lets a verifier limit them); bounds work per message.", minimum=1),
         "inline_size": _o("int", 64 * KB, "Messages up to this size are signed and DKIM-verified on the reactor thread (under a millisecond: less CPU than a thread round trip, and Python threads would not run it in parallel); larger ones in the worker threads.", minimum=0),
         "max_size": _o("int", 35 * MB, "Largest message signed or verified (dkimpy hashes a message in memory); larger ones are passed unsigned or labelled dkim=neutral.", minimum=1024),
+        "dmarc_reports": _o("bool", True, "With inbound on: record each message checked whose From domain's DMARC record has rua= (data_dir/dmarc, one JSON line per message, written in batches) and mail each such domain a daily aggregate report (RFC 7489 s7.2) to its rua=mailto: addresses."),
+        "dmarc_report_from": _o("str", "", "The From address of our DMARC reports; empty = MAILER-DAEMON@[server] hostname (as TLS-RPT's). They go with an empty reverse path, so a bounce cannot loop."),
+        "dmarc_report_rows": _o("int", 10000, "Records (distinct source and results) in one DMARC report; the most frequent are kept and the report says how many were left out.", minimum=1),
+        "dmarc_report_domains": _o("int", 10000, "Domains we keep DMARC report rows for per day (every sending domain could ask for reports); rows of more are counted as dropped.", minimum=1),
+        "dmarc_rows_per_day": _o("int", 1000000, "DMARC report rows stored per day (about 300 bytes each); beyond, counted as dropped and logged once.", minimum=1),
     },
     "srs": {
         "enabled": _o("choice", "auto", "Sender Rewriting Scheme for mail we forward (an alias to another domain): the queue sends it with MAIL FROM SRS0=hash=time=domain=user@<domain> so SPF at the next hop checks us, and takes bounces to such addresses back to the sender. \"auto\": mail received without login (the MX) whose sender is not of a local domain; \"on\": also our authenticated users' mail from a sender of another domain; \"off\": never (bounces to SRS addresses are then refused too).", choices=("auto", "on", "off")),

@@ -17,7 +17,7 @@ from twisted.internet import defer, threads
 
 from mailnet.logs import Logger
 from mailnet.mail.reply import Reply
-from mailnet.mailauth import arccheck, dkimcheck, dmarc, headers, results, spfcheck
+from mailnet.mailauth import arccheck, dkimcheck, dmarc, dmarcrows, headers, results, spfcheck
 from mailnet.mailauth.dnsquery import BlockingDNS, CacheMiss, CacheOnlyDNS, DNSTemporary, cachedTXT, prefetchTXT
 
 log = Logger()
@@ -65,6 +65,9 @@ class Checker:
         self.stopping = threading.Event()  # set at shutdown: threads stop asking DNS
         self.spfResults = {}  # (ip, sender, helo) -> (expiry, (mail from result, helo result)): _rememberSPF
         self.sample = dmarc.sampled  # RFC 7489 pct= sampling: sample(pct) -> bool (tests give their own)
+        # DMARC aggregate reports (RFC 7489 s7.2): a :class:`~.dmarcrpt.DMARCRows` that records
+        # one row per message whose From domain's record asks for them (rua=), or None.
+        self.recorder = None
 
     def _inThread(self, f, *args):
         d = threads.deferToThreadPool(self.reactor, self.pool, f, *args)
@@ -128,7 +131,7 @@ class Checker:
                     dkims, arc = self._verify(readMessage, answers, names, arcHere)
                     spf, helo = known[1]
                     return defer.succeed(self._conclude(envelope.peer, froms, fromDomain, dmarcNames, answers,
-                                                        spf, helo, dkims, arc))
+                                                        spf, helo, dkims, arc, envelope))
         return self._check(envelope, header, readMessage, tooLarge, inline, *prepared)
 
     def _verify(self, readMessage, answers, names, arcHere):
@@ -206,19 +209,25 @@ class Checker:
         else:
             dkims, arc = self._verify(readMessage, answers, names, arcHere)
         spf, helo = yield spfD
-        return self._conclude(ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, arc)
+        return self._conclude(ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, arc, envelope)
 
-    def _conclude(self, ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, arc=None) -> Verdict:
+    def _conclude(self, ip, froms, fromDomain, dmarcNames, answers, spf, helo, dkims, arc=None,
+                  envelope=None) -> Verdict:
         """DMARC, the Authentication-Results field and the policy, from every other result."""
-        dmarcResult = None
+        dmarcResult = policy = None
         if fromDomain:
-            dmarcResult = self._dmarc(fromDomain, answers, dmarcNames, spf, dkims)
+            dmarcResult, policy, policyDomain = self._dmarc(fromDomain, answers, dmarcNames, spf, dkims)
         elif froms:
             dmarcResult = dmarc.DMARCResult("permerror", ",".join(froms)[:60], "none", "several From domains")
         field = results.header(self.authservId, spf, helo, dkims, dmarcResult, ip, arc)
         verdict = self._policy(field, dmarcResult, spf, dkims)
         if arc is not None and arc.result != "none":
             verdict.summary += f" arc={arc.result}"
+        if self.recorder is not None and policy is not None and policy.rua and envelope is not None:
+            # RFC 7489 s7.2: a row of the policy domain's aggregate report (stored in batches, no wait)
+            applied = dmarcrows.disposition(verdict, dmarcResult, JUNK)
+            self.recorder.record(dmarcrows.row(self.reactor.seconds(), envelope, fromDomain, policyDomain, policy,
+                                               spf, dkims, applied))
         return verdict
 
     def _rememberSPF(self, key, expires, found):
@@ -236,18 +245,22 @@ class Checker:
         self.spfResults[key] = (expires, found)
 
     def _dmarc(self, fromDomain, answers, names, spf, dkims):
+        """(the :class:`~.dmarc.DMARCResult`, the policy found or None, the domain it was found at)."""
         first = answers.get(names[0])
         if isinstance(first, DNSTemporary):
-            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True, sample=self.sample)
+            return dmarc.evaluate(fromDomain, None, False, spf, dkims, temporary=True, sample=self.sample), None, None
         policy = dmarc.recordFrom(first or [])
         isSub = False
+        where = fromDomain
         if policy is None and len(names) > 1:  # RFC 7489 s6.6.3: the organizational domain's record
             org = answers.get(names[1])
             if isinstance(org, DNSTemporary):
-                return dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True, sample=self.sample)
+                return (dmarc.evaluate(fromDomain, None, True, spf, dkims, temporary=True, sample=self.sample),
+                        None, None)
             policy = dmarc.recordFrom(org or [])
             isSub = policy is not None
-        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims, sample=self.sample)
+            where = names[1][len("_dmarc."):]
+        return dmarc.evaluate(fromDomain, policy, isSub, spf, dkims, sample=self.sample), policy, where
 
     def _policy(self, field, result, spf, dkims) -> Verdict:
         s = self.settings

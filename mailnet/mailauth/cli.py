@@ -1,6 +1,6 @@
 """
 ``mailnet dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519] [--force]``
-and ``mailnet dns DOMAIN``.
+``mailnet dns DOMAIN``, ``mailnet tlsrpt show`` and ``mailnet dmarc show|report``.
 """
 
 from __future__ import annotations
@@ -46,3 +46,31 @@ def tlsrptShow(conf):
     from mailnet.mailauth import tlsrpt
 
     return tlsrpt.show(conf, sys.stdout)
+
+
+def dmarc(conf, action, day=None, now=False):
+    """``mailnet dmarc show [DAY]`` and ``mailnet dmarc report --now``."""
+    from mailnet.mailauth import dmarcrows
+
+    if action == "show":
+        return dmarcrows.show(conf, sys.stdout, day)
+    if not now:
+        print("mailnet: dmarc report: reports are sent daily by the server; --now sends them at once", file=sys.stderr)
+        return 2
+    if not (conf.mailauth.inbound and conf.mailauth.dmarc_reports):
+        print("mailnet: DMARC reports are off ([mailauth] inbound and dmarc_reports)", file=sys.stderr)
+        return 1
+    from mailnet.queue import control
+
+    try:
+        answer = control.ask(control.socketPath(conf), "dmarc-report", timeout=300)
+    except (ConnectionError, OSError):
+        print("mailnet: the server does not run (or its queue control socket does not answer); "
+              "the reports are sent by the server", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"mailnet: {answer.get('error') or 'failed'}", file=sys.stderr)
+        return 1
+    n = (answer.get("result") or {}).get("reports") or 0
+    print(f"{n} DMARC report{'s' if n != 1 else ''} queued")
+    return 0

@@ -42,6 +42,8 @@ class Policy:
     adkim: str = "r"
     aspf: str = "r"
     pct: int = 100
+    rua: str = ""  # s6.3: where aggregate reports go (the raw tag value; :mod:`.dmarcrpt` parses it)
+    fo: str = "0"
 
 
 def parseRecord(text: bytes | str) -> Policy | None:
@@ -77,6 +79,8 @@ def parseRecord(text: bytes | str) -> Policy | None:
         policy.pct = max(0, min(100, int(tags.get("pct", "100"))))
     except ValueError:
         policy.pct = 100
+    policy.rua = tags.get("rua", "")
+    policy.fo = tags.get("fo", "0") or "0"
     return policy
 
 

@@ -317,4 +317,12 @@ def makeFilter(config, reactor):
 
         if hasattr(reactor, "callWhenRunning"):  # not on a test clock
             reactor.callWhenRunning(reactor.callInThread, orgDomain, "example.com")
-    return MessageFilter(config, reactor, resolver)
+    messageFilter = MessageFilter(config, reactor, resolver)
+    if config.mailauth.inbound:
+        from mailnet.mailauth import dmarcrpt
+
+        # RFC 7489 s7.2: the rows of the DMARC reports (the queue's reporter sends them)
+        recorder = messageFilter.checker.recorder = dmarcrpt.makeRows(reactor, config)
+        if recorder is not None and hasattr(reactor, "addSystemEventTrigger"):
+            reactor.addSystemEventTrigger("before", "shutdown", recorder.close)  # the rows held in memory
+    return messageFilter

@@ -25,11 +25,11 @@ import os
 import re
 import time
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from mailnet import durable
 from mailnet.logs import Logger
-from mailnet.mailauth import dnsquery
+from mailnet.mailauth import dnsquery, reports
 
 log = Logger()
 
@@ -37,7 +37,7 @@ _DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json\Z")
 KEEP_DAYS = 7  # a day whose report could not be sent (DNS trouble) is retried this long
 MAX_FAILURE_ROWS = 1000  # failure-details rows per policy and day (bounded disk and memory)
 MAX_NO_POLICY_DOMAINS = 10000  # domains without a policy counted per day (every domain we send to could be one)
-CHECK_SECONDS = 3600  # how often finished days are looked for
+CHECK_SECONDS = reports.CHECK_SECONDS  # how often finished days are looked for
 FLUSH_SECONDS = 2.0  # counts are written at most this often (one durable write, not one per session)
 
 # RFC 8460 s4.3: the result types.
@@ -70,8 +70,7 @@ def policyEntry(policyType, domain, policy=None):
     return entry
 
 
-def dayOf(seconds) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d")
+dayOf = reports.dayOf
 
 
 class TLSResults:
@@ -266,9 +265,10 @@ def reportMessage(day, domain, report, hostname, to, now) -> bytes:
     return msg.as_bytes()
 
 
-class Reporter:
+class Reporter(reports.DailyReporter):
     """
-    Sends the reports of finished days, at start and every hour.
+    Sends the reports of finished days, at start and every hour
+    (:class:`~.reports.DailyReporter`).
 
     @param spool: the queue's :class:`~mailnet.queue.spool.Spool`.
     @param resolver: an ``IResolver`` (TXT).
@@ -277,35 +277,19 @@ class Reporter:
         ``rua=https:`` URIs, or None (then only mailto: is served).
     """
 
+    logName = "tls-rpt"
+
     def __init__(self, reactor, config, results, resolver, spool, signer=None, poster=None):
-        self.reactor = reactor
-        self.config = config
+        super().__init__(reactor, config, spool, signer, CHECK_SECONDS)
         self.results = results
         self.resolver = resolver
-        self.spool = spool
-        self.signer = signer
         self.poster = poster
-        self.hostname = config.server.hostname.lower().rstrip(".")
-        self._loop = None
-        self._running = None
 
-    def start(self):
-        self._loop = task.LoopingCall(self.run)
-        self._loop.clock = self.reactor
-        self._loop.start(CHECK_SECONDS, now=True).addErrback(lambda f: log.failure("tls-rpt: reporting failed", f))
-
-    @defer.inlineCallbacks
-    def stop(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        if self._running is not None and not self._running.called:
-            yield self._running
+    def stopped(self):
         self.results.flush()
 
-    def run(self):
-        d = self._running = self._run()
-        d.addErrback(lambda f: log.failure("tls-rpt: sending reports failed", f))
-        return d
+    def sendDue(self):
+        return self._run()
 
     @defer.inlineCallbacks
     def _run(self):
@@ -371,16 +355,7 @@ class Reporter:
     @defer.inlineCallbacks
     def _spool(self, day, domain, report, to):
         data = reportMessage(day, domain, report, self.hostname, to, time.time())
-        if self.signer is not None:
-            keys = self.signer.keysFor(self.hostname)
-            data = self.signer.sign(data, keys)  # one small message a day: on the reactor
-        writer = self.spool.newMessage("", [{"address": a} for a in to], body="7BIT", arrival=self.reactor.seconds())
-        try:
-            writer.write(data)
-            queueId = yield writer.commit()
-        except Exception:
-            writer.abort()
-            raise
+        queueId = yield self.spoolMessage(data, to)
         log.info("tls-rpt: report of {domain} for {day} queued as {id}, to {to}", domain=domain, day=day,
                  id=queueId, to=", ".join(to))
 

@@ -114,12 +114,16 @@ class ControlFactory(Factory):
     protocol = ControlProtocol
     noisy = False
 
-    def __init__(self, runner):
+    def __init__(self, runner, extra=None):
         self.admin = QueueAdmin(runner)
+        self.extra = extra or {}  # command -> f() -> result or Deferred (no id): the server's other jobs
 
     @defer.inlineCallbacks
     def handle(self, command, queueId):
         admin = self.admin
+        if command in self.extra:
+            result = yield self.extra[command]()
+            return result
         if command not in COMMANDS:
             raise AdminError(f"unknown command {command!r}")
         if command in NEEDS_ID and not queueId:

@@ -44,6 +44,7 @@ class QueueService(service.Service):
         self._port = None
         self._waitLogged = False
         self.reporter = None
+        self.dmarcReporter = None
 
     def startService(self):
         super().startService()
@@ -71,6 +72,12 @@ class QueueService(service.Service):
             connector.sts = mtastsfetch.makeOutbound(context.reactor, config, connector.resolver)
             self.reporter = mtastsfetch.makeReporter(context.reactor, config, connector.sts, connector.resolver.resolver,
                                                      context.spool)
+            from mailnet.mailauth import dmarcrpt  # RFC 7489 s7.2: the MX's checks' rows, reported daily
+
+            checker = getattr(getattr(context, "messageFilter", None), "checker", None)
+            self.dmarcReporter = dmarcrpt.makeReporter(context.reactor, config, context.spool,
+                                                       connector.resolver.resolver,
+                                                       getattr(checker, "recorder", None))
         self.runner = QueueRunner(context.spool, config, context.reactor, connector,
                                   directory=context.directory, store=context.store, hostname=context.hostname,
                                   metrics=getattr(context, "metrics", None), srs=getattr(context, "srs", None))
@@ -79,6 +86,8 @@ class QueueService(service.Service):
         self.runner.start()
         if self.reporter is not None:
             self.reporter.start()
+        if self.dmarcReporter is not None:
+            self.dmarcReporter.start()
         self._listen()
         self.started.callback(self.runner)
 
@@ -93,7 +102,15 @@ class QueueService(service.Service):
         # We hold the spool lock, so a socket file left here is stale.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        self._port = self.context.reactor.listenUNIX(path, control.ControlFactory(self.runner), mode=0o600)
+        factory = control.ControlFactory(self.runner, self._extraCommands())
+        self._port = self.context.reactor.listenUNIX(path, factory, mode=0o600)
+
+    def _extraCommands(self):
+        """Control socket commands beside the queue's: ``dmarc-report`` (``mailnet dmarc report --now``)."""
+        extra = {}
+        if self.dmarcReporter is not None:
+            extra["dmarc-report"] = lambda: self.dmarcReporter.reportNow().addCallback(lambda n: {"reports": n})
+        return extra
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -107,6 +124,8 @@ class QueueService(service.Service):
             port.stopListening()
         if self.reporter is not None:
             yield self.reporter.stop()
+        if self.dmarcReporter is not None:
+            yield self.dmarcReporter.stop()
         if self.runner is not None:
             yield self.runner.stop()
         self.lock.release()
