@@ -65,7 +65,7 @@ def test_a_pass_is_not_sampled():
 def test_the_field_and_the_verdict():
     c = checker()
     c.sample = lambda pct: False
-    out = c._dmarc("a.test", {"_dmarc.a.test": [b"v=DMARC1; p=reject; pct=20"]}, ["_dmarc.a.test"], FAIL, [])
+    out = c._dmarc("a.test", {"_dmarc.a.test": [b"v=DMARC1; p=reject; pct=20"]}, ["_dmarc.a.test"], FAIL, [])[0]
     field = results.header("mx.b.test", FAIL, None, [], out, "192.0.2.1").decode().replace("\r\n\t", " ")
     assert "dmarc=fail (p=reject dis=quarantine pct=20 not sampled)" in field, field
     assert "policy.dmarc=quarantine" in field, field
@@ -75,6 +75,6 @@ def test_the_field_and_the_verdict():
     assert verdict.reply is None and verdict.folder == JUNK  # quarantine, not a refusal
     assert "p=reject pct=20 not sampled: quarantine" in verdict.summary
     c.sample = lambda pct: True
-    out = c._dmarc("a.test", {"_dmarc.a.test": [b"v=DMARC1; p=reject; pct=20"]}, ["_dmarc.a.test"], FAIL, [])
+    out = c._dmarc("a.test", {"_dmarc.a.test": [b"v=DMARC1; p=reject; pct=20"]}, ["_dmarc.a.test"], FAIL, [])[0]
     assert c._policy(b"", out, FAIL, []).reply.code == 550
     assert "not sampled" not in results.header("mx.b.test", FAIL, None, [], out).decode()

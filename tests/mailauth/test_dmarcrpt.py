@@ -284,20 +284,20 @@ def test_the_checker_records_messages_of_domains_with_rua():
     spf = SPFResult("pass", "evil.test")
     forgedTo = envelope("x@evil.test", "192.0.2.66")
     v = c._conclude("192.0.2.66", ["a.test"], "a.test", names, {names[0]: [b"v=DMARC1; p=reject; rua=mailto:d@a.test"]},
-                    spf, None, [], forgedTo)
+                    spf, None, [], envelope=forgedTo)
     assert v.reply.code == 550
     [row] = c.recorder.rows
     assert (row["disposition"], row["dkim"], row["spf"], row["policy_domain"]) == ("reject", "fail", "fail", "a.test")
     assert row["t"] == START
     c._conclude("192.0.2.66", ["q.test"], "q.test", ["_dmarc.q.test"],
                 {"_dmarc.q.test": [b"v=DMARC1; p=quarantine; rua=mailto:d@q.test"]}, spf, None, [],
-                envelope("x@evil.test", "192.0.2.66"))
+                envelope=envelope("x@evil.test", "192.0.2.66"))
     assert c.recorder.rows[-1]["disposition"] == "quarantine" and JUNK
     c._conclude("192.0.2.66", ["n.test"], "n.test", ["_dmarc.n.test"], {"_dmarc.n.test": [b"v=DMARC1; p=none"]},
-                spf, None, [], forgedTo)
+                spf, None, [], envelope=forgedTo)
     assert len(c.recorder.rows) == 2  # no rua=: nothing recorded
     # a subdomain's mail under its organizational domain's record: reported to that domain
     c._conclude("192.0.2.66", ["mail.a.test"], "mail.a.test", ["_dmarc.mail.a.test", "_dmarc.a.test"],
                 {"_dmarc.mail.a.test": [], "_dmarc.a.test": [b"v=DMARC1; p=none; rua=mailto:d@a.test"]},
-                spf, None, [], forgedTo)
+                spf, None, [], envelope=forgedTo)
     assert (c.recorder.rows[-1]["policy_domain"], c.recorder.rows[-1]["header_from"]) == ("a.test", "mail.a.test")
