@@ -108,10 +108,23 @@ class DMARCRows:
             for old in [d for d in self._days if d < day]:
                 del self._days[old]  # yesterday's counts are not needed once today has begun
             state = self._days[day] = _Day()
-            for entry in readLines(self._path(day)):  # after a restart: the rows already stored count
-                if "policy_domain" in entry:
-                    state.rows += 1
-                    state.domains.add(entry["policy_domain"])
+            # After a restart the rows already stored count too.  The file can
+            # hold a million rows (seconds to read): its first `size` bytes (all
+            # there is now; this process's own rows come after) are counted in
+            # a thread, and added when done.  Until then the limits see fewer.
+            path = self._path(day)
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = 0
+            if size:
+                if hasattr(self.reactor, "getThreadPool"):
+                    d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _count, path, size)
+                    d.addCallback(lambda found: _add(state, found))
+                    d.addErrback(lambda f: log.error("dmarc: cannot count the stored report rows: {e}",
+                                                     e=f.getErrorMessage()))
+                else:
+                    _add(state, _count(path, size))
         return state
 
     def record(self, entry: dict):
@@ -255,14 +268,34 @@ class DMARCRows:
                                     mode=0o600)
 
 
-def readLines(path):
+def _count(path, size):
+    """(rows, policy domains) in the first ``size`` bytes of a day's file (a thread)."""
+    rows, domains = 0, set()
+    for entry in readLines(path, size):
+        if "policy_domain" in entry:
+            rows += 1
+            domains.add(entry["policy_domain"])
+    return rows, domains
+
+
+def _add(state, found):
+    rows, domains = found
+    state.rows += rows
+    state.domains |= domains
+
+
+def readLines(path, size=None):
     """The JSON objects of a file's lines; a damaged line (a crash mid-write) is skipped."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
     with f:
+        read = 0
         for line in f:
+            read += len(line)
+            if size is not None and read > size:
+                break  # written after the count began
             try:
                 entry = json.loads(line)
             except ValueError:

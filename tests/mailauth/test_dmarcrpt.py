@@ -12,10 +12,14 @@ import email
 import email.policy
 import gzip
 import io
+import threading
+import time
 import types
+from unittest import mock
 import xml.etree.ElementTree as ET
 
 from twisted.internet import task
+from twisted.python.threadpool import ThreadPool
 from twisted.names import error as dnserror
 
 from mailnet.config import fromDict
@@ -301,3 +305,47 @@ def test_the_checker_records_messages_of_domains_with_rua():
                 {"_dmarc.mail.a.test": [], "_dmarc.a.test": [b"v=DMARC1; p=none; rua=mailto:d@a.test"]},
                 spf, None, [], envelope=forgedTo)
     assert (c.recorder.rows[-1]["policy_domain"], c.recorder.rows[-1]["header_from"]) == ("a.test", "mail.a.test")
+
+
+def test_after_a_restart_the_stored_rows_are_counted_in_a_thread(tmp_path):
+    """The day's file is counted off the reactor thread (it can hold a million rows), then the limits hold."""
+    store, clock = rows(tmp_path)
+    other = dict(passing(clock.seconds()), policy_domain="c.test")
+    for _ in range(3):
+        store.record(other)
+    store.close()
+    seen = []
+
+    calls = []
+
+    class ThreadedClock(task.Clock):
+        def getThreadPool(self):
+            return pool
+
+        def callFromThread(self, f, *args, **kw):
+            calls.append((f, args, kw))
+
+    real = dmarcrows._count
+
+    def counting(path, size):
+        seen.append(threading.current_thread() is not threading.main_thread())
+        return real(path, size)
+
+    pool = ThreadPool(1, 1)
+    pool.start()
+    try:
+        clock2 = ThreadedClock()
+        clock2.advance(clock.seconds())
+        again = dmarcrows.DMARCRows(store.directory, clock2, maxRows=3)
+        with mock.patch.object(dmarcrows, "_count", counting):
+            state = again._day("1970-01-21")
+            deadline = time.monotonic() + 10
+            while state.rows < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the result comes back through callFromThread, run here
+                while calls:
+                    f, args, kw = calls.pop(0)
+                    f(*args, **kw)
+    finally:
+        pool.stop()
+    assert seen == [True]
+    assert state.rows == 3 and state.domains == {"c.test"}
